@@ -1,0 +1,18 @@
+//! Lifeboat: a bootable rescue environment that clones and images disks outside the installed OS.
+//! The same library serves the PID 1 boot path, the command-line tool and the TUI.
+pub mod cli;
+pub mod clone;
+pub mod devices;
+pub mod error;
+pub mod image;
+pub mod init;
+pub mod initramfs;
+pub mod io;
+pub mod jobs;
+pub mod rescue;
+pub mod tui;
+
+pub use error::{Error, ErrorKind, Result};
+
+/// Version string: crate version plus the git revision it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LIFEBOAT_GIT_REV"), ")");
