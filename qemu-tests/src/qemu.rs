@@ -1,0 +1,620 @@
+//! QEMU command lines as data: a `VmSpec` (machine, boot, serial, monitor, disks) turned into an
+//! argv by small pure functions, each unit-tested, so every test boots exactly what it describes.
+use std::path::{Path, PathBuf};
+
+/// The bus (and controller) a virtual disk hangs on; each maps to a Lifeboat `transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bus {
+    /// virtio-blk-pci (`vdX` in the guest).
+    Virtio,
+    /// ide-hd on an AHCI controller (`sdX`, libata).
+    Sata,
+    /// An NVMe controller with one namespace (`nvmeXn1`).
+    Nvme,
+    /// usb-storage on an xHCI controller (`sdX` via usb-storage).
+    Usb,
+    /// scsi-hd on virtio-scsi (`sdX`).
+    Scsi,
+}
+
+impl Bus {
+    /// The `transport` value `lifeboat list --json` must report for a disk on this bus.
+    pub fn transport(self) -> &'static str {
+        match self {
+            Bus::Virtio => "virtio",
+            Bus::Sata => "sata",
+            Bus::Nvme => "nvme",
+            Bus::Usb => "usb",
+            Bus::Scsi => "scsi",
+        }
+    }
+
+    /// Whether QEMU lets us choose the model string the guest sees on this bus.
+    pub fn model_settable(self) -> bool {
+        matches!(self, Bus::Sata | Bus::Scsi)
+    }
+
+    /// The model string the guest sees when none is set (`None`: the bus has no model).
+    pub fn default_model(self) -> Option<&'static str> {
+        match self {
+            Bus::Virtio => None,
+            Bus::Sata | Bus::Usb | Bus::Scsi => Some("QEMU HARDDISK"),
+            Bus::Nvme => Some("QEMU NVMe Ctrl"),
+        }
+    }
+}
+
+/// One virtual disk: a raw image file on a bus, with the identity the guest will see.
+#[derive(Clone, Debug)]
+pub struct DiskSpec {
+    pub image: PathBuf,
+    pub bus: Bus,
+    /// Serial number (at most 20 characters: the shortest limit among the buses).
+    pub serial: String,
+    /// Model (SATA `model=`, SCSI `product=`); an error on buses that cannot set it.
+    pub model: Option<String>,
+    pub logical_block_size: Option<u32>,
+    pub physical_block_size: Option<u32>,
+    pub read_only: bool,
+    /// USB only: report the medium as removable.
+    pub removable: bool,
+    /// A blkdebug config file (see `blkdebug`): the disk then fails the reads it describes.
+    pub blkdebug: Option<PathBuf>,
+}
+
+impl DiskSpec {
+    pub fn new(image: impl Into<PathBuf>, bus: Bus, serial: &str) -> DiskSpec {
+        DiskSpec {
+            image: image.into(),
+            bus,
+            serial: serial.to_string(),
+            model: None,
+            logical_block_size: None,
+            physical_block_size: None,
+            read_only: false,
+            removable: false,
+            blkdebug: None,
+        }
+    }
+    pub fn model(mut self, m: &str) -> Self {
+        self.model = Some(m.to_string());
+        self
+    }
+    /// Sets the logical and physical block size (512 or 4096).
+    pub fn block_size(mut self, logical: u32, physical: u32) -> Self {
+        self.logical_block_size = Some(logical);
+        self.physical_block_size = Some(physical);
+        self
+    }
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+    pub fn removable(mut self) -> Self {
+        self.removable = true;
+        self
+    }
+    pub fn blkdebug(mut self, config: impl Into<PathBuf>) -> Self {
+        self.blkdebug = Some(config.into());
+        self
+    }
+    /// The model string the guest should report for this disk.
+    pub fn expected_model(&self) -> Option<String> {
+        match &self.model {
+            Some(m) => Some(m.clone()),
+            None => self.bus.default_model().map(str::to_string),
+        }
+    }
+}
+
+/// Where the guest's serial console (ttyS0) goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerialMode {
+    /// QEMU's stdin/stdout are the console (pipes the test reads and writes); QEMU also
+    /// writes everything the guest sends to `log`.
+    Pipe { log: PathBuf },
+    /// The current terminal, `-nographic` style (console and monitor multiplexed, Ctrl-A X quits).
+    Terminal,
+}
+
+/// Everything needed to boot one VM.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    pub qemu: String,
+    pub kvm: bool,
+    pub memory_mib: u32,
+    pub smp: u32,
+    /// Direct kernel boot; `None` boots the firmware (SeaBIOS, or OVMF via `extra`) from disks.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line (see `default_append`), used with `kernel`.
+    pub append: String,
+    pub serial: SerialMode,
+    /// Human monitor on this unix socket (`screendump`, `info block`, ...).
+    pub monitor: Option<PathBuf>,
+    pub disks: Vec<DiskSpec>,
+    /// Appended verbatim (firmware, extra devices for later tests).
+    pub extra: Vec<String>,
+}
+
+impl VmSpec {
+    /// A spec with the harness defaults: q35, TCG (KVM only when LIFEBOAT_QEMU_KVM=1), 1 GiB, 2 CPUs.
+    pub fn new(kernel: &Path, initrd: &Path, serial: SerialMode) -> VmSpec {
+        VmSpec {
+            qemu: std::env::var("LIFEBOAT_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
+            kvm: std::env::var("LIFEBOAT_QEMU_KVM").is_ok_and(|v| v == "1"),
+            memory_mib: 1024,
+            smp: 2,
+            kernel: Some(kernel.to_path_buf()),
+            initrd: Some(initrd.to_path_buf()),
+            append: default_append(""),
+            serial,
+            monitor: None,
+            disks: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// The kernel command line the harness boots with: serial console, reboot (= QEMU exit, since
+/// `-no-reboot`) on panic, then the test's own parameters.
+pub fn default_append(params: &str) -> String {
+    let base = "console=ttyS0,115200 panic=-1";
+    if params.trim().is_empty() {
+        base.to_string()
+    } else {
+        format!("{base} {}", params.trim())
+    }
+}
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
+/// QEMU option values are comma-separated: a literal comma is written twice.
+pub fn escape_opt(v: &str) -> String {
+    v.replace(',', ",,")
+}
+
+fn path_opt(p: &Path) -> String {
+    escape_opt(&p.to_string_lossy())
+}
+
+/// Machine, accelerator, memory, CPUs and the things every test VM has in common.
+pub fn machine_args(kvm: bool, memory_mib: u32, smp: u32) -> Vec<String> {
+    vec![
+        s("-nodefaults"),
+        s("-machine"),
+        s("q35"),
+        s("-accel"),
+        s(if kvm { "kvm" } else { "tcg" }),
+        s("-m"),
+        memory_mib.to_string(),
+        s("-smp"),
+        smp.to_string(),
+        s("-no-reboot"),
+        s("-display"),
+        s("none"),
+        // A VGA device keeps tty0 and the monitor's `screendump` working without a window.
+        s("-vga"),
+        s("std"),
+    ]
+}
+
+/// Direct kernel boot.
+pub fn boot_args(kernel: &Path, initrd: &Path, append: &str) -> Vec<String> {
+    vec![
+        s("-kernel"),
+        kernel.to_string_lossy().into_owned(),
+        s("-initrd"),
+        initrd.to_string_lossy().into_owned(),
+        s("-append"),
+        append.to_string(),
+    ]
+}
+
+/// The serial console (ttyS0).
+pub fn serial_args(mode: &SerialMode) -> Vec<String> {
+    match mode {
+        SerialMode::Pipe { log } => vec![
+            s("-chardev"),
+            format!("stdio,id=ser0,signal=off,logfile={}", path_opt(log)),
+            s("-serial"),
+            s("chardev:ser0"),
+        ],
+        SerialMode::Terminal => vec![
+            // What -nographic does, spelled out: console and monitor share the terminal.
+            s("-chardev"),
+            s("stdio,id=ser0,mux=on,signal=off"),
+            s("-serial"),
+            s("chardev:ser0"),
+            s("-mon"),
+            s("chardev=ser0,mode=readline"),
+        ],
+    }
+}
+
+/// The human monitor on a unix socket the test can connect to.
+pub fn monitor_args(sock: &Path) -> Vec<String> {
+    vec![
+        s("-chardev"),
+        format!("socket,id=mon0,path={},server=on,wait=off", path_opt(sock)),
+        s("-mon"),
+        s("chardev=mon0,mode=readline"),
+    ]
+}
+
+/// `-drive` for disk `n`: raw format, directly on the file or on a blkdebug node.
+pub fn drive_arg(n: usize, d: &DiskSpec) -> String {
+    let mut v = match &d.blkdebug {
+        None => format!("if=none,id=d{n},format=raw,file={}", path_opt(&d.image)),
+        // raw on top of blkdebug: raw fires the `read_aio` event the rules are keyed on.
+        Some(conf) => format!(
+            "if=none,id=d{n},driver=raw,file.driver=blkdebug,file.config={},file.image.filename={}",
+            path_opt(conf),
+            path_opt(&d.image)
+        ),
+    };
+    if d.read_only {
+        v.push_str(",readonly=on");
+    }
+    v
+}
+
+/// Checks a disk spec against what its bus accepts.
+pub fn validate_disk(d: &DiskSpec) -> Result<(), String> {
+    if d.serial.is_empty() || d.serial.len() > 20 || !d.serial.is_ascii() {
+        return Err(format!(
+            "disk {:?}: serial {:?} must be 1..=20 ASCII characters",
+            d.image, d.serial
+        ));
+    }
+    if d.serial.contains(',') {
+        return Err(format!(
+            "disk {:?}: serial {:?} must not contain a comma",
+            d.image, d.serial
+        ));
+    }
+    if d.model.is_some() && !d.bus.model_settable() {
+        return Err(format!(
+            "disk {:?}: QEMU cannot set the model on {:?}",
+            d.image, d.bus
+        ));
+    }
+    if d.removable && d.bus != Bus::Usb {
+        return Err(format!(
+            "disk {:?}: removable is only supported on Usb",
+            d.image
+        ));
+    }
+    for bs in [d.logical_block_size, d.physical_block_size]
+        .into_iter()
+        .flatten()
+    {
+        if bs != 512 && bs != 4096 {
+            return Err(format!(
+                "disk {:?}: block size {bs} must be 512 or 4096",
+                d.image
+            ));
+        }
+    }
+    if let (Some(l), Some(p)) = (d.logical_block_size, d.physical_block_size) {
+        if p < l {
+            return Err(format!(
+                "disk {:?}: physical block size {p} < logical {l}",
+                d.image
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `-device` for disk `n` (controllers are added by `disk_args`).
+pub fn device_arg(n: usize, sata_port: usize, d: &DiskSpec) -> String {
+    let serial = escape_opt(&d.serial);
+    let mut v = match d.bus {
+        Bus::Virtio => format!("virtio-blk-pci,drive=d{n},serial={serial}"),
+        Bus::Sata => format!("ide-hd,drive=d{n},bus=ahci0.{sata_port},serial={serial}"),
+        Bus::Nvme => format!("nvme,drive=d{n},serial={serial}"),
+        Bus::Usb => format!("usb-storage,drive=d{n},bus=xhci.0,serial={serial}"),
+        Bus::Scsi => format!("scsi-hd,drive=d{n},bus=scsi0.0,serial={serial}"),
+    };
+    if let Some(m) = &d.model {
+        match d.bus {
+            Bus::Sata => v.push_str(&format!(",model={}", escape_opt(m))),
+            Bus::Scsi => v.push_str(&format!(",product={}", escape_opt(m))),
+            _ => {}
+        }
+    }
+    if let Some(l) = d.logical_block_size {
+        v.push_str(&format!(",logical_block_size={l}"));
+    }
+    if let Some(p) = d.physical_block_size {
+        v.push_str(&format!(",physical_block_size={p}"));
+    }
+    if d.removable {
+        v.push_str(",removable=on");
+    }
+    v
+}
+
+/// All disks with their controllers (each controller added once, before its first disk).
+pub fn disk_args(disks: &[DiskSpec]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let (mut ahci, mut xhci, mut scsi) = (false, false, false);
+    let mut sata_port = 0;
+    for (n, d) in disks.iter().enumerate() {
+        validate_disk(d)?;
+        let controller = match d.bus {
+            Bus::Sata if !ahci => {
+                ahci = true;
+                Some("ahci,id=ahci0")
+            }
+            Bus::Usb if !xhci => {
+                xhci = true;
+                Some("qemu-xhci,id=xhci")
+            }
+            Bus::Scsi if !scsi => {
+                scsi = true;
+                Some("virtio-scsi-pci,id=scsi0")
+            }
+            _ => None,
+        };
+        if let Some(c) = controller {
+            out.extend([s("-device"), s(c)]);
+        }
+        if d.bus == Bus::Sata && sata_port >= 6 {
+            return Err("at most 6 SATA disks (one AHCI controller)".into());
+        }
+        out.extend([
+            s("-drive"),
+            drive_arg(n, d),
+            s("-device"),
+            device_arg(n, sata_port, d),
+        ]);
+        if d.bus == Bus::Sata {
+            sata_port += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The whole argv (without the program name).
+pub fn argv(spec: &VmSpec) -> Result<Vec<String>, String> {
+    let mut v = machine_args(spec.kvm, spec.memory_mib, spec.smp);
+    match (&spec.kernel, &spec.initrd) {
+        (Some(k), Some(i)) => v.extend(boot_args(k, i, &spec.append)),
+        (Some(k), None) => v.extend([
+            s("-kernel"),
+            k.to_string_lossy().into_owned(),
+            s("-append"),
+            spec.append.clone(),
+        ]),
+        (None, Some(_)) => return Err("an initrd needs a kernel".into()),
+        (None, None) => {}
+    }
+    v.extend(serial_args(&spec.serial));
+    match &spec.monitor {
+        Some(sock) => v.extend(monitor_args(sock)),
+        None if spec.serial != SerialMode::Terminal => v.extend([s("-monitor"), s("none")]),
+        None => {}
+    }
+    v.extend(disk_args(&spec.disks)?);
+    v.extend(spec.extra.iter().cloned());
+    Ok(v)
+}
+
+/// The argv as one shell-pasteable line (for logs and the demo banner).
+pub fn shell_line(program: &str, args: &[String]) -> String {
+    let quote = |a: &str| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
+        {
+            a.to_string()
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    std::iter::once(program)
+        .chain(args.iter().map(String::as_str))
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(v: &[String], flag: &str) -> Vec<String> {
+        v.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn machine_is_q35_tcg_by_default() {
+        let v = machine_args(false, 1024, 2);
+        assert_eq!(pair(&v, "-machine"), ["q35"]);
+        assert_eq!(pair(&v, "-accel"), ["tcg"]);
+        assert_eq!(pair(&v, "-m"), ["1024"]);
+        assert_eq!(pair(&v, "-smp"), ["2"]);
+        assert!(v.contains(&s("-no-reboot")));
+        assert_eq!(pair(&v, "-display"), ["none"]);
+        assert_eq!(pair(&machine_args(true, 512, 1), "-accel"), ["kvm"]);
+    }
+
+    #[test]
+    fn boot_args_pass_kernel_initrd_and_append() {
+        let v = boot_args(
+            Path::new("/k/vmlinuz"),
+            Path::new("/k/initrd"),
+            "console=ttyS0 a=\"b c\"",
+        );
+        assert_eq!(
+            v,
+            [
+                "-kernel",
+                "/k/vmlinuz",
+                "-initrd",
+                "/k/initrd",
+                "-append",
+                "console=ttyS0 a=\"b c\""
+            ]
+        );
+    }
+
+    #[test]
+    fn default_append_has_serial_console_and_panic_exit() {
+        assert_eq!(default_append(""), "console=ttyS0,115200 panic=-1");
+        assert_eq!(
+            default_append(" lifeboat.run=\"list --json\" "),
+            "console=ttyS0,115200 panic=-1 lifeboat.run=\"list --json\""
+        );
+    }
+
+    #[test]
+    fn serial_pipe_logs_and_uses_stdio() {
+        let v = serial_args(&SerialMode::Pipe {
+            log: PathBuf::from("/t/a,b.log"),
+        });
+        assert_eq!(
+            v,
+            [
+                "-chardev",
+                "stdio,id=ser0,signal=off,logfile=/t/a,,b.log",
+                "-serial",
+                "chardev:ser0"
+            ]
+        );
+        let t = serial_args(&SerialMode::Terminal);
+        assert_eq!(pair(&t, "-mon"), ["chardev=ser0,mode=readline"]);
+    }
+
+    #[test]
+    fn monitor_is_a_unix_socket() {
+        let v = monitor_args(Path::new("/t/mon.sock"));
+        assert_eq!(v[1], "socket,id=mon0,path=/t/mon.sock,server=on,wait=off");
+    }
+
+    #[test]
+    fn every_bus_gets_its_device_and_controller_once() {
+        let disks = vec![
+            DiskSpec::new("/d/v.img", Bus::Virtio, "VIRT1"),
+            DiskSpec::new("/d/s.img", Bus::Sata, "SATA1").model("Lifeboat SATA"),
+            DiskSpec::new("/d/s2.img", Bus::Sata, "SATA2"),
+            DiskSpec::new("/d/n.img", Bus::Nvme, "NVME1").block_size(4096, 4096),
+            DiskSpec::new("/d/u.img", Bus::Usb, "USB1").removable(),
+            DiskSpec::new("/d/c.img", Bus::Scsi, "SCSI1").model("Lifeboat SCSI"),
+        ];
+        let v = disk_args(&disks).unwrap();
+        let devs = pair(&v, "-device");
+        assert_eq!(
+            devs,
+            [
+                "virtio-blk-pci,drive=d0,serial=VIRT1",
+                "ahci,id=ahci0",
+                "ide-hd,drive=d1,bus=ahci0.0,serial=SATA1,model=Lifeboat SATA",
+                "ide-hd,drive=d2,bus=ahci0.1,serial=SATA2",
+                "nvme,drive=d3,serial=NVME1,logical_block_size=4096,physical_block_size=4096",
+                "qemu-xhci,id=xhci",
+                "usb-storage,drive=d4,bus=xhci.0,serial=USB1,removable=on",
+                "virtio-scsi-pci,id=scsi0",
+                "scsi-hd,drive=d5,bus=scsi0.0,serial=SCSI1,product=Lifeboat SCSI",
+            ]
+        );
+        let drives = pair(&v, "-drive");
+        assert_eq!(drives[0], "if=none,id=d0,format=raw,file=/d/v.img");
+        assert_eq!(drives.len(), 6);
+    }
+
+    #[test]
+    fn read_only_and_blkdebug_drives() {
+        let d = DiskSpec::new("/d/src.img", Bus::Virtio, "SRC")
+            .read_only()
+            .blkdebug("/d/bd.conf");
+        assert_eq!(
+            drive_arg(7, &d),
+            "if=none,id=d7,driver=raw,file.driver=blkdebug,file.config=/d/bd.conf,\
+             file.image.filename=/d/src.img,readonly=on"
+        );
+    }
+
+    #[test]
+    fn invalid_disks_are_refused() {
+        assert!(validate_disk(&DiskSpec::new("/x", Bus::Nvme, "N").model("m")).is_err());
+        assert!(validate_disk(&DiskSpec::new("/x", Bus::Virtio, "")).is_err());
+        assert!(validate_disk(&DiskSpec::new("/x", Bus::Virtio, "123456789012345678901")).is_err());
+        assert!(validate_disk(&DiskSpec::new("/x", Bus::Sata, "S").removable()).is_err());
+        assert!(validate_disk(&DiskSpec::new("/x", Bus::Sata, "S").block_size(4096, 512)).is_err());
+        assert!(
+            validate_disk(&DiskSpec::new("/x", Bus::Sata, "S").block_size(1000, 1000)).is_err()
+        );
+        let seven: Vec<_> = (0..7)
+            .map(|i| DiskSpec::new("/x", Bus::Sata, &format!("S{i}")))
+            .collect();
+        assert!(disk_args(&seven).is_err());
+    }
+
+    #[test]
+    fn expected_models() {
+        assert_eq!(DiskSpec::new("/x", Bus::Virtio, "V").expected_model(), None);
+        assert_eq!(
+            DiskSpec::new("/x", Bus::Nvme, "V")
+                .expected_model()
+                .as_deref(),
+            Some("QEMU NVMe Ctrl")
+        );
+        assert_eq!(
+            DiskSpec::new("/x", Bus::Sata, "V")
+                .model("M")
+                .expected_model()
+                .as_deref(),
+            Some("M")
+        );
+    }
+
+    #[test]
+    fn full_argv_without_monitor_disables_it() {
+        let spec = VmSpec {
+            qemu: s("qemu-system-x86_64"),
+            kvm: false,
+            memory_mib: 1024,
+            smp: 2,
+            kernel: Some(PathBuf::from("/k")),
+            initrd: Some(PathBuf::from("/i")),
+            append: default_append(""),
+            serial: SerialMode::Pipe {
+                log: PathBuf::from("/l"),
+            },
+            monitor: None,
+            disks: vec![],
+            extra: vec![s("-bios"), s("/x.fd")],
+        };
+        let v = argv(&spec).unwrap();
+        assert_eq!(pair(&v, "-monitor"), ["none"]);
+        assert_eq!(&v[v.len() - 2..], ["-bios", "/x.fd"]);
+        assert_eq!(pair(&v, "-kernel"), ["/k"]);
+        let fw = VmSpec {
+            kernel: None,
+            initrd: None,
+            ..spec.clone()
+        };
+        assert!(pair(&argv(&fw).unwrap(), "-kernel").is_empty());
+        let bad = VmSpec {
+            kernel: None,
+            ..spec
+        };
+        assert!(argv(&bad).is_err());
+    }
+
+    #[test]
+    fn shell_line_quotes() {
+        assert_eq!(
+            shell_line("qemu", &[s("-append"), s("a b"), s("x,y")]),
+            "qemu -append 'a b' x,y"
+        );
+    }
+}
