@@ -1,5 +1,6 @@
 //! Lifeboat: a bootable rescue environment that clones and images disks outside the installed OS.
 //! The same library serves the PID 1 boot path, the command-line tool and the TUI.
+pub mod bootmedia;
 pub mod cli;
 pub mod clone;
 pub mod devices;

@@ -1,6 +1,149 @@
 //! Disk discovery through sysfs: every whole disk, its identity and its partitions, and the
 //! selectors (`/dev/sda`, `sda`, `serial=X`, `label=L`, `uuid=U`, a file) every command uses.
-use crate::error::{Error, Result};
+pub mod probe;
+pub mod select;
+pub mod sysfs;
+pub mod usage;
+
+pub use probe::{probe_fs, FsInfo};
+pub use select::{inventory, lookup_dev, resolve_in};
+pub use sysfs::scan;
+pub use usage::in_use;
+
+use crate::error::Result;
+use crate::jobs::fmt_bytes;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole disk (not a partition) as `lifeboat list --json` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Kernel name: "sda", "nvme0n1", "vda", "mmcblk0", "loop3".
+    pub name: String,
+    /// The device node ("/dev/sda").
+    pub path: PathBuf,
+    /// "MAJ:MIN".
+    pub dev: String,
+    pub size_bytes: u64,
+    pub logical_block_size: u32,
+    pub physical_block_size: u32,
+    pub model: Option<String>,
+    pub vendor: Option<String>,
+    pub serial: Option<String>,
+    /// A world-wide name (NAA/EUI-64/NGUID) when the device reports one.
+    pub wwn: Option<String>,
+    /// "sata", "ata", "nvme", "usb", "scsi", "virtio", "mmc", "loop" or "unknown".
+    pub transport: String,
+    pub removable: bool,
+    pub rotational: bool,
+    pub read_only: bool,
+    /// "gpt", "mbr" or "none".
+    pub partition_table: String,
+    /// GPT disk GUID or MBR disk signature, as blkid's PTUUID.
+    pub partition_table_uuid: Option<String>,
+    /// Whether Lifeboat booted from this disk (set by the boot-media code).
+    pub boot_media: bool,
+    /// A filesystem on the whole disk (no partition table): type, label, UUID.
+    pub fs_type: Option<String>,
+    pub label: Option<String>,
+    pub uuid: Option<String>,
+    /// Block devices stacked on this disk (md, dm).
+    pub holders: Vec<String>,
+    /// Where the whole disk is mounted (partitions have their own list).
+    pub mounted: Vec<String>,
+    /// For loop devices: the file behind it.
+    pub backing_file: Option<String>,
+    /// The device's path inside sysfs ("/devices/pci0000:00/.../block/sda").
+    pub sysfs_path: String,
+    pub partitions: Vec<Partition>,
+}
+
+/// A partition of a [`Disk`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partition {
+    /// Kernel name: "sda1", "nvme0n1p2".
+    pub name: String,
+    /// Partition number in the table.
+    pub number: u32,
+    pub path: PathBuf,
+    /// "MAJ:MIN".
+    pub dev: String,
+    pub start_bytes: u64,
+    pub size_bytes: u64,
+    /// From the filesystem's own superblock ("ext4", "vfat", ...); None when unknown.
+    pub fs_type: Option<String>,
+    pub label: Option<String>,
+    pub uuid: Option<String>,
+    /// The GPT partition name, when the kernel reports one.
+    pub part_label: Option<String>,
+    pub read_only: bool,
+    pub holders: Vec<String>,
+    /// Mount points of this partition on the running system.
+    pub mounted: Vec<String>,
+}
+
+/// What a selector named. (Variants differ in size; selections are few and short-lived.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selected {
+    Disk(Disk),
+    Partition {
+        disk: Disk,
+        part: Partition,
+    },
+    /// A disk-image file (host use).
+    File(PathBuf),
+}
+
+impl Disk {
+    /// The whole disk whose device node (or a symlink to it, `/dev/disk/by-id/...`) is `path`.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Disk> {
+        select::disk_from_path(path.as_ref(), &scan_system()?)
+    }
+
+    /// The end of the last partition in bytes (0 without partitions).
+    pub fn partitions_end(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|p| p.start_bytes.saturating_add(p.size_bytes))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// The disks of the running system (`/sys`, `/dev`), with mount points filled in.
+pub fn scan_system() -> Result<Vec<Disk>> {
+    let mut disks = scan(Path::new("/sys"), Path::new("/dev"))?;
+    let mounts = usage::system_mounts();
+    for d in disks.iter_mut() {
+        d.mounted = mounts
+            .iter()
+            .filter(|m| usage::mount_matches(m, &d.name, &d.dev))
+            .map(|m| m.mount_point.clone())
+            .collect();
+        for p in d.partitions.iter_mut() {
+            p.mounted = mounts
+                .iter()
+                .filter(|m| usage::mount_matches(m, &p.name, &p.dev))
+                .map(|m| m.mount_point.clone())
+                .collect();
+        }
+    }
+    Ok(disks)
+}
+
+/// Resolves a selector against the running system:
+/// `/dev/sda`, `/dev/disk/by-id/...`, `/dev/sda1`, a regular file (disk image), a kernel name
+/// (`sda`, `nvme0n1`, `sda1`), `serial=XYZ` or `model=M` (whole disks), `label=NAME`,
+/// `uuid=U` (case-insensitive), `partlabel=`, `partuuid=` (partitions).
+pub fn resolve(sel: &str) -> Result<Selected> {
+    // A regular file needs no inventory (and works where sysfs is missing).
+    let p = Path::new(sel);
+    if sel.contains('/') && p.is_file() {
+        return Ok(Selected::File(p.to_path_buf()));
+    }
+    resolve_in(sel, &scan_system()?)
+}
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
@@ -9,6 +152,127 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-pub fn run_list(_a: ListArgs) -> Result<i32> {
-    Err(Error::unsupported("list: not implemented yet"))
+pub fn run_list(a: ListArgs) -> Result<i32> {
+    let disks = scan_system()?;
+    if a.json {
+        println!("{}", list_json_string(&disks));
+    } else {
+        print!("{}", table(&disks));
+    }
+    Ok(crate::error::exit::OK)
+}
+
+/// `{"devices":[...]}` as a value.
+pub fn list_json(disks: &[Disk]) -> serde_json::Value {
+    serde_json::json!({ "devices": disks })
+}
+
+/// `{"devices":[...]}` on one line, fields in declaration order (easier to read than sorted).
+pub fn list_json_string(disks: &[Disk]) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        devices: &'a [Disk],
+    }
+    serde_json::to_string(&Out { devices: disks }).unwrap_or_else(|_| list_json(disks).to_string())
+}
+
+/// The human-readable inventory table.
+pub fn table(disks: &[Disk]) -> String {
+    if disks.is_empty() {
+        return "No disks found.\n".to_string();
+    }
+    let mut rows: Vec<[String; 6]> = vec![[
+        "NAME".into(),
+        "SIZE".into(),
+        "TRANSPORT".into(),
+        "TABLE/FS".into(),
+        "LABEL".into(),
+        "IDENTITY / UUID".into(),
+    ]];
+    for d in disks {
+        let mut ident = Vec::new();
+        if let Some(v) = &d.vendor {
+            ident.push(v.clone());
+        }
+        if let Some(m) = &d.model {
+            ident.push(m.clone());
+        }
+        if let Some(s) = &d.serial {
+            ident.push(format!("serial={s}"));
+        }
+        if let Some(b) = &d.backing_file {
+            ident.push(format!("file={b}"));
+        }
+        let mut flags = Vec::new();
+        if d.boot_media {
+            flags.push("boot media");
+        }
+        if d.read_only {
+            flags.push("read-only");
+        }
+        if d.removable {
+            flags.push("removable");
+        }
+        if !flags.is_empty() {
+            ident.push(format!("[{}]", flags.join(", ")));
+        }
+        if !d.mounted.is_empty() {
+            ident.push(format!("mounted on {}", d.mounted.join(", ")));
+        }
+        let table = match &d.fs_type {
+            Some(fs) if d.partition_table == "none" => fs.clone(),
+            _ => d.partition_table.clone(),
+        };
+        rows.push([
+            d.name.clone(),
+            fmt_bytes(d.size_bytes),
+            d.transport.clone(),
+            table,
+            d.label.clone().unwrap_or_default(),
+            ident.join(" "),
+        ]);
+        for (i, p) in d.partitions.iter().enumerate() {
+            let branch = if i + 1 == d.partitions.len() {
+                "└─"
+            } else {
+                "├─"
+            };
+            let mut info = Vec::new();
+            if let Some(u) = &p.uuid {
+                info.push(u.clone());
+            }
+            if !p.mounted.is_empty() {
+                info.push(format!("mounted on {}", p.mounted.join(", ")));
+            }
+            rows.push([
+                format!("{branch}{}", p.name),
+                fmt_bytes(p.size_bytes),
+                String::new(),
+                p.fs_type.clone().unwrap_or_else(|| "-".into()),
+                p.label.clone().unwrap_or_default(),
+                info.join(" "),
+            ]);
+        }
+    }
+    let mut w = [0usize; 6];
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(c);
+                line.push_str(&" ".repeat(w[i] - c.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }

@@ -1,10 +1,307 @@
 //! Builds the initramfs: a reproducible newc cpio with the Lifeboat binary as /init, the kernel
 //! modules real PCs need (with their dependency closure) and an alias index, gzip-compressed.
+pub mod cpio;
+pub mod kmods;
+pub mod modinfo;
+pub mod modlist;
+
 use crate::error::{Error, Result};
+use cpio::{Archive, Data, Node};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
-pub struct MkArgs {}
+pub struct MkArgs {
+    /// The static Lifeboat binary to install as /init.
+    #[arg(long, value_name = "BINARY")]
+    pub init: PathBuf,
+    /// The kernel's modules dir, /lib/modules/<kernel version> (its basename is the version).
+    #[arg(long, value_name = "DIR", requires = "list")]
+    pub modules_dir: Option<PathBuf>,
+    /// The module list (see initramfs/modules.list for the syntax).
+    #[arg(long, value_name = "FILE", requires = "modules_dir")]
+    pub list: Option<PathBuf>,
+    /// Where to write the gzip-compressed archive (written to a temporary name, then renamed).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Extra file to include, SRC:DEST (DEST is the path inside the image); repeatable.
+    #[arg(long = "file", value_name = "SRC:DEST")]
+    pub files: Vec<String>,
+}
 
-pub fn run(_a: MkArgs) -> Result<i32> {
-    Err(Error::unsupported("mkinitramfs: not implemented yet"))
+/// Everything that goes into one image.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub init: PathBuf,
+    pub modules: Option<(PathBuf, Vec<modlist::Item>)>,
+    pub files: Vec<(PathBuf, String)>,
+    /// Refuse an /init that is not a static x86-64 executable (always on from the CLI).
+    pub require_static_init: bool,
+}
+
+/// What was built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub kver: Option<String>,
+    /// Modules chosen by the list / added as dependencies.
+    pub listed: usize,
+    pub modules: usize,
+    pub entries: usize,
+    pub uncompressed: u64,
+    pub compressed: u64,
+    pub notes: Vec<String>,
+}
+
+/// Assembles the archive for `cfg` (reads module metadata, not module contents).
+pub fn assemble(cfg: &Config) -> Result<(Archive, Summary)> {
+    let mut a = Archive::new();
+    let mut notes = Vec::new();
+    for d in ["dev", "proc", "sys", "run", "tmp", "mnt", "etc", "root"] {
+        a.dir(d)?;
+    }
+    a.add("tmp", Node::Dir, 0o1777)?;
+    a.add("dev/console", Node::CharDev(5, 1), 0o600)?;
+    a.add("dev/null", Node::CharDev(1, 3), 0o666)?;
+
+    let init =
+        std::fs::read(&cfg.init).map_err(|e| Error::io("read the /init binary", &cfg.init, e))?;
+    if cfg.require_static_init {
+        modinfo::check_static_x86_64(&init, &cfg.init)?;
+    }
+    a.file("init", Data::Bytes(init), 0o755)?;
+
+    let (mut kver, mut listed, mut nmods) = (None, 0, 0);
+    if let Some((dir, items)) = &cfg.modules {
+        let tree = kmods::ModuleTree::scan(dir)?;
+        let roots = tree.select(items, &mut notes)?;
+        let plan = tree.closure(&roots, &mut notes)?;
+        let base = format!("lib/modules/{}", tree.kver);
+        a.dir(&base)?;
+        for m in plan.modules.values() {
+            let src = dir.join(&m.rel);
+            let data = if m.rel.ends_with(".ko") {
+                Data::Path(src)
+            } else {
+                Data::Bytes(modinfo::read_module(&src)?)
+            };
+            a.file(&format!("{base}/{}", m.image_rel()), data, 0o644)?;
+        }
+        a.file(
+            &format!("{base}/modules.dep"),
+            Data::Bytes(plan.modules_dep().into_bytes()),
+            0o644,
+        )?;
+        a.file(
+            &format!("{base}/modules.alias"),
+            Data::Bytes(plan.modules_alias().into_bytes()),
+            0o644,
+        )?;
+        a.file(
+            &format!("{base}/modules.softdep"),
+            Data::Bytes(plan.modules_softdep().into_bytes()),
+            0o644,
+        )?;
+        let builtin = dir.join("modules.builtin");
+        let b = match std::fs::read(&builtin) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                notes.push(format!(
+                    "{} has no modules.builtin; writing an empty one",
+                    dir.display()
+                ));
+                Vec::new()
+            }
+            Err(e) => return Err(Error::io("read", &builtin, e)),
+        };
+        a.file(&format!("{base}/modules.builtin"), Data::Bytes(b), 0o644)?;
+        listed = roots.len();
+        nmods = plan.modules.len();
+        kver = Some(tree.kver.clone());
+    }
+
+    let info = serde_json::json!({
+        "lifeboat_version": crate::VERSION,
+        "kernel": kver,
+        "modules": nmods,
+    });
+    a.file(
+        "etc/lifeboat-build.json",
+        Data::Bytes(format!("{info}\n").into_bytes()),
+        0o644,
+    )?;
+
+    for (src, dest) in &cfg.files {
+        let meta = std::fs::metadata(src).map_err(|e| Error::io("read the extra file", src, e))?;
+        if !meta.is_file() {
+            return Err(Error::invalid("--file takes a regular file").at_path(src));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        a.file(
+            dest,
+            Data::Path(src.clone()),
+            meta.permissions().mode() & 0o777,
+        )?;
+    }
+
+    let entries = a.len();
+    Ok((
+        a,
+        Summary {
+            kver,
+            listed,
+            modules: nmods,
+            entries,
+            uncompressed: 0,
+            compressed: 0,
+            notes,
+        },
+    ))
+}
+
+/// Writes `archive` gzip-compressed (best compression, fixed header) to `out` via a temporary
+/// file and a rename, so a failed build never leaves a half image; returns (uncompressed, compressed) sizes.
+pub fn write_gz(archive: &Archive, out: &Path) -> Result<(u64, u64)> {
+    let tmp = {
+        let mut s = out.as_os_str().to_owned();
+        s.push(".tmp");
+        PathBuf::from(s)
+    };
+    let res = (|| {
+        let f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(std::io::BufWriter::new(f), flate2::Compression::best());
+        let raw = archive.write(&mut gz)?;
+        let mut w = gz.finish().map_err(|e| Error::io("write", &tmp, e))?;
+        w.flush().map_err(|e| Error::io("write", &tmp, e))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::io("write", &tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        let comp = f.metadata().map_err(|e| Error::io("stat", &tmp, e))?.len();
+        std::fs::rename(&tmp, out).map_err(|e| Error::io("rename into place", out, e))?;
+        Ok((raw, comp))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Builds the image described by `cfg` into `out`.
+pub fn build(cfg: &Config, out: &Path) -> Result<Summary> {
+    let (a, mut s) = assemble(cfg)?;
+    let (raw, comp) = write_gz(&a, out)?;
+    s.uncompressed = raw;
+    s.compressed = comp;
+    Ok(s)
+}
+
+fn parse_file_arg(s: &str) -> Result<(PathBuf, String)> {
+    match s.split_once(':') {
+        Some((src, dest)) if !src.is_empty() && !dest.is_empty() => {
+            Ok((PathBuf::from(src), dest.to_string()))
+        }
+        _ => Err(Error::invalid(format!(
+            "--file {s:?}: expected SRC:DEST, e.g. --file ./motd:/etc/motd"
+        ))),
+    }
+}
+
+pub fn run(a: MkArgs) -> Result<i32> {
+    let modules = match (&a.modules_dir, &a.list) {
+        (Some(d), Some(l)) => Some((d.clone(), modlist::load(l)?)),
+        _ => None,
+    };
+    let files = a
+        .files
+        .iter()
+        .map(|f| parse_file_arg(f))
+        .collect::<Result<Vec<_>>>()?;
+    let cfg = Config {
+        init: a.init.clone(),
+        modules,
+        files,
+        require_static_init: true,
+    };
+    let s = build(&cfg, &a.out)?;
+    for n in &s.notes {
+        eprintln!("mkinitramfs: note: {n}");
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "initramfs: {} ({} modules: {} listed + {} dependencies, kernel {}), {} entries, {:.2} MiB uncompressed, {:.2} MiB gzip ({} bytes)",
+        a.out.display(),
+        s.modules,
+        s.listed,
+        s.modules.saturating_sub(s.listed),
+        s.kver.as_deref().unwrap_or("none"),
+        s.entries,
+        mib(s.uncompressed),
+        mib(s.compressed),
+        s.compressed
+    );
+    Ok(crate::error::exit::OK)
+}
+
+/// Finds a kernel modules tree for tests: `$LIFEBOAT_MODULES_DIR`, then `MODULES_DIR` from
+/// `target/kernel/current.env` (written by scripts/setup), then /tmp/k/x/lib/modules/*.
+#[doc(hidden)]
+pub fn find_test_modules_dir(repo: &Path) -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("LIFEBOAT_MODULES_DIR") {
+        let d = PathBuf::from(d);
+        if d.is_dir() {
+            return Some(d);
+        }
+    }
+    if let Ok(t) = std::fs::read_to_string(repo.join("target/kernel/current.env")) {
+        for l in t.lines() {
+            if let Some(v) = l.strip_prefix("MODULES_DIR=") {
+                let d = PathBuf::from(v.trim().trim_matches('"').trim_matches('\''));
+                if d.is_dir() {
+                    return Some(d);
+                }
+            }
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/tmp/k/x/lib/modules")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found.pop().filter(|d| d.join("kernel").is_dir())
+}
+
+#[cfg(test)]
+pub(crate) fn test_modules_dir() -> Option<PathBuf> {
+    find_test_modules_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_arg() {
+        assert_eq!(
+            parse_file_arg("a:/etc/x").unwrap(),
+            (PathBuf::from("a"), "/etc/x".to_string())
+        );
+        assert!(parse_file_arg("nocolon").is_err());
+        assert!(parse_file_arg(":x").is_err());
+    }
+
+    #[test]
+    fn dynamic_init_refused() {
+        let cfg = Config {
+            init: std::env::current_exe().unwrap(),
+            modules: None,
+            files: vec![],
+            require_static_init: true,
+        };
+        if cfg!(target_env = "gnu") {
+            assert!(assemble(&cfg).is_err());
+        }
+    }
 }
