@@ -61,6 +61,11 @@ impl Hashes {
         }
     }
 
+    /// Bytes covered.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     pub fn chunk_size(&self) -> u64 {
         self.chunk
     }
