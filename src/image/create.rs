@@ -102,10 +102,12 @@ struct Done {
     bad: Vec<(u64, u64)>,
 }
 
-/// Reads `buf.len()` bytes at `off` fully (short reads continue; EOF is an error).
-fn read_full(src: &dyn BlockSource, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+/// Reads `buf` at `off` fully, except past the end of the source (`size`): the last sector of
+/// a source whose size is not a sector multiple is read with a padded, aligned length.
+fn read_full(src: &dyn BlockSource, buf: &mut [u8], off: u64, size: u64) -> std::io::Result<()> {
+    let need = (buf.len() as u64).min(size.saturating_sub(off)) as usize;
     let mut done = 0;
-    while done < buf.len() {
+    while done < need {
         match src.read_at(&mut buf[done..], off + done as u64) {
             Ok(0) => {
                 return Err(std::io::Error::new(
@@ -133,36 +135,38 @@ fn push_bad(bad: &mut Vec<(u64, u64)>, s: u64, l: u64) {
 
 /// Reads one chunk like a rescue tool: the whole chunk first; on an error, 64 KiB pieces, then
 /// the failing pieces sector by sector with a bounded number of tries. Unreadable sectors become
-/// zeros and are returned as disk byte ranges. An early end of the source is an error.
+/// zeros and are returned as disk byte ranges. An early end of the source is an error. `buf`
+/// may extend past the end of the source (sector padding); only bytes before it count.
 pub fn read_chunk_rescue(
     src: &dyn BlockSource,
     buf: &mut [u8],
     off: u64,
 ) -> Result<Vec<(u64, u64)>> {
+    let size = src.size();
     let mut bad = Vec::new();
     let fatal =
         |e: std::io::Error, at: u64| Error::io("read the source", src.name(), e).at_offset(at);
-    match read_full(src, buf, off) {
+    match read_full(src, buf, off, size) {
         Ok(()) => return Ok(bad),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(fatal(e, off)),
         Err(_) => {}
     }
     let lbs = (src.logical_block_size() as usize).max(512);
     let mut p = 0;
-    while p < buf.len() {
+    while p < buf.len() && off + (p as u64) < size {
         let n = NARROW_STEP.min(buf.len() - p);
-        match read_full(src, &mut buf[p..p + n], off + p as u64) {
+        match read_full(src, &mut buf[p..p + n], off + p as u64, size) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Err(fatal(e, off + p as u64))
             }
             Err(_) => {
                 let mut q = p;
-                while q < p + n {
+                while q < p + n && off + (q as u64) < size {
                     let m = lbs.min(p + n - q);
                     let mut ok = false;
                     for _ in 0..SECTOR_TRIES {
-                        match read_full(src, &mut buf[q..q + m], off + q as u64) {
+                        match read_full(src, &mut buf[q..q + m], off + q as u64, size) {
                             Ok(()) => {
                                 ok = true;
                                 break;
@@ -175,7 +179,8 @@ pub fn read_chunk_rescue(
                     }
                     if !ok {
                         buf[q..q + m].fill(0);
-                        push_bad(&mut bad, off + q as u64, m as u64);
+                        let real = (m as u64).min(size - (off + q as u64));
+                        push_bad(&mut bad, off + q as u64, real);
                     }
                     q += m;
                 }
@@ -452,8 +457,15 @@ pub fn create(
                     return Ok(());
                 };
                 let len = header_r.chunk_len(i);
-                slot.data.set_len(len);
+                // Read whole sectors (O_DIRECT); a source that ends mid-sector is padded.
+                let lbs = (src.logical_block_size() as usize).max(512);
+                slot.data.set_len(
+                    len.div_ceil(lbs)
+                        .saturating_mul(lbs)
+                        .min(slot.data.capacity()),
+                );
                 let bad = read_chunk_rescue(src, &mut slot.data, i * cs as u64)?;
+                slot.data.set_len(len);
                 let parent_hash = match parent.as_mut() {
                     Some(p) => Some(p.entry(i)?.hash),
                     None => None,

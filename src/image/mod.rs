@@ -511,11 +511,13 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
                 file.set_len(img.header.disk_size)
                     .map_err(|e| Error::io("extend", f, e))?;
             }
-            let dev = Device::open(f, Access::Write)?;
-            drop(file);
-            let mut out = ops::DeviceSink(&dev);
+            let mut out = ops::SparseFileSink {
+                file,
+                path: f.clone(),
+                sparse: false,
+            };
             let r = ops::stream(&store.path, &mut out, "image-restore", f, &sink, &cancel)?;
-            dev.sync()?;
+            out.file.sync_all().map_err(|e| Error::io("fsync", f, e))?;
             r
         }
     };

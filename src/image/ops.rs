@@ -489,14 +489,15 @@ impl RestoreSink for DeviceSink<'_> {
     }
 }
 
-/// A sink writing a sparse regular file (zero chunks are holes).
+/// A sink writing a regular file through the page cache; `sparse` leaves holes for zero chunks.
 pub struct SparseFileSink {
     pub file: std::fs::File,
     pub path: PathBuf,
+    pub sparse: bool,
 }
 impl RestoreSink for SparseFileSink {
     fn write_chunk(&mut self, data: &[u8], off: u64, zero: bool) -> Result<()> {
-        if zero {
+        if zero && self.sparse {
             return Ok(());
         }
         std::os::unix::fs::FileExt::write_all_at(&self.file, data, off)
@@ -530,6 +531,7 @@ pub fn export(
     let mut s = SparseFileSink {
         file,
         path: tmp.clone(),
+        sparse: true,
     };
     let r = stream(path, &mut s, "image-export", raw, sink, cancel).and_then(|r| {
         s.file
