@@ -1,9 +1,199 @@
 //! PID 1: brings the machine up (mounts, drivers, devices), runs an unattended job from the
 //! kernel command line or starts the UI, reaps orphans, and powers off or reboots on request.
+//! It never exits and never lets a panic end it: every part runs under `catch_unwind`.
+pub mod cmdline;
+pub mod console;
+pub mod modules;
+pub mod power;
+pub mod reaper;
+pub mod runner;
+pub mod steps;
+pub mod supervisor;
+pub mod uevent;
 
-/// Never returns.
-pub fn pid1_main() -> ! {
+use cmdline::{Params, Then};
+use std::time::{Duration, Instant};
+
+/// Logs panics to the kernel log and the consoles (the default hook's stderr may be nowhere).
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current().name().unwrap_or("?").to_string();
+        console::alert(&format!("PID 1 caught a panic in thread {thread}: {info}"));
+    }));
+}
+
+/// Milliseconds since the kernel started (from /proc/uptime), or since PID 1 started.
+fn boot_ms(started: Instant) -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|s| (s * 1000.0) as u64)
+        .unwrap_or_else(|| started.elapsed().as_millis() as u64)
+}
+
+/// The `LIFEBOAT-READY` JSON.
+pub fn ready_json(
+    boot_ms: u64,
+    disks: &[crate::devices::Disk],
+    consoles: &[console::Console],
+) -> serde_json::Value {
+    let boot_media = crate::bootmedia::detect().map(|b| b.serial.unwrap_or(b.disk));
+    serde_json::json!({
+        "version": crate::VERSION,
+        "boot_ms": boot_ms,
+        "devices": disks.len(),
+        "disks": disks.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+        "boot_media": boot_media,
+        "consoles": consoles.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+    })
+}
+
+/// Waits until every `lifeboat.wait` selector names a present disk (or the timeout passes).
+fn wait_for_disks(p: &Params) -> crate::Result<()> {
+    if p.wait.is_empty() {
+        return Ok(());
+    }
+    let timeout = Duration::from_secs(p.wait_timeout.unwrap_or(120));
+    console::announce(&format!(
+        "LIFEBOAT-WAITING {}",
+        serde_json::json!({"selectors": p.wait, "timeout_s": timeout.as_secs()})
+    ));
+    let t0 = Instant::now();
     loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
+        let missing: Vec<&String> = p
+            .wait
+            .iter()
+            .filter(|s| crate::devices::resolve(s).is_err())
+            .collect();
+        if missing.is_empty() {
+            console::log(&format!(
+                "waited {} ms for {}",
+                t0.elapsed().as_millis(),
+                p.wait.join(" ")
+            ));
+            return Ok(());
+        }
+        if t0.elapsed() >= timeout {
+            let list = missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(crate::Error::not_found(format!(
+                "lifeboat.wait: {list} did not appear within {} s; attach the disk or raise lifeboat.wait_timeout",
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The interactive environment: READY on every console, a supervised UI on each.
+fn interactive(p: &Params, started: Instant) {
+    let consoles = console::active();
+    let disks = crate::devices::scan_system().unwrap_or_else(|e| {
+        console::warn(&format!("device scan failed: {e}"));
+        Vec::new()
+    });
+    console::announce(&format!(
+        "LIFEBOAT-READY {}",
+        ready_json(boot_ms(started), &disks, &consoles)
+    ));
+    console::set_log_to_consoles(false);
+    supervisor::start(&consoles, p.console);
+}
+
+fn unattended(p: &Params, args: &str) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match wait_for_disks(p) {
+        Ok(()) => {
+            runner::run_and_report(args);
+        }
+        Err(e) => {
+            console::alert(&e.to_string());
+            let o = runner::Outcome {
+                exit_code: e.exit_code(),
+                stdout: Vec::new(),
+                duration_ms: 0,
+            };
+            let mut v = runner::result_json(args, &[], &o);
+            v["output"] = serde_json::Value::String(e.to_string());
+            console::announce(&runner::result_line(&v));
+        }
+    }));
+    if r.is_err() {
+        console::alert("the unattended runner panicked");
+    }
+}
+
+fn main_body(started: Instant) {
+    let mut boot = steps::Boot {
+        params: Params::default(),
+        loader: None,
+        started,
+    };
+    steps::run_all(&mut boot);
+    uevent::BOOTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    console::log(&format!(
+        "up in {} ms ({})",
+        boot_ms(started),
+        crate::VERSION
+    ));
+    let p = boot.params.clone();
+    match p.run.clone() {
+        Some(args) => {
+            unattended(&p, &args);
+            match p.then_or_default() {
+                Then::PowerOff => power::shutdown(power::Action::PowerOff),
+                Then::Reboot => power::shutdown(power::Action::Reboot),
+                Then::Stay => interactive(&p, started),
+            }
+        }
+        None => interactive(&p, started),
+    }
+}
+
+/// PID 1's entry point. Never returns.
+pub fn pid1_main() -> ! {
+    let started = Instant::now();
+    // Before any thread exists, so every thread inherits the mask.
+    power::block_signals();
+    install_panic_hook();
+    std::env::set_var("PATH", "/bin:/sbin:/usr/bin:/usr/sbin");
+    std::env::set_var("HOME", "/root");
+    if std::panic::catch_unwind(|| main_body(started)).is_err() {
+        console::alert(
+            "PID 1's main sequence panicked; staying up (reaper and power signals still work)",
+        );
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_has_the_contract_fields() {
+        let cons = console::parse_active("tty0 ttyS0");
+        let v = ready_json(1234, &[], &cons);
+        for k in [
+            "version",
+            "boot_ms",
+            "devices",
+            "disks",
+            "boot_media",
+            "consoles",
+        ] {
+            assert!(v.get(k).is_some(), "{k} missing: {v}");
+        }
+        assert_eq!(v["consoles"], serde_json::json!(["tty0", "ttyS0"]));
+        assert_eq!(v["devices"], 0);
+        assert_eq!(v["boot_ms"], 1234);
     }
 }

@@ -1,0 +1,364 @@
+//! The boot steps PID 1 runs in order, as a table: each has a name and says what it does; a
+//! failed step is logged and the boot goes on.
+use super::{console, modules, uevent};
+use crate::error::{Error, Result};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// What the steps share.
+pub struct Boot {
+    pub params: super::cmdline::Params,
+    pub loader: Option<&'static modules::Loader>,
+    pub started: Instant,
+}
+
+/// One boot step.
+pub struct Step {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub run: fn(&mut Boot) -> Result<String>,
+}
+
+/// The boot, in order.
+pub const STEPS: &[Step] = &[
+    Step {
+        name: "proc",
+        what: "mount proc on /proc",
+        run: |_| mount("proc", "/proc", "proc", ""),
+    },
+    Step {
+        name: "sys",
+        what: "mount sysfs on /sys",
+        run: |_| mount("sysfs", "/sys", "sysfs", ""),
+    },
+    Step {
+        name: "dev",
+        what: "mount devtmpfs on /dev",
+        run: |_| mount("devtmpfs", "/dev", "devtmpfs", "mode=0755"),
+    },
+    Step {
+        name: "devpts",
+        what: "mount devpts on /dev/pts",
+        run: |_| {
+            mount(
+                "devpts",
+                "/dev/pts",
+                "devpts",
+                "gid=5,mode=620,ptmxmode=000",
+            )
+        },
+    },
+    Step {
+        name: "shm",
+        what: "mount a tmpfs on /dev/shm",
+        run: |_| mount("tmpfs", "/dev/shm", "tmpfs", "mode=1777"),
+    },
+    Step {
+        name: "run",
+        what: "mount a tmpfs on /run",
+        run: |_| mount("tmpfs", "/run", "tmpfs", "mode=0755"),
+    },
+    Step {
+        name: "tmp",
+        what: "mount a tmpfs on /tmp",
+        run: |_| mount("tmpfs", "/tmp", "tmpfs", "mode=1777"),
+    },
+    Step {
+        name: "dev-links",
+        what: "create /dev/fd, /dev/stdin, /dev/stdout, /dev/stderr",
+        run: |_| dev_links(),
+    },
+    Step {
+        name: "params",
+        what: "read the kernel command line",
+        run: read_params,
+    },
+    Step {
+        name: "loglevel",
+        what: "lower the console log level so kernel messages do not break the screen",
+        run: loglevel,
+    },
+    Step {
+        name: "hostname",
+        what: "set the host name",
+        run: |_| write_file("/proc/sys/kernel/hostname", "lifeboat").map(|_| "lifeboat".into()),
+    },
+    Step {
+        name: "command",
+        what: "install /bin/lifeboat (the environment's command)",
+        run: |_| install_command(),
+    },
+    Step {
+        name: "reaper",
+        what: "start the child reaper",
+        run: |_| {
+            super::reaper::start()
+                .map(|_| String::new())
+                .map_err(|e| Error::io("start", "reaper", e))
+        },
+    },
+    Step {
+        name: "signals",
+        what: "start the power signal handler (SIGUSR2 off, SIGTERM reboot)",
+        run: |_| {
+            super::power::start_signal_thread()
+                .map(|_| String::new())
+                .map_err(|e| Error::io("start", "signal thread", e))
+        },
+    },
+    Step {
+        name: "modules",
+        what: "read the kernel module indexes",
+        run: read_modules,
+    },
+    Step {
+        name: "uevents",
+        what: "start the uevent listener (drivers for hot-plugged devices)",
+        run: |b| uevent::start(b.loader).map(|_| String::new()),
+    },
+    Step {
+        name: "coldplug",
+        what: "load drivers for the hardware present",
+        run: coldplug,
+    },
+    Step {
+        name: "settle",
+        what: "wait until disks stop appearing",
+        run: settle,
+    },
+];
+
+/// Runs every step; panics and errors are logged, never fatal.
+pub fn run_all(boot: &mut Boot) {
+    for s in STEPS {
+        let t = Instant::now();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (s.run)(boot)));
+        let ms = t.elapsed().as_millis();
+        match r {
+            Ok(Ok(detail)) => {
+                let d = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                };
+                console::kmsg(6, &format!("step {} ({}) ok in {ms} ms{d}", s.name, s.what));
+            }
+            Ok(Err(e)) => console::warn(&format!(
+                "step {} ({}) failed: {e}; continuing",
+                s.name, s.what
+            )),
+            Err(_) => console::warn(&format!(
+                "step {} ({}) panicked; continuing",
+                s.name, s.what
+            )),
+        }
+    }
+}
+
+fn write_file(path: &str, s: &str) -> Result<()> {
+    std::fs::write(path, s).map_err(|e| Error::io("write", path, e))
+}
+
+fn mount(src: &str, target: &str, fstype: &str, data: &str) -> Result<String> {
+    use nix::mount::MsFlags;
+    std::fs::create_dir_all(target).map_err(|e| Error::io("create the mount point", target, e))?;
+    let flags = match fstype {
+        "proc" | "sysfs" => MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        "devtmpfs" => MsFlags::MS_NOSUID,
+        "devpts" => MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        _ => MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    };
+    let data = if data.is_empty() { None } else { Some(data) };
+    match nix::mount::mount(Some(src), target, Some(fstype), flags, data) {
+        Ok(()) => Ok(String::new()),
+        // Already mounted (e.g. the kernel mounted devtmpfs itself).
+        Err(nix::errno::Errno::EBUSY) => Ok("already mounted".into()),
+        Err(e) => Err(Error::io(&format!("mount {fstype}"), target, e.into())),
+    }
+}
+
+fn dev_links() -> Result<String> {
+    for (link, to) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        match std::os::unix::fs::symlink(to, link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create the symlink", link, e)),
+        }
+    }
+    Ok(String::new())
+}
+
+fn read_params(b: &mut Boot) -> Result<String> {
+    let c = std::fs::read_to_string("/proc/cmdline")
+        .map_err(|e| Error::io("read", "/proc/cmdline", e))?;
+    b.params = super::cmdline::Params::parse(&c);
+    for w in &b.params.warnings {
+        console::warn(&format!("kernel command line: {w}"));
+    }
+    Ok(c.trim().to_string())
+}
+
+fn loglevel(b: &mut Boot) -> Result<String> {
+    if let Some(l) = b.params.loglevel {
+        return Ok(format!("keeping loglevel={l} from the command line"));
+    }
+    // console_loglevel 1 (only emergencies), default message level 4, minimum 1, boot default 7.
+    write_file("/proc/sys/kernel/printk", "1 4 1 7").map(|_| "1 4 1 7".into())
+}
+
+fn install_command() -> Result<String> {
+    std::fs::create_dir_all("/bin").map_err(|e| Error::io("create", "/bin", e))?;
+    match std::os::unix::fs::symlink("/init", "/bin/lifeboat") {
+        Ok(()) => Ok(String::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(String::new()),
+        Err(e) => Err(Error::io("create the symlink", "/bin/lifeboat", e)),
+    }
+}
+
+fn read_modules(b: &mut Boot) -> Result<String> {
+    let l = modules::Loader::system()?;
+    b.loader = Some(l);
+    Ok(format!(
+        "{} modules, {} aliases in {}",
+        l.index.deps.len(),
+        l.index.aliases.len(),
+        l.index.dir.display()
+    ))
+}
+
+fn coldplug(b: &mut Boot) -> Result<String> {
+    let l = b
+        .loader
+        .ok_or_else(|| Error::not_found("no module index; drivers not loaded"))?;
+    let loaded = modules::coldplug(l, Path::new("/sys/devices"), 6);
+    Ok(format!("{} modules: {}", loaded.len(), loaded.join(" ")))
+}
+
+/// Whole disks and partitions the kernel has now.
+fn block_count() -> usize {
+    std::fs::read_dir("/sys/class/block")
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
+/// A USB mass-storage interface whose disk has not shown up yet (usb-storage waits
+/// `delay_use` seconds before scanning).
+fn usb_storage_pending() -> bool {
+    for drv in [
+        "/sys/bus/usb/drivers/usb-storage",
+        "/sys/bus/usb/drivers/uas",
+    ] {
+        let Ok(rd) = std::fs::read_dir(drv) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if !n.contains(':') {
+                continue;
+            }
+            let Ok(dir) = std::fs::canonicalize(e.path()) else {
+                continue;
+            };
+            if !has_block_below(&dir, 8) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn has_block_below(dir: &Path, depth: u32) -> bool {
+    if depth == 0 {
+        return false;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    for e in rd.flatten() {
+        let Ok(ft) = e.file_type() else { continue };
+        if !ft.is_dir() {
+            continue;
+        }
+        if e.file_name() == "block" || has_block_below(&e.path(), depth - 1) {
+            return true;
+        }
+    }
+    false
+}
+
+fn settle(b: &mut Boot) -> Result<String> {
+    let max = Duration::from_secs(b.params.settle.unwrap_or(15));
+    let quiet = Duration::from_millis(1000);
+    let t0 = Instant::now();
+    let snap = || {
+        (
+            uevent::EVENTS.load(std::sync::atomic::Ordering::SeqCst),
+            block_count(),
+        )
+    };
+    let mut last = snap();
+    let mut last_change = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = snap();
+        let busy =
+            uevent::BUSY.load(std::sync::atomic::Ordering::SeqCst) > 0 || usb_storage_pending();
+        if now != last || busy {
+            last = now;
+            last_change = Instant::now();
+        }
+        if last_change.elapsed() >= quiet {
+            return Ok(format!(
+                "{} block devices after {} ms",
+                now.1,
+                t0.elapsed().as_millis()
+            ));
+        }
+        if t0.elapsed() >= max {
+            console::warn(&format!(
+                "devices still appearing after {} s; going on (lifeboat.settle=SECS waits longer)",
+                max.as_secs()
+            ));
+            return Ok(format!("{} block devices (gave up waiting)", now.1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_named_and_described() {
+        let mut names = std::collections::HashSet::new();
+        for s in STEPS {
+            assert!(!s.name.is_empty() && !s.what.is_empty());
+            assert!(names.insert(s.name), "duplicate step {}", s.name);
+        }
+        let pos = |n: &str| STEPS.iter().position(|s| s.name == n).unwrap();
+        assert!(pos("proc") < pos("params"));
+        assert!(
+            pos("uevents") < pos("coldplug"),
+            "listen before coldplug so nothing is missed"
+        );
+        assert!(pos("coldplug") < pos("settle"));
+    }
+
+    #[test]
+    fn block_below_search() {
+        let t = std::env::temp_dir().join(format!("lb-blk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        std::fs::create_dir_all(t.join("1-1:1.0/host0/target0:0:0/0:0:0:0")).unwrap();
+        assert!(!has_block_below(&t.join("1-1:1.0"), 8));
+        std::fs::create_dir_all(t.join("1-1:1.0/host0/target0:0:0/0:0:0:0/block/sda")).unwrap();
+        assert!(has_block_below(&t.join("1-1:1.0"), 8));
+        assert!(!has_block_below(&t.join("1-1:1.0"), 2));
+        std::fs::remove_dir_all(&t).unwrap();
+    }
+}
