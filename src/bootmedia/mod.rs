@@ -40,9 +40,9 @@ pub fn detect() -> Option<BootMedia> {
 /// separated, quotes dropped, empty items ignored).
 pub fn ids_from_cmdline(cmdline: &str) -> Vec<String> {
     let mut ids = Vec::new();
-    for word in cmdline.split_ascii_whitespace() {
+    for word in crate::init::cmdline::split_kernel(cmdline) {
         if let Some(v) = word.strip_prefix(PARAM).and_then(|r| r.strip_prefix('=')) {
-            for id in v.trim_matches('"').split(',') {
+            for id in v.split(',') {
                 let id = id.trim();
                 if !id.is_empty() && !ids.iter().any(|i: &String| i.eq_ignore_ascii_case(id)) {
                     ids.push(id.to_string());
@@ -67,13 +67,10 @@ pub fn find(disks: &[Disk], ids: &[String]) -> Option<BootMedia> {
     if ids.is_empty() {
         return None;
     }
-    disks
-        .iter()
-        .find(|d| is_medium(d, ids))
-        .map(|d| BootMedia {
-            disk: d.name.clone(),
-            serial: d.serial.clone(),
-        })
+    disks.iter().find(|d| is_medium(d, ids)).map(|d| BootMedia {
+        disk: d.name.clone(),
+        serial: d.serial.clone(),
+    })
 }
 
 /// Sets `boot_media` on every disk of an inventory that carries one of the ids of this boot
@@ -188,7 +185,10 @@ mod tests {
         let c = "BOOT_IMAGE=/boot/vmlinuz console=ttyS0 lifeboat.media=2E25-CE26,2026-11-25-14-51-58-38 quiet";
         assert_eq!(
             ids_from_cmdline(c),
-            vec!["2E25-CE26".to_string(), "2026-11-25-14-51-58-38".to_string()]
+            vec![
+                "2E25-CE26".to_string(),
+                "2026-11-25-14-51-58-38".to_string()
+            ]
         );
         assert_eq!(
             ids_from_cmdline("lifeboat.media=\"abcd-0001\" lifeboat.media=ABCD-0001,,x"),
@@ -215,7 +215,10 @@ mod tests {
         );
         let iso = ids_from_cmdline("lifeboat.media=FFFF-0000,2026-11-25-14-51-58-38");
         assert_eq!(find(&disks, &iso).map(|m| m.disk), Some("sr9".into()));
-        assert_eq!(find(&disks, &ids_from_cmdline("lifeboat.media=9999-9999")), None);
+        assert_eq!(
+            find(&disks, &ids_from_cmdline("lifeboat.media=9999-9999")),
+            None
+        );
         assert_eq!(find(&disks, &[]), None);
     }
 
