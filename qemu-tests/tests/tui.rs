@@ -261,13 +261,34 @@ fn sendkey(vm: &Vm, keys: &[&str]) {
     }
 }
 
-fn dump(vm: &Vm, name: &str) {
+/// Saves the VGA screen as docs/screens/NAME.png (QEMU writes PPM; docs/screens/ppm2png.py,
+/// or netpbm's `pnmtopng`, makes the PNG).
+fn dump(vm: &Vm, t: &TempDir, name: &str) {
     let dir = lifeboat_qemu_tests::repo_root().join("docs/screens");
     std::fs::create_dir_all(&dir).unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let path = dir.join(format!("{name}.png"));
-    let r = vm.monitor(&format!("screendump -f png {}", path.display()));
-    vm.check(r);
+    let ppm = t.join(&format!("{name}.ppm"));
+    let png = dir.join(format!("{name}.png"));
+    let r = vm.monitor(&format!("screendump {}", ppm.display()));
+    let out = vm.check(r);
+    if !ppm.is_file() {
+        vm.fail(&format!("screendump wrote no {}: {out}", ppm.display()));
+    }
+    let script = lifeboat_qemu_tests::repo_root().join("docs/screens/ppm2png.py");
+    let converted = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&ppm)
+        .arg(&png)
+        .status()
+        .is_ok_and(|s| s.success())
+        || std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("pnmtopng '{}' > '{}'", ppm.display(), png.display()))
+            .status()
+            .is_ok_and(|s| s.success());
+    if !converted {
+        vm.fail("cannot convert the screendump to PNG: needs python3 (or netpbm)");
+    }
 }
 
 #[test]
@@ -284,20 +305,20 @@ fn vga_screendumps() {
     let r = vm.wait_ready(BOOT);
     vm.check(r);
     std::thread::sleep(Duration::from_secs(8));
-    dump(&vm, "disks");
+    dump(&vm, &t, "disks");
     sendkey(&vm, &["ret"]);
-    dump(&vm, "menu");
+    dump(&vm, &t, "menu");
     sendkey(&vm, &["1"]);
     // vda (the virtio source) sorts after nvme0n1.
     sendkey(&vm, &["down"]);
-    dump(&vm, "source");
+    dump(&vm, &t, "source");
     sendkey(&vm, &["ret"]);
-    dump(&vm, "target");
+    dump(&vm, &t, "target");
     sendkey(&vm, &["ret", "n", "v"]);
-    dump(&vm, "confirm");
+    dump(&vm, &t, "confirm");
     sendkey(&vm, &["m", "e", "0", "n", "1", "ret"]);
     std::thread::sleep(Duration::from_secs(3));
-    dump(&vm, "progress");
+    dump(&vm, &t, "progress");
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut s = Screen::new();
     while Instant::now() < deadline {
@@ -307,8 +328,8 @@ fn vga_screendumps() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    dump(&vm, "result");
+    dump(&vm, &t, "result");
     sendkey(&vm, &["shift-slash"]);
-    dump(&vm, "help");
+    dump(&vm, &t, "help");
     vm.kill();
 }
