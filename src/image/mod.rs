@@ -1,12 +1,604 @@
-//! Disk images: the `.lbi` format, create (full and incremental), verify, info, restore, export.
-use crate::error::{Error, Result};
+//! Disk images: the `.lbi` format, create (full and incremental), verify, info, restore, export,
+//! and the `lifeboat image ...` commands (argument handling, safety refusals, JSON reports).
+pub mod create;
+pub mod format;
+pub mod ops;
+pub mod reader;
+pub mod store;
+
+pub use create::{create, CreateOptions, CreateReport, SourceIdentity};
+pub use ops::{export, info, verify, InfoReport, RestoreReport, VerifyReport};
+pub use reader::{Chain, Image};
+pub use store::Store;
+
+use crate::devices::{Disk, Selected};
+use crate::error::{exit, Error, Result};
+use crate::io::{Access, Device};
+use crate::jobs::{Cancel, Progress, StderrSink};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ImageCmd {
-    /// Back a disk up into an image file.
-    Create { source: String, image: String },
+    /// Back a disk up into an image file (IMAGE may be PARTITION:/path, e.g. label=BACKUPS:/pc/full.lbi).
+    Create {
+        /// The disk to image (sda, /dev/sda, serial=..., a disk-image file).
+        source: String,
+        /// The image file to write.
+        image: String,
+        /// Make an incremental image: store only what changed since this image.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Write volumes of at most SIZE bytes (suffixes K, M, G, T; e.g. 4G for FAT32).
+        #[arg(long, value_name = "SIZE")]
+        split: Option<String>,
+        /// Replace an existing image of the same name (only once the new one is complete).
+        #[arg(long)]
+        force: bool,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an image (and its parents) back onto a disk.
+    Restore {
+        image: String,
+        /// The disk to overwrite.
+        target: String,
+        /// Do not ask for confirmation (also allows restoring onto the image's own source disk).
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every checksum, the whole-media hash and the parent chain.
+    Verify {
+        image: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe an image: source disk, date, sizes, unreadable areas, parent and chain.
+    Info {
+        image: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a plain raw disk file (sparse where the disk was zero).
+    Export {
+        image: String,
+        raw: String,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub fn run(_a: ImageCmd) -> Result<i32> {
-    Err(Error::unsupported("image: not implemented yet"))
+/// Parses "4G", "4GiB", "100M", "512K", "4000000000" (binary multiples).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let unit = t[digits.len()..].trim().to_ascii_uppercase();
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| Error::invalid(format!("bad size {s:?}: use e.g. 4G, 700M, 4000000000")))?;
+    let mul: u64 = match unit.as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => {
+            return Err(Error::invalid(format!(
+                "bad size unit in {s:?}: use K, M, G or T"
+            )))
+        }
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| Error::invalid(format!("size {s:?} is too large")))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    match serde_json::to_string(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => println!("{{\"ok\":false,\"error\":{{\"kind\":\"io\",\"message\":\"cannot encode the report: {e}\"}}}}"),
+    }
+}
+
+/// Marks a block device read-only in the kernel for the job's duration, restoring the previous state.
+struct RoGuard<'a> {
+    dev: &'a Device,
+    was_ro: bool,
+}
+impl<'a> RoGuard<'a> {
+    fn new(dev: &'a Device) -> Option<RoGuard<'a>> {
+        if !dev.is_block_device() {
+            return None;
+        }
+        let was_ro = crate::io::sys::get_ro(dev.file()).unwrap_or(false);
+        if !was_ro {
+            let _ = crate::io::sys::set_ro(dev.file(), true);
+        }
+        Some(RoGuard { dev, was_ro })
+    }
+}
+impl Drop for RoGuard<'_> {
+    fn drop(&mut self) {
+        if !self.was_ro {
+            let _ = crate::io::sys::set_ro(self.dev.file(), false);
+        }
+    }
+}
+
+/// "MAJ:MIN" of the filesystem holding `p` (or its nearest existing ancestor).
+fn fs_dev_of(p: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut cur = Some(p);
+    while let Some(c) = cur {
+        let c2 = if c.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            c
+        };
+        if let Ok(m) = std::fs::metadata(c2) {
+            return Some(crate::devices::usage::fmt_dev(m.dev()));
+        }
+        cur = c.parent();
+    }
+    None
+}
+
+/// Whether the file at `p` lives on `disk` (the disk itself or one of its partitions).
+fn lives_on(p: &Path, disk: &Disk) -> bool {
+    match fs_dev_of(p) {
+        Some(dev) => dev == disk.dev || disk.partitions.iter().any(|q| q.dev == dev),
+        None => false,
+    }
+}
+
+fn run_create(
+    source: String,
+    image: String,
+    parent: Option<String>,
+    split: Option<String>,
+    force: bool,
+    json: bool,
+) -> Result<i32> {
+    let split = split.as_deref().map(parse_size).transpose()?;
+    let sel = crate::devices::resolve(&source)?;
+    let disk = sel.disk().cloned();
+    let (src_path, id) = match &sel {
+        Selected::Disk(d) => (
+            d.path.clone(),
+            SourceIdentity {
+                model: d.model.clone().unwrap_or_default(),
+                serial: d.serial.clone().unwrap_or_default(),
+                name: d.path.display().to_string(),
+            },
+        ),
+        Selected::Partition { disk: d, part } => (
+            part.path.clone(),
+            SourceIdentity {
+                model: d.model.clone().unwrap_or_default(),
+                serial: d.serial.clone().unwrap_or_default(),
+                name: part.path.display().to_string(),
+            },
+        ),
+        Selected::File(p) => (
+            p.clone(),
+            SourceIdentity {
+                name: p.display().to_string(),
+                ..Default::default()
+            },
+        ),
+    };
+    let store = Store::open(&image, true)?;
+    // Refuse storing the image on the disk being imaged.
+    if let Some(d) = &disk {
+        let on_source =
+            store.disk.as_ref().is_some_and(|sd| sd.name == d.name) || lives_on(&store.path, d);
+        if on_source {
+            return Err(Error::refused(format!(
+                "{image} is on {}, the disk being imaged: store the image on another disk",
+                d.name
+            )));
+        }
+    } else if let Selected::File(f) = &sel {
+        if std::fs::canonicalize(f).ok() == std::fs::canonicalize(&store.path).ok() {
+            return Err(Error::refused(
+                "the image cannot be written over its own source",
+            ));
+        }
+    }
+    // The parent: a path, or PARTITION:/path on the same store (then found next to the image).
+    let (parent_path, hint) = match &parent {
+        None => (None, String::new()),
+        Some(p) => match store::split_store(p) {
+            Some((_, inner)) => {
+                let root_rel = store
+                    .path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                let name = Path::new(&inner)
+                    .file_name()
+                    .map(PathBuf::from)
+                    .unwrap_or_default();
+                (Some(root_rel.join(name)), p.clone())
+            }
+            None => (Some(PathBuf::from(p)), p.clone()),
+        },
+    };
+    let dev = Device::open(&src_path, Access::Read)?;
+    let _ro = RoGuard::new(&dev);
+    let opts = CreateOptions {
+        parent: parent_path,
+        parent_hint: hint,
+        split,
+        force,
+        ..Default::default()
+    };
+    let sink = StderrSink::from_env();
+    let cancel = Cancel::new();
+    let mut rep = create(&dev, &id, &store.path, &opts, &sink, &cancel)?;
+    let mut p = Progress::new("image-create", "done", rep.disk_size_bytes);
+    p.done_bytes = rep.disk_size_bytes;
+    p.bad_bytes = rep.bad_bytes;
+    sink.finish(&p);
+    if store.partition.is_some() {
+        rep.image = PathBuf::from(&image);
+    }
+    if json {
+        print_json(&rep);
+    } else {
+        eprintln!(
+            "Image {} written: {} of disk in {} ({} stored, {} zero, {} unchanged chunks), UUID {}.",
+            image,
+            crate::jobs::fmt_bytes(rep.disk_size_bytes),
+            crate::jobs::fmt_bytes(rep.image_bytes),
+            rep.stored_chunks,
+            rep.zero_chunks,
+            rep.unchanged_chunks,
+            rep.uuid
+        );
+        if rep.bad_bytes > 0 {
+            eprintln!(
+                "{} could not be read (saved as zeros; see `lifeboat image info`).",
+                crate::jobs::fmt_bytes(rep.bad_bytes)
+            );
+        }
+    }
+    Ok(if rep.bad_bytes > 0 {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
+}
+
+fn run_verify(image: String, json: bool) -> Result<i32> {
+    let store = Store::open(&image, false)?;
+    ops::require_complete(&store.path)?;
+    let sink = StderrSink::from_env();
+    let rep = verify(&store.path, &sink, &Cancel::new())?;
+    if json {
+        print_json(&rep);
+    } else {
+        eprintln!();
+        for p in &rep.problems {
+            eprintln!("problem: {p}");
+        }
+        if rep.ok {
+            eprintln!(
+                "{image}: OK ({} chunks, {} images in the chain, media hash {})",
+                rep.chunks_checked,
+                rep.chain.len(),
+                rep.media_hash
+            );
+        } else {
+            eprintln!("{image}: DAMAGED ({} problems)", rep.problem_count);
+        }
+    }
+    Ok(if rep.ok { exit::OK } else { exit::CORRUPT })
+}
+
+fn run_info(image: String, json: bool) -> Result<i32> {
+    let store = Store::open(&image, false)?;
+    let path = if !store.path.exists() && create::partial_name(&store.path).exists() {
+        create::partial_name(&store.path)
+    } else {
+        store.path.clone()
+    };
+    let rep = match info(&path) {
+        Ok(r) => r,
+        Err(e) if e.msg.contains("incomplete") => {
+            let h = ops::partial_header(&path);
+            if json {
+                let v = serde_json::json!({
+                    "image": image,
+                    "complete": false,
+                    "uuid": h.as_ref().map(|h| format::uuid_str(&h.uuid)),
+                    "message": e.to_string(),
+                });
+                println!("{v}");
+            } else {
+                eprintln!("{image}: INCOMPLETE image: {e}");
+            }
+            return Ok(exit::CORRUPT);
+        }
+        Err(e) => return Err(e),
+    };
+    if json {
+        print_json(&rep);
+    } else {
+        let s = &rep.source;
+        println!("Image        {}", image);
+        println!("UUID         {}", rep.uuid);
+        println!("Created      {}", rep.created);
+        println!(
+            "Source       {} {} serial={} ({})",
+            s.name,
+            s.model,
+            s.serial,
+            crate::jobs::fmt_bytes(s.size_bytes)
+        );
+        println!(
+            "Chunks       {} of {}: {} stored, {} zero, {} unchanged",
+            rep.chunks,
+            crate::jobs::fmt_bytes(rep.chunk_size as u64),
+            rep.stored_chunks,
+            rep.zero_chunks,
+            rep.unchanged_chunks
+        );
+        println!(
+            "Size         {} in {} volume(s), ratio {:.2}",
+            crate::jobs::fmt_bytes(rep.image_bytes),
+            rep.volumes.len(),
+            rep.compression_ratio
+        );
+        println!("Media hash   {}", rep.media_hash);
+        println!(
+            "Unreadable   {} in {} ranges",
+            crate::jobs::fmt_bytes(rep.bad_bytes),
+            rep.bad_range_count
+        );
+        for (a, l) in rep.bad_ranges.iter().take(20) {
+            println!("             bytes {a}..{}", a + l);
+        }
+        if let Some(p) = &rep.parent {
+            println!("Parent       {} (UUID {})", p.path, p.uuid);
+        }
+        for (k, l) in rep.chain.iter().enumerate() {
+            println!("Chain {k:<6} {} {}", l.path.display(), l.uuid);
+        }
+        if let Some(e) = &rep.chain_error {
+            println!("Chain        BROKEN: {e}");
+        }
+    }
+    Ok(if rep.chain_error.is_some() {
+        exit::CORRUPT
+    } else {
+        exit::OK
+    })
+}
+
+/// Asks the person at the terminal to type "yes"; refuses when there is no terminal.
+fn confirm(question: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::refused(format!(
+            "{question} Refusing without confirmation: add --yes"
+        )));
+    }
+    eprint!("{question} Type yes to continue: ");
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    if line.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(Error::refused("not confirmed; nothing was written"))
+    }
+}
+
+/// Target checks for restore on a whole disk (the clone module's rules, applied here).
+fn check_disk_target(d: &Disk, img: &Image, chain_files: &[PathBuf], yes: bool) -> Result<()> {
+    if d.boot_media {
+        return Err(Error::refused(format!(
+            "{} is the disk Lifeboat booted from; pick another target",
+            d.name
+        )));
+    }
+    if d.read_only {
+        return Err(Error::refused(format!("{} is read-only", d.name)));
+    }
+    let mut busy: Vec<String> = d.mounted.clone();
+    for p in &d.partitions {
+        busy.extend(p.mounted.iter().map(|m| format!("{} on {m}", p.name)));
+        busy.extend(p.holders.iter().map(|h| format!("{} held by {h}", p.name)));
+    }
+    busy.extend(d.holders.iter().map(|h| format!("held by {h}")));
+    if !busy.is_empty() {
+        return Err(Error::refused(format!(
+            "{} is in use ({}); unmount it first",
+            d.name,
+            busy.join(", ")
+        )));
+    }
+    if chain_files.iter().any(|f| lives_on(f, d)) {
+        return Err(Error::refused(format!(
+            "the image (or a parent of it) is stored on {}: restoring would overwrite it while reading it",
+            d.name
+        )));
+    }
+    if d.size_bytes < img.header.disk_size {
+        return Err(Error::refused(format!(
+            "{} has {} bytes, the imaged disk had {}: pick a disk at least that large",
+            d.name, d.size_bytes, img.header.disk_size
+        )));
+    }
+    let same_serial =
+        !img.header.serial.is_empty() && d.serial.as_deref() == Some(img.header.serial.as_str());
+    if same_serial && !yes {
+        return Err(Error::refused(format!(
+            "{} is the disk this image was made from (serial {}): rolling it back needs --yes",
+            d.name, img.header.serial
+        )));
+    }
+    Ok(())
+}
+
+fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i32> {
+    let store = Store::open(&image, false)?;
+    ops::require_complete(&store.path)?;
+    let chain = Chain::open(&store.path)?;
+    let chain_files: Vec<PathBuf> = chain.images.iter().flat_map(|i| i.volume_paths()).collect();
+    let img = Image::open(&store.path)?;
+    drop(chain);
+    let sel = crate::devices::resolve(&target)?;
+    let sink = StderrSink::from_env();
+    let cancel = Cancel::new();
+    let rep = match &sel {
+        Selected::Partition { part, .. } => {
+            return Err(Error::refused(format!(
+                "{} is a partition: restore a disk image onto a whole disk",
+                part.name
+            )))
+        }
+        Selected::Disk(d) => {
+            check_disk_target(d, &img, &chain_files, yes)?;
+            if let Some(sd) = &store.disk {
+                if sd.name == d.name {
+                    return Err(Error::refused(format!(
+                        "the image is stored on {}, the target",
+                        d.name
+                    )));
+                }
+            }
+            if !yes {
+                confirm(&format!(
+                    "This overwrites ALL of {} ({} {}).",
+                    d.path.display(),
+                    d.model.clone().unwrap_or_default(),
+                    crate::jobs::fmt_bytes(d.size_bytes)
+                ))?;
+            }
+            let dev = Device::open(&d.path, Access::Write)?;
+            let mut out = ops::DeviceSink(&dev);
+            let r = ops::stream(
+                &store.path,
+                &mut out,
+                "image-restore",
+                &d.path,
+                &sink,
+                &cancel,
+            )?;
+            dev.sync()?;
+            let _ = crate::io::sys::reread_partitions(dev.file());
+            r
+        }
+        Selected::File(f) => {
+            let canon = std::fs::canonicalize(f).ok();
+            if chain_files
+                .iter()
+                .any(|c| std::fs::canonicalize(c).ok() == canon)
+            {
+                return Err(Error::refused("the target is the image file itself"));
+            }
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(f)
+                .map_err(|e| Error::io("open", f, e))?;
+            let len = file.metadata().map_err(|e| Error::io("stat", f, e))?.len();
+            if len < img.header.disk_size {
+                file.set_len(img.header.disk_size)
+                    .map_err(|e| Error::io("extend", f, e))?;
+            }
+            let mut out = ops::SparseFileSink {
+                file,
+                path: f.clone(),
+                sparse: false,
+            };
+            let r = ops::stream(&store.path, &mut out, "image-restore", f, &sink, &cancel)?;
+            out.file.sync_all().map_err(|e| Error::io("fsync", f, e))?;
+            r
+        }
+    };
+    let mut p = Progress::new("image-restore", "done", rep.disk_size_bytes);
+    p.done_bytes = rep.disk_size_bytes;
+    sink.finish(&p);
+    if json {
+        print_json(&rep);
+    } else {
+        eprintln!(
+            "Restored {} onto {} (media hash verified).",
+            crate::jobs::fmt_bytes(rep.disk_size_bytes),
+            rep.target.display()
+        );
+        if rep.bad_bytes > 0 {
+            eprintln!(
+                "{} were unreadable when the image was made and were written as zeros.",
+                crate::jobs::fmt_bytes(rep.bad_bytes)
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn run_export(image: String, raw: String, force: bool, json: bool) -> Result<i32> {
+    let store = Store::open(&image, false)?;
+    ops::require_complete(&store.path)?;
+    let sink = StderrSink::from_env();
+    let rep = export(&store.path, Path::new(&raw), force, &sink, &Cancel::new())?;
+    let mut p = Progress::new("image-export", "done", rep.disk_size_bytes);
+    p.done_bytes = rep.disk_size_bytes;
+    sink.finish(&p);
+    if json {
+        print_json(&rep);
+    } else {
+        eprintln!(
+            "Exported {} to {} (sparse, media hash verified).",
+            crate::jobs::fmt_bytes(rep.disk_size_bytes),
+            raw
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn run(a: ImageCmd) -> Result<i32> {
+    match a {
+        ImageCmd::Create {
+            source,
+            image,
+            parent,
+            split,
+            force,
+            json,
+        } => run_create(source, image, parent, split, force, json),
+        ImageCmd::Restore {
+            image,
+            target,
+            yes,
+            json,
+        } => run_restore(image, target, yes, json),
+        ImageCmd::Verify { image, json } => run_verify(image, json),
+        ImageCmd::Info { image, json } => run_info(image, json),
+        ImageCmd::Export {
+            image,
+            raw,
+            force,
+            json,
+        } => run_export(image, raw, force, json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_size("700MiB").unwrap(), 700 << 20);
+        assert_eq!(parse_size("1234").unwrap(), 1234);
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("").is_err());
+    }
 }

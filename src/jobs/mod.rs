@@ -1,13 +1,13 @@
 //! Jobs: long-running clone/image/restore work reports progress through a [`ProgressSink`] and
 //! checks a [`Cancel`] token. The same job code serves the CLI (progress on stderr), the
 //! unattended runner (`LIFEBOAT-PROGRESS {json}` lines) and the TUI (events over a channel).
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A snapshot of a running job. Sent often; sinks throttle.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Progress {
     /// "clone", "image-create", "image-restore", "image-verify", "verify"...
     pub job: String,
@@ -94,7 +94,10 @@ impl StderrSink {
     fn emit(&self, p: &Progress) {
         if self.json {
             let mut q = p.clone();
-            q.map = None;
+            // The console's job runner sets LIFEBOAT_PROGRESS_MAP=1 to get the coarse map too.
+            if std::env::var_os("LIFEBOAT_PROGRESS_MAP").is_none() {
+                q.map = None;
+            }
             if let Ok(s) = serde_json::to_string(&q) {
                 eprintln!("LIFEBOAT-PROGRESS {s}");
             }

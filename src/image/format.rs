@@ -1,0 +1,603 @@
+//! The `.lbi` on-disk structures (docs/image-format.md): header, index segments, entries, segment
+//! table and footer, with their encoders and strictly bounds-checked decoders.
+use crate::error::{Error, Result};
+
+pub const HEADER_MAGIC: &[u8; 8] = b"LBIMAGE\0";
+pub const FOOTER_MAGIC: &[u8; 8] = b"LBIFOOT\0";
+pub const SEGMENT_MAGIC: &[u8; 4] = b"LBIX";
+pub const VERSION: u16 = 1;
+pub const HEADER_SIZE: usize = 512;
+pub const FOOTER_SIZE: usize = 160;
+pub const ENTRY_SIZE: usize = 56;
+pub const BAD_RANGE_SIZE: usize = 16;
+pub const SEGMENT_HEAD: usize = 24;
+pub const SEGTAB_ENTRY: usize = 24;
+
+/// Default chunk size written by Lifeboat.
+pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
+/// Default number of chunks per index segment.
+pub const DEFAULT_SEGMENT_CHUNKS: u32 = 1024;
+pub const MIN_CHUNK_SIZE: u32 = 64 << 10;
+pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
+pub const MAX_SEGMENT_CHUNKS: u32 = 65536;
+
+/// Incompatible feature: chunks may refer to the parent image.
+pub const FEAT_INCREMENTAL: u32 = 1;
+/// Incompatible feature: the image may have more than one volume.
+pub const FEAT_SPLIT: u32 = 2;
+pub const KNOWN_INCOMPAT: u32 = FEAT_INCREMENTAL | FEAT_SPLIT;
+
+/// Entry flag: the chunk contains unreadable sectors (stored as zeros).
+pub const FLAG_BAD: u8 = 1;
+
+/// How a chunk is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Zero = 0,
+    Raw = 1,
+    Lz4 = 2,
+    Parent = 3,
+}
+
+impl Kind {
+    pub fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            0 => Kind::Zero,
+            1 => Kind::Raw,
+            2 => Kind::Lz4,
+            3 => Kind::Parent,
+            _ => return None,
+        })
+    }
+}
+
+fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+fn arr<const N: usize>(b: &[u8], o: usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[o..o + N]);
+    a
+}
+fn put(b: &mut [u8], o: usize, v: &[u8]) {
+    b[o..o + v.len()].copy_from_slice(v);
+}
+/// A NUL-padded UTF-8 field (truncated on a character boundary).
+fn put_str(b: &mut [u8], o: usize, len: usize, s: &str) {
+    let mut n = s.len().min(len);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    b[o..o + n].copy_from_slice(&s.as_bytes()[..n]);
+}
+fn get_str(b: &[u8], o: usize, len: usize) -> String {
+    let f = &b[o..o + len];
+    let end = f.iter().position(|&c| c == 0).unwrap_or(len);
+    String::from_utf8_lossy(&f[..end]).into_owned()
+}
+
+/// The header at the start of every volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub version: u16,
+    pub compat: u32,
+    pub incompat: u32,
+    pub volume: u32,
+    pub uuid: [u8; 16],
+    pub parent_uuid: [u8; 16],
+    pub parent_media_hash: [u8; 32],
+    pub created: u64,
+    pub disk_size: u64,
+    pub sector_size: u32,
+    pub chunk_size: u32,
+    pub segment_chunks: u32,
+    pub split_size: u64,
+    pub model: String,
+    pub serial: String,
+    pub source_name: String,
+    pub parent_path: String,
+}
+
+impl Header {
+    pub fn has_parent(&self) -> bool {
+        self.incompat & FEAT_INCREMENTAL != 0
+    }
+    pub fn chunk_count(&self) -> u64 {
+        self.disk_size.div_ceil(self.chunk_size as u64)
+    }
+    pub fn segment_count(&self) -> u64 {
+        self.chunk_count().div_ceil(self.segment_chunks as u64)
+    }
+    /// Length in bytes of chunk `i` (the last one may be short).
+    pub fn chunk_len(&self, i: u64) -> usize {
+        let start = i * self.chunk_size as u64;
+        (self.disk_size.saturating_sub(start)).min(self.chunk_size as u64) as usize
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_SIZE] {
+        let mut b = [0u8; HEADER_SIZE];
+        put(&mut b, 0, HEADER_MAGIC);
+        put(&mut b, 8, &self.version.to_le_bytes());
+        put(&mut b, 10, &(HEADER_SIZE as u16).to_le_bytes());
+        put(&mut b, 12, &self.compat.to_le_bytes());
+        put(&mut b, 16, &self.incompat.to_le_bytes());
+        put(&mut b, 20, &self.volume.to_le_bytes());
+        put(&mut b, 24, &self.uuid);
+        put(&mut b, 40, &self.parent_uuid);
+        put(&mut b, 56, &self.parent_media_hash);
+        put(&mut b, 88, &self.created.to_le_bytes());
+        put(&mut b, 96, &self.disk_size.to_le_bytes());
+        put(&mut b, 104, &self.sector_size.to_le_bytes());
+        put(&mut b, 108, &self.chunk_size.to_le_bytes());
+        put(&mut b, 112, &self.segment_chunks.to_le_bytes());
+        put(&mut b, 120, &self.split_size.to_le_bytes());
+        put_str(&mut b, 128, 64, &self.model);
+        put_str(&mut b, 192, 64, &self.serial);
+        put_str(&mut b, 256, 128, &self.source_name);
+        put_str(&mut b, 384, 124, &self.parent_path);
+        let crc = crc32fast::hash(&b[..508]);
+        put(&mut b, 508, &crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and validates a header. Errors are `Corrupt` (or `Unsupported` for a newer format).
+    pub fn decode(b: &[u8]) -> Result<Header> {
+        if b.len() < HEADER_SIZE {
+            return Err(Error::corrupt(
+                "not a Lifeboat image: the file is shorter than an image header",
+            ));
+        }
+        if &b[0..8] != HEADER_MAGIC {
+            return Err(Error::corrupt(
+                "not a Lifeboat image (no LBIMAGE signature at the start)",
+            ));
+        }
+        if crc32fast::hash(&b[..508]) != u32_at(b, 508) {
+            return Err(Error::corrupt("image header is damaged (CRC32 mismatch)").at_offset(0));
+        }
+        let version = u16_at(b, 8);
+        if version != VERSION {
+            return Err(Error::unsupported(format!(
+                "image format version {version} is not supported by this Lifeboat (it reads version {VERSION}); use a newer Lifeboat"
+            )));
+        }
+        if u16_at(b, 10) as usize != HEADER_SIZE {
+            return Err(Error::corrupt("image header has an unexpected size"));
+        }
+        let h = Header {
+            version,
+            compat: u32_at(b, 12),
+            incompat: u32_at(b, 16),
+            volume: u32_at(b, 20),
+            uuid: arr(b, 24),
+            parent_uuid: arr(b, 40),
+            parent_media_hash: arr(b, 56),
+            created: u64_at(b, 88),
+            disk_size: u64_at(b, 96),
+            sector_size: u32_at(b, 104),
+            chunk_size: u32_at(b, 108),
+            segment_chunks: u32_at(b, 112),
+            split_size: u64_at(b, 120),
+            model: get_str(b, 128, 64),
+            serial: get_str(b, 192, 64),
+            source_name: get_str(b, 256, 128),
+            parent_path: get_str(b, 384, 124),
+        };
+        if h.incompat & !KNOWN_INCOMPAT != 0 {
+            return Err(Error::unsupported(format!(
+                "image uses features this Lifeboat does not know (flags {:#x}); use a newer Lifeboat",
+                h.incompat & !KNOWN_INCOMPAT
+            )));
+        }
+        if !h.chunk_size.is_power_of_two()
+            || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&h.chunk_size)
+        {
+            return Err(Error::corrupt(format!(
+                "image header has an invalid chunk size {}",
+                h.chunk_size
+            )));
+        }
+        if h.segment_chunks == 0 || h.segment_chunks > MAX_SEGMENT_CHUNKS {
+            return Err(Error::corrupt(
+                "image header has an invalid index segment size",
+            ));
+        }
+        if !(h.sector_size == 512 || h.sector_size == 4096) {
+            return Err(Error::corrupt(format!(
+                "image header has an invalid sector size {}",
+                h.sector_size
+            )));
+        }
+        if h.volume == 0 || h.disk_size > (1u64 << 60) {
+            return Err(Error::corrupt(
+                "image header has an invalid volume number or disk size",
+            ));
+        }
+        Ok(h)
+    }
+}
+
+/// One index entry: where chunk `i` is and what it hashes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub offset: u64,
+    pub len: u32,
+    pub volume: u16,
+    pub kind: Kind,
+    pub flags: u8,
+    pub crc: u32,
+    pub hash: [u8; 32],
+}
+
+impl Entry {
+    pub fn encode_into(&self, b: &mut [u8]) {
+        put(b, 0, &self.offset.to_le_bytes());
+        put(b, 8, &self.len.to_le_bytes());
+        put(b, 12, &self.volume.to_le_bytes());
+        b[14] = self.kind as u8;
+        b[15] = self.flags;
+        put(b, 16, &self.crc.to_le_bytes());
+        put(b, 20, &[0u8; 4]);
+        put(b, 24, &self.hash);
+    }
+    pub fn decode(b: &[u8]) -> Option<Entry> {
+        Some(Entry {
+            offset: u64_at(b, 0),
+            len: u32_at(b, 8),
+            volume: u16_at(b, 12),
+            kind: Kind::from_u8(b[14])?,
+            flags: b[15],
+            crc: u32_at(b, 16),
+            hash: arr(b, 24),
+        })
+    }
+}
+
+/// A decoded index segment.
+#[derive(Debug, Clone, Default)]
+pub struct Segment {
+    pub first_chunk: u64,
+    pub entries: Vec<Entry>,
+    /// Unreadable disk byte ranges (start, len) inside this segment's chunks.
+    pub bad: Vec<(u64, u64)>,
+}
+
+impl Segment {
+    pub fn encoded_len(n: usize, m: usize) -> usize {
+        SEGMENT_HEAD + n * ENTRY_SIZE + m * BAD_RANGE_SIZE + 4
+    }
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; Self::encoded_len(self.entries.len(), self.bad.len())];
+        put(&mut b, 0, SEGMENT_MAGIC);
+        put(&mut b, 4, &(self.entries.len() as u32).to_le_bytes());
+        put(&mut b, 8, &self.first_chunk.to_le_bytes());
+        put(&mut b, 16, &(self.bad.len() as u32).to_le_bytes());
+        let mut o = SEGMENT_HEAD;
+        for e in &self.entries {
+            e.encode_into(&mut b[o..o + ENTRY_SIZE]);
+            o += ENTRY_SIZE;
+        }
+        for &(s, l) in &self.bad {
+            put(&mut b, o, &s.to_le_bytes());
+            put(&mut b, o + 8, &l.to_le_bytes());
+            o += BAD_RANGE_SIZE;
+        }
+        let crc = crc32fast::hash(&b[..o]);
+        put(&mut b, o, &crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes a segment that is expected to describe chunks `first..first+n` of an image with header `h`.
+    pub fn decode(
+        b: &[u8],
+        h: &Header,
+        first: u64,
+        n: usize,
+    ) -> std::result::Result<Segment, String> {
+        if b.len() < SEGMENT_HEAD + 4 || &b[0..4] != SEGMENT_MAGIC {
+            return Err("index segment signature missing".into());
+        }
+        let crc_at = b.len() - 4;
+        if crc32fast::hash(&b[..crc_at]) != u32_at(b, crc_at) {
+            return Err("index segment CRC32 mismatch".into());
+        }
+        let count = u32_at(b, 4) as usize;
+        let m = u32_at(b, 16) as usize;
+        if count != n || u64_at(b, 8) != first {
+            return Err("index segment describes other chunks than expected".into());
+        }
+        if b.len() != Self::encoded_len(count, m) {
+            return Err("index segment length does not match its counts".into());
+        }
+        let mut entries = Vec::with_capacity(count);
+        let mut o = SEGMENT_HEAD;
+        for _ in 0..count {
+            let e = Entry::decode(&b[o..o + ENTRY_SIZE])
+                .ok_or("index entry has an unknown chunk kind")?;
+            entries.push(e);
+            o += ENTRY_SIZE;
+        }
+        let span_start = first * h.chunk_size as u64;
+        let span_end = (span_start + n as u64 * h.chunk_size as u64).min(h.disk_size);
+        let mut bad = Vec::with_capacity(m);
+        let mut prev_end = span_start;
+        for _ in 0..m {
+            let (s, l) = (u64_at(b, o), u64_at(b, o + 8));
+            o += BAD_RANGE_SIZE;
+            if l == 0 || s < prev_end || s.checked_add(l).is_none_or(|e| e > span_end) {
+                return Err("index segment has an invalid unreadable range".into());
+            }
+            prev_end = s + l;
+            bad.push((s, l));
+        }
+        Ok(Segment {
+            first_chunk: first,
+            entries,
+            bad,
+        })
+    }
+}
+
+/// Where one index segment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegRef {
+    pub offset: u64,
+    pub volume: u16,
+    pub len: u32,
+    pub first_chunk: u64,
+}
+
+impl SegRef {
+    pub fn encode_into(&self, b: &mut [u8]) {
+        put(b, 0, &self.offset.to_le_bytes());
+        put(b, 8, &self.volume.to_le_bytes());
+        put(b, 10, &[0u8; 2]);
+        put(b, 12, &self.len.to_le_bytes());
+        put(b, 16, &self.first_chunk.to_le_bytes());
+    }
+    pub fn decode(b: &[u8]) -> SegRef {
+        SegRef {
+            offset: u64_at(b, 0),
+            volume: u16_at(b, 8),
+            len: u32_at(b, 12),
+            first_chunk: u64_at(b, 16),
+        }
+    }
+}
+
+/// The footer that marks a complete image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Footer {
+    pub uuid: [u8; 16],
+    pub volumes: u32,
+    pub segments: u32,
+    pub segtab_offset: u64,
+    pub segtab_crc: u32,
+    pub chunks: u64,
+    pub stored_chunks: u64,
+    pub zero_chunks: u64,
+    pub parent_chunks: u64,
+    pub payload_bytes: u64,
+    pub bad_bytes: u64,
+    pub media_hash: [u8; 32],
+    pub finished: u64,
+    pub bad_ranges: u64,
+}
+
+impl Footer {
+    pub fn encode(&self) -> [u8; FOOTER_SIZE] {
+        let mut b = [0u8; FOOTER_SIZE];
+        put(&mut b, 0, FOOTER_MAGIC);
+        put(&mut b, 8, &self.uuid);
+        put(&mut b, 24, &self.volumes.to_le_bytes());
+        put(&mut b, 28, &self.segments.to_le_bytes());
+        put(&mut b, 32, &self.segtab_offset.to_le_bytes());
+        put(&mut b, 40, &self.segtab_crc.to_le_bytes());
+        put(&mut b, 48, &self.chunks.to_le_bytes());
+        put(&mut b, 56, &self.stored_chunks.to_le_bytes());
+        put(&mut b, 64, &self.zero_chunks.to_le_bytes());
+        put(&mut b, 72, &self.parent_chunks.to_le_bytes());
+        put(&mut b, 80, &self.payload_bytes.to_le_bytes());
+        put(&mut b, 88, &self.bad_bytes.to_le_bytes());
+        put(&mut b, 96, &self.media_hash);
+        put(&mut b, 128, &self.finished.to_le_bytes());
+        put(&mut b, 136, &self.bad_ranges.to_le_bytes());
+        let crc = crc32fast::hash(&b[..156]);
+        put(&mut b, 156, &crc.to_le_bytes());
+        b
+    }
+
+    /// `None` when there is no footer signature at all (an incomplete image); `Err` when a footer
+    /// is there but damaged.
+    pub fn decode(b: &[u8]) -> Option<std::result::Result<Footer, String>> {
+        if b.len() != FOOTER_SIZE || &b[0..8] != FOOTER_MAGIC {
+            return None;
+        }
+        if crc32fast::hash(&b[..156]) != u32_at(b, 156) {
+            return Some(Err("image footer is damaged (CRC32 mismatch)".into()));
+        }
+        Some(Ok(Footer {
+            uuid: arr(b, 8),
+            volumes: u32_at(b, 24),
+            segments: u32_at(b, 28),
+            segtab_offset: u64_at(b, 32),
+            segtab_crc: u32_at(b, 40),
+            chunks: u64_at(b, 48),
+            stored_chunks: u64_at(b, 56),
+            zero_chunks: u64_at(b, 64),
+            parent_chunks: u64_at(b, 72),
+            payload_bytes: u64_at(b, 80),
+            bad_bytes: u64_at(b, 88),
+            media_hash: arr(b, 96),
+            finished: u64_at(b, 128),
+            bad_ranges: u64_at(b, 136),
+        }))
+    }
+}
+
+/// Incremental media-hash computation (see the spec): fed chunk hashes in order.
+pub struct MediaHasher(blake3::Hasher);
+impl MediaHasher {
+    pub fn new(disk_size: u64, chunk_size: u32) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(b"lifeboat-media-v1");
+        h.update(&disk_size.to_le_bytes());
+        h.update(&chunk_size.to_le_bytes());
+        MediaHasher(h)
+    }
+    pub fn add(&mut self, chunk_hash: &[u8; 32]) {
+        self.0.update(chunk_hash);
+    }
+    pub fn finish(&self) -> [u8; 32] {
+        *self.0.finalize().as_bytes()
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A UUID in its canonical text form.
+pub fn uuid_str(u: &[u8; 16]) -> String {
+    let h = hex(u);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// A random version-4 UUID (from the kernel's random source).
+pub fn new_uuid() -> Result<[u8; 16]> {
+    use std::io::Read;
+    let mut u = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut u))
+        .map_err(|e| Error::io("read random bytes from", "/dev/urandom", e))?;
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    Ok(u)
+}
+
+/// The file name of volume `n` (1-based) of the image at `base`.
+pub fn volume_path(base: &std::path::Path, n: u32) -> std::path::PathBuf {
+    if n <= 1 {
+        return base.to_path_buf();
+    }
+    let mut s = base.as_os_str().to_os_string();
+    s.push(format!(".{n:03}"));
+    std::path::PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            version: VERSION,
+            compat: 0,
+            incompat: FEAT_INCREMENTAL,
+            volume: 1,
+            uuid: [7; 16],
+            parent_uuid: [9; 16],
+            parent_media_hash: [3; 32],
+            created: 1_700_000_000,
+            disk_size: 10 << 20 | 512,
+            sector_size: 512,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            segment_chunks: 4,
+            split_size: 0,
+            model: "QEMU HARDDISK".into(),
+            serial: "SRC-1".into(),
+            source_name: "/dev/sda".into(),
+            parent_path: "full.lbi".into(),
+        }
+    }
+
+    #[test]
+    fn header_round_trip_and_crc() {
+        let h = header();
+        let b = h.encode();
+        assert_eq!(Header::decode(&b).unwrap(), h);
+        assert_eq!(h.chunk_count(), 11);
+        assert_eq!(h.chunk_len(10), 512);
+        assert_eq!(h.segment_count(), 3);
+        for i in [0usize, 20, 100, 300, 507, 510] {
+            let mut c = b;
+            c[i] ^= 0x10;
+            assert!(Header::decode(&c).is_err(), "flip at {i} not caught");
+        }
+    }
+
+    #[test]
+    fn segment_round_trip_and_bounds() {
+        let h = header();
+        let e = Entry {
+            offset: 512,
+            len: 100,
+            volume: 1,
+            kind: Kind::Lz4,
+            flags: FLAG_BAD,
+            crc: 5,
+            hash: [1; 32],
+        };
+        let s = Segment {
+            first_chunk: 4,
+            entries: vec![e; 4],
+            bad: vec![(4 << 20, 512)],
+        };
+        let b = s.encode();
+        let d = Segment::decode(&b, &h, 4, 4).unwrap();
+        assert_eq!(d.entries, s.entries);
+        assert_eq!(d.bad, s.bad);
+        assert!(Segment::decode(&b, &h, 0, 4).is_err());
+        let mut c = b.clone();
+        c[30] ^= 1;
+        assert!(Segment::decode(&c, &h, 4, 4).is_err());
+        // A bad range outside the segment's span is refused even with a valid CRC.
+        let s2 = Segment {
+            first_chunk: 4,
+            entries: vec![e; 4],
+            bad: vec![(0, 512)],
+        };
+        assert!(Segment::decode(&s2.encode(), &h, 4, 4).is_err());
+    }
+
+    #[test]
+    fn footer_round_trip() {
+        let f = Footer {
+            uuid: [1; 16],
+            volumes: 2,
+            chunks: 9,
+            media_hash: [4; 32],
+            ..Default::default()
+        };
+        let b = f.encode();
+        assert_eq!(Footer::decode(&b).unwrap().unwrap(), f);
+        let mut c = b;
+        c[50] ^= 1;
+        assert!(Footer::decode(&c).unwrap().is_err());
+        c[0] = 0;
+        assert!(Footer::decode(&c).is_none());
+    }
+
+    #[test]
+    fn volume_names() {
+        let p = std::path::Path::new("/x/full.lbi");
+        assert_eq!(volume_path(p, 1), p);
+        assert_eq!(volume_path(p, 2), std::path::Path::new("/x/full.lbi.002"));
+    }
+}

@@ -1,0 +1,557 @@
+//! The read side of images: `verify` (every CRC, every chunk hash, the media hash, the chain,
+//! full byte coverage), `info`, `restore` onto a disk or file and `export` to a sparse raw file.
+use super::create::{is_zero, partial_name, sync_dir};
+use super::format::*;
+use super::reader::{incomplete_error, Chain, Image, ZeroHash};
+use crate::error::{Error, ErrorKind, Result};
+use crate::io::AlignedBuf;
+use crate::jobs::{Cancel, Progress, ProgressSink, RateMeter};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Problems listed in a verify report (all are counted).
+const MAX_PROBLEMS: usize = 100;
+
+/// One image of a chain, for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainLink {
+    pub path: PathBuf,
+    pub uuid: String,
+    pub incremental: bool,
+    pub media_hash: String,
+}
+
+fn links(chain: &Chain) -> Vec<ChainLink> {
+    chain
+        .images
+        .iter()
+        .map(|i| ChainLink {
+            path: i.path.clone(),
+            uuid: uuid_str(&i.header.uuid),
+            incremental: i.header.has_parent(),
+            media_hash: hex(&i.footer.media_hash),
+        })
+        .collect()
+}
+
+/// What `image verify --json` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub image: PathBuf,
+    pub chain: Vec<ChainLink>,
+    pub chunks_checked: u64,
+    pub bytes_checked: u64,
+    pub problem_count: u64,
+    pub problems: Vec<String>,
+    pub media_hash: String,
+    pub bad_bytes: u64,
+    pub elapsed_secs: f64,
+}
+
+struct Problems {
+    list: Vec<String>,
+    count: u64,
+}
+impl Problems {
+    fn add(&mut self, m: String) {
+        self.count += 1;
+        if self.list.len() < MAX_PROBLEMS {
+            self.list.push(m);
+        }
+    }
+}
+
+/// Checks one image of the chain (`k`), its payloads against CRCs and hashes and its
+/// references against the parent's index.
+fn verify_one(
+    chain: &mut Chain,
+    k: usize,
+    probs: &mut Problems,
+    prog: &mut Progress,
+    sink: &dyn ProgressSink,
+    cancel: &Cancel,
+) -> Result<u64> {
+    let h = chain.images[k].header.clone();
+    let cs = h.chunk_size as usize;
+    let zero = ZeroHash::new(cs);
+    let mut out = AlignedBuf::new(cs);
+    let mut scratch = Vec::with_capacity(lz4_flex::block::get_maximum_output_size(cs));
+    let mut media = MediaHasher::new(h.disk_size, h.chunk_size);
+    let nvol = chain.images[k].volume_lens().len();
+    let mut covered = vec![HEADER_SIZE as u64; nvol];
+    let mut coverage_ok = true;
+    let mut checked = 0u64;
+    let segs = chain.images[k].segment_refs().to_vec();
+    for (s, r) in segs.iter().enumerate() {
+        covered[r.volume as usize - 1] += r.len as u64;
+        let seg = match chain.images[k].segment(s) {
+            Ok(seg) => seg.clone(),
+            Err(e) => {
+                probs.add(e.to_string());
+                coverage_ok = false;
+                continue;
+            }
+        };
+        for (j, e) in seg.entries.iter().enumerate() {
+            if cancel.is_cancelled() {
+                return Err(Error::cancelled());
+            }
+            let i = seg.first_chunk + j as u64;
+            let len = h.chunk_len(i);
+            media.add(&e.hash);
+            if matches!(e.kind, Kind::Raw | Kind::Lz4)
+                && (e.volume as usize) >= 1
+                && (e.volume as usize) <= nvol
+            {
+                covered[e.volume as usize - 1] += e.len as u64;
+            }
+            match chain.images[k].read_payload(i, &mut out, &mut scratch) {
+                Err(err) => probs.add(err.to_string()),
+                Ok(_) => {
+                    let (a, b) = chain.images[k].chunk_range(i);
+                    match e.kind {
+                        Kind::Zero if zero.get(len) != e.hash => {
+                            probs.add(format!("chunk {i} (disk bytes {a}..{b}): zero chunk with a wrong hash"))
+                        }
+                        Kind::Raw | Kind::Lz4 if *blake3::hash(&out[..len]).as_bytes() != e.hash => probs.add(format!(
+                            "chunk {i} (disk bytes {a}..{b}) does not match its BLAKE3 hash in {}",
+                            chain.images[k].path.display()
+                        )),
+                        Kind::Parent => match chain.images.get_mut(k + 1).map(|p| p.entry(i)) {
+                            Some(Ok(pe)) if pe.hash == e.hash => {}
+                            Some(Ok(_)) => probs.add(format!(
+                                "chunk {i} (disk bytes {a}..{b}) is marked unchanged but the parent {} holds other data",
+                                chain.images[k + 1].path.display()
+                            )),
+                            Some(Err(err)) => probs.add(err.to_string()),
+                            None => probs.add(format!("chunk {i} refers to a parent the image does not have")),
+                        },
+                        _ => {}
+                    }
+                }
+            }
+            checked += 1;
+            prog.done_bytes += len as u64;
+            sink.progress(prog);
+        }
+    }
+    let img = &chain.images[k];
+    if media.finish() != img.footer.media_hash {
+        probs.add(format!(
+            "{}: the media hash does not match the chunk hashes",
+            img.path.display()
+        ));
+    }
+    if coverage_ok {
+        let lens = img.volume_lens();
+        let last = lens.len() - 1;
+        covered[last] += (img.footer.segments as u64) * SEGTAB_ENTRY as u64 + FOOTER_SIZE as u64;
+        for (v, (p, l)) in lens.iter().enumerate() {
+            if covered[v] != *l {
+                probs.add(format!(
+                    "{}: {} bytes of the file are not accounted for by the index (extra or overlapping data)",
+                    p.display(),
+                    l.abs_diff(covered[v])
+                ));
+            }
+        }
+    }
+    Ok(checked)
+}
+
+/// Verifies the image at `path` and every parent it needs.
+pub fn verify(path: &Path, sink: &dyn ProgressSink, cancel: &Cancel) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let mut chain = Chain::open(path)?;
+    let total: u64 = chain.images.iter().map(|i| i.header.disk_size).sum();
+    let mut prog = Progress::new("image-verify", "verifying", total);
+    let mut probs = Problems {
+        list: Vec::new(),
+        count: 0,
+    };
+    let mut checked = 0;
+    for k in 0..chain.images.len() {
+        checked += verify_one(&mut chain, k, &mut probs, &mut prog, sink, cancel)?;
+    }
+    let top = chain.top();
+    Ok(VerifyReport {
+        ok: probs.count == 0,
+        image: path.to_path_buf(),
+        chain: links(&chain),
+        chunks_checked: checked,
+        bytes_checked: prog.done_bytes,
+        problem_count: probs.count,
+        problems: probs.list,
+        media_hash: hex(&top.footer.media_hash),
+        bad_bytes: top.footer.bad_bytes,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What `image info --json` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct InfoReport {
+    pub image: PathBuf,
+    pub complete: bool,
+    pub format_version: u16,
+    pub uuid: String,
+    pub created: String,
+    pub created_unix: u64,
+    pub source: SourceInfo,
+    pub chunk_size: u32,
+    pub chunks: u64,
+    pub stored_chunks: u64,
+    pub zero_chunks: u64,
+    pub unchanged_chunks: u64,
+    pub payload_bytes: u64,
+    pub image_bytes: u64,
+    /// Disk bytes per image byte (higher is better).
+    pub compression_ratio: f64,
+    pub volumes: Vec<PathBuf>,
+    pub bad_bytes: u64,
+    pub bad_range_count: u64,
+    pub bad_ranges: Vec<(u64, u64)>,
+    pub media_hash: String,
+    pub parent: Option<ParentInfo>,
+    pub chain: Vec<ChainLink>,
+    /// Why the chain could not be followed, if it could not.
+    pub chain_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceInfo {
+    pub model: String,
+    pub serial: String,
+    pub name: String,
+    pub size_bytes: u64,
+    pub logical_sector_size: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParentInfo {
+    pub path: String,
+    pub uuid: String,
+    pub media_hash: String,
+}
+
+/// "2026-11-25T14:47:46Z" for a Unix time.
+pub fn iso8601(t: u64) -> String {
+    let days = (t / 86400) as i64;
+    let secs = t % 86400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// Describes an image (and follows its chain as far as it can).
+pub fn info(path: &Path) -> Result<InfoReport> {
+    let mut img = match Image::open(path) {
+        Ok(i) => i,
+        Err(e) if e.kind == ErrorKind::Corrupt && e.msg.contains("incomplete") => return Err(e),
+        Err(e) => return Err(e),
+    };
+    let bad_ranges = img.bad_ranges(10_000)?;
+    let h = img.header.clone();
+    let f = img.footer.clone();
+    let (chain, chain_error) = match Chain::open(path) {
+        Ok(c) => (links(&c), None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let image_bytes = img.file_bytes();
+    Ok(InfoReport {
+        image: path.to_path_buf(),
+        complete: true,
+        format_version: h.version,
+        uuid: uuid_str(&h.uuid),
+        created: iso8601(h.created),
+        created_unix: h.created,
+        source: SourceInfo {
+            model: h.model.clone(),
+            serial: h.serial.clone(),
+            name: h.source_name.clone(),
+            size_bytes: h.disk_size,
+            logical_sector_size: h.sector_size,
+        },
+        chunk_size: h.chunk_size,
+        chunks: f.chunks,
+        stored_chunks: f.stored_chunks,
+        zero_chunks: f.zero_chunks,
+        unchanged_chunks: f.parent_chunks,
+        payload_bytes: f.payload_bytes,
+        image_bytes,
+        compression_ratio: if image_bytes == 0 {
+            0.0
+        } else {
+            h.disk_size as f64 / image_bytes as f64
+        },
+        volumes: img.volume_paths(),
+        bad_bytes: f.bad_bytes,
+        bad_range_count: f.bad_ranges,
+        bad_ranges,
+        media_hash: hex(&f.media_hash),
+        parent: h.has_parent().then(|| ParentInfo {
+            path: h.parent_path.clone(),
+            uuid: uuid_str(&h.parent_uuid),
+            media_hash: hex(&h.parent_media_hash),
+        }),
+        chain,
+        chain_error,
+    })
+}
+
+/// The header of an image that has no footer (for `info` on an incomplete file).
+pub fn partial_header(path: &Path) -> Option<Header> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut b = [0u8; HEADER_SIZE];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, 0).ok()?;
+    Header::decode(&b).ok()
+}
+
+/// Where restored bytes go.
+pub trait RestoreSink {
+    /// Writes `data` (one whole chunk, `IO_ALIGN`-aligned) at disk offset `off`. `zero` says the
+    /// chunk is all zeros (a sparse sink may skip it).
+    fn write_chunk(&mut self, data: &[u8], off: u64, zero: bool) -> Result<()>;
+}
+
+/// What restore/export report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub ok: bool,
+    pub image: PathBuf,
+    pub target: PathBuf,
+    pub chain: Vec<ChainLink>,
+    pub disk_size_bytes: u64,
+    pub written_bytes: u64,
+    pub zero_bytes: u64,
+    /// Disk ranges that were unreadable when the image was made (restored as zeros).
+    pub bad_bytes: u64,
+    pub bad_ranges: Vec<(u64, u64)>,
+    pub media_hash: String,
+    pub media_hash_verified: bool,
+    pub elapsed_secs: f64,
+}
+
+struct Filled {
+    i: u64,
+    buf: AlignedBuf,
+    zero: bool,
+}
+
+/// Streams every chunk of the chain at `path`, checked (CRC, BLAKE3, media hash), into `out`.
+/// One thread reads and decompresses, the calling thread writes; buffers are reused.
+pub fn stream(
+    path: &Path,
+    out: &mut dyn RestoreSink,
+    job: &str,
+    target: &Path,
+    sink: &dyn ProgressSink,
+    cancel: &Cancel,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let mut chain = Chain::open(path)?;
+    let h = chain.top().header.clone();
+    let expect_media = chain.top().footer.media_hash;
+    let bad_bytes = chain.top().footer.bad_bytes;
+    let bad_ranges = chain.images[0].bad_ranges(10_000)?;
+    let link_list = links(&chain);
+    let cs = h.chunk_size as usize;
+    let chunks = h.chunk_count();
+    const SLOTS: usize = 4;
+    let (free_tx, free_rx) = mpsc::sync_channel::<AlignedBuf>(SLOTS);
+    for _ in 0..SLOTS {
+        let _ = free_tx.send(AlignedBuf::new(cs));
+    }
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Filled>>(SLOTS);
+    let mut prog = Progress::new(job, "restoring", h.disk_size);
+    let mut meter = RateMeter::new(Duration::from_secs(10));
+    let (mut written, mut zero_bytes) = (0u64, 0u64);
+    let hr = &h;
+    let res: Result<[u8; 32]> = std::thread::scope(|s| {
+        let reader = s.spawn(move || -> [u8; 32] {
+            let h = hr;
+            let mut media = MediaHasher::new(h.disk_size, h.chunk_size);
+            let mut scratch = Vec::with_capacity(lz4_flex::block::get_maximum_output_size(cs));
+            for i in 0..chunks {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                let Ok(mut buf) = free_rx.recv() else { break };
+                let len = h.chunk_len(i);
+                buf.set_len(cs);
+                let r = chain.read_chunk(i, &mut buf, &mut scratch).map(|e| {
+                    media.add(&e.hash);
+                    buf.set_len(len);
+                    let zero = is_zero(&buf);
+                    Filled { i, buf, zero }
+                });
+                let stop = r.is_err();
+                if full_tx.send(r).is_err() || stop {
+                    break;
+                }
+            }
+            media.finish()
+        });
+        let mut last = Instant::now();
+        let mut n = 0u64;
+        let mut err = None;
+        while n < chunks {
+            if cancel.is_cancelled() {
+                err = Some(Error::cancelled());
+                break;
+            }
+            let f = match full_rx.recv() {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => {
+                    err = Some(e);
+                    break;
+                }
+                Err(_) => {
+                    err = Some(Error::cancelled());
+                    break;
+                }
+            };
+            let off = f.i * cs as u64;
+            if let Err(e) = out.write_chunk(&f.buf, off, f.zero) {
+                err = Some(e);
+                break;
+            }
+            if f.zero {
+                zero_bytes += f.buf.len() as u64;
+            }
+            written += f.buf.len() as u64;
+            let _ = free_tx.send(f.buf);
+            n += 1;
+            prog.done_bytes = written;
+            if last.elapsed() >= Duration::from_millis(200) {
+                last = Instant::now();
+                let (r, eta) = meter.update(last, prog.done_bytes, prog.total_bytes);
+                prog.rate_bytes_per_sec = r;
+                prog.eta_secs = eta;
+                sink.progress(&prog);
+            }
+        }
+        drop(full_rx);
+        drop(free_tx);
+        let media = reader
+            .join()
+            .map_err(|_| Error::new(ErrorKind::Io, "the image reader thread panicked"))?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(media),
+        }
+    });
+    let media = res?;
+    if media != expect_media {
+        return Err(
+            Error::corrupt("the restored data does not match the image's media hash").at_path(path),
+        );
+    }
+    prog.done_bytes = h.disk_size;
+    sink.progress(&prog);
+    Ok(RestoreReport {
+        ok: true,
+        image: path.to_path_buf(),
+        target: target.to_path_buf(),
+        chain: link_list,
+        disk_size_bytes: h.disk_size,
+        written_bytes: written,
+        zero_bytes,
+        bad_bytes,
+        bad_ranges,
+        media_hash: hex(&media),
+        media_hash_verified: true,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A sink writing every chunk to a block device or an existing file.
+pub struct DeviceSink<'a>(pub &'a crate::io::Device);
+impl RestoreSink for DeviceSink<'_> {
+    fn write_chunk(&mut self, data: &[u8], off: u64, _zero: bool) -> Result<()> {
+        self.0.write_all_at(data, off)
+    }
+}
+
+/// A sink writing a regular file through the page cache; `sparse` leaves holes for zero chunks.
+pub struct SparseFileSink {
+    pub file: std::fs::File,
+    pub path: PathBuf,
+    pub sparse: bool,
+}
+impl RestoreSink for SparseFileSink {
+    fn write_chunk(&mut self, data: &[u8], off: u64, zero: bool) -> Result<()> {
+        if zero && self.sparse {
+            return Ok(());
+        }
+        std::os::unix::fs::FileExt::write_all_at(&self.file, data, off)
+            .map_err(|e| Error::io("write", &self.path, e).at_offset(off))
+    }
+}
+
+/// `image export`: a plain raw disk file, sparse where the disk was zero, written under a
+/// temporary name and renamed when complete.
+pub fn export(
+    path: &Path,
+    raw: &Path,
+    force: bool,
+    sink: &dyn ProgressSink,
+    cancel: &Cancel,
+) -> Result<RestoreReport> {
+    if raw.exists() && !force {
+        return Err(Error::refused(format!(
+            "{} already exists; use --force to replace it",
+            raw.display()
+        )));
+    }
+    let size = Image::open(path)?.header.disk_size;
+    let tmp = partial_name(raw);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    let mut s = SparseFileSink {
+        file,
+        path: tmp.clone(),
+        sparse: true,
+    };
+    let r = stream(path, &mut s, "image-export", raw, sink, cancel).and_then(|r| {
+        s.file
+            .set_len(size)
+            .map_err(|e| Error::io("set the size of", &tmp, e))?;
+        s.file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        std::fs::rename(&tmp, raw).map_err(|e| Error::io("rename the export to", raw, e))?;
+        sync_dir(raw);
+        Ok(r)
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Checks an image is complete before a destructive restore (the error names the file).
+pub fn require_complete(path: &Path) -> Result<()> {
+    if !path.exists() && partial_name(path).exists() {
+        return Err(incomplete_error(&partial_name(path)));
+    }
+    Ok(())
+}

@@ -1,0 +1,575 @@
+//! Reading `.lbi` images: opening every volume, checking headers and the footer, loading index
+//! segments one at a time (bounded memory), reading and checking chunks, and walking a chain of
+//! incremental images back to its full image.
+use super::format::*;
+use crate::error::{Error, ErrorKind, Result};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Longest chain of incrementals followed (a guard against cycles in damaged files).
+pub const MAX_CHAIN: usize = 4096;
+
+struct Volume {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    /// End of the data stream (the tail starts here in the last volume).
+    data_end: u64,
+}
+
+/// One opened, structurally checked image (not its parents).
+pub struct Image {
+    pub path: PathBuf,
+    pub header: Header,
+    pub footer: Footer,
+    vols: Vec<Volume>,
+    segtab: Vec<SegRef>,
+    cache: Option<(usize, Segment)>,
+}
+
+/// The state of an image file that has no footer.
+pub fn incomplete_error(path: &Path) -> Error {
+    Error::corrupt(
+        "this image is incomplete (no footer): its creation was interrupted or is still running; create it again",
+    )
+    .at_path(path)
+}
+
+fn read_exact(f: &File, path: &Path, buf: &mut [u8], off: u64) -> Result<()> {
+    f.read_exact_at(buf, off).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corrupt("image file is truncated")
+                .at_path(path)
+                .at_offset(off)
+        } else {
+            Error::io("read", path, e).at_offset(off)
+        }
+    })
+}
+
+impl Image {
+    /// Opens the image whose first volume is `path`: checks every volume header and the footer.
+    pub fn open(path: &Path) -> Result<Image> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut partial = path.as_os_str().to_os_string();
+                partial.push(".partial");
+                if Path::new(&partial).exists() {
+                    return Err(incomplete_error(Path::new(&partial)));
+                }
+                return Err(Error::io("open the image", path, e));
+            }
+            Err(e) => return Err(Error::io("open the image", path, e)),
+        };
+        let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        if !meta.is_file() {
+            return Err(Error::invalid(format!(
+                "{} is not an image file",
+                path.display()
+            )));
+        }
+        let len = meta.len();
+        let mut hb = [0u8; HEADER_SIZE];
+        if len < HEADER_SIZE as u64 {
+            return Err(Error::corrupt(
+                "not a Lifeboat image: the file is shorter than an image header",
+            )
+            .at_path(path));
+        }
+        read_exact(&file, path, &mut hb, 0)?;
+        let header = Header::decode(&hb).map_err(|e| e.at_path(path))?;
+        if header.volume != 1 {
+            return Err(Error::invalid(format!(
+                "{} is volume {} of a split image; give the first volume (the name without .NNN)",
+                path.display(),
+                header.volume
+            )));
+        }
+        let mut vols = vec![Volume {
+            file,
+            path: path.to_path_buf(),
+            len,
+            data_end: len,
+        }];
+        // Further volumes: take every consecutive one that exists; the footer says how many there must be.
+        if header.incompat & FEAT_SPLIT != 0 {
+            for n in 2u32..=65535 {
+                let vp = volume_path(path, n);
+                let f = match File::open(&vp) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) => return Err(Error::io("open the image volume", &vp, e)),
+                };
+                let vlen = f.metadata().map_err(|e| Error::io("stat", &vp, e))?.len();
+                let mut vb = [0u8; HEADER_SIZE];
+                if vlen < HEADER_SIZE as u64 {
+                    return Err(Error::corrupt("image volume is truncated").at_path(&vp));
+                }
+                read_exact(&f, &vp, &mut vb, 0)?;
+                let vh = Header::decode(&vb).map_err(|e| e.at_path(&vp))?;
+                let mut same = vh.clone();
+                same.volume = 1;
+                if vh.uuid != header.uuid {
+                    return Err(Error::corrupt(format!(
+                        "{} belongs to another image (UUID {}, expected {})",
+                        vp.display(),
+                        uuid_str(&vh.uuid),
+                        uuid_str(&header.uuid)
+                    )));
+                }
+                if vh.volume != n || same != header {
+                    return Err(Error::corrupt(format!(
+                        "{} is not volume {n} of this image",
+                        vp.display()
+                    )));
+                }
+                vols.push(Volume {
+                    file: f,
+                    path: vp,
+                    len: vlen,
+                    data_end: vlen,
+                });
+            }
+        }
+        let last = vols.len() - 1;
+        let lv = &vols[last];
+        if lv.len < (HEADER_SIZE + FOOTER_SIZE) as u64 {
+            if header.incompat & FEAT_SPLIT != 0 {
+                return Err(missing_volume_or_incomplete(path, vols.len() as u32 + 1));
+            }
+            return Err(incomplete_error(path));
+        }
+        let mut fb = [0u8; FOOTER_SIZE];
+        read_exact(&lv.file, &lv.path, &mut fb, lv.len - FOOTER_SIZE as u64)?;
+        let footer = match Footer::decode(&fb) {
+            None if header.incompat & FEAT_SPLIT != 0 => {
+                return Err(missing_volume_or_incomplete(path, vols.len() as u32 + 1))
+            }
+            None => return Err(incomplete_error(path)),
+            Some(Err(m)) => {
+                return Err(Error::corrupt(m)
+                    .at_path(&lv.path)
+                    .at_offset(lv.len - FOOTER_SIZE as u64))
+            }
+            Some(Ok(f)) => f,
+        };
+        if footer.uuid != header.uuid {
+            return Err(
+                Error::corrupt("image footer belongs to another image (UUID mismatch)")
+                    .at_path(&lv.path),
+            );
+        }
+        if footer.volumes as usize != vols.len() {
+            if (footer.volumes as usize) > vols.len() {
+                return Err(Error::not_found(format!(
+                    "image volume {} is missing: put it next to {}",
+                    volume_path(path, vols.len() as u32 + 1).display(),
+                    path.display()
+                )));
+            }
+            return Err(Error::corrupt(format!(
+                "the footer of {} says the image has {} volumes but {} were found",
+                lv.path.display(),
+                footer.volumes,
+                vols.len()
+            )));
+        }
+        if footer.chunks != header.chunk_count() || footer.segments as u64 != header.segment_count()
+        {
+            return Err(Error::corrupt(
+                "image footer does not match the header (chunk or segment count)",
+            )
+            .at_path(&lv.path));
+        }
+        let tab_len = footer.segments as u64 * SEGTAB_ENTRY as u64;
+        let tail_len = tab_len + FOOTER_SIZE as u64;
+        if footer.segtab_offset < HEADER_SIZE as u64
+            || footer.segtab_offset.checked_add(tail_len) != Some(lv.len)
+        {
+            return Err(Error::corrupt(
+                "image footer points outside the file (truncated or damaged)",
+            )
+            .at_path(&lv.path));
+        }
+        let segtab_offset = footer.segtab_offset;
+        let mut tb = vec![0u8; tab_len as usize];
+        read_exact(&lv.file, &lv.path, &mut tb, segtab_offset)?;
+        if crc32fast::hash(&tb) != footer.segtab_crc {
+            return Err(
+                Error::corrupt("image segment table is damaged (CRC32 mismatch)")
+                    .at_path(&lv.path)
+                    .at_offset(segtab_offset),
+            );
+        }
+        vols[last].data_end = segtab_offset;
+        let sc = header.segment_chunks as u64;
+        let max_seg_len = Segment::encoded_len(header.segment_chunks as usize, 0) as u64
+            + (sc * header.chunk_size as u64 / header.sector_size as u64 / 2 + 1)
+                * BAD_RANGE_SIZE as u64;
+        let mut segtab = Vec::with_capacity(footer.segments as usize);
+        for k in 0..footer.segments as usize {
+            let r = SegRef::decode(&tb[k * SEGTAB_ENTRY..(k + 1) * SEGTAB_ENTRY]);
+            let ok = r.first_chunk == k as u64 * sc
+                && r.volume >= 1
+                && (r.volume as usize) <= vols.len()
+                && r.offset >= HEADER_SIZE as u64
+                && (r.len as u64) <= max_seg_len
+                && r.offset
+                    .checked_add(r.len as u64)
+                    .is_some_and(|e| e <= vols[r.volume as usize - 1].data_end);
+            if !ok {
+                return Err(
+                    Error::corrupt(format!("image segment table entry {k} is invalid"))
+                        .at_path(&vols[last].path),
+                );
+            }
+            segtab.push(r);
+        }
+        Ok(Image {
+            path: path.to_path_buf(),
+            header,
+            footer,
+            vols,
+            segtab,
+            cache: None,
+        })
+    }
+
+    /// The paths of all volumes, first to last.
+    pub fn volume_paths(&self) -> Vec<PathBuf> {
+        self.vols.iter().map(|v| v.path.clone()).collect()
+    }
+    /// Total size of all volume files.
+    pub fn file_bytes(&self) -> u64 {
+        self.vols.iter().map(|v| v.len).sum()
+    }
+    pub fn segment_refs(&self) -> &[SegRef] {
+        &self.segtab
+    }
+    /// (path, length) of each volume.
+    pub fn volume_lens(&self) -> Vec<(PathBuf, u64)> {
+        self.vols.iter().map(|v| (v.path.clone(), v.len)).collect()
+    }
+
+    /// Disk byte range of chunk `i`, for messages.
+    pub fn chunk_range(&self, i: u64) -> (u64, u64) {
+        let s = i * self.header.chunk_size as u64;
+        (s, s + self.header.chunk_len(i) as u64)
+    }
+
+    /// Loads index segment `k` (replacing the cached one).
+    pub fn segment(&mut self, k: usize) -> Result<&Segment> {
+        if self.cache.as_ref().is_none_or(|(c, _)| *c != k) {
+            let r = *self
+                .segtab
+                .get(k)
+                .ok_or_else(|| Error::corrupt("index segment number out of range"))?;
+            let v = &self.vols[r.volume as usize - 1];
+            let mut b = vec![0u8; r.len as usize];
+            read_exact(&v.file, &v.path, &mut b, r.offset)?;
+            let sc = self.header.segment_chunks as u64;
+            let first = k as u64 * sc;
+            let n = (self.header.chunk_count() - first).min(sc) as usize;
+            let seg = Segment::decode(&b, &self.header, first, n).map_err(|m| {
+                let end =
+                    ((first + n as u64) * self.header.chunk_size as u64).min(self.header.disk_size);
+                Error::corrupt(format!(
+                    "{m}: the index of disk bytes {}..{end} is damaged",
+                    first * self.header.chunk_size as u64
+                ))
+                .at_path(&v.path)
+                .at_offset(r.offset)
+            })?;
+            self.cache = Some((k, seg));
+        }
+        Ok(&self.cache.as_ref().expect("segment cached above").1)
+    }
+
+    /// The index entry of chunk `i`.
+    pub fn entry(&mut self, i: u64) -> Result<Entry> {
+        if i >= self.header.chunk_count() {
+            return Err(Error::corrupt("chunk number out of range"));
+        }
+        let sc = self.header.segment_chunks as u64;
+        let seg = self.segment((i / sc) as usize)?;
+        Ok(seg.entries[(i - seg.first_chunk) as usize])
+    }
+
+    fn damaged(&self, i: u64, what: &str, vol: usize, off: u64) -> Error {
+        let (s, e) = self.chunk_range(i);
+        let path = self
+            .vols
+            .get(vol)
+            .map(|v| v.path.clone())
+            .unwrap_or_else(|| self.path.clone());
+        Error::corrupt(format!(
+            "chunk {i} (disk bytes {s}..{e}) is damaged: {what}"
+        ))
+        .at_path(path)
+        .at_offset(off)
+    }
+
+    /// Reads chunk `i`'s payload into `out` (its full length) using `scratch` for compressed
+    /// bytes. Returns the entry; for `Kind::Parent` `out` is untouched (the caller asks the
+    /// parent). Checks the CRC, the payload bounds and the decompressed length, not the hash.
+    pub fn read_payload(&mut self, i: u64, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<Entry> {
+        let e = self.entry(i)?;
+        let len = self.header.chunk_len(i);
+        let out = &mut out[..len];
+        match e.kind {
+            Kind::Zero => {
+                if e.len != 0 {
+                    return Err(self.damaged(i, "a zero chunk with a payload", 0, 0));
+                }
+                out.fill(0);
+            }
+            Kind::Parent => {
+                if !self.header.has_parent() || e.len != 0 {
+                    return Err(self.damaged(
+                        i,
+                        "a reference to a parent that this image does not have",
+                        0,
+                        0,
+                    ));
+                }
+            }
+            Kind::Raw | Kind::Lz4 => {
+                let vi = e.volume as usize;
+                let max = if e.kind == Kind::Raw {
+                    len
+                } else {
+                    lz4_flex::block::get_maximum_output_size(len)
+                };
+                let ok_len = if e.kind == Kind::Raw {
+                    e.len as usize == len
+                } else {
+                    e.len > 0 && e.len as usize <= max
+                };
+                if vi == 0 || vi > self.vols.len() || !ok_len {
+                    return Err(self.damaged(i, "its index entry is invalid", 0, 0));
+                }
+                let v = &self.vols[vi - 1];
+                if e.offset < HEADER_SIZE as u64
+                    || e.offset
+                        .checked_add(e.len as u64)
+                        .is_none_or(|x| x > v.data_end)
+                {
+                    return Err(self.damaged(
+                        i,
+                        "its payload lies outside the file (truncated?)",
+                        vi - 1,
+                        e.offset,
+                    ));
+                }
+                let buf: &mut [u8] = if e.kind == Kind::Raw {
+                    &mut *out
+                } else {
+                    scratch.resize(e.len as usize, 0);
+                    &mut scratch[..]
+                };
+                read_exact(&v.file, &v.path, buf, e.offset)?;
+                if crc32fast::hash(buf) != e.crc {
+                    return Err(self.damaged(
+                        i,
+                        "CRC32 mismatch in its stored data",
+                        vi - 1,
+                        e.offset,
+                    ));
+                }
+                if e.kind == Kind::Lz4 {
+                    match lz4_flex::block::decompress_into(&scratch[..], out) {
+                        Ok(n) if n == len => {}
+                        _ => {
+                            return Err(self.damaged(
+                                i,
+                                "its LZ4 data does not decompress to the chunk size",
+                                vi - 1,
+                                e.offset,
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(e)
+    }
+
+    /// Every unreadable range recorded in the image (loads each segment once).
+    pub fn bad_ranges(&mut self, limit: usize) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        for k in 0..self.segtab.len() {
+            let seg = self.segment(k)?;
+            for &r in &seg.bad {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn missing_volume_or_incomplete(path: &Path, next: u32) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!(
+            "image has no footer in its last volume found: either volume {} is missing (put it next to the first) or the image is incomplete",
+            volume_path(path, next).display()
+        ),
+    )
+    .at_path(path)
+}
+
+/// The hash of `len` zero bytes (cached for the common full-chunk length).
+pub struct ZeroHash {
+    len: usize,
+    hash: [u8; 32],
+}
+impl ZeroHash {
+    pub fn new(chunk_size: usize) -> Self {
+        let z = vec![0u8; chunk_size];
+        ZeroHash {
+            len: chunk_size,
+            hash: *blake3::hash(&z).as_bytes(),
+        }
+    }
+    pub fn get(&self, len: usize) -> [u8; 32] {
+        if len == self.len {
+            self.hash
+        } else {
+            let z = vec![0u8; len.min(self.len)];
+            *blake3::hash(&z).as_bytes()
+        }
+    }
+}
+
+/// An image with all its ancestors: `images[0]` is the one named, the last is the full image.
+pub struct Chain {
+    pub images: Vec<Image>,
+    zero: ZeroHash,
+}
+
+/// Where to look for the parent of `child`: next to it by file name first, then as recorded.
+pub fn parent_candidates(child: &Path, recorded: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let rec = Path::new(recorded);
+    if let (Some(dir), Some(name)) = (child.parent(), rec.file_name()) {
+        v.push(dir.join(name));
+    }
+    // A PARTITION:/path string records the path inside that filesystem.
+    if let Some((_, p)) = super::store::split_store(recorded) {
+        if let (Some(dir), Some(name)) = (child.parent(), Path::new(&p).file_name()) {
+            v.push(dir.join(name));
+        }
+    } else if !recorded.is_empty() {
+        v.push(rec.to_path_buf());
+    }
+    v.dedup();
+    v
+}
+
+impl Chain {
+    /// Opens `path` and every parent it needs, checking each link (UUID, media hash, geometry).
+    pub fn open(path: &Path) -> Result<Chain> {
+        let mut images = vec![Image::open(path)?];
+        loop {
+            let child = images.last().expect("chain is never empty");
+            if !child.header.has_parent() {
+                break;
+            }
+            if images.len() >= MAX_CHAIN {
+                return Err(Error::corrupt(
+                    "image chain is too long (a loop between damaged images?)",
+                ));
+            }
+            let want = child.header.parent_uuid;
+            let cands = parent_candidates(&child.path, &child.header.parent_path);
+            let Some(pp) = cands.iter().find(|p| p.is_file()).cloned() else {
+                return Err(Error::not_found(format!(
+                    "the parent image {} (UUID {}) that {} needs is missing: put it next to it",
+                    cands
+                        .first()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| child.header.parent_path.clone()),
+                    uuid_str(&want),
+                    child.path.display()
+                )));
+            };
+            let parent = Image::open(&pp)?;
+            if parent.header.uuid != want {
+                return Err(Error::corrupt(format!(
+                    "{} is not the parent {} needs: its UUID is {}, the parent's is {}; put the right parent image at {}",
+                    pp.display(),
+                    child.path.display(),
+                    uuid_str(&parent.header.uuid),
+                    uuid_str(&want),
+                    pp.display()
+                )));
+            }
+            if parent.footer.media_hash != child.header.parent_media_hash {
+                return Err(Error::corrupt(format!(
+                    "{} has the parent's UUID but not its media hash: it was changed after {} was made",
+                    pp.display(),
+                    child.path.display()
+                )));
+            }
+            if parent.header.disk_size != child.header.disk_size
+                || parent.header.chunk_size != child.header.chunk_size
+            {
+                return Err(Error::corrupt(format!(
+                    "{} has another disk size or chunk size than {}",
+                    pp.display(),
+                    child.path.display()
+                )));
+            }
+            if images.iter().any(|i| i.header.uuid == parent.header.uuid) {
+                return Err(Error::corrupt("image chain loops back on itself"));
+            }
+            images.push(parent);
+        }
+        let zero = ZeroHash::new(images[0].header.chunk_size as usize);
+        Ok(Chain { images, zero })
+    }
+
+    pub fn top(&self) -> &Image {
+        &self.images[0]
+    }
+
+    /// Reads chunk `i` as the disk had it, following parents; checks the BLAKE3 of the result
+    /// against the named image's index. Returns the top image's entry.
+    pub fn read_chunk(&mut self, i: u64, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<Entry> {
+        let top = self.images[0].entry(i)?;
+        let len = self.images[0].header.chunk_len(i);
+        let mut k = 0;
+        let kind = loop {
+            let e = self.images[k].read_payload(i, out, scratch)?;
+            if e.kind != Kind::Parent {
+                break e.kind;
+            }
+            if k + 1 >= self.images.len() {
+                return Err(Error::corrupt(
+                    "chunk refers to a parent but the chain ends",
+                ));
+            }
+            k += 1;
+        };
+        let hash = if kind == Kind::Zero {
+            self.zero.get(len)
+        } else {
+            *blake3::hash(&out[..len]).as_bytes()
+        };
+        if hash != top.hash {
+            let (s, e) = self.images[0].chunk_range(i);
+            let whose = &self.images[k].path;
+            return Err(Error::corrupt(format!(
+                "chunk {i} (disk bytes {s}..{e}) does not match its BLAKE3 hash (data from {})",
+                whose.display()
+            ))
+            .at_path(&self.images[0].path));
+        }
+        Ok(top)
+    }
+}

@@ -1,0 +1,538 @@
+//! The shared job directory (`/run/lifeboat/job/`, or `$LIFEBOAT_JOB_DIR`): one job at a time
+//! whichever console started it. A detached runner process (`lifeboat ui --run-job DIR`) starts
+//! the engine command (`lifeboat clone ... --json`), turns its `LIFEBOAT-PROGRESS` lines into
+//! `progress.json`, keeps its other stderr in `log`, and writes `result.json` with the exit code
+//! and the engine's JSON report. Every console only reads these files, so a job survives a UI
+//! crash and the other console follows it.
+//!
+//! Files: `lock` (runner pid; present while a job runs), `spec.json` (what runs), `pid` (the
+//! engine's pid, for cancel), `progress.json`, `log`, `map` (the engine's ddrescue mapfile),
+//! `cancel` (cancel was asked), `result.json`, `ack` (a console dismissed the result).
+use crate::error::{Error, Result};
+use crate::jobs::Progress;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Default job directory inside the rescue environment.
+pub const DEFAULT_DIR: &str = "/run/lifeboat/job";
+/// Longest stdout report kept from an engine (its one JSON value).
+const MAX_REPORT: u64 = 4 << 20;
+/// Longest line kept in `log`.
+const MAX_LOG_LINE: usize = 2000;
+/// Log lines kept in a snapshot for the screen.
+const LOG_TAIL: usize = 6;
+
+/// The job directory in use.
+pub fn dir() -> PathBuf {
+    std::env::var_os("LIFEBOAT_JOB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+}
+
+/// What a job is: the command run and how the screens describe it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Unique per job (start time + console pid).
+    pub id: String,
+    /// "clone", "image-create", "image-incremental", "image-restore", "image-verify".
+    pub kind: String,
+    /// One line for the header: "Clone sda -> nvme0n1".
+    pub title: String,
+    /// Arguments after the program: `["clone", "/dev/sda", "/dev/nvme0n1", "--yes", "--json", ...]`.
+    pub args: Vec<String>,
+    /// Lines describing source, target, image (shown on progress and result screens).
+    pub details: Vec<String>,
+    /// Total bytes, when known in advance (for the progress screen before the first line).
+    pub total_bytes: u64,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub exit_code: i32,
+    /// Cancel was asked before the job ended.
+    pub cancelled: bool,
+    /// The engine's JSON report (its stdout), when it printed one.
+    pub report: Option<serde_json::Value>,
+    /// Why the runner itself failed (could not start the engine...).
+    pub error: Option<String>,
+    pub elapsed_secs: u64,
+}
+
+/// Everything a console shows about the current (or last) job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSnapshot {
+    pub spec: JobSpec,
+    pub progress: Option<Progress>,
+    pub result: Option<JobResult>,
+    /// The runner is alive.
+    pub running: bool,
+    pub cancel_requested: bool,
+    /// A console dismissed the result.
+    pub acked: bool,
+    /// Coarse map from the engine's mapfile (when the progress line carries none).
+    pub file_map: Option<String>,
+    /// Last lines of the engine's stderr that were not progress.
+    pub log_tail: Vec<String>,
+}
+
+impl JobSnapshot {
+    /// Result, or a synthetic failure when the runner died without writing one.
+    pub fn outcome(&self) -> Option<JobResult> {
+        if let Some(r) = &self.result {
+            return Some(r.clone());
+        }
+        if self.running {
+            return None;
+        }
+        Some(JobResult {
+            exit_code: crate::error::exit::FAILED,
+            cancelled: self.cancel_requested,
+            report: None,
+            error: Some("the job stopped without a result (its runner was killed)".into()),
+            elapsed_secs: 0,
+        })
+    }
+    /// The map to draw: the progress line's, else the mapfile's.
+    pub fn map(&self) -> Option<&str> {
+        self.progress
+            .as_ref()
+            .and_then(|p| p.map.as_deref())
+            .or(self.file_map.as_deref())
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Option<T> {
+    let mut s = String::new();
+    fs::File::open(p)
+        .ok()?
+        .take(MAX_REPORT)
+        .read_to_string(&mut s)
+        .ok()?;
+    serde_json::from_str(&s).ok()
+}
+
+/// Writes `data` to `dir/name` atomically (temp file + rename), so readers never see half a file.
+fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dst = dir.join(name);
+    fs::write(&tmp, data).map_err(|e| Error::io("write", &tmp, e))?;
+    fs::rename(&tmp, &dst).map_err(|e| Error::io("rename into place", &dst, e))
+}
+
+fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    use nix::errno::Errno;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+fn read_pid(p: &Path) -> Option<i32> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Whether the job holding `dir/lock` is alive. A lock without a pid yet counts as alive for
+/// a few seconds (the console is still starting the runner).
+fn lock_alive(dir: &Path) -> bool {
+    let lock = dir.join("lock");
+    let Ok(meta) = fs::metadata(&lock) else {
+        return false;
+    };
+    match read_pid(&lock) {
+        Some(pid) => pid_alive(pid),
+        None => meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age < Duration::from_secs(10)),
+    }
+}
+
+/// Reads the job directory. None when no job was ever started there.
+pub fn snapshot(dir: &Path) -> Option<JobSnapshot> {
+    let spec: JobSpec = read_json(&dir.join("spec.json"))?;
+    let progress: Option<Progress> = read_json(&dir.join("progress.json"));
+    let result: Option<JobResult> = read_json(&dir.join("result.json"));
+    let running = result.is_none() && lock_alive(dir);
+    let file_map = if progress.as_ref().is_some_and(|p| p.map.is_some()) {
+        None
+    } else {
+        fs::read_to_string(dir.join("map"))
+            .ok()
+            .and_then(|t| super::mapfile::coarse(&t, super::mapfile::CELLS))
+    };
+    Some(JobSnapshot {
+        spec,
+        progress,
+        result,
+        running,
+        cancel_requested: dir.join("cancel").exists(),
+        acked: dir.join("ack").exists(),
+        file_map,
+        log_tail: log_tail(&dir.join("log")),
+    })
+}
+
+fn log_tail(p: &Path) -> Vec<String> {
+    let Ok(mut f) = fs::File::open(p) else {
+        return vec![];
+    };
+    use std::io::Seek;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(std::io::SeekFrom::Start(len.saturating_sub(16 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.take(16 * 1024).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(LOG_TAIL)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Starts `spec` in `dir`: takes the lock (refused while another job runs), clears the last
+/// job's files, writes the spec and calls `launch` to start the runner, whose pid goes into the
+/// lock. `launch` is [`launch_runner`] outside tests.
+pub fn start(dir: &Path, spec: &JobSpec, launch: impl FnOnce(&Path) -> Result<u32>) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io("create the job directory", dir, e))?;
+    let lock = dir.join("lock");
+    if lock.exists() {
+        if lock_alive(dir) && !dir.join("result.json").exists() {
+            return Err(Error::refused(
+                "another job is running (see its progress on this screen)",
+            ));
+        }
+        let _ = fs::remove_file(&lock);
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock)
+        .map_err(|e| Error {
+            source: Some(e),
+            ..Error::refused("another console just started a job").at_path(&lock)
+        })?;
+    for name in [
+        "spec.json",
+        "progress.json",
+        "result.json",
+        "pid",
+        "cancel",
+        "ack",
+        "log",
+        "map",
+        "map.bak",
+    ] {
+        let _ = fs::remove_file(dir.join(name));
+    }
+    let json =
+        serde_json::to_vec_pretty(spec).map_err(|e| Error::invalid(format!("job spec: {e}")))?;
+    let started = write_atomic(dir, "spec.json", &json).and_then(|_| launch(dir));
+    match started {
+        Ok(pid) => {
+            let _ = f.write_all(pid.to_string().as_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&lock);
+            let _ = fs::remove_file(dir.join("spec.json"));
+            Err(e)
+        }
+    }
+}
+
+/// Starts the runner as a detached process of this binary (`ui --run-job DIR`) in its own
+/// process group, so neither a UI crash nor the terminal's signals stop the job.
+pub fn launch_runner(dir: &Path) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let child = Command::new(&exe)
+        .arg("ui")
+        .arg("--run-job")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io("start the job runner", &exe, e))?;
+    let pid = child.id();
+    // The runner is reaped by a thread so it never lingers as a zombie while this UI lives;
+    // if the UI dies first, PID 1 reaps it.
+    std::thread::spawn(move || {
+        let mut c = child;
+        let _ = c.wait();
+    });
+    Ok(pid)
+}
+
+/// Asks the running job to stop: marks `cancel` and sends SIGINT to the engine.
+pub fn cancel(dir: &Path) -> Result<()> {
+    let _ = fs::write(dir.join("cancel"), b"1");
+    if let Some(pid) = read_pid(&dir.join("pid")) {
+        if pid_alive(pid) {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            )
+            .map_err(|e| Error::io("signal the job", dir.join("pid"), std::io::Error::from(e)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks the last result as seen (consoles then go back to the disks screen).
+pub fn ack(dir: &Path) {
+    let _ = fs::write(dir.join("ack"), b"1");
+}
+
+/// The engine program: `$LIFEBOAT_JOB_PROGRAM` (tests, development) or this binary.
+pub fn engine_program() -> PathBuf {
+    std::env::var_os("LIFEBOAT_JOB_PROGRAM")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
+}
+
+/// The runner (`lifeboat ui --run-job DIR`): runs the spec's engine command to its end and
+/// writes `result.json`, then releases the lock. Returns the engine's exit code.
+pub fn run_job(dir: &Path, program: &Path) -> Result<i32> {
+    let spec: JobSpec = read_json(&dir.join("spec.json"))
+        .ok_or_else(|| Error::not_found("no job spec").at_path(dir.join("spec.json")))?;
+    let t0 = Instant::now();
+    let res = run_engine(dir, program, &spec);
+    let cancelled = dir.join("cancel").exists();
+    let result = match res {
+        Ok((code, report)) => JobResult {
+            exit_code: if cancelled && code > 128 {
+                crate::error::exit::CANCELLED
+            } else {
+                code
+            },
+            cancelled,
+            report,
+            error: None,
+            elapsed_secs: t0.elapsed().as_secs(),
+        },
+        Err(e) => JobResult {
+            exit_code: crate::error::exit::FAILED,
+            cancelled,
+            report: None,
+            error: Some(e.to_string()),
+            elapsed_secs: t0.elapsed().as_secs(),
+        },
+    };
+    let code = result.exit_code;
+    let json = serde_json::to_vec_pretty(&result)
+        .map_err(|e| Error::invalid(format!("job result: {e}")))?;
+    let w = write_atomic(dir, "result.json", &json);
+    let _ = fs::remove_file(dir.join("lock"));
+    w?;
+    Ok(code)
+}
+
+fn run_engine(
+    dir: &Path,
+    program: &Path,
+    spec: &JobSpec,
+) -> Result<(i32, Option<serde_json::Value>)> {
+    let mut child = Command::new(program)
+        .args(&spec.args)
+        .env("LIFEBOAT_PROGRESS", "json")
+        .env("LIFEBOAT_PROGRESS_MAP", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("start the job", program, e))?;
+    let _ = write_atomic(dir, "pid", child.id().to_string().as_bytes());
+    let stdout = child.stdout.take();
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(o) = stdout {
+            let mut o = o.take(MAX_REPORT);
+            let _ = o.read_to_string(&mut s);
+            // Drain anything beyond the cap so the engine never blocks on a full pipe.
+            let _ = std::io::copy(&mut o.into_inner(), &mut std::io::sink());
+        }
+        s
+    });
+    let mut log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("log"))
+        .ok();
+    if let Some(err) = child.stderr.take() {
+        for line in BufReader::new(err).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches('\r');
+            if let Some(json) = line.strip_prefix("LIFEBOAT-PROGRESS ") {
+                if serde_json::from_str::<Progress>(json).is_ok() {
+                    let _ = write_atomic(dir, "progress.json", json.as_bytes());
+                    continue;
+                }
+            }
+            if let Some(l) = log.as_mut() {
+                let cut: String = line.chars().take(MAX_LOG_LINE).collect();
+                let _ = writeln!(l, "{cut}");
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::io("wait for the job", program, e))?;
+    let out = out_thread.join().unwrap_or_default();
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Ok((code, parse_report(&out)))
+}
+
+/// The engine's one JSON value (tolerates stray lines before it).
+fn parse_report(out: &str) -> Option<serde_json::Value> {
+    let t = out.trim();
+    if t.is_empty() {
+        return None;
+    }
+    serde_json::from_str(t).ok().or_else(|| {
+        t.lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l.trim()).ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lifeboat-tui-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            id: "t1".into(),
+            kind: "clone".into(),
+            title: "Clone sda -> sdb".into(),
+            args: vec!["clone".into(), "/dev/sda".into(), "/dev/sdb".into()],
+            details: vec![],
+            total_bytes: 100,
+        }
+    }
+
+    /// A fake engine: prints a progress line and a report, exits 3.
+    fn fake_engine(dir: &Path) -> PathBuf {
+        let p = dir.join("fake-engine.sh");
+        fs::write(
+            &p,
+            "#!/bin/sh\n\
+             echo \"args: $*\" >&2\n\
+             echo 'LIFEBOAT-PROGRESS {\"job\":\"clone\",\"phase\":\"copying\",\"done_bytes\":50,\"total_bytes\":100,\"bad_bytes\":512,\"rate_bytes_per_sec\":10,\"eta_secs\":5,\"map\":\"++-..\"}' >&2\n\
+             echo \"progress=$LIFEBOAT_PROGRESS\" >&2\n\
+             echo '{\"ok\":true,\"bad_ranges\":[[4096,512]]}'\n\
+             exit 3\n",
+        )
+        .unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn runner_records_progress_log_and_result() {
+        let d = tmpdir("runner");
+        let eng = fake_engine(&d);
+        let jd = d.join("job");
+        start(&jd, &spec(), |_| Ok(std::process::id())).unwrap();
+        // While the lock names a live process, a second job is refused.
+        let e = start(&jd, &spec(), |_| Ok(1)).unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::Refused);
+        let snap = snapshot(&jd).unwrap();
+        assert!(snap.running);
+        assert_eq!(snap.outcome(), None);
+
+        assert_eq!(run_job(&jd, &eng).unwrap(), 3);
+        let snap = snapshot(&jd).unwrap();
+        assert!(!snap.running);
+        assert!(!jd.join("lock").exists());
+        let p = snap.progress.clone().unwrap();
+        assert_eq!(
+            (p.done_bytes, p.bad_bytes, p.phase.as_str()),
+            (50, 512, "copying")
+        );
+        assert_eq!(snap.map(), Some("++-.."));
+        let r = snap.result.clone().unwrap();
+        assert_eq!(r.exit_code, 3);
+        assert_eq!(r.report.unwrap()["bad_ranges"][0][0], 4096);
+        assert!(snap
+            .log_tail
+            .iter()
+            .any(|l| l == "args: clone /dev/sda /dev/sdb"));
+        assert!(snap.log_tail.iter().any(|l| l == "progress=json"));
+        assert!(!snap
+            .log_tail
+            .iter()
+            .any(|l| l.contains("LIFEBOAT-PROGRESS")));
+
+        // A finished job does not block the next one; its files are cleared.
+        start(&jd, &spec(), |_| Ok(std::process::id())).unwrap();
+        let snap = snapshot(&jd).unwrap();
+        assert!(snap.running && snap.progress.is_none() && snap.result.is_none());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn dead_runner_is_reported_and_lock_is_stale() {
+        let d = tmpdir("dead");
+        // A pid that cannot exist.
+        start(&d, &spec(), |_| Ok(0x3fff_fff0)).unwrap();
+        let snap = snapshot(&d).unwrap();
+        assert!(!snap.running);
+        let o = snap.outcome().unwrap();
+        assert_eq!(o.exit_code, 1);
+        assert!(o.error.unwrap().contains("without a result"));
+        start(&d, &spec(), |_| Ok(std::process::id())).expect("stale lock is taken over");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn failed_launch_releases_the_lock() {
+        let d = tmpdir("launchfail");
+        let e = start(&d, &spec(), |_| Err(Error::unsupported("no runner"))).unwrap_err();
+        assert!(e.to_string().contains("no runner"));
+        assert!(!d.join("lock").exists());
+        assert!(snapshot(&d).is_none());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn missing_engine_is_a_result_not_a_hang() {
+        let d = tmpdir("noengine");
+        start(&d, &spec(), |_| Ok(std::process::id())).unwrap();
+        assert_eq!(run_job(&d, Path::new("/nonexistent/lifeboat")).unwrap(), 1);
+        let r = snapshot(&d).unwrap().result.unwrap();
+        assert!(r.error.unwrap().contains("start the job"));
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn report_parsing_tolerates_noise() {
+        assert_eq!(parse_report("  \n"), None);
+        assert_eq!(parse_report("{\"a\":1}\n").unwrap()["a"], 1);
+        assert_eq!(parse_report("noise\n{\"a\":2}\n").unwrap()["a"], 2);
+    }
+}

@@ -1,0 +1,100 @@
+//! Which disks the console offers as a job's target, and why the others are refused. Pure
+//! functions over the inventory (no I/O), so the pickers and their tests agree.
+use crate::devices::Disk;
+use crate::jobs::fmt_bytes;
+
+/// Why `target` cannot receive a copy of something needing `needed_bytes` (None: allowed).
+/// `source` is the disk being copied (clone) or holding the image (restore), if any.
+pub fn target_refusal(target: &Disk, source: Option<&Disk>, needed_bytes: u64) -> Option<String> {
+    if let Some(s) = source {
+        if s.name == target.name {
+            return Some("it is the source".into());
+        }
+    }
+    if target.boot_media {
+        return Some("Lifeboat's boot disk".into());
+    }
+    if target.read_only {
+        return Some("the disk is read-only".into());
+    }
+    if let Some(m) = target.mounted.first() {
+        return Some(format!("mounted on {m}"));
+    }
+    for p in &target.partitions {
+        if let Some(m) = p.mounted.first() {
+            return Some(format!("{} is mounted on {m}", p.name));
+        }
+        if let Some(h) = p.holders.first() {
+            return Some(format!("{} is in use by {h}", p.name));
+        }
+    }
+    if let Some(h) = target.holders.first() {
+        return Some(format!("in use by {h}"));
+    }
+    if target.size_bytes < needed_bytes {
+        return Some(format!("too small: needs {}", fmt_bytes(needed_bytes)));
+    }
+    None
+}
+
+/// The bytes a clone of `source` needs on its target: the end of its last partition, or the
+/// whole disk when it has no partition table (the engine fixes GPT for a smaller target).
+pub fn clone_needs(source: &Disk) -> u64 {
+    match source.partitions_end() {
+        0 => source.size_bytes,
+        n => n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::fixtures::{disk, part};
+
+    #[test]
+    fn refusals_name_the_reason() {
+        let src = disk(
+            "sda",
+            64 << 20,
+            vec![part("sda1", 1 << 20, 40 << 20, "ext4", "DATA")],
+        );
+        let mut t = disk("sdb", 128 << 20, vec![]);
+        assert_eq!(target_refusal(&t, Some(&src), clone_needs(&src)), None);
+        assert_eq!(
+            target_refusal(&src, Some(&src), 0).as_deref(),
+            Some("it is the source")
+        );
+        t.size_bytes = 16 << 20;
+        assert_eq!(
+            target_refusal(&t, Some(&src), clone_needs(&src)).as_deref(),
+            Some("too small: needs 41.0 MiB")
+        );
+        t.size_bytes = 128 << 20;
+        t.boot_media = true;
+        assert!(target_refusal(&t, Some(&src), 0)
+            .unwrap()
+            .contains("boot disk"));
+        t.boot_media = false;
+        t.partitions = vec![part("sdb1", 1 << 20, 8 << 20, "vfat", "USB")];
+        t.partitions[0].mounted = vec!["/mnt".into()];
+        assert_eq!(
+            target_refusal(&t, None, 0).as_deref(),
+            Some("sdb1 is mounted on /mnt")
+        );
+        t.partitions.clear();
+        t.read_only = true;
+        assert!(target_refusal(&t, None, 0).unwrap().contains("read-only"));
+    }
+
+    #[test]
+    fn clone_needs_partition_end_or_whole_disk() {
+        let d = disk("sda", 64 << 20, vec![]);
+        assert_eq!(clone_needs(&d), 64 << 20);
+        let d = disk(
+            "sda",
+            64 << 20,
+            vec![part("sda1", 1 << 20, 10 << 20, "ext4", "")],
+        );
+        assert_eq!(clone_needs(&d), 11 << 20);
+    }
+}

@@ -1,0 +1,354 @@
+//! Snapshot tests: every screen and state drawn with ratatui's TestBackend at 80x24 (and some
+//! larger), compared with the expected text in `src/tui/snapshots/NAME.txt`. A mismatch fails
+//! and writes `NAME.txt.new`; `UPDATE_SNAPSHOTS=1 cargo test tui::` rewrites the expected files.
+use super::app::{App, Event, JobKind, Overlay, Screen};
+use super::fixtures::{disk, machine, part};
+use super::jobdir::{JobResult, JobSnapshot, JobSpec};
+use super::keys::Key;
+use crate::jobs::Progress;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
+use ratatui::Terminal;
+use std::path::PathBuf;
+
+fn render_buf(app: &App, w: u16, h: u16) -> Buffer {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| super::view::draw(f, app)).unwrap();
+    t.backend().buffer().clone()
+}
+
+fn text(buf: &Buffer) -> String {
+    let a = buf.area;
+    let mut out = String::new();
+    for y in 0..a.height {
+        let mut line = String::new();
+        for x in 0..a.width {
+            line.push_str(buf[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn snapshot(name: &str, app: &App, w: u16, h: u16) -> Buffer {
+    let buf = render_buf(app, w, h);
+    let got = text(&buf);
+    // Only glyphs the Linux console font has: ASCII, box drawing, block shades, arrows.
+    for c in got.chars() {
+        let ok = c.is_ascii() || ('\u{2500}'..='\u{257f}').contains(&c) || "█▓▒░↑↓←→".contains(c);
+        assert!(
+            ok,
+            "{name}: glyph {c:?} (U+{:04X}) is not in the console font",
+            c as u32
+        );
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/tui/snapshots");
+    let path = dir.join(format!("{name}.txt"));
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+        return buf;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    if want != got {
+        let _ = std::fs::write(dir.join(format!("{name}.txt.new")), &got);
+        panic!(
+            "snapshot {name} differs ({}):\n--- expected\n{want}\n--- got\n{got}",
+            path.display()
+        );
+    }
+    buf
+}
+
+fn app() -> App {
+    let mut a = App::new(true, "t".into(), "/run/lifeboat/job".into());
+    a.update(Event::Disks(Ok(machine())));
+    a
+}
+
+fn keys(a: &mut App, ks: &[Key]) {
+    for k in ks {
+        a.update(Event::Key(*k));
+    }
+}
+
+fn type_str(a: &mut App, s: &str) {
+    for c in s.chars() {
+        a.update(Event::Key(Key::Char(c)));
+    }
+}
+
+/// Finds `needle` on screen and returns the foreground colour of its first cell.
+fn fg_of(buf: &Buffer, needle: &str) -> Option<Color> {
+    let a = buf.area;
+    for y in 0..a.height {
+        let line: String = (0..a.width)
+            .map(|x| buf[(x, y)].symbol().chars().next().unwrap_or(' '))
+            .collect();
+        if let Some(i) = line.find(needle) {
+            let x = line[..i].chars().count() as u16;
+            return Some(buf[(x, y)].fg);
+        }
+    }
+    None
+}
+
+#[test]
+fn disks_screen() {
+    let mut a = app();
+    snapshot("disks_80x24", &a, 80, 24);
+    keys(&mut a, &[Key::Down, Key::Down]);
+    snapshot("disks_boot_medium_80x24", &a, 80, 24);
+    snapshot("disks_120x40", &a, 120, 40);
+}
+
+#[test]
+fn disks_screen_states() {
+    let a = App::new(false, "t".into(), "/tmp/j".into());
+    snapshot("disks_scanning", &a, 80, 24);
+    let mut a = App::new(false, "t".into(), "/tmp/j".into());
+    a.update(Event::Disks(Ok(vec![])));
+    snapshot("disks_none", &a, 80, 24);
+    a.update(Event::Disks(Err(
+        "cannot read the block device list (/sys/block): No such file or directory".into(),
+    )));
+    snapshot("disks_scan_error", &a, 80, 24);
+    // Many partitions and many disks still fit at 80x24.
+    let parts = (1..=12)
+        .map(|i| {
+            part(
+                &format!("sda{i}"),
+                i << 20,
+                1 << 20,
+                "ext4",
+                &format!("part{i}"),
+            )
+        })
+        .collect();
+    let mut disks = vec![disk("sda", 32 << 30, parts)];
+    disks.extend((0..12).map(|i| disk(&format!("vd{}", (b'a' + i) as char), 1 << 30, vec![])));
+    a.update(Event::Disks(Ok(disks)));
+    snapshot("disks_many_80x24", &a, 80, 24);
+}
+
+#[test]
+fn menu_and_help() {
+    let mut a = app();
+    keys(&mut a, &[Key::Enter]);
+    assert_eq!(a.screen, Screen::Menu);
+    snapshot("menu_80x24", &a, 80, 24);
+    keys(&mut a, &[Key::Char('j'), Key::Char('j'), Key::Char('j')]);
+    snapshot("menu_restore_80x24", &a, 80, 24);
+    keys(&mut a, &[Key::Char('?')]);
+    assert_eq!(a.overlay, Overlay::Help);
+    snapshot("help_80x24", &a, 80, 24);
+    keys(&mut a, &[Key::Esc, Key::Esc, Key::Char('q')]);
+    assert_eq!(a.overlay, Overlay::QuitAsk);
+    snapshot("quit_ask_80x24", &a, 80, 24);
+}
+
+#[test]
+fn clone_pickers_and_confirmation() {
+    let mut a = app();
+    keys(&mut a, &[Key::Enter, Key::Enter]);
+    let buf = snapshot("source_80x24", &a, 80, 24);
+    assert_eq!(fg_of(&buf, "Step 1 of 3"), Some(Color::Green));
+    keys(&mut a, &[Key::Enter]);
+    let buf = snapshot("target_80x24", &a, 80, 24);
+    assert_eq!(fg_of(&buf, "Step 2 of 3"), Some(Color::Red));
+    assert_eq!(fg_of(&buf, "Copying FROM"), Some(Color::Green));
+    assert_eq!(
+        fg_of(&buf, "sdb "),
+        Some(Color::DarkGray),
+        "refused rows are dimmed"
+    );
+    keys(&mut a, &[Key::Down, Key::Enter]);
+    snapshot("target_refused_80x24", &a, 80, 24);
+    keys(&mut a, &[Key::Up, Key::Enter]);
+    assert_eq!(a.screen, Screen::Confirm);
+    type_str(&mut a, "nvme");
+    let buf = snapshot("confirm_clone_80x24", &a, 80, 24);
+    assert_eq!(fg_of(&buf, "ERASE"), Some(Color::Red));
+    keys(&mut a, &[Key::Enter]);
+    snapshot("confirm_clone_wrong_name_80x24", &a, 80, 24);
+    snapshot("confirm_clone_100x30", &a, 100, 30);
+}
+
+#[test]
+fn confirmation_lists_the_targets_partitions() {
+    // Clone sdc (120 GiB, one partition) onto sda (500 GiB, four partitions): all four named.
+    let mut a = app();
+    keys(
+        &mut a,
+        &[
+            Key::Enter,
+            Key::Enter,
+            Key::End,
+            Key::Enter,
+            Key::Home,
+            Key::Enter,
+        ],
+    );
+    assert_eq!(a.target.as_ref().unwrap().name, "sda");
+    let t = text(&render_buf(&a, 80, 24));
+    for want in [
+        "WDC WD5000AAKX-00ERMA0",
+        "WD-WCC2EAK80291",
+        "\"EFI\"",
+        "\"Windows\"",
+        "\"Recovery\"",
+        "sda2",
+    ] {
+        assert!(t.contains(want), "confirmation misses {want}:\n{t}");
+    }
+}
+
+#[test]
+fn image_screens() {
+    let mut a = app();
+    keys(&mut a, &[Key::Enter, Key::Char('2'), Key::Enter]);
+    assert_eq!(a.screen, Screen::Location);
+    snapshot("location_image_create_80x24", &a, 80, 24);
+    keys(&mut a, &[Key::Enter, Key::Enter]);
+    assert_eq!(a.screen, Screen::Confirm);
+    snapshot("confirm_image_create_80x24", &a, 80, 24);
+    let mut a = app();
+    keys(
+        &mut a,
+        &[Key::Enter, Key::Char('3'), Key::Enter, Key::Enter],
+    );
+    type_str(&mut a, "/lifeboat/full");
+    snapshot("location_incremental_80x24", &a, 80, 24);
+    let mut a = app();
+    keys(&mut a, &[Key::Enter, Key::Char('5')]);
+    type_str(&mut a, "x");
+    snapshot("location_verify_80x24", &a, 80, 24);
+}
+
+fn job(running: bool) -> JobSnapshot {
+    JobSnapshot {
+        spec: JobSpec {
+            id: "j1".into(),
+            kind: JobKind::Clone.job_name().into(),
+            title: "Clone sda -> nvme0n1".into(),
+            args: vec!["clone".into(), "/dev/sda".into(), "/dev/nvme0n1".into()],
+            details: vec![
+                "Source: sda  WDC WD5000AAKX-00ERMA0  serial WD-WCC2EAK80291  465.8 GiB".into(),
+                "Target: nvme0n1  Samsung SSD 970 EVO 1TB  serial S467NX0M512345  931.5 GiB".into(),
+            ],
+            total_bytes: 500 << 30,
+        },
+        progress: None,
+        result: None,
+        running,
+        cancel_requested: false,
+        acked: false,
+        file_map: None,
+        log_tail: vec![],
+    }
+}
+
+fn progress(done: u64, bad: u64, map: Option<&str>) -> Progress {
+    Progress {
+        job: "clone".into(),
+        phase: "copying".into(),
+        done_bytes: done,
+        total_bytes: 500 << 30,
+        bad_bytes: bad,
+        rate_bytes_per_sec: 142 << 20,
+        eta_secs: Some(2071),
+        map: map.map(str::to_string),
+    }
+}
+
+#[test]
+fn progress_screens() {
+    let mut a = app();
+    a.update(Event::Job(Some(job(true))));
+    assert_eq!(a.screen, Screen::Progress);
+    snapshot("progress_starting_80x24", &a, 80, 24);
+    let mut j = job(true);
+    let map: String = "+".repeat(200) + "-" + &"+".repeat(40) + "*/" + &".".repeat(269);
+    j.progress = Some(progress(211 << 30, 4096, Some(&map)));
+    j.log_tail = vec!["read error at byte 215822106624: Input/output error".into()];
+    a.update(Event::Job(Some(j.clone())));
+    let buf = snapshot("progress_80x24", &a, 80, 24);
+    assert_eq!(
+        fg_of(&buf, "X█"),
+        Some(Color::LightRed),
+        "bad areas are red on the map"
+    );
+    snapshot("progress_120x40", &a, 120, 40);
+    keys(&mut a, &[Key::Char('c')]);
+    assert_eq!(a.overlay, Overlay::CancelAsk);
+    snapshot("progress_cancel_ask_80x24", &a, 80, 24);
+    // The map from the engine's mapfile when the progress line has none.
+    j.progress = Some(progress(1 << 30, 0, None));
+    j.file_map = Some("++++----....".into());
+    a.update(Event::Job(Some(j)));
+    let t = text(&render_buf(&a, 80, 24));
+    assert!(t.contains("█XXX"), "{t}");
+}
+
+#[test]
+fn result_screens() {
+    let mut a = app();
+    a.update(Event::Job(Some(job(true))));
+    let mut j = job(false);
+    j.progress = Some(progress(500 << 30, 0, Some("++++")));
+    j.result = Some(JobResult {
+        exit_code: 0,
+        cancelled: false,
+        report: Some(
+            serde_json::json!({"ok": true, "copied_bytes": 500u64 << 30, "bad_ranges": [], "verified": true}),
+        ),
+        error: None,
+        elapsed_secs: 3725,
+    });
+    a.update(Event::Job(Some(j.clone())));
+    assert_eq!(a.screen, Screen::Result);
+    snapshot("result_ok_80x24", &a, 80, 24);
+    let ranges: Vec<[u64; 2]> = (0..20)
+        .map(|i| [215822106624 + i * 1048576, 4096])
+        .collect();
+    j.result = Some(JobResult {
+        exit_code: 3,
+        cancelled: false,
+        report: Some(
+            serde_json::json!({"ok": true, "copied_bytes": 500u64 << 30, "bad_ranges": ranges, "verified": true}),
+        ),
+        error: None,
+        elapsed_secs: 9000,
+    });
+    a.update(Event::Job(Some(j.clone())));
+    snapshot("result_partial_80x24", &a, 80, 24);
+    j.result = Some(JobResult {
+        exit_code: 4,
+        cancelled: false,
+        report: Some(
+            serde_json::json!({"ok": false, "error": {"kind": "refused", "message": "target nvme0n1 is mounted on /mnt: unmount it first"}, "exit_code": 4}),
+        ),
+        error: None,
+        elapsed_secs: 0,
+    });
+    a.update(Event::Job(Some(j.clone())));
+    snapshot("result_refused_80x24", &a, 80, 24);
+    j.result = Some(JobResult {
+        exit_code: 130,
+        cancelled: true,
+        report: None,
+        error: None,
+        elapsed_secs: 12,
+    });
+    a.update(Event::Job(Some(j.clone())));
+    snapshot("result_cancelled_80x24", &a, 80, 24);
+    // The runner died without a result.
+    j.result = None;
+    a.update(Event::Job(Some(j)));
+    snapshot("result_runner_died_80x24", &a, 80, 24);
+    // On a host there is no power off.
+    a.under_init = false;
+    let t = text(&render_buf(&a, 80, 24));
+    assert!(!t.contains("power off"), "{t}");
+}

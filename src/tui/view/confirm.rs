@@ -1,0 +1,139 @@
+//! The confirmation screen: names exactly what will be destroyed (model, serial, size, each
+//! partition with its label) and, for a destructive job, wants the target's name typed.
+use super::{cut, size_exact};
+use crate::tui::app::{describe, describe_part, App, JobKind};
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Wrap};
+use ratatui::Frame;
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let red = Style::new().fg(Color::Red);
+    let green = Style::new().fg(Color::Green);
+    let bold = Modifier::BOLD;
+    let w = area.width.saturating_sub(4) as usize;
+    let mut v: Vec<Line> = Vec::new();
+    v.push(Line::styled(
+        app.kind.title(),
+        Style::new().add_modifier(bold),
+    ));
+    v.push(Line::raw(""));
+    if let Some(s) = &app.source {
+        v.push(Line::styled("FROM (only read):", green.add_modifier(bold)));
+        v.push(Line::styled(cut(&format!("  {}", describe(s)), w), green));
+    }
+    if let Some(i) = &app.image {
+        let what = match app.kind {
+            JobKind::FullImage | JobKind::Incremental => "Image to write:",
+            _ => "Image:",
+        };
+        v.push(Line::from(vec![
+            Span::styled(format!("{what} "), Style::new().fg(Color::Cyan)),
+            Span::raw(i.clone()),
+        ]));
+        if app.kind == JobKind::Incremental {
+            v.push(Line::raw(format!(
+                "  on top of the parent image {}",
+                app.loc.parent.trim()
+            )));
+        }
+    }
+    if let Some(t) = &app.target {
+        v.push(Line::raw(""));
+        v.push(Line::styled(
+            "ERASE (everything on this disk is destroyed, forever):",
+            red.add_modifier(bold),
+        ));
+        v.push(Line::styled(
+            cut(
+                &format!(
+                    "  {}  {}",
+                    t.name,
+                    t.model.as_deref().unwrap_or("(no model)")
+                ),
+                w,
+            ),
+            red.add_modifier(bold),
+        ));
+        v.push(Line::styled(
+            cut(
+                &format!(
+                    "  serial {}   size {}",
+                    t.serial.as_deref().unwrap_or("(none)"),
+                    size_exact(t.size_bytes)
+                ),
+                w,
+            ),
+            red,
+        ));
+        if t.partitions.is_empty() {
+            let c = match &t.fs_type {
+                Some(fs) => format!(
+                    "  whole-disk {fs} filesystem{}",
+                    t.label
+                        .as_ref()
+                        .map(|l| format!(" \"{l}\""))
+                        .unwrap_or_default()
+                ),
+                None => "  no partitions found on it".into(),
+            };
+            v.push(Line::styled(c, red));
+        } else {
+            let shown = 5usize;
+            for (i, p) in t.partitions.iter().enumerate() {
+                if i == shown && t.partitions.len() > shown + 1 {
+                    v.push(Line::styled(
+                        format!("  ... and {} more partitions", t.partitions.len() - i),
+                        red,
+                    ));
+                    break;
+                }
+                v.push(Line::styled(
+                    cut(&format!("  {}", describe_part(p)), w),
+                    red,
+                ));
+            }
+        }
+    } else if !app.kind.destructive() {
+        v.push(Line::raw(""));
+        v.push(Line::styled("Nothing is erased by this job.", green));
+    }
+    v.push(Line::raw(""));
+    match app.confirm_word() {
+        Some(word) => {
+            v.push(Line::from(vec![
+                Span::raw("To erase it, type its name "),
+                Span::styled(
+                    word.clone(),
+                    Style::new().fg(Color::Yellow).add_modifier(bold),
+                ),
+                Span::raw(" and press Enter (Esc goes back):"),
+            ]));
+            v.push(Line::from(vec![
+                Span::raw("  > "),
+                Span::styled(
+                    format!("{}_", app.typed),
+                    Style::new()
+                        .bg(Color::Red)
+                        .fg(Color::White)
+                        .add_modifier(bold),
+                ),
+            ]));
+        }
+        None => v.push(Line::raw("Press Enter to start, Esc to go back.")),
+    }
+    let (title, border) = if app.kind.destructive() {
+        (" Confirm: this ERASES a disk ", red)
+    } else {
+        (" Confirm ", Style::new().fg(Color::Cyan))
+    };
+    f.render_widget(
+        Paragraph::new(v).wrap(Wrap { trim: false }).block(
+            Block::bordered()
+                .title(Span::styled(title, border.add_modifier(bold)))
+                .border_style(border),
+        ),
+        area,
+    );
+}

@@ -1,0 +1,326 @@
+//! The disks screen and the two disk pickers (source, then target): one row per disk, the
+//! details of the highlighted one below. Source is green and target red everywhere.
+use super::{cut, label_style, selected_style, size_exact};
+use crate::devices::Disk;
+use crate::jobs::fmt_bytes;
+use crate::tui::app::{describe, describe_part, App};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::Frame;
+
+/// The model, or for a loop device the file behind it.
+fn model_or_file(d: &Disk) -> String {
+    match (&d.model, &d.backing_file) {
+        (Some(m), _) => m.clone(),
+        (None, Some(f)) => format!("file {f}"),
+        (None, None) => "-".into(),
+    }
+}
+
+/// One list row: name, size, transport, model, serial and flags.
+fn disk_row(d: &Disk, width: usize) -> String {
+    let mut flags = Vec::new();
+    if d.boot_media {
+        flags.push("BOOT");
+    }
+    if d.read_only {
+        flags.push("RO");
+    }
+    if !d.mounted.is_empty() || d.partitions.iter().any(|p| !p.mounted.is_empty()) {
+        flags.push("MOUNTED");
+    }
+    let flags = if flags.is_empty() {
+        String::new()
+    } else {
+        format!("[{}] ", flags.join(","))
+    };
+    let s = format!(
+        "{:<8} {:>10}  {:<6} {flags}{:<24} {}",
+        d.name,
+        fmt_bytes(d.size_bytes),
+        cut(&d.transport, 6),
+        cut(&model_or_file(d), 24),
+        d.serial.as_deref().unwrap_or(""),
+    );
+    cut(&s, width)
+}
+
+/// The details of one disk: identity, size, table, partitions with filesystems and labels.
+pub(crate) fn details(d: &Disk, max_parts: usize) -> Vec<Line<'static>> {
+    let l = label_style();
+    let mut v = vec![
+        Line::from(vec![
+            Span::styled("Model     ", l),
+            Span::raw(format!(
+                "{:<30}",
+                cut(d.model.as_deref().unwrap_or("-"), 30)
+            )),
+            Span::styled(" Serial ", l),
+            Span::raw(d.serial.clone().unwrap_or_else(|| "-".into())),
+        ]),
+        Line::from(vec![
+            Span::styled("Size      ", l),
+            Span::raw(size_exact(d.size_bytes)),
+        ]),
+        Line::from(vec![
+            Span::styled("Transport ", l),
+            Span::raw(format!(
+                "{} {}  sectors {}/{}  table {}",
+                d.transport,
+                if d.rotational {
+                    "spinning"
+                } else {
+                    "solid-state"
+                },
+                d.logical_block_size,
+                d.physical_block_size,
+                d.partition_table
+            )),
+        ]),
+    ];
+    let mut notes = Vec::new();
+    if d.boot_media {
+        notes.push("Lifeboat booted from this disk".to_string());
+    }
+    if d.read_only {
+        notes.push("read-only".to_string());
+    }
+    if d.removable {
+        notes.push("removable".to_string());
+    }
+    for m in &d.mounted {
+        notes.push(format!("mounted on {m}"));
+    }
+    if !notes.is_empty() {
+        v.push(Line::from(vec![
+            Span::styled("Note      ", l),
+            Span::styled(notes.join(", "), Style::new().fg(Color::Yellow)),
+        ]));
+    }
+    if d.partitions.is_empty() {
+        let what = match &d.fs_type {
+            Some(fs) => format!(
+                "no partitions; whole-disk {fs}{}",
+                d.label
+                    .as_ref()
+                    .map(|x| format!(" \"{x}\""))
+                    .unwrap_or_default()
+            ),
+            None => "no partitions found".to_string(),
+        };
+        v.push(Line::from(vec![
+            Span::styled("Contents  ", l),
+            Span::raw(what),
+        ]));
+    } else {
+        v.push(Line::from(Span::styled(
+            format!("Partitions ({})", d.partitions.len()),
+            l,
+        )));
+        for (i, p) in d.partitions.iter().enumerate() {
+            if i >= max_parts && d.partitions.len() > max_parts + 1 {
+                v.push(Line::raw(format!(
+                    "  ... and {} more",
+                    d.partitions.len() - i
+                )));
+                break;
+            }
+            let mut s = format!("  {}", describe_part(p));
+            if let Some(m) = p.mounted.first() {
+                s.push_str(&format!("  mounted on {m}"));
+            }
+            v.push(Line::raw(s));
+        }
+    }
+    v
+}
+
+fn list_height(n: usize, body: Rect, min_details: u16) -> u16 {
+    let want = n.max(1) as u16 + 2;
+    want.min(body.height.saturating_sub(min_details)).max(3)
+}
+
+pub fn draw_disks(f: &mut Frame, area: Rect, app: &App) {
+    let h = list_height(app.disks.len(), area, 8);
+    let [list_area, det_area] =
+        Layout::vertical([Constraint::Length(h), Constraint::Min(0)]).areas(area);
+    let w = list_area.width.saturating_sub(4) as usize;
+    let title = format!(" Disks ({}) ", app.disks.len());
+    let block = Block::bordered().title(title);
+    if let Some(e) = &app.scan_error {
+        let p = Paragraph::new(format!("Cannot list the disks: {e}"))
+            .style(Style::new().fg(Color::Red))
+            .block(block);
+        f.render_widget(p, list_area);
+        return;
+    }
+    if app.disks.is_empty() {
+        let msg = if app.scanned {
+            "No disks found. Plug a disk in: this list refreshes by itself."
+        } else {
+            "Looking for disks..."
+        };
+        f.render_widget(Paragraph::new(msg).block(block), list_area);
+        return;
+    }
+    let items: Vec<ListItem> = app
+        .disks
+        .iter()
+        .map(|d| ListItem::new(disk_row(d, w)))
+        .collect();
+    let mut st = ListState::default().with_selected(Some(app.disk_sel));
+    f.render_stateful_widget(
+        List::new(items)
+            .block(block)
+            .highlight_symbol("> ")
+            .highlight_style(selected_style()),
+        list_area,
+        &mut st,
+    );
+    if let Some(d) = app.disks.get(app.disk_sel) {
+        let max_parts = det_area.height.saturating_sub(7) as usize;
+        let p = Paragraph::new(details(d, max_parts))
+            .block(Block::bordered().title(format!(" {} ", d.name)));
+        f.render_widget(p, det_area);
+    }
+}
+
+fn step_title(app: &App, what: &str) -> String {
+    let steps = app.kind.steps();
+    let n = steps
+        .iter()
+        .position(|s| *s == app.screen)
+        .map(|i| i + 1)
+        .unwrap_or(1);
+    format!(" Step {n} of {}: {what} ", steps.len())
+}
+
+pub fn draw_source(f: &mut Frame, area: Rect, app: &App) {
+    let green = Style::new().fg(Color::Green);
+    let h = list_height(app.disks.len(), area, 9) + 1;
+    let [list_area, det_area] =
+        Layout::vertical([Constraint::Length(h), Constraint::Min(0)]).areas(area);
+    let what = if app.kind == crate::tui::app::JobKind::Clone {
+        "SOURCE, the disk to copy FROM"
+    } else {
+        "SOURCE, the disk to back up"
+    };
+    let block = Block::bordered()
+        .title(Span::styled(
+            step_title(app, what),
+            green.add_modifier(Modifier::BOLD),
+        ))
+        .border_style(green);
+    let inner = block.inner(list_area);
+    f.render_widget(block, list_area);
+    let [hint, rows] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
+    f.render_widget(
+        Paragraph::new("It is only read, never written. Pick the failing or old disk."),
+        hint,
+    );
+    let w = rows.width.saturating_sub(2) as usize;
+    let items: Vec<ListItem> = app
+        .disks
+        .iter()
+        .map(|d| ListItem::new(disk_row(d, w)))
+        .collect();
+    let mut st = ListState::default().with_selected(Some(app.pick_sel));
+    f.render_stateful_widget(
+        List::new(items)
+            .highlight_symbol("> ")
+            .highlight_style(Style::new().bg(Color::Green).fg(Color::Black)),
+        rows,
+        &mut st,
+    );
+    if let Some(d) = app.disks.get(app.pick_sel) {
+        let max_parts = det_area.height.saturating_sub(7) as usize;
+        let p = Paragraph::new(details(d, max_parts)).block(
+            Block::bordered()
+                .title(Span::styled(format!(" SOURCE {} ", d.name), green))
+                .border_style(green),
+        );
+        f.render_widget(p, det_area);
+    }
+}
+
+pub fn draw_target(f: &mut Frame, area: Rect, app: &App) {
+    let red = Style::new().fg(Color::Red);
+    let green = Style::new().fg(Color::Green);
+    let targets = app.targets();
+    let h = list_height(targets.len(), area, 9) + 2;
+    let [list_area, det_area] =
+        Layout::vertical([Constraint::Length(h), Constraint::Min(0)]).areas(area);
+    let block = Block::bordered()
+        .title(Span::styled(
+            step_title(app, "TARGET, the disk to ERASE"),
+            red.add_modifier(Modifier::BOLD),
+        ))
+        .border_style(red);
+    let inner = block.inner(list_area);
+    f.render_widget(block, list_area);
+    let [from, hint, rows] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(inner);
+    let from_line = match (&app.source, &app.image) {
+        (Some(s), _) => format!("Copying FROM: {}", describe(s)),
+        (None, Some(i)) => format!("Restoring FROM image: {i}"),
+        _ => String::new(),
+    };
+    f.render_widget(
+        Paragraph::new(Span::styled(cut(&from_line, inner.width as usize), green)),
+        from,
+    );
+    f.render_widget(
+        Paragraph::new(Span::styled(
+            "Everything on the disk you pick here is DESTROYED.",
+            red.add_modifier(Modifier::BOLD),
+        )),
+        hint,
+    );
+    let w = rows.width.saturating_sub(2) as usize;
+    if targets.is_empty() {
+        f.render_widget(
+            Paragraph::new("No other disk. Plug one in: this list refreshes by itself."),
+            rows,
+        );
+    }
+    let items: Vec<ListItem> = targets
+        .iter()
+        .map(|(d, why)| match why {
+            None => ListItem::new(disk_row(d, w)),
+            Some(r) => {
+                let row = disk_row(d, 38);
+                ListItem::new(cut(&format!("{row:<38} refused: {r}"), w))
+                    .style(Style::new().fg(Color::DarkGray))
+            }
+        })
+        .collect();
+    let mut st = ListState::default().with_selected(Some(app.pick_sel));
+    f.render_stateful_widget(
+        List::new(items)
+            .highlight_symbol("> ")
+            .highlight_style(Style::new().bg(Color::Red).fg(Color::White)),
+        rows,
+        &mut st,
+    );
+    if let Some((d, why)) = targets.get(app.pick_sel) {
+        let max_parts = det_area.height.saturating_sub(7) as usize;
+        let title = match why {
+            None => format!(" TARGET {}: all of this will be erased ", d.name),
+            Some(r) => format!(" {} cannot be the target: {r} ", d.name),
+        };
+        let p = Paragraph::new(details(d, max_parts))
+            .wrap(Wrap { trim: false })
+            .block(
+                Block::bordered()
+                    .title(Span::styled(title, red))
+                    .border_style(red),
+            );
+        f.render_widget(p, det_area);
+    }
+}

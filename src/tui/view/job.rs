@@ -1,0 +1,425 @@
+//! The progress screen (percent, bytes, rate, ETA, errors, phase and a ddrescueview-like map of
+//! the disk) and the result screen (what was copied, what was lost, verification, image place).
+use super::cut;
+use crate::error::exit;
+use crate::jobs::{fmt_bytes, fmt_duration};
+use crate::tui::app::App;
+use crate::tui::jobdir::{JobResult, JobSnapshot};
+use crate::tui::mapfile::resample;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Wrap};
+use ratatui::Frame;
+
+/// The glyph and colour of one map cell.
+fn cell(c: char) -> (char, Color) {
+    match c {
+        '+' => ('█', Color::Green),
+        '-' => ('X', Color::LightRed),
+        '*' | '/' => ('▒', Color::Yellow),
+        _ => ('░', Color::DarkGray),
+    }
+}
+
+fn bar(pct: f64, width: usize) -> Line<'static> {
+    let full = ((pct / 100.0) * width as f64)
+        .floor()
+        .clamp(0.0, width as f64) as usize;
+    Line::from(vec![
+        Span::styled("█".repeat(full), Style::new().fg(Color::Green)),
+        Span::styled("░".repeat(width - full), Style::new().fg(Color::DarkGray)),
+    ])
+}
+
+pub fn draw_progress(f: &mut Frame, area: Rect, app: &App) {
+    let Some(j) = &app.job else {
+        f.render_widget(
+            Paragraph::new("Starting the job...").block(Block::bordered()),
+            area,
+        );
+        return;
+    };
+    let l = Style::new().fg(Color::Cyan);
+    let [stats, map_area] =
+        Layout::vertical([Constraint::Length(11), Constraint::Min(3)]).areas(area);
+    let inner_w = stats.width.saturating_sub(2) as usize;
+    let mut v: Vec<Line> = j
+        .spec
+        .details
+        .iter()
+        .map(|d| Line::raw(cut(d, inner_w)))
+        .collect();
+    v.truncate(3);
+    while v.len() < 3 {
+        v.push(Line::raw(""));
+    }
+    let total = j
+        .progress
+        .as_ref()
+        .map(|p| p.total_bytes)
+        .unwrap_or(j.spec.total_bytes);
+    match &j.progress {
+        Some(p) => {
+            let pct = p.percent();
+            let phase = if j.cancel_requested {
+                format!("{} (cancelling...)", p.phase)
+            } else {
+                p.phase.clone()
+            };
+            v.push(Line::from(vec![
+                Span::styled("Phase     ", l),
+                Span::styled(
+                    format!("{phase:<28}"),
+                    Style::new().add_modifier(Modifier::BOLD),
+                ),
+                Span::styled(
+                    format!("{pct:5.1}%"),
+                    Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+                ),
+            ]));
+            v.push(bar(pct, inner_w.min(76)));
+            v.push(Line::from(vec![
+                Span::styled("Done      ", l),
+                Span::raw(format!(
+                    "{} of {}",
+                    fmt_bytes(p.done_bytes),
+                    fmt_bytes(total)
+                )),
+            ]));
+            let eta = p
+                .eta_secs
+                .map(fmt_duration)
+                .unwrap_or_else(|| "--:--".into());
+            v.push(Line::from(vec![
+                Span::styled("Rate      ", l),
+                Span::raw(format!(
+                    "{:<18}",
+                    format!("{}/s", fmt_bytes(p.rate_bytes_per_sec))
+                )),
+                Span::styled("Time left ", l),
+                Span::raw(eta),
+            ]));
+            let err_style = if p.bad_bytes > 0 {
+                Style::new()
+                    .fg(Color::LightRed)
+                    .add_modifier(Modifier::BOLD)
+            } else {
+                Style::new()
+            };
+            v.push(Line::from(vec![
+                Span::styled("Errors    ", l),
+                Span::styled(
+                    format!("{} unreadable so far", fmt_bytes(p.bad_bytes)),
+                    err_style,
+                ),
+            ]));
+        }
+        None => {
+            v.push(Line::from(vec![
+                Span::styled("Phase     ", l),
+                Span::raw("starting"),
+            ]));
+            v.push(bar(0.0, inner_w.min(76)));
+            v.push(Line::from(vec![
+                Span::styled("Done      ", l),
+                Span::raw(format!("0 B of {}", fmt_bytes(total))),
+            ]));
+        }
+    }
+    if let Some(last) = j.log_tail.last() {
+        v.push(Line::styled(
+            cut(last, inner_w),
+            Style::new().fg(Color::Gray),
+        ));
+    }
+    let title = if j.running {
+        format!(" {} ", j.spec.title)
+    } else {
+        format!(" {} (stopped) ", j.spec.title)
+    };
+    f.render_widget(
+        Paragraph::new(v).block(Block::bordered().title(Span::styled(
+            title,
+            Style::new().add_modifier(Modifier::BOLD),
+        ))),
+        stats,
+    );
+    draw_map(f, map_area, j);
+}
+
+fn draw_map(f: &mut Frame, area: Rect, j: &JobSnapshot) {
+    let legend = Line::from(vec![
+        Span::raw(" Disk map: "),
+        Span::styled("█", Style::new().fg(Color::Green)),
+        Span::raw(" copied  "),
+        Span::styled("░", Style::new().fg(Color::DarkGray)),
+        Span::raw(" not yet  "),
+        Span::styled("▒", Style::new().fg(Color::Yellow)),
+        Span::raw(" to retry  "),
+        Span::styled("X", Style::new().fg(Color::LightRed)),
+        Span::raw(" unreadable "),
+    ]);
+    let block = Block::bordered().title(legend);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let (w, h) = (inner.width as usize, inner.height as usize);
+    if w == 0 || h == 0 {
+        return;
+    }
+    let Some(map) = j.map() else {
+        let msg = if j.progress.is_some() {
+            "(this job reports no map)"
+        } else {
+            "(waiting for the first progress report)"
+        };
+        f.render_widget(
+            Paragraph::new(msg).style(Style::new().fg(Color::DarkGray)),
+            inner,
+        );
+        return;
+    };
+    let cells: Vec<char> = resample(map, w * h).chars().collect();
+    let lines: Vec<Line> = cells
+        .chunks(w)
+        .map(|row| {
+            Line::from(
+                row.iter()
+                    .map(|&c| {
+                        let (g, col) = cell(c);
+                        Span::styled(g.to_string(), Style::new().fg(col))
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// (headline, colour) of an outcome.
+fn headline(r: &JobResult) -> (&'static str, Color) {
+    match r.exit_code {
+        exit::OK => ("FINISHED: everything was done, nothing lost", Color::Green),
+        exit::PARTIAL => (
+            "FINISHED WITH UNREADABLE SECTORS: see what was lost below",
+            Color::Yellow,
+        ),
+        exit::REFUSED => (
+            "REFUSED by a safety rule: nothing was written",
+            Color::Yellow,
+        ),
+        exit::CORRUPT => (
+            "VERIFICATION FAILED: the copy or image does not match",
+            Color::LightRed,
+        ),
+        exit::CANCELLED => ("CANCELLED: stopped at your request", Color::Yellow),
+        _ if r.cancelled => ("CANCELLED: stopped at your request", Color::Yellow),
+        _ => ("FAILED: the job did not complete", Color::LightRed),
+    }
+}
+
+fn get_u64(v: &serde_json::Value, keys: &[&str]) -> Option<u64> {
+    keys.iter().find_map(|k| v.get(*k).and_then(|x| x.as_u64()))
+}
+
+/// The report's lines: copied, lost ranges, verification, image location, error.
+fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec<Line<'static>> {
+    let l = Style::new().fg(Color::Cyan);
+    let mut v = Vec::new();
+    let empty = serde_json::Value::Null;
+    let rep = r.report.as_ref().unwrap_or(&empty);
+    let total = get_u64(
+        rep,
+        &["total_bytes", "source_bytes", "size_bytes", "bytes_total"],
+    )
+    .or_else(|| j.progress.as_ref().map(|p| p.total_bytes));
+    let done = get_u64(
+        rep,
+        &[
+            "copied_bytes",
+            "bytes_copied",
+            "written_bytes",
+            "read_bytes",
+            "done_bytes",
+            "bytes",
+        ],
+    )
+    .or_else(|| j.progress.as_ref().map(|p| p.done_bytes));
+    if let Some(d) = done.filter(|_| r.exit_code != exit::REFUSED) {
+        let t = total
+            .map(|t| format!(" of {}", fmt_bytes(t)))
+            .unwrap_or_default();
+        v.push(Line::from(vec![
+            Span::styled("Copied    ", l),
+            Span::raw(format!("{}{t}", fmt_bytes(d))),
+        ]));
+    }
+    let ranges: Vec<(u64, u64)> = rep
+        .get("bad_ranges")
+        .and_then(|b| b.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| Some((x.get(0)?.as_u64()?, x.get(1)?.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let lost: u64 = ranges.iter().map(|r| r.1).sum();
+    if ranges.is_empty() {
+        if rep.get("bad_ranges").is_some() {
+            v.push(Line::from(vec![
+                Span::styled("Lost      ", l),
+                Span::styled("nothing", Style::new().fg(Color::Green)),
+            ]));
+        }
+    } else {
+        v.push(Line::from(vec![
+            Span::styled("Lost      ", l),
+            Span::styled(
+                format!(
+                    "{} in {} range(s) (written as zeros on the target):",
+                    fmt_bytes(lost),
+                    ranges.len()
+                ),
+                Style::new()
+                    .fg(Color::LightRed)
+                    .add_modifier(Modifier::BOLD),
+            ),
+        ]));
+        let room = max.saturating_sub(v.len() + 4).max(1);
+        for (i, (s, n)) in ranges.iter().enumerate() {
+            if i + 1 == room && ranges.len() > room {
+                v.push(Line::raw(format!(
+                    "  ... and {} more ranges (all are in the job's JSON report)",
+                    ranges.len() - i
+                )));
+                break;
+            }
+            v.push(Line::raw(cut(
+                &format!(
+                    "  bytes {s}-{} ({}, sectors {}-{})",
+                    (s + n).saturating_sub(1),
+                    fmt_bytes(*n),
+                    s / 512,
+                    (s + n).div_ceil(512).saturating_sub(1)
+                ),
+                width,
+            )));
+        }
+    }
+    let verif = ["verified", "verify", "verification", "verify_ok"]
+        .iter()
+        .find_map(|k| rep.get(*k));
+    if let Some(x) = verif {
+        let (text, c) = match x {
+            serde_json::Value::Bool(true) => ("passed".to_string(), Color::Green),
+            serde_json::Value::Bool(false) => ("FAILED".to_string(), Color::LightRed),
+            serde_json::Value::Null => ("skipped".to_string(), Color::Yellow),
+            serde_json::Value::String(s) => (
+                s.clone(),
+                if s.contains("fail") {
+                    Color::LightRed
+                } else {
+                    Color::Green
+                },
+            ),
+            other => (
+                cut(&other.to_string(), width.saturating_sub(10)),
+                Color::White,
+            ),
+        };
+        v.push(Line::from(vec![
+            Span::styled("Verified  ", l),
+            Span::styled(text, Style::new().fg(c)),
+        ]));
+    }
+    if let Some(img) = j
+        .spec
+        .args
+        .iter()
+        .position(|a| a == "create")
+        .and_then(|i| j.spec.args.get(i + 2))
+    {
+        v.push(Line::from(vec![
+            Span::styled("Image     ", l),
+            Span::raw(cut(img, width.saturating_sub(10))),
+        ]));
+    }
+    if let Some(img) = ["image", "path", "image_path"]
+        .iter()
+        .find_map(|k| rep.get(*k).and_then(|x| x.as_str()))
+    {
+        v.push(Line::from(vec![
+            Span::styled("Stored at ", l),
+            Span::raw(cut(img, width.saturating_sub(10))),
+        ]));
+    }
+    v.push(Line::from(vec![
+        Span::styled("Took      ", l),
+        Span::raw(fmt_duration(r.elapsed_secs)),
+    ]));
+    let err = rep
+        .get("error")
+        .and_then(|e| {
+            e.get("message")
+                .and_then(|m| m.as_str())
+                .or_else(|| e.as_str())
+        })
+        .map(str::to_string)
+        .or_else(|| r.error.clone())
+        .or_else(|| {
+            if r.exit_code != exit::OK && r.report.is_none() {
+                j.log_tail.last().cloned()
+            } else {
+                None
+            }
+        });
+    if let Some(e) = err {
+        v.push(Line::from(vec![
+            Span::styled("Why       ", l),
+            Span::styled(e, Style::new().fg(Color::LightRed)),
+        ]));
+    }
+    v
+}
+
+pub fn draw_result(f: &mut Frame, area: Rect, app: &App) {
+    let Some(j) = &app.job else {
+        f.render_widget(
+            Paragraph::new("No job has run yet.").block(Block::bordered()),
+            area,
+        );
+        return;
+    };
+    let Some(r) = j.outcome() else {
+        draw_progress(f, area, app);
+        return;
+    };
+    let (head, color) = headline(&r);
+    let w = area.width.saturating_sub(2) as usize;
+    let mut v = vec![
+        Line::styled(head, Style::new().fg(color).add_modifier(Modifier::BOLD)),
+        Line::raw(""),
+    ];
+    for d in &j.spec.details {
+        v.push(Line::raw(cut(d, w)));
+    }
+    v.push(Line::raw(""));
+    let max = area.height.saturating_sub(2) as usize;
+    let room = max.saturating_sub(v.len() + 2);
+    v.extend(report_lines(&r, j, w, room));
+    v.push(Line::raw(""));
+    let next = if app.under_init {
+        "Next: n another job, p power off, r reboot. Take the disks out only after power off."
+    } else {
+        "Next: n another job, Esc back to the disks."
+    };
+    v.push(Line::styled(next, Style::new().fg(Color::Cyan)));
+    f.render_widget(
+        Paragraph::new(v).wrap(Wrap { trim: false }).block(
+            Block::bordered()
+                .title(format!(" {} ", j.spec.title))
+                .border_style(Style::new().fg(color)),
+        ),
+        area,
+    );
+}

@@ -1,0 +1,134 @@
+//! The image location screen: which partition holds the image (Lifeboat mounts it itself) and
+//! the file's path on it; for an incremental also the parent image.
+use super::{cut, selected_style};
+use crate::jobs::fmt_bytes;
+use crate::tui::app::{App, JobKind, LocField};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph};
+use ratatui::Frame;
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let places = app.places();
+    let fields = if app.kind == JobKind::Incremental {
+        2
+    } else {
+        1
+    };
+    let [list_area, field_area, hint] = Layout::vertical([
+        Constraint::Min(4),
+        Constraint::Length(fields * 2 + 2),
+        Constraint::Length(2),
+    ])
+    .areas(area);
+    let steps = app.kind.steps();
+    let n = steps
+        .iter()
+        .position(|s| *s == app.screen)
+        .map(|i| i + 1)
+        .unwrap_or(1);
+    let what = match app.kind {
+        JobKind::FullImage | JobKind::Incremental => "where to write the image",
+        _ => "where the image is",
+    };
+    let focus = app.loc.field == LocField::Partitions;
+    let border = if focus {
+        Style::new().fg(Color::Cyan)
+    } else {
+        Style::new()
+    };
+    let block = Block::bordered()
+        .title(format!(" Step {n} of {}: {what} ", steps.len()))
+        .border_style(border);
+    let w = list_area.width.saturating_sub(4) as usize;
+    let items: Vec<ListItem> = places
+        .iter()
+        .map(|p| match &p.part {
+            Some(part) => {
+                let disk = app.disks.iter().find(|d| d.name == p.disk);
+                let model = disk.and_then(|d| d.model.clone()).unwrap_or_default();
+                let row = format!(
+                    "{:<10} {:<6} {:<14} {:>10}  on {} {}",
+                    part.name,
+                    part.fs_type.as_deref().unwrap_or("-"),
+                    cut(
+                        &part
+                            .label
+                            .as_ref()
+                            .map(|l| format!("\"{l}\""))
+                            .unwrap_or_default(),
+                        14
+                    ),
+                    fmt_bytes(part.size_bytes),
+                    p.disk,
+                    model
+                );
+                match &p.refused {
+                    None => ListItem::new(cut(&row, w)),
+                    Some(r) => ListItem::new(cut(&format!("{} - {r}", cut(&row, 40)), w))
+                        .style(Style::new().fg(Color::DarkGray)),
+                }
+            }
+            None => ListItem::new("(no partition: a path on this machine, as typed)"),
+        })
+        .collect();
+    let mut st = ListState::default().with_selected(Some(app.loc.sel));
+    let hl = if focus {
+        selected_style()
+    } else {
+        Style::new().add_modifier(Modifier::REVERSED)
+    };
+    f.render_stateful_widget(
+        List::new(items)
+            .block(block)
+            .highlight_symbol("> ")
+            .highlight_style(hl),
+        list_area,
+        &mut st,
+    );
+
+    let mut lines = Vec::new();
+    let field = |label: &str, value: &str, active: bool| {
+        let style = if active {
+            Style::new().bg(Color::Cyan).fg(Color::Black)
+        } else {
+            Style::new().fg(Color::White)
+        };
+        let cursor = if active { "_" } else { "" };
+        Line::from(vec![
+            Span::styled(format!("{label:<14}"), Style::new().fg(Color::Cyan)),
+            Span::styled(format!("{value}{cursor}"), style),
+        ])
+    };
+    if app.kind == JobKind::Incremental {
+        lines.push(field(
+            "Parent image",
+            &app.loc.parent,
+            app.loc.field == LocField::Parent,
+        ));
+        lines.push(Line::raw(
+            "              the earlier image of this disk, on the same partition",
+        ));
+    }
+    let label = match app.kind {
+        JobKind::FullImage | JobKind::Incremental => "New image",
+        _ => "Image file",
+    };
+    lines.push(field(label, &app.loc.path, app.loc.field == LocField::Path));
+    lines.push(Line::raw(match app.kind {
+        JobKind::FullImage | JobKind::Incremental => {
+            "              path on that partition; the folder is created"
+        }
+        _ => "              path of the image on that partition",
+    }));
+    f.render_widget(Paragraph::new(lines).block(Block::bordered()), field_area);
+    f.render_widget(
+        Paragraph::new(vec![
+            Line::raw(" Tab moves between the partition list and the fields. Lifeboat mounts the"),
+            Line::raw(" partition itself; the disk being backed up is never used for its image."),
+        ])
+        .style(Style::new().fg(Color::Gray)),
+        hint,
+    );
+}

@@ -1,0 +1,190 @@
+//! Drawing: every screen is a function of `&App` (views never change state). Chrome shared by
+//! all screens: the title bar, the message line and the keys bar. 16 colours and only glyphs the
+//! Linux console font has (ASCII, box drawing, block shades).
+mod confirm;
+mod dialogs;
+mod disks;
+mod job;
+mod location;
+mod menu;
+
+use super::app::{App, Overlay, Screen};
+use crate::jobs::fmt_bytes;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+/// Draws the whole console for `app`.
+pub fn draw(f: &mut Frame, app: &App) {
+    let [top, body, msg, keys] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+    title_bar(f, top, app);
+    match app.screen {
+        Screen::Disks => disks::draw_disks(f, body, app),
+        Screen::Menu => menu::draw(f, body, app),
+        Screen::Source => disks::draw_source(f, body, app),
+        Screen::Target => disks::draw_target(f, body, app),
+        Screen::Location => location::draw(f, body, app),
+        Screen::Confirm => confirm::draw(f, body, app),
+        Screen::Progress => job::draw_progress(f, body, app),
+        Screen::Result => job::draw_result(f, body, app),
+    }
+    if let Some(m) = &app.message {
+        f.render_widget(
+            Paragraph::new(Line::from(Span::styled(
+                format!(" {m}"),
+                Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+            ))),
+            msg,
+        );
+    }
+    keys_bar(f, keys, &screen_keys(app));
+    match app.overlay {
+        Overlay::None => {}
+        Overlay::Help => dialogs::help(f, app),
+        Overlay::CancelAsk => dialogs::cancel_ask(f),
+        Overlay::QuitAsk => dialogs::quit_ask(f, app),
+    }
+}
+
+fn title_bar(f: &mut Frame, area: Rect, app: &App) {
+    let name = match app.screen {
+        Screen::Disks => "Disks",
+        Screen::Menu => "Choose a job",
+        Screen::Source => "Choose the source",
+        Screen::Target => "Choose the target",
+        Screen::Location => "Image location",
+        Screen::Confirm => "Confirm",
+        Screen::Progress => "Job running",
+        Screen::Result => "Job finished",
+    };
+    let bar = Style::new().bg(Color::Blue).fg(Color::White);
+    let mut right = String::new();
+    if let Some(j) = &app.job {
+        if j.running {
+            let pct = j.progress.as_ref().map(|p| p.percent()).unwrap_or(0.0);
+            right = format!("{} {:.1}% ", j.spec.kind, pct);
+        }
+    }
+    let left = format!(" LIFEBOAT | {name}");
+    let w = area.width as usize;
+    let pad = w.saturating_sub(left.chars().count() + right.chars().count());
+    let line = Line::from(vec![
+        Span::styled(left, bar.add_modifier(Modifier::BOLD)),
+        Span::styled(" ".repeat(pad), bar),
+        Span::styled(right, bar.fg(Color::Yellow).add_modifier(Modifier::BOLD)),
+    ]);
+    f.render_widget(Paragraph::new(line).style(bar), area);
+}
+
+/// The keys of the current screen: (key, what it does).
+fn screen_keys(app: &App) -> Vec<(&'static str, &'static str)> {
+    let mut k: Vec<(&str, &str)> = match app.screen {
+        Screen::Disks => vec![("↑↓", "select"), ("Enter", "choose a job")],
+        Screen::Menu => vec![("↑↓", "select"), ("Enter", "next"), ("Esc", "back")],
+        Screen::Source | Screen::Target => {
+            vec![("↑↓", "select"), ("Enter", "next"), ("Esc", "back")]
+        }
+        Screen::Location => vec![
+            ("↑↓", "partition"),
+            ("Tab", "field"),
+            ("Enter", "next"),
+            ("Esc", "back"),
+        ],
+        Screen::Confirm if app.kind.destructive() => {
+            vec![("type name", ""), ("Enter", "START"), ("Esc", "back")]
+        }
+        Screen::Confirm => vec![("Enter", "START"), ("Esc", "back")],
+        Screen::Progress => {
+            if app.job.as_ref().is_some_and(|j| j.running) {
+                vec![("c", "cancel job")]
+            } else {
+                vec![]
+            }
+        }
+        Screen::Result => {
+            if app.under_init {
+                vec![
+                    ("n", "another job"),
+                    ("p", "power off"),
+                    ("r", "reboot"),
+                    ("Esc", "disks"),
+                ]
+            } else {
+                vec![("n", "another job"), ("Esc", "disks")]
+            }
+        }
+    };
+    if !app.typing() {
+        k.push(("?", "help"));
+        if app.screen == Screen::Disks {
+            k.push(("q", "quit"));
+        } else if !matches!(app.screen, Screen::Progress | Screen::Result) {
+            k.push(("q", "disks"));
+        }
+    }
+    k
+}
+
+fn keys_bar(f: &mut Frame, area: Rect, keys: &[(&str, &str)]) {
+    let mut spans = vec![Span::raw(" ")];
+    for (key, what) in keys {
+        spans.push(Span::styled(
+            format!(" {key} "),
+            Style::new().bg(Color::Cyan).fg(Color::Black),
+        ));
+        if !what.is_empty() {
+            spans.push(Span::raw(format!(" {what}")));
+        }
+        spans.push(Span::raw("  "));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// A rectangle of at most `w` x `h` centred in `area`.
+pub(crate) fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+/// Cuts `s` to `n` characters (with '~' when cut).
+pub(crate) fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else if n == 0 {
+        String::new()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('~');
+        t
+    }
+}
+
+/// Size with the exact byte count: "465.8 GiB (500107862016 bytes)".
+pub(crate) fn size_exact(n: u64) -> String {
+    format!("{} ({n} bytes)", fmt_bytes(n))
+}
+
+pub(crate) fn label_style() -> Style {
+    Style::new().fg(Color::Cyan)
+}
+
+pub(crate) fn selected_style() -> Style {
+    Style::new()
+        .bg(Color::White)
+        .fg(Color::Black)
+        .add_modifier(Modifier::BOLD)
+}

@@ -1,0 +1,51 @@
+//! Worker threads that do the console's I/O off the UI thread and send events: the disk
+//! inventory (polled every 2 s, so hot-plugged disks appear) and the job directory (every 0.5 s).
+use super::app::Event;
+use super::jobdir;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+pub fn spawn_disk_scanner(tx: Sender<Event>) {
+    std::thread::spawn(move || {
+        let mut last = None;
+        loop {
+            let boot = crate::bootmedia::detect();
+            let r = crate::devices::scan_system()
+                .map(|mut disks| {
+                    for d in disks.iter_mut() {
+                        if boot.as_ref().is_some_and(|b| b.disk == d.name) {
+                            d.boot_media = true;
+                        }
+                    }
+                    disks
+                })
+                .map_err(|e| e.to_string());
+            if last.as_ref() != Some(&r) {
+                last = Some(r.clone());
+                if tx.send(Event::Disks(r)).is_err() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+}
+
+pub fn spawn_job_watcher(tx: Sender<Event>, dir: PathBuf) {
+    std::thread::spawn(move || {
+        let mut last = None;
+        let mut first = true;
+        loop {
+            let s = jobdir::snapshot(&dir);
+            if first || last != s {
+                first = false;
+                last = s.clone();
+                if tx.send(Event::Job(s)).is_err() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+}
