@@ -615,3 +615,139 @@ proptest::proptest! {
         let _ = fs::remove_file(&p);
     }
 }
+
+#[test]
+fn restore_target_sizes_and_refusals() {
+    let t = TempDir::new("targets");
+    let disk = sample_disk(&t);
+    let before = sha(&disk);
+    let img = t.p("full.lbi");
+    assert_eq!(
+        lb(&["image", "create", s(&disk), s(&img)]).status.code(),
+        Some(0)
+    );
+    // Larger and smaller (but big enough for the partitions) targets: the GPT is fixed up.
+    for (name, size) in [("big.img", "128M"), ("small.img", "84M")] {
+        let tg = t.p(name);
+        sh(&format!("truncate -s {size} {}", s(&tg)));
+        let o = lb(&["image", "restore", s(&img), s(&tg), "--yes", "--json"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let j = json_of(&o);
+        assert_eq!(j["partition_table"]["fixed"], true, "{j}");
+        sh(&format!(
+            "sgdisk -v {} | grep -q 'No problems found'",
+            s(&tg)
+        ));
+        // The partitions are intact.
+        sh(&format!(
+            "cmp -i 1048576 -n 83886080 {} {}",
+            s(&tg),
+            s(&disk)
+        ));
+        fsck_partitions(&t, &tg);
+    }
+    // Too small for the partitions: refused, untouched.
+    let tiny = t.p("tiny.img");
+    sh(&format!("truncate -s 70M {}", s(&tiny)));
+    let o = lb(&["image", "restore", s(&img), s(&tiny), "--yes"]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(fs::read(&tiny).unwrap().iter().all(|&b| b == 0));
+    // No --yes without a terminal: refused.
+    let tg = t.p("big.img");
+    let o = Command::new(BIN)
+        .args(["image", "restore", s(&img), s(&tg)])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4));
+    // The image itself as the target: refused.
+    let o = lb(&["image", "restore", s(&img), s(&img), "--yes"]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(sha(&disk), before);
+}
+
+/// A loop device over a file, detached on drop (every path).
+struct Loop(String);
+impl Loop {
+    fn attach(file: &Path) -> Option<Loop> {
+        let o = Command::new("losetup")
+            .args(["--find", "--show", s(file)])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| Loop(String::from_utf8_lossy(&o.stdout).trim().to_string()))
+    }
+}
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+struct Mounted(PathBuf);
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn image_on_the_disk_being_imaged_is_refused() {
+    if !nix_is_root() {
+        eprintln!("skipped: needs root for loop devices");
+        return;
+    }
+    let t = TempDir::new("selfstore");
+    let f = t.p("fs.img");
+    sh(&format!(
+        "truncate -s 64M {f} && mkfs.ext4 -q -F {f}",
+        f = s(&f)
+    ));
+    let Some(lo) = Loop::attach(&f) else {
+        eprintln!("skipped: no loop device available");
+        return;
+    };
+    let mp = t.p("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    assert!(Command::new("mount")
+        .args([&lo.0, s(&mp)])
+        .status()
+        .unwrap()
+        .success());
+    let _m = Mounted(mp.clone());
+    // (A mounted ext4 changes by itself, so only the refusal and the absence of a file are checked.)
+    let o = lb(&["image", "create", &lo.0, s(&mp.join("self.lbi"))]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("disk being imaged"));
+    assert!(!mp.join("self.lbi").exists() && !mp.join("self.lbi.partial").exists());
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY-free: read the effective uid from /proc.
+    fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}

@@ -1,13 +1,20 @@
 //! Disk-to-disk cloning: safety checks, the rescue-grade copy, verification and the partition
-//! table fix-up for a target of another size.
+//! table fix-up for a target of another size. `safety` and `gpt` are shared with image restore.
 pub mod gpt;
+pub mod job;
 pub mod safety;
 
-use crate::error::{Error, Result};
+pub use job::{execute, plan, run_job, CloneJob, CloneReport, Plan, ReadOnlyGuard};
+
+use crate::error::{exit, Error, Result};
+use crate::jobs::{fmt_bytes, fmt_duration, Cancel, StderrSink};
+use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(clap::Args, Debug)]
 pub struct CloneArgs {
+    /// The disk to copy (`/dev/sda`, `sda`, `serial=X`, or a disk-image file).
     pub source: String,
+    /// The disk (or file) to overwrite.
     pub target: String,
     /// Do not ask for confirmation (unattended runs).
     #[arg(long)]
@@ -23,6 +30,111 @@ pub struct CloneArgs {
     pub json: bool,
 }
 
-pub fn run(_a: CloneArgs) -> Result<i32> {
-    Err(Error::unsupported("clone: not implemented yet"))
+/// `lifeboat clone`: plan, confirm, run, report. Returns the exit code.
+pub fn run(a: CloneArgs) -> Result<i32> {
+    let mut job = CloneJob::new(&a.source, &a.target);
+    job.map = a.map.clone();
+    job.verify = !a.no_verify;
+    let mut cl = vec![
+        "lifeboat".to_string(),
+        "clone".into(),
+        a.source.clone(),
+        a.target.clone(),
+    ];
+    if let Some(m) = &a.map {
+        cl.push("--map".into());
+        cl.push(m.display().to_string());
+    }
+    job.command_line = cl.join(" ");
+    let plan = plan(&job)?;
+    eprint!("{}", plan.describe());
+    if !a.yes {
+        confirm(&plan)?;
+    }
+    let sink = StderrSink::from_env();
+    let cancel = Cancel::new();
+    let report = execute(plan, &job, &sink, &cancel)?;
+    let mut last = crate::jobs::Progress::new("clone", "finished", report.size_bytes);
+    last.done_bytes = report.size_bytes;
+    last.bad_bytes = report.bad_bytes;
+    last.rate_bytes_per_sec = report.rate_bytes_per_sec;
+    sink.finish(&last);
+    eprintln!("{}", human_report(&report));
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report)
+                .map_err(|e| Error::invalid(format!("cannot encode the report: {e}")))?
+        );
+    }
+    Ok(report.exit_code)
+}
+
+fn confirm(plan: &Plan) -> Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::refused(format!(
+            "refusing to overwrite {} without confirmation: run in a terminal, or add --yes",
+            plan.target.selected.name()
+        )));
+    }
+    eprint!("Type 'yes' to overwrite {}: ", plan.target.selected.name());
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("read the answer from", "stdin", e))?;
+    if line.trim().eq_ignore_ascii_case("yes") {
+        Ok(())
+    } else {
+        Err(Error::cancelled())
+    }
+}
+
+/// The report for a person.
+pub fn human_report(r: &CloneReport) -> String {
+    let mut s = format!(
+        "clone {} -> {}: {} copied in {} ({}/s)",
+        r.source,
+        r.target,
+        fmt_bytes(r.bytes_copied),
+        fmt_duration(r.duration_ms / 1000),
+        fmt_bytes(r.rate_bytes_per_sec)
+    );
+    if r.bad_bytes > 0 {
+        s.push_str(&format!(
+            "\n  UNREADABLE: {} in {} sectors of {} bytes (zeros on the target), {} ranges",
+            fmt_bytes(r.bad_bytes),
+            r.bad_sectors,
+            r.logical_block_size,
+            r.bad_ranges.len()
+        ));
+        for b in r.bad_ranges.iter().take(10) {
+            s.push_str(&format!("\n    at byte {} length {}", b[0], b[1]));
+        }
+    }
+    match r.verified {
+        Some(true) => s.push_str(&format!(
+            "\n  verified: OK ({})",
+            fmt_bytes(r.verified_bytes)
+        )),
+        Some(false) => s.push_str(&format!(
+            "\n  verified: MISMATCH in {} areas: the target is unreliable",
+            r.verify_mismatches.len()
+        )),
+        None => s.push_str("\n  verified: skipped (--no-verify)"),
+    }
+    if r.partition_table_fixed {
+        s.push_str("\n  partition table: GPT adjusted to the target's size");
+    }
+    for n in &r.notes {
+        s.push_str(&format!("\n  note: {n}"));
+    }
+    s.push_str(match r.exit_code {
+        exit::OK => "\n  result: complete",
+        exit::PARTIAL => "\n  result: completed with unreadable sectors (exit 3)",
+        _ => "\n  result: verification failed (exit 5)",
+    });
+    s
 }

@@ -398,129 +398,68 @@ fn confirm(question: &str) -> Result<()> {
     }
 }
 
-/// Target checks for restore on a whole disk (the clone module's rules, applied here).
-fn check_disk_target(d: &Disk, img: &Image, chain_files: &[PathBuf], yes: bool) -> Result<()> {
-    if d.boot_media {
-        return Err(Error::refused(format!(
-            "{} is the disk Lifeboat booted from; pick another target",
-            d.name
-        )));
-    }
-    if d.read_only {
-        return Err(Error::refused(format!("{} is read-only", d.name)));
-    }
-    let mut busy: Vec<String> = d.mounted.clone();
-    for p in &d.partitions {
-        busy.extend(p.mounted.iter().map(|m| format!("{} on {m}", p.name)));
-        busy.extend(p.holders.iter().map(|h| format!("{} held by {h}", p.name)));
-    }
-    busy.extend(d.holders.iter().map(|h| format!("held by {h}")));
-    if !busy.is_empty() {
-        return Err(Error::refused(format!(
-            "{} is in use ({}); unmount it first",
-            d.name,
-            busy.join(", ")
-        )));
-    }
-    if chain_files.iter().any(|f| lives_on(f, d)) {
-        return Err(Error::refused(format!(
-            "the image (or a parent of it) is stored on {}: restoring would overwrite it while reading it",
-            d.name
-        )));
-    }
-    if d.size_bytes < img.header.disk_size {
-        return Err(Error::refused(format!(
-            "{} has {} bytes, the imaged disk had {}: pick a disk at least that large",
-            d.name, d.size_bytes, img.header.disk_size
-        )));
-    }
-    let same_serial =
-        !img.header.serial.is_empty() && d.serial.as_deref() == Some(img.header.serial.as_str());
-    if same_serial && !yes {
-        return Err(Error::refused(format!(
-            "{} is the disk this image was made from (serial {}): rolling it back needs --yes",
-            d.name, img.header.serial
-        )));
-    }
-    Ok(())
-}
-
+/// Restore's target rules: those of clone (`crate::clone::safety`: not an image file or a disk
+/// holding one, not in use, not read-only, not the boot medium, big enough for the imaged
+/// disk's partitions) plus one of its own: the disk the image was made from (same serial) is
+/// only overwritten with `--yes` (a deliberate roll-back); without `--yes` a person must confirm.
 fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i32> {
     let store = Store::open(&image, false)?;
     ops::require_complete(&store.path)?;
     let chain = Chain::open(&store.path)?;
-    let chain_files: Vec<PathBuf> = chain.images.iter().flat_map(|i| i.volume_paths()).collect();
-    let img = Image::open(&store.path)?;
-    drop(chain);
-    let sel = crate::devices::resolve(&target)?;
+    let mut protect: Vec<PathBuf> = chain.images.iter().flat_map(|i| i.volume_paths()).collect();
+    if let Some(p) = &store.partition {
+        protect.push(p.path.clone());
+    }
+    let h = chain.top().header.clone();
+    // The smallest target that holds the imaged disk's partitions (the whole disk without a table).
+    let table = crate::clone::gpt::read(&reader::ImageSource::new(chain)).ok();
+    let min_size = table
+        .as_ref()
+        .and_then(|t| t.min_disk_bytes())
+        .unwrap_or(h.disk_size);
+    let t = crate::clone::safety::open_target(&target, &protect, min_size)?;
+    if let Selected::Partition { part, .. } = &t.selected {
+        return Err(Error::refused(format!(
+            "{} is a partition: restore a disk image onto a whole disk",
+            part.name
+        )));
+    }
+    if let Some(d) = t.selected.disk() {
+        let same_serial = !h.serial.is_empty() && d.serial.as_deref() == Some(h.serial.as_str());
+        if same_serial && !yes {
+            return Err(Error::refused(format!(
+                "{} is the disk this image was made from (serial {}): rolling it back needs --yes",
+                d.name, h.serial
+            )));
+        }
+    }
+    if !yes {
+        confirm(&format!(
+            "This overwrites ALL of {} ({}).",
+            t.selected.path().display(),
+            crate::jobs::fmt_bytes(t.size)
+        ))?;
+    }
     let sink = StderrSink::from_env();
     let cancel = Cancel::new();
-    let rep = match &sel {
-        Selected::Partition { part, .. } => {
-            return Err(Error::refused(format!(
-                "{} is a partition: restore a disk image onto a whole disk",
-                part.name
-            )))
-        }
-        Selected::Disk(d) => {
-            check_disk_target(d, &img, &chain_files, yes)?;
-            if let Some(sd) = &store.disk {
-                if sd.name == d.name {
-                    return Err(Error::refused(format!(
-                        "the image is stored on {}, the target",
-                        d.name
-                    )));
-                }
-            }
-            if !yes {
-                confirm(&format!(
-                    "This overwrites ALL of {} ({} {}).",
-                    d.path.display(),
-                    d.model.clone().unwrap_or_default(),
-                    crate::jobs::fmt_bytes(d.size_bytes)
-                ))?;
-            }
-            let dev = Device::open(&d.path, Access::Write)?;
-            let mut out = ops::DeviceSink(&dev);
-            let r = ops::stream(
-                &store.path,
-                &mut out,
-                "image-restore",
-                &d.path,
-                &sink,
-                &cancel,
-            )?;
-            dev.sync()?;
-            let _ = crate::io::sys::reread_partitions(dev.file());
-            r
-        }
-        Selected::File(f) => {
-            let canon = std::fs::canonicalize(f).ok();
-            if chain_files
-                .iter()
-                .any(|c| std::fs::canonicalize(c).ok() == canon)
-            {
-                return Err(Error::refused("the target is the image file itself"));
-            }
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(f)
-                .map_err(|e| Error::io("open", f, e))?;
-            let len = file.metadata().map_err(|e| Error::io("stat", f, e))?.len();
-            if len < img.header.disk_size {
-                file.set_len(img.header.disk_size)
-                    .map_err(|e| Error::io("extend", f, e))?;
-            }
-            let mut out = ops::SparseFileSink {
-                file,
-                path: f.clone(),
-                sparse: false,
-            };
-            let r = ops::stream(&store.path, &mut out, "image-restore", f, &sink, &cancel)?;
-            out.file.sync_all().map_err(|e| Error::io("fsync", f, e))?;
-            r
-        }
-    };
+    let tpath = t.selected.path();
+    let mut out = ops::DeviceSink(&t.device);
+    let mut rep = ops::stream(
+        &store.path,
+        &mut out,
+        "image-restore",
+        &tpath,
+        &sink,
+        &cancel,
+    )?;
+    t.device.sync()?;
+    if table.is_some() {
+        rep.partition_table = Some(crate::clone::gpt::fix_after_copy(&t.device)?);
+    }
+    t.device.sync()?;
+    if t.device.is_block_device() {
+        let _ = crate::io::sys::reread_partitions(t.device.file());
+    }
     let mut p = Progress::new("image-restore", "done", rep.disk_size_bytes);
     p.done_bytes = rep.disk_size_bytes;
     sink.finish(&p);

@@ -345,6 +345,9 @@ pub struct RestoreReport {
     pub bad_ranges: Vec<(u64, u64)>,
     pub media_hash: String,
     pub media_hash_verified: bool,
+    /// What the partition-table fix-up did for a target of another size (restore only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_table: Option<crate::clone::gpt::FixReport>,
     pub elapsed_secs: f64,
 }
 
@@ -477,15 +480,24 @@ pub fn stream(
         bad_ranges,
         media_hash: hex(&media),
         media_hash_verified: true,
+        partition_table: None,
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
 }
 
-/// A sink writing every chunk to a block device or an existing file.
+/// A sink writing every chunk to a block device or an existing file. Bytes past the end of a
+/// smaller target are dropped: the safety check made sure the partitions fit, and the GPT
+/// fix-up rewrites the backup table at the real end afterwards.
 pub struct DeviceSink<'a>(pub &'a crate::io::Device);
 impl RestoreSink for DeviceSink<'_> {
     fn write_chunk(&mut self, data: &[u8], off: u64, _zero: bool) -> Result<()> {
-        self.0.write_all_at(data, off)
+        use crate::io::BlockSource;
+        let end = self.0.size();
+        if off >= end {
+            return Ok(());
+        }
+        let n = (data.len() as u64).min(end - off) as usize;
+        self.0.write_all_at(&data[..n], off)
     }
 }
 

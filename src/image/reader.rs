@@ -573,3 +573,75 @@ impl Chain {
         Ok(top)
     }
 }
+
+/// An image (with its chain) read like a disk: random access through the index, one cached
+/// chunk. Lets the partition-table code look at the imaged disk without restoring it.
+pub struct ImageSource {
+    size: u64,
+    sector: u32,
+    chunk: u64,
+    name: String,
+    inner: std::sync::Mutex<SourceState>,
+}
+
+struct SourceState {
+    chain: Chain,
+    cached: Option<u64>,
+    buf: crate::io::AlignedBuf,
+    scratch: Vec<u8>,
+}
+
+impl ImageSource {
+    pub fn new(chain: Chain) -> ImageSource {
+        let h = chain.top().header.clone();
+        ImageSource {
+            size: h.disk_size,
+            sector: h.sector_size,
+            chunk: h.chunk_size as u64,
+            name: chain.top().path.display().to_string(),
+            inner: std::sync::Mutex::new(SourceState {
+                chain,
+                cached: None,
+                buf: crate::io::AlignedBuf::new(h.chunk_size as usize),
+                scratch: Vec::new(),
+            }),
+        }
+    }
+}
+
+impl crate::io::BlockSource for ImageSource {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn logical_block_size(&self) -> u32 {
+        self.sector
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        if offset >= self.size {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(self.size - offset) as usize;
+        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *st;
+        let mut done = 0;
+        while done < n {
+            let pos = offset + done as u64;
+            let i = pos / self.chunk;
+            if st.cached != Some(i) {
+                st.cached = None;
+                st.chain
+                    .read_chunk(i, &mut st.buf, &mut st.scratch)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                st.cached = Some(i);
+            }
+            let within = (pos - i * self.chunk) as usize;
+            let take = (self.chunk as usize - within).min(n - done);
+            buf[done..done + take].copy_from_slice(&st.buf[within..within + take]);
+            done += take;
+        }
+        Ok(n)
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}

@@ -161,9 +161,8 @@ fn mount(dev: &Path, mp: &Path, fs: &str) -> Result<()> {
     })
 }
 
-/// Loads the kernel module of filesystem `fs` if the kernel does not know it yet. Local fallback
-/// until `crate::init::modules::load_by_name` is on main: modprobe when it exists, else nothing
-/// (a built-in filesystem or a host with the module loaded already).
+/// Loads the kernel module of filesystem `fs` if the kernel does not know it yet (through the
+/// environment's module loader; on a host the module is usually loaded or built in already).
 fn load_fs_module(fs: &str) {
     let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if known
@@ -172,11 +171,8 @@ fn load_fs_module(fs: &str) {
     {
         return;
     }
-    for m in ["/sbin/modprobe", "/usr/sbin/modprobe"] {
-        if Path::new(m).exists() {
-            let _ = std::process::Command::new(m).arg("-q").arg(fs).status();
-            return;
-        }
+    if let Err(e) = crate::init::modules::load_by_name(fs) {
+        eprintln!("lifeboat: could not load the {fs} module: {e}");
     }
 }
 

@@ -1,0 +1,406 @@
+//! A clone job as a library call: plan (resolve selectors, every safety refusal, sizes), then
+//! execute (source read-only in the kernel, the rescue onto the target, verify, partition
+//! table fix-up) and a report. The CLI, the unattended runner and the TUI all go through here.
+use super::gpt::{self, PartitionTable, TableKind};
+use super::safety::{self, Target};
+use crate::devices::{self, Selected};
+use crate::error::{exit, Error, ErrorKind, Result};
+use crate::io::{sys, Access, BlockSource, Device};
+use crate::jobs::{fmt_bytes, Cancel, Progress, ProgressSink, RateMeter};
+use crate::rescue::{self, ExtentMap, Status};
+use serde::Serialize;
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What to clone where, and how.
+#[derive(Debug, Clone)]
+pub struct CloneJob {
+    /// Source selector (`/dev/sda`, `sda`, `serial=X`, a file).
+    pub source: String,
+    /// Target selector.
+    pub target: String,
+    /// GNU ddrescue mapfile to resume from and keep up to date.
+    pub map: Option<PathBuf>,
+    /// Re-read the target afterwards and compare with hashes taken while copying.
+    pub verify: bool,
+    /// Retry passes over bad sectors.
+    pub retries: u32,
+    /// Read size on good areas.
+    pub cluster: usize,
+    /// Recorded in the mapfile.
+    pub command_line: String,
+}
+
+impl CloneJob {
+    pub fn new(source: &str, target: &str) -> CloneJob {
+        CloneJob {
+            source: source.into(),
+            target: target.into(),
+            map: None,
+            verify: true,
+            retries: 1,
+            cluster: 1 << 20,
+            command_line: format!("lifeboat clone {source} {target}"),
+        }
+    }
+}
+
+/// A checked plan: everything resolved and opened, nothing written yet.
+pub struct Plan {
+    pub source: Selected,
+    pub source_dev: Arc<Device>,
+    pub table: PartitionTable,
+    pub target: Target,
+    /// Bytes to copy: the source, or as much as the (smaller, but big enough) target holds.
+    pub copy_len: u64,
+    /// The least the target must hold.
+    pub min_size: u64,
+}
+
+impl Plan {
+    /// What will be destroyed, for the confirmation question.
+    pub fn describe(&self) -> String {
+        let t = &self.target;
+        let mut s = format!(
+            "Clone {} ({}) onto {} ({}).\n",
+            self.source.name(),
+            fmt_bytes(self.source_dev.size()),
+            t.selected.name(),
+            fmt_bytes(t.size)
+        );
+        if let Some(d) = t.selected.disk() {
+            let id: Vec<String> = [
+                d.model.clone(),
+                d.serial.clone().map(|x| format!("serial={x}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if !id.is_empty() {
+                s.push_str(&format!("Target identity: {}\n", id.join(" ")));
+            }
+            if !d.partitions.is_empty() && matches!(t.selected, Selected::Disk(_)) {
+                s.push_str("EVERYTHING on the target will be destroyed, including:\n");
+                for p in &d.partitions {
+                    s.push_str(&format!(
+                        "  {} {} {} {}\n",
+                        p.name,
+                        fmt_bytes(p.size_bytes),
+                        p.fs_type.clone().unwrap_or_else(|| "-".into()),
+                        p.label.clone().unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        if self.copy_len < self.source_dev.size() {
+            s.push_str(&format!(
+                "The target is smaller than the source: copying the first {} (every partition) and fixing the partition table.\n",
+                fmt_bytes(self.copy_len)
+            ));
+        }
+        s
+    }
+}
+
+/// The final report (`--json` prints it; `LIFEBOAT-RESULT` carries it).
+#[derive(Debug, Clone, Serialize)]
+pub struct CloneReport {
+    /// Everything copied, nothing unreadable, verification (if done) passed.
+    pub ok: bool,
+    pub source: String,
+    pub target: String,
+    /// Bytes the job covered (source size, or less onto a smaller target).
+    pub size_bytes: u64,
+    /// Bytes read from the source and written to the target.
+    pub bytes_copied: u64,
+    /// Bytes that could not be read (zeros on the target).
+    pub bad_bytes: u64,
+    /// The same in logical sectors.
+    pub bad_sectors: u64,
+    pub logical_block_size: u32,
+    /// `[start_byte, length_bytes]` of every unreadable range.
+    pub bad_ranges: Vec<[u64; 2]>,
+    pub duration_ms: u64,
+    pub rate_bytes_per_sec: u64,
+    /// true/false after a verify pass, null with `--no-verify`.
+    pub verified: Option<bool>,
+    /// Bytes the verify pass compared (less than size_bytes when resuming from a mapfile).
+    pub verified_bytes: u64,
+    /// `[start_byte, length_bytes]` of target areas that did not match.
+    pub verify_mismatches: Vec<[u64; 2]>,
+    /// "gpt", "mbr" or "none" (the source's table).
+    pub partition_table: String,
+    /// Whether the GPT was rewritten for the target's size.
+    pub partition_table_fixed: bool,
+    pub map_file: Option<String>,
+    /// Things a technician should know (e.g. a table that could not be fixed).
+    pub notes: Vec<String>,
+    /// 0 ok, 3 completed with unreadable sectors, 5 verification failed.
+    pub exit_code: i32,
+}
+
+/// Holds the source disk and its partitions read-only in the kernel (BLKROSET) for the job's
+/// duration and restores each flag it changed when dropped.
+pub struct ReadOnlyGuard {
+    held: Vec<(File, PathBuf)>,
+}
+
+impl ReadOnlyGuard {
+    /// Marks each block device in `paths` read-only (files are skipped).
+    pub fn new(paths: &[PathBuf]) -> Result<ReadOnlyGuard> {
+        let mut g = ReadOnlyGuard { held: vec![] };
+        for p in paths {
+            if devices::usage::rdev_of(p).is_none() {
+                continue;
+            }
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(p)
+                .map_err(|e| Error::io("open (to mark it read-only)", p, e))?;
+            let was =
+                sys::get_ro(&f).map_err(|e| Error::io("query the read-only flag of", p, e))?;
+            if !was {
+                sys::set_ro(&f, true)
+                    .map_err(|e| Error::io("mark read-only (BLKROSET; are you root?)", p, e))?;
+                g.held.push((f, p.clone()));
+            }
+        }
+        Ok(g)
+    }
+    /// The devices this guard changed.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.held.iter().map(|(_, p)| p.clone()).collect()
+    }
+}
+
+impl Drop for ReadOnlyGuard {
+    fn drop(&mut self) {
+        for (f, p) in self.held.drain(..).rev() {
+            if let Err(e) = sys::set_ro(&f, false) {
+                eprintln!(
+                    "lifeboat: warning: could not restore {} to read-write: {e}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+fn source_paths(sel: &Selected) -> Vec<PathBuf> {
+    match sel {
+        Selected::Disk(d) => std::iter::once(d.path.clone())
+            .chain(d.partitions.iter().map(|p| p.path.clone()))
+            .collect(),
+        Selected::Partition { part, .. } => vec![part.path.clone()],
+        Selected::File(p) => vec![p.clone()],
+    }
+}
+
+/// Resolves and checks everything; writes nothing.
+pub fn plan(job: &CloneJob) -> Result<Plan> {
+    plan_in(job, &safety::Env::system()?)
+}
+
+/// [`plan`] against a given environment (tests).
+pub fn plan_in(job: &CloneJob, env: &safety::Env) -> Result<Plan> {
+    let source = match std::path::Path::new(&job.source) {
+        p if job.source.contains('/') && p.is_file() => Selected::File(p.to_path_buf()),
+        _ => devices::resolve_in(&job.source, &env.disks)?,
+    };
+    let spath = source.path();
+    let source_dev = Arc::new(Device::open(&spath, Access::Read)?);
+    let ssize = source_dev.size();
+    // A table we cannot read (bad sectors right there) means the whole source is needed.
+    let table = gpt::read(source_dev.as_ref()).unwrap_or(PartitionTable {
+        kind: TableKind::None,
+        sector_size: source_dev.logical_block_size(),
+        partitions: vec![],
+        gpt: None,
+        used_backup: false,
+    });
+    let min_size = table.min_disk_bytes().unwrap_or(ssize).min(ssize);
+    let protect = source_paths(&source);
+    let target = safety::open_target_in(&job.target, &protect, min_size, env)?;
+    if target.device.is_block_device()
+        && source_dev.is_block_device()
+        && target.device.logical_block_size() != source_dev.logical_block_size()
+    {
+        return Err(Error::refused(format!(
+            "the source has {}-byte sectors and the target {}-byte sectors: partition tables count in sectors, so the copy would not boot or mount; pick a target with {}-byte sectors",
+            source_dev.logical_block_size(),
+            target.device.logical_block_size(),
+            source_dev.logical_block_size()
+        )));
+    }
+    let lbs = source_dev.logical_block_size().max(512) as u64;
+    let copy_len = if target.size >= ssize {
+        ssize
+    } else {
+        target.size / lbs * lbs
+    };
+    Ok(Plan {
+        source,
+        source_dev,
+        table,
+        target,
+        copy_len,
+        min_size,
+    })
+}
+
+/// Plans and executes `job` (no confirmation: callers ask before).
+pub fn run_job(job: &CloneJob, sink: &dyn ProgressSink, cancel: &Cancel) -> Result<CloneReport> {
+    let p = plan(job)?;
+    execute(p, job, sink, cancel)
+}
+
+/// Runs a checked plan: source read-only, rescue onto the target, verify, GPT fix-up.
+pub fn execute(
+    plan: Plan,
+    job: &CloneJob,
+    sink: &dyn ProgressSink,
+    cancel: &Cancel,
+) -> Result<CloneReport> {
+    let start = Instant::now();
+    let Plan {
+        source,
+        source_dev,
+        table,
+        target,
+        copy_len,
+        ..
+    } = plan;
+    let guard = ReadOnlyGuard::new(&source_paths(&source))?;
+    let map = match &job.map {
+        Some(m) if m.exists() => ExtentMap::load(m, copy_len)?,
+        _ => ExtentMap::new(copy_len),
+    };
+    let tdev = Arc::new(target.device);
+    let opts = rescue::Options {
+        cluster: job.cluster,
+        retries: job.retries,
+        hash: job.verify,
+        mapfile: job.map.clone(),
+        command_line: job.command_line.clone(),
+        job: "clone".into(),
+        ..rescue::Options::default()
+    };
+    let out = rescue::run(source_dev.clone(), tdev.clone(), map, &opts, sink, cancel)?;
+    if out.cancelled {
+        drop(guard);
+        let mut e = Error::cancelled();
+        if let Some(m) = &job.map {
+            e.msg.push_str(&format!(
+                "; the map {} lets the same command resume",
+                m.display()
+            ));
+        }
+        return Err(e);
+    }
+    let copy_secs = out.duration.as_secs_f64().max(1e-6);
+    let totals = out.map.totals();
+    let lbs = source_dev.logical_block_size().max(512);
+    let mut notes = Vec::new();
+    // Verify before the table fix-up (which changes sectors on purpose).
+    let (verified, verified_bytes, mismatches) = match (&out.hashes, job.verify) {
+        (Some(h), true) => {
+            let r = verify(h, tdev.clone(), sink, cancel)?;
+            (Some(r.ok()), r.verified_bytes, r.mismatches)
+        }
+        _ => (None, 0, vec![]),
+    };
+    drop(guard);
+    let mut fixed = false;
+    if table.kind == TableKind::Gpt {
+        match gpt::fix_after_copy(&tdev) {
+            Ok(r) => fixed = r.fixed,
+            Err(e) => notes.push(format!(
+                "the GPT could not be adjusted to the target's size: {e}"
+            )),
+        }
+    }
+    if tdev.is_block_device() {
+        let _ = sys::reread_partitions(tdev.file());
+    }
+    let bad_ranges: Vec<[u64; 2]> = out
+        .map
+        .ranges(Status::Bad)
+        .into_iter()
+        .map(|(a, l)| [a, l])
+        .collect();
+    let exit_code = if verified == Some(false) {
+        exit::CORRUPT
+    } else if totals.bad > 0 {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    };
+    if verified_bytes > 0 && verified_bytes < copy_len {
+        notes.push(format!(
+            "verified {} of {}: areas copied by an earlier run (resumed from the map) were not hashed",
+            fmt_bytes(verified_bytes),
+            fmt_bytes(copy_len)
+        ));
+    }
+    Ok(CloneReport {
+        ok: exit_code == exit::OK,
+        source: source.path().display().to_string(),
+        target: target.selected.path().display().to_string(),
+        size_bytes: copy_len,
+        bytes_copied: totals.finished,
+        bad_bytes: totals.bad,
+        bad_sectors: bad_ranges.iter().map(|r| r[1].div_ceil(lbs as u64)).sum(),
+        logical_block_size: lbs,
+        bad_ranges,
+        duration_ms: start.elapsed().as_millis() as u64,
+        rate_bytes_per_sec: (copy_len as f64 / copy_secs) as u64,
+        verified,
+        verified_bytes,
+        verify_mismatches: mismatches.into_iter().map(|(a, l)| [a, l]).collect(),
+        partition_table: format!("{:?}", table.kind).to_lowercase(),
+        partition_table_fixed: fixed,
+        map_file: job.map.as_ref().map(|m| m.display().to_string()),
+        notes,
+        exit_code,
+    })
+}
+
+/// The verify pass in a worker thread; this thread reports progress and watches cancel.
+fn verify(
+    h: &rescue::Hashes,
+    tdev: Arc<Device>,
+    sink: &dyn ProgressSink,
+    cancel: &Cancel,
+) -> Result<rescue::VerifyResult> {
+    tdev.drop_cache()?;
+    let total = h.size();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (h2, d2, s2) = (h.clone(), done.clone(), stop.clone());
+    let t2 = tdev.clone();
+    let worker = std::thread::Builder::new()
+        .name("verify".into())
+        .spawn(move || h2.verify(t2.as_ref(), &d2, &s2))
+        .map_err(|e| Error::io("start the verify thread", "verify", e))?;
+    let mut meter = RateMeter::new(Duration::from_secs(10));
+    while !worker.is_finished() {
+        if cancel.is_cancelled() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        let mut p = Progress::new("clone", "verifying", total);
+        p.done_bytes = done.load(Ordering::Relaxed).min(total);
+        let (r, eta) = meter.update(Instant::now(), p.done_bytes, total);
+        p.rate_bytes_per_sec = r;
+        p.eta_secs = eta;
+        sink.progress(&p);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    worker
+        .join()
+        .map_err(|_| Error::new(ErrorKind::Io, "the verify thread panicked"))?
+}

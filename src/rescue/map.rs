@@ -1,0 +1,498 @@
+//! The extent map: the whole state of a rescue as sorted, contiguous, merged extents over
+//! `[0, size)`, each untried, non-trimmed, non-scraped, bad or finished; saved and loaded in GNU
+//! ddrescue's mapfile format so ddrescue's own tools (ddrescuelog) read it.
+use crate::error::{Error, Result};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The state of a byte range (ddrescue's status characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// '?' not read yet.
+    Untried,
+    /// '*' a read failed somewhere in here; edges not trimmed yet.
+    NonTrimmed,
+    /// '/' edges trimmed; the inside still to be read sector by sector.
+    NonScraped,
+    /// '-' unreadable sectors (zeros on the target).
+    Bad,
+    /// '+' read and written.
+    Finished,
+}
+
+impl Status {
+    pub fn to_char(self) -> char {
+        match self {
+            Status::Untried => '?',
+            Status::NonTrimmed => '*',
+            Status::NonScraped => '/',
+            Status::Bad => '-',
+            Status::Finished => '+',
+        }
+    }
+    pub fn from_char(c: char) -> Option<Status> {
+        Some(match c {
+            '?' => Status::Untried,
+            '*' => Status::NonTrimmed,
+            '/' => Status::NonScraped,
+            '-' => Status::Bad,
+            '+' => Status::Finished,
+            _ => return None,
+        })
+    }
+    /// The character of the coarse progress map ('.' untried, '+' finished, '-' bad, '*', '/').
+    pub fn map_char(self) -> char {
+        match self {
+            Status::Untried => '.',
+            s => s.to_char(),
+        }
+    }
+    /// Display priority in a coarse cell: the most alarming state present wins.
+    fn rank(self) -> u8 {
+        match self {
+            Status::Finished => 0,
+            Status::Untried => 1,
+            Status::NonTrimmed => 2,
+            Status::NonScraped => 3,
+            Status::Bad => 4,
+        }
+    }
+}
+
+/// One run of bytes with the same status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub pos: u64,
+    pub size: u64,
+    pub status: Status,
+}
+
+impl Extent {
+    pub fn end(&self) -> u64 {
+        self.pos + self.size
+    }
+}
+
+/// Byte totals per status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub untried: u64,
+    pub non_trimmed: u64,
+    pub non_scraped: u64,
+    pub bad: u64,
+    pub finished: u64,
+}
+
+impl Totals {
+    /// Bytes that failed to read so far and are not recovered (ddrescue's "errsize").
+    pub fn error_bytes(&self) -> u64 {
+        self.non_trimmed + self.non_scraped + self.bad
+    }
+}
+
+/// The extent map. Invariant: extents are sorted, contiguous from 0 to `size`, non-empty, and
+/// neighbours differ in status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtentMap {
+    size: u64,
+    extents: Vec<Extent>,
+    /// ddrescue's "current_pos" and "current_status" (the phase), kept for the mapfile.
+    pub current_pos: u64,
+    pub current_phase: char,
+}
+
+impl ExtentMap {
+    /// A map of `size` bytes, all untried.
+    pub fn new(size: u64) -> ExtentMap {
+        let extents = if size == 0 {
+            vec![]
+        } else {
+            vec![Extent {
+                pos: 0,
+                size,
+                status: Status::Untried,
+            }]
+        };
+        ExtentMap {
+            size,
+            extents,
+            current_pos: 0,
+            current_phase: '?',
+        }
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn extents(&self) -> &[Extent] {
+        &self.extents
+    }
+
+    /// Index of the extent containing `pos` (pos < size).
+    fn index_of(&self, pos: u64) -> usize {
+        match self.extents.binary_search_by(|e| e.pos.cmp(&pos)) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        }
+    }
+
+    /// The status at byte `pos`.
+    pub fn status_at(&self, pos: u64) -> Option<Status> {
+        (pos < self.size).then(|| self.extents[self.index_of(pos)].status)
+    }
+
+    /// Sets `[pos, pos+len)` (clipped to the map) to `status`, splitting and merging extents.
+    pub fn set(&mut self, pos: u64, len: u64, status: Status) {
+        let end = pos.saturating_add(len).min(self.size);
+        if pos >= end {
+            return;
+        }
+        let first = self.index_of(pos);
+        let last = self.index_of(end - 1);
+        let mut repl: Vec<Extent> = Vec::with_capacity(3);
+        let a = self.extents[first];
+        if a.pos < pos {
+            repl.push(Extent {
+                pos: a.pos,
+                size: pos - a.pos,
+                status: a.status,
+            });
+        }
+        repl.push(Extent {
+            pos,
+            size: end - pos,
+            status,
+        });
+        let b = self.extents[last];
+        if b.end() > end {
+            repl.push(Extent {
+                pos: end,
+                size: b.end() - end,
+                status: b.status,
+            });
+        }
+        // Merge with the neighbours outside the replaced range.
+        let mut lo = first;
+        let mut hi = last + 1;
+        if lo > 0 && self.extents[lo - 1].status == repl[0].status {
+            lo -= 1;
+            let p = self.extents[lo];
+            repl[0].size += repl[0].pos - p.pos;
+            repl[0].pos = p.pos;
+        }
+        if hi < self.extents.len() && self.extents[hi].status == repl[repl.len() - 1].status {
+            let n = self.extents[hi];
+            let r = repl.len() - 1;
+            repl[r].size = n.end() - repl[r].pos;
+            hi += 1;
+        }
+        // Merge inside the replacement.
+        let mut merged: Vec<Extent> = Vec::with_capacity(repl.len());
+        for e in repl {
+            match merged.last_mut() {
+                Some(m) if m.status == e.status => m.size += e.size,
+                _ => merged.push(e),
+            }
+        }
+        self.extents.splice(lo..hi, merged);
+    }
+
+    /// The first extent with `status` that ends after `from`, clipped to start at `from`.
+    pub fn next_with(&self, status: Status, from: u64) -> Option<(u64, u64)> {
+        if from >= self.size {
+            return None;
+        }
+        let i = self.index_of(from);
+        self.extents[i..]
+            .iter()
+            .find(|e| e.status == status)
+            .map(|e| {
+                let p = e.pos.max(from);
+                (p, e.end() - p)
+            })
+    }
+
+    /// The last extent with `status` that starts before `before`, clipped to end at `before`.
+    pub fn prev_with(&self, status: Status, before: u64) -> Option<(u64, u64)> {
+        let before = before.min(self.size);
+        if before == 0 {
+            return None;
+        }
+        let i = self.index_of(before - 1);
+        self.extents[..=i]
+            .iter()
+            .rev()
+            .find(|e| e.status == status)
+            .map(|e| {
+                let end = e.end().min(before);
+                (e.pos, end - e.pos)
+            })
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for e in &self.extents {
+            match e.status {
+                Status::Untried => t.untried += e.size,
+                Status::NonTrimmed => t.non_trimmed += e.size,
+                Status::NonScraped => t.non_scraped += e.size,
+                Status::Bad => t.bad += e.size,
+                Status::Finished => t.finished += e.size,
+            }
+        }
+        t
+    }
+
+    /// `[start, len]` of every bad extent.
+    pub fn ranges(&self, status: Status) -> Vec<(u64, u64)> {
+        self.extents
+            .iter()
+            .filter(|e| e.status == status)
+            .map(|e| (e.pos, e.size))
+            .collect()
+    }
+
+    /// Whether every byte is finished or bad (nothing left to try).
+    pub fn is_complete(&self) -> bool {
+        self.extents
+            .iter()
+            .all(|e| matches!(e.status, Status::Finished | Status::Bad))
+    }
+
+    /// A coarse picture of the map in `cells` characters; each cell shows the most alarming
+    /// status present in it ('-' bad, '/' non-scraped, '*' non-trimmed, '.' untried, '+' finished).
+    pub fn coarse(&self, cells: usize) -> String {
+        if self.size == 0 || cells == 0 {
+            return String::new();
+        }
+        let mut out = String::with_capacity(cells);
+        let mut i = 0;
+        for c in 0..cells as u64 {
+            let a = (self.size as u128 * c as u128 / cells as u128) as u64;
+            let b = ((self.size as u128 * (c as u128 + 1) / cells as u128) as u64)
+                .max(a + 1)
+                .min(self.size);
+            while i + 1 < self.extents.len() && self.extents[i].end() <= a {
+                i += 1;
+            }
+            let mut best = self.extents[i].status;
+            let mut j = i;
+            while j < self.extents.len() && self.extents[j].pos < b {
+                if self.extents[j].status.rank() > best.rank() {
+                    best = self.extents[j].status;
+                }
+                j += 1;
+            }
+            out.push(best.map_char());
+        }
+        out
+    }
+
+    /// The map as a GNU ddrescue mapfile.
+    pub fn to_mapfile(&self, command_line: &str) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# Mapfile. Created by Lifeboat {}", crate::VERSION);
+        let _ = writeln!(s, "# Command line: {command_line}");
+        let _ = writeln!(s, "# current_pos  current_status  current_pass");
+        let _ = writeln!(
+            s,
+            "0x{:08X}     {}               1",
+            self.current_pos, self.current_phase
+        );
+        let _ = writeln!(s, "#      pos        size  status");
+        for e in &self.extents {
+            let _ = writeln!(
+                s,
+                "0x{:08X}  0x{:08X}  {}",
+                e.pos,
+                e.size,
+                e.status.to_char()
+            );
+        }
+        s
+    }
+
+    /// Parses a GNU ddrescue mapfile for a copy of `size` bytes. Parts of `[0, size)` the file
+    /// does not cover are untried; a map reaching past `size` is refused (wrong device).
+    pub fn from_mapfile(text: &str, size: u64) -> Result<ExtentMap> {
+        let mut m = ExtentMap::new(size);
+        let mut status_line_seen = false;
+        let mut expect = 0u64;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad =
+                |what: &str| Error::corrupt(format!("mapfile line {}: {what}: '{line}'", n + 1));
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if !status_line_seen {
+                status_line_seen = true;
+                let pos = f
+                    .first()
+                    .and_then(|s| parse_num(s))
+                    .ok_or_else(|| bad("bad current position"))?;
+                let ph = f
+                    .get(1)
+                    .and_then(|s| s.chars().next())
+                    .ok_or_else(|| bad("missing current status"))?;
+                m.current_pos = pos.min(size);
+                m.current_phase = ph;
+                continue;
+            }
+            if f.len() < 3 {
+                return Err(bad("expected 'pos size status'"));
+            }
+            let pos = parse_num(f[0]).ok_or_else(|| bad("bad position"))?;
+            let len = parse_num(f[1]).ok_or_else(|| bad("bad size"))?;
+            let st = f[2]
+                .chars()
+                .next()
+                .and_then(Status::from_char)
+                .filter(|_| f[2].len() == 1)
+                .ok_or_else(|| bad("bad status"))?;
+            if pos != expect {
+                return Err(bad("extents must be contiguous and sorted"));
+            }
+            let end = pos.checked_add(len).ok_or_else(|| bad("size overflows"))?;
+            if end > size {
+                return Err(Error::corrupt(format!(
+                    "the mapfile covers {end} bytes but this copy is {size} bytes: it belongs to another device (or pass a new --map file)"
+                )));
+            }
+            m.set(pos, len, st);
+            expect = end;
+        }
+        Ok(m)
+    }
+
+    /// Reads a mapfile (at most 256 MiB) for a copy of `size` bytes.
+    pub fn load(path: &Path, size: u64) -> Result<ExtentMap> {
+        use std::io::Read;
+        let f = std::fs::File::open(path).map_err(|e| Error::io("open the mapfile", path, e))?;
+        let mut text = String::new();
+        f.take(256 << 20)
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io("read the mapfile", path, e))?;
+        ExtentMap::from_mapfile(&text, size).map_err(|e| e.at_path(path))
+    }
+
+    /// Writes the mapfile atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path, command_line: &str) -> Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("lifeboat-tmp");
+        let mut f =
+            std::fs::File::create(&tmp).map_err(|e| Error::io("create the mapfile", &tmp, e))?;
+        f.write_all(self.to_mapfile(command_line).as_bytes())
+            .map_err(|e| Error::io("write the mapfile", &tmp, e))?;
+        f.sync_all()
+            .map_err(|e| Error::io("fsync the mapfile", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename the mapfile into place", path, e))
+    }
+}
+
+fn parse_num(s: &str) -> Option<u64> {
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16).ok()
+    } else if s.len() > 1 && s.starts_with('0') {
+        u64::from_str_radix(&s[1..], 8).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(m: &ExtentMap) {
+        let mut p = 0;
+        for (i, e) in m.extents().iter().enumerate() {
+            assert_eq!(e.pos, p);
+            assert!(e.size > 0);
+            if i > 0 {
+                assert_ne!(m.extents()[i - 1].status, e.status);
+            }
+            p = e.end();
+        }
+        assert_eq!(p, m.size());
+    }
+
+    #[test]
+    fn set_splits_and_merges() {
+        let mut m = ExtentMap::new(100);
+        m.set(10, 10, Status::Finished);
+        m.set(30, 10, Status::Finished);
+        check(&m);
+        assert_eq!(m.extents().len(), 5);
+        m.set(20, 10, Status::Finished);
+        check(&m);
+        assert_eq!(m.extents().len(), 3);
+        m.set(0, 100, Status::Bad);
+        check(&m);
+        assert_eq!(m.extents().len(), 1);
+        m.set(99, 5, Status::Finished);
+        check(&m);
+        assert_eq!(m.status_at(99), Some(Status::Finished));
+        assert_eq!(m.next_with(Status::Finished, 0), Some((99, 1)));
+        assert_eq!(m.prev_with(Status::Bad, 100), Some((0, 99)));
+        assert_eq!(m.totals().bad, 99);
+    }
+
+    #[test]
+    fn random_sets_match_a_byte_model() {
+        let mut m = ExtentMap::new(257);
+        let mut model = [Status::Untried; 257];
+        let all = [
+            Status::Untried,
+            Status::NonTrimmed,
+            Status::NonScraped,
+            Status::Bad,
+            Status::Finished,
+        ];
+        let mut x: u64 = 12345;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let pos = (x >> 33) % 257;
+            let len = (x >> 13) % 40;
+            let st = all[((x >> 5) % 5) as usize];
+            m.set(pos, len, st);
+            for b in pos..(pos + len).min(257) {
+                model[b as usize] = st;
+            }
+            check(&m);
+        }
+        for (b, st) in model.iter().enumerate() {
+            assert_eq!(m.status_at(b as u64), Some(*st));
+        }
+    }
+
+    #[test]
+    fn mapfile_roundtrip_and_ddrescue_syntax() {
+        let mut m = ExtentMap::new(1 << 20);
+        m.set(0, 4096, Status::Finished);
+        m.set(8192, 512, Status::Bad);
+        m.current_phase = '/';
+        m.current_pos = 8192;
+        let text = m.to_mapfile("lifeboat clone a b");
+        let back = ExtentMap::from_mapfile(&text, 1 << 20).unwrap();
+        assert_eq!(back, m);
+        // What GNU ddrescue itself writes (decimal/hex mixes, pass column, comments).
+        let dd = "# Mapfile. Created by GNU ddrescue version 1.27\n# current_pos  current_status  current_pass\n0x00001000     +               1\n#      pos        size  status\n0x00000000  0x00001000  +\n0x00001000  0x00000200  -\n";
+        let d = ExtentMap::from_mapfile(dd, 8192).unwrap();
+        assert_eq!(d.ranges(Status::Bad), vec![(4096, 512)]);
+        assert_eq!(d.status_at(5000), Some(Status::Untried));
+        assert!(ExtentMap::from_mapfile(dd, 4096).is_err());
+        assert!(ExtentMap::from_mapfile("0 ?\n0 10 x\n", 100).is_err());
+        assert!(ExtentMap::from_mapfile("0 ?\n5 10 +\n", 100).is_err());
+    }
+
+    #[test]
+    fn coarse_map() {
+        let mut m = ExtentMap::new(1000);
+        m.set(0, 500, Status::Finished);
+        m.set(700, 1, Status::Bad);
+        assert_eq!(m.coarse(10), "+++++..-..");
+    }
+}

@@ -1,0 +1,427 @@
+//! Host tests of `lifeboat clone` on disk-image files and loop devices: exact copies checked by
+//! `cmp`, `sgdisk -v`, `e2fsck -fn` and `fsck.vfat -n`; larger and smaller targets; the JSON
+//! report; mapfiles readable by GNU ddrescuelog; every safety refusal writes nothing; the source
+//! is never changed and is held read-only (BLKROSET) only while the job runs.
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MIB: u64 = 1 << 20;
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("lifeboat-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn p(&self, n: &str) -> PathBuf {
+        self.0.join(n)
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loop device detached on drop.
+struct Loop(String);
+impl Loop {
+    fn attach(file: &Path, extra: &[&str]) -> Option<Loop> {
+        let o = Command::new("losetup")
+            .args(["--find", "--show"])
+            .args(extra)
+            .arg(file)
+            .output()
+            .ok()?;
+        if !o.status.success() {
+            eprintln!("skipping loop part: {}", String::from_utf8_lossy(&o.stderr));
+            return None;
+        }
+        Some(Loop(String::from_utf8_lossy(&o.stdout).trim().to_string()))
+    }
+}
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+fn sh(cmd: &mut Command) -> String {
+    let o = cmd.output().expect("run tool");
+    let s = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{cmd:?} failed: {s}");
+    s
+}
+
+fn sha(p: &Path) -> String {
+    sh(Command::new("sha256sum").arg(p))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn lifeboat(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        s.lines().count(),
+        1,
+        "stdout must be one JSON value: {s}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(&s).unwrap()
+}
+
+/// A 64 MiB GPT disk: p1 FAT (16 MiB at 1 MiB) with files, p2 ext4 (30 MiB at 17 MiB) with the
+/// crate's sources; random bytes in the unallocated tail.
+fn sample(dir: &Dir) -> PathBuf {
+    let p = dir.p("src.img");
+    std::fs::File::create(&p)
+        .unwrap()
+        .set_len(64 * MIB)
+        .unwrap();
+    sh(Command::new("sgdisk")
+        .args([
+            "-n1:1MiB:+16MiB",
+            "-t1:ef00",
+            "-n2:17MiB:+30MiB",
+            "-t2:8300",
+        ])
+        .arg(&p));
+    let root = env!("CARGO_MANIFEST_DIR");
+    sh(Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-E",
+            &format!("offset={}", 17 * MIB),
+            "-d",
+            &format!("{root}/src"),
+        ])
+        .arg(&p)
+        .arg("30M"));
+    sh(Command::new("mkfs.vfat")
+        .args(["-F", "16", "--offset", "2048"])
+        .arg(&p)
+        .arg("16384"));
+    sh(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@1M", p.display()))
+        .args([
+            &format!("{root}/Cargo.toml"),
+            &format!("{root}/README.md"),
+            "::/",
+        ]));
+    let noise: Vec<u8> = (0..8 * MIB)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    {
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .write_all_at(&noise, 52 * MIB)
+            .unwrap();
+    }
+    p
+}
+
+fn referees(img: &Path) {
+    let out = sh(Command::new("sgdisk").arg("-v").arg(img));
+    assert!(out.contains("No problems found"), "sgdisk -v: {out}");
+    sh(Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={}", img.display(), 17 * MIB)));
+    let d = Dir::new(&format!(
+        "fat-{}",
+        img.file_name().unwrap().to_string_lossy()
+    ));
+    let fat = d.p("fat.img");
+    sh(Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", fat.display()))
+        .args(["bs=1M", "skip=1", "count=16", "status=none"]));
+    sh(Command::new("fsck.vfat").arg("-n").arg(&fat));
+}
+
+/// Compares `[1024, len)`: sectors 0 and 1 (protective MBR, primary GPT header) are rewritten
+/// by the fix-up on a target of another size; the entry array and all data must be identical.
+fn same_range(a: &Path, b: &Path, len: u64) {
+    let n = (len - 1024).to_string();
+    sh(Command::new("cmp")
+        .args(["-i", "1024", "-n"])
+        .arg(&n)
+        .arg(a)
+        .arg(b));
+}
+
+#[test]
+fn file_clones_larger_smaller_and_equal() {
+    let dir = Dir::new("clone-files");
+    let src = sample(&dir);
+    let before = sha(&src);
+    for (name, size) in [
+        ("same.img", 64 * MIB),
+        ("big.img", 96 * MIB),
+        ("small.img", 48 * MIB),
+    ] {
+        let dst = dir.p(name);
+        std::fs::File::create(&dst).unwrap().set_len(size).unwrap();
+        let o = lifeboat(&[
+            "clone",
+            src.to_str().unwrap(),
+            dst.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r = json(&o);
+        assert_eq!(r["ok"], true);
+        assert_eq!(r["verified"], true);
+        assert_eq!(r["bad_bytes"], 0);
+        assert_eq!(r["bad_ranges"], serde_json::json!([]));
+        assert_eq!(r["logical_block_size"], 512);
+        assert_eq!(r["bytes_copied"], size.min(64 * MIB));
+        assert_eq!(r["partition_table_fixed"], size != 64 * MIB, "{name}");
+        for k in [
+            "source",
+            "target",
+            "bad_sectors",
+            "duration_ms",
+            "rate_bytes_per_sec",
+        ] {
+            assert!(r.get(k).is_some(), "{k} missing");
+        }
+        // Identical up to the end of the last partition; everything checks out.
+        same_range(&src, &dst, 47 * MIB);
+        referees(&dst);
+        if size == 64 * MIB {
+            sh(Command::new("cmp").arg(&src).arg(&dst));
+        }
+        assert_eq!(std::fs::metadata(&dst).unwrap().len(), size);
+    }
+    assert_eq!(sha(&src), before, "the source changed");
+}
+
+#[test]
+fn refusals_write_nothing() {
+    let dir = Dir::new("clone-refuse");
+    let src = sample(&dir);
+    let before = sha(&src);
+    let small = dir.p("small.img");
+    std::fs::write(&small, vec![0x5Au8; 40 * MIB as usize]).unwrap();
+    let small_sha = sha(&small);
+    let s = src.to_str().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![s.into(), s.into()], "is the source"),
+        (vec![s.into(), small.to_str().unwrap().into()], "smaller"),
+    ];
+    for (args, why) in cases {
+        let mut a: Vec<&str> = vec!["clone"];
+        a.extend(args.iter().map(|x| x.as_str()));
+        a.extend(["--yes", "--json"]);
+        let o = lifeboat(&a);
+        assert_eq!(
+            o.status.code(),
+            Some(4),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r = json(&o);
+        assert_eq!(r["ok"], false);
+        assert_eq!(r["error"]["kind"], "refused");
+        assert!(r["error"]["message"].as_str().unwrap().contains(why), "{r}");
+    }
+    // Without --yes and without a terminal: refused, nothing written.
+    let t = dir.p("t.img");
+    std::fs::write(&t, vec![0x5Au8; 64 * MIB as usize]).unwrap();
+    let t_sha = sha(&t);
+    let o = lifeboat(&["clone", s, t.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(sha(&t), t_sha);
+    // Loop devices: a read-only target, a target held exclusively, a loop over the source file.
+    if let Some(ro) = Loop::attach(&t, &["--read-only"]) {
+        let o = lifeboat(&["clone", s, &ro.0, "--yes"]);
+        assert_eq!(
+            o.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains("read-only"));
+        drop(ro);
+        let lo = Loop::attach(&t, &[]).unwrap();
+        let held = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_EXCL)
+            .open(&lo.0)
+            .unwrap();
+        let o = lifeboat(&["clone", s, &lo.0, "--yes"]);
+        assert_eq!(
+            o.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("in use"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        drop(held);
+        drop(lo);
+        let over_src = Loop::attach(&src, &[]).unwrap();
+        let o = lifeboat(&["clone", &over_src.0, s, "--yes"]);
+        assert_eq!(
+            o.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = lifeboat(&["clone", s, &over_src.0, "--yes"]);
+        assert_eq!(
+            o.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // A partition of the source disk as the target.
+        drop(over_src);
+        let part_src = Loop::attach(&src, &["--partscan"]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut p2 = format!("{}p2", part_src.0);
+        let name = format!("{}p2", part_src.0.trim_start_matches("/dev/"));
+        // Without udev the partition has no /dev node: make one from sysfs.
+        if !Path::new(&p2).exists() {
+            if let Ok(dev) = std::fs::read_to_string(format!("/sys/class/block/{name}/dev")) {
+                let (ma, mi) = dev.trim().split_once(':').unwrap();
+                let node = dir.p("p2");
+                sh(Command::new("mknod").arg(&node).args(["b", ma, mi]));
+                p2 = node.display().to_string();
+            }
+        }
+        if Path::new(&p2).exists() {
+            let o = lifeboat(&["clone", &part_src.0, &p2, "--yes"]);
+            assert_eq!(
+                o.status.code(),
+                Some(4),
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("same disk"),
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    assert_eq!(sha(&t), t_sha);
+    assert_eq!(sha(&small), small_sha);
+    assert_eq!(sha(&src), before);
+}
+
+fn getro(dev: &str) -> String {
+    sh(Command::new("blockdev").arg("--getro").arg(dev))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn loop_to_loop_with_map_and_read_only_source() {
+    let dir = Dir::new("clone-loop");
+    let src = sample(&dir);
+    let before = sha(&src);
+    let t = dir.p("t.img");
+    std::fs::File::create(&t)
+        .unwrap()
+        .set_len(80 * MIB)
+        .unwrap();
+    let (Some(ls), Some(lt)) = (Loop::attach(&src, &[]), Loop::attach(&t, &[])) else {
+        return;
+    };
+    // The guard marks the source read-only and restores it.
+    {
+        let g = lifeboat::clone::ReadOnlyGuard::new(&[PathBuf::from(&ls.0)]).unwrap();
+        assert_eq!(getro(&ls.0), "1");
+        let w = OpenOptions::new().write(true).open(&ls.0).and_then(|f| {
+            use std::os::unix::fs::FileExt;
+            f.write_at(&[1u8; 512], 0)
+        });
+        assert!(w.is_err(), "a read-only source accepted a write");
+        drop(g);
+    }
+    assert_eq!(getro(&ls.0), "0");
+    let map = dir.p("clone.map");
+    let o = lifeboat(&[
+        "clone",
+        &ls.0,
+        &lt.0,
+        "--yes",
+        "--json",
+        "--map",
+        map.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r = json(&o);
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["partition_table_fixed"], true);
+    assert_eq!(getro(&ls.0), "0", "BLKROSET not restored");
+    // GNU ddrescuelog reads our mapfile: everything finished.
+    let out = sh(Command::new("ddrescuelog").arg("-t").arg(&map));
+    assert!(out.contains("100%") || out.contains("rescued:"), "{out}");
+    let d = sh(Command::new("ddrescuelog")
+        .arg("-D")
+        .arg(&map)
+        .env("LC_ALL", "C"));
+    let _ = d;
+    // Running again with the finished map reads nothing and still succeeds.
+    let o = lifeboat(&[
+        "clone",
+        &ls.0,
+        &lt.0,
+        "--yes",
+        "--json",
+        "--map",
+        map.to_str().unwrap(),
+        "--no-verify",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(json(&o)["verified"], serde_json::Value::Null);
+    drop(lt);
+    drop(ls);
+    same_range(&src, &t, 47 * MIB);
+    referees(&t);
+    assert_eq!(sha(&src), before);
+}
