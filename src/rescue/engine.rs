@@ -36,7 +36,7 @@ impl RescueTarget for Device {
         } else {
             4096
         };
-        if off % align == 0 && buf.len() as u64 % align == 0 {
+        if off.is_multiple_of(align) && (buf.len() as u64).is_multiple_of(align) {
             return self.write_all_at(buf, off);
         }
         let a = off / align * align;

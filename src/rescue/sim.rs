@@ -94,8 +94,8 @@ impl BlockSource for SimDevice {
         if offset >= size {
             return Ok(0);
         }
-        if offset % self.lbs as u64 != 0
-            || (buf.len() % self.lbs as usize != 0 && offset + buf.len() as u64 <= size)
+        if !offset.is_multiple_of(self.lbs as u64)
+            || (!buf.len().is_multiple_of(self.lbs as usize) && offset + buf.len() as u64 <= size)
         {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
