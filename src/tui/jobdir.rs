@@ -250,10 +250,9 @@ pub fn start(dir: &Path, spec: &JobSpec, launch: impl FnOnce(&Path) -> Result<u3
     }
 }
 
-/// Starts the runner as a detached process of this binary (`ui --run-job DIR`) in its own
-/// process group, so neither a UI crash nor the terminal's signals stop the job.
+/// Starts the runner as a detached process of this binary (`ui --run-job DIR`; it makes itself
+/// a session of its own), so neither a UI crash nor the terminal's signals stop the job.
 pub fn launch_runner(dir: &Path) -> Result<u32> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let child = Command::new(&exe)
         .arg("ui")
@@ -262,7 +261,6 @@ pub fn launch_runner(dir: &Path) -> Result<u32> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .process_group(0)
         .spawn()
         .map_err(|e| Error::io("start the job runner", &exe, e))?;
     let pid = child.id();

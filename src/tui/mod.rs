@@ -51,6 +51,8 @@ pub fn parse_size(s: &str) -> Option<(u16, u16)> {
 
 pub fn run(a: UiArgs) -> Result<i32> {
     if let Some(dir) = &a.run_job {
+        // Leave the console's session: a hang-up or a restart of the console must not stop the job.
+        let _ = nix::unistd::setsid();
         return jobdir::run_job(dir, &jobdir::engine_program());
     }
     if let Some(tty) = &a.tty {

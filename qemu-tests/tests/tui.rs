@@ -1,0 +1,335 @@
+//! The technician's console driven as a person would: boot with the serial console only (no
+//! lifeboat.run), read the screen through a terminal emulator (vt100), press keys over the
+//! serial line, clone one disk onto another, confirm by typing the target's name, wait for the
+//! result screen; then the host checks the target equals the source and the source is unchanged.
+//!
+//! `vga_screendumps` (ignored; run it with `--ignored`) drives the VGA console with the QEMU
+//! monitor's `sendkey` and saves `screendump`s of the main screens into docs/screens/.
+use lifeboat_qemu_tests::disks::{sha256, DiskBuilder, Fs, Part, Table};
+use lifeboat_qemu_tests::{Bus, DiskSpec, TempDir, Vm};
+use std::time::{Duration, Instant};
+
+const BOOT: Duration = Duration::from_secs(240);
+const ROWS: u16 = 24;
+const COLS: u16 = 80;
+
+/// The serial console as a screen.
+struct Screen {
+    parser: vt100::Parser,
+    fed: usize,
+}
+
+impl Screen {
+    fn new() -> Screen {
+        Screen {
+            parser: vt100::Parser::new(ROWS, COLS, 0),
+            fed: 0,
+        }
+    }
+
+    /// Feeds what the guest printed since the last call.
+    fn update(&mut self, vm: &Vm) {
+        let out = vm.output();
+        if out.len() > self.fed {
+            self.parser.process(&out[self.fed..]);
+            self.fed = out.len();
+        }
+    }
+
+    fn text(&self) -> String {
+        self.parser.screen().contents()
+    }
+
+    fn rows(&self) -> Vec<String> {
+        self.parser.screen().rows(0, COLS).collect()
+    }
+
+    /// The highlighted list row (the one drawn with the "> " marker), if any.
+    fn selected_row(&self) -> Option<String> {
+        self.rows()
+            .into_iter()
+            .find(|r| r.trim_start_matches('│').starts_with("> "))
+    }
+}
+
+/// Waits until the screen satisfies `pred`.
+fn wait_screen(
+    vm: &Vm,
+    s: &mut Screen,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Screen) -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + lifeboat_qemu_tests::vm::scaled(timeout);
+    loop {
+        s.update(vm);
+        if pred(s) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "timed out after {timeout:?} waiting for {what}; the screen shows:\n{}",
+                s.text()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_text(vm: &Vm, s: &mut Screen, text: &str, timeout: Duration) -> Result<(), String> {
+    wait_screen(vm, s, &format!("{text:?} on screen"), timeout, |s| {
+        s.text().contains(text)
+    })
+}
+
+/// Presses a key and gives the console a moment to redraw.
+fn press(vm: &mut Vm, bytes: &[u8]) {
+    let r = vm.write(bytes);
+    vm.check(r);
+    std::thread::sleep(Duration::from_millis(400));
+}
+
+/// Moves the list selection (down arrow) until the highlighted row contains `needle`.
+fn select_row(vm: &mut Vm, s: &mut Screen, needle: &str) {
+    for _ in 0..12 {
+        let r = wait_screen(vm, s, "a highlighted row", Duration::from_secs(20), |s| {
+            s.selected_row().is_some()
+        });
+        vm.check(r);
+        if s.selected_row().is_some_and(|r| r.contains(needle)) {
+            return;
+        }
+        press(vm, b"\x1b[B");
+        s.update(vm);
+    }
+    vm.fail(&format!(
+        "no list row with {needle:?} could be selected; the screen shows:\n{}",
+        s.text()
+    ));
+}
+
+fn build_disks(t: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let src = t.join("src.img");
+    let payload: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i * 7 + i / 4093) as u8)
+        .collect();
+    DiskBuilder::new(64, Table::Gpt)
+        .part(
+            Part::new(40, Fs::Ext4)
+                .label("TUISRC")
+                .file("data.bin", payload),
+        )
+        .part(Part::new(16, Fs::Vfat).label("TUIEFI"))
+        .build(&src)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dst = t.join("dst.img");
+    let f = std::fs::File::create(&dst).unwrap();
+    f.set_len(64 << 20).unwrap();
+    (src, dst)
+}
+
+#[test]
+fn clone_through_the_serial_console() {
+    let t = TempDir::new("tui-clone").unwrap();
+    let (src, dst) = build_disks(&t);
+    let src_sha = sha256(&src).unwrap();
+    let disks = vec![
+        DiskSpec::new(&src, Bus::Virtio, "TUI-SRC"),
+        DiskSpec::new(&dst, Bus::Nvme, "TUI-DST"),
+    ];
+    let mut vm =
+        Vm::boot("tui-clone", "lifeboat.console=80x24", disks).unwrap_or_else(|e| panic!("{e}"));
+    let r = vm.wait_ready(BOOT);
+    vm.check(r);
+    let mut s = Screen::new();
+
+    // The disks screen lists both disks with their serials and the source's labels.
+    let r = wait_screen(
+        &vm,
+        &mut s,
+        "the disks screen with both disks",
+        Duration::from_secs(60),
+        |s| {
+            let t = s.text();
+            t.contains("Disks (") && t.contains("TUI-SRC") && t.contains("TUI-DST")
+        },
+    );
+    vm.check(r);
+    select_row(&mut vm, &mut s, "TUI-SRC");
+    let r = wait_text(&vm, &mut s, "TUISRC", Duration::from_secs(10));
+    vm.check(r);
+
+    // Job menu -> clone -> source picker.
+    press(&mut vm, b"\r");
+    let r = wait_text(
+        &vm,
+        &mut s,
+        "What do you want to do?",
+        Duration::from_secs(20),
+    );
+    vm.check(r);
+    press(&mut vm, b"1");
+    let r = wait_text(
+        &vm,
+        &mut s,
+        "SOURCE, the disk to copy FROM",
+        Duration::from_secs(20),
+    );
+    vm.check(r);
+    select_row(&mut vm, &mut s, "TUI-SRC");
+    press(&mut vm, b"\r");
+
+    // Target picker: the source is gone from the list.
+    let r = wait_text(
+        &vm,
+        &mut s,
+        "TARGET, the disk to ERASE",
+        Duration::from_secs(20),
+    );
+    vm.check(r);
+    let list: Vec<String> = s
+        .rows()
+        .into_iter()
+        .filter(|r| r.contains("GiB") || r.contains("MiB"))
+        .filter(|r| !r.contains("Copying FROM"))
+        .collect();
+    if list.iter().take(3).any(|r| r.contains("TUI-SRC")) {
+        vm.fail(&format!("the source is offered as a target:\n{}", s.text()));
+    }
+    select_row(&mut vm, &mut s, "TUI-DST");
+    press(&mut vm, b"\r");
+
+    // Confirmation: names the target; Enter without typing does nothing.
+    let r = wait_text(&vm, &mut s, "type its name", Duration::from_secs(20));
+    vm.check(r);
+    let text = s.text();
+    let name = text
+        .split("type its name ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or("")
+        .to_string();
+    if !name.starts_with("nvme") || !text.contains("TUI-DST") {
+        vm.fail(&format!(
+            "the confirmation must name the NVMe target:\n{text}"
+        ));
+    }
+    press(&mut vm, b"\r");
+    let r = wait_text(&vm, &mut s, "exactly to erase it", Duration::from_secs(10));
+    vm.check(r);
+    press(&mut vm, name.as_bytes());
+    press(&mut vm, b"\r");
+
+    // Progress, then the result screen.
+    let r = wait_screen(
+        &vm,
+        &mut s,
+        "the result screen",
+        Duration::from_secs(180),
+        |s| s.text().contains("Job finished"),
+    );
+    vm.check(r);
+    let text = s.text();
+    // Until the clone engine lands on main (issue 3) `clone` answers "not implemented yet": the
+    // whole UI path above is still checked; only the target comparison cannot run yet.
+    if text.contains("clone: not implemented yet") {
+        eprintln!("tui-clone: the clone engine is not implemented yet; target check skipped");
+        return;
+    }
+    if !text.contains("FINISHED: everything was done") {
+        vm.fail(&format!("the clone did not finish cleanly:\n{text}"));
+    }
+    // Power off from the result screen; QEMU exits.
+    press(&mut vm, b"p");
+    let r = vm.wait_exit(Duration::from_secs(60));
+    vm.check(r);
+
+    assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
+    assert_eq!(
+        sha256(&dst).unwrap(),
+        src_sha,
+        "the target differs from the source"
+    );
+}
+
+/// Sends a key to the VGA console's keyboard (QEMU `sendkey` names).
+fn sendkey(vm: &Vm, keys: &[&str]) {
+    for k in keys {
+        let r = vm.monitor(&format!("sendkey {k}"));
+        vm.check(r);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Saves the VGA screen as docs/screens/NAME.png (QEMU writes PPM; docs/screens/ppm2png.py,
+/// or netpbm's `pnmtopng`, makes the PNG).
+fn dump(vm: &Vm, t: &TempDir, name: &str) {
+    let dir = lifeboat_qemu_tests::repo_root().join("docs/screens");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let ppm = t.join(&format!("{name}.ppm"));
+    let png = dir.join(format!("{name}.png"));
+    let r = vm.monitor(&format!("screendump {}", ppm.display()));
+    let out = vm.check(r);
+    if !ppm.is_file() {
+        vm.fail(&format!("screendump wrote no {}: {out}", ppm.display()));
+    }
+    let script = lifeboat_qemu_tests::repo_root().join("docs/screens/ppm2png.py");
+    let converted = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&ppm)
+        .arg(&png)
+        .status()
+        .is_ok_and(|s| s.success())
+        || std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("pnmtopng '{}' > '{}'", ppm.display(), png.display()))
+            .status()
+            .is_ok_and(|s| s.success());
+    if !converted {
+        vm.fail("cannot convert the screendump to PNG: needs python3 (or netpbm)");
+    }
+}
+
+#[test]
+#[ignore = "writes docs/screens/*.png; run with --ignored"]
+fn vga_screendumps() {
+    let t = TempDir::new("tui-vga").unwrap();
+    let (src, dst) = build_disks(&t);
+    let disks = vec![
+        DiskSpec::new(&src, Bus::Virtio, "TUI-SRC"),
+        DiskSpec::new(&dst, Bus::Nvme, "TUI-DST"),
+    ];
+    // tty0 last: /dev/console is the VGA console, the UI runs on tty1 as well as ttyS0.
+    let mut vm = Vm::boot("tui-vga", "console=tty0", disks).unwrap_or_else(|e| panic!("{e}"));
+    let r = vm.wait_ready(BOOT);
+    vm.check(r);
+    std::thread::sleep(Duration::from_secs(8));
+    dump(&vm, &t, "disks");
+    sendkey(&vm, &["ret"]);
+    dump(&vm, &t, "menu");
+    sendkey(&vm, &["1"]);
+    // vda (the virtio source) sorts after nvme0n1.
+    sendkey(&vm, &["down"]);
+    dump(&vm, &t, "source");
+    sendkey(&vm, &["ret"]);
+    dump(&vm, &t, "target");
+    sendkey(&vm, &["ret", "n", "v"]);
+    dump(&vm, &t, "confirm");
+    sendkey(&vm, &["m", "e", "0", "n", "1", "ret"]);
+    std::thread::sleep(Duration::from_secs(3));
+    dump(&vm, &t, "progress");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut s = Screen::new();
+    while Instant::now() < deadline {
+        s.update(&vm);
+        if s.text().contains("Job finished") {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    dump(&vm, &t, "result");
+    sendkey(&vm, &["shift-slash"]);
+    dump(&vm, &t, "help");
+    vm.kill();
+}
