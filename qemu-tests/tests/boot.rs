@@ -1,7 +1,8 @@
 //! Booting the built artefacts: the interactive boot announces itself with LIFEBOAT-READY, an
-//! unattended command's failure is reported as such, and lifeboat.then=poweroff ends the VM.
-use lifeboat_qemu_tests::disks::{DiskBuilder, Fs, Part, Table};
-use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, TempDir, Vm, RESULT};
+//! unattended command's failure is reported as such, lifeboat.then=poweroff ends the VM, and a
+//! USB disk plugged in after boot is driven (uevent → usb-storage loaded) and listed.
+use lifeboat_qemu_tests::disks::{sha256, DiskBuilder, Fs, Part, Table};
+use lifeboat_qemu_tests::{qemu, run_param, Bus, DiskSpec, SerialMode, TempDir, Vm, VmSpec, RESULT};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -86,4 +87,71 @@ fn then_poweroff_ends_the_vm() {
             count_results(&vm)
         ));
     }
+}
+
+#[test]
+fn usb_disk_plugged_in_after_boot_is_listed() {
+    let t = TempDir::new("boot-hotplug").unwrap();
+    let hot = t.join("hot.img");
+    let built = DiskBuilder::new(48, Table::Mbr)
+        .part(Part::new(32, Fs::Vfat).label("HOTFAT"))
+        .build(&hot)
+        .unwrap();
+    let before = sha256(&hot).unwrap();
+    let a = lifeboat_qemu_tests::artefacts().unwrap_or_else(|e| panic!("{e}"));
+    let mut spec = VmSpec::new(&a.kernel, &a.initrd, SerialMode::Terminal);
+    // The command waits for the disk the test plugs in once the environment says it is waiting.
+    spec.append = qemu::default_append(&format!(
+        "{} lifeboat.wait=serial=LB-HOT-0001 lifeboat.wait_timeout=150",
+        run_param("list --json")
+    ));
+    spec.disks = one_disk(&t);
+    // An empty xHCI controller: no USB disk at boot, so usb-storage is not loaded by coldplug.
+    spec.extra = vec!["-device".into(), "qemu-xhci,id=xhci".into()];
+    let mut vm = Vm::start("boot-hotplug", spec).unwrap_or_else(|e| panic!("{e}"));
+    let waiting = vm.wait_marker("LIFEBOAT-WAITING ", BOOT);
+    let waiting = vm.check(waiting);
+    if waiting["selectors"] != serde_json::json!(["serial=LB-HOT-0001"]) {
+        vm.fail(&format!("LIFEBOAT-WAITING names the wrong disks: {waiting}"));
+    }
+    let img = qemu::escape_opt(&hot.to_string_lossy());
+    let r = vm.monitor(&format!("drive_add 0 if=none,id=hot0,format=raw,file={img}"));
+    let out = vm.check(r);
+    if out.contains("rror") {
+        vm.fail(&format!("drive_add failed: {out}"));
+    }
+    let r = vm.monitor("device_add usb-storage,drive=hot0,bus=xhci.0,serial=LB-HOT-0001,id=hotdisk");
+    let out = vm.check(r);
+    // The monitor echoes the command line (with readline redraws); errors start with "Error".
+    if out.contains("rror") {
+        vm.fail(&format!("device_add failed: {out}"));
+    }
+    let res = vm.wait_result(BOOT);
+    let res = vm.check(res);
+    if res["ok"] != Value::Bool(true) {
+        vm.fail(&format!("list --json failed after the hotplug: {res}"));
+    }
+    let devices = res["output"]["devices"].as_array().cloned().unwrap_or_default();
+    let Some(d) = devices.iter().find(|d| d["serial"] == "LB-HOT-0001") else {
+        vm.fail(&format!("the hot-plugged disk is not listed: {res}"));
+    };
+    if d["transport"] != "usb" || d["size_bytes"].as_u64() != Some(built.size_bytes) {
+        vm.fail(&format!("hot-plugged disk has the wrong transport or size: {d}"));
+    }
+    let parts = d["partitions"].as_array().cloned().unwrap_or_default();
+    if parts.len() != 1 || parts[0]["label"] != "HOTFAT" || parts[0]["fs_type"] != "vfat" {
+        vm.fail(&format!("hot-plugged disk's partition is wrong: {d}"));
+    }
+    if !devices.iter().any(|d| d["serial"] == "BOOT-VIRTIO") {
+        vm.fail(&format!("the boot-time disk vanished: {res}"));
+    }
+    let log = String::from_utf8_lossy(&vm.output()).into_owned();
+    let name = d["name"].as_str().unwrap_or("?");
+    if !log.contains(&format!("hotplug: disk {name} added")) {
+        vm.fail(&format!("no `hotplug: disk {name} added` line from the uevent listener"));
+    }
+    let exit = vm.wait_exit(Duration::from_secs(60));
+    vm.check(exit);
+    drop(vm);
+    assert_eq!(sha256(&hot).unwrap(), before, "listing must not write to the disk");
 }

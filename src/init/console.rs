@@ -153,10 +153,24 @@ pub fn set_log_to_consoles(on: bool) {
 }
 
 /// Writes `msg` to the kernel log (`/dev/kmsg`) at `level` (syslog: 3 err, 4 warning, 6 info).
+/// Kernel-log lines written before /dev was mounted, replayed once /dev/kmsg opens.
+static EARLY_KMSG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 pub fn kmsg(level: u8, msg: &str) {
-    if let Some(mut f) = open_wo("/dev/kmsg") {
-        for l in msg.lines() {
-            let _ = f.write_all(format!("<{level}>lifeboat: {l}").as_bytes());
+    let lines = msg.lines().map(|l| format!("<{level}>lifeboat: {l}"));
+    let mut early = EARLY_KMSG.lock().unwrap_or_else(|p| p.into_inner());
+    match open_wo("/dev/kmsg") {
+        Some(mut f) => {
+            for l in early.drain(..).chain(lines) {
+                let _ = f.write_all(l.as_bytes());
+            }
+        }
+        None => {
+            for l in lines {
+                if early.len() < 256 {
+                    early.push(l);
+                }
+            }
         }
     }
 }

@@ -102,6 +102,11 @@ impl ModIndex {
     pub fn match_alias(&self, modalias: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for (pat, m) in &self.aliases {
+            // Cheap rejection on the literal head of the pattern before the full glob match.
+            let head = &pat[..pat.find(['*', '?', '[']).unwrap_or(pat.len())];
+            if !modalias.starts_with(head) {
+                continue;
+            }
             if glob_match(pat, modalias) && !out.contains(m) {
                 out.push(m.clone());
             }
@@ -245,7 +250,13 @@ impl Loader {
         let f = std::fs::File::open(&path).map_err(|e| Error::io("open the module", &path, e))?;
         let params = self.params.get(name).cloned().unwrap_or_default();
         let params = CString::new(params).unwrap_or_default();
-        match nix::kmod::finit_module(&f, &params, nix::kmod::ModuleInitFlags::empty()) {
+        let t = std::time::Instant::now();
+        let r = nix::kmod::finit_module(&f, &params, nix::kmod::ModuleInitFlags::empty());
+        super::console::kmsg(
+            7,
+            &format!("module {name}: {r:?} in {} ms", t.elapsed().as_millis()),
+        );
+        match r {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {
                 self.loaded
                     .lock()
@@ -419,11 +430,19 @@ pub fn coldplug(loader: &Loader, sys_devices: &Path, max_passes: usize) -> Vec<S
         if new.is_empty() {
             break;
         }
+        let before = loaded.len();
         for a in new {
             loaded.extend(loader.load_for_alias(&a));
             seen.insert(a);
         }
+        // Devices that appear later are announced by uevents (the listener runs before the
+        // first pass); another pass is only a safety net after a pass that loaded something.
+        if loaded.len() == before {
+            break;
+        }
     }
+    let mut dedup = HashSet::new();
+    loaded.retain(|m| dedup.insert(m.clone()));
     loaded
 }
 

@@ -76,7 +76,12 @@ pub fn supervise(con: Console, size: Option<(u16, u16)>) -> ! {
             Err(_) => format!("ui supervisor on {} panicked", con.dev),
         };
         backoff = next_backoff(backoff, started.elapsed());
-        console::kmsg(4, &format!("{msg}; restarting in {} s", backoff.as_secs()));
+        let note = format!("{msg}; restarting in {} s", backoff.as_secs());
+        console::kmsg(4, &note);
+        // Say it on the console itself too: the technician looking at it must know what happens.
+        if let Ok(mut tty) = open_tty(&con.dev) {
+            let _ = tty.write_all(format!("\r\nlifeboat: {note}\r\n").as_bytes());
+        }
         std::thread::sleep(backoff);
     }
 }
