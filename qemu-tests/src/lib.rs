@@ -8,7 +8,7 @@ pub mod tmp;
 pub mod vm;
 
 pub use blkdebug::Faults;
-pub use qemu::{Bus, DiskSpec, SerialMode, VmSpec};
+pub use qemu::{Bus, DiskSpec, Firmware, SerialMode, VmSpec};
 pub use tmp::TempDir;
 pub use vm::{Vm, READY, RESULT};
 

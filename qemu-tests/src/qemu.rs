@@ -60,6 +60,8 @@ pub struct DiskSpec {
     pub removable: bool,
     /// A blkdebug config file (see `blkdebug`): the disk then fails the reads it describes.
     pub blkdebug: Option<PathBuf>,
+    /// Firmware boot order (`bootindex=`): set it on the disk a firmware boot starts from.
+    pub bootindex: Option<u32>,
 }
 
 impl DiskSpec {
@@ -74,6 +76,7 @@ impl DiskSpec {
             read_only: false,
             removable: false,
             blkdebug: None,
+            bootindex: None,
         }
     }
     pub fn model(mut self, m: &str) -> Self {
@@ -96,6 +99,11 @@ impl DiskSpec {
     }
     pub fn blkdebug(mut self, config: impl Into<PathBuf>) -> Self {
         self.blkdebug = Some(config.into());
+        self
+    }
+    /// The firmware boots from this disk first (lowest index first).
+    pub fn bootindex(mut self, n: u32) -> Self {
+        self.bootindex = Some(n);
         self
     }
     /// The model string the guest should report for this disk.
@@ -334,6 +342,9 @@ pub fn device_arg(n: usize, sata_port: usize, d: &DiskSpec) -> String {
     }
     if d.removable {
         v.push_str(",removable=on");
+    }
+    if let Some(n) = d.bootindex {
+        v.push_str(&format!(",bootindex={n}"));
     }
     v
 }
@@ -616,5 +627,112 @@ mod tests {
             shell_line("qemu", &[s("-append"), s("a b"), s("x,y")]),
             "qemu -append 'a b' x,y"
         );
+    }
+}
+
+/// Boot firmware for a VM without direct kernel boot (`VmSpec::kernel` = None).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// QEMU's default SeaBIOS (legacy BIOS): no arguments.
+    Bios,
+    /// OVMF (UEFI) with a writable copy of its variable store at `vars`.
+    Uefi { vars: PathBuf },
+    /// OVMF's Secure Boot build with Microsoft's keys enrolled (`OVMF_VARS_4M.ms.fd` copied to
+    /// `vars`), SMM on and the flash secured: only signed boot loaders start.
+    SecureBoot { vars: PathBuf },
+}
+
+/// Debian's OVMF files.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+
+impl Firmware {
+    /// UEFI with a fresh variable store copied into `dir`.
+    pub fn uefi(dir: &Path) -> std::io::Result<Firmware> {
+        let vars = dir.join("OVMF_VARS.fd");
+        std::fs::copy(OVMF_VARS, &vars)?;
+        Ok(Firmware::Uefi { vars })
+    }
+    /// Secure Boot UEFI with the Microsoft keys, variable store copied into `dir`.
+    pub fn secure_boot(dir: &Path) -> std::io::Result<Firmware> {
+        let vars = dir.join("OVMF_VARS.ms.fd");
+        std::fs::copy(OVMF_VARS_MS, &vars)?;
+        Ok(Firmware::SecureBoot { vars })
+    }
+}
+
+/// The QEMU arguments for a firmware (add them to `VmSpec::extra`).
+pub fn firmware_args(fw: &Firmware) -> Vec<String> {
+    let pflash = |code: &str, vars: &Path| {
+        vec![
+            s("-drive"),
+            format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                escape_opt(code)
+            ),
+            s("-drive"),
+            format!("if=pflash,format=raw,unit=1,file={}", path_opt(vars)),
+        ]
+    };
+    match fw {
+        Firmware::Bios => Vec::new(),
+        Firmware::Uefi { vars } => pflash(OVMF_CODE, vars),
+        Firmware::SecureBoot { vars } => {
+            let mut v = vec![
+                s("-machine"),
+                s("smm=on"),
+                s("-global"),
+                s("driver=cfi.pflash01,property=secure,value=on"),
+            ];
+            v.extend(pflash(OVMF_CODE_SECBOOT, vars));
+            v
+        }
+    }
+}
+
+/// A CD-ROM drive (ide-cd on q35's built-in AHCI port 5) holding `iso`, booted first.
+pub fn cdrom_args(iso: &Path, serial: &str) -> Vec<String> {
+    vec![
+        s("-drive"),
+        format!(
+            "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file={}",
+            path_opt(iso)
+        ),
+        s("-device"),
+        format!(
+            "ide-cd,drive=cd0,bus=ide.5,serial={},bootindex=0",
+            escape_opt(serial)
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod firmware_tests {
+    use super::*;
+
+    #[test]
+    fn firmware_and_cdrom_arguments() {
+        assert!(firmware_args(&Firmware::Bios).is_empty());
+        let u = firmware_args(&Firmware::Uefi {
+            vars: PathBuf::from("/t/v,1.fd"),
+        });
+        assert_eq!(
+            u[1],
+            format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")
+        );
+        assert_eq!(u[3], "if=pflash,format=raw,unit=1,file=/t/v,,1.fd");
+        let sb = firmware_args(&Firmware::SecureBoot {
+            vars: PathBuf::from("/t/v.fd"),
+        });
+        assert!(sb.contains(&"smm=on".to_string()));
+        assert!(sb.contains(&"driver=cfi.pflash01,property=secure,value=on".to_string()));
+        assert!(sb.iter().any(|a| a.contains(OVMF_CODE_SECBOOT)));
+        let cd = cdrom_args(Path::new("/t/l.iso"), "CD1");
+        assert!(cd[1].contains("media=cdrom") && cd[1].ends_with("file=/t/l.iso"));
+        assert_eq!(cd[3], "ide-cd,drive=cd0,bus=ide.5,serial=CD1,bootindex=0");
+        let d = DiskSpec::new("/t/s.img", Bus::Usb, "STICK").bootindex(0);
+        assert!(device_arg(0, 0, &d).ends_with(",serial=STICK,bootindex=0"));
     }
 }

@@ -158,6 +158,23 @@ impl Vm {
         Vm::start(name, spec)
     }
 
+    /// Boots through a firmware (no direct kernel boot): the firmware finds a boot loader on
+    /// `disks` (the one with the lowest `bootindex`) or on the devices `extra` adds (a CD).
+    pub fn boot_firmware(
+        name: &str,
+        fw: &qemu::Firmware,
+        disks: Vec<qemu::DiskSpec>,
+        extra: Vec<String>,
+    ) -> Result<Vm, String> {
+        let mut spec = VmSpec::new(Path::new(""), Path::new(""), SerialMode::Terminal);
+        spec.kernel = None;
+        spec.initrd = None;
+        spec.disks = disks;
+        spec.extra = qemu::firmware_args(fw);
+        spec.extra.extend(extra);
+        Vm::start(name, spec)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -6,7 +6,7 @@
 //! `vga_screendumps` (ignored; run it with `--ignored`) drives the VGA console with the QEMU
 //! monitor's `sendkey` and saves `screendump`s of the main screens into docs/screens/.
 use lifeboat_qemu_tests::disks::{sha256, DiskBuilder, Fs, Part, Table};
-use lifeboat_qemu_tests::{Bus, DiskSpec, TempDir, Vm};
+use lifeboat_qemu_tests::{Bus, DiskSpec, Faults, TempDir, Vm};
 use std::time::{Duration, Instant};
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -283,7 +283,11 @@ fn dump(vm: &Vm, t: &TempDir, name: &str) {
         .is_ok_and(|s| s.success())
         || std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("pnmtopng '{}' > '{}'", ppm.display(), png.display()))
+            .arg(format!(
+                "pnmtopng '{}' > '{}'",
+                ppm.display(),
+                png.display()
+            ))
             .status()
             .is_ok_and(|s| s.success());
     if !converted {
@@ -296,8 +300,15 @@ fn dump(vm: &Vm, t: &TempDir, name: &str) {
 fn vga_screendumps() {
     let t = TempDir::new("tui-vga").unwrap();
     let (src, dst) = build_disks(&t);
+    // Bad areas on the source, so the progress and result screens show them.
+    let faults = Faults::new()
+        .bad_bytes(9 << 20, 4096)
+        .bad_bytes(30 << 20, 192 << 10)
+        .bad_bytes(50 << 20, 512);
+    let cfg = t.join("blkdebug.conf");
+    faults.write(&cfg).unwrap();
     let disks = vec![
-        DiskSpec::new(&src, Bus::Virtio, "TUI-SRC"),
+        DiskSpec::new(&src, Bus::Virtio, "TUI-SRC").blkdebug(&cfg),
         DiskSpec::new(&dst, Bus::Nvme, "TUI-DST"),
     ];
     // tty0 last: /dev/console is the VGA console, the UI runs on tty1 as well as ttyS0.
@@ -317,7 +328,8 @@ fn vga_screendumps() {
     sendkey(&vm, &["ret", "n", "v"]);
     dump(&vm, &t, "confirm");
     sendkey(&vm, &["m", "e", "0", "n", "1", "ret"]);
-    std::thread::sleep(Duration::from_secs(3));
+    // Mid-job: the first pass is done and the bad areas are being trimmed and scraped.
+    std::thread::sleep(Duration::from_secs(7));
     dump(&vm, &t, "progress");
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut s = Screen::new();

@@ -129,6 +129,8 @@ pub fn scan_system() -> Result<Vec<Disk>> {
                 .collect();
         }
     }
+    // The disk Lifeboat booted from (its id is on the kernel command line).
+    crate::bootmedia::mark(&mut disks);
     Ok(disks)
 }
 

@@ -301,7 +301,7 @@ fn result_screens() {
         exit_code: 0,
         cancelled: false,
         report: Some(
-            serde_json::json!({"ok": true, "copied_bytes": 500u64 << 30, "bad_ranges": [], "verified": true}),
+            serde_json::json!({"ok": true, "bytes_copied": 500u64 << 30, "size_bytes": 500u64 << 30, "bad_ranges": [], "verified": true, "partition_table": "gpt", "partition_table_fixed": true}),
         ),
         error: None,
         elapsed_secs: 3725,
@@ -316,7 +316,7 @@ fn result_screens() {
         exit_code: 3,
         cancelled: false,
         report: Some(
-            serde_json::json!({"ok": true, "copied_bytes": 500u64 << 30, "bad_ranges": ranges, "verified": true}),
+            serde_json::json!({"ok": true, "bytes_copied": (500u64 << 30) - 81920, "size_bytes": 500u64 << 30, "logical_block_size": 4096, "bad_ranges": ranges, "verified": true, "notes": ["the source had 20 unreadable ranges"]}),
         ),
         error: None,
         elapsed_secs: 9000,

@@ -264,6 +264,9 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
         })
         .unwrap_or_default();
     let lost: u64 = ranges.iter().map(|r| r.1).sum();
+    let sector = get_u64(rep, &["logical_block_size"])
+        .filter(|&n| n > 0)
+        .unwrap_or(512);
     if ranges.is_empty() {
         if rep.get("bad_ranges").is_some() {
             v.push(Line::from(vec![
@@ -285,7 +288,7 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
                     .add_modifier(Modifier::BOLD),
             ),
         ]));
-        let room = max.saturating_sub(v.len() + 4).max(1);
+        let room = max.saturating_sub(v.len() + 7).max(1);
         for (i, (s, n)) in ranges.iter().enumerate() {
             if i + 1 == room && ranges.len() > room {
                 v.push(Line::raw(format!(
@@ -299,8 +302,8 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
                     "  bytes {s}-{} ({}, sectors {}-{})",
                     (s + n).saturating_sub(1),
                     fmt_bytes(*n),
-                    s / 512,
-                    (s + n).div_ceil(512).saturating_sub(1)
+                    s / sector,
+                    (s + n).div_ceil(sector).saturating_sub(1)
                 ),
                 width,
             )));
@@ -331,6 +334,68 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
             Span::styled("Verified  ", l),
             Span::styled(text, Style::new().fg(c)),
         ]));
+    }
+    if let Some(n) = rep
+        .get("verify_mismatches")
+        .and_then(|m| m.as_array())
+        .filter(|m| !m.is_empty())
+    {
+        v.push(Line::from(vec![
+            Span::styled("Mismatch  ", l),
+            Span::styled(
+                format!("{} range(s) of the target differ from the source", n.len()),
+                Style::new().fg(Color::LightRed),
+            ),
+        ]));
+    }
+    if let Some(p) = rep
+        .get("problems")
+        .and_then(|m| m.as_array())
+        .filter(|m| !m.is_empty())
+    {
+        for x in p.iter().take(3) {
+            let t = x
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| x.to_string());
+            v.push(Line::from(vec![
+                Span::styled("Problem   ", l),
+                Span::styled(
+                    cut(&t, width.saturating_sub(10)),
+                    Style::new().fg(Color::LightRed),
+                ),
+            ]));
+        }
+    }
+    if rep.get("partition_table_fixed").and_then(|x| x.as_bool()) == Some(true) {
+        let t = rep
+            .get("partition_table")
+            .and_then(|x| x.as_str())
+            .unwrap_or("table");
+        v.push(Line::from(vec![
+            Span::styled("Table     ", l),
+            Span::raw(format!("{t}, fixed for the target's size")),
+        ]));
+    }
+    if let Some(b) = get_u64(rep, &["image_bytes"]) {
+        v.push(Line::from(vec![
+            Span::styled("Image size", l),
+            Span::raw(format!(" {}", fmt_bytes(b))),
+        ]));
+    }
+    for n in rep
+        .get("notes")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+        .take(2)
+    {
+        if let Some(t) = n.as_str() {
+            v.push(Line::from(vec![
+                Span::styled("Note      ", l),
+                Span::raw(cut(t, width.saturating_sub(10))),
+            ]));
+        }
     }
     if let Some(img) = j
         .spec
