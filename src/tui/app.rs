@@ -156,6 +156,8 @@ pub enum Event {
     Key(Key),
     /// A fresh inventory (or why scanning failed).
     Disks(Result<Vec<Disk>, String>),
+    /// Why disks are in use (kernel name -> reasons: swap, held by md/dm, mounted...).
+    InUse(std::collections::BTreeMap<String, Vec<String>>),
     /// The job directory changed.
     Job(Option<JobSnapshot>),
     /// Starting a job failed (the lock was taken, the runner could not start...).
@@ -174,6 +176,7 @@ pub enum Overlay {
 
 pub struct App {
     pub disks: Vec<Disk>,
+    pub in_use: std::collections::BTreeMap<String, Vec<String>>,
     pub scan_error: Option<String>,
     pub scanned: bool,
     pub screen: Screen,
@@ -204,6 +207,7 @@ impl App {
     pub fn new(under_init: bool, id_prefix: String, job_dir: String) -> Self {
         App {
             disks: vec![],
+            in_use: Default::default(),
             scan_error: None,
             scanned: false,
             screen: Screen::Disks,
@@ -263,6 +267,10 @@ impl App {
                         self.pick_sel = 0;
                     }
                 }
+                vec![]
+            }
+            Event::InUse(m) => {
+                self.in_use = m;
                 vec![]
             }
             Event::Disks(Err(e)) => {
@@ -524,7 +532,8 @@ impl App {
             .iter()
             .filter(|d| self.source.as_ref().is_none_or(|s| s.name != d.name))
             .map(|d| {
-                let mut why = safety::target_refusal(d, self.source.as_ref(), needed);
+                let in_use = self.in_use.get(&d.name).map(Vec::as_slice).unwrap_or(&[]);
+                let mut why = safety::target_refusal(d, self.source.as_ref(), needed, in_use);
                 if why.is_none() && image_disk.as_deref() == Some(d.name.as_str()) {
                     why = Some("it holds the image".into());
                 }
@@ -1152,6 +1161,19 @@ mod tests {
                 "/dev/sdc1:/lifeboat/full.lbi".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn in_use_disks_are_refused_targets() {
+        let mut a = app();
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("nvme0n1".to_string(), vec!["nvme0n1 is used as swap".to_string()]);
+        a.update(Event::InUse(m));
+        keys(&mut a, &[Key::Enter, Key::Enter, Key::Enter]);
+        let t = a.targets();
+        assert_eq!(t[0].1.as_deref(), Some("nvme0n1 is used as swap"));
+        keys(&mut a, &[Key::Home, Key::Enter]);
+        assert_eq!(a.screen, Screen::Target);
     }
 
     #[test]

@@ -5,7 +5,13 @@ use crate::jobs::fmt_bytes;
 
 /// Why `target` cannot receive a copy of something needing `needed_bytes` (None: allowed).
 /// `source` is the disk being copied (clone) or holding the image (restore), if any.
-pub fn target_refusal(target: &Disk, source: Option<&Disk>, needed_bytes: u64) -> Option<String> {
+/// `in_use` are the reasons [`crate::devices::in_use`] gave for the target (swap, holders...).
+pub fn target_refusal(
+    target: &Disk,
+    source: Option<&Disk>,
+    needed_bytes: u64,
+    in_use: &[String],
+) -> Option<String> {
     if let Some(s) = source {
         if s.name == target.name {
             return Some("it is the source".into());
@@ -30,6 +36,9 @@ pub fn target_refusal(target: &Disk, source: Option<&Disk>, needed_bytes: u64) -
     }
     if let Some(h) = target.holders.first() {
         return Some(format!("in use by {h}"));
+    }
+    if let Some(r) = in_use.first() {
+        return Some(r.clone());
     }
     if target.size_bytes < needed_bytes {
         return Some(format!("too small: needs {}", fmt_bytes(needed_bytes)));
@@ -59,31 +68,38 @@ mod tests {
             vec![part("sda1", 1 << 20, 40 << 20, "ext4", "DATA")],
         );
         let mut t = disk("sdb", 128 << 20, vec![]);
-        assert_eq!(target_refusal(&t, Some(&src), clone_needs(&src)), None);
+        assert_eq!(target_refusal(&t, Some(&src), clone_needs(&src), &[]), None);
         assert_eq!(
-            target_refusal(&src, Some(&src), 0).as_deref(),
+            target_refusal(&src, Some(&src), 0, &[]).as_deref(),
             Some("it is the source")
         );
         t.size_bytes = 16 << 20;
         assert_eq!(
-            target_refusal(&t, Some(&src), clone_needs(&src)).as_deref(),
+            target_refusal(&t, Some(&src), clone_needs(&src), &[]).as_deref(),
             Some("too small: needs 41.0 MiB")
         );
         t.size_bytes = 128 << 20;
         t.boot_media = true;
-        assert!(target_refusal(&t, Some(&src), 0)
+        assert!(target_refusal(&t, Some(&src), 0, &[])
             .unwrap()
             .contains("boot disk"));
         t.boot_media = false;
         t.partitions = vec![part("sdb1", 1 << 20, 8 << 20, "vfat", "USB")];
         t.partitions[0].mounted = vec!["/mnt".into()];
         assert_eq!(
-            target_refusal(&t, None, 0).as_deref(),
+            target_refusal(&t, None, 0, &[]).as_deref(),
             Some("sdb1 is mounted on /mnt")
         );
         t.partitions.clear();
+        let swap = vec!["sdb is used as swap".to_string()];
+        assert_eq!(
+            target_refusal(&t, None, 0, &swap).as_deref(),
+            Some("sdb is used as swap")
+        );
         t.read_only = true;
-        assert!(target_refusal(&t, None, 0).unwrap().contains("read-only"));
+        assert!(target_refusal(&t, None, 0, &[])
+            .unwrap()
+            .contains("read-only"));
     }
 
     #[test]

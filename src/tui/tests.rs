@@ -289,6 +289,14 @@ fn progress_screens() {
     a.update(Event::Job(Some(j)));
     let t = text(&render_buf(&a, 80, 24));
     assert!(t.contains("█XXX"), "{t}");
+    // An image job reports no map: the map shows the part read so far, front to back.
+    let mut j = job(true);
+    j.spec.kind = "image-create".into();
+    j.progress = Some(progress(250 << 30, 0, None));
+    keys(&mut a, &[Key::Char('n')]);
+    assert_eq!(a.overlay, Overlay::None, "any key but y keeps the job running");
+    a.update(Event::Job(Some(j)));
+    snapshot("progress_image_80x24", &a, 80, 24);
 }
 
 #[test]

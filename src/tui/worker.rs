@@ -21,9 +21,18 @@ pub fn spawn_disk_scanner(tx: Sender<Event>) {
                     disks
                 })
                 .map_err(|e| e.to_string());
-            if last.as_ref() != Some(&r) {
-                last = Some(r.clone());
-                if tx.send(Event::Disks(r)).is_err() {
+            let usage: std::collections::BTreeMap<String, Vec<String>> = r
+                .as_ref()
+                .map(|disks| {
+                    disks
+                        .iter()
+                        .map(|d| (d.name.clone(), crate::devices::in_use(&d.name)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if last.as_ref() != Some(&(r.clone(), usage.clone())) {
+                last = Some((r.clone(), usage.clone()));
+                if tx.send(Event::InUse(usage)).is_err() || tx.send(Event::Disks(r)).is_err() {
                     return;
                 }
             }

@@ -42,7 +42,7 @@ pub fn help(f: &mut Frame, app: &App) {
 }
 
 pub fn cancel_ask(f: &mut Frame) {
-    let area = centered(f.area(), 60, 7);
+    let area = centered(f.area(), 66, 7);
     let y = Style::new().fg(Color::Yellow);
     let v = vec![
         Line::styled("Cancel the running job?", y.add_modifier(Modifier::BOLD)),

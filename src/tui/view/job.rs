@@ -167,7 +167,12 @@ fn draw_map(f: &mut Frame, area: Rect, j: &JobSnapshot) {
     if w == 0 || h == 0 {
         return;
     }
-    let Some(map) = j.map() else {
+    // Jobs without a map of their own (images) read front to back: draw done / total.
+    let linear = j.progress.as_ref().filter(|p| p.total_bytes > 0).map(|p| {
+        let done = (p.done_bytes.min(p.total_bytes) as u128 * 256 / p.total_bytes as u128) as usize;
+        "+".repeat(done) + &".".repeat(256 - done)
+    });
+    let Some(map) = j.map().or(linear.as_deref()) else {
         let msg = if j.progress.is_some() {
             "(this job reports no map)"
         } else {
@@ -249,8 +254,13 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
         let t = total
             .map(|t| format!(" of {}", fmt_bytes(t)))
             .unwrap_or_default();
+        let what = if j.spec.kind == "clone" || j.spec.kind == "image-restore" {
+            "Copied    "
+        } else {
+            "Read      "
+        };
         v.push(Line::from(vec![
-            Span::styled("Copied    ", l),
+            Span::styled(what, l),
             Span::raw(format!("{}{t}", fmt_bytes(d))),
         ]));
     }
@@ -403,6 +413,7 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
         .iter()
         .position(|a| a == "create")
         .and_then(|i| j.spec.args.get(i + 2))
+        .filter(|_| rep.get("image").is_none())
     {
         v.push(Line::from(vec![
             Span::styled("Image     ", l),
@@ -432,7 +443,7 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
         .map(str::to_string)
         .or_else(|| r.error.clone())
         .or_else(|| {
-            if r.exit_code != exit::OK && r.report.is_none() {
+            if r.exit_code != exit::OK && r.report.is_none() && !r.cancelled {
                 j.log_tail.last().cloned()
             } else {
                 None
