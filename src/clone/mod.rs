@@ -46,13 +46,16 @@ pub fn run(a: CloneArgs) -> Result<i32> {
         cl.push(m.display().to_string());
     }
     job.command_line = cl.join(" ");
+    // Ctrl-C / SIGTERM cancel the job cleanly (target synced, map saved); a second one exits.
+    // Blocked before any thread exists so that every thread inherits the mask.
+    let cancel = Cancel::new();
+    watch_signals(&cancel);
     let plan = plan(&job)?;
     eprint!("{}", plan.describe());
     if !a.yes {
         confirm(&plan)?;
     }
     let sink = StderrSink::from_env();
-    let cancel = Cancel::new();
     let report = execute(plan, &job, &sink, &cancel)?;
     let mut last = crate::jobs::Progress::new("clone", "finished", report.size_bytes);
     last.done_bytes = report.size_bytes;
@@ -68,6 +71,27 @@ pub fn run(a: CloneArgs) -> Result<i32> {
         );
     }
     Ok(report.exit_code)
+}
+
+fn watch_signals(cancel: &Cancel) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if set.thread_block().is_err() {
+        return;
+    }
+    let c = cancel.clone();
+    let _ = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        while set.wait().is_ok() {
+            if c.is_cancelled() {
+                eprintln!("\nlifeboat: stopped");
+                std::process::exit(exit::CANCELLED);
+            }
+            eprintln!("\nlifeboat: cancelling (the target is synced and the map saved; press Ctrl-C again to stop at once)");
+            c.cancel();
+        }
+    });
 }
 
 fn confirm(plan: &Plan) -> Result<()> {
