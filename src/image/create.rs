@@ -614,6 +614,11 @@ fn write_loop(
     let mut prog = Progress::new("image-create", "imaging", header.disk_size);
     let mut meter = RateMeter::new(Duration::from_secs(10));
     let mut last_report = Instant::now();
+    // Coarse disk map for displays: '+' imaged, '-' has unreadable sectors, '.' not yet read.
+    const MAP_CELLS: u64 = 64;
+    let cells = MAP_CELLS.min(chunks.max(1));
+    let mut bad_cell = vec![false; cells as usize];
+    let cell_of = |i: u64| ((i * cells) / chunks.max(1)) as usize;
     while next < chunks {
         if cancel.is_cancelled() {
             return Err(Error::cancelled());
@@ -643,6 +648,9 @@ fn write_loop(
             }
             f.payload_bytes += d.stored as u64;
             let mut flags = 0;
+            if !d.bad.is_empty() {
+                bad_cell[cell_of(d.i).min(cells as usize - 1)] = true;
+            }
             for &(s, l) in &d.bad {
                 flags = FLAG_BAD;
                 f.bad_bytes += l;
@@ -685,6 +693,16 @@ fn write_loop(
             let (r, eta) = meter.update(last_report, prog.done_bytes, prog.total_bytes);
             prog.rate_bytes_per_sec = r;
             prog.eta_secs = eta;
+            let done_cells = cell_of(next);
+            prog.map = Some(
+                (0..cells as usize)
+                    .map(|c| match (c < done_cells, bad_cell[c]) {
+                        (_, true) => '-',
+                        (true, false) => '+',
+                        _ => '.',
+                    })
+                    .collect(),
+            );
             sink.progress(&prog);
         }
     }
