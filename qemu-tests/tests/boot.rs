@@ -155,3 +155,23 @@ fn usb_disk_plugged_in_after_boot_is_listed() {
     drop(vm);
     assert_eq!(sha256(&hot).unwrap(), before, "listing must not write to the disk");
 }
+
+#[test]
+fn power_button_powers_off_cleanly() {
+    let t = TempDir::new("boot-powerbutton").unwrap();
+    let mut vm =
+        Vm::boot("boot-powerbutton", "", one_disk(&t)).unwrap_or_else(|e| panic!("{e}"));
+    let ready = vm.wait_ready(BOOT);
+    vm.check(ready);
+    // The ACPI power button, as a person pressing it on a PC.
+    let r = vm.monitor("system_powerdown");
+    vm.check(r);
+    let exit = vm.wait_exit(Duration::from_secs(60));
+    vm.check(exit);
+    let log = String::from_utf8_lossy(&vm.output()).into_owned();
+    for want in ["power button pressed", "powering off"] {
+        if !log.contains(want) {
+            vm.fail(&format!("no `{want}` line before the VM ended"));
+        }
+    }
+}

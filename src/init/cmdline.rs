@@ -80,6 +80,8 @@ pub struct Params {
     pub loglevel: Option<u8>,
     /// `lifeboat.settle=SECS`: the longest PID 1 waits for disks to stop appearing (default 15).
     pub settle: Option<u64>,
+    /// `lifeboat.media=ID`: the boot medium's identity, written by scripts/build-usb.
+    pub media: Option<String>,
     /// Problems found while parsing (unknown `lifeboat.*` keys, bad values), for the log.
     pub warnings: Vec<String>,
 }
@@ -128,6 +130,8 @@ impl Params {
                         .push(format!("lifeboat.settle={v:?} is not seconds; ignored")),
                 },
                 "loglevel" => p.loglevel = v.parse().ok(),
+                // Read by crate::bootmedia (which disk Lifeboat booted from).
+                "lifeboat.media" => p.media = Some(v).filter(|s| !s.is_empty()),
                 k if k.starts_with("lifeboat.") => {
                     p.warnings.push(format!("unknown parameter {k}; ignored"))
                 }
@@ -236,13 +240,14 @@ mod tests {
     #[test]
     fn params() {
         let p = Params::parse(
-            "console=ttyS0 lifeboat.run=\"list --json\" lifeboat.then=stay lifeboat.console=120x40 loglevel=7 lifeboat.bogus=1 lifeboat.wait=\"serial=A sdb\"",
+            "console=ttyS0 lifeboat.run=\"list --json\" lifeboat.then=stay lifeboat.console=120x40 loglevel=7 lifeboat.bogus=1 lifeboat.media=ABCD-1234 lifeboat.wait=\"serial=A sdb\"",
         );
         assert_eq!(p.run.as_deref(), Some("list --json"));
         assert_eq!(p.then, Some(Then::Stay));
         assert_eq!(p.console, Some((120, 40)));
         assert_eq!(p.loglevel, Some(7));
         assert_eq!(p.wait, ["serial=A", "sdb"]);
+        assert_eq!(p.media.as_deref(), Some("ABCD-1234"));
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
         let d = Params::parse("lifeboat.run=\"\" lifeboat.then=explode lifeboat.console=0x5");
         assert_eq!(d.run, None);

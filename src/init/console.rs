@@ -140,6 +140,25 @@ pub fn write_all_consoles(bytes: &[u8]) {
     }
 }
 
+/// Waits (at most `timeout`) until everything written to the consoles has left the machine: a
+/// serial line transmits from a kernel buffer, and powering off first would lose the last lines.
+pub fn drain(timeout: std::time::Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || {
+            with_outputs(|files| {
+                for (_, f) in files.iter() {
+                    let _ = nix::sys::termios::tcdrain(f);
+                }
+            });
+            let _ = tx.send(());
+        });
+    if spawned.is_ok() {
+        let _ = rx.recv_timeout(timeout);
+    }
+}
+
 /// Prints one whole line on every console (markers such as `LIFEBOAT-RESULT`).
 pub fn announce(line: &str) {
     let mut s = line.trim_end_matches(['\r', '\n']).to_string();

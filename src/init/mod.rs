@@ -5,6 +5,7 @@ pub mod cmdline;
 pub mod console;
 pub mod modules;
 pub mod power;
+pub mod powerbutton;
 pub mod reaper;
 pub mod runner;
 pub mod steps;
@@ -147,8 +148,10 @@ fn main_body(started: Instant) {
         Some(args) => {
             unattended(&p, &args);
             match p.then_or_default() {
-                Then::PowerOff => power::shutdown(power::Action::PowerOff),
-                Then::Reboot => power::shutdown(power::Action::Reboot),
+                Then::PowerOff => {
+                    power::shutdown(power::Action::PowerOff, "lifeboat.then=poweroff")
+                }
+                Then::Reboot => power::shutdown(power::Action::Reboot, "lifeboat.then=reboot"),
                 Then::Stay => interactive(&p, started),
             }
         }

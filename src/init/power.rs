@@ -2,6 +2,7 @@
 //! and the shutdown sequence — stop every process, sync, unmount or remount read-only the
 //! filesystems Lifeboat mounted, sync again, then reboot(2).
 use super::console;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +45,7 @@ pub fn start_signal_thread() -> std::io::Result<()> {
                         SIGUSR2 | SIGPWR => Action::PowerOff,
                         _ => Action::Reboot,
                     };
-                    console::log(&format!("{sig} received"));
-                    shutdown(action);
+                    shutdown(action, &format!("{sig} received"));
                 }
                 _ => std::thread::sleep(Duration::from_millis(200)),
             }
@@ -86,12 +86,17 @@ fn block_mounts() -> Vec<String> {
     v
 }
 
-/// Stops everything and powers off or reboots. Never returns.
-pub fn shutdown(action: Action) -> ! {
+/// Set once a shutdown has begun: nothing is (re)started after that.
+pub static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Stops everything and powers off or reboots (`why` goes to the log). Never returns.
+pub fn shutdown(action: Action, why: &str) -> ! {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
     use nix::mount::{umount2, MntFlags, MsFlags};
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     console::set_log_to_consoles(true);
+    console::log(why);
     console::log(match action {
         Action::PowerOff => "powering off",
         Action::Reboot => "rebooting",
@@ -125,6 +130,7 @@ pub fn shutdown(action: Action) -> ! {
         Action::PowerOff => nix::sys::reboot::RebootMode::RB_POWER_OFF,
         Action::Reboot => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
     };
+    console::drain(Duration::from_secs(3));
     let e = nix::sys::reboot::reboot(mode);
     console::alert(&format!(
         "reboot(2) failed: {e:?}; it is safe to switch the machine off"

@@ -126,6 +126,11 @@ pub const STEPS: &[Step] = &[
         what: "wait until disks stop appearing",
         run: settle,
     },
+    Step {
+        name: "power-button",
+        what: "power off cleanly when the power button is pressed",
+        run: |_| super::powerbutton::start(),
+    },
 ];
 
 /// Runs every step; panics and errors are logged, never fatal.

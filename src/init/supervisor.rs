@@ -68,6 +68,11 @@ fn make_session(cmd: &mut Command) {
 pub fn supervise(con: Console, size: Option<(u16, u16)>) -> ! {
     let mut backoff = Duration::from_secs(1);
     loop {
+        if super::power::SHUTTING_DOWN.load(std::sync::atomic::Ordering::SeqCst) {
+            // The machine is going down: do not start a UI that would only be killed.
+            std::thread::sleep(Duration::from_secs(3600));
+            continue;
+        }
         let started = Instant::now();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_once(&con, size)));
         let msg = match r {
@@ -75,6 +80,9 @@ pub fn supervise(con: Console, size: Option<(u16, u16)>) -> ! {
             Ok(Err(e)) => format!("ui on {}: {e}", con.dev),
             Err(_) => format!("ui supervisor on {} panicked", con.dev),
         };
+        if super::power::SHUTTING_DOWN.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
+        }
         backoff = next_backoff(backoff, started.elapsed());
         let note = format!("{msg}; restarting in {} s", backoff.as_secs());
         console::kmsg(4, &note);
