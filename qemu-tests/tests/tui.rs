@@ -252,6 +252,128 @@ fn clone_through_the_serial_console() {
     );
 }
 
+/// Waits for the result screen and fails unless the job finished with nothing lost.
+fn expect_finished(vm: &mut Vm, s: &mut Screen, what: &str) {
+    let r = wait_screen(vm, s, "the result screen", Duration::from_secs(180), |s| {
+        s.text().contains("Job finished")
+    });
+    vm.check(r);
+    let text = s.text();
+    if !text.contains("FINISHED: everything was done") {
+        vm.fail(&format!("{what} did not finish cleanly:\n{text}"));
+    }
+}
+
+#[test]
+fn image_then_restore_through_the_serial_console() {
+    let t = TempDir::new("tui-image").unwrap();
+    let (src, rst) = build_disks(&t);
+    let bak = t.join("bak.img");
+    DiskBuilder::new(128, Table::Gpt)
+        .part(Part::new(120, Fs::Ext4).label("BACKUPS"))
+        .build(&bak)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let src_sha = sha256(&src).unwrap();
+    let disks = vec![
+        DiskSpec::new(&src, Bus::Virtio, "TUI-SRC"),
+        DiskSpec::new(&bak, Bus::Nvme, "TUI-BAK"),
+        DiskSpec::new(&rst, Bus::Nvme, "TUI-RST"),
+    ];
+    let mut vm =
+        Vm::boot("tui-image", "lifeboat.console=80x24", disks).unwrap_or_else(|e| panic!("{e}"));
+    let r = vm.wait_ready(BOOT);
+    vm.check(r);
+    let mut s = Screen::new();
+    let r = wait_screen(&vm, &mut s, "three disks", Duration::from_secs(60), |s| {
+        let t = s.text();
+        t.contains("Disks (3)") && t.contains("TUI-BAK") && t.contains("TUI-RST")
+    });
+    vm.check(r);
+
+    // 2: a full image of the source onto the BACKUPS partition.
+    press(&mut vm, b"\r");
+    press(&mut vm, b"2");
+    let r = wait_text(
+        &vm,
+        &mut s,
+        "SOURCE, the disk to back up",
+        Duration::from_secs(20),
+    );
+    vm.check(r);
+    select_row(&mut vm, &mut s, "TUI-SRC");
+    press(&mut vm, b"\r");
+    let r = wait_text(
+        &vm,
+        &mut s,
+        "where to write the image",
+        Duration::from_secs(20),
+    );
+    vm.check(r);
+    select_row(&mut vm, &mut s, "BACKUPS");
+    press(&mut vm, b"\r");
+    let r = wait_text(
+        &vm,
+        &mut s,
+        "/lifeboat/TUI-SRC.lbi_",
+        Duration::from_secs(20),
+    );
+    vm.check(r);
+    press(&mut vm, b"\r");
+    let r = wait_text(&vm, &mut s, "Nothing is erased", Duration::from_secs(20));
+    vm.check(r);
+    press(&mut vm, b"\r");
+    expect_finished(&mut vm, &mut s, "the image");
+
+    // 4: restore it onto the blank disk; the disk holding the image is refused as a target.
+    press(&mut vm, b"n");
+    press(&mut vm, b"4");
+    let r = wait_text(&vm, &mut s, "where the image is", Duration::from_secs(20));
+    vm.check(r);
+    select_row(&mut vm, &mut s, "BACKUPS");
+    press(&mut vm, b"\r");
+    press(&mut vm, b"TUI-SRC.lbi\r");
+    let r = wait_text(
+        &vm,
+        &mut s,
+        "TARGET, the disk to ERASE",
+        Duration::from_secs(20),
+    );
+    vm.check(r);
+    if !s
+        .rows()
+        .iter()
+        .any(|r| r.contains("TUI-BAK") && r.contains("holds the image"))
+    {
+        vm.fail(&format!(
+            "the image's disk must be refused as a target:\n{}",
+            s.text()
+        ));
+    }
+    select_row(&mut vm, &mut s, "TUI-RST");
+    press(&mut vm, b"\r");
+    let r = wait_text(&vm, &mut s, "type its name", Duration::from_secs(20));
+    vm.check(r);
+    let text = s.text();
+    let name = text
+        .split("type its name ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or("")
+        .to_string();
+    press(&mut vm, name.as_bytes());
+    press(&mut vm, b"\r");
+    expect_finished(&mut vm, &mut s, "the restore");
+    press(&mut vm, b"p");
+    let r = vm.wait_exit(Duration::from_secs(60));
+    vm.check(r);
+    assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
+    assert_eq!(
+        sha256(&rst).unwrap(),
+        src_sha,
+        "the restored disk differs from the source"
+    );
+}
+
 /// Sends a key to the VGA console's keyboard (QEMU `sendkey` names).
 fn sendkey(vm: &Vm, keys: &[&str]) {
     for k in keys {

@@ -885,7 +885,9 @@ impl App {
 /// The engine's IMAGE argument: `PARTITION:/path`, or the path itself on a host.
 pub fn image_arg(place: &Place, path: &str) -> String {
     match &place.part {
-        Some(p) => format!("{}:{}", p.path.display(), path),
+        // The kernel name, not /dev/NAME: a PARTITION selector must not start with '/', which the
+        // image engine takes as a plain path.
+        Some(p) => format!("{}:{}", p.name, path),
         None => path.to_string(),
     }
 }
@@ -1087,7 +1089,7 @@ mod tests {
         typed(&mut a, "pc.lbi");
         keys(&mut a, &[Key::Enter]);
         assert_eq!(a.screen, Screen::Target);
-        assert_eq!(a.image.as_deref(), Some("/dev/sdc1:/lifeboat/pc.lbi"));
+        assert_eq!(a.image.as_deref(), Some("sdc1:/lifeboat/pc.lbi"));
         let t = a.targets();
         let sdc = t.iter().find(|(d, _)| d.name == "sdc").unwrap();
         assert_eq!(sdc.1.as_deref(), Some("it holds the image"));
@@ -1103,7 +1105,7 @@ mod tests {
             [
                 "image",
                 "restore",
-                "/dev/sdc1:/lifeboat/pc.lbi",
+                "sdc1:/lifeboat/pc.lbi",
                 "/dev/sda",
                 "--yes",
                 "--json"
@@ -1132,7 +1134,7 @@ mod tests {
                 "image",
                 "create",
                 "/dev/sda",
-                "/dev/sdc1:/lifeboat/WD-WCC2EAK80291.lbi",
+                "sdc1:/lifeboat/WD-WCC2EAK80291.lbi",
                 "--json"
             ]
         );
@@ -1158,7 +1160,7 @@ mod tests {
             spec.args[4..6],
             [
                 "--parent".to_string(),
-                "/dev/sdc1:/lifeboat/full.lbi".to_string()
+                "sdc1:/lifeboat/full.lbi".to_string()
             ]
         );
     }
@@ -1167,7 +1169,10 @@ mod tests {
     fn in_use_disks_are_refused_targets() {
         let mut a = app();
         let mut m = std::collections::BTreeMap::new();
-        m.insert("nvme0n1".to_string(), vec!["nvme0n1 is used as swap".to_string()]);
+        m.insert(
+            "nvme0n1".to_string(),
+            vec!["nvme0n1 is used as swap".to_string()],
+        );
         a.update(Event::InUse(m));
         keys(&mut a, &[Key::Enter, Key::Enter, Key::Enter]);
         let t = a.targets();

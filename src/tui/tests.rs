@@ -294,7 +294,11 @@ fn progress_screens() {
     j.spec.kind = "image-create".into();
     j.progress = Some(progress(250 << 30, 0, None));
     keys(&mut a, &[Key::Char('n')]);
-    assert_eq!(a.overlay, Overlay::None, "any key but y keeps the job running");
+    assert_eq!(
+        a.overlay,
+        Overlay::None,
+        "any key but y keeps the job running"
+    );
     a.update(Event::Job(Some(j)));
     snapshot("progress_image_80x24", &a, 80, 24);
 }

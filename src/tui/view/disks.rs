@@ -294,8 +294,15 @@ pub fn draw_target(f: &mut Frame, area: Rect, app: &App) {
         .map(|(d, why)| match why {
             None => ListItem::new(disk_row(d, w)),
             Some(r) => {
-                let row = disk_row(d, 38);
-                ListItem::new(cut(&format!("{row:<38} refused: {r}"), w))
+                // Name, size and serial identify it; the reason gets the rest of the row.
+                let id = d.serial.clone().unwrap_or_else(|| model_or_file(d));
+                let row = format!(
+                    "{:<8} {:>10}  {:<20}",
+                    d.name,
+                    fmt_bytes(d.size_bytes),
+                    cut(&id, 20)
+                );
+                ListItem::new(cut(&format!("{row} refused: {r}"), w))
                     .style(Style::new().fg(Color::DarkGray))
             }
         })
