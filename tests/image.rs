@@ -751,3 +751,41 @@ fn nix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+#[test]
+fn cancelled_create_leaves_only_a_marked_partial_file() {
+    let t = TempDir::new("cancel");
+    let disk = t.p("d.img");
+    sh(&format!("seq 1 3000000 | head -c 16777216 > {}", s(&disk)));
+    let src = lifeboat::io::Device::open(&disk, lifeboat::io::Access::Read).unwrap();
+    let img = t.p("c.lbi");
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let e = create(
+        &src,
+        &SourceIdentity::default(),
+        &img,
+        &CreateOptions::default(),
+        &NoProgress,
+        &cancel,
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.kind, lifeboat::ErrorKind::Cancelled);
+    assert!(
+        !img.exists(),
+        "a cancelled create must not leave a complete-looking image"
+    );
+    assert!(t.p("c.lbi.partial").exists());
+    let o = lb(&["image", "info", s(&img), "--json"]);
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(json_of(&o)["complete"], false);
+    let o = lb(&["image", "verify", s(&t.p("c.lbi.partial"))]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("incomplete"));
+}
