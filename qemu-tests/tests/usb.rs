@@ -118,6 +118,19 @@ fn secure_boot_usb_stick_boots_to_ready() {
     if !out.contains("Secure boot enabled") {
         vm.fail("the kernel did not report Secure Boot enabled: not a Secure Boot boot");
     }
+    // Lockdown refuses unsigned modules; the stick was found, so usb-storage & co. loaded, and
+    // no module may have been turned away.
+    for bad in [
+        "Loading of unsigned module",
+        "module verification failed",
+        "Key was rejected",
+    ] {
+        if out.contains(bad) {
+            vm.fail(&format!(
+                "a module was refused under Secure Boot lockdown: {bad}"
+            ));
+        }
+    }
 }
 
 /// The one user-editable file works: parameters put in /lifeboat.cfg reach the kernel (here an

@@ -159,6 +159,14 @@ fn main_body(started: Instant) {
     }
 }
 
+/// Whether this process is the environment's PID 1: process id 1, unless it was started by the
+/// name `lifeboat` (a container whose first process is `lifeboat list` wants the CLI). The kernel
+/// starts the initramfs's `/init`; children of PID 1 have other process ids.
+pub fn is_pid1(pid: u32, argv0: &std::ffi::OsStr) -> bool {
+    let base = std::path::Path::new(argv0).file_name().unwrap_or_default();
+    pid == 1 && base != "lifeboat"
+}
+
 /// PID 1's entry point. Never returns.
 pub fn pid1_main() -> ! {
     let started = Instant::now();
@@ -180,6 +188,17 @@ pub fn pid1_main() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pid1_decision() {
+        use std::ffi::OsStr;
+        assert!(is_pid1(1, OsStr::new("/init")));
+        assert!(is_pid1(1, OsStr::new("")));
+        assert!(!is_pid1(1, OsStr::new("lifeboat")));
+        assert!(!is_pid1(1, OsStr::new("/usr/bin/lifeboat")));
+        assert!(!is_pid1(2, OsStr::new("/init")));
+        assert!(!is_pid1(4242, OsStr::new("lifeboat")));
+    }
 
     #[test]
     fn ready_has_the_contract_fields() {

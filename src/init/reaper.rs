@@ -46,6 +46,7 @@ fn with_reg<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
 /// Spawns `cmd` and registers the child so its exit status is kept for [`wait`]. The registry
 /// lock is held across the spawn: the reaper cannot file the status as an orphan's.
 pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    clean_signal_mask(cmd);
     let mut g = REG.lock().unwrap_or_else(|p| p.into_inner());
     let reg = g.get_or_insert_with(Registry::default);
     // std's spawn may `wait` for a child whose exec failed and asserts on the result; the
@@ -60,6 +61,25 @@ pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
         Err(_) => Err(std::io::Error::other(
             "spawning the child panicked (exec failed)",
         )),
+    }
+}
+
+/// PID 1 blocks its power signals (a thread takes them with sigwait) and a blocked mask is
+/// inherited across exec: without this, the command and the UI could not be stopped with
+/// SIGTERM or cancelled with SIGINT.
+fn clean_signal_mask(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec; sigemptyset and sigprocmask are
+    // async-signal-safe and only touch the local `set`.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
@@ -135,6 +155,27 @@ mod tests {
         assert_eq!(Exit::Code(3).code(), 3);
         assert_eq!(Exit::Signal(9).code(), 137);
         assert!(Exit::Signal(9).describe().contains("signal 9"));
+    }
+
+    #[test]
+    fn children_start_with_no_blocked_signals() {
+        // Like PID 1: power signals blocked in the spawning thread.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = nix::sys::signal::SigSet::empty();
+            s.add(nix::sys::signal::Signal::SIGTERM);
+            s.add(nix::sys::signal::Signal::SIGINT);
+            s.thread_block().unwrap();
+            let mut cmd = Command::new("grep");
+            cmd.args(["SigBlk", "/proc/self/status"])
+                .stdout(std::process::Stdio::piped());
+            // No reaper thread runs in the tests, so std's own wait works here.
+            let out = spawn(&mut cmd).unwrap().wait_with_output().unwrap();
+            tx.send(String::from_utf8_lossy(&out.stdout).into_owned())
+                .unwrap();
+        });
+        let line = rx.recv().unwrap();
+        assert_eq!(line.trim(), "SigBlk:\t0000000000000000", "{line:?}");
     }
 
     #[test]
