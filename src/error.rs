@@ -72,7 +72,13 @@ impl fmt::Display for Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, msg: impl Into<String>) -> Self {
-        Error { kind, msg: msg.into(), path: None, offset: None, source: None }
+        Error {
+            kind,
+            msg: msg.into(),
+            path: None,
+            offset: None,
+            source: None,
+        }
     }
     /// An I/O failure of `op` ("open", "read", "write", "fsync"...) on `path`.
     pub fn io(op: &str, path: impl AsRef<Path>, source: io::Error) -> Self {
@@ -146,7 +152,8 @@ mod tests {
 
     #[test]
     fn display_carries_context() {
-        let e = Error::io("read", "/dev/sda", io::Error::from_raw_os_error(libc::EIO)).at_offset(4096);
+        let e =
+            Error::io("read", "/dev/sda", io::Error::from_raw_os_error(libc::EIO)).at_offset(4096);
         let s = e.to_string();
         assert!(s.contains("cannot read"), "{s}");
         assert!(s.contains("/dev/sda at byte 4096"), "{s}");

@@ -16,4 +16,9 @@ pub mod tui;
 pub use error::{Error, ErrorKind, Result};
 
 /// Version string: crate version plus the git revision it was built from.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LIFEBOAT_GIT_REV"), ")");
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("LIFEBOAT_GIT_REV"),
+    ")"
+);

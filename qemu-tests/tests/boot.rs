@@ -2,7 +2,9 @@
 //! unattended command's failure is reported as such, lifeboat.then=poweroff ends the VM, and a
 //! USB disk plugged in after boot is driven (uevent → usb-storage loaded) and listed.
 use lifeboat_qemu_tests::disks::{sha256, DiskBuilder, Fs, Part, Table};
-use lifeboat_qemu_tests::{qemu, run_param, Bus, DiskSpec, SerialMode, TempDir, Vm, VmSpec, RESULT};
+use lifeboat_qemu_tests::{
+    qemu, run_param, Bus, DiskSpec, SerialMode, TempDir, Vm, VmSpec, RESULT,
+};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -112,15 +114,20 @@ fn usb_disk_plugged_in_after_boot_is_listed() {
     let waiting = vm.wait_marker("LIFEBOAT-WAITING ", BOOT);
     let waiting = vm.check(waiting);
     if waiting["selectors"] != serde_json::json!(["serial=LB-HOT-0001"]) {
-        vm.fail(&format!("LIFEBOAT-WAITING names the wrong disks: {waiting}"));
+        vm.fail(&format!(
+            "LIFEBOAT-WAITING names the wrong disks: {waiting}"
+        ));
     }
     let img = qemu::escape_opt(&hot.to_string_lossy());
-    let r = vm.monitor(&format!("drive_add 0 if=none,id=hot0,format=raw,file={img}"));
+    let r = vm.monitor(&format!(
+        "drive_add 0 if=none,id=hot0,format=raw,file={img}"
+    ));
     let out = vm.check(r);
     if out.contains("rror") {
         vm.fail(&format!("drive_add failed: {out}"));
     }
-    let r = vm.monitor("device_add usb-storage,drive=hot0,bus=xhci.0,serial=LB-HOT-0001,id=hotdisk");
+    let r =
+        vm.monitor("device_add usb-storage,drive=hot0,bus=xhci.0,serial=LB-HOT-0001,id=hotdisk");
     let out = vm.check(r);
     // The monitor echoes the command line (with readline redraws); errors start with "Error".
     if out.contains("rror") {
@@ -131,12 +138,17 @@ fn usb_disk_plugged_in_after_boot_is_listed() {
     if res["ok"] != Value::Bool(true) {
         vm.fail(&format!("list --json failed after the hotplug: {res}"));
     }
-    let devices = res["output"]["devices"].as_array().cloned().unwrap_or_default();
+    let devices = res["output"]["devices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let Some(d) = devices.iter().find(|d| d["serial"] == "LB-HOT-0001") else {
         vm.fail(&format!("the hot-plugged disk is not listed: {res}"));
     };
     if d["transport"] != "usb" || d["size_bytes"].as_u64() != Some(built.size_bytes) {
-        vm.fail(&format!("hot-plugged disk has the wrong transport or size: {d}"));
+        vm.fail(&format!(
+            "hot-plugged disk has the wrong transport or size: {d}"
+        ));
     }
     let parts = d["partitions"].as_array().cloned().unwrap_or_default();
     if parts.len() != 1 || parts[0]["label"] != "HOTFAT" || parts[0]["fs_type"] != "vfat" {
@@ -148,19 +160,24 @@ fn usb_disk_plugged_in_after_boot_is_listed() {
     let log = String::from_utf8_lossy(&vm.output()).into_owned();
     let name = d["name"].as_str().unwrap_or("?");
     if !log.contains(&format!("hotplug: disk {name} added")) {
-        vm.fail(&format!("no `hotplug: disk {name} added` line from the uevent listener"));
+        vm.fail(&format!(
+            "no `hotplug: disk {name} added` line from the uevent listener"
+        ));
     }
     let exit = vm.wait_exit(Duration::from_secs(60));
     vm.check(exit);
     drop(vm);
-    assert_eq!(sha256(&hot).unwrap(), before, "listing must not write to the disk");
+    assert_eq!(
+        sha256(&hot).unwrap(),
+        before,
+        "listing must not write to the disk"
+    );
 }
 
 #[test]
 fn power_button_powers_off_cleanly() {
     let t = TempDir::new("boot-powerbutton").unwrap();
-    let mut vm =
-        Vm::boot("boot-powerbutton", "", one_disk(&t)).unwrap_or_else(|e| panic!("{e}"));
+    let mut vm = Vm::boot("boot-powerbutton", "", one_disk(&t)).unwrap_or_else(|e| panic!("{e}"));
     let ready = vm.wait_ready(BOOT);
     vm.check(ready);
     // The ACPI power button, as a person pressing it on a PC.

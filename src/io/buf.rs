@@ -43,7 +43,10 @@ impl AlignedBuf {
     }
     /// Changes the usable length within the capacity (for the short tail of a disk).
     pub fn set_len(&mut self, len: usize) {
-        assert!(len <= self.capacity(), "AlignedBuf::set_len beyond capacity");
+        assert!(
+            len <= self.capacity(),
+            "AlignedBuf::set_len beyond capacity"
+        );
         self.len = len;
     }
 }

@@ -66,13 +66,16 @@ impl Device {
         };
         let (file, direct) = match open(true) {
             Ok(f) => (f, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(false).map_err(|e| Error::io("open", path, e))?, false),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                (open(false).map_err(|e| Error::io("open", path, e))?, false)
+            }
             Err(e) => return Err(Error::io("open", path, e)),
         };
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
         let is_block = meta.file_type().is_block_device();
         let (size, lbs, pbs) = if is_block {
-            let size = sys::block_size_bytes(&file).map_err(|e| Error::io("get the size of", path, e))?;
+            let size =
+                sys::block_size_bytes(&file).map_err(|e| Error::io("get the size of", path, e))?;
             let lbs = sys::logical_block_size(&file).unwrap_or(512);
             let pbs = sys::physical_block_size(&file).unwrap_or(lbs);
             (size, lbs, pbs)
@@ -84,7 +87,15 @@ impl Device {
                 path.display()
             )));
         };
-        Ok(Device { file, path: path.to_path_buf(), size, lbs, pbs, is_block, direct })
+        Ok(Device {
+            file,
+            path: path.to_path_buf(),
+            size,
+            lbs,
+            pbs,
+            is_block,
+            direct,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -119,18 +130,32 @@ impl Device {
 
     /// Flushes written data to stable storage.
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_all().map_err(|e| Error::io("fsync", &self.path, e))
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &self.path, e))
     }
 
     /// Drops cached pages of this device so the next reads come from the media.
     pub fn drop_cache(&self) -> Result<()> {
         if self.is_block {
-            sys::flush_buffers(&self.file).map_err(|e| Error::io("flush the buffer cache of", &self.path, e))
+            sys::flush_buffers(&self.file)
+                .map_err(|e| Error::io("flush the buffer cache of", &self.path, e))
         } else {
             // SAFETY: posix_fadvise only reads its integer arguments; the fd is open for our lifetime.
-            let rc = unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&self.file), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            let rc = unsafe {
+                libc::posix_fadvise(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.file),
+                    0,
+                    0,
+                    libc::POSIX_FADV_DONTNEED,
+                )
+            };
             if rc != 0 {
-                return Err(Error::io("drop the page cache of", &self.path, io::Error::from_raw_os_error(rc)));
+                return Err(Error::io(
+                    "drop the page cache of",
+                    &self.path,
+                    io::Error::from_raw_os_error(rc),
+                ));
             }
             Ok(())
         }
@@ -182,7 +207,9 @@ mod tests {
 
     #[test]
     fn missing_file_is_not_found() {
-        let e = Device::open("/nonexistent/lifeboat", Access::Read).err().unwrap();
+        let e = Device::open("/nonexistent/lifeboat", Access::Read)
+            .err()
+            .unwrap();
         assert_eq!(e.kind, crate::error::ErrorKind::NotFound);
     }
 }

@@ -81,8 +81,14 @@ pub struct StderrSink {
 
 impl StderrSink {
     pub fn from_env() -> Self {
-        let json = std::env::var("LIFEBOAT_PROGRESS").map(|v| v == "json").unwrap_or(false);
-        StderrSink { json, every: Duration::from_millis(if json { 2000 } else { 500 }), last: Mutex::new(None) }
+        let json = std::env::var("LIFEBOAT_PROGRESS")
+            .map(|v| v == "json")
+            .unwrap_or(false);
+        StderrSink {
+            json,
+            every: Duration::from_millis(if json { 2000 } else { 500 }),
+            last: Mutex::new(None),
+        }
     }
     /// Prints the final snapshot regardless of throttling (and ends the human status line).
     pub fn finish(&self, p: &Progress) {
@@ -122,7 +128,10 @@ impl ProgressSink for StderrSink {
 
 /// One status line: "copying  42.0%  1.2 GiB / 2.9 GiB  180 MiB/s  ETA 0:09  bad 4 KiB".
 pub fn human_line(p: &Progress) -> String {
-    let eta = p.eta_secs.map(fmt_duration).unwrap_or_else(|| "--:--".into());
+    let eta = p
+        .eta_secs
+        .map(fmt_duration)
+        .unwrap_or_else(|| "--:--".into());
     format!(
         "{:<10} {:5.1}%  {} / {}  {}/s  ETA {}  bad {}",
         p.phase,
@@ -183,7 +192,10 @@ pub struct RateMeter {
 
 impl RateMeter {
     pub fn new(window: Duration) -> Self {
-        RateMeter { window, samples: Default::default() }
+        RateMeter {
+            window,
+            samples: Default::default(),
+        }
     }
     /// Records `done` bytes at `now`; returns (bytes/s, eta seconds for `total`).
     pub fn update(&mut self, now: Instant, done: u64, total: u64) -> (u64, Option<u64>) {
@@ -197,7 +209,11 @@ impl RateMeter {
             return (0, None);
         }
         let rate = (done - d0) as f64 / dt;
-        let eta = if rate > 0.0 { Some(((total.saturating_sub(done)) as f64 / rate).ceil() as u64) } else { None };
+        let eta = if rate > 0.0 {
+            Some(((total.saturating_sub(done)) as f64 / rate).ceil() as u64)
+        } else {
+            None
+        };
         (rate as u64, eta)
     }
 }
