@@ -789,3 +789,189 @@ fn cancelled_create_leaves_only_a_marked_partial_file() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("incomplete"));
 }
+
+/// Ctrl-C during `image create` (the CLI, a real SIGINT): the job stops, exit 130, no complete
+/// image, the `.partial` is kept and `image info` reports it incomplete (exit 5), and the
+/// source is unchanged. The source is a 16 GiB sparse file (16 MiB of data at the start), which
+/// takes several seconds to image, so the signal lands mid-job.
+#[test]
+fn ctrl_c_during_create_leaves_a_marked_partial_and_exits_130() {
+    use std::os::unix::fs::MetadataExt;
+    let t = TempDir::new("sigint");
+    let disk = t.p("big.img");
+    sh(&format!(
+        "truncate -s 16G {d} && head -c 16777216 /dev/urandom | dd of={d} conv=notrunc status=none",
+        d = s(&disk)
+    ));
+    // The source: its data (sha256 of the written part) and its metadata (size, allocated
+    // blocks, mtime, ctime: any write into the holes would change them).
+    let head_sha = || {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!("head -c 16777216 {} | sha256sum", s(&disk)))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let meta = || {
+        let m = fs::metadata(&disk).unwrap();
+        (
+            m.len(),
+            m.blocks(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime_nsec(),
+        )
+    };
+    let (sha0, meta0) = (head_sha(), meta());
+    let img = t.p("big.lbi");
+    let partial = t.p("big.lbi.partial");
+    let child = Command::new(BIN)
+        .args(["image", "create", s(&disk), s(&img)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the job to be writing, then press "Ctrl-C".
+    let start = std::time::Instant::now();
+    while !partial.exists() && start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(partial.exists(), "create never started writing");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    sh(&format!("kill -INT {}", child.id()));
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("cancelled") && err.contains("big.lbi.partial"),
+        "{err}"
+    );
+    assert!(!img.exists(), "a cancelled create left a complete image");
+    assert!(partial.exists(), "the .partial file must stay");
+    let o = lb(&["image", "info", s(&img), "--json"]);
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(json_of(&o)["complete"], false);
+    assert_eq!(head_sha(), sha0, "the source changed");
+    assert_eq!(meta(), meta0, "the source changed");
+}
+
+/// A loop device with 4096-byte logical sectors over `file`, detached on drop.
+fn attach_4k(file: &Path) -> Option<Loop> {
+    let o = Command::new("losetup")
+        .args(["--find", "--show", "--sector-size", "4096", s(file)])
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| Loop(String::from_utf8_lossy(&o.stdout).trim().to_string()))
+}
+
+/// An image of a 512-byte-sector GPT disk onto a 4Kn disk: refused (exit 4), the message names
+/// both sector sizes and the way out, nothing written. An image without a partition table (a
+/// whole-disk ext4) is a byte copy and is restored onto the same 4Kn disk.
+#[test]
+fn restore_onto_a_disk_with_another_sector_size() {
+    if !nix_is_root() {
+        eprintln!("skipped: needs root for loop devices");
+        return;
+    }
+    let t = TempDir::new("sector");
+    let disk = t.p("disk.img");
+    // A 512-byte-sector GPT disk (sgdisk on a file uses 512).
+    sh(&format!(
+        "truncate -s 64M {d} && sgdisk -n1:2048:+32M -t1:8300 {d} >/dev/null && \
+         dd if=/dev/urandom of={d} bs=1M seek=1 count=8 conv=notrunc status=none",
+        d = s(&disk)
+    ));
+    let before = sha(&disk);
+    let img = t.p("gpt.lbi");
+    assert_eq!(
+        lb(&["image", "create", s(&disk), s(&img)]).status.code(),
+        Some(0)
+    );
+    let back = t.p("target4k.img");
+    sh(&format!("truncate -s 64M {}", s(&back)));
+    let Some(lo) = attach_4k(&back) else {
+        eprintln!("skipped: no loop device with 4096-byte sectors available");
+        return;
+    };
+    let o = lb(&["image", "restore", s(&img), &lo.0, "--yes", "--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("512-byte") && err.contains("4096-byte") && err.contains("image export"),
+        "{err}"
+    );
+    assert_eq!(json_of(&o)["error"]["kind"], "refused");
+    drop(lo);
+    assert!(
+        fs::read(&back).unwrap().iter().all(|&b| b == 0),
+        "the refused target was written"
+    );
+    assert_eq!(sha(&disk), before);
+
+    // No partition table: a whole-disk ext4 is copied byte for byte onto the 4Kn disk.
+    let fsimg = t.p("fs.img");
+    sh(&format!(
+        "truncate -s 32M {f} && mkfs.ext4 -q -F -b 4096 -d /usr/share/doc/bash {f}",
+        f = s(&fsimg)
+    ));
+    let fs_before = sha(&fsimg);
+    let img2 = t.p("fs.lbi");
+    assert_eq!(
+        lb(&["image", "create", s(&fsimg), s(&img2)]).status.code(),
+        Some(0)
+    );
+    let back2 = t.p("target4k-2.img");
+    sh(&format!("truncate -s 32M {}", s(&back2)));
+    let Some(lo) = attach_4k(&back2) else {
+        eprintln!("skipped: no loop device with 4096-byte sectors available");
+        return;
+    };
+    let o = lb(&["image", "restore", s(&img2), &lo.0, "--yes"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    sh(&format!("cmp {} {}", lo.0, s(&fsimg)));
+    sh(&format!("e2fsck -fn {} >/dev/null", lo.0));
+    drop(lo);
+    assert_eq!(sha(&fsimg), fs_before);
+}
+
+/// Ctrl-C during `image restore`: the job stops, exit 130, and the message says the target is
+/// incomplete (with `--json`: one JSON error of kind "cancelled").
+#[test]
+fn ctrl_c_during_restore_exits_130_and_says_the_target_is_incomplete() {
+    let t = TempDir::new("sigint-restore");
+    let disk = t.p("src.img");
+    sh(&format!(
+        "truncate -s 4G {d} && head -c 8388608 /dev/urandom | dd of={d} conv=notrunc status=none",
+        d = s(&disk)
+    ));
+    let img = t.p("src.lbi");
+    assert_eq!(
+        lb(&["image", "create", s(&disk), s(&img)]).status.code(),
+        Some(0)
+    );
+    let tg = t.p("target.img");
+    sh(&format!("truncate -s 4G {}", s(&tg)));
+    let child = Command::new(BIN)
+        .args(["image", "restore", s(&img), s(&tg), "--yes", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    sh(&format!("kill -INT {}", child.id()));
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("INCOMPLETE"), "{err}");
+    let j = json_of(&o);
+    assert_eq!(j["error"]["kind"], "cancelled", "{j}");
+    assert_eq!(j["exit_code"], 130);
+}

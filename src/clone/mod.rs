@@ -74,24 +74,7 @@ pub fn run(a: CloneArgs) -> Result<i32> {
 }
 
 fn watch_signals(cancel: &Cancel) {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    if set.thread_block().is_err() {
-        return;
-    }
-    let c = cancel.clone();
-    let _ = std::thread::Builder::new().name("signals".into()).spawn(move || {
-        while set.wait().is_ok() {
-            if c.is_cancelled() {
-                eprintln!("\nlifeboat: stopped");
-                std::process::exit(exit::CANCELLED);
-            }
-            eprintln!("\nlifeboat: cancelling (the target is synced and the map saved; press Ctrl-C again to stop at once)");
-            c.cancel();
-        }
-    });
+    crate::jobs::cancel_on_signals(cancel, "the target is synced and the map saved");
 }
 
 fn confirm(plan: &Plan) -> Result<()> {

@@ -12,7 +12,7 @@ pub use reader::{Chain, Image};
 pub use store::Store;
 
 use crate::devices::{Disk, Selected};
-use crate::error::{exit, Error, Result};
+use crate::error::{exit, Error, ErrorKind, Result};
 use crate::io::{Access, Device};
 use crate::jobs::{Cancel, Progress, StderrSink};
 use std::path::{Path, PathBuf};
@@ -163,6 +163,13 @@ fn run_create(
     force: bool,
     json: bool,
 ) -> Result<i32> {
+    // Ctrl-C / SIGTERM: stop, keep the unfinished `.partial` (marked incomplete), exit 130.
+    // Set up before anything starts a thread (the device scan does).
+    let cancel = Cancel::new();
+    crate::jobs::cancel_on_signals(
+        &cancel,
+        "the unfinished image stays as a .partial file, marked incomplete",
+    );
     let split = split.as_deref().map(parse_size).transpose()?;
     let sel = crate::devices::resolve(&source)?;
     let disk = sel.disk().cloned();
@@ -238,8 +245,19 @@ fn run_create(
         ..Default::default()
     };
     let sink = StderrSink::from_env();
-    let cancel = Cancel::new();
-    let mut rep = create(&dev, &id, &store.path, &opts, &sink, &cancel)?;
+    let mut rep = create(&dev, &id, &store.path, &opts, &sink, &cancel).map_err(|e| {
+        if e.kind != ErrorKind::Cancelled {
+            return e;
+        }
+        Error::new(
+            ErrorKind::Cancelled,
+            format!(
+                "cancelled by the user: no image was completed; the unfinished part is kept as {} \
+                 (no footer: `image info` reports it incomplete); delete it, or run `image create` again",
+                create::partial_name(Path::new(&image)).display()
+            ),
+        )
+    })?;
     let mut p = Progress::new("image-create", "done", rep.disk_size_bytes);
     p.done_bytes = rep.disk_size_bytes;
     p.bad_bytes = rep.bad_bytes;
@@ -398,11 +416,57 @@ fn confirm(question: &str) -> Result<()> {
     }
 }
 
+/// A partition table counts in sectors, so it is only right on a disk with the sector size it
+/// was written for: refuse (exit 4) a block device whose logical sector size differs from the
+/// imaged disk's table. An image without a partition table (a whole-disk filesystem) is a plain
+/// byte copy and is allowed, with a note. A regular file has no sector size of its own (the table
+/// is found with either size), so it is never refused here.
+fn check_sector_size(
+    image: &str,
+    t: &crate::clone::safety::Target,
+    table: Option<&crate::clone::gpt::PartitionTable>,
+) -> Result<()> {
+    use crate::io::BlockSource;
+    if !t.device.is_block_device() {
+        return Ok(());
+    }
+    let target_ss = t.device.logical_block_size();
+    let has_table = table.is_some_and(|t| t.kind != crate::clone::gpt::TableKind::None);
+    let image_ss = match table.filter(|_| has_table) {
+        Some(tb) => tb.sector_size,
+        None => {
+            if let Some(tb) = table.filter(|tb| tb.sector_size != target_ss) {
+                eprintln!(
+                    "note: {image} has no partition table, so it is copied byte for byte although \
+                     {} has {target_ss}-byte sectors and the imaged disk had {}-byte sectors",
+                    t.selected.path().display(),
+                    tb.sector_size
+                );
+            }
+            return Ok(());
+        }
+    };
+    if image_ss == target_ss {
+        return Ok(());
+    }
+    Err(Error::refused(format!(
+        "{image} is of a disk with {image_ss}-byte sectors, and its partition table counts in \
+         {image_ss}-byte sectors; {} has {target_ss}-byte logical sectors, so the restored \
+         partitions would be wrong. Restore onto a disk with {image_ss}-byte sectors, or write \
+         a raw file with `lifeboat image export {image} FILE` and take the files from it",
+        t.selected.path().display()
+    )))
+}
+
 /// Restore's target rules: those of clone (`crate::clone::safety`: not an image file or a disk
 /// holding one, not in use, not read-only, not the boot medium, big enough for the imaged
 /// disk's partitions) plus one of its own: the disk the image was made from (same serial) is
-/// only overwritten with `--yes` (a deliberate roll-back); without `--yes` a person must confirm.
+/// only overwritten with `--yes` (a deliberate roll-back); without `--yes` a person must confirm;
+/// and a disk with another sector size than the image's partition table is refused.
 fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i32> {
+    // Ctrl-C / SIGTERM: stop writing, sync the target, exit 130 saying it is incomplete.
+    let cancel = Cancel::new();
+    crate::jobs::cancel_on_signals(&cancel, "the target is synced but left INCOMPLETE");
     let store = Store::open(&image, false)?;
     ops::require_complete(&store.path)?;
     let chain = Chain::open(&store.path)?;
@@ -433,6 +497,7 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
             )));
         }
     }
+    check_sector_size(&image, &t, table.as_ref())?;
     if !yes {
         confirm(&format!(
             "This overwrites ALL of {} ({}).",
@@ -440,18 +505,41 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
             crate::jobs::fmt_bytes(t.size)
         ))?;
     }
+    if cancel.is_cancelled() {
+        return Err(Error::new(
+            ErrorKind::Cancelled,
+            "cancelled by the user before anything was written",
+        ));
+    }
     let sink = StderrSink::from_env();
-    let cancel = Cancel::new();
     let tpath = t.selected.path();
     let mut out = ops::DeviceSink(&t.device);
-    let mut rep = ops::stream(
+    let mut rep = match ops::stream(
         &store.path,
         &mut out,
         "image-restore",
         &tpath,
         &sink,
         &cancel,
-    )?;
+    ) {
+        Ok(r) => r,
+        Err(e) if e.kind == ErrorKind::Cancelled => {
+            let synced = t.device.sync();
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                format!(
+                    "cancelled by the user: {} is INCOMPLETE ({}): only part of the image was written, \
+                     so do not use it; run `image restore` again to finish",
+                    tpath.display(),
+                    match synced {
+                        Ok(()) => "what was written is synced".to_string(),
+                        Err(e) => format!("the sync failed too: {e}"),
+                    }
+                ),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
     t.device.sync()?;
     if table.is_some() {
         rep.partition_table = Some(crate::clone::gpt::fix_after_copy(&t.device)?);
@@ -482,10 +570,23 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
 }
 
 fn run_export(image: String, raw: String, force: bool, json: bool) -> Result<i32> {
+    // Ctrl-C / SIGTERM: stop, remove the temporary file, exit 130.
+    let cancel = Cancel::new();
+    crate::jobs::cancel_on_signals(&cancel, "the unfinished file is removed");
     let store = Store::open(&image, false)?;
     ops::require_complete(&store.path)?;
     let sink = StderrSink::from_env();
-    let rep = export(&store.path, Path::new(&raw), force, &sink, &Cancel::new())?;
+    let rep = export(&store.path, Path::new(&raw), force, &sink, &cancel).map_err(|e| {
+        if e.kind != ErrorKind::Cancelled {
+            return e;
+        }
+        Error::new(
+            ErrorKind::Cancelled,
+            format!(
+                "cancelled by the user: {raw} was not written (the unfinished file was removed)"
+            ),
+        )
+    })?;
     let mut p = Progress::new("image-export", "done", rep.disk_size_bytes);
     p.done_bytes = rep.disk_size_bytes;
     sink.finish(&p);

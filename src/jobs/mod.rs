@@ -184,6 +184,36 @@ impl Cancel {
     }
 }
 
+/// Turns Ctrl-C (SIGINT) and SIGTERM into `cancel.cancel()` for a CLI job: the job stops at its
+/// next check and cleans up (`what_happens` tells the person how, e.g. "the target is synced");
+/// a second signal exits at once with code 130. The signals are blocked in the calling thread
+/// and taken by a "signals" thread with sigwait, so call this before the job starts any thread
+/// (threads inherit the mask; a thread without it would let the default action kill the process).
+pub fn cancel_on_signals(cancel: &Cancel, what_happens: &'static str) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if set.thread_block().is_err() {
+        return;
+    }
+    let c = cancel.clone();
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while set.wait().is_ok() {
+                if c.is_cancelled() {
+                    eprintln!("\nlifeboat: stopped");
+                    std::process::exit(crate::error::exit::CANCELLED);
+                }
+                eprintln!(
+                    "\nlifeboat: cancelling ({what_happens}; press Ctrl-C again to stop at once)"
+                );
+                c.cancel();
+            }
+        });
+}
+
 /// Measures a rate over a sliding window and derives an ETA.
 pub struct RateMeter {
     window: Duration,
