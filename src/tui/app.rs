@@ -49,6 +49,33 @@ impl JobKind {
                  Nothing is written.",
         }
     }
+    /// When to pick this job: the plain advice of "cloning vs imaging" (a clone is a carbon copy for
+    /// a drive swap; an image is a backup file, kept stored away, with incrementals on top).
+    pub fn when(self) -> &'static str {
+        match self {
+            JobKind::Clone => {
+                "replacing or upgrading a drive, or getting everything off a failing \
+                 one, with both drives attached. Pick them the right way round: the wrong TARGET \
+                 loses everything on it forever."
+            }
+            JobKind::FullImage => {
+                "you want a backup you can keep anywhere and restore later, onto \
+                 this disk or a new one. Keep this first full image stored away safely."
+            }
+            JobKind::Incremental => {
+                "you already have a full image and want a newer restore point \
+                 quickly. Every point can be restored, so you can roll back to before something \
+                 went wrong (a virus, a bad update)."
+            }
+            JobKind::Restore => {
+                "rolling a disk back to a restore point, or putting a backup onto \
+                 a new disk."
+            }
+            JobKind::Verify => {
+                "before you rely on a backup, and after moving or copying the image."
+            }
+        }
+    }
     /// The `kind` of the job spec ("clone", "image-create", ...).
     pub fn job_name(self) -> &'static str {
         match self {

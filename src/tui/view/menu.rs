@@ -49,6 +49,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Line::raw(k.explain()),
         Line::raw(""),
         Line::from(vec![
+            Span::styled("Use it when: ", Style::new().fg(Color::Cyan)),
+            Span::raw(k.when()),
+        ]),
+        Line::raw(""),
+        Line::from(vec![
             Span::styled("Steps: ", Style::new().fg(Color::Cyan)),
             Span::raw(steps.join(", then ")),
         ]),
