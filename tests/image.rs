@@ -965,7 +965,7 @@ fn ctrl_c_during_restore_exits_130_and_says_the_target_is_incomplete() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    std::thread::sleep(std::time::Duration::from_millis(250));
     sh(&format!("kill -INT {}", child.id()));
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
