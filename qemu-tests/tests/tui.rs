@@ -229,6 +229,8 @@ fn clone_through_the_serial_console() {
         |s| s.text().contains("Job finished"),
     );
     vm.check(r);
+    // The title row arrives first over the serial line: give the rest of the frame a moment.
+    let _ = wait_result_body(&vm, &mut s);
     let text = s.text();
     // Until the clone engine lands on main (issue 3) `clone` answers "not implemented yet": the
     // whole UI path above is still checked; only the target comparison cannot run yet.
@@ -252,12 +254,39 @@ fn clone_through_the_serial_console() {
     );
 }
 
+/// After "Job finished" shows in the title, waits (briefly) until the body of the result screen
+/// has arrived too: ratatui redraws row by row and the serial line is slow, so the title can be
+/// on screen while the rows below still show the progress screen.
+fn wait_result_body(vm: &Vm, s: &mut Screen) -> Result<(), String> {
+    wait_screen(
+        vm,
+        s,
+        "the result screen's body",
+        Duration::from_secs(15),
+        |s| {
+            let t = s.text();
+            // The ends of the result screen's status lines (src/tui/view/job.rs).
+            [
+                "everything was done, nothing lost",
+                "see what was lost below",
+                "nothing was written",
+                "does not match",
+                "stopped at your request",
+                "the job did not complete",
+            ]
+            .iter()
+            .any(|end| t.contains(end))
+        },
+    )
+}
+
 /// Waits for the result screen and fails unless the job finished with nothing lost.
 fn expect_finished(vm: &mut Vm, s: &mut Screen, what: &str) {
     let r = wait_screen(vm, s, "the result screen", Duration::from_secs(180), |s| {
         s.text().contains("Job finished")
     });
     vm.check(r);
+    let _ = wait_result_body(vm, s);
     let text = s.text();
     if !text.contains("FINISHED: everything was done") {
         vm.fail(&format!("{what} did not finish cleanly:\n{text}"));
