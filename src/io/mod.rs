@@ -80,6 +80,20 @@ impl Device {
             let pbs = sys::physical_block_size(&file).unwrap_or(lbs);
             (size, lbs, pbs)
         } else if meta.file_type().is_file() {
+            if direct && meta.len() % 512 != 0 {
+                // A disk-image file whose size is not a whole number of sectors: O_DIRECT cannot
+                // read or write its last partial sector, so use the page cache for this file.
+                let file = open(false).map_err(|e| Error::io("open", path, e))?;
+                return Ok(Device {
+                    file,
+                    path: path.to_path_buf(),
+                    size: meta.len(),
+                    lbs: 512,
+                    pbs: 4096,
+                    is_block: false,
+                    direct: false,
+                });
+            }
             (meta.len(), 512, 4096)
         } else {
             return Err(Error::invalid(format!(
