@@ -439,10 +439,7 @@ fn odd_sized_image_files_are_copied_exactly() {
     std::fs::write(&src, &data).unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let tgt = dir.p("clone.img");
-    std::fs::File::create(&tgt)
-        .unwrap()
-        .set_len(data.len() as u64)
-        .unwrap();
+    zero_file(&tgt, data.len() as u64);
     let o = lifeboat(&["clone", &s(&src), &s(&tgt), "--yes", "--json"]);
     assert_eq!(
         o.status.code(),
@@ -471,10 +468,7 @@ fn odd_sized_image_files_are_copied_exactly() {
     );
     assert_eq!(std::fs::read(&raw).unwrap(), data, "the export differs");
     let rst = dir.p("restore.img");
-    std::fs::File::create(&rst)
-        .unwrap()
-        .set_len(data.len() as u64)
-        .unwrap();
+    zero_file(&rst, data.len() as u64);
     let o = lifeboat(&["image", "restore", &s(&img), &s(&rst), "--yes", "--json"]);
     assert_eq!(
         o.status.code(),
@@ -484,4 +478,9 @@ fn odd_sized_image_files_are_copied_exactly() {
     );
     assert_eq!(std::fs::read(&rst).unwrap(), data, "the restore differs");
     assert_eq!(std::fs::read(&src).unwrap(), data, "the source changed");
+}
+
+/// Creates (or truncates) `path` as a zero-filled file of `len` bytes: a blank target.
+fn zero_file(path: &Path, len: u64) {
+    std::fs::File::create(path).unwrap().set_len(len).unwrap();
 }
