@@ -82,6 +82,22 @@ fn wait_text(vm: &Vm, s: &mut Screen, text: &str, timeout: Duration) -> Result<(
     })
 }
 
+/// Waits up to `secs` for `text` on screen, or fails the test with the screen and serial log.
+fn expect_text(vm: &Vm, s: &mut Screen, text: &str, secs: u64) {
+    let r = wait_text(vm, s, text, Duration::from_secs(secs));
+    vm.check(r);
+}
+
+/// The name the confirmation screen asks to type ("... type its name NAME and press Enter").
+fn name_to_type(s: &Screen) -> String {
+    s.text()
+        .split("type its name ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// Presses a key and gives the console a moment to redraw.
 fn press(vm: &mut Vm, bytes: &[u8]) {
     let r = vm.write(bytes);
@@ -156,37 +172,18 @@ fn clone_through_the_serial_console() {
     );
     vm.check(r);
     select_row(&mut vm, &mut s, "TUI-SRC");
-    let r = wait_text(&vm, &mut s, "TUISRC", Duration::from_secs(10));
-    vm.check(r);
+    expect_text(&vm, &mut s, "TUISRC", 10);
 
     // Job menu -> clone -> source picker.
     press(&mut vm, b"\r");
-    let r = wait_text(
-        &vm,
-        &mut s,
-        "What do you want to do?",
-        Duration::from_secs(20),
-    );
-    vm.check(r);
+    expect_text(&vm, &mut s, "What do you want to do?", 20);
     press(&mut vm, b"1");
-    let r = wait_text(
-        &vm,
-        &mut s,
-        "SOURCE, the disk to copy FROM",
-        Duration::from_secs(20),
-    );
-    vm.check(r);
+    expect_text(&vm, &mut s, "SOURCE, the disk to copy FROM", 20);
     select_row(&mut vm, &mut s, "TUI-SRC");
     press(&mut vm, b"\r");
 
     // Target picker: the source is gone from the list.
-    let r = wait_text(
-        &vm,
-        &mut s,
-        "TARGET, the disk to ERASE",
-        Duration::from_secs(20),
-    );
-    vm.check(r);
+    expect_text(&vm, &mut s, "TARGET, the disk to ERASE", 20);
     let list: Vec<String> = s
         .rows()
         .into_iter()
@@ -200,47 +197,21 @@ fn clone_through_the_serial_console() {
     press(&mut vm, b"\r");
 
     // Confirmation: names the target; Enter without typing does nothing.
-    let r = wait_text(&vm, &mut s, "type its name", Duration::from_secs(20));
-    vm.check(r);
+    expect_text(&vm, &mut s, "type its name", 20);
     let text = s.text();
-    let name = text
-        .split("type its name ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap_or("")
-        .to_string();
+    let name = name_to_type(&s);
     if !name.starts_with("nvme") || !text.contains("TUI-DST") {
         vm.fail(&format!(
             "the confirmation must name the NVMe target:\n{text}"
         ));
     }
     press(&mut vm, b"\r");
-    let r = wait_text(&vm, &mut s, "exactly to erase it", Duration::from_secs(10));
-    vm.check(r);
+    expect_text(&vm, &mut s, "exactly to erase it", 10);
     press(&mut vm, name.as_bytes());
     press(&mut vm, b"\r");
 
     // Progress, then the result screen.
-    let r = wait_screen(
-        &vm,
-        &mut s,
-        "the result screen",
-        Duration::from_secs(180),
-        |s| s.text().contains("Job finished"),
-    );
-    vm.check(r);
-    // The title row arrives first over the serial line: give the rest of the frame a moment.
-    let _ = wait_result_body(&vm, &mut s);
-    let text = s.text();
-    // Until the clone engine lands on main (issue 3) `clone` answers "not implemented yet": the
-    // whole UI path above is still checked; only the target comparison cannot run yet.
-    if text.contains("clone: not implemented yet") {
-        eprintln!("tui-clone: the clone engine is not implemented yet; target check skipped");
-        return;
-    }
-    if !text.contains("FINISHED: everything was done") {
-        vm.fail(&format!("the clone did not finish cleanly:\n{text}"));
-    }
+    expect_finished(&mut vm, &mut s, "the clone");
     // Power off from the result screen; QEMU exits.
     press(&mut vm, b"p");
     let r = vm.wait_exit(Duration::from_secs(60));
@@ -254,39 +225,23 @@ fn clone_through_the_serial_console() {
     );
 }
 
-/// After "Job finished" shows in the title, waits (briefly) until the body of the result screen
-/// has arrived too: ratatui redraws row by row and the serial line is slow, so the title can be
-/// on screen while the rows below still show the progress screen.
-fn wait_result_body(vm: &Vm, s: &mut Screen) -> Result<(), String> {
-    wait_screen(
-        vm,
-        s,
-        "the result screen's body",
-        Duration::from_secs(15),
-        |s| {
-            let t = s.text();
-            // The ends of the result screen's status lines (src/tui/view/job.rs).
-            [
-                "everything was done, nothing lost",
-                "see what was lost below",
-                "nothing was written",
-                "does not match",
-                "stopped at your request",
-                "the job did not complete",
-            ]
-            .iter()
-            .any(|end| t.contains(end))
-        },
-    )
-}
-
 /// Waits for the result screen and fails unless the job finished with nothing lost.
+/// The title row arrives first over the serial line (ratatui redraws row by row), so it waits for
+/// the result's status line too (the ends of the lines in src/tui/view/job.rs).
 fn expect_finished(vm: &mut Vm, s: &mut Screen, what: &str) {
+    const STATUS_ENDS: [&str; 6] = [
+        "everything was done, nothing lost",
+        "see what was lost below",
+        "nothing was written",
+        "does not match",
+        "stopped at your request",
+        "the job did not complete",
+    ];
     let r = wait_screen(vm, s, "the result screen", Duration::from_secs(180), |s| {
-        s.text().contains("Job finished")
+        let t = s.text();
+        t.contains("Job finished") && STATUS_ENDS.iter().any(|end| t.contains(end))
     });
     vm.check(r);
-    let _ = wait_result_body(vm, s);
     let text = s.text();
     if !text.contains("FINISHED: everything was done") {
         vm.fail(&format!("{what} did not finish cleanly:\n{text}"));
@@ -322,52 +277,26 @@ fn image_then_restore_through_the_serial_console() {
     // 2: a full image of the source onto the BACKUPS partition.
     press(&mut vm, b"\r");
     press(&mut vm, b"2");
-    let r = wait_text(
-        &vm,
-        &mut s,
-        "SOURCE, the disk to back up",
-        Duration::from_secs(20),
-    );
-    vm.check(r);
+    expect_text(&vm, &mut s, "SOURCE, the disk to back up", 20);
     select_row(&mut vm, &mut s, "TUI-SRC");
     press(&mut vm, b"\r");
-    let r = wait_text(
-        &vm,
-        &mut s,
-        "where to write the image",
-        Duration::from_secs(20),
-    );
-    vm.check(r);
+    expect_text(&vm, &mut s, "where to write the image", 20);
     select_row(&mut vm, &mut s, "BACKUPS");
     press(&mut vm, b"\r");
-    let r = wait_text(
-        &vm,
-        &mut s,
-        "/lifeboat/TUI-SRC.lbi_",
-        Duration::from_secs(20),
-    );
-    vm.check(r);
+    expect_text(&vm, &mut s, "/lifeboat/TUI-SRC.lbi_", 20);
     press(&mut vm, b"\r");
-    let r = wait_text(&vm, &mut s, "Nothing is erased", Duration::from_secs(20));
-    vm.check(r);
+    expect_text(&vm, &mut s, "Nothing is erased", 20);
     press(&mut vm, b"\r");
     expect_finished(&mut vm, &mut s, "the image");
 
     // 4: restore it onto the blank disk; the disk holding the image is refused as a target.
     press(&mut vm, b"n");
     press(&mut vm, b"4");
-    let r = wait_text(&vm, &mut s, "where the image is", Duration::from_secs(20));
-    vm.check(r);
+    expect_text(&vm, &mut s, "where the image is", 20);
     select_row(&mut vm, &mut s, "BACKUPS");
     press(&mut vm, b"\r");
     press(&mut vm, b"TUI-SRC.lbi\r");
-    let r = wait_text(
-        &vm,
-        &mut s,
-        "TARGET, the disk to ERASE",
-        Duration::from_secs(20),
-    );
-    vm.check(r);
+    expect_text(&vm, &mut s, "TARGET, the disk to ERASE", 20);
     if !s
         .rows()
         .iter()
@@ -380,15 +309,8 @@ fn image_then_restore_through_the_serial_console() {
     }
     select_row(&mut vm, &mut s, "TUI-RST");
     press(&mut vm, b"\r");
-    let r = wait_text(&vm, &mut s, "type its name", Duration::from_secs(20));
-    vm.check(r);
-    let text = s.text();
-    let name = text
-        .split("type its name ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap_or("")
-        .to_string();
+    expect_text(&vm, &mut s, "type its name", 20);
+    let name = name_to_type(&s);
     press(&mut vm, name.as_bytes());
     press(&mut vm, b"\r");
     expect_finished(&mut vm, &mut s, "the restore");
