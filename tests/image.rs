@@ -63,6 +63,17 @@ fn sha(p: &Path) -> String {
         .to_string()
 }
 
+/// `lifeboat image create SRC IMG`, which must succeed.
+fn create_ok(src: &Path, img: &Path) {
+    let o = lb(&["image", "create", s(src), s(img)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -309,10 +320,7 @@ fn corruption_in_every_part_is_caught() {
     // 8 MiB of compressible but non-zero data.
     sh(&format!("seq 1 2000000 | head -c 8388608 > {}", s(&disk)));
     let img = t.p("good.lbi");
-    assert_eq!(
-        lb(&["image", "create", s(&disk), s(&img)]).status.code(),
-        Some(0)
-    );
+    create_ok(&disk, &img);
     let len = fs::metadata(&img).unwrap().len();
     let segtab = len - format::FOOTER_SIZE as u64 - format::SEGTAB_ENTRY as u64;
     // The index segment is right before the segment table: 8 entries.
@@ -622,10 +630,7 @@ fn restore_target_sizes_and_refusals() {
     let disk = sample_disk(&t);
     let before = sha(&disk);
     let img = t.p("full.lbi");
-    assert_eq!(
-        lb(&["image", "create", s(&disk), s(&img)]).status.code(),
-        Some(0)
-    );
+    create_ok(&disk, &img);
     // Larger and smaller (but big enough for the partitions) targets: the GPT is fixed up.
     for (name, size) in [("big.img", "128M"), ("small.img", "84M")] {
         let tg = t.p(name);
@@ -886,10 +891,7 @@ fn restore_onto_a_disk_with_another_sector_size() {
     ));
     let before = sha(&disk);
     let img = t.p("gpt.lbi");
-    assert_eq!(
-        lb(&["image", "create", s(&disk), s(&img)]).status.code(),
-        Some(0)
-    );
+    create_ok(&disk, &img);
     let back = t.p("target4k.img");
     sh(&format!("truncate -s 64M {}", s(&back)));
     let Some(lo) = attach_4k(&back) else {
@@ -919,10 +921,7 @@ fn restore_onto_a_disk_with_another_sector_size() {
     ));
     let fs_before = sha(&fsimg);
     let img2 = t.p("fs.lbi");
-    assert_eq!(
-        lb(&["image", "create", s(&fsimg), s(&img2)]).status.code(),
-        Some(0)
-    );
+    create_ok(&fsimg, &img2);
     let back2 = t.p("target4k-2.img");
     sh(&format!("truncate -s 32M {}", s(&back2)));
     let Some(lo) = attach_4k(&back2) else {
@@ -953,10 +952,7 @@ fn ctrl_c_during_restore_exits_130_and_says_the_target_is_incomplete() {
         d = s(&disk)
     ));
     let img = t.p("src.lbi");
-    assert_eq!(
-        lb(&["image", "create", s(&disk), s(&img)]).status.code(),
-        Some(0)
-    );
+    create_ok(&disk, &img);
     let tg = t.p("target.img");
     sh(&format!("truncate -s 4G {}", s(&tg)));
     let child = Command::new(BIN)
