@@ -258,10 +258,7 @@ fn run_create(
             ),
         )
     })?;
-    let mut p = Progress::new("image-create", "done", rep.disk_size_bytes);
-    p.done_bytes = rep.disk_size_bytes;
-    p.bad_bytes = rep.bad_bytes;
-    sink.finish(&p);
+    finish_progress(&sink, "image-create", rep.disk_size_bytes, rep.bad_bytes);
     if store.partition.is_some() {
         rep.image = PathBuf::from(&image);
     }
@@ -548,9 +545,7 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
     if t.device.is_block_device() {
         let _ = crate::io::sys::reread_partitions(t.device.file());
     }
-    let mut p = Progress::new("image-restore", "done", rep.disk_size_bytes);
-    p.done_bytes = rep.disk_size_bytes;
-    sink.finish(&p);
+    finish_progress(&sink, "image-restore", rep.disk_size_bytes, 0);
     if json {
         print_json(&rep);
     } else {
@@ -567,6 +562,14 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
         }
     }
     Ok(exit::OK)
+}
+
+/// The last progress line of a finished job: everything done, `bad_bytes` of it unreadable.
+fn finish_progress(sink: &StderrSink, job: &str, total: u64, bad_bytes: u64) {
+    let mut p = Progress::new(job, "done", total);
+    p.done_bytes = total;
+    p.bad_bytes = bad_bytes;
+    sink.finish(&p);
 }
 
 fn run_export(image: String, raw: String, force: bool, json: bool) -> Result<i32> {
@@ -587,9 +590,7 @@ fn run_export(image: String, raw: String, force: bool, json: bool) -> Result<i32
             ),
         )
     })?;
-    let mut p = Progress::new("image-export", "done", rep.disk_size_bytes);
-    p.done_bytes = rep.disk_size_bytes;
-    sink.finish(&p);
+    finish_progress(&sink, "image-export", rep.disk_size_bytes, 0);
     if json {
         print_json(&rep);
     } else {
