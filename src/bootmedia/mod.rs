@@ -129,54 +129,26 @@ fn cdrom_serial(dir: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::Partition;
-    use std::path::PathBuf;
+    use crate::devices::{fixtures, Partition};
 
     fn disk(name: &str, serial: &str, uuid: Option<&str>, parts: &[Option<&str>]) -> Disk {
+        let partitions = parts
+            .iter()
+            .enumerate()
+            .map(|(i, u)| Partition {
+                uuid: u.map(str::to_string),
+                ..fixtures::part(&format!("{name}{}", i + 1), 1 << 20, 1 << 20, "vfat", "")
+            })
+            .collect();
         Disk {
-            name: name.into(),
-            path: PathBuf::from(format!("/dev/{name}")),
-            dev: "8:0".into(),
-            size_bytes: 1 << 30,
-            logical_block_size: 512,
-            physical_block_size: 512,
             model: None,
-            vendor: None,
             serial: Some(serial.into()),
-            wwn: None,
             transport: "usb".into(),
             removable: true,
-            rotational: false,
-            read_only: false,
             partition_table: if parts.is_empty() { "none" } else { "mbr" }.into(),
-            partition_table_uuid: None,
-            boot_media: false,
             fs_type: uuid.map(|_| "iso9660".into()),
-            label: None,
             uuid: uuid.map(str::to_string),
-            holders: vec![],
-            mounted: vec![],
-            backing_file: None,
-            sysfs_path: String::new(),
-            partitions: parts
-                .iter()
-                .enumerate()
-                .map(|(i, u)| Partition {
-                    name: format!("{name}{}", i + 1),
-                    number: i as u32 + 1,
-                    path: PathBuf::from(format!("/dev/{name}{}", i + 1)),
-                    dev: "8:1".into(),
-                    start_bytes: 1 << 20,
-                    size_bytes: 1 << 20,
-                    fs_type: Some("vfat".into()),
-                    label: None,
-                    uuid: u.map(str::to_string),
-                    part_label: None,
-                    read_only: false,
-                    holders: vec![],
-                    mounted: vec![],
-                })
-                .collect(),
+            ..fixtures::disk(name, 1 << 30, partitions)
         }
     }
 

@@ -361,50 +361,24 @@ mod tests {
     use super::*;
 
     fn disk(name: &str, dev: &str, parts: &[(&str, &str)]) -> Disk {
+        let partitions = parts
+            .iter()
+            .enumerate()
+            .map(|(i, (n, d))| crate::devices::Partition {
+                number: i as u32 + 1,
+                path: PathBuf::from(format!("/nonexistent/dev/{n}")),
+                dev: (*d).into(),
+                ..crate::devices::fixtures::part(n, 1 << 20, 1 << 20, "", "")
+            })
+            .collect();
         Disk {
-            name: name.into(),
             path: PathBuf::from(format!("/nonexistent/dev/{name}")),
             dev: dev.into(),
-            size_bytes: 1 << 30,
-            logical_block_size: 512,
-            physical_block_size: 512,
             model: None,
-            vendor: None,
             serial: Some(format!("SER-{name}")),
-            wwn: None,
             transport: "sata".into(),
-            removable: false,
-            rotational: false,
-            read_only: false,
             partition_table: "gpt".into(),
-            partition_table_uuid: None,
-            boot_media: false,
-            fs_type: None,
-            label: None,
-            uuid: None,
-            holders: vec![],
-            mounted: vec![],
-            backing_file: None,
-            sysfs_path: String::new(),
-            partitions: parts
-                .iter()
-                .enumerate()
-                .map(|(i, (n, d))| crate::devices::Partition {
-                    name: (*n).into(),
-                    number: i as u32 + 1,
-                    path: PathBuf::from(format!("/nonexistent/dev/{n}")),
-                    dev: (*d).into(),
-                    start_bytes: 1 << 20,
-                    size_bytes: 1 << 20,
-                    fs_type: None,
-                    label: None,
-                    uuid: None,
-                    part_label: None,
-                    read_only: false,
-                    holders: vec![],
-                    mounted: vec![],
-                })
-                .collect(),
+            ..crate::devices::fixtures::disk(name, 1 << 30, partitions)
         }
     }
 

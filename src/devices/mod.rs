@@ -1,5 +1,7 @@
 //! Disk discovery through sysfs: every whole disk, its identity and its partitions, and the
 //! selectors (`/dev/sda`, `sda`, `serial=X`, `label=L`, `uuid=U`, a file) every command uses.
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod probe;
 pub mod select;
 pub mod sysfs;

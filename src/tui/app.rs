@@ -953,7 +953,7 @@ pub fn describe_part(p: &Partition) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::fixtures::machine;
+    use crate::devices::fixtures::machine;
 
     fn app() -> App {
         let mut a = App::new(true, "t".into(), "/run/lifeboat/job".into());

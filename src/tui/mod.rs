@@ -12,8 +12,6 @@ pub mod view;
 mod worker;
 
 #[cfg(test)]
-pub(crate) mod fixtures;
-#[cfg(test)]
 mod tests;
 
 use crate::error::{Error, Result};

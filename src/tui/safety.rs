@@ -58,7 +58,7 @@ pub fn clone_needs(source: &Disk) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::fixtures::{disk, part};
+    use crate::devices::fixtures::{disk, part};
 
     #[test]
     fn refusals_name_the_reason() {

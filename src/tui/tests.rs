@@ -2,9 +2,9 @@
 //! larger), compared with the expected text in `src/tui/snapshots/NAME.txt`. A mismatch fails
 //! and writes `NAME.txt.new`; `UPDATE_SNAPSHOTS=1 cargo test tui::` rewrites the expected files.
 use super::app::{App, Event, JobKind, Overlay, Screen};
-use super::fixtures::{disk, machine, part};
 use super::jobdir::{JobResult, JobSnapshot, JobSpec};
 use super::keys::Key;
+use crate::devices::fixtures::{disk, machine, part};
 use crate::jobs::Progress;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;

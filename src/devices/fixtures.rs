@@ -1,4 +1,5 @@
-//! Test fixtures: disks and partitions as the inventory would report them.
+//! Test fixtures: disks and partitions as the inventory would report them (tests of devices,
+//! bootmedia, clone safety and the TUI build their disks from these).
 use crate::devices::{Disk, Partition};
 use std::path::PathBuf;
 
