@@ -24,16 +24,17 @@ pub struct BootMedia {
 
 /// Which attached disk Lifeboat booted from, if it can tell (None on a host or when unknown).
 pub fn detect() -> Option<BootMedia> {
+    detect_in(&devices::scan_system().unwrap_or_default())
+}
+
+/// [`detect`] for callers that have just scanned the disks: looks in `disks`, then at the CD
+/// drives (which the disk inventory leaves out), without scanning the disks again.
+pub fn detect_in(disks: &[Disk]) -> Option<BootMedia> {
     let ids = ids_from_cmdline(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     if ids.is_empty() {
         return None;
     }
-    if let Ok(disks) = devices::scan_system() {
-        if let Some(m) = find(&disks, &ids) {
-            return Some(m);
-        }
-    }
-    find_cdrom(Path::new("/sys"), Path::new("/dev"), &ids)
+    find(disks, &ids).or_else(|| find_cdrom(Path::new("/sys"), Path::new("/dev"), &ids))
 }
 
 /// The medium ids of `lifeboat.media=` on a kernel command line (every occurrence, comma

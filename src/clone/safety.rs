@@ -51,9 +51,9 @@ impl Env {
         // Where sysfs is missing (a minimal container) files are still usable targets.
         let disks = devices::scan_system().unwrap_or_default();
         Ok(Env {
+            boot: bootmedia::detect_in(&disks),
             disks,
             mounts: system_mounts(),
-            boot: bootmedia::detect(),
             in_use: Box::new(devices::in_use),
         })
     }

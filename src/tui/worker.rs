@@ -10,17 +10,8 @@ pub fn spawn_disk_scanner(tx: Sender<Event>) {
     std::thread::spawn(move || {
         let mut last = None;
         loop {
-            let boot = crate::bootmedia::detect();
-            let r = crate::devices::scan_system()
-                .map(|mut disks| {
-                    for d in disks.iter_mut() {
-                        if boot.as_ref().is_some_and(|b| b.disk == d.name) {
-                            d.boot_media = true;
-                        }
-                    }
-                    disks
-                })
-                .map_err(|e| e.to_string());
+            // scan_system marks the disk Lifeboat booted from (`boot_media`).
+            let r = crate::devices::scan_system().map_err(|e| e.to_string());
             let usage: std::collections::BTreeMap<String, Vec<String>> = r
                 .as_ref()
                 .map(|disks| {
