@@ -5,23 +5,8 @@ use lifeboat::io::{Access, BlockSource, Device};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lifeboat-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let o = cmd.output().expect("run tool");
-    let s = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{cmd:?} failed: {s}");
-    s
-}
+mod common;
+use common::{run as sh, Loop, LoopOpts, TempDir};
 
 fn sgdisk_clean(p: &Path) {
     let out = sh(Command::new("sgdisk").arg("-v").arg(p));
@@ -65,8 +50,8 @@ fn copy_onto(src: &Path, dst: &Path, size: u64) {
 
 #[test]
 fn reads_what_sgdisk_wrote() {
-    let dir = tmpdir("gpt-read");
-    let src = make_source(&dir);
+    let dir = TempDir::new("gpt-read");
+    let src = make_source(dir.path());
     let d = Device::open(&src, Access::Read).unwrap();
     let t = gpt::read(&d).unwrap();
     assert_eq!(t.kind, TableKind::Gpt);
@@ -79,19 +64,18 @@ fn reads_what_sgdisk_wrote() {
     );
     assert_eq!(t.end_bytes(), 40 << 20);
     assert_eq!(t.min_disk_bytes(), Some((40 << 20) + 33 * 512));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn fixup_on_larger_and_smaller_targets_is_sgdisk_clean() {
-    let dir = tmpdir("gpt-fix");
-    let src = make_source(&dir);
+    let dir = TempDir::new("gpt-fix");
+    let src = make_source(dir.path());
     for (name, size) in [
         ("big.img", 96u64 << 20),
         ("small.img", 41 << 20),
         ("same.img", 64 << 20),
     ] {
-        let dst = dir.join(name);
+        let dst = dir.p(name);
         copy_onto(&src, &dst, size);
         let dev = Device::open(&dst, Access::Write).unwrap();
         let r = gpt::fix_after_copy(&dev).unwrap();
@@ -107,7 +91,7 @@ fn fixup_on_larger_and_smaller_targets_is_sgdisk_clean() {
         assert!(!gpt::fix_after_copy(&dev).unwrap().fixed, "{name}");
     }
     // A damaged primary header: the table is read from the backup.
-    let dst = dir.join("damaged.img");
+    let dst = dir.p("damaged.img");
     copy_onto(&src, &dst, 64 << 20);
     {
         use std::os::unix::fs::FileExt;
@@ -118,46 +102,38 @@ fn fixup_on_larger_and_smaller_targets_is_sgdisk_clean() {
     let t = gpt::read(&dev).unwrap();
     assert!(t.used_backup);
     assert_eq!(t.partitions.len(), 2);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn fixup_4096_byte_sectors() {
-    let dir = tmpdir("gpt-4k");
-    let src = dir.join("src4k.img");
+    let dir = TempDir::new("gpt-4k");
+    let src = dir.p("src4k.img");
     std::fs::File::create(&src)
         .unwrap()
         .set_len(64 << 20)
         .unwrap();
     // sgdisk on a file assumes 512-byte sectors; -l-less trick: use a loop device with 4096 sectors.
-    let out = Command::new("losetup")
-        .args(["--find", "--show", "--sector-size", "4096"])
-        .arg(&src)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        eprintln!(
-            "skipping: no loop devices here: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let Some(lo) = Loop::attach_with(
+        &src,
+        LoopOpts {
+            sector_size: Some(4096),
+            ..Default::default()
+        },
+    ) else {
         return;
-    }
-    let lo = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let res = std::panic::catch_unwind(|| {
-        sh(Command::new("sgdisk")
-            .args(["-n1:1MiB:+8MiB", "-n2:0:+20MiB"])
-            .arg(&lo));
-        let d = Device::open(&lo, Access::Read).unwrap();
-        assert_eq!(d.logical_block_size(), 4096);
-        let t = gpt::read(&d).unwrap();
-        assert_eq!(t.sector_size, 4096);
-        assert_eq!(t.end_bytes(), 29 << 20);
-    });
-    let _ = Command::new("losetup").arg("-d").arg(&lo).status();
-    res.unwrap();
+    };
+    sh(Command::new("sgdisk")
+        .args(["-n1:1MiB:+8MiB", "-n2:0:+20MiB"])
+        .arg(&lo.dev));
+    let d = Device::open(&lo.dev, Access::Read).unwrap();
+    assert_eq!(d.logical_block_size(), 4096);
+    let t = gpt::read(&d).unwrap();
+    assert_eq!(t.sector_size, 4096);
+    assert_eq!(t.end_bytes(), 29 << 20);
+    drop(d);
+    drop(lo);
     // The image file, read as a 512-byte file, still finds the 4096-byte GPT.
     let d = Device::open(&src, Access::Read).unwrap();
     let t = gpt::read(&d).unwrap();
     assert_eq!((t.kind, t.sector_size), (TableKind::Gpt, 4096));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,97 +5,22 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-const MIB: u64 = 1 << 20;
-
-struct Dir(PathBuf);
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("lifeboat-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn p(&self, n: &str) -> PathBuf {
-        self.0.join(n)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A loop device detached on drop.
-struct Loop(String);
-impl Loop {
-    fn attach(file: &Path, extra: &[&str]) -> Option<Loop> {
-        let o = Command::new("losetup")
-            .args(["--find", "--show"])
-            .args(extra)
-            .arg(file)
-            .output()
-            .ok()?;
-        if !o.status.success() {
-            eprintln!("skipping loop part: {}", String::from_utf8_lossy(&o.stderr));
-            return None;
-        }
-        Some(Loop(String::from_utf8_lossy(&o.stdout).trim().to_string()))
-    }
-}
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-    }
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let o = cmd.output().expect("run tool");
-    let s = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{cmd:?} failed: {s}");
-    s
-}
-
-fn sha(p: &Path) -> String {
-    sh(Command::new("sha256sum").arg(p))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-fn lifeboat(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    let s = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        s.lines().count(),
-        1,
-        "stdout must be one JSON value: {s}\nstderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_str(&s).unwrap()
-}
+mod common;
+use common::{
+    assert_exit, json, lifeboat, run, sha256 as sha, zero_file, Loop, LoopOpts, TempDir, MIB,
+};
 
 /// A 64 MiB GPT disk: p1 FAT (16 MiB at 1 MiB) with files, p2 ext4 (30 MiB at 17 MiB) with the
 /// crate's sources; random bytes in the unallocated tail.
-fn sample(dir: &Dir) -> PathBuf {
+fn sample(dir: &TempDir) -> PathBuf {
     let p = dir.p("src.img");
     std::fs::File::create(&p)
         .unwrap()
         .set_len(64 * MIB)
         .unwrap();
-    sh(Command::new("sgdisk")
+    run(Command::new("sgdisk")
         .args([
             "-n1:1MiB:+16MiB",
             "-t1:ef00",
@@ -104,7 +29,7 @@ fn sample(dir: &Dir) -> PathBuf {
         ])
         .arg(&p));
     let root = env!("CARGO_MANIFEST_DIR");
-    sh(Command::new("mkfs.ext4")
+    run(Command::new("mkfs.ext4")
         .args([
             "-q",
             "-F",
@@ -115,11 +40,11 @@ fn sample(dir: &Dir) -> PathBuf {
         ])
         .arg(&p)
         .arg("30M"));
-    sh(Command::new("mkfs.vfat")
+    run(Command::new("mkfs.vfat")
         .args(["-F", "16", "--offset", "2048"])
         .arg(&p)
         .arg("16384"));
-    sh(Command::new("mcopy")
+    run(Command::new("mcopy")
         .env("MTOOLS_SKIP_CHECK", "1")
         .arg("-i")
         .arg(format!("{}@@1M", p.display()))
@@ -144,28 +69,28 @@ fn sample(dir: &Dir) -> PathBuf {
 }
 
 fn referees(img: &Path) {
-    let out = sh(Command::new("sgdisk").arg("-v").arg(img));
+    let out = run(Command::new("sgdisk").arg("-v").arg(img));
     assert!(out.contains("No problems found"), "sgdisk -v: {out}");
-    sh(Command::new("e2fsck")
+    run(Command::new("e2fsck")
         .arg("-fn")
         .arg(format!("{}?offset={}", img.display(), 17 * MIB)));
-    let d = Dir::new(&format!(
+    let d = TempDir::new(&format!(
         "fat-{}",
         img.file_name().unwrap().to_string_lossy()
     ));
     let fat = d.p("fat.img");
-    sh(Command::new("dd")
+    run(Command::new("dd")
         .arg(format!("if={}", img.display()))
         .arg(format!("of={}", fat.display()))
         .args(["bs=1M", "skip=1", "count=16", "status=none"]));
-    sh(Command::new("fsck.vfat").arg("-n").arg(&fat));
+    run(Command::new("fsck.vfat").arg("-n").arg(&fat));
 }
 
 /// Compares `[1024, len)`: sectors 0 and 1 (protective MBR, primary GPT header) are rewritten
 /// by the fix-up on a target of another size; the entry array and all data must be identical.
 fn same_range(a: &Path, b: &Path, len: u64) {
     let n = (len - 1024).to_string();
-    sh(Command::new("cmp")
+    run(Command::new("cmp")
         .args(["-i", "1024", "-n"])
         .arg(&n)
         .arg(a)
@@ -174,7 +99,7 @@ fn same_range(a: &Path, b: &Path, len: u64) {
 
 #[test]
 fn file_clones_larger_smaller_and_equal() {
-    let dir = Dir::new("clone-files");
+    let dir = TempDir::new("clone-files");
     let src = sample(&dir);
     let before = sha(&src);
     for (name, size) in [
@@ -191,12 +116,7 @@ fn file_clones_larger_smaller_and_equal() {
             "--yes",
             "--json",
         ]);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{name}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert_exit(&o, 0);
         let r = json(&o);
         assert_eq!(r["ok"], true);
         assert_eq!(r["verified"], true);
@@ -218,7 +138,7 @@ fn file_clones_larger_smaller_and_equal() {
         same_range(&src, &dst, 47 * MIB);
         referees(&dst);
         if size == 64 * MIB {
-            sh(Command::new("cmp").arg(&src).arg(&dst));
+            run(Command::new("cmp").arg(&src).arg(&dst));
         }
         assert_eq!(std::fs::metadata(&dst).unwrap().len(), size);
     }
@@ -227,7 +147,7 @@ fn file_clones_larger_smaller_and_equal() {
 
 #[test]
 fn refusals_write_nothing() {
-    let dir = Dir::new("clone-refuse");
+    let dir = TempDir::new("clone-refuse");
     let src = sample(&dir);
     let before = sha(&src);
     let small = dir.p("small.img");
@@ -259,32 +179,28 @@ fn refusals_write_nothing() {
     std::fs::write(&t, vec![0x5Au8; 64 * MIB as usize]).unwrap();
     let t_sha = sha(&t);
     let o = lifeboat(&["clone", s, t.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(4));
+    assert_exit(&o, 4);
     assert_eq!(sha(&t), t_sha);
     // Loop devices: a read-only target, a target held exclusively, a loop over the source file.
-    if let Some(ro) = Loop::attach(&t, &["--read-only"]) {
-        let o = lifeboat(&["clone", s, &ro.0, "--yes"]);
-        assert_eq!(
-            o.status.code(),
-            Some(4),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+    if let Some(ro) = Loop::attach_with(
+        &t,
+        LoopOpts {
+            read_only: true,
+            ..Default::default()
+        },
+    ) {
+        let o = lifeboat(&["clone", s, &ro.dev, "--yes"]);
+        assert_exit(&o, 4);
         assert!(String::from_utf8_lossy(&o.stderr).contains("read-only"));
         drop(ro);
-        let lo = Loop::attach(&t, &[]).unwrap();
+        let lo = Loop::attach(&t).unwrap();
         let held = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_EXCL)
-            .open(&lo.0)
+            .open(&lo.dev)
             .unwrap();
-        let o = lifeboat(&["clone", s, &lo.0, "--yes"]);
-        assert_eq!(
-            o.status.code(),
-            Some(4),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o = lifeboat(&["clone", s, &lo.dev, "--yes"]);
+        assert_exit(&o, 4);
         assert!(
             String::from_utf8_lossy(&o.stderr).contains("in use"),
             "{}",
@@ -292,44 +208,36 @@ fn refusals_write_nothing() {
         );
         drop(held);
         drop(lo);
-        let over_src = Loop::attach(&src, &[]).unwrap();
-        let o = lifeboat(&["clone", &over_src.0, s, "--yes"]);
-        assert_eq!(
-            o.status.code(),
-            Some(4),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let o = lifeboat(&["clone", s, &over_src.0, "--yes"]);
-        assert_eq!(
-            o.status.code(),
-            Some(4),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let over_src = Loop::attach(&src).unwrap();
+        let o = lifeboat(&["clone", &over_src.dev, s, "--yes"]);
+        assert_exit(&o, 4);
+        let o = lifeboat(&["clone", s, &over_src.dev, "--yes"]);
+        assert_exit(&o, 4);
         // A partition of the source disk as the target.
         drop(over_src);
-        let part_src = Loop::attach(&src, &["--partscan"]).unwrap();
+        let part_src = Loop::attach_with(
+            &src,
+            LoopOpts {
+                partscan: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let mut p2 = format!("{}p2", part_src.0);
-        let name = format!("{}p2", part_src.0.trim_start_matches("/dev/"));
+        let mut p2 = format!("{}p2", part_src.dev);
+        let name = format!("{}p2", part_src.dev.trim_start_matches("/dev/"));
         // Without udev the partition has no /dev node: make one from sysfs.
         if !Path::new(&p2).exists() {
             if let Ok(dev) = std::fs::read_to_string(format!("/sys/class/block/{name}/dev")) {
                 let (ma, mi) = dev.trim().split_once(':').unwrap();
                 let node = dir.p("p2");
-                sh(Command::new("mknod").arg(&node).args(["b", ma, mi]));
+                run(Command::new("mknod").arg(&node).args(["b", ma, mi]));
                 p2 = node.display().to_string();
             }
         }
         if Path::new(&p2).exists() {
-            let o = lifeboat(&["clone", &part_src.0, &p2, "--yes"]);
-            assert_eq!(
-                o.status.code(),
-                Some(4),
-                "{}",
-                String::from_utf8_lossy(&o.stderr)
-            );
+            let o = lifeboat(&["clone", &part_src.dev, &p2, "--yes"]);
+            assert_exit(&o, 4);
             assert!(
                 String::from_utf8_lossy(&o.stderr).contains("same disk"),
                 "{}",
@@ -343,14 +251,14 @@ fn refusals_write_nothing() {
 }
 
 fn getro(dev: &str) -> String {
-    sh(Command::new("blockdev").arg("--getro").arg(dev))
+    run(Command::new("blockdev").arg("--getro").arg(dev))
         .trim()
         .to_string()
 }
 
 #[test]
 fn loop_to_loop_with_map_and_read_only_source() {
-    let dir = Dir::new("clone-loop");
+    let dir = TempDir::new("clone-loop");
     let src = sample(&dir);
     let before = sha(&src);
     let t = dir.p("t.img");
@@ -358,45 +266,40 @@ fn loop_to_loop_with_map_and_read_only_source() {
         .unwrap()
         .set_len(80 * MIB)
         .unwrap();
-    let (Some(ls), Some(lt)) = (Loop::attach(&src, &[]), Loop::attach(&t, &[])) else {
+    let (Some(ls), Some(lt)) = (Loop::attach(&src), Loop::attach(&t)) else {
         return;
     };
     // The guard marks the source read-only and restores it.
     {
-        let g = lifeboat::clone::ReadOnlyGuard::new(&[PathBuf::from(&ls.0)]).unwrap();
-        assert_eq!(getro(&ls.0), "1");
-        let w = OpenOptions::new().write(true).open(&ls.0).and_then(|f| {
+        let g = lifeboat::clone::ReadOnlyGuard::new(&[PathBuf::from(&ls.dev)]).unwrap();
+        assert_eq!(getro(&ls.dev), "1");
+        let w = OpenOptions::new().write(true).open(&ls.dev).and_then(|f| {
             use std::os::unix::fs::FileExt;
             f.write_at(&[1u8; 512], 0)
         });
         assert!(w.is_err(), "a read-only source accepted a write");
         drop(g);
     }
-    assert_eq!(getro(&ls.0), "0");
+    assert_eq!(getro(&ls.dev), "0");
     let map = dir.p("clone.map");
     let o = lifeboat(&[
         "clone",
-        &ls.0,
-        &lt.0,
+        &ls.dev,
+        &lt.dev,
         "--yes",
         "--json",
         "--map",
         map.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     let r = json(&o);
     assert_eq!(r["verified"], true);
     assert_eq!(r["partition_table_fixed"], true);
-    assert_eq!(getro(&ls.0), "0", "BLKROSET not restored");
+    assert_eq!(getro(&ls.dev), "0", "BLKROSET not restored");
     // GNU ddrescuelog reads our mapfile: everything finished.
-    let out = sh(Command::new("ddrescuelog").arg("-t").arg(&map));
+    let out = run(Command::new("ddrescuelog").arg("-t").arg(&map));
     assert!(out.contains("100%") || out.contains("rescued:"), "{out}");
-    let d = sh(Command::new("ddrescuelog")
+    let d = run(Command::new("ddrescuelog")
         .arg("-D")
         .arg(&map)
         .env("LC_ALL", "C"));
@@ -404,20 +307,15 @@ fn loop_to_loop_with_map_and_read_only_source() {
     // Running again with the finished map reads nothing and still succeeds.
     let o = lifeboat(&[
         "clone",
-        &ls.0,
-        &lt.0,
+        &ls.dev,
+        &lt.dev,
         "--yes",
         "--json",
         "--map",
         map.to_str().unwrap(),
         "--no-verify",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     assert_eq!(json(&o)["verified"], serde_json::Value::Null);
     drop(lt);
     drop(ls);
@@ -431,7 +329,7 @@ fn loop_to_loop_with_map_and_read_only_source() {
 /// create, restore and export all reproduce it byte for byte.
 #[test]
 fn odd_sized_image_files_are_copied_exactly() {
-    let dir = Dir::new("odd-size");
+    let dir = TempDir::new("odd-size");
     let src = dir.p("odd.img");
     let data: Vec<u8> = (0..1_000_003u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -441,46 +339,21 @@ fn odd_sized_image_files_are_copied_exactly() {
     let tgt = dir.p("clone.img");
     zero_file(&tgt, data.len() as u64);
     let o = lifeboat(&["clone", &s(&src), &s(&tgt), "--yes", "--json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     assert_eq!(json(&o)["verified"], true);
     assert_eq!(std::fs::read(&tgt).unwrap(), data, "the clone differs");
 
     let img = dir.p("odd.lbi");
     let o = lifeboat(&["image", "create", &s(&src), &s(&img), "--json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     let raw = dir.p("export.raw");
     let o = lifeboat(&["image", "export", &s(&img), &s(&raw)]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     assert_eq!(std::fs::read(&raw).unwrap(), data, "the export differs");
     let rst = dir.p("restore.img");
     zero_file(&rst, data.len() as u64);
     let o = lifeboat(&["image", "restore", &s(&img), &s(&rst), "--yes", "--json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     assert_eq!(std::fs::read(&rst).unwrap(), data, "the restore differs");
     assert_eq!(std::fs::read(&src).unwrap(), data, "the source changed");
-}
-
-/// Creates (or truncates) `path` as a zero-filled file of `len` bytes: a blank target.
-fn zero_file(path: &Path, len: u64) {
-    std::fs::File::create(path).unwrap().set_len(len).unwrap();
 }

@@ -6,21 +6,8 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-/// A temporary directory removed on drop (even when the test fails).
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("lifeboat-devtest-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 fn write(p: &Path, v: &str) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -230,7 +217,7 @@ fn disk<'a>(disks: &'a [lifeboat::devices::Disk], n: &str) -> &'a lifeboat::devi
 #[test]
 fn every_bus_and_serial_source() {
     let t = TempDir::new("buses");
-    let (sys, dev) = build_tree(&t.0);
+    let (sys, dev) = build_tree(t.path());
     let disks = scan(&sys, &dev).unwrap();
     let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(
@@ -303,7 +290,7 @@ fn every_bus_and_serial_source() {
 #[test]
 fn json_contract_fields() {
     let t = TempDir::new("json");
-    let (sys, dev) = build_tree(&t.0);
+    let (sys, dev) = build_tree(t.path());
     let disks = scan(&sys, &dev).unwrap();
     let v = lifeboat::devices::list_json(&disks);
     let s: serde_json::Value =
@@ -355,7 +342,7 @@ fn json_contract_fields() {
 #[test]
 fn selectors() {
     let t = TempDir::new("sel");
-    let (sys, dev) = build_tree(&t.0);
+    let (sys, dev) = build_tree(t.path());
     let mut disks = scan(&sys, &dev).unwrap();
     // Labels and UUIDs as probing would have set them.
     disks
@@ -433,7 +420,7 @@ fn selectors() {
     );
 
     // A regular file is a disk image.
-    let img = t.0.join("disk.img");
+    let img = t.path().join("disk.img");
     fs::write(&img, [0u8; 512]).unwrap();
     assert_eq!(
         resolve_in(img.to_str().unwrap(), &disks).unwrap(),
@@ -441,7 +428,9 @@ fn selectors() {
     );
     // A directory is neither.
     assert_eq!(
-        resolve_in(t.0.to_str().unwrap(), &disks).unwrap_err().kind,
+        resolve_in(t.path().to_str().unwrap(), &disks)
+            .unwrap_err()
+            .kind,
         ErrorKind::InvalidInput
     );
 }
@@ -449,7 +438,7 @@ fn selectors() {
 #[test]
 fn holders_mounts_and_swap() {
     let t = TempDir::new("use");
-    let (sys, _dev) = build_tree(&t.0);
+    let (sys, _dev) = build_tree(t.path());
     fs::create_dir_all(sys.join("block/sda/sda2/holders/md0")).unwrap();
     let mounts = usage::parse_mountinfo(
         "40 1 8:1 / /mnt/efi rw - vfat /dev/sda1 rw\n41 1 8:17 / /x rw - ext4 /dev/sdb1 rw\n",

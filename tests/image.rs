@@ -10,72 +10,24 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
+mod common;
+use common::{
+    assert_exit, is_root, json as json_of, lifeboat_cmd, s, sh, sha256 as sha, Loop, LoopOpts,
+    TempDir,
+};
 
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("lifeboat-imgtest-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn p(&self, n: &str) -> PathBuf {
-        self.0.join(n)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sh(cmd: &str) {
-    let st = Command::new("sh").arg("-c").arg(cmd).status().unwrap();
-    assert!(st.success(), "command failed: {cmd}");
-}
-
+/// `lifeboat ARGS` with progress as `LIFEBOAT-PROGRESS` JSON lines on stderr.
 fn lb(args: &[&str]) -> Output {
-    Command::new(BIN)
+    lifeboat_cmd()
         .args(args)
         .env("LIFEBOAT_PROGRESS", "json")
         .output()
         .unwrap()
 }
 
-fn json_of(o: &Output) -> serde_json::Value {
-    let s = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        s.lines().count(),
-        1,
-        "exactly one JSON line expected, got {s:?} (stderr {})",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("bad JSON {s:?}: {e}"))
-}
-
-fn sha(p: &Path) -> String {
-    let o = Command::new("sha256sum").arg(p).output().unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 /// `lifeboat image create SRC IMG`, which must succeed.
 fn create_ok(src: &Path, img: &Path) {
-    let o = lb(&["image", "create", s(src), s(img)]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    assert_exit(&lb(&["image", "create", s(src), s(img)]), 0);
 }
 
 /// A 96 MiB GPT disk: ext4 (files from /usr/share, some random) + FAT (mcopy), free space with
@@ -95,7 +47,7 @@ fn sample_disk(dir: &TempDir) -> PathBuf {
          dd if={dir}/fat.img of={d} bs=1M seek=49 conv=notrunc status=none",
         c = s(&c),
         d = s(&d),
-        dir = s(&dir.0),
+        dir = s(dir.path()),
         o1 = 2048 * 512,
     ));
     d
@@ -108,7 +60,7 @@ fn fsck_partitions(dir: &TempDir, disk: &Path) {
          dd if={d} of={t}/p2 bs=1M skip=49 count=32 status=none && fsck.vfat -n {t}/p2 >/dev/null && \
          sgdisk -v {d} | grep -q 'No problems found' && rm -f {t}/p1 {t}/p2",
         d = s(disk),
-        t = s(&dir.0)
+        t = s(dir.path())
     ));
 }
 
@@ -119,12 +71,7 @@ fn round_trip_create_verify_restore_export() {
     let before = sha(&disk);
     let img = t.p("full.lbi");
     let o = lb(&["image", "create", s(&disk), s(&img), "--json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     let j = json_of(&o);
     assert_eq!(j["ok"], true);
     assert_eq!(j["disk_size_bytes"], 96 << 20);
@@ -134,11 +81,11 @@ fn round_trip_create_verify_restore_export() {
     assert!((j["image_bytes"].as_u64().unwrap()) < 40 << 20, "{j}");
 
     let o = lb(&["image", "verify", s(&img), "--json"]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_exit(&o, 0);
     assert_eq!(json_of(&o)["ok"], true);
 
     let o = lb(&["image", "info", s(&img), "--json"]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_exit(&o, 0);
     let i = json_of(&o);
     assert_eq!(i["complete"], true);
     assert_eq!(i["source"]["size_bytes"], 96 << 20);
@@ -147,12 +94,7 @@ fn round_trip_create_verify_restore_export() {
     // export: bit-exact and sparse.
     let raw = t.p("export.raw");
     let o = lb(&["image", "export", s(&img), s(&raw), "--json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     assert_eq!(sha(&raw), before);
     use std::os::unix::fs::MetadataExt;
     assert!(
@@ -160,32 +102,21 @@ fn round_trip_create_verify_restore_export() {
         "export is not sparse"
     );
     // export refuses to overwrite.
-    assert_eq!(
-        lb(&["image", "export", s(&img), s(&raw)]).status.code(),
-        Some(4)
-    );
+    assert_exit(&lb(&["image", "export", s(&img), s(&raw)]), 4);
 
     // restore onto a file holding other data: bit-exact, filesystems clean.
     let target = t.p("target.img");
     sh(&format!("head -c 100663296 /dev/urandom > {}", s(&target)));
     let o = lb(&["image", "restore", s(&img), s(&target), "--yes", "--json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     assert_eq!(json_of(&o)["media_hash_verified"], true);
     assert_eq!(sha(&target), before);
     fsck_partitions(&t, &target);
 
     // an existing image is not overwritten without --force; with --force it is replaced.
-    assert_eq!(
-        lb(&["image", "create", s(&disk), s(&img)]).status.code(),
-        Some(4)
-    );
+    assert_exit(&lb(&["image", "create", s(&disk), s(&img)]), 4);
     let o = lb(&["image", "create", s(&disk), s(&img), "--force", "--json"]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_exit(&o, 0);
     assert_ne!(json_of(&o)["uuid"], j["uuid"]);
     assert!(!t.p("full.lbi.partial").exists());
 }
@@ -196,7 +127,7 @@ fn incremental_chain_restores_every_point() {
     let disk = sample_disk(&t);
     let full = t.p("full.lbi");
     let o = lb(&["image", "create", s(&disk), s(&full), "--json"]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_exit(&o, 0);
     let full_j = json_of(&o);
     let p0 = sha(&disk);
     fs::copy(&disk, t.p("state0")).unwrap();
@@ -218,12 +149,7 @@ fn incremental_chain_restores_every_point() {
         s(&full),
         "--json",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     let j = json_of(&o);
     let size = j["image_bytes"].as_u64().unwrap();
     // Random data does not compress: the incremental is the change (4-5 MiB, chunk-aligned) plus the index.
@@ -250,11 +176,11 @@ fn incremental_chain_restores_every_point() {
         s(&inc1),
         "--json",
     ]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_exit(&o, 0);
     assert!(json_of(&o)["image_bytes"].as_u64().unwrap() < 2 << 20);
 
     let o = lb(&["image", "verify", s(&inc2), "--json"]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_exit(&o, 0);
     assert_eq!(json_of(&o)["chain"].as_array().unwrap().len(), 3);
     let o = lb(&["image", "info", s(&inc2), "--json"]);
     assert_eq!(json_of(&o)["chain"].as_array().unwrap().len(), 3);
@@ -263,12 +189,7 @@ fn incremental_chain_restores_every_point() {
         let out = t.p("point.raw");
         let _ = fs::remove_file(&out);
         let o = lb(&["image", "export", s(img), s(&out)]);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert_exit(&o, 0);
         assert_eq!(&sha(&out), want, "restore point {}", img.display());
     }
 
@@ -287,7 +208,7 @@ fn incremental_chain_restores_every_point() {
     // A wrong parent (another image under the parent's name): refused, names the file.
     fs::copy(&full, &inc1).unwrap();
     let o = lb(&["image", "restore", s(&inc2), s(&t.p("state0")), "--yes"]);
-    assert_eq!(o.status.code(), Some(5));
+    assert_exit(&o, 5);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("inc1.lbi") && err.contains("not the parent"),
@@ -397,10 +318,10 @@ fn corruption_in_every_part_is_caught() {
         .set_len(len / 2)
         .unwrap();
     let o = lb(&["image", "info", s(&t.p("part.lbi")), "--json"]);
-    assert_eq!(o.status.code(), Some(5));
+    assert_exit(&o, 5);
     assert_eq!(json_of(&o)["complete"], false);
     let o = lb(&["image", "restore", s(&t.p("part.lbi")), s(&disk), "--yes"]);
-    assert_eq!(o.status.code(), Some(5));
+    assert_exit(&o, 5);
     assert!(String::from_utf8_lossy(&o.stderr).contains("incomplete"));
 }
 
@@ -419,24 +340,16 @@ fn split_volumes_and_a_missing_volume() {
         "4M",
         "--json",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     let j = json_of(&o);
     let vols = j["volumes"].as_array().unwrap();
     assert!(vols.len() >= 5, "{j}");
     for v in vols {
         assert!(fs::metadata(v.as_str().unwrap()).unwrap().len() <= 4 << 20);
     }
-    assert_eq!(lb(&["image", "verify", s(&img)]).status.code(), Some(0));
+    assert_exit(&lb(&["image", "verify", s(&img)]), 0);
     let out = t.p("out.raw");
-    assert_eq!(
-        lb(&["image", "export", s(&img), s(&out)]).status.code(),
-        Some(0)
-    );
+    assert_exit(&lb(&["image", "export", s(&img), s(&out)]), 0);
     assert_eq!(sha(&out), sha(&disk));
     // Missing middle volume and missing last volume: clear errors naming the volume.
     for k in ["002", &format!("{:03}", vols.len())] {
@@ -453,15 +366,13 @@ fn split_volumes_and_a_missing_volume() {
     }
     // A volume from another image is named.
     let other = t.p("o.lbi");
-    assert_eq!(
-        lb(&["image", "create", s(&disk), s(&other), "--split", "4M"])
-            .status
-            .code(),
-        Some(0)
+    assert_exit(
+        &lb(&["image", "create", s(&disk), s(&other), "--split", "4M"]),
+        0,
     );
     fs::copy(t.p("o.lbi.002"), t.p("s.lbi.002")).unwrap();
     let o = lb(&["image", "verify", s(&img)]);
-    assert_eq!(o.status.code(), Some(5));
+    assert_exit(&o, 5);
     assert!(String::from_utf8_lossy(&o.stderr).contains("another image"));
 }
 
@@ -523,10 +434,10 @@ fn failing_source_records_unreadable_sectors() {
     let j = json_of(&o);
     assert_eq!(j["bad_bytes"], 3072);
     assert_eq!(j["bad_ranges"][1][0], 3 * 1_048_576 - 512);
-    assert_eq!(lb(&["image", "verify", s(&img)]).status.code(), Some(0));
+    assert_exit(&lb(&["image", "verify", s(&img)]), 0);
     let out = t.p("out.raw");
     let o = lb(&["image", "export", s(&img), s(&out), "--json"]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_exit(&o, 0);
     assert_eq!(json_of(&o)["bad_bytes"], 3072);
     let got = fs::read(&out).unwrap();
     let mut want = data;
@@ -636,12 +547,7 @@ fn restore_target_sizes_and_refusals() {
         let tg = t.p(name);
         sh(&format!("truncate -s {size} {}", s(&tg)));
         let o = lb(&["image", "restore", s(&img), s(&tg), "--yes", "--json"]);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{name}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert_exit(&o, 0);
         let j = json_of(&o);
         assert_eq!(j["partition_table"]["fixed"], true, "{j}");
         sh(&format!(
@@ -660,50 +566,22 @@ fn restore_target_sizes_and_refusals() {
     let tiny = t.p("tiny.img");
     sh(&format!("truncate -s 70M {}", s(&tiny)));
     let o = lb(&["image", "restore", s(&img), s(&tiny), "--yes"]);
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 4);
     assert!(fs::read(&tiny).unwrap().iter().all(|&b| b == 0));
     // No --yes without a terminal: refused.
     let tg = t.p("big.img");
-    let o = Command::new(BIN)
+    let o = lifeboat_cmd()
         .args(["image", "restore", s(&img), s(&tg)])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(4));
+    assert_exit(&o, 4);
     // The image itself as the target: refused.
     let o = lb(&["image", "restore", s(&img), s(&img), "--yes"]);
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 4);
     assert_eq!(sha(&disk), before);
 }
 
-/// A loop device over a file, detached on drop (every path).
-struct Loop(String);
-impl Loop {
-    fn attach(file: &Path) -> Option<Loop> {
-        let o = Command::new("losetup")
-            .args(["--find", "--show", s(file)])
-            .output()
-            .ok()?;
-        o.status
-            .success()
-            .then(|| Loop(String::from_utf8_lossy(&o.stdout).trim().to_string()))
-    }
-}
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
 struct Mounted(PathBuf);
 impl Drop for Mounted {
     fn drop(&mut self) {
@@ -713,7 +591,7 @@ impl Drop for Mounted {
 
 #[test]
 fn image_on_the_disk_being_imaged_is_refused() {
-    if !nix_is_root() {
+    if !is_root() {
         eprintln!("skipped: needs root for loop devices");
         return;
     }
@@ -730,31 +608,16 @@ fn image_on_the_disk_being_imaged_is_refused() {
     let mp = t.p("mnt");
     fs::create_dir_all(&mp).unwrap();
     assert!(Command::new("mount")
-        .args([&lo.0, s(&mp)])
+        .args([&lo.dev, s(&mp)])
         .status()
         .unwrap()
         .success());
     let _m = Mounted(mp.clone());
     // (A mounted ext4 changes by itself, so only the refusal and the absence of a file are checked.)
-    let o = lb(&["image", "create", &lo.0, s(&mp.join("self.lbi"))]);
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = lb(&["image", "create", &lo.dev, s(&mp.join("self.lbi"))]);
+    assert_exit(&o, 4);
     assert!(String::from_utf8_lossy(&o.stderr).contains("disk being imaged"));
     assert!(!mp.join("self.lbi").exists() && !mp.join("self.lbi.partial").exists());
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY-free: read the effective uid from /proc.
-    fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 #[test]
@@ -783,15 +646,10 @@ fn cancelled_create_leaves_only_a_marked_partial_file() {
     );
     assert!(t.p("c.lbi.partial").exists());
     let o = lb(&["image", "info", s(&img), "--json"]);
-    assert_eq!(o.status.code(), Some(5));
+    assert_exit(&o, 5);
     assert_eq!(json_of(&o)["complete"], false);
     let o = lb(&["image", "verify", s(&t.p("c.lbi.partial"))]);
-    assert_eq!(
-        o.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 5);
     assert!(String::from_utf8_lossy(&o.stderr).contains("incomplete"));
 }
 
@@ -831,7 +689,7 @@ fn ctrl_c_during_create_leaves_a_marked_partial_and_exits_130() {
     let (sha0, meta0) = (head_sha(), meta());
     let img = t.p("big.lbi");
     let partial = t.p("big.lbi.partial");
-    let child = Command::new(BIN)
+    let child = lifeboat_cmd()
         .args(["image", "create", s(&disk), s(&img)])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -847,7 +705,7 @@ fn ctrl_c_during_create_leaves_a_marked_partial_and_exits_130() {
     sh(&format!("kill -INT {}", child.id()));
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert_exit(&o, 130);
     assert!(
         err.contains("cancelled") && err.contains("big.lbi.partial"),
         "{err}"
@@ -855,7 +713,7 @@ fn ctrl_c_during_create_leaves_a_marked_partial_and_exits_130() {
     assert!(!img.exists(), "a cancelled create left a complete image");
     assert!(partial.exists(), "the .partial file must stay");
     let o = lb(&["image", "info", s(&img), "--json"]);
-    assert_eq!(o.status.code(), Some(5));
+    assert_exit(&o, 5);
     assert_eq!(json_of(&o)["complete"], false);
     assert_eq!(head_sha(), sha0, "the source changed");
     assert_eq!(meta(), meta0, "the source changed");
@@ -863,13 +721,13 @@ fn ctrl_c_during_create_leaves_a_marked_partial_and_exits_130() {
 
 /// A loop device with 4096-byte logical sectors over `file`, detached on drop.
 fn attach_4k(file: &Path) -> Option<Loop> {
-    let o = Command::new("losetup")
-        .args(["--find", "--show", "--sector-size", "4096", s(file)])
-        .output()
-        .ok()?;
-    o.status
-        .success()
-        .then(|| Loop(String::from_utf8_lossy(&o.stdout).trim().to_string()))
+    Loop::attach_with(
+        file,
+        LoopOpts {
+            sector_size: Some(4096),
+            ..Default::default()
+        },
+    )
 }
 
 /// An image of a 512-byte-sector GPT disk onto a 4Kn disk: refused (exit 4), the message names
@@ -877,7 +735,7 @@ fn attach_4k(file: &Path) -> Option<Loop> {
 /// whole-disk ext4) is a byte copy and is restored onto the same 4Kn disk.
 #[test]
 fn restore_onto_a_disk_with_another_sector_size() {
-    if !nix_is_root() {
+    if !is_root() {
         eprintln!("skipped: needs root for loop devices");
         return;
     }
@@ -898,9 +756,9 @@ fn restore_onto_a_disk_with_another_sector_size() {
         eprintln!("skipped: no loop device with 4096-byte sectors available");
         return;
     };
-    let o = lb(&["image", "restore", s(&img), &lo.0, "--yes", "--json"]);
+    let o = lb(&["image", "restore", s(&img), &lo.dev, "--yes", "--json"]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert_exit(&o, 4);
     assert!(
         err.contains("512-byte") && err.contains("4096-byte") && err.contains("image export"),
         "{err}"
@@ -928,15 +786,10 @@ fn restore_onto_a_disk_with_another_sector_size() {
         eprintln!("skipped: no loop device with 4096-byte sectors available");
         return;
     };
-    let o = lb(&["image", "restore", s(&img2), &lo.0, "--yes"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    sh(&format!("cmp {} {}", lo.0, s(&fsimg)));
-    sh(&format!("e2fsck -fn {} >/dev/null", lo.0));
+    let o = lb(&["image", "restore", s(&img2), &lo.dev, "--yes"]);
+    assert_exit(&o, 0);
+    sh(&format!("cmp {} {}", lo.dev, s(&fsimg)));
+    sh(&format!("e2fsck -fn {} >/dev/null", lo.dev));
     drop(lo);
     assert_eq!(sha(&fsimg), fs_before);
 }
@@ -955,7 +808,7 @@ fn ctrl_c_during_restore_exits_130_and_says_the_target_is_incomplete() {
     create_ok(&disk, &img);
     let tg = t.p("target.img");
     sh(&format!("truncate -s 4G {}", s(&tg)));
-    let child = Command::new(BIN)
+    let child = lifeboat_cmd()
         .args(["image", "restore", s(&img), s(&tg), "--yes", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -965,7 +818,7 @@ fn ctrl_c_during_restore_exits_130_and_says_the_target_is_incomplete() {
     sh(&format!("kill -INT {}", child.id()));
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert_exit(&o, 130);
     assert!(err.contains("INCOMPLETE"), "{err}");
     let j = json_of(&o);
     assert_eq!(j["error"]["kind"], "cancelled", "{j}");

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+use common::TempDir;
+
 fn opts() -> Options {
     Options {
         cluster: 64 << 10,
@@ -168,9 +171,8 @@ fn slow_reads_do_not_freeze_progress_and_cancel_resumes_from_the_map() {
         Duration::from_millis(400),
     ));
     let dst = Arc::new(MemTarget::new(2 << 20, 0xAA));
-    let dir = std::env::temp_dir().join(format!("lifeboat-rescue-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mapfile = dir.join("map");
+    let dir = TempDir::new("rescue");
+    let mapfile = dir.p("map");
     let o = Options {
         mapfile: Some(mapfile.clone()),
         command_line: "test".into(),
@@ -228,7 +230,6 @@ fn slow_reads_do_not_freeze_progress_and_cancel_resumes_from_the_map() {
         "re-read finished areas: {} reads",
         fresh.reads()
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 proptest! {

@@ -1,0 +1,210 @@
+//! What every integration test shares: temporary directories (`tempfile`), loop devices detached
+//! on drop (skipping with a printed message where `losetup` cannot attach), running tools and
+//! the `lifeboat` binary, exit-code and JSON-output assertions, and sha256 of a file.
+//!
+//! Each test file includes it with `mod common;`; not every file uses every helper.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const MIB: u64 = 1 << 20;
+
+/// A temporary directory under `$TMPDIR`, removed on drop (also when the test fails).
+pub struct TempDir(tempfile::TempDir);
+
+impl TempDir {
+    /// A fresh, uniquely named directory; `tag` appears in its name to tell tests apart.
+    pub fn new(tag: &str) -> TempDir {
+        let d = tempfile::Builder::new()
+            .prefix(&format!("lifeboat-{tag}-"))
+            .tempdir()
+            .expect("create a temporary directory");
+        TempDir(d)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// `name` inside the directory.
+    pub fn p(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+}
+
+/// How to attach a loop device (`losetup` options).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoopOpts {
+    /// `--offset`: the device starts this many bytes into the file.
+    pub offset: u64,
+    /// `--sizelimit`: the device is at most this many bytes long.
+    pub size_limit: Option<u64>,
+    /// `--sector-size`: the logical sector size (512 when `None`).
+    pub sector_size: Option<u32>,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `--partscan`.
+    pub partscan: bool,
+}
+
+/// A loop device over a file, detached on drop (every path, failing tests included).
+pub struct Loop {
+    /// The device node, e.g. `/dev/loop3`.
+    pub dev: String,
+}
+
+impl Loop {
+    /// `losetup --find --show FILE`, or `None` (with a printed skip message) where loop
+    /// devices are unavailable.
+    pub fn attach(file: &Path) -> Option<Loop> {
+        Loop::attach_with(file, LoopOpts::default())
+    }
+
+    /// As [`Loop::attach`], with options.
+    pub fn attach_with(file: &Path, o: LoopOpts) -> Option<Loop> {
+        let mut cmd = Command::new("losetup");
+        cmd.args(["--find", "--show"]);
+        if o.offset != 0 {
+            cmd.arg("--offset").arg(o.offset.to_string());
+        }
+        if let Some(n) = o.size_limit {
+            cmd.arg("--sizelimit").arg(n.to_string());
+        }
+        if let Some(n) = o.sector_size {
+            cmd.arg("--sector-size").arg(n.to_string());
+        }
+        if o.read_only {
+            cmd.arg("--read-only");
+        }
+        if o.partscan {
+            cmd.arg("--partscan");
+        }
+        cmd.arg(file);
+        match cmd.output() {
+            Ok(out) if out.status.success() => Some(Loop {
+                dev: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            }),
+            Ok(out) => {
+                eprintln!(
+                    "skipping the loop-device part: {cmd:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipping the loop-device part: cannot run losetup: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// Runs a tool, asserts it succeeded, returns its stdout followed by its stderr.
+#[track_caller]
+pub fn run(cmd: &mut Command) -> String {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let s = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{cmd:?} failed ({}): {s}", o.status);
+    s
+}
+
+/// Runs a shell script (`sh -c`), asserts it succeeded, returns its stdout.
+#[track_caller]
+pub fn sh(script: &str) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run sh");
+    assert!(
+        o.status.success(),
+        "command failed ({}): {script}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The sha256 of a file (by `sha256sum`), as hex.
+#[track_caller]
+pub fn sha256(p: &Path) -> String {
+    run(Command::new("sha256sum").arg(p))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A command running the `lifeboat` binary under test.
+pub fn lifeboat_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+}
+
+/// Runs `lifeboat ARGS` to completion (stdin inherited, stdout and stderr captured).
+pub fn lifeboat(args: &[&str]) -> Output {
+    lifeboat_cmd().args(args).output().expect("run lifeboat")
+}
+
+/// Asserts the exit code, showing the command's stdout and stderr when it is wrong.
+#[track_caller]
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status {}, expected {code}\n--- stdout:\n{}\n--- stderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The one JSON value a `--json` command prints on stdout (asserting it is exactly one line).
+#[track_caller]
+pub fn json(o: &Output) -> serde_json::Value {
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        s.lines().count(),
+        1,
+        "stdout must be one JSON line: {s:?}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("bad JSON {s:?}: {e}"))
+}
+
+/// The command's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A path as `&str` (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// Creates (or truncates) `path` as a zero-filled (sparse) file of `len` bytes.
+pub fn zero_file(path: &Path, len: u64) {
+    std::fs::File::create(path).unwrap().set_len(len).unwrap();
+}
+
+/// Whether the tests run as root (loop devices, mounts).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
