@@ -1,6 +1,11 @@
 //! The crate's error type: a small kind enum, the context of the failed operation
 //! (what, which path, which byte offset) and the underlying cause. Edges (CLI, PID 1, TUI)
 //! print it with that context; exit codes are derived from the kind.
+//!
+//! Display is the whole message for a person: what went wrong, the path/offset, and the cause
+//! (the OS error, the JSON or ELF parser's words). So `source()` returns nothing: a caller that
+//! walks the chain would print the cause twice. The cause stays reachable, typed, through
+//! [`Error::cause`] and [`Error::raw_os_error`].
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,6 +27,9 @@ pub enum ErrorKind {
     Cancelled,
     /// This build or this machine cannot do that.
     Unsupported,
+    /// An image is incomplete: no footer (its creation was interrupted), or a part it needs is
+    /// missing (a split volume, a parent of an incremental). Exit 5, like a damaged image.
+    Incomplete,
 }
 
 /// Exit codes shared by every command (documented in the README).
@@ -42,17 +50,27 @@ pub mod exit {
     pub const CANCELLED: i32 = 130;
 }
 
-/// Lifeboat's library error: kind + context + source.
-#[derive(Debug, thiserror::Error)]
+/// The underlying cause of an [`Error`]: an OS error, or another library's error.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Lifeboat's library error: kind + context + cause. Display prints all of it (see the module
+/// documentation); `source()` is `None` on purpose.
+#[derive(Debug)]
 pub struct Error {
     pub kind: ErrorKind,
     /// What went wrong, in words a user can act on ("target is smaller than ...; pick a disk of at least ...").
     pub msg: String,
+    /// The file or device the failed operation was on (only ever a path).
     pub path: Option<PathBuf>,
     pub offset: Option<u64>,
-    #[source]
-    pub source: Option<io::Error>,
+    /// What caused it (printed after the message).
+    pub cause: Option<Cause>,
+    /// Fields of the job's report that are known although the job failed (e.g. that a restore
+    /// target is now incomplete); the CLI's `--json` error object carries them.
+    pub report: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+impl std::error::Error for Error {}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -63,8 +81,14 @@ impl fmt::Display for Error {
             (None, Some(o)) => write!(f, " (at byte {o})")?,
             (None, None) => {}
         }
-        if let Some(s) = &self.source {
-            write!(f, ": {s}")?;
+        if let Some(c) = &self.cause {
+            write!(f, ": {c}")?;
+            // A cause's own causes (an io::Error wrapping a parser error...), each once.
+            let mut next = c.source();
+            while let Some(s) = next {
+                write!(f, ": {s}")?;
+                next = s.source();
+            }
         }
         Ok(())
     }
@@ -77,7 +101,8 @@ impl Error {
             msg: msg.into(),
             path: None,
             offset: None,
-            source: None,
+            cause: None,
+            report: None,
         }
     }
     /// An I/O failure of `op` ("open", "read", "write", "fsync"...) on `path`.
@@ -91,7 +116,16 @@ impl Error {
             msg: format!("cannot {op}"),
             path: Some(path.as_ref().to_path_buf()),
             offset: None,
-            source: Some(source),
+            cause: Some(Box::new(source)),
+            report: None,
+        }
+    }
+    /// An I/O failure of `op` that is not about a file ("start the reader thread", "read the
+    /// answer from the terminal"): no path.
+    pub fn os(op: &str, source: io::Error) -> Self {
+        Error {
+            cause: Some(Box::new(source)),
+            ..Self::new(ErrorKind::Io, format!("cannot {op}"))
         }
     }
     pub fn invalid(msg: impl Into<String>) -> Self {
@@ -112,6 +146,32 @@ impl Error {
     pub fn unsupported(msg: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, msg)
     }
+    pub fn incomplete(msg: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Incomplete, msg)
+    }
+    /// Keeps `cause` (printed after the message) instead of formatting it into the message.
+    pub fn caused_by(mut self, cause: impl Into<Cause>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+    /// Adds a field to the report printed with this error (`--json`).
+    pub fn with_report(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.report
+            .get_or_insert_with(Default::default)
+            .insert(key.to_string(), value.into());
+        self
+    }
+    /// The underlying cause, if any.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
+    }
+    /// The OS error number of the cause, when it is an OS error.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.cause
+            .as_deref()
+            .and_then(|c| c.downcast_ref::<io::Error>())
+            .and_then(io::Error::raw_os_error)
+    }
     pub fn at_path(mut self, p: impl AsRef<Path>) -> Self {
         self.path = Some(p.as_ref().to_path_buf());
         self
@@ -125,7 +185,7 @@ impl Error {
         match self.kind {
             ErrorKind::InvalidInput | ErrorKind::NotFound => exit::USAGE,
             ErrorKind::Refused => exit::REFUSED,
-            ErrorKind::Corrupt => exit::CORRUPT,
+            ErrorKind::Corrupt | ErrorKind::Incomplete => exit::CORRUPT,
             ErrorKind::Cancelled => exit::CANCELLED,
             ErrorKind::Io | ErrorKind::Unsupported => exit::FAILED,
         }
@@ -140,6 +200,7 @@ impl Error {
             ErrorKind::Corrupt => "corrupt",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Incomplete => "incomplete",
         }
     }
 }
@@ -159,5 +220,28 @@ mod tests {
         assert!(s.contains("/dev/sda at byte 4096"), "{s}");
         assert_eq!(e.exit_code(), exit::FAILED);
         assert_eq!(Error::refused("x").exit_code(), exit::REFUSED);
+        assert_eq!(Error::incomplete("x").exit_code(), exit::CORRUPT);
+    }
+
+    #[test]
+    fn cause_is_printed_once_and_kept_typed() {
+        let e = Error::io(
+            "open",
+            "/dev/sdz",
+            io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+        // Display carries the cause; source() does not repeat it.
+        assert!(e
+            .to_string()
+            .ends_with(&io::Error::from_raw_os_error(libc::EACCES).to_string()));
+        assert!(std::error::Error::source(&e).is_none());
+        let j = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let e = Error::invalid("cannot read the job result").caused_by(j);
+        assert!(e.to_string().contains("EOF"), "{e}");
+        assert!(e.cause().is_some() && e.raw_os_error().is_none());
+        let e = Error::os("start the reader thread", io::Error::other("no threads"));
+        assert_eq!(e.path, None);
+        assert_eq!(e.to_string(), "cannot start the reader thread: no threads");
     }
 }

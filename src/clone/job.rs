@@ -386,7 +386,7 @@ fn verify(
     let worker = std::thread::Builder::new()
         .name("verify".into())
         .spawn(move || h2.verify(t2.as_ref(), &d2, &s2))
-        .map_err(|e| Error::io("start the verify thread", "verify", e))?;
+        .map_err(|e| Error::os("start the verify thread", e))?;
     let mut meter = RateMeter::new(Duration::from_secs(10));
     while !worker.is_finished() {
         if cancel.is_cancelled() {

@@ -67,7 +67,7 @@ pub fn run(a: CloneArgs) -> Result<i32> {
         println!(
             "{}",
             serde_json::to_string(&report)
-                .map_err(|e| Error::invalid(format!("cannot encode the report: {e}")))?
+                .map_err(|e| Error::invalid("cannot encode the report").caused_by(e))?
         );
     }
     Ok(report.exit_code)
@@ -91,7 +91,7 @@ fn confirm(plan: &Plan) -> Result<()> {
     stdin
         .lock()
         .read_line(&mut line)
-        .map_err(|e| Error::io("read the answer from", "stdin", e))?;
+        .map_err(|e| Error::os("read the answer from the terminal", e))?;
     if line.trim().eq_ignore_ascii_case("yes") {
         Ok(())
     } else {

@@ -152,7 +152,7 @@ pub fn open_target_in(
         Ok(d) => d,
         Err(e) => {
             let ro = matches!(
-                e.source.as_ref().and_then(|s| s.raw_os_error()),
+                e.raw_os_error(),
                 Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
             );
             if ro {

@@ -94,7 +94,7 @@ pub const STEPS: &[Step] = &[
         run: |_| {
             super::reaper::start()
                 .map(|_| String::new())
-                .map_err(|e| Error::io("start", "reaper", e))
+                .map_err(|e| Error::os("start the reaper thread", e))
         },
     },
     Step {
@@ -103,7 +103,7 @@ pub const STEPS: &[Step] = &[
         run: |_| {
             super::power::start_signal_thread()
                 .map(|_| String::new())
-                .map_err(|e| Error::io("start", "signal thread", e))
+                .map_err(|e| Error::os("start the signal thread", e))
         },
     },
     Step {

@@ -94,7 +94,7 @@ pub fn start(loader: Option<&'static Loader>) -> crate::Result<()> {
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkKObjectUEvent,
     )
-    .map_err(|e| crate::Error::io("open the uevent socket", "netlink", e.into()))?;
+    .map_err(|e| crate::Error::os("open the uevent (netlink) socket", e.into()))?;
     // A boot on a big machine sends thousands of events at once: a large buffer avoids ENOBUFS.
     if setsockopt(&fd, sockopt::RcvBufForce, &(8 << 20)).is_err() {
         let _ = setsockopt(&fd, sockopt::RcvBuf, &(8 << 20));
@@ -103,7 +103,7 @@ pub fn start(loader: Option<&'static Loader>) -> crate::Result<()> {
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &NetlinkAddr::new(0, 1),
     )
-    .map_err(|e| crate::Error::io("bind the uevent socket", "netlink", e.into()))?;
+    .map_err(|e| crate::Error::os("bind the uevent (netlink) socket", e.into()))?;
     std::thread::Builder::new()
         .name("uevent".into())
         .spawn(move || {
@@ -146,7 +146,7 @@ pub fn start(loader: Option<&'static Loader>) -> crate::Result<()> {
                 }
             }
         })
-        .map_err(|e| crate::Error::io("start the uevent thread", "uevent", e))?;
+        .map_err(|e| crate::Error::os("start the uevent thread", e))?;
     Ok(())
 }
 

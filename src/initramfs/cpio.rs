@@ -183,12 +183,11 @@ impl Archive {
 }
 
 fn werr(e: std::io::Error) -> Error {
-    let mut err = Error::new(
+    Error::new(
         crate::error::ErrorKind::Io,
         "cannot write the initramfs archive (disk full?)",
-    );
-    err.source = Some(e);
-    err
+    )
+    .caused_by(e)
 }
 
 struct Counter<'a, W: Write> {

@@ -127,13 +127,17 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>> {
 
 fn modinfo_of<'d, R: object::ReadRef<'d>>(data: R, path: &Path) -> Result<ModInfo> {
     let file = object::File::parse(data).map_err(|e| {
-        Error::corrupt(format!("kernel module is not a readable ELF file: {e}")).at_path(path)
+        Error::corrupt("kernel module is not a readable ELF file")
+            .at_path(path)
+            .caused_by(e)
     })?;
     let sec = file
         .section_by_name(".modinfo")
         .ok_or_else(|| Error::corrupt("kernel module has no .modinfo section").at_path(path))?;
     let bytes = sec.data().map_err(|e| {
-        Error::corrupt(format!("cannot read the .modinfo section: {e}")).at_path(path)
+        Error::corrupt("cannot read the .modinfo section")
+            .at_path(path)
+            .caused_by(e)
     })?;
     Ok(parse_section(bytes))
 }

@@ -243,7 +243,7 @@ pub fn run(
     let reader_h = thread::Builder::new()
         .name("rescue-reader".into())
         .spawn(move || reader.main())
-        .map_err(|e| Error::io("start the reader thread", "rescue", e))?;
+        .map_err(|e| Error::os("start the rescue reader thread", e))?;
     let w_shared = shared.clone();
     let w_dst = dst.clone();
     let w_stop = stop.clone();
@@ -251,7 +251,7 @@ pub fn run(
     let writer_h = thread::Builder::new()
         .name("rescue-writer".into())
         .spawn(move || writer_main(rx, w_dst, w_shared, pool_tx, hashes, w_stop, cluster))
-        .map_err(|e| Error::io("start the writer thread", "rescue", e))?;
+        .map_err(|e| Error::os("start the rescue writer thread", e))?;
 
     let mut meter = RateMeter::new(Duration::from_secs(10));
     let mut last_save = Instant::now();

@@ -217,9 +217,10 @@ pub fn start(dir: &Path, spec: &JobSpec, launch: impl FnOnce(&Path) -> Result<u3
         .write(true)
         .create_new(true)
         .open(&lock)
-        .map_err(|e| Error {
-            source: Some(e),
-            ..Error::refused("another console just started a job").at_path(&lock)
+        .map_err(|e| {
+            Error::refused("another console just started a job")
+                .at_path(&lock)
+                .caused_by(e)
         })?;
     for name in [
         "spec.json",
@@ -234,8 +235,8 @@ pub fn start(dir: &Path, spec: &JobSpec, launch: impl FnOnce(&Path) -> Result<u3
     ] {
         let _ = fs::remove_file(dir.join(name));
     }
-    let json =
-        serde_json::to_vec_pretty(spec).map_err(|e| Error::invalid(format!("job spec: {e}")))?;
+    let json = serde_json::to_vec_pretty(spec)
+        .map_err(|e| Error::invalid("cannot encode the job spec").caused_by(e))?;
     let started = write_atomic(dir, "spec.json", &json).and_then(|_| launch(dir));
     match started {
         Ok(pid) => {
@@ -331,7 +332,7 @@ pub fn run_job(dir: &Path, program: &Path) -> Result<i32> {
     };
     let code = result.exit_code;
     let json = serde_json::to_vec_pretty(&result)
-        .map_err(|e| Error::invalid(format!("job result: {e}")))?;
+        .map_err(|e| Error::invalid("cannot decode the job result").caused_by(e))?;
     let w = write_atomic(dir, "result.json", &json);
     let _ = fs::remove_file(dir.join("lock"));
     w?;
