@@ -60,12 +60,23 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
 pub fn report_error(e: &Error, json: bool) -> i32 {
     eprintln!("lifeboat: error: {e}");
     if json {
-        let v = serde_json::json!({
-            "ok": false,
-            "error": { "kind": e.kind_name(), "message": e.to_string() },
-            "exit_code": e.exit_code(),
-        });
-        println!("{v}");
+        println!("{}", error_report(e));
     }
     e.exit_code()
+}
+
+/// The JSON object of a failed job: `ok: false`, what the job knew when it failed (the
+/// error's report fields, e.g. a restore's `target_state`), the error, the exit code.
+pub fn error_report(e: &Error) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("ok".into(), false.into());
+    if let Some(r) = &e.report {
+        m.extend(r.clone());
+    }
+    m.insert(
+        "error".into(),
+        serde_json::json!({ "kind": e.kind_name(), "message": e.to_string() }),
+    );
+    m.insert("exit_code".into(), e.exit_code().into());
+    serde_json::Value::Object(m)
 }

@@ -290,10 +290,13 @@ fn run_create(
 }
 
 fn run_verify(image: String, json: bool) -> Result<i32> {
+    // Ctrl-C / SIGTERM: stop checking, exit 130 (verify changes nothing).
+    let cancel = Cancel::new();
+    crate::jobs::cancel_on_signals(&cancel, "nothing is changed by a verify");
     let store = Store::open(&image, false)?;
     ops::require_complete(&store.path)?;
     let sink = StderrSink::from_env();
-    let rep = verify(&store.path, &sink, &Cancel::new())?;
+    let rep = verify(&store.path, &sink, &cancel)?;
     if json {
         print_json(&rep);
     } else {
@@ -324,7 +327,7 @@ fn run_info(image: String, json: bool) -> Result<i32> {
     };
     let rep = match info(&path) {
         Ok(r) => r,
-        Err(e) if e.msg.contains("incomplete") => {
+        Err(e) if e.kind == ErrorKind::Incomplete => {
             let h = ops::partial_header(&path);
             if json {
                 let v = serde_json::json!({
@@ -520,22 +523,7 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
         &cancel,
     ) {
         Ok(r) => r,
-        Err(e) if e.kind == ErrorKind::Cancelled => {
-            let synced = t.device.sync();
-            return Err(Error::new(
-                ErrorKind::Cancelled,
-                format!(
-                    "cancelled by the user: {} is INCOMPLETE ({}): only part of the image was written, \
-                     so do not use it; run `image restore` again to finish",
-                    tpath.display(),
-                    match synced {
-                        Ok(()) => "what was written is synced".to_string(),
-                        Err(e) => format!("the sync failed too: {e}"),
-                    }
-                ),
-            ));
-        }
-        Err(e) => return Err(e),
+        Err(e) => return Err(restore_failed(e, &image, &tpath, t.device.sync())),
     };
     t.device.sync()?;
     if table.is_some() {
@@ -562,6 +550,79 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
         }
     }
     Ok(exit::OK)
+}
+
+/// The error of a restore that stopped part way (cancelled, a damaged chunk, a write error):
+/// says plainly that the target is now INCOMPLETE and what to do, in the message and in the
+/// JSON report (`target_state: "incomplete"`). Damage found (or a cancel) before the first
+/// write leaves the target untouched, and then the error says that instead.
+fn restore_failed(e: Error, image: &str, target: &Path, synced: Result<()>) -> Error {
+    let written = e
+        .report
+        .as_ref()
+        .and_then(|r| r.get("written_bytes"))
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    // The reader reports damage (and the writer checks for a cancel) before a chunk is
+    // written, so with nothing written these left the target as it was; a write error did not.
+    let before_writing = matches!(
+        e.kind,
+        ErrorKind::Corrupt | ErrorKind::Incomplete | ErrorKind::Cancelled
+    );
+    if written == 0 && before_writing {
+        let msg = format!(
+            "{}; nothing was written to {} (it is unchanged)",
+            if e.kind == ErrorKind::Cancelled {
+                "cancelled by the user"
+            } else {
+                e.msg.as_str()
+            },
+            target.display()
+        );
+        return Error { msg, ..e }
+            .with_report("target", target.display().to_string())
+            .with_report("target_state", "unchanged");
+    }
+    let sync = match synced {
+        Ok(()) => "what was written is synced".to_string(),
+        Err(se) => format!("the sync failed too: {se}"),
+    };
+    let what_now = match e.kind {
+        ErrorKind::Cancelled => "run the same `image restore` again to finish".to_string(),
+        ErrorKind::Corrupt | ErrorKind::Incomplete => format!(
+            "the image is damaged: `lifeboat image verify {image}` lists what; restore from \
+             another copy of the image, or onto this disk again once the image is repaired"
+        ),
+        _ => "fix the cause above and run the same `image restore` again".to_string(),
+    };
+    let msg = format!(
+        "{}{}: {} is now INCOMPLETE ({} of the disk written, {sync}): do not use it; {what_now}",
+        if e.kind == ErrorKind::Cancelled {
+            "cancelled by the user".to_string()
+        } else {
+            e.msg.clone()
+        },
+        if e.kind == ErrorKind::Cancelled {
+            String::new()
+        } else {
+            match (&e.path, e.offset) {
+                (Some(p), Some(o)) => format!(" ({} at byte {o})", p.display()),
+                (Some(p), None) => format!(" ({})", p.display()),
+                _ => String::new(),
+            }
+        },
+        target.display(),
+        crate::jobs::fmt_bytes(written),
+    );
+    Error {
+        msg,
+        path: None,
+        offset: None,
+        ..e
+    }
+    .with_report("image", image)
+    .with_report("target", target.display().to_string())
+    .with_report("target_state", "incomplete")
 }
 
 /// The last progress line of a finished job: everything done, `bad_bytes` of it unreadable.

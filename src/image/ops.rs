@@ -261,11 +261,7 @@ pub fn iso8601(t: u64) -> String {
 
 /// Describes an image (and follows its chain as far as it can).
 pub fn info(path: &Path) -> Result<InfoReport> {
-    let mut img = match Image::open(path) {
-        Ok(i) => i,
-        Err(e) if e.kind == ErrorKind::Corrupt && e.msg.contains("incomplete") => return Err(e),
-        Err(e) => return Err(e),
-    };
+    let mut img = Image::open(path)?;
     let bad_ranges = img.bad_ranges(10_000)?;
     let h = img.header.clone();
     let f = img.footer.clone();
@@ -317,7 +313,7 @@ pub fn info(path: &Path) -> Result<InfoReport> {
 
 /// The header of an image that has no footer (for `info` on an incomplete file).
 pub fn partial_header(path: &Path) -> Option<Header> {
-    let f = std::fs::File::open(path).ok()?;
+    let f = crate::io::open::open_regular(path, "an image file").ok()?;
     let mut b = [0u8; HEADER_SIZE];
     std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, 0).ok()?;
     Header::decode(&b).ok()
@@ -460,10 +456,13 @@ pub fn stream(
             None => Ok(media),
         }
     });
-    let media = res?;
+    // A failure says how far the target got (the caller tells the user it is incomplete).
+    let media = res.map_err(|e| e.with_report("written_bytes", written))?;
     if media != expect_media {
         return Err(
-            Error::corrupt("the restored data does not match the image's media hash").at_path(path),
+            Error::corrupt("the restored data does not match the image's media hash")
+                .at_path(path)
+                .with_report("written_bytes", written),
         );
     }
     prog.done_bytes = h.disk_size;

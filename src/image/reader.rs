@@ -2,7 +2,7 @@
 //! segments one at a time (bounded memory), reading and checking chunks, and walking a chain of
 //! incremental images back to its full image.
 use super::format::*;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ pub struct Image {
 
 /// The state of an image file that has no footer.
 pub fn incomplete_error(path: &Path) -> Error {
-    Error::corrupt(
+    Error::incomplete(
         "this image is incomplete (no footer): its creation was interrupted or is still running; create it again",
     )
     .at_path(path)
@@ -51,25 +51,22 @@ fn read_exact(f: &File, path: &Path, buf: &mut [u8], off: u64) -> Result<()> {
 impl Image {
     /// Opens the image whose first volume is `path`: checks every volume header and the footer.
     pub fn open(path: &Path) -> Result<Image> {
-        let file = match File::open(path) {
+        let file = match crate::io::open::open_regular(path, "an image file") {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.kind == crate::ErrorKind::NotFound => {
                 let mut partial = path.as_os_str().to_os_string();
                 partial.push(".partial");
                 if Path::new(&partial).exists() {
                     return Err(incomplete_error(Path::new(&partial)));
                 }
-                return Err(Error::io("open the image", path, e));
+                return Err(Error {
+                    msg: "cannot open the image".into(),
+                    ..e
+                });
             }
-            Err(e) => return Err(Error::io("open the image", path, e)),
+            Err(e) => return Err(e),
         };
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-        if !meta.is_file() {
-            return Err(Error::invalid(format!(
-                "{} is not an image file",
-                path.display()
-            )));
-        }
         let len = meta.len();
         let mut hb = [0u8; HEADER_SIZE];
         if len < HEADER_SIZE as u64 {
@@ -97,10 +94,10 @@ impl Image {
         if header.incompat & FEAT_SPLIT != 0 {
             for n in 2u32..=65535 {
                 let vp = volume_path(path, n);
-                let f = match File::open(&vp) {
+                let f = match crate::io::open::open_regular(&vp, "an image volume") {
                     Ok(f) => f,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e) => return Err(Error::io("open the image volume", &vp, e)),
+                    Err(e) if e.kind == crate::ErrorKind::NotFound => break,
+                    Err(e) => return Err(e),
                 };
                 let vlen = f.metadata().map_err(|e| Error::io("stat", &vp, e))?.len();
                 let mut vb = [0u8; HEADER_SIZE];
@@ -163,9 +160,12 @@ impl Image {
         }
         if footer.volumes as usize != vols.len() {
             if (footer.volumes as usize) > vols.len() {
-                return Err(Error::not_found(format!(
-                    "image volume {} is missing: put it next to {}",
-                    volume_path(path, vols.len() as u32 + 1).display(),
+                let want = volume_path(path, vols.len() as u32 + 1);
+                return Err(Error::incomplete(format!(
+                    "the image is incomplete: volume {} of {} is missing (looked for {}); put it next to {}",
+                    vols.len() + 1,
+                    footer.volumes,
+                    want.display(),
                     path.display()
                 )));
             }
@@ -413,13 +413,12 @@ impl Image {
 }
 
 fn missing_volume_or_incomplete(path: &Path, next: u32) -> Error {
-    Error::new(
-        ErrorKind::Corrupt,
-        format!(
-            "image has no footer in its last volume found: either volume {} is missing (put it next to the first) or the image is incomplete",
-            volume_path(path, next).display()
-        ),
-    )
+    Error::incomplete(format!(
+        "the image is incomplete: its last volume found has no footer, so either volume {next} is \
+         missing (looked for {}; put it next to the first volume) or the image's creation was \
+         interrupted (create it again)",
+        volume_path(path, next).display()
+    ))
     .at_path(path)
 }
 
@@ -488,13 +487,18 @@ impl Chain {
             let want = child.header.parent_uuid;
             let cands = parent_candidates(&child.path, &child.header.parent_path);
             let Some(pp) = cands.iter().find(|p| p.is_file()).cloned() else {
-                return Err(Error::not_found(format!(
-                    "the parent image {} (UUID {}) that {} needs is missing: put it next to it",
-                    cands
-                        .first()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| child.header.parent_path.clone()),
+                let looked: Vec<String> = cands.iter().map(|p| p.display().to_string()).collect();
+                return Err(Error::incomplete(format!(
+                    "the image chain is incomplete: the parent image {:?} (UUID {}) that {} needs \
+                     is missing (looked for {}); put it next to {}",
+                    child.header.parent_path,
                     uuid_str(&want),
+                    child.path.display(),
+                    if looked.is_empty() {
+                        "it nowhere: no parent path is recorded".to_string()
+                    } else {
+                        looked.join(" and ")
+                    },
                     child.path.display()
                 )));
             };

@@ -2,6 +2,7 @@
 //! O_DIRECT where the kernel supports it, sector geometry, and the `BlockSource` trait that the
 //! rescue, clone and image engines read through (real devices and simulated failing ones alike).
 pub mod buf;
+pub mod open;
 pub mod sys;
 
 pub use buf::{AlignedBuf, IO_ALIGN};
@@ -52,6 +53,18 @@ impl Device {
     /// device allows it; otherwise the page cache is used (tmpfs, some FUSE mounts).
     pub fn open(path: impl AsRef<Path>, access: Access) -> Result<Device> {
         let path = path.as_ref();
+        // Look before opening: opening a FIFO blocks until the other end opens, and opening
+        // a character device can have effects of its own.
+        if let Ok(md) = std::fs::metadata(path) {
+            let ft = md.file_type();
+            if !ft.is_file() && !ft.is_block_device() {
+                return Err(Error::invalid(format!(
+                    "{} is {}: a disk is a block device or a disk-image file",
+                    path.display(),
+                    open::file_kind(&ft)
+                )));
+            }
+        }
         let open = |direct: bool| {
             let mut o = OpenOptions::new();
             o.read(true);

@@ -1,0 +1,391 @@
+//! Untrusted inputs (issue 10's reproducers 6-11, 13-16): every file a user names (an image, a
+//! parent, a split volume, a `--map`, a `PARTITION:/path`) may be missing, damaged, a FIFO, a
+//! garbage file, or lead out of its partition. Each test runs the real binary, checks the exit
+//! code and the message, and checks that the source and the image are unchanged (sha256).
+//! `LIFEBOAT_TEST_BIN=/path/to/lifeboat` runs them against another build (e.g. an older main,
+//! to see them fail).
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+fn bin() -> String {
+    std::env::var("LIFEBOAT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lifeboat").into())
+}
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("lifeboat-inputs-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+    fn p(&self, n: &str) -> PathBuf {
+        self.0.join(n)
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn sh(cmd: &str) {
+    let st = Command::new("sh").arg("-c").arg(cmd).status().unwrap();
+    assert!(st.success(), "command failed: {cmd}");
+}
+
+fn lb(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        t.lines().count(),
+        1,
+        "one JSON line expected: {t:?}\n{}",
+        err(o)
+    );
+    serde_json::from_str(t.trim()).unwrap_or_else(|e| panic!("bad JSON {t:?}: {e}"))
+}
+
+/// The exit code, or a panic with stderr when it is not `want`.
+fn expect(o: &Output, want: i32, what: &str) {
+    assert_eq!(o.status.code(), Some(want), "{what}: {}", err(o));
+}
+
+fn sha(p: &Path) -> String {
+    let o = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("missing")
+        .to_string()
+}
+
+/// sha256 of every file in `dir` (name → hash), to check nothing there changed.
+fn shas(dir: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), sha(&e.path())))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `len` bytes of random data (incompressible: every chunk is stored raw, at a known place).
+fn random_file(p: &Path, len: u64) {
+    sh(&format!("head -c {len} /dev/urandom > {} && sync", s(p)));
+}
+
+fn create_ok(args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["image", "create"];
+    a.extend_from_slice(args);
+    a.push("--json");
+    let o = lb(&a);
+    expect(&o, 0, "image create");
+    json_of(&o)
+}
+
+// ---------------------------------------------------------------- 16: missing parts → exit 5
+
+#[test]
+fn missing_parent_or_volume_is_an_incomplete_image_exit_5() {
+    let t = Dir::new("missing");
+    let disk = t.p("disk.img");
+    random_file(&disk, 12 * MIB);
+    let full = t.p("full.lbi");
+    create_ok(&[s(&disk), s(&full)]);
+    sh(&format!(
+        "head -c 1048576 /dev/urandom | dd of={} bs=1M seek=3 conv=notrunc status=none",
+        s(&disk)
+    ));
+    let inc = t.p("inc.lbi");
+    create_ok(&[s(&disk), s(&inc), "--parent", s(&full)]);
+    let disk_sha = sha(&disk);
+    // The parent moved away: verify, info, restore and export all say what is missing, where
+    // they looked, and exit 5 (an incomplete image), like a missing volume.
+    let aside = t.p("aside");
+    fs::create_dir(&aside).unwrap();
+    fs::rename(&full, aside.join("full.lbi")).unwrap();
+    let before = shas(&t.0);
+    let target = t.p("target.img");
+    random_file(&target, 12 * MIB);
+    let target_sha = sha(&target);
+    for args in [
+        vec!["image", "verify", s(&inc)],
+        vec!["image", "restore", s(&inc), s(&target), "--yes"],
+        vec!["image", "export", s(&inc), s(&t.p("out.raw"))],
+    ] {
+        let o = lb(&args);
+        expect(&o, 5, &format!("{args:?} without its parent"));
+        let e = err(&o);
+        assert!(
+            e.contains("parent") && e.contains("missing") && e.contains(s(&full)),
+            "the message names the missing parent and where it was looked for: {e}"
+        );
+    }
+    let o = lb(&["image", "info", s(&inc), "--json"]);
+    expect(&o, 5, "info without the parent");
+    let j = json_of(&o);
+    assert!(
+        j["chain_error"].as_str().unwrap_or("").contains(s(&full)),
+        "{j}"
+    );
+    let o = lb(&["image", "verify", s(&inc), "--json"]);
+    let j = json_of(&o);
+    assert_eq!(j["error"]["kind"], "incomplete", "{j}");
+    assert_eq!(
+        sha(&target),
+        target_sha,
+        "a refused restore wrote to the target"
+    );
+    assert!(!t.p("out.raw").exists());
+    let mut after = shas(&t.0);
+    after.retain(|(n, _)| n != "target.img");
+    let mut before = before;
+    before.retain(|(n, _)| n != "target.img");
+    assert_eq!(before, after, "an image file changed");
+    fs::rename(aside.join("full.lbi"), &full).unwrap();
+    expect(
+        &lb(&["image", "verify", s(&inc)]),
+        0,
+        "verify with the parent back",
+    );
+
+    // A split image with a volume missing (the middle one, the last one): exit 5 too, naming it.
+    let split = t.p("split.lbi");
+    let j = create_ok(&[s(&disk), s(&split), "--split", "4M"]);
+    let nvol = j["volumes"].as_array().unwrap().len();
+    assert!(nvol >= 3, "{j}");
+    for k in [2, nvol] {
+        let name = format!("split.lbi.{k:03}");
+        let v = t.p(&name);
+        fs::rename(&v, aside.join(&name)).unwrap();
+        let snap = shas(&t.0);
+        for args in [
+            vec!["image", "verify", s(&split)],
+            vec!["image", "info", s(&split)],
+            vec!["image", "restore", s(&split), s(&target), "--yes"],
+            vec!["image", "export", s(&split), s(&t.p("out.raw"))],
+        ] {
+            let o = lb(&args);
+            expect(&o, 5, &format!("{args:?} without volume {k}"));
+            assert!(err(&o).contains(&name), "names {name}: {}", err(&o));
+        }
+        assert_eq!(shas(&t.0), snap, "a file changed");
+        fs::rename(aside.join(&name), &v).unwrap();
+    }
+    expect(&lb(&["image", "verify", s(&split)]), 0, "all volumes back");
+    assert_eq!(sha(&disk), disk_sha, "the source changed");
+}
+
+// ------------------------------------------------- 14: a damaged chunk mid-restore → INCOMPLETE
+
+fn flip(p: &Path, off: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, off).unwrap();
+    b[0] ^= 0x5a;
+    f.write_all_at(&b, off).unwrap();
+}
+
+#[test]
+fn restore_stopped_by_a_damaged_chunk_says_the_target_is_incomplete() {
+    let t = Dir::new("damaged");
+    let disk = t.p("disk.img");
+    random_file(&disk, 8 * MIB);
+    let disk_sha = sha(&disk);
+    let img = t.p("d.lbi");
+    create_ok(&[s(&disk), s(&img)]);
+    // Random data is stored raw, chunk after chunk after the 512-byte header: damage chunk 5.
+    flip(&img, 512 + 5 * MIB + 1000);
+    let img_sha = sha(&img);
+    let target = t.p("target.img");
+    random_file(&target, 8 * MIB);
+    let o = lb(&["image", "restore", s(&img), s(&target), "--yes", "--json"]);
+    expect(&o, 5, "restore of a damaged image");
+    let e = err(&o);
+    assert!(e.contains("chunk 5"), "{e}");
+    assert!(e.contains("INCOMPLETE"), "the target's state is said: {e}");
+    assert!(e.contains(s(&target)) && e.contains("image verify"), "{e}");
+    let j = json_of(&o);
+    assert_eq!(j["target_state"], "incomplete", "{j}");
+    assert_eq!(j["target"], s(&target), "{j}");
+    assert!(j["written_bytes"].as_u64().unwrap() >= 5 * MIB, "{j}");
+    assert_eq!(j["exit_code"], 5);
+    assert_eq!(sha(&img), img_sha, "the image changed");
+    assert_eq!(sha(&disk), disk_sha, "the source changed");
+
+    // Damage in the very first chunk: nothing was written, and the message says so.
+    let img0 = t.p("d0.lbi");
+    create_ok(&[s(&disk), s(&img0)]);
+    flip(&img0, 512 + 10);
+    let target_sha = sha(&target);
+    let o = lb(&["image", "restore", s(&img0), s(&target), "--yes", "--json"]);
+    expect(&o, 5, "restore of an image damaged at chunk 0");
+    assert!(err(&o).contains("unchanged"), "{}", err(&o));
+    assert_eq!(json_of(&o)["target_state"], "unchanged");
+    assert_eq!(sha(&target), target_sha, "the target changed");
+}
+
+// ------------------------------------------------------- 10: a FIFO where an image is expected
+
+/// Runs `args`; fails if it does not end by itself within `secs`, or after one SIGTERM.
+fn run_bounded(args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let start = Instant::now();
+    let mut termed = false;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(secs) && !termed {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            termed = true;
+        }
+        if start.elapsed() > Duration::from_secs(secs + 5) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "{args:?} still ran {}s after one SIGTERM (blocked?): {}",
+                5,
+                err(&o)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(!termed, "{args:?} blocked until SIGTERM: {}", err(&o));
+    o
+}
+
+#[test]
+fn a_fifo_as_image_is_refused_at_once() {
+    let t = Dir::new("fifo");
+    let disk = t.p("disk.img");
+    random_file(&disk, 10 * MIB);
+    let disk_sha = sha(&disk);
+    let fifo = t.p("pipe.lbi");
+    sh(&format!("mkfifo {}", s(&fifo)));
+    let target = t.p("target.img");
+    random_file(&target, 10 * MIB);
+    let target_sha = sha(&target);
+    let good = t.p("good.lbi");
+    create_ok(&[s(&disk), s(&good)]);
+    let good_sha = sha(&good);
+    let (out, inc) = (t.p("out.raw"), t.p("inc.lbi"));
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["image", "verify", s(&fifo)],
+        vec!["image", "info", s(&fifo)],
+        vec!["image", "restore", s(&fifo), s(&target), "--yes"],
+        vec!["image", "export", s(&fifo), s(&out)],
+        vec!["image", "create", s(&disk), s(&inc), "--parent", s(&fifo)],
+    ];
+    for args in &cases {
+        let o = run_bounded(args, 10);
+        expect(&o, 2, &format!("{args:?}"));
+        assert!(err(&o).contains("FIFO"), "{args:?}: {}", err(&o));
+    }
+    // A FIFO as a split volume, as the `.partial` of an image: refused the same way.
+    let split = t.p("split.lbi");
+    create_ok(&[s(&disk), s(&split), "--split", "4M"]);
+    fs::remove_file(t.p("split.lbi.002")).unwrap();
+    sh(&format!("mkfifo {}", s(&t.p("split.lbi.002"))));
+    let o = run_bounded(&["image", "verify", s(&split)], 10);
+    expect(&o, 2, "a FIFO as volume 2");
+    assert!(err(&o).contains("FIFO"), "{}", err(&o));
+    // A character device and a socket-like node: the same refusal, nothing read from them.
+    let o = run_bounded(&["image", "info", "/dev/zero"], 10);
+    expect(&o, 2, "a character device as image");
+    assert!(err(&o).contains("character device"), "{}", err(&o));
+    assert!(!t.p("out.raw").exists() && !t.p("inc.lbi").exists());
+    assert_eq!(sha(&target), target_sha, "the target changed");
+    assert_eq!(sha(&disk), disk_sha, "the source changed");
+    assert_eq!(sha(&good), good_sha, "the image changed");
+}
+
+/// One SIGTERM ends every image job that runs long enough to be signalled (exit 130).
+#[test]
+fn one_sigterm_ends_each_image_job() {
+    let t = Dir::new("sigterm");
+    let disk = t.p("disk.img");
+    // Large enough that each job is still running a moment after it starts.
+    random_file(&disk, 384 * MIB);
+    let disk_sha = sha(&disk);
+    let img = t.p("big.lbi");
+    create_ok(&[s(&disk), s(&img)]);
+    let img_sha = sha(&img);
+    let target = t.p("target.img");
+    sh(&format!("truncate -s 384M {}", s(&target)));
+    let (again, out) = (t.p("again.lbi"), t.p("out.raw"));
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["image", "create", s(&disk), s(&again)],
+        vec!["image", "verify", s(&img)],
+        vec!["image", "restore", s(&img), s(&target), "--yes"],
+        vec!["image", "export", s(&img), s(&out)],
+    ];
+    for args in &cases {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("{args:?} did not end after one SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        // 130 after a clean stop; 0 only if it finished before the signal arrived.
+        assert!(
+            matches!(o.status.code(), Some(130) | Some(0)),
+            "{args:?}: {:?} {}",
+            o.status,
+            err(&o)
+        );
+    }
+    assert_eq!(sha(&disk), disk_sha, "the source changed");
+    assert_eq!(sha(&img), img_sha, "the image changed");
+}
