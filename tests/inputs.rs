@@ -2,81 +2,29 @@
 //! parent, a split volume, a `--map`, a `PARTITION:/path`) may be missing, damaged, a FIFO, a
 //! garbage file, or lead out of its partition. Each test runs the real binary, checks the exit
 //! code and the message, and checks that the source and the image are unchanged (sha256).
-//! `LIFEBOAT_TEST_BIN=/path/to/lifeboat` runs them against another build (e.g. an older main,
-//! to see them fail).
+//! `LIFEBOAT_TEST_BIN=/path/to/lifeboat` runs them against another build (main's, to see them
+//! fail there).
+mod common;
+
+use common::{assert_exit, json, lifeboat_cmd, s, sh, sha256 as sha, stderr as err, TempDir, MIB};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-const MIB: u64 = 1 << 20;
-
-fn bin() -> String {
-    std::env::var("LIFEBOAT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lifeboat").into())
-}
-
-struct Dir(PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("lifeboat-inputs-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    fn p(&self, n: &str) -> PathBuf {
-        self.0.join(n)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn sh(cmd: &str) {
-    let st = Command::new("sh").arg("-c").arg(cmd).status().unwrap();
-    assert!(st.success(), "command failed: {cmd}");
-}
-
+/// `lifeboat ARGS` with stdin closed (no prompt can wait for an answer).
 fn lb(args: &[&str]) -> Output {
-    Command::new(bin())
+    lifeboat_cmd()
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap()
+        .expect("run lifeboat")
 }
 
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json_of(o: &Output) -> serde_json::Value {
-    let t = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        t.lines().count(),
-        1,
-        "one JSON line expected: {t:?}\n{}",
-        err(o)
-    );
-    serde_json::from_str(t.trim()).unwrap_or_else(|e| panic!("bad JSON {t:?}: {e}"))
-}
-
-/// The exit code, or a panic with stderr when it is not `want`.
+/// Asserts the exit code, naming the case.
+#[track_caller]
 fn expect(o: &Output, want: i32, what: &str) {
     assert_eq!(o.status.code(), Some(want), "{what}: {}", err(o));
-}
-
-fn sha(p: &Path) -> String {
-    let o = Command::new("sha256sum").arg(p).output().unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("missing")
-        .to_string()
 }
 
 /// sha256 of every file in `dir` (name → hash), to check nothing there changed.
@@ -96,20 +44,21 @@ fn random_file(p: &Path, len: u64) {
     sh(&format!("head -c {len} /dev/urandom > {} && sync", s(p)));
 }
 
+#[track_caller]
 fn create_ok(args: &[&str]) -> serde_json::Value {
     let mut a = vec!["image", "create"];
     a.extend_from_slice(args);
     a.push("--json");
     let o = lb(&a);
-    expect(&o, 0, "image create");
-    json_of(&o)
+    assert_exit(&o, 0);
+    json(&o)
 }
 
 // ---------------------------------------------------------------- 16: missing parts → exit 5
 
 #[test]
 fn missing_parent_or_volume_is_an_incomplete_image_exit_5() {
-    let t = Dir::new("missing");
+    let t = TempDir::new("missing");
     let disk = t.p("disk.img");
     random_file(&disk, 12 * MIB);
     let full = t.p("full.lbi");
@@ -126,7 +75,7 @@ fn missing_parent_or_volume_is_an_incomplete_image_exit_5() {
     let aside = t.p("aside");
     fs::create_dir(&aside).unwrap();
     fs::rename(&full, aside.join("full.lbi")).unwrap();
-    let before = shas(&t.0);
+    let before = shas(t.path());
     let target = t.p("target.img");
     random_file(&target, 12 * MIB);
     let target_sha = sha(&target);
@@ -145,13 +94,13 @@ fn missing_parent_or_volume_is_an_incomplete_image_exit_5() {
     }
     let o = lb(&["image", "info", s(&inc), "--json"]);
     expect(&o, 5, "info without the parent");
-    let j = json_of(&o);
+    let j = json(&o);
     assert!(
         j["chain_error"].as_str().unwrap_or("").contains(s(&full)),
         "{j}"
     );
     let o = lb(&["image", "verify", s(&inc), "--json"]);
-    let j = json_of(&o);
+    let j = json(&o);
     assert_eq!(j["error"]["kind"], "incomplete", "{j}");
     assert_eq!(
         sha(&target),
@@ -159,7 +108,7 @@ fn missing_parent_or_volume_is_an_incomplete_image_exit_5() {
         "a refused restore wrote to the target"
     );
     assert!(!t.p("out.raw").exists());
-    let mut after = shas(&t.0);
+    let mut after = shas(t.path());
     after.retain(|(n, _)| n != "target.img");
     let mut before = before;
     before.retain(|(n, _)| n != "target.img");
@@ -180,7 +129,7 @@ fn missing_parent_or_volume_is_an_incomplete_image_exit_5() {
         let name = format!("split.lbi.{k:03}");
         let v = t.p(&name);
         fs::rename(&v, aside.join(&name)).unwrap();
-        let snap = shas(&t.0);
+        let snap = shas(t.path());
         for args in [
             vec!["image", "verify", s(&split)],
             vec!["image", "info", s(&split)],
@@ -191,7 +140,7 @@ fn missing_parent_or_volume_is_an_incomplete_image_exit_5() {
             expect(&o, 5, &format!("{args:?} without volume {k}"));
             assert!(err(&o).contains(&name), "names {name}: {}", err(&o));
         }
-        assert_eq!(shas(&t.0), snap, "a file changed");
+        assert_eq!(shas(t.path()), snap, "a file changed");
         fs::rename(aside.join(&name), &v).unwrap();
     }
     expect(&lb(&["image", "verify", s(&split)]), 0, "all volumes back");
@@ -215,7 +164,7 @@ fn flip(p: &Path, off: u64) {
 
 #[test]
 fn restore_stopped_by_a_damaged_chunk_says_the_target_is_incomplete() {
-    let t = Dir::new("damaged");
+    let t = TempDir::new("damaged");
     let disk = t.p("disk.img");
     random_file(&disk, 8 * MIB);
     let disk_sha = sha(&disk);
@@ -232,7 +181,7 @@ fn restore_stopped_by_a_damaged_chunk_says_the_target_is_incomplete() {
     assert!(e.contains("chunk 5"), "{e}");
     assert!(e.contains("INCOMPLETE"), "the target's state is said: {e}");
     assert!(e.contains(s(&target)) && e.contains("image verify"), "{e}");
-    let j = json_of(&o);
+    let j = json(&o);
     assert_eq!(j["target_state"], "incomplete", "{j}");
     assert_eq!(j["target"], s(&target), "{j}");
     assert!(j["written_bytes"].as_u64().unwrap() >= 5 * MIB, "{j}");
@@ -248,7 +197,7 @@ fn restore_stopped_by_a_damaged_chunk_says_the_target_is_incomplete() {
     let o = lb(&["image", "restore", s(&img0), s(&target), "--yes", "--json"]);
     expect(&o, 5, "restore of an image damaged at chunk 0");
     assert!(err(&o).contains("unchanged"), "{}", err(&o));
-    assert_eq!(json_of(&o)["target_state"], "unchanged");
+    assert_eq!(json(&o)["target_state"], "unchanged");
     assert_eq!(sha(&target), target_sha, "the target changed");
 }
 
@@ -256,7 +205,7 @@ fn restore_stopped_by_a_damaged_chunk_says_the_target_is_incomplete() {
 
 /// Runs `args`; fails if it does not end by itself within `secs`, or after one SIGTERM.
 fn run_bounded(args: &[&str], secs: u64) -> Output {
-    let mut child = Command::new(bin())
+    let mut child = lifeboat_cmd()
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -271,7 +220,7 @@ fn run_bounded(args: &[&str], secs: u64) -> Output {
             break;
         }
         if start.elapsed() > Duration::from_secs(secs) && !termed {
-            let _ = Command::new("kill")
+            let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
             termed = true;
@@ -294,7 +243,7 @@ fn run_bounded(args: &[&str], secs: u64) -> Output {
 
 #[test]
 fn a_fifo_as_image_is_refused_at_once() {
-    let t = Dir::new("fifo");
+    let t = TempDir::new("fifo");
     let disk = t.p("disk.img");
     random_file(&disk, 10 * MIB);
     let disk_sha = sha(&disk);
@@ -340,7 +289,7 @@ fn a_fifo_as_image_is_refused_at_once() {
 /// One SIGTERM ends every image job that runs long enough to be signalled (exit 130).
 #[test]
 fn one_sigterm_ends_each_image_job() {
-    let t = Dir::new("sigterm");
+    let t = TempDir::new("sigterm");
     let disk = t.p("disk.img");
     // Large enough that each job is still running a moment after it starts.
     random_file(&disk, 384 * MIB);
@@ -358,7 +307,7 @@ fn one_sigterm_ends_each_image_job() {
         vec!["image", "export", s(&img), s(&out)],
     ];
     for args in &cases {
-        let mut child = Command::new(bin())
+        let mut child = lifeboat_cmd()
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -366,7 +315,7 @@ fn one_sigterm_ends_each_image_job() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        let _ = Command::new("kill")
+        let _ = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
         let start = Instant::now();

@@ -148,9 +148,13 @@ pub fn sha256(p: &Path) -> String {
         .to_string()
 }
 
-/// A command running the `lifeboat` binary under test.
+/// A command running the `lifeboat` binary under test; `LIFEBOAT_TEST_BIN=/path/to/lifeboat`
+/// runs the tests against another build (e.g. main's, to see a new test fail there first).
 pub fn lifeboat_cmd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+    match std::env::var_os("LIFEBOAT_TEST_BIN") {
+        Some(b) => Command::new(b),
+        None => Command::new(env!("CARGO_BIN_EXE_lifeboat")),
+    }
 }
 
 /// Runs `lifeboat ARGS` to completion (stdin inherited, stdout and stderr captured).
