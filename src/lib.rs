@@ -11,6 +11,7 @@ pub mod initramfs;
 pub mod io;
 pub mod jobs;
 pub mod rescue;
+pub mod storage;
 pub mod tui;
 
 pub use error::{Error, ErrorKind, Result};

@@ -271,7 +271,7 @@ fn loop_to_loop_with_map_and_read_only_source() {
     };
     // The guard marks the source read-only and restores it.
     {
-        let g = lifeboat::clone::ReadOnlyGuard::new(&[PathBuf::from(&ls.dev)]).unwrap();
+        let g = lifeboat::storage::ReadOnlyGuard::new(&[PathBuf::from(&ls.dev)]).unwrap();
         assert_eq!(getro(&ls.dev), "1");
         let w = OpenOptions::new().write(true).open(&ls.dev).and_then(|f| {
             use std::os::unix::fs::FileExt;

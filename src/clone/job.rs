@@ -2,15 +2,13 @@
 //! execute (source read-only in the kernel, the rescue onto the target, verify, partition
 //! table fix-up) and a report. The CLI, the unattended runner and the TUI all go through here.
 use super::gpt::{self, PartitionTable, TableKind};
-use super::safety::{self, Target};
 use crate::devices::{self, Selected};
 use crate::error::{exit, Error, ErrorKind, Result};
 use crate::io::{sys, Access, BlockSource, Device};
 use crate::jobs::{fmt_bytes, Cancel, Progress, ProgressSink, RateMeter};
 use crate::rescue::{self, ExtentMap, Status};
+use crate::storage::{self, Check, ReadOnlyGuard, Target};
 use serde::Serialize;
-use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,6 +57,8 @@ pub struct Plan {
     pub copy_len: u64,
     /// The least the target must hold.
     pub min_size: u64,
+    /// Things to tell (e.g. a table-less source copied byte for byte onto other sectors).
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -143,76 +143,25 @@ pub struct CloneReport {
     pub exit_code: i32,
 }
 
-/// Holds the source disk and its partitions read-only in the kernel (BLKROSET) for the job's
-/// duration and restores each flag it changed when dropped.
-pub struct ReadOnlyGuard {
-    held: Vec<(File, PathBuf)>,
-}
-
-impl ReadOnlyGuard {
-    /// Marks each block device in `paths` read-only (files are skipped).
-    pub fn new(paths: &[PathBuf]) -> Result<ReadOnlyGuard> {
-        let mut g = ReadOnlyGuard { held: vec![] };
-        for p in paths {
-            if devices::usage::rdev_of(p).is_none() {
-                continue;
-            }
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(p)
-                .map_err(|e| Error::io("open (to mark it read-only)", p, e))?;
-            let was =
-                sys::get_ro(&f).map_err(|e| Error::io("query the read-only flag of", p, e))?;
-            if !was {
-                sys::set_ro(&f, true)
-                    .map_err(|e| Error::io("mark read-only (BLKROSET; are you root?)", p, e))?;
-                g.held.push((f, p.clone()));
-            }
-        }
-        Ok(g)
-    }
-    /// The devices this guard changed.
-    pub fn paths(&self) -> Vec<PathBuf> {
-        self.held.iter().map(|(_, p)| p.clone()).collect()
-    }
-}
-
-impl Drop for ReadOnlyGuard {
-    fn drop(&mut self) {
-        for (f, p) in self.held.drain(..).rev() {
-            if let Err(e) = sys::set_ro(&f, false) {
-                eprintln!(
-                    "lifeboat: warning: could not restore {} to read-write: {e}",
-                    p.display()
-                );
-            }
-        }
-    }
-}
-
-fn source_paths(sel: &Selected) -> Vec<PathBuf> {
-    match sel {
-        Selected::Disk(d) => std::iter::once(d.path.clone())
-            .chain(d.partitions.iter().map(|p| p.path.clone()))
-            .collect(),
-        Selected::Partition { part, .. } => vec![part.path.clone()],
-        Selected::File(p) => vec![p.clone()],
-    }
-}
-
 /// Resolves and checks everything; writes nothing.
 pub fn plan(job: &CloneJob) -> Result<Plan> {
-    plan_in(job, &safety::Env::system()?)
+    plan_in(job, &storage::Env::system()?)
 }
 
 /// [`plan`] against a given environment (tests).
-pub fn plan_in(job: &CloneJob, env: &safety::Env) -> Result<Plan> {
+pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     let source = match std::path::Path::new(&job.source) {
         p if job.source.contains('/') && p.is_file() => Selected::File(p.to_path_buf()),
         _ => devices::resolve_in(&job.source, &env.disks)?,
     };
     let spath = source.path();
+    // The identity rule: the target and the map file are written; neither may share storage
+    // with the source (nor with each other).
+    let mut check = Check::new();
+    check.keeps("the source", &spath)?;
+    if let Some(m) = &job.map {
+        check.writes("the map file", m)?;
+    }
     let source_dev = Arc::new(Device::open(&spath, Access::Read)?);
     let ssize = source_dev.size();
     // A table we cannot read (bad sectors right there) means the whole source is needed.
@@ -224,19 +173,11 @@ pub fn plan_in(job: &CloneJob, env: &safety::Env) -> Result<Plan> {
         used_backup: false,
     });
     let min_size = table.min_disk_bytes().unwrap_or(ssize).min(ssize);
-    let protect = source_paths(&source);
-    let target = safety::open_target_in(&job.target, &protect, min_size, env)?;
-    if target.device.is_block_device()
-        && source_dev.is_block_device()
-        && target.device.logical_block_size() != source_dev.logical_block_size()
-    {
-        return Err(Error::refused(format!(
-            "the source has {}-byte sectors and the target {}-byte sectors: partition tables count in sectors, so the copy would not boot or mount; pick a target with {}-byte sectors",
-            source_dev.logical_block_size(),
-            target.device.logical_block_size(),
-            source_dev.logical_block_size()
-        )));
-    }
+    let target = storage::open_target_in(&job.target, &mut check, min_size, env)?;
+    let what = format!("the source {}", source.name());
+    let notes: Vec<String> = storage::target::check_sector_size(&what, Some(&table), &target)?
+        .into_iter()
+        .collect();
     let lbs = source_dev.logical_block_size().max(512) as u64;
     let copy_len = if target.size >= ssize {
         ssize
@@ -250,6 +191,7 @@ pub fn plan_in(job: &CloneJob, env: &safety::Env) -> Result<Plan> {
         target,
         copy_len,
         min_size,
+        notes,
     })
 }
 
@@ -273,9 +215,10 @@ pub fn execute(
         table,
         target,
         copy_len,
+        notes: plan_notes,
         ..
     } = plan;
-    let guard = ReadOnlyGuard::new(&source_paths(&source))?;
+    let guard = ReadOnlyGuard::new(&[source.path()])?;
     let map = match &job.map {
         Some(m) if m.exists() => ExtentMap::load(m, copy_len)?,
         _ => ExtentMap::new(copy_len),
@@ -305,7 +248,7 @@ pub fn execute(
     let copy_secs = out.duration.as_secs_f64().max(1e-6);
     let totals = out.map.totals();
     let lbs = source_dev.logical_block_size().max(512);
-    let mut notes = Vec::new();
+    let mut notes = plan_notes;
     // Verify before the table fix-up (which changes sectors on purpose).
     let (verified, verified_bytes, mismatches) = match (&out.hashes, job.verify) {
         (Some(h), true) => {

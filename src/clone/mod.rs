@@ -1,14 +1,13 @@
-//! Disk-to-disk cloning: safety checks, the rescue-grade copy, verification and the partition
-//! table fix-up for a target of another size. `safety` and `gpt` are shared with image restore.
+//! Disk-to-disk cloning: the rescue-grade copy, verification and the partition table fix-up
+//! for a target of another size (`gpt`, shared with image restore). The safety rules live in
+//! [`crate::storage`].
 pub mod gpt;
 pub mod job;
-pub mod safety;
 
-pub use job::{execute, plan, run_job, CloneJob, CloneReport, Plan, ReadOnlyGuard};
+pub use job::{execute, plan, run_job, CloneJob, CloneReport, Plan};
 
 use crate::error::{exit, Error, Result};
 use crate::jobs::{fmt_bytes, fmt_duration, Cancel, StderrSink};
-use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(clap::Args, Debug)]
 pub struct CloneArgs {
@@ -53,7 +52,7 @@ pub fn run(a: CloneArgs) -> Result<i32> {
     let plan = plan(&job)?;
     eprint!("{}", plan.describe());
     if !a.yes {
-        confirm(&plan)?;
+        crate::storage::prompt::confirm(&plan.target.selected.name(), "")?;
     }
     let sink = StderrSink::from_env();
     let report = execute(plan, &job, &sink, &cancel)?;
@@ -75,28 +74,6 @@ pub fn run(a: CloneArgs) -> Result<i32> {
 
 fn watch_signals(cancel: &Cancel) {
     crate::jobs::cancel_on_signals(cancel, "the target is synced and the map saved");
-}
-
-fn confirm(plan: &Plan) -> Result<()> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(Error::refused(format!(
-            "refusing to overwrite {} without confirmation: run in a terminal, or add --yes",
-            plan.target.selected.name()
-        )));
-    }
-    eprint!("Type 'yes' to overwrite {}: ", plan.target.selected.name());
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::os("read the answer from the terminal", e))?;
-    if line.trim().eq_ignore_ascii_case("yes") {
-        Ok(())
-    } else {
-        Err(Error::cancelled())
-    }
 }
 
 /// The report for a person.

@@ -11,7 +11,8 @@ pub use ops::{export, info, verify, InfoReport, RestoreReport, VerifyReport};
 pub use reader::{Chain, Image};
 pub use store::Store;
 
-use crate::devices::{Disk, Selected};
+use crate::devices::Selected;
+use crate::storage::{Check, ReadOnlyGuard};
 use crate::error::{exit, Error, ErrorKind, Result};
 use crate::io::{Access, Device};
 use crate::jobs::{Cancel, Progress, StderrSink};
@@ -104,55 +105,42 @@ fn print_json<T: serde::Serialize>(v: &T) {
     }
 }
 
-/// Marks a block device read-only in the kernel for the job's duration, restoring the previous state.
-struct RoGuard<'a> {
-    dev: &'a Device,
-    was_ro: bool,
-}
-impl<'a> RoGuard<'a> {
-    fn new(dev: &'a Device) -> Option<RoGuard<'a>> {
-        if !dev.is_block_device() {
-            return None;
+/// The identity items of an image location before anything is mounted: for
+/// `PARTITION:/path` the partition (mounting it writes to it: journal, superblock), else the
+/// plain path. `written` for create/export outputs.
+fn location_items(check: &mut Check, role: &str, image: &str, written: bool) -> Result<()> {
+    match store::split_store(image) {
+        Some((sel, _)) => {
+            let part = crate::devices::resolve(&sel)?.path();
+            let role = format!("{role}'s partition");
+            if written {
+                check.writes(&role, &part)?;
+            } else {
+                check.keeps(&role, &part)?;
+            }
         }
-        let was_ro = crate::io::sys::get_ro(dev.file()).unwrap_or(false);
-        if !was_ro {
-            let _ = crate::io::sys::set_ro(dev.file(), true);
+        None if written => {
+            check.writes(role, Path::new(image))?;
+            check.writes(role, &create::partial_name(Path::new(image)))?;
         }
-        Some(RoGuard { dev, was_ro })
+        None => {
+            check.keeps(role, Path::new(image))?;
+        }
     }
-}
-impl Drop for RoGuard<'_> {
-    fn drop(&mut self) {
-        if !self.was_ro {
-            let _ = crate::io::sys::set_ro(self.dev.file(), false);
-        }
-    }
-}
-
-/// "MAJ:MIN" of the filesystem holding `p` (or its nearest existing ancestor).
-fn fs_dev_of(p: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let mut cur = Some(p);
-    while let Some(c) = cur {
-        let c2 = if c.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            c
-        };
-        if let Ok(m) = std::fs::metadata(c2) {
-            return Some(crate::devices::usage::fmt_dev(m.dev()));
-        }
-        cur = c.parent();
-    }
-    None
+    Ok(())
 }
 
-/// Whether the file at `p` lives on `disk` (the disk itself or one of its partitions).
-fn lives_on(p: &Path, disk: &Disk) -> bool {
-    match fs_dev_of(p) {
-        Some(dev) => dev == disk.dev || disk.partitions.iter().any(|q| q.dev == dev),
-        None => false,
+/// Every volume of every image of the chain at `path` as kept items ("the image", then "the
+/// parent image" for each parent).
+fn chain_items(check: &mut Check, path: &Path, top_role: &str) -> Result<Chain> {
+    let chain = Chain::open(path)?;
+    for (k, img) in chain.images.iter().enumerate() {
+        let role = if k == 0 { top_role } else { "the parent image" };
+        for v in img.volume_paths() {
+            check.keeps(role, &v)?;
+        }
     }
+    Ok(chain)
 }
 
 fn run_create(
@@ -172,7 +160,6 @@ fn run_create(
     );
     let split = split.as_deref().map(parse_size).transpose()?;
     let sel = crate::devices::resolve(&source)?;
-    let disk = sel.disk().cloned();
     let (src_path, id) = match &sel {
         Selected::Disk(d) => (
             d.path.clone(),
@@ -198,24 +185,20 @@ fn run_create(
             },
         ),
     };
-    let store = Store::open(&image, true)?;
-    // Refuse storing the image on the disk being imaged.
-    if let Some(d) = &disk {
-        let on_source =
-            store.disk.as_ref().is_some_and(|sd| sd.name == d.name) || lives_on(&store.path, d);
-        if on_source {
-            return Err(Error::refused(format!(
-                "{image} is on {}, the disk being imaged: store the image on another disk",
-                d.name
-            )));
-        }
-    } else if let Selected::File(f) = &sel {
-        if std::fs::canonicalize(f).ok() == std::fs::canonicalize(&store.path).ok() {
-            return Err(Error::refused(
-                "the image cannot be written over its own source",
-            ));
-        }
+    // The identity rule, before anything is mounted or opened for writing: the image (or the
+    // partition it goes on) is written; the source and every volume of the parent chain are kept.
+    let mut check = Check::new();
+    check.keeps("the source", &src_path)?;
+    if store::split_store(&image).is_none() {
+        crate::storage::target::check_output(Path::new(&image), force)?;
+        crate::storage::target::check_output(&create::partial_name(Path::new(&image)), true)?;
     }
+    location_items(&mut check, "the image", &image, true)?;
+    if let Some(p) = parent.as_deref().filter(|p| store::split_store(p).is_none()) {
+        chain_items(&mut check, Path::new(p), "the parent image")?;
+    }
+    check.run()?;
+    let store = Store::open(&image, true)?;
     // The parent: a path, or PARTITION:/path on the same store (then found next to the image).
     let (parent_path, hint) = match &parent {
         None => (None, String::new()),
@@ -235,8 +218,20 @@ fn run_create(
             None => (Some(PathBuf::from(p)), p.clone()),
         },
     };
+    if store.partition.is_some() {
+        // Inside the mounted store: the file itself against the source and the parent chain.
+        let mut inner = Check::new();
+        inner.keeps("the source", &src_path)?;
+        crate::storage::target::check_output(&store.path, force)?;
+        inner.writes("the image", &store.path)?;
+        inner.writes("the image", &create::partial_name(&store.path))?;
+        if let Some(pp) = &parent_path {
+            chain_items(&mut inner, pp, "the parent image")?;
+        }
+        inner.run()?;
+    }
     let dev = Device::open(&src_path, Access::Read)?;
-    let _ro = RoGuard::new(&dev);
+    let _ro = ReadOnlyGuard::new(&[src_path.clone()])?;
     let opts = CreateOptions {
         parent: parent_path,
         parent_hint: hint,
@@ -398,69 +393,9 @@ fn run_info(image: String, json: bool) -> Result<i32> {
     })
 }
 
-/// Asks the person at the terminal to type "yes"; refuses when there is no terminal.
-fn confirm(question: &str) -> Result<()> {
-    use std::io::{BufRead, IsTerminal};
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::refused(format!(
-            "{question} Refusing without confirmation: add --yes"
-        )));
-    }
-    eprint!("{question} Type yes to continue: ");
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
-    if line.trim() == "yes" {
-        Ok(())
-    } else {
-        Err(Error::refused("not confirmed; nothing was written"))
-    }
-}
-
-/// A partition table counts in sectors, so it is only right on a disk with the sector size it
-/// was written for: refuse (exit 4) a block device whose logical sector size differs from the
-/// imaged disk's table. An image without a partition table (a whole-disk filesystem) is a plain
-/// byte copy and is allowed, with a note. A regular file has no sector size of its own (the table
-/// is found with either size), so it is never refused here.
-fn check_sector_size(
-    image: &str,
-    t: &crate::clone::safety::Target,
-    table: Option<&crate::clone::gpt::PartitionTable>,
-) -> Result<()> {
-    use crate::io::BlockSource;
-    if !t.device.is_block_device() {
-        return Ok(());
-    }
-    let target_ss = t.device.logical_block_size();
-    let has_table = table.is_some_and(|t| t.kind != crate::clone::gpt::TableKind::None);
-    let image_ss = match table.filter(|_| has_table) {
-        Some(tb) => tb.sector_size,
-        None => {
-            if let Some(tb) = table.filter(|tb| tb.sector_size != target_ss) {
-                eprintln!(
-                    "note: {image} has no partition table, so it is copied byte for byte although \
-                     {} has {target_ss}-byte sectors and the imaged disk had {}-byte sectors",
-                    t.selected.path().display(),
-                    tb.sector_size
-                );
-            }
-            return Ok(());
-        }
-    };
-    if image_ss == target_ss {
-        return Ok(());
-    }
-    Err(Error::refused(format!(
-        "{image} is of a disk with {image_ss}-byte sectors, and its partition table counts in \
-         {image_ss}-byte sectors; {} has {target_ss}-byte logical sectors, so the restored \
-         partitions would be wrong. Restore onto a disk with {image_ss}-byte sectors, or write \
-         a raw file with `lifeboat image export {image} FILE` and take the files from it",
-        t.selected.path().display()
-    )))
-}
-
-/// Restore's target rules: those of clone (`crate::clone::safety`: not an image file or a disk
-/// holding one, not in use, not read-only, not the boot medium, big enough for the imaged
-/// disk's partitions) plus one of its own: the disk the image was made from (same serial) is
+/// Restore's target rules: those of clone (`crate::storage`: no storage shared with any volume
+/// of the image chain or the partition holding it, not in use, not read-only, not the boot
+/// medium, big enough for the imaged disk's partitions) plus one of its own: the disk the image was made from (same serial) is
 /// only overwritten with `--yes` (a deliberate roll-back); without `--yes` a person must confirm;
 /// and a disk with another sector size than the image's partition table is refused.
 fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i32> {
@@ -469,10 +404,12 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
     crate::jobs::cancel_on_signals(&cancel, "the target is synced but left INCOMPLETE");
     let store = Store::open(&image, false)?;
     ops::require_complete(&store.path)?;
-    let chain = Chain::open(&store.path)?;
-    let mut protect: Vec<PathBuf> = chain.images.iter().flat_map(|i| i.volume_paths()).collect();
+    // The identity rule: the target is written; every volume of the chain and the partition
+    // holding the image are kept.
+    let mut check = Check::new();
+    let chain = chain_items(&mut check, &store.path, "the image")?;
     if let Some(p) = &store.partition {
-        protect.push(p.path.clone());
+        check.keeps("the image's partition", &p.path)?;
     }
     let h = chain.top().header.clone();
     // The smallest target that holds the imaged disk's partitions (the whole disk without a table).
@@ -481,7 +418,7 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
         .as_ref()
         .and_then(|t| t.min_disk_bytes())
         .unwrap_or(h.disk_size);
-    let t = crate::clone::safety::open_target(&target, &protect, min_size)?;
+    let t = crate::storage::open_target(&target, &mut check, min_size)?;
     if let Selected::Partition { part, .. } = &t.selected {
         return Err(Error::refused(format!(
             "{} is a partition: restore a disk image onto a whole disk",
@@ -497,13 +434,20 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
             )));
         }
     }
-    check_sector_size(&image, &t, table.as_ref())?;
+    if let Some(note) =
+        crate::storage::target::check_sector_size(&image, table.as_ref(), &t)?
+    {
+        eprintln!("note: {note}");
+    }
     if !yes {
-        confirm(&format!(
-            "This overwrites ALL of {} ({}).",
-            t.selected.path().display(),
-            crate::jobs::fmt_bytes(t.size)
-        ))?;
+        crate::storage::prompt::confirm(
+            &t.selected.path().display().to_string(),
+            &format!(
+                "This overwrites ALL of {} ({}).",
+                t.selected.path().display(),
+                crate::jobs::fmt_bytes(t.size)
+            ),
+        )?;
     }
     if cancel.is_cancelled() {
         return Err(Error::new(
@@ -639,6 +583,15 @@ fn run_export(image: String, raw: String, force: bool, json: bool) -> Result<i32
     crate::jobs::cancel_on_signals(&cancel, "the unfinished file is removed");
     let store = Store::open(&image, false)?;
     ops::require_complete(&store.path)?;
+    // The output replaces regular files only, and never the image or one of its parents.
+    let rawp = Path::new(&raw);
+    crate::storage::target::check_output(rawp, force)?;
+    crate::storage::target::check_output(&create::partial_name(rawp), true)?;
+    let mut check = Check::new();
+    chain_items(&mut check, &store.path, "the image")?;
+    check.writes("the exported file", rawp)?;
+    check.writes("the exported file", &create::partial_name(rawp))?;
+    check.run()?;
     let sink = StderrSink::from_env();
     let rep = export(&store.path, Path::new(&raw), force, &sink, &cancel).map_err(|e| {
         if e.kind != ErrorKind::Cancelled {

@@ -69,3 +69,38 @@ pub fn reread_partitions(f: &impl AsRawFd) -> io::Result<()> {
     unsafe { blk_rrpart(f.as_raw_fd()) }.map_err(errno)?;
     Ok(())
 }
+
+/// `struct loop_info64` from <linux/loop.h>: what a loop device reads and where.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LoopInfo64 {
+    /// st_dev of the backing file (the kernel's `huge_encode_dev`, as `stat` reports it).
+    pub lo_device: u64,
+    /// Inode number of the backing file.
+    pub lo_inode: u64,
+    pub lo_rdevice: u64,
+    /// Byte offset into the backing file where the loop device starts.
+    pub lo_offset: u64,
+    /// Bytes of the backing file the loop device covers (0: up to the end of the file).
+    pub lo_sizelimit: u64,
+    pub lo_number: u32,
+    pub lo_encrypt_type: u32,
+    pub lo_encrypt_key_size: u32,
+    pub lo_flags: u32,
+    pub lo_file_name: [u8; 64],
+    pub lo_crypt_name: [u8; 64],
+    pub lo_encrypt_key: [u8; 32],
+    pub lo_init: [u64; 2],
+}
+
+nix::ioctl_read_bad!(loop_get_status64, 0x4C05, LoopInfo64); // LOOP_GET_STATUS64
+
+/// What the loop device open on `f` is backed by (ENXIO when no file is attached).
+pub fn loop_status(f: &impl AsRawFd) -> io::Result<LoopInfo64> {
+    // SAFETY: an all-zero LoopInfo64 is a valid value (plain integers and byte arrays).
+    let mut v: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 writes one struct loop_info64 (same layout as LoopInfo64, 232
+    // bytes) through the pointer, which points to a live local.
+    unsafe { loop_get_status64(f.as_raw_fd(), &mut v) }.map_err(errno)?;
+    Ok(v)
+}

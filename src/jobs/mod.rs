@@ -202,9 +202,13 @@ pub fn cancel_on_signals(cancel: &Cancel, what_happens: &'static str) {
         .name("signals".into())
         .spawn(move || {
             while set.wait().is_ok() {
+                if AT_PROMPT.load(std::sync::atomic::Ordering::SeqCst) {
+                    eprintln!("\nlifeboat: cancelled; nothing was written");
+                    exit_now(crate::error::exit::CANCELLED);
+                }
                 if c.is_cancelled() {
                     eprintln!("\nlifeboat: stopped");
-                    std::process::exit(crate::error::exit::CANCELLED);
+                    exit_now(crate::error::exit::CANCELLED);
                 }
                 eprintln!(
                     "\nlifeboat: cancelling ({what_happens}; press Ctrl-C again to stop at once)"
@@ -212,6 +216,31 @@ pub fn cancel_on_signals(cancel: &Cancel, what_happens: &'static str) {
                 c.cancel();
             }
         });
+}
+
+/// Set while a confirmation question waits for an answer: then one Ctrl-C (or SIGTERM) exits
+/// at once with 130 (nothing has been written yet).
+pub static AT_PROMPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+static EXIT_HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers `f` to run before the process exits without unwinding (the second Ctrl-C), e.g. to
+/// restore the read-only flags a guard set. Registering the same function twice runs it once.
+pub fn before_exit(f: fn()) {
+    if let Ok(mut h) = EXIT_HOOKS.lock() {
+        if !h.iter().any(|g| std::ptr::fn_addr_eq(*g, f)) {
+            h.push(f);
+        }
+    }
+}
+
+/// Runs the [`before_exit`] hooks, then exits with `code`.
+pub fn exit_now(code: i32) -> ! {
+    let hooks: Vec<fn()> = EXIT_HOOKS.lock().map(|h| h.clone()).unwrap_or_default();
+    for f in hooks {
+        f();
+    }
+    std::process::exit(code)
 }
 
 /// Measures a rate over a sliding window and derives an ETA.

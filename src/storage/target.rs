@@ -1,8 +1,13 @@
-//! The "never the wrong disk" rules, shared by clone and image restore: given a target selector,
-//! the sources to protect and the size needed, open the target for writing or refuse (exit 4)
-//! with a message that says why and what to do. Nothing is written here.
+//! The target rules besides identity, shared by clone and image restore: given a target
+//! selector, the job's other items (source, image chain, map, …) and the size needed, check the
+//! storage identity rule ([`super::Check`]) and then: not in use (mounted, swap, held; opened
+//! `O_EXCL` for the job), not read-only, not the boot medium, big enough, and a partition table
+//! only onto a disk with its sector size. Refusals are exit 4 with a message that says why and
+//! what to do; the target is opened for writing only after every rule passed.
+use super::{Check, Item};
 use crate::bootmedia::{self, BootMedia};
-use crate::devices::usage::{fmt_dev, rdev_of, system_mounts, Mount};
+use crate::clone::gpt::{PartitionTable, TableKind};
+use crate::devices::usage::{system_mounts, Mount};
 use crate::devices::{self, Disk, Selected};
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::{sys, Access, BlockSource, Device};
@@ -59,61 +64,18 @@ impl Env {
     }
 }
 
-/// Where a path's bytes live, for "is this the same storage" comparisons.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Identity {
-    /// A block device: its whole disk's kernel name and its own "MAJ:MIN".
-    Block { disk: Option<String>, dev: String },
-    /// A regular file: (st_dev, inode) plus the whole disk holding its filesystem, if known.
-    File {
-        st_dev: u64,
-        ino: u64,
-        disk: Option<String>,
-        path: PathBuf,
-    },
-}
-
-fn identity(path: &Path, env: &Env) -> Option<Identity> {
-    let md = std::fs::metadata(path).ok()?;
-    if let Some(dev) = rdev_of(path) {
-        let disk =
-            devices::lookup_dev(&dev, &env.disks).and_then(|s| s.disk().map(|d| d.name.clone()));
-        return Some(Identity::Block { disk, dev });
-    }
-    if md.is_file() {
-        let st = fmt_dev(md.dev());
-        // The filesystem's device number, or (btrfs, virtual st_dev) the mount's source device.
-        let mut disk =
-            devices::lookup_dev(&st, &env.disks).and_then(|s| s.disk().map(|d| d.name.clone()));
-        if disk.is_none() {
-            if let Some(m) = env.mounts.iter().find(|m| m.dev == st) {
-                if let Some(rd) = rdev_of(Path::new(&m.source)) {
-                    disk = devices::lookup_dev(&rd, &env.disks)
-                        .and_then(|s| s.disk().map(|d| d.name.clone()));
-                }
-            }
-        }
-        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        return Some(Identity::File {
-            st_dev: md.dev(),
-            ino: md.ino(),
-            disk,
-            path,
-        });
-    }
-    None
-}
-
-/// The loop devices whose backing file is `file`.
+/// The loop devices whose backing file is `file` (the same inode, whatever its name).
 fn loops_backed_by(file: &Path, env: &Env) -> Vec<String> {
-    let canon = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let Ok(f) = std::fs::metadata(file) else {
+        return vec![];
+    };
     env.disks
         .iter()
         .filter(|d| {
             d.backing_file
                 .as_deref()
-                .map(Path::new)
-                .is_some_and(|b| b == canon || b == file)
+                .and_then(|b| std::fs::metadata(b).ok())
+                .is_some_and(|m| m.dev() == f.dev() && m.ino() == f.ino())
         })
         .map(|d| d.name.clone())
         .collect()
@@ -123,26 +85,50 @@ fn refused(msg: String, path: &Path) -> Error {
     Error::refused(msg).at_path(path)
 }
 
-/// Checks `target` against every rule and opens it for writing. `sources` are the paths (device
-/// nodes or files) that must never be written; `min_size` is the least the target must hold
-/// (for a clone: the end of the source's last partition, or the source size without a table).
-pub fn open_target(target: &str, sources: &[PathBuf], min_size: u64) -> Result<Target> {
-    open_target_in(target, sources, min_size, &Env::system()?)
+/// Resolves a target selector: a file path, or a disk/partition selector.
+pub fn select(target: &str, env: &Env) -> Result<Selected> {
+    match Path::new(target) {
+        p if target.contains('/') && p.is_file() => Ok(Selected::File(p.to_path_buf())),
+        _ => devices::resolve_in(target, &env.disks),
+    }
+}
+
+/// Checks `target` against every rule and opens it for writing. `check` holds the job's other
+/// items (the source, the image chain, the map file …: see [`Check`]); the target is added to it
+/// as written. `min_size` is the least the target must hold (for a clone: the end of the
+/// source's last partition, or the source size without a table).
+pub fn open_target(target: &str, check: &mut Check, min_size: u64) -> Result<Target> {
+    open_target_in(target, check, min_size, &Env::system()?)
 }
 
 /// [`open_target`] against a given environment.
 pub fn open_target_in(
     target: &str,
-    sources: &[PathBuf],
+    check: &mut Check,
     min_size: u64,
     env: &Env,
 ) -> Result<Target> {
-    let selected = match Path::new(target) {
-        p if target.contains('/') && p.is_file() => Selected::File(p.to_path_buf()),
-        _ => devices::resolve_in(target, &env.disks)?,
-    };
-    check_selected(&selected, sources, env)?;
+    let selected = select(target, env)?;
     let path = selected.path();
+    // Identity first: nothing is opened for writing before it passed.
+    let mut storage = super::resolve(&path)?;
+    storage.name = selected.name();
+    if let Selected::Disk(_) | Selected::Partition { .. } = &selected {
+        storage.name = path.display().to_string();
+    }
+    check.add(Item {
+        role: "the target".into(),
+        storage,
+        written: true,
+    });
+    if let Some(b) = &env.boot {
+        let p = PathBuf::from("/dev").join(&b.disk);
+        if p.exists() {
+            check.keeps("the boot medium", &p)?;
+        }
+    }
+    check.run()?;
+    check_selected(&selected, env)?;
     // Exclusive open: the kernel refuses (EBUSY) when anything mounts or holds the device.
     let exclusive = match &selected {
         Selected::File(_) => None,
@@ -150,19 +136,7 @@ pub fn open_target_in(
     };
     let device = match Device::open(&path, Access::Write) {
         Ok(d) => d,
-        Err(e) => {
-            let ro = matches!(
-                e.raw_os_error(),
-                Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
-            );
-            if ro {
-                return Err(refused(
-                    format!("the target {} is read-only (cannot open it for writing); pick a writable disk or clear its write protection", selected.name()),
-                    &path,
-                ));
-            }
-            return Err(e);
-        }
+        Err(e) => return Err(open_refusal(e, &selected, &path)),
     };
     if device.is_block_device() && sys::get_ro(device.file()).unwrap_or(false) {
         return Err(refused(
@@ -194,6 +168,37 @@ pub fn open_target_in(
     })
 }
 
+/// Why opening the target for writing failed, in the user's terms: a read-only medium or
+/// filesystem (EROFS, or a block device the kernel marks read-only) is write protection;
+/// EACCES/EPERM otherwise are permissions.
+fn open_refusal(e: Error, selected: &Selected, path: &Path) -> Error {
+    let errno = e.raw_os_error();
+    let name = selected.name();
+    let kernel_ro = || {
+        File::open(path)
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.file_type().is_block_device()))
+            .and_then(|f| sys::get_ro(&f).ok())
+            .unwrap_or(false)
+    };
+    use std::os::unix::fs::FileTypeExt;
+    match errno {
+        Some(libc::EROFS) => refused(
+            format!("the target {name} is read-only (its filesystem or medium is write-protected); pick a writable disk or clear its write protection"),
+            path,
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) if kernel_ro() => refused(
+            format!("the target {name} is read-only in the kernel; pick a writable disk (or `blockdev --setrw` it if that is really intended)"),
+            path,
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => refused(
+            format!("permission denied: you may not write {name} (run as root, or pick a target you may write)"),
+            path,
+        ),
+        _ => e,
+    }
+}
+
 fn open_exclusive(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
@@ -207,110 +212,22 @@ fn open_exclusive(path: &Path) -> Result<File> {
                 ),
                 path,
             ),
+            Some(libc::EACCES) | Some(libc::EPERM) => refused(
+                format!(
+                    "permission denied: you may not open {} (run as root, or pick a target you may write)",
+                    path.display()
+                ),
+                path,
+            ),
             _ => Error::io("open exclusively", path, e),
         })
 }
 
-/// The rules that need no open descriptor: same storage as a source, in use, read-only flag,
-/// boot medium. Public so the UI can grey out targets before asking.
-pub fn check_selected(selected: &Selected, sources: &[PathBuf], env: &Env) -> Result<()> {
+/// The rules that need no open descriptor and no identity: in use, read-only flag, boot
+/// medium. Public so the UI can grey out targets before asking.
+pub fn check_selected(selected: &Selected, env: &Env) -> Result<()> {
     let tpath = selected.path();
     let tname = selected.name();
-    let tid = identity(&tpath, env);
-    let tdisk: Option<String> = selected.disk().map(|d| d.name.clone());
-    for src in sources {
-        let Some(sid) = identity(src, env) else {
-            continue;
-        };
-        let s = src.display();
-        let why: Option<String> = match (&sid, &tid) {
-            (
-                Identity::Block {
-                    dev: sd,
-                    disk: sdisk,
-                },
-                Some(Identity::Block { dev: td, .. }),
-            ) => {
-                if sd == td {
-                    Some(format!("the target {tname} is the source {s}"))
-                } else if sdisk.is_some() && sdisk == &tdisk {
-                    let d = sdisk.clone().unwrap_or_default();
-                    Some(format!(
-                        "the target {tname} and the source {s} are on the same disk ({d})"
-                    ))
-                } else {
-                    None
-                }
-            }
-            (
-                Identity::File {
-                    st_dev, ino, path, ..
-                },
-                Some(Identity::File {
-                    st_dev: t_dev,
-                    ino: t_ino,
-                    ..
-                }),
-            ) => (st_dev == t_dev && ino == t_ino)
-                .then(|| format!("the target {tname} is the source file {}", path.display())),
-            // A target file on a filesystem of the source disk: writing it writes to the source.
-            (
-                Identity::Block {
-                    disk: Some(sdisk), ..
-                },
-                Some(Identity::File {
-                    disk: Some(fdisk), ..
-                }),
-            ) if sdisk == fdisk => Some(format!(
-                "the target file {tname} is stored on the source disk {sdisk}"
-            )),
-            // A source file stored on the target disk: overwriting the disk destroys the source.
-            (
-                Identity::File {
-                    disk: Some(fdisk),
-                    path,
-                    ..
-                },
-                Some(Identity::Block { .. }),
-            ) if tdisk.as_deref() == Some(fdisk.as_str()) => Some(format!(
-                "the source file {} is stored on the target disk {fdisk}",
-                path.display()
-            )),
-            _ => None,
-        };
-        let why = why.or_else(|| {
-            // Loop devices: a loop over the target file is the source, or a loop source's file is the target.
-            match (&sid, &tid) {
-                (
-                    Identity::Block {
-                        disk: Some(sdisk), ..
-                    },
-                    Some(Identity::File { path, .. }),
-                ) => loops_backed_by(path, env).contains(sdisk).then(|| {
-                    format!(
-                        "the source {s} is a loop device over the target file {}",
-                        path.display()
-                    )
-                }),
-                (Identity::File { path, .. }, Some(Identity::Block { .. })) => {
-                    let l = loops_backed_by(path, env);
-                    tdisk.as_ref().filter(|t| l.contains(t)).map(|t| {
-                        format!(
-                            "the target {t} is a loop device over the source file {}",
-                            path.display()
-                        )
-                    })
-                }
-                _ => None,
-            }
-        });
-        if let Some(w) = why {
-            return Err(refused(
-                format!("{w}; refusing to write: pick another target"),
-                &tpath,
-            ));
-        }
-    }
     // In use: mounted, swap, held (a disk's reasons include its partitions').
     let mut reasons = Vec::new();
     match selected {
@@ -349,6 +266,91 @@ pub fn check_selected(selected: &Selected, sources: &[PathBuf], env: &Env) -> Re
         }
     }
     Ok(())
+}
+
+/// An output file (an image, an export, their `.partial` names) may replace only a regular file,
+/// and only with `force`: a device node, FIFO, socket or directory under that name is refused
+/// whatever the flags (replacing `/dev/full` with a file, or writing into a FIFO, is never meant).
+pub fn check_output(path: &Path, force: bool) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(md) = std::fs::metadata(path) else {
+        return Ok(()); // nothing there yet (or a dangling symlink, which the rename replaces)
+    };
+    let ft = md.file_type();
+    let kind = if ft.is_file() {
+        return if force {
+            Ok(())
+        } else {
+            Err(refused(
+                format!(
+                    "{} already exists; use --force to replace it (the old file stays until the new one is complete)",
+                    path.display()
+                ),
+                path,
+            ))
+        };
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(refused(
+        format!(
+            "{} is {kind}, not a file: an output replaces regular files only (with --force); name a new file",
+            path.display()
+        ),
+        path,
+    ))
+}
+
+/// A partition table counts in sectors, so it is only right on a disk with the sector size it
+/// was written for. One rule for clone and restore: a block-device target whose logical sector
+/// size differs from the sector size of the table being copied (`what`'s, GPT or MBR) is refused
+/// (exit 4); without a partition table (a whole-disk filesystem) the copy is byte for byte and
+/// allowed, with a note returned. A regular file has no sector size of its own, so it is never
+/// refused here.
+pub fn check_sector_size(
+    what: &str,
+    table: Option<&PartitionTable>,
+    t: &Target,
+) -> Result<Option<String>> {
+    if !t.device.is_block_device() {
+        return Ok(None);
+    }
+    let target_ss = t.device.logical_block_size();
+    let tp = t.selected.path();
+    match table {
+        Some(tb) if tb.kind != TableKind::None => {
+            if tb.sector_size == target_ss {
+                return Ok(None);
+            }
+            let ss = tb.sector_size;
+            Err(refused(
+                format!(
+                    "{what} has a partition table for {ss}-byte sectors (it counts in sectors); {} has \
+                     {target_ss}-byte logical sectors, so the copied partitions would be wrong. Pick a \
+                     target with {ss}-byte sectors, or copy into a raw file and take the files from it",
+                    tp.display()
+                ),
+                &tp,
+            ))
+        }
+        Some(tb) if tb.sector_size != target_ss => Ok(Some(format!(
+            "{what} has no partition table, so it is copied byte for byte although {} has \
+             {target_ss}-byte sectors and {what} {}-byte sectors",
+            tp.display(),
+            tb.sector_size
+        ))),
+        _ => Ok(None),
+    }
 }
 
 /// True when `e` is a safety refusal (exit status 4).
@@ -407,23 +409,23 @@ mod tests {
             "sda",
         );
         let sda = Selected::Disk(e.disks[0].clone());
-        let err = check_selected(&sda, &[], &e).unwrap_err();
+        let err = check_selected(&sda, &e).unwrap_err();
         assert!(
             is_refusal(&err) && err.msg.contains("in use") && err.msg.contains("mounted"),
             "{err}"
         );
         let sdb = Selected::Disk(e.disks[1].clone());
-        check_selected(&sdb, &[], &e).unwrap();
+        check_selected(&sdb, &e).unwrap();
         e.boot = Some(BootMedia {
             disk: "sdb".into(),
             serial: None,
         });
-        let err = check_selected(&sdb, &[], &e).unwrap_err();
+        let err = check_selected(&sdb, &e).unwrap_err();
         assert!(err.msg.contains("booted from"), "{err}");
         e.boot = None;
         let mut ro = e.disks[1].clone();
         ro.read_only = true;
-        let err = check_selected(&Selected::Disk(ro), &[], &e).unwrap_err();
+        let err = check_selected(&Selected::Disk(ro), &e).unwrap_err();
         assert_eq!(err.exit_code(), crate::error::exit::REFUSED);
         assert!(err.msg.contains("read-only"), "{err}");
     }
@@ -438,20 +440,25 @@ mod tests {
         std::fs::write(&dst, vec![2u8; 1 << 20]).unwrap();
         let e = env(vec![], "");
         let s = src.to_str().unwrap();
-        let err = open_target_in(s, std::slice::from_ref(&src), 0, &e).unwrap_err();
+        let keep = |p: &Path| {
+            let mut c = Check::new();
+            c.keeps("the source", p).unwrap();
+            c
+        };
+        let err = open_target_in(s, &mut keep(&src), 0, &e).unwrap_err();
         assert!(
-            is_refusal(&err) && err.msg.contains("is the source"),
+            is_refusal(&err) && err.msg.contains("would overwrite the source"),
             "{err}"
         );
         // Through another name (a symlink) it is still the source.
         let link = dir.join("link.img");
         std::os::unix::fs::symlink(&src, &link).unwrap();
         let err =
-            open_target_in(link.to_str().unwrap(), std::slice::from_ref(&src), 0, &e).unwrap_err();
+            open_target_in(link.to_str().unwrap(), &mut keep(&src), 0, &e).unwrap_err();
         assert!(is_refusal(&err), "{err}");
         let err = open_target_in(
             dst.to_str().unwrap(),
-            std::slice::from_ref(&src),
+            &mut keep(&src),
             2 << 20,
             &e,
         )
@@ -459,7 +466,7 @@ mod tests {
         assert!(is_refusal(&err) && err.msg.contains("smaller"), "{err}");
         let t = open_target_in(
             dst.to_str().unwrap(),
-            std::slice::from_ref(&src),
+            &mut keep(&src),
             1 << 20,
             &e,
         )

@@ -1,0 +1,344 @@
+//! Resolution: from a path to the storage it really touches. Follows symlinks, hard links and
+//! `/proc/self/fd` (by `stat`: the same inode is the same file whatever its name), bind mounts
+//! (same st_dev and inode), partitions (their disk and byte range, from sysfs `start`/`size`),
+//! loop devices (`LOOP_GET_STATUS64`: backing st_dev + inode, offset, size limit; sysfs
+//! `loop/{offset,sizelimit,backing_file}` as the fallback), device-mapper/RAID members (`slaves/`,
+//! whole) and files on a mounted filesystem (the block device under it, recursively: the file may
+//! be anywhere in that device). A path that does not exist yet (a file to be created) resolves
+//! through its nearest existing parent directory's filesystem.
+use super::{fmt_range, Extent, Object, Storage};
+use crate::devices::usage::{fmt_dev, system_mounts, Mount};
+use crate::error::{Error, Result};
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Deepest stacking followed (loop over a file on a loop over a partition …); deeper is refused.
+const MAX_DEPTH: usize = 16;
+
+/// Resolves paths against the running system (sysfs under `sysfs`, the mount table read once).
+pub struct Resolver {
+    sysfs: PathBuf,
+    mounts: Vec<Mount>,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver::system()
+    }
+}
+
+/// Splits a Linux dev_t (glibc encoding) into (major, minor).
+pub fn dev_split(dev: u64) -> (u64, u64) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfffu64);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xffu64);
+    (major, minor)
+}
+
+/// The dev_t (glibc encoding) of "MAJ:MIN".
+pub fn dev_join(major: u64, minor: u64) -> u64 {
+    ((major & 0xfff) << 8)
+        | ((major & !0xfffu64) << 32)
+        | (minor & 0xff)
+        | ((minor & !0xffu64) << 12)
+}
+
+fn parse_dev(s: &str) -> Option<u64> {
+    let (a, b) = s.trim().split_once(':')?;
+    Some(dev_join(a.parse().ok()?, b.parse().ok()?))
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+impl Resolver {
+    /// The running system: `/sys` and `/proc/self/mountinfo`.
+    pub fn system() -> Resolver {
+        Resolver {
+            sysfs: PathBuf::from("/sys"),
+            mounts: system_mounts(),
+        }
+    }
+
+    /// Everything `path` touches. `name` is how the user named it (for messages).
+    pub fn resolve(&self, path: &Path) -> Result<Storage> {
+        let mut st = Storage {
+            name: path.display().to_string(),
+            extents: Vec::new(),
+            exists: true,
+        };
+        let md = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A file to be created: it will live on the filesystem of its nearest existing
+                // parent directory.
+                st.exists = false;
+                let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+                let mut dir = abs.parent();
+                while let Some(d) = dir {
+                    if let Ok(m) = fs::metadata(d) {
+                        let how = format!(
+                            "would be created in {} on the filesystem of",
+                            d.display()
+                        );
+                        self.fs_extents(m.dev(), &[], &how, &mut st.extents, 0)?;
+                        return Ok(st);
+                    }
+                    dir = d.parent();
+                }
+                return Ok(st);
+            }
+            Err(e) => return Err(Error::io("look at", path, e)),
+        };
+        let ft = md.file_type();
+        if ft.is_block_device() {
+            let how = format!("is {}", self.dev_name(md.rdev()));
+            self.dev_extents(md.rdev(), 0, u64::MAX, &[], &how, &mut st.extents, 0)?;
+        } else {
+            let canon = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            let how = if canon == path {
+                format!(
+                    "is that file (inode {} of device {})",
+                    md.ino(),
+                    fmt_dev(md.dev())
+                )
+            } else {
+                format!(
+                    "is the file {} (inode {} of device {})",
+                    canon.display(),
+                    md.ino(),
+                    fmt_dev(md.dev())
+                )
+            };
+            st.extents.push(Extent {
+                object: Object::File {
+                    dev: md.dev(),
+                    ino: md.ino(),
+                },
+                object_name: canon.display().to_string(),
+                start: 0,
+                end: u64::MAX,
+                inside: vec![],
+                how: how.clone(),
+            });
+            // Character devices, FIFOs and sockets keep no bytes on a filesystem.
+            if ft.is_file() || ft.is_dir() {
+                let how = format!("{how}, a file on the filesystem of");
+                self.fs_extents(md.dev(), &[], &how, &mut st.extents, 0)?;
+            }
+        }
+        Ok(st)
+    }
+
+    /// "/dev/NAME" of a block device number (from sysfs `uevent`), or "device MAJ:MIN".
+    pub fn dev_name(&self, dev: u64) -> String {
+        let (ma, mi) = dev_split(dev);
+        let u = self.sysfs.join(format!("dev/block/{ma}:{mi}/uevent"));
+        fs::read_to_string(u)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("DEVNAME=").map(|n| format!("/dev/{n}")))
+            })
+            .unwrap_or_else(|| format!("device {ma}:{mi}"))
+    }
+
+    /// The extents of a filesystem whose st_dev is `st_dev`: the block device under it (the
+    /// mount's source for a virtual st_dev, as btrfs has), anywhere in its range.
+    fn fs_extents(
+        &self,
+        st_dev: u64,
+        inside: &[u64],
+        how: &str,
+        out: &mut Vec<Extent>,
+        depth: usize,
+    ) -> Result<()> {
+        let (ma, _) = dev_split(st_dev);
+        let block = if ma != 0 {
+            Some(st_dev)
+        } else {
+            // Virtual device numbers (btrfs, overlay, tmpfs): the mount's source, if a block device.
+            let d = fmt_dev(st_dev);
+            self.mounts
+                .iter()
+                .filter(|m| m.dev == d)
+                .find_map(|m| {
+                    let md = fs::metadata(&m.source).ok()?;
+                    md.file_type().is_block_device().then(|| md.rdev())
+                })
+        };
+        let Some(b) = block else {
+            return Ok(()); // tmpfs, proc…: memory, no disk under it
+        };
+        let mut inside = inside.to_vec();
+        if !inside.contains(&b) {
+            inside.push(b);
+        }
+        let how = format!("{how} {}", self.dev_name(b));
+        self.dev_extents(b, 0, u64::MAX, &inside, &how, out, depth + 1)
+    }
+
+    /// The extents of bytes `start..end` of block device `dev`: the whole device it is (or is a
+    /// partition of), then whatever that device is built on.
+    #[allow(clippy::too_many_arguments)]
+    fn dev_extents(
+        &self,
+        dev: u64,
+        start: u64,
+        end: u64,
+        inside: &[u64],
+        how: &str,
+        out: &mut Vec<Extent>,
+        depth: usize,
+    ) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(Error::refused(format!(
+                "storage is stacked more than {MAX_DEPTH} levels deep ({how}); refusing to guess where it ends"
+            )));
+        }
+        let (ma, mi) = dev_split(dev);
+        let link = self.sysfs.join(format!("dev/block/{ma}:{mi}"));
+        let Ok(sys) = fs::canonicalize(&link) else {
+            // No sysfs (a container): the device itself is all we know.
+            out.push(Extent {
+                object: Object::Disk { dev },
+                object_name: self.dev_name(dev),
+                start,
+                end,
+                inside: inside.to_vec(),
+                how: how.to_string(),
+            });
+            return Ok(());
+        };
+        if sys.join("partition").exists() {
+            let pstart = read_u64(&sys.join("start")).unwrap_or(0) * 512;
+            let psize = read_u64(&sys.join("size")).unwrap_or(u64::MAX / 512) * 512;
+            let whole = sys
+                .parent()
+                .and_then(|p| fs::read_to_string(p.join("dev")).ok())
+                .and_then(|s| parse_dev(&s));
+            if let Some(w) = whole {
+                let a = pstart.saturating_add(start.min(psize));
+                let b = pstart.saturating_add(end.min(psize));
+                let how = format!(
+                    "{how}, partition {} of {} ({})",
+                    read_u64(&sys.join("partition")).unwrap_or(0),
+                    self.dev_name(w),
+                    fmt_range(a, b)
+                );
+                return self.dev_extents(w, a, b, inside, &how, out, depth + 1);
+            }
+        }
+        let size = read_u64(&sys.join("size"))
+            .map(|s| s * 512)
+            .unwrap_or(u64::MAX);
+        let end = end.min(size);
+        out.push(Extent {
+            object: Object::Disk { dev },
+            object_name: self.dev_name(dev),
+            start,
+            end,
+            inside: inside.to_vec(),
+            how: how.to_string(),
+        });
+        if sys.join("loop").is_dir() || self.dev_name(dev).starts_with("/dev/loop") {
+            self.loop_extents(dev, &sys, start, end, inside, how, out, depth)?;
+        }
+        // Device-mapper and RAID: built on their members (conservatively, the whole of each).
+        if let Ok(rd) = fs::read_dir(sys.join("slaves")) {
+            for e in rd.flatten() {
+                if let Some(sd) = fs::read_to_string(e.path().join("dev"))
+                    .ok()
+                    .and_then(|s| parse_dev(&s))
+                {
+                    let how = format!("{how}, built on {}", self.dev_name(sd));
+                    self.dev_extents(sd, 0, u64::MAX, inside, &how, out, depth + 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A loop device's bytes `start..end`: bytes `offset+start..` of its backing file (or device).
+    #[allow(clippy::too_many_arguments)]
+    fn loop_extents(
+        &self,
+        dev: u64,
+        sys: &Path,
+        start: u64,
+        end: u64,
+        inside: &[u64],
+        how: &str,
+        out: &mut Vec<Extent>,
+        depth: usize,
+    ) -> Result<()> {
+        let node = PathBuf::from(self.dev_name(dev));
+        let backing_path = fs::read_to_string(sys.join("loop/backing_file"))
+            .ok()
+            .map(|s| PathBuf::from(s.trim_end_matches('\n')));
+        // LOOP_GET_STATUS64 on a read-only descriptor (nothing is written).
+        let status = fs::File::open(&node)
+            .ok()
+            .and_then(|f| crate::io::sys::loop_status(&f).ok());
+        let (bdev, bino, offset, limit) = match status {
+            Some(s) => (Some(s.lo_device), Some(s.lo_inode), s.lo_offset, s.lo_sizelimit),
+            None => {
+                let Some(b) = &backing_path else {
+                    return Ok(()); // a detached loop device: nothing behind it
+                };
+                let md = fs::metadata(b).ok();
+                (
+                    md.as_ref().map(|m| m.dev()),
+                    md.as_ref().map(|m| m.ino()),
+                    read_u64(&sys.join("loop/offset")).unwrap_or(0),
+                    read_u64(&sys.join("loop/sizelimit")).unwrap_or(0),
+                )
+            }
+        };
+        let (Some(bdev), Some(bino)) = (bdev, bino) else {
+            return Err(Error::refused(format!(
+                "{} is a loop device whose backing file cannot be identified; detach it or pick another device",
+                node.display()
+            )));
+        };
+        let a = offset.saturating_add(start);
+        let mut b = offset.saturating_add(end);
+        if limit > 0 {
+            b = b.min(offset.saturating_add(limit));
+        }
+        // The backing file's name, when sysfs still has it and it is the same inode.
+        let backing = backing_path.filter(|p| {
+            fs::metadata(p)
+                .map(|m| m.dev() == bdev && m.ino() == bino)
+                .unwrap_or(false)
+        });
+        let bname = backing
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("inode {bino} of device {}", fmt_dev(bdev)));
+        let how = format!(
+            "{how}, a loop device over {} of {bname}",
+            super::fmt_bytes_range(a, b)
+        );
+        // A loop device over a block device: the bytes of that device.
+        if let Some(md) = backing.as_ref().and_then(|p| fs::metadata(p).ok()) {
+            if md.file_type().is_block_device() {
+                return self.dev_extents(md.rdev(), a, b, inside, &how, out, depth + 1);
+            }
+        }
+        out.push(Extent {
+            object: Object::File {
+                dev: bdev,
+                ino: bino,
+            },
+            object_name: bname,
+            start: a,
+            end: b,
+            inside: inside.to_vec(),
+            how: how.clone(),
+        });
+        let how = format!("{how}, a file on the filesystem of");
+        self.fs_extents(bdev, inside, &how, out, depth + 1)
+    }
+}
