@@ -616,7 +616,7 @@ fn image_on_the_disk_being_imaged_is_refused() {
     // (A mounted ext4 changes by itself, so only the refusal and the absence of a file are checked.)
     let o = lb(&["image", "create", &lo.dev, s(&mp.join("self.lbi"))]);
     assert_exit(&o, 4);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("disk being imaged"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("would overwrite the source"));
     assert!(!mp.join("self.lbi").exists() && !mp.join("self.lbi.partial").exists());
 }
 

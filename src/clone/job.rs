@@ -175,9 +175,14 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     let min_size = table.min_disk_bytes().unwrap_or(ssize).min(ssize);
     let target = storage::open_target_in(&job.target, &mut check, min_size, env)?;
     let what = format!("the source {}", source.name());
-    let notes: Vec<String> = storage::target::check_sector_size(&what, Some(&table), &target)?
-        .into_iter()
-        .collect();
+    let notes: Vec<String> = storage::target::check_sector_size(
+        &what,
+        Some(&table),
+        &target,
+        "clone into a disk-image file and take the files from it",
+    )?
+    .into_iter()
+    .collect();
     let lbs = source_dev.logical_block_size().max(512) as u64;
     let copy_len = if target.size >= ssize {
         ssize

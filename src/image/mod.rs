@@ -12,10 +12,10 @@ pub use reader::{Chain, Image};
 pub use store::Store;
 
 use crate::devices::Selected;
-use crate::storage::{Check, ReadOnlyGuard};
 use crate::error::{exit, Error, ErrorKind, Result};
 use crate::io::{Access, Device};
 use crate::jobs::{Cancel, Progress, StderrSink};
+use crate::storage::{Check, ReadOnlyGuard};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Subcommand, Debug)]
@@ -194,7 +194,10 @@ fn run_create(
         crate::storage::target::check_output(&create::partial_name(Path::new(&image)), true)?;
     }
     location_items(&mut check, "the image", &image, true)?;
-    if let Some(p) = parent.as_deref().filter(|p| store::split_store(p).is_none()) {
+    if let Some(p) = parent
+        .as_deref()
+        .filter(|p| store::split_store(p).is_none())
+    {
         chain_items(&mut check, Path::new(p), "the parent image")?;
     }
     check.run()?;
@@ -231,7 +234,7 @@ fn run_create(
         inner.run()?;
     }
     let dev = Device::open(&src_path, Access::Read)?;
-    let _ro = ReadOnlyGuard::new(&[src_path.clone()])?;
+    let _ro = ReadOnlyGuard::new(std::slice::from_ref(&src_path))?;
     let opts = CreateOptions {
         parent: parent_path,
         parent_hint: hint,
@@ -434,9 +437,14 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
             )));
         }
     }
-    if let Some(note) =
-        crate::storage::target::check_sector_size(&image, table.as_ref(), &t)?
-    {
+    if let Some(note) = crate::storage::target::check_sector_size(
+        &image,
+        table.as_ref(),
+        &t,
+        &format!(
+            "write a raw file with `lifeboat image export {image} FILE` and take the files from it"
+        ),
+    )? {
         eprintln!("note: {note}");
     }
     if !yes {

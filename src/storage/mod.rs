@@ -90,11 +90,6 @@ pub fn fmt_bytes_range(a: u64, b: u64) -> String {
     }
 }
 
-/// The same without the word "bytes" for parenthesised use.
-pub fn fmt_range(a: u64, b: u64) -> String {
-    fmt_bytes_range(a, b)
-}
-
 /// Resolves `path` on the running system.
 pub fn resolve(path: &Path) -> Result<Storage> {
     Resolver::system().resolve(path)
@@ -196,6 +191,26 @@ fn refusal(w: &Item, a: &Extent, o: &Item, b: &Extent) -> Error {
     } else {
         format!("writing {} would overwrite {}", w.role, o.role)
     };
+    // The same file or device under two names: say just that.
+    let direct = |e: &Extent| !e.how.contains(", ");
+    if a.object == b.object && a.start == b.start && a.end == b.end && direct(a) && direct(b) {
+        return Error::refused(format!(
+            "{} {} is {} {} ({}); {consequence}. Nothing was written; put {} on other storage",
+            w.role,
+            w.storage.name,
+            o.role,
+            o.storage.name,
+            match a.object {
+                Object::File { dev, ino } => format!(
+                    "the same file: inode {ino} of device {}",
+                    crate::devices::usage::fmt_dev(dev)
+                ),
+                Object::Disk { .. } => format!("the same device, {}", a.object_name),
+            },
+            w.role
+        ))
+        .at_path(&w.storage.name);
+    }
     Error::refused(format!(
         "{} {} {}; {} {} {}: they share {shared} of {}, so {consequence}. Nothing was written; \
          put {} on other storage",
@@ -273,7 +288,10 @@ mod tests {
         c.add(item("the map file", true, vec![ext(f, 100, 200, &[])]));
         let e = c.run().unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Refused);
-        assert!(e.msg.contains("the map file") && e.msg.contains("the source"), "{e}");
+        assert!(
+            e.msg.contains("the map file") && e.msg.contains("the source"),
+            "{e}"
+        );
         // Two read items may share storage.
         let mut c = Check::default();
         c.add(item("the source", false, vec![ext(f, 0, 10, &[])]));

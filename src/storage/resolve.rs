@@ -6,7 +6,7 @@
 //! whole) and files on a mounted filesystem (the block device under it, recursively: the file may
 //! be anywhere in that device). A path that does not exist yet (a file to be created) resolves
 //! through its nearest existing parent directory's filesystem.
-use super::{fmt_range, Extent, Object, Storage};
+use super::{fmt_bytes_range, Extent, Object, Storage};
 use crate::devices::usage::{fmt_dev, system_mounts, Mount};
 use crate::error::{Error, Result};
 use std::fs;
@@ -78,10 +78,8 @@ impl Resolver {
                 let mut dir = abs.parent();
                 while let Some(d) = dir {
                     if let Ok(m) = fs::metadata(d) {
-                        let how = format!(
-                            "would be created in {} on the filesystem of",
-                            d.display()
-                        );
+                        let how =
+                            format!("would be created in {} on the filesystem of", d.display());
                         self.fs_extents(m.dev(), &[], &how, &mut st.extents, 0)?;
                         return Ok(st);
                     }
@@ -160,13 +158,10 @@ impl Resolver {
         } else {
             // Virtual device numbers (btrfs, overlay, tmpfs): the mount's source, if a block device.
             let d = fmt_dev(st_dev);
-            self.mounts
-                .iter()
-                .filter(|m| m.dev == d)
-                .find_map(|m| {
-                    let md = fs::metadata(&m.source).ok()?;
-                    md.file_type().is_block_device().then(|| md.rdev())
-                })
+            self.mounts.iter().filter(|m| m.dev == d).find_map(|m| {
+                let md = fs::metadata(&m.source).ok()?;
+                md.file_type().is_block_device().then(|| md.rdev())
+            })
         };
         let Some(b) = block else {
             return Ok(()); // tmpfs, proc…: memory, no disk under it
@@ -225,7 +220,7 @@ impl Resolver {
                     "{how}, partition {} of {} ({})",
                     read_u64(&sys.join("partition")).unwrap_or(0),
                     self.dev_name(w),
-                    fmt_range(a, b)
+                    fmt_bytes_range(a, b)
                 );
                 return self.dev_extents(w, a, b, inside, &how, out, depth + 1);
             }
@@ -282,7 +277,12 @@ impl Resolver {
             .ok()
             .and_then(|f| crate::io::sys::loop_status(&f).ok());
         let (bdev, bino, offset, limit) = match status {
-            Some(s) => (Some(s.lo_device), Some(s.lo_inode), s.lo_offset, s.lo_sizelimit),
+            Some(s) => (
+                Some(s.lo_device),
+                Some(s.lo_inode),
+                s.lo_offset,
+                s.lo_sizelimit,
+            ),
             None => {
                 let Some(b) = &backing_path else {
                     return Ok(()); // a detached loop device: nothing behind it
@@ -319,7 +319,7 @@ impl Resolver {
             .unwrap_or_else(|| format!("inode {bino} of device {}", fmt_dev(bdev)));
         let how = format!(
             "{how}, a loop device over {} of {bname}",
-            super::fmt_bytes_range(a, b)
+            fmt_bytes_range(a, b)
         );
         // A loop device over a block device: the bytes of that device.
         if let Some(md) = backing.as_ref().and_then(|p| fs::metadata(p).ok()) {

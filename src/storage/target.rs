@@ -102,12 +102,7 @@ pub fn open_target(target: &str, check: &mut Check, min_size: u64) -> Result<Tar
 }
 
 /// [`open_target`] against a given environment.
-pub fn open_target_in(
-    target: &str,
-    check: &mut Check,
-    min_size: u64,
-    env: &Env,
-) -> Result<Target> {
+pub fn open_target_in(target: &str, check: &mut Check, min_size: u64, env: &Env) -> Result<Target> {
     let selected = select(target, env)?;
     let path = selected.path();
     // Identity first: nothing is opened for writing before it passed.
@@ -316,11 +311,12 @@ pub fn check_output(path: &Path, force: bool) -> Result<()> {
 /// size differs from the sector size of the table being copied (`what`'s, GPT or MBR) is refused
 /// (exit 4); without a partition table (a whole-disk filesystem) the copy is byte for byte and
 /// allowed, with a note returned. A regular file has no sector size of its own, so it is never
-/// refused here.
+/// refused here. `or_else` completes "Pick a target with N-byte sectors, or …".
 pub fn check_sector_size(
     what: &str,
     table: Option<&PartitionTable>,
     t: &Target,
+    or_else: &str,
 ) -> Result<Option<String>> {
     if !t.device.is_block_device() {
         return Ok(None);
@@ -337,7 +333,7 @@ pub fn check_sector_size(
                 format!(
                     "{what} has a partition table for {ss}-byte sectors (it counts in sectors); {} has \
                      {target_ss}-byte logical sectors, so the copied partitions would be wrong. Pick a \
-                     target with {ss}-byte sectors, or copy into a raw file and take the files from it",
+                     target with {ss}-byte sectors, or {or_else}",
                     tp.display()
                 ),
                 &tp,
@@ -453,24 +449,11 @@ mod tests {
         // Through another name (a symlink) it is still the source.
         let link = dir.join("link.img");
         std::os::unix::fs::symlink(&src, &link).unwrap();
-        let err =
-            open_target_in(link.to_str().unwrap(), &mut keep(&src), 0, &e).unwrap_err();
+        let err = open_target_in(link.to_str().unwrap(), &mut keep(&src), 0, &e).unwrap_err();
         assert!(is_refusal(&err), "{err}");
-        let err = open_target_in(
-            dst.to_str().unwrap(),
-            &mut keep(&src),
-            2 << 20,
-            &e,
-        )
-        .unwrap_err();
+        let err = open_target_in(dst.to_str().unwrap(), &mut keep(&src), 2 << 20, &e).unwrap_err();
         assert!(is_refusal(&err) && err.msg.contains("smaller"), "{err}");
-        let t = open_target_in(
-            dst.to_str().unwrap(),
-            &mut keep(&src),
-            1 << 20,
-            &e,
-        )
-        .unwrap();
+        let t = open_target_in(dst.to_str().unwrap(), &mut keep(&src), 1 << 20, &e).unwrap();
         assert_eq!(t.size, 1 << 20);
         drop(t);
         assert!(std::fs::read(&src).unwrap().iter().all(|&b| b == 1));
