@@ -3,7 +3,7 @@
 //! mounted and written to, `--force` over a device node, an image as its own parent or export —
 //! is refused (exit 4) with the source's and the image's sha256 unchanged, while the same jobs
 //! onto unrelated storage still work. Root and loop devices are needed for most; where missing
-//! the test prints why and skips. `LIFEBOAT_BIN=/path/to/lifeboat` runs them against another
+//! the test prints why and skips. `LIFEBOAT_TEST_BIN=/path/to/lifeboat` runs them against another
 //! binary (e.g. an older build, to see them fail).
 mod common;
 
@@ -11,11 +11,9 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The binary under test (`LIFEBOAT_BIN` overrides).
+/// The binary under test (`LIFEBOAT_TEST_BIN` overrides: see `common::lifeboat_cmd`).
 fn lb(args: &[&str]) -> Output {
-    let bin =
-        std::env::var("LIFEBOAT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lifeboat").into());
-    Command::new(bin).args(args).output().expect("run lifeboat")
+    lifeboat(args)
 }
 
 /// A label nobody else's test uses at the same time (`label=` must match exactly one).
@@ -263,9 +261,7 @@ fn repro3_targets_on_a_filesystem_inside_the_source() {
 
 /// `lifeboat ARGS` run in `dir`.
 fn lb_in(dir: &TempDir, args: &[&str]) -> Output {
-    let bin =
-        std::env::var("LIFEBOAT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lifeboat").into());
-    Command::new(bin)
+    lifeboat_cmd()
         .current_dir(dir.path())
         .args(args)
         .output()

@@ -31,7 +31,7 @@ pub fn ask(what: &str, question: &str, input: &mut dyn BufRead) -> Result<()> {
     let mut line = String::new();
     let r = input.read_line(&mut line);
     crate::jobs::AT_PROMPT.store(false, Ordering::SeqCst);
-    r.map_err(|e| Error::io("read the answer from", "stdin", e))?;
+    r.map_err(|e| Error::os("read the answer from the terminal", e))?;
     if line.trim().eq_ignore_ascii_case("yes") {
         Ok(())
     } else {
