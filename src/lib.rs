@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clone;
 pub mod devices;
 pub mod error;
+pub mod fs;
 pub mod image;
 pub mod init;
 pub mod initramfs;

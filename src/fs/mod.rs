@@ -1,0 +1,728 @@
+//! Which bytes of a disk hold data: allocation maps read from each filesystem's own structures
+//! (ext2/3/4 block bitmaps, FAT tables, the exFAT allocation bitmap, NTFS `$Bitmap`), through
+//! the same [`BlockSource`] as the data, so they work on failing and simulated disks alike.
+//!
+//! [`UsageMap::analyze`] reads the partition table (the clone's reader), names each partition's
+//! filesystem and decides its mode: *used blocks* when its map was read and is self-consistent,
+//! *all sectors* with a reason otherwise (unknown or encrypted content, a RAID/LVM member, counts
+//! that disagree with a bitmap, an NTFS volume left dirty or hibernated, an unreadable bitmap).
+//! Everything outside partitions (tables, gaps, boot code, the backup GPT) is always used.
+//!
+//! [`UsageMap::extents`] then streams the used byte ranges of the whole disk, sorted and
+//! coalesced. Memory is bounded: a filesystem map holds one piece of its bitmap at a time (one
+//! ext4 group, 256 KiB of a FAT or bitmap) plus a read window of [`WINDOW`] bytes, so a map is
+//! below ~1 MiB whatever the disk size — never one bit per block of the whole disk. A map that
+//! fails while streaming (a read error the second time) turns the rest of its partition into
+//! used bytes: the stream itself never loses data.
+pub mod exfat;
+pub mod ext;
+pub mod fat;
+pub mod ntfs;
+
+use crate::clone::gpt::{self, TableKind};
+use crate::devices::probe::{probe_reader, ReadAt};
+use crate::error::{Error, Result};
+use crate::io::{AlignedBuf, BlockSource};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+/// Bytes read at once (and cached) by [`Region`]: bitmaps that lie together (ext4 flex_bg,
+/// a FAT, an NTFS `$Bitmap` run) cost one read per window instead of one per block.
+pub const WINDOW: usize = 256 << 10;
+
+/// A byte range `[start, end)`.
+pub type Range = (u64, u64);
+
+/// A window `[start, start+len)` of a block source (a partition), read with byte offsets relative
+/// to its start. Reads are sector-aligned underneath and cached one [`WINDOW`] at a time.
+pub struct Region<'a> {
+    src: &'a dyn BlockSource,
+    start: u64,
+    len: u64,
+    cache: Mutex<Option<(u64, Vec<u8>)>>,
+}
+
+impl<'a> Region<'a> {
+    pub fn new(src: &'a dyn BlockSource, start: u64, len: u64) -> Self {
+        let len = len.min(src.size().saturating_sub(start));
+        Region {
+            src,
+            start,
+            len,
+            cache: Mutex::new(None),
+        }
+    }
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Reads one aligned window containing `off` (relative), short at the end of the region.
+    fn window(&self, woff: u64) -> Result<Vec<u8>> {
+        let lbs = (self.src.logical_block_size() as u64).max(512);
+        let abs = self.start + woff;
+        let astart = abs / lbs * lbs;
+        let aend = (abs + WINDOW as u64)
+            .min(self.start + self.len)
+            .div_ceil(lbs)
+            * lbs;
+        let aend = aend.min(self.src.size().div_ceil(lbs) * lbs);
+        let n = (aend - astart) as usize;
+        let mut buf = AlignedBuf::new(n);
+        let mut done = 0;
+        while done < n && astart + (done as u64) < self.src.size() {
+            match self.src.read_at(&mut buf[done..], astart + done as u64) {
+                Ok(0) => break,
+                Ok(k) => done += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::io("read filesystem metadata on", self.src.name(), e)
+                        .at_offset(astart + done as u64))
+                }
+            }
+        }
+        let skip = (abs - astart) as usize;
+        let keep = done
+            .saturating_sub(skip)
+            .min((self.start + self.len - abs) as usize);
+        Ok(buf[skip..skip + keep].to_vec())
+    }
+
+    /// Reads `len` bytes at relative offset `off`; an error if they are not all inside the region.
+    pub fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+        if off.checked_add(len as u64).is_none_or(|e| e > self.len) {
+            return Err(Error::corrupt(format!(
+                "{}: filesystem structure at byte {} (+{len}) lies outside its partition",
+                self.src.name(),
+                self.start + off
+            )));
+        }
+        let mut out = Vec::with_capacity(len);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        while out.len() < len {
+            let pos = off + out.len() as u64;
+            let hit = matches!(&*cache, Some((s, d)) if pos >= *s && pos < *s + d.len() as u64);
+            if !hit {
+                let d = self.window(pos)?;
+                if d.is_empty() {
+                    return Err(Error::corrupt(format!(
+                        "{}: the disk ended inside a filesystem structure",
+                        self.src.name()
+                    ))
+                    .at_offset(self.start + pos));
+                }
+                *cache = Some((pos, d));
+            }
+            let (s, d) = cache.as_ref().expect("window cached");
+            let from = (pos - s) as usize;
+            let n = (len - out.len()).min(d.len() - from);
+            out.extend_from_slice(&d[from..from + n]);
+        }
+        Ok(out)
+    }
+}
+
+impl ReadAt for Region<'_> {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+        if off >= self.len {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(self.len - off) as usize;
+        let d = self
+            .read(off, n)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        buf[..n].copy_from_slice(&d);
+        Ok(n)
+    }
+}
+
+pub(crate) fn le16(b: &[u8], o: usize) -> u16 {
+    b.get(o..o + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .unwrap_or(0)
+}
+pub(crate) fn le32(b: &[u8], o: usize) -> u32 {
+    b.get(o..o + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .unwrap_or(0)
+}
+pub(crate) fn le64(b: &[u8], o: usize) -> u64 {
+    b.get(o..o + 8)
+        .map(|s| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(s);
+            u64::from_le_bytes(a)
+        })
+        .unwrap_or(0)
+}
+
+/// Calls `f(first_bit, count)` for every run of set bits among the first `nbits` bits of `bits`
+/// (bit 0 = least significant bit of byte 0, the order ext4, exFAT and NTFS bitmaps use).
+pub fn bit_runs(bits: &[u8], nbits: u64, mut f: impl FnMut(u64, u64)) {
+    let nbits = nbits.min(bits.len() as u64 * 8);
+    let mut run: Option<u64> = None;
+    let mut i = 0u64;
+    while i < nbits {
+        let byte = bits[(i / 8) as usize];
+        if i.is_multiple_of(8) && i + 8 <= nbits && (byte == 0 || byte == 0xFF) {
+            match (byte, run) {
+                (0, Some(s)) => {
+                    f(s, i - s);
+                    run = None;
+                }
+                (0xFF, None) => run = Some(i),
+                _ => {}
+            }
+            i += 8;
+            continue;
+        }
+        let set = byte >> (i % 8) & 1 == 1;
+        match (set, run) {
+            (true, None) => run = Some(i),
+            (false, Some(s)) => {
+                f(s, i - s);
+                run = None;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if let Some(s) = run {
+        f(s, nbits - s);
+    }
+}
+
+/// A filesystem's used byte ranges, relative to the start of its partition, in ascending order
+/// of start (ranges may touch or overlap; [`UsedExtents`] coalesces them).
+pub trait UsedMap {
+    /// The next range, or None at the end. An error means the map cannot be trusted beyond
+    /// what it already returned.
+    fn next_range(&mut self) -> Result<Option<Range>>;
+}
+
+/// The ranges of a sorted list (small fixed sets: boot sectors, `$MFT` runs...).
+pub struct ListMap(VecDeque<Range>);
+impl ListMap {
+    pub fn new(mut v: Vec<Range>) -> Self {
+        v.retain(|r| r.1 > r.0);
+        v.sort_unstable();
+        ListMap(v.into())
+    }
+}
+impl UsedMap for ListMap {
+    fn next_range(&mut self) -> Result<Option<Range>> {
+        Ok(self.0.pop_front())
+    }
+}
+
+/// The union of two maps (each ascending), ascending.
+pub struct Union<A: UsedMap, B: UsedMap> {
+    a: A,
+    b: B,
+    pa: Option<Option<Range>>,
+    pb: Option<Option<Range>>,
+}
+impl<A: UsedMap, B: UsedMap> Union<A, B> {
+    pub fn new(a: A, b: B) -> Self {
+        Union {
+            a,
+            b,
+            pa: None,
+            pb: None,
+        }
+    }
+}
+impl<A: UsedMap, B: UsedMap> UsedMap for Union<A, B> {
+    fn next_range(&mut self) -> Result<Option<Range>> {
+        if self.pa.is_none() {
+            self.pa = Some(self.a.next_range()?);
+        }
+        if self.pb.is_none() {
+            self.pb = Some(self.b.next_range()?);
+        }
+        let take_a = match (self.pa.flatten(), self.pb.flatten()) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(x), Some(y)) => x.0 <= y.0,
+        };
+        Ok(if take_a {
+            self.pa.take().flatten()
+        } else {
+            self.pb.take().flatten()
+        })
+    }
+}
+
+/// Drains a map into coalesced ranges, counting the used bytes (tests and analysis).
+pub fn collect(map: &mut dyn UsedMap) -> Result<Vec<Range>> {
+    let mut v: Vec<Range> = Vec::new();
+    while let Some((s, e)) = map.next_range()? {
+        if e <= s {
+            continue;
+        }
+        match v.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => v.push((s, e)),
+        }
+    }
+    Ok(v)
+}
+
+/// Why a partition is copied sector by sector, or that it is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    UsedBlocks,
+    AllSectors,
+}
+
+/// One partition as the used-block analysis saw it (the `--json` and `info` contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionUsage {
+    /// The partition's slot number; 0 for a filesystem on the whole disk (no partition table).
+    pub number: u32,
+    pub start_bytes: u64,
+    pub size_bytes: u64,
+    /// blkid's TYPE of what the partition holds, None when nothing known was found.
+    pub filesystem: Option<String>,
+    pub mode: Mode,
+    /// Why the partition is copied sector by sector (None in used-blocks mode).
+    pub reason: Option<String>,
+    /// Bytes that will be read: the used blocks, or the whole partition.
+    pub used_bytes: u64,
+}
+
+/// The used-block plan of a whole disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageMap {
+    pub disk_size: u64,
+    /// "gpt", "mbr" or "none".
+    pub table: TableKind,
+    pub partitions: Vec<PartitionUsage>,
+    /// Bytes outside every partition (always copied).
+    pub outside_bytes: u64,
+    /// Total bytes that will be read.
+    pub used_bytes: u64,
+    /// Per partition (same order), the content whose map is streamed.
+    #[serde(skip)]
+    contents: Vec<Option<Content>>,
+}
+
+/// What a partition holds, as far as the used-block maps care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Content {
+    Ext,
+    Fat,
+    Exfat,
+    Ntfs,
+    Swap(u64),
+}
+
+fn md_magic_at(r: &Region, off: u64) -> bool {
+    r.read(off, 4)
+        .map(|b| le32(&b, 0) == 0xa92b_4efc)
+        .unwrap_or(false)
+}
+
+/// Names the content of a partition and whether it has a used-block map: Err(reason) for
+/// all-sectors mode.
+fn classify(r: &Region, type_id: &str) -> (Option<String>, std::result::Result<Content, String>) {
+    const RAID_GUID: &str = "A19D880F-05FC-4D3B-A006-743F0F84911E";
+    const LDM_GUID: &str = "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3";
+    const SPACES_GUID: &str = "E75CAF8F-F680-4CEE-AFA3-B001E56EFC2D";
+    let len = r.len();
+    // Linux RAID superblocks: 1.1 at 0, 1.2 at 4 KiB, 1.0 near the end, 0.90 in the last 64 KiB.
+    let mut md = md_magic_at(r, 0) || md_magic_at(r, 4096);
+    if len >= 128 << 10 {
+        md |= md_magic_at(r, ((len - 8192) & !4095).min(len - 4096));
+        md |= md_magic_at(r, (len & !65535) - 65536);
+    }
+    if md || type_id == RAID_GUID || type_id == "0xFD" {
+        return (
+            Some("linux_raid_member".into()),
+            Err("Linux RAID member: its blocks belong to an array".into()),
+        );
+    }
+    if type_id == LDM_GUID || type_id == "0x42" || type_id == SPACES_GUID {
+        return (
+            None,
+            Err("Windows dynamic disk or Storage Spaces member".into()),
+        );
+    }
+    if let Ok(b) = r.read(0, 16.min(len as usize)) {
+        if b.get(3..11) == Some(b"-FVE-FS-") {
+            return (
+                Some("BitLocker".into()),
+                Err("BitLocker-encrypted: which blocks are used is not visible".into()),
+            );
+        }
+    }
+    let Some(info) = probe_reader(r) else {
+        return (None, Err("no known filesystem".into()));
+    };
+    let fs = info.fs_type.clone();
+    let content = match fs.as_str() {
+        "ext2" | "ext3" | "ext4" => Ok(Content::Ext),
+        "vfat" => Ok(Content::Fat),
+        "exfat" => Ok(Content::Exfat),
+        "ntfs" => Ok(Content::Ntfs),
+        "swap" => {
+            // The header is the first page; the signature ends it.
+            let head = r.read(0, 65536.min(len as usize)).unwrap_or_default();
+            let page = [4096u64, 8192, 16384, 65536]
+                .into_iter()
+                .find(|&p| {
+                    let s = head.get(p as usize - 10..p as usize);
+                    s == Some(b"SWAPSPACE2") || s == Some(b"SWAP-SPACE")
+                })
+                .unwrap_or(4096);
+            Ok(Content::Swap(page))
+        }
+        "crypto_LUKS" => Err("LUKS-encrypted: which blocks are used is not visible".into()),
+        "LVM2_member" => Err("LVM physical volume: its extents belong to volume groups".into()),
+        other => Err(format!("no used-block map for {other}")),
+    };
+    (Some(fs), content)
+}
+
+/// Opens the used-block map of a classified partition.
+fn open_map<'a>(r: Region<'a>, c: &Content) -> Result<Box<dyn UsedMap + 'a>> {
+    Ok(match c {
+        Content::Ext => Box::new(ext::open(r)?),
+        Content::Fat => Box::new(fat::open(r)?),
+        Content::Exfat => Box::new(exfat::open(r)?),
+        Content::Ntfs => Box::new(ntfs::open(r)?),
+        Content::Swap(page) => Box::new(ListMap::new(vec![(0, (*page).min(r.len()))])),
+    })
+}
+
+/// A partition's map with the region's tail after the filesystem counted as used, clipped to
+/// the region: what the extents stream reads.
+fn partition_ranges(r: Region, c: &Content) -> Result<Vec<Range>> {
+    let len = r.len();
+    let mut m = open_map(r, c)?;
+    let mut v = collect(&mut *m)?;
+    for x in v.iter_mut() {
+        x.1 = x.1.min(len);
+    }
+    v.retain(|x| x.1 > x.0);
+    Ok(v)
+}
+
+impl UsageMap {
+    /// Reads the partition table and every partition's map once (to count the used bytes and
+    /// find the fallbacks). Never fails: whatever cannot be read is copied sector by sector.
+    pub fn analyze(src: &dyn BlockSource) -> UsageMap {
+        let size = src.size();
+        let table = match gpt::read(src) {
+            Ok(t) => t,
+            Err(_) => return Self::all_sectors(src),
+        };
+        let ss = table.sector_size as u64;
+        let mut sorted = table.partitions.clone();
+        if table.kind == TableKind::None && size >= ss {
+            // No partition table: a filesystem on the whole disk (a "superfloppy" USB stick).
+            sorted.push(gpt::Part {
+                number: 0,
+                first_lba: 0,
+                last_lba: size / ss - 1,
+                type_id: String::new(),
+                name: String::new(),
+            });
+        }
+        // Extended MBR containers hold logical partitions and EBRs: not a filesystem, and
+        // overlapping their logicals. The EBRs stay outside every partition (always copied).
+        sorted.retain(|p| !matches!(p.type_id.as_str(), "0x05" | "0x0F" | "0x85"));
+        sorted.sort_by_key(|p| p.first_lba);
+        let mut prev_end = 0u64;
+        for p in &sorted {
+            let start = p.first_lba.saturating_mul(ss);
+            if start < prev_end {
+                // Overlapping partitions: no partition can be trusted to own its bytes.
+                let mut m = Self::all_sectors(src);
+                m.table = table.kind;
+                return m;
+            }
+            prev_end = prev_end.max((p.last_lba + 1).saturating_mul(ss).min(size));
+        }
+        let mut partitions = Vec::new();
+        let mut contents = Vec::new();
+        for p in &sorted {
+            let start = p.first_lba.saturating_mul(ss).min(size);
+            let end = (p.last_lba + 1).saturating_mul(ss).min(size);
+            let r = Region::new(src, start, end.saturating_sub(start));
+            let len = r.len();
+            let (filesystem, content) = if r.is_empty() {
+                (
+                    None,
+                    Err("partition lies past the end of the disk".to_string()),
+                )
+            } else {
+                classify(&r, &p.type_id)
+            };
+            let (mode, reason, used, content) = match content {
+                Ok(c) => match partition_ranges(r, &c) {
+                    Ok(v) => (
+                        Mode::UsedBlocks,
+                        None,
+                        v.iter().map(|x| x.1 - x.0).sum(),
+                        Some(c),
+                    ),
+                    Err(e) => (Mode::AllSectors, Some(e.to_string()), len, None),
+                },
+                Err(reason) => (Mode::AllSectors, Some(reason), len, None),
+            };
+            partitions.push(PartitionUsage {
+                number: p.number,
+                start_bytes: start,
+                size_bytes: len,
+                filesystem,
+                mode,
+                reason,
+                used_bytes: used,
+            });
+            contents.push(content);
+        }
+        let inside: u64 = partitions.iter().map(|p| p.size_bytes).sum();
+        let outside = size.saturating_sub(inside);
+        UsageMap {
+            disk_size: size,
+            table: table.kind,
+            used_bytes: outside + partitions.iter().map(|p| p.used_bytes).sum::<u64>(),
+            partitions,
+            outside_bytes: outside,
+            contents,
+        }
+    }
+
+    /// The whole disk in all-sectors mode (`--all-sectors`).
+    pub fn all_sectors(src: &dyn BlockSource) -> UsageMap {
+        UsageMap {
+            disk_size: src.size(),
+            table: TableKind::None,
+            partitions: vec![],
+            outside_bytes: src.size(),
+            used_bytes: src.size(),
+            contents: vec![],
+        }
+    }
+
+    /// Streams the used byte ranges of the whole disk (absolute, ascending, coalesced).
+    pub fn extents<'a>(&'a self, src: &'a dyn BlockSource) -> UsedExtents<'a> {
+        UsedExtents {
+            src,
+            map: self,
+            part: 0,
+            pos: 0,
+            cur: None,
+            pending: None,
+            failed: Vec::new(),
+        }
+    }
+
+    /// Whether any partition is copied by used blocks (false: the plan is the whole disk).
+    pub fn any_used_blocks(&self) -> bool {
+        self.partitions.iter().any(|p| p.mode == Mode::UsedBlocks)
+    }
+}
+
+/// The used ranges of a disk, streamed partition by partition (see [`UsageMap::extents`]).
+pub struct UsedExtents<'a> {
+    src: &'a dyn BlockSource,
+    map: &'a UsageMap,
+    /// Index of the next partition to enter.
+    part: usize,
+    /// Absolute position up to which the disk has been streamed.
+    pos: u64,
+    /// The open partition: its start, length, map, and the relative position streamed so far.
+    cur: Option<(u64, u64, Box<dyn UsedMap + 'a>, u64)>,
+    pending: Option<Range>,
+    /// Partitions whose map failed while streaming (number, error): copied whole from there on.
+    pub failed: Vec<(u32, String)>,
+}
+
+impl<'a> UsedExtents<'a> {
+    /// The next raw (not yet coalesced) range.
+    fn raw_next(&mut self) -> Option<Range> {
+        loop {
+            if let Some((base, len, m, done)) = self.cur.as_mut() {
+                let (base, len) = (*base, *len);
+                match m.next_range() {
+                    Ok(Some((s, e))) => {
+                        let (s, e) = (s.max(*done).min(len), e.min(len));
+                        if e > s {
+                            *done = e;
+                            return Some((base + s, base + e));
+                        }
+                        continue;
+                    }
+                    Ok(None) => {
+                        self.pos = base + len;
+                        self.cur = None;
+                        continue;
+                    }
+                    Err(err) => {
+                        // Never lose data: the rest of the partition is used.
+                        let p = &self.map.partitions[self.part - 1];
+                        self.failed.push((p.number, err.to_string()));
+                        let from = *done;
+                        self.pos = base + len;
+                        self.cur = None;
+                        if len > from {
+                            return Some((base + from, base + len));
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(p) = self.map.partitions.get(self.part) else {
+                // After the last partition: the rest of the disk.
+                if self.pos < self.map.disk_size {
+                    let r = (self.pos, self.map.disk_size);
+                    self.pos = self.map.disk_size;
+                    return Some(r);
+                }
+                return None;
+            };
+            if p.start_bytes > self.pos {
+                let r = (self.pos, p.start_bytes);
+                self.pos = p.start_bytes;
+                return Some(r);
+            }
+            let content = self.map.contents.get(self.part).cloned().flatten();
+            self.part += 1;
+            let end = p.start_bytes + p.size_bytes;
+            let whole = (p.start_bytes.max(self.pos), end);
+            let Some(content) = content.filter(|_| p.mode == Mode::UsedBlocks) else {
+                self.pos = self.pos.max(end);
+                if whole.1 > whole.0 {
+                    return Some(whole);
+                }
+                continue;
+            };
+            let region = Region::new(self.src, p.start_bytes, p.size_bytes);
+            match open_map(region, &content) {
+                Ok(m) => self.cur = Some((p.start_bytes, p.size_bytes, m, 0)),
+                Err(e) => {
+                    self.failed.push((p.number, e.to_string()));
+                    self.pos = self.pos.max(end);
+                    if whole.1 > whole.0 {
+                        return Some(whole);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for UsedExtents<'_> {
+    type Item = Range;
+    /// The next used range, coalesced with the ranges that touch it.
+    fn next(&mut self) -> Option<Range> {
+        let mut acc = self.pending.take().or_else(|| self.raw_next())?;
+        loop {
+            match self.raw_next() {
+                Some((s, e)) if s <= acc.1 => acc.1 = acc.1.max(e),
+                Some(r) => {
+                    self.pending = Some(r);
+                    return Some(acc);
+                }
+                None => return Some(acc),
+            }
+        }
+    }
+}
+
+/// Walks a used-range stream chunk by chunk (ascending, never backwards): which parts of
+/// `[start, end)` are used. Holds one range of look-ahead.
+pub struct UsedCursor<I: Iterator<Item = Range>> {
+    it: I,
+    cur: Option<Range>,
+}
+
+impl<I: Iterator<Item = Range>> UsedCursor<I> {
+    pub fn new(mut it: I) -> Self {
+        let cur = it.next();
+        UsedCursor { it, cur }
+    }
+    /// The used ranges inside `[start, end)` (clipped); `start` must not go backwards.
+    pub fn used_in(&mut self, start: u64, end: u64) -> Vec<Range> {
+        let mut v = Vec::new();
+        while let Some((s, e)) = self.cur {
+            if e <= start {
+                self.cur = self.it.next();
+                continue;
+            }
+            if s >= end {
+                break;
+            }
+            v.push((s.max(start), e.min(end)));
+            if e <= end {
+                self.cur = self.it.next();
+            } else {
+                break;
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_runs_finds_every_run() {
+        let bits = [0b1110_0001u8, 0xFF, 0x00, 0x80, 0xFF];
+        let mut v = Vec::new();
+        bit_runs(&bits, 36, |s, n| v.push((s, n)));
+        assert_eq!(v, vec![(0, 1), (5, 11), (31, 5)]);
+        // A property check against the obvious bit-by-bit answer.
+        let data = crate::rescue::sim::SimDevice::pattern(4096, 3);
+        for nbits in [0u64, 1, 63, 1000, 32768] {
+            let mut got = vec![false; nbits as usize];
+            bit_runs(&data, nbits, |s, n| {
+                for b in s..s + n {
+                    assert!(!got[b as usize], "bit {b} reported twice");
+                    got[b as usize] = true;
+                }
+            });
+            for (i, g) in got.iter().enumerate() {
+                assert_eq!(*g, data[i / 8] >> (i % 8) & 1 == 1, "bit {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn union_and_cursor() {
+        let a = ListMap::new(vec![(0, 10), (50, 60)]);
+        let b = ListMap::new(vec![(5, 20), (30, 40), (55, 70)]);
+        let mut u = Union::new(a, b);
+        assert_eq!(collect(&mut u).unwrap(), vec![(0, 20), (30, 40), (50, 70)]);
+        let mut c = UsedCursor::new(vec![(0u64, 20u64), (30, 40), (50, 70)].into_iter());
+        assert_eq!(c.used_in(0, 16), vec![(0, 16)]);
+        assert_eq!(c.used_in(16, 32), vec![(16, 20), (30, 32)]);
+        assert_eq!(c.used_in(32, 48), vec![(32, 40)]);
+        assert_eq!(c.used_in(48, 64), vec![(50, 64)]);
+        assert_eq!(c.used_in(64, 80), vec![(64, 70)]);
+        assert_eq!(c.used_in(80, 96), vec![]);
+    }
+
+    #[test]
+    fn unknown_content_is_all_sectors() {
+        let sim = crate::rescue::sim::SimDevice::new(
+            crate::rescue::sim::SimDevice::pattern(4 << 20, 9),
+            512,
+        );
+        let m = UsageMap::analyze(&sim);
+        assert_eq!(m.used_bytes, 4 << 20);
+        assert_eq!(m.extents(&sim).collect::<Vec<_>>(), vec![(0, 4 << 20)]);
+    }
+}
