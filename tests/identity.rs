@@ -267,3 +267,239 @@ fn lb_in(dir: &TempDir, args: &[&str]) -> Output {
         .output()
         .expect("run lifeboat")
 }
+
+#[test]
+fn repro4_force_replaces_regular_files_only() {
+    let dir = TempDir::new("id4");
+    let src = dir.p("src.img");
+    std::fs::write(&src, vec![3u8; 4 * MIB as usize]).unwrap();
+    let img = small_image(&dir);
+    let img_sha = sha256(&img);
+    let fifo = dir.p("fifo");
+    run(Command::new("mkfifo").arg(&fifo));
+    let mut outs: Vec<String> = vec![s(&fifo).into(), s(dir.path()).into()];
+    // A node like /dev/full, but private: an old binary under test replaces it with a file.
+    let full = dir.p("full");
+    if Command::new("mknod")
+        .arg(&full)
+        .args(["c", "1", "7"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        outs.push(s(&full).into());
+    }
+    let back = dir.p("back.img");
+    zero_file(&back, 8 * MIB);
+    let lo = if can_loop() {
+        Loop::attach(&back)
+    } else {
+        None
+    };
+    if let Some(l) = &lo {
+        outs.push(l.dev.clone());
+    }
+    for out in &outs {
+        let kind_before = std::fs::metadata(out).unwrap().file_type();
+        let o = lb(&["image", "create", s(&src), out, "--force"]);
+        refused(&o, "replaces regular files only");
+        let o = lb(&["image", "export", s(&img), out, "--force"]);
+        refused(&o, "replaces regular files only");
+        assert_eq!(
+            std::fs::metadata(out).unwrap().file_type(),
+            kind_before,
+            "{out} replaced"
+        );
+    }
+    assert!(!dir.p("full.partial").exists());
+    assert_eq!(
+        sha256(&back),
+        sha256_of_zeros(8 * MIB),
+        "the loop device was written"
+    );
+    assert_eq!(sha256(&img), img_sha, "the image changed");
+    // A regular file is replaced with --force (the control).
+    let old = dir.p("old.lbi");
+    std::fs::write(&old, b"old").unwrap();
+    assert_exit(&lb(&["image", "create", s(&src), s(&old), "--force"]), 0);
+    assert_exit(&lb(&["image", "verify", s(&old)]), 0);
+}
+
+fn sha256_of_zeros(len: u64) -> String {
+    let dir = TempDir::new("zeros");
+    let z = dir.p("z");
+    zero_file(&z, len);
+    sha256(&z)
+}
+
+#[test]
+fn repro5_an_image_is_never_its_own_parent() {
+    let dir = TempDir::new("id5");
+    let img = small_image(&dir);
+    let src = dir.p("small.img");
+    let before = sha256(&img);
+    let o = lb(&[
+        "image",
+        "create",
+        s(&src),
+        s(&img),
+        "--parent",
+        s(&img),
+        "--force",
+    ]);
+    refused(&o, "would overwrite the parent image");
+    assert_eq!(sha256(&img), before, "the only full image changed");
+    // Nor, through a hard link, a parent's parent.
+    let inc = dir.p("inc.lbi");
+    assert_exit(
+        &lb(&["image", "create", s(&src), s(&inc), "--parent", s(&img)]),
+        0,
+    );
+    let inc_sha = sha256(&inc);
+    let h = dir.p("h.lbi");
+    std::fs::hard_link(&img, &h).unwrap();
+    let o = lb(&[
+        "image",
+        "create",
+        s(&src),
+        s(&h),
+        "--parent",
+        s(&inc),
+        "--force",
+    ]);
+    refused(&o, "would overwrite the parent image");
+    assert_eq!(sha256(&img), before);
+    assert_eq!(sha256(&inc), inc_sha);
+    assert_exit(&lb(&["image", "verify", s(&inc)]), 0);
+}
+
+#[test]
+fn repro17_export_never_over_the_image_chain() {
+    let dir = TempDir::new("id17");
+    let img = small_image(&dir);
+    let before = sha256(&img);
+    let o = lb(&["image", "export", s(&img), s(&img), "--force"]);
+    refused(&o, "would overwrite the image");
+    // Over a parent of the exported incremental, too.
+    let src = dir.p("small.img");
+    let inc = dir.p("inc.lbi");
+    assert_exit(
+        &lb(&["image", "create", s(&src), s(&inc), "--parent", s(&img)]),
+        0,
+    );
+    let o = lb(&["image", "export", s(&inc), s(&img), "--force"]);
+    refused(&o, "would overwrite the parent image");
+    assert_eq!(sha256(&img), before, "the image changed");
+    assert_exit(&lb(&["image", "verify", s(&inc)]), 0);
+}
+
+#[test]
+fn repro12_partition_table_onto_another_sector_size() {
+    if !can_loop() {
+        return;
+    }
+    let dir = TempDir::new("id12");
+    let sf = disk_s(&dir, &label());
+    let before = sha256(&sf);
+    let back = dir.p("t4k.img");
+    zero_file(&back, 96 * MIB);
+    let Some(t) = Loop::attach_with(
+        &back,
+        LoopOpts {
+            sector_size: Some(4096),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let o = lb(&["clone", s(&sf), &t.dev, "--yes"]);
+    refused(&o, "partition table for 512-byte sectors");
+    assert_eq!(
+        sha256(&back),
+        sha256_of_zeros(96 * MIB),
+        "the refused target was written"
+    );
+    // The same rule for restore.
+    let img = dir.p("s.lbi");
+    assert_exit(&lb(&["image", "create", s(&sf), s(&img)]), 0);
+    let o = lb(&["image", "restore", s(&img), &t.dev, "--yes"]);
+    refused(&o, "partition table for 512-byte sectors");
+    assert_eq!(
+        sha256(&back),
+        sha256_of_zeros(96 * MIB),
+        "the refused target was written"
+    );
+    // Without a partition table: a byte copy, allowed with a note.
+    let fs = dir.p("fs.img");
+    zero_file(&fs, 32 * MIB);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&fs));
+    let fs_sha = sha256(&fs);
+    let o = lb(&["clone", s(&fs), &t.dev, "--yes"]);
+    assert_exit(&o, 0);
+    assert!(stderr(&o).contains("byte for byte"), "{}", stderr(&o));
+    drop(t);
+    let copy = std::fs::read(&back).unwrap();
+    assert_eq!(&copy[..32 * MIB as usize], &std::fs::read(&fs).unwrap()[..]);
+    assert_eq!(sha256(&fs), fs_sha);
+    assert_eq!(sha256(&sf), before, "S changed");
+}
+
+#[test]
+fn repro18_restore_onto_a_smaller_target_reports_what_fits() {
+    let dir = TempDir::new("id18");
+    // A 64 MiB GPT disk whose one partition ends at 33 MiB.
+    let d = dir.p("d.img");
+    zero_file(&d, 64 * MIB);
+    run(Command::new("sgdisk")
+        .args(["-n1:1MiB:+32MiB", "-t1:8300"])
+        .arg(&d));
+    let img = dir.p("d.lbi");
+    assert_exit(&lb(&["image", "create", s(&d), s(&img)]), 0);
+    let before = sha256(&img);
+    let t = dir.p("t.img");
+    zero_file(&t, 40 * MIB);
+    let o = lb(&["image", "restore", s(&img), s(&t), "--yes", "--json"]);
+    assert_exit(&o, 0);
+    let r = json(&o);
+    let written = r["written_bytes"].as_u64().unwrap();
+    assert!(
+        written <= 40 * MIB,
+        "written_bytes {written} > the 40 MiB target: {r}"
+    );
+    assert_eq!(written, 40 * MIB, "{r}");
+    assert_eq!(std::fs::metadata(&t).unwrap().len(), 40 * MIB);
+    assert_eq!(sha256(&img), before);
+}
+
+#[test]
+fn repro19_permission_denied_is_not_write_protection() {
+    if !is_root() {
+        eprintln!("skipping: needs root to run the job as another user");
+        return;
+    }
+    let dir = TempDir::new("id19");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let src = dir.p("src.img");
+    std::fs::write(&src, vec![1u8; MIB as usize]).unwrap();
+    let t = dir.p("t.img");
+    zero_file(&t, MIB);
+    std::fs::set_permissions(&t, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let bin = std::env::var("LIFEBOAT_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_lifeboat").into());
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", &bin])
+        .args(["clone", s(&src), s(&t), "--yes"])
+        .output();
+    let Ok(o) = o else {
+        eprintln!("skipping: setpriv is not available");
+        return;
+    };
+    let e = stderr(&o);
+    assert!(e.contains("permission denied"), "{e}");
+    assert!(!e.contains("write protection"), "{e}");
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(sha256(&t), sha256_of_zeros(MIB));
+}

@@ -322,8 +322,9 @@ pub fn partial_header(path: &Path) -> Option<Header> {
 /// Where restored bytes go.
 pub trait RestoreSink {
     /// Writes `data` (one whole chunk, `IO_ALIGN`-aligned) at disk offset `off`. `zero` says the
-    /// chunk is all zeros (a sparse sink may skip it).
-    fn write_chunk(&mut self, data: &[u8], off: u64, zero: bool) -> Result<()>;
+    /// chunk is all zeros (a sparse sink may skip it). Returns how many of the chunk's bytes
+    /// are now on the target (fewer past the end of a smaller target).
+    fn write_chunk(&mut self, data: &[u8], off: u64, zero: bool) -> Result<u64>;
 }
 
 /// What restore/export report.
@@ -427,17 +428,20 @@ pub fn stream(
                 }
             };
             let off = f.i * cs as u64;
-            if let Err(e) = out.write_chunk(&f.buf, off, f.zero) {
-                err = Some(e);
-                break;
-            }
+            let placed = match out.write_chunk(&f.buf, off, f.zero) {
+                Ok(n) => n,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            };
             if f.zero {
-                zero_bytes += f.buf.len() as u64;
+                zero_bytes += placed;
             }
-            written += f.buf.len() as u64;
+            written += placed;
+            prog.done_bytes += f.buf.len() as u64;
             let _ = free_tx.send(f.buf);
             n += 1;
-            prog.done_bytes = written;
             if last.elapsed() >= Duration::from_millis(200) {
                 last = Instant::now();
                 let (r, eta) = meter.update(last, prog.done_bytes, prog.total_bytes);
@@ -489,14 +493,15 @@ pub fn stream(
 /// fix-up rewrites the backup table at the real end afterwards.
 pub struct DeviceSink<'a>(pub &'a crate::io::Device);
 impl RestoreSink for DeviceSink<'_> {
-    fn write_chunk(&mut self, data: &[u8], off: u64, _zero: bool) -> Result<()> {
+    fn write_chunk(&mut self, data: &[u8], off: u64, _zero: bool) -> Result<u64> {
         use crate::io::BlockSource;
         let end = self.0.size();
         if off >= end {
-            return Ok(());
+            return Ok(0);
         }
         let n = (data.len() as u64).min(end - off) as usize;
-        self.0.write_all_at(&data[..n], off)
+        self.0.write_all_at(&data[..n], off)?;
+        Ok(n as u64)
     }
 }
 
@@ -507,12 +512,13 @@ pub struct SparseFileSink {
     pub sparse: bool,
 }
 impl RestoreSink for SparseFileSink {
-    fn write_chunk(&mut self, data: &[u8], off: u64, zero: bool) -> Result<()> {
-        if zero && self.sparse {
-            return Ok(());
+    fn write_chunk(&mut self, data: &[u8], off: u64, zero: bool) -> Result<u64> {
+        // A hole reads as the zeros it stands for: those bytes are on the target too.
+        if !(zero && self.sparse) {
+            std::os::unix::fs::FileExt::write_all_at(&self.file, data, off)
+                .map_err(|e| Error::io("write", &self.path, e).at_offset(off))?;
         }
-        std::os::unix::fs::FileExt::write_all_at(&self.file, data, off)
-            .map_err(|e| Error::io("write", &self.path, e).at_offset(off))
+        Ok(data.len() as u64)
     }
 }
 
