@@ -15,6 +15,8 @@ pub struct Cli {
 pub enum Cmd {
     /// List every disk with its partitions, filesystems and identity.
     List(crate::devices::ListArgs),
+    /// Read a disk's health (ATA SMART or the NVMe health log): ok, worn, failing or unknown.
+    Health(crate::health::HealthArgs),
     /// Copy a whole disk onto another, exactly, surviving bad sectors.
     Clone(crate::clone::CloneArgs),
     /// Create, verify, inspect, restore and export disk images.
@@ -45,6 +47,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     };
     let res = match cli.cmd {
         Cmd::List(a) => crate::devices::run_list(a),
+        Cmd::Health(a) => crate::health::run(a),
         Cmd::Clone(a) => crate::clone::run(a),
         Cmd::Image(a) => crate::image::run(a),
         Cmd::Ui(a) => crate::tui::run(a),

@@ -6,6 +6,7 @@ pub mod clone;
 pub mod devices;
 pub mod error;
 pub mod fs;
+pub mod health;
 pub mod image;
 pub mod init;
 pub mod initramfs;

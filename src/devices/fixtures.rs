@@ -38,6 +38,7 @@ pub fn disk(name: &str, size: u64, partitions: Vec<Partition>) -> Disk {
         backing_file: None,
         sysfs_path: String::new(),
         partitions,
+        health: None,
     }
 }
 

@@ -58,6 +58,10 @@ pub struct Disk {
     /// The device's path inside sysfs ("/devices/pci0000:00/.../block/sda").
     pub sysfs_path: String,
     pub partitions: Vec<Partition>,
+    /// The drive's health (`crate::health`), when it was read: `list --json` always reads it;
+    /// a plain inventory scan leaves it out (None).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
 }
 
 /// A partition of a [`Disk`].
@@ -157,7 +161,15 @@ pub struct ListArgs {
 }
 
 pub fn run_list(a: ListArgs) -> Result<i32> {
-    let disks = scan_system()?;
+    let mut disks = scan_system()?;
+    // Every disk's health, in parallel, bounded by one short deadline (a dying drive must not
+    // hold up the list). The attribute table stays in `lifeboat health`.
+    crate::health::fill(&mut disks, crate::health::LIST_TIMEOUT);
+    for d in disks.iter_mut() {
+        if let Some(h) = d.health.as_mut() {
+            h.attributes.clear();
+        }
+    }
     if a.json {
         println!("{}", list_json_string(&disks));
     } else {

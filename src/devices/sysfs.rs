@@ -176,6 +176,7 @@ fn read_disk(sysfs_root: &Path, block: &Path, name: &str, dev_root: &Path) -> Op
         backing_file,
         sysfs_path: rel,
         partitions,
+        health: None,
     })
 }
 

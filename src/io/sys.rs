@@ -104,3 +104,176 @@ pub fn loop_status(f: &impl AsRawFd) -> io::Result<LoopInfo64> {
     unsafe { loop_get_status64(f.as_raw_fd(), &mut v) }.map_err(errno)?;
     Ok(v)
 }
+
+// ---- Pass-through commands for drive health (SMART) ----
+
+/// `struct sg_io_hdr` from <scsi/sg.h> (interface 'S'), the argument of SG_IO.
+#[repr(C)]
+struct SgIoHdr {
+    interface_id: libc::c_int,
+    dxfer_direction: libc::c_int,
+    cmd_len: libc::c_uchar,
+    mx_sb_len: libc::c_uchar,
+    iovec_count: libc::c_ushort,
+    dxfer_len: libc::c_uint,
+    dxferp: *mut libc::c_void,
+    cmdp: *const libc::c_uchar,
+    sbp: *mut libc::c_uchar,
+    timeout: libc::c_uint,
+    flags: libc::c_uint,
+    pack_id: libc::c_int,
+    usr_ptr: *mut libc::c_void,
+    status: libc::c_uchar,
+    masked_status: libc::c_uchar,
+    msg_status: libc::c_uchar,
+    sb_len_wr: libc::c_uchar,
+    host_status: libc::c_ushort,
+    driver_status: libc::c_ushort,
+    resid: libc::c_int,
+    duration: libc::c_uint,
+    info: libc::c_uint,
+}
+
+// SG_IO = 0x2285 (<scsi/sg.h>); SG_DXFER_FROM_DEV = -3.
+nix::ioctl_readwrite_bad!(sg_io, 0x2285, SgIoHdr);
+const SG_DXFER_FROM_DEV: libc::c_int = -3;
+
+/// What a SCSI command sent with [`scsi_read`] came back with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScsiOutcome {
+    /// SCSI status (0 GOOD, 2 CHECK CONDITION).
+    pub status: u8,
+    /// Host adapter status (3 = DID_TIME_OUT).
+    pub host_status: u16,
+    /// Driver status (low nibble 6 = DRIVER_TIMEOUT).
+    pub driver_status: u16,
+    /// The sense data the device returned (empty when none).
+    pub sense: Vec<u8>,
+    /// Bytes requested but not transferred.
+    pub resid: i32,
+}
+
+/// Sends one SCSI command (`cdb`) that reads `buf.len()` bytes from the device open on `f`
+/// (SG_IO on the block device: works on sd disks, libata translates ATA PASS-THROUGH).
+/// `timeout_ms` bounds the command in the kernel. Errors are the ioctl's own (ENOTTY: the
+/// device takes no SCSI commands; EPERM: needs CAP_SYS_RAWIO).
+pub fn scsi_read(
+    f: &impl AsRawFd,
+    cdb: &[u8],
+    buf: &mut [u8],
+    timeout_ms: u32,
+) -> io::Result<ScsiOutcome> {
+    let mut sense = [0u8; 64];
+    let mut hdr = SgIoHdr {
+        interface_id: b'S' as libc::c_int,
+        dxfer_direction: SG_DXFER_FROM_DEV,
+        cmd_len: cdb.len() as libc::c_uchar,
+        mx_sb_len: sense.len() as libc::c_uchar,
+        iovec_count: 0,
+        dxfer_len: buf.len() as libc::c_uint,
+        dxferp: buf.as_mut_ptr().cast(),
+        cmdp: cdb.as_ptr(),
+        sbp: sense.as_mut_ptr(),
+        timeout: timeout_ms,
+        flags: 0,
+        pack_id: 0,
+        usr_ptr: std::ptr::null_mut(),
+        status: 0,
+        masked_status: 0,
+        msg_status: 0,
+        sb_len_wr: 0,
+        host_status: 0,
+        driver_status: 0,
+        resid: 0,
+        duration: 0,
+        info: 0,
+    };
+    // SAFETY: every pointer in `hdr` points to a live buffer of the stated length (`cdb`,
+    // `buf`, `sense`) that outlives the call; SG_IO is synchronous, so the kernel no longer
+    // touches them when it returns, and it writes only the output fields of `hdr`.
+    unsafe { sg_io(f.as_raw_fd(), &mut hdr) }.map_err(errno)?;
+    let n = usize::from(hdr.sb_len_wr).min(sense.len());
+    Ok(ScsiOutcome {
+        status: hdr.status,
+        host_status: hdr.host_status,
+        driver_status: hdr.driver_status,
+        sense: sense[..n].to_vec(),
+        resid: hdr.resid,
+    })
+}
+
+/// `struct nvme_passthru_cmd` (= `nvme_admin_cmd`) from <linux/nvme_ioctl.h>, 72 bytes.
+#[repr(C)]
+pub struct NvmePassthruCmd {
+    opcode: u8,
+    flags: u8,
+    rsvd1: u16,
+    nsid: u32,
+    cdw2: u32,
+    cdw3: u32,
+    metadata: u64,
+    addr: u64,
+    metadata_len: u32,
+    data_len: u32,
+    cdw10: u32,
+    cdw11: u32,
+    cdw12: u32,
+    cdw13: u32,
+    cdw14: u32,
+    cdw15: u32,
+    timeout_ms: u32,
+    result: u32,
+}
+
+// NVME_IOCTL_ADMIN_CMD = _IOWR('N', 0x41, struct nvme_admin_cmd).
+nix::ioctl_readwrite!(nvme_ioctl_admin_cmd, b'N', 0x41, NvmePassthruCmd);
+
+/// Sends one NVMe admin command that reads `buf.len()` bytes (e.g. Get Log Page) to the
+/// controller of the device open on `f` (a namespace block device works). Returns the NVMe
+/// status field (0 = success); errors are the ioctl's own (ENOTTY: not NVMe; EACCES: needs
+/// CAP_SYS_ADMIN).
+pub fn nvme_admin_read(
+    f: &impl AsRawFd,
+    opcode: u8,
+    nsid: u32,
+    cdw10: u32,
+    cdw11: u32,
+    buf: &mut [u8],
+    timeout_ms: u32,
+) -> io::Result<u32> {
+    let mut cmd = NvmePassthruCmd {
+        opcode,
+        flags: 0,
+        rsvd1: 0,
+        nsid,
+        cdw2: 0,
+        cdw3: 0,
+        metadata: 0,
+        addr: buf.as_mut_ptr() as u64,
+        metadata_len: 0,
+        data_len: buf.len() as u32,
+        cdw10,
+        cdw11,
+        cdw12: 0,
+        cdw13: 0,
+        cdw14: 0,
+        cdw15: 0,
+        timeout_ms,
+        result: 0,
+    };
+    // SAFETY: `addr`/`data_len` describe `buf`, which is live and writable for the whole
+    // (synchronous) call; no metadata buffer is passed; the kernel writes only `result` in `cmd`.
+    let rc = unsafe { nvme_ioctl_admin_cmd(f.as_raw_fd(), &mut cmd) }.map_err(errno)?;
+    Ok(rc as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pass_through_structs_match_the_kernel_abi() {
+        // sizeof(struct sg_io_hdr) on 64-bit Linux is 88; struct nvme_passthru_cmd is 72.
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<super::SgIoHdr>(), 88);
+        assert_eq!(std::mem::size_of::<super::NvmePassthruCmd>(), 72);
+    }
+}

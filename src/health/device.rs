@@ -1,0 +1,382 @@
+//! Asking a real drive: which protocol a disk's transport allows, the command sequence
+//! (IDENTIFY, SMART READ DATA, READ THRESHOLDS, the self-test log; or the NVMe SMART / Health
+//! log), each with a timeout, and the interpretation of what SG_IO returned (SCSI status,
+//! sense data, the ATA status return descriptor). Nothing here writes to a disk: the disk is
+//! opened read-only and only read-type commands are sent.
+use super::ata::{self, AtaCmd, AtaPages};
+use super::{nvme, Health};
+use crate::devices::Disk;
+use crate::io::{sys, AlignedBuf};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Per-command timeout in the kernel (SG_IO and the NVMe admin ioctl).
+pub const COMMAND_TIMEOUT_MS: u32 = 3000;
+
+/// Reads one disk's health, choosing the protocol from its transport. Never panics, never
+/// returns `ok` without having read the drive.
+pub fn read(disk: &Disk) -> Health {
+    match disk.transport.as_str() {
+        "nvme" => read_nvme(&disk.path),
+        "sata" | "ata" | "usb" => read_ata(&disk.path, &disk.transport),
+        // A SATA disk behind a SAS HBA answers INQUIRY with vendor "ATA" (the SATL's convention).
+        "scsi" if disk.vendor.as_deref() == Some("ATA") => read_ata(&disk.path, "scsi"),
+        "scsi" => Health::unknown(
+            "a SCSI/SAS disk: Lifeboat reads ATA SMART and NVMe health, not SCSI log pages",
+        ),
+        "virtio" => Health::unknown("a virtual disk (virtio) has no drive health to read"),
+        "loop" => Health::unknown("a loop device is a file, not a drive: no health to read"),
+        "mmc" => Health::unknown("SD cards and eMMC report no SMART health"),
+        t => Health::unknown(format!(
+            "Lifeboat cannot tell how to ask this disk for its health (transport {t})"
+        )),
+    }
+}
+
+fn open(path: &Path) -> io::Result<File> {
+    // Read-only; O_NONBLOCK so a removable drive without a medium does not wait.
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn open_failed(path: &Path, e: &io::Error) -> Health {
+    Health::unknown(format!(
+        "cannot open {} to ask for its health: {e}",
+        path.display()
+    ))
+}
+
+fn needs_root(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+// ---------------------------------------------------------------- NVMe
+
+fn read_nvme(path: &Path) -> Health {
+    let f = match open(path) {
+        Ok(f) => f,
+        Err(e) => return open_failed(path, &e),
+    };
+    let mut buf = AlignedBuf::new(512);
+    // NUMDL (bits 31:16) = dwords - 1; log id in bits 7:0; NSID FFFFFFFFh = the whole controller.
+    let cdw10 = u32::from(nvme::LOG_SMART_HEALTH) | ((512 / 4 - 1) << 16);
+    match sys::nvme_admin_read(
+        &f,
+        nvme::ADMIN_GET_LOG_PAGE,
+        0xFFFF_FFFF,
+        cdw10,
+        0,
+        &mut buf,
+        COMMAND_TIMEOUT_MS,
+    ) {
+        Ok(0) => nvme::classify(&buf),
+        Ok(st) => Health::unknown(format!(
+            "the drive refused the SMART / Health log (NVMe status 0x{st:x})"
+        )),
+        Err(e) if needs_root(&e) => {
+            Health::unknown("reading NVMe health needs root (CAP_SYS_ADMIN)")
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
+            Health::unknown("the device does not take NVMe admin commands")
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.kind() == io::ErrorKind::TimedOut => {
+            Health::unknown("the drive did not answer the SMART / Health log request in time")
+        }
+        Err(e) => Health::unknown(format!("the SMART / Health log request failed: {e}")),
+    }
+}
+
+// ---------------------------------------------------------------- ATA through SAT
+
+/// How one ATA PASS-THROUGH command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtaOutcome {
+    Done,
+    /// The SCSI layer does not know the CDB (ILLEGAL REQUEST): no SAT on this path.
+    NoPassThrough,
+    /// The drive aborted the command (ATA ABRT): not supported, or SMART disabled.
+    Aborted,
+    /// No answer in time.
+    TimedOut,
+    Failed(String),
+}
+
+/// Sense key, ASC, ASCQ from fixed (70h/71h) or descriptor (72h/73h) sense data.
+fn sense_key(s: &[u8]) -> Option<(u8, u8, u8)> {
+    match s.first()? & 0x7F {
+        0x70 | 0x71 if s.len() >= 14 => Some((s[2] & 0x0F, s[12], s[13])),
+        0x72 | 0x73 if s.len() >= 4 => Some((s[1] & 0x0F, s[2], s[3])),
+        _ => None,
+    }
+}
+
+/// The ATA status and error registers from the ATA Status Return sense descriptor (code 09h,
+/// SAT-3 §12.2.5), when the sense data carries one.
+fn ata_return(s: &[u8]) -> Option<(u8, u8)> {
+    if s.len() < 8 || s[0] & 0x7F != 0x72 {
+        return None;
+    }
+    let end = (8 + usize::from(s[7])).min(s.len());
+    let mut i = 8;
+    while i + 2 <= end {
+        let (code, len) = (s[i], usize::from(s[i + 1]));
+        if code == 0x09 && i + 14 <= end {
+            return Some((s[i + 13], s[i + 3]));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+/// Interprets what SG_IO returned for an ATA PASS-THROUGH command.
+pub fn interpret(o: &sys::ScsiOutcome) -> AtaOutcome {
+    const DID_TIME_OUT: u16 = 0x03;
+    const DRIVER_TIMEOUT: u16 = 0x06;
+    if o.host_status == DID_TIME_OUT || o.driver_status & 0x0F == DRIVER_TIMEOUT {
+        return AtaOutcome::TimedOut;
+    }
+    if o.host_status != 0 {
+        return AtaOutcome::Failed(format!(
+            "the controller reported host status 0x{:x}",
+            o.host_status
+        ));
+    }
+    if let Some((status, error)) = ata_return(&o.sense) {
+        // ERR (bit 0) with ABRT (error bit 2): the drive refused the command.
+        if status & 0x01 != 0 {
+            return if error & 0x04 != 0 {
+                AtaOutcome::Aborted
+            } else {
+                AtaOutcome::Failed(format!(
+                    "the drive reported an error (status 0x{status:02x}, error 0x{error:02x})"
+                ))
+            };
+        }
+    }
+    match (o.status, sense_key(&o.sense)) {
+        (0, _) => AtaOutcome::Done,
+        // RECOVERED ERROR, "ATA pass through information available": success with registers.
+        (_, Some((0x01, 0x00, 0x1D))) => AtaOutcome::Done,
+        (_, Some((0x05, _, _))) => AtaOutcome::NoPassThrough,
+        (_, Some((0x0B, _, _))) => AtaOutcome::Aborted,
+        (s, Some((k, asc, ascq))) => AtaOutcome::Failed(format!(
+            "SCSI status 0x{s:02x}, sense key 0x{k:x}, ASC/ASCQ 0x{asc:02x}/0x{ascq:02x}"
+        )),
+        (s, None) => AtaOutcome::Failed(format!("SCSI status 0x{s:02x} without sense data")),
+    }
+}
+
+/// Sends `cmd` with the 16-byte CDB, or the 12-byte one when `short` (some USB bridges know
+/// only that); returns the 512-byte page on success.
+fn ata_read(f: &File, cmd: AtaCmd, short: bool) -> (AtaOutcome, Vec<u8>) {
+    let mut buf = AlignedBuf::new(512);
+    let r = if short {
+        sys::scsi_read(f, &cmd.cdb12(), &mut buf, COMMAND_TIMEOUT_MS)
+    } else {
+        sys::scsi_read(f, &cmd.cdb16(), &mut buf, COMMAND_TIMEOUT_MS)
+    };
+    match r {
+        Ok(o) => {
+            let out = interpret(&o);
+            if out == AtaOutcome::Done && o.resid > 0 {
+                return (
+                    AtaOutcome::Failed(format!("the drive returned {} bytes too few", o.resid)),
+                    Vec::new(),
+                );
+            }
+            (out, buf.to_vec())
+        }
+        Err(e) if needs_root(&e) => (
+            AtaOutcome::Failed("reading SMART needs root (CAP_SYS_RAWIO)".into()),
+            Vec::new(),
+        ),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+            ) =>
+        {
+            (AtaOutcome::NoPassThrough, Vec::new())
+        }
+        Err(e) => (AtaOutcome::Failed(format!("SG_IO failed: {e}")), Vec::new()),
+    }
+}
+
+/// The reason text for a command that did not complete.
+fn why(what: &str, o: &AtaOutcome, transport: &str) -> String {
+    match o {
+        AtaOutcome::NoPassThrough if transport == "usb" => {
+            "the USB bridge does not pass ATA commands through (no SAT), so SMART cannot be read"
+                .into()
+        }
+        AtaOutcome::NoPassThrough => {
+            "the disk's controller does not pass ATA commands through, so SMART cannot be read"
+                .into()
+        }
+        AtaOutcome::Aborted => format!("the drive refused {what}"),
+        AtaOutcome::TimedOut => format!(
+            "the drive did not answer {what} within {} s",
+            COMMAND_TIMEOUT_MS / 1000
+        ),
+        AtaOutcome::Failed(m) => format!("{what} failed: {m}"),
+        AtaOutcome::Done => String::new(),
+    }
+}
+
+fn read_ata(path: &Path, transport: &str) -> Health {
+    let f = match open(path) {
+        Ok(f) => f,
+        Err(e) => return open_failed(path, &e),
+    };
+    // IDENTIFY DEVICE first: it proves the pass-through works and says whether SMART is on.
+    let mut short = false;
+    let (mut o, mut id) = ata_read(&f, AtaCmd::identify(), false);
+    if o == AtaOutcome::NoPassThrough {
+        short = true;
+        (o, id) = ata_read(&f, AtaCmd::identify(), true);
+    }
+    if o != AtaOutcome::Done {
+        return Health::unknown(why("IDENTIFY DEVICE", &o, transport));
+    }
+    let Some(support) = ata::decode_identify(&id) else {
+        return Health::unknown(if transport == "usb" {
+            "the USB bridge answered IDENTIFY DEVICE with nothing (no SAT), so SMART cannot be read"
+        } else {
+            "the drive answered IDENTIFY DEVICE with nothing"
+        });
+    };
+    if !support.supported {
+        return Health::unknown("the drive does not implement SMART");
+    }
+    if !support.enabled {
+        return Health::unknown(
+            "SMART is switched off on this drive (`smartctl -s on` switches it on)",
+        );
+    }
+    let mut pages = AtaPages::default();
+    let (o, data) = ata_read(&f, AtaCmd::smart(ata::SMART_READ_DATA, 0), short);
+    if o != AtaOutcome::Done {
+        return Health::unknown(why("SMART READ DATA", &o, transport));
+    }
+    let self_test =
+        support.self_test || ata::decode_smart_data(&data).is_some_and(|d| d.self_test_supported);
+    pages.smart = Some(data);
+    let mut notes = Vec::new();
+    let (o, th) = ata_read(&f, AtaCmd::smart(ata::SMART_READ_THRESHOLDS, 0), short);
+    match o {
+        AtaOutcome::Done => pages.thresholds = Some(th),
+        AtaOutcome::TimedOut => {
+            notes.push(why("SMART READ THRESHOLDS", &o, transport));
+        }
+        _ => notes.push(why("SMART READ THRESHOLDS", &o, transport)),
+    }
+    if self_test && o != AtaOutcome::TimedOut {
+        let (o, log) = ata_read(
+            &f,
+            AtaCmd::smart(ata::SMART_READ_LOG, ata::LOG_SELF_TEST),
+            short,
+        );
+        match o {
+            AtaOutcome::Done => pages.self_test_log = Some(log),
+            _ => notes.push(why("reading the self-test log", &o, transport)),
+        }
+    }
+    let mut h = ata::classify(&pages);
+    h.notes.extend(notes);
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::fixtures::disk;
+
+    fn outcome(status: u8, sense: &[u8]) -> sys::ScsiOutcome {
+        sys::ScsiOutcome {
+            status,
+            sense: sense.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// Descriptor sense with an ATA Status Return descriptor (as libata builds it).
+    fn ata_sense(key: u8, error: u8, status: u8) -> Vec<u8> {
+        let mut s = vec![0x72, key, 0, 0, 0, 0, 0, 14];
+        let mut d = vec![0u8; 14];
+        d[0] = 0x09;
+        d[1] = 12;
+        d[3] = error;
+        d[13] = status;
+        s.extend(d);
+        s
+    }
+
+    #[test]
+    fn sg_io_outcomes() {
+        assert_eq!(interpret(&outcome(0, &[])), AtaOutcome::Done);
+        // Recovered error "ATA pass through information available" is a success.
+        assert_eq!(
+            interpret(&outcome(2, &[0x72, 0x01, 0x00, 0x1D, 0, 0, 0, 0])),
+            AtaOutcome::Done
+        );
+        // A USB bridge without SAT: ILLEGAL REQUEST, invalid command operation code (fixed sense).
+        let mut fixed = vec![0u8; 18];
+        fixed[0] = 0x70;
+        fixed[2] = 0x05;
+        fixed[12] = 0x20;
+        assert_eq!(interpret(&outcome(2, &fixed)), AtaOutcome::NoPassThrough);
+        // The drive aborted (SMART disabled): libata's ABORTED COMMAND with ERR+ABRT.
+        assert_eq!(
+            interpret(&outcome(2, &ata_sense(0x0B, 0x04, 0x51))),
+            AtaOutcome::Aborted
+        );
+        assert!(matches!(
+            interpret(&outcome(2, &ata_sense(0x03, 0x40, 0x51))),
+            AtaOutcome::Failed(_)
+        ));
+        let t = sys::ScsiOutcome {
+            host_status: 3,
+            ..Default::default()
+        };
+        assert_eq!(interpret(&t), AtaOutcome::TimedOut);
+        assert!(matches!(interpret(&outcome(2, &[])), AtaOutcome::Failed(_)));
+    }
+
+    #[test]
+    fn transports_that_cannot_report_are_unknown() {
+        for (t, word) in [
+            ("virtio", "virtual disk"),
+            ("loop", "loop device"),
+            ("mmc", "SD cards"),
+            ("unknown", "cannot tell"),
+            ("scsi", "SCSI/SAS"),
+        ] {
+            let mut d = disk("vda", 1 << 30, vec![]);
+            d.transport = t.into();
+            let h = read(&d);
+            assert_eq!(h.status, super::super::Status::Unknown, "{t}");
+            assert!(h.reasons[0].contains(word), "{t}: {:?}", h.reasons);
+        }
+    }
+
+    #[test]
+    fn a_regular_file_is_not_a_drive() {
+        // A disk-image file named as an ATA disk: SG_IO on a file fails, health stays unknown.
+        let p = std::env::temp_dir().join(format!("lifeboat-health-{}", std::process::id()));
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        let mut d = disk("sdz", 4096, vec![]);
+        d.path = p.clone();
+        let h = read(&d);
+        assert_eq!(h.status, super::super::Status::Unknown, "{h:?}");
+        d.transport = "nvme".into();
+        let h = read(&d);
+        assert_eq!(h.status, super::super::Status::Unknown, "{h:?}");
+        std::fs::remove_file(&p).unwrap();
+        d.path = "/nonexistent/lifeboat-disk".into();
+        assert!(read(&d).reasons[0].contains("cannot open"));
+    }
+}
