@@ -338,3 +338,63 @@ fn one_sigterm_ends_each_image_job() {
     assert_eq!(sha(&disk), disk_sha, "the source changed");
     assert_eq!(sha(&img), img_sha, "the image changed");
 }
+
+// ------------------------------------ 15: a footer whose counts were changed (CRC recomputed)
+
+/// Rewrites the footer of the (single-volume) image at `p` through `change`, with a valid CRC.
+fn edit_footer(p: &Path, change: impl Fn(&mut lifeboat::image::format::Footer)) {
+    use lifeboat::image::format::{Footer, FOOTER_SIZE};
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().read(true).write(true).open(p).unwrap();
+    let at = f.metadata().unwrap().len() - FOOTER_SIZE as u64;
+    let mut b = [0u8; FOOTER_SIZE];
+    f.read_exact_at(&mut b, at).unwrap();
+    let mut footer = Footer::decode(&b).unwrap().unwrap();
+    change(&mut footer);
+    f.write_all_at(&footer.encode(), at).unwrap();
+}
+
+#[test]
+fn verify_cross_checks_every_footer_count_against_the_index() {
+    let t = TempDir::new("footer");
+    let disk = t.p("disk.img");
+    // Random chunks (stored), zero chunks, compressible chunks.
+    sh(&format!(
+        "head -c 3145728 /dev/urandom > {d} && truncate -s 6M {d} && seq 1 300000 >> {d} && truncate -s 10M {d}",
+        d = s(&disk)
+    ));
+    let disk_sha = sha(&disk);
+    let img = t.p("f.lbi");
+    create_ok(&[s(&disk), s(&img)]);
+    let pristine = fs::read(&img).unwrap();
+    expect(&lb(&["image", "verify", s(&img)]), 0, "verify of the intact image");
+    type Edit = (&'static str, fn(&mut lifeboat::image::format::Footer));
+    let edits: [Edit; 7] = [
+        ("unreadable ranges", |f| f.bad_ranges += 2),
+        ("unreadable bytes", |f| f.bad_bytes += 4096),
+        ("payload bytes", |f| f.payload_bytes -= 1),
+        ("stored chunks", |f| {
+            f.stored_chunks -= 1;
+            f.zero_chunks += 1
+        }),
+        ("zero chunks", |f| f.zero_chunks += 1),
+        ("unchanged chunks", |f| f.parent_chunks += 1),
+        ("unreadable", |f| {
+            f.bad_ranges = 1;
+            f.bad_bytes = 512
+        }),
+    ];
+    for (what, change) in edits {
+        fs::write(&img, &pristine).unwrap();
+        edit_footer(&img, change);
+        let edited = sha(&img);
+        let o = lb(&["image", "verify", s(&img), "--json"]);
+        expect(&o, 5, &format!("verify with the footer's {what} changed"));
+        let j = json(&o);
+        assert_eq!(j["ok"], false, "{j}");
+        let probs = j["problems"].to_string();
+        assert!(probs.contains("footer") && probs.contains(what), "{what}: {j}");
+        assert_eq!(sha(&img), edited, "verify changed the image");
+    }
+    assert_eq!(sha(&disk), disk_sha, "the source changed");
+}

@@ -64,6 +64,70 @@ impl Problems {
     }
 }
 
+/// The footer's counts as the index says they are: verify recomputes each one, so a footer
+/// changed after the fact (with a recomputed CRC) does not pass.
+#[derive(Default)]
+struct Counts {
+    stored: u64,
+    zero: u64,
+    parent: u64,
+    payload: u64,
+    bad_bytes: u64,
+    bad_ranges: u64,
+    /// Chunks whose "has unreadable sectors" flag disagrees with the bad ranges.
+    flag_mismatches: Vec<u64>,
+}
+
+impl Counts {
+    fn add_segment(&mut self, seg: &Segment, h: &Header) {
+        for (j, e) in seg.entries.iter().enumerate() {
+            match e.kind {
+                Kind::Raw | Kind::Lz4 => self.stored += 1,
+                Kind::Zero => self.zero += 1,
+                Kind::Parent => self.parent += 1,
+            }
+            self.payload += e.len as u64;
+            let i = seg.first_chunk + j as u64;
+            let a = i * h.chunk_size as u64;
+            let b = a + h.chunk_len(i) as u64;
+            let has_bad = seg.bad.iter().any(|&(s, l)| s < b && a < s + l);
+            if has_bad != (e.flags & FLAG_BAD != 0) {
+                self.flag_mismatches.push(i);
+            }
+        }
+        self.bad_ranges += seg.bad.len() as u64;
+        self.bad_bytes += seg.bad.iter().map(|&(_, l)| l).sum::<u64>();
+    }
+
+    fn compare(&self, f: &Footer, path: &Path, probs: &mut Problems) {
+        let pairs = [
+            ("stored chunks", f.stored_chunks, self.stored),
+            ("zero chunks", f.zero_chunks, self.zero),
+            ("unchanged chunks", f.parent_chunks, self.parent),
+            ("payload bytes", f.payload_bytes, self.payload),
+            ("unreadable bytes", f.bad_bytes, self.bad_bytes),
+            ("unreadable ranges", f.bad_ranges, self.bad_ranges),
+        ];
+        for (what, footer, index) in pairs {
+            if footer != index {
+                probs.add(format!(
+                    "{}: the footer says {footer} {what} but the index has {index}: the footer \
+                     was changed after the image was written",
+                    path.display()
+                ));
+            }
+        }
+        if let Some(&i) = self.flag_mismatches.first() {
+            probs.add(format!(
+                "{}: {} chunk(s) (first: chunk {i}) are flagged as holding unreadable sectors \
+                 where the index lists none, or the other way round",
+                path.display(),
+                self.flag_mismatches.len()
+            ));
+        }
+    }
+}
+
 /// Checks one image of the chain (`k`), its payloads against CRCs and hashes and its
 /// references against the parent's index.
 fn verify_one(
@@ -84,6 +148,7 @@ fn verify_one(
     let mut covered = vec![HEADER_SIZE as u64; nvol];
     let mut coverage_ok = true;
     let mut checked = 0u64;
+    let mut counts = Counts::default();
     let segs = chain.images[k].segment_refs().to_vec();
     for (s, r) in segs.iter().enumerate() {
         covered[r.volume as usize - 1] += r.len as u64;
@@ -95,6 +160,7 @@ fn verify_one(
                 continue;
             }
         };
+        counts.add_segment(&seg, &h);
         for (j, e) in seg.entries.iter().enumerate() {
             if cancel.is_cancelled() {
                 return Err(Error::cancelled());
@@ -146,6 +212,7 @@ fn verify_one(
         ));
     }
     if coverage_ok {
+        counts.compare(&img.footer, &img.path, probs);
         let lens = img.volume_lens();
         let last = lens.len() - 1;
         covered[last] += (img.footer.segments as u64) * SEGTAB_ENTRY as u64 + FOOTER_SIZE as u64;
