@@ -345,7 +345,11 @@ fn one_sigterm_ends_each_image_job() {
 fn edit_footer(p: &Path, change: impl Fn(&mut lifeboat::image::format::Footer)) {
     use lifeboat::image::format::{Footer, FOOTER_SIZE};
     use std::os::unix::fs::FileExt;
-    let f = fs::OpenOptions::new().read(true).write(true).open(p).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
     let at = f.metadata().unwrap().len() - FOOTER_SIZE as u64;
     let mut b = [0u8; FOOTER_SIZE];
     f.read_exact_at(&mut b, at).unwrap();
@@ -367,7 +371,11 @@ fn verify_cross_checks_every_footer_count_against_the_index() {
     let img = t.p("f.lbi");
     create_ok(&[s(&disk), s(&img)]);
     let pristine = fs::read(&img).unwrap();
-    expect(&lb(&["image", "verify", s(&img)]), 0, "verify of the intact image");
+    expect(
+        &lb(&["image", "verify", s(&img)]),
+        0,
+        "verify of the intact image",
+    );
     type Edit = (&'static str, fn(&mut lifeboat::image::format::Footer));
     let edits: [Edit; 7] = [
         ("unreadable ranges", |f| f.bad_ranges += 2),
@@ -393,8 +401,174 @@ fn verify_cross_checks_every_footer_count_against_the_index() {
         let j = json(&o);
         assert_eq!(j["ok"], false, "{j}");
         let probs = j["problems"].to_string();
-        assert!(probs.contains("footer") && probs.contains(what), "{what}: {j}");
+        assert!(
+            probs.contains("footer") && probs.contains(what),
+            "{what}: {j}"
+        );
         assert_eq!(sha(&img), edited, "verify changed the image");
     }
     assert_eq!(sha(&disk), disk_sha, "the source changed");
+}
+
+// --------------------------------------------- 6: a map of another clone is refused, not resumed
+
+fn clone(args: &[&str]) -> Output {
+    let mut a = vec!["clone"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--yes", "--json"]);
+    lb(&a)
+}
+
+#[test]
+fn a_map_of_another_clone_is_refused_before_anything_is_written() {
+    let t = TempDir::new("map-other");
+    // The earlier clone: a smaller, different disk.
+    let (small, small_t) = (t.p("small.img"), t.p("small-target.img"));
+    random_file(&small, 8 * MIB);
+    common::zero_file(&small_t, 8 * MIB);
+    let map = t.p("clone.map");
+    let o = clone(&[s(&small), s(&small_t), "--map", s(&map)]);
+    assert_exit(&o, 0);
+    // ddrescue's own tool still reads the map (the record is a comment line).
+    if Path::new("/usr/bin/ddrescuelog").exists() {
+        let o = std::process::Command::new("ddrescuelog")
+            .args(["-t", s(&map)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ddrescuelog -t: {}", err(&o));
+    }
+    let map_sha = sha(&map);
+    // Now a bigger, different disk with the same --map: refused (4), nothing written.
+    let (src, tgt) = (t.p("src.img"), t.p("tgt.img"));
+    random_file(&src, 12 * MIB);
+    random_file(&tgt, 12 * MIB);
+    let (src_sha, tgt_sha) = (sha(&src), sha(&tgt));
+    let o = clone(&[s(&src), s(&tgt), "--map", s(&map)]);
+    assert_exit(&o, 4);
+    assert!(err(&o).contains("not of this clone"), "{}", err(&o));
+    assert_eq!(json(&o)["error"]["kind"], "refused");
+    // A different disk of the same size, the same source onto another target: refused too.
+    let (other, other_t) = (t.p("other.img"), t.p("other-target.img"));
+    random_file(&other, 8 * MIB);
+    random_file(&other_t, 8 * MIB);
+    let other_t_sha = sha(&other_t);
+    assert_exit(&clone(&[s(&other), s(&small_t), "--map", s(&map)]), 4);
+    assert_exit(&clone(&[s(&small), s(&other_t), "--map", s(&map)]), 4);
+    assert_eq!(
+        sha(&other_t),
+        other_t_sha,
+        "a refused clone wrote to its target"
+    );
+    assert_eq!(sha(&tgt), tgt_sha, "a refused clone wrote to its target");
+    assert_eq!(sha(&src), src_sha, "the source changed");
+    assert_eq!(sha(&map), map_sha, "the map changed");
+    // The same clone again resumes from it (nothing left to copy) and the target is right.
+    assert_exit(&clone(&[s(&small), s(&small_t), "--map", s(&map)]), 0);
+    assert_eq!(sha(&small_t), sha(&small));
+
+    // A map without a record (GNU ddrescue's): taken only when its size is this clone's.
+    let dd = t.p("dd.map");
+    fs::write(
+        &dd,
+        "# Mapfile. Created by GNU ddrescue version 1.27\n0x00000000     +               1\n0x00000000  0x00800000  +\n",
+    )
+    .unwrap();
+    let o = clone(&[s(&src), s(&tgt), "--map", s(&dd)]);
+    assert_exit(&o, 4);
+    assert_eq!(sha(&tgt), tgt_sha, "a refused clone wrote to its target");
+    let fresh_t = t.p("fresh.img");
+    common::zero_file(&fresh_t, 8 * MIB);
+    fs::write(
+        &dd,
+        "0x00000000     ?               1\n0x00000000  0x00800000  ?\n",
+    )
+    .unwrap();
+    let o = clone(&[s(&small), s(&fresh_t), "--map", s(&dd)]);
+    assert_exit(&o, 0);
+    assert!(
+        json(&o)["notes"].to_string().contains("records no source"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(sha(&fresh_t), sha(&small));
+}
+
+// ------------------------------------------------ 13: a --map that cannot be saved is checked first
+
+#[test]
+fn a_map_in_a_missing_directory_is_refused_before_the_copy() {
+    let t = TempDir::new("map-dir");
+    let (src, tgt) = (t.p("src.img"), t.p("tgt.img"));
+    random_file(&src, 8 * MIB);
+    random_file(&tgt, 8 * MIB);
+    let (src_sha, tgt_sha) = (sha(&src), sha(&tgt));
+    let missing = t.p("no/such/dir/clone.map");
+    let o = clone(&[s(&src), s(&tgt), "--map", s(&missing)]);
+    assert_exit(&o, 2);
+    assert!(err(&o).contains("does not exist"), "{}", err(&o));
+    assert_eq!(
+        sha(&tgt),
+        tgt_sha,
+        "the target was written before the map was checked"
+    );
+    // The map may not be the target (or the source) itself.
+    let o = clone(&[s(&src), s(&tgt), "--map", s(&tgt)]);
+    assert_exit(&o, 4);
+    let o = clone(&[s(&src), s(&tgt), "--map", s(&src)]);
+    assert_exit(&o, 4);
+    // A FIFO as map: refused without blocking.
+    let fifo = t.p("fifo.map");
+    sh(&format!("mkfifo {}", s(&fifo)));
+    let o = run_bounded(&["clone", s(&src), s(&tgt), "--yes", "--map", s(&fifo)], 10);
+    assert_exit(&o, 2);
+    assert!(err(&o).contains("FIFO"), "{}", err(&o));
+    assert_eq!(sha(&tgt), tgt_sha, "a refused clone wrote to its target");
+    assert_eq!(sha(&src), src_sha, "the source changed");
+}
+
+// ------------------------------------ 11: a garbage --map: bounded memory, a few bytes quoted
+
+#[test]
+fn a_garbage_map_is_refused_with_bounded_memory_and_a_short_message() {
+    let t = TempDir::new("map-garbage");
+    let (src, tgt) = (t.p("src.img"), t.p("tgt.img"));
+    random_file(&src, 4 * MIB);
+    random_file(&tgt, 4 * MIB);
+    let (src_sha, tgt_sha) = (sha(&src), sha(&tgt));
+    // 100 MiB of NULs (sparse) and 2 GiB of NULs: no newline anywhere.
+    for (name, len) in [("nul100m.map", 100 * MIB), ("nul2g.map", 2048 * MIB)] {
+        let map = t.p(name);
+        common::zero_file(&map, len);
+        let map_sha_before = fs::metadata(&map).unwrap().len();
+        let rss = t.p("rss");
+        let cmd = lifeboat_cmd();
+        let o = std::process::Command::new("/usr/bin/time")
+            .args(["-f", "%M", "-o", s(&rss)])
+            .arg(cmd.get_program())
+            .args(["clone", s(&src), s(&tgt), "--yes", "--map", s(&map)])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_exit(&o, 5);
+        let e = err(&o);
+        assert!(
+            e.len() < 1024,
+            "{} bytes of stderr: {:?}...",
+            e.len(),
+            &e[..200.min(e.len())]
+        );
+        assert!(e.contains("\\x00") && e.contains("not a mapfile"), "{e}");
+        let kib: u64 = fs::read_to_string(&rss)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(kib < 64 * 1024, "{name}: peak RSS {kib} KiB");
+        assert_eq!(fs::metadata(&map).unwrap().len(), map_sha_before);
+    }
+    assert_eq!(sha(&tgt), tgt_sha, "the target was written");
+    assert_eq!(sha(&src), src_sha, "the source changed");
 }

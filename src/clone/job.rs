@@ -6,6 +6,7 @@ use crate::devices::{self, Selected};
 use crate::error::{exit, Error, ErrorKind, Result};
 use crate::io::{sys, Access, BlockSource, Device};
 use crate::jobs::{fmt_bytes, Cancel, Progress, ProgressSink, RateMeter};
+use crate::rescue::map::MapOrigin;
 use crate::rescue::{self, ExtentMap, Status};
 use crate::storage::{self, Check, ReadOnlyGuard, Target};
 use serde::Serialize;
@@ -57,7 +58,10 @@ pub struct Plan {
     pub copy_len: u64,
     /// The least the target must hold.
     pub min_size: u64,
-    /// Things to tell (e.g. a table-less source copied byte for byte onto other sectors).
+    /// The map to start from: fresh, or the `--map` file's once it matched this copy.
+    pub map: ExtentMap,
+    /// Things to tell (e.g. a table-less source copied byte for byte onto other sectors, a map
+    /// without a record of its source).
     pub notes: Vec<String>,
 }
 
@@ -175,7 +179,7 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     let min_size = table.min_disk_bytes().unwrap_or(ssize).min(ssize);
     let target = storage::open_target_in(&job.target, &mut check, min_size, env)?;
     let what = format!("the source {}", source.name());
-    let notes: Vec<String> = storage::target::check_sector_size(
+    let mut notes: Vec<String> = storage::target::check_sector_size(
         &what,
         Some(&table),
         &target,
@@ -189,6 +193,15 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     } else {
         target.size / lbs * lbs
     };
+    // The map: where it will be saved and whether it is this copy's, before anything is written.
+    if let Some(m) = &job.map {
+        super::resume::check_location(m, &source, &target.selected)?;
+    }
+    let origin = MapOrigin {
+        source: super::resume::storage_id(&source, ssize),
+        target: super::resume::storage_id(&target.selected, target.size),
+    };
+    let map = super::resume::load_or_new(job.map.as_deref(), &origin, copy_len, &mut notes)?;
     Ok(Plan {
         source,
         source_dev,
@@ -196,6 +209,7 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
         target,
         copy_len,
         min_size,
+        map,
         notes,
     })
 }
@@ -220,14 +234,11 @@ pub fn execute(
         table,
         target,
         copy_len,
-        notes: plan_notes,
+        map,
+        mut notes,
         ..
     } = plan;
     let guard = ReadOnlyGuard::new(&[source.path()])?;
-    let map = match &job.map {
-        Some(m) if m.exists() => ExtentMap::load(m, copy_len)?,
-        _ => ExtentMap::new(copy_len),
-    };
     let tdev = Arc::new(target.device);
     let opts = rescue::Options {
         cluster: job.cluster,
@@ -253,7 +264,6 @@ pub fn execute(
     let copy_secs = out.duration.as_secs_f64().max(1e-6);
     let totals = out.map.totals();
     let lbs = source_dev.logical_block_size().max(512);
-    let mut notes = plan_notes;
     // Verify before the table fix-up (which changes sectors on purpose).
     let (verified, verified_bytes, mismatches) = match (&out.hashes, job.verify) {
         (Some(h), true) => {

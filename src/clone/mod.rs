@@ -3,6 +3,7 @@
 //! [`crate::storage`].
 pub mod gpt;
 pub mod job;
+pub mod resume;
 
 pub use job::{execute, plan, run_job, CloneJob, CloneReport, Plan};
 

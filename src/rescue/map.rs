@@ -1,9 +1,105 @@
 //! The extent map: the whole state of a rescue as sorted, contiguous, merged extents over
 //! `[0, size)`, each untried, non-trimmed, non-scraped, bad or finished; saved and loaded in GNU
-//! ddrescue's mapfile format so ddrescue's own tools (ddrescuelog) read it.
+//! ddrescue's mapfile format so ddrescue's own tools (ddrescuelog) read it. Lifeboat also records
+//! what the map is of ([`MapOrigin`]: the source and target) in a comment line, which ddrescue
+//! ignores. Loading is bounded: a line is at most [`MAX_LINE`] bytes, a map at most
+//! [`MAX_EXTENTS`] extents, and an error quotes a few bytes of the bad line, escaped.
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
+use std::io::BufRead;
 use std::path::Path;
+
+/// The longest mapfile line accepted (ddrescue's lines are under 100 bytes; comments hold a
+/// command line).
+pub const MAX_LINE: usize = 4096;
+/// The most extents a loaded map may have (about 100 MiB of memory); a real map of a badly
+/// failing disk has far fewer, because neighbouring extents of one status merge.
+pub const MAX_EXTENTS: usize = 1 << 22;
+/// The comment that carries the [`MapOrigin`] (JSON after it, on one line).
+const ORIGIN_TAG: &str = "# Lifeboat origin: ";
+
+/// One side of a copy as recorded in a map: enough to tell that a later run is of the same
+/// storage. A disk is known by its serial (and model); a disk-image file by its device and
+/// inode; `name` is for messages only (device names change between boots).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageId {
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The partition number, when a partition (not a whole disk) was named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    /// "MAJ:MIN:INODE" of a regular file (`+OFFSET` for a loop device over one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub name: String,
+}
+
+impl StorageId {
+    /// Why `self` (recorded) and `now` are not the same storage, if they are not. Only what both
+    /// know is compared: a disk without a serial is matched by its size alone.
+    pub fn differs(&self, now: &StorageId) -> Option<String> {
+        if self.size != now.size {
+            return Some(format!("{} bytes then, {} bytes now", self.size, now.size));
+        }
+        if self.partition != now.partition {
+            return Some(match (self.partition, now.partition) {
+                (Some(a), Some(b)) => format!("partition {a} then, partition {b} now"),
+                (Some(a), None) => format!("partition {a} then, a whole disk now"),
+                (None, _) => "a whole disk then, a partition now".to_string(),
+            });
+        }
+        match (&self.serial, &now.serial) {
+            (Some(a), Some(b)) if a != b => {
+                return Some(format!("serial {a} then, serial {b} now"))
+            }
+            (Some(a), None) if now.file.is_some() => {
+                return Some(format!("the disk with serial {a} then, a file now"))
+            }
+            _ => {}
+        }
+        match (&self.file, &now.file) {
+            (Some(a), Some(b)) if a != b => Some(format!(
+                "the file {} (inode {a}) then, another file (inode {b}) now",
+                self.name
+            )),
+            (Some(_), None) if now.serial.is_some() => {
+                Some(format!("the file {} then, a disk now", self.name))
+            }
+            _ => None,
+        }
+    }
+
+    /// A short description for messages: name, serial, size.
+    pub fn describe(&self) -> String {
+        let mut s = self.name.clone();
+        if let Some(x) = &self.serial {
+            s.push_str(&format!(" (serial {x})"));
+        }
+        s.push_str(&format!(", {} bytes", self.size));
+        s
+    }
+}
+
+/// What a map is the state of: the copy of `source` onto `target`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapOrigin {
+    pub source: StorageId,
+    pub target: StorageId,
+}
+
+/// A few bytes of `b`, escaped, for an error message (never the whole line).
+fn quote(b: &[u8]) -> String {
+    const SHOW: usize = 32;
+    let mut s: String = b[..b.len().min(SHOW)].escape_ascii().to_string();
+    if b.len() > SHOW {
+        s.push_str(&format!("... ({} bytes)", b.len()));
+    }
+    format!("\"{s}\"")
+}
 
 /// The state of a byte range (ddrescue's status characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,6 +195,8 @@ pub struct ExtentMap {
     /// ddrescue's "current_pos" and "current_status" (the phase), kept for the mapfile.
     pub current_pos: u64,
     pub current_phase: char,
+    /// What the map is of (saved in a comment line; `None` in maps from elsewhere).
+    pub origin: Option<MapOrigin>,
 }
 
 impl ExtentMap {
@@ -118,6 +216,7 @@ impl ExtentMap {
             extents,
             current_pos: 0,
             current_phase: '?',
+            origin: None,
         }
     }
     pub fn size(&self) -> u64 {
@@ -291,7 +390,18 @@ impl ExtentMap {
     pub fn to_mapfile(&self, command_line: &str) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# Mapfile. Created by Lifeboat {}", crate::VERSION);
-        let _ = writeln!(s, "# Command line: {command_line}");
+        // One line, whatever the command line holds (a newline would end the comment).
+        let cl: String = command_line
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let _ = writeln!(s, "# Command line: {cl}");
+        if let Some(o) = &self.origin {
+            // serde_json escapes control characters, so this stays one comment line.
+            if let Ok(j) = serde_json::to_string(o) {
+                let _ = writeln!(s, "{ORIGIN_TAG}{j}");
+            }
+        }
         let _ = writeln!(s, "# current_pos  current_status  current_pass");
         let _ = writeln!(
             s,
@@ -314,16 +424,61 @@ impl ExtentMap {
     /// Parses a GNU ddrescue mapfile for a copy of `size` bytes. Parts of `[0, size)` the file
     /// does not cover are untried; a map reaching past `size` is refused (wrong device).
     pub fn from_mapfile(text: &str, size: u64) -> Result<ExtentMap> {
+        Ok(ExtentMap::read_from(text.as_bytes(), size)?.0)
+    }
+
+    /// Parses a mapfile from `r` line by line: memory is one line (at most [`MAX_LINE`] bytes)
+    /// plus the map (at most [`MAX_EXTENTS`] extents), whatever the input. Returns the map and
+    /// how many bytes (from 0) the file described; the rest of `[0, size)` is untried.
+    pub fn read_from(mut r: impl BufRead, size: u64) -> Result<(ExtentMap, u64)> {
         let mut m = ExtentMap::new(size);
         let mut status_line_seen = false;
         let mut expect = 0u64;
-        for (n, line) in text.lines().enumerate() {
+        let mut raw = Vec::with_capacity(128);
+        let mut n = 0usize;
+        loop {
+            raw.clear();
+            n += 1;
+            let got = std::io::Read::take(&mut r, MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut raw)
+                .map_err(|e| Error::corrupt("cannot read the mapfile").caused_by(e))?;
+            if got == 0 {
+                break;
+            }
+            if raw.last() != Some(&b'\n') && raw.len() > MAX_LINE {
+                return Err(Error::corrupt(format!(
+                    "mapfile line {n} is longer than {MAX_LINE} bytes (it starts {}): this is not \
+                     a mapfile; give the map of this clone, or a new file name to start a new one",
+                    quote(&raw)
+                )));
+            }
+            let Ok(line) = std::str::from_utf8(&raw) else {
+                return Err(Error::corrupt(format!(
+                    "mapfile line {n} is not text ({}): this is not a mapfile",
+                    quote(&raw)
+                )));
+            };
             let line = line.trim();
+            if let Some(j) = line.strip_prefix(ORIGIN_TAG.trim_end()) {
+                let o: MapOrigin = serde_json::from_str(j.trim()).map_err(|e| {
+                    Error::corrupt(format!(
+                        "mapfile line {n}: the record of the map's source and target is damaged ({})",
+                        quote(line.as_bytes())
+                    ))
+                    .caused_by(e)
+                })?;
+                m.origin = Some(o);
+                continue;
+            }
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad =
-                |what: &str| Error::corrupt(format!("mapfile line {}: {what}: '{line}'", n + 1));
+            let bad = |what: &str| {
+                Error::corrupt(format!(
+                    "mapfile line {n}: {what}: {}",
+                    quote(line.as_bytes())
+                ))
+            };
             let f: Vec<&str> = line.split_whitespace().collect();
             if !status_line_seen {
                 status_line_seen = true;
@@ -361,19 +516,26 @@ impl ExtentMap {
             }
             m.set(pos, len, st);
             expect = end;
+            if m.extents.len() > MAX_EXTENTS {
+                return Err(Error::corrupt(format!(
+                    "the mapfile has more than {MAX_EXTENTS} extents (line {n}): too many to load"
+                )));
+            }
         }
-        Ok(m)
+        Ok((m, expect))
     }
 
-    /// Reads a mapfile (at most 256 MiB) for a copy of `size` bytes.
+    /// Reads a mapfile for a copy of `size` bytes (streamed and bounded: see [`read_from`]).
+    ///
+    /// [`read_from`]: ExtentMap::read_from
     pub fn load(path: &Path, size: u64) -> Result<ExtentMap> {
-        use std::io::Read;
-        let f = std::fs::File::open(path).map_err(|e| Error::io("open the mapfile", path, e))?;
-        let mut text = String::new();
-        f.take(256 << 20)
-            .read_to_string(&mut text)
-            .map_err(|e| Error::io("read the mapfile", path, e))?;
-        ExtentMap::from_mapfile(&text, size).map_err(|e| e.at_path(path))
+        Ok(ExtentMap::load_described(path, size)?.0)
+    }
+
+    /// [`load`](ExtentMap::load), also returning how many bytes the file described.
+    pub fn load_described(path: &Path, size: u64) -> Result<(ExtentMap, u64)> {
+        let f = crate::io::open::open_regular(path, "a mapfile")?;
+        ExtentMap::read_from(std::io::BufReader::new(f), size).map_err(|e| e.at_path(path))
     }
 
     /// Writes the mapfile atomically (temporary file, fsync, rename).
@@ -486,6 +648,80 @@ mod tests {
         assert!(ExtentMap::from_mapfile(dd, 4096).is_err());
         assert!(ExtentMap::from_mapfile("0 ?\n0 10 x\n", 100).is_err());
         assert!(ExtentMap::from_mapfile("0 ?\n5 10 +\n", 100).is_err());
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_short_quote_and_bounded_reads() {
+        // 64 MiB of NULs, streamed: refused after one line's worth, quoting a few bytes.
+        struct Nuls(u64);
+        impl std::io::Read for Nuls {
+            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+                let n = (b.len() as u64).min(self.0) as usize;
+                b[..n].fill(0);
+                self.0 -= n as u64;
+                Ok(n)
+            }
+        }
+        let mut src = std::io::BufReader::new(Nuls(64 << 20));
+        let e = ExtentMap::read_from(&mut src, 1 << 30).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.len() < 400, "{msg}");
+        assert!(
+            msg.contains("\\x00\\x00") && msg.contains("longer than"),
+            "{msg}"
+        );
+        // Only about one line was read.
+        assert!(src.into_inner().0 > (64 << 20) - 64 * 1024);
+        // Not text.
+        let e = ExtentMap::from_mapfile("0 ?\n\u{0}\u{1}\n", 100).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let bin = [b'0', b' ', b'?', b'\n', 0xff, 0xfe, b'\n'];
+        let e = ExtentMap::read_from(&bin[..], 100).unwrap_err();
+        assert!(e.to_string().contains("\\xff\\xfe"), "{e}");
+        // A long but valid comment is fine.
+        let long = format!("# {}\n0 ?\n0 100 +\n", "x".repeat(MAX_LINE - 10));
+        assert!(ExtentMap::from_mapfile(&long, 100).is_ok());
+    }
+
+    #[test]
+    fn origin_round_trip_in_a_comment() {
+        let mut m = ExtentMap::new(4096);
+        m.set(0, 512, Status::Finished);
+        m.origin = Some(MapOrigin {
+            source: StorageId {
+                size: 4096,
+                serial: Some("S\nX \"1\"".into()),
+                model: Some("M".into()),
+                name: "/dev/sda".into(),
+                ..Default::default()
+            },
+            target: StorageId {
+                size: 8192,
+                file: Some("8:1:1234".into()),
+                name: "/tmp/t.img".into(),
+                ..Default::default()
+            },
+        });
+        let text = m.to_mapfile("lifeboat clone a\nb");
+        assert!(text
+            .lines()
+            .all(|l| l.starts_with('#') || l.starts_with("0x")));
+        let (back, described) = ExtentMap::read_from(text.as_bytes(), 4096).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(described, 4096);
+        let o = back.origin.unwrap();
+        let mut other = o.source.clone();
+        assert_eq!(o.source.differs(&other), None);
+        other.serial = Some("Y".into());
+        assert!(o.source.differs(&other).unwrap().contains("serial"));
+        other = o.target.clone();
+        other.file = Some("8:1:99".into());
+        assert!(o.target.differs(&other).is_some());
+        other = o.target.clone();
+        other.size += 1;
+        assert!(o.target.differs(&other).is_some());
+        let e = ExtentMap::from_mapfile("# Lifeboat origin: {bad\n", 10).unwrap_err();
+        assert!(e.to_string().contains("damaged"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,266 @@
+//! A clone's `--map` file, checked before anything is written: where it may be (its directory
+//! exists and is writable; it is not the source or the target, nor on a filesystem of either)
+//! and whether it is the map of *this* clone. A map Lifeboat saves records the source's and the
+//! target's identity and size ([`MapOrigin`]); resuming from the map of another copy would skip
+//! the parts it marks finished and leave the target wrong, so a map that does not match is
+//! refused (exit 4). A map without that record (GNU ddrescue's, an older Lifeboat's) is taken
+//! only when it describes exactly this copy's length, with a note.
+use crate::devices::{usage::fmt_dev, Selected};
+use crate::error::{Error, Result};
+use crate::rescue::map::{MapOrigin, StorageId};
+use crate::rescue::ExtentMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// "MAJ:MIN:INODE" of the regular file at `p`.
+fn file_id(p: &Path) -> Option<String> {
+    let md = std::fs::metadata(p).ok()?;
+    md.is_file()
+        .then(|| format!("{}:{}", fmt_dev(md.dev()), md.ino()))
+}
+
+/// The identity of what `sel` names, `size` bytes long, as a map records it.
+pub fn storage_id(sel: &Selected, size: u64) -> StorageId {
+    let nonempty = |s: &Option<String>| s.clone().filter(|x| !x.trim().is_empty());
+    let mut id = StorageId {
+        size,
+        name: sel.path().display().to_string(),
+        ..Default::default()
+    };
+    let disk = match sel {
+        Selected::File(p) => {
+            id.file = file_id(p);
+            return id;
+        }
+        Selected::Disk(d) => d,
+        Selected::Partition { disk, part } => {
+            id.partition = Some(part.number);
+            disk
+        }
+    };
+    id.serial = nonempty(&disk.serial).or_else(|| nonempty(&disk.wwn));
+    id.model = nonempty(&disk.model);
+    // A loop device is its backing file (and where in it the device starts).
+    if let Some(b) = &disk.backing_file {
+        let offset = std::fs::read_to_string(format!("/sys/block/{}/loop/offset", disk.name))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        id.file = file_id(Path::new(b.trim())).map(|f| format!("{f}+{offset}"));
+    }
+    id
+}
+
+/// "MAJ:MIN" of every block device `sel` covers (a disk and its partitions).
+fn devs(sel: &Selected) -> Vec<String> {
+    match sel {
+        Selected::File(_) => vec![],
+        Selected::Disk(d) => std::iter::once(d.dev.clone())
+            .chain(d.partitions.iter().map(|p| p.dev.clone()))
+            .collect(),
+        Selected::Partition { disk, part } => vec![disk.dev.clone(), part.dev.clone()],
+    }
+}
+
+/// Where the map may be: refuses (before anything is written) a map whose directory is
+/// missing or not writable (exit 2), that is the source or the target file, or that lives on a
+/// filesystem of the source or target disk (exit 4: writing it would write to the source, or
+/// the clone would overwrite it).
+pub fn check_location(map: &Path, source: &Selected, target: &Selected) -> Result<()> {
+    let dir: PathBuf = match map.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let md = std::fs::metadata(&dir).map_err(|e| {
+        Error::invalid(format!(
+            "the directory of the map {} does not exist: create it first, or give a map path in an existing directory",
+            map.display()
+        ))
+        .at_path(&dir)
+        .caused_by(e)
+    })?;
+    if !md.is_dir() {
+        return Err(Error::invalid(format!(
+            "{} is not a directory, so the map {} cannot be saved there",
+            dir.display(),
+            map.display()
+        )));
+    }
+    if let Err(e) = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK) {
+        return Err(Error::invalid(format!(
+            "the map {} cannot be saved: its directory is not writable; give a map path on a writable filesystem",
+            map.display()
+        ))
+        .at_path(&dir)
+        .caused_by(std::io::Error::from(e)));
+    }
+    let here = file_id(map);
+    for (what, sel) in [("source", source), ("target", target)] {
+        if let Selected::File(f) = sel {
+            if here.is_some() && here == file_id(f) {
+                return Err(Error::refused(format!(
+                    "the map {} is the {what} itself: give the map its own file",
+                    map.display()
+                )));
+            }
+        }
+        let fs_dev = fmt_dev(md.dev());
+        if devs(sel).contains(&fs_dev) {
+            return Err(Error::refused(format!(
+                "the map {} would be saved on a filesystem of the {what} ({}): {}; keep the map on another disk",
+                map.display(),
+                sel.name(),
+                if what == "source" {
+                    "saving it would write to the source"
+                } else {
+                    "the clone overwrites that filesystem"
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The map to start from: a fresh one when `map` does not exist yet, else the loaded one once
+/// its record matches this copy (`origin`, `copy_len` bytes). Notes for the report go to `notes`.
+pub fn load_or_new(
+    map: Option<&Path>,
+    origin: &MapOrigin,
+    copy_len: u64,
+    notes: &mut Vec<String>,
+) -> Result<ExtentMap> {
+    let mut fresh = ExtentMap::new(copy_len);
+    fresh.origin = Some(origin.clone());
+    let Some(path) = map else {
+        return Ok(fresh);
+    };
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(fresh);
+    }
+    // Parsed against an unbounded length first, so that a map of a larger copy is reported as
+    // another clone's (exit 4), not as damaged.
+    let (loaded, described) = ExtentMap::load_described(path, u64::MAX)?;
+    let other = |why: String| {
+        Error::refused(format!(
+            "the map {} is not of this clone ({why}), so resuming from it would leave parts of \
+             the target wrong; nothing was written: give a new --map file name, or delete {} to \
+             start this clone from the beginning",
+            path.display(),
+            path.display()
+        ))
+    };
+    match &loaded.origin {
+        Some(rec) => {
+            if let Some(why) = rec.source.differs(&origin.source) {
+                return Err(other(format!(
+                    "it was saved copying {}; this clone copies {}: {why}",
+                    rec.source.describe(),
+                    origin.source.describe()
+                )));
+            }
+            if let Some(why) = rec.target.differs(&origin.target) {
+                return Err(other(format!(
+                    "it was saved writing onto {}; this clone writes onto {}: {why}",
+                    rec.target.describe(),
+                    origin.target.describe()
+                )));
+            }
+            if described > copy_len {
+                return Err(other(format!(
+                    "it describes {described} bytes; this clone copies {copy_len}"
+                )));
+            }
+        }
+        None => {
+            if described != copy_len {
+                return Err(other(format!(
+                    "it records no source (a map of GNU ddrescue or an older Lifeboat) and \
+                     describes {described} bytes; this clone copies {copy_len}"
+                )));
+            }
+            notes.push(format!(
+                "the map {} records no source (GNU ddrescue's or an older Lifeboat's); its size \
+                 matches this clone ({copy_len} bytes), so the clone resumed from it; from now \
+                 on it records this clone's source and target",
+                path.display()
+            ));
+        }
+    }
+    for e in loaded.extents().iter().filter(|e| e.pos < described) {
+        fresh.set(e.pos, e.size.min(described - e.pos), e.status);
+    }
+    fresh.current_pos = loaded.current_pos.min(copy_len);
+    fresh.current_phase = loaded.current_phase;
+    Ok(fresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rescue::Status;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lifeboat-resume-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn origin(src: &Path, tgt: &Path, size: u64) -> MapOrigin {
+        MapOrigin {
+            source: storage_id(&Selected::File(src.into()), size),
+            target: storage_id(&Selected::File(tgt.into()), size),
+        }
+    }
+
+    #[test]
+    fn a_map_of_another_copy_is_refused() {
+        let d = dir("other");
+        let (a, b, c) = (d.join("a"), d.join("b"), d.join("c"));
+        for f in [&a, &b, &c] {
+            std::fs::write(f, vec![0u8; 8192]).unwrap();
+        }
+        let map = d.join("m.map");
+        let o = origin(&a, &b, 8192);
+        let mut notes = vec![];
+        let mut m = load_or_new(Some(&map), &o, 8192, &mut notes).unwrap();
+        m.set(0, 4096, Status::Finished);
+        m.save(&map, "test").unwrap();
+        // Same copy: resumed.
+        let r = load_or_new(Some(&map), &o, 8192, &mut notes).unwrap();
+        assert_eq!(r.status_at(0), Some(Status::Finished));
+        assert!(notes.is_empty());
+        // Another source (same size), another target, another size: refused.
+        for other in [origin(&c, &b, 8192), origin(&a, &c, 8192)] {
+            let e = load_or_new(Some(&map), &other, 8192, &mut notes).unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::Refused, "{e}");
+        }
+        let mut bigger = o.clone();
+        bigger.source.size = 16384;
+        assert!(load_or_new(Some(&map), &bigger, 16384, &mut notes).is_err());
+        // A ddrescue map without a record: only with the same length, with a note.
+        std::fs::write(&map, "0 +\n0 0x1000 +\n0x1000 0x1000 -\n").unwrap();
+        let r = load_or_new(Some(&map), &o, 8192, &mut notes).unwrap();
+        assert_eq!(r.status_at(5000), Some(Status::Bad));
+        assert_eq!(notes.len(), 1);
+        let e = load_or_new(Some(&map), &o, 16384, &mut notes).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Refused);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn map_location_is_checked() {
+        let d = dir("loc");
+        let (a, b) = (d.join("a"), d.join("b"));
+        std::fs::write(&a, b"x").unwrap();
+        std::fs::write(&b, b"x").unwrap();
+        let (sa, sb) = (Selected::File(a.clone()), Selected::File(b.clone()));
+        assert!(check_location(&d.join("m.map"), &sa, &sb).is_ok());
+        let e = check_location(&d.join("missing/m.map"), &sa, &sb).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = check_location(&b, &sa, &sb).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Refused);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
