@@ -195,7 +195,7 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     };
     // The map: where it will be saved and whether it is this copy's, before anything is written.
     if let Some(m) = &job.map {
-        super::resume::check_location(m, &source, &target.selected)?;
+        super::resume::check_location(m)?;
     }
     let origin = MapOrigin {
         source: super::resume::storage_id(&source, ssize),

@@ -1,6 +1,5 @@
 //! A clone's `--map` file, checked before anything is written: where it may be (its directory
-//! exists and is writable; it is not the source or the target, nor on a filesystem of either)
-//! and whether it is the map of *this* clone. A map Lifeboat saves records the source's and the
+//! exists and is writable) and whether it is the map of *this* clone. A map Lifeboat saves records the source's and the
 //! target's identity and size ([`MapOrigin`]); resuming from the map of another copy would skip
 //! the parts it marks finished and leave the target wrong, so a map that does not match is
 //! refused (exit 4). A map without that record (GNU ddrescue's, an older Lifeboat's) is taken
@@ -51,22 +50,10 @@ pub fn storage_id(sel: &Selected, size: u64) -> StorageId {
     id
 }
 
-/// "MAJ:MIN" of every block device `sel` covers (a disk and its partitions).
-fn devs(sel: &Selected) -> Vec<String> {
-    match sel {
-        Selected::File(_) => vec![],
-        Selected::Disk(d) => std::iter::once(d.dev.clone())
-            .chain(d.partitions.iter().map(|p| p.dev.clone()))
-            .collect(),
-        Selected::Partition { disk, part } => vec![disk.dev.clone(), part.dev.clone()],
-    }
-}
-
-/// Where the map may be: refuses (before anything is written) a map whose directory is
-/// missing or not writable (exit 2), that is the source or the target file, or that lives on a
-/// filesystem of the source or target disk (exit 4: writing it would write to the source, or
-/// the clone would overwrite it).
-pub fn check_location(map: &Path, source: &Selected, target: &Selected) -> Result<()> {
+/// Where the map may be saved: its directory must exist and be writable (exit 2 otherwise),
+/// checked before anything is written. (That the map shares no storage with the source or the
+/// target is the identity rule's, [`crate::storage::Check`].)
+pub fn check_location(map: &Path) -> Result<()> {
     let dir: PathBuf = match map.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -93,30 +80,6 @@ pub fn check_location(map: &Path, source: &Selected, target: &Selected) -> Resul
         ))
         .at_path(&dir)
         .caused_by(std::io::Error::from(e)));
-    }
-    let here = file_id(map);
-    for (what, sel) in [("source", source), ("target", target)] {
-        if let Selected::File(f) = sel {
-            if here.is_some() && here == file_id(f) {
-                return Err(Error::refused(format!(
-                    "the map {} is the {what} itself: give the map its own file",
-                    map.display()
-                )));
-            }
-        }
-        let fs_dev = fmt_dev(md.dev());
-        if devs(sel).contains(&fs_dev) {
-            return Err(Error::refused(format!(
-                "the map {} would be saved on a filesystem of the {what} ({}): {}; keep the map on another disk",
-                map.display(),
-                sel.name(),
-                if what == "source" {
-                    "saving it would write to the source"
-                } else {
-                    "the clone overwrites that filesystem"
-                }
-            )));
-        }
     }
     Ok(())
 }
@@ -251,16 +214,13 @@ mod tests {
     #[test]
     fn map_location_is_checked() {
         let d = dir("loc");
-        let (a, b) = (d.join("a"), d.join("b"));
-        std::fs::write(&a, b"x").unwrap();
-        std::fs::write(&b, b"x").unwrap();
-        let (sa, sb) = (Selected::File(a.clone()), Selected::File(b.clone()));
-        assert!(check_location(&d.join("m.map"), &sa, &sb).is_ok());
-        let e = check_location(&d.join("missing/m.map"), &sa, &sb).unwrap_err();
+        std::fs::write(d.join("f"), b"x").unwrap();
+        assert!(check_location(&d.join("m.map")).is_ok());
+        let e = check_location(&d.join("missing/m.map")).unwrap_err();
         assert_eq!(e.kind, crate::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("does not exist"), "{e}");
-        let e = check_location(&b, &sa, &sb).unwrap_err();
-        assert_eq!(e.kind, crate::ErrorKind::Refused);
+        let e = check_location(&d.join("f/m.map")).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
