@@ -503,3 +503,193 @@ fn repro19_permission_denied_is_not_write_protection() {
     assert_ne!(o.status.code(), Some(0));
     assert_eq!(sha256(&t), sha256_of_zeros(MIB));
 }
+
+/// Runs `lifeboat ARGS` with a pseudo-terminal as stdin/stdout/stderr, waits for the
+/// confirmation question, sends one SIGINT and returns the exit code and what it printed.
+fn interrupt_at_the_prompt(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave: OwnedFd = pty.slave;
+    let mut child = lifeboat_cmd()
+        .args(args)
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .expect("run lifeboat");
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    // The master is read with a poll timeout so a binary that never asks does not hang the test.
+    while !seen.contains("Type 'yes'") && t0.elapsed() < std::time::Duration::from_secs(60) {
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&master),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if nix::poll::poll(&mut fds, 500u16).unwrap_or(0) > 0 {
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    if seen.contains("Type 'yes'") {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return (st.code(), seen);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, seen);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn one_ctrl_c_at_the_confirmation_prompt_exits_130() {
+    let dir = TempDir::new("prompt");
+    let src = dir.p("src.img");
+    std::fs::write(&src, vec![9u8; 4 * MIB as usize]).unwrap();
+    let t = dir.p("t.img");
+    zero_file(&t, 4 * MIB);
+    let (code, seen) = interrupt_at_the_prompt(&["clone", s(&src), s(&t)]);
+    assert_eq!(code, Some(130), "clone: {seen}");
+    assert_eq!(
+        sha256(&t),
+        sha256_of_zeros(4 * MIB),
+        "the target was written"
+    );
+    // The same prompt for restore.
+    let img = small_image(&dir);
+    let t8 = dir.p("t8.img");
+    zero_file(&t8, 8 * MIB);
+    let (code, seen) = interrupt_at_the_prompt(&["image", "restore", s(&img), s(&t8)]);
+    assert_eq!(code, Some(130), "restore: {seen}");
+    assert_eq!(
+        sha256(&t8),
+        sha256_of_zeros(8 * MIB),
+        "the target was written"
+    );
+}
+
+/// The kernel's read-only flag of a block device (`/sys/class/block/NAME/ro`).
+fn ro_flag(dev: &str) -> String {
+    let name = dev.trim_start_matches("/dev/");
+    std::fs::read_to_string(format!("/sys/class/block/{name}/ro"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The partitions the kernel found on a loop device (names like `loop3p1`).
+fn partitions_of(dev: &str) -> Vec<String> {
+    let name = dev.trim_start_matches("/dev/");
+    let mut v: Vec<String> = std::fs::read_dir(format!("/sys/class/block/{name}"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(name) && n != name)
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_read_only_guard_holds_disk_partitions_and_whole_disk_and_restores_them() {
+    if !can_loop() {
+        return;
+    }
+    let dir = TempDir::new("guard");
+    let sf = disk_s(&dir, &label());
+    let Some(l) = Loop::attach_with(
+        &sf,
+        LoopOpts {
+            partscan: true,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let parts = partitions_of(&l.dev);
+    let with_nodes: Vec<String> = parts
+        .iter()
+        .filter(|p| Path::new(&format!("/dev/{p}")).exists())
+        .cloned()
+        .collect();
+    {
+        let g = lifeboat::storage::ReadOnlyGuard::new(&[PathBuf::from(&l.dev)]).unwrap();
+        assert_eq!(ro_flag(&l.dev), "1");
+        for p in &with_nodes {
+            assert_eq!(ro_flag(p), "1", "{p} not held read-only: {g:?}");
+        }
+    }
+    assert_eq!(ro_flag(&l.dev), "0");
+    for p in &parts {
+        assert_eq!(ro_flag(p), "0", "{p} not restored");
+    }
+    // A partition as the source: its whole disk is held too.
+    if let Some(p1) = with_nodes.first() {
+        let g =
+            lifeboat::storage::ReadOnlyGuard::new(&[PathBuf::from(format!("/dev/{p1}"))]).unwrap();
+        assert_eq!(ro_flag(p1), "1");
+        assert_eq!(
+            ro_flag(&l.dev),
+            "1",
+            "the whole disk of {p1} is writable: {g:?}"
+        );
+        drop(g);
+        assert_eq!(ro_flag(&l.dev), "0");
+    } else {
+        eprintln!("(no partition nodes under /dev: the partition-source part is skipped)");
+    }
+    // A panic unwinds through the guard: restored.
+    let dev = l.dev.clone();
+    let r = std::panic::catch_unwind(move || {
+        let _g = lifeboat::storage::ReadOnlyGuard::new(&[PathBuf::from(&dev)]).unwrap();
+        assert_eq!(ro_flag(&dev), "1");
+        panic!("a job fails half-way");
+    });
+    assert!(r.is_err());
+    assert_eq!(ro_flag(&l.dev), "0", "not restored after a panic");
+    // Two Ctrl-C during a clone (the second exits at once): restored too.
+    let t = dir.p("t.img");
+    zero_file(&t, 96 * MIB);
+    let mut child = lifeboat_cmd()
+        .args(["clone", &l.dev, s(&t), "--yes"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while ro_flag(&l.dev) != "1" && t0.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    for _ in 0..2 {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = child.wait().unwrap();
+    assert_ne!(st.code(), Some(4), "the clone was refused");
+    assert_eq!(ro_flag(&l.dev), "0", "not restored after two Ctrl-C ({st})");
+    for p in &parts {
+        assert_eq!(ro_flag(p), "0", "{p} not restored after two Ctrl-C");
+    }
+}

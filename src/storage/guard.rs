@@ -40,9 +40,13 @@ pub fn related_nodes(path: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The device node of `dev`, when there is one (without udev, partitions may have none; nothing
+/// can write through a node that does not exist).
 fn node(r: &Resolver, dev: u64) -> Option<PathBuf> {
-    let n = r.dev_name(dev);
-    n.starts_with("/dev/").then(|| PathBuf::from(n))
+    let n = PathBuf::from(r.dev_name(dev));
+    let ok =
+        std::fs::metadata(&n).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == dev);
+    ok.then_some(n)
 }
 
 fn push(out: &mut Vec<PathBuf>, p: PathBuf) {

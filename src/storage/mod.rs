@@ -95,6 +95,21 @@ pub fn resolve(path: &Path) -> Result<Storage> {
     Resolver::system().resolve(path)
 }
 
+/// Why writing `target` would touch the storage of `keep` (`role`: "the source"), for the
+/// console, which greys such targets out before asking; None when they share nothing or cannot
+/// be resolved.
+pub fn shared_storage(target: &Path, keep: &Path, role: &str) -> Option<String> {
+    let r = Resolver::system();
+    let t = r.resolve(target).ok()?;
+    let k = r.resolve(keep).ok()?;
+    let (a, b) = t.overlap(&k)?;
+    Some(format!(
+        "it shares {} of {} with {role}",
+        fmt_bytes_range(a.start.max(b.start), a.end.min(b.end)),
+        b.object_name
+    ))
+}
+
 /// One thing a job touches: its role ("the source", "the target", "the parent image", "the
 /// map file", "the boot medium"), the storage and whether the job writes it.
 #[derive(Debug, Clone)]
@@ -272,6 +287,31 @@ mod tests {
             &ext(d, 1 << 20, 2 << 20, &[0x801]),
             &ext(d, 0, u64::MAX, &[])
         ));
+    }
+
+    #[test]
+    fn hard_links_and_symlinks_are_the_same_storage() {
+        let dir = std::env::temp_dir().join(format!("lifeboat-storage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, h, l, b) = (dir.join("a"), dir.join("h"), dir.join("l"), dir.join("b"));
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"b").unwrap();
+        std::fs::hard_link(&a, &h).unwrap();
+        std::os::unix::fs::symlink(&h, &l).unwrap();
+        let fd = std::fs::File::open(&a).unwrap();
+        let proc_fd = std::path::PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ));
+        for other in [&h, &l, &proc_fd] {
+            let why = shared_storage(other, &a, "the source").expect("same file");
+            assert!(why.contains("with the source"), "{why}");
+        }
+        // Another file of the same filesystem shares nothing.
+        assert_eq!(shared_storage(&b, &a, "the source"), None);
+        // A file to be created is not the source either.
+        assert_eq!(shared_storage(&dir.join("new"), &a, "the source"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

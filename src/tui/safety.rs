@@ -1,5 +1,7 @@
-//! Which disks the console offers as a job's target, and why the others are refused. Pure
-//! functions over the inventory (no I/O), so the pickers and their tests agree.
+//! Which disks the console offers as a job's target, and why the others are refused: the
+//! inventory's flags (boot disk, read-only, mounted, held, size) and, for disks that exist on
+//! this system, the storage identity rule of [`crate::storage`] (a loop device over the source,
+//! a partition of it …), so the pickers grey out what the job itself would refuse.
 use crate::devices::Disk;
 use crate::jobs::fmt_bytes;
 
@@ -15,6 +17,9 @@ pub fn target_refusal(
     if let Some(s) = source {
         if s.name == target.name {
             return Some("it is the source".into());
+        }
+        if let Some(why) = crate::storage::shared_storage(&target.path, &s.path, "the source") {
+            return Some(why);
         }
     }
     if target.boot_media {
