@@ -10,7 +10,7 @@ pub use job::{execute, plan, run_job, CloneJob, CloneReport, Plan};
 use crate::error::{exit, Error, Result};
 use crate::jobs::{fmt_bytes, fmt_duration, Cancel, StderrSink};
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CloneArgs {
     /// The disk to copy (`/dev/sda`, `sda`, `serial=X`, or a disk-image file).
     pub source: String,

@@ -153,7 +153,7 @@ pub fn resolve(sel: &str) -> Result<Selected> {
     resolve_in(sel, &scan_system()?)
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize)]
 pub struct ListArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]

@@ -18,7 +18,8 @@ use crate::jobs::{Cancel, Progress, StderrSink};
 use crate::storage::{Check, ReadOnlyGuard};
 use std::path::{Path, PathBuf};
 
-#[derive(clap::Subcommand, Debug)]
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ImageCmd {
     /// Back a disk up into an image file (IMAGE may be PARTITION:/path, e.g. label=BACKUPS:/pc/full.lbi).
     Create {

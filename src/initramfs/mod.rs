@@ -10,7 +10,7 @@ use cpio::{Archive, Data, Node};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MkArgs {
     /// The static Lifeboat binary to install as /init.
     #[arg(long, value_name = "BINARY")]

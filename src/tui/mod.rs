@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone, PartialEq, serde::Serialize)]
 pub struct UiArgs {
     /// Terminal to run on (PID 1 passes /dev/ttyS0 or /dev/tty1); default: this terminal.
     #[arg(long, value_name = "PATH")]

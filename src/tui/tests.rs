@@ -1,6 +1,13 @@
 //! Snapshot tests: every screen and state drawn with ratatui's TestBackend at 80x24 (and some
 //! larger), compared with the expected text in `src/tui/snapshots/NAME.txt`. A mismatch fails
 //! and writes `NAME.txt.new`; `UPDATE_SNAPSHOTS=1 cargo test tui::` rewrites the expected files.
+//!
+//! Why not `insta`: this harness is forty lines and does one thing insta would not, the check
+//! that every glyph is in the Linux console font; the expected screens stay plain `.txt` files
+//! a reviewer reads in a diff as the screen itself. insta's review tool (`cargo insta review`)
+//! and inline snapshots would save little here, and cost a dependency tree (insta, similar,
+//! console, ...) plus a second tool to install for a workflow `UPDATE_SNAPSHOTS=1` already
+//! covers. Revisit if snapshots multiply beyond the TUI.
 use super::app::{App, Event, JobKind, Overlay, Screen};
 use super::jobdir::{JobResult, JobSnapshot, JobSpec};
 use super::keys::Key;
@@ -363,4 +370,26 @@ fn result_screens() {
     a.under_init = false;
     let t = text(&render_buf(&a, 80, 24));
     assert!(!t.contains("power off"), "{t}");
+    // An image create's report names no image: the result shows the one its command line wrote.
+    let mut j = job(false);
+    j.spec.kind = JobKind::FullImage.job_name().into();
+    j.spec.args = [
+        "image",
+        "create",
+        "/dev/sda",
+        "sdc1:/lifeboat/pc.lbi",
+        "--json",
+    ]
+    .map(String::from)
+    .to_vec();
+    j.result = Some(JobResult {
+        exit_code: 0,
+        cancelled: false,
+        report: Some(serde_json::json!({"ok": true, "disk_size_bytes": 500u64 << 30})),
+        error: None,
+        elapsed_secs: 60,
+    });
+    a.update(Event::Job(Some(j)));
+    let t = text(&render_buf(&a, 80, 24));
+    assert!(t.contains("Image     sdc1:/lifeboat/pc.lbi"), "{t}");
 }

@@ -407,17 +407,14 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
             ]));
         }
     }
-    if let Some(img) = j
-        .spec
-        .args
-        .iter()
-        .position(|a| a == "create")
-        .and_then(|i| j.spec.args.get(i + 2))
-        .filter(|_| rep.get("image").is_none())
-    {
+    let created = match crate::cli::parse_argv(&j.spec.args) {
+        Some(crate::cli::Cmd::Image(crate::image::ImageCmd::Create { image, .. })) => Some(image),
+        _ => None,
+    };
+    if let Some(img) = created.filter(|_| rep.get("image").is_none()) {
         v.push(Line::from(vec![
             Span::styled("Image     ", l),
-            Span::raw(cut(img, width.saturating_sub(10))),
+            Span::raw(cut(&img, width.saturating_sub(10))),
         ]));
     }
     if let Some(img) = ["image", "path", "image_path"]

@@ -1,0 +1,131 @@
+//! The confirmation screen (drawn by `view::confirm`) and the job it starts: the command line is
+//! built as the CLI's own argument values (`CloneArgs`, `ImageCmd`) and rendered by
+//! [`crate::cli::to_argv`], so every flag has one definition.
+use super::super::jobdir::JobSpec;
+use super::super::keys::Key;
+use super::{describe, image_arg, App, Command, JobKind, Screen};
+use crate::cli::{to_argv, Cmd};
+use crate::clone::CloneArgs;
+use crate::devices::Disk;
+use crate::image::ImageCmd;
+use std::path::Path;
+
+impl App {
+    /// What the confirmation screen asks to type (the target disk's kernel name).
+    pub fn confirm_word(&self) -> Option<String> {
+        if self.kind.destructive() {
+            self.target.as_ref().map(|t| t.name.clone())
+        } else {
+            None
+        }
+    }
+
+    #[allow(clippy::collapsible_match)]
+    pub(super) fn key_confirm(&mut self, k: Key) -> Vec<Command> {
+        match k {
+            Key::Esc => self.back(),
+            Key::Backspace => {
+                self.typed.pop();
+            }
+            Key::Char(c) if self.kind.destructive() => {
+                if self.typed.len() < 64 {
+                    self.typed.push(c)
+                }
+            }
+            Key::Char('h') | Key::Left => self.back(),
+            Key::Enter => {
+                if let Some(w) = self.confirm_word() {
+                    if self.typed.trim() != w {
+                        self.message = Some(format!(
+                            "Type {w} exactly to erase it, or press Esc to go back."
+                        ));
+                        return vec![];
+                    }
+                }
+                if self.job_running() {
+                    self.message = Some("Another job is running; wait for it to finish.".into());
+                    return vec![];
+                }
+                self.jobs_started += 1;
+                match self.job_spec() {
+                    Some(spec) => {
+                        self.typed.clear();
+                        self.screen = Screen::Progress;
+                        return vec![Command::StartJob(spec)];
+                    }
+                    None => {
+                        self.message =
+                            Some("Something is missing: go back and choose again.".into())
+                    }
+                }
+            }
+            _ => {}
+        }
+        vec![]
+    }
+
+    /// The job the current choices describe.
+    pub fn job_spec(&self) -> Option<JobSpec> {
+        let src = self.source.as_ref();
+        let tgt = self.target.as_ref();
+        let img = self.image.as_deref();
+        let disk = |d: &Disk| d.path.to_string_lossy().into_owned();
+        let cmd = match self.kind {
+            JobKind::Clone => Cmd::Clone(CloneArgs {
+                source: disk(src?),
+                target: disk(tgt?),
+                yes: true,
+                map: Some(Path::new(&self.job_dir).join("map")),
+                no_verify: false,
+                json: true,
+            }),
+            JobKind::FullImage | JobKind::Incremental => Cmd::Image(ImageCmd::Create {
+                source: disk(src?),
+                image: img?.to_string(),
+                parent: match self.kind {
+                    JobKind::Incremental => Some(image_arg(
+                        self.places().get(self.loc.sel)?,
+                        self.loc.parent.trim(),
+                    )),
+                    _ => None,
+                },
+                split: None,
+                force: false,
+                json: true,
+            }),
+            JobKind::Restore => Cmd::Image(ImageCmd::Restore {
+                image: img?.to_string(),
+                target: disk(tgt?),
+                yes: true,
+                json: true,
+            }),
+            JobKind::Verify => Cmd::Image(ImageCmd::Verify {
+                image: img?.to_string(),
+                json: true,
+            }),
+        };
+        let total = match self.kind {
+            JobKind::Clone | JobKind::FullImage | JobKind::Incremental => src?.size_bytes,
+            JobKind::Restore => tgt?.size_bytes,
+            JobKind::Verify => 0,
+        };
+        let mut details = Vec::new();
+        if let Some(s) = src {
+            details.push(format!("Source: {}", describe(s)));
+        }
+        if let Some(t) = tgt {
+            details.push(format!("Target: {}", describe(t)));
+        }
+        if let Some(i) = img {
+            details.push(format!("Image:  {i}"));
+        }
+        Some(JobSpec {
+            id: format!("{}-{}", self.id_prefix, self.jobs_started),
+            kind: self.kind.job_name().into(),
+            title: self.kind.job_title(src, tgt, img),
+            args: to_argv(&cmd),
+            details,
+            total_bytes: total,
+        })
+    }
+}

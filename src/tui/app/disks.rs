@@ -1,0 +1,113 @@
+//! The disks screen and the source / target pickers (drawn by `view::disks`), and the one-line
+//! descriptions of a disk and a partition every screen shows.
+use super::super::keys::{step_index, Key};
+use super::super::safety;
+use super::{App, Command, JobKind, Screen};
+use crate::devices::{Disk, Partition};
+use crate::jobs::fmt_bytes;
+
+impl App {
+    pub(super) fn key_disks(&mut self, k: Key) -> Vec<Command> {
+        if let Some(s) = k.list_step() {
+            self.disk_sel = step_index(self.disk_sel, s, self.disks.len());
+        } else if matches!(k, Key::Enter | Key::Char('n') | Key::Char('l') | Key::Right) {
+            self.screen = Screen::Menu;
+        }
+        vec![]
+    }
+
+    pub(super) fn key_source(&mut self, k: Key) -> Vec<Command> {
+        if let Some(s) = k.list_step() {
+            self.pick_sel = step_index(self.pick_sel, s, self.disks.len());
+        } else if matches!(k, Key::Enter | Key::Right | Key::Char('l')) {
+            if let Some(d) = self.disks.get(self.pick_sel) {
+                self.source = Some(d.clone());
+                self.forward();
+            }
+        } else if matches!(k, Key::Esc | Key::Left | Key::Char('h')) {
+            self.back();
+        }
+        vec![]
+    }
+
+    /// The disks of the target picker (the source removed) and why each is refused.
+    pub fn targets(&self) -> Vec<(Disk, Option<String>)> {
+        let needed = match self.kind {
+            JobKind::Clone => self.source.as_ref().map(safety::clone_needs).unwrap_or(0),
+            _ => 0,
+        };
+        let image_disk = self.image_disk();
+        self.disks
+            .iter()
+            .filter(|d| self.source.as_ref().is_none_or(|s| s.name != d.name))
+            .map(|d| {
+                let in_use = self.in_use.get(&d.name).map(Vec::as_slice).unwrap_or(&[]);
+                let mut why = safety::target_refusal(d, self.source.as_ref(), needed, in_use);
+                if why.is_none() && image_disk.as_deref() == Some(d.name.as_str()) {
+                    why = Some("it holds the image".into());
+                }
+                (d.clone(), why)
+            })
+            .collect()
+    }
+
+    /// The disk holding the chosen image's partition, if any.
+    pub(super) fn image_disk(&self) -> Option<String> {
+        let places = self.places();
+        self.image.as_ref()?;
+        places
+            .get(self.loc.sel)
+            .and_then(|p| p.part.as_ref().map(|_| p.disk.clone()))
+    }
+
+    pub(super) fn key_target(&mut self, k: Key) -> Vec<Command> {
+        let t = self.targets();
+        if let Some(s) = k.list_step() {
+            self.pick_sel = step_index(self.pick_sel, s, t.len());
+        } else if matches!(k, Key::Enter | Key::Right | Key::Char('l')) {
+            match t.get(self.pick_sel) {
+                Some((d, None)) => {
+                    self.target = Some(d.clone());
+                    self.forward();
+                }
+                Some((d, Some(why))) => {
+                    self.message = Some(format!("{} cannot be the target: {why}.", d.name))
+                }
+                None => {
+                    self.message =
+                        Some("No disk can be the target. Plug one in: the list refreshes.".into())
+                }
+            }
+        } else if matches!(k, Key::Esc | Key::Left | Key::Char('h')) {
+            self.back();
+        }
+        vec![]
+    }
+}
+
+/// "sda  WDC WD5000  serial WD-123  465.8 GiB".
+pub fn describe(d: &Disk) -> String {
+    let mut s = d.name.clone();
+    if let Some(m) = &d.model {
+        s.push_str("  ");
+        s.push_str(m);
+    }
+    if let Some(x) = &d.serial {
+        s.push_str("  serial ");
+        s.push_str(x);
+    }
+    s.push_str("  ");
+    s.push_str(&fmt_bytes(d.size_bytes));
+    s
+}
+
+/// "sda1 ntfs "Windows" 400.0 GiB" for a partition.
+pub fn describe_part(p: &Partition) -> String {
+    let mut s = format!("{:<10} {:<6}", p.name, p.fs_type.as_deref().unwrap_or("-"));
+    match &p.label {
+        Some(l) => s.push_str(&format!(" {:<16}", format!("\"{l}\""))),
+        None => s.push_str(&format!(" {:<16}", "")),
+    }
+    s.push_str(&format!(" {:>10}", fmt_bytes(p.size_bytes)));
+    s
+}

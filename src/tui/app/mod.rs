@@ -1,0 +1,325 @@
+//! The console's state and its only mutator, [`App::update`]: keys, inventory scans and job
+//! snapshots come in as [`Event`]s; side effects (start/cancel a job, power off, quit) go out as
+//! [`Command`]s that the event loop performs. Views only read an `App`.
+//!
+//! One file per screen, like `view/`: `disks` (the disks screen and the source/target pickers),
+//! `menu`, `location`, `confirm` (which also builds the job), `job` (progress and result); the
+//! five jobs and every text about them are in `kind`.
+mod confirm;
+mod disks;
+mod job;
+mod kind;
+mod location;
+mod menu;
+#[cfg(test)]
+mod tests;
+
+pub use disks::{describe, describe_part};
+pub use kind::JobKind;
+pub use location::{image_arg, LocField, Location, Place};
+
+use super::jobdir::{JobSnapshot, JobSpec};
+use super::keys::Key;
+use crate::devices::Disk;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    Disks,
+    Menu,
+    Source,
+    Target,
+    Location,
+    Confirm,
+    Progress,
+    Result,
+}
+
+/// Side effects `update` asks the event loop to perform.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    StartJob(JobSpec),
+    CancelJob,
+    /// Dismiss the shown result for every console.
+    AckResult,
+    PowerOff,
+    Reboot,
+    Quit,
+}
+
+/// Inputs of `update`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Key(Key),
+    /// A fresh inventory (or why scanning failed).
+    Disks(Result<Vec<Disk>, String>),
+    /// Why disks are in use (kernel name -> reasons: swap, held by md/dm, mounted...).
+    InUse(std::collections::BTreeMap<String, Vec<String>>),
+    /// The job directory changed.
+    Job(Option<JobSnapshot>),
+    /// Starting a job failed (the lock was taken, the runner could not start...).
+    JobStartFailed(String),
+}
+
+/// Dialogs drawn over the current screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    Help,
+    /// "Cancel the job?" asked once.
+    CancelAsk,
+    QuitAsk,
+}
+
+pub struct App {
+    pub disks: Vec<Disk>,
+    pub in_use: std::collections::BTreeMap<String, Vec<String>>,
+    pub scan_error: Option<String>,
+    pub scanned: bool,
+    pub screen: Screen,
+    pub overlay: Overlay,
+    pub disk_sel: usize,
+    pub menu_sel: usize,
+    pub kind: JobKind,
+    pub source: Option<Disk>,
+    pub target: Option<Disk>,
+    pub pick_sel: usize,
+    pub loc: Location,
+    /// The image chosen on the location screen, as the engine's IMAGE argument.
+    pub image: Option<String>,
+    /// What the user typed on the confirmation screen.
+    pub typed: String,
+    /// A one-line message for the user (errors, refusals), cleared by the next key.
+    pub message: Option<String>,
+    pub job: Option<JobSnapshot>,
+    /// Under PID 1 (power off / reboot) or on a host (quit only).
+    pub under_init: bool,
+    /// Job ids are `id_prefix-N` (the prefix names this console and its start time).
+    pub id_prefix: String,
+    pub jobs_started: u32,
+    pub job_dir: String,
+}
+
+impl App {
+    pub fn new(under_init: bool, id_prefix: String, job_dir: String) -> Self {
+        App {
+            disks: vec![],
+            in_use: Default::default(),
+            scan_error: None,
+            scanned: false,
+            screen: Screen::Disks,
+            overlay: Overlay::None,
+            disk_sel: 0,
+            menu_sel: 0,
+            kind: JobKind::Clone,
+            source: None,
+            target: None,
+            pick_sel: 0,
+            loc: Location::default(),
+            image: None,
+            typed: String::new(),
+            message: None,
+            job: None,
+            under_init,
+            id_prefix,
+            jobs_started: 0,
+            job_dir,
+        }
+    }
+
+    /// The only place state changes.
+    pub fn update(&mut self, ev: Event) -> Vec<Command> {
+        match ev {
+            Event::Disks(Ok(d)) => {
+                self.disks = d;
+                self.scan_error = None;
+                self.scanned = true;
+                self.disk_sel = self.disk_sel.min(self.disks.len().saturating_sub(1));
+                // A picked disk that disappeared cannot be used any more.
+                for slot in [&mut self.source, &mut self.target] {
+                    if let Some(s) = slot {
+                        match self
+                            .disks
+                            .iter()
+                            .find(|d| d.name == s.name && d.serial == s.serial)
+                        {
+                            Some(d) => *s = d.clone(),
+                            None => {
+                                self.message = Some(format!("{} was removed", s.name));
+                                *slot = None;
+                            }
+                        }
+                    }
+                }
+                if matches!(
+                    self.screen,
+                    Screen::Target | Screen::Location | Screen::Confirm
+                ) {
+                    let lost = (self.kind.needs_source() && self.source.is_none())
+                        || (self.screen == Screen::Confirm
+                            && self.kind.needs_target()
+                            && self.target.is_none());
+                    if lost {
+                        self.screen = self.kind.steps()[0];
+                        self.pick_sel = 0;
+                    }
+                }
+                vec![]
+            }
+            Event::InUse(m) => {
+                self.in_use = m;
+                vec![]
+            }
+            Event::Disks(Err(e)) => {
+                self.scan_error = Some(e);
+                self.scanned = true;
+                vec![]
+            }
+            Event::Job(snap) => {
+                self.on_job(snap);
+                vec![]
+            }
+            Event::JobStartFailed(e) => {
+                self.message = Some(format!("The job did not start: {e}"));
+                if self.screen == Screen::Progress {
+                    self.screen = Screen::Confirm;
+                }
+                vec![]
+            }
+            Event::Key(k) => self.on_key(k),
+        }
+    }
+
+    fn job_running(&self) -> bool {
+        self.job.as_ref().is_some_and(|j| j.running)
+    }
+
+    fn on_key(&mut self, k: Key) -> Vec<Command> {
+        // Overlays take the keyboard first.
+        match self.overlay {
+            Overlay::Help => {
+                if matches!(k, Key::Esc | Key::Enter | Key::Char('?') | Key::Char('q')) {
+                    self.overlay = Overlay::None;
+                }
+                return vec![];
+            }
+            Overlay::CancelAsk => {
+                self.overlay = Overlay::None;
+                return if matches!(k, Key::Char('y') | Key::Char('Y')) {
+                    self.message =
+                        Some("Cancelling: the job stops at the next safe point...".into());
+                    vec![Command::CancelJob]
+                } else {
+                    vec![]
+                };
+            }
+            Overlay::QuitAsk => {
+                self.overlay = Overlay::None;
+                return if matches!(k, Key::Char('y') | Key::Char('Y')) {
+                    vec![Command::Quit]
+                } else {
+                    vec![]
+                };
+            }
+            Overlay::None => {}
+        }
+        let typing = self.typing();
+        if k == Key::Char('?') && !typing {
+            self.overlay = Overlay::Help;
+            return vec![];
+        }
+        if k == Key::Interrupt || (k == Key::Char('q') && !typing && self.screen != Screen::Confirm)
+        {
+            if self.screen == Screen::Progress && self.job_running() {
+                self.message = Some("A job is running: press c to cancel it first.".into());
+                return vec![];
+            }
+            if self.screen == Screen::Disks || k == Key::Interrupt {
+                self.overlay = Overlay::QuitAsk;
+                return vec![];
+            }
+            // q elsewhere goes back to the disks screen.
+            self.reset_flow();
+            self.screen = Screen::Disks;
+            return vec![];
+        }
+        self.message = None;
+        match self.screen {
+            Screen::Disks => self.key_disks(k),
+            Screen::Menu => self.key_menu(k),
+            Screen::Source => self.key_source(k),
+            Screen::Target => self.key_target(k),
+            Screen::Location => self.key_location(k),
+            Screen::Confirm => self.key_confirm(k),
+            Screen::Progress => self.key_progress(k),
+            Screen::Result => self.key_result(k),
+        }
+    }
+
+    /// Whether letters go into a text field (so `q`, `?`, `j` are text).
+    pub fn typing(&self) -> bool {
+        match self.screen {
+            Screen::Confirm => self.kind.destructive(),
+            Screen::Location => self.loc.field != LocField::Partitions,
+            _ => false,
+        }
+    }
+
+    fn reset_flow(&mut self) {
+        self.source = None;
+        self.target = None;
+        self.image = None;
+        self.typed.clear();
+        self.pick_sel = 0;
+        self.loc = Location::default();
+    }
+
+    /// Goes one step back in the job's flow (to the menu from the first step).
+    fn back(&mut self) {
+        let steps = self.kind.steps();
+        match steps.iter().position(|s| *s == self.screen) {
+            Some(0) | None => self.screen = Screen::Menu,
+            Some(i) => self.screen = steps[i - 1],
+        }
+        self.pick_sel = 0;
+        self.typed.clear();
+    }
+
+    fn forward(&mut self) {
+        let steps = self.kind.steps();
+        if let Some(i) = steps.iter().position(|s| *s == self.screen) {
+            if i + 1 < steps.len() {
+                self.enter(steps[i + 1]);
+            }
+        }
+    }
+
+    /// Shows a step of the flow with its starting selection.
+    fn enter(&mut self, screen: Screen) {
+        self.screen = screen;
+        self.pick_sel = 0;
+        self.typed.clear();
+        match screen {
+            // Start on the disk selected on the disks screen.
+            Screen::Source => self.pick_sel = self.disk_sel.min(self.disks.len().saturating_sub(1)),
+            // Start on the first disk that can be used.
+            Screen::Target => {
+                self.pick_sel = self
+                    .targets()
+                    .iter()
+                    .position(|(_, r)| r.is_none())
+                    .unwrap_or(0);
+            }
+            Screen::Location => {
+                self.loc = Location::default();
+                self.loc.path = self.default_image_path();
+                self.loc.sel = self
+                    .places()
+                    .iter()
+                    .position(|p| p.refused.is_none())
+                    .unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+}
