@@ -282,9 +282,8 @@ pub fn execute(
             )),
         }
     }
-    if tdev.is_block_device() {
-        let _ = sys::reread_partitions(tdev.file());
-    }
+    // Best effort: a partition in use keeps the old table until the next boot.
+    let _ = tdev.reread_partitions();
     let bad_ranges: Vec<[u64; 2]> = out
         .map
         .ranges(Status::Bad)

@@ -483,9 +483,8 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
         rep.partition_table = Some(crate::clone::gpt::fix_after_copy(&t.device)?);
     }
     t.device.sync()?;
-    if t.device.is_block_device() {
-        let _ = crate::io::sys::reread_partitions(t.device.file());
-    }
+    // Best effort: a partition in use keeps the old table until the next boot.
+    let _ = t.device.reread_partitions();
     finish_progress(&sink, "image-restore", rep.disk_size_bytes, 0);
     if json {
         print_json(&rep);

@@ -128,6 +128,8 @@ impl Device {
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// The open file. For ioctls use the methods above and below (the only `unsafe` stays in
+    /// `io::sys`).
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -160,6 +162,39 @@ impl Device {
         self.file
             .sync_all()
             .map_err(|e| Error::io("fsync", &self.path, e))
+    }
+
+    /// Whether the kernel has this block device marked read-only (`BLKROGET`); a disk-image
+    /// file is never marked.
+    pub fn is_read_only(&self) -> Result<bool> {
+        if !self.is_block {
+            return Ok(false);
+        }
+        sys::get_ro(&self.file).map_err(|e| Error::io("query the read-only flag of", &self.path, e))
+    }
+
+    /// Marks this block device read-only, or writable again, in the kernel (`BLKROSET`): while
+    /// marked, writes through any file descriptor fail. Nothing to do for a disk-image file.
+    pub fn set_read_only(&self, ro: bool) -> Result<()> {
+        if !self.is_block {
+            return Ok(());
+        }
+        let what = if ro {
+            "mark read-only"
+        } else {
+            "clear the read-only flag of"
+        };
+        sys::set_ro(&self.file, ro).map_err(|e| Error::io(what, &self.path, e))
+    }
+
+    /// Asks the kernel to re-read this block device's partition table (`BLKRRPART`), after a
+    /// clone or restore wrote a new one. Nothing to do for a disk-image file.
+    pub fn reread_partitions(&self) -> Result<()> {
+        if !self.is_block {
+            return Ok(());
+        }
+        sys::reread_partitions(&self.file)
+            .map_err(|e| Error::io("re-read the partition table of", &self.path, e))
     }
 
     /// Drops cached pages of this device so the next reads come from the media.
