@@ -41,7 +41,7 @@ pub fn detect_in(disks: &[Disk]) -> Option<BootMedia> {
 /// separated, quotes dropped, empty items ignored).
 pub fn ids_from_cmdline(cmdline: &str) -> Vec<String> {
     let mut ids = Vec::new();
-    for word in crate::init::cmdline::split_kernel(cmdline) {
+    for word in crate::kcmdline::split_kernel(cmdline) {
         if let Some(v) = word.strip_prefix(PARAM).and_then(|r| r.strip_prefix('=')) {
             for id in v.split(',') {
                 let id = id.trim();

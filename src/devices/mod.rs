@@ -1,5 +1,8 @@
 //! Disk discovery through sysfs: every whole disk, its identity and its partitions, and the
 //! selectors (`/dev/sda`, `sda`, `serial=X`, `label=L`, `uuid=U`, a file) every command uses.
+//! The inventory is classified by its children: `usage` (mounted, swap, held) and `bootmedia`
+//! (the disk Lifeboat booted from).
+pub mod bootmedia;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod probe;
@@ -136,7 +139,7 @@ pub fn scan_system() -> Result<Vec<Disk>> {
         }
     }
     // The disk Lifeboat booted from (its id is on the kernel command line).
-    crate::bootmedia::mark(&mut disks);
+    bootmedia::mark(&mut disks);
     Ok(disks)
 }
 

@@ -1,6 +1,7 @@
 //! The kernel command line as PID 1 reads it (`/proc/cmdline`, quoted values included) and the
 //! shell-like splitting of `lifeboat.run="ARGS"` into an argument vector.
 use crate::error::{Error, Result};
+use crate::kcmdline::parse_pairs;
 
 /// What to do after an unattended command has printed its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,48 +20,6 @@ impl Then {
             _ => None,
         }
     }
-}
-
-/// Splits the command line like the kernel does: words separated by whitespace; a double quote
-/// starts/ends a quoted stretch in which spaces do not split (the quotes themselves are dropped).
-pub fn split_kernel(cmdline: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_q = false;
-    let mut have = false;
-    for c in cmdline.chars() {
-        match c {
-            '"' => {
-                in_q = !in_q;
-                have = true;
-            }
-            c if c.is_whitespace() && !in_q => {
-                if have {
-                    out.push(std::mem::take(&mut cur));
-                    have = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                have = true;
-            }
-        }
-    }
-    if have {
-        out.push(cur);
-    }
-    out
-}
-
-/// Every `key=value` (or bare `key`, value "") of the command line, in order.
-pub fn parse_pairs(cmdline: &str) -> Vec<(String, String)> {
-    split_kernel(cmdline)
-        .into_iter()
-        .map(|w| match w.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (w, String::new()),
-        })
-        .collect()
 }
 
 /// The parameters Lifeboat's PID 1 acts on.
@@ -130,7 +89,7 @@ impl Params {
                         .push(format!("lifeboat.settle={v:?} is not seconds; ignored")),
                 },
                 "loglevel" => p.loglevel = v.parse().ok(),
-                // Read by crate::bootmedia (which disk Lifeboat booted from).
+                // Read by crate::devices::bootmedia (which disk Lifeboat booted from).
                 "lifeboat.media" => p.media = Some(v).filter(|s| !s.is_empty()),
                 k if k.starts_with("lifeboat.") => {
                     p.warnings.push(format!("unknown parameter {k}; ignored"))
@@ -217,25 +176,6 @@ pub fn shell_split(s: &str) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kernel_split_keeps_quoted_values() {
-        let c = "BOOT_IMAGE=/vmlinuz console=ttyS0,115200 lifeboat.run=\"clone serial=A serial=B --yes\" quiet\n";
-        assert_eq!(
-            split_kernel(c),
-            [
-                "BOOT_IMAGE=/vmlinuz",
-                "console=ttyS0,115200",
-                "lifeboat.run=clone serial=A serial=B --yes",
-                "quiet"
-            ]
-        );
-        // A quote in the middle of a word and a whole quoted word.
-        assert_eq!(split_kernel("\"a b\" c=\"\" d"), ["a b", "c=", "d"]);
-        assert_eq!(split_kernel("   "), Vec::<String>::new());
-        // Unterminated quote: the rest is one word (as the kernel does).
-        assert_eq!(split_kernel("x=\"a b"), ["x=a b"]);
-    }
 
     #[test]
     fn params() {

@@ -42,7 +42,8 @@ pub fn ready_json(
     disks: &[crate::devices::Disk],
     consoles: &[console::Console],
 ) -> serde_json::Value {
-    let boot_media = crate::bootmedia::detect_in(disks).map(|b| b.serial.unwrap_or(b.disk));
+    let boot_media =
+        crate::devices::bootmedia::detect_in(disks).map(|b| b.serial.unwrap_or(b.disk));
     serde_json::json!({
         "version": crate::VERSION,
         "boot_ms": boot_ms,

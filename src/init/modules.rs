@@ -1,152 +1,15 @@
 //! Kernel-module loading in the running environment: reads the depmod-format indexes the
-//! initramfs builder wrote under `/lib/modules/<release>/` (`modules.dep`, `modules.alias`,
-//! `modules.softdep`, `modules.builtin`), matches device modaliases against the alias patterns
-//! like modprobe, and loads a module after its dependencies with `finit_module`.
+//! initramfs builder wrote under `/lib/modules/<release>/` (parsed by [`crate::modindex`], which
+//! build and boot share), matches device modaliases against the alias patterns like modprobe,
+//! and loads a module after its dependencies with `finit_module`.
 //! [`load_by_name`] is the entry point for any process in the environment (e.g. before a mount).
 use crate::error::{Error, Result};
-use crate::initramfs::kmods::glob_match;
-use crate::initramfs::modinfo::{canonical, module_name_of};
+use crate::modindex::canonical;
+pub use crate::modindex::{ModIndex, Resolved};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-
-/// The module indexes of one kernel.
-#[derive(Debug, Default, Clone)]
-pub struct ModIndex {
-    pub dir: PathBuf,
-    /// Canonical name → (path relative to `dir`, dependencies in modules.dep order: load them
-    /// from the last to the first).
-    pub deps: HashMap<String, (String, Vec<String>)>,
-    /// (pattern, canonical module name), in file order.
-    pub aliases: Vec<(String, String)>,
-    /// Canonical name → (pre, post) soft dependencies (module names or aliases).
-    pub softdeps: HashMap<String, (Vec<String>, Vec<String>)>,
-    pub builtin: HashSet<String>,
-}
-
-fn name_of_path(p: &str) -> Option<String> {
-    module_name_of(p.rsplit('/').next().unwrap_or(p))
-}
-
-impl ModIndex {
-    /// Parses the index texts (any may be empty).
-    pub fn parse(dir: &Path, dep: &str, alias: &str, softdep: &str, builtin: &str) -> ModIndex {
-        let mut ix = ModIndex {
-            dir: dir.to_path_buf(),
-            ..Default::default()
-        };
-        for l in dep.lines() {
-            let Some((m, rest)) = l.split_once(':') else {
-                continue;
-            };
-            let Some(name) = name_of_path(m.trim()) else {
-                continue;
-            };
-            let ds = rest.split_whitespace().filter_map(name_of_path).collect();
-            ix.deps.insert(name, (m.trim().to_string(), ds));
-        }
-        for l in alias.lines() {
-            let mut w = l.split_whitespace();
-            if let (Some("alias"), Some(pat), Some(m)) = (w.next(), w.next(), w.next()) {
-                ix.aliases.push((pat.to_string(), canonical(m)));
-            }
-        }
-        for l in softdep.lines() {
-            let mut w = l.split_whitespace();
-            if w.next() != Some("softdep") {
-                continue;
-            }
-            let Some(m) = w.next() else { continue };
-            let (mut pre, mut post) = (Vec::new(), Vec::new());
-            let mut into_post = None;
-            for t in w {
-                match t {
-                    "pre:" => into_post = Some(false),
-                    "post:" => into_post = Some(true),
-                    t => match into_post {
-                        Some(false) => pre.push(t.to_string()),
-                        Some(true) => post.push(t.to_string()),
-                        None => {}
-                    },
-                }
-            }
-            let e = ix.softdeps.entry(canonical(m)).or_default();
-            e.0.extend(pre);
-            e.1.extend(post);
-        }
-        for l in builtin.lines() {
-            if let Some(n) = name_of_path(l.trim()) {
-                ix.builtin.insert(n);
-            }
-        }
-        ix
-    }
-
-    /// Reads the indexes in `dir` (missing files count as empty).
-    pub fn load(dir: &Path) -> Result<ModIndex> {
-        if !dir.is_dir() {
-            return Err(Error::not_found("no kernel modules for the running kernel").at_path(dir));
-        }
-        let rd = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-        Ok(ModIndex::parse(
-            dir,
-            &rd("modules.dep"),
-            &rd("modules.alias"),
-            &rd("modules.softdep"),
-            &rd("modules.builtin"),
-        ))
-    }
-
-    /// The modules whose alias patterns match `modalias` (each once, in index order).
-    pub fn match_alias(&self, modalias: &str) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for (pat, m) in &self.aliases {
-            // Cheap rejection on the literal head of the pattern before the full glob match.
-            let head = &pat[..pat.find(['*', '?', '[']).unwrap_or(pat.len())];
-            if !modalias.starts_with(head) {
-                continue;
-            }
-            if glob_match(pat, modalias) && !out.contains(m) {
-                out.push(m.clone());
-            }
-        }
-        out
-    }
-
-    /// What `name` means: a module (by name), a builtin, or the modules an alias resolves to.
-    pub fn resolve(&self, name: &str) -> Resolved {
-        let c = canonical(name);
-        if self.deps.contains_key(&c) {
-            return Resolved::Modules(vec![c]);
-        }
-        if self.builtin.contains(&c) {
-            return Resolved::Builtin;
-        }
-        let m = self.match_alias(name);
-        if m.is_empty() {
-            Resolved::Unknown
-        } else {
-            Resolved::Modules(m)
-        }
-    }
-
-    /// Load order for `name`: its hard dependencies (deepest first), then itself.
-    pub fn load_order(&self, name: &str) -> Vec<String> {
-        match self.deps.get(name) {
-            Some((_, ds)) => ds.iter().rev().cloned().chain([name.to_string()]).collect(),
-            None => vec![name.to_string()],
-        }
-    }
-}
-
-/// The result of resolving a name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolved {
-    Modules(Vec<String>),
-    Builtin,
-    Unknown,
-}
 
 /// Directory of the running kernel's modules: `/lib/modules/<release>`.
 pub fn running_modules_dir() -> PathBuf {
@@ -167,7 +30,7 @@ pub fn running_modules_dir() -> PathBuf {
 /// Module parameters given on the kernel command line as `module.param=value`.
 pub fn cmdline_module_params(cmdline: &str) -> HashMap<String, String> {
     let mut out: HashMap<String, String> = HashMap::new();
-    for (k, v) in super::cmdline::parse_pairs(cmdline) {
+    for (k, v) in crate::kcmdline::parse_pairs(cmdline) {
         let Some((m, p)) = k.split_once('.') else {
             continue;
         };
@@ -450,69 +313,6 @@ pub fn coldplug(loader: &Loader, sys_devices: &Path, max_passes: usize) -> Vec<S
 mod tests {
     use super::*;
 
-    fn index() -> ModIndex {
-        ModIndex::parse(
-            Path::new("/lib/modules/k"),
-            "kernel/drivers/ata/ahci.ko: kernel/drivers/ata/libahci.ko kernel/drivers/ata/libata.ko\n\
-             kernel/drivers/ata/libahci.ko: kernel/drivers/ata/libata.ko\n\
-             kernel/drivers/ata/libata.ko:\n\
-             kernel/fs/exfat/exfat.ko: kernel/fs/nls/nls_base.ko\n\
-             kernel/fs/nls/nls_base.ko:\n\
-             kernel/drivers/usb/storage/usb-storage.ko:\n\
-             kernel/fs/ext4/ext4.ko:\n\
-             kernel/crypto/crc32c_generic.ko:\n",
-            "alias pci:v*d*sv*sd*bc01sc06i01* ahci\n\
-             alias fs-exfat exfat\n\
-             alias usb:v*p*d*dc*dsc*dp*ic08isc06ip50in* usb_storage\n\
-             alias crypto-crc32c crc32c_generic\n\
-             alias crc32c crc32c_generic\n",
-            "softdep ext4 pre: crypto-crc32c\n",
-            "kernel/drivers/scsi/sd_mod.ko\n",
-        )
-    }
-
-    #[test]
-    fn parses_indexes() {
-        let ix = index();
-        assert_eq!(ix.deps.len(), 8);
-        assert_eq!(ix.deps["ahci"].1, ["libahci", "libata"]);
-        assert_eq!(ix.load_order("ahci"), ["libata", "libahci", "ahci"]);
-        assert_eq!(ix.load_order("libata"), ["libata"]);
-        assert_eq!(
-            ix.softdeps["ext4"],
-            (vec!["crypto-crc32c".to_string()], vec![])
-        );
-        assert!(ix.builtin.contains("sd_mod"));
-        assert!(ix.deps.contains_key("usb_storage"), "names are canonical");
-    }
-
-    #[test]
-    fn alias_matching() {
-        let ix = index();
-        assert_eq!(
-            ix.match_alias("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"),
-            ["ahci"]
-        );
-        assert!(ix
-            .match_alias("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i00")
-            .is_empty());
-        assert_eq!(
-            ix.match_alias("usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00"),
-            ["usb_storage"]
-        );
-        assert_eq!(
-            ix.resolve("fs-exfat"),
-            Resolved::Modules(vec!["exfat".into()])
-        );
-        assert_eq!(ix.resolve("exfat"), Resolved::Modules(vec!["exfat".into()]));
-        assert_eq!(
-            ix.resolve("usb-storage"),
-            Resolved::Modules(vec!["usb_storage".into()])
-        );
-        assert_eq!(ix.resolve("sd-mod"), Resolved::Builtin);
-        assert_eq!(ix.resolve("nope"), Resolved::Unknown);
-    }
-
     #[test]
     fn module_params_from_cmdline() {
         let p = cmdline_module_params(
@@ -529,7 +329,7 @@ mod tests {
         std::fs::create_dir_all(t.join("libata")).unwrap();
         std::fs::write(t.join("libata/initstate"), "live\n").unwrap();
         std::fs::create_dir_all(t.join("sd_mod")).unwrap();
-        let mut l = Loader::new(index(), HashMap::new());
+        let mut l = Loader::new(crate::modindex::tests::index(), HashMap::new());
         l.sys_module = t.clone();
         assert!(l.is_loaded("libata"));
         assert!(l.is_loaded("sd_mod"), "builtin with a sysfs dir");
@@ -560,43 +360,5 @@ mod tests {
         let v: Vec<String> = scan_modaliases(&t).into_iter().collect();
         assert_eq!(v, ["pci:v1AF4", "virtio:d00000002v00001AF4"]);
         std::fs::remove_dir_all(&t).unwrap();
-    }
-
-    /// The real index the builder writes for the real kernel resolves the names the image
-    /// helper asks for.
-    #[test]
-    fn real_kernel_names_resolve() {
-        let Some(dir) = crate::initramfs::test_modules_dir() else {
-            eprintln!("note: no kernel modules tree found (run scripts/setup); skipping");
-            return;
-        };
-        let tree = crate::initramfs::kmods::ModuleTree::scan(&dir).unwrap();
-        let mut notes = Vec::new();
-        let items =
-            crate::initramfs::modlist::parse("exfat\nvfat\next4\nusb_storage\n", Path::new("l"))
-                .unwrap();
-        let roots = tree.select(&items, &mut notes).unwrap();
-        let plan = tree.closure(&roots, &mut notes).unwrap();
-        let ix = ModIndex::parse(
-            Path::new("/x"),
-            &plan.modules_dep(),
-            &plan.modules_alias(),
-            &plan.modules_softdep(),
-            "",
-        );
-        for (name, want) in [
-            ("fs-exfat", "exfat"),
-            ("fs-vfat", "vfat"),
-            ("fs-ext4", "ext4"),
-            ("usb-storage", "usb_storage"),
-        ] {
-            match ix.resolve(name) {
-                Resolved::Modules(m) => assert!(m.contains(&want.to_string()), "{name}: {m:?}"),
-                r => panic!("{name}: {r:?}"),
-            }
-        }
-        let order = ix.load_order("vfat");
-        assert_eq!(order.last().map(String::as_str), Some("vfat"));
-        assert!(order.iter().any(|m| m == "fat"), "{order:?}");
     }
 }

@@ -3,8 +3,9 @@
 //! `.modinfo`, and writes the standard depmod text indexes (`modules.dep`, `modules.alias`,
 //! `modules.softdep`) that PID 1's loader reads.
 use crate::error::{Error, Result};
-use crate::initramfs::modinfo::{self, canonical, module_name_of, ModInfo};
+use crate::initramfs::modinfo::{self, ModInfo};
 use crate::initramfs::modlist::Item;
+use crate::modindex::{canonical, glob_match, module_name_of};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
@@ -401,112 +402,9 @@ impl Plan {
     }
 }
 
-/// Shell-style pattern match as modprobe uses for aliases: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
-pub fn glob_match(pat: &str, text: &str) -> bool {
-    let p: Vec<char> = pat.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() {
-            match p[pi] {
-                '*' => {
-                    star = Some((pi, ti));
-                    pi += 1;
-                    continue;
-                }
-                '?' => {
-                    pi += 1;
-                    ti += 1;
-                    continue;
-                }
-                '[' => {
-                    if let Some((ok, next)) = class(&p, pi, t[ti]) {
-                        if ok {
-                            pi = next;
-                            ti += 1;
-                            continue;
-                        }
-                    } else if t[ti] == '[' {
-                        pi += 1;
-                        ti += 1;
-                        continue;
-                    }
-                }
-                c if c == t[ti] => {
-                    pi += 1;
-                    ti += 1;
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        match star {
-            Some((sp, st)) => {
-                pi = sp + 1;
-                ti = st + 1;
-                star = Some((sp, st + 1));
-            }
-            None => return false,
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
-/// Matches `c` against the bracket class starting at `p[i] == '['`; returns (matched, index after
-/// the class), or None when the class is not closed (then '[' is literal).
-fn class(p: &[char], i: usize, c: char) -> Option<(bool, usize)> {
-    let mut j = i + 1;
-    let neg = matches!(p.get(j), Some('!') | Some('^'));
-    if neg {
-        j += 1;
-    }
-    let mut hit = false;
-    let mut first = true;
-    while j < p.len() && (p[j] != ']' || first) {
-        first = false;
-        if j + 2 < p.len() && p[j + 1] == '-' && p[j + 2] != ']' {
-            if p[j] <= c && c <= p[j + 2] {
-                hit = true;
-            }
-            j += 3;
-        } else {
-            if p[j] == c {
-                hit = true;
-            }
-            j += 1;
-        }
-    }
-    if j >= p.len() {
-        return None;
-    }
-    Some((hit != neg, j + 1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob() {
-        assert!(glob_match(
-            "pci:v00008086d*sv*sd*bc01sc06i01*",
-            "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"
-        ));
-        assert!(!glob_match(
-            "pci:v00008086d*sv*sd*bc01sc06i01*",
-            "pci:v00001022d00002922sv0sd0bc01sc06i00"
-        ));
-        assert!(glob_match("crypto-crc32c", "crypto-crc32c"));
-        assert!(!glob_match("crypto-crc32c", "crypto-crc32"));
-        assert!(glob_match("a?c", "abc"));
-        assert!(glob_match("x[0-9]y", "x5y"));
-        assert!(!glob_match("x[!0-9]y", "x5y"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("a*b*c", "aXXbYYbc"));
-        assert!(glob_match("acpi*:PNP0303:*", "acpi:PNP0303:PNP030B:"));
-        assert!(glob_match("[x", "[x"));
-    }
 
     /// A fake tree: a → b → c (hard), a softdep pre on "alias-d" (an alias of d), e builtin.
     fn fake_plan() -> Plan {

@@ -2,6 +2,7 @@
 //! (`depends=`, `alias=`, `softdep=`, `vermagic=`), compressed modules included, and whether the
 //! `/init` binary is a static x86-64 executable (no program interpreter).
 use crate::error::{Error, Result};
+use crate::modindex::canonical;
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::{Object, ObjectSection};
 use std::path::Path;
@@ -16,22 +17,6 @@ pub struct ModInfo {
     /// Raw `softdep=` values, e.g. `pre: crc32c post: foo`.
     pub softdeps: Vec<String>,
     pub vermagic: Option<String>,
-}
-
-/// Canonical module name: `-` and `_` are equivalent in module names; the kernel uses `_`.
-pub fn canonical(name: &str) -> String {
-    name.replace('-', "_")
-}
-
-/// The module name of a file name such as `crc32c-intel.ko` or `ext4.ko.xz`.
-pub fn module_name_of(file_name: &str) -> Option<String> {
-    let stem = [".ko", ".ko.gz", ".ko.xz", ".ko.zst"]
-        .iter()
-        .find_map(|s| file_name.strip_suffix(s))?;
-    if stem.is_empty() {
-        return None;
-    }
-    Some(canonical(stem))
 }
 
 /// Parses the content of a `.modinfo` section: NUL-separated `key=value` strings.
@@ -206,20 +191,13 @@ mod tests {
     }
 
     #[test]
-    fn softdep_and_names() {
+    fn softdeps() {
         assert_eq!(
             parse_softdep("pre: a b post: c"),
             (vec!["a".into(), "b".into()], vec!["c".into()])
         );
         assert_eq!(parse_softdep("post: x"), (vec![], vec!["x".into()]));
         assert_eq!(parse_softdep("garbage"), (vec![], vec![]));
-        assert_eq!(
-            module_name_of("crc32c-intel.ko").as_deref(),
-            Some("crc32c_intel")
-        );
-        assert_eq!(module_name_of("ext4.ko.xz").as_deref(), Some("ext4"));
-        assert_eq!(module_name_of("modules.dep"), None);
-        assert_eq!(module_name_of(".ko"), None);
     }
 
     #[test]

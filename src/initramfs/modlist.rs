@@ -5,7 +5,7 @@
 //!   `?sr_mod`              optional: no error when the kernel lacks it (or the directory)
 //!   `!pata_legacy`         never chosen by a directory line (still added if another module needs it)
 use crate::error::{Error, Result};
-use crate::initramfs::modinfo::canonical;
+use crate::modindex::canonical;
 use std::path::Path;
 
 /// One line of the list.
