@@ -4,7 +4,7 @@
 use super::gpt::{self, PartitionTable, TableKind};
 use crate::devices::{self, Selected};
 use crate::error::{exit, Error, ErrorKind, Result};
-use crate::io::{sys, Access, BlockSource, Device};
+use crate::io::{Access, BlockSource, Device};
 use crate::jobs::{fmt_bytes, Cancel, Progress, ProgressSink, RateMeter};
 use crate::rescue::map::MapOrigin;
 use crate::rescue::{self, ExtentMap, Status};
