@@ -11,6 +11,8 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+/// Every subcommand's arguments derive `Clone, PartialEq, serde::Serialize` besides clap's
+/// traits: [`to_argv`] renders them back into a command line (how the console starts jobs).
 #[derive(Subcommand, Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Cmd {
@@ -271,6 +273,10 @@ mod tests {
             json: true,
         }));
         round_trip(Cmd::List(crate::devices::ListArgs { json: true }));
+        round_trip(Cmd::Health(crate::health::HealthArgs {
+            disk: "serial=X".into(),
+            json: true,
+        }));
         round_trip(Cmd::Mkinitramfs(crate::initramfs::MkArgs {
             init: "/b".into(),
             modules_dir: Some("/lib/modules/6".into()),

@@ -207,7 +207,7 @@ pub fn fill(disks: &mut [Disk], timeout: Duration) {
     }
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HealthArgs {
     /// The disk (`/dev/sda`, `sda`, `serial=X`, `model=M`; a partition means its disk).
     pub disk: String,
