@@ -1,7 +1,9 @@
 //! The rescue engine against simulated failing disks: bad sectors, bad regions, transient
 //! errors, slow reads, 512 and 4096-byte sectors, cancellation and mapfile resume, plus a
 //! property test: for any fault pattern the target equals the source outside the unreadable
-//! sectors, those are zeros, and the map lists exactly them.
+//! sectors, those are zeros, and the map lists exactly them. Read counts: a failed read costs
+//! seconds on a real drive, so the tests bound failed reads and the area a failure leaves to
+//! sector-by-sector trimming; the rescue domain; counters in the map and the progress.
 use lifeboat::jobs::{Cancel, NoProgress, Progress, ProgressSink};
 use lifeboat::rescue::{self, ExtentMap, MemTarget, Options, SimDevice, Status};
 use proptest::prelude::*;
@@ -230,6 +232,169 @@ fn slow_reads_do_not_freeze_progress_and_cancel_resumes_from_the_map() {
         "re-read finished areas: {} reads",
         fresh.reads()
     );
+}
+
+/// Default engine sizes (1 MiB reads, 64 KiB near errors, 16 KiB probes) on a sim device.
+fn default_opts() -> Options {
+    Options {
+        tick: Duration::from_millis(5),
+        ..Options::default()
+    }
+}
+
+#[test]
+fn isolated_bad_sector_costs_few_failed_reads_and_little_trimming() {
+    // One bad sector in the middle of a 1 MiB cluster, far from anything else.
+    let data = SimDevice::pattern(8 << 20, 21);
+    let bad = (3 << 20) + 300 * 1024;
+    let sim = SimDevice::new(data, 512).bad(bad, 512);
+    let (sim, t, out) = rescue_sim(sim, &default_opts());
+    check_contract(&sim, &t, &out);
+    assert_eq!(out.reads_total, sim.reads());
+    assert_eq!(out.reads_failed, sim.failed_reads());
+    // The 1 MiB read, the 16 KiB probe that holds the sector, the trim read of the sector
+    // itself, one retry: GNU ddrescue -r1 fails its 64 KiB cluster, the trim read and the retry.
+    eprintln!(
+        "isolated: {} reads, {} failed",
+        out.reads_total, out.reads_failed
+    );
+    assert_eq!(out.reads_failed, 4, "failed reads");
+    // Trimming reads at most the 16 KiB probe sector by sector, not the 1 MiB read: 8 MiB in
+    // 1 MiB reads, the probes up to the error, the skipped area in 64 KiB reads, 32 sectors.
+    assert!(
+        out.reads_total < 8 + 20 + 16 + 8 + 32 + 4,
+        "{} reads",
+        out.reads_total
+    );
+}
+
+#[test]
+fn dead_region_is_not_read_more_often_than_ddrescue_would() {
+    // A 1 MiB dead region: ddrescue (64 KiB clusters) fails ~16 cluster reads, 2 trim reads
+    // and the 2046 remaining sectors once each in scraping, then once per retry pass.
+    let data = SimDevice::pattern(16 << 20, 22);
+    let sim = SimDevice::new(data, 512).bad(5 << 20, 1 << 20);
+    let (sim, t, out) = rescue_sim(
+        sim,
+        &Options {
+            retries: 1,
+            ..default_opts()
+        },
+    );
+    check_contract(&sim, &t, &out);
+    eprintln!(
+        "dead: {} reads, {} failed",
+        out.reads_total, out.reads_failed
+    );
+    let sectors = 2048;
+    assert!(
+        out.reads_failed <= 16 + 2 + sectors + sectors,
+        "{} failed reads",
+        out.reads_failed
+    );
+    // Good data is read in large units: only the region itself is read sector by sector.
+    assert!(
+        out.reads_total < out.reads_failed + 100,
+        "{} reads",
+        out.reads_total
+    );
+}
+
+#[test]
+fn domain_limits_what_is_read_and_leaves_the_rest_of_the_map_alone() {
+    let data = SimDevice::pattern(4 << 20, 23);
+    let sim = Arc::new(SimDevice::new(data.clone(), 512).bad((1 << 20) + 4096, 512));
+    let dst = Arc::new(MemTarget::new(4 << 20, 0xAA));
+    let o = Options {
+        domain: Some(vec![(3 << 20, 1 << 20), (1 << 20, 64 << 10)]),
+        ..default_opts()
+    };
+    let out = rescue::run(
+        sim.clone(),
+        dst.clone(),
+        ExtentMap::new(4 << 20),
+        &o,
+        &NoProgress,
+        &Cancel::new(),
+    )
+    .unwrap();
+    let t = dst.take();
+    assert_eq!(out.map.ranges(Status::Bad), vec![((1 << 20) + 4096, 512)]);
+    assert_eq!(
+        out.map.ranges(Status::Finished),
+        vec![
+            (1 << 20, 4096),
+            ((1 << 20) + 4608, (64 << 10) - 4608),
+            (3 << 20, 1 << 20)
+        ]
+    );
+    assert_eq!(
+        out.map.ranges(Status::Untried),
+        vec![
+            (0, 1 << 20),
+            ((1 << 20) + (64 << 10), (2 << 20) - (64 << 10))
+        ]
+    );
+    assert_eq!(&t[3 << 20..], &data[3 << 20..]);
+    assert!(
+        t[..1 << 20].iter().all(|&b| b == 0xAA),
+        "read outside the domain"
+    );
+    assert!(t[2 << 20..3 << 20].iter().all(|&b| b == 0xAA));
+}
+
+#[test]
+fn counters_reach_the_map_and_the_progress() {
+    let data = SimDevice::pattern(2 << 20, 24);
+    // Reads of the bad sector are slow, so progress snapshots see each phase it is read in.
+    let sim = Arc::new(SimDevice::new(data, 512).bad(1 << 20, 512).slow(
+        1 << 20,
+        512,
+        Duration::from_millis(40),
+    ));
+    let dst = Arc::new(MemTarget::new(2 << 20, 0));
+    let dir = std::env::temp_dir().join(format!("lifeboat-rescue-cnt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mapfile = dir.join("map");
+    let o = Options {
+        mapfile: Some(mapfile.clone()),
+        command_line: "test".into(),
+        ..default_opts()
+    };
+    let rec = Record(Mutex::new(vec![]));
+    let out = rescue::run(
+        sim.clone(),
+        dst,
+        ExtentMap::new(2 << 20),
+        &o,
+        &rec,
+        &Cancel::new(),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&mapfile).unwrap();
+    let line = format!(
+        "# reads_total: {}  reads_failed: {}",
+        out.reads_total, out.reads_failed
+    );
+    assert!(text.contains(&line), "{text}");
+    assert_eq!(out.reads_failed, sim.failed_reads());
+    assert!(out.reads_failed >= 3);
+    let last = rec.0.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.reads_total, Some(out.reads_total));
+    assert_eq!(last.reads_failed, Some(out.reads_failed));
+    assert!(last.ms_since_good_read.is_some() && last.pass.is_some());
+    let json = serde_json::to_value(&last).unwrap();
+    assert_eq!(json["reads_failed"], out.reads_failed);
+    // The retry pass was reported with its pass number.
+    assert!(rec
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|p| p.phase == "retrying" && p.pass == Some(1)));
+    // The saved map loads back as it was (pass column included).
+    assert_eq!(ExtentMap::load(&mapfile, 2 << 20).unwrap(), out.map);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 proptest! {

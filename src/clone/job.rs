@@ -130,6 +130,10 @@ pub struct CloneReport {
     pub bad_ranges: Vec<[u64; 2]>,
     pub duration_ms: u64,
     pub rate_bytes_per_sec: u64,
+    /// Reads issued to the source by this run, and how many of them failed (on a failing
+    /// drive each failed read can cost seconds).
+    pub reads_total: u64,
+    pub reads_failed: u64,
     /// true/false after a verify pass, null with `--no-verify`.
     pub verified: Option<bool>,
     /// Bytes the verify pass compared (less than size_bytes when resuming from a mapfile).
@@ -316,6 +320,8 @@ pub fn execute(
         bad_ranges,
         duration_ms: start.elapsed().as_millis() as u64,
         rate_bytes_per_sec: (copy_len as f64 / copy_secs) as u64,
+        reads_total: out.reads_total,
+        reads_failed: out.reads_failed,
         verified,
         verified_bytes,
         verify_mismatches: mismatches.into_iter().map(|(a, l)| [a, l]).collect(),

@@ -26,6 +26,17 @@ pub struct Progress {
     /// '.' untried, '+' finished, '-' bad, '*' non-trimmed, '/' non-scraped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub map: Option<String>,
+    /// Rescue jobs: the current pass of the phase (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass: Option<u32>,
+    /// Rescue jobs: reads issued to the source so far, and how many failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads_total: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads_failed: Option<u64>,
+    /// Rescue jobs: milliseconds since a read last returned data (a stalled drive shows here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ms_since_good_read: Option<u64>,
 }
 
 impl Progress {
@@ -39,6 +50,10 @@ impl Progress {
             rate_bytes_per_sec: 0,
             eta_secs: None,
             map: None,
+            pass: None,
+            reads_total: None,
+            reads_failed: None,
+            ms_since_good_read: None,
         }
     }
     pub fn percent(&self) -> f64 {
@@ -126,13 +141,15 @@ impl ProgressSink for StderrSink {
     }
 }
 
-/// One status line: "copying  42.0%  1.2 GiB / 2.9 GiB  180 MiB/s  ETA 0:09  bad 4 KiB".
+/// One status line: "copying  42.0%  1.2 GiB / 2.9 GiB  180 MiB/s  ETA 0:09  bad 4 KiB", and
+/// for a rescue the pass, the failed reads and, when the drive has returned no data for more
+/// than 2 s, for how long.
 pub fn human_line(p: &Progress) -> String {
     let eta = p
         .eta_secs
         .map(fmt_duration)
         .unwrap_or_else(|| "--:--".into());
-    format!(
+    let mut s = format!(
         "{:<10} {:5.1}%  {} / {}  {}/s  ETA {}  bad {}",
         p.phase,
         p.percent(),
@@ -141,7 +158,14 @@ pub fn human_line(p: &Progress) -> String {
         fmt_bytes(p.rate_bytes_per_sec),
         eta,
         fmt_bytes(p.bad_bytes)
-    )
+    );
+    if let (Some(pass), Some(f), Some(t)) = (p.pass, p.reads_failed, p.reads_total) {
+        s.push_str(&format!("  pass {pass}  failed reads {f}/{t}"));
+    }
+    if let Some(ms) = p.ms_since_good_read.filter(|&ms| ms > 2000) {
+        s.push_str(&format!("  no data for {}", fmt_duration(ms / 1000)));
+    }
+    s
 }
 
 /// Binary-prefixed size: "512 B", "4.0 KiB", "1.5 GiB".

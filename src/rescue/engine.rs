@@ -1,18 +1,20 @@
-//! The rescue run: a reader thread walks the phases (copy with growing skips, copy the skipped
-//! areas, trim, scrape, retry) over the extent map and hands aligned buffers to a writer thread
+//! The rescue run: a reader thread walks the phases (`phases`: copy with growing skips, delimit
+//! the skipped areas, sweep, trim, scrape, retry) over the extent map and hands aligned buffers
+//! to a writer thread
 //! through a bounded queue; the writer writes them (zeros at unreadable sectors), hashes them for
 //! verification and updates the committed map. The calling thread only reports progress, saves
 //! the mapfile (after fsyncing the target) and watches for cancellation, so a read stalled in
 //! the kernel never freezes it.
 use super::hash::Hashes;
 use super::map::{ExtentMap, Status};
+use super::phases::{Geometry, Reader, Stats};
 use crate::error::{Error, Result};
 use crate::io::{AlignedBuf, BlockSource, Device};
 use crate::jobs::{Cancel, Progress, ProgressSink, RateMeter};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -97,9 +99,15 @@ impl RescueTarget for MemTarget {
 pub struct Options {
     /// Read size on good areas (bytes, multiple of 4096).
     pub cluster: usize,
+    /// Read size near errors (ddrescue's cluster): a failed read of this size is marked
+    /// non-trimmed as a whole. At most `cluster`.
+    pub small: usize,
+    /// Unit that locates the error inside a failed `cluster`-sized read. At most `small`.
+    pub probe: usize,
     /// Buffers in flight between reader and writer (memory = cluster x buffers).
     pub buffers: usize,
-    /// First skip after a read error; doubles on each further error, resets on good data.
+    /// First skip after a read error; doubles on each further error, resets on good data
+    /// (0: ddrescue's default, 1/100000 of the size, at least 64 KiB, in 64 KiB steps).
     pub min_skip: u64,
     /// Largest skip (0: 1% of the size, at least min_skip, at most 1 GiB).
     pub max_skip: u64,
@@ -116,14 +124,20 @@ pub struct Options {
     pub job: String,
     /// Progress snapshot interval.
     pub tick: Duration,
+    /// The rescue domain (ddrescue's `--domain-mapfile`): `[start, len]` byte ranges to
+    /// rescue; nothing outside them is read and their map entries are left as they are.
+    /// `None`: the whole map.
+    pub domain: Option<Vec<(u64, u64)>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             cluster: 1 << 20,
+            small: 64 << 10,
+            probe: 16 << 10,
             buffers: 8,
-            min_skip: 64 << 10,
+            min_skip: 0,
             max_skip: 0,
             retries: 1,
             hash: true,
@@ -132,6 +146,7 @@ impl Default for Options {
             command_line: String::new(),
             job: "clone".into(),
             tick: Duration::from_millis(200),
+            domain: None,
         }
     }
 }
@@ -145,6 +160,9 @@ pub struct Outcome {
     /// The user cancelled; the map (saved when asked) lets a later run resume.
     pub cancelled: bool,
     pub duration: Duration,
+    /// Reads issued to the source, and how many of them failed.
+    pub reads_total: u64,
+    pub reads_failed: u64,
 }
 
 /// The phase name of ddrescue's current-status character.
@@ -171,7 +189,7 @@ pub fn is_media_error(e: &io::Error) -> bool {
     )
 }
 
-enum Msg {
+pub(super) enum Msg {
     Data {
         off: u64,
         buf: AlignedBuf,
@@ -183,7 +201,8 @@ enum Msg {
         len: u64,
         status: Status,
     },
-    Phase(char),
+    /// Phase character and pass.
+    Phase(char, u32),
     Fatal(Error),
     Done,
 }
@@ -211,34 +230,58 @@ pub fn run(
         )));
     }
     let lbs = src.logical_block_size().max(512) as u64;
-    let cluster = (opts.cluster.max(lbs as usize) / lbs as usize * lbs as usize).max(lbs as usize);
-    let max_skip = if opts.max_skip > 0 {
-        opts.max_skip
+    let sectors = |x: u64| (x / lbs * lbs).max(lbs);
+    let cluster = sectors(opts.cluster as u64);
+    let small = sectors(opts.small as u64).min(cluster);
+    let probe = sectors(opts.probe as u64).min(small);
+    let min_skip = if opts.min_skip > 0 {
+        sectors(opts.min_skip)
     } else {
-        (size / 100).clamp(opts.min_skip, 1 << 30)
+        // GNU ddrescue's default initial skip.
+        sectors((size / 100_000).max(64 << 10).div_ceil(64 << 10) * (64 << 10))
     };
+    let max_skip = if opts.max_skip > 0 {
+        sectors(opts.max_skip)
+    } else {
+        sectors((size / 100).clamp(min_skip, 1 << 30))
+    }
+    .max(min_skip);
     let shared = Arc::new(Shared {
         map: Mutex::new(map.clone()),
     });
+    let stats = Arc::new(Stats::new());
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::sync_channel::<Msg>(opts.buffers.max(2));
     let (pool_tx, pool_rx) = mpsc::channel::<AlignedBuf>();
     for _ in 0..opts.buffers.max(2) {
-        let _ = pool_tx.send(AlignedBuf::new(cluster));
+        let _ = pool_tx.send(AlignedBuf::new(cluster as usize));
+    }
+    let mut plan = map;
+    if let Some(d) = &opts.domain {
+        // Outside the domain the reader sees "finished" and never reads; the committed map
+        // keeps whatever those areas were.
+        for (a, l) in outside(d, size) {
+            plan.set(a, l, Status::Finished);
+        }
     }
     let mut reader = Reader {
         src: src.clone(),
-        lbs,
-        size,
-        cluster: cluster as u64,
-        min_skip: (opts.min_skip / lbs * lbs).max(lbs),
-        max_skip: (max_skip / lbs * lbs).max(lbs),
-        retries: opts.retries,
-        plan: map,
+        g: Geometry {
+            lbs,
+            size,
+            cluster,
+            small,
+            probe,
+            min_skip,
+            max_skip,
+            retries: opts.retries,
+        },
+        plan,
         tx,
         pool: pool_rx,
         spare: vec![],
         stop: stop.clone(),
+        stats: stats.clone(),
     };
     let reader_h = thread::Builder::new()
         .name("rescue-reader".into())
@@ -250,7 +293,17 @@ pub fn run(
     let hashes = opts.hash.then(|| Hashes::new(size, lbs as u32));
     let writer_h = thread::Builder::new()
         .name("rescue-writer".into())
-        .spawn(move || writer_main(rx, w_dst, w_shared, pool_tx, hashes, w_stop, cluster))
+        .spawn(move || {
+            writer_main(
+                rx,
+                w_dst,
+                w_shared,
+                pool_tx,
+                hashes,
+                w_stop,
+                cluster as usize,
+            )
+        })
         .map_err(|e| Error::os("start the rescue writer thread", e))?;
 
     let mut meter = RateMeter::new(Duration::from_secs(10));
@@ -258,7 +311,7 @@ pub fn run(
     let mut cancelled = false;
     let report = |meter: &mut RateMeter| {
         let m = shared.map.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        snapshot(&m, &opts.job, meter)
+        snapshot_with(&m, &opts.job, meter, Some(&stats))
     };
     while !writer_h.is_finished() {
         if cancel.is_cancelled() && !cancelled {
@@ -270,11 +323,15 @@ pub fn run(
             if last_save.elapsed() >= opts.save_every {
                 let m = shared.map.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 dst.sync()?;
-                m.save(mf, &opts.command_line)?;
+                m.save_with(mf, &opts.command_line, &map_comments(&stats))?;
                 last_save = Instant::now();
             }
         }
-        thread::sleep(opts.tick);
+        // Sleep one tick, but notice the end of the run at once.
+        let t = Instant::now();
+        while t.elapsed() < opts.tick && !writer_h.is_finished() {
+            thread::sleep(opts.tick.min(Duration::from_millis(10)));
+        }
     }
     let wres = writer_h
         .join()
@@ -289,15 +346,16 @@ pub fn run(
     let sync_res = dst.sync();
     if final_map.is_complete() {
         final_map.current_phase = '+';
+        final_map.current_pass = 1;
     }
     if let Some(mf) = &opts.mapfile {
         if sync_res.is_ok() {
-            final_map.save(mf, &opts.command_line)?;
+            final_map.save_with(mf, &opts.command_line, &map_comments(&stats))?;
         }
     }
     let hashes = wres?;
     sync_res?;
-    let mut p = snapshot(&final_map, &opts.job, &mut meter);
+    let mut p = snapshot_with(&final_map, &opts.job, &mut meter, Some(&stats));
     p.rate_bytes_per_sec = (size as f64 / start.elapsed().as_secs_f64().max(1e-6)) as u64;
     sink.progress(&p);
     Ok(Outcome {
@@ -305,11 +363,54 @@ pub fn run(
         hashes,
         cancelled: cancelled || cancel.is_cancelled(),
         duration: start.elapsed(),
+        reads_total: stats.reads_total.load(Ordering::Relaxed),
+        reads_failed: stats.reads_failed.load(Ordering::Relaxed),
     })
+}
+
+/// The parts of `[0, size)` outside the (unsorted, possibly overlapping) `domain` ranges.
+fn outside(domain: &[(u64, u64)], size: u64) -> Vec<(u64, u64)> {
+    let mut d: Vec<(u64, u64)> = domain
+        .iter()
+        .map(|&(a, l)| (a.min(size), a.saturating_add(l).min(size)))
+        .filter(|&(a, e)| a < e)
+        .collect();
+    d.sort_unstable();
+    let mut out = Vec::new();
+    let mut p = 0;
+    for (a, e) in d {
+        if a > p {
+            out.push((p, a - p));
+        }
+        p = p.max(e);
+    }
+    if p < size {
+        out.push((p, size - p));
+    }
+    out
+}
+
+/// The mapfile's comment line with the read counters (ddrescue ignores comments).
+fn map_comments(stats: &Stats) -> Vec<String> {
+    vec![format!(
+        "reads_total: {}  reads_failed: {}",
+        stats.reads_total.load(Ordering::Relaxed),
+        stats.reads_failed.load(Ordering::Relaxed)
+    )]
 }
 
 /// A progress snapshot of a map.
 pub fn snapshot(m: &ExtentMap, job: &str, meter: &mut RateMeter) -> Progress {
+    snapshot_with(m, job, meter, None)
+}
+
+/// A progress snapshot of a map, with the read counters of a running rescue.
+fn snapshot_with(
+    m: &ExtentMap,
+    job: &str,
+    meter: &mut RateMeter,
+    stats: Option<&Stats>,
+) -> Progress {
     let t = m.totals();
     let mut p = Progress::new(job, phase_name(m.current_phase), m.size());
     p.done_bytes = t.finished + t.bad;
@@ -318,6 +419,12 @@ pub fn snapshot(m: &ExtentMap, job: &str, meter: &mut RateMeter) -> Progress {
     p.rate_bytes_per_sec = rate;
     p.eta_secs = eta;
     p.map = Some(m.coarse(256));
+    if let Some(s) = stats {
+        p.pass = Some(s.pass.load(Ordering::Relaxed));
+        p.reads_total = Some(s.reads_total.load(Ordering::Relaxed));
+        p.reads_failed = Some(s.reads_failed.load(Ordering::Relaxed));
+        p.ms_since_good_read = Some(s.ms_since_good_read());
+    }
     p
 }
 
@@ -378,267 +485,16 @@ fn writer_main(
                 m.set(off, len, status);
                 m.current_pos = off;
             }
-            Msg::Phase(c) => {
-                shared
-                    .map
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .current_phase = c
+            Msg::Phase(c, pass) => {
+                let mut m = shared.map.lock().unwrap_or_else(|e| e.into_inner());
+                m.current_phase = c;
+                m.current_pass = pass;
             }
             Msg::Fatal(e) => return Err(e),
             Msg::Done => break,
         }
     }
     Ok(hashes)
-}
-
-/// Why the reader stopped early.
-enum Halt {
-    /// Cancelled, or the writer went away.
-    Stop,
-    Fatal(Error),
-}
-
-struct Reader {
-    src: Arc<dyn BlockSource>,
-    lbs: u64,
-    size: u64,
-    cluster: u64,
-    min_skip: u64,
-    max_skip: u64,
-    retries: u32,
-    plan: ExtentMap,
-    tx: SyncSender<Msg>,
-    pool: Receiver<AlignedBuf>,
-    spare: Vec<AlignedBuf>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Reader {
-    fn main(&mut self) {
-        match self.phases() {
-            Ok(()) => {
-                let _ = self.tx.send(Msg::Done);
-            }
-            Err(Halt::Fatal(e)) => {
-                let _ = self.tx.send(Msg::Fatal(e));
-            }
-            Err(Halt::Stop) => {}
-        }
-    }
-
-    fn send(&self, m: Msg) -> Result<(), Halt> {
-        self.tx.send(m).map_err(|_| Halt::Stop)
-    }
-
-    fn check(&self) -> Result<(), Halt> {
-        if self.stop.load(Ordering::Relaxed) {
-            Err(Halt::Stop)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn mark(&mut self, off: u64, len: u64, status: Status) -> Result<(), Halt> {
-        if len == 0 {
-            return Ok(());
-        }
-        self.plan.set(off, len, status);
-        self.send(Msg::Mark { off, len, status })
-    }
-
-    fn phase(&mut self, c: char) -> Result<(), Halt> {
-        self.plan.current_phase = c;
-        self.send(Msg::Phase(c))
-    }
-
-    fn buffer(&mut self) -> Result<AlignedBuf, Halt> {
-        if let Some(b) = self.spare.pop() {
-            return Ok(b);
-        }
-        self.pool.recv().map_err(|_| Halt::Stop)
-    }
-
-    /// Reads `[off, off+len)`; sends what was read. Returns how many bytes from `off` were good
-    /// (== len on success, less when a read failed after a good part, 0 when the first failed).
-    fn try_range(&mut self, off: u64, len: u64, replaces_zeros: bool) -> Result<u64, Halt> {
-        let mut got = 0u64;
-        while got < len {
-            self.check()?;
-            let mut buf = self.buffer()?;
-            let want = (len - got).min(buf.capacity() as u64) as usize;
-            buf.set_len(want);
-            let pos = off + got;
-            // Reads are whole sectors; only the very end of an odd-sized source is shorter.
-            let res = self.src.read_at(&mut buf[..want], pos);
-            match res {
-                Ok(0) => {
-                    self.spare.push(buf);
-                    return Err(Halt::Fatal(Error::corrupt(format!(
-                        "{} ended at byte {pos} but reported a size of {} bytes",
-                        self.src.name(),
-                        self.src.size()
-                    ))));
-                }
-                Ok(n) => {
-                    let n = if (n as u64) < (len - got) && pos + (n as u64) < self.size {
-                        // A short read in the middle: keep whole sectors only.
-                        (n as u64 / self.lbs * self.lbs) as usize
-                    } else {
-                        n
-                    };
-                    if n == 0 {
-                        self.spare.push(buf);
-                        return Ok(got);
-                    }
-                    self.plan.set(pos, n as u64, Status::Finished);
-                    self.send(Msg::Data {
-                        off: pos,
-                        buf,
-                        len: n,
-                        replaces_zeros,
-                    })?;
-                    got += n as u64;
-                }
-                Err(e) if is_media_error(&e) => {
-                    self.spare.push(buf);
-                    return Ok(got);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    self.spare.push(buf);
-                }
-                Err(e) => {
-                    self.spare.push(buf);
-                    return Err(Halt::Fatal(
-                        Error::io("read", self.src.name(), e).at_offset(pos),
-                    ));
-                }
-            }
-        }
-        Ok(got)
-    }
-
-    fn phases(&mut self) -> Result<(), Halt> {
-        self.phase('?')?;
-        self.copy(true)?;
-        self.copy(false)?;
-        self.phase('*')?;
-        self.trim()?;
-        self.phase('/')?;
-        self.scrape()?;
-        if self.retries > 0 && self.plan.next_with(Status::Bad, 0).is_some() {
-            self.phase('-')?;
-            for _ in 0..self.retries {
-                self.retry()?;
-            }
-        }
-        self.phase('+')?;
-        Ok(())
-    }
-
-    /// Copy pass over untried areas, in cluster-aligned reads. With `skipping`, a failed read
-    /// is followed by a skip (left untried for the next pass) that doubles on every further
-    /// error and resets on good data.
-    fn copy(&mut self, skipping: bool) -> Result<(), Halt> {
-        let mut p = 0;
-        let mut skip = self.min_skip;
-        while let Some((a, l)) = self.plan.next_with(Status::Untried, p) {
-            let end = a + l;
-            let mut q = a;
-            while q < end {
-                self.check()?;
-                let len = end.min((q / self.cluster + 1) * self.cluster) - q;
-                let good = self.try_range(q, len, false)?;
-                if good == len {
-                    q += len;
-                    skip = self.min_skip;
-                    continue;
-                }
-                if good > 0 {
-                    skip = self.min_skip;
-                }
-                let bad_at = q + good;
-                let bad_len = len - good;
-                self.mark(bad_at, bad_len, Status::NonTrimmed)?;
-                q = bad_at + bad_len;
-                if skipping {
-                    q = (q + skip).min(end);
-                    skip = (skip * 2).min(self.max_skip);
-                }
-            }
-            p = end;
-        }
-        Ok(())
-    }
-
-    fn sector_len(&self, pos: u64, end: u64) -> u64 {
-        self.lbs.min(end - pos)
-    }
-
-    /// Trims each non-trimmed area: sector by sector from its start until a read fails, then
-    /// from its end backwards until a read fails; those failing sectors are bad, the rest
-    /// non-scraped.
-    fn trim(&mut self) -> Result<(), Halt> {
-        let mut p = 0;
-        while let Some((a, l)) = self.plan.next_with(Status::NonTrimmed, p) {
-            let end = a + l;
-            let mut lo = a;
-            while lo < end {
-                let n = self.sector_len(lo, end);
-                let good = self.try_range(lo, n, false)?;
-                if good < n {
-                    self.mark(lo + good, n - good, Status::Bad)?;
-                    lo += n;
-                    break;
-                }
-                lo += n;
-            }
-            let mut hi = end;
-            while hi > lo {
-                self.check()?;
-                let rem = (hi - a) % self.lbs;
-                let s = if rem != 0 { hi - rem } else { hi - self.lbs }.max(lo);
-                let n = hi - s;
-                let good = self.try_range(s, n, false)?;
-                hi = s;
-                if good < n {
-                    self.mark(s + good, n - good, Status::Bad)?;
-                    break;
-                }
-            }
-            self.mark(lo, hi - lo, Status::NonScraped)?;
-            p = end;
-        }
-        Ok(())
-    }
-
-    /// Reads every non-scraped sector once; failures are bad sectors.
-    fn scrape(&mut self) -> Result<(), Halt> {
-        self.sector_pass(Status::NonScraped, false)
-    }
-
-    /// One more read of every bad sector; recovered ones replace the zeros written for them.
-    fn retry(&mut self) -> Result<(), Halt> {
-        self.sector_pass(Status::Bad, true)
-    }
-
-    fn sector_pass(&mut self, status: Status, retry: bool) -> Result<(), Halt> {
-        let mut p = 0;
-        while let Some((a, l)) = self.plan.next_with(status, p) {
-            let end = a + l;
-            let mut s = a;
-            while s < end {
-                let n = self.sector_len(s, end);
-                let good = self.try_range(s, n, retry)?;
-                if good < n && !retry {
-                    self.mark(s + good, n - good, Status::Bad)?;
-                }
-                s += n;
-            }
-            p = end;
-        }
-        Ok(())
-    }
 }
 
 /// A generic rescue read for sequential consumers (e.g. an image being created): fills `buf`

@@ -197,6 +197,8 @@ pub struct ExtentMap {
     pub current_phase: char,
     /// What the map is of (saved in a comment line; `None` in maps from elsewhere).
     pub origin: Option<MapOrigin>,
+    /// ddrescue's "current_pass" (the pass of the current phase, 1-based).
+    pub current_pass: u32,
 }
 
 impl ExtentMap {
@@ -217,6 +219,7 @@ impl ExtentMap {
             current_pos: 0,
             current_phase: '?',
             origin: None,
+            current_pass: 1,
         }
     }
     pub fn size(&self) -> u64 {
@@ -388,6 +391,12 @@ impl ExtentMap {
 
     /// The map as a GNU ddrescue mapfile.
     pub fn to_mapfile(&self, command_line: &str) -> String {
+        self.to_mapfile_with(command_line, &[])
+    }
+
+    /// The map as a GNU ddrescue mapfile with extra comment lines (each written as `# line`)
+    /// after the command line, e.g. the rescue's read counters.
+    pub fn to_mapfile_with(&self, command_line: &str, comments: &[String]) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# Mapfile. Created by Lifeboat {}", crate::VERSION);
         // One line, whatever the command line holds (a newline would end the comment).
@@ -402,11 +411,20 @@ impl ExtentMap {
                 let _ = writeln!(s, "{ORIGIN_TAG}{j}");
             }
         }
+        for c in comments {
+            let c: String = c
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let _ = writeln!(s, "# {c}");
+        }
         let _ = writeln!(s, "# current_pos  current_status  current_pass");
         let _ = writeln!(
             s,
-            "0x{:08X}     {}               1",
-            self.current_pos, self.current_phase
+            "0x{:08X}     {}               {}",
+            self.current_pos,
+            self.current_phase,
+            self.current_pass.max(1)
         );
         let _ = writeln!(s, "#      pos        size  status");
         for e in &self.extents {
@@ -492,6 +510,11 @@ impl ExtentMap {
                     .ok_or_else(|| bad("missing current status"))?;
                 m.current_pos = pos.min(size);
                 m.current_phase = ph;
+                m.current_pass = f
+                    .get(2)
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .filter(|&p| p >= 1)
+                    .unwrap_or(1);
                 continue;
             }
             if f.len() < 3 {
@@ -540,11 +563,16 @@ impl ExtentMap {
 
     /// Writes the mapfile atomically (temporary file, fsync, rename).
     pub fn save(&self, path: &Path, command_line: &str) -> Result<()> {
+        self.save_with(path, command_line, &[])
+    }
+
+    /// [`ExtentMap::save`] with extra comment lines (see [`ExtentMap::to_mapfile_with`]).
+    pub fn save_with(&self, path: &Path, command_line: &str, comments: &[String]) -> Result<()> {
         use std::io::Write;
         let tmp = path.with_extension("lifeboat-tmp");
         let mut f =
             std::fs::File::create(&tmp).map_err(|e| Error::io("create the mapfile", &tmp, e))?;
-        f.write_all(self.to_mapfile(command_line).as_bytes())
+        f.write_all(self.to_mapfile_with(command_line, comments).as_bytes())
             .map_err(|e| Error::io("write the mapfile", &tmp, e))?;
         f.sync_all()
             .map_err(|e| Error::io("fsync the mapfile", &tmp, e))?;

@@ -1,6 +1,9 @@
 //! A simulated failing disk for tests: in-memory contents, a logical sector size, permanently
 //! bad sectors and regions, transient errors that heal after N failed reads, and slow regions.
 //! A read touching any failing sector fails as a whole with EIO, as an O_DIRECT read does.
+//! For benchmarks it counts reads and failed reads and keeps a *simulated* clock: each read
+//! adds a modelled cost (command overhead, transfer time, a seek when it does not start where
+//! the previous read ended, seconds for a failed read) without sleeping.
 use crate::io::BlockSource;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +13,8 @@ use std::time::Duration;
 /// See the module documentation.
 pub struct SimDevice {
     data: Vec<u8>,
+    /// The size (`data.len()`, or the size of a contents-less device from `zeros`).
+    size: u64,
     lbs: u32,
     /// Permanently unreadable byte ranges `[start, end)` (sector aligned).
     bad: Vec<(u64, u64)>,
@@ -18,19 +23,49 @@ pub struct SimDevice {
     /// Ranges where every read takes this long.
     slow: Vec<(u64, u64, Duration)>,
     reads: AtomicU64,
+    failed: AtomicU64,
+    cost: Cost,
+    /// Simulated nanoseconds, and where the previous read ended (for the seek cost).
+    sim_ns: AtomicU64,
+    head: AtomicU64,
+}
+
+/// The modelled cost of reads (see [`SimDevice::costs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cost {
+    /// Per read command.
+    pub per_read: Duration,
+    /// Transfer time per MiB read.
+    pub per_mib: Duration,
+    /// Extra when a read does not start where the previous one ended.
+    pub seek: Duration,
+    /// A read that fails (the drive retries internally, then gives up).
+    pub failed: Duration,
 }
 
 impl SimDevice {
     /// A device holding `data` (its length is the size) with `lbs`-byte sectors.
     pub fn new(data: Vec<u8>, lbs: u32) -> SimDevice {
         SimDevice {
+            size: data.len() as u64,
             data,
             lbs,
             bad: vec![],
             transient: Mutex::new(vec![]),
             slow: vec![],
             reads: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            cost: Cost::default(),
+            sim_ns: AtomicU64::new(0),
+            head: AtomicU64::new(0),
         }
+    }
+    /// A device of `size` bytes that reads as zeros and holds no contents in memory (for
+    /// benchmarks of large layouts; `data()` is empty).
+    pub fn zeros(size: u64, lbs: u32) -> SimDevice {
+        let mut d = SimDevice::new(vec![], lbs);
+        d.size = size;
+        d
     }
     /// Deterministic non-zero-ish contents of `size` bytes (each sector different).
     pub fn pattern(size: usize, seed: u64) -> Vec<u8> {
@@ -63,6 +98,19 @@ impl SimDevice {
         self.slow.push((start, start + len, delay));
         self
     }
+    /// Charges every read its modelled cost on the simulated clock ([`SimDevice::sim_time`]).
+    pub fn costs(mut self, cost: Cost) -> Self {
+        self.cost = cost;
+        self
+    }
+    /// The simulated time of all reads so far.
+    pub fn sim_time(&self) -> Duration {
+        Duration::from_nanos(self.sim_ns.load(Ordering::Relaxed))
+    }
+    /// How many reads failed.
+    pub fn failed_reads(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
     /// The true contents.
     pub fn data(&self) -> &[u8] {
         &self.data
@@ -83,14 +131,14 @@ fn overlaps(a: u64, b: u64, s: u64, e: u64) -> bool {
 
 impl BlockSource for SimDevice {
     fn size(&self) -> u64 {
-        self.data.len() as u64
+        self.size
     }
     fn logical_block_size(&self) -> u32 {
         self.lbs
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        let size = self.data.len() as u64;
+        let size = self.size;
         if offset >= size {
             return Ok(0);
         }
@@ -100,6 +148,30 @@ impl BlockSource for SimDevice {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let end = (offset + buf.len() as u64).min(size);
+        let res = self.read_inner(buf, offset, end);
+        let c = &self.cost;
+        let mut t = c.per_read;
+        if self.head.swap(end, Ordering::Relaxed) != offset {
+            t += c.seek;
+        }
+        match &res {
+            Ok(n) => t += c.per_mib.mul_f64(*n as f64 / (1u64 << 20) as f64),
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                t += c.failed;
+            }
+        }
+        self.sim_ns
+            .fetch_add(t.as_nanos() as u64, Ordering::Relaxed);
+        res
+    }
+    fn name(&self) -> String {
+        "simulated disk".into()
+    }
+}
+
+impl SimDevice {
+    fn read_inner(&self, buf: &mut [u8], offset: u64, end: u64) -> io::Result<usize> {
         for &(a, b, d) in &self.slow {
             if overlaps(a, b, offset, end) {
                 std::thread::sleep(d);
@@ -122,10 +194,11 @@ impl BlockSource for SimDevice {
             }
         }
         let n = (end - offset) as usize;
-        buf[..n].copy_from_slice(&self.data[offset as usize..end as usize]);
+        if self.data.is_empty() {
+            buf[..n].fill(0);
+        } else {
+            buf[..n].copy_from_slice(&self.data[offset as usize..end as usize]);
+        }
         Ok(n)
-    }
-    fn name(&self) -> String {
-        "simulated disk".into()
     }
 }

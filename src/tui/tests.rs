@@ -266,6 +266,7 @@ fn progress(done: u64, bad: u64, map: Option<&str>) -> Progress {
         rate_bytes_per_sec: 142 << 20,
         eta_secs: Some(2071),
         map: map.map(str::to_string),
+        ..Progress::new("clone", "copying", 500 << 30)
     }
 }
 

@@ -1,0 +1,466 @@
+//! The reader side of a rescue run: the phases over the extent map, in the spirit of GNU
+//! ddrescue (copy with skipping, delimit the skipped areas backwards, sweep, trim, scrape,
+//! retry) but with a failed-read unit no larger than ddrescue's and large reads on good areas.
+//!
+//! On a failing drive a read that hits a bad sector costs seconds, so the design counts failed
+//! reads first and time second:
+//! - Good areas are read in `cluster` units (1 MiB). When such a large read fails, the failed
+//!   range is *located*: re-read forwards in `probe` units (16 KiB) until one fails; only that
+//!   piece is marked non-trimmed, the rest of the failed range stays untried. Then the reader
+//!   is *careful*: `small` reads (64 KiB, ddrescue's cluster) until a whole `cluster` of good
+//!   data has been read, so an error zone costs one failed read per 64 KiB at most, as in
+//!   ddrescue, and a failed `small` read is marked non-trimmed as a whole.
+//! - Pass 1 (forwards) skips after each failure (the skip doubles on consecutive failures and
+//!   resets on good data); pass 2 reads each skipped area backwards from its end until the first
+//!   failure (it delimits bad areas from the other side); pass 3 sweeps what is left, forwards,
+//!   without skipping. A short untried fragment wedged between failed areas is not read at all
+//!   but left to trimming (it would most likely fail as a whole).
+//! - Trimming reads sector by sector from the leading edge of each non-trimmed area until a
+//!   sector fails, then from the trailing edge; an edge already next to a bad sector is not
+//!   trimmed again. Scraping reads the rest sector by sector; retry passes re-read bad sectors.
+//! - A failed read of a single sector marks it bad at once (as ddrescue does).
+//!
+//! Every read is counted (`reads_total`, `reads_failed`), with the time of the last good read
+//! and the current pass, for progress, the report and the mapfile.
+use super::engine::{is_media_error, Msg};
+use super::map::{ExtentMap, Status};
+use crate::error::Error;
+use crate::io::{AlignedBuf, BlockSource};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Read counters shared between the reader and the reporting thread.
+#[derive(Debug)]
+pub struct Stats {
+    pub reads_total: AtomicU64,
+    pub reads_failed: AtomicU64,
+    /// Milliseconds from `start` to the end of the last read that returned data (`u64::MAX`:
+    /// none yet).
+    pub last_good_ms: AtomicU64,
+    /// The current pass of the current phase (1-based).
+    pub pass: AtomicU32,
+    pub start: Instant,
+}
+
+impl Stats {
+    pub fn new() -> Stats {
+        Stats {
+            reads_total: AtomicU64::new(0),
+            reads_failed: AtomicU64::new(0),
+            last_good_ms: AtomicU64::new(u64::MAX),
+            pass: AtomicU32::new(1),
+            start: Instant::now(),
+        }
+    }
+    /// Milliseconds since the last good read (since the start when there was none).
+    pub fn ms_since_good_read(&self) -> u64 {
+        let now = self.start.elapsed().as_millis() as u64;
+        match self.last_good_ms.load(Ordering::Relaxed) {
+            u64::MAX => now,
+            t => now.saturating_sub(t),
+        }
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
+/// Why the reader stopped early.
+pub(super) enum Halt {
+    /// Cancelled, or the writer went away.
+    Stop,
+    Fatal(Error),
+}
+
+/// Sizes and limits of the reader, all multiples of the logical sector size.
+pub(super) struct Geometry {
+    pub lbs: u64,
+    pub size: u64,
+    /// Read size on good areas.
+    pub cluster: u64,
+    /// Read size near errors; a failed read of this size is marked non-trimmed as a whole.
+    pub small: u64,
+    /// Unit that locates the error inside a failed `cluster` read.
+    pub probe: u64,
+    pub min_skip: u64,
+    pub max_skip: u64,
+    pub retries: u32,
+}
+
+pub(super) struct Reader {
+    pub src: Arc<dyn BlockSource>,
+    pub g: Geometry,
+    /// The reader's view of the map (areas outside the rescue domain show as finished).
+    pub plan: ExtentMap,
+    pub tx: SyncSender<Msg>,
+    pub pool: Receiver<AlignedBuf>,
+    pub spare: Vec<AlignedBuf>,
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<Stats>,
+}
+
+fn round_up(x: u64, unit: u64) -> u64 {
+    x.div_ceil(unit) * unit
+}
+
+impl Reader {
+    pub fn main(&mut self) {
+        match self.phases() {
+            Ok(()) => {
+                let _ = self.tx.send(Msg::Done);
+            }
+            Err(Halt::Fatal(e)) => {
+                let _ = self.tx.send(Msg::Fatal(e));
+            }
+            Err(Halt::Stop) => {}
+        }
+    }
+
+    fn send(&self, m: Msg) -> Result<(), Halt> {
+        self.tx.send(m).map_err(|_| Halt::Stop)
+    }
+
+    fn check(&self) -> Result<(), Halt> {
+        if self.stop.load(Ordering::Relaxed) {
+            Err(Halt::Stop)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn mark(&mut self, off: u64, len: u64, status: Status) -> Result<(), Halt> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.plan.set(off, len, status);
+        self.send(Msg::Mark { off, len, status })
+    }
+
+    /// Marks a range whose read failed: non-trimmed, or bad at once when it is one sector.
+    fn mark_failed(&mut self, off: u64, len: u64) -> Result<(), Halt> {
+        let st = if len <= self.g.lbs {
+            Status::Bad
+        } else {
+            Status::NonTrimmed
+        };
+        self.mark(off, len, st)
+    }
+
+    fn phase(&mut self, c: char, pass: u32) -> Result<(), Halt> {
+        self.plan.current_phase = c;
+        self.stats.pass.store(pass, Ordering::Relaxed);
+        self.send(Msg::Phase(c, pass))
+    }
+
+    fn buffer(&mut self) -> Result<AlignedBuf, Halt> {
+        if let Some(b) = self.spare.pop() {
+            return Ok(b);
+        }
+        self.pool.recv().map_err(|_| Halt::Stop)
+    }
+
+    /// Reads `[off, off+len)`; sends what was read. Returns how many bytes from `off` were good
+    /// (== len on success, less when a read failed after a good part, 0 when the first failed).
+    fn try_range(&mut self, off: u64, len: u64, replaces_zeros: bool) -> Result<u64, Halt> {
+        let mut got = 0u64;
+        while got < len {
+            self.check()?;
+            let mut buf = self.buffer()?;
+            let want = (len - got).min(buf.capacity() as u64) as usize;
+            buf.set_len(want);
+            let pos = off + got;
+            // Reads are whole sectors; only the very end of an odd-sized source is shorter.
+            self.stats.reads_total.fetch_add(1, Ordering::Relaxed);
+            let res = self.src.read_at(&mut buf[..want], pos);
+            match res {
+                Ok(0) => {
+                    self.spare.push(buf);
+                    return Err(Halt::Fatal(Error::corrupt(format!(
+                        "{} ended at byte {pos} but reported a size of {} bytes",
+                        self.src.name(),
+                        self.src.size()
+                    ))));
+                }
+                Ok(n) => {
+                    let n = if (n as u64) < (len - got) && pos + (n as u64) < self.g.size {
+                        // A short read in the middle: keep whole sectors only.
+                        (n as u64 / self.g.lbs * self.g.lbs) as usize
+                    } else {
+                        n
+                    };
+                    if n == 0 {
+                        self.spare.push(buf);
+                        return Ok(got);
+                    }
+                    self.stats.last_good_ms.store(
+                        self.stats.start.elapsed().as_millis() as u64,
+                        Ordering::Relaxed,
+                    );
+                    self.plan.set(pos, n as u64, Status::Finished);
+                    self.send(Msg::Data {
+                        off: pos,
+                        buf,
+                        len: n,
+                        replaces_zeros,
+                    })?;
+                    got += n as u64;
+                }
+                Err(e) if is_media_error(&e) => {
+                    self.stats.reads_failed.fetch_add(1, Ordering::Relaxed);
+                    self.spare.push(buf);
+                    return Ok(got);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.spare.push(buf);
+                }
+                Err(e) => {
+                    self.spare.push(buf);
+                    return Err(Halt::Fatal(
+                        Error::io("read", self.src.name(), e).at_offset(pos),
+                    ));
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    fn phases(&mut self) -> Result<(), Halt> {
+        self.phase('?', 1)?;
+        self.copy_forward(true)?;
+        if self.plan.next_with(Status::Untried, 0).is_some() {
+            self.phase('?', 2)?;
+            self.delimit_backward()?;
+        }
+        if self.plan.next_with(Status::Untried, 0).is_some() {
+            self.phase('?', 3)?;
+            self.copy_forward(false)?;
+        }
+        self.phase('*', 1)?;
+        self.trim()?;
+        self.phase('/', 1)?;
+        self.scrape()?;
+        if self.plan.next_with(Status::Bad, 0).is_some() {
+            for pass in 1..=self.g.retries {
+                self.phase('-', pass)?;
+                self.retry()?;
+            }
+        }
+        self.phase('+', 1)?;
+        Ok(())
+    }
+
+    /// After a failed read of `[off, off+len)`: when the read was a large one, locates the
+    /// error by re-reading forwards in `probe` units until one fails; marks the failed piece
+    /// (or, without locating, the whole range). Returns where the marked area ends (the rest of
+    /// a located range stays untried).
+    fn failed_read(&mut self, off: u64, len: u64, locate: bool) -> Result<u64, Halt> {
+        if !locate || len <= self.g.probe {
+            self.mark_failed(off, len)?;
+            return Ok(off + len);
+        }
+        let end = off + len;
+        let mut q = off;
+        while q < end {
+            self.check()?;
+            let n = end.min((q / self.g.probe + 1) * self.g.probe) - q;
+            let good = self.try_range(q, n, false)?;
+            if good < n {
+                self.mark_failed(q + good, n - good)?;
+                return Ok(q + n);
+            }
+            q += n;
+        }
+        // Everything read after all (a transient error).
+        Ok(end)
+    }
+
+    /// A forwards copy pass over the untried areas. With `skipping`, a failure is followed by
+    /// a skip (left untried for the next passes) that doubles on each further failure and
+    /// resets on good data.
+    fn copy_forward(&mut self, skipping: bool) -> Result<(), Halt> {
+        let g = &self.g;
+        let (small, cluster, min_skip, max_skip) = (g.small, g.cluster, g.min_skip, g.max_skip);
+        let mut p = 0;
+        let mut skip = min_skip;
+        let mut careful = false;
+        let mut streak = 0u64;
+        while let Some((a, l)) = self.plan.next_with(Status::Untried, p) {
+            let end = a + l;
+            if !skipping && l <= small && self.wedged(a, end) {
+                // Between failed areas and too short to be worth a failed read of its own.
+                self.mark(a, l, Status::NonTrimmed)?;
+                p = end;
+                continue;
+            }
+            let mut q = a;
+            while q < end {
+                self.check()?;
+                let unit = if careful { small } else { cluster };
+                let len = end.min((q / unit + 1) * unit) - q;
+                let good = self.try_range(q, len, false)?;
+                if good == len {
+                    q += len;
+                    streak += len;
+                    skip = min_skip;
+                    if streak >= cluster {
+                        careful = false;
+                    }
+                    continue;
+                }
+                if good > 0 {
+                    skip = min_skip;
+                }
+                q = self.failed_read(q + good, len - good, !careful)?;
+                careful = true;
+                streak = 0;
+                if skipping && q < end {
+                    q = round_up(q + skip, small).min(end);
+                    skip = (skip * 2).min(max_skip);
+                }
+            }
+            p = end;
+        }
+        Ok(())
+    }
+
+    /// Whether `[a, end)` lies between failed (non-trimmed or bad) areas on both sides.
+    fn wedged(&self, a: u64, end: u64) -> bool {
+        let failed = |s: Option<Status>| matches!(s, Some(Status::NonTrimmed | Status::Bad));
+        a > 0
+            && end < self.g.size
+            && failed(self.plan.status_at(a - 1))
+            && failed(self.plan.status_at(end))
+    }
+
+    /// Pass 2: reads each untried area backwards from its end, careful first, until the first
+    /// failure; the rest of that area is left for the sweep.
+    fn delimit_backward(&mut self) -> Result<(), Halt> {
+        let (small, cluster) = (self.g.small, self.g.cluster);
+        let mut before = self.g.size;
+        while let Some((a, l)) = self.plan.prev_with(Status::Untried, before) {
+            let mut e = a + l;
+            let mut careful = true;
+            let mut streak = 0u64;
+            while e > a {
+                self.check()?;
+                let unit = if careful { small } else { cluster };
+                let s = ((e - 1) / unit * unit).max(a);
+                let n = e - s;
+                let good = self.try_range(s, n, false)?;
+                if good == n {
+                    e = s;
+                    streak += n;
+                    if streak >= cluster {
+                        careful = false;
+                    }
+                    continue;
+                }
+                // The failure is in [s+good, e). A failed large read is located backwards.
+                if careful || e - (s + good) <= self.g.probe {
+                    self.mark_failed(s + good, e - s - good)?;
+                } else {
+                    self.locate_backward(s + good, e)?;
+                }
+                break;
+            }
+            before = a;
+        }
+        Ok(())
+    }
+
+    /// Re-reads `[a, e)` backwards in `probe` units until one fails and marks it.
+    fn locate_backward(&mut self, a: u64, mut e: u64) -> Result<(), Halt> {
+        while e > a {
+            self.check()?;
+            let s = ((e - 1) / self.g.probe * self.g.probe).max(a);
+            let n = e - s;
+            let good = self.try_range(s, n, false)?;
+            if good < n {
+                return self.mark_failed(s + good, n - good);
+            }
+            e = s;
+        }
+        Ok(())
+    }
+
+    fn sector_len(&self, pos: u64, end: u64) -> u64 {
+        self.g.lbs.min(end - pos)
+    }
+
+    /// Trims each non-trimmed area: sector by sector from its start until a read fails, then
+    /// from its end backwards until a read fails; those failing sectors are bad, the rest
+    /// non-scraped. An edge next to a bad sector is already trimmed.
+    fn trim(&mut self) -> Result<(), Halt> {
+        let mut p = 0;
+        while let Some((a, l)) = self.plan.next_with(Status::NonTrimmed, p) {
+            let end = a + l;
+            let lbad = a > 0 && self.plan.status_at(a - 1) == Some(Status::Bad);
+            let rbad = self.plan.status_at(end) == Some(Status::Bad);
+            let mut lo = a;
+            if !lbad {
+                while lo < end {
+                    let n = self.sector_len(lo, end);
+                    let good = self.try_range(lo, n, false)?;
+                    if good < n {
+                        self.mark(lo + good, n - good, Status::Bad)?;
+                        lo += n;
+                        break;
+                    }
+                    lo += n;
+                }
+            }
+            let mut hi = end;
+            if !rbad {
+                while hi > lo {
+                    self.check()?;
+                    let rem = (hi - a) % self.g.lbs;
+                    let s = if rem != 0 { hi - rem } else { hi - self.g.lbs }.max(lo);
+                    let n = hi - s;
+                    let good = self.try_range(s, n, false)?;
+                    hi = s;
+                    if good < n {
+                        self.mark(s + good, n - good, Status::Bad)?;
+                        break;
+                    }
+                }
+            }
+            self.mark(lo, hi - lo, Status::NonScraped)?;
+            p = end;
+        }
+        Ok(())
+    }
+
+    /// Reads every non-scraped sector once; failures are bad sectors.
+    fn scrape(&mut self) -> Result<(), Halt> {
+        self.sector_pass(Status::NonScraped, false)
+    }
+
+    /// One more read of every bad sector; recovered ones replace the zeros written for them.
+    fn retry(&mut self) -> Result<(), Halt> {
+        self.sector_pass(Status::Bad, true)
+    }
+
+    fn sector_pass(&mut self, status: Status, retry: bool) -> Result<(), Halt> {
+        let mut p = 0;
+        while let Some((a, l)) = self.plan.next_with(status, p) {
+            let end = a + l;
+            let mut s = a;
+            while s < end {
+                let n = self.sector_len(s, end);
+                let good = self.try_range(s, n, retry)?;
+                if good < n && !retry {
+                    self.mark(s + good, n - good, Status::Bad)?;
+                }
+                s += n;
+            }
+            p = end;
+        }
+        Ok(())
+    }
+}
