@@ -353,9 +353,8 @@ fn counters_reach_the_map_and_the_progress() {
         Duration::from_millis(40),
     ));
     let dst = Arc::new(MemTarget::new(2 << 20, 0));
-    let dir = std::env::temp_dir().join(format!("lifeboat-rescue-cnt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mapfile = dir.join("map");
+    let dir = TempDir::new("rescue-counters");
+    let mapfile = dir.p("map");
     let o = Options {
         mapfile: Some(mapfile.clone()),
         command_line: "test".into(),
@@ -394,7 +393,6 @@ fn counters_reach_the_map_and_the_progress() {
         .any(|p| p.phase == "retrying" && p.pass == Some(1)));
     // The saved map loads back as it was (pass column included).
     assert_eq!(ExtentMap::load(&mapfile, 2 << 20).unwrap(), out.map);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 proptest! {
