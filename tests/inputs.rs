@@ -572,3 +572,186 @@ fn a_garbage_map_is_refused_with_bounded_memory_and_a_short_message() {
     assert_eq!(sha(&tgt), tgt_sha, "the target was written");
     assert_eq!(sha(&src), src_sha, "the source changed");
 }
+
+// ---------------------- 7, 8, 9: images on a partition (`PARTITION:/path`), on a loop device
+
+/// An ext4 filesystem in a file, attached to a loop device (so `label=LABEL` finds it), with
+/// `dir/`, a symlink `inlink -> dir` that stays inside, `out -> OUTSIDE` (absolute, leaving the
+/// filesystem) and `up -> ..`. `None` (with a message) where loop devices are unavailable.
+struct Ext4Store {
+    file: std::path::PathBuf,
+    label: String,
+    _lo: common::Loop,
+}
+
+fn ext4_store(t: &TempDir, name: &str, outside: &Path) -> Option<Ext4Store> {
+    if !common::is_root() {
+        eprintln!("skipping: not root (loop devices and mounts)");
+        return None;
+    }
+    let label = format!("LB{name}{}", std::process::id() % 1_000_000);
+    let content = t.p(&format!("{name}-content"));
+    fs::create_dir_all(content.join("dir")).unwrap();
+    std::os::unix::fs::symlink("dir", content.join("inlink")).unwrap();
+    std::os::unix::fs::symlink(outside, content.join("out")).unwrap();
+    std::os::unix::fs::symlink("..", content.join("up")).unwrap();
+    let file = t.p(&format!("{name}.ext4"));
+    sh(&format!(
+        "truncate -s 48M {f} && mkfs.ext4 -q -F -L {label} -d {c} {f}",
+        f = s(&file),
+        c = s(&content)
+    ));
+    let lo = common::Loop::attach(&file)?;
+    // Let udev and the kernel settle so the scan sees the filesystem.
+    let _ = std::process::Command::new("udevadm").arg("settle").status();
+    Some(Ext4Store {
+        file,
+        label,
+        _lo: lo,
+    })
+}
+
+impl Ext4Store {
+    fn at(&self, inner: &str) -> String {
+        format!("label={}:{inner}", self.label)
+    }
+    fn fsck(&self) {
+        sh(&format!("e2fsck -fn {} >/dev/null", s(&self.file)));
+    }
+}
+
+#[test]
+fn images_on_a_partition_are_read_with_a_read_only_mount() {
+    let t = TempDir::new("store-ro");
+    let Some(st) = ext4_store(&t, "R", &t.p("outside")) else {
+        return;
+    };
+    let disk = t.p("disk.img");
+    random_file(&disk, 6 * MIB);
+    let disk_sha = sha(&disk);
+    create_ok(&[s(&disk), &st.at("/dir/full.lbi")]);
+    st.fsck();
+    // Everything that only reads: the filesystem (superblock, journal, every byte) unchanged.
+    let fs_sha = sha(&st.file);
+    let target = t.p("target.img");
+    common::zero_file(&target, 6 * MIB);
+    let out = t.p("out.raw");
+    let full = st.at("/dir/full.lbi");
+    for args in [
+        vec!["image", "info", full.as_str()],
+        vec!["image", "verify", full.as_str()],
+        vec!["image", "restore", full.as_str(), s(&target), "--yes"],
+        vec!["image", "export", full.as_str(), s(&out)],
+    ] {
+        let o = lb(&args);
+        expect(&o, 0, &format!("{args:?}"));
+        assert_eq!(
+            sha(&st.file),
+            fs_sha,
+            "{args:?} wrote to the partition holding the image"
+        );
+    }
+    assert_eq!(sha(&target), disk_sha);
+    assert_eq!(sha(&out), disk_sha);
+    // A parent on another partition is mounted read-only too.
+    let Some(st2) = ext4_store(&t, "P", &t.p("outside")) else {
+        return;
+    };
+    create_ok(&[s(&disk), &st2.at("/full.lbi")]);
+    let p_sha = sha(&st2.file);
+    let inc = t.p("inc.lbi");
+    create_ok(&[s(&disk), s(&inc), "--parent", &st2.at("/full.lbi")]);
+    assert_eq!(
+        sha(&st2.file),
+        p_sha,
+        "--parent wrote to the partition holding the parent"
+    );
+    assert_eq!(sha(&disk), disk_sha, "the source changed");
+}
+
+#[test]
+fn a_path_on_a_partition_stays_inside_it() {
+    let t = TempDir::new("store-beneath");
+    let outside = t.p("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let Some(st) = ext4_store(&t, "B", &outside) else {
+        return;
+    };
+    let disk = t.p("disk.img");
+    random_file(&disk, 5 * MIB);
+    let disk_sha = sha(&disk);
+    let escaped = format!("/escaped-{}.lbi", std::process::id());
+    // `..`: a usage error, nothing mounted or written.
+    let fs_sha = sha(&st.file);
+    let dotdot = st.at(&format!("/../../../..{escaped}"));
+    let o = lb(&["image", "create", s(&disk), &dotdot]);
+    expect(&o, 2, "a path with '..'");
+    assert!(err(&o).contains(".."), "{}", err(&o));
+    assert!(!Path::new(&escaped).exists(), "{escaped} was written");
+    assert_eq!(sha(&st.file), fs_sha, "refused before mounting");
+    // A symlink out of the filesystem (absolute, or `..`): refused, nothing written outside.
+    for inner in ["/out/x.lbi", "/up/x.lbi", "/out/deeper/x.lbi"] {
+        let o = lb(&["image", "create", s(&disk), &st.at(inner)]);
+        expect(&o, 4, &format!("create at {inner}"));
+        assert!(err(&o).contains("leads out of"), "{}", err(&o));
+        let o = lb(&["image", "info", &st.at(inner)]);
+        expect(&o, 4, &format!("info at {inner}"));
+    }
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "written outside the partition"
+    );
+    assert!(!t.path().join("x.lbi").exists());
+    // A symlink that stays inside is followed.
+    create_ok(&[s(&disk), &st.at("/inlink/y.lbi")]);
+    expect(
+        &lb(&["image", "verify", &st.at("/dir/y.lbi")]),
+        0,
+        "the image via the real dir",
+    );
+    st.fsck();
+    assert_eq!(sha(&disk), disk_sha, "the source changed");
+}
+
+#[test]
+fn a_relative_or_empty_path_on_a_partition_is_a_usage_error() {
+    let t = TempDir::new("store-rel");
+    let disk = t.p("disk.img");
+    random_file(&disk, 4 * MIB);
+    let disk_sha = sha(&disk);
+    for (arg, shown) in [
+        ("label=ADVROOT:rel.lbi", "label=ADVROOT:/rel.lbi"),
+        ("label=ADVROOT:", "label=ADVROOT:/"),
+        ("sdz9:pc/x.lbi", "sdz9:/pc/x.lbi"),
+    ] {
+        let o = lifeboat_cmd()
+            .args(["image", "create", s(&disk), arg])
+            .current_dir(t.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        expect(&o, 2, arg);
+        assert!(err(&o).contains(shown), "{arg}: {}", err(&o));
+        let names: Vec<String> = fs::read_dir(t.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["disk.img".to_string()],
+            "{arg} wrote a file in the cwd"
+        );
+    }
+    // A file in the cwd whose name has a ':' is written ./NAME.
+    let o = lifeboat_cmd()
+        .args(["image", "create", s(&disk), "./label=ADVROOT:rel.lbi"])
+        .current_dir(t.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    expect(&o, 0, "./label=ADVROOT:rel.lbi");
+    assert!(t.p("label=ADVROOT:rel.lbi").is_file());
+    assert_eq!(sha(&disk), disk_sha, "the source changed");
+}

@@ -9,7 +9,7 @@ pub mod store;
 pub use create::{create, CreateOptions, CreateReport, SourceIdentity};
 pub use ops::{export, info, verify, InfoReport, RestoreReport, VerifyReport};
 pub use reader::{Chain, Image};
-pub use store::Store;
+pub use store::{Mode, Store, StoreLocation};
 
 use crate::devices::Selected;
 use crate::error::{exit, Error, ErrorKind, Result};
@@ -109,10 +109,10 @@ fn print_json<T: serde::Serialize>(v: &T) {
 /// The identity items of an image location before anything is mounted: for
 /// `PARTITION:/path` the partition (mounting it writes to it: journal, superblock), else the
 /// plain path. `written` for create/export outputs.
-fn location_items(check: &mut Check, role: &str, image: &str, written: bool) -> Result<()> {
-    match store::split_store(image) {
-        Some((sel, _)) => {
-            let part = crate::devices::resolve(&sel)?.path();
+fn location_items(check: &mut Check, role: &str, loc: &StoreLocation, written: bool) -> Result<()> {
+    match (&loc.partition, loc.plain_path()) {
+        (Some(p), _) => {
+            let part = p.path.clone();
             let role = format!("{role}'s partition");
             if written {
                 check.writes(&role, &part)?;
@@ -120,13 +120,14 @@ fn location_items(check: &mut Check, role: &str, image: &str, written: bool) -> 
                 check.keeps(&role, &part)?;
             }
         }
-        None if written => {
-            check.writes(role, Path::new(image))?;
-            check.writes(role, &create::partial_name(Path::new(image)))?;
+        (None, Some(image)) if written => {
+            check.writes(role, image)?;
+            check.writes(role, &create::partial_name(image))?;
         }
-        None => {
-            check.keeps(role, Path::new(image))?;
+        (None, Some(image)) => {
+            check.keeps(role, image)?;
         }
+        (None, None) => {}
     }
     Ok(())
 }
@@ -188,39 +189,45 @@ fn run_create(
     };
     // The identity rule, before anything is mounted or opened for writing: the image (or the
     // partition it goes on) is written; the source and every volume of the parent chain are kept.
+    let loc = StoreLocation::resolve(&image)?;
+    let parent_loc = parent.as_deref().map(StoreLocation::resolve).transpose()?;
     let mut check = Check::new();
     check.keeps("the source", &src_path)?;
-    if store::split_store(&image).is_none() {
-        crate::storage::target::check_output(Path::new(&image), force)?;
-        crate::storage::target::check_output(&create::partial_name(Path::new(&image)), true)?;
+    if let Some(p) = loc.plain_path() {
+        crate::storage::target::check_output(p, force)?;
+        crate::storage::target::check_output(&create::partial_name(p), true)?;
     }
-    location_items(&mut check, "the image", &image, true)?;
-    if let Some(p) = parent
-        .as_deref()
-        .filter(|p| store::split_store(p).is_none())
-    {
-        chain_items(&mut check, Path::new(p), "the parent image")?;
+    location_items(&mut check, "the image", &loc, true)?;
+    if let Some(pl) = &parent_loc {
+        match pl.plain_path() {
+            Some(p) => {
+                chain_items(&mut check, p, "the parent image")?;
+            }
+            None => location_items(&mut check, "the parent image", pl, false)?,
+        }
     }
     check.run()?;
-    let store = Store::open(&image, true)?;
-    // The parent: a path, or PARTITION:/path on the same store (then found next to the image).
-    let (parent_path, hint) = match &parent {
-        None => (None, String::new()),
-        Some(p) => match store::split_store(p) {
-            Some((_, inner)) => {
-                let root_rel = store
-                    .path
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default();
-                let name = Path::new(&inner)
-                    .file_name()
-                    .map(PathBuf::from)
-                    .unwrap_or_default();
-                (Some(root_rel.join(name)), p.clone())
-            }
-            None => (Some(PathBuf::from(p)), p.clone()),
-        },
+    let store = loc.mount(Mode::ReadWrite)?;
+    // The parent: a path; or PARTITION:/path, inside the image's mount when on the same
+    // partition, else mounted read-only on its own.
+    let mut _parent_store = None;
+    let (parent_path, hint) = match (&parent, &parent_loc) {
+        (Some(p), Some(pl)) => {
+            let path = match pl.plain_path() {
+                Some(pp) => pp.to_path_buf(),
+                None => match loc.same_partition_path(&store, pl)? {
+                    Some(pp) => pp,
+                    None => {
+                        let ps = pl.mount(Mode::ReadOnly)?;
+                        let pp = ps.path.clone();
+                        _parent_store = Some(ps);
+                        pp
+                    }
+                },
+            };
+            (Some(path), p.clone())
+        }
+        _ => (None, String::new()),
     };
     if store.partition.is_some() {
         // Inside the mounted store: the file itself against the source and the parent chain.
@@ -292,7 +299,7 @@ fn run_verify(image: String, json: bool) -> Result<i32> {
     // Ctrl-C / SIGTERM: stop checking, exit 130 (verify changes nothing).
     let cancel = Cancel::new();
     crate::jobs::cancel_on_signals(&cancel, "nothing is changed by a verify");
-    let store = Store::open(&image, false)?;
+    let store = Store::open(&image, Mode::ReadOnly)?;
     ops::require_complete(&store.path)?;
     let sink = StderrSink::from_env();
     let rep = verify(&store.path, &sink, &cancel)?;
@@ -318,7 +325,7 @@ fn run_verify(image: String, json: bool) -> Result<i32> {
 }
 
 fn run_info(image: String, json: bool) -> Result<i32> {
-    let store = Store::open(&image, false)?;
+    let store = Store::open(&image, Mode::ReadOnly)?;
     let path = if !store.path.exists() && create::partial_name(&store.path).exists() {
         create::partial_name(&store.path)
     } else {
@@ -406,7 +413,7 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
     // Ctrl-C / SIGTERM: stop writing, sync the target, exit 130 saying it is incomplete.
     let cancel = Cancel::new();
     crate::jobs::cancel_on_signals(&cancel, "the target is synced but left INCOMPLETE");
-    let store = Store::open(&image, false)?;
+    let store = Store::open(&image, Mode::ReadOnly)?;
     ops::require_complete(&store.path)?;
     // The identity rule: the target is written; every volume of the chain and the partition
     // holding the image are kept.
@@ -589,7 +596,7 @@ fn run_export(image: String, raw: String, force: bool, json: bool) -> Result<i32
     // Ctrl-C / SIGTERM: stop, remove the temporary file, exit 130.
     let cancel = Cancel::new();
     crate::jobs::cancel_on_signals(&cancel, "the unfinished file is removed");
-    let store = Store::open(&image, false)?;
+    let store = Store::open(&image, Mode::ReadOnly)?;
     ops::require_complete(&store.path)?;
     // The output replaces regular files only, and never the image or one of its parents.
     let rawp = Path::new(&raw);

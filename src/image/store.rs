@@ -1,19 +1,29 @@
 //! Image locations: a plain path, or `PARTITION:/path` where PARTITION is a selector (`sdb1`,
-//! `label=BACKUPS`, `uuid=...`). Lifeboat mounts that filesystem itself (ext4, vfat, exfat) under
-//! /run/lifeboat/mnt/, and syncs and unmounts it when the [`Store`] is dropped, on every path.
+//! `label=BACKUPS`, `uuid=...`). Two steps, so that the safety checks run in between:
+//! [`StoreLocation::resolve`] parses the argument and finds the partition (nothing mounted, nothing
+//! opened); [`StoreLocation::mount`] then mounts its filesystem (ext4, vfat, exfat) under
+//! /run/lifeboat/mnt/ — read-only (`MS_RDONLY`, and `noload` for ext4 so no journal is replayed)
+//! for everything that only reads — and checks the path stays inside it (no `..`, no symlink
+//! out: [`crate::io::open::check_beneath`]). The [`Store`] syncs and unmounts on drop, on every
+//! path.
+//!
+//! The syntax: an argument starting with `/` or `.` is a plain path. Otherwise `WORD:REST` where
+//! WORD has no `/` is a partition location, and REST must be an absolute path inside it
+//! (`label=BACKUPS:/pc/full.lbi`); a plain file whose name contains `:` is written `./name`.
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// Where Lifeboat mounts image filesystems.
 pub const MOUNT_ROOT: &str = "/run/lifeboat/mnt";
 
-/// Splits `label=BACKUPS:/pc/full.lbi` into ("label=BACKUPS", "/pc/full.lbi"). Plain paths
-/// (starting with `/` or `.`, or without `:/`) give `None`.
+/// Splits `label=BACKUPS:/pc/full.lbi` into ("label=BACKUPS", "/pc/full.lbi"): any argument that
+/// does not start with `/` or `.` and has a `:` after a first word without `/`. The inner part
+/// is not checked here ([`StoreLocation::resolve`] does); plain paths give `None`.
 pub fn split_store(s: &str) -> Option<(String, String)> {
     if s.starts_with('/') || s.starts_with('.') {
         return None;
     }
-    let at = s.find(":/")?;
+    let at = s.find(':')?;
     let (sel, path) = (&s[..at], &s[at + 1..]);
     if sel.is_empty() || sel.contains('/') {
         return None;
@@ -21,34 +31,62 @@ pub fn split_store(s: &str) -> Option<(String, String)> {
     Some((sel.to_string(), path.to_string()))
 }
 
-/// An image location made usable: `path` is where to read or write. Unmounts on drop when
-/// Lifeboat mounted it.
-pub struct Store {
-    pub path: PathBuf,
-    /// The partition the image lives on (None for a plain path).
+/// How a store is mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// For reading images (info, verify, restore's and export's image, a parent): `MS_RDONLY`,
+    /// plus `noload` on ext4; nothing on the partition changes.
+    ReadOnly,
+    /// For writing an image (create): read-write, and the image's directories are created.
+    ReadWrite,
+}
+
+/// An image location, resolved but not mounted: the partition (and its disk) for
+/// `PARTITION:/path`, nothing for a plain path.
+#[derive(Debug, Clone)]
+pub struct StoreLocation {
+    /// The argument as given (for messages and reports).
+    pub spec: String,
+    /// The partition the image lives on (None for a plain path). A filesystem on a whole disk
+    /// (a USB stick without a partition table) appears as partition number 0 of that disk.
     pub partition: Option<crate::devices::Partition>,
     /// The disk holding that partition.
     pub disk: Option<crate::devices::Disk>,
-    mounted_here: Option<PathBuf>,
+    /// The path inside the partition's filesystem (relative, checked: no `..`), or the plain path.
+    inner: Vec<PathBuf>,
+    plain: Option<PathBuf>,
 }
 
-impl Store {
-    /// A plain path as is.
-    pub fn plain(p: &str) -> Store {
-        Store {
-            path: PathBuf::from(p),
-            partition: None,
-            disk: None,
-            mounted_here: None,
-        }
-    }
-
-    /// Opens the location `s` for reading (`create_dirs` false) or writing (`create_dirs` true:
-    /// the directories of the path are created inside the filesystem).
-    pub fn open(s: &str, create_dirs: bool) -> Result<Store> {
+impl StoreLocation {
+    /// Parses `s` and finds its partition; mounts and opens nothing. A partition location with
+    /// a relative, empty or `..` inner path is a usage error (exit 2) showing the right form.
+    pub fn resolve(s: &str) -> Result<StoreLocation> {
         let Some((sel, inner)) = split_store(s) else {
-            return Ok(Store::plain(s));
+            return Ok(StoreLocation {
+                spec: s.to_string(),
+                partition: None,
+                disk: None,
+                inner: Vec::new(),
+                plain: Some(PathBuf::from(s)),
+            });
         };
+        let example = |p: &str| format!("{sel}:/{}", p.trim_start_matches('/'));
+        if inner.is_empty() {
+            return Err(Error::invalid(format!(
+                "{s:?} names a partition but no file on it: write {}",
+                example("path/to/image.lbi")
+            )));
+        }
+        if !inner.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "{s:?}: a path on a partition starts with '/' (the partition's top directory): \
+                 write {}; for a file in the current directory whose name contains ':', write ./{s}",
+                example(&inner)
+            )));
+        }
+        let inner = crate::io::open::inner_components(&inner).map_err(|m| {
+            Error::invalid(format!("{s:?}: {m}; write e.g. {}", example("image.lbi")))
+        })?;
         let (disk, part) = match crate::devices::resolve(&sel)? {
             crate::devices::Selected::Partition { disk, part } => (disk, part),
             crate::devices::Selected::Disk(d) if d.fs_type.is_some() => {
@@ -76,6 +114,39 @@ impl Store {
                 )))
             }
         };
+        Ok(StoreLocation {
+            spec: s.to_string(),
+            partition: Some(part),
+            disk: Some(disk),
+            inner,
+            plain: None,
+        })
+    }
+
+    /// The plain path, for a location that is not on a partition.
+    pub fn plain_path(&self) -> Option<&Path> {
+        self.plain.as_deref()
+    }
+
+    /// The path inside the partition's filesystem ("/pc/full.lbi"), for a partition location.
+    pub fn inner_path(&self) -> Option<PathBuf> {
+        self.partition
+            .as_ref()
+            .map(|_| Path::new("/").join(self.inner.iter().collect::<PathBuf>()))
+    }
+
+    /// Makes the location usable: a plain path as is; a partition's filesystem mounted in
+    /// `mode` (or where it is already mounted), the path checked to stay inside it, and with
+    /// [`Mode::ReadWrite`] its directories created (each inside the last).
+    pub fn mount(&self, mode: Mode) -> Result<Store> {
+        let Some(part) = &self.partition else {
+            return Ok(Store {
+                path: self.plain.clone().unwrap_or_default(),
+                partition: None,
+                disk: None,
+                mounted_here: None,
+            });
+        };
         let (root, mounted_here) = if let Some(mp) = part.mounted.first() {
             (PathBuf::from(mp), None)
         } else {
@@ -88,25 +159,57 @@ impl Store {
             let mp = Path::new(MOUNT_ROOT).join(&part.name);
             std::fs::create_dir_all(&mp)
                 .map_err(|e| Error::io("create the mount point", &mp, e))?;
-            mount(&part.path, &mp, &fs)?;
+            mount(&part.path, &mp, &fs, mode)?;
             (mp.clone(), Some(mp))
         };
-        let mut st = Store {
-            path: root.join(inner.trim_start_matches('/')),
-            partition: Some(part),
-            disk: Some(disk),
+        let st = Store {
+            path: root.join(self.inner.iter().collect::<PathBuf>()),
+            partition: Some(part.clone()),
+            disk: self.disk.clone(),
             mounted_here,
         };
-        if create_dirs {
-            if let Some(dir) = st.path.parent() {
-                if let Err(e) = std::fs::create_dir_all(dir) {
-                    let err = Error::io("create the directory", dir, e);
-                    st.close();
-                    return Err(err);
-                }
-            }
-        }
+        // On error `st` is dropped here, which unmounts.
+        crate::io::open::check_beneath(&root, &self.inner, mode == Mode::ReadWrite)?;
         Ok(st)
+    }
+
+    /// The path of `other` (a partition location on the same partition as `self`) inside
+    /// `store`, which is `self` mounted, checked to stay inside; `None` when `other` is
+    /// elsewhere.
+    pub fn same_partition_path(
+        &self,
+        store: &Store,
+        other: &StoreLocation,
+    ) -> Result<Option<PathBuf>> {
+        let (Some(a), Some(b)) = (self.partition.as_ref(), other.partition.as_ref()) else {
+            return Ok(None);
+        };
+        if a.dev != b.dev {
+            return Ok(None);
+        }
+        let Some(root) = store.path.ancestors().nth(self.inner.len()) else {
+            return Ok(None);
+        };
+        crate::io::open::check_beneath(root, &other.inner, false)?;
+        Ok(Some(root.join(other.inner.iter().collect::<PathBuf>())))
+    }
+}
+
+/// An image location made usable: `path` is where to read or write. Unmounts on drop when
+/// Lifeboat mounted it.
+pub struct Store {
+    pub path: PathBuf,
+    /// The partition the image lives on (None for a plain path).
+    pub partition: Option<crate::devices::Partition>,
+    /// The disk holding that partition.
+    pub disk: Option<crate::devices::Disk>,
+    mounted_here: Option<PathBuf>,
+}
+
+impl Store {
+    /// Resolves and mounts `s` in one step, for callers with no check to make in between.
+    pub fn open(s: &str, mode: Mode) -> Result<Store> {
+        StoreLocation::resolve(s)?.mount(mode)
     }
 
     fn close(&mut self) {
@@ -133,8 +236,10 @@ fn kernel_fs(fs: &str) -> &str {
     }
 }
 
-/// Mounts `dev` (ext4, vfat, exfat) at `mp`, loading the filesystem's module first if needed.
-fn mount(dev: &Path, mp: &Path, fs: &str) -> Result<()> {
+/// Mounts `dev` (ext4, vfat, exfat) at `mp` in `mode`, loading the filesystem's module first if
+/// needed. Read-only is `MS_RDONLY`, and for ext4 also `noload`: a read-only ext4 mount would
+/// otherwise replay (write) a journal left by an unclean shutdown.
+fn mount(dev: &Path, mp: &Path, fs: &str, mode: Mode) -> Result<()> {
     let kfs = kernel_fs(fs);
     if !matches!(kfs, "ext4" | "ext3" | "ext2" | "vfat" | "exfat") {
         return Err(Error::unsupported(format!(
@@ -144,14 +249,15 @@ fn mount(dev: &Path, mp: &Path, fs: &str) -> Result<()> {
     }
     load_fs_module(kfs);
     let fstype = if kfs.starts_with("ext") { "ext4" } else { kfs };
-    nix::mount::mount(
-        Some(dev),
-        mp,
-        Some(fstype),
-        nix::mount::MsFlags::MS_NOATIME,
-        None::<&str>,
-    )
-    .map_err(|e| {
+    let mut flags = nix::mount::MsFlags::MS_NOATIME;
+    let mut data = None::<&str>;
+    if mode == Mode::ReadOnly {
+        flags |= nix::mount::MsFlags::MS_RDONLY;
+        if fstype == "ext4" {
+            data = Some("noload");
+        }
+    }
+    nix::mount::mount(Some(dev), mp, Some(fstype), flags, data).map_err(|e| {
         let _ = std::fs::remove_dir(mp);
         Error::io(
             &format!("mount ({fstype}) on {} the filesystem of", mp.display()),
@@ -194,5 +300,29 @@ mod tests {
         assert_eq!(split_store("./a:/b"), None);
         assert_eq!(split_store("full.lbi"), None);
         assert_eq!(split_store(":/x"), None);
+        // A word and a colon is a partition location whatever follows (resolve checks it).
+        assert_eq!(
+            split_store("label=B:rel.lbi"),
+            Some(("label=B".into(), "rel.lbi".into()))
+        );
+        assert_eq!(split_store("label=B:"), Some(("label=B".into(), "".into())));
+        assert_eq!(split_store("dir/a:b.lbi"), None);
+    }
+
+    #[test]
+    fn relative_empty_and_dotdot_inner_paths_are_usage_errors() {
+        for (arg, want) in [
+            ("label=ADVROOT:rel.lbi", "label=ADVROOT:/rel.lbi"),
+            ("label=ADVROOT:", "label=ADVROOT:/path/to/image.lbi"),
+            ("label=ADVROOT:/../../x.lbi", "contains '..'"),
+            ("label=ADVROOT:/", "label=ADVROOT:/image.lbi"),
+        ] {
+            let e = StoreLocation::resolve(arg).unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::InvalidInput, "{arg}: {e}");
+            assert!(e.to_string().contains(want), "{arg}: {e}");
+        }
+        let plain = StoreLocation::resolve("./label=X:rel.lbi").unwrap();
+        assert_eq!(plain.plain_path(), Some(Path::new("./label=X:rel.lbi")));
+        assert!(plain.partition.is_none());
     }
 }
