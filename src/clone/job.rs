@@ -32,6 +32,8 @@ pub struct CloneJob {
     pub cluster: usize,
     /// Recorded in the mapfile.
     pub command_line: String,
+    /// Write onto a target whose health is FAILING (`--yes`); otherwise it is refused.
+    pub allow_failing_target: bool,
 }
 
 impl CloneJob {
@@ -44,6 +46,7 @@ impl CloneJob {
             retries: 1,
             cluster: 1 << 20,
             command_line: format!("lifeboat clone {source} {target}"),
+            allow_failing_target: false,
         }
     }
 }
@@ -191,6 +194,11 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     )?
     .into_iter()
     .collect();
+    // The health rule: a FAILING target only with --yes (its own SMART / NVMe log says so).
+    notes.extend(storage::target::check_health(
+        &target.selected,
+        job.allow_failing_target,
+    )?);
     let lbs = source_dev.logical_block_size().max(512) as u64;
     let copy_len = if target.size >= ssize {
         ssize

@@ -35,6 +35,7 @@ pub fn run(a: CloneArgs) -> Result<i32> {
     let mut job = CloneJob::new(&a.source, &a.target);
     job.map = a.map.clone();
     job.verify = !a.no_verify;
+    job.allow_failing_target = a.yes;
     let mut cl = vec![
         "lifeboat".to_string(),
         "clone".into(),

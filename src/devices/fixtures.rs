@@ -124,5 +124,25 @@ pub fn machine() -> Vec<Disk> {
     );
     small.model = Some("KINGSTON SA400S37120G".into());
     small.serial = Some("50026B7782A1B2C3".into());
+    // Health as Lifeboat reads it: the old SATA disk has a few reallocated sectors (worn; the
+    // TUI tests make it FAILING where they need that), the NVMe and the small SSD are healthy,
+    // the USB stick cannot report.
+    let mut worn = crate::health::ata::tests::healthy();
+    worn.smart = Some(crate::health::ata::tests::smart_page(&[
+        (5, 0x33, 199, 199, 8),
+        (9, 0x32, 80, 80, 14_020),
+        (197, 0x32, 200, 200, 0),
+        (198, 0x30, 200, 200, 0),
+    ]));
+    sda.health = Some(crate::health::ata::classify(&worn));
+    nvme.health = Some(crate::health::nvme::classify(
+        &crate::health::nvme::tests::page(0, 309, 100, 10, 3, 5_312, 61, 0),
+    ));
+    usb.health = Some(crate::health::Health::unknown(
+        "the USB bridge does not pass ATA commands through (no SAT), so SMART cannot be read",
+    ));
+    small.health = Some(crate::health::ata::classify(
+        &crate::health::ata::tests::healthy(),
+    ));
     vec![sda, nvme, usb, small]
 }

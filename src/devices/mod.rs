@@ -223,6 +223,11 @@ pub fn table(disks: &[Disk]) -> String {
             ident.push(format!("file={b}"));
         }
         let mut flags = Vec::new();
+        match d.health.as_ref().map(|h| h.status) {
+            Some(crate::health::Status::Failing) => flags.push("health FAILING"),
+            Some(crate::health::Status::Worn) => flags.push("health worn"),
+            _ => {}
+        }
         if d.boot_media {
             flags.push("boot media");
         }

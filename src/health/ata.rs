@@ -394,9 +394,8 @@ pub fn classify(pages: &AtaPages) -> Health {
         raise(
             Status::Failing,
             format!(
-                "{} pending reallocation (attribute 197): the drive could not read {}",
-                plural(n, "sector", "sectors"),
-                if n == 1 { "it" } else { "them" }
+                "{} pending reallocation (attribute 197)",
+                plural(n, "sector", "sectors")
             ),
         );
     }
@@ -422,13 +421,13 @@ pub fn classify(pages: &AtaPages) -> Health {
         Some(n) if n > REALLOCATED_FAILING => raise(
             Status::Failing,
             format!(
-                "{n} sectors reallocated (attribute 5), more than {REALLOCATED_FAILING}: the surface keeps failing"
+                "{n} sectors reallocated (attribute 5): more than {REALLOCATED_FAILING}, the surface keeps failing"
             ),
         ),
         Some(n) if n > 0 => raise(
             Status::Worn,
             format!(
-                "{} reallocated (attribute 5): spare sectors replaced bad ones",
+                "{} reallocated (attribute 5)",
                 plural(n, "sector", "sectors")
             ),
         ),
@@ -668,10 +667,7 @@ pub(crate) mod tests {
         ]));
         let h = classify(&p);
         assert_eq!(h.status, Status::Worn);
-        assert_eq!(
-            h.reasons,
-            ["8 sectors reallocated (attribute 5): spare sectors replaced bad ones"]
-        );
+        assert_eq!(h.reasons, ["8 sectors reallocated (attribute 5)"]);
         p.smart = Some(smart_page(&[(5, 0x33, 180, 180, 412)]));
         let h = classify(&p);
         assert_eq!(h.status, Status::Failing);
@@ -740,7 +736,7 @@ pub(crate) mod tests {
         assert_eq!(
             h.reasons,
             [
-                "12 sectors pending reallocation (attribute 197): the drive could not read them",
+                "12 sectors pending reallocation (attribute 197)",
                 "4 sectors found unreadable by the drive's own scan (attribute 198)",
                 "12 read errors the drive could not correct (attribute 187)",
                 "the latest self-test (extended, at 18760 hours) failed (read element) at LBA 19088743",
@@ -763,10 +759,7 @@ pub(crate) mod tests {
         };
         let h = classify(&p);
         assert_eq!(h.status, Status::Failing);
-        assert_eq!(
-            h.reasons,
-            ["1 sector pending reallocation (attribute 197): the drive could not read it"]
-        );
+        assert_eq!(h.reasons, ["1 sector pending reallocation (attribute 197)"]);
     }
 
     #[test]

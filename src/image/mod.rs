@@ -162,6 +162,9 @@ fn run_create(
     );
     let split = split.as_deref().map(parse_size).transpose()?;
     let sel = crate::devices::resolve(&source)?;
+    if let Some(note) = failing_source_note(&sel) {
+        eprintln!("lifeboat: note: {note}");
+    }
     let (src_path, id) = match &sel {
         Selected::Disk(d) => (
             d.path.clone(),
@@ -404,6 +407,23 @@ fn run_info(image: String, json: bool) -> Result<i32> {
     })
 }
 
+/// For a source whose own health log says it is FAILING: the advice to clone it first (clone
+/// reads all good data first and can resume; imaging reads in disk order). None otherwise.
+fn failing_source_note(sel: &Selected) -> Option<String> {
+    let mut one = [sel.disk()?.clone()];
+    crate::health::fill(&mut one, crate::health::LIST_TIMEOUT);
+    let [d] = one;
+    let h = d.health?;
+    h.is_failing().then(|| {
+        format!(
+            "{} is FAILING ({}). Clone it first (`lifeboat clone {} NEW-DISK`: good data first, resumable with --map), then image the copy.",
+            d.name,
+            h.reasons.join("; "),
+            d.name
+        )
+    })
+}
+
 /// Restore's target rules: those of clone (`crate::storage`: no storage shared with any volume
 /// of the image chain or the partition holding it, not in use, not read-only, not the boot
 /// medium, big enough for the imaged disk's partitions) plus one of its own: the disk the image was made from (same serial) is
@@ -435,6 +455,10 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
             "{} is a partition: restore a disk image onto a whole disk",
             part.name
         )));
+    }
+    // The health rule: a FAILING target only with --yes.
+    if let Some(note) = crate::storage::target::check_health(&t.selected, yes)? {
+        eprintln!("lifeboat: note: {note}");
     }
     if let Some(d) = t.selected.disk() {
         let same_serial = !h.serial.is_empty() && d.serial.as_deref() == Some(h.serial.as_str());

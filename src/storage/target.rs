@@ -263,6 +263,55 @@ pub fn check_selected(selected: &Selected, env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// The health rule: a disk whose own SMART / NVMe health log says it is FAILING is not written
+/// without `--yes` (`allow_failing`): the copy would land on a drive that is losing data. Reads
+/// the target disk's health (bounded: [`crate::health::LIST_TIMEOUT`]); a partition counts as
+/// its disk; files, loop devices and disks whose health is unknown pass. With `--yes` the job
+/// goes on and the returned note says what was overridden.
+pub fn check_health(selected: &Selected, allow_failing: bool) -> Result<Option<String>> {
+    let Some(disk) = selected.disk() else {
+        return Ok(None);
+    };
+    let health = match &disk.health {
+        Some(h) => h.clone(),
+        None => {
+            let mut one = [disk.clone()];
+            crate::health::fill(&mut one, crate::health::LIST_TIMEOUT);
+            let [d] = one;
+            d.health
+                .unwrap_or_else(|| crate::health::Health::unknown("not read"))
+        }
+    };
+    health_refusal(selected, &health, allow_failing)
+}
+
+/// [`check_health`] on a health already read (pure; tests).
+pub fn health_refusal(
+    selected: &Selected,
+    health: &crate::health::Health,
+    allow_failing: bool,
+) -> Result<Option<String>> {
+    if !health.is_failing() {
+        return Ok(None);
+    }
+    let name = selected
+        .disk()
+        .map(|d| d.name.clone())
+        .unwrap_or_else(|| selected.name());
+    let why = health.reasons.join("; ");
+    if allow_failing {
+        return Ok(Some(format!(
+            "the target {name} is FAILING ({why}); writing onto it anyway, as --yes asked"
+        )));
+    }
+    Err(refused(
+        format!(
+            "the target {name} is FAILING ({why}): a copy onto it may not survive; pick a healthy disk, or add --yes to write onto it anyway"
+        ),
+        &selected.path(),
+    ))
+}
+
 /// An output file (an image, an export, their `.partial` names) may replace only a regular file,
 /// and only with `force`: a device node, FIFO, socket or directory under that name is refused
 /// whatever the flags (replacing `/dev/full` with a file, or writing into a FIFO, is never meant).
@@ -459,5 +508,52 @@ mod tests {
         assert!(std::fs::read(&src).unwrap().iter().all(|&b| b == 1));
         assert!(std::fs::read(&dst).unwrap().iter().all(|&b| b == 2));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failing_target_needs_yes() {
+        use crate::health::{ata, Health};
+        let sdb = disk("sdb", "8:16", &[("sdb1", "8:17")]);
+        let failing = ata::classify(&ata::tests::failing());
+        let whole = Selected::Disk(sdb.clone());
+        let err = health_refusal(&whole, &failing, false).unwrap_err();
+        assert!(is_refusal(&err), "{err}");
+        assert_eq!(err.exit_code(), crate::error::exit::REFUSED);
+        assert!(
+            err.msg.contains("sdb is FAILING (12 sectors pending"),
+            "{err}"
+        );
+        assert!(err.msg.contains("--yes"), "{err}");
+        // A partition of a failing disk is refused by its disk's health.
+        let part = Selected::Partition {
+            part: sdb.partitions[0].clone(),
+            disk: sdb.clone(),
+        };
+        assert!(health_refusal(&part, &failing, false)
+            .unwrap_err()
+            .msg
+            .contains("sdb is FAILING"));
+        // --yes: allowed, with a note saying so.
+        let note = health_refusal(&whole, &failing, true).unwrap().unwrap();
+        assert!(note.contains("FAILING") && note.contains("--yes"), "{note}");
+        // Worn, ok and unknown disks pass.
+        let worn = Health {
+            status: crate::health::Status::Worn,
+            ..Health::unknown("x")
+        };
+        assert_eq!(health_refusal(&whole, &worn, false).unwrap(), None);
+        assert_eq!(
+            health_refusal(&whole, &Health::unknown("virtio"), false).unwrap(),
+            None
+        );
+        let ok = ata::classify(&ata::tests::healthy());
+        assert_eq!(health_refusal(&whole, &ok, false).unwrap(), None);
+        // Health already known on the disk is used as is (no drive is asked).
+        let mut known = sdb.clone();
+        known.health = Some(failing.clone());
+        assert!(check_health(&Selected::Disk(known), false).is_err());
+        // A file has no health.
+        let f = Selected::File(PathBuf::from("/tmp/x.img"));
+        assert_eq!(check_health(&f, false).unwrap(), None);
     }
 }

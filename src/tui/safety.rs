@@ -1,7 +1,8 @@
 //! Which disks the console offers as a job's target, and why the others are refused: the
-//! inventory's flags (boot disk, read-only, mounted, held, size) and, for disks that exist on
-//! this system, the storage identity rule of [`crate::storage`] (a loop device over the source,
-//! a partition of it …), so the pickers grey out what the job itself would refuse.
+//! inventory's flags (boot disk, read-only, mounted, held, size), a FAILING drive (by the health
+//! the disk scanner read) and, for disks that exist on this system, the storage identity rule
+//! of [`crate::storage`] (a loop device over the source, a partition of it …), so the pickers
+//! grey out what the job itself would refuse.
 use crate::devices::Disk;
 use crate::jobs::fmt_bytes;
 
@@ -47,6 +48,16 @@ pub fn target_refusal(
     }
     if target.size_bytes < needed_bytes {
         return Some(format!("too small: needs {}", fmt_bytes(needed_bytes)));
+    }
+    // The health rule (the CLI's `--yes` override has no place in the console).
+    if let Some(h) = target.health.as_ref().filter(|h| h.is_failing()) {
+        return Some(format!(
+            "FAILING drive: {}",
+            h.reasons
+                .first()
+                .map(String::as_str)
+                .unwrap_or("its health log says so")
+        ));
     }
     None
 }
@@ -105,6 +116,16 @@ mod tests {
         assert!(target_refusal(&t, None, 0, &[])
             .unwrap()
             .contains("read-only"));
+        t.read_only = false;
+        t.health = Some(crate::health::ata::classify(
+            &crate::health::ata::tests::failing(),
+        ));
+        assert_eq!(
+            target_refusal(&t, None, 0, &[]).as_deref(),
+            Some("FAILING drive: 12 sectors pending reallocation (attribute 197)")
+        );
+        t.health = Some(crate::health::Health::unknown("a virtual disk"));
+        assert_eq!(target_refusal(&t, None, 0, &[]), None);
     }
 
     #[test]

@@ -140,6 +140,48 @@ fn disks_screen_states() {
 }
 
 #[test]
+fn failing_drive_health() {
+    // The old SATA disk as a dying drive reports it: pending and uncorrectable sectors.
+    let mut disks = machine();
+    disks[0].health = Some(crate::health::ata::classify(
+        &crate::health::ata::tests::failing(),
+    ));
+    let mut a = App::new(true, "t".into(), "/run/lifeboat/job".into());
+    a.update(Event::Disks(Ok(disks.clone())));
+    let buf = snapshot("disks_failing_80x24", &a, 80, 24);
+    assert_eq!(fg_of(&buf, "FAILING: 12 sectors"), Some(Color::Red));
+    // Not read yet, then read: the details say so.
+    let mut fresh = disks.clone();
+    fresh[0].health = None;
+    a.update(Event::Disks(Ok(fresh)));
+    let t = text(&render_buf(&a, 80, 24));
+    assert!(t.contains("reading the drive's health"), "{t}");
+    a.update(Event::Disks(Ok(disks)));
+    // Backing it up as an image: the source picker says to clone it first.
+    keys(&mut a, &[Key::Enter, Key::Char('2')]);
+    assert_eq!(a.screen, Screen::Source);
+    let buf = snapshot("source_image_failing_80x24", &a, 80, 24);
+    assert_eq!(
+        fg_of(&buf, "This drive is FAILING: clone it first"),
+        Some(Color::Red)
+    );
+    // As a clone target it is refused with the reason (clone sdc onto it).
+    keys(&mut a, &[Key::Esc, Key::Esc]);
+    assert_eq!(a.screen, Screen::Disks);
+    keys(&mut a, &[Key::Enter, Key::Char('1')]);
+    assert_eq!(a.screen, Screen::Source);
+    keys(&mut a, &[Key::End, Key::Enter]);
+    assert_eq!(a.screen, Screen::Target);
+    let t = a.targets();
+    let sda = t.iter().find(|(d, _)| d.name == "sda").unwrap();
+    assert_eq!(
+        sda.1.as_deref(),
+        Some("FAILING drive: 12 sectors pending reallocation (attribute 197)")
+    );
+    snapshot("target_failing_80x24", &a, 80, 24);
+}
+
+#[test]
 fn menu_and_help() {
     let mut a = app();
     keys(&mut a, &[Key::Enter]);

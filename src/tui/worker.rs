@@ -1,17 +1,55 @@
 //! Worker threads that do the console's I/O off the UI thread and send events: the disk
-//! inventory (polled every 2 s, so hot-plugged disks appear) and the job directory (every 0.5 s).
+//! inventory (polled every 2 s, so hot-plugged disks appear) with each drive's health (read once
+//! per drive, in the background, refreshed every 10 minutes) and the job directory (every 0.5 s).
 use super::app::Event;
 use super::jobdir;
+use crate::devices::Disk;
+use crate::health::Health;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a drive's health reading is reused before it is read again.
+const HEALTH_REFRESH: Duration = Duration::from_secs(600);
+
+/// Health readings by drive: the same kernel name, device number, serial and size is the same
+/// drive (a different disk plugged into the same port is read afresh).
+type HealthCache = HashMap<(String, String, Option<String>, u64), (Instant, Health)>;
+
+fn health_key(d: &Disk) -> (String, String, Option<String>, u64) {
+    (
+        d.name.clone(),
+        d.dev.clone(),
+        d.serial.clone(),
+        d.size_bytes,
+    )
+}
+
+/// Puts the cached health on each disk; returns the disks with none (or a stale one).
+fn apply_health(disks: &mut [Disk], cache: &HealthCache) -> Vec<usize> {
+    let mut missing = Vec::new();
+    for (i, d) in disks.iter_mut().enumerate() {
+        match cache.get(&health_key(d)) {
+            Some((at, h)) => {
+                d.health = Some(h.clone());
+                if at.elapsed() > HEALTH_REFRESH {
+                    missing.push(i);
+                }
+            }
+            None => missing.push(i),
+        }
+    }
+    missing
+}
 
 pub fn spawn_disk_scanner(tx: Sender<Event>) {
     std::thread::spawn(move || {
         let mut last = None;
+        let mut cache = HealthCache::new();
         loop {
             // scan_system marks the disk Lifeboat booted from (`boot_media`).
-            let r = crate::devices::scan_system().map_err(|e| e.to_string());
+            let mut r = crate::devices::scan_system().map_err(|e| e.to_string());
             let usage: std::collections::BTreeMap<String, Vec<String>> = r
                 .as_ref()
                 .map(|disks| {
@@ -21,10 +59,32 @@ pub fn spawn_disk_scanner(tx: Sender<Event>) {
                         .collect()
                 })
                 .unwrap_or_default();
-            if last.as_ref() != Some(&(r.clone(), usage.clone())) {
-                last = Some((r.clone(), usage.clone()));
-                if tx.send(Event::InUse(usage)).is_err() || tx.send(Event::Disks(r)).is_err() {
-                    return;
+            let mut rounds = 0;
+            loop {
+                let missing = match r.as_mut() {
+                    Ok(disks) => apply_health(disks, &cache),
+                    Err(_) => Vec::new(),
+                };
+                if last.as_ref() != Some(&(r.clone(), usage.clone())) {
+                    last = Some((r.clone(), usage.clone()));
+                    if tx.send(Event::InUse(usage.clone())).is_err()
+                        || tx.send(Event::Disks(r.clone())).is_err()
+                    {
+                        return;
+                    }
+                }
+                // Disks are shown first; their health follows (at most a few seconds later).
+                rounds += 1;
+                let Ok(disks) = r.as_ref() else { break };
+                if missing.is_empty() || rounds > 1 {
+                    break;
+                }
+                let mut ask: Vec<Disk> = missing.iter().map(|&i| disks[i].clone()).collect();
+                crate::health::fill(&mut ask, crate::health::LIST_TIMEOUT);
+                for d in ask {
+                    if let Some(h) = d.health.clone() {
+                        cache.insert(health_key(&d), (Instant::now(), h));
+                    }
                 }
             }
             std::thread::sleep(Duration::from_secs(2));

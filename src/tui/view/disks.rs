@@ -1,7 +1,9 @@
 //! The disks screen and the two disk pickers (source, then target): one row per disk, the
-//! details of the highlighted one below. Source is green and target red everywhere.
+//! details of the highlighted one below, with its health (ok / worn / FAILING / unknown and
+//! why). Source is green and target red everywhere.
 use super::{cut, label_style, selected_style, size_exact};
 use crate::devices::Disk;
+use crate::health::Status;
 use crate::jobs::fmt_bytes;
 use crate::tui::app::{describe, describe_part, App};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -19,9 +21,38 @@ fn model_or_file(d: &Disk) -> String {
     }
 }
 
+/// The health line of the details: the verdict, its first reason, and the colour to show it in.
+fn health_line(d: &Disk) -> (String, Color) {
+    let Some(h) = &d.health else {
+        return ("reading the drive's health...".into(), Color::DarkGray);
+    };
+    let first = h.reasons.first().cloned().unwrap_or_default();
+    let more = match h.reasons.len() {
+        0 | 1 => String::new(),
+        n => format!(" (+{} more)", n - 1),
+    };
+    match h.status {
+        Status::Ok => {
+            let mut s = "ok".to_string();
+            if let Some(p) = h.counters.power_on_hours {
+                s.push_str(&format!(", {p} power-on hours"));
+            }
+            (s, Color::Green)
+        }
+        Status::Worn => (format!("WORN: {first}{more}"), Color::Yellow),
+        Status::Failing => (format!("FAILING: {first}{more}"), Color::Red),
+        Status::Unknown => (format!("unknown: {first}"), Color::DarkGray),
+    }
+}
+
 /// One list row: name, size, transport, model, serial and flags.
 fn disk_row(d: &Disk, width: usize) -> String {
     let mut flags = Vec::new();
+    match d.health.as_ref().map(|h| h.status) {
+        Some(Status::Failing) => flags.push("FAILING"),
+        Some(Status::Worn) => flags.push("WORN"),
+        _ => {}
+    }
     if d.boot_media {
         flags.push("BOOT");
     }
@@ -80,6 +111,11 @@ pub(crate) fn details(d: &Disk, max_parts: usize) -> Vec<Line<'static>> {
             )),
         ]),
     ];
+    let (health, colour) = health_line(d);
+    v.push(Line::from(vec![
+        Span::styled("Health    ", l),
+        Span::styled(health, Style::new().fg(colour)),
+    ]));
     let mut notes = Vec::new();
     if d.boot_media {
         notes.push("Lifeboat booted from this disk".to_string());
@@ -180,7 +216,7 @@ pub fn draw_disks(f: &mut Frame, area: Rect, app: &App) {
         &mut st,
     );
     if let Some(d) = app.disks.get(app.disk_sel) {
-        let max_parts = det_area.height.saturating_sub(7) as usize;
+        let max_parts = det_area.height.saturating_sub(8) as usize;
         let p = Paragraph::new(details(d, max_parts))
             .block(Block::bordered().title(format!(" {} ", d.name)));
         f.render_widget(p, det_area);
@@ -235,8 +271,21 @@ pub fn draw_source(f: &mut Frame, area: Rect, app: &App) {
         &mut st,
     );
     if let Some(d) = app.disks.get(app.pick_sel) {
-        let max_parts = det_area.height.saturating_sub(7) as usize;
-        let p = Paragraph::new(details(d, max_parts)).block(
+        let imaging = app.kind != crate::tui::app::JobKind::Clone;
+        let warn = imaging && d.health.as_ref().is_some_and(|h| h.is_failing());
+        let max_parts = det_area.height.saturating_sub(8 + u16::from(warn)) as usize;
+        let mut lines = details(d, max_parts);
+        if warn {
+            // Imaging reads in disk order; clone reads all good data first and can resume.
+            lines.insert(
+                0,
+                Line::from(Span::styled(
+                    "This drive is FAILING: clone it first (job 1), then image the copy.",
+                    Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+                )),
+            );
+        }
+        let p = Paragraph::new(lines).block(
             Block::bordered()
                 .title(Span::styled(format!(" SOURCE {} ", d.name), green))
                 .border_style(green),
@@ -316,7 +365,7 @@ pub fn draw_target(f: &mut Frame, area: Rect, app: &App) {
         &mut st,
     );
     if let Some((d, why)) = targets.get(app.pick_sel) {
-        let max_parts = det_area.height.saturating_sub(7) as usize;
+        let max_parts = det_area.height.saturating_sub(8) as usize;
         let title = match why {
             None => format!(" TARGET {}: all of this will be erased ", d.name),
             Some(r) => format!(" {} cannot be the target: {r} ", d.name),
