@@ -268,7 +268,10 @@ fn ext_case(name: &str, mkfs: &str, delete_one: bool) {
     let d = TempDir::new(name);
     let img = d.p("fs.img");
     random_file(&img, 96, 7);
-    sh(&format!("{mkfs} -q -F {} >/dev/null", img.display()));
+    sh(&format!(
+        "{mkfs} -q -F -E nodiscard {} >/dev/null",
+        img.display()
+    ));
     let files = payload(&d);
     let mut cmds = String::from("mkdir /dir\n");
     for (i, f) in files.iter().enumerate() {
@@ -474,7 +477,7 @@ fn whole_disk_plan_and_fallbacks() {
         ));
     });
     let p3 = part(2, &|f| {
-        sh(&format!("mkfs.ext4 -q -F {}", f.display()));
+        sh(&format!("mkfs.ext4 -q -F -E nodiscard {}", f.display()));
         sh(&format!(
             "debugfs -w -R 'write {} big' {} >/dev/null 2>&1",
             files[2].display(),

@@ -64,13 +64,22 @@ fn fsck_partitions(dir: &TempDir, disk: &Path) {
     ));
 }
 
+/// `--all-sectors`: the forensic copy, bit-exact including free space (used-block images are
+/// tested in tests/image_used.rs).
 #[test]
 fn round_trip_create_verify_restore_export() {
     let t = TempDir::new("rt");
     let disk = sample_disk(&t);
     let before = sha(&disk);
     let img = t.p("full.lbi");
-    let o = lb(&["image", "create", s(&disk), s(&img), "--json"]);
+    let o = lb(&[
+        "image",
+        "create",
+        s(&disk),
+        s(&img),
+        "--all-sectors",
+        "--json",
+    ]);
     assert_exit(&o, 0);
     let j = json_of(&o);
     assert_eq!(j["ok"], true);
@@ -126,7 +135,14 @@ fn incremental_chain_restores_every_point() {
     let t = TempDir::new("chain");
     let disk = sample_disk(&t);
     let full = t.p("full.lbi");
-    let o = lb(&["image", "create", s(&disk), s(&full), "--json"]);
+    let o = lb(&[
+        "image",
+        "create",
+        s(&disk),
+        s(&full),
+        "--all-sectors",
+        "--json",
+    ]);
     assert_exit(&o, 0);
     let full_j = json_of(&o);
     let p0 = sha(&disk);
@@ -147,6 +163,7 @@ fn incremental_chain_restores_every_point() {
         s(&inc1),
         "--parent",
         s(&full),
+        "--all-sectors",
         "--json",
     ]);
     assert_exit(&o, 0);
@@ -174,6 +191,7 @@ fn incremental_chain_restores_every_point() {
         s(&inc2),
         "--parent",
         s(&inc1),
+        "--all-sectors",
         "--json",
     ]);
     assert_exit(&o, 0);

@@ -11,7 +11,7 @@ const GPT_SIG: &[u8; 8] = b"EFI PART";
 const MAX_ENTRY_BYTES: u64 = 1 << 20;
 
 /// The kind of partition table found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TableKind {
     Gpt,

@@ -23,7 +23,7 @@ use crate::clone::gpt::{self, TableKind};
 use crate::devices::probe::{probe_reader, ReadAt};
 use crate::error::{Error, Result};
 use crate::io::{AlignedBuf, BlockSource};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -276,7 +276,7 @@ pub fn collect(map: &mut dyn UsedMap) -> Result<Vec<Range>> {
 }
 
 /// Why a partition is copied sector by sector, or that it is not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     UsedBlocks,
@@ -284,7 +284,7 @@ pub enum Mode {
 }
 
 /// One partition as the used-block analysis saw it (the `--json` and `info` contract).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionUsage {
     /// The partition's slot number; 0 for a filesystem on the whole disk (no partition table).
     pub number: u32,
@@ -300,7 +300,7 @@ pub struct PartitionUsage {
 }
 
 /// The used-block plan of a whole disk.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UsageMap {
     pub disk_size: u64,
     /// "gpt", "mbr" or "none".
@@ -525,6 +525,20 @@ impl UsageMap {
             pending: None,
             failed: Vec::new(),
         }
+    }
+
+    /// Turns every partition to all-sectors mode with `reason` (`--all-sectors`), keeping what
+    /// the analysis found for the report.
+    pub fn force_all_sectors(&mut self, reason: &str) {
+        for p in self.partitions.iter_mut() {
+            if p.mode == Mode::UsedBlocks {
+                p.mode = Mode::AllSectors;
+                p.reason = Some(reason.to_string());
+                p.used_bytes = p.size_bytes;
+            }
+        }
+        self.contents.iter_mut().for_each(|c| *c = None);
+        self.used_bytes = self.disk_size;
     }
 
     /// Whether any partition is copied by used blocks (false: the plan is the whole disk).

@@ -43,6 +43,8 @@ pub struct CreateOptions {
     /// Compressor threads (0 = one per core).
     pub threads: usize,
     pub chunk_size: u32,
+    /// Read every sector (`--all-sectors`): no used-block maps, today's forensic copy.
+    pub all_sectors: bool,
 }
 
 impl Default for CreateOptions {
@@ -54,6 +56,7 @@ impl Default for CreateOptions {
             force: false,
             threads: 0,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            all_sectors: false,
         }
     }
 }
@@ -73,6 +76,12 @@ pub struct CreateReport {
     pub stored_chunks: u64,
     pub zero_chunks: u64,
     pub unchanged_chunks: u64,
+    /// Chunks without a used block: not read, not stored.
+    pub unallocated_chunks: u64,
+    /// Bytes the used-block plan said to read (the whole disk in all-sectors mode).
+    pub used_bytes: u64,
+    /// Per partition: filesystem, used bytes, mode (used blocks / all sectors) and why.
+    pub partitions: Vec<crate::fs::PartitionUsage>,
     pub image_bytes: u64,
     pub bad_bytes: u64,
     pub bad_ranges: Vec<(u64, u64)>,
@@ -88,6 +97,8 @@ struct Slot {
 struct Job {
     i: u64,
     slot: Slot,
+    /// No used block in the chunk: nothing was read.
+    unallocated: bool,
     bad: Vec<(u64, u64)>,
     parent_hash: Option<[u8; 32]>,
 }
@@ -385,7 +396,25 @@ pub fn create(
         }
         parent = Some(p);
     }
+    // The used-block plan: which bytes hold data (filesystem maps; all sectors where unknown).
+    let mut plan = crate::fs::UsageMap::analyze(src);
+    if opts.all_sectors {
+        plan.force_all_sectors("--all-sectors was given");
+    }
+    let used_mode = plan.any_used_blocks();
+    let usage = encode_usage(
+        &serde_json::to_vec(&plan)
+            .map_err(|e| Error::invalid(format!("cannot encode the used-block plan: {e}")))?,
+    );
+    if usage.len() > MAX_USAGE_LEN as usize {
+        return Err(Error::invalid(
+            "the disk has too many partitions for the image's usage record",
+        ));
+    }
     let mut incompat = 0;
+    if used_mode {
+        incompat |= FEAT_USED_BLOCKS;
+    }
     if parent.is_some() {
         incompat |= FEAT_INCREMENTAL;
     }
@@ -447,8 +476,11 @@ pub fn create(
     let result = std::thread::scope(|s| {
         let stop = &stop;
         let header_r = &header;
+        let plan_r = &plan;
         let reader = s.spawn(move || -> Result<()> {
             let mut parent = parent;
+            let mut cursor = used_mode.then(|| crate::fs::UsedCursor::new(plan_r.extents(src)));
+            let lbs = (src.logical_block_size() as usize).max(512);
             for i in 0..chunks {
                 if stop.load(Ordering::Relaxed) || cancel.is_cancelled() {
                     return Ok(());
@@ -457,14 +489,38 @@ pub fn create(
                     return Ok(());
                 };
                 let len = header_r.chunk_len(i);
+                let start = i * cs as u64;
+                let used = cursor
+                    .as_mut()
+                    .map(|c| c.used_in(start, start + len as u64));
                 // Read whole sectors (O_DIRECT); a source that ends mid-sector is padded.
-                let lbs = (src.logical_block_size() as usize).max(512);
-                slot.data.set_len(
-                    len.div_ceil(lbs)
-                        .saturating_mul(lbs)
-                        .min(slot.data.capacity()),
-                );
-                let bad = read_chunk_rescue(src, &mut slot.data, i * cs as u64)?;
+                let padded = len
+                    .div_ceil(lbs)
+                    .saturating_mul(lbs)
+                    .min(slot.data.capacity());
+                slot.data.set_len(padded);
+                let mut bad = Vec::new();
+                let unallocated = used.as_ref().is_some_and(|u| u.is_empty());
+                match &used {
+                    // No used block: nothing is read (bad sectors there are never tried).
+                    Some(_) if unallocated => slot.data.fill(0),
+                    Some(u) if u.as_slice() != [(start, start + len as u64)] => {
+                        // Only the used blocks are read; the free ones stay zeros (deleted data
+                        // is neither stored nor leaked, bad sectors in free space are never tried).
+                        slot.data.fill(0);
+                        for &(a, b) in u {
+                            let ra = ((a - start) as usize) / lbs * lbs;
+                            let rb = ((b - start) as usize).div_ceil(lbs) * lbs;
+                            let rb = rb.min(padded);
+                            bad.extend(read_chunk_rescue(
+                                src,
+                                &mut slot.data[ra..rb],
+                                start + ra as u64,
+                            )?);
+                        }
+                    }
+                    _ => bad = read_chunk_rescue(src, &mut slot.data, start)?,
+                }
                 slot.data.set_len(len);
                 let parent_hash = match parent.as_mut() {
                     Some(p) => Some(p.entry(i)?.hash),
@@ -474,6 +530,7 @@ pub fn create(
                     .send(Job {
                         i,
                         slot,
+                        unallocated,
                         bad,
                         parent_hash,
                     })
@@ -496,7 +553,14 @@ pub fn create(
                 let data = &job.slot.data[..];
                 let len = data.len();
                 let (kind, stored, crc, hash);
-                if is_zero(data) {
+                if job.unallocated {
+                    hash = if len == cs as usize {
+                        zero_full
+                    } else {
+                        *blake3::hash(data).as_bytes()
+                    };
+                    (kind, stored, crc) = (Kind::Unallocated, 0, 0);
+                } else if is_zero(data) {
                     hash = if len == cs as usize {
                         zero_full
                     } else {
@@ -532,7 +596,9 @@ pub fn create(
             });
         }
         drop(done_tx);
-        let w = write_loop(&mut vw, &header, done_rx, free_tx, sink, cancel, started);
+        let w = write_loop(
+            &mut vw, &header, &usage, done_rx, free_tx, sink, cancel, started,
+        );
         if w.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
@@ -573,6 +639,9 @@ pub fn create(
         stored_chunks: footer.stored_chunks,
         zero_chunks: footer.zero_chunks,
         unchanged_chunks: footer.parent_chunks,
+        unallocated_chunks: footer.unallocated_chunks,
+        used_bytes: plan.used_bytes,
+        partitions: plan.partitions.clone(),
         image_bytes,
         bad_bytes: footer.bad_bytes,
         bad_ranges,
@@ -588,6 +657,7 @@ const REPORT_BAD_RANGES: usize = 10_000;
 fn write_loop(
     vw: &mut VolumeWriter,
     header: &Header,
+    usage: &[u8],
     done_rx: Receiver<Done>,
     free_tx: SyncSender<Slot>,
     sink: &dyn ProgressSink,
@@ -637,13 +707,14 @@ fn write_loop(
         while let Some(d) = pending.remove(&next) {
             let len = header.chunk_len(d.i);
             let (volume, offset) = match d.kind {
-                Kind::Zero | Kind::Parent => (0, 0),
+                Kind::Zero | Kind::Parent | Kind::Unallocated => (0, 0),
                 Kind::Lz4 => vw.record(&[&d.slot.out[..d.stored]])?,
                 Kind::Raw => vw.record(&[&d.slot.data[..len]])?,
             };
             match d.kind {
                 Kind::Zero => f.zero_chunks += 1,
                 Kind::Parent => f.parent_chunks += 1,
+                Kind::Unallocated => f.unallocated_chunks += 1,
                 _ => f.stored_chunks += 1,
             }
             f.payload_bytes += d.stored as u64;
@@ -707,7 +778,7 @@ fn write_loop(
         }
     }
     drop(free_tx);
-    // Tail: segment table + footer, in one record (never split across volumes).
+    // Tail: usage record + segment table + footer, in one record (never split across volumes).
     let mut tab = vec![0u8; segtab.len() * SEGTAB_ENTRY];
     for (k, r) in segtab.iter().enumerate() {
         r.encode_into(&mut tab[k * SEGTAB_ENTRY..(k + 1) * SEGTAB_ENTRY]);
@@ -717,16 +788,17 @@ fn write_loop(
     f.media_hash = media.finish();
     f.finished = now_secs();
     // The footer must know its volume and offset: decide whether the tail needs a new volume first.
-    let tail = (tab.len() + FOOTER_SIZE) as u64;
+    let tail = (usage.len() + tab.len() + FOOTER_SIZE) as u64;
     if let Some(limit) = vw.split {
         if vw.len + tail > limit {
             vw.open_next()?;
         }
     }
     f.volumes = vw.files.len() as u32;
-    f.segtab_offset = vw.len;
+    f.usage_len = usage.len() as u32;
+    f.segtab_offset = vw.len + usage.len() as u64;
     let fb = f.encode();
-    vw.record(&[&tab, &fb])?;
+    vw.record(&[usage, &tab, &fb])?;
     prog.done_bytes = header.disk_size;
     prog.phase = "syncing".into();
     prog.rate_bytes_per_sec =

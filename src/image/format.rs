@@ -5,7 +5,10 @@ use crate::error::{Error, Result};
 pub const HEADER_MAGIC: &[u8; 8] = b"LBIMAGE\0";
 pub const FOOTER_MAGIC: &[u8; 8] = b"LBIFOOT\0";
 pub const SEGMENT_MAGIC: &[u8; 4] = b"LBIX";
-pub const VERSION: u16 = 1;
+/// The version written. Version 1 images (no used-block support) are still read.
+pub const VERSION: u16 = 2;
+/// The oldest version read.
+pub const MIN_VERSION: u16 = 1;
 pub const HEADER_SIZE: usize = 512;
 pub const FOOTER_SIZE: usize = 160;
 pub const ENTRY_SIZE: usize = 56;
@@ -25,7 +28,14 @@ pub const MAX_SEGMENT_CHUNKS: u32 = 65536;
 pub const FEAT_INCREMENTAL: u32 = 1;
 /// Incompatible feature: the image may have more than one volume.
 pub const FEAT_SPLIT: u32 = 2;
-pub const KNOWN_INCOMPAT: u32 = FEAT_INCREMENTAL | FEAT_SPLIT;
+/// Incompatible feature (version 2): only the source's used blocks were read — chunks may be
+/// kind 4 (unallocated) and the free blocks inside stored chunks are zeros.
+pub const FEAT_USED_BLOCKS: u32 = 4;
+pub const KNOWN_INCOMPAT: u32 = FEAT_INCREMENTAL | FEAT_SPLIT | FEAT_USED_BLOCKS;
+/// Magic of the usage record (version 2): the per-partition used-block plan, before the tail.
+pub const USAGE_MAGIC: &[u8; 4] = b"LBIU";
+/// Largest usage record accepted (a plan of thousands of partitions fits easily).
+pub const MAX_USAGE_LEN: u32 = 1 << 20;
 
 /// Entry flag: the chunk contains unreadable sectors (stored as zeros).
 pub const FLAG_BAD: u8 = 1;
@@ -38,6 +48,8 @@ pub enum Kind {
     Raw = 1,
     Lz4 = 2,
     Parent = 3,
+    /// No byte of the chunk is in use by a filesystem: not read, not stored, zeros logically.
+    Unallocated = 4,
 }
 
 impl Kind {
@@ -47,6 +59,7 @@ impl Kind {
             1 => Kind::Raw,
             2 => Kind::Lz4,
             3 => Kind::Parent,
+            4 => Kind::Unallocated,
             _ => return None,
         })
     }
@@ -165,9 +178,9 @@ impl Header {
             return Err(Error::corrupt("image header is damaged (CRC32 mismatch)").at_offset(0));
         }
         let version = u16_at(b, 8);
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(Error::unsupported(format!(
-                "image format version {version} is not supported by this Lifeboat (it reads version {VERSION}); use a newer Lifeboat"
+                "image format version {version} is not supported by this Lifeboat (it reads versions {MIN_VERSION} to {VERSION}); use a newer Lifeboat"
             )));
         }
         if u16_at(b, 10) as usize != HEADER_SIZE {
@@ -192,6 +205,11 @@ impl Header {
             source_name: get_str(b, 256, 128),
             parent_path: get_str(b, 384, 124),
         };
+        if h.incompat & FEAT_USED_BLOCKS != 0 && version < 2 {
+            return Err(Error::corrupt(
+                "image header of version 1 claims the used-blocks feature",
+            ));
+        }
         if h.incompat & !KNOWN_INCOMPAT != 0 {
             return Err(Error::unsupported(format!(
                 "image uses features this Lifeboat does not know (flags {:#x}); use a newer Lifeboat",
@@ -391,6 +409,10 @@ pub struct Footer {
     pub media_hash: [u8; 32],
     pub finished: u64,
     pub bad_ranges: u64,
+    /// Chunks of kind 4 (version 2; reserved zeros in version 1).
+    pub unallocated_chunks: u64,
+    /// Length of the usage record just before the segment table (version 2; 0 = none).
+    pub usage_len: u32,
 }
 
 impl Footer {
@@ -411,6 +433,8 @@ impl Footer {
         put(&mut b, 96, &self.media_hash);
         put(&mut b, 128, &self.finished.to_le_bytes());
         put(&mut b, 136, &self.bad_ranges.to_le_bytes());
+        put(&mut b, 144, &self.unallocated_chunks.to_le_bytes());
+        put(&mut b, 152, &self.usage_len.to_le_bytes());
         let crc = crc32fast::hash(&b[..156]);
         put(&mut b, 156, &crc.to_le_bytes());
         b
@@ -440,8 +464,36 @@ impl Footer {
             media_hash: arr(b, 96),
             finished: u64_at(b, 128),
             bad_ranges: u64_at(b, 136),
+            unallocated_chunks: u64_at(b, 144),
+            usage_len: u32_at(b, 152),
         }))
     }
+}
+
+/// Encodes the usage record: magic, JSON length, the JSON of the used-block plan, CRC32.
+pub fn encode_usage(json: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(json.len() + 12);
+    b.extend_from_slice(USAGE_MAGIC);
+    b.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    b.extend_from_slice(json);
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes a usage record to its JSON bytes.
+pub fn decode_usage(b: &[u8]) -> std::result::Result<&[u8], String> {
+    if b.len() < 12 || &b[0..4] != USAGE_MAGIC {
+        return Err("usage record signature missing".into());
+    }
+    let n = u32_at(b, 4) as usize;
+    if n + 12 != b.len() {
+        return Err("usage record length does not match".into());
+    }
+    if crc32fast::hash(&b[..8 + n]) != u32_at(b, 8 + n) {
+        return Err("usage record CRC32 mismatch".into());
+    }
+    Ok(&b[8..8 + n])
 }
 
 /// Incremental media-hash computation (see the spec): fed chunk hashes in order.
@@ -582,6 +634,8 @@ mod tests {
             uuid: [1; 16],
             volumes: 2,
             chunks: 9,
+            unallocated_chunks: 3,
+            usage_len: 77,
             media_hash: [4; 32],
             ..Default::default()
         };
@@ -592,6 +646,29 @@ mod tests {
         assert!(Footer::decode(&c).unwrap().is_err());
         c[0] = 0;
         assert!(Footer::decode(&c).is_none());
+    }
+
+    #[test]
+    fn usage_record_round_trip() {
+        let r = encode_usage(br#"{"partitions":[]}"#);
+        assert_eq!(decode_usage(&r).unwrap(), br#"{"partitions":[]}"#);
+        let mut c = r.clone();
+        c[10] ^= 1;
+        assert!(decode_usage(&c).is_err());
+        assert!(decode_usage(&r[..r.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn version_one_still_read() {
+        let mut h = header();
+        h.version = 1;
+        assert_eq!(Header::decode(&h.encode()).unwrap().version, 1);
+        h.incompat |= FEAT_USED_BLOCKS;
+        assert!(Header::decode(&h.encode()).is_err());
+        h.version = 3;
+        h.incompat = 0;
+        let e = Header::decode(&h.encode()).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Unsupported);
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub enum ImageCmd {
         /// Replace an existing image of the same name (only once the new one is complete).
         #[arg(long)]
         force: bool,
+        /// Read and store every sector, free space included (forensics, unknown layouts).
+        /// By default only the blocks filesystems use are read (ext2/3/4, FAT, exFAT, NTFS);
+        /// partitions without a trustworthy map are copied whole anyway.
+        #[arg(long)]
+        all_sectors: bool,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -48,6 +53,10 @@ pub enum ImageCmd {
         /// Do not ask for confirmation (also allows restoring onto the image's own source disk).
         #[arg(long)]
         yes: bool,
+        /// Write zeros where the image holds no used block (by default the target's free space
+        /// keeps its old bytes there).
+        #[arg(long)]
+        zero_free: bool,
         #[arg(long)]
         json: bool,
     },
@@ -151,6 +160,7 @@ fn run_create(
     parent: Option<String>,
     split: Option<String>,
     force: bool,
+    all_sectors: bool,
     json: bool,
 ) -> Result<i32> {
     // Ctrl-C / SIGTERM: stop, keep the unfinished `.partial` (marked incomplete), exit 130.
@@ -251,6 +261,7 @@ fn run_create(
         parent_hint: hint,
         split,
         force,
+        all_sectors,
         ..Default::default()
     };
     let sink = StderrSink::from_env();
@@ -284,6 +295,7 @@ fn run_create(
             rep.unchanged_chunks,
             rep.uuid
         );
+        print_partitions(&rep.partitions, "  ");
         if rep.bad_bytes > 0 {
             eprintln!(
                 "{} could not be read (saved as zeros; see `lifeboat image info`).",
@@ -296,6 +308,27 @@ fn run_create(
     } else {
         exit::OK
     })
+}
+
+/// One line per partition: number, filesystem, used bytes of size, mode and why.
+fn print_partitions(parts: &[crate::fs::PartitionUsage], indent: &str) {
+    for p in parts {
+        let what = match p.mode {
+            crate::fs::Mode::UsedBlocks => "used blocks".to_string(),
+            crate::fs::Mode::AllSectors => format!(
+                "all sectors ({})",
+                p.reason.as_deref().unwrap_or("no used-block map")
+            ),
+        };
+        eprintln!(
+            "{indent}partition {}: {}, {} used of {}, {}",
+            p.number,
+            p.filesystem.as_deref().unwrap_or("unknown"),
+            crate::jobs::fmt_bytes(p.used_bytes),
+            crate::jobs::fmt_bytes(p.size_bytes),
+            what
+        );
+    }
 }
 
 fn run_verify(image: String, json: bool) -> Result<i32> {
@@ -375,6 +408,28 @@ fn run_info(image: String, json: bool) -> Result<i32> {
             rep.zero_chunks,
             rep.unchanged_chunks
         );
+        if rep.unallocated_chunks > 0 || rep.used_blocks {
+            println!(
+                "Used blocks  {} chunks held no used block (not stored)",
+                rep.unallocated_chunks
+            );
+        }
+        for p in rep.partitions.iter().flatten() {
+            println!(
+                "Partition {:<2} {}, {} used of {}, {}",
+                p.number,
+                p.filesystem.as_deref().unwrap_or("unknown"),
+                crate::jobs::fmt_bytes(p.used_bytes),
+                crate::jobs::fmt_bytes(p.size_bytes),
+                match p.mode {
+                    crate::fs::Mode::UsedBlocks => "used blocks".to_string(),
+                    crate::fs::Mode::AllSectors => format!(
+                        "all sectors ({})",
+                        p.reason.as_deref().unwrap_or("no used-block map")
+                    ),
+                }
+            );
+        }
         println!(
             "Size         {} in {} volume(s), ratio {:.2}",
             crate::jobs::fmt_bytes(rep.image_bytes),
@@ -429,7 +484,13 @@ fn failing_source_note(sel: &Selected) -> Option<String> {
 /// medium, big enough for the imaged disk's partitions) plus one of its own: the disk the image was made from (same serial) is
 /// only overwritten with `--yes` (a deliberate roll-back); without `--yes` a person must confirm;
 /// and a disk with another sector size than the image's partition table is refused.
-fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i32> {
+fn run_restore(
+    image: String,
+    target: String,
+    yes: bool,
+    zero_free: bool,
+    json: bool,
+) -> Result<i32> {
     // Ctrl-C / SIGTERM: stop writing, sync the target, exit 130 saying it is incomplete.
     let cancel = Cancel::new();
     crate::jobs::cancel_on_signals(&cancel, "the target is synced but left INCOMPLETE");
@@ -497,7 +558,10 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
     }
     let sink = StderrSink::from_env();
     let tpath = t.selected.path();
-    let mut out = ops::DeviceSink(&t.device);
+    let mut out = ops::DeviceSink {
+        device: &t.device,
+        zero_free,
+    };
     let mut rep = match ops::stream(
         &store.path,
         &mut out,
@@ -525,6 +589,12 @@ fn run_restore(image: String, target: String, yes: bool, json: bool) -> Result<i
             crate::jobs::fmt_bytes(rep.disk_size_bytes),
             rep.target.display()
         );
+        if rep.unallocated_bytes > 0 {
+            eprintln!(
+                "{} held no used block and were left as they were on the target (--zero-free writes zeros there).",
+                crate::jobs::fmt_bytes(rep.unallocated_bytes)
+            );
+        }
         if rep.bad_bytes > 0 {
             eprintln!(
                 "{} were unreadable when the image was made and were written as zeros.",
@@ -664,14 +734,16 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             parent,
             split,
             force,
+            all_sectors,
             json,
-        } => run_create(source, image, parent, split, force, json),
+        } => run_create(source, image, parent, split, force, all_sectors, json),
         ImageCmd::Restore {
             image,
             target,
             yes,
+            zero_free,
             json,
-        } => run_restore(image, target, yes, json),
+        } => run_restore(image, target, yes, zero_free, json),
         ImageCmd::Verify { image, json } => run_verify(image, json),
         ImageCmd::Info { image, json } => run_info(image, json),
         ImageCmd::Export {

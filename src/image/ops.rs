@@ -71,6 +71,7 @@ struct Counts {
     stored: u64,
     zero: u64,
     parent: u64,
+    unallocated: u64,
     payload: u64,
     bad_bytes: u64,
     bad_ranges: u64,
@@ -85,6 +86,7 @@ impl Counts {
                 Kind::Raw | Kind::Lz4 => self.stored += 1,
                 Kind::Zero => self.zero += 1,
                 Kind::Parent => self.parent += 1,
+                Kind::Unallocated => self.unallocated += 1,
             }
             self.payload += e.len as u64;
             let i = seg.first_chunk + j as u64;
@@ -104,6 +106,7 @@ impl Counts {
             ("stored chunks", f.stored_chunks, self.stored),
             ("zero chunks", f.zero_chunks, self.zero),
             ("unchanged chunks", f.parent_chunks, self.parent),
+            ("unallocated chunks", f.unallocated_chunks, self.unallocated),
             ("payload bytes", f.payload_bytes, self.payload),
             ("unreadable bytes", f.bad_bytes, self.bad_bytes),
             ("unreadable ranges", f.bad_ranges, self.bad_ranges),
@@ -179,8 +182,8 @@ fn verify_one(
                 Ok(_) => {
                     let (a, b) = chain.images[k].chunk_range(i);
                     match e.kind {
-                        Kind::Zero if zero.get(len) != e.hash => {
-                            probs.add(format!("chunk {i} (disk bytes {a}..{b}): zero chunk with a wrong hash"))
+                        Kind::Zero | Kind::Unallocated if zero.get(len) != e.hash => {
+                            probs.add(format!("chunk {i} (disk bytes {a}..{b}): zero or unallocated chunk with a wrong hash"))
                         }
                         Kind::Raw | Kind::Lz4 if *blake3::hash(&out[..len]).as_bytes() != e.hash => probs.add(format!(
                             "chunk {i} (disk bytes {a}..{b}) does not match its BLAKE3 hash in {}",
@@ -215,7 +218,9 @@ fn verify_one(
         counts.compare(&img.footer, &img.path, probs);
         let lens = img.volume_lens();
         let last = lens.len() - 1;
-        covered[last] += (img.footer.segments as u64) * SEGTAB_ENTRY as u64 + FOOTER_SIZE as u64;
+        covered[last] += (img.footer.segments as u64) * SEGTAB_ENTRY as u64
+            + FOOTER_SIZE as u64
+            + img.footer.usage_len as u64;
         for (v, (p, l)) in lens.iter().enumerate() {
             if covered[v] != *l {
                 probs.add(format!(
@@ -273,6 +278,12 @@ pub struct InfoReport {
     pub stored_chunks: u64,
     pub zero_chunks: u64,
     pub unchanged_chunks: u64,
+    /// Chunks without a used block (version 2): not stored, zeros logically.
+    pub unallocated_chunks: u64,
+    /// Whether only used blocks were imaged (the `USED_BLOCKS` feature).
+    pub used_blocks: bool,
+    /// The used-block plan: per partition filesystem, used bytes, mode and why (version 2).
+    pub partitions: Option<Vec<crate::fs::PartitionUsage>>,
     pub payload_bytes: u64,
     pub image_bytes: u64,
     /// Disk bytes per image byte (higher is better).
@@ -356,6 +367,9 @@ pub fn info(path: &Path) -> Result<InfoReport> {
         stored_chunks: f.stored_chunks,
         zero_chunks: f.zero_chunks,
         unchanged_chunks: f.parent_chunks,
+        unallocated_chunks: f.unallocated_chunks,
+        used_blocks: h.incompat & FEAT_USED_BLOCKS != 0,
+        partitions: img.usage.as_ref().map(|u| u.partitions.clone()),
         payload_bytes: f.payload_bytes,
         image_bytes,
         compression_ratio: if image_bytes == 0 {
@@ -392,6 +406,11 @@ pub trait RestoreSink {
     /// chunk is all zeros (a sparse sink may skip it). Returns how many of the chunk's bytes
     /// are now on the target (fewer past the end of a smaller target).
     fn write_chunk(&mut self, data: &[u8], off: u64, zero: bool) -> Result<u64>;
+    /// Whether chunks that held no used block are left alone (true: the target's free space
+    /// keeps its old bytes, or stays a hole) rather than written as zeros.
+    fn skip_unallocated(&self) -> bool {
+        true
+    }
 }
 
 /// What restore/export report.
@@ -404,6 +423,8 @@ pub struct RestoreReport {
     pub disk_size_bytes: u64,
     pub written_bytes: u64,
     pub zero_bytes: u64,
+    /// Bytes of chunks without a used block, not written (`--zero-free` writes them as zeros).
+    pub unallocated_bytes: u64,
     /// Disk ranges that were unreadable when the image was made (restored as zeros).
     pub bad_bytes: u64,
     pub bad_ranges: Vec<(u64, u64)>,
@@ -419,6 +440,7 @@ struct Filled {
     i: u64,
     buf: AlignedBuf,
     zero: bool,
+    unallocated: bool,
 }
 
 /// Streams every chunk of the chain at `path`, checked (CRC, BLAKE3, media hash), into `out`.
@@ -448,7 +470,8 @@ pub fn stream(
     let (full_tx, full_rx) = mpsc::sync_channel::<Result<Filled>>(SLOTS);
     let mut prog = Progress::new(job, "restoring", h.disk_size);
     let mut meter = RateMeter::new(Duration::from_secs(10));
-    let (mut written, mut zero_bytes) = (0u64, 0u64);
+    let (mut written, mut zero_bytes, mut unalloc_bytes) = (0u64, 0u64, 0u64);
+    let skip_unalloc = out.skip_unallocated();
     let hr = &h;
     let res: Result<[u8; 32]> = std::thread::scope(|s| {
         let reader = s.spawn(move || -> [u8; 32] {
@@ -462,12 +485,20 @@ pub fn stream(
                 let Ok(mut buf) = free_rx.recv() else { break };
                 let len = h.chunk_len(i);
                 buf.set_len(cs);
-                let r = chain.read_chunk(i, &mut buf, &mut scratch).map(|e| {
-                    media.add(&e.hash);
-                    buf.set_len(len);
-                    let zero = is_zero(&buf);
-                    Filled { i, buf, zero }
-                });
+                let r = chain
+                    .read_chunk_resolved(i, &mut buf, &mut scratch)
+                    .map(|(e, kind)| {
+                        media.add(&e.hash);
+                        buf.set_len(len);
+                        let unallocated = kind == Kind::Unallocated;
+                        let zero = unallocated || is_zero(&buf);
+                        Filled {
+                            i,
+                            buf,
+                            zero,
+                            unallocated,
+                        }
+                    });
                 let stop = r.is_err();
                 if full_tx.send(r).is_err() || stop {
                     break;
@@ -495,17 +526,21 @@ pub fn stream(
                 }
             };
             let off = f.i * cs as u64;
-            let placed = match out.write_chunk(&f.buf, off, f.zero) {
-                Ok(n) => n,
-                Err(e) => {
-                    err = Some(e);
-                    break;
+            if f.unallocated && skip_unalloc {
+                unalloc_bytes += f.buf.len() as u64;
+            } else {
+                let placed = match out.write_chunk(&f.buf, off, f.zero) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                };
+                if f.zero {
+                    zero_bytes += placed;
                 }
-            };
-            if f.zero {
-                zero_bytes += placed;
+                written += placed;
             }
-            written += placed;
             prog.done_bytes += f.buf.len() as u64;
             let _ = free_tx.send(f.buf);
             n += 1;
@@ -546,6 +581,7 @@ pub fn stream(
         disk_size_bytes: h.disk_size,
         written_bytes: written,
         zero_bytes,
+        unallocated_bytes: unalloc_bytes,
         bad_bytes,
         bad_ranges,
         media_hash: hex(&media),
@@ -558,16 +594,23 @@ pub fn stream(
 /// A sink writing every chunk to a block device or an existing file. Bytes past the end of a
 /// smaller target are dropped: the safety check made sure the partitions fit, and the GPT
 /// fix-up rewrites the backup table at the real end afterwards.
-pub struct DeviceSink<'a>(pub &'a crate::io::Device);
+pub struct DeviceSink<'a> {
+    pub device: &'a crate::io::Device,
+    /// `--zero-free`: write zeros where the image holds no used block.
+    pub zero_free: bool,
+}
 impl RestoreSink for DeviceSink<'_> {
+    fn skip_unallocated(&self) -> bool {
+        !self.zero_free
+    }
     fn write_chunk(&mut self, data: &[u8], off: u64, _zero: bool) -> Result<u64> {
         use crate::io::BlockSource;
-        let end = self.0.size();
+        let end = self.device.size();
         if off >= end {
             return Ok(0);
         }
         let n = (data.len() as u64).min(end - off) as usize;
-        self.0.write_all_at(&data[..n], off)?;
+        self.device.write_all_at(&data[..n], off)?;
         Ok(n as u64)
     }
 }
@@ -579,6 +622,9 @@ pub struct SparseFileSink {
     pub sparse: bool,
 }
 impl RestoreSink for SparseFileSink {
+    fn skip_unallocated(&self) -> bool {
+        self.sparse
+    }
     fn write_chunk(&mut self, data: &[u8], off: u64, zero: bool) -> Result<u64> {
         // A hole reads as the zeros it stands for: those bytes are on the target too.
         if !(zero && self.sparse) {

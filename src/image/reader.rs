@@ -23,6 +23,8 @@ pub struct Image {
     pub path: PathBuf,
     pub header: Header,
     pub footer: Footer,
+    /// The used-block plan the image was made with (version 2 images; None before).
+    pub usage: Option<crate::fs::UsageMap>,
     vols: Vec<Volume>,
     segtab: Vec<SegRef>,
     cache: Option<(usize, Segment)>,
@@ -203,7 +205,37 @@ impl Image {
                     .at_offset(segtab_offset),
             );
         }
-        vols[last].data_end = segtab_offset;
+        // Version 2: the usage record sits just before the segment table.
+        let mut usage = None;
+        if footer.usage_len > 0 {
+            let ul = footer.usage_len as u64;
+            if header.version < 2
+                || footer.usage_len > MAX_USAGE_LEN
+                || segtab_offset < HEADER_SIZE as u64 + ul
+            {
+                return Err(
+                    Error::corrupt("image footer has an invalid usage record length")
+                        .at_path(&vols[last].path),
+                );
+            }
+            let mut ub = vec![0u8; ul as usize];
+            read_exact(
+                &vols[last].file,
+                &vols[last].path,
+                &mut ub,
+                segtab_offset - ul,
+            )?;
+            let json = decode_usage(&ub).map_err(|m| {
+                Error::corrupt(m)
+                    .at_path(&vols[last].path)
+                    .at_offset(segtab_offset - ul)
+            })?;
+            usage = Some(serde_json::from_slice(json).map_err(|e| {
+                Error::corrupt(format!("image usage record is not valid: {e}"))
+                    .at_path(&vols[last].path)
+            })?);
+        }
+        vols[last].data_end = segtab_offset - footer.usage_len as u64;
         let sc = header.segment_chunks as u64;
         let max_seg_len = Segment::encoded_len(header.segment_chunks as usize, 0) as u64
             + (sc * header.chunk_size as u64 / header.sector_size as u64 / 2 + 1)
@@ -231,6 +263,7 @@ impl Image {
             path: path.to_path_buf(),
             header,
             footer,
+            usage,
             vols,
             segtab,
             cache: None,
@@ -322,6 +355,17 @@ impl Image {
             Kind::Zero => {
                 if e.len != 0 {
                     return Err(self.damaged(i, "a zero chunk with a payload", 0, 0));
+                }
+                out.fill(0);
+            }
+            Kind::Unallocated => {
+                if self.header.incompat & FEAT_USED_BLOCKS == 0 || e.len != 0 {
+                    return Err(self.damaged(
+                        i,
+                        "an unallocated chunk in an image made of all sectors",
+                        0,
+                        0,
+                    ));
                 }
                 out.fill(0);
             }
@@ -545,6 +589,17 @@ impl Chain {
     /// Reads chunk `i` as the disk had it, following parents; checks the BLAKE3 of the result
     /// against the named image's index. Returns the top image's entry.
     pub fn read_chunk(&mut self, i: u64, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<Entry> {
+        self.read_chunk_resolved(i, out, scratch).map(|r| r.0)
+    }
+
+    /// As [`Chain::read_chunk`], also returning the kind the bytes came from after following
+    /// parents (`Unallocated` tells restore the chunk held no used block).
+    pub fn read_chunk_resolved(
+        &mut self,
+        i: u64,
+        out: &mut [u8],
+        scratch: &mut Vec<u8>,
+    ) -> Result<(Entry, Kind)> {
         let top = self.images[0].entry(i)?;
         let len = self.images[0].header.chunk_len(i);
         let mut k = 0;
@@ -560,7 +615,7 @@ impl Chain {
             }
             k += 1;
         };
-        let hash = if kind == Kind::Zero {
+        let hash = if matches!(kind, Kind::Zero | Kind::Unallocated) {
             self.zero.get(len)
         } else {
             *blake3::hash(&out[..len]).as_bytes()
@@ -574,7 +629,7 @@ impl Chain {
             ))
             .at_path(&self.images[0].path));
         }
-        Ok(top)
+        Ok((top, kind))
     }
 }
 
