@@ -252,6 +252,7 @@ mod tests {
                     parent: parent.map(Into::into),
                     split: split.map(Into::into),
                     force,
+                    all_sectors: force,
                     json: !force,
                 }));
             }
@@ -260,6 +261,7 @@ mod tests {
             image: "a.lbi".into(),
             target: "/dev/sdb".into(),
             yes: true,
+            zero_free: true,
             json: true,
         }));
         round_trip(Cmd::Image(ImageCmd::Info {

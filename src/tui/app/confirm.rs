@@ -91,12 +91,15 @@ impl App {
                 },
                 split: None,
                 force: false,
+                // Used blocks by default; partitions without a trustworthy map are copied whole.
+                all_sectors: false,
                 json: true,
             }),
             JobKind::Restore => Cmd::Image(ImageCmd::Restore {
                 image: img?.to_string(),
                 target: disk(tgt?),
                 yes: true,
+                zero_free: false,
                 json: true,
             }),
             JobKind::Verify => Cmd::Image(ImageCmd::Verify {

@@ -192,6 +192,7 @@ fn restore_flow_uses_partition_image_and_refuses_its_disk() {
             image: "sdc1:/lifeboat/pc.lbi".into(),
             target: "/dev/sda".into(),
             yes: true,
+            zero_free: false,
             json: true,
         }))
     );
