@@ -45,6 +45,10 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 exit::OK
             };
             let _ = e.print();
+            if code != exit::OK {
+                let msg = e.render().to_string();
+                hand_report(&error_report(&Error::invalid(msg.trim())));
+            }
             return code;
         }
     };
@@ -63,12 +67,47 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
 }
 
 /// Prints an error for a person (stderr) and, with `--json`, as one JSON object on stdout.
+/// The unattended runner gets the JSON object either way ([`hand_report`]).
 pub fn report_error(e: &Error, json: bool) -> i32 {
     eprintln!("lifeboat: error: {e}");
+    let v = error_report(e);
+    hand_report(&v);
     if json {
-        println!("{}", error_report(e));
+        println!("{v}");
     }
     e.exit_code()
+}
+
+/// The environment variable by which the unattended runner asks for the job's report: a file
+/// path that receives the report object (the one `--json` prints), with or without `--json`.
+pub const REPORT_ENV: &str = "LIFEBOAT_REPORT";
+
+/// Prints the job's report object on stdout when `json`, and hands it to the unattended runner
+/// either way. Every clone and image command reports through here (failures through
+/// [`report_error`]).
+pub fn emit_report<T: serde::Serialize>(rep: &T, json: bool) {
+    let v = serde_json::to_value(rep).unwrap_or_else(|e| {
+        error_report(
+            &Error::new(crate::error::ErrorKind::Io, "cannot encode the report").caused_by(e),
+        )
+    });
+    hand_report(&v);
+    if json {
+        println!("{v}");
+    }
+}
+
+/// Writes `v` to the file named by [`REPORT_ENV`], when the runner set it.
+pub fn hand_report(v: &serde_json::Value) {
+    let Some(path) = std::env::var_os(REPORT_ENV) else {
+        return;
+    };
+    if let Err(e) = std::fs::write(&path, v.to_string()) {
+        eprintln!(
+            "lifeboat: warning: cannot hand the report to the runner ({}): {e}",
+            std::path::Path::new(&path).display()
+        );
+    }
 }
 
 /// The JSON object of a failed job: `ok: false`, what the job knew when it failed (the

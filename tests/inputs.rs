@@ -755,3 +755,67 @@ fn a_relative_or_empty_path_on_a_partition_is_a_usage_error() {
     assert!(t.p("label=ADVROOT:rel.lbi").is_file());
     assert_eq!(sha(&disk), disk_sha, "the source changed");
 }
+
+// ------------------- the unattended contract: every clone/image job hands over its report object
+
+#[test]
+fn every_clone_and_image_job_hands_its_report_object_to_the_runner() {
+    let t = TempDir::new("report");
+    let disk = t.p("disk.img");
+    random_file(&disk, 4 * MIB);
+    let disk_sha = sha(&disk);
+    let (img, tgt, raw) = (t.p("r.lbi"), t.p("tgt.img"), t.p("out.raw"));
+    common::zero_file(&tgt, 4 * MIB);
+    let rep = t.p("report.json");
+    let run = |args: &[&str]| -> (Output, serde_json::Value) {
+        let _ = fs::remove_file(&rep);
+        let o = lifeboat_cmd()
+            .args(args)
+            .env("LIFEBOAT_REPORT", &rep)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = fs::read_to_string(&rep)
+            .unwrap_or_else(|e| panic!("{args:?} handed no report ({e}): {}", err(&o)));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(v.is_object(), "{args:?}: {v}");
+        (o, v)
+    };
+    // Without --json: stdout is for a person (or empty), the report object is handed over.
+    let (o, v) = run(&["clone", s(&disk), s(&tgt), "--yes"]);
+    assert_exit(&o, 0);
+    assert!(o.stdout.is_empty());
+    assert_eq!(v["bad_ranges"], serde_json::json!([]), "{v}");
+    assert_eq!(v["exit_code"], 0);
+    let (o, v) = run(&["image", "create", s(&disk), s(&img)]);
+    assert_exit(&o, 0);
+    assert_eq!(v["disk_size_bytes"], 4 * MIB, "{v}");
+    assert!(v["bad_ranges"].is_array(), "{v}");
+    let (o, v) = run(&["image", "verify", s(&img)]);
+    assert_exit(&o, 0);
+    assert_eq!(v["ok"], true, "{v}");
+    let (o, v) = run(&["image", "info", s(&img)]);
+    assert_exit(&o, 0);
+    assert!(!o.stdout.is_empty(), "info prints its text for a person");
+    assert!(v["bad_ranges"].is_array() && v["uuid"].is_string(), "{v}");
+    let (o, v) = run(&["image", "restore", s(&img), s(&tgt), "--yes"]);
+    assert_exit(&o, 0);
+    assert_eq!(v["media_hash_verified"], true, "{v}");
+    let (o, v) = run(&["image", "export", s(&img), s(&raw)]);
+    assert_exit(&o, 0);
+    assert!(v["bad_ranges"].is_array(), "{v}");
+    // With --json: the same object on stdout and handed over.
+    let (o, v) = run(&["image", "verify", s(&img), "--json"]);
+    assert_eq!(json(&o), v);
+    // Failures: the error object (kind, message, exit code), a usage error included.
+    let (o, v) = run(&["clone", s(&disk), s(&disk), "--yes"]);
+    assert_exit(&o, 4);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["exit_code"], 4);
+    assert_eq!(v["error"]["kind"], "refused", "{v}");
+    let (o, v) = run(&["image", "create", s(&disk)]);
+    assert_exit(&o, 2);
+    assert_eq!(v["error"]["kind"], "invalid_input", "{v}");
+    assert_eq!(v["exit_code"], 2);
+    assert_eq!(sha(&disk), disk_sha, "the source changed");
+}

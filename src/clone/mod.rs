@@ -7,7 +7,7 @@ pub mod resume;
 
 pub use job::{execute, plan, run_job, CloneJob, CloneReport, Plan};
 
-use crate::error::{exit, Error, Result};
+use crate::error::{exit, Result};
 use crate::jobs::{fmt_bytes, fmt_duration, Cancel, StderrSink};
 
 #[derive(clap::Args, Debug, Clone, PartialEq, serde::Serialize)]
@@ -64,13 +64,7 @@ pub fn run(a: CloneArgs) -> Result<i32> {
     last.rate_bytes_per_sec = report.rate_bytes_per_sec;
     sink.finish(&last);
     eprintln!("{}", human_report(&report));
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report)
-                .map_err(|e| Error::invalid("cannot encode the report").caused_by(e))?
-        );
-    }
+    crate::cli::emit_report(&report, a.json);
     Ok(report.exit_code)
 }
 

@@ -108,13 +108,6 @@ pub fn parse_size(s: &str) -> Result<u64> {
         .ok_or_else(|| Error::invalid(format!("size {s:?} is too large")))
 }
 
-fn print_json<T: serde::Serialize>(v: &T) {
-    match serde_json::to_string(v) {
-        Ok(s) => println!("{s}"),
-        Err(e) => println!("{{\"ok\":false,\"error\":{{\"kind\":\"io\",\"message\":\"cannot encode the report: {e}\"}}}}"),
-    }
-}
-
 /// The identity items of an image location before anything is mounted: for
 /// `PARTITION:/path` the partition (mounting it writes to it: journal, superblock), else the
 /// plain path. `written` for create/export outputs.
@@ -282,9 +275,8 @@ fn run_create(
     if store.partition.is_some() {
         rep.image = PathBuf::from(&image);
     }
-    if json {
-        print_json(&rep);
-    } else {
+    crate::cli::emit_report(&rep, json);
+    if !json {
         eprintln!(
             "Image {} written: {} of disk in {} ({} stored, {} zero, {} unchanged chunks), UUID {}.",
             image,
@@ -339,9 +331,8 @@ fn run_verify(image: String, json: bool) -> Result<i32> {
     ops::require_complete(&store.path)?;
     let sink = StderrSink::from_env();
     let rep = verify(&store.path, &sink, &cancel)?;
-    if json {
-        print_json(&rep);
-    } else {
+    crate::cli::emit_report(&rep, json);
+    if !json {
         eprintln!();
         for p in &rep.problems {
             eprintln!("problem: {p}");
@@ -371,24 +362,22 @@ fn run_info(image: String, json: bool) -> Result<i32> {
         Ok(r) => r,
         Err(e) if e.kind == ErrorKind::Incomplete => {
             let h = ops::partial_header(&path);
-            if json {
-                let v = serde_json::json!({
-                    "image": image,
-                    "complete": false,
-                    "uuid": h.as_ref().map(|h| format::uuid_str(&h.uuid)),
-                    "message": e.to_string(),
-                });
-                println!("{v}");
-            } else {
+            let v = serde_json::json!({
+                "image": image,
+                "complete": false,
+                "uuid": h.as_ref().map(|h| format::uuid_str(&h.uuid)),
+                "message": e.to_string(),
+            });
+            crate::cli::emit_report(&v, json);
+            if !json {
                 eprintln!("{image}: INCOMPLETE image: {e}");
             }
             return Ok(exit::CORRUPT);
         }
         Err(e) => return Err(e),
     };
-    if json {
-        print_json(&rep);
-    } else {
+    crate::cli::emit_report(&rep, json);
+    if !json {
         let s = &rep.source;
         println!("Image        {}", image);
         println!("UUID         {}", rep.uuid);
@@ -581,9 +570,8 @@ fn run_restore(
     // Best effort: a partition in use keeps the old table until the next boot.
     let _ = t.device.reread_partitions();
     finish_progress(&sink, "image-restore", rep.disk_size_bytes, 0);
-    if json {
-        print_json(&rep);
-    } else {
+    crate::cli::emit_report(&rep, json);
+    if !json {
         eprintln!(
             "Restored {} onto {} (media hash verified).",
             crate::jobs::fmt_bytes(rep.disk_size_bytes),
@@ -714,9 +702,8 @@ fn run_export(image: String, raw: String, force: bool, json: bool) -> Result<i32
         )
     })?;
     finish_progress(&sink, "image-export", rep.disk_size_bytes, 0);
-    if json {
-        print_json(&rep);
-    } else {
+    crate::cli::emit_report(&rep, json);
+    if !json {
         eprintln!(
             "Exported {} to {} (sparse, media hash verified).",
             crate::jobs::fmt_bytes(rep.disk_size_bytes),

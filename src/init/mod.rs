@@ -118,11 +118,10 @@ fn unattended(p: &Params, args: &str) {
             console::alert(&e.to_string());
             let o = runner::Outcome {
                 exit_code: e.exit_code(),
-                stdout: Vec::new(),
-                duration_ms: 0,
+                ..runner::Outcome::default()
             };
             let mut v = runner::result_json(args, &[], &o);
-            v["output"] = serde_json::Value::String(e.to_string());
+            v["output"] = runner::failure_output(args, &e);
             console::announce(&runner::result_line(&v));
         }
     }));
