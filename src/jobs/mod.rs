@@ -1,6 +1,9 @@
 //! Jobs: long-running clone/image/restore work reports progress through a [`ProgressSink`] and
 //! checks a [`Cancel`] token. The same job code serves the CLI (progress on stderr), the
 //! unattended runner (`LIFEBOAT-PROGRESS {json}` lines) and the TUI (events over a channel).
+//! [`jobdir`] is the protocol of a job run detached from the console that started it.
+pub mod jobdir;
+
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};

@@ -1,12 +1,10 @@
 //! The technician's console (`lifeboat ui`): ratatui + crossterm on a host terminal, the Linux
 //! VT or a serial line. State lives in [`app::App`] and changes only in `update(event)`; the
 //! views in [`view`] only read it; device scans and job-directory reads run in worker threads
-//! that send events; jobs run as detached processes of this binary ([`jobdir`]), so they survive
+//! that send events; jobs run as detached processes of this binary ([`crate::jobs::jobdir`]), so they survive
 //! a UI crash and every console follows them.
 pub mod app;
-pub mod jobdir;
 pub mod keys;
-pub mod mapfile;
 pub mod safety;
 pub mod view;
 mod worker;
@@ -15,6 +13,7 @@ mod worker;
 mod tests;
 
 use crate::error::{Error, Result};
+use crate::jobs::jobdir;
 use app::{App, Command, Event};
 use crossterm::event as ct;
 use crossterm::{cursor, execute, terminal};

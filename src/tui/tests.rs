@@ -9,9 +9,9 @@
 //! console, ...) plus a second tool to install for a workflow `UPDATE_SNAPSHOTS=1` already
 //! covers. Revisit if snapshots multiply beyond the TUI.
 use super::app::{App, Event, JobKind, Overlay, Screen};
-use super::jobdir::{JobResult, JobSnapshot, JobSpec};
 use super::keys::Key;
 use crate::devices::fixtures::{disk, machine, part};
+use crate::jobs::jobdir::{JobResult, JobSnapshot, JobSpec};
 use crate::jobs::Progress;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;

@@ -2,9 +2,9 @@
 //! inventory (polled every 2 s, so hot-plugged disks appear) with each drive's health (read once
 //! per drive, in the background, refreshed every 10 minutes) and the job directory (every 0.5 s).
 use super::app::Event;
-use super::jobdir;
 use crate::devices::Disk;
 use crate::health::Health;
+use crate::jobs::jobdir;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;

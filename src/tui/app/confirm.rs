@@ -1,13 +1,13 @@
 //! The confirmation screen (drawn by `view::confirm`) and the job it starts: the command line is
 //! built as the CLI's own argument values (`CloneArgs`, `ImageCmd`) and rendered by
 //! [`crate::cli::to_argv`], so every flag has one definition.
-use super::super::jobdir::JobSpec;
 use super::super::keys::Key;
 use super::{describe, image_arg, App, Command, JobKind, Screen};
 use crate::cli::{to_argv, Cmd};
 use crate::clone::CloneArgs;
 use crate::devices::Disk;
 use crate::image::ImageCmd;
+use crate::jobs::jobdir::JobSpec;
 use std::path::Path;
 
 impl App {

@@ -1,8 +1,8 @@
 //! The progress and result screens (drawn by `view::job`): following the job whichever console
 //! started it, cancelling it, dismissing its result.
-use super::super::jobdir::JobSnapshot;
 use super::super::keys::Key;
 use super::{App, Command, Overlay, Screen};
+use crate::jobs::jobdir::JobSnapshot;
 
 impl App {
     pub(super) fn on_job(&mut self, snap: Option<JobSnapshot>) {

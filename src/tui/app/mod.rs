@@ -18,9 +18,9 @@ pub use disks::{describe, describe_part};
 pub use kind::JobKind;
 pub use location::{image_arg, LocField, Location, Place};
 
-use super::jobdir::{JobSnapshot, JobSpec};
 use super::keys::Key;
 use crate::devices::Disk;
+use crate::jobs::jobdir::{JobSnapshot, JobSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {

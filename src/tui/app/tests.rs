@@ -112,7 +112,7 @@ fn snap(running: bool, result: Option<i32>) -> JobSnapshot {
             total_bytes: 100,
         },
         progress: None,
-        result: result.map(|c| super::super::jobdir::JobResult {
+        result: result.map(|c| crate::jobs::jobdir::JobResult {
             exit_code: c,
             cancelled: false,
             report: None,

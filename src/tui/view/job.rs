@@ -2,15 +2,47 @@
 //! the disk) and the result screen (what was copied, what was lost, verification, image place).
 use super::cut;
 use crate::error::exit;
+use crate::jobs::jobdir::{JobResult, JobSnapshot};
 use crate::jobs::{fmt_bytes, fmt_duration};
 use crate::tui::app::App;
-use crate::tui::jobdir::{JobResult, JobSnapshot};
-use crate::tui::mapfile::resample;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
+
+/// Display priority of a coarse-map character: the most alarming state wins a cell.
+fn rank(c: char) -> u8 {
+    match c {
+        '-' => 5,
+        '/' => 4,
+        '*' => 3,
+        '.' => 2,
+        '+' => 1,
+        _ => 0,
+    }
+}
+
+/// Resamples a coarse map to `cells` cells (worst state wins), for drawing at any width.
+pub fn resample(map: &str, cells: usize) -> String {
+    let src: Vec<char> = map.chars().collect();
+    if src.is_empty() || cells == 0 {
+        return String::new();
+    }
+    (0..cells)
+        .map(|i| {
+            let a = i * src.len() / cells;
+            let b = ((i + 1) * src.len())
+                .div_ceil(cells)
+                .clamp(a + 1, src.len());
+            src[a..b]
+                .iter()
+                .copied()
+                .max_by_key(|&c| rank(c))
+                .unwrap_or('.')
+        })
+        .collect()
+}
 
 /// The glyph and colour of one map cell.
 fn cell(c: char) -> (char, Color) {
@@ -495,4 +527,16 @@ pub fn draw_result(f: &mut Frame, area: Rect, app: &App) {
         ),
         area,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resample_keeps_the_worst() {
+        assert_eq!(resample("++++-+++", 4), "++-+");
+        assert_eq!(resample("+.", 4), "++..");
+        assert_eq!(resample("", 4), "");
+    }
 }

@@ -10,6 +10,7 @@
 //! `cancel` (cancel was asked), `result.json`, `ack` (a console dismissed the result).
 use crate::error::{Error, Result};
 use crate::jobs::Progress;
+use crate::rescue::ExtentMap;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -166,9 +167,7 @@ pub fn snapshot(dir: &Path) -> Option<JobSnapshot> {
     let file_map = if progress.as_ref().is_some_and(|p| p.map.is_some()) {
         None
     } else {
-        fs::read_to_string(dir.join("map"))
-            .ok()
-            .and_then(|t| super::mapfile::coarse(&t, super::mapfile::CELLS))
+        file_map(&dir.join("map"), spec.total_bytes)
     };
     Some(JobSnapshot {
         spec,
@@ -180,6 +179,21 @@ pub fn snapshot(dir: &Path) -> Option<JobSnapshot> {
         file_map,
         log_tail: log_tail(&dir.join("log")),
     })
+}
+
+/// Cells of the coarse map drawn from the engine's mapfile.
+pub const MAP_CELLS: usize = 512;
+
+/// The coarse map (see [`ExtentMap::coarse`]) of the engine's ddrescue mapfile for a copy of
+/// `size` bytes, read with the rescue engine's own (bounded) parser; None when there is none
+/// yet or it does not parse.
+fn file_map(path: &Path, size: u64) -> Option<String> {
+    if size == 0 || !path.exists() {
+        return None;
+    }
+    ExtentMap::load(path, size)
+        .ok()
+        .map(|m| m.coarse(MAP_CELLS))
 }
 
 fn log_tail(p: &Path) -> Vec<String> {
@@ -449,6 +463,41 @@ mod tests {
         .unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
         p
+    }
+
+    /// Without a map on the progress line, the screen's map comes from the engine's mapfile,
+    /// read by the rescue engine's parser for the job's size (worst state wins each cell).
+    #[test]
+    fn snapshot_reads_the_engine_mapfile() {
+        let d = tmpdir("mapfile");
+        let jd = d.join("job");
+        let mut s = spec();
+        s.total_bytes = 0x20000;
+        start(&jd, &s, |_| Ok(std::process::id())).unwrap();
+        assert_eq!(snapshot(&jd).unwrap().file_map, None, "no mapfile yet");
+        fs::write(
+            jd.join("map"),
+            "# Mapfile. Created by GNU ddrescue version 1.27\n\
+             # current_pos  current_status  current_pass\n\
+             0x00010000     ?               1\n\
+             #      pos        size  status\n\
+             0x00000000  0x00008000  +\n\
+             0x00008000  0x00000200  -\n\
+             0x00008200  0x00007E00  *\n\
+             0x00010000  0x00010000  ?\n",
+        )
+        .unwrap();
+        let m = snapshot(&jd).unwrap().file_map.unwrap();
+        assert_eq!(m.len(), MAP_CELLS);
+        let q = MAP_CELLS / 4;
+        assert!(m[..q].chars().all(|c| c == '+'), "{m}");
+        assert!(m[q..q + 2].contains('-'), "{m}");
+        assert!(m[q + 2..2 * q].chars().all(|c| c == '*'), "{m}");
+        assert!(m[2 * q..].chars().all(|c| c == '.'), "{m}");
+        // A map of another size (or not a map) draws nothing rather than something wrong.
+        fs::write(jd.join("map"), "0 ?\n0 0x40000 +\n").unwrap();
+        assert_eq!(snapshot(&jd).unwrap().file_map, None);
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
