@@ -62,6 +62,9 @@ pub struct DiskSpec {
     pub blkdebug: Option<PathBuf>,
     /// Firmware boot order (`bootindex=`): set it on the disk a firmware boot starts from.
     pub bootindex: Option<u32>,
+    /// NVMe only: the SMART / Health log's Critical Warning bits the controller reports
+    /// (QEMU's `smart_critical_warning`), to present a failing drive.
+    pub nvme_critical_warning: Option<u8>,
 }
 
 impl DiskSpec {
@@ -77,6 +80,7 @@ impl DiskSpec {
             removable: false,
             blkdebug: None,
             bootindex: None,
+            nvme_critical_warning: None,
         }
     }
     pub fn model(mut self, m: &str) -> Self {
@@ -104,6 +108,12 @@ impl DiskSpec {
     /// The firmware boots from this disk first (lowest index first).
     pub fn bootindex(mut self, n: u32) -> Self {
         self.bootindex = Some(n);
+        self
+    }
+    /// NVMe only: report these Critical Warning bits in the SMART / Health log (e.g. 0x04,
+    /// "NVM subsystem reliability degraded"): the drive then reads as failing.
+    pub fn nvme_critical_warning(mut self, bits: u8) -> Self {
+        self.nvme_critical_warning = Some(bits);
         self
     }
     /// The model string the guest should report for this disk.
@@ -289,6 +299,12 @@ pub fn validate_disk(d: &DiskSpec) -> Result<(), String> {
             d.image, d.bus
         ));
     }
+    if d.nvme_critical_warning.is_some() && d.bus != Bus::Nvme {
+        return Err(format!(
+            "disk {:?}: a critical warning is only supported on Nvme",
+            d.image
+        ));
+    }
     if d.removable && d.bus != Bus::Usb {
         return Err(format!(
             "disk {:?}: removable is only supported on Usb",
@@ -345,6 +361,9 @@ pub fn device_arg(n: usize, sata_port: usize, d: &DiskSpec) -> String {
     }
     if let Some(n) = d.bootindex {
         v.push_str(&format!(",bootindex={n}"));
+    }
+    if let (Bus::Nvme, Some(w)) = (d.bus, d.nvme_critical_warning) {
+        v.push_str(&format!(",smart_critical_warning={w}"));
     }
     v
 }
