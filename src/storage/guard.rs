@@ -92,15 +92,27 @@ fn add_related(r: &Resolver, dev: u64, out: &mut Vec<PathBuf>, depth: usize) {
             }
         }
     }
-    // A loop device over a block device: hold that one too.
-    if let Ok(b) = std::fs::read_to_string(whole.join("loop/backing_file")) {
-        if let Ok(m) = std::fs::metadata(b.trim_end_matches('\n')) {
-            if m.file_type().is_block_device() {
-                if let Some(n) = node(r, m.rdev()) {
-                    push(out, n);
-                }
-                add_related(r, m.rdev(), out, depth + 1);
+    // A loop device over a block device: hold that one too. Its number comes from the kernel
+    // (LOOP_GET_STATUS64's lo_rdevice), which holds even when the backing node was deleted;
+    // sysfs's backing_file is the fallback.
+    if whole.join("loop").is_dir() {
+        let status = devnum(&whole)
+            .and_then(|d| node(r, d))
+            .and_then(|p| File::open(p).ok())
+            .and_then(|f| sys::loop_status(&f).ok());
+        let rdev = match status {
+            Some(s) => s.lo_rdevice,
+            None => std::fs::read_to_string(whole.join("loop/backing_file"))
+                .ok()
+                .and_then(|b| std::fs::metadata(b.trim_end_matches('\n')).ok())
+                .filter(|m| m.file_type().is_block_device())
+                .map_or(0, |m| m.rdev()),
+        };
+        if rdev != 0 {
+            if let Some(n) = node(r, rdev) {
+                push(out, n);
             }
+            add_related(r, rdev, out, depth + 1);
         }
     }
 }

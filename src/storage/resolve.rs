@@ -276,10 +276,13 @@ impl Resolver {
         let status = fs::File::open(&node)
             .ok()
             .and_then(|f| crate::io::sys::loop_status(&f).ok());
-        let (bdev, bino, offset, limit) = match status {
+        // `rdev`: the backing node's device number when it is a block device — known from the
+        // kernel even when that node was deleted or renamed (sysfs then names no usable path).
+        let (bdev, bino, rdev, offset, limit) = match status {
             Some(s) => (
                 Some(s.lo_device),
                 Some(s.lo_inode),
+                s.lo_rdevice,
                 s.lo_offset,
                 s.lo_sizelimit,
             ),
@@ -291,6 +294,9 @@ impl Resolver {
                 (
                     md.as_ref().map(|m| m.dev()),
                     md.as_ref().map(|m| m.ino()),
+                    md.as_ref()
+                        .filter(|m| m.file_type().is_block_device())
+                        .map_or(0, |m| m.rdev()),
                     read_u64(&sys.join("loop/offset")).unwrap_or(0),
                     read_u64(&sys.join("loop/sizelimit")).unwrap_or(0),
                 )
@@ -321,11 +327,15 @@ impl Resolver {
             "{how}, a loop device over {} of {bname}",
             fmt_bytes_range(a, b)
         );
-        // A loop device over a block device: the bytes of that device.
-        if let Some(md) = backing.as_ref().and_then(|p| fs::metadata(p).ok()) {
-            if md.file_type().is_block_device() {
-                return self.dev_extents(md.rdev(), a, b, inside, &how, out, depth + 1);
-            }
+        // A loop device over a block device: the bytes of that device (a loop's backing is a
+        // regular file or a block device, so a device number means the latter).
+        if rdev != 0 {
+            let how = if backing.is_some() {
+                how
+            } else {
+                format!("{how} (the device node {})", self.dev_name(rdev))
+            };
+            return self.dev_extents(rdev, a, b, inside, &how, out, depth + 1);
         }
         out.push(Extent {
             object: Object::File {

@@ -1,0 +1,340 @@
+//! The adversary's findings: ways a hostile or confused user got Lifeboat to write a source,
+//! destroy an image or replace a device node although the storage-identity rule was in place —
+//! names the job writes that were never checked (the map's temporary file, split volumes, the
+//! `.partial` names, stale volumes of an older image), links and dangling symlinks behind those
+//! names, and loop devices whose backing node is gone. Each test failed on the commit before its
+//! fix; each checks the sha256 of every source and image before and after. Tests that need root,
+//! loop devices or mounts print why and skip where those are missing. `LIFEBOAT_TEST_BIN` runs
+//! them against another binary (see `common::lifeboat_cmd`).
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn lb(args: &[&str]) -> Output {
+    lifeboat(args)
+}
+
+/// `len` bytes of varied (incompressible enough, not zero) data.
+fn data_file(p: &Path, len: u64, seed: u8) {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed as u64;
+    let v: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(p, v).unwrap();
+}
+
+/// The sha256 of each path (after `sync`), or "missing".
+fn shas(paths: &[&Path]) -> Vec<String> {
+    run(&mut Command::new("sync"));
+    paths
+        .iter()
+        .map(|p| {
+            if p.exists() {
+                sha256(p)
+            } else {
+                "missing".into()
+            }
+        })
+        .collect()
+}
+
+fn root_or_skip() -> bool {
+    if !is_root() {
+        eprintln!("skipping: needs root (loop devices, mounts, device nodes)");
+        return false;
+    }
+    true
+}
+
+#[track_caller]
+fn ok_or_refused(o: &Output) {
+    let c = o.status.code();
+    assert!(
+        c == Some(0) || c == Some(4),
+        "expected done (0) or refused (4), got {:?}: {}",
+        c,
+        stderr(o)
+    );
+}
+
+/// The map is saved through a temporary file next to it. That name was never checked and was
+/// opened with `File::create`: a hard link (or symlink) of the source there truncated the source
+/// and wrote the map into it, exit 0.
+#[test]
+fn the_maps_temporary_name_linked_to_the_source() {
+    for how in ["hard link", "symlink"] {
+        let dir = TempDir::new("adv-maptmp");
+        let src = dir.p("S");
+        data_file(&src, 4 * MIB, 1);
+        let t = dir.p("T");
+        zero_file(&t, 4 * MIB);
+        let m = dir.p("M");
+        let tmp = dir.p("M.lifeboat-tmp");
+        if how == "hard link" {
+            std::fs::hard_link(&src, &tmp).unwrap();
+        } else {
+            std::os::unix::fs::symlink(&src, &tmp).unwrap();
+        }
+        let before = shas(&[&src]);
+        let o = lb(&["clone", s(&src), s(&t), "--yes", "--map", s(&m)]);
+        ok_or_refused(&o);
+        assert_eq!(shas(&[&src]), before, "the source changed ({how})");
+        if o.status.code() == Some(0) {
+            assert_eq!(std::fs::read(&t).unwrap(), std::fs::read(&src).unwrap());
+            assert!(m.is_file(), "the map was not saved");
+        }
+    }
+}
+
+/// Split volumes 2.. were created with `O_CREAT|O_TRUNC` under names nobody checked: a hard
+/// link of the source named `X.lbi.002.partial` truncated the source.
+#[test]
+fn a_split_volumes_partial_name_linked_to_the_source() {
+    for how in ["hard link", "symlink"] {
+        let dir = TempDir::new("adv-volpart");
+        let src = dir.p("S");
+        data_file(&src, 12 * MIB, 2);
+        let x = dir.p("X.lbi");
+        let v2 = dir.p("X.lbi.002.partial");
+        if how == "hard link" {
+            std::fs::hard_link(&src, &v2).unwrap();
+        } else {
+            std::os::unix::fs::symlink(&src, &v2).unwrap();
+        }
+        let before = shas(&[&src]);
+        let o = lb(&["image", "create", s(&src), s(&x), "--split", "4M"]);
+        ok_or_refused(&o);
+        assert_eq!(shas(&[&src]), before, "the source changed ({how})");
+        if o.status.code() == Some(0) {
+            assert_exit(&lb(&["image", "verify", s(&x)]), 0);
+        }
+    }
+}
+
+/// `X.partial` (image create) or `OUT.partial` (export) that is a hard link of another image
+/// was truncated and overwritten: that image was destroyed, exit 0.
+#[test]
+fn a_partial_name_hard_linked_to_another_image() {
+    let dir = TempDir::new("adv-partlink");
+    let src = dir.p("S");
+    data_file(&src, 4 * MIB, 3);
+    let img = dir.p("img.lbi");
+    assert_exit(&lb(&["image", "create", s(&src), s(&img)]), 0);
+    let other = dir.p("other.lbi");
+    std::fs::copy(&img, &other).unwrap();
+    let keep: [&Path; 3] = [&src, &img, &other];
+    let before = shas(&keep);
+    std::fs::hard_link(&other, dir.p("N.lbi.partial")).unwrap();
+    let o = lb(&["image", "create", s(&src), s(&dir.p("N.lbi"))]);
+    ok_or_refused(&o);
+    assert_eq!(shas(&keep), before, "image create through N.lbi.partial");
+    std::fs::hard_link(&other, dir.p("out.raw.partial")).unwrap();
+    let o = lb(&["image", "export", s(&img), s(&dir.p("out.raw"))]);
+    ok_or_refused(&o);
+    assert_eq!(shas(&keep), before, "image export through out.raw.partial");
+    assert_exit(&lb(&["image", "verify", s(&other)]), 0);
+}
+
+/// After writing image X, files named X.002, X.003 … were deleted as "stale volumes of an
+/// older image" whatever they were, and split volumes were renamed over whatever had their
+/// name: the parent image (named Q.002 for the new Q), an unrelated image R.002, the source
+/// itself (Y.lbi.002 imaged into Y.lbi) and a device node were destroyed, exit 0.
+#[test]
+fn files_named_like_volumes_are_not_removed_or_replaced() {
+    let dir = TempDir::new("adv-stale");
+    let src = dir.p("S");
+    data_file(&src, 12 * MIB, 4);
+    let img = dir.p("img.lbi");
+    assert_exit(&lb(&["image", "create", s(&src), s(&img)]), 0);
+
+    // The parent, named like the new image's second volume.
+    let q2 = dir.p("Q.002");
+    std::fs::copy(&img, &q2).unwrap();
+    let before = shas(&[&src, &q2]);
+    let q = dir.p("Q");
+    let o = lb(&["image", "create", s(&src), s(&q), "--parent", s(&q2)]);
+    ok_or_refused(&o);
+    assert_eq!(shas(&[&src, &q2]), before, "the parent Q.002");
+    if o.status.code() == Some(0) {
+        assert_exit(&lb(&["image", "verify", s(&q)]), 0);
+    }
+
+    // An unrelated image named R.002; and the same with --split, where volume 2 is renamed.
+    for split in [None, Some("4M")] {
+        let r2 = dir.p("R.002");
+        std::fs::copy(&img, &r2).unwrap();
+        let before = shas(&[&src, &r2]);
+        let r = dir.p("R");
+        let _ = std::fs::remove_file(&r);
+        let mut args = vec!["image", "create", s(&src), s(&r)];
+        args.extend(split.iter().flat_map(|x| ["--split", *x]));
+        ok_or_refused(&lb(&args));
+        assert_eq!(shas(&[&src, &r2]), before, "R.002 (split {split:?})");
+        assert_exit(&lb(&["image", "verify", s(&r2)]), 0);
+    }
+
+    // The source itself named like a volume of the new image.
+    let y2 = dir.p("Y.lbi.002");
+    std::fs::copy(&src, &y2).unwrap();
+    let before = shas(&[&y2]);
+    ok_or_refused(&lb(&["image", "create", s(&y2), s(&dir.p("Y.lbi"))]));
+    assert_eq!(shas(&[&y2]), before, "the source Y.lbi.002");
+
+    // A device node where a split volume goes.
+    if root_or_skip() {
+        let x2 = dir.p("X.lbi.002");
+        run(Command::new("mknod").arg(&x2).args(["c", "1", "3"]));
+        let o = lb(&[
+            "image",
+            "create",
+            s(&src),
+            s(&dir.p("X.lbi")),
+            "--split",
+            "4M",
+        ]);
+        ok_or_refused(&o);
+        use std::os::unix::fs::FileTypeExt;
+        let ft = std::fs::symlink_metadata(&x2).unwrap().file_type();
+        assert!(ft.is_char_device(), "X.lbi.002 is no longer a device node");
+    }
+}
+
+/// S's ext4 mounted (loop with an offset) at `m`.
+struct Mounted {
+    mp: PathBuf,
+    _lp: Loop,
+}
+impl Mounted {
+    fn ext4_in(s: &Path, dir: &TempDir, offset: u64, len: u64) -> Option<Mounted> {
+        let lp = Loop::attach_with(
+            s,
+            LoopOpts {
+                offset,
+                size_limit: Some(len),
+                ..Default::default()
+            },
+        )?;
+        let mp = dir.p("m");
+        std::fs::create_dir_all(&mp).unwrap();
+        let o = Command::new("mount").arg(&lp.dev).arg(&mp).output().ok()?;
+        if !o.status.success() {
+            eprintln!(
+                "skipping the mount part: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+        Some(Mounted { mp, _lp: lp })
+    }
+}
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mp).status();
+    }
+}
+
+/// A source file S with an ext4 filesystem at 4 MiB..36 MiB (and data before it).
+fn source_with_ext4(dir: &TempDir) -> PathBuf {
+    let sf = dir.p("S");
+    data_file(&sf, 4 * MIB, 5);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sf)
+        .unwrap()
+        .set_len(40 * MIB)
+        .unwrap();
+    run(Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4"])
+        .args([
+            "-E",
+            &format!("offset={},lazy_itable_init=0,lazy_journal_init=0", 4 * MIB),
+        ])
+        .arg(&sf)
+        .arg(format!("{}k", 32 * 1024)));
+    sf
+}
+
+/// A dangling symlink `D.lbi.partial -> m/inside.lbi`, m the source's own mounted filesystem:
+/// it resolved as "a new file next to the symlink" but the open followed it and created the
+/// image inside the source.
+#[test]
+fn a_dangling_partial_symlink_into_the_sources_filesystem() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = TempDir::new("adv-dangle");
+    let sf = source_with_ext4(&dir);
+    let Some(m) = Mounted::ext4_in(&sf, &dir, 4 * MIB, 32 * MIB) else {
+        return;
+    };
+    let inside = m.mp.join("inside.lbi");
+    std::os::unix::fs::symlink(&inside, dir.p("D.lbi.partial")).unwrap();
+    std::os::unix::fs::symlink(m.mp.join("inside.raw"), dir.p("E.raw.partial")).unwrap();
+    let before = shas(&[&sf]);
+    let o = lb(&["image", "create", s(&sf), s(&dir.p("D.lbi"))]);
+    ok_or_refused(&o);
+    assert!(!inside.exists(), "the image was written inside the source");
+    assert_eq!(shas(&[&sf]), before, "the source changed");
+    // (Unmounting writes the filesystem's clean state, so the comparison is made before.)
+    drop(m);
+}
+
+/// A loop device B over a device node of loop A (A over the source's file) whose node was then
+/// deleted: sysfs says "… (deleted)", so B was taken for a loop over some file and writing B
+/// (which writes the source's file through A) was allowed.
+#[test]
+fn a_loop_over_a_deleted_node_of_a_loop_over_the_source() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = TempDir::new("adv-delnode");
+    let f = dir.p("F");
+    data_file(&f, 8 * MIB, 6);
+    let Some(a) = Loop::attach(&f) else { return };
+    let node = dir.p("nodeA");
+    run(Command::new("cp").arg("-a").arg(&a.dev).arg(&node));
+    let Some(b) = Loop::attach_with(
+        &node,
+        LoopOpts {
+            offset: MIB,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    std::fs::remove_file(&node).unwrap();
+    let Some(c) = Loop::attach_with(
+        &f,
+        LoopOpts {
+            size_limit: Some(4 * MIB),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let before = shas(&[&f]);
+    let o = lb(&["clone", &c.dev, &b.dev, "--yes"]);
+    assert_exit(&o, 4);
+    assert!(
+        stderr(&o).contains("would overwrite the source"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(shas(&[&f]), before, "the source's file changed");
+    // The same onto the file itself named through A.
+    let o = lb(&["clone", s(&f), &b.dev, "--yes"]);
+    assert_exit(&o, 4);
+    assert!(
+        stderr(&o).contains("would overwrite the source"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(shas(&[&f]), before, "the source's file changed");
+}
