@@ -8,7 +8,7 @@ use crate::io::{AlignedBuf, BlockSource};
 use crate::jobs::{Cancel, Progress, ProgressSink, RateMeter};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -217,6 +217,9 @@ struct VolumeWriter {
     split: Option<u64>,
     files: Vec<(File, PathBuf)>,
     len: u64,
+    /// The UUID of the image this one replaces (`--force`), read before anything is renamed:
+    /// only its volumes may be replaced or removed as stale.
+    old_uuid: Option<[u8; 16]>,
 }
 
 pub(crate) fn partial_name(p: &Path) -> PathBuf {
@@ -233,6 +236,7 @@ impl VolumeWriter {
             split,
             files: Vec::new(),
             len: 0,
+            old_uuid: super::ops::partial_header(base).map(|h| h.uuid),
         };
         w.open_next()?;
         Ok(w)
@@ -244,13 +248,12 @@ impl VolumeWriter {
                 "too many volumes: use a larger --split size",
             ));
         }
+        // The finished volume will be renamed over this name: only a volume of the image
+        // being replaced may be there.
+        self.check_replaceable(n)?;
         let p = partial_name(&volume_path(&self.base, n));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .map_err(|e| Error::io("create the image file", &p, e))?;
+        // Never through what had the `.partial` name (a link to the source or an image).
+        let mut f = crate::io::open::create_fresh(&p)?;
         let mut h = self.header.clone();
         h.volume = n;
         f.write_all(&h.encode())
@@ -258,6 +261,29 @@ impl VolumeWriter {
         self.files.push((f, p));
         self.len = HEADER_SIZE as u64;
         Ok(())
+    }
+    /// Whether `p` is volume `n` of the image being replaced: a regular file (not a link to
+    /// one) whose header says so.
+    fn is_old_volume(&self, p: &Path, n: u32) -> bool {
+        let Some(u) = self.old_uuid else { return false };
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())
+            && super::ops::partial_header(p).is_some_and(|h| h.uuid == u && h.volume == n)
+    }
+    /// Volume `n` (from 2) is renamed over `volume_path(base, n)` when the image is complete;
+    /// whatever else has that name (another image, a parent, the source, a device node) is
+    /// refused (exit 4) rather than replaced.
+    fn check_replaceable(&self, n: u32) -> Result<()> {
+        let p = volume_path(&self.base, n);
+        if n <= 1 || std::fs::symlink_metadata(&p).is_err() || self.is_old_volume(&p, n) {
+            return Ok(());
+        }
+        Err(Error::refused(format!(
+            "{} exists and is not a volume of the image being replaced; volume {n} of the new \
+             image would replace it. Move it away or name the image differently (nothing was \
+             replaced; the unfinished volumes stay as .partial files)",
+            p.display()
+        ))
+        .at_path(&p))
     }
     fn cur(&self) -> u16 {
         self.files.len() as u16
@@ -291,6 +317,9 @@ impl VolumeWriter {
             f.sync_all().map_err(|e| Error::io("fsync", p, e))?;
         }
         let n = self.files.len();
+        for k in 1..n {
+            self.check_replaceable(k as u32 + 1)?;
+        }
         for k in (0..n).rev() {
             let to = volume_path(&self.base, k as u32 + 1);
             std::fs::rename(&self.files[k].1, &to)
@@ -298,10 +327,11 @@ impl VolumeWriter {
             finals.push(to);
         }
         finals.reverse();
-        // Volumes left from an older image of the same name would confuse a reader.
+        // Volumes left from the image just replaced would confuse a reader; only its own
+        // volumes go (a file merely named like one — another image, a parent, the source — stays).
         for k in n as u32 + 1..=65535 {
             let stale = volume_path(&self.base, k);
-            if std::fs::remove_file(&stale).is_err() {
+            if !self.is_old_volume(&stale, k) || std::fs::remove_file(&stale).is_err() {
                 break;
             }
         }

@@ -652,12 +652,8 @@ pub fn export(
     }
     let size = Image::open(path)?.header.disk_size;
     let tmp = partial_name(raw);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| Error::io("create", &tmp, e))?;
+    // Never through what had the `.partial` name (a hard link of another image, a symlink).
+    let file = crate::io::open::create_fresh(&tmp)?;
     let mut s = SparseFileSink {
         file,
         path: tmp.clone(),

@@ -1,7 +1,9 @@
 //! Opening paths that come from the user or from a filesystem Lifeboat did not write, without
 //! being tricked: [`open_regular`] never blocks on a FIFO or opens a device node where a file
 //! is expected, and [`check_beneath`] keeps a path inside a mounted partition (no `..`, no
-//! symlink out, no other filesystem) before anything is created or written there.
+//! symlink out, no other filesystem) before anything is created or written there;
+//! [`create_fresh`] creates Lifeboat's own files (`.partial` volumes, temporary files) without
+//! writing through whatever had that name (a link, a device node).
 use crate::error::{Error, Result};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -65,6 +67,53 @@ pub fn open_regular(path: &Path, what: &str) -> Result<File> {
     nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(fl))
         .map_err(|e| Error::io("set the flags of", path, e.into()))?;
     Ok(f)
+}
+
+/// Creates `path` anew for a file Lifeboat itself writes under a name of its own making (a
+/// `.partial` image volume, an export's or a map's temporary file), never writing through
+/// whatever had that name: a regular file or symlink there (a leftover, or a link to something
+/// else — a hard link's other names and a symlink's target keep their bytes) is unlinked, a
+/// device node, FIFO, socket or directory is refused (exit 4), and the file is created with
+/// `O_EXCL | O_NOFOLLOW`, so nothing put there in between is followed or truncated.
+pub fn create_fresh(path: &Path) -> Result<File> {
+    for _ in 0..8 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(f) => return Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create", path, e)),
+        }
+        let md = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("look at", path, e)),
+        };
+        let ft = md.file_type();
+        if !(ft.is_file() || ft.is_symlink()) {
+            return Err(Error::refused(format!(
+                "{} is {}: Lifeboat writes a file of its own under that name and replaces only \
+                 regular files; move it away or name the output differently",
+                path.display(),
+                file_kind(&ft)
+            ))
+            .at_path(path));
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove the old", path, e)),
+        }
+    }
+    Err(Error::refused(format!(
+        "{} keeps reappearing while Lifeboat creates it; is another program writing there?",
+        path.display()
+    ))
+    .at_path(path))
 }
 
 /// Takes ownership of a descriptor a successful `openat`/`openat2` returned.

@@ -570,8 +570,8 @@ impl ExtentMap {
     pub fn save_with(&self, path: &Path, command_line: &str, comments: &[String]) -> Result<()> {
         use std::io::Write;
         let tmp = path.with_extension("lifeboat-tmp");
-        let mut f =
-            std::fs::File::create(&tmp).map_err(|e| Error::io("create the mapfile", &tmp, e))?;
+        // Never through what had the temporary name (a link to the source, a device node).
+        let mut f = crate::io::open::create_fresh(&tmp)?;
         f.write_all(self.to_mapfile_with(command_line, comments).as_bytes())
             .map_err(|e| Error::io("write the mapfile", &tmp, e))?;
         f.sync_all()
