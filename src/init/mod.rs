@@ -44,6 +44,15 @@ pub fn ready_json(
 ) -> serde_json::Value {
     let boot_media =
         crate::devices::bootmedia::detect_in(disks).map(|b| b.serial.unwrap_or(b.disk));
+    ready_fields(boot_ms, disks, boot_media, consoles)
+}
+
+fn ready_fields(
+    boot_ms: u64,
+    disks: &[crate::devices::Disk],
+    boot_media: Option<String>,
+    consoles: &[console::Console],
+) -> serde_json::Value {
     serde_json::json!({
         "version": crate::VERSION,
         "boot_ms": boot_ms,
@@ -51,6 +60,28 @@ pub fn ready_json(
         "disks": disks.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
         "boot_media": boot_media,
         "consoles": consoles.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+    })
+}
+
+/// The READY JSON under its own panic guard: a disk scan (or boot-medium probe) that fails or
+/// panics is reported through `warn` and counts as no disks, so READY is still announced and
+/// the consoles still get their UI.
+fn ready_guarded(
+    boot_ms: u64,
+    consoles: &[console::Console],
+    scan: &dyn Fn() -> crate::Result<Vec<crate::devices::Disk>>,
+    warn: &dyn Fn(&str),
+) -> serde_json::Value {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let disks = scan().unwrap_or_else(|e| {
+            warn(&format!("device scan failed: {e}"));
+            Vec::new()
+        });
+        ready_json(boot_ms, &disks, consoles)
+    }));
+    r.unwrap_or_else(|_| {
+        warn("the device scan panicked: READY lists no disks; the console starts anyway");
+        ready_fields(boot_ms, &[], None, consoles)
     })
 }
 
@@ -97,14 +128,13 @@ fn wait_for_disks(p: &Params) -> crate::Result<()> {
 /// The interactive environment: READY on every console, a supervised UI on each.
 fn interactive(p: &Params, started: Instant) {
     let consoles = console::active();
-    let disks = crate::devices::scan_system().unwrap_or_else(|e| {
-        console::warn(&format!("device scan failed: {e}"));
-        Vec::new()
-    });
-    console::announce(&format!(
-        "LIFEBOAT-READY {}",
-        ready_json(boot_ms(started), &disks, &consoles)
-    ));
+    let ready = ready_guarded(
+        boot_ms(started),
+        &consoles,
+        &crate::devices::scan_system,
+        &console::warn,
+    );
+    console::announce(&format!("LIFEBOAT-READY {ready}"));
     console::set_log_to_consoles(false);
     supervisor::start(&consoles, p.console);
 }
@@ -217,5 +247,35 @@ mod tests {
         assert_eq!(v["consoles"], serde_json::json!(["tty0", "ttyS0"]));
         assert_eq!(v["devices"], 0);
         assert_eq!(v["boot_ms"], 1234);
+    }
+
+    /// A disk scan that panics (or fails) still gives READY, with no disks, and a warning; the
+    /// panic does not reach `interactive`, which goes on to start the UI.
+    #[test]
+    fn ready_survives_a_panicking_scan() {
+        let cons = console::parse_active("ttyS0");
+        let warned = std::cell::RefCell::new(Vec::<String>::new());
+        let warn = |m: &str| warned.borrow_mut().push(m.to_string());
+        let v = ready_guarded(7, &cons, &|| panic!("scan exploded"), &warn);
+        assert_eq!(v["devices"], 0);
+        assert_eq!(v["boot_media"], serde_json::Value::Null);
+        assert_eq!(v["consoles"], serde_json::json!(["ttyS0"]));
+        assert!(
+            warned.borrow()[0].contains("panicked"),
+            "{:?}",
+            warned.borrow()
+        );
+        let v = ready_guarded(7, &cons, &|| Err(crate::Error::not_found("no /sys")), &warn);
+        assert_eq!(v["devices"], 0);
+        assert!(
+            warned.borrow()[1].contains("no /sys"),
+            "{:?}",
+            warned.borrow()
+        );
+        let disks = crate::devices::fixtures::machine();
+        let n = disks.len();
+        let v = ready_guarded(7, &cons, &|| Ok(disks.clone()), &warn);
+        assert_eq!(v["devices"], n);
+        assert_eq!(warned.borrow().len(), 2);
     }
 }
