@@ -1,6 +1,6 @@
 //! Keys as the console's state machine sees them: a small enum independent of crossterm, so
 //! `update` and its tests never touch a terminal.
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {
