@@ -109,3 +109,37 @@ pub fn spawn_job_watcher(tx: Sender<Event>, dir: PathBuf) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::fixtures::disk;
+
+    #[test]
+    fn health_is_reused_per_drive_and_refreshed_when_stale() {
+        let mut disks = vec![disk("sda", 1 << 30, vec![]), disk("sdb", 1 << 30, vec![])];
+        let mut cache = HealthCache::new();
+        assert_eq!(apply_health(&mut disks, &cache), vec![0, 1]);
+        cache.insert(
+            health_key(&disks[0]),
+            (Instant::now(), Health::unknown("a virtual disk")),
+        );
+        assert_eq!(apply_health(&mut disks, &cache), vec![1]);
+        assert_eq!(
+            disks[0].health.as_ref().unwrap().reasons[0],
+            "a virtual disk"
+        );
+        // Another drive on the same name (a different serial) is read afresh.
+        disks[0].serial = Some("OTHER".into());
+        disks[0].health = None;
+        assert_eq!(apply_health(&mut disks, &cache), vec![0, 1]);
+        assert!(disks[0].health.is_none());
+        // A reading older than the refresh interval is used but read again.
+        disks[0].serial = Some("SN-SDA".into());
+        if let Some(old) = Instant::now().checked_sub(HEALTH_REFRESH + Duration::from_secs(1)) {
+            cache.insert(health_key(&disks[0]), (old, Health::unknown("old")));
+            assert_eq!(apply_health(&mut disks, &cache), vec![0, 1]);
+            assert_eq!(disks[0].health.as_ref().unwrap().reasons[0], "old");
+        }
+    }
+}
