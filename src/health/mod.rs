@@ -258,6 +258,18 @@ pub fn run(a: HealthArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// For a backup *source* whose health is FAILING: the advice to clone it first (clone reads all
+/// good data first and can resume with `--map`; imaging reads in disk order), then image the
+/// copy. None for any other status.
+pub fn clone_first_advice(disk: &str, h: &Health) -> Option<String> {
+    h.is_failing().then(|| {
+        format!(
+            "{disk} is FAILING ({}). Clone it first (`lifeboat clone {disk} NEW-DISK`: good data first, resumable with --map), then image the copy.",
+            h.reasons.join("; ")
+        )
+    })
+}
+
 /// The text `lifeboat health` prints.
 pub fn describe(disk: &Disk, h: &Health) -> String {
     let mut s = format!(
@@ -353,6 +365,14 @@ mod tests {
         assert_eq!(Health::unknown("x").summary(), "health unknown: x");
         let ok = ata::classify(&ata::tests::healthy());
         assert_eq!(ok.summary(), "ok");
+        let advice = clone_first_advice("sda", &h).unwrap();
+        assert!(
+            advice.starts_with("sda is FAILING (12 sectors pending"),
+            "{advice}"
+        );
+        assert!(advice.contains("lifeboat clone sda"), "{advice}");
+        assert_eq!(clone_first_advice("sda", &ok), None);
+        assert_eq!(clone_first_advice("sda", &Health::unknown("x")), None);
         let d = crate::devices::fixtures::disk("sda", 1 << 30, vec![]);
         let text = describe(&d, &h);
         assert!(text.contains("health: FAILING"), "{text}");

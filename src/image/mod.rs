@@ -457,15 +457,7 @@ fn failing_source_note(sel: &Selected) -> Option<String> {
     let mut one = [sel.disk()?.clone()];
     crate::health::fill(&mut one, crate::health::LIST_TIMEOUT);
     let [d] = one;
-    let h = d.health?;
-    h.is_failing().then(|| {
-        format!(
-            "{} is FAILING ({}). Clone it first (`lifeboat clone {} NEW-DISK`: good data first, resumable with --map), then image the copy.",
-            d.name,
-            h.reasons.join("; "),
-            d.name
-        )
-    })
+    crate::health::clone_first_advice(&d.name, d.health.as_ref()?)
 }
 
 /// Restore's target rules: those of clone (`crate::storage`: no storage shared with any volume
