@@ -301,6 +301,25 @@ impl Vm {
         lock.lock().unwrap_or_else(|p| p.into_inner()).data.clone()
     }
 
+    /// Waits (at most `timeout`) until the serial reader has seen the pipe's end: QEMU has exited,
+    /// but its last lines (the guest's words just before power-off) may still sit in the pipe, and
+    /// on a loaded machine the reader thread gets to them only later.
+    fn wait_serial_eof(&self, timeout: Duration) {
+        let (lock, cv) = &*self.shared;
+        let deadline = Instant::now() + timeout;
+        let mut g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !g.eof {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            g = match cv.wait_timeout(g, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
     /// Waits for QEMU to exit by itself (guest poweroff; `-no-reboot` turns reboot into exit).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
         if let Some(s) = self.exited {
@@ -311,6 +330,7 @@ impl Vm {
             match self.child.try_wait() {
                 Ok(Some(s)) => {
                     self.exited = Some(s);
+                    self.wait_serial_eof(Duration::from_secs(10));
                     return Ok(s);
                 }
                 Ok(None) if Instant::now() < deadline => {
