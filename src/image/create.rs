@@ -1,15 +1,16 @@
 //! `image create`: the pipeline (one reader thread, N compressor threads, the ordered writer on
 //! the calling thread, bounded queues, reused buffers), rescue-grade reading of a failing source,
-//! incrementals against a parent, split volumes, and the temp-name + fsync + rename commit.
+//! incrementals against a parent, and the temp-name + fsync + rename commit (the volumes
+//! themselves are written by [`super::volumes::VolumeWriter`]).
 use super::format::*;
 use super::reader::{Chain, Image};
+use super::volumes::VolumeWriter;
 use crate::error::{Error, Result};
 use crate::io::{AlignedBuf, BlockSource};
 use crate::jobs::{Cancel, Progress, ProgressSink, RateMeter};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -210,140 +211,10 @@ pub fn is_zero(b: &[u8]) -> bool {
     pre.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0)
 }
 
-/// Writes the data stream into volumes of at most `split` bytes, each under a `.partial` name.
-struct VolumeWriter {
-    base: PathBuf,
-    header: Header,
-    split: Option<u64>,
-    files: Vec<(File, PathBuf)>,
-    len: u64,
-    /// The UUID of the image this one replaces (`--force`), read before anything is renamed:
-    /// only its volumes may be replaced or removed as stale.
-    old_uuid: Option<[u8; 16]>,
-}
-
 pub(crate) fn partial_name(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_os_string();
     s.push(".partial");
     PathBuf::from(s)
-}
-
-impl VolumeWriter {
-    fn new(base: &Path, header: Header, split: Option<u64>) -> Result<Self> {
-        let mut w = VolumeWriter {
-            base: base.to_path_buf(),
-            header,
-            split,
-            files: Vec::new(),
-            len: 0,
-            old_uuid: super::ops::partial_header(base).map(|h| h.uuid),
-        };
-        w.open_next()?;
-        Ok(w)
-    }
-    fn open_next(&mut self) -> Result<()> {
-        let n = self.files.len() as u32 + 1;
-        if n > 65535 {
-            return Err(Error::invalid(
-                "too many volumes: use a larger --split size",
-            ));
-        }
-        // The finished volume will be renamed over this name: only a volume of the image
-        // being replaced may be there.
-        self.check_replaceable(n)?;
-        let p = partial_name(&volume_path(&self.base, n));
-        // Never through what had the `.partial` name (a link to the source or an image).
-        let mut f = crate::io::open::create_fresh(&p)?;
-        let mut h = self.header.clone();
-        h.volume = n;
-        f.write_all(&h.encode())
-            .map_err(|e| Error::io("write", &p, e))?;
-        self.files.push((f, p));
-        self.len = HEADER_SIZE as u64;
-        Ok(())
-    }
-    /// Whether `p` is volume `n` of the image being replaced: a regular file (not a link to
-    /// one) whose header says so.
-    fn is_old_volume(&self, p: &Path, n: u32) -> bool {
-        let Some(u) = self.old_uuid else { return false };
-        std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())
-            && super::ops::partial_header(p).is_some_and(|h| h.uuid == u && h.volume == n)
-    }
-    /// Volume `n` (from 2) is renamed over `volume_path(base, n)` when the image is complete;
-    /// whatever else has that name (another image, a parent, the source, a device node) is
-    /// refused (exit 4) rather than replaced.
-    fn check_replaceable(&self, n: u32) -> Result<()> {
-        let p = volume_path(&self.base, n);
-        if n <= 1 || std::fs::symlink_metadata(&p).is_err() || self.is_old_volume(&p, n) {
-            return Ok(());
-        }
-        Err(Error::refused(format!(
-            "{} exists and is not a volume of the image being replaced; volume {n} of the new \
-             image would replace it. Move it away or name the image differently (nothing was \
-             replaced; the unfinished volumes stay as .partial files)",
-            p.display()
-        ))
-        .at_path(&p))
-    }
-    fn cur(&self) -> u16 {
-        self.files.len() as u16
-    }
-    /// Writes one record that must not span volumes; returns (volume, offset).
-    fn record(&mut self, parts: &[&[u8]]) -> Result<(u16, u64)> {
-        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        if let Some(limit) = self.split {
-            if self.len + total > limit {
-                if self.len == HEADER_SIZE as u64 || HEADER_SIZE as u64 + total > limit {
-                    return Err(Error::invalid(format!(
-                        "--split {limit} is too small for a record of {total} bytes; use at least {MIN_SPLIT}"
-                    )));
-                }
-                self.open_next()?;
-            }
-        }
-        let off = self.len;
-        let (f, p) = self.files.last_mut().expect("a volume is open");
-        for part in parts {
-            f.write_all(part)
-                .map_err(|e| Error::io("write", &*p, e).at_offset(off))?;
-        }
-        self.len += total;
-        Ok((self.cur(), off))
-    }
-    /// fsyncs every volume, renames them (last first) and fsyncs the directory.
-    fn commit(self) -> Result<Vec<PathBuf>> {
-        let mut finals = Vec::new();
-        for (f, p) in &self.files {
-            f.sync_all().map_err(|e| Error::io("fsync", p, e))?;
-        }
-        let n = self.files.len();
-        for k in 1..n {
-            self.check_replaceable(k as u32 + 1)?;
-        }
-        for k in (0..n).rev() {
-            let to = volume_path(&self.base, k as u32 + 1);
-            std::fs::rename(&self.files[k].1, &to)
-                .map_err(|e| Error::io("rename the finished image to", &to, e))?;
-            finals.push(to);
-        }
-        finals.reverse();
-        // Volumes left from the image just replaced would confuse a reader; only its own
-        // volumes go (a file merely named like one — another image, a parent, the source — stays).
-        for k in n as u32 + 1..=65535 {
-            let stale = volume_path(&self.base, k);
-            if !self.is_old_volume(&stale, k) || std::fs::remove_file(&stale).is_err() {
-                break;
-            }
-        }
-        sync_dir(&self.base);
-        Ok(finals)
-    }
-    fn abandon(self) {
-        // The partial files stay (no footer: clearly incomplete); make sure they are on disk.
-        for (f, _) in &self.files {
-            let _ = f.sync_all();
-        }
-    }
 }
 
 pub(crate) fn sync_dir(p: &Path) {
@@ -819,14 +690,10 @@ fn write_loop(
     f.finished = now_secs();
     // The footer must know its volume and offset: decide whether the tail needs a new volume first.
     let tail = (usage.len() + tab.len() + FOOTER_SIZE) as u64;
-    if let Some(limit) = vw.split {
-        if vw.len + tail > limit {
-            vw.open_next()?;
-        }
-    }
-    f.volumes = vw.files.len() as u32;
+    let (volumes, at) = vw.reserve(tail)?;
+    f.volumes = volumes;
     f.usage_len = usage.len() as u32;
-    f.segtab_offset = vw.len + usage.len() as u64;
+    f.segtab_offset = at + usage.len() as u64;
     let fb = f.encode();
     vw.record(&[usage, &tab, &fb])?;
     prog.done_bytes = header.disk_size;

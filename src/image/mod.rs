@@ -5,6 +5,7 @@ pub mod format;
 pub mod ops;
 pub mod reader;
 pub mod store;
+mod volumes;
 
 pub use create::{create, CreateOptions, CreateReport, SourceIdentity};
 pub use ops::{export, info, verify, InfoReport, RestoreReport, VerifyReport};
