@@ -249,6 +249,18 @@ fn repro3_targets_on_a_filesystem_inside_the_source() {
     refused(&o, "would overwrite the source");
     assert!(!x.exists());
     assert_eq!(synced_sha(&sf), before, "S changed (image create label=)");
+    // A raw write to any byte under the mounted filesystem (a loop over S) is refused too.
+    let q0 = dir.p("Q0");
+    std::fs::write(&q0, vec![5u8; 4 * MIB as usize]).unwrap();
+    if let Some(whole) = Loop::attach(&sf) {
+        let o = lb(&["clone", s(&q0), &whole.dev, "--yes"]);
+        refused(&o, "would overwrite the mounted filesystem");
+    }
+    assert_eq!(
+        synced_sha(&sf),
+        before,
+        "S changed (raw write under the mount)"
+    );
     // The control: another source's clone onto a file in the same filesystem works.
     let q = dir.p("Q");
     std::fs::write(&q, vec![7u8; 4 * MIB as usize]).unwrap();

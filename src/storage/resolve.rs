@@ -129,6 +129,44 @@ impl Resolver {
         Ok(st)
     }
 
+    /// Every mounted filesystem on a block device, as storage a raw write must not touch: the
+    /// extents of its device, each marked as reached through that filesystem (so files written
+    /// *into* it do not count as overlapping it). Named by mount point.
+    pub fn mounted_filesystems(&self) -> Vec<Storage> {
+        let mut seen: Vec<u64> = Vec::new();
+        let mut out = Vec::new();
+        for m in &self.mounts {
+            let Ok(md) = fs::metadata(&m.source) else {
+                continue;
+            };
+            if !md.file_type().is_block_device() || seen.contains(&md.rdev()) {
+                continue;
+            }
+            seen.push(md.rdev());
+            let mut st = Storage {
+                name: m.mount_point.clone(),
+                extents: Vec::new(),
+                exists: true,
+            };
+            let how = format!("is {}", self.dev_name(md.rdev()));
+            if self
+                .dev_extents(
+                    md.rdev(),
+                    0,
+                    u64::MAX,
+                    &[md.rdev()],
+                    &how,
+                    &mut st.extents,
+                    0,
+                )
+                .is_ok()
+            {
+                out.push(st);
+            }
+        }
+        out
+    }
+
     /// "/dev/NAME" of a block device number (from sysfs `uevent`), or "device MAJ:MIN".
     pub fn dev_name(&self, dev: u64) -> String {
         let (ma, mi) = dev_split(dev);

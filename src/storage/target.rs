@@ -124,6 +124,24 @@ pub fn open_target_in(target: &str, check: &mut Check, min_size: u64, env: &Env)
     }
     check.run()?;
     check_selected(&selected, env)?;
+    // Not in use by identity either: no byte of a mounted filesystem (through a loop device over
+    // the file it lives in, a partition of the disk under it …).
+    let mut mounted = Check::default();
+    if let Some(t) = check
+        .items
+        .iter()
+        .find(|i| i.written && i.role == "the target")
+    {
+        mounted.add(t.clone());
+        for m in super::Resolver::system().mounted_filesystems() {
+            mounted.add(Item {
+                role: "the mounted filesystem".into(),
+                storage: m,
+                written: false,
+            });
+        }
+        mounted.run()?;
+    }
     // Exclusive open: the kernel refuses (EBUSY) when anything mounts or holds the device.
     let exclusive = match &selected {
         Selected::File(_) => None,
