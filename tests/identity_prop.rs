@@ -122,7 +122,7 @@ impl Drop for Mounted {
 /// One arrangement on disk. Field order is drop order: the mount goes before the loops.
 struct World {
     mount: Option<Mounted>,
-    loops: Vec<Loop>,
+    _loops: Vec<Loop>,
     dir: TempDir,
     /// Names a job may use as a disk (source or target).
     disks: Vec<String>,
@@ -242,7 +242,7 @@ fn build(a: &Arrangement) -> Option<World> {
     }
     Some(World {
         mount,
-        loops,
+        _loops: loops,
         dir,
         disks,
         images,

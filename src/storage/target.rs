@@ -151,7 +151,7 @@ pub fn open_target_in(target: &str, check: &mut Check, min_size: u64, env: &Env)
         Ok(d) => d,
         Err(e) => return Err(open_refusal(e, &selected, &path)),
     };
-    if device.is_block_device() && sys::get_ro(device.file()).unwrap_or(false) {
+    if device.is_read_only().unwrap_or(false) {
         return Err(refused(
             format!(
                 "the target {} is read-only in the kernel; pick a writable disk (or `blockdev --setrw` it if that is really intended)",
