@@ -338,3 +338,72 @@ fn a_loop_over_a_deleted_node_of_a_loop_over_the_source() {
     );
     assert_eq!(shas(&[&f]), before, "the source's file changed");
 }
+
+/// An overlay whose upper directory is on the source's own mounted filesystem: a file on the
+/// overlay has a virtual device number (one per layer), so it resolved to nothing and an image
+/// or a clone written there went into the source.
+#[test]
+fn a_target_on_an_overlay_whose_upper_layer_is_in_the_source() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = TempDir::new("adv-overlay");
+    let sf = source_with_ext4(&dir);
+    let Some(m) = Mounted::ext4_in(&sf, &dir, 4 * MIB, 32 * MIB) else {
+        return;
+    };
+    for d in ["upper", "work"] {
+        std::fs::create_dir(m.mp.join(d)).unwrap();
+    }
+    let up = m.mp.join("upper/u.img");
+    data_file(&up, 4 * MIB, 8);
+    let before_u = shas(&[&up]); // (the first read sets its atime: in the source, so before)
+    let (lower, o) = (dir.p("lower"), dir.p("o"));
+    std::fs::create_dir(&lower).unwrap();
+    std::fs::create_dir(&o).unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        s(&lower),
+        s(&m.mp.join("upper")),
+        s(&m.mp.join("work"))
+    );
+    let mo = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(&o)
+        .output()
+        .unwrap();
+    if !mo.status.success() {
+        eprintln!("skipping: cannot mount an overlay: {}", stderr(&mo));
+        return;
+    }
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _uo = Umount(o.clone());
+    let t = o.join("t.img");
+    zero_file(&t, 40 * MIB);
+    let before = shas(&[&sf]);
+    let o1 = lb(&["clone", s(&sf), s(&t), "--yes", "--no-verify"]);
+    assert_exit(&o1, 4);
+    assert!(stderr(&o1).contains("overlay"), "{}", stderr(&o1));
+    assert_eq!(shas(&[&sf]), before, "clone onto the overlay");
+    let o2 = lb(&["image", "create", s(&sf), s(&o.join("x.lbi"))]);
+    assert_exit(&o2, 4);
+    assert_eq!(shas(&[&sf]), before, "image create onto the overlay");
+    // A file of the upper layer is the same file as its name on the overlay.
+    let o3 = lb(&["clone", s(&up), s(&o.join("u.img")), "--yes"]);
+    assert_exit(&o3, 4);
+    assert_eq!(
+        shas(&[&sf]),
+        before,
+        "clone of the upper file onto its overlay name"
+    );
+    assert_eq!(shas(&[&up]), before_u);
+    // The control: another source may be imaged onto the overlay.
+    let q = dir.p("Q");
+    data_file(&q, MIB, 7);
+    assert_exit(&lb(&["image", "create", s(&q), s(&o.join("q.lbi"))]), 0);
+}

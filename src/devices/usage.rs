@@ -14,10 +14,13 @@ pub struct Mount {
     pub mount_point: String,
     pub fs_type: String,
     pub source: String,
+    /// The superblock options ("rw,lowerdir=/a,upperdir=/b,workdir=/c" for an overlay), escaped
+    /// as in mountinfo (split at ',' first, then [`unescape`] each).
+    pub options: String,
 }
 
 /// Undoes the octal escapes (`\040` for a space) the kernel uses in mountinfo and swaps.
-fn unescape(s: &str) -> String {
+pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -55,6 +58,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             mount_point: unescape(f[4]),
             fs_type: f[sep + 1].to_string(),
             source: unescape(f[sep + 2]),
+            options: f.get(sep + 3).unwrap_or(&"").to_string(),
         });
     }
     v

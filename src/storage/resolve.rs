@@ -3,11 +3,12 @@
 //! (same st_dev and inode), partitions (their disk and byte range, from sysfs `start`/`size`),
 //! loop devices (`LOOP_GET_STATUS64`: backing st_dev + inode, offset, size limit; sysfs
 //! `loop/{offset,sizelimit,backing_file}` as the fallback), device-mapper/RAID members (`slaves/`,
-//! whole) and files on a mounted filesystem (the block device under it, recursively: the file may
-//! be anywhere in that device). A path that does not exist yet (a file to be created) resolves
+//! whole), files on a mounted filesystem (the block device under it, recursively: the file may
+//! be anywhere in that device) and on an overlay (the filesystems of its upper, work and lower
+//! directories). A path that does not exist yet (a file to be created) resolves
 //! through its nearest existing parent directory's filesystem.
 use super::{fmt_bytes_range, Extent, Object, Storage};
-use crate::devices::usage::{fmt_dev, system_mounts, Mount};
+use crate::devices::usage::{fmt_dev, system_mounts, unescape, Mount};
 use crate::error::{Error, Result};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -80,7 +81,8 @@ impl Resolver {
                     if let Ok(m) = fs::metadata(d) {
                         let how =
                             format!("would be created in {} on the filesystem of", d.display());
-                        self.fs_extents(m.dev(), &[], &how, &mut st.extents, 0)?;
+                        let at = fs::canonicalize(d).ok();
+                        self.fs_extents(m.dev(), at.as_deref(), &[], &how, &mut st.extents, 0)?;
                         return Ok(st);
                     }
                     dir = d.parent();
@@ -123,7 +125,8 @@ impl Resolver {
             // Character devices, FIFOs and sockets keep no bytes on a filesystem.
             if ft.is_file() || ft.is_dir() {
                 let how = format!("{how}, a file on the filesystem of");
-                self.fs_extents(md.dev(), &[], &how, &mut st.extents, 0)?;
+                let at = Some(canon.as_path());
+                self.fs_extents(md.dev(), at, &[], &how, &mut st.extents, 0)?;
             }
         }
         Ok(st)
@@ -185,6 +188,7 @@ impl Resolver {
     fn fs_extents(
         &self,
         st_dev: u64,
+        at: Option<&Path>,
         inside: &[u64],
         how: &str,
         out: &mut Vec<Extent>,
@@ -202,7 +206,9 @@ impl Resolver {
             })
         };
         let Some(b) = block else {
-            return Ok(()); // tmpfs, proc…: memory, no disk under it
+            // An overlay writes into its upper (and work) directory and reads its lower ones:
+            // files on it are stored on those directories' filesystems.
+            return self.overlay_extents(st_dev, at, inside, how, out, depth);
         };
         let mut inside = inside.to_vec();
         if !inside.contains(&b) {
@@ -210,6 +216,105 @@ impl Resolver {
         }
         let how = format!("{how} {}", self.dev_name(b));
         self.dev_extents(b, 0, u64::MAX, &inside, &how, out, depth + 1)
+    }
+
+    /// The filesystems under the overlay mounted with st_dev `st_dev`, or holding the canonical
+    /// path `at` (its upper, work and lower directories), each "somewhere inside" as for any file there. Nothing for tmpfs, proc …
+    /// (memory, no disk under them).
+    fn overlay_extents(
+        &self,
+        st_dev: u64,
+        at: Option<&Path>,
+        inside: &[u64],
+        how: &str,
+        out: &mut Vec<Extent>,
+        depth: usize,
+    ) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(Error::refused(format!(
+                "storage is stacked more than {MAX_DEPTH} levels deep ({how}); refusing to guess where it ends"
+            )));
+        }
+        // By st_dev, or (an overlay gives the files of each layer a device number of their
+        // own) by the mount the canonical path `at` is under.
+        let d = fmt_dev(st_dev);
+        let under = at.and_then(|p| {
+            self.mounts
+                .iter()
+                .filter(|m| p.starts_with(&m.mount_point))
+                .max_by_key(|m| m.mount_point.len())
+        });
+        let Some(m) = self
+            .mounts
+            .iter()
+            .find(|m| m.dev == d && m.fs_type == "overlay")
+            .or(under.filter(|m| m.fs_type == "overlay"))
+        else {
+            return Ok(());
+        };
+        // The layers (upper, then lower ones) and the work directory.
+        let mut layers = Vec::new();
+        let mut work = Vec::new();
+        for opt in m.options.split(',') {
+            let Some((k, v)) = opt.split_once('=') else {
+                continue;
+            };
+            match k {
+                "upperdir" => layers.insert(0, unescape(v)),
+                "workdir" => work.push(unescape(v)),
+                // Layers are ':'-separated ("\\:" is a colon inside a name).
+                "lowerdir" | "lowerdir+" | "datadir+" => {
+                    let v = unescape(v).replace("\\:", "\0");
+                    layers.extend(v.split(':').map(|l| l.replace('\0', ":")));
+                }
+                _ => {}
+            }
+        }
+        // The file itself in each layer that has it (the overlay shows it under a device number
+        // of its own): the same file as that layer's name of it.
+        if let Some(rel) = at
+            .and_then(|p| p.strip_prefix(&m.mount_point).ok())
+            .filter(|r| !r.as_os_str().is_empty())
+        {
+            for dir in &layers {
+                let p = Path::new(dir).join(rel);
+                let Ok(md) = fs::symlink_metadata(&p) else {
+                    continue;
+                };
+                if !md.is_file() {
+                    continue; // directories and others keep no bytes of their own
+                }
+                out.push(Extent {
+                    object: Object::File {
+                        dev: md.dev(),
+                        ino: md.ino(),
+                    },
+                    object_name: p.display().to_string(),
+                    start: 0,
+                    end: u64::MAX,
+                    inside: inside.to_vec(),
+                    how: format!(
+                        "{how} {} (an overlay): the file {}",
+                        m.mount_point,
+                        p.display()
+                    ),
+                });
+            }
+        }
+        let dirs = layers.into_iter().chain(work);
+        for dir in dirs {
+            let Ok(md) = fs::metadata(&dir) else { continue };
+            if md.dev() == st_dev {
+                continue;
+            }
+            let how = format!(
+                "{how} {} (an overlay), whose layer {dir} is on",
+                m.mount_point
+            );
+            let at = fs::canonicalize(&dir).ok();
+            self.fs_extents(md.dev(), at.as_deref(), inside, &how, out, depth + 1)?;
+        }
+        Ok(())
     }
 
     /// The extents of bytes `start..end` of block device `dev`: the whole device it is (or is a
@@ -387,6 +492,7 @@ impl Resolver {
             how: how.clone(),
         });
         let how = format!("{how}, a file on the filesystem of");
-        self.fs_extents(bdev, inside, &how, out, depth + 1)
+        let at = backing.as_ref().and_then(|p| fs::canonicalize(p).ok());
+        self.fs_extents(bdev, at.as_deref(), inside, &how, out, depth + 1)
     }
 }
