@@ -1,6 +1,6 @@
 //! Asking a real drive: which protocol a disk's transport allows, the command sequence
 //! (IDENTIFY, SMART READ DATA, READ THRESHOLDS, the self-test log; or the NVMe SMART / Health
-//! log), each with a timeout, and the interpretation of what SG_IO returned (SCSI status,
+//! log; or an eMMC's wear estimates in sysfs), each with a timeout, and the interpretation of what SG_IO returned (SCSI status,
 //! sense data, the ATA status return descriptor). Nothing here writes to a disk: the disk is
 //! opened read-only and only read-type commands are sent.
 use super::ata::{self, AtaCmd, AtaPages};
@@ -28,7 +28,8 @@ pub fn read(disk: &Disk) -> Health {
         ),
         "virtio" => Health::unknown("a virtual disk (virtio) has no drive health to read"),
         "loop" => Health::unknown("a loop device is a file, not a drive: no health to read"),
-        "mmc" => Health::unknown("SD cards and eMMC report no SMART health"),
+        // eMMC 5.0+: the wear estimates the kernel shows in sysfs; SD cards have none.
+        "mmc" => super::emmc::read(Path::new("/sys"), &disk.sysfs_path),
         t => Health::unknown(format!(
             "Lifeboat cannot tell how to ask this disk for its health (transport {t})"
         )),
@@ -351,7 +352,7 @@ mod tests {
         for (t, word) in [
             ("virtio", "virtual disk"),
             ("loop", "loop device"),
-            ("mmc", "SD cards"),
+            ("mmc", "SD card"),
             ("unknown", "cannot tell"),
             ("scsi", "SCSI/SAS"),
         ] {

@@ -1,5 +1,6 @@
 //! Drive health, read by Lifeboat itself before a job: ATA SMART through SCSI/ATA Translation
-//! (SATA disks behind libata, SAT-capable USB bridges) and the NVMe SMART / Health log. Each
+//! (SATA disks behind libata, SAT-capable USB bridges), the NVMe SMART / Health log, and an
+//! eMMC's wear estimates (sysfs `life_time` / `pre_eol_info`). Each
 //! disk gets a [`Health`]: `status` (`ok`, `worn`, `failing`, `unknown`), the `reasons` in plain
 //! words, `notes`, and the raw `counters`. The status comes from the bad-sector counters, the
 //! maker's thresholds, the latest self-test and the NVMe warnings, never from the drive's
@@ -12,6 +13,7 @@
 //! dying drive never holds up `list` or the console for long.
 pub mod ata;
 pub mod device;
+pub mod emmc;
 pub mod nvme;
 
 pub use ata::AtaAttribute;
@@ -84,7 +86,8 @@ pub struct Counters {
     /// NVMe Media and Data Integrity Errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_errors: Option<u64>,
-    /// NVMe Percentage Used (of the rated endurance; may exceed 100).
+    /// NVMe Percentage Used (of the rated endurance; may exceed 100); for eMMC the upper end of
+    /// the reported life-time band (10 = 0-10 % ... 100 = 90-100 %, 110 = exceeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage_used: Option<u64>,
     /// NVMe Available Spare (%).
@@ -125,7 +128,7 @@ pub struct Health {
     /// Other observations that do not change the status (cable errors, self-test history...).
     #[serde(default)]
     pub notes: Vec<String>,
-    /// How it was read: "ata" (SMART through SAT) or "nvme"; null when nothing could be read.
+    /// How it was read: "ata" (SMART through SAT), "nvme" or "emmc"; null when nothing could be read.
     pub protocol: Option<String>,
     pub counters: Counters,
     /// The latest entry of the ATA self-test log, if any.
