@@ -705,3 +705,34 @@ fn the_read_only_guard_holds_disk_partitions_and_whole_disk_and_restores_them() 
         assert_eq!(ro_flag(p), "0", "{p} not restored after two Ctrl-C");
     }
 }
+
+#[test]
+fn restore_onto_the_storage_of_the_images_partition_is_refused_before_mounting() {
+    if !can_loop() {
+        return;
+    }
+    let dir = TempDir::new("idstore");
+    let lab = label();
+    let sf = disk_s(&dir, &lab);
+    let Some(p) = Loop::attach_with(
+        &sf,
+        LoopOpts {
+            offset: 17 * MIB,
+            size_limit: Some(78 * MIB),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let src = dir.p("small.img");
+    std::fs::write(&src, vec![4u8; 4 * MIB as usize]).unwrap();
+    let at = format!("label={lab}:/r.lbi");
+    assert_exit(&lb(&["image", "create", s(&src), &at]), 0);
+    let before = sha256(&sf);
+    // A loop over the whole file S holds the image's partition: refused before any mount.
+    let Some(a) = Loop::attach(&sf) else { return };
+    let o = lb(&["image", "restore", &at, &a.dev, "--yes"]);
+    refused(&o, "would overwrite the image's partition");
+    assert_eq!(sha256(&sf), before, "S changed");
+    drop(p);
+}

@@ -476,6 +476,18 @@ fn run_restore(
     // Ctrl-C / SIGTERM: stop writing, sync the target, exit 130 saying it is incomplete.
     let cancel = Cancel::new();
     crate::jobs::cancel_on_signals(&cancel, "the target is synced but left INCOMPLETE");
+    // Before the image's partition is mounted (even read-only): the target may not be it or
+    // hold it (by identity: a loop device over it, its whole disk …).
+    let loc = StoreLocation::resolve(&image)?;
+    if let Some(p) = &loc.partition {
+        let mut pre = Check::new();
+        pre.keeps("the image's partition", &p.path)?;
+        let env = crate::storage::Env::system()?;
+        let tpath = crate::storage::target::select(&target, &env)?.path();
+        pre.writes("the target", &tpath)?;
+        pre.run()?;
+    }
+    drop(loc);
     let store = Store::open(&image, Mode::ReadOnly)?;
     ops::require_complete(&store.path)?;
     // The identity rule: the target is written; every volume of the chain and the partition
