@@ -407,3 +407,36 @@ fn a_target_on_an_overlay_whose_upper_layer_is_in_the_source() {
     data_file(&q, MIB, 7);
     assert_exit(&lb(&["image", "create", s(&q), s(&o.join("q.lbi"))]), 0);
 }
+
+/// `image create X.lbi.002 X.lbi --force`: the source is a volume of the image being replaced,
+/// and replacing an image removes (or renames over) its old volumes — the source was deleted,
+/// exit 0. The same for a parent that is such a volume's image.
+#[test]
+fn the_source_is_a_volume_of_the_image_being_replaced() {
+    let dir = TempDir::new("adv-oldvol");
+    let q = dir.p("Q");
+    data_file(&q, 12 * MIB, 9);
+    let x = dir.p("X.lbi");
+    assert_exit(&lb(&["image", "create", s(&q), s(&x), "--split", "4M"]), 0);
+    let v2 = dir.p("X.lbi.002");
+    let v3 = dir.p("X.lbi.003");
+    assert!(v2.is_file() && v3.is_file(), "expected at least 3 volumes");
+    let keep: [&Path; 3] = [&x, &v2, &v3];
+    let before = shas(&keep);
+    for split in [None, Some("4M")] {
+        let mut args = vec!["image", "create", s(&v2), s(&x), "--force"];
+        args.extend(split.iter().flat_map(|x| ["--split", *x]));
+        let o = lb(&args);
+        assert_exit(&o, 4);
+        assert!(
+            stderr(&o).contains("the image being replaced"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(shas(&keep), before, "split {split:?}");
+    }
+    // The control: replacing the image from another source removes its old volumes.
+    assert_exit(&lb(&["image", "create", s(&q), s(&x), "--force"]), 0);
+    assert!(!v2.exists() && !v3.exists(), "stale volumes were left");
+    assert_exit(&lb(&["image", "verify", s(&x)]), 0);
+}

@@ -203,6 +203,12 @@ fn run_create(
     if let Some(p) = loc.plain_path() {
         crate::storage::target::check_output(p, force)?;
         crate::storage::target::check_output(&create::partial_name(p), true)?;
+        // Replacing an image replaces or removes its volumes too.
+        if force {
+            for v in volumes::old_volumes(p) {
+                check.writes("the image being replaced", &v)?;
+            }
+        }
     }
     location_items(&mut check, "the image", &loc, true)?;
     if let Some(pl) = &parent_loc {
@@ -243,6 +249,9 @@ fn run_create(
         crate::storage::target::check_output(&store.path, force)?;
         inner.writes("the image", &store.path)?;
         inner.writes("the image", &create::partial_name(&store.path))?;
+        for v in volumes::old_volumes(&store.path) {
+            inner.writes("the image being replaced", &v)?;
+        }
         if let Some(pp) = &parent_path {
             chain_items(&mut inner, pp, "the parent image")?;
         }

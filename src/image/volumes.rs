@@ -9,6 +9,26 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Whether `p` is volume `n` of the image with `uuid`: a regular file (not a link to one) whose
+/// header says so.
+fn is_volume_of(p: &Path, uuid: &[u8; 16], n: u32) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())
+        && super::ops::partial_header(p).is_some_and(|h| h.uuid == *uuid && h.volume == n)
+}
+
+/// Volumes 2, 3 … of the image at `base` that replacing it (`--force`) renames over or removes
+/// as stale: the job writes them, so they must not be its source or a parent.
+pub(crate) fn old_volumes(base: &Path) -> Vec<PathBuf> {
+    let Some(u) = super::ops::partial_header(base).map(|h| h.uuid) else {
+        return vec![];
+    };
+    (2..=65535)
+        .map(|k| (k, volume_path(base, k)))
+        .take_while(|(k, p)| is_volume_of(p, &u, *k))
+        .map(|(_, p)| p)
+        .collect()
+}
+
 /// Writes the data stream into volumes of at most `split` bytes, each under a `.partial` name.
 pub(crate) struct VolumeWriter {
     base: PathBuf,
@@ -58,9 +78,7 @@ impl VolumeWriter {
     /// Whether `p` is volume `n` of the image being replaced: a regular file (not a link to
     /// one) whose header says so.
     fn is_old_volume(&self, p: &Path, n: u32) -> bool {
-        let Some(u) = self.old_uuid else { return false };
-        std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())
-            && super::ops::partial_header(p).is_some_and(|h| h.uuid == u && h.volume == n)
+        self.old_uuid.is_some_and(|u| is_volume_of(p, &u, n))
     }
     /// Volume `n` (from 2) is renamed over `volume_path(base, n)` when the image is complete;
     /// whatever else has that name (another image, a parent, the source, a device node) is
