@@ -292,6 +292,7 @@ mod tests {
                     split: split.map(Into::into),
                     force,
                     all_sectors: force,
+                    compress: split.map(|_| "zstd:5".into()),
                     json: !force,
                 }));
             }

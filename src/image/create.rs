@@ -17,6 +17,9 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// What `image create` compresses with unless told otherwise (see README's figures).
+pub const DEFAULT_COMPRESSION: Compression = Compression::Lz4;
+
 /// Smallest accepted `--split` size: room for a header, a raw chunk and an index segment.
 pub const MIN_SPLIT: u64 = 4 << 20;
 /// Bytes tried at once when narrowing a read error down (before going sector by sector).
@@ -46,6 +49,8 @@ pub struct CreateOptions {
     pub chunk_size: u32,
     /// Read every sector (`--all-sectors`): no used-block maps, today's forensic copy.
     pub all_sectors: bool,
+    /// How chunks are compressed (`--compress`).
+    pub compress: Compression,
 }
 
 impl Default for CreateOptions {
@@ -58,6 +63,7 @@ impl Default for CreateOptions {
             threads: 0,
             chunk_size: DEFAULT_CHUNK_SIZE,
             all_sectors: false,
+            compress: DEFAULT_COMPRESSION,
         }
     }
 }
@@ -319,6 +325,9 @@ pub fn create(
     if parent.is_some() {
         incompat |= FEAT_INCREMENTAL;
     }
+    if matches!(opts.compress, Compression::Zstd(_)) {
+        incompat |= FEAT_ZSTD;
+    }
     if opts.split.is_some() {
         incompat |= FEAT_SPLIT;
     }
@@ -358,7 +367,7 @@ pub fn create(
     }
     .clamp(1, 64);
     let nslots = threads * 2 + 2;
-    let out_cap = lz4_flex::block::get_maximum_output_size(cs as usize);
+    let out_cap = max_payload_any(cs as usize);
 
     let mut vw = VolumeWriter::new(image, header.clone(), opts.split)?;
     let stop = AtomicBool::new(false);
@@ -445,54 +454,70 @@ pub fn create(
         for _ in 0..threads {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
-            s.spawn(move || loop {
-                let job = match job_rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
+            let compress = opts.compress;
+            s.spawn(move || {
+                let mut zc = match compress {
+                    Compression::Zstd(level) => zstd::bulk::Compressor::new(level).ok(),
+                    Compression::Lz4 => None,
                 };
-                let Ok(mut job) = job else { return };
-                let data = &job.slot.data[..];
-                let len = data.len();
-                let (kind, stored, crc, hash);
-                if job.unallocated {
-                    hash = if len == cs as usize {
-                        zero_full
-                    } else {
-                        *blake3::hash(data).as_bytes()
+                loop {
+                    let job = match job_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
                     };
-                    (kind, stored, crc) = (Kind::Unallocated, 0, 0);
-                } else if is_zero(data) {
-                    hash = if len == cs as usize {
-                        zero_full
+                    let Ok(mut job) = job else { return };
+                    let data = &job.slot.data[..];
+                    let len = data.len();
+                    let (kind, stored, crc, hash);
+                    if job.unallocated {
+                        hash = if len == cs as usize {
+                            zero_full
+                        } else {
+                            *blake3::hash(data).as_bytes()
+                        };
+                        (kind, stored, crc) = (Kind::Unallocated, 0, 0);
+                    } else if is_zero(data) {
+                        hash = if len == cs as usize {
+                            zero_full
+                        } else {
+                            *blake3::hash(data).as_bytes()
+                        };
+                        (kind, stored, crc) = (Kind::Zero, 0, 0);
                     } else {
-                        *blake3::hash(data).as_bytes()
-                    };
-                    (kind, stored, crc) = (Kind::Zero, 0, 0);
-                } else {
-                    hash = *blake3::hash(data).as_bytes();
-                    if job.parent_hash == Some(hash) {
-                        (kind, stored, crc) = (Kind::Parent, 0, 0);
-                    } else {
-                        match lz4_flex::block::compress_into(data, &mut job.slot.out) {
-                            Ok(n) if n < len => {
-                                (kind, stored, crc) =
-                                    (Kind::Lz4, n, crc32fast::hash(&job.slot.out[..n]));
+                        hash = *blake3::hash(data).as_bytes();
+                        if job.parent_hash == Some(hash) {
+                            (kind, stored, crc) = (Kind::Parent, 0, 0);
+                        } else {
+                            let out = &mut job.slot.out[..];
+                            let packed = match zc.as_mut() {
+                                Some(z) => z
+                                    .compress_to_buffer(data, out)
+                                    .ok()
+                                    .map(|n| (Kind::Zstd, n)),
+                                None => lz4_flex::block::compress_into(data, out)
+                                    .ok()
+                                    .map(|n| (Kind::Lz4, n)),
+                            };
+                            match packed {
+                                Some((k, n)) if n < len => {
+                                    (kind, stored, crc) = (k, n, crc32fast::hash(&out[..n]));
+                                }
+                                _ => (kind, stored, crc) = (Kind::Raw, len, crc32fast::hash(data)),
                             }
-                            _ => (kind, stored, crc) = (Kind::Raw, len, crc32fast::hash(data)),
                         }
                     }
-                }
-                let d = Done {
-                    i: job.i,
-                    slot: job.slot,
-                    kind,
-                    stored,
-                    crc,
-                    hash,
-                    bad: job.bad,
-                };
-                if done_tx.send(d).is_err() {
-                    return;
+                    let d = Done {
+                        i: job.i,
+                        slot: job.slot,
+                        kind,
+                        stored,
+                        crc,
+                        hash,
+                        bad: job.bad,
+                    };
+                    if done_tx.send(d).is_err() {
+                        return;
+                    }
                 }
             });
         }
@@ -609,7 +634,7 @@ fn write_loop(
             let len = header.chunk_len(d.i);
             let (volume, offset) = match d.kind {
                 Kind::Zero | Kind::Parent | Kind::Unallocated => (0, 0),
-                Kind::Lz4 => vw.record(&[&d.slot.out[..d.stored]])?,
+                Kind::Lz4 | Kind::Zstd => vw.record(&[&d.slot.out[..d.stored]])?,
                 Kind::Raw => vw.record(&[&d.slot.data[..len]])?,
             };
             match d.kind {

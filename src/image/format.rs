@@ -31,7 +31,9 @@ pub const FEAT_SPLIT: u32 = 2;
 /// Incompatible feature (version 2): only the source's used blocks were read — chunks may be
 /// kind 4 (unallocated) and the free blocks inside stored chunks are zeros.
 pub const FEAT_USED_BLOCKS: u32 = 4;
-pub const KNOWN_INCOMPAT: u32 = FEAT_INCREMENTAL | FEAT_SPLIT | FEAT_USED_BLOCKS;
+/// Incompatible feature (version 2): chunks may be kind 5 (one zstd frame).
+pub const FEAT_ZSTD: u32 = 8;
+pub const KNOWN_INCOMPAT: u32 = FEAT_INCREMENTAL | FEAT_SPLIT | FEAT_USED_BLOCKS | FEAT_ZSTD;
 /// Magic of the usage record (version 2): the per-partition used-block plan, before the tail.
 pub const USAGE_MAGIC: &[u8; 4] = b"LBIU";
 /// Largest usage record accepted (a plan of thousands of partitions fits easily).
@@ -50,6 +52,8 @@ pub enum Kind {
     Parent = 3,
     /// No byte of the chunk is in use by a filesystem: not read, not stored, zeros logically.
     Unallocated = 4,
+    /// One zstd frame (only with `FEAT_ZSTD`).
+    Zstd = 5,
 }
 
 impl Kind {
@@ -60,10 +64,56 @@ impl Kind {
             2 => Kind::Lz4,
             3 => Kind::Parent,
             4 => Kind::Unallocated,
+            5 => Kind::Zstd,
             _ => return None,
         })
     }
 }
+
+/// The largest valid payload of a compressed chunk of `len` bytes (bounds every read).
+pub fn max_payload(kind: Kind, len: usize) -> usize {
+    match kind {
+        Kind::Lz4 => lz4_flex::block::get_maximum_output_size(len),
+        Kind::Zstd => zstd::zstd_safe::compress_bound(len),
+        _ => len,
+    }
+}
+
+/// Buffer size that holds any payload of a `chunk`-byte chunk.
+pub fn max_payload_any(chunk: usize) -> usize {
+    max_payload(Kind::Lz4, chunk).max(max_payload(Kind::Zstd, chunk))
+}
+
+/// How create compresses chunks (`--compress lz4|zstd[:LEVEL]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Lz4,
+    /// zstd at a level 1..=19.
+    Zstd(i32),
+}
+
+impl Compression {
+    /// Parses `lz4`, `zstd` (level 3) or `zstd:LEVEL`.
+    pub fn parse(s: &str) -> Result<Compression> {
+        let bad = || {
+            Error::invalid(format!(
+                "--compress {s:?}: use lz4, zstd or zstd:LEVEL with LEVEL 1 to 19"
+            ))
+        };
+        match s.split_once(':') {
+            None if s == "lz4" => Ok(Compression::Lz4),
+            None if s == "zstd" => Ok(Compression::Zstd(ZSTD_DEFAULT_LEVEL)),
+            Some(("zstd", l)) => match l.parse::<i32>() {
+                Ok(n) if (1..=19).contains(&n) => Ok(Compression::Zstd(n)),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// zstd level of a plain `--compress zstd`.
+pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])
@@ -205,7 +255,7 @@ impl Header {
             source_name: get_str(b, 256, 128),
             parent_path: get_str(b, 384, 124),
         };
-        if h.incompat & FEAT_USED_BLOCKS != 0 && version < 2 {
+        if h.incompat & (FEAT_USED_BLOCKS | FEAT_ZSTD) != 0 && version < 2 {
             return Err(Error::corrupt(
                 "image header of version 1 claims the used-blocks feature",
             ));
@@ -646,6 +696,23 @@ mod tests {
         assert!(Footer::decode(&c).unwrap().is_err());
         c[0] = 0;
         assert!(Footer::decode(&c).is_none());
+    }
+
+    #[test]
+    fn compression_names() {
+        assert_eq!(Compression::parse("lz4").unwrap(), Compression::Lz4);
+        assert_eq!(Compression::parse("zstd").unwrap(), Compression::Zstd(3));
+        assert_eq!(
+            Compression::parse("zstd:19").unwrap(),
+            Compression::Zstd(19)
+        );
+        for bad in ["zstd:0", "zstd:20", "zstd:x", "gzip", "lz4:1", ""] {
+            assert_eq!(
+                Compression::parse(bad).unwrap_err().kind,
+                crate::ErrorKind::InvalidInput,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

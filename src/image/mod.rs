@@ -42,6 +42,9 @@ pub enum ImageCmd {
         /// partitions without a trustworthy map are copied whole anyway.
         #[arg(long)]
         all_sectors: bool,
+        /// Chunk compression: lz4 (fastest), zstd (level 3) or zstd:LEVEL (1-19, smaller, slower).
+        #[arg(long, value_name = "METHOD")]
+        compress: Option<String>,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -148,6 +151,8 @@ fn chain_items(check: &mut Check, path: &Path, top_role: &str) -> Result<Chain> 
     Ok(chain)
 }
 
+// One argument per `image create` flag, as clap parsed them.
+#[allow(clippy::too_many_arguments)]
 fn run_create(
     source: String,
     image: String,
@@ -155,6 +160,7 @@ fn run_create(
     split: Option<String>,
     force: bool,
     all_sectors: bool,
+    compress: Option<String>,
     json: bool,
 ) -> Result<i32> {
     // Ctrl-C / SIGTERM: stop, keep the unfinished `.partial` (marked incomplete), exit 130.
@@ -165,6 +171,10 @@ fn run_create(
         "the unfinished image stays as a .partial file, marked incomplete",
     );
     let split = split.as_deref().map(parse_size).transpose()?;
+    let compress = match compress.as_deref() {
+        Some(c) => format::Compression::parse(c)?,
+        None => create::DEFAULT_COMPRESSION,
+    };
     let sel = crate::devices::resolve(&source)?;
     if let Some(note) = failing_source_note(&sel) {
         eprintln!("lifeboat: note: {note}");
@@ -265,6 +275,7 @@ fn run_create(
         split,
         force,
         all_sectors,
+        compress,
         ..Default::default()
     };
     let sink = StderrSink::from_env();
@@ -736,8 +747,18 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             split,
             force,
             all_sectors,
+            compress,
             json,
-        } => run_create(source, image, parent, split, force, all_sectors, json),
+        } => run_create(
+            source,
+            image,
+            parent,
+            split,
+            force,
+            all_sectors,
+            compress,
+            json,
+        ),
         ImageCmd::Restore {
             image,
             target,

@@ -83,7 +83,7 @@ impl Counts {
     fn add_segment(&mut self, seg: &Segment, h: &Header) {
         for (j, e) in seg.entries.iter().enumerate() {
             match e.kind {
-                Kind::Raw | Kind::Lz4 => self.stored += 1,
+                Kind::Raw | Kind::Lz4 | Kind::Zstd => self.stored += 1,
                 Kind::Zero => self.zero += 1,
                 Kind::Parent => self.parent += 1,
                 Kind::Unallocated => self.unallocated += 1,
@@ -145,7 +145,7 @@ fn verify_one(
     let cs = h.chunk_size as usize;
     let zero = ZeroHash::new(cs);
     let mut out = AlignedBuf::new(cs);
-    let mut scratch = Vec::with_capacity(lz4_flex::block::get_maximum_output_size(cs));
+    let mut scratch = Vec::with_capacity(max_payload_any(cs));
     let mut media = MediaHasher::new(h.disk_size, h.chunk_size);
     let nvol = chain.images[k].volume_lens().len();
     let mut covered = vec![HEADER_SIZE as u64; nvol];
@@ -171,7 +171,7 @@ fn verify_one(
             let i = seg.first_chunk + j as u64;
             let len = h.chunk_len(i);
             media.add(&e.hash);
-            if matches!(e.kind, Kind::Raw | Kind::Lz4)
+            if matches!(e.kind, Kind::Raw | Kind::Lz4 | Kind::Zstd)
                 && (e.volume as usize) >= 1
                 && (e.volume as usize) <= nvol
             {
@@ -185,7 +185,7 @@ fn verify_one(
                         Kind::Zero | Kind::Unallocated if zero.get(len) != e.hash => {
                             probs.add(format!("chunk {i} (disk bytes {a}..{b}): zero or unallocated chunk with a wrong hash"))
                         }
-                        Kind::Raw | Kind::Lz4 if *blake3::hash(&out[..len]).as_bytes() != e.hash => probs.add(format!(
+                        Kind::Raw | Kind::Lz4 | Kind::Zstd if *blake3::hash(&out[..len]).as_bytes() != e.hash => probs.add(format!(
                             "chunk {i} (disk bytes {a}..{b}) does not match its BLAKE3 hash in {}",
                             chain.images[k].path.display()
                         )),
@@ -477,7 +477,7 @@ pub fn stream(
         let reader = s.spawn(move || -> [u8; 32] {
             let h = hr;
             let mut media = MediaHasher::new(h.disk_size, h.chunk_size);
-            let mut scratch = Vec::with_capacity(lz4_flex::block::get_maximum_output_size(cs));
+            let mut scratch = Vec::with_capacity(max_payload_any(cs));
             for i in 0..chunks {
                 if cancel.is_cancelled() {
                     break;

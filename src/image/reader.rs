@@ -379,13 +379,12 @@ impl Image {
                     ));
                 }
             }
-            Kind::Raw | Kind::Lz4 => {
+            Kind::Raw | Kind::Lz4 | Kind::Zstd => {
+                if e.kind == Kind::Zstd && self.header.incompat & FEAT_ZSTD == 0 {
+                    return Err(self.damaged(i, "a zstd chunk in an image without zstd", 0, 0));
+                }
                 let vi = e.volume as usize;
-                let max = if e.kind == Kind::Raw {
-                    len
-                } else {
-                    lz4_flex::block::get_maximum_output_size(len)
-                };
+                let max = max_payload(e.kind, len);
                 let ok_len = if e.kind == Kind::Raw {
                     e.len as usize == len
                 } else {
@@ -422,18 +421,18 @@ impl Image {
                         e.offset,
                     ));
                 }
-                if e.kind == Kind::Lz4 {
-                    match lz4_flex::block::decompress_into(&scratch[..], out) {
-                        Ok(n) if n == len => {}
-                        _ => {
-                            return Err(self.damaged(
-                                i,
-                                "its LZ4 data does not decompress to the chunk size",
-                                vi - 1,
-                                e.offset,
-                            ))
-                        }
-                    }
+                let n = match e.kind {
+                    Kind::Lz4 => lz4_flex::block::decompress_into(&scratch[..], out).ok(),
+                    Kind::Zstd => zstd::bulk::decompress_to_buffer(&scratch[..], out).ok(),
+                    _ => Some(len),
+                };
+                if n != Some(len) {
+                    return Err(self.damaged(
+                        i,
+                        "its compressed data does not decompress to the chunk size",
+                        vi - 1,
+                        e.offset,
+                    ));
                 }
             }
         }

@@ -93,6 +93,7 @@ impl App {
                 force: false,
                 // Used blocks by default; partitions without a trustworthy map are copied whole.
                 all_sectors: false,
+                compress: None,
                 json: true,
             }),
             JobKind::Restore => Cmd::Image(ImageCmd::Restore {
