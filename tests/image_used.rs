@@ -334,7 +334,15 @@ fn version_one_image_still_reads() {
     random_file(&disk, 8 * MIB, 3);
     let img = t.p("v2.lbi");
     assert_exit(
-        &lifeboat(&["image", "create", s(&disk), s(&img), "--all-sectors"]),
+        &lifeboat(&[
+            "image",
+            "create",
+            s(&disk),
+            s(&img),
+            "--all-sectors",
+            "--compress",
+            "lz4",
+        ]),
         0,
     );
     // Rewrite it as version 1: drop the usage record before the segment table.
@@ -379,7 +387,15 @@ fn zstd_payloads_round_trip() {
         .copy_from_slice(&SimDevice::pattern(MIB as usize, 8));
     fs::write(&disk, &data).unwrap();
     let (lz, zs) = (t.p("lz4.lbi"), t.p("zstd.lbi"));
-    let o = lifeboat(&["image", "create", s(&disk), s(&lz), "--json"]);
+    let o = lifeboat(&[
+        "image",
+        "create",
+        s(&disk),
+        s(&lz),
+        "--compress",
+        "lz4",
+        "--json",
+    ]);
     assert_exit(&o, 0);
     let lz_bytes = json(&o)["image_bytes"].as_u64().unwrap();
     let o = lifeboat(&[

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What `image create` compresses with unless told otherwise (see README's figures).
-pub const DEFAULT_COMPRESSION: Compression = Compression::Lz4;
+/// zstd level 1: on the reused-disk benchmark it made smaller images than LZ4 *and* finished
+/// sooner (less to write); `--compress lz4` remains for CPU-starved machines.
+pub const DEFAULT_COMPRESSION: Compression = Compression::Zstd(1);
 
 /// Smallest accepted `--split` size: room for a header, a raw chunk and an index segment.
 pub const MIN_SPLIT: u64 = 4 << 20;
@@ -415,18 +417,33 @@ pub fn create(
                     // No used block: nothing is read (bad sectors there are never tried).
                     Some(_) if unallocated => slot.data.fill(0),
                     Some(u) if u.as_slice() != [(start, start + len as u64)] => {
-                        // Only the used blocks are read; the free ones stay zeros (deleted data
-                        // is neither stored nor leaked, bad sectors in free space are never tried).
-                        slot.data.fill(0);
-                        for &(a, b) in u {
-                            let ra = ((a - start) as usize) / lbs * lbs;
-                            let rb = ((b - start) as usize).div_ceil(lbs) * lbs;
-                            let rb = rb.min(padded);
-                            bad.extend(read_chunk_rescue(
-                                src,
-                                &mut slot.data[ra..rb],
-                                start + ra as u64,
-                            )?);
+                        // Only the used blocks are kept; the free ones become zeros (deleted
+                        // data is neither stored nor leaked). A chunk that is mostly used is
+                        // read in one request and its free blocks zeroed; if that read fails,
+                        // or the chunk is mostly free, each used range is read on its own (bad
+                        // sectors in free space are never tried).
+                        let used_len: u64 = u.iter().map(|r| r.1 - r.0).sum();
+                        if used_len * 2 >= len as u64
+                            && read_full(src, &mut slot.data, start, src.size()).is_ok()
+                        {
+                            let mut pos = 0usize;
+                            for &(a, b) in u {
+                                slot.data[pos..(a - start) as usize].fill(0);
+                                pos = (b - start) as usize;
+                            }
+                            slot.data[pos..].fill(0);
+                        } else {
+                            slot.data.fill(0);
+                            for &(a, b) in u {
+                                let ra = ((a - start) as usize) / lbs * lbs;
+                                let rb = ((b - start) as usize).div_ceil(lbs) * lbs;
+                                let rb = rb.min(padded);
+                                bad.extend(read_chunk_rescue(
+                                    src,
+                                    &mut slot.data[ra..rb],
+                                    start + ra as u64,
+                                )?);
+                            }
                         }
                     }
                     _ => bad = read_chunk_rescue(src, &mut slot.data, start)?,

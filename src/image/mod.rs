@@ -42,7 +42,8 @@ pub enum ImageCmd {
         /// partitions without a trustworthy map are copied whole anyway.
         #[arg(long)]
         all_sectors: bool,
-        /// Chunk compression: lz4 (fastest), zstd (level 3) or zstd:LEVEL (1-19, smaller, slower).
+        /// Chunk compression: zstd:LEVEL (1-19; default zstd:1, higher is smaller and slower),
+        /// zstd (level 3) or lz4 (least CPU).
         #[arg(long, value_name = "METHOD")]
         compress: Option<String>,
         /// Print one JSON object on stdout.
