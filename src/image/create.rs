@@ -313,7 +313,7 @@ pub fn create(
     let used_mode = plan.any_used_blocks();
     let usage = encode_usage(
         &serde_json::to_vec(&plan)
-            .map_err(|e| Error::invalid(format!("cannot encode the used-block plan: {e}")))?,
+            .map_err(|e| Error::invalid("cannot encode the used-block plan").caused_by(e))?,
     );
     if usage.len() > MAX_USAGE_LEN as usize {
         return Err(Error::invalid(

@@ -231,8 +231,9 @@ impl Image {
                     .at_offset(segtab_offset - ul)
             })?;
             usage = Some(serde_json::from_slice(json).map_err(|e| {
-                Error::corrupt(format!("image usage record is not valid: {e}"))
+                Error::corrupt("image usage record is not valid")
                     .at_path(&vols[last].path)
+                    .caused_by(e)
             })?);
         }
         vols[last].data_end = segtab_offset - footer.usage_len as u64;
