@@ -436,3 +436,24 @@ fn result_screens() {
     let t = text(&render_buf(&a, 80, 24));
     assert!(t.contains("Image     sdc1:/lifeboat/pc.lbi"), "{t}");
 }
+
+#[test]
+fn image_arg_puts_the_path_at_the_partition_top() {
+    use super::app::{image_arg, Place};
+    let place = Place {
+        disk: "sdb".into(),
+        part: Some(part("sdb1", 1 << 20, 64 << 20, "vfat", "BACKUPS")),
+        refused: None,
+    };
+    assert_eq!(image_arg(&place, "pc.lbi"), "sdb1:/pc.lbi");
+    assert_eq!(
+        image_arg(&place, "/lifeboat/pc.lbi"),
+        "sdb1:/lifeboat/pc.lbi"
+    );
+    let host = Place {
+        disk: String::new(),
+        part: None,
+        refused: None,
+    };
+    assert_eq!(image_arg(&host, "/tmp/x.lbi"), "/tmp/x.lbi");
+}

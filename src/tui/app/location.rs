@@ -193,7 +193,9 @@ pub fn image_arg(place: &Place, path: &str) -> String {
     match &place.part {
         // The kernel name, not /dev/NAME: a PARTITION selector must not start with '/', which the
         // image engine takes as a plain path.
-        Some(p) => format!("{}:{}", p.name, path),
+        // The path inside the partition starts at its top directory whether or not the user
+        // typed the '/' (the engine refuses a relative one).
+        Some(p) => format!("{}:/{}", p.name, path.trim_start_matches('/')),
         None => path.to_string(),
     }
 }
