@@ -440,3 +440,48 @@ fn the_source_is_a_volume_of_the_image_being_replaced() {
     assert!(!v2.exists() && !v3.exists(), "stale volumes were left");
     assert_exit(&lb(&["image", "verify", s(&x)]), 0);
 }
+
+/// `image create SRC new.lbi --parent label=X:/p.lbi` where partition X is part of the source:
+/// the source's partition was mounted (read-only) to look for the parent. A source is never
+/// mounted; refused before anything is mounted.
+#[test]
+fn a_parent_on_the_sources_own_partition_is_not_mounted() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = TempDir::new("adv-parentpart");
+    let sf = source_with_ext4(&dir);
+    let lab = format!("ADVP{}", std::process::id() % 100_000);
+    run(Command::new("e2label")
+        .arg(format!("{}?offset={}", s(&sf), 4 * MIB))
+        .arg(&lab));
+    let Some(a) = Loop::attach(&sf) else { return };
+    let Some(_p) = Loop::attach_with(
+        &sf,
+        LoopOpts {
+            offset: 4 * MIB,
+            size_limit: Some(32 * MIB),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let before = shas(&[&sf]);
+    let out = dir.p("new.lbi");
+    let o = lb(&[
+        "image",
+        "create",
+        &a.dev,
+        s(&out),
+        "--parent",
+        &format!("label={lab}:/p.lbi"),
+    ]);
+    assert_exit(&o, 4);
+    assert!(stderr(&o).contains("never mounted"), "{}", stderr(&o));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&_p.dev),
+        "the source's partition is mounted"
+    );
+    assert_eq!(shas(&[&sf]), before);
+}

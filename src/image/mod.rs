@@ -231,6 +231,25 @@ fn run_create(
         }
     }
     check.run()?;
+    // The source is never mounted, not even read-only to read a parent image stored on it.
+    if let Some(pp) = parent_loc.as_ref().and_then(|l| l.partition.as_ref()) {
+        let part = crate::storage::resolve(&pp.path)?;
+        let src = crate::storage::resolve(&src_path)?;
+        if let Some((a, _)) = part.overlap(&src) {
+            return Err(Error::refused(format!(
+                "the parent image {} is on {}, which {}: that is part of the source {}, and a \
+                 source is never mounted. Nothing was mounted or written; copy the parent image \
+                 to other storage and give that path",
+                parent.as_deref().unwrap_or_default(),
+                pp.path.display(),
+                a.how
+                    .strip_prefix(&format!("is {}, ", pp.path.display()))
+                    .map_or(a.how.clone(), |r| format!("is {r}")),
+                src_path.display()
+            ))
+            .at_path(&pp.path));
+        }
+    }
     let store = loc.mount(Mode::ReadWrite)?;
     // The parent: a path; or PARTITION:/path, inside the image's mount when on the same
     // partition, else mounted read-only on its own.
