@@ -16,9 +16,12 @@ fn lb(args: &[&str]) -> Output {
     lifeboat(args)
 }
 
-/// A label nobody else's test uses at the same time (`label=` must match exactly one).
+/// A label nobody else's test uses at the same time (`label=` must match exactly one): the
+/// process id and a per-call counter (tests of this file run in parallel).
 fn label() -> String {
-    format!("ADVROOT{}", std::process::id() % 100_000)
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("ADVROOT{}x{n}", std::process::id() % 10_000)
 }
 
 /// S: a 96 MiB GPT disk-image file, p1 vfat (1..17 MiB), p2 ext4 labelled `label` (17..95 MiB),
