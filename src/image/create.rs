@@ -6,6 +6,7 @@ use super::format::*;
 use super::reader::{Chain, Image};
 use super::volumes::VolumeWriter;
 use crate::error::{Error, Result};
+pub use crate::io::is_zero;
 use crate::io::{AlignedBuf, BlockSource};
 use crate::jobs::{Cancel, Progress, ProgressSink, RateMeter};
 use serde::Serialize;
@@ -209,14 +210,6 @@ pub fn read_chunk_rescue(
         p += n;
     }
     Ok(bad)
-}
-
-pub fn is_zero(b: &[u8]) -> bool {
-    let (pre, mid, post) = {
-        // SAFETY: u64 has no invalid bit patterns; align_to only reinterprets the aligned middle.
-        unsafe { b.align_to::<u64>() }
-    };
-    pre.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0)
 }
 
 pub(crate) fn partial_name(p: &Path) -> PathBuf {

@@ -46,7 +46,7 @@ fn with_reg<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
 /// Spawns `cmd` and registers the child so its exit status is kept for [`wait`]. The registry
 /// lock is held across the spawn: the reaper cannot file the status as an orphan's.
 pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
-    clean_signal_mask(cmd);
+    crate::io::process::clear_signal_mask(cmd);
     let mut g = REG.lock().unwrap_or_else(|p| p.into_inner());
     let reg = g.get_or_insert_with(Registry::default);
     // std's spawn may `wait` for a child whose exec failed and asserts on the result; the
@@ -61,25 +61,6 @@ pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
         Err(_) => Err(std::io::Error::other(
             "spawning the child panicked (exec failed)",
         )),
-    }
-}
-
-/// PID 1 blocks its power signals (a thread takes them with sigwait) and a blocked mask is
-/// inherited across exec: without this, the command and the UI could not be stopped with
-/// SIGTERM or cancelled with SIGINT.
-fn clean_signal_mask(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec; sigemptyset and sigprocmask are
-    // async-signal-safe and only touch the local `set`.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
 

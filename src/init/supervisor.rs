@@ -46,24 +46,6 @@ pub fn reset_terminal(tty: &File) {
     let _ = w.write_all(b"\x1b[?1049l\x1b[?25h\x1b[0m\x1b[H\x1b[2J");
 }
 
-/// Makes the child a session leader with `fd 0` as its controlling terminal (runs after fork).
-fn make_session(cmd: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec; setsid and ioctl(TIOCSCTTY) are
-    // async-signal-safe system calls that touch no memory shared with the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Argument 1: take the terminal even if an old session still claims it (we are root).
-            if libc::ioctl(0, libc::TIOCSCTTY, 1) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Supervises the UI on `con` forever.
 pub fn supervise(con: Console, size: Option<(u16, u16)>) -> ! {
     let mut backoff = Duration::from_secs(1);
@@ -108,7 +90,7 @@ fn run_once(con: &Console, size: Option<(u16, u16)>) -> std::io::Result<reaper::
     if let Some((c, r)) = size {
         cmd.env("LIFEBOAT_CONSOLE", format!("{c}x{r}"));
     }
-    make_session(&mut cmd);
+    crate::io::process::new_session_on_stdin(&mut cmd);
     let child = reaper::spawn(&mut cmd)?;
     let _ = tty.as_raw_fd();
     Ok(reaper::wait(child.id() as i32))

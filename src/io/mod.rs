@@ -1,11 +1,14 @@
 //! Raw disk access: opening block devices and disk-image files for reading or writing with
 //! O_DIRECT where the kernel supports it, sector geometry, and the `BlockSource` trait that the
 //! rescue, clone and image engines read through (real devices and simulated failing ones alike).
+//! Every `unsafe` of the crate is here, in small commented wrappers: ioctls (`sys`), aligned
+//! buffers (`buf`), and the child-process setup PID 1 runs before `exec` (`process`).
 pub mod buf;
 pub mod open;
+pub mod process;
 pub mod sys;
 
-pub use buf::{AlignedBuf, IO_ALIGN};
+pub use buf::{is_zero, AlignedBuf, IO_ALIGN};
 
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
