@@ -268,6 +268,52 @@ fn isolated_bad_sector_costs_few_failed_reads_and_little_trimming() {
     );
 }
 
+/// A memory target that counts its writes.
+struct CountingTarget(MemTarget, AtomicU64);
+impl rescue::RescueTarget for CountingTarget {
+    fn write_at(&self, buf: &[u8], off: u64) -> lifeboat::error::Result<()> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.write_at(buf, off)
+    }
+    fn sync(&self) -> lifeboat::error::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn sector_by_sector_reads_reach_the_target_as_runs() {
+    // Trimming reads the probe around each bad sector one sector at a time, and scraping a
+    // bad region fails sector by sector: the target sees one write per run, not per sector.
+    let data = SimDevice::pattern(8 << 20, 25);
+    let sim = Arc::new(
+        SimDevice::new(data.clone(), 512)
+            .bad((2 << 20) + 5000 / 512 * 512, 512)
+            .bad((5 << 20) + 4096, 64 << 10),
+    );
+    let dst = Arc::new(CountingTarget(
+        MemTarget::new(8 << 20, 0xAA),
+        AtomicU64::new(0),
+    ));
+    let out = rescue::run(
+        sim.clone(),
+        dst.clone(),
+        ExtentMap::new(8 << 20),
+        &default_opts(),
+        &NoProgress,
+        &Cancel::new(),
+    )
+    .unwrap();
+    let t = dst.0.take();
+    check_contract(&sim, &t, &out);
+    let writes = dst.1.load(std::sync::atomic::Ordering::Relaxed);
+    // 48 writes for 462 reads when this was written; one write per read would be over 300.
+    assert!(
+        writes < 60 && writes * 3 < out.reads_total,
+        "{writes} writes for {} reads",
+        out.reads_total
+    );
+}
+
 #[test]
 fn dead_region_is_not_read_more_often_than_ddrescue_would() {
     // A 1 MiB dead region: ddrescue (64 KiB clusters) fails ~16 cluster reads, 2 trim reads

@@ -282,6 +282,8 @@ pub fn run(
         spare: vec![],
         stop: stop.clone(),
         stats: stats.clone(),
+        run: None,
+        bad_run: None,
     };
     let reader_h = thread::Builder::new()
         .name("rescue-reader".into())

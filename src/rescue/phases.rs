@@ -19,6 +19,9 @@
 //!   sector fails, then from the trailing edge; an edge already next to a bad sector is not
 //!   trimmed again. Scraping reads the rest sector by sector; retry passes re-read bad sectors.
 //! - A failed read of a single sector marks it bad at once (as ddrescue does).
+//! - Sector-by-sector reads (trimming, scraping, retrying) collect contiguous good sectors in
+//!   one buffer, and contiguous bad sectors in one mark, so the writer gets one write per run
+//!   instead of one per sector.
 //!
 //! Every read is counted (`reads_total`, `reads_failed`), with the time of the last good read
 //! and the current pass, for progress, the report and the mapfile.
@@ -93,6 +96,17 @@ pub(super) struct Geometry {
     pub retries: u32,
 }
 
+/// Contiguous sectors read one by one, waiting to go to the writer as one piece. Forwards runs
+/// fill the buffer from its start, backwards runs from its end.
+pub(super) struct SectorRun {
+    buf: AlignedBuf,
+    /// Disk offset of the first byte of the run.
+    start: u64,
+    len: usize,
+    back: bool,
+    replaces_zeros: bool,
+}
+
 pub(super) struct Reader {
     pub src: Arc<dyn BlockSource>,
     pub g: Geometry,
@@ -103,6 +117,10 @@ pub(super) struct Reader {
     pub spare: Vec<AlignedBuf>,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<Stats>,
+    /// Good sectors not sent yet (see `SectorRun`).
+    pub run: Option<SectorRun>,
+    /// Bad sectors not marked yet: `(start, len)`.
+    pub bad_run: Option<(u64, u64)>,
 }
 
 fn round_up(x: u64, unit: u64) -> u64 {
@@ -153,6 +171,7 @@ impl Reader {
     }
 
     fn phase(&mut self, c: char, pass: u32) -> Result<(), Halt> {
+        self.flush_runs()?;
         self.plan.current_phase = c;
         self.stats.pass.store(pass, Ordering::Relaxed);
         self.send(Msg::Phase(c, pass))
@@ -228,6 +247,141 @@ impl Reader {
             }
         }
         Ok(got)
+    }
+
+    /// Sends the pending good sectors and marks the pending bad ones.
+    fn flush_runs(&mut self) -> Result<(), Halt> {
+        if let Some((a, l)) = self.bad_run.take() {
+            self.send(Msg::Mark {
+                off: a,
+                len: l,
+                status: Status::Bad,
+            })?;
+        }
+        if let Some(mut r) = self.run.take() {
+            if r.len == 0 {
+                self.spare.push(r.buf);
+                return Ok(());
+            }
+            if r.back {
+                let cap = r.buf.capacity();
+                r.buf.copy_within(cap - r.len..cap, 0);
+            }
+            r.buf.set_len(r.len);
+            self.send(Msg::Data {
+                off: r.start,
+                buf: r.buf,
+                len: r.len,
+                replaces_zeros: r.replaces_zeros,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Marks `[pos, pos+n)` bad, merged with the pending bad run when contiguous.
+    fn mark_bad_sector(&mut self, pos: u64, n: u64) -> Result<(), Halt> {
+        self.plan.set(pos, n, Status::Bad);
+        match &mut self.bad_run {
+            Some((a, l)) if *a + *l == pos => *l += n,
+            Some((a, l)) if pos + n == *a => {
+                *a = pos;
+                *l += n;
+            }
+            _ => {
+                if let Some((a, l)) = self.bad_run.replace((pos, n)) {
+                    self.send(Msg::Mark {
+                        off: a,
+                        len: l,
+                        status: Status::Bad,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the one sector `[pos, pos+n)` into the pending run (forwards, or backwards when
+    /// `back`); returns whether it read.
+    fn sector_read(
+        &mut self,
+        pos: u64,
+        n: u64,
+        back: bool,
+        replaces_zeros: bool,
+    ) -> Result<bool, Halt> {
+        self.check()?;
+        let fits = |r: &SectorRun| {
+            r.back == back
+                && r.replaces_zeros == replaces_zeros
+                && r.len + n as usize <= r.buf.capacity()
+                && if back {
+                    pos + n == r.start
+                } else {
+                    r.start + r.len as u64 == pos
+                }
+        };
+        if self.run.as_ref().is_some_and(|r| !fits(r)) {
+            let r = self.bad_run.take();
+            self.flush_runs()?;
+            self.bad_run = r;
+        }
+        if self.run.is_none() {
+            let mut buf = self.buffer()?;
+            let cap = buf.capacity();
+            buf.set_len(cap);
+            self.run = Some(SectorRun {
+                buf,
+                start: if back { pos + n } else { pos },
+                len: 0,
+                back,
+                replaces_zeros,
+            });
+        }
+        let Some(r) = self.run.as_mut() else {
+            return Ok(false);
+        };
+        let cap = r.buf.capacity();
+        let slot = if back {
+            cap - r.len - n as usize..cap - r.len
+        } else {
+            r.len..r.len + n as usize
+        };
+        loop {
+            self.stats.reads_total.fetch_add(1, Ordering::Relaxed);
+            match self.src.read_at(&mut r.buf[slot.clone()], pos) {
+                Ok(k) if k as u64 == n => {
+                    r.len += n as usize;
+                    if back {
+                        r.start = pos;
+                    }
+                    self.plan.set(pos, n, Status::Finished);
+                    self.stats.last_good_ms.store(
+                        self.stats.start.elapsed().as_millis() as u64,
+                        Ordering::Relaxed,
+                    );
+                    return Ok(true);
+                }
+                Ok(0) => {
+                    return Err(Halt::Fatal(Error::corrupt(format!(
+                        "{} ended at byte {pos} but reported a size of {} bytes",
+                        self.src.name(),
+                        self.src.size()
+                    ))))
+                }
+                // A short read of one sector: nothing usable.
+                Ok(_) => return Ok(false),
+                Err(e) if is_media_error(&e) => {
+                    self.stats.reads_failed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Halt::Fatal(
+                        Error::io("read", self.src.name(), e).at_offset(pos),
+                    ))
+                }
+            }
+        }
     }
 
     fn phases(&mut self) -> Result<(), Halt> {
@@ -406,9 +560,9 @@ impl Reader {
             if !lbad {
                 while lo < end {
                     let n = self.sector_len(lo, end);
-                    let good = self.try_range(lo, n, false)?;
-                    if good < n {
-                        self.mark(lo + good, n - good, Status::Bad)?;
+                    let good = self.sector_read(lo, n, false, false)?;
+                    if !good {
+                        self.mark_bad_sector(lo, n)?;
                         lo += n;
                         break;
                     }
@@ -418,18 +572,18 @@ impl Reader {
             let mut hi = end;
             if !rbad {
                 while hi > lo {
-                    self.check()?;
                     let rem = (hi - a) % self.g.lbs;
                     let s = if rem != 0 { hi - rem } else { hi - self.g.lbs }.max(lo);
                     let n = hi - s;
-                    let good = self.try_range(s, n, false)?;
+                    let good = self.sector_read(s, n, true, false)?;
                     hi = s;
-                    if good < n {
-                        self.mark(s + good, n - good, Status::Bad)?;
+                    if !good {
+                        self.mark_bad_sector(s, n)?;
                         break;
                     }
                 }
             }
+            self.flush_runs()?;
             self.mark(lo, hi - lo, Status::NonScraped)?;
             p = end;
         }
@@ -453,14 +607,14 @@ impl Reader {
             let mut s = a;
             while s < end {
                 let n = self.sector_len(s, end);
-                let good = self.try_range(s, n, retry)?;
-                if good < n && !retry {
-                    self.mark(s + good, n - good, Status::Bad)?;
+                let good = self.sector_read(s, n, false, retry)?;
+                if !good && !retry {
+                    self.mark_bad_sector(s, n)?;
                 }
                 s += n;
             }
             p = end;
         }
-        Ok(())
+        self.flush_runs()
     }
 }
