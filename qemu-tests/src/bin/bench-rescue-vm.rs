@@ -1,0 +1,421 @@
+//! `scripts/bench-rescue-vm`: the real side-by-side of a failing-disk rescue under QEMU (TCG).
+//! The same kernel boots twice per round with the same disks: a 384 MiB source on virtio-blk
+//! behind blkdebug (a 1 MiB dead region, 40 scattered bad sectors, one transient sector: the
+//! layout of `examples/bench_rescue.rs`) and a blank NVMe target of the same size. Once with
+//! Lifeboat's initramfs running the clone unattended, once with a minimal initramfs (built by the
+//! script from Debian's packages) running GNU ddrescue `-d -r3`. Timed from QEMU's start to the
+//! guest's power-off; reads and failed reads are QEMU's own counters for the source device
+//! (`info blockstats`: the requests the disk saw), plus each tool's own count. Afterwards the
+//! two targets must be byte-identical (same bytes recovered, zeros where unreadable), ddrescue's
+//! map must list the same bad ranges as Lifeboat's report (read with `ddrescuelog`), and the
+//! source must be unchanged. Best of the runs per tool, ratio Lifeboat / ddrescue.
+//!
+//! Usage: bench-rescue-vm --ddrescue-initrd PATH [--runs 2] [--dir DIR]
+use lifeboat_qemu_tests::disks::sha256;
+use lifeboat_qemu_tests::qemu::{default_append, Bus, DiskSpec, SerialMode, VmSpec};
+use lifeboat_qemu_tests::{artefacts, run_param, Faults, Vm};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const SIZE: u64 = 384 * MIB;
+
+/// The deterministic generator of examples/bench_rescue.rs (xorshift64*).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The 384 MiB layout, exactly as `qemu_384()` in examples/bench_rescue.rs.
+fn faults() -> Faults {
+    let mut f = Faults::new().bad_bytes(200 * MIB + 12 * KIB, MIB);
+    let mut r = Rng(0x5EED_0001);
+    for _ in 0..40 {
+        loop {
+            let s = (MIB / 512 + r.below((SIZE - 2 * MIB) / 512)) * 512;
+            if !(199 * MIB..202 * MIB).contains(&s) {
+                f = f.bad_bytes(s, 512);
+                break;
+            }
+        }
+    }
+    f.transient_sector((300 * MIB + 3 * 512) / 512)
+}
+
+fn pattern(size: u64) -> Vec<u8> {
+    let mut v = vec![0u8; size as usize];
+    let mut x: u64 = 0x0DDB_A11C_0FFE_E001;
+    for c in v.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+    v
+}
+
+struct Opts {
+    ddrescue_initrd: PathBuf,
+    runs: usize,
+    dir: PathBuf,
+}
+
+fn parse_args() -> Result<Opts, String> {
+    let mut o = Opts {
+        ddrescue_initrd: PathBuf::new(),
+        runs: 2,
+        dir: lifeboat_qemu_tests::repo_root()
+            .join("target")
+            .join("bench-rescue-vm"),
+    };
+    let mut a = std::env::args().skip(1);
+    while let Some(x) = a.next() {
+        let mut val = || a.next().ok_or(format!("{x} needs a value"));
+        match x.as_str() {
+            "--ddrescue-initrd" => o.ddrescue_initrd = PathBuf::from(val()?),
+            "--runs" => o.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--dir" => o.dir = PathBuf::from(val()?),
+            _ => {
+                return Err(format!(
+                    "unknown argument {x}; usage: bench-rescue-vm --ddrescue-initrd PATH [--runs 2] [--dir DIR]"
+                ))
+            }
+        }
+    }
+    if !o.ddrescue_initrd.is_file() {
+        return Err("--ddrescue-initrd PATH (built by scripts/bench-rescue-vm) is required".into());
+    }
+    Ok(o)
+}
+
+/// One timed run.
+struct Run {
+    tool: &'static str,
+    secs: f64,
+    /// QEMU's counters for the source: successful and failed read requests.
+    dev_reads: u64,
+    dev_failed: u64,
+    /// The guest's console output.
+    console: String,
+}
+
+/// QEMU's read counters of drive `drive` over QMP (`query-blockstats`): successful and failed
+/// read requests as the device saw them.
+fn blockstats(qmp: &Path, drive: &str) -> Result<(u64, u64), String> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let mut s = UnixStream::connect(qmp).map_err(|e| format!("QMP {}: {e}", qmp.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    let mut reply = |s: &mut UnixStream, cmd: &str| -> Result<Value, String> {
+        s.write_all(cmd.as_bytes()).map_err(|e| e.to_string())?;
+        loop {
+            line.clear();
+            if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                return Err("QMP closed".into());
+            }
+            let v: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+            if v.get("return").is_some() || v.get("error").is_some() {
+                return Ok(v);
+            }
+        }
+    };
+    // After the greeting: capabilities negotiation, then the query.
+    reply(&mut s, "{\"execute\":\"qmp_capabilities\"}\n")?;
+    let v = reply(&mut s, "{\"execute\":\"query-blockstats\"}\n")?;
+    let dev = v["return"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["device"] == drive))
+        .ok_or(format!("no {drive} in query-blockstats: {v}"))?;
+    let st = &dev["stats"];
+    Ok((
+        st["rd_operations"].as_u64().unwrap_or(0),
+        st["failed_rd_operations"].as_u64().unwrap_or(0),
+    ))
+}
+
+fn evict(p: &Path) {
+    let _ = Command::new("dd")
+        .arg(format!("if={}", p.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status();
+}
+
+fn boot(
+    tool: &'static str,
+    initrd: &Path,
+    params: &str,
+    src: &Path,
+    dst: &Path,
+    cfg: &Path,
+) -> Result<Run, String> {
+    let a = artefacts()?;
+    // A blank target and a cold source cache for every run.
+    std::fs::write(dst, b"").map_err(|e| e.to_string())?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dst)
+        .map_err(|e| e.to_string())?;
+    f.set_len(SIZE).map_err(|e| e.to_string())?;
+    drop(f);
+    evict(src);
+    let mut spec = VmSpec::new(&a.kernel, initrd, SerialMode::Terminal);
+    spec.append = default_append(params);
+    spec.disks = vec![
+        DiskSpec::new(src, Bus::Virtio, "BENCH-SRC").blkdebug(cfg),
+        DiskSpec::new(dst, Bus::Nvme, "BENCH-DST"),
+    ];
+    // Stay after the guest powers off, to read the device counters; the time is taken when
+    // the monitor first reports the shutdown (polled every 50 ms).
+    spec.extra.push("-no-shutdown".into());
+    let qmp =
+        std::env::temp_dir().join(format!("lifeboat-bench-{}-{tool}.qmp", std::process::id()));
+    spec.extra.push("-qmp".into());
+    spec.extra
+        .push(format!("unix:{},server=on,wait=off", qmp.display()));
+    let vm = Vm::start(&format!("bench-rescue-{tool}"), spec)?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(1800);
+    loop {
+        let st = vm.monitor("info status")?;
+        if st.contains("shutdown") {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{tool}: no power-off after 30 min; see {}",
+                vm.log_path().display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secs = vm.elapsed().as_secs_f64();
+    let (dev_reads, dev_failed) = blockstats(&qmp, "d0")?;
+    let console = String::from_utf8_lossy(&vm.output()).replace('\r', "");
+    let _ = vm.monitor("quit");
+    let _ = std::fs::remove_file(&qmp);
+    Ok(Run {
+        tool,
+        secs,
+        dev_reads,
+        dev_failed,
+        console,
+    })
+}
+
+/// The JSON after a console marker.
+fn marker_json(console: &str, marker: &str) -> Option<Value> {
+    console
+        .lines()
+        .rev()
+        .find_map(|l| l.find(marker).map(|i| &l[i + marker.len()..]))
+        .and_then(|j| serde_json::from_str(j.trim()).ok())
+}
+
+/// The text between two console markers.
+fn between<'a>(console: &'a str, a: &str, b: &str) -> Option<&'a str> {
+    let i = console.find(a)? + a.len();
+    let j = console[i..].find(b)? + i;
+    Some(&console[i..j])
+}
+
+fn ddrescuelog(args: &[&str], map: &Path) -> Result<String, String> {
+    let o = Command::new("ddrescuelog")
+        .args(args)
+        .arg(map)
+        .output()
+        .map_err(|e| format!("ddrescuelog (scripts/setup installs gddrescue): {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "ddrescuelog {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Merged `[start, len]` ranges from a list of 512-byte sector numbers.
+fn merge_sectors(list: &str) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for s in list
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok())
+    {
+        match out.last_mut() {
+            Some((a, l)) if *a + *l == s * 512 => *l += 512,
+            _ => out.push((s * 512, 512)),
+        }
+    }
+    out
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench-rescue-vm: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let o = parse_args()?;
+    let a = artefacts()?;
+    std::fs::create_dir_all(&o.dir).map_err(|e| format!("{}: {e}", o.dir.display()))?;
+    let src = o.dir.join("src.img");
+    let cfg = o.dir.join("blkdebug.conf");
+    let f = faults();
+    f.write(&cfg).map_err(|e| e.to_string())?;
+    if std::fs::metadata(&src).map(|m| m.len()).ok() != Some(SIZE) {
+        std::fs::write(&src, pattern(SIZE)).map_err(|e| e.to_string())?;
+    }
+    let before = sha256(&src).map_err(|e| e.to_string())?;
+    let want = f.permanent_ranges();
+    let dst_lb = o.dir.join("dst-lifeboat.img");
+    let dst_dd = o.dir.join("dst-ddrescue.img");
+    eprintln!(
+        "bench-rescue-vm: {} MiB source, {} bad ranges ({} bytes), kernel {}",
+        SIZE / MIB,
+        want.len(),
+        want.iter().map(|r| r.1).sum::<u64>(),
+        a.kernel.display()
+    );
+    let lb_params = run_param("clone serial=BENCH-SRC serial=BENCH-DST --yes --json");
+    let mut runs: Vec<Run> = Vec::new();
+    for round in 0..o.runs {
+        // Alternate the order so neither tool always runs on a warmer machine.
+        let order: [&str; 2] = if round % 2 == 0 {
+            ["ddrescue", "lifeboat"]
+        } else {
+            ["lifeboat", "ddrescue"]
+        };
+        for tool in order {
+            let r = if tool == "lifeboat" {
+                boot("lifeboat", &a.initrd, &lb_params, &src, &dst_lb, &cfg)?
+            } else {
+                boot("ddrescue", &o.ddrescue_initrd, "", &src, &dst_dd, &cfg)?
+            };
+            eprintln!(
+                "bench-rescue-vm: round {} {:<9} {:6.1} s  source reads {} (failed {})",
+                round + 1,
+                r.tool,
+                r.secs,
+                r.dev_reads + r.dev_failed,
+                r.dev_failed
+            );
+            runs.push(r);
+        }
+    }
+    // Checks on the last run of each tool.
+    let last = |t: &str| runs.iter().rev().find(|r| r.tool == t).unwrap();
+    let lb = last("lifeboat");
+    let res = marker_json(&lb.console, "LIFEBOAT-RESULT ")
+        .ok_or("no LIFEBOAT-RESULT on Lifeboat's console")?;
+    let out = &res["output"];
+    let lb_bad: Vec<(u64, u64)> = out["bad_ranges"]
+        .as_array()
+        .ok_or(format!("no bad_ranges: {res}"))?
+        .iter()
+        .map(|v| (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0)))
+        .collect();
+    let dd = last("ddrescue");
+    let map_text = between(&dd.console, "BENCH-MAP-BEGIN\n", "BENCH-MAP-END")
+        .ok_or("no mapfile on ddrescue's console")?
+        .replace('\r', "");
+    let map = o.dir.join("ddrescue.map");
+    std::fs::write(&map, &map_text).map_err(|e| e.to_string())?;
+    let dd_rc = between(&dd.console, "BENCH-DDRESCUE-RC ", "\n")
+        .unwrap_or("?")
+        .trim();
+    let dd_errors = between(&dd.console, "BENCH-READ-ERRORS ", "\n")
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let dd_bad = merge_sectors(&ddrescuelog(&["-b512", "--list-blocks=-"], &map)?);
+    let totals = ddrescuelog(&["-t"], &map)?;
+    let same_bad = lb_bad == want && dd_bad == want;
+    let same_bytes = sha256(&dst_lb).map_err(|e| e.to_string())?
+        == sha256(&dst_dd).map_err(|e| e.to_string())?;
+    let src_ok = sha256(&src).map_err(|e| e.to_string())? == before;
+
+    let best = |t: &str| {
+        runs.iter()
+            .filter(|r| r.tool == t)
+            .min_by(|a, b| a.secs.total_cmp(&b.secs))
+            .unwrap()
+    };
+    let (bl, bd) = (best("lifeboat"), best("ddrescue"));
+    println!("Failing-disk rescue under QEMU TCG: {} MiB source (virtio-blk + blkdebug: 1 MiB dead, 40 bad sectors, 1 transient) onto NVMe.", SIZE / MIB);
+    println!("QEMU start to guest power-off, best of {} runs each, same kernel, same machine, alternating order.\n", o.runs);
+    println!(
+        "{:<34} {:>9} {:>14} {:>14} {:>16}",
+        "tool", "wall s", "source reads", "failed reads", "tool's own count"
+    );
+    println!(
+        "{:<34} {:>9.1} {:>14} {:>14} {:>16}",
+        "GNU ddrescue 1.27 -d -r3",
+        bd.secs,
+        bd.dev_reads + bd.dev_failed,
+        bd.dev_failed,
+        format!("{dd_errors} errors")
+    );
+    println!(
+        "{:<34} {:>9.1} {:>14} {:>14} {:>16}",
+        "lifeboat clone (verify on, retry 1)",
+        bl.secs,
+        bl.dev_reads + bl.dev_failed,
+        bl.dev_failed,
+        format!(
+            "{}/{}",
+            out["reads_failed"].as_u64().unwrap_or(0),
+            out["reads_total"].as_u64().unwrap_or(0)
+        )
+    );
+    println!(
+        "\nratio lifeboat / ddrescue: wall {:.2}x, failed reads {:.2}x, reads {:.2}x",
+        bl.secs / bd.secs,
+        bl.dev_failed as f64 / bd.dev_failed.max(1) as f64,
+        (bl.dev_reads + bl.dev_failed) as f64 / (bd.dev_reads + bd.dev_failed).max(1) as f64
+    );
+    println!(
+        "all runs: {}",
+        runs.iter()
+            .map(|r| format!("{} {:.1}s", r.tool, r.secs))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "ddrescue exit status {dd_rc}; ddrescuelog -t:\n{}",
+        totals.trim_end()
+    );
+    println!(
+        "bad ranges: lifeboat {} ranges, ddrescue {} ranges, expected {}: {}",
+        lb_bad.len(),
+        dd_bad.len(),
+        want.len(),
+        if same_bad { "identical" } else { "DIFFERENT" }
+    );
+    println!(
+        "targets byte-identical: {}; source unchanged: {}; lifeboat exit {} verified {}",
+        same_bytes, src_ok, res["exit_code"], out["verified"]
+    );
+    if !(same_bad && same_bytes && src_ok) {
+        return Err(format!(
+            "results differ (lifeboat bad {lb_bad:?}, ddrescue bad {dd_bad:?}, expected {want:?})"
+        ));
+    }
+    Ok(())
+}
