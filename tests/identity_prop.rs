@@ -132,10 +132,15 @@ struct World {
     outputs: Vec<String>,
 }
 
+/// `len` bytes, each 512-byte sector filled with one value that depends on its number and `seed`.
 fn pattern(len: u64, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i / 512) as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    let mut v = Vec::with_capacity(len as usize);
+    for sector in 0..len.div_ceil(512) {
+        let n = (512).min(len - sector * 512) as usize;
+        let b = (sector as u8).wrapping_mul(31).wrapping_add(seed);
+        v.resize(v.len() + n, b);
+    }
+    v
 }
 
 fn build(a: &Arrangement) -> Option<World> {
