@@ -485,3 +485,45 @@ fn a_parent_on_the_sources_own_partition_is_not_mounted() {
     );
     assert_eq!(shas(&[&sf]), before);
 }
+
+/// The map is saved many times during a clone. Its directory named through a symlink that is
+/// switched (a moment after the start) to a directory in the source's own mounted filesystem:
+/// the saves followed the new symlink and wrote the map into the source. A race, but with the
+/// whole job as its window; the map is now always saved under the name that was checked.
+#[test]
+fn the_maps_directory_switched_during_the_job() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = TempDir::new("adv-mapswap");
+    let sf = source_with_ext4(&dir);
+    let Some(m) = Mounted::ext4_in(&sf, &dir, 4 * MIB, 32 * MIB) else {
+        return;
+    };
+    let safe = dir.p("safe");
+    std::fs::create_dir(&safe).unwrap();
+    let md = dir.p("md");
+    std::os::unix::fs::symlink(&safe, &md).unwrap();
+    let t = dir.p("T");
+    zero_file(&t, 40 * MIB);
+    let before = shas(&[&sf]);
+    let child = lifeboat_cmd()
+        .args(["clone", s(&sf), s(&t), "--yes", "--map"])
+        .arg(md.join("M"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let tmp = dir.p("md.new");
+    std::os::unix::fs::symlink(&m.mp, &tmp).unwrap();
+    std::fs::rename(&tmp, &md).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(shas(&[&sf]), before, "the source changed: {}", stderr(&o));
+    assert_exit(&o, 0);
+    assert!(
+        safe.join("M").is_file(),
+        "the map is not where it was checked"
+    );
+}

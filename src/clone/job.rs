@@ -10,7 +10,7 @@ use crate::rescue::map::MapOrigin;
 use crate::rescue::{self, ExtentMap, Status};
 use crate::storage::{self, Check, ReadOnlyGuard, Target};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +66,23 @@ pub struct Plan {
     /// Things to tell (e.g. a table-less source copied byte for byte onto other sectors, a map
     /// without a record of its source).
     pub notes: Vec<String>,
+    /// The `--map` file as checked, its directory resolved ([`pin_map`]): saved under this name.
+    pub map_path: Option<PathBuf>,
+}
+
+/// `map` with its directory resolved now (symlinks followed, made absolute). The map is saved
+/// many times during the job; it is always saved under the name that was checked, even if a
+/// symlink on the way is switched meanwhile (to a directory inside the source, say). Unchanged
+/// when the directory does not exist (refused by the location check).
+fn pin_map(map: &Path) -> PathBuf {
+    let dir = match map.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), map.file_name()) {
+        (Ok(d), Some(n)) => d.join(n),
+        _ => map.to_path_buf(),
+    }
 }
 
 impl Plan {
@@ -170,7 +187,8 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     // with the source (nor with each other).
     let mut check = Check::new();
     check.keeps("the source", &spath)?;
-    if let Some(m) = &job.map {
+    let map_path = job.map.as_deref().map(pin_map);
+    if let Some(m) = &map_path {
         check.writes("the map file", m)?;
     }
     let source_dev = Arc::new(Device::open(&spath, Access::Read)?);
@@ -206,14 +224,14 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
         target.size / lbs * lbs
     };
     // The map: where it will be saved and whether it is this copy's, before anything is written.
-    if let Some(m) = &job.map {
+    if let Some(m) = &map_path {
         super::resume::check_location(m)?;
     }
     let origin = MapOrigin {
         source: super::resume::storage_id(&source, ssize),
         target: super::resume::storage_id(&target.selected, target.size),
     };
-    let map = super::resume::load_or_new(job.map.as_deref(), &origin, copy_len, &mut notes)?;
+    let map = super::resume::load_or_new(map_path.as_deref(), &origin, copy_len, &mut notes)?;
     Ok(Plan {
         source,
         source_dev,
@@ -223,6 +241,7 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
         min_size,
         map,
         notes,
+        map_path,
     })
 }
 
@@ -248,6 +267,7 @@ pub fn execute(
         copy_len,
         map,
         mut notes,
+        map_path,
         ..
     } = plan;
     let guard = ReadOnlyGuard::new(&[source.path()])?;
@@ -256,7 +276,7 @@ pub fn execute(
         cluster: job.cluster,
         retries: job.retries,
         hash: job.verify,
-        mapfile: job.map.clone(),
+        mapfile: map_path,
         command_line: job.command_line.clone(),
         job: "clone".into(),
         ..rescue::Options::default()
