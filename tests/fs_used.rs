@@ -9,23 +9,8 @@ use std::fs as stdfs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("lifeboat-fstest-{tag}-{}", std::process::id()));
-        let _ = stdfs::remove_dir_all(&p);
-        stdfs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn p(&self, n: &str) -> PathBuf {
-        self.0.join(n)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = stdfs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::{sh, TempDir};
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -34,16 +19,6 @@ fn have(tool: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
-}
-
-fn sh(cmd: &str) {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        o.status.success(),
-        "command failed: {cmd}\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// A file of `mib` MiB of deterministic random bytes (old data in the free space).
