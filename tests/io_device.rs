@@ -21,7 +21,9 @@ fn read_only_flag_and_partition_reread() {
     assert!(!d.is_read_only().unwrap());
     d.set_read_only(true).unwrap();
     d.reread_partitions().unwrap();
-    d.write_all_at(&[0u8; 512], 0).unwrap();
+    // The file may be open with O_DIRECT: the buffer must be aligned like the engine's.
+    d.write_all_at(&lifeboat::io::AlignedBuf::new(512), 0)
+        .unwrap();
     drop(d);
     let Some(lo) = Loop::attach(&f) else {
         return;
