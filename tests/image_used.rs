@@ -426,3 +426,76 @@ fn zstd_payloads_round_trip() {
         assert_exit(&o, 2);
     }
 }
+
+/// A failing source in used-blocks mode: a bad sector in used data is rescued and reported
+/// exactly; one in free space is never read (not reported, no retries) — in a chunk that is
+/// mostly used (one whole-chunk read fails, then the used ranges are read one by one) and in a
+/// chunk with no used block at all.
+#[test]
+fn failing_source_bad_sectors_in_free_space_are_never_read() {
+    use lifeboat::fs::UsageMap;
+    use lifeboat::image::{create, CreateOptions, SourceIdentity};
+    use lifeboat::jobs::{Cancel, NoProgress};
+    if !have(&["sgdisk", "mkfs.ext4", "debugfs"]) {
+        return;
+    }
+    let t = TempDir::new("used-bad");
+    let disk = t.p("disk.img");
+    random_file(&disk, 64 * MIB, 4);
+    let p = t.p("p1");
+    random_file(&p, 48 * MIB, 5);
+    random_file(&t.p("f"), 6 * MIB, 6);
+    sh(&format!(
+        "sgdisk -n 1:2048:+48M {d} >/dev/null && mkfs.ext4 -q -F -E nodiscard {p} && \
+         debugfs -w -R 'write {f} f' {p} >/dev/null 2>&1 && \
+         dd if={p} of={d} bs=1M seek=1 conv=notrunc status=none",
+        d = s(&disk),
+        p = s(&p),
+        f = s(&t.p("f"))
+    ));
+    let data = fs::read(&disk).unwrap();
+    let plain = SimDevice::new(data.clone(), 512);
+    let plan = UsageMap::analyze(&plain);
+    assert_eq!(plan.partitions[0].mode, lifeboat::fs::Mode::UsedBlocks);
+    let used: Vec<(u64, u64)> = plan.extents(&plain).collect();
+    let is_used = |a: u64| used.iter().any(|r| a >= r.0 && a < r.1);
+    // A used sector inside the 6 MiB file's data, and a free sector in a chunk that is mostly
+    // used (same chunk, if there is one), and a free sector in a chunk with no used block.
+    let chunk_used = |c: u64| {
+        used.iter()
+            .map(|r| r.1.min((c + 1) * MIB).saturating_sub(r.0.max(c * MIB)))
+            .sum::<u64>()
+    };
+    let busy = (1..64u64)
+        .find(|&c| chunk_used(c) >= MIB / 2 && chunk_used(c) < MIB)
+        .expect("a chunk that is mostly but not all used");
+    let used_bad = (busy * MIB..(busy + 1) * MIB)
+        .step_by(512)
+        .find(|&a| is_used(a) && is_used(a + 511))
+        .unwrap();
+    let free_bad_busy = (busy * MIB..(busy + 1) * MIB)
+        .step_by(512)
+        .find(|&a| !is_used(a) && !is_used(a + 511))
+        .unwrap();
+    let empty = (1..64u64)
+        .find(|&c| chunk_used(c) == 0)
+        .expect("an empty chunk");
+    let free_bad_empty = empty * MIB + 4096;
+    let src = SimDevice::new(data, 512)
+        .bad(used_bad, 512)
+        .bad(free_bad_busy, 512)
+        .bad(free_bad_empty, 512);
+    let img = t.p("bad.lbi");
+    let rep = create(
+        &src,
+        &SourceIdentity::default(),
+        &img,
+        &CreateOptions::default(),
+        &NoProgress,
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert_eq!(rep.bad_ranges, vec![(used_bad, 512)], "{rep:?}");
+    assert_eq!(rep.bad_bytes, 512);
+    assert_exit(&lifeboat(&["image", "verify", s(&img)]), 0);
+}

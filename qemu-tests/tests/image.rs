@@ -199,7 +199,9 @@ fn image_of_a_failing_disk_records_bad_sectors() {
         .unwrap_or_else(|e| panic!("{e}"));
     let (mut vm, res) = boot_result(
         "image-failing",
-        "image create serial=LB-IMG-FAIL label=STORE:/bad.lbi --json",
+        // Every sector, so both faults are met (in used-blocks mode a bad sector in free space
+        // is never read; tests/image_used.rs covers that on the host).
+        "image create serial=LB-IMG-FAIL label=STORE:/bad.lbi --all-sectors --json",
         vec![
             DiskSpec::new(&src, Bus::Nvme, "LB-IMG-FAIL").blkdebug(&cfg),
             DiskSpec::new(&store, Bus::Sata, "LB-IMG-STORE"),
