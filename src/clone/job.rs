@@ -10,7 +10,7 @@ use crate::rescue::map::MapOrigin;
 use crate::rescue::{self, ExtentMap, Status};
 use crate::storage::{self, Check, ReadOnlyGuard, Target};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,23 +66,9 @@ pub struct Plan {
     /// Things to tell (e.g. a table-less source copied byte for byte onto other sectors, a map
     /// without a record of its source).
     pub notes: Vec<String>,
-    /// The `--map` file as checked, its directory resolved ([`pin_map`]): saved under this name.
+    /// The `--map` file as checked, its directory resolved ([`storage::pin_dir`]): saved under
+    /// this name.
     pub map_path: Option<PathBuf>,
-}
-
-/// `map` with its directory resolved now (symlinks followed, made absolute). The map is saved
-/// many times during the job; it is always saved under the name that was checked, even if a
-/// symlink on the way is switched meanwhile (to a directory inside the source, say). Unchanged
-/// when the directory does not exist (refused by the location check).
-fn pin_map(map: &Path) -> PathBuf {
-    let dir = match map.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    match (std::fs::canonicalize(dir), map.file_name()) {
-        (Ok(d), Some(n)) => d.join(n),
-        _ => map.to_path_buf(),
-    }
 }
 
 impl Plan {
@@ -187,7 +173,7 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     // with the source (nor with each other).
     let mut check = Check::new();
     check.keeps("the source", &spath)?;
-    let map_path = job.map.as_deref().map(pin_map);
+    let map_path = job.map.as_deref().map(storage::pin_dir);
     if let Some(m) = &map_path {
         check.writes("the map file", m)?;
     }

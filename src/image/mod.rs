@@ -172,6 +172,14 @@ fn run_create(
         "the unfinished image stays as a .partial file, marked incomplete",
     );
     let split = split.as_deref().map(parse_size).transpose()?;
+    // A plain image path is checked and written (volumes opened all along, renamed at the end)
+    // under one name: its directory resolved now, whatever a symlink on the way does later.
+    let image = match store::split_store(&image) {
+        None => crate::storage::pin_dir(Path::new(&image))
+            .to_str()
+            .map_or(image.clone(), String::from),
+        Some(_) => image,
+    };
     let compress = match compress.as_deref() {
         Some(c) => format::Compression::parse(c)?,
         None => create::DEFAULT_COMPRESSION,

@@ -90,6 +90,22 @@ pub fn fmt_bytes_range(a: u64, b: u64) -> String {
     }
 }
 
+/// `path` with its directory resolved now (symlinks followed, made absolute), for a file a job
+/// writes many times or late (a map saved all along, split volumes, a final rename): it is
+/// written under the name that was checked even if a symlink on the way is switched meanwhile
+/// (to a directory inside the source, say). Unchanged when the directory does not exist (the
+/// caller refuses that).
+pub fn pin_dir(path: &Path) -> std::path::PathBuf {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(d), Some(n)) => d.join(n),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// Resolves `path` on the running system.
 pub fn resolve(path: &Path) -> Result<Storage> {
     Resolver::system().resolve(path)
