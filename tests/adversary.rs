@@ -586,3 +586,57 @@ fn the_images_directory_switched_during_a_split_create() {
         assert_exit(&lb(&["image", "verify", s(&safe.join("X.lbi"))]), 0);
     }
 }
+
+/// A clone target named through a symlink flipped all the time between a harmless file and the
+/// source's file: the path was checked, then opened again by name, so some runs wrote the
+/// source. The target is now pinned when checked and that object is opened (a race; many runs).
+#[test]
+fn a_target_symlink_flipped_between_check_and_open() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = TempDir::new("adv-flip");
+    let sf = dir.p("S");
+    data_file(&sf, 8 * MIB, 11);
+    let t = dir.p("T");
+    zero_file(&t, 7 * MIB);
+    // The source: bytes 1 MiB.. of S (so a copy onto S itself would change it).
+    let Some(c) = Loop::attach_with(
+        &sf,
+        LoopOpts {
+            offset: MIB,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let link = dir.p("tl");
+    std::os::unix::fs::symlink(&t, &link).unwrap();
+    let before = shas(&[&sf]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, sf, t, link, tmp) = (
+            stop.clone(),
+            sf.clone(),
+            t.clone(),
+            link.clone(),
+            dir.p("tl.n"),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for to in [&sf, &t] {
+                    let _ = std::fs::remove_file(&tmp);
+                    std::os::unix::fs::symlink(to, &tmp).unwrap();
+                    std::fs::rename(&tmp, &link).unwrap();
+                }
+            }
+        })
+    };
+    for _ in 0..30 {
+        let o = lb(&["clone", &c.dev, s(&link), "--yes", "--no-verify"]);
+        ok_or_refused(&o);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert_eq!(shas(&[&sf]), before, "the source changed");
+}

@@ -105,8 +105,13 @@ pub fn open_target(target: &str, check: &mut Check, min_size: u64) -> Result<Tar
 pub fn open_target_in(target: &str, check: &mut Check, min_size: u64, env: &Env) -> Result<Target> {
     let selected = select(target, env)?;
     let path = selected.path();
+    // The object the path names now, pinned (O_PATH: no access), is what is checked and then
+    // opened for writing (through /proc/self/fd): a symlink switched in between cannot send the
+    // writes elsewhere (to the source, say).
+    let pin = pin_object(&path);
+    let at = pin.as_ref().map_or(path.clone(), |(_, p)| p.clone());
     // Identity first: nothing is opened for writing before it passed.
-    let mut storage = super::resolve(&path)?;
+    let mut storage = super::resolve(&at)?;
     storage.name = selected.name();
     if let Selected::Disk(_) | Selected::Partition { .. } = &selected {
         storage.name = path.display().to_string();
@@ -145,9 +150,9 @@ pub fn open_target_in(target: &str, check: &mut Check, min_size: u64, env: &Env)
     // Exclusive open: the kernel refuses (EBUSY) when anything mounts or holds the device.
     let exclusive = match &selected {
         Selected::File(_) => None,
-        _ => Some(open_exclusive(&path)?),
+        _ => Some(open_exclusive(&at)?),
     };
-    let device = match Device::open(&path, Access::Write) {
+    let device = match Device::open(&at, Access::Write) {
         Ok(d) => d,
         Err(e) => return Err(open_refusal(e, &selected, &path)),
     };
@@ -210,6 +215,19 @@ fn open_refusal(e: Error, selected: &Selected, path: &Path) -> Error {
         ),
         _ => e,
     }
+}
+
+/// `path`'s object opened `O_PATH` (no read or write access) and its `/proc/self/fd` name, which
+/// reopens exactly that object; `None` where that is not available (no /proc).
+fn pin_object(path: &Path) -> Option<(File, PathBuf)> {
+    use std::os::fd::AsRawFd;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let p = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+    p.exists().then_some((f, p))
 }
 
 fn open_exclusive(path: &Path) -> Result<File> {
