@@ -19,10 +19,6 @@ pub mod tui;
 
 pub use error::{Error, ErrorKind, Result};
 
-/// The boot-medium recognition lives in `devices` (it classifies the inventory, like
-/// `devices::usage`); this path stays until `clone::safety`'s move to `storage` updates its import.
-pub use devices::bootmedia;
-
 /// Version string: crate version plus the git revision it was built from.
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),

@@ -5,8 +5,8 @@
 //! only onto a disk with its sector size. Refusals are exit 4 with a message that says why and
 //! what to do; the target is opened for writing only after every rule passed.
 use super::{Check, Item};
-use crate::bootmedia::{self, BootMedia};
 use crate::clone::gpt::{PartitionTable, TableKind};
+use crate::devices::bootmedia::{self, BootMedia};
 use crate::devices::usage::{system_mounts, Mount};
 use crate::devices::{self, Disk, Selected};
 use crate::error::{Error, ErrorKind, Result};
