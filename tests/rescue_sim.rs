@@ -170,7 +170,9 @@ fn slow_reads_do_not_freeze_progress_and_cancel_resumes_from_the_map() {
     let sim = Arc::new(SimDevice::new(data.clone(), 512).slow(
         1 << 20,
         64 << 10,
-        Duration::from_millis(400),
+        // Far longer than the bound below, so "cancel waited for the stalled read" is told apart
+        // from a slow, loaded machine (this is not a timing test).
+        Duration::from_secs(8),
     ));
     let dst = Arc::new(MemTarget::new(2 << 20, 0xAA));
     let dir = TempDir::new("rescue");
@@ -202,7 +204,7 @@ fn slow_reads_do_not_freeze_progress_and_cancel_resumes_from_the_map() {
     // Progress kept flowing while a read was stalled, and cancel returned without waiting for it.
     assert!(rec.0.lock().unwrap().len() >= 5, "progress froze");
     assert!(
-        t0.elapsed() < Duration::from_millis(1500),
+        t0.elapsed() < Duration::from_secs(5),
         "cancel waited for the stalled read"
     );
     let p = rec.0.lock().unwrap().last().cloned().unwrap();
