@@ -511,6 +511,16 @@ fn a_map_in_a_missing_directory_is_refused_before_the_copy() {
         tgt_sha,
         "the target was written before the map was checked"
     );
+    // A directory where access() says writable but no file can be created (an adversary's find:
+    // the whole target was written, then the first map save failed).
+    let o = clone(&[s(&src), s(&tgt), "--map", "/proc/self/fd/99"]);
+    assert_exit(&o, 2);
+    assert!(err(&o).contains("no file can be created"), "{}", err(&o));
+    assert_eq!(
+        sha(&tgt),
+        tgt_sha,
+        "the target was written before the map's directory was found unusable"
+    );
     // The map may not be the target (or the source) itself.
     let o = clone(&[s(&src), s(&tgt), "--map", s(&tgt)]);
     assert_exit(&o, 4);

@@ -8,7 +8,7 @@ use crate::devices::{usage::fmt_dev, Selected};
 use crate::error::{Error, Result};
 use crate::rescue::map::{MapOrigin, StorageId};
 use crate::rescue::ExtentMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// "MAJ:MIN:INODE" of the regular file at `p`.
@@ -81,7 +81,27 @@ pub fn check_location(map: &Path) -> Result<()> {
         .at_path(&dir)
         .caused_by(std::io::Error::from(e)));
     }
-    Ok(())
+    // access() is not the last word (it says yes for /proc/self/fd and other directories that
+    // hold no files): create and remove a probe file, as the saves will, before the copy starts.
+    let probe = dir.join(format!(".lifeboat-map-probe-{}", std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&probe);
+    match created {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(Error::invalid(format!(
+            "the map {} cannot be saved: no file can be created in its directory; give a map path \
+             in a directory of an ordinary writable filesystem",
+            map.display()
+        ))
+        .at_path(&dir)
+        .caused_by(e)),
+    }
 }
 
 /// The map to start from: a fresh one when `map` does not exist yet, else the loaded one once
