@@ -124,7 +124,7 @@ pub fn open_target_in(target: &str, check: &mut Check, min_size: u64, env: &Env)
     if let Some(b) = &env.boot {
         let p = PathBuf::from("/dev").join(&b.disk);
         if p.exists() {
-            check.keeps("the boot medium", &p)?;
+            check.keeps("the medium Lifeboat booted from", &p)?;
         }
     }
     check.run()?;
