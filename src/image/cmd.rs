@@ -1,0 +1,699 @@
+//! The `lifeboat image …` subcommands: argument handling, the identity checks of every image,
+//! volume and location a job touches (through `crate::storage`), the confirmation, and the
+//! JSON and text reports. The work itself is in `create`, `ops` and `reader`.
+use super::*;
+use crate::devices::Selected;
+use crate::error::{exit, Error, ErrorKind, Result};
+use crate::io::{Access, Device};
+use crate::jobs::{Cancel, Progress, StderrSink};
+use crate::storage::{Check, ReadOnlyGuard};
+use std::path::{Path, PathBuf};
+
+fn location_items(check: &mut Check, role: &str, loc: &StoreLocation, written: bool) -> Result<()> {
+    match (&loc.partition, loc.plain_path()) {
+        (Some(p), _) => {
+            let part = p.path.clone();
+            let role = format!("{role}'s partition");
+            if written {
+                check.writes(&role, &part)?;
+            } else {
+                check.keeps(&role, &part)?;
+            }
+        }
+        (None, Some(image)) if written => {
+            check.writes(role, image)?;
+            check.writes(role, &create::partial_name(image))?;
+        }
+        (None, Some(image)) => {
+            check.keeps(role, image)?;
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// Every volume of every image of the chain at `path` as kept items ("the image", then "the
+/// parent image" for each parent).
+fn chain_items(check: &mut Check, path: &Path, top_role: &str) -> Result<Chain> {
+    let chain = Chain::open(path)?;
+    for (k, img) in chain.images.iter().enumerate() {
+        let role = if k == 0 { top_role } else { "the parent image" };
+        for v in img.volume_paths() {
+            check.keeps(role, &v)?;
+        }
+    }
+    Ok(chain)
+}
+
+// One argument per `image create` flag, as clap parsed them.
+#[allow(clippy::too_many_arguments)]
+fn run_create(
+    source: String,
+    image: String,
+    parent: Option<String>,
+    split: Option<String>,
+    force: bool,
+    all_sectors: bool,
+    compress: Option<String>,
+    json: bool,
+) -> Result<i32> {
+    // Ctrl-C / SIGTERM: stop, keep the unfinished `.partial` (marked incomplete), exit 130.
+    // Set up before anything starts a thread (the device scan does).
+    let cancel = Cancel::new();
+    crate::jobs::cancel_on_signals(
+        &cancel,
+        "the unfinished image stays as a .partial file, marked incomplete",
+    );
+    let split = split.as_deref().map(parse_size).transpose()?;
+    // A plain image path is checked and written (volumes opened all along, renamed at the end)
+    // under one name: its directory resolved now, whatever a symlink on the way does later.
+    let image = match store::split_store(&image) {
+        None => crate::storage::pin_dir(Path::new(&image))
+            .to_str()
+            .map_or(image.clone(), String::from),
+        Some(_) => image,
+    };
+    let compress = match compress.as_deref() {
+        Some(c) => format::Compression::parse(c)?,
+        None => create::DEFAULT_COMPRESSION,
+    };
+    let sel = crate::devices::resolve(&source)?;
+    if let Some(note) = failing_source_note(&sel) {
+        eprintln!("lifeboat: note: {note}");
+    }
+    let (src_path, id) = match &sel {
+        Selected::Disk(d) => (
+            d.path.clone(),
+            SourceIdentity {
+                model: d.model.clone().unwrap_or_default(),
+                serial: d.serial.clone().unwrap_or_default(),
+                name: d.path.display().to_string(),
+            },
+        ),
+        Selected::Partition { disk: d, part } => (
+            part.path.clone(),
+            SourceIdentity {
+                model: d.model.clone().unwrap_or_default(),
+                serial: d.serial.clone().unwrap_or_default(),
+                name: part.path.display().to_string(),
+            },
+        ),
+        Selected::File(p) => (
+            p.clone(),
+            SourceIdentity {
+                name: p.display().to_string(),
+                ..Default::default()
+            },
+        ),
+    };
+    // The identity rule, before anything is mounted or opened for writing: the image (or the
+    // partition it goes on) is written; the source and every volume of the parent chain are kept.
+    let loc = StoreLocation::resolve(&image)?;
+    let parent_loc = parent.as_deref().map(StoreLocation::resolve).transpose()?;
+    let mut check = Check::new();
+    check.keeps("the source", &src_path)?;
+    if let Some(p) = loc.plain_path() {
+        crate::storage::target::check_output(p, force)?;
+        crate::storage::target::check_output(&create::partial_name(p), true)?;
+        // Replacing an image replaces or removes its volumes too.
+        if force {
+            for v in volumes::old_volumes(p) {
+                check.writes("the image being replaced", &v)?;
+            }
+        }
+    }
+    location_items(&mut check, "the image", &loc, true)?;
+    if let Some(pl) = &parent_loc {
+        match pl.plain_path() {
+            Some(p) => {
+                chain_items(&mut check, p, "the parent image")?;
+            }
+            None => location_items(&mut check, "the parent image", pl, false)?,
+        }
+    }
+    check.run()?;
+    // The source is never mounted, not even read-only to read a parent image stored on it.
+    if let Some(pp) = parent_loc.as_ref().and_then(|l| l.partition.as_ref()) {
+        let part = crate::storage::resolve(&pp.path)?;
+        let src = crate::storage::resolve(&src_path)?;
+        if let Some((a, _)) = part.overlap(&src) {
+            return Err(Error::refused(format!(
+                "the parent image {} is on {}, which {}: that is part of the source {}, and a \
+                 source is never mounted. Nothing was mounted or written; copy the parent image \
+                 to other storage and give that path",
+                parent.as_deref().unwrap_or_default(),
+                pp.path.display(),
+                a.how
+                    .strip_prefix(&format!("is {}, ", pp.path.display()))
+                    .map_or(a.how.clone(), |r| format!("is {r}")),
+                src_path.display()
+            ))
+            .at_path(&pp.path));
+        }
+    }
+    let store = loc.mount(Mode::ReadWrite)?;
+    // The parent: a path; or PARTITION:/path, inside the image's mount when on the same
+    // partition, else mounted read-only on its own.
+    let mut _parent_store = None;
+    let (parent_path, hint) = match (&parent, &parent_loc) {
+        (Some(p), Some(pl)) => {
+            let path = match pl.plain_path() {
+                Some(pp) => pp.to_path_buf(),
+                None => match loc.same_partition_path(&store, pl)? {
+                    Some(pp) => pp,
+                    None => {
+                        let ps = pl.mount(Mode::ReadOnly)?;
+                        let pp = ps.path.clone();
+                        _parent_store = Some(ps);
+                        pp
+                    }
+                },
+            };
+            (Some(path), p.clone())
+        }
+        _ => (None, String::new()),
+    };
+    if store.partition.is_some() {
+        // Inside the mounted store: the file itself against the source and the parent chain.
+        let mut inner = Check::new();
+        inner.keeps("the source", &src_path)?;
+        crate::storage::target::check_output(&store.path, force)?;
+        inner.writes("the image", &store.path)?;
+        inner.writes("the image", &create::partial_name(&store.path))?;
+        for v in volumes::old_volumes(&store.path) {
+            inner.writes("the image being replaced", &v)?;
+        }
+        if let Some(pp) = &parent_path {
+            chain_items(&mut inner, pp, "the parent image")?;
+        }
+        inner.run()?;
+    }
+    let dev = Device::open(&src_path, Access::Read)?;
+    let _ro = ReadOnlyGuard::new(std::slice::from_ref(&src_path))?;
+    let opts = CreateOptions {
+        parent: parent_path,
+        parent_hint: hint,
+        split,
+        force,
+        all_sectors,
+        compress,
+        ..Default::default()
+    };
+    let sink = StderrSink::from_env();
+    let mut rep = create(&dev, &id, &store.path, &opts, &sink, &cancel).map_err(|e| {
+        if e.kind != ErrorKind::Cancelled {
+            return e;
+        }
+        Error::new(
+            ErrorKind::Cancelled,
+            format!(
+                "cancelled by the user: no image was completed; the unfinished part is kept as {} \
+                 (no footer: `image info` reports it incomplete); delete it, or run `image create` again",
+                create::partial_name(Path::new(&image)).display()
+            ),
+        )
+    })?;
+    finish_progress(&sink, "image-create", rep.disk_size_bytes, rep.bad_bytes);
+    if store.partition.is_some() {
+        rep.image = PathBuf::from(&image);
+    }
+    crate::cli::emit_report(&rep, json);
+    if !json {
+        eprintln!(
+            "Image {} written: {} of disk in {} ({} stored, {} zero, {} unchanged chunks), UUID {}.",
+            image,
+            crate::jobs::fmt_bytes(rep.disk_size_bytes),
+            crate::jobs::fmt_bytes(rep.image_bytes),
+            rep.stored_chunks,
+            rep.zero_chunks,
+            rep.unchanged_chunks,
+            rep.uuid
+        );
+        print_partitions(&rep.partitions, "  ");
+        if rep.bad_bytes > 0 {
+            eprintln!(
+                "{} could not be read (saved as zeros; see `lifeboat image info`).",
+                crate::jobs::fmt_bytes(rep.bad_bytes)
+            );
+        }
+    }
+    Ok(if rep.bad_bytes > 0 {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
+}
+
+/// One line per partition: number, filesystem, used bytes of size, mode and why.
+fn print_partitions(parts: &[crate::fs::PartitionUsage], indent: &str) {
+    for p in parts {
+        let what = match p.mode {
+            crate::fs::Mode::UsedBlocks => "used blocks".to_string(),
+            crate::fs::Mode::AllSectors => format!(
+                "all sectors ({})",
+                p.reason.as_deref().unwrap_or("no used-block map")
+            ),
+        };
+        eprintln!(
+            "{indent}partition {}: {}, {} used of {}, {}",
+            p.number,
+            p.filesystem.as_deref().unwrap_or("unknown"),
+            crate::jobs::fmt_bytes(p.used_bytes),
+            crate::jobs::fmt_bytes(p.size_bytes),
+            what
+        );
+    }
+}
+
+fn run_verify(image: String, json: bool) -> Result<i32> {
+    // Ctrl-C / SIGTERM: stop checking, exit 130 (verify changes nothing).
+    let cancel = Cancel::new();
+    crate::jobs::cancel_on_signals(&cancel, "nothing is changed by a verify");
+    let store = Store::open(&image, Mode::ReadOnly)?;
+    ops::require_complete(&store.path)?;
+    let sink = StderrSink::from_env();
+    let rep = verify(&store.path, &sink, &cancel)?;
+    crate::cli::emit_report(&rep, json);
+    if !json {
+        eprintln!();
+        for p in &rep.problems {
+            eprintln!("problem: {p}");
+        }
+        if rep.ok {
+            eprintln!(
+                "{image}: OK ({} chunks, {} images in the chain, media hash {})",
+                rep.chunks_checked,
+                rep.chain.len(),
+                rep.media_hash
+            );
+        } else {
+            eprintln!("{image}: DAMAGED ({} problems)", rep.problem_count);
+        }
+    }
+    Ok(if rep.ok { exit::OK } else { exit::CORRUPT })
+}
+
+fn run_info(image: String, json: bool) -> Result<i32> {
+    let store = Store::open(&image, Mode::ReadOnly)?;
+    let path = if !store.path.exists() && create::partial_name(&store.path).exists() {
+        create::partial_name(&store.path)
+    } else {
+        store.path.clone()
+    };
+    let rep = match info(&path) {
+        Ok(r) => r,
+        Err(e) if e.kind == ErrorKind::Incomplete => {
+            let h = ops::partial_header(&path);
+            let v = serde_json::json!({
+                "image": image,
+                "complete": false,
+                "uuid": h.as_ref().map(|h| format::uuid_str(&h.uuid)),
+                "message": e.to_string(),
+            });
+            crate::cli::emit_report(&v, json);
+            if !json {
+                eprintln!("{image}: INCOMPLETE image: {e}");
+            }
+            return Ok(exit::CORRUPT);
+        }
+        Err(e) => return Err(e),
+    };
+    crate::cli::emit_report(&rep, json);
+    if !json {
+        let s = &rep.source;
+        println!("Image        {}", image);
+        println!("UUID         {}", rep.uuid);
+        println!("Created      {}", rep.created);
+        println!(
+            "Source       {} {} serial={} ({})",
+            s.name,
+            s.model,
+            s.serial,
+            crate::jobs::fmt_bytes(s.size_bytes)
+        );
+        println!(
+            "Chunks       {} of {}: {} stored, {} zero, {} unchanged",
+            rep.chunks,
+            crate::jobs::fmt_bytes(rep.chunk_size as u64),
+            rep.stored_chunks,
+            rep.zero_chunks,
+            rep.unchanged_chunks
+        );
+        if rep.unallocated_chunks > 0 || rep.used_blocks {
+            println!(
+                "Used blocks  {} chunks held no used block (not stored)",
+                rep.unallocated_chunks
+            );
+        }
+        for p in rep.partitions.iter().flatten() {
+            println!(
+                "Partition {:<2} {}, {} used of {}, {}",
+                p.number,
+                p.filesystem.as_deref().unwrap_or("unknown"),
+                crate::jobs::fmt_bytes(p.used_bytes),
+                crate::jobs::fmt_bytes(p.size_bytes),
+                match p.mode {
+                    crate::fs::Mode::UsedBlocks => "used blocks".to_string(),
+                    crate::fs::Mode::AllSectors => format!(
+                        "all sectors ({})",
+                        p.reason.as_deref().unwrap_or("no used-block map")
+                    ),
+                }
+            );
+        }
+        println!(
+            "Size         {} in {} volume(s), ratio {:.2}",
+            crate::jobs::fmt_bytes(rep.image_bytes),
+            rep.volumes.len(),
+            rep.compression_ratio
+        );
+        println!("Media hash   {}", rep.media_hash);
+        println!(
+            "Unreadable   {} in {} ranges",
+            crate::jobs::fmt_bytes(rep.bad_bytes),
+            rep.bad_range_count
+        );
+        for (a, l) in rep.bad_ranges.iter().take(20) {
+            println!("             bytes {a}..{}", a + l);
+        }
+        if let Some(p) = &rep.parent {
+            println!("Parent       {} (UUID {})", p.path, p.uuid);
+        }
+        for (k, l) in rep.chain.iter().enumerate() {
+            println!("Chain {k:<6} {} {}", l.path.display(), l.uuid);
+        }
+        if let Some(e) = &rep.chain_error {
+            println!("Chain        BROKEN: {e}");
+        }
+    }
+    Ok(if rep.chain_error.is_some() {
+        exit::CORRUPT
+    } else {
+        exit::OK
+    })
+}
+
+/// For a source whose own health log says it is FAILING: the advice to clone it first (clone
+/// reads all good data first and can resume; imaging reads in disk order). None otherwise.
+fn failing_source_note(sel: &Selected) -> Option<String> {
+    let mut one = [sel.disk()?.clone()];
+    crate::health::fill(&mut one, crate::health::LIST_TIMEOUT);
+    let [d] = one;
+    crate::health::clone_first_advice(&d.name, d.health.as_ref()?)
+}
+
+/// Restore's target rules: those of clone (`crate::storage`: no storage shared with any volume
+/// of the image chain or the partition holding it, not in use, not read-only, not the boot
+/// medium, big enough for the imaged disk's partitions) plus one of its own: the disk the image was made from (same serial) is
+/// only overwritten with `--yes` (a deliberate roll-back); without `--yes` a person must confirm;
+/// and a disk with another sector size than the image's partition table is refused.
+fn run_restore(
+    image: String,
+    target: String,
+    yes: bool,
+    zero_free: bool,
+    json: bool,
+) -> Result<i32> {
+    // Ctrl-C / SIGTERM: stop writing, sync the target, exit 130 saying it is incomplete.
+    let cancel = Cancel::new();
+    crate::jobs::cancel_on_signals(&cancel, "the target is synced but left INCOMPLETE");
+    // Before the image's partition is mounted (even read-only): the target may not be it or
+    // hold it (by identity: a loop device over it, its whole disk …).
+    let loc = StoreLocation::resolve(&image)?;
+    if let Some(p) = &loc.partition {
+        let mut pre = Check::new();
+        pre.keeps("the image's partition", &p.path)?;
+        let env = crate::storage::Env::system()?;
+        let tpath = crate::storage::target::select(&target, &env)?.path();
+        pre.writes("the target", &tpath)?;
+        pre.run()?;
+    }
+    drop(loc);
+    let store = Store::open(&image, Mode::ReadOnly)?;
+    ops::require_complete(&store.path)?;
+    // The identity rule: the target is written; every volume of the chain and the partition
+    // holding the image are kept.
+    let mut check = Check::new();
+    let chain = chain_items(&mut check, &store.path, "the image")?;
+    if let Some(p) = &store.partition {
+        check.keeps("the image's partition", &p.path)?;
+    }
+    let h = chain.top().header.clone();
+    // The smallest target that holds the imaged disk's partitions (the whole disk without a table).
+    let table = crate::clone::gpt::read(&reader::ImageSource::new(chain)).ok();
+    let min_size = table
+        .as_ref()
+        .and_then(|t| t.min_disk_bytes())
+        .unwrap_or(h.disk_size);
+    let t = crate::storage::open_target(&target, &mut check, min_size)?;
+    if let Selected::Partition { part, .. } = &t.selected {
+        return Err(Error::refused(format!(
+            "{} is a partition: restore a disk image onto a whole disk",
+            part.name
+        )));
+    }
+    // The health rule: a FAILING target only with --yes.
+    if let Some(note) = crate::storage::target::check_health(&t.selected, yes)? {
+        eprintln!("lifeboat: note: {note}");
+    }
+    if let Some(d) = t.selected.disk() {
+        let same_serial = !h.serial.is_empty() && d.serial.as_deref() == Some(h.serial.as_str());
+        if same_serial && !yes {
+            return Err(Error::refused(format!(
+                "{} is the disk this image was made from (serial {}): rolling it back needs --yes",
+                d.name, h.serial
+            )));
+        }
+    }
+    if let Some(note) = crate::storage::target::check_sector_size(
+        &image,
+        table.as_ref(),
+        &t,
+        &format!(
+            "write a raw file with `lifeboat image export {image} FILE` and take the files from it"
+        ),
+    )? {
+        eprintln!("note: {note}");
+    }
+    if !yes {
+        crate::storage::prompt::confirm(
+            &t.selected.path().display().to_string(),
+            &format!(
+                "This overwrites ALL of {} ({}).",
+                t.selected.path().display(),
+                crate::jobs::fmt_bytes(t.size)
+            ),
+        )?;
+    }
+    if cancel.is_cancelled() {
+        return Err(Error::new(
+            ErrorKind::Cancelled,
+            "cancelled by the user before anything was written",
+        ));
+    }
+    let sink = StderrSink::from_env();
+    let tpath = t.selected.path();
+    let mut out = ops::DeviceSink {
+        device: &t.device,
+        zero_free,
+    };
+    let mut rep = match ops::stream(
+        &store.path,
+        &mut out,
+        "image-restore",
+        &tpath,
+        &sink,
+        &cancel,
+    ) {
+        Ok(r) => r,
+        Err(e) => return Err(restore_failed(e, &image, &tpath, t.device.sync())),
+    };
+    t.device.sync()?;
+    if table.is_some() {
+        rep.partition_table = Some(crate::clone::gpt::fix_after_copy(&t.device)?);
+    }
+    t.device.sync()?;
+    // Best effort: a partition in use keeps the old table until the next boot.
+    let _ = t.device.reread_partitions();
+    finish_progress(&sink, "image-restore", rep.disk_size_bytes, 0);
+    crate::cli::emit_report(&rep, json);
+    if !json {
+        eprintln!(
+            "Restored {} onto {} (media hash verified).",
+            crate::jobs::fmt_bytes(rep.disk_size_bytes),
+            rep.target.display()
+        );
+        if rep.unallocated_bytes > 0 {
+            eprintln!(
+                "{} held no used block and were left as they were on the target (--zero-free writes zeros there).",
+                crate::jobs::fmt_bytes(rep.unallocated_bytes)
+            );
+        }
+        if rep.bad_bytes > 0 {
+            eprintln!(
+                "{} were unreadable when the image was made and were written as zeros.",
+                crate::jobs::fmt_bytes(rep.bad_bytes)
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// The error of a restore that stopped part way (cancelled, a damaged chunk, a write error):
+/// says plainly that the target is now INCOMPLETE and what to do, in the message and in the
+/// JSON report (`target_state: "incomplete"`). Damage found (or a cancel) before the first
+/// write leaves the target untouched, and then the error says that instead.
+fn restore_failed(e: Error, image: &str, target: &Path, synced: Result<()>) -> Error {
+    let written = e
+        .report
+        .as_ref()
+        .and_then(|r| r.get("written_bytes"))
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    // The reader reports damage (and the writer checks for a cancel) before a chunk is
+    // written, so with nothing written these left the target as it was; a write error did not.
+    let before_writing = matches!(
+        e.kind,
+        ErrorKind::Corrupt | ErrorKind::Incomplete | ErrorKind::Cancelled
+    );
+    if written == 0 && before_writing {
+        let msg = format!(
+            "{}; nothing was written to {} (it is unchanged)",
+            if e.kind == ErrorKind::Cancelled {
+                "cancelled by the user"
+            } else {
+                e.msg.as_str()
+            },
+            target.display()
+        );
+        return Error { msg, ..e }
+            .with_report("target", target.display().to_string())
+            .with_report("target_state", "unchanged");
+    }
+    let sync = match synced {
+        Ok(()) => "what was written is synced".to_string(),
+        Err(se) => format!("the sync failed too: {se}"),
+    };
+    let what_now = match e.kind {
+        ErrorKind::Cancelled => "run the same `image restore` again to finish".to_string(),
+        ErrorKind::Corrupt | ErrorKind::Incomplete => format!(
+            "the image is damaged: `lifeboat image verify {image}` lists what; restore from \
+             another copy of the image, or onto this disk again once the image is repaired"
+        ),
+        _ => "fix the cause above and run the same `image restore` again".to_string(),
+    };
+    let msg = format!(
+        "{}{}: {} is now INCOMPLETE ({} of the disk written, {sync}): do not use it; {what_now}",
+        if e.kind == ErrorKind::Cancelled {
+            "cancelled by the user".to_string()
+        } else {
+            e.msg.clone()
+        },
+        if e.kind == ErrorKind::Cancelled {
+            String::new()
+        } else {
+            match (&e.path, e.offset) {
+                (Some(p), Some(o)) => format!(" ({} at byte {o})", p.display()),
+                (Some(p), None) => format!(" ({})", p.display()),
+                _ => String::new(),
+            }
+        },
+        target.display(),
+        crate::jobs::fmt_bytes(written),
+    );
+    Error {
+        msg,
+        path: None,
+        offset: None,
+        ..e
+    }
+    .with_report("image", image)
+    .with_report("target", target.display().to_string())
+    .with_report("target_state", "incomplete")
+}
+
+/// The last progress line of a finished job: everything done, `bad_bytes` of it unreadable.
+fn finish_progress(sink: &StderrSink, job: &str, total: u64, bad_bytes: u64) {
+    let mut p = Progress::new(job, "done", total);
+    p.done_bytes = total;
+    p.bad_bytes = bad_bytes;
+    sink.finish(&p);
+}
+
+fn run_export(image: String, raw: String, force: bool, json: bool) -> Result<i32> {
+    // Ctrl-C / SIGTERM: stop, remove the temporary file, exit 130.
+    let cancel = Cancel::new();
+    crate::jobs::cancel_on_signals(&cancel, "the unfinished file is removed");
+    let store = Store::open(&image, Mode::ReadOnly)?;
+    ops::require_complete(&store.path)?;
+    // The output replaces regular files only, and never the image or one of its parents.
+    let rawp = Path::new(&raw);
+    crate::storage::target::check_output(rawp, force)?;
+    crate::storage::target::check_output(&create::partial_name(rawp), true)?;
+    let mut check = Check::new();
+    chain_items(&mut check, &store.path, "the image")?;
+    check.writes("the exported file", rawp)?;
+    check.writes("the exported file", &create::partial_name(rawp))?;
+    check.run()?;
+    let sink = StderrSink::from_env();
+    let rep = export(&store.path, Path::new(&raw), force, &sink, &cancel).map_err(|e| {
+        if e.kind != ErrorKind::Cancelled {
+            return e;
+        }
+        Error::new(
+            ErrorKind::Cancelled,
+            format!(
+                "cancelled by the user: {raw} was not written (the unfinished file was removed)"
+            ),
+        )
+    })?;
+    finish_progress(&sink, "image-export", rep.disk_size_bytes, 0);
+    crate::cli::emit_report(&rep, json);
+    if !json {
+        eprintln!(
+            "Exported {} to {} (sparse, media hash verified).",
+            crate::jobs::fmt_bytes(rep.disk_size_bytes),
+            raw
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn run(a: ImageCmd) -> Result<i32> {
+    match a {
+        ImageCmd::Create {
+            source,
+            image,
+            parent,
+            split,
+            force,
+            all_sectors,
+            compress,
+            json,
+        } => run_create(
+            source,
+            image,
+            parent,
+            split,
+            force,
+            all_sectors,
+            compress,
+            json,
+        ),
+        ImageCmd::Restore {
+            image,
+            target,
+            yes,
+            zero_free,
+            json,
+        } => run_restore(image, target, yes, zero_free, json),
+        ImageCmd::Verify { image, json } => run_verify(image, json),
+        ImageCmd::Info { image, json } => run_info(image, json),
+        ImageCmd::Export {
+            image,
+            raw,
+            force,
+            json,
+        } => run_export(image, raw, force, json),
+    }
+}
