@@ -206,40 +206,6 @@ fn files_named_like_volumes_are_not_removed_or_replaced() {
     }
 }
 
-/// S's ext4 mounted (loop with an offset) at `m`.
-struct Mounted {
-    mp: PathBuf,
-    _lp: Loop,
-}
-impl Mounted {
-    fn ext4_in(s: &Path, dir: &TempDir, offset: u64, len: u64) -> Option<Mounted> {
-        let lp = Loop::attach_with(
-            s,
-            LoopOpts {
-                offset,
-                size_limit: Some(len),
-                ..Default::default()
-            },
-        )?;
-        let mp = dir.p("m");
-        std::fs::create_dir_all(&mp).unwrap();
-        let o = Command::new("mount").arg(&lp.dev).arg(&mp).output().ok()?;
-        if !o.status.success() {
-            eprintln!(
-                "skipping the mount part: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            return None;
-        }
-        Some(Mounted { mp, _lp: lp })
-    }
-}
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mp).status();
-    }
-}
-
 /// A source file S with an ext4 filesystem at 4 MiB..36 MiB (and data before it).
 fn source_with_ext4(dir: &TempDir) -> PathBuf {
     let sf = dir.p("S");

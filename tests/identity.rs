@@ -60,40 +60,6 @@ fn can_loop() -> bool {
     true
 }
 
-/// S's ext4 partition mounted (through a loop device with an offset), unmounted on drop.
-struct Mounted {
-    mp: PathBuf,
-    _lp: Loop,
-}
-impl Mounted {
-    fn ext4_of(s: &Path, dir: &TempDir) -> Option<Mounted> {
-        let lp = Loop::attach_with(
-            s,
-            LoopOpts {
-                offset: 17 * MIB,
-                size_limit: Some(78 * MIB),
-                ..Default::default()
-            },
-        )?;
-        let mp = dir.p("m");
-        std::fs::create_dir_all(&mp).unwrap();
-        let o = Command::new("mount").arg(&lp.dev).arg(&mp).output().ok()?;
-        if !o.status.success() {
-            eprintln!(
-                "skipping the mount part: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            return None;
-        }
-        Some(Mounted { mp, _lp: lp })
-    }
-}
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mp).status();
-    }
-}
-
 /// sha256 after flushing everything cached (a mounted filesystem's pages included).
 fn synced_sha(p: &Path) -> String {
     run(&mut Command::new("sync"));
@@ -226,7 +192,7 @@ fn repro3_targets_on_a_filesystem_inside_the_source() {
     let dir = TempDir::new("id3");
     let lab = label();
     let sf = disk_s(&dir, &lab);
-    let Some(m) = Mounted::ext4_of(&sf, &dir) else {
+    let Some(m) = Mounted::ext4_in(&sf, &dir, 17 * MIB, 78 * MIB) else {
         return;
     };
     let t = m.mp.join("t.img");

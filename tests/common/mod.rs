@@ -212,3 +212,39 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// An ext4 filesystem inside `file` (bytes `offset..offset+len`, through a loop device) mounted
+/// at `dir/m`; unmounted and detached on drop. `None`, with a printed skip message, where
+/// losetup or mount is unavailable.
+pub struct Mounted {
+    pub mp: PathBuf,
+    _lp: Loop,
+}
+impl Mounted {
+    pub fn ext4_in(file: &Path, dir: &TempDir, offset: u64, len: u64) -> Option<Mounted> {
+        let lp = Loop::attach_with(
+            file,
+            LoopOpts {
+                offset,
+                size_limit: Some(len),
+                ..Default::default()
+            },
+        )?;
+        let mp = dir.p("m");
+        std::fs::create_dir_all(&mp).unwrap();
+        let o = Command::new("mount").arg(&lp.dev).arg(&mp).output().ok()?;
+        if !o.status.success() {
+            eprintln!(
+                "skipping the mount part: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+        Some(Mounted { mp, _lp: lp })
+    }
+}
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mp).status();
+    }
+}
