@@ -244,16 +244,21 @@ fn run_create(
     })
 }
 
+/// How a partition was copied, in words: "used blocks" or "all sectors (why)".
+fn mode_text(p: &crate::fs::PartitionUsage) -> String {
+    match p.mode {
+        crate::fs::Mode::UsedBlocks => "used blocks".to_string(),
+        crate::fs::Mode::AllSectors => format!(
+            "all sectors ({})",
+            p.reason.as_deref().unwrap_or("no used-block map")
+        ),
+    }
+}
+
 /// One line per partition: number, filesystem, used bytes of size, mode and why.
 fn print_partitions(parts: &[crate::fs::PartitionUsage], indent: &str) {
     for p in parts {
-        let what = match p.mode {
-            crate::fs::Mode::UsedBlocks => "used blocks".to_string(),
-            crate::fs::Mode::AllSectors => format!(
-                "all sectors ({})",
-                p.reason.as_deref().unwrap_or("no used-block map")
-            ),
-        };
+        let what = mode_text(p);
         eprintln!(
             "{indent}partition {}: {}, {} used of {}, {}",
             p.number,
@@ -352,13 +357,7 @@ fn run_info(image: String, json: bool) -> Result<i32> {
                 p.filesystem.as_deref().unwrap_or("unknown"),
                 crate::jobs::fmt_bytes(p.used_bytes),
                 crate::jobs::fmt_bytes(p.size_bytes),
-                match p.mode {
-                    crate::fs::Mode::UsedBlocks => "used blocks".to_string(),
-                    crate::fs::Mode::AllSectors => format!(
-                        "all sectors ({})",
-                        p.reason.as_deref().unwrap_or("no used-block map")
-                    ),
-                }
+                mode_text(p)
             );
         }
         println!(
