@@ -302,6 +302,7 @@ mod tests {
             target: "/dev/sdb".into(),
             yes: true,
             zero_free: true,
+            map: Some("r.map".into()),
             json: true,
         }));
         round_trip(Cmd::Image(ImageCmd::Info {

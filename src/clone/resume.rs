@@ -112,6 +112,19 @@ pub fn load_or_new(
     copy_len: u64,
     notes: &mut Vec<String>,
 ) -> Result<ExtentMap> {
+    load_or_new_for(map, origin, copy_len, notes, "clone", "copying")
+}
+
+/// [`load_or_new`] for a job named `job` ("clone", "restore") that reads its source
+/// `reading` ("copying", "restoring"): the words of its messages.
+pub fn load_or_new_for(
+    map: Option<&Path>,
+    origin: &MapOrigin,
+    copy_len: u64,
+    notes: &mut Vec<String>,
+    job: &str,
+    reading: &str,
+) -> Result<ExtentMap> {
     let mut fresh = ExtentMap::new(copy_len);
     fresh.origin = Some(origin.clone());
     let Some(path) = map else {
@@ -125,9 +138,9 @@ pub fn load_or_new(
     let (loaded, described) = ExtentMap::load_described(path, u64::MAX)?;
     let other = |why: String| {
         Error::refused(format!(
-            "the map {} is not of this clone ({why}), so resuming from it would leave parts of \
+            "the map {} is not of this {job} ({why}), so resuming from it would leave parts of \
              the target wrong; nothing was written: give a new --map file name, or delete {} to \
-             start this clone from the beginning",
+             start this {job} from the beginning",
             path.display(),
             path.display()
         ))
@@ -136,21 +149,21 @@ pub fn load_or_new(
         Some(rec) => {
             if let Some(why) = rec.source.differs(&origin.source) {
                 return Err(other(format!(
-                    "it was saved copying {}; this clone copies {}: {why}",
+                    "it was saved {reading} {}; this {job} reads {}: {why}",
                     rec.source.describe(),
                     origin.source.describe()
                 )));
             }
             if let Some(why) = rec.target.differs(&origin.target) {
                 return Err(other(format!(
-                    "it was saved writing onto {}; this clone writes onto {}: {why}",
+                    "it was saved writing onto {}; this {job} writes onto {}: {why}",
                     rec.target.describe(),
                     origin.target.describe()
                 )));
             }
             if described > copy_len {
                 return Err(other(format!(
-                    "it describes {described} bytes; this clone copies {copy_len}"
+                    "it describes {described} bytes; this {job} writes {copy_len}"
                 )));
             }
         }
@@ -158,13 +171,13 @@ pub fn load_or_new(
             if described != copy_len {
                 return Err(other(format!(
                     "it records no source (a map of GNU ddrescue or an older Lifeboat) and \
-                     describes {described} bytes; this clone copies {copy_len}"
+                     describes {described} bytes; this {job} writes {copy_len}"
                 )));
             }
             notes.push(format!(
                 "the map {} records no source (GNU ddrescue's or an older Lifeboat's); its size \
-                 matches this clone ({copy_len} bytes), so the clone resumed from it; from now \
-                 on it records this clone's source and target",
+                 matches this {job} ({copy_len} bytes), so the {job} resumed from it; from now \
+                 on it records this {job}'s source and target",
                 path.display()
             ));
         }

@@ -411,6 +411,7 @@ fn run_restore(
     target: String,
     yes: bool,
     zero_free: bool,
+    map: Option<PathBuf>,
     json: bool,
 ) -> Result<i32> {
     // Ctrl-C / SIGTERM: stop writing, sync the target, exit 130 saying it is incomplete.
@@ -436,6 +437,11 @@ fn run_restore(
     let chain = chain_items(&mut check, &store.path, "the image")?;
     if let Some(p) = &store.partition {
         check.keeps("the image's partition", &p.path)?;
+    }
+    // The map is written: it may share storage with neither the target nor the image.
+    let map = map.as_deref().map(crate::storage::pin_dir);
+    if let Some(m) = &map {
+        check.writes("the map file", m)?;
     }
     let h = chain.top().header.clone();
     // The smallest target that holds the imaged disk's partitions (the whole disk without a table).
@@ -474,6 +480,35 @@ fn run_restore(
     )? {
         eprintln!("note: {note}");
     }
+    // The map: where it goes and that it is this restore's, before anything is written.
+    let mut notes = Vec::new();
+    let mut rmap = match &map {
+        Some(m) => {
+            let origin = resume::restore_origin(
+                &format::uuid_str(&h.uuid),
+                h.disk_size,
+                &image,
+                crate::clone::resume::storage_id(&t.selected, t.size),
+            );
+            let cl = format!(
+                "lifeboat image restore {image} {target} --map {}",
+                m.display()
+            );
+            let len = h.disk_size.min(t.size);
+            Some(resume::RestoreMap::open(m, &origin, len, &cl, &mut notes)?)
+        }
+        None => None,
+    };
+    for n in &notes {
+        eprintln!("lifeboat: note: {n}");
+    }
+    if let Some(r) = rmap.as_ref().filter(|r| r.resumed_bytes > 0) {
+        eprintln!(
+            "Resuming: the map {} says {} are already written; the rest is restored now.",
+            r.path().display(),
+            crate::jobs::fmt_bytes(r.resumed_bytes)
+        );
+    }
     if !yes {
         crate::storage::prompt::confirm(
             &t.selected.path().display().to_string(),
@@ -496,16 +531,23 @@ fn run_restore(
         device: &t.device,
         zero_free,
     };
-    let mut rep = match ops::stream(
+    let mut rep = match ops::stream_resumable(
         &store.path,
         &mut out,
         "image-restore",
         &tpath,
         &sink,
         &cancel,
+        rmap.as_mut(),
     ) {
         Ok(r) => r,
-        Err(e) => return Err(restore_failed(e, &image, &tpath, t.device.sync())),
+        Err(e) => {
+            let e = restore_failed(e, &image, &tpath, t.device.sync());
+            return Err(match &map {
+                Some(m) if e.kind != ErrorKind::Refused => resumable(e, m),
+                _ => e,
+            });
+        }
     };
     t.device.sync()?;
     if table.is_some() {
@@ -611,6 +653,24 @@ fn restore_failed(e: Error, image: &str, target: &Path, synced: Result<()>) -> E
     .with_report("target_state", "incomplete")
 }
 
+/// A failed restore's error when a `--map` was kept: the same command continues it.
+fn resumable(mut e: Error, map: &Path) -> Error {
+    if e
+        .report
+        .as_ref()
+        .and_then(|r| r.get("target_state"))
+        .and_then(|v| v.as_str())
+        == Some("incomplete")
+    {
+        e.msg.push_str(&format!(
+            " (the map {} records what is written: the same command with --map continues \
+             where this one stopped)",
+            map.display()
+        ));
+    }
+    e
+}
+
 /// The last progress line of a finished job: everything done, `bad_bytes` of it unreadable.
 fn finish_progress(sink: &StderrSink, job: &str, total: u64, bad_bytes: u64) {
     let mut p = Progress::new(job, "done", total);
@@ -684,8 +744,9 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             target,
             yes,
             zero_free,
+            map,
             json,
-        } => run_restore(image, target, yes, zero_free, json),
+        } => run_restore(image, target, yes, zero_free, map, json),
         ImageCmd::Verify { image, json } => run_verify(image, json),
         ImageCmd::Info { image, json } => run_info(image, json),
         ImageCmd::Export {

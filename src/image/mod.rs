@@ -5,6 +5,7 @@ pub mod create;
 pub mod format;
 pub mod ops;
 pub mod reader;
+pub mod resume;
 pub mod store;
 mod volumes;
 
@@ -59,6 +60,10 @@ pub enum ImageCmd {
         /// keeps its old bytes there).
         #[arg(long)]
         zero_free: bool,
+        /// Mapfile of what is written on the target (GNU ddrescue's format): resume an
+        /// interrupted restore from it, and keep it up to date.
+        #[arg(long, value_name = "FILE")]
+        map: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },

@@ -411,6 +411,11 @@ pub trait RestoreSink {
     fn skip_unallocated(&self) -> bool {
         true
     }
+    /// Makes every byte `write_chunk` has returned for durable on the target (a restore map
+    /// marks them written only after this).
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What restore/export report.
@@ -433,6 +438,11 @@ pub struct RestoreReport {
     /// What the partition-table fix-up did for a target of another size (restore only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition_table: Option<crate::clone::gpt::FixReport>,
+    /// Bytes a `--map` of an earlier, interrupted restore had already written (not rewritten).
+    pub resumed_bytes: u64,
+    /// The `--map` file kept up to date (restore only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_file: Option<PathBuf>,
     pub elapsed_secs: f64,
 }
 
@@ -441,6 +451,8 @@ struct Filled {
     buf: AlignedBuf,
     zero: bool,
     unallocated: bool,
+    /// Already on the target (a restore map says so): not read, not written.
+    done: bool,
 }
 
 /// Streams every chunk of the chain at `path`, checked (CRC, BLAKE3, media hash), into `out`.
@@ -453,7 +465,25 @@ pub fn stream(
     sink: &dyn ProgressSink,
     cancel: &Cancel,
 ) -> Result<RestoreReport> {
+    stream_resumable(path, out, job, target, sink, cancel, None)
+}
+
+/// [`stream`] keeping a restore map: chunks it marks written are neither read (their index
+/// hash still goes into the media hash) nor written again; chunks written now are marked, and
+/// the map is saved after a flush of the target every few seconds, at the end, and when the
+/// restore stops early.
+pub fn stream_resumable(
+    path: &Path,
+    out: &mut dyn RestoreSink,
+    job: &str,
+    target: &Path,
+    sink: &dyn ProgressSink,
+    cancel: &Cancel,
+    mut map: Option<&mut super::resume::RestoreMap>,
+) -> Result<RestoreReport> {
     let started = Instant::now();
+    let done_map = map.as_ref().map(|m| m.snapshot());
+    let resumed_bytes = map.as_ref().map_or(0, |m| m.resumed_bytes);
     let mut chain = Chain::open(path)?;
     let h = chain.top().header.clone();
     let expect_media = chain.top().footer.media_hash;
@@ -474,6 +504,7 @@ pub fn stream(
     let skip_unalloc = out.skip_unallocated();
     let hr = &h;
     let res: Result<[u8; 32]> = std::thread::scope(|s| {
+        let done_map = done_map.as_ref();
         let reader = s.spawn(move || -> [u8; 32] {
             let h = hr;
             let mut media = MediaHasher::new(h.disk_size, h.chunk_size);
@@ -484,6 +515,25 @@ pub fn stream(
                 }
                 let Ok(mut buf) = free_rx.recv() else { break };
                 let len = h.chunk_len(i);
+                if done_map.is_some_and(|m| chunk_written(m, h, i)) {
+                    // Written by an earlier run: only its index hash, for the media hash.
+                    let r = chain.images[0].entry(i).map(|e| {
+                        media.add(&e.hash);
+                        buf.set_len(len);
+                        Filled {
+                            i,
+                            buf,
+                            zero: false,
+                            unallocated: false,
+                            done: true,
+                        }
+                    });
+                    let stop = r.is_err();
+                    if full_tx.send(r).is_err() || stop {
+                        break;
+                    }
+                    continue;
+                }
                 buf.set_len(cs);
                 let r = chain
                     .read_chunk_resolved(i, &mut buf, &mut scratch)
@@ -497,6 +547,7 @@ pub fn stream(
                             buf,
                             zero,
                             unallocated,
+                            done: false,
                         }
                     });
                 let stop = r.is_err();
@@ -526,7 +577,9 @@ pub fn stream(
                 }
             };
             let off = f.i * cs as u64;
-            if f.unallocated && skip_unalloc {
+            if f.done {
+                // Already on the target (the map says so).
+            } else if f.unallocated && skip_unalloc {
                 unalloc_bytes += f.buf.len() as u64;
             } else {
                 let placed = match out.write_chunk(&f.buf, off, f.zero) {
@@ -540,6 +593,15 @@ pub fn stream(
                     zero_bytes += placed;
                 }
                 written += placed;
+                if let Some(m) = map.as_deref_mut() {
+                    m.mark(off, placed);
+                }
+            }
+            if let Some(m) = map.as_deref_mut().filter(|m| m.due()) {
+                if let Err(e) = checkpoint(out, m) {
+                    err = Some(e);
+                    break;
+                }
             }
             prog.done_bytes += f.buf.len() as u64;
             let _ = free_tx.send(f.buf);
@@ -562,6 +624,14 @@ pub fn stream(
             None => Ok(media),
         }
     });
+    // The map records what is on the target now, whatever happened (a failed flush leaves
+    // the last saved map, which is still true).
+    if let Some(m) = map.as_deref_mut() {
+        let saved = checkpoint(out, m);
+        if res.is_ok() {
+            saved?;
+        }
+    }
     // A failure says how far the target got (the caller tells the user it is incomplete).
     let media = res.map_err(|e| e.with_report("written_bytes", written))?;
     if media != expect_media {
@@ -587,8 +657,22 @@ pub fn stream(
         media_hash: hex(&media),
         media_hash_verified: true,
         partition_table: None,
+        resumed_bytes,
+        map_file: map.as_ref().map(|m| m.path().to_path_buf()),
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Whether chunk `i` is all written according to the restore map `m`.
+fn chunk_written(m: &crate::rescue::ExtentMap, h: &Header, i: u64) -> bool {
+    let a = i * h.chunk_size as u64;
+    super::resume::all_written(m, a, a + h.chunk_len(i) as u64)
+}
+
+/// Makes what was written durable, then saves the map that says so.
+fn checkpoint(out: &mut dyn RestoreSink, m: &mut super::resume::RestoreMap) -> Result<()> {
+    out.flush()?;
+    m.save()
 }
 
 /// A sink writing every chunk to a block device or an existing file. Bytes past the end of a
@@ -612,6 +696,9 @@ impl RestoreSink for DeviceSink<'_> {
         let n = (data.len() as u64).min(end - off) as usize;
         self.device.write_all_at(&data[..n], off)?;
         Ok(n as u64)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.device.sync()
     }
 }
 

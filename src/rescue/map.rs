@@ -35,6 +35,9 @@ pub struct StorageId {
     /// "MAJ:MIN:INODE" of a regular file (`+OFFSET` for a loop device over one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// The UUID of a `.lbi` image (restore: the map's target holds this image's data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     pub name: String,
 }
 
@@ -44,6 +47,14 @@ impl StorageId {
     pub fn differs(&self, now: &StorageId) -> Option<String> {
         if self.size != now.size {
             return Some(format!("{} bytes then, {} bytes now", self.size, now.size));
+        }
+        match (&self.image, &now.image) {
+            (Some(a), Some(b)) if a != b => {
+                return Some(format!("the image with UUID {a} then, the image {b} now"))
+            }
+            (Some(a), None) => return Some(format!("the image with UUID {a} then, a disk now")),
+            (None, Some(_)) => return Some("a disk then, an image now".to_string()),
+            _ => {}
         }
         if self.partition != now.partition {
             return Some(match (self.partition, now.partition) {
@@ -78,6 +89,9 @@ impl StorageId {
         let mut s = self.name.clone();
         if let Some(x) = &self.serial {
             s.push_str(&format!(" (serial {x})"));
+        }
+        if let Some(x) = &self.image {
+            s.push_str(&format!(" (image UUID {x})"));
         }
         s.push_str(&format!(", {} bytes", self.size));
         s

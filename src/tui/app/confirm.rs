@@ -101,6 +101,7 @@ impl App {
                 target: disk(tgt?),
                 yes: true,
                 zero_free: false,
+                map: None,
                 json: true,
             }),
             JobKind::Verify => Cmd::Image(ImageCmd::Verify {
