@@ -69,7 +69,9 @@ impl RestoreSink for PowerCut {
         if self.cut {
             return Err(Error::new(ErrorKind::Io, "no power"));
         }
-        self.file.sync_all().map_err(|e| Error::io("fsync", "target", e))
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("fsync", "target", e))
     }
 }
 
@@ -129,7 +131,14 @@ fn interrupted_restore_resumes_with_map_byte_identical() {
     assert_ne!(sha256(&tg), want_sha);
     // The same restore with --map continues and ends identical.
     let o = lb(&[
-        "image", "restore", s(&img), s(&tg), "--yes", "--map", s(&map), "--json",
+        "image",
+        "restore",
+        s(&img),
+        s(&tg),
+        "--yes",
+        "--map",
+        s(&map),
+        "--json",
     ]);
     assert_exit(&o, 0);
     let r = json(&o);
@@ -151,7 +160,14 @@ fn interrupted_restore_resumes_with_map_byte_identical() {
     old_target(&other, size);
     let osha = sha256(&other);
     let o = lb(&[
-        "image", "restore", s(&img), s(&other), "--yes", "--map", s(&map), "--json",
+        "image",
+        "restore",
+        s(&img),
+        s(&other),
+        "--yes",
+        "--map",
+        s(&map),
+        "--json",
     ]);
     assert_exit(&o, 4);
     assert!(stderr(&o).contains("not of this restore"), "{}", stderr(&o));
@@ -159,7 +175,14 @@ fn interrupted_restore_resumes_with_map_byte_identical() {
     let img2 = t.p("again.lbi");
     assert_exit(&lb(&["image", "create", s(&disk), s(&img2)]), 0);
     let o = lb(&[
-        "image", "restore", s(&img2), s(&tg), "--yes", "--map", s(&map), "--json",
+        "image",
+        "restore",
+        s(&img2),
+        s(&tg),
+        "--yes",
+        "--map",
+        s(&map),
+        "--json",
     ]);
     assert_exit(&o, 4);
     assert!(stderr(&o).contains("the image with UUID"), "{}", stderr(&o));
@@ -170,7 +193,15 @@ fn interrupted_restore_resumes_with_map_byte_identical() {
     old_target(&tk, size);
     let mk = t.p("killed.map");
     let mut child = lifeboat_cmd()
-        .args(["image", "restore", s(&img), s(&tk), "--yes", "--map", s(&mk)])
+        .args([
+            "image",
+            "restore",
+            s(&img),
+            s(&tk),
+            "--yes",
+            "--map",
+            s(&mk),
+        ])
         .env("LIFEBOAT_MAP_INTERVAL", "0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -190,14 +221,32 @@ fn interrupted_restore_resumes_with_map_byte_identical() {
     let at_kill = finished(&mk, size);
     assert!(at_kill < size, "killed after the end");
     let o = lb(&[
-        "image", "restore", s(&img), s(&tk), "--yes", "--map", s(&mk), "--json",
+        "image",
+        "restore",
+        s(&img),
+        s(&tk),
+        "--yes",
+        "--map",
+        s(&mk),
+        "--json",
     ]);
     assert_exit(&o, 0);
     assert!(json(&o)["resumed_bytes"].as_u64().unwrap() >= at_kill);
-    assert_eq!(sha256(&tk), want_sha, "restore resumed after SIGKILL differs");
+    assert_eq!(
+        sha256(&tk),
+        want_sha,
+        "restore resumed after SIGKILL differs"
+    );
     // A finished map resumes to the same result again (nothing left but the free space).
     let o = lb(&[
-        "image", "restore", s(&img), s(&tk), "--yes", "--map", s(&mk), "--json",
+        "image",
+        "restore",
+        s(&img),
+        s(&tk),
+        "--yes",
+        "--map",
+        s(&mk),
+        "--json",
     ]);
     assert_exit(&o, 0);
     assert_eq!(json(&o)["written_bytes"], 0);

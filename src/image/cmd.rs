@@ -655,8 +655,7 @@ fn restore_failed(e: Error, image: &str, target: &Path, synced: Result<()>) -> E
 
 /// A failed restore's error when a `--map` was kept: the same command continues it.
 fn resumable(mut e: Error, map: &Path) -> Error {
-    if e
-        .report
+    if e.report
         .as_ref()
         .and_then(|r| r.get("target_state"))
         .and_then(|v| v.as_str())

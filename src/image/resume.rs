@@ -27,7 +27,12 @@ pub fn save_interval(default: Duration) -> Duration {
 }
 
 /// What a restore map is of: the image (its UUID, the imaged disk's size) onto `target`.
-pub fn restore_origin(image_uuid: &str, disk_size: u64, image: &str, target: StorageId) -> MapOrigin {
+pub fn restore_origin(
+    image_uuid: &str,
+    disk_size: u64,
+    image: &str,
+    target: StorageId,
+) -> MapOrigin {
     MapOrigin {
         source: StorageId {
             size: disk_size,
@@ -126,10 +131,8 @@ mod tests {
     use super::*;
 
     fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "lifeboat-restore-map-{tag}-{}",
-            std::process::id()
-        ));
+        let d =
+            std::env::temp_dir().join(format!("lifeboat-restore-map-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -163,8 +166,8 @@ mod tests {
         let path = d.join("r.map");
         let o = restore_origin("uuid-a", 8 << 20, "a.lbi", target(16 << 20));
         let mut notes = vec![];
-        let mut m = RestoreMap::open(&path, &o, 8 << 20, "lifeboat image restore", &mut notes)
-            .unwrap();
+        let mut m =
+            RestoreMap::open(&path, &o, 8 << 20, "lifeboat image restore", &mut notes).unwrap();
         assert_eq!(m.resumed_bytes, 0);
         m.mark(0, 2 << 20);
         m.save().unwrap();
