@@ -1,8 +1,9 @@
-//! FAT12/16/32 used blocks: the reserved area (boot sector, FSInfo, backup boot sector), every
-//! FAT copy and the FAT12/16 root directory are always used; a data cluster is used when its
-//! entry is non-zero in *any* FAT copy (copies that disagree after a crash lose nothing) and not
-//! marked bad. Each copy must start with the boot sector's media byte, else the map is refused.
-//! Memory: one piece of [`PIECE`] bytes per FAT copy.
+//! FAT12/16/32 used blocks: FAT32 by its boot sector (a 16-bit FAT size of 0, as Linux and
+//! dosfstools decide), FAT12/16 by cluster count. The reserved area (boot sector, FSInfo, backup
+//! boot sector), every FAT copy and the FAT12/16 root directory are always used; a data cluster
+//! is used when its entry is non-zero in *any* FAT copy (copies that disagree after a crash lose
+//! nothing) and not marked bad. Each copy must start with the boot sector's media byte, else the
+//! map is refused. Memory: one piece of [`PIECE`] bytes per FAT copy.
 use super::{le16, le32, Range, Region, UsedMap};
 use crate::error::{Error, Result};
 use std::collections::VecDeque;
@@ -43,6 +44,9 @@ pub fn open(r: Region<'_>) -> Result<FatMap<'_>> {
     let nfats = u64::from(b[16]);
     let root_entries = u64::from(le16(&b, 17));
     let media = b[21];
+    // FAT32 is told by its BPB (a 16-bit FAT size of 0), as Linux and dosfstools do: mkfs.fat
+    // makes FAT32 with fewer than 65525 clusters when asked, and its entries are 32 bits.
+    let fat32_bpb = le16(&b, 22) == 0;
     let fatsz = match le16(&b, 22) {
         0 => u64::from(le32(&b, 36)),
         n => u64::from(n),
@@ -63,12 +67,17 @@ pub fn open(r: Region<'_>) -> Result<FatMap<'_>> {
         return Err(bad("sizes do not fit the partition"));
     }
     let clusters = (total - data_start) / spc;
-    let bits = if clusters < 4085 {
+    let bits = if fat32_bpb {
+        Bits::B32
+    } else if clusters < 4085 {
         Bits::B12
     } else if clusters < 65525 {
         Bits::B16
     } else {
-        Bits::B32
+        // Linux refuses a FAT16 BPB with more clusters than FAT16 can number.
+        return Err(bad(
+            "a FAT12/16 boot sector with more clusters than FAT16 holds",
+        ));
     };
     let entry_bits = match bits {
         Bits::B12 => 12,
