@@ -60,33 +60,6 @@ fn round_trip(t: &TempDir, disk: &Path) -> (PathBuf, serde_json::Value) {
     (target, rep)
 }
 
-/// mtools' image spec of the FAT at byte `off` of `img`.
-fn mspec(img: &Path, off: u64) -> String {
-    if off == 0 {
-        s(img).to_string()
-    } else {
-        format!("{}@@{off}", s(img))
-    }
-}
-
-/// Every file `::/NAME` of the FAT at `off` in `copy` equals the local file of that name.
-fn fat_files_equal(t: &TempDir, copy: &Path, off: u64, files: &[PathBuf]) {
-    for f in files {
-        let name = f.file_name().unwrap().to_string_lossy();
-        let out = t.p("mcopy.out");
-        let _ = fs::remove_file(&out);
-        sh(&format!(
-            "mcopy -n -i {} ::/{name} {}",
-            mspec(copy, off),
-            s(&out)
-        ));
-        assert!(
-            fs::read(&out).unwrap() == fs::read(f).unwrap(),
-            "file {name} differs after restore: used-blocks mode lost its data"
-        );
-    }
-}
-
 /// A FAT32 writer and reader for what mtools refuses to touch (a FAT32 by its BPB with fewer
 /// than 65525 clusters: mtools goes by the count): `put IMG OFFSET NAME FILE FIRST_CLUSTER`
 /// stores FILE contiguously from FIRST_CLUSTER with its chain in every FAT and an entry in the
