@@ -161,3 +161,151 @@ fn fat32_with_few_clusters_is_read_as_fat32() {
         );
     }
 }
+
+/// `dd` helpers: bytes `[off, off+len)` of `disk` into the file `part`, and back.
+fn extract(disk: &Path, part: &Path, off: u64, len: u64) {
+    sh(&format!(
+        "dd if={} of={} bs=1M skip={} count={} status=none iflag=skip_bytes,count_bytes",
+        s(disk),
+        s(part),
+        off,
+        len
+    ));
+}
+fn put_back(disk: &Path, part: &Path, off: u64) {
+    sh(&format!(
+        "dd if={} of={} bs=1M seek={} conv=notrunc status=none oflag=seek_bytes",
+        s(part),
+        s(disk),
+        off
+    ));
+}
+
+/// A disk relabelled from GPT to MBR by a tool that writes only the MBR (busybox fdisk, an old
+/// fdisk, `sfdisk --wipe never`): the old GPT is still valid but Linux and Windows ignore it
+/// (no protective MBR) and use the MBR. Here the MBR's one partition holds a new ext4 with a big
+/// file; the stale GPT's second partition starts on an old ext4 whose superblock and bitmaps
+/// survived in the new filesystem's free space. Read by the stale GPT, the old bitmaps decided
+/// which bytes of the new file were kept: most of them were not.
+#[test]
+fn stale_gpt_behind_an_mbr_is_not_trusted() {
+    if !have(&["sgdisk", "sfdisk", "mkfs.ext4", "debugfs", "e2fsck"]) {
+        return;
+    }
+    let t = TempDir::new("adv-stalegpt");
+    let disk = t.p("disk.img");
+    random_file(&disk, 64 * MIB, 41);
+    sh(&format!(
+        "sgdisk -n 1:2048:+46M -n 2:0:0 {} >/dev/null",
+        s(&disk)
+    ));
+    // The old filesystem of GPT partition 2 (at 47 MiB), with a file.
+    let old = t.p("old.img");
+    random_file(&old, 16 * MIB, 42);
+    let f = payload(&t, &[300, 48 << 10]);
+    sh(&format!(
+        "mkfs.ext4 -q -F -O ^has_journal -E nodiscard {o} && \
+         debugfs -w -R 'write {} oldfile' {o} >/dev/null 2>&1",
+        s(&f[0]),
+        o = s(&old)
+    ));
+    put_back(&disk, &old, 47 * MIB);
+    // The new label: one MBR partition from 1 MiB to the end; the GPT is left behind.
+    sh(&format!(
+        "printf 'label: dos\\nstart=2048, type=83\\n' | sfdisk -q --wipe never {}",
+        s(&disk)
+    ));
+    // The new ext4 over the old one; its big file fills the old one's free space but not its
+    // superblock, descriptors and bitmaps (the first 256 KiB, kept out of the allocation).
+    let new = t.p("new.img");
+    extract(&disk, &new, MIB, 63 * MIB);
+    let keep = 46 * 1024; // the old filesystem's first block, in the new one's 1 KiB blocks
+    let cmds = t.p("cmds");
+    fs::write(
+        &cmds,
+        format!(
+            "setb {keep} 256\nwrite {} big\nfreeb {keep} 256\n",
+            s(&f[1])
+        ),
+    )
+    .unwrap();
+    sh(&format!(
+        "mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1 {n} && \
+         debugfs -w -f {} {n} >/dev/null 2>&1 && e2fsck -fn {n} >/dev/null",
+        s(&cmds),
+        n = s(&new)
+    ));
+    put_back(&disk, &new, MIB);
+    let (copy, rep) = round_trip(&t, &disk);
+    for p in rep["partitions"].as_array().unwrap() {
+        assert_eq!(p["mode"], "all_sectors", "{rep}");
+        assert!(
+            p["reason"]
+                .as_str()
+                .unwrap()
+                .contains("without a protective entry"),
+            "{rep}"
+        );
+    }
+    extract(&copy, &new, MIB, 63 * MIB);
+    sh(&format!("e2fsck -fn {} >/dev/null", s(&new)));
+    let got = t.p("got");
+    sh(&format!(
+        "debugfs -R 'dump big {}' {} >/dev/null 2>&1",
+        s(&got),
+        s(&new)
+    ));
+    assert!(
+        fs::read(&got).unwrap() == fs::read(&f[1]).unwrap(),
+        "the new filesystem's file differs after restore: the stale GPT decided what was kept ({rep})"
+    );
+}
+
+/// Overlapping partitions make the whole disk all sectors, and the report lists every
+/// partition with that reason (it listed none, so nobody could tell why the image was big).
+#[test]
+fn overlapping_partitions_say_why() {
+    use lifeboat::fs::{Mode, UsageMap};
+    use lifeboat::io::{Access, BlockSource, Device};
+    if !have(&["mkfs.ext4"]) {
+        return;
+    }
+    let t = TempDir::new("adv-overlap");
+    let disk = t.p("disk.img");
+    random_file(&disk, 48 * MIB, 43);
+    let p = t.p("p.img");
+    random_file(&p, 32 * MIB, 44);
+    sh(&format!("mkfs.ext4 -q -F -E nodiscard {}", s(&p)));
+    put_back(&disk, &p, MIB);
+    // MBR: 1 = 1..33 MiB (Linux), 2 = 16..40 MiB (FAT32 LBA) over it.
+    let mut mbr = vec![0u8; 512];
+    for (i, (ty, start, len)) in [(0x83u8, 2048u32, 65536u32), (0x0C, 32768, 49152)]
+        .iter()
+        .enumerate()
+    {
+        let e = 446 + 16 * i;
+        mbr[e + 4] = *ty;
+        mbr[e + 8..e + 12].copy_from_slice(&start.to_le_bytes());
+        mbr[e + 12..e + 16].copy_from_slice(&len.to_le_bytes());
+    }
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        f.write_all_at(&mbr, 0).unwrap();
+    }
+    let dev = Device::open(&disk, Access::Read).unwrap();
+    let plan = UsageMap::analyze(&dev);
+    assert_eq!(plan.partitions.len(), 2, "{plan:?}");
+    for p in &plan.partitions {
+        assert_eq!(p.mode, Mode::AllSectors);
+        assert!(p.reason.as_deref().unwrap().contains("overlap"), "{p:?}");
+    }
+    assert_eq!(plan.used_bytes, dev.size());
+    assert_eq!(plan.outside_bytes, dev.size() - 39 * MIB);
+    assert_eq!(
+        plan.extents(&dev).collect::<Vec<_>>(),
+        vec![(0, dev.size())]
+    );
+}

@@ -6,7 +6,9 @@
 //! filesystem and decides its mode: *used blocks* when its map was read and is self-consistent,
 //! *all sectors* with a reason otherwise (unknown or encrypted content, a RAID/LVM member, counts
 //! that disagree with a bitmap, an NTFS volume left dirty or hibernated, an unreadable bitmap).
-//! Everything outside partitions (tables, gaps, boot code, the backup GPT) is always used.
+//! Everything outside partitions (tables, gaps, boot code, the backup GPT) is always used. A
+//! table that cannot be trusted (overlapping partitions, a GPT without a protective MBR, which
+//! Linux and Windows ignore) makes the whole disk all sectors, each partition listed with why.
 //!
 //! [`UsageMap::extents`] then streams the used byte ranges of the whole disk, sorted and
 //! coalesced. Memory is bounded: a filesystem map holds one piece of its bitmap at a time (one
@@ -392,6 +394,33 @@ fn classify(r: &Region, type_id: &str) -> (Option<String>, std::result::Result<C
     (Some(fs), content)
 }
 
+/// Why a GPT found on the disk may not be the table in use, or None. Linux and Windows take a
+/// GPT only behind a protective (or hybrid) MBR: the boot signature and a type 0xEE entry. A
+/// disk relabelled MBR by a tool that writes only the first sector (busybox fdisk, an old fdisk,
+/// `sfdisk --wipe never`), or a whole-disk filesystem made over a GPT disk, keeps a valid but
+/// stale GPT; its partitions would let an old filesystem's bitmaps decide what is copied.
+fn gpt_not_in_use(src: &dyn BlockSource) -> Option<String> {
+    let mbr = match Region::new(src, 0, 512).read(0, 512) {
+        Ok(b) => b,
+        Err(e) => return Some(format!("the first sector cannot be read ({e})")),
+    };
+    if mbr[510..512] != [0x55, 0xAA] {
+        return Some(
+            "the disk has a GPT but no boot signature in its first sector: Linux and Windows \
+             do not use that GPT, it may be stale"
+                .into(),
+        );
+    }
+    if !(0..4).any(|i| mbr[446 + 16 * i + 4] == 0xEE) {
+        return Some(
+            "the disk has a GPT behind an MBR without a protective entry: Linux and Windows use \
+             the MBR, the GPT may be stale"
+                .into(),
+        );
+    }
+    None
+}
+
 /// Opens the used-block map of a classified partition.
 fn open_map<'a>(r: Region<'a>, c: &Content) -> Result<Box<dyn UsedMap + 'a>> {
     Ok(match c {
@@ -427,6 +456,12 @@ impl UsageMap {
         };
         let ss = table.sector_size as u64;
         let mut sorted = table.partitions.clone();
+        if table.kind == TableKind::Gpt {
+            if let Some(why) = gpt_not_in_use(src) {
+                sorted.sort_by_key(|p| p.first_lba);
+                return Self::whole_disk(src, table.kind, ss, &sorted, &why);
+            }
+        }
         if table.kind == TableKind::None && size >= ss {
             // No partition table: a filesystem on the whole disk (a "superfloppy" USB stick).
             sorted.push(gpt::Part {
@@ -445,10 +480,13 @@ impl UsageMap {
         for p in &sorted {
             let start = p.first_lba.saturating_mul(ss);
             if start < prev_end {
-                // Overlapping partitions: no partition can be trusted to own its bytes.
-                let mut m = Self::all_sectors(src);
-                m.table = table.kind;
-                return m;
+                return Self::whole_disk(
+                    src,
+                    table.kind,
+                    ss,
+                    &sorted,
+                    "partitions overlap: none can be trusted to own its bytes",
+                );
             }
             prev_end = prev_end.max((p.last_lba + 1).saturating_mul(ss).min(size));
         }
@@ -499,6 +537,43 @@ impl UsageMap {
             partitions,
             outside_bytes: outside,
             contents,
+        }
+    }
+
+    /// The whole disk in all-sectors mode because the partition table itself cannot be trusted:
+    /// every partition is listed with `reason`, so the report says why.
+    fn whole_disk(
+        src: &dyn BlockSource,
+        table: TableKind,
+        ss: u64,
+        sorted: &[gpt::Part],
+        reason: &str,
+    ) -> UsageMap {
+        let size = src.size();
+        let (mut covered, mut pos) = (0u64, 0u64);
+        let mut partitions = Vec::new();
+        for p in sorted {
+            let start = p.first_lba.saturating_mul(ss).min(size);
+            let end = (p.last_lba + 1).saturating_mul(ss).min(size);
+            covered += end.saturating_sub(start.max(pos));
+            pos = pos.max(end);
+            partitions.push(PartitionUsage {
+                number: p.number,
+                start_bytes: start,
+                size_bytes: end.saturating_sub(start),
+                filesystem: None,
+                mode: Mode::AllSectors,
+                reason: Some(reason.to_string()),
+                used_bytes: end.saturating_sub(start),
+            });
+        }
+        UsageMap {
+            disk_size: size,
+            table,
+            contents: vec![None; partitions.len()],
+            partitions,
+            outside_bytes: size - covered,
+            used_bytes: size,
         }
     }
 
