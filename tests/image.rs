@@ -438,7 +438,7 @@ fn failing_source_records_unreadable_sectors() {
     };
     let img = t.p("f.lbi");
     let rep = create(
-        &src,
+        std::sync::Arc::new(src),
         &SourceIdentity::default(),
         &img,
         &CreateOptions::default(),
@@ -491,7 +491,7 @@ proptest::proptest! {
         let src = lifeboat::io::Device::open(&disk, lifeboat::io::Access::Read).unwrap();
         let opts = CreateOptions { chunk_size: 64 << 10, threads: 2, ..Default::default() };
         let full = t.p("full.lbi");
-        create(&src, &SourceIdentity::default(), &full, &opts, &NoProgress, &Cancel::new()).unwrap();
+        create(std::sync::Arc::new(src), &SourceIdentity::default(), &full, &opts, &NoProgress, &Cancel::new()).unwrap();
         let out = t.p("o.raw");
         lifeboat::image::export(&full, &out, false, &NoProgress, &Cancel::new()).unwrap();
         proptest::prop_assert!(fs::read(&out).unwrap() == data);
@@ -504,7 +504,7 @@ proptest::proptest! {
         let src = lifeboat::io::Device::open(&disk, lifeboat::io::Access::Read).unwrap();
         let inc = t.p("inc.lbi");
         let o2 = CreateOptions { parent: Some(full.clone()), parent_hint: s(&full).into(), ..opts };
-        create(&src, &SourceIdentity::default(), &inc, &o2, &NoProgress, &Cancel::new()).unwrap();
+        create(std::sync::Arc::new(src), &SourceIdentity::default(), &inc, &o2, &NoProgress, &Cancel::new()).unwrap();
         lifeboat::image::export(&inc, &out, true, &NoProgress, &Cancel::new()).unwrap();
         proptest::prop_assert!(fs::read(&out).unwrap() == d2);
         let rep = lifeboat::image::verify(&inc, &NoProgress, &Cancel::new()).unwrap();
@@ -529,7 +529,7 @@ proptest::proptest! {
             fs::write(&disk, &data).unwrap();
             let src = lifeboat::io::Device::open(&disk, lifeboat::io::Access::Read).unwrap();
             let opts = CreateOptions { chunk_size: 64 << 10, ..Default::default() };
-            create(&src, &SourceIdentity::default(), &t.p("b.lbi"), &opts, &NoProgress, &Cancel::new()).unwrap();
+            create(std::sync::Arc::new(src), &SourceIdentity::default(), &t.p("b.lbi"), &opts, &NoProgress, &Cancel::new()).unwrap();
             let b = fs::read(t.p("b.lbi")).unwrap();
             (t, b)
         });
@@ -648,7 +648,7 @@ fn cancelled_create_leaves_only_a_marked_partial_file() {
     let cancel = Cancel::new();
     cancel.cancel();
     let e = create(
-        &src,
+        std::sync::Arc::new(src),
         &SourceIdentity::default(),
         &img,
         &CreateOptions::default(),

@@ -487,7 +487,7 @@ fn failing_source_bad_sectors_in_free_space_are_never_read() {
         .bad(free_bad_empty, 512);
     let img = t.p("bad.lbi");
     let rep = create(
-        &src,
+        std::sync::Arc::new(src),
         &SourceIdentity::default(),
         &img,
         &CreateOptions::default(),

@@ -200,7 +200,8 @@ fn run_create(
         ..Default::default()
     };
     let sink = StderrSink::from_env();
-    let mut rep = create(&dev, &id, &store.path, &opts, &sink, &cancel).map_err(|e| {
+    let dev: std::sync::Arc<dyn crate::io::BlockSource> = std::sync::Arc::new(dev);
+    let mut rep = create(dev, &id, &store.path, &opts, &sink, &cancel).map_err(|e| {
         if e.kind != ErrorKind::Cancelled {
             return e;
         }

@@ -1,22 +1,24 @@
-//! `image create`: the pipeline (one reader thread, N compressor threads, the ordered writer on
-//! the calling thread, bounded queues, reused buffers), rescue-grade reading of a failing source,
+//! `image create`: the pipeline — the source read by the rescue engine through [`super::feed`]
+//! (good data first across the whole disk, then trim, scrape, retry; chunks handed over as they
+//! complete), N compressor threads, the writer that stores payloads in completion order and
+//! each index segment once all its chunks are stored, bounded queues, reused buffers —,
 //! incrementals against a parent, and the temp-name + fsync + rename commit (the volumes
 //! themselves are written by [`super::volumes::VolumeWriter`]).
+use super::feed;
 use super::format::*;
 use super::reader::{Chain, Image};
 use super::volumes::VolumeWriter;
 use crate::error::{Error, Result};
 pub use crate::io::is_zero;
 use crate::io::{AlignedBuf, BlockSource};
-use crate::jobs::{Cancel, Progress, ProgressSink, RateMeter};
+use crate::jobs::{Cancel, ProgressSink};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What `image create` compresses with unless told otherwise (see README's figures).
 /// zstd level 1: on the reused-disk benchmark it made smaller images than LZ4 *and* finished
@@ -25,10 +27,6 @@ pub const DEFAULT_COMPRESSION: Compression = Compression::Zstd(1);
 
 /// Smallest accepted `--split` size: room for a header, a raw chunk and an index segment.
 pub const MIN_SPLIT: u64 = 4 << 20;
-/// Bytes tried at once when narrowing a read error down (before going sector by sector).
-const NARROW_STEP: usize = 64 << 10;
-/// Attempts per sector before it is recorded as unreadable.
-const SECTOR_TRIES: u32 = 2;
 
 /// Who the source is (recorded in the header).
 #[derive(Debug, Clone, Default)]
@@ -54,6 +52,8 @@ pub struct CreateOptions {
     pub all_sectors: bool,
     /// How chunks are compressed (`--compress`).
     pub compress: Compression,
+    /// Retry passes of the rescue engine over unreadable sectors.
+    pub retries: u32,
 }
 
 impl Default for CreateOptions {
@@ -67,6 +67,7 @@ impl Default for CreateOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             all_sectors: false,
             compress: DEFAULT_COMPRESSION,
+            retries: 1,
         }
     }
 }
@@ -97,23 +98,36 @@ pub struct CreateReport {
     pub bad_ranges: Vec<(u64, u64)>,
     pub media_hash: String,
     pub elapsed_secs: f64,
+    /// Reads issued to the source while imaging (the rescue engine's, and the re-reads of good
+    /// sectors of chunks that were not kept in memory), and how many of the engine's failed.
+    pub reads_total: u64,
+    pub reads_failed: u64,
+    /// Good bytes read a second time (see `image::feed`), and those of them that failed then
+    /// (stored as zeros and counted as unreadable).
+    pub reread_bytes: u64,
+    pub reread_failed_bytes: u64,
 }
 
-struct Slot {
-    data: AlignedBuf,
-    out: Vec<u8>,
+pub(super) struct Slot {
+    pub(super) data: AlignedBuf,
+    pub(super) out: Vec<u8>,
 }
 
-struct Job {
-    i: u64,
-    slot: Slot,
+/// One chunk for the compressors: `seq` is its place in the data stream (the order in which
+/// the reader side completed it), `i` the chunk number.
+pub(super) struct Job {
+    pub(super) seq: u64,
+    pub(super) i: u64,
+    pub(super) slot: Slot,
     /// No used block in the chunk: nothing was read.
-    unallocated: bool,
-    bad: Vec<(u64, u64)>,
-    parent_hash: Option<[u8; 32]>,
+    pub(super) unallocated: bool,
+    /// Unreadable `(start, len)` ranges inside the chunk (zeros in `slot.data`).
+    pub(super) bad: Vec<(u64, u64)>,
+    pub(super) parent_hash: Option<[u8; 32]>,
 }
 
 struct Done {
+    seq: u64,
     i: u64,
     slot: Slot,
     kind: Kind,
@@ -123,28 +137,7 @@ struct Done {
     bad: Vec<(u64, u64)>,
 }
 
-/// Reads `buf` at `off` fully, except past the end of the source (`size`): the last sector of
-/// a source whose size is not a sector multiple is read with a padded, aligned length.
-fn read_full(src: &dyn BlockSource, buf: &mut [u8], off: u64, size: u64) -> std::io::Result<()> {
-    let need = (buf.len() as u64).min(size.saturating_sub(off)) as usize;
-    let mut done = 0;
-    while done < need {
-        match src.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "source ended early",
-                ))
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn push_bad(bad: &mut Vec<(u64, u64)>, s: u64, l: u64) {
+pub(super) fn push_bad(bad: &mut Vec<(u64, u64)>, s: u64, l: u64) {
     if let Some(last) = bad.last_mut() {
         if last.0 + last.1 == s {
             last.1 += l;
@@ -152,64 +145,6 @@ fn push_bad(bad: &mut Vec<(u64, u64)>, s: u64, l: u64) {
         }
     }
     bad.push((s, l));
-}
-
-/// Reads one chunk like a rescue tool: the whole chunk first; on an error, 64 KiB pieces, then
-/// the failing pieces sector by sector with a bounded number of tries. Unreadable sectors become
-/// zeros and are returned as disk byte ranges. An early end of the source is an error. `buf`
-/// may extend past the end of the source (sector padding); only bytes before it count.
-pub fn read_chunk_rescue(
-    src: &dyn BlockSource,
-    buf: &mut [u8],
-    off: u64,
-) -> Result<Vec<(u64, u64)>> {
-    let size = src.size();
-    let mut bad = Vec::new();
-    let fatal =
-        |e: std::io::Error, at: u64| Error::io("read the source", src.name(), e).at_offset(at);
-    match read_full(src, buf, off, size) {
-        Ok(()) => return Ok(bad),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(fatal(e, off)),
-        Err(_) => {}
-    }
-    let lbs = (src.logical_block_size() as usize).max(512);
-    let mut p = 0;
-    while p < buf.len() && off + (p as u64) < size {
-        let n = NARROW_STEP.min(buf.len() - p);
-        match read_full(src, &mut buf[p..p + n], off + p as u64, size) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(fatal(e, off + p as u64))
-            }
-            Err(_) => {
-                let mut q = p;
-                while q < p + n && off + (q as u64) < size {
-                    let m = lbs.min(p + n - q);
-                    let mut ok = false;
-                    for _ in 0..SECTOR_TRIES {
-                        match read_full(src, &mut buf[q..q + m], off + q as u64, size) {
-                            Ok(()) => {
-                                ok = true;
-                                break;
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                                return Err(fatal(e, off + q as u64))
-                            }
-                            Err(_) => {}
-                        }
-                    }
-                    if !ok {
-                        buf[q..q + m].fill(0);
-                        let real = (m as u64).min(size - (off + q as u64));
-                        push_bad(&mut bad, off + q as u64, real);
-                    }
-                    q += m;
-                }
-            }
-        }
-        p += n;
-    }
-    Ok(bad)
 }
 
 pub(crate) fn partial_name(p: &Path) -> PathBuf {
@@ -237,7 +172,7 @@ fn now_secs() -> u64 {
 
 /// Creates an image of `src` at `image` (the first volume's path).
 pub fn create(
-    src: &dyn BlockSource,
+    src: Arc<dyn BlockSource>,
     id: &SourceIdentity,
     image: &Path,
     opts: &CreateOptions,
@@ -299,7 +234,7 @@ pub fn create(
         parent = Some(p);
     }
     // The used-block plan: which bytes hold data (filesystem maps; all sectors where unknown).
-    let mut plan = crate::fs::UsageMap::analyze(src);
+    let mut plan = crate::fs::UsageMap::analyze(src.as_ref());
     if opts.all_sectors {
         plan.force_all_sectors("--all-sectors was given");
     }
@@ -365,7 +300,6 @@ pub fn create(
     let out_cap = max_payload_any(cs as usize);
 
     let mut vw = VolumeWriter::new(image, header.clone(), opts.split)?;
-    let stop = AtomicBool::new(false);
     let (free_tx, free_rx) = mpsc::sync_channel::<Slot>(nslots);
     for _ in 0..nslots {
         let _ = free_tx.send(Slot {
@@ -377,171 +311,62 @@ pub fn create(
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let zero_full = *blake3::hash(&vec![0u8; cs as usize]).as_bytes();
+    // The reader side: the rescue engine over the domain, through the feed (see `feed`).
+    let lbs = src.logical_block_size().max(512) as u64;
+    let domain = Arc::new(feed::Domain::new(
+        used_mode.then(|| plan.extents(src.as_ref()).collect()),
+        size,
+        lbs,
+    ));
+    let map = domain.fresh_map(size);
+    let feed = Arc::new(feed::Feed::new(
+        src.clone(),
+        cs,
+        domain.clone(),
+        map.clone(),
+        feed::Feed::no_chunks_emitted(chunks),
+        0,
+        job_tx,
+        free_rx,
+        parent,
+    ));
+    let ropts = crate::rescue::Options {
+        retries: opts.retries,
+        hash: false,
+        mapfile: None,
+        job: "image-create".into(),
+        ..crate::rescue::Options::default()
+    };
 
+    let mut rescued: Option<crate::rescue::Outcome> = None;
     let result = std::thread::scope(|s| {
-        let stop = &stop;
-        let header_r = &header;
-        let plan_r = &plan;
-        let reader = s.spawn(move || -> Result<()> {
-            let mut parent = parent;
-            let mut cursor = used_mode.then(|| crate::fs::UsedCursor::new(plan_r.extents(src)));
-            let lbs = (src.logical_block_size() as usize).max(512);
-            for i in 0..chunks {
-                if stop.load(Ordering::Relaxed) || cancel.is_cancelled() {
-                    return Ok(());
-                }
-                let Ok(mut slot) = free_rx.recv() else {
-                    return Ok(());
-                };
-                let len = header_r.chunk_len(i);
-                let start = i * cs as u64;
-                let used = cursor
-                    .as_mut()
-                    .map(|c| c.used_in(start, start + len as u64));
-                // Read whole sectors (O_DIRECT); a source that ends mid-sector is padded.
-                let padded = len
-                    .div_ceil(lbs)
-                    .saturating_mul(lbs)
-                    .min(slot.data.capacity());
-                slot.data.set_len(padded);
-                let mut bad = Vec::new();
-                let unallocated = used.as_ref().is_some_and(|u| u.is_empty());
-                match &used {
-                    // No used block: nothing is read (bad sectors there are never tried).
-                    Some(_) if unallocated => slot.data.fill(0),
-                    Some(u) if u.as_slice() != [(start, start + len as u64)] => {
-                        // Only the used blocks are kept; the free ones become zeros (deleted
-                        // data is neither stored nor leaked). A chunk that is mostly used is
-                        // read in one request and its free blocks zeroed; if that read fails,
-                        // or the chunk is mostly free, each used range is read on its own (bad
-                        // sectors in free space are never tried).
-                        let used_len: u64 = u.iter().map(|r| r.1 - r.0).sum();
-                        if used_len * 2 >= len as u64
-                            && read_full(src, &mut slot.data, start, src.size()).is_ok()
-                        {
-                            let mut pos = 0usize;
-                            for &(a, b) in u {
-                                slot.data[pos..(a - start) as usize].fill(0);
-                                pos = (b - start) as usize;
-                            }
-                            slot.data[pos..].fill(0);
-                        } else {
-                            slot.data.fill(0);
-                            for &(a, b) in u {
-                                let ra = ((a - start) as usize) / lbs * lbs;
-                                let rb = ((b - start) as usize).div_ceil(lbs) * lbs;
-                                let rb = rb.min(padded);
-                                bad.extend(read_chunk_rescue(
-                                    src,
-                                    &mut slot.data[ra..rb],
-                                    start + ra as u64,
-                                )?);
-                            }
-                        }
-                    }
-                    _ => bad = read_chunk_rescue(src, &mut slot.data, start)?,
-                }
-                slot.data.set_len(len);
-                let parent_hash = match parent.as_mut() {
-                    Some(p) => Some(p.entry(i)?.hash),
-                    None => None,
-                };
-                if job_tx
-                    .send(Job {
-                        i,
-                        slot,
-                        unallocated,
-                        bad,
-                        parent_hash,
-                    })
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-            Ok(())
-        });
         for _ in 0..threads {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
             let compress = opts.compress;
-            s.spawn(move || {
-                let mut zc = match compress {
-                    Compression::Zstd(level) => zstd::bulk::Compressor::new(level).ok(),
-                    Compression::Lz4 => None,
-                };
-                loop {
-                    let job = match job_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(mut job) = job else { return };
-                    let data = &job.slot.data[..];
-                    let len = data.len();
-                    let (kind, stored, crc, hash);
-                    if job.unallocated {
-                        hash = if len == cs as usize {
-                            zero_full
-                        } else {
-                            *blake3::hash(data).as_bytes()
-                        };
-                        (kind, stored, crc) = (Kind::Unallocated, 0, 0);
-                    } else if is_zero(data) {
-                        hash = if len == cs as usize {
-                            zero_full
-                        } else {
-                            *blake3::hash(data).as_bytes()
-                        };
-                        (kind, stored, crc) = (Kind::Zero, 0, 0);
-                    } else {
-                        hash = *blake3::hash(data).as_bytes();
-                        if job.parent_hash == Some(hash) {
-                            (kind, stored, crc) = (Kind::Parent, 0, 0);
-                        } else {
-                            let out = &mut job.slot.out[..];
-                            let packed = match zc.as_mut() {
-                                Some(z) => z
-                                    .compress_to_buffer(data, out)
-                                    .ok()
-                                    .map(|n| (Kind::Zstd, n)),
-                                None => lz4_flex::block::compress_into(data, out)
-                                    .ok()
-                                    .map(|n| (Kind::Lz4, n)),
-                            };
-                            match packed {
-                                Some((k, n)) if n < len => {
-                                    (kind, stored, crc) = (k, n, crc32fast::hash(&out[..n]));
-                                }
-                                _ => (kind, stored, crc) = (Kind::Raw, len, crc32fast::hash(data)),
-                            }
-                        }
-                    }
-                    let d = Done {
-                        i: job.i,
-                        slot: job.slot,
-                        kind,
-                        stored,
-                        crc,
-                        hash,
-                        bad: job.bad,
-                    };
-                    if done_tx.send(d).is_err() {
-                        return;
-                    }
-                }
-            });
+            s.spawn(move || compress_loop(job_rx, done_tx, compress, cs, zero_full));
         }
         drop(done_tx);
-        let w = write_loop(
-            &mut vw, &header, &usage, done_rx, free_tx, sink, cancel, started,
+        let vw_r = &mut vw;
+        let (header_r, usage_r) = (&header, &usage);
+        let writer = s.spawn(move || write_loop(vw_r, header_r, usage_r, done_rx, free_tx));
+        // The engine reports progress (phase, pass, reads, time since the last good read) on
+        // this thread; its writer thread hands the pieces to the feed.
+        let r = crate::rescue::run(src.clone(), feed.clone(), map, &ropts, sink, cancel).and_then(
+            |out| {
+                if out.cancelled {
+                    return Err(Error::cancelled());
+                }
+                feed.finish(&out.map, cancel)?;
+                rescued = Some(out);
+                Ok(())
+            },
         );
-        if w.is_err() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        let r = reader.join().unwrap_or_else(|_| {
+        feed.close();
+        let w = writer.join().unwrap_or_else(|_| {
             Err(Error::new(
                 crate::error::ErrorKind::Io,
-                "the reader thread panicked",
+                "the image writer thread panicked",
             ))
         });
         match (r, w) {
@@ -557,6 +382,7 @@ pub fn create(
         }
     };
     let volumes = vw.commit()?;
+    let fs = feed.stats();
     let image_bytes = volumes
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
@@ -583,64 +409,145 @@ pub fn create(
         bad_ranges,
         media_hash: hex(&footer.media_hash),
         elapsed_secs: started.elapsed().as_secs_f64(),
+        reads_total: rescued.as_ref().map_or(0, |o| o.reads_total) + fs.rereads,
+        reads_failed: rescued.as_ref().map_or(0, |o| o.reads_failed),
+        reread_bytes: fs.reread_bytes,
+        reread_failed_bytes: fs.reread_failed_bytes,
     })
 }
 
 /// Bad ranges kept for the report (all of them are in the index regardless).
 const REPORT_BAD_RANGES: usize = 10_000;
 
-#[allow(clippy::too_many_arguments)]
+/// A compressor thread: hashes each chunk, recognises zero / unallocated / unchanged chunks and
+/// compresses the rest (raw when that does not help).
+fn compress_loop(
+    job_rx: Arc<Mutex<Receiver<Job>>>,
+    done_tx: mpsc::Sender<Done>,
+    compress: Compression,
+    cs: u32,
+    zero_full: [u8; 32],
+) {
+    let mut zc = match compress {
+        Compression::Zstd(level) => zstd::bulk::Compressor::new(level).ok(),
+        Compression::Lz4 => None,
+    };
+    loop {
+        let job = match job_rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(mut job) = job else { return };
+        let data = &job.slot.data[..];
+        let len = data.len();
+        let (kind, stored, crc, hash);
+        if job.unallocated {
+            hash = if len == cs as usize {
+                zero_full
+            } else {
+                *blake3::hash(data).as_bytes()
+            };
+            (kind, stored, crc) = (Kind::Unallocated, 0, 0);
+        } else if is_zero(data) {
+            hash = if len == cs as usize {
+                zero_full
+            } else {
+                *blake3::hash(data).as_bytes()
+            };
+            (kind, stored, crc) = (Kind::Zero, 0, 0);
+        } else {
+            hash = *blake3::hash(data).as_bytes();
+            if job.parent_hash == Some(hash) {
+                (kind, stored, crc) = (Kind::Parent, 0, 0);
+            } else {
+                let out = &mut job.slot.out[..];
+                let packed = match zc.as_mut() {
+                    Some(z) => z
+                        .compress_to_buffer(data, out)
+                        .ok()
+                        .map(|n| (Kind::Zstd, n)),
+                    None => lz4_flex::block::compress_into(data, out)
+                        .ok()
+                        .map(|n| (Kind::Lz4, n)),
+                };
+                match packed {
+                    Some((k, n)) if n < len => {
+                        (kind, stored, crc) = (k, n, crc32fast::hash(&out[..n]));
+                    }
+                    _ => (kind, stored, crc) = (Kind::Raw, len, crc32fast::hash(data)),
+                }
+            }
+        }
+        let d = Done {
+            seq: job.seq,
+            i: job.i,
+            slot: job.slot,
+            kind,
+            stored,
+            crc,
+            hash,
+            bad: job.bad,
+        };
+        if done_tx.send(d).is_err() {
+            return;
+        }
+    }
+}
+
+/// An index segment being filled: chunks arrive in the order the reader side completed them.
+#[derive(Debug, Clone, Default)]
+pub(super) struct OpenSegment {
+    pub(super) entries: Vec<Option<Entry>>,
+    pub(super) filled: usize,
+    pub(super) bad: Vec<(u64, u64)>,
+}
+
+/// The index as written so far: what a resumed create needs to go on (see `journal`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct IndexState {
+    /// Segments written, in the order written.
+    pub(super) segtab: Vec<SegRef>,
+    /// Segments not complete yet (by segment number): their chunks written so far.
+    pub(super) open: BTreeMap<u64, OpenSegment>,
+    pub(super) footer: Footer,
+    /// Chunks written (entries made).
+    pub(super) written: u64,
+    /// The next sequence number to write.
+    pub(super) next_seq: u64,
+}
+
+/// Writes the chunks in sequence order (payloads of stored chunks; an index segment as soon
+/// as all its chunks are written), then the tail; returns the footer and the bad ranges
+/// (capped for the report).
 fn write_loop(
     vw: &mut VolumeWriter,
     header: &Header,
     usage: &[u8],
     done_rx: Receiver<Done>,
     free_tx: SyncSender<Slot>,
-    sink: &dyn ProgressSink,
-    cancel: &Cancel,
-    started: Instant,
 ) -> Result<(Footer, Vec<(u64, u64)>)> {
     let chunks = header.chunk_count();
     let sc = header.segment_chunks as u64;
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
-    let mut next = 0u64;
-    let mut media = MediaHasher::new(header.disk_size, header.chunk_size);
-    let mut seg = Segment {
-        first_chunk: 0,
-        entries: Vec::with_capacity(sc as usize),
-        bad: Vec::new(),
-    };
-    let mut segtab: Vec<SegRef> = Vec::new();
-    let mut f = Footer {
-        uuid: header.uuid,
-        chunks,
+    let mut idx = IndexState {
+        footer: Footer {
+            uuid: header.uuid,
+            chunks,
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let mut report_bad = Vec::new();
-    let mut prog = Progress::new("image-create", "imaging", header.disk_size);
-    let mut meter = RateMeter::new(Duration::from_secs(10));
-    let mut last_report = Instant::now();
-    // Coarse disk map for displays: '+' imaged, '-' has unreadable sectors, '.' not yet read.
-    const MAP_CELLS: u64 = 64;
-    let cells = MAP_CELLS.min(chunks.max(1));
-    let mut bad_cell = vec![false; cells as usize];
-    let cell_of = |i: u64| ((i * cells) / chunks.max(1)) as usize;
-    while next < chunks {
-        if cancel.is_cancelled() {
-            return Err(Error::cancelled());
-        }
+    while idx.written < chunks {
         let Ok(d) = done_rx.recv() else {
-            // The reader stopped (error or cancel): the caller reports why.
-            if cancel.is_cancelled() {
-                return Err(Error::cancelled());
-            }
+            // The reader side stopped (error or cancel): the caller reports why.
             return Err(Error::new(
                 crate::error::ErrorKind::Io,
                 "image creation stopped before the end of the source",
             ));
         };
-        pending.insert(d.i, d);
-        while let Some(d) = pending.remove(&next) {
+        pending.insert(d.seq, d);
+        while let Some(d) = pending.remove(&idx.next_seq) {
+            let f = &mut idx.footer;
             let len = header.chunk_len(d.i);
             let (volume, offset) = match d.kind {
                 Kind::Zero | Kind::Parent | Kind::Unallocated => (0, 0),
@@ -654,67 +561,98 @@ fn write_loop(
                 _ => f.stored_chunks += 1,
             }
             f.payload_bytes += d.stored as u64;
-            let mut flags = 0;
-            if !d.bad.is_empty() {
-                bad_cell[cell_of(d.i).min(cells as usize - 1)] = true;
-            }
-            for &(s, l) in &d.bad {
-                flags = FLAG_BAD;
-                f.bad_bytes += l;
-                push_bad(&mut seg.bad, s, l);
-                if report_bad.len() < REPORT_BAD_RANGES {
-                    push_bad(&mut report_bad, s, l);
-                }
-            }
-            seg.entries.push(Entry {
+            let entry = Entry {
                 offset,
                 len: d.stored as u32,
                 volume,
                 kind: d.kind,
-                flags,
+                flags: if d.bad.is_empty() { 0 } else { FLAG_BAD },
                 crc: d.crc,
                 hash: d.hash,
+            };
+            let k = d.i / sc;
+            let n = (chunks - k * sc).min(sc) as usize;
+            let seg = idx.open.entry(k).or_insert_with(|| OpenSegment {
+                entries: vec![None; n],
+                filled: 0,
+                bad: Vec::new(),
             });
-            media.add(&d.hash);
+            let slot = &mut seg.entries[(d.i - k * sc) as usize];
+            if slot.is_none() {
+                seg.filled += 1;
+            }
+            *slot = Some(entry);
+            seg.bad.extend_from_slice(&d.bad);
             let _ = free_tx.send(d.slot);
-            next += 1;
-            if seg.entries.len() as u64 == sc || next == chunks {
-                f.bad_ranges += seg.bad.len() as u64;
-                let bytes = seg.encode();
+            idx.written += 1;
+            idx.next_seq += 1;
+            if seg.filled == n {
+                let Some(seg) = idx.open.remove(&k) else {
+                    continue;
+                };
+                let mut bad = seg.bad;
+                bad.sort_unstable();
+                let mut merged = Vec::with_capacity(bad.len());
+                for (s, l) in bad {
+                    push_bad(&mut merged, s, l);
+                }
+                let f = &mut idx.footer;
+                f.bad_ranges += merged.len() as u64;
+                f.bad_bytes += merged.iter().map(|r| r.1).sum::<u64>();
+                let segment = Segment {
+                    first_chunk: k * sc,
+                    entries: seg.entries.into_iter().flatten().collect(),
+                    bad: merged,
+                };
+                let bytes = segment.encode();
                 let (volume, offset) = vw.record(&[&bytes])?;
-                segtab.push(SegRef {
+                idx.segtab.push(SegRef {
                     offset,
                     volume,
                     len: bytes.len() as u32,
-                    first_chunk: seg.first_chunk,
+                    first_chunk: k * sc,
                 });
-                seg.entries.clear();
-                seg.bad.clear();
-                seg.first_chunk = next;
             }
-            prog.done_bytes = (next * header.chunk_size as u64).min(header.disk_size);
-            prog.bad_bytes = f.bad_bytes;
-        }
-        if last_report.elapsed() >= Duration::from_millis(200) {
-            last_report = Instant::now();
-            let (r, eta) = meter.update(last_report, prog.done_bytes, prog.total_bytes);
-            prog.rate_bytes_per_sec = r;
-            prog.eta_secs = eta;
-            let done_cells = cell_of(next);
-            prog.map = Some(
-                (0..cells as usize)
-                    .map(|c| match (c < done_cells, bad_cell[c]) {
-                        (_, true) => '-',
-                        (true, false) => '+',
-                        _ => '.',
-                    })
-                    .collect(),
-            );
-            sink.progress(&prog);
         }
     }
     drop(free_tx);
-    // Tail: usage record + segment table + footer, in one record (never split across volumes).
+    finish_tail(vw, header, usage, idx)
+}
+
+/// The tail once every chunk is written: the media hash and the report's bad ranges from the
+/// segments read back in chunk order, then usage record + segment table + footer in one record
+/// (never split across volumes).
+fn finish_tail(
+    vw: &mut VolumeWriter,
+    header: &Header,
+    usage: &[u8],
+    idx: IndexState,
+) -> Result<(Footer, Vec<(u64, u64)>)> {
+    let mut f = idx.footer;
+    let mut segtab = idx.segtab;
+    segtab.sort_by_key(|r| r.first_chunk);
+    let sc = header.segment_chunks as u64;
+    let chunks = header.chunk_count();
+    let mut media = MediaHasher::new(header.disk_size, header.chunk_size);
+    let mut report_bad = Vec::new();
+    for r in &segtab {
+        let mut b = vec![0u8; r.len as usize];
+        vw.read_at(r.volume, r.offset, &mut b)?;
+        let n = (chunks - r.first_chunk).min(sc) as usize;
+        let seg = Segment::decode(&b, header, r.first_chunk, n).map_err(|m| {
+            Error::corrupt(format!(
+                "the index segment just written reads back wrong: {m}"
+            ))
+        })?;
+        for e in &seg.entries {
+            media.add(&e.hash);
+        }
+        for &(s, l) in &seg.bad {
+            if report_bad.len() < REPORT_BAD_RANGES {
+                push_bad(&mut report_bad, s, l);
+            }
+        }
+    }
     let mut tab = vec![0u8; segtab.len() * SEGTAB_ENTRY];
     for (k, r) in segtab.iter().enumerate() {
         r.encode_into(&mut tab[k * SEGTAB_ENTRY..(k + 1) * SEGTAB_ENTRY]);
@@ -731,11 +669,5 @@ fn write_loop(
     f.segtab_offset = at + usage.len() as u64;
     let fb = f.encode();
     vw.record(&[usage, &tab, &fb])?;
-    prog.done_bytes = header.disk_size;
-    prog.phase = "syncing".into();
-    prog.rate_bytes_per_sec =
-        (header.disk_size as f64 / started.elapsed().as_secs_f64().max(1e-3)) as u64;
-    prog.eta_secs = Some(0);
-    sink.progress(&prog);
     Ok((f, report_bad))
 }

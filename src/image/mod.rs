@@ -2,6 +2,7 @@
 //! and the `lifeboat image ...` commands (their runners are in `cmd`).
 mod cmd;
 pub mod create;
+pub mod feed;
 pub mod format;
 pub mod ops;
 pub mod reader;

@@ -132,6 +132,16 @@ impl VolumeWriter {
         self.len += total;
         Ok((self.cur(), off))
     }
+    /// Reads back `buf.len()` bytes written at `off` of volume `volume` (1-based).
+    pub(crate) fn read_at(&self, volume: u16, off: u64, buf: &mut [u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let (f, p) = self
+            .files
+            .get((volume as usize).wrapping_sub(1))
+            .ok_or_else(|| Error::invalid(format!("volume {volume} was not written")))?;
+        f.read_exact_at(buf, off)
+            .map_err(|e| Error::io("read back", p, e).at_offset(off))
+    }
     /// fsyncs every volume, renames them (last first) and fsyncs the directory.
     pub(crate) fn commit(self) -> Result<Vec<PathBuf>> {
         let mut finals = Vec::new();

@@ -78,6 +78,7 @@ pub fn open_regular(path: &Path, what: &str) -> Result<File> {
 pub fn create_fresh(path: &Path) -> Result<File> {
     for _ in 0..8 {
         match std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o644)

@@ -25,6 +25,18 @@ pub trait RescueTarget: Send + Sync {
     fn write_at(&self, buf: &[u8], off: u64) -> Result<()>;
     /// Makes everything written so far durable.
     fn sync(&self) -> Result<()>;
+    /// `[off, off+len)` is unreadable (for now: a retry may still deliver it). A disk target
+    /// gets zeros there (`zeros` is an aligned buffer of zeros, at least one cluster long); a
+    /// target that keeps its own record of unreadable areas (an image) may do nothing.
+    fn write_bad(&self, off: u64, len: u64, zeros: &[u8]) -> Result<()> {
+        let mut p = off;
+        while p < off + len {
+            let n = (zeros.len() as u64).min(off + len - p) as usize;
+            self.write_at(&zeros[..n], p)?;
+            p += n as u64;
+        }
+        Ok(())
+    }
 }
 
 impl RescueTarget for Device {
@@ -473,12 +485,7 @@ fn writer_main(
             }
             Msg::Mark { off, len, status } => {
                 if status == Status::Bad {
-                    let mut p = off;
-                    while p < off + len {
-                        let n = (cluster as u64).min(off + len - p) as usize;
-                        dst.write_at(&zeros[..n], p)?;
-                        p += n as u64;
-                    }
+                    dst.write_bad(off, len, &zeros)?;
                     if let Some(h) = hashes.as_mut() {
                         h.add_zeros(off, len);
                     }

@@ -1,0 +1,584 @@
+//! Image create's reader side: the source is read by the rescue engine ([`crate::rescue`], the
+//! same as clone: good data first across the whole disk — copy passes forwards with skips,
+//! backwards, a sweep — then trim, scrape, retry), and this module turns the engine's pieces,
+//! which arrive in any order, into whole chunks for the image pipeline.
+//!
+//! The bridge between an out-of-order reader and an image of ordered, hashed, compressed chunks:
+//! - The rescue domain is what the image needs: the used blocks (rounded out to whole sectors)
+//!   plus everything outside partitions, or the whole disk with `--all-sectors`. The engine
+//!   starts from a map where everything outside the domain is already "finished" (not needed),
+//!   so it never reads there.
+//! - [`Feed`] is the engine's [`RescueTarget`]. It counts, per chunk, the domain bytes not yet
+//!   delivered. A chunk is *complete* when its last one arrives: it is emitted at once (the
+//!   next sequence number) to the compressors and the writer. On a healthy disk every chunk is
+//!   one 1 MiB read and is emitted as it is read.
+//! - Chunks that end with unreadable sectors never complete during the run: they are emitted
+//!   after the engine has finished (after trim, scrape and retry), in disk order, with zeros
+//!   at their unreadable sectors and those listed as the chunk's bad ranges (the final map's,
+//!   exactly the ranges clone reports). So is every chunk with nothing to read (unallocated).
+//! - The index maps chunk → (volume, offset), so payloads may be stored in this emission
+//!   order; index segments are written when all their chunks are (`create::write_loop`).
+//! - Memory stays bounded: the good bytes of chunks delivered in several pieces are kept in a
+//!   small cache (at most [`CACHE_CHUNKS`] chunks). When a chunk leaves the cache before it is
+//!   emitted (or the run was resumed), its good bytes are read again from the source when it
+//!   is emitted: re-reading sectors that read well is cheap; sectors that failed are never read
+//!   again here (the engine's retries are the only ones). Should such a re-read fail all the
+//!   same, those sectors are stored as zeros and reported as unreadable (`reread_failed_bytes`).
+//!
+//! Whether a chunk is complete depends only on the sequence of pieces, never on the cache, so
+//! the order of emission (and the image's bytes) is the same for the same source and map.
+use super::create::{Job, Slot};
+use super::reader::Image;
+use crate::error::{Error, ErrorKind, Result};
+use crate::io::{AlignedBuf, BlockSource};
+use crate::rescue::{ExtentMap, RescueTarget, Status};
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+/// Chunks whose good bytes are kept between pieces (memory: this many chunk buffers).
+pub const CACHE_CHUNKS: usize = 16;
+/// Tries per sector when a re-read of good sectors fails.
+const REREAD_TRIES: u32 = 3;
+
+/// Byte ranges `[start, end)`, ascending and disjoint.
+pub type Ranges = Vec<(u64, u64)>;
+
+/// The ranges of `v` (ascending, disjoint) inside `[a, b)`, clipped.
+pub fn clip(v: &[(u64, u64)], a: u64, b: u64) -> Ranges {
+    let i = v.partition_point(|r| r.1 <= a);
+    v[i..]
+        .iter()
+        .take_while(|r| r.0 < b)
+        .map(|r| (r.0.max(a), r.1.min(b)))
+        .filter(|r| r.0 < r.1)
+        .collect()
+}
+
+/// `a` minus `b` (both ascending, disjoint).
+pub fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for &(mut s, e) in a {
+        while j < b.len() && b[j].1 <= s {
+            j += 1;
+        }
+        let mut k = j;
+        while s < e {
+            match b.get(k) {
+                Some(&(bs, be)) if bs < e => {
+                    if bs > s {
+                        out.push((s, bs));
+                    }
+                    s = s.max(be);
+                    k += 1;
+                }
+                _ => {
+                    out.push((s, e));
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Adds `[s, e)` to ascending disjoint ranges (merging).
+fn add_range(v: &mut Ranges, s: u64, e: u64) {
+    if s >= e {
+        return;
+    }
+    let i = v.partition_point(|r| r.1 < s);
+    let mut j = i;
+    let (mut ns, mut ne) = (s, e);
+    while j < v.len() && v[j].0 <= ne {
+        ns = ns.min(v[j].0);
+        ne = ne.max(v[j].1);
+        j += 1;
+    }
+    v.splice(i..j, [(ns, ne)]);
+}
+
+/// Ranges of `map` with `status` inside `[a, b)`.
+pub fn map_ranges(map: &ExtentMap, status: Status, a: u64, b: u64) -> Ranges {
+    let mut out = Vec::new();
+    let mut p = a;
+    while let Some((s, l)) = map.next_with(status, p) {
+        if s >= b {
+            break;
+        }
+        out.push((s, (s + l).min(b)));
+        p = s + l;
+    }
+    out
+}
+
+/// What the image needs of the disk.
+pub struct Domain {
+    /// The bytes to store: used blocks and everything outside partitions (`None`: every byte).
+    pub used: Option<Ranges>,
+    /// `used` rounded out to whole sectors: what the engine reads.
+    pub read: Ranges,
+}
+
+impl Domain {
+    pub fn new(used: Option<Ranges>, size: u64, lbs: u64) -> Domain {
+        let read = match &used {
+            None => vec![(0, size)],
+            Some(u) => {
+                let mut r: Ranges = Vec::with_capacity(u.len());
+                for &(s, e) in u {
+                    let (s, e) = (s / lbs * lbs, e.div_ceil(lbs).saturating_mul(lbs).min(size));
+                    match r.last_mut() {
+                        Some(l) if l.1 >= s => l.1 = l.1.max(e),
+                        _ if s < e => r.push((s, e)),
+                        _ => {}
+                    }
+                }
+                r
+            }
+        };
+        Domain { used, read }
+    }
+    /// The engine's starting map for a new image: everything outside the domain finished.
+    pub fn fresh_map(&self, size: u64) -> ExtentMap {
+        let mut m = ExtentMap::new(size);
+        let mut p = 0;
+        for &(s, e) in &self.read {
+            if s > p {
+                m.set(p, s - p, Status::Finished);
+            }
+            p = e;
+        }
+        if p < size {
+            m.set(p, size - p, Status::Finished);
+        }
+        m
+    }
+}
+
+struct Cached {
+    buf: AlignedBuf,
+    /// Disk ranges held in `buf`.
+    valid: Ranges,
+    last_use: u64,
+}
+
+struct State {
+    jobs: Option<SyncSender<Job>>,
+    free: Receiver<Slot>,
+    parent: Option<Image>,
+    /// Chunk → domain bytes not delivered yet (chunks touched in this run, not complete).
+    open: HashMap<u64, u64>,
+    cache: HashMap<u64, Cached>,
+    tick: u64,
+    /// One bit per chunk: emitted.
+    emitted: Vec<u64>,
+    /// The next emission's sequence number.
+    seq: u64,
+    rereads: u64,
+    reread_bytes: u64,
+    /// Sectors that read well during the rescue but failed when read again.
+    reread_failed: Ranges,
+}
+
+/// Counters of a feed, for the report.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FeedStats {
+    pub rereads: u64,
+    pub reread_bytes: u64,
+    pub reread_failed_bytes: u64,
+}
+
+/// See the module documentation.
+pub struct Feed {
+    src: Arc<dyn BlockSource>,
+    chunk: u64,
+    size: u64,
+    chunks: u64,
+    lbs: u64,
+    domain: Arc<Domain>,
+    /// The map the run started from: bytes finished in it are never delivered by this run.
+    start: ExtentMap,
+    st: Mutex<State>,
+}
+
+fn stopped() -> Error {
+    Error::new(ErrorKind::Io, "image creation stopped")
+}
+
+impl Feed {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        src: Arc<dyn BlockSource>,
+        chunk: u32,
+        domain: Arc<Domain>,
+        start: ExtentMap,
+        emitted: Vec<u64>,
+        seq: u64,
+        jobs: SyncSender<Job>,
+        free: Receiver<Slot>,
+        parent: Option<Image>,
+    ) -> Feed {
+        let size = src.size();
+        let chunks = size.div_ceil(chunk as u64);
+        let lbs = src.logical_block_size().max(512) as u64;
+        Feed {
+            src,
+            chunk: chunk as u64,
+            size,
+            chunks,
+            lbs,
+            domain,
+            start,
+            st: Mutex::new(State {
+                jobs: Some(jobs),
+                free,
+                parent,
+                open: HashMap::new(),
+                cache: HashMap::new(),
+                tick: 0,
+                emitted,
+                seq,
+                rereads: 0,
+                reread_bytes: 0,
+                reread_failed: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An empty emitted-chunk bitset for `chunks` chunks.
+    pub fn no_chunks_emitted(chunks: u64) -> Vec<u64> {
+        vec![0u64; chunks.div_ceil(64) as usize]
+    }
+
+    fn span(&self, c: u64) -> (u64, u64) {
+        let s = c * self.chunk;
+        (s, (s + self.chunk).min(self.size))
+    }
+
+    /// Emits every chunk not emitted yet, in disk order, as the final `map` describes it
+    /// (after the engine has finished): good bytes, zeros and bad ranges at unreadable ones.
+    pub fn finish(&self, map: &ExtentMap, cancel: &crate::jobs::Cancel) -> Result<()> {
+        let mut st = self.lock();
+        for c in 0..self.chunks {
+            if is_set(&st.emitted, c) {
+                continue;
+            }
+            if cancel.is_cancelled() {
+                return Err(Error::cancelled());
+            }
+            let (a, b) = self.span(c);
+            let cached = st.cache.remove(&c);
+            let mut bad = Vec::new();
+            for s in [
+                Status::Bad,
+                Status::NonScraped,
+                Status::NonTrimmed,
+                Status::Untried,
+            ] {
+                for r in map_ranges(map, s, a, b) {
+                    add_range(&mut bad, r.0, r.1);
+                }
+            }
+            let bad = clip_all(&bad, &self.domain.read);
+            let good = subtract(&clip(&self.domain.read, a, b), &bad);
+            self.emit(&mut st, c, cached, None, &good, bad)?;
+        }
+        st.open.clear();
+        Ok(())
+    }
+
+    /// Closes the queue to the compressors (the writer then finishes).
+    pub fn close(&self) {
+        self.lock().jobs = None;
+    }
+
+    pub fn stats(&self) -> FeedStats {
+        let st = self.lock();
+        FeedStats {
+            rereads: st.rereads,
+            reread_bytes: st.reread_bytes,
+            reread_failed_bytes: st.reread_failed.iter().map(|r| r.1 - r.0).sum(),
+        }
+    }
+
+    /// Builds chunk `c` from the cache, the current `piece` and re-reads of whatever else of
+    /// `good` is missing, and sends it to the compressors.
+    fn emit(
+        &self,
+        st: &mut State,
+        c: u64,
+        cached: Option<Cached>,
+        piece: Option<(u64, &[u8])>,
+        good: &[(u64, u64)],
+        mut bad: Ranges,
+    ) -> Result<()> {
+        let (a, b) = self.span(c);
+        let len = (b - a) as usize;
+        let mut slot = st.free.recv().map_err(|_| stopped())?;
+        let lbs = self.lbs as usize;
+        // Room for whole sectors: a source that ends mid-sector is read with a padded length.
+        let padded = len
+            .div_ceil(lbs)
+            .saturating_mul(lbs)
+            .min(slot.data.capacity());
+        slot.data.set_len(padded);
+        slot.data.fill(0);
+        let mut have: Ranges = Vec::new();
+        if let Some(cch) = &cached {
+            for &(s, e) in &cch.valid {
+                slot.data[(s - a) as usize..(e - a) as usize]
+                    .copy_from_slice(&cch.buf[(s - a) as usize..(e - a) as usize]);
+                add_range(&mut have, s, e);
+            }
+        }
+        if let Some((off, bytes)) = piece {
+            let o = (off - a) as usize;
+            slot.data[o..o + bytes.len()].copy_from_slice(bytes);
+            add_range(&mut have, off, off + bytes.len() as u64);
+        }
+        for (s, e) in subtract(good, &have) {
+            let failed = self.reread(st, &mut slot.data, a, s, e)?;
+            for r in failed {
+                add_range(&mut bad, r.0, r.1);
+                add_range(&mut st.reread_failed, r.0, r.1);
+            }
+        }
+        slot.data.set_len(len);
+        // Only the used blocks are kept: free blocks (and the rest of a sector read with them)
+        // are zeros, so deleted data is neither stored nor leaked.
+        let unallocated = match &self.domain.used {
+            Some(u) => {
+                let keep = clip(u, a, b);
+                let mut p = a;
+                for &(s, e) in &keep {
+                    slot.data[(p - a) as usize..(s - a) as usize].fill(0);
+                    p = e;
+                }
+                slot.data[(p - a) as usize..].fill(0);
+                keep.is_empty()
+            }
+            None => false,
+        };
+        let parent_hash = match st.parent.as_mut() {
+            Some(p) => Some(p.entry(c)?.hash),
+            None => None,
+        };
+        set(&mut st.emitted, c);
+        let seq = st.seq;
+        st.seq += 1;
+        let tx = st.jobs.as_ref().ok_or_else(stopped)?;
+        tx.send(Job {
+            seq,
+            i: c,
+            slot,
+            unallocated,
+            bad: bad.iter().map(|r| (r.0, r.1 - r.0)).collect(),
+            parent_hash,
+        })
+        .map_err(|_| stopped())
+    }
+
+    /// Reads `[s, e)` (good sectors) again into `buf` (chunk starting at `a`); returns the
+    /// sectors that failed all the same.
+    fn reread(&self, st: &mut State, buf: &mut [u8], a: u64, s: u64, e: u64) -> Result<Ranges> {
+        st.rereads += 1;
+        st.reread_bytes += e - s;
+        let lbs = self.lbs;
+        let cap = a + buf.len() as u64;
+        let end_padded = |x: u64| (x.div_ceil(lbs) * lbs).min(cap);
+        let whole = (s - a) as usize..(end_padded(e) - a) as usize;
+        if read_exact(self.src.as_ref(), &mut buf[whole], s, self.size).is_ok() {
+            return Ok(vec![]);
+        }
+        let mut failed = Vec::new();
+        let mut p = s;
+        while p < e {
+            let n = lbs.min(e - p);
+            let r = (p - a) as usize..(end_padded(p + n) - a) as usize;
+            let mut ok = false;
+            for _ in 0..REREAD_TRIES {
+                st.rereads += 1;
+                match read_exact(self.src.as_ref(), &mut buf[r.clone()], p, self.size) {
+                    Ok(()) => {
+                        ok = true;
+                        break;
+                    }
+                    Err(err) if crate::rescue::engine::is_media_error(&err) => {}
+                    Err(err) => return Err(Error::io("read", self.src.name(), err).at_offset(p)),
+                }
+            }
+            if !ok {
+                buf[r].fill(0);
+                add_range(&mut failed, p, p + n);
+            }
+            p += n;
+        }
+        Ok(failed)
+    }
+
+    /// Keeps `piece` (disk offset `off`) of chunk `c` for when the chunk completes.
+    fn keep(&self, st: &mut State, c: u64, off: u64, piece: &[u8]) {
+        st.tick += 1;
+        let tick = st.tick;
+        if !st.cache.contains_key(&c) {
+            if st.cache.len() >= CACHE_CHUNKS {
+                // The least recently used leaves (its bytes are read again when needed); its
+                // buffer is reused.
+                let Some((&old, _)) = st.cache.iter().min_by_key(|(_, v)| v.last_use) else {
+                    return;
+                };
+                let Some(mut ev) = st.cache.remove(&old) else {
+                    return;
+                };
+                ev.valid.clear();
+                ev.last_use = tick;
+                st.cache.insert(c, ev);
+            } else {
+                st.cache.insert(
+                    c,
+                    Cached {
+                        buf: AlignedBuf::new(self.chunk as usize),
+                        valid: Vec::new(),
+                        last_use: tick,
+                    },
+                );
+            }
+        }
+        let a = c * self.chunk;
+        if let Some(e) = st.cache.get_mut(&c) {
+            let o = (off - a) as usize;
+            e.buf[o..o + piece.len()].copy_from_slice(piece);
+            add_range(&mut e.valid, off, off + piece.len() as u64);
+            e.last_use = tick;
+        }
+    }
+}
+
+/// `v` clipped to the ranges of `dom` (both ascending, disjoint).
+fn clip_all(v: &[(u64, u64)], dom: &[(u64, u64)]) -> Ranges {
+    let mut out = Vec::new();
+    for &(s, e) in v {
+        out.extend(clip(dom, s, e));
+    }
+    out
+}
+
+fn is_set(bits: &[u64], i: u64) -> bool {
+    bits.get((i / 64) as usize)
+        .is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+fn set(bits: &mut [u64], i: u64) {
+    if let Some(w) = bits.get_mut((i / 64) as usize) {
+        *w |= 1 << (i % 64);
+    }
+}
+
+fn read_exact(src: &dyn BlockSource, buf: &mut [u8], off: u64, size: u64) -> std::io::Result<()> {
+    let need = (buf.len() as u64).min(size.saturating_sub(off)) as usize;
+    let mut done = 0;
+    while done < need {
+        match src.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the source ended early",
+                ))
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl RescueTarget for Feed {
+    fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
+        let end = off + buf.len() as u64;
+        let mut st = self.lock();
+        let mut c = off / self.chunk;
+        while c < self.chunks && c * self.chunk < end {
+            let (a, b) = self.span(c);
+            let (s, e) = (off.max(a), end.min(b));
+            c += 1;
+            if s >= e {
+                continue;
+            }
+            let piece = &buf[(s - off) as usize..(e - off) as usize];
+            if is_set(&st.emitted, c - 1) {
+                return Err(Error::invalid(format!(
+                    "internal error: bytes {s}..{e} arrived for a chunk already stored"
+                )));
+            }
+            let start = &self.start;
+            let rem = st.open.entry(c - 1).or_insert_with(|| {
+                let unfinished: u64 = [
+                    Status::Untried,
+                    Status::NonTrimmed,
+                    Status::NonScraped,
+                    Status::Bad,
+                ]
+                .iter()
+                .flat_map(|&k| map_ranges(start, k, a, b))
+                .map(|r| r.1 - r.0)
+                .sum();
+                unfinished
+            });
+            *rem = rem.saturating_sub(e - s);
+            if *rem == 0 {
+                st.open.remove(&(c - 1));
+                let cached = st.cache.remove(&(c - 1));
+                let good = clip(&self.domain.read, a, b);
+                self.emit(&mut st, c - 1, cached, Some((s, piece)), &good, vec![])?;
+            } else {
+                self.keep(&mut st, c - 1, s, piece);
+            }
+        }
+        Ok(())
+    }
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+    fn write_bad(&self, _off: u64, _len: u64, _zeros: &[u8]) -> Result<()> {
+        // The image records unreadable sectors in its index (the final map's bad ranges).
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_helpers() {
+        let v = vec![(0, 10), (20, 30), (40, 50)];
+        assert_eq!(clip(&v, 5, 45), vec![(5, 10), (20, 30), (40, 45)]);
+        assert_eq!(clip(&v, 10, 20), vec![]);
+        assert_eq!(
+            subtract(&v, &[(5, 25), (45, 60)]),
+            vec![(0, 5), (25, 30), (40, 45)]
+        );
+        assert_eq!(
+            subtract(&[(0, 100)], &[(10, 20), (30, 40)]),
+            vec![(0, 10), (20, 30), (40, 100)]
+        );
+        let mut r = vec![(0, 10), (20, 30)];
+        add_range(&mut r, 10, 20);
+        assert_eq!(r, vec![(0, 30)]);
+        add_range(&mut r, 40, 50);
+        add_range(&mut r, 35, 41);
+        assert_eq!(r, vec![(0, 30), (35, 50)]);
+        let d = Domain::new(Some(vec![(100, 600), (1000, 1030)]), 4096, 512);
+        assert_eq!(d.read, vec![(0, 1536)]);
+        let m = d.fresh_map(4096);
+        assert_eq!(m.status_at(0), Some(Status::Untried));
+        assert_eq!(m.status_at(1536), Some(Status::Finished));
+    }
+}
