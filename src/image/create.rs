@@ -370,8 +370,14 @@ pub fn create(
             ))
         });
         match (r, w) {
-            (Err(e), _) => Err(e),
-            (Ok(()), w) => w,
+            // The writer's own failure is the cause (the reader side then only saw the queue close).
+            (_, Err(w)) => Err(w),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(()), Ok(Some(x))) => Ok(x),
+            (Ok(()), Ok(None)) => Err(Error::new(
+                crate::error::ErrorKind::Io,
+                "image creation stopped before the end of the source",
+            )),
         }
     });
     let (footer, bad_ranges) = match result {
@@ -518,14 +524,14 @@ pub(super) struct IndexState {
 
 /// Writes the chunks in sequence order (payloads of stored chunks; an index segment as soon
 /// as all its chunks are written), then the tail; returns the footer and the bad ranges
-/// (capped for the report).
+/// (capped for the report), or `None` when the reader side stopped before the end.
 fn write_loop(
     vw: &mut VolumeWriter,
     header: &Header,
     usage: &[u8],
     done_rx: Receiver<Done>,
     free_tx: SyncSender<Slot>,
-) -> Result<(Footer, Vec<(u64, u64)>)> {
+) -> Result<Option<(Footer, Vec<(u64, u64)>)>> {
     let chunks = header.chunk_count();
     let sc = header.segment_chunks as u64;
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
@@ -540,10 +546,7 @@ fn write_loop(
     while idx.written < chunks {
         let Ok(d) = done_rx.recv() else {
             // The reader side stopped (error or cancel): the caller reports why.
-            return Err(Error::new(
-                crate::error::ErrorKind::Io,
-                "image creation stopped before the end of the source",
-            ));
+            return Ok(None);
         };
         pending.insert(d.seq, d);
         while let Some(d) = pending.remove(&idx.next_seq) {
@@ -616,7 +619,7 @@ fn write_loop(
         }
     }
     drop(free_tx);
-    finish_tail(vw, header, usage, idx)
+    finish_tail(vw, header, usage, idx).map(Some)
 }
 
 /// The tail once every chunk is written: the media hash and the report's bad ranges from the
