@@ -522,6 +522,9 @@ pub(super) struct IndexState {
     pub(super) next_seq: u64,
 }
 
+/// A finished image's footer and its bad ranges (capped for the report).
+type Written = (Footer, Vec<(u64, u64)>);
+
 /// Writes the chunks in sequence order (payloads of stored chunks; an index segment as soon
 /// as all its chunks are written), then the tail; returns the footer and the bad ranges
 /// (capped for the report), or `None` when the reader side stopped before the end.
@@ -531,7 +534,7 @@ fn write_loop(
     usage: &[u8],
     done_rx: Receiver<Done>,
     free_tx: SyncSender<Slot>,
-) -> Result<Option<(Footer, Vec<(u64, u64)>)>> {
+) -> Result<Option<Written>> {
     let chunks = header.chunk_count();
     let sc = header.segment_chunks as u64;
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
