@@ -1,11 +1,13 @@
 //! Which bytes of a disk hold data: allocation maps read from each filesystem's own structures
-//! (ext2/3/4 block bitmaps, FAT tables, the exFAT allocation bitmap, NTFS `$Bitmap`), through
+//! (ext2/3/4 block bitmaps, FAT tables, the exFAT allocation bitmap, NTFS `$Bitmap`, XFS
+//! free-space B+trees), through
 //! the same [`BlockSource`] as the data, so they work on failing and simulated disks alike.
 //!
 //! [`UsageMap::analyze`] reads the partition table (the clone's reader), names each partition's
 //! filesystem and decides its mode: *used blocks* when its map was read and is self-consistent,
 //! *all sectors* with a reason otherwise (unknown or encrypted content, a RAID/LVM member, counts
-//! that disagree with a bitmap, an NTFS volume left dirty or hibernated, an unreadable bitmap).
+//! that disagree with a bitmap, an NTFS volume left dirty or hibernated, an XFS log that needs
+//! recovery, an unreadable bitmap).
 //! Everything outside partitions (tables, gaps, boot code, the backup GPT) is always used. A
 //! table that cannot be trusted (overlapping partitions, a GPT without a protective MBR, which
 //! Linux and Windows ignore) makes the whole disk all sectors, each partition listed with why.
@@ -20,6 +22,7 @@ pub mod exfat;
 pub mod ext;
 pub mod fat;
 pub mod ntfs;
+pub mod xfs;
 
 use crate::clone::gpt::{self, TableKind};
 use crate::devices::probe::{probe_reader, ReadAt};
@@ -324,6 +327,7 @@ enum Content {
     Fat,
     Exfat,
     Ntfs,
+    Xfs,
     Swap(u64),
 }
 
@@ -375,6 +379,7 @@ fn classify(r: &Region, type_id: &str) -> (Option<String>, std::result::Result<C
         "vfat" => Ok(Content::Fat),
         "exfat" => Ok(Content::Exfat),
         "ntfs" => Ok(Content::Ntfs),
+        "xfs" => Ok(Content::Xfs),
         "swap" => {
             // The header is the first page; the signature ends it.
             let head = r.read(0, 65536.min(len as usize)).unwrap_or_default();
@@ -428,6 +433,7 @@ fn open_map<'a>(r: Region<'a>, c: &Content) -> Result<Box<dyn UsedMap + 'a>> {
         Content::Fat => Box::new(fat::open(r)?),
         Content::Exfat => Box::new(exfat::open(r)?),
         Content::Ntfs => Box::new(ntfs::open(r)?),
+        Content::Xfs => Box::new(xfs::open(r)?),
         Content::Swap(page) => Box::new(ListMap::new(vec![(0, (*page).min(r.len()))])),
     })
 }
