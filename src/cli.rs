@@ -302,6 +302,7 @@ mod tests {
             target: "/dev/sdb".into(),
             yes: true,
             zero_free: true,
+            discard: false,
             map: Some("r.map".into()),
             json: true,
         }));

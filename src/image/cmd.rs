@@ -412,6 +412,7 @@ fn run_restore(
     target: String,
     yes: bool,
     zero_free: bool,
+    discard: bool,
     map: Option<PathBuf>,
     json: bool,
 ) -> Result<i32> {
@@ -483,6 +484,7 @@ fn run_restore(
     }
     // The map: where it goes and that it is this restore's, before anything is written.
     let mut notes = Vec::new();
+    let free = free_space(zero_free, discard, &t.device, &mut notes);
     let mut rmap = match &map {
         Some(m) => {
             let origin = resume::restore_origin(
@@ -528,10 +530,7 @@ fn run_restore(
     }
     let sink = StderrSink::from_env();
     let tpath = t.selected.path();
-    let mut out = ops::DeviceSink {
-        device: &t.device,
-        zero_free,
-    };
+    let mut out = ops::DeviceSink::new(&t.device, free);
     let mut rep = match ops::stream_resumable(
         &store.path,
         &mut out,
@@ -554,6 +553,7 @@ fn run_restore(
     if table.is_some() {
         rep.partition_table = Some(crate::clone::gpt::fix_after_copy(&t.device)?);
     }
+    rep.notes = notes;
     t.device.sync()?;
     // Best effort: a partition in use keeps the old table until the next boot.
     let _ = t.device.reread_partitions();
@@ -565,10 +565,16 @@ fn run_restore(
             crate::jobs::fmt_bytes(rep.disk_size_bytes),
             rep.target.display()
         );
-        if rep.unallocated_bytes > 0 {
+        if rep.discarded_bytes > 0 {
+            eprintln!(
+                "{} held no used block and were discarded (TRIM) on the target.",
+                crate::jobs::fmt_bytes(rep.discarded_bytes)
+            );
+        }
+        if rep.unallocated_bytes > rep.discarded_bytes {
             eprintln!(
                 "{} held no used block and were left as they were on the target (--zero-free writes zeros there).",
-                crate::jobs::fmt_bytes(rep.unallocated_bytes)
+                crate::jobs::fmt_bytes(rep.unallocated_bytes - rep.discarded_bytes)
             );
         }
         if rep.bad_bytes > 0 {
@@ -652,6 +658,36 @@ fn restore_failed(e: Error, image: &str, target: &Path, synced: Result<()>) -> E
     .with_report("image", image)
     .with_report("target", target.display().to_string())
     .with_report("target_state", "incomplete")
+}
+
+/// What restore does where the image holds no used block: `--zero-free` zeros, `--discard`
+/// TRIM when the target reports discard support (else a note, and the old bytes stay), by
+/// default nothing.
+fn free_space(
+    zero_free: bool,
+    discard: bool,
+    target: &Device,
+    notes: &mut Vec<String>,
+) -> ops::FreeSpace {
+    if zero_free {
+        return ops::FreeSpace::Zero;
+    }
+    if !discard {
+        return ops::FreeSpace::Keep;
+    }
+    if target.supports_discard() {
+        return ops::FreeSpace::Discard;
+    }
+    notes.push(format!(
+        "{} {}: --discard does nothing, and its free space keeps its old bytes",
+        target.path().display(),
+        if target.is_block_device() {
+            "does not support discard (TRIM): its queue/discard_max_bytes is 0"
+        } else {
+            "is not a block device"
+        }
+    ));
+    ops::FreeSpace::Keep
 }
 
 /// A failed restore's error when a `--map` was kept: the same command continues it.
@@ -744,9 +780,10 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             target,
             yes,
             zero_free,
+            discard,
             map,
             json,
-        } => run_restore(image, target, yes, zero_free, map, json),
+        } => run_restore(image, target, yes, zero_free, discard, map, json),
         ImageCmd::Verify { image, json } => run_verify(image, json),
         ImageCmd::Info { image, json } => run_info(image, json),
         ImageCmd::Export {

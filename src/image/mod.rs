@@ -61,6 +61,11 @@ pub enum ImageCmd {
         /// keeps its old bytes there).
         #[arg(long)]
         zero_free: bool,
+        /// Discard (TRIM) the target where the image holds no used block, when the target
+        /// supports it (SSDs, thin volumes): faster and kinder to an SSD than leaving old data;
+        /// those bytes then read as whatever the device returns (use --zero-free for zeros).
+        #[arg(long, conflicts_with = "zero_free")]
+        discard: bool,
         /// Mapfile of what is written on the target (GNU ddrescue's format): resume an
         /// interrupted restore from it, and keep it up to date.
         #[arg(long, value_name = "FILE")]

@@ -411,11 +411,29 @@ pub trait RestoreSink {
     fn skip_unallocated(&self) -> bool {
         true
     }
-    /// Makes every byte `write_chunk` has returned for durable on the target (a restore map
-    /// marks them written only after this).
+    /// What becomes of a chunk that held no used block when [`skip_unallocated`] (`data` is
+    /// its zeros, `off` its disk offset): by default the target is left as it is.
+    ///
+    /// [`skip_unallocated`]: RestoreSink::skip_unallocated
+    fn free_chunk(&mut self, _data: &[u8], _off: u64) -> Result<Freed> {
+        Ok(Freed::Kept)
+    }
+    /// Makes every byte `write_chunk` and `free_chunk` have returned for durable on the target
+    /// (a restore map marks them written only after this; a sink may defer work until here).
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+}
+
+/// What [`RestoreSink::free_chunk`] did with a chunk that held no used block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freed {
+    /// Left alone: the target's old bytes (or a file's hole) stay.
+    Kept,
+    /// Made to read as zeros (this many bytes of the target).
+    Zeroed(u64),
+    /// Discarded (TRIM): this many bytes; what they read now is up to the device.
+    Discarded(u64),
 }
 
 /// What restore/export report.
@@ -430,6 +448,8 @@ pub struct RestoreReport {
     pub zero_bytes: u64,
     /// Bytes of chunks without a used block, not written (`--zero-free` writes them as zeros).
     pub unallocated_bytes: u64,
+    /// Of those, bytes discarded (TRIM) on the target (`--discard`).
+    pub discarded_bytes: u64,
     /// Disk ranges that were unreadable when the image was made (restored as zeros).
     pub bad_bytes: u64,
     pub bad_ranges: Vec<(u64, u64)>,
@@ -438,6 +458,8 @@ pub struct RestoreReport {
     /// What the partition-table fix-up did for a target of another size (restore only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition_table: Option<crate::clone::gpt::FixReport>,
+    /// Things to know (e.g. a target that cannot discard).
+    pub notes: Vec<String>,
     /// Bytes a `--map` of an earlier, interrupted restore had already written (not rewritten).
     pub resumed_bytes: u64,
     /// The `--map` file kept up to date (restore only).
@@ -501,6 +523,7 @@ pub fn stream_resumable(
     let mut prog = Progress::new(job, "restoring", h.disk_size);
     let mut meter = RateMeter::new(Duration::from_secs(10));
     let (mut written, mut zero_bytes, mut unalloc_bytes) = (0u64, 0u64, 0u64);
+    let mut discarded = 0u64;
     let skip_unalloc = out.skip_unallocated();
     let hr = &h;
     let res: Result<[u8; 32]> = std::thread::scope(|s| {
@@ -580,7 +603,24 @@ pub fn stream_resumable(
             if f.done {
                 // Already on the target (the map says so).
             } else if f.unallocated && skip_unalloc {
-                unalloc_bytes += f.buf.len() as u64;
+                match out.free_chunk(&f.buf, off) {
+                    Ok(Freed::Kept) => unalloc_bytes += f.buf.len() as u64,
+                    Ok(Freed::Discarded(n)) => {
+                        unalloc_bytes += f.buf.len() as u64;
+                        discarded += n;
+                    }
+                    Ok(Freed::Zeroed(n)) => {
+                        zero_bytes += n;
+                        written += n;
+                        if let Some(m) = map.as_deref_mut() {
+                            m.mark(off, n);
+                        }
+                    }
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
             } else {
                 let placed = match out.write_chunk(&f.buf, off, f.zero) {
                     Ok(n) => n,
@@ -624,13 +664,14 @@ pub fn stream_resumable(
             None => Ok(media),
         }
     });
-    // The map records what is on the target now, whatever happened (a failed flush leaves
-    // the last saved map, which is still true).
-    if let Some(m) = map.as_deref_mut() {
-        let saved = checkpoint(out, m);
-        if res.is_ok() {
-            saved?;
-        }
+    // What the sink deferred is done; the map records what is on the target now, whatever
+    // happened (a failed flush leaves the last saved map, which is still true).
+    let saved = match map.as_deref_mut() {
+        Some(m) => checkpoint(out, m),
+        None => out.flush(),
+    };
+    if res.is_ok() {
+        saved.map_err(|e| e.with_report("written_bytes", written))?;
     }
     // A failure says how far the target got (the caller tells the user it is incomplete).
     let media = res.map_err(|e| e.with_report("written_bytes", written))?;
@@ -652,11 +693,13 @@ pub fn stream_resumable(
         written_bytes: written,
         zero_bytes,
         unallocated_bytes: unalloc_bytes,
+        discarded_bytes: discarded,
         bad_bytes,
         bad_ranges,
         media_hash: hex(&media),
         media_hash_verified: true,
         partition_table: None,
+        notes: Vec::new(),
         resumed_bytes,
         map_file: map.as_ref().map(|m| m.path().to_path_buf()),
         elapsed_secs: started.elapsed().as_secs_f64(),
@@ -675,17 +718,73 @@ fn checkpoint(out: &mut dyn RestoreSink, m: &mut super::resume::RestoreMap) -> R
     m.save()
 }
 
+/// What a restore does where the image holds no used block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeSpace {
+    /// The default: the target keeps its old bytes there.
+    Keep,
+    /// `--zero-free`: zeros (`BLKZEROOUT` on a block device: its WRITE ZEROES when it has one).
+    Zero,
+    /// `--discard`: TRIM (`BLKDISCARD`); the device decides what those bytes read afterwards.
+    Discard,
+}
+
 /// A sink writing every chunk to a block device or an existing file. Bytes past the end of a
 /// smaller target are dropped: the safety check made sure the partitions fit, and the GPT
-/// fix-up rewrites the backup table at the real end afterwards.
+/// fix-up rewrites the backup table at the real end afterwards. Free-space work (zeroing,
+/// discarding) is gathered into runs of neighbouring chunks, done at the latest in `flush`.
 pub struct DeviceSink<'a> {
-    pub device: &'a crate::io::Device,
-    /// `--zero-free`: write zeros where the image holds no used block.
-    pub zero_free: bool,
+    device: &'a crate::io::Device,
+    free: FreeSpace,
+    /// The run of free chunks not yet zeroed or discarded: (offset, length).
+    pending: Option<(u64, u64)>,
 }
+
+/// The longest run of free space zeroed or discarded at once (each is one ioctl the kernel
+/// splits as the device needs; bounded so a cancel is not held up for long).
+const FREE_RUN: u64 = 1 << 30;
+
+impl<'a> DeviceSink<'a> {
+    pub fn new(device: &'a crate::io::Device, free: FreeSpace) -> Self {
+        DeviceSink {
+            device,
+            free,
+            pending: None,
+        }
+    }
+
+    /// Zeroes or discards the gathered run of free chunks.
+    fn free_pending(&mut self) -> Result<()> {
+        let Some((off, len)) = self.pending.take() else {
+            return Ok(());
+        };
+        match self.free {
+            FreeSpace::Zero => self.device.zero_out(off, len),
+            FreeSpace::Discard => self.device.discard(off, len),
+            FreeSpace::Keep => Ok(()),
+        }
+    }
+}
+
 impl RestoreSink for DeviceSink<'_> {
-    fn skip_unallocated(&self) -> bool {
-        !self.zero_free
+    fn free_chunk(&mut self, data: &[u8], off: u64) -> Result<Freed> {
+        use crate::io::BlockSource;
+        let end = self.device.size();
+        if self.free == FreeSpace::Keep || off >= end {
+            return Ok(Freed::Kept);
+        }
+        let n = (data.len() as u64).min(end - off);
+        match self.pending {
+            Some((a, l)) if a + l == off && l + n <= FREE_RUN => self.pending = Some((a, l + n)),
+            _ => {
+                self.free_pending()?;
+                self.pending = Some((off, n));
+            }
+        }
+        Ok(match self.free {
+            FreeSpace::Zero => Freed::Zeroed(n),
+            _ => Freed::Discarded(n),
+        })
     }
     fn write_chunk(&mut self, data: &[u8], off: u64, _zero: bool) -> Result<u64> {
         use crate::io::BlockSource;
@@ -698,6 +797,7 @@ impl RestoreSink for DeviceSink<'_> {
         Ok(n as u64)
     }
     fn flush(&mut self) -> Result<()> {
+        self.free_pending()?;
         self.device.sync()
     }
 }

@@ -200,6 +200,59 @@ impl Device {
             .map_err(|e| Error::io("re-read the partition table of", &self.path, e))
     }
 
+    /// The sysfs `queue` directory of this block device (its disk's, for a partition).
+    fn sysfs_queue(&self) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        if !self.is_block {
+            return None;
+        }
+        let rdev = self.file.metadata().ok()?.rdev();
+        let dev = PathBuf::from(format!(
+            "/sys/dev/block/{}:{}",
+            libc::major(rdev),
+            libc::minor(rdev)
+        ));
+        let q = if dev.join("partition").exists() {
+            dev.join("../queue")
+        } else {
+            dev.join("queue")
+        };
+        q.is_dir().then_some(q)
+    }
+
+    /// Whether this block device accepts discard (TRIM/UNMAP) requests: its
+    /// `queue/discard_max_bytes` is above 0. False for a regular file and when unknown.
+    pub fn supports_discard(&self) -> bool {
+        self.sysfs_queue()
+            .and_then(|q| std::fs::read_to_string(q.join("discard_max_bytes")).ok())
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    }
+
+    /// Discards `len` bytes at `offset` of this block device (`BLKDISCARD`). Does not promise
+    /// what the range reads afterwards.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        sys::discard(&self.file, offset, len)
+            .map_err(|e| Error::io("discard (TRIM) a range of", &self.path, e).at_offset(offset))
+    }
+
+    /// Makes `len` bytes at `offset` read as zeros: `BLKZEROOUT` on a block device (the
+    /// device's WRITE ZEROES when it has one), zeros written into a regular file.
+    pub fn zero_out(&self, offset: u64, len: u64) -> Result<()> {
+        if self.is_block {
+            return sys::zero_out(&self.file, offset, len)
+                .map_err(|e| Error::io("zero a range of", &self.path, e).at_offset(offset));
+        }
+        let zeros = AlignedBuf::new(len.min(1 << 20) as usize);
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            self.write_all_at(&zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
     /// Drops cached pages of this device so the next reads come from the media.
     pub fn drop_cache(&self) -> Result<()> {
         if self.is_block {

@@ -11,6 +11,8 @@ nix::ioctl_read_bad!(blk_pbszget, 0x127b, libc::c_uint); // BLKPBSZGET = _IO(0x1
 nix::ioctl_read_bad!(blk_roget, 0x125e, libc::c_int); // BLKROGET = _IO(0x12,94)
 nix::ioctl_write_ptr_bad!(blk_roset, 0x125d, libc::c_int); // BLKROSET = _IO(0x12,93)
 nix::ioctl_none_bad!(blk_rrpart, 0x125f); // BLKRRPART = _IO(0x12,95)
+nix::ioctl_write_ptr_bad!(blk_discard, 0x1277, [u64; 2]); // BLKDISCARD = _IO(0x12,119)
+nix::ioctl_write_ptr_bad!(blk_zeroout, 0x127f, [u64; 2]); // BLKZEROOUT = _IO(0x12,127)
 
 fn errno(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
@@ -67,6 +69,28 @@ pub fn flush_buffers(f: &impl AsRawFd) -> io::Result<()> {
 pub fn reread_partitions(f: &impl AsRawFd) -> io::Result<()> {
     // SAFETY: BLKRRPART takes no argument.
     unsafe { blk_rrpart(f.as_raw_fd()) }.map_err(errno)?;
+    Ok(())
+}
+
+/// Discards (TRIMs, unmaps) `len` bytes at `start` of the block device open on `f`
+/// (`BLKDISCARD`; both multiples of the logical sector size). What the range reads afterwards
+/// is up to the device: zeros, the old data or anything else.
+pub fn discard(f: &impl AsRawFd, start: u64, len: u64) -> io::Result<()> {
+    let range: [u64; 2] = [start, len];
+    // SAFETY: BLKDISCARD reads two u64 (start, length) through the pointer, which points to a
+    // live local; the device must be open for writing (the kernel checks).
+    unsafe { blk_discard(f.as_raw_fd(), &range) }.map_err(errno)?;
+    Ok(())
+}
+
+/// Zeroes `len` bytes at `start` of the block device open on `f` (`BLKZEROOUT`): with the
+/// device's WRITE ZEROES command when it has one, else the kernel writes zero pages. Afterwards
+/// the range reads as zeros.
+pub fn zero_out(f: &impl AsRawFd, start: u64, len: u64) -> io::Result<()> {
+    let range: [u64; 2] = [start, len];
+    // SAFETY: BLKZEROOUT reads two u64 (start, length) through the pointer, which points to a
+    // live local; the device must be open for writing (the kernel checks).
+    unsafe { blk_zeroout(f.as_raw_fd(), &range) }.map_err(errno)?;
     Ok(())
 }
 

@@ -101,6 +101,7 @@ impl App {
                 target: disk(tgt?),
                 yes: true,
                 zero_free: false,
+                discard: false,
                 map: None,
                 json: true,
             }),

@@ -193,6 +193,7 @@ fn restore_flow_uses_partition_image_and_refuses_its_disk() {
             target: "/dev/sda".into(),
             yes: true,
             zero_free: false,
+            discard: false,
             map: None,
             json: true,
         }))
