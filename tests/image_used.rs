@@ -6,28 +6,13 @@
 //! source's. Incrementals record chunks that became free; a version 1 image still reads.
 mod common;
 
+use common::usedfs::{have, random_file, referee};
 use common::{assert_exit, json, lifeboat, s, sh, sha256, TempDir, MIB};
 use lifeboat::image::format::{Footer, Header, FOOTER_SIZE, HEADER_SIZE, SEGTAB_ENTRY};
 use lifeboat::rescue::sim::SimDevice;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-
-fn have(tools: &[&str]) -> bool {
-    for t in tools {
-        let ok = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {t}"))
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            println!("skipped: {t} missing");
-            return false;
-        }
-    }
-    true
-}
 
 /// (start, size, partclone fs name, fsck command) of each partition.
 const PARTS: [(u64, u64, &str, &str); 4] = [
@@ -37,10 +22,6 @@ const PARTS: [(u64, u64, &str, &str); 4] = [
     (153 * MIB, 32 * MIB, "exfat", "fsck.exfat -n"),
 ];
 const DISK: u64 = 200 * MIB;
-
-fn random_file(p: &Path, len: u64, seed: u64) {
-    fs::write(p, SimDevice::pattern(len as usize, seed)).unwrap();
-}
 
 /// The reused sample disk (see the module doc).
 fn reused_disk(t: &TempDir) -> std::path::PathBuf {
@@ -95,26 +76,17 @@ fn reused_disk(t: &TempDir) -> std::path::PathBuf {
 fn used_ranges(t: &TempDir, disk: &Path, k: usize) -> Vec<(u64, u64)> {
     let (start, size, fs_name, _) = PARTS[k];
     let part = t.p("part.tmp");
-    let dom = t.p("part.dom");
-    let _ = fs::remove_file(&dom);
     sh(&format!(
-        "dd if={} of={} bs=1M skip={} count={} status=none && partclone.{fs_name} -D -q -s {} -o {} >/dev/null 2>&1",
+        "dd if={} of={} bs=1M skip={} count={} status=none",
         s(disk),
         s(&part),
         start / MIB,
-        size / MIB,
-        s(&part),
-        s(&dom)
+        size / MIB
     ));
-    let mut v = Vec::new();
-    for l in fs::read_to_string(&dom).unwrap().lines() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if l.starts_with('#') || f.len() != 3 || f[2] != "+" {
-            continue;
-        }
-        let n = |x: &str| u64::from_str_radix(x.trim_start_matches("0x"), 16).unwrap();
-        v.push((start + n(f[0]), start + n(f[0]) + n(f[1])));
-    }
+    let v: Vec<(u64, u64)> = referee(fs_name, &part, t)
+        .into_iter()
+        .map(|(a, e)| (start + a, start + e))
+        .collect();
     assert!(!v.is_empty());
     v
 }

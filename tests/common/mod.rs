@@ -1,9 +1,12 @@
 //! What every integration test shares: temporary directories (`tempfile`), loop devices detached
 //! on drop (skipping with a printed message where `losetup` cannot attach), running tools and
-//! the `lifeboat` binary, exit-code and JSON-output assertions, and sha256 of a file.
+//! the `lifeboat` binary, exit-code and JSON-output assertions, and sha256 of a file;
+//! `usedfs`: random-filled files and the used-block referees (partclone, dumpe2fs, mtools).
 //!
 //! Each test file includes it with `mod common;`; not every file uses every helper.
 #![allow(dead_code)]
+
+pub mod usedfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
