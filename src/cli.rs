@@ -244,6 +244,7 @@ mod tests {
             yes: flags,
             map: map.map(Into::into),
             no_verify: flags,
+            all_sectors: flags,
             json: !flags,
         })
     }
@@ -256,6 +257,7 @@ mod tests {
             yes: true,
             map: Some("/run/lifeboat/job/map".into()),
             no_verify: false,
+            all_sectors: true,
             json: true,
         });
         assert_eq!(
@@ -267,6 +269,7 @@ mod tests {
                 "--yes",
                 "--map",
                 "/run/lifeboat/job/map",
+                "--all-sectors",
                 "--json"
             ]
         );

@@ -349,7 +349,7 @@ fn dead_region_is_not_read_more_often_than_ddrescue_would() {
 }
 
 #[test]
-fn domain_limits_what_is_read_and_leaves_the_rest_of_the_map_alone() {
+fn domain_limits_what_is_read_and_marks_the_rest_free() {
     let data = SimDevice::pattern(4 << 20, 23);
     let sim = Arc::new(SimDevice::new(data.clone(), 512).bad((1 << 20) + 4096, 512));
     let dst = Arc::new(MemTarget::new(4 << 20, 0xAA));
@@ -376,13 +376,16 @@ fn domain_limits_what_is_read_and_leaves_the_rest_of_the_map_alone() {
             (3 << 20, 1 << 20)
         ]
     );
+    // Outside the domain: free (saved as ddrescue's non-tried, marked `# free`), not to do.
     assert_eq!(
-        out.map.ranges(Status::Untried),
+        out.map.ranges(Status::Free),
         vec![
             (0, 1 << 20),
             ((1 << 20) + (64 << 10), (2 << 20) - (64 << 10))
         ]
     );
+    assert!(out.map.ranges(Status::Untried).is_empty());
+    assert!(out.map.is_complete());
     assert_eq!(&t[3 << 20..], &data[3 << 20..]);
     assert!(
         t[..1 << 20].iter().all(|&b| b == 0xAA),

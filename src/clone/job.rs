@@ -1,9 +1,19 @@
-//! A clone job as a library call: plan (resolve selectors, every safety refusal, sizes), then
-//! execute (source read-only in the kernel, the rescue onto the target, verify, partition
-//! table fix-up) and a report. The CLI, the unattended runner and the TUI all go through here.
+//! A clone job as a library call: plan (resolve selectors, every safety refusal, sizes, the
+//! used-block plan and the rescue domain), then execute (source read-only in the kernel, the
+//! rescue onto the target, verify, partition table fix-up) and a report. The CLI, the
+//! unattended runner and the TUI all go through here.
+//!
+//! By default a clone copies the used blocks of every filesystem Lifeboat can map plus
+//! everything outside partitions (tables, gaps, boot code, the backup GPT) and every partition
+//! it cannot map, whole: the [`crate::fs::UsageMap`] of the source, read through the same
+//! device as the data, becomes the rescue engine's domain (GNU ddrescue's `--domain-mapfile`),
+//! so bad sectors in free space are never read. The target's free space keeps its old bytes
+//! (as with Clonezilla), the verify pass compares exactly the copied domain, and the map marks
+//! the free areas (`# free`, see [`crate::rescue::map`]). `--all-sectors` copies every sector.
 use super::gpt::{self, PartitionTable, TableKind};
 use crate::devices::{self, Selected};
 use crate::error::{exit, Error, ErrorKind, Result};
+use crate::fs::{Domain, PartitionUsage, UsageMap};
 use crate::io::{Access, BlockSource, Device};
 use crate::jobs::{fmt_bytes, Cancel, Progress, ProgressSink, RateMeter};
 use crate::rescue::map::MapOrigin;
@@ -34,6 +44,8 @@ pub struct CloneJob {
     pub command_line: String,
     /// Write onto a target whose health is FAILING (`--yes`); otherwise it is refused.
     pub allow_failing_target: bool,
+    /// Copy every sector (`--all-sectors`), not only the used blocks.
+    pub all_sectors: bool,
 }
 
 impl CloneJob {
@@ -47,6 +59,7 @@ impl CloneJob {
             cluster: 1 << 20,
             command_line: format!("lifeboat clone {source} {target}"),
             allow_failing_target: false,
+            all_sectors: false,
         }
     }
 }
@@ -69,6 +82,10 @@ pub struct Plan {
     /// The `--map` file as checked, its directory resolved ([`storage::pin_dir`]): saved under
     /// this name.
     pub map_path: Option<PathBuf>,
+    /// The used-block plan of the source (per partition: filesystem, used bytes, mode).
+    pub usage: UsageMap,
+    /// What is read: the used blocks and everything outside partitions; `None`: every sector.
+    pub domain: Option<Domain>,
 }
 
 impl Plan {
@@ -112,6 +129,21 @@ impl Plan {
                 fmt_bytes(self.copy_len)
             ));
         }
+        match &self.domain {
+            Some(d) => s.push_str(&format!(
+                "Copying {} of {}: the used blocks, everything outside partitions, and whole \
+                 partitions without a used-block map (the target's free space keeps its old bytes):\n",
+                fmt_bytes(d.bytes),
+                fmt_bytes(self.copy_len)
+            )),
+            None if !self.usage.partitions.is_empty() => {
+                s.push_str("Copying every sector:\n");
+            }
+            None => {}
+        }
+        for p in &self.usage.partitions {
+            s.push_str(&format!("  {}\n", p.describe()));
+        }
         s
     }
 }
@@ -146,6 +178,12 @@ pub struct CloneReport {
     pub verified_bytes: u64,
     /// `[start_byte, length_bytes]` of target areas that did not match.
     pub verify_mismatches: Vec<[u64; 2]>,
+    /// Bytes the copy covers: the used blocks, everything outside partitions and whole
+    /// partitions without a used-block map (size_bytes with `--all-sectors`).
+    pub used_bytes: u64,
+    /// Per partition: filesystem, used bytes, mode (used blocks / all sectors) and why (the
+    /// fields of image create's report).
+    pub partitions: Vec<PartitionUsage>,
     /// "gpt", "mbr" or "none" (the source's table).
     pub partition_table: String,
     /// Whether the GPT was rewritten for the target's size.
@@ -209,6 +247,27 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     } else {
         target.size / lbs * lbs
     };
+    // The used-block plan and the domain, read through the source device like the data.
+    let mut usage = UsageMap::analyze(source_dev.as_ref());
+    if job.all_sectors {
+        usage.force_all_sectors("--all-sectors was given");
+    }
+    let domain = usage.domain(source_dev.as_ref(), copy_len, lbs);
+    if domain.is_none() {
+        usage.used_bytes = copy_len;
+    }
+    if let Some(d) = domain.as_ref().filter(|d| d.gaps_read_below > 0) {
+        notes.push(format!(
+            "the used blocks lie in very many pieces: free gaps shorter than {} were read too, \
+             to keep the rescue map within {} ranges",
+            fmt_bytes(d.gaps_read_below),
+            crate::fs::domain::MAX_RANGES
+        ));
+    }
+    let free = domain
+        .as_ref()
+        .map(|d| d.free(copy_len))
+        .unwrap_or_default();
     // The map: where it will be saved and whether it is this copy's, before anything is written.
     if let Some(m) = &map_path {
         super::resume::check_location(m)?;
@@ -217,7 +276,8 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
         source: super::resume::storage_id(&source, ssize),
         target: super::resume::storage_id(&target.selected, target.size),
     };
-    let map = super::resume::load_or_new(map_path.as_deref(), &origin, copy_len, &mut notes)?;
+    let map =
+        super::resume::load_or_new(map_path.as_deref(), &origin, copy_len, &free, &mut notes)?;
     Ok(Plan {
         source,
         source_dev,
@@ -228,6 +288,8 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
         map,
         notes,
         map_path,
+        usage,
+        domain,
     })
 }
 
@@ -254,6 +316,8 @@ pub fn execute(
         map,
         mut notes,
         map_path,
+        usage,
+        domain,
         ..
     } = plan;
     let guard = ReadOnlyGuard::new(&[source.path()])?;
@@ -265,6 +329,7 @@ pub fn execute(
         mapfile: map_path,
         command_line: job.command_line.clone(),
         job: "clone".into(),
+        domain: domain.map(|d| d.ranges),
         ..rescue::Options::default()
     };
     let out = rescue::run(source_dev.clone(), tdev.clone(), map, &opts, sink, cancel)?;
@@ -315,11 +380,11 @@ pub fn execute(
     } else {
         exit::OK
     };
-    if verified_bytes > 0 && verified_bytes < copy_len {
+    if verified_bytes > 0 && verified_bytes < usage.used_bytes {
         notes.push(format!(
             "verified {} of {}: areas copied by an earlier run (resumed from the map) were not hashed",
             fmt_bytes(verified_bytes),
-            fmt_bytes(copy_len)
+            fmt_bytes(usage.used_bytes)
         ));
     }
     Ok(CloneReport {
@@ -333,12 +398,14 @@ pub fn execute(
         logical_block_size: lbs,
         bad_ranges,
         duration_ms: start.elapsed().as_millis() as u64,
-        rate_bytes_per_sec: (copy_len as f64 / copy_secs) as u64,
+        rate_bytes_per_sec: ((totals.finished + totals.bad) as f64 / copy_secs) as u64,
         reads_total: out.reads_total,
         reads_failed: out.reads_failed,
         verified,
         verified_bytes,
         verify_mismatches: mismatches.into_iter().map(|(a, l)| [a, l]).collect(),
+        used_bytes: usage.used_bytes,
+        partitions: usage.partitions,
         partition_table: format!("{:?}", table.kind).to_lowercase(),
         partition_table_fixed: fixed,
         map_file: job.map.as_ref().map(|m| m.display().to_string()),
@@ -355,7 +422,7 @@ fn verify(
     cancel: &Cancel,
 ) -> Result<rescue::VerifyResult> {
     tdev.drop_cache()?;
-    let total = h.size();
+    let total = h.covered();
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (h2, d2, s2) = (h.clone(), done.clone(), stop.clone());

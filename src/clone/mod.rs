@@ -25,6 +25,8 @@ pub struct CloneArgs {
     /// Skip the verification pass.
     #[arg(long)]
     pub no_verify: bool,
+    #[arg(long, help = crate::fs::ALL_SECTORS_HELP)]
+    pub all_sectors: bool,
     /// Print the final report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -36,6 +38,7 @@ pub fn run(a: CloneArgs) -> Result<i32> {
     job.map = a.map.clone();
     job.verify = !a.no_verify;
     job.allow_failing_target = a.yes;
+    job.all_sectors = a.all_sectors;
     let mut cl = vec![
         "lifeboat".to_string(),
         "clone".into(),
@@ -45,6 +48,9 @@ pub fn run(a: CloneArgs) -> Result<i32> {
     if let Some(m) = &a.map {
         cl.push("--map".into());
         cl.push(m.display().to_string());
+    }
+    if a.all_sectors {
+        cl.push("--all-sectors".into());
     }
     job.command_line = cl.join(" ");
     // Ctrl-C / SIGTERM cancel the job cleanly (target synced, map saved); a second one exits.
@@ -58,8 +64,8 @@ pub fn run(a: CloneArgs) -> Result<i32> {
     }
     let sink = StderrSink::from_env();
     let report = execute(plan, &job, &sink, &cancel)?;
-    let mut last = crate::jobs::Progress::new("clone", "finished", report.size_bytes);
-    last.done_bytes = report.size_bytes;
+    let mut last = crate::jobs::Progress::new("clone", "finished", report.used_bytes);
+    last.done_bytes = report.used_bytes;
     last.bad_bytes = report.bad_bytes;
     last.rate_bytes_per_sec = report.rate_bytes_per_sec;
     sink.finish(&last);
@@ -82,6 +88,16 @@ pub fn human_report(r: &CloneReport) -> String {
         fmt_duration(r.duration_ms / 1000),
         fmt_bytes(r.rate_bytes_per_sec)
     );
+    if r.used_bytes < r.size_bytes {
+        s.push_str(&format!(
+            "\n  used blocks: {} of {} (the target's free space keeps its old bytes)",
+            fmt_bytes(r.used_bytes),
+            fmt_bytes(r.size_bytes)
+        ));
+    }
+    for p in &r.partitions {
+        s.push_str(&format!("\n  {}", p.describe()));
+    }
     if r.bad_bytes > 0 {
         s.push_str(&format!(
             "\n  UNREADABLE: {} in {} sectors of {} bytes (zeros on the target), {} ranges",

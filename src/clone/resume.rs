@@ -4,10 +4,18 @@
 //! the parts it marks finished and leave the target wrong, so a map that does not match is
 //! refused (exit 4). A map without that record (GNU ddrescue's, an older Lifeboat's) is taken
 //! only when it describes exactly this copy's length, with a note.
+//!
+//! The map also records the copy's domain: the free areas a used-blocks clone does not copy
+//! are free extents in it (`# free`). A map is resumed only when its free areas are exactly
+//! this run's (refused, exit 4, otherwise): a map of an `--all-sectors` copy (or GNU
+//! ddrescue's, or an older Lifeboat's) by an `--all-sectors` run, a used-blocks map by a
+//! used-blocks run of the same, unchanged filesystems. Free space that differs means the
+//! source's filesystems changed since (what the map marks copied may be stale) or that the
+//! options differ; the message says which and what to do.
 use crate::devices::{usage::fmt_dev, Selected};
 use crate::error::{Error, Result};
 use crate::rescue::map::{MapOrigin, StorageId};
-use crate::rescue::ExtentMap;
+use crate::rescue::{ExtentMap, Status};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -105,11 +113,14 @@ pub fn check_location(map: &Path) -> Result<()> {
 }
 
 /// The map to start from: a fresh one when `map` does not exist yet, else the loaded one once
-/// its record matches this copy (`origin`, `copy_len` bytes). Notes for the report go to `notes`.
+/// its record matches this copy (`origin`, `copy_len` bytes) and its free areas are `free`
+/// (`[start, len]`, ascending; empty for a copy of every sector). Notes for the report go to
+/// `notes`.
 pub fn load_or_new(
     map: Option<&Path>,
     origin: &MapOrigin,
     copy_len: u64,
+    free: &[(u64, u64)],
     notes: &mut Vec<String>,
 ) -> Result<ExtentMap> {
     load_or_new_for(map, origin, copy_len, notes, "clone", "copying")
@@ -182,6 +193,7 @@ pub fn load_or_new_for(
             ));
         }
     }
+    check_domain(path, &loaded, described, free)?;
     for e in loaded.extents().iter().filter(|e| e.pos < described) {
         fresh.set(e.pos, e.size.min(described - e.pos), e.status);
     }
@@ -190,10 +202,61 @@ pub fn load_or_new_for(
     Ok(fresh)
 }
 
+/// Refuses a map whose free areas (in its first `described` bytes) are not `free`.
+fn check_domain(
+    path: &Path,
+    loaded: &ExtentMap,
+    described: u64,
+    free: &[(u64, u64)],
+) -> Result<()> {
+    let clip = |v: &[(u64, u64)]| -> Vec<(u64, u64)> {
+        v.iter()
+            .filter(|r| r.0 < described)
+            .map(|r| (r.0, r.1.min(described - r.0)))
+            .collect()
+    };
+    let theirs = clip(&loaded.ranges(Status::Free));
+    let ours = clip(free);
+    if theirs == ours {
+        return Ok(());
+    }
+    let bytes = |v: &[(u64, u64)]| v.iter().map(|r| r.1).sum::<u64>();
+    let name = path.display();
+    let (why, todo) = if theirs.is_empty() {
+        (
+            "it is the map of a copy of every sector (made with --all-sectors, or by GNU \
+             ddrescue or an older Lifeboat) and this clone copies only the used blocks"
+                .to_string(),
+            "add --all-sectors to resume it, or ",
+        )
+    } else if ours.is_empty() {
+        (
+            "it is the map of a clone of the used blocks only and this clone copies every \
+             sector (--all-sectors)"
+                .to_string(),
+            "run without --all-sectors to resume it, or ",
+        )
+    } else {
+        (
+            format!(
+                "its free areas ({} bytes) are not the source's free space now ({} bytes): the \
+                 source's filesystems changed since the map was saved, or could not be read the \
+                 same way, so what the map marks copied may be stale",
+                bytes(&theirs),
+                bytes(&ours)
+            ),
+            "",
+        )
+    };
+    Err(Error::refused(format!(
+        "the map {name} does not fit this clone ({why}); nothing was written: {todo}give a new \
+         --map file name (or delete {name}) to start this clone from the beginning"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rescue::Status;
 
     fn dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("lifeboat-resume-{tag}-{}", std::process::id()));
@@ -219,28 +282,65 @@ mod tests {
         let map = d.join("m.map");
         let o = origin(&a, &b, 8192);
         let mut notes = vec![];
-        let mut m = load_or_new(Some(&map), &o, 8192, &mut notes).unwrap();
+        let mut m = load_or_new(Some(&map), &o, 8192, &[], &mut notes).unwrap();
         m.set(0, 4096, Status::Finished);
         m.save(&map, "test").unwrap();
         // Same copy: resumed.
-        let r = load_or_new(Some(&map), &o, 8192, &mut notes).unwrap();
+        let r = load_or_new(Some(&map), &o, 8192, &[], &mut notes).unwrap();
         assert_eq!(r.status_at(0), Some(Status::Finished));
         assert!(notes.is_empty());
         // Another source (same size), another target, another size: refused.
         for other in [origin(&c, &b, 8192), origin(&a, &c, 8192)] {
-            let e = load_or_new(Some(&map), &other, 8192, &mut notes).unwrap_err();
+            let e = load_or_new(Some(&map), &other, 8192, &[], &mut notes).unwrap_err();
             assert_eq!(e.kind, crate::ErrorKind::Refused, "{e}");
         }
         let mut bigger = o.clone();
         bigger.source.size = 16384;
-        assert!(load_or_new(Some(&map), &bigger, 16384, &mut notes).is_err());
+        assert!(load_or_new(Some(&map), &bigger, 16384, &[], &mut notes).is_err());
         // A ddrescue map without a record: only with the same length, with a note.
         std::fs::write(&map, "0 +\n0 0x1000 +\n0x1000 0x1000 -\n").unwrap();
-        let r = load_or_new(Some(&map), &o, 8192, &mut notes).unwrap();
+        let r = load_or_new(Some(&map), &o, 8192, &[], &mut notes).unwrap();
         assert_eq!(r.status_at(5000), Some(Status::Bad));
         assert_eq!(notes.len(), 1);
-        let e = load_or_new(Some(&map), &o, 16384, &mut notes).unwrap_err();
+        let e = load_or_new(Some(&map), &o, 16384, &[], &mut notes).unwrap_err();
         assert_eq!(e.kind, crate::ErrorKind::Refused);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_map_of_another_domain_is_refused() {
+        let d = dir("domain");
+        let (a, b) = (d.join("a"), d.join("b"));
+        for f in [&a, &b] {
+            std::fs::write(f, vec![0u8; 65536]).unwrap();
+        }
+        let map = d.join("m.map");
+        let o = origin(&a, &b, 65536);
+        let free = [(4096u64, 8192u64), (32768, 16384)];
+        let mut notes = vec![];
+        let mut m = load_or_new(Some(&map), &o, 65536, &free, &mut notes).unwrap();
+        for &(x, l) in &free {
+            m.set(x, l, Status::Free);
+        }
+        m.set(0, 4096, Status::Finished);
+        m.save(&map, "test").unwrap();
+        // The same free areas: resumed, the free areas kept.
+        let r = load_or_new(Some(&map), &o, 65536, &free, &mut notes).unwrap();
+        assert_eq!(r.ranges(Status::Free), free.to_vec());
+        assert_eq!(r.status_at(0), Some(Status::Finished));
+        // Other free space, every sector: refused, saying what to do.
+        let e = load_or_new(Some(&map), &o, 65536, &free[..1], &mut notes).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Refused);
+        assert!(e.to_string().contains("changed since"), "{e}");
+        let e = load_or_new(Some(&map), &o, 65536, &[], &mut notes).unwrap_err();
+        assert!(e.to_string().contains("run without --all-sectors"), "{e}");
+        // A map of every sector resumed by a used-blocks run.
+        let mut every = ExtentMap::new(65536);
+        every.origin = Some(o.clone());
+        every.save(&map, "test").unwrap();
+        let e = load_or_new(Some(&map), &o, 65536, &free, &mut notes).unwrap_err();
+        assert!(e.to_string().contains("add --all-sectors"), "{e}");
+        assert!(notes.is_empty(), "{notes:?}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

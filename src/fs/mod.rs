@@ -13,11 +13,13 @@
 //! Linux and Windows ignore) makes the whole disk all sectors, each partition listed with why.
 //!
 //! [`UsageMap::extents`] then streams the used byte ranges of the whole disk, sorted and
-//! coalesced. Memory is bounded: a filesystem map holds one piece of its bitmap at a time (one
-//! ext4 group, 256 KiB of a FAT or bitmap) plus a read window of [`WINDOW`] bytes, so a map is
-//! below ~1 MiB whatever the disk size — never one bit per block of the whole disk. A map that
+//! coalesced; [`domain`] collects them into a rescue domain (clone). Memory is bounded: a
+//! filesystem map holds one piece of its bitmap at a time (one ext4 group, 256 KiB of a FAT or
+//! bitmap) plus a read window of [`WINDOW`] bytes, so a map is below ~1 MiB whatever the disk
+//! size — never one bit per block of the whole disk. A map that
 //! fails while streaming (a read error the second time) turns the rest of its partition into
 //! used bytes: the stream itself never loses data.
+pub mod domain;
 pub mod exfat;
 pub mod ext;
 pub mod fat;
@@ -28,6 +30,7 @@ use crate::clone::gpt::{self, TableKind};
 use crate::devices::probe::{probe_reader, ReadAt};
 use crate::error::{Error, Result};
 use crate::io::{AlignedBuf, BlockSource};
+pub use domain::Domain;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -35,6 +38,13 @@ use std::sync::Mutex;
 /// Bytes read at once (and cached) by [`Region`]: bitmaps that lie together (ext4 flex_bg,
 /// a FAT, an NTFS `$Bitmap` run) cost one read per window instead of one per block.
 pub const WINDOW: usize = 256 << 10;
+
+/// The help of `--all-sectors`, one text for every command that has the flag (clone, image
+/// create): one meaning of it on the whole command line.
+pub const ALL_SECTORS_HELP: &str = "Read and copy every sector, free space included (forensics, \
+unknown layouts). By default only the blocks filesystems use are read (ext2/3/4, FAT, exFAT, \
+NTFS) besides everything outside partitions; partitions without a trustworthy map are copied \
+whole anyway.";
 
 /// A byte range `[start, end)`.
 pub type Range = (u64, u64);
@@ -302,6 +312,31 @@ pub struct PartitionUsage {
     pub reason: Option<String>,
     /// Bytes that will be read: the used blocks, or the whole partition.
     pub used_bytes: u64,
+}
+
+impl PartitionUsage {
+    /// How the partition is copied, in words: "used blocks" or "all sectors (why)".
+    pub fn mode_text(&self) -> String {
+        match self.mode {
+            Mode::UsedBlocks => "used blocks".to_string(),
+            Mode::AllSectors => format!(
+                "all sectors ({})",
+                self.reason.as_deref().unwrap_or("no used-block map")
+            ),
+        }
+    }
+
+    /// One line for a report: "partition N: FILESYSTEM, USED used of SIZE, MODE".
+    pub fn describe(&self) -> String {
+        format!(
+            "partition {}: {}, {} used of {}, {}",
+            self.number,
+            self.filesystem.as_deref().unwrap_or("unknown"),
+            crate::jobs::fmt_bytes(self.used_bytes),
+            crate::jobs::fmt_bytes(self.size_bytes),
+            self.mode_text()
+        )
+    }
 }
 
 /// The used-block plan of a whole disk.

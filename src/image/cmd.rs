@@ -245,29 +245,10 @@ fn run_create(
     })
 }
 
-/// How a partition was copied, in words: "used blocks" or "all sectors (why)".
-fn mode_text(p: &crate::fs::PartitionUsage) -> String {
-    match p.mode {
-        crate::fs::Mode::UsedBlocks => "used blocks".to_string(),
-        crate::fs::Mode::AllSectors => format!(
-            "all sectors ({})",
-            p.reason.as_deref().unwrap_or("no used-block map")
-        ),
-    }
-}
-
 /// One line per partition: number, filesystem, used bytes of size, mode and why.
 fn print_partitions(parts: &[crate::fs::PartitionUsage], indent: &str) {
     for p in parts {
-        let what = mode_text(p);
-        eprintln!(
-            "{indent}partition {}: {}, {} used of {}, {}",
-            p.number,
-            p.filesystem.as_deref().unwrap_or("unknown"),
-            crate::jobs::fmt_bytes(p.used_bytes),
-            crate::jobs::fmt_bytes(p.size_bytes),
-            what
-        );
+        eprintln!("{indent}{}", p.describe());
     }
 }
 
@@ -358,7 +339,7 @@ fn run_info(image: String, json: bool) -> Result<i32> {
                 p.filesystem.as_deref().unwrap_or("unknown"),
                 crate::jobs::fmt_bytes(p.used_bytes),
                 crate::jobs::fmt_bytes(p.size_bytes),
-                mode_text(p)
+                p.mode_text()
             );
         }
         println!(

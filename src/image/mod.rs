@@ -36,10 +36,7 @@ pub enum ImageCmd {
         /// Replace an existing image of the same name (only once the new one is complete).
         #[arg(long)]
         force: bool,
-        /// Read and store every sector, free space included (forensics, unknown layouts).
-        /// By default only the blocks filesystems use are read (ext2/3/4, FAT, exFAT, NTFS);
-        /// partitions without a trustworthy map are copied whole anyway.
-        #[arg(long)]
+        #[arg(long, help = crate::fs::ALL_SECTORS_HELP)]
         all_sectors: bool,
         /// Chunk compression: zstd:LEVEL (1-19; default zstd:1, higher is smaller and slower),
         /// zstd (level 3) or lz4 (least CPU).

@@ -137,8 +137,10 @@ pub struct Options {
     /// Progress snapshot interval.
     pub tick: Duration,
     /// The rescue domain (ddrescue's `--domain-mapfile`): `[start, len]` byte ranges to
-    /// rescue; nothing outside them is read and their map entries are left as they are.
-    /// `None`: the whole map.
+    /// rescue; nothing outside them is read or written. Untried areas outside become
+    /// [`Status::Free`] in the map (other statuses there are left as they are), free areas
+    /// inside become untried, and the verify hashes cover exactly the domain. `None`: the
+    /// whole map.
     pub domain: Option<Vec<(u64, u64)>>,
 }
 
@@ -258,6 +260,20 @@ pub fn run(
         sectors((size / 100).clamp(min_skip, 1 << 30))
     }
     .max(min_skip);
+    let mut map = map;
+    let mut free = Vec::new();
+    if let Some(d) = &opts.domain {
+        free = outside(d, size);
+        let mut p = 0;
+        for &(a, l) in &free {
+            map.replace(p, a - p, Status::Free, Status::Untried);
+            map.replace(a, l, Status::Untried, Status::Free);
+            p = a + l;
+        }
+        map.replace(p, size - p, Status::Free, Status::Untried);
+    } else {
+        map.replace(0, size, Status::Free, Status::Untried);
+    }
     let shared = Arc::new(Shared {
         map: Mutex::new(map.clone()),
     });
@@ -269,12 +285,9 @@ pub fn run(
         let _ = pool_tx.send(AlignedBuf::new(cluster as usize));
     }
     let mut plan = map;
-    if let Some(d) = &opts.domain {
-        // Outside the domain the reader sees "finished" and never reads; the committed map
-        // keeps whatever those areas were.
-        for (a, l) in outside(d, size) {
-            plan.set(a, l, Status::Finished);
-        }
+    // Outside the domain the reader sees "finished" and never reads.
+    for &(a, l) in &free {
+        plan.set(a, l, Status::Finished);
     }
     let mut reader = Reader {
         src: src.clone(),
@@ -304,7 +317,13 @@ pub fn run(
     let w_shared = shared.clone();
     let w_dst = dst.clone();
     let w_stop = stop.clone();
-    let hashes = opts.hash.then(|| Hashes::new(size, lbs as u32));
+    let hashes = opts.hash.then(|| {
+        let mut h = Hashes::new(size, lbs as u32);
+        if let Some(d) = &opts.domain {
+            h.restrict(d);
+        }
+        h
+    });
     let writer_h = thread::Builder::new()
         .name("rescue-writer".into())
         .spawn(move || {
@@ -426,7 +445,8 @@ fn snapshot_with(
     stats: Option<&Stats>,
 ) -> Progress {
     let t = m.totals();
-    let mut p = Progress::new(job, phase_name(m.current_phase), m.size());
+    // Free areas (outside the domain) are not part of the job.
+    let mut p = Progress::new(job, phase_name(m.current_phase), m.size() - t.free);
     p.done_bytes = t.finished + t.bad;
     p.bad_bytes = t.error_bytes();
     let (rate, eta) = meter.update(Instant::now(), p.done_bytes, p.total_bytes);

@@ -10,9 +10,14 @@
 //! 8 bytes where this makes one. A changed word always changes the 64-bit state (odd
 //! multipliers and xorshifts are bijections); folded to 32 bits a change goes unseen with odds
 //! of about 2^-32, as with a CRC32. A check against corruption, not a cryptographic hash.
+//!
+//! A rescue limited to a domain ([`Hashes::restrict`]) is verified over exactly that domain:
+//! a chunk counts as written when every domain sector in it was, and only those sectors are
+//! re-read and compared (the rest of the target keeps bytes the copy never wrote).
 use crate::error::{Error, Result};
 use crate::io::{AlignedBuf, BlockSource};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 const MAX_CHUNKS: u64 = 1 << 20;
 
@@ -25,6 +30,16 @@ pub struct Hashes {
     acc: Vec<u64>,
     count: Vec<u32>,
     zero_crc: u32,
+    /// The domain (sorted, merged `[start, end)`) and the sectors of it in each chunk; `None`:
+    /// everything.
+    domain: Option<Arc<Domain>>,
+}
+
+#[derive(Debug)]
+struct Domain {
+    ranges: Vec<(u64, u64)>,
+    sectors: Vec<u32>,
+    bytes: u64,
 }
 
 /// The 32-bit digest of one sector (or the shorter last piece of an odd-sized disk).
@@ -83,7 +98,47 @@ impl Hashes {
             acc: vec![0; n],
             count: vec![0; n],
             zero_crc: digest(&vec![0u8; lbs as usize]),
+            domain: None,
         }
+    }
+
+    /// Limits verification to `domain` (`[start, len]` ranges, any order; sector-aligned
+    /// starts): see the module documentation.
+    pub fn restrict(&mut self, domain: &[(u64, u64)]) {
+        let mut r: Vec<(u64, u64)> = domain
+            .iter()
+            .map(|&(a, l)| (a.min(self.size), a.saturating_add(l).min(self.size)))
+            .filter(|&(a, e)| a < e)
+            .collect();
+        r.sort_unstable();
+        let mut ranges: Vec<(u64, u64)> = Vec::with_capacity(r.len());
+        for (a, e) in r {
+            match ranges.last_mut() {
+                Some(l) if a <= l.1 => l.1 = l.1.max(e),
+                _ => ranges.push((a, e)),
+            }
+        }
+        let mut sectors = vec![0u32; self.acc.len()];
+        for &(a, e) in &ranges {
+            let mut p = a;
+            while p < e {
+                let c = p / self.chunk;
+                let ce = ((c + 1) * self.chunk).min(e);
+                sectors[c as usize] += (ce - p).div_ceil(self.lbs) as u32;
+                p = ce;
+            }
+        }
+        let bytes = ranges.iter().map(|r| r.1 - r.0).sum();
+        self.domain = Some(Arc::new(Domain {
+            ranges,
+            sectors,
+            bytes,
+        }));
+    }
+
+    /// Bytes a verify pass goes through: the domain, or everything.
+    pub fn covered(&self) -> u64 {
+        self.domain.as_ref().map_or(self.size, |d| d.bytes)
     }
 
     /// Bytes covered.
@@ -162,6 +217,9 @@ impl Hashes {
     }
 
     fn sectors_in_chunk(&self, c: usize) -> u32 {
+        if let Some(d) = &self.domain {
+            return d.sectors[c];
+        }
         let a = c as u64 * self.chunk;
         let b = (a + self.chunk).min(self.size);
         (b - a).div_ceil(self.lbs) as u32
@@ -180,39 +238,67 @@ impl Hashes {
             verified_bytes: 0,
             mismatches: vec![],
         };
+        // Index of the first domain range that may reach into the current chunk.
+        let mut di = 0usize;
+        // The target's sector: reads are aligned to it (at most a chunk, which is aligned).
+        let talign = (target.logical_block_size() as u64)
+            .max(self.lbs)
+            .min(self.chunk);
         for c in 0..self.acc.len() {
             if stop.load(Ordering::Relaxed) {
                 return Err(Error::cancelled());
             }
             let a = c as u64 * self.chunk;
             let len = (self.chunk).min(self.size - a);
-            done.fetch_add(len, Ordering::Relaxed);
-            if self.count[c] != self.sectors_in_chunk(c) {
+            // The parts of the chunk to compare: all of it, or its pieces of the domain.
+            let pieces: Vec<(u64, u64)> = match &self.domain {
+                None => vec![(a, a + len)],
+                Some(d) => {
+                    while di < d.ranges.len() && d.ranges[di].1 <= a {
+                        di += 1;
+                    }
+                    d.ranges[di..]
+                        .iter()
+                        .take_while(|r| r.0 < a + len)
+                        .map(|r| (r.0.max(a), r.1.min(a + len)))
+                        .collect()
+                }
+            };
+            let plen: u64 = pieces.iter().map(|p| p.1 - p.0).sum();
+            done.fetch_add(plen, Ordering::Relaxed);
+            if plen == 0 || self.count[c] != self.sectors_in_chunk(c) {
                 continue;
             }
-            let rl = (len.div_ceil(self.lbs) * self.lbs) as usize;
-            buf.set_len(rl);
-            let mut got = 0usize;
-            let mut failed = false;
-            while got < len as usize {
-                match target.read_at(&mut buf[got..rl], a + got as u64) {
-                    Ok(0) | Err(_) => {
-                        failed = true;
-                        break;
-                    }
-                    Ok(n) => got += n,
-                }
-            }
             let mut x = 0u64;
-            if !failed {
-                let mut o = 0usize;
-                while o < len as usize {
-                    let n = (self.lbs as usize).min(len as usize - o);
-                    x ^= self.sector_hash((a + o as u64) / self.lbs, digest(&buf[o..o + n]));
+            let mut failed = false;
+            for &(pa, pe) in &pieces {
+                // Read whole target sectors (O_DIRECT onto a disk with larger sectors than the
+                // source's); hash only the piece.
+                let ra = pa / talign * talign;
+                let need = (pe - ra) as usize;
+                let rl = ((pe - ra).div_ceil(talign) * talign) as usize;
+                buf.set_len(rl);
+                let mut got = 0usize;
+                while got < need {
+                    match target.read_at(&mut buf[got..rl], ra + got as u64) {
+                        Ok(0) | Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                        Ok(n) => got += n,
+                    }
+                }
+                if failed {
+                    break;
+                }
+                let mut o = (pa - ra) as usize;
+                while o < need {
+                    let n = (self.lbs as usize).min(need - o);
+                    x ^= self.sector_hash((ra + o as u64) / self.lbs, digest(&buf[o..o + n]));
                     o += n;
                 }
             }
-            res.verified_bytes += len;
+            res.verified_bytes += plen;
             if failed || x != self.acc[c] {
                 match res.mismatches.last_mut() {
                     Some(m) if m.0 + m.1 == a => m.1 += len,
@@ -273,5 +359,50 @@ mod tests {
         bad[(2 << 20) + 7] ^= 1;
         let r = a.verify(&SimDevice::new(bad, 512), &done, &stop).unwrap();
         assert_eq!(r.mismatches, vec![(2 << 20, 1 << 20)]);
+    }
+
+    #[test]
+    fn a_domain_is_verified_exactly() {
+        let data = SimDevice::pattern(3 << 20, 2);
+        let domain = [((1 << 20) + 4096, 8192u64), (512, 1024), (0, 512)];
+        let mut h = Hashes::new(data.len() as u64, 512);
+        h.restrict(&domain);
+        assert_eq!(h.covered(), 8192 + 1536);
+        for &(a, l) in &domain {
+            h.add(a, &data[a as usize..(a + l) as usize]);
+        }
+        // Bytes outside the domain differ on the target: not compared.
+        let mut target = SimDevice::pattern(3 << 20, 3);
+        for &(a, l) in &domain {
+            target[a as usize..(a + l) as usize]
+                .copy_from_slice(&data[a as usize..(a + l) as usize]);
+        }
+        let (stop, done) = (AtomicBool::new(false), AtomicU64::new(0));
+        let r = h
+            .verify(&SimDevice::new(target.clone(), 512), &done, &stop)
+            .unwrap();
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.verified_bytes, 8192 + 1536);
+        assert_eq!(done.load(Ordering::Relaxed), 8192 + 1536);
+        // A target with 4096-byte sectors is read in whole sectors of its own (O_DIRECT).
+        let r = h
+            .verify(&SimDevice::new(target.clone(), 4096), &done, &stop)
+            .unwrap();
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.verified_bytes, 8192 + 1536);
+        // A changed byte inside the domain is found.
+        target[(1 << 20) + 4096 + 8000] ^= 4;
+        let r = h
+            .verify(&SimDevice::new(target, 512), &done, &stop)
+            .unwrap();
+        assert_eq!(r.mismatches, vec![(1 << 20, 1 << 20)]);
+        // A chunk whose domain sectors were not all written by this run is not compared.
+        let mut part = Hashes::new(data.len() as u64, 512);
+        part.restrict(&domain);
+        part.add(0, &data[..512]);
+        let r = part
+            .verify(&SimDevice::new(data.clone(), 512), &done, &stop)
+            .unwrap();
+        assert_eq!(r.verified_bytes, 0);
     }
 }

@@ -4,6 +4,12 @@
 //! what the map is of ([`MapOrigin`]: the source and target) in a comment line, which ddrescue
 //! ignores. Loading is bounded: a line is at most [`MAX_LINE`] bytes, a map at most
 //! [`MAX_EXTENTS`] extents, and an error quotes a few bytes of the bad line, escaped.
+//!
+//! Areas outside a rescue's domain (a used-blocks clone: the filesystems' free space) are
+//! [`Status::Free`]: never read, nothing to do. GNU ddrescue has no such status (its own
+//! `--domain-mapfile` runs leave those areas non-tried), so a free extent is saved as
+//! non-tried with a trailing comment, `0x00100000  0x00200000  ?  # free`, which ddrescue and
+//! ddrescuelog read as non-tried ('?') and Lifeboat reads back as free.
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -18,6 +24,8 @@ pub const MAX_LINE: usize = 4096;
 pub const MAX_EXTENTS: usize = 1 << 22;
 /// The comment that carries the [`MapOrigin`] (JSON after it, on one line).
 const ORIGIN_TAG: &str = "# Lifeboat origin: ";
+/// What follows the status of a [`Status::Free`] extent's line.
+const FREE_TAG: &str = "# free";
 
 /// One side of a copy as recorded in a map: enough to tell that a later run is of the same
 /// storage. A disk is known by its serial (and model); a disk-image file by its device and
@@ -128,6 +136,9 @@ pub enum Status {
     Bad,
     /// '+' read and written.
     Finished,
+    /// Outside the rescue's domain (free space of a used-blocks copy): never read, nothing to
+    /// do. Saved as '?' followed by `# free` (see the module documentation).
+    Free,
 }
 
 impl Status {
@@ -138,6 +149,7 @@ impl Status {
             Status::NonScraped => '/',
             Status::Bad => '-',
             Status::Finished => '+',
+            Status::Free => '?',
         }
     }
     pub fn from_char(c: char) -> Option<Status> {
@@ -150,21 +162,24 @@ impl Status {
             _ => return None,
         })
     }
-    /// The character of the coarse progress map ('.' untried, '+' finished, '-' bad, '*', '/').
+    /// The character of the coarse progress map ('.' untried, '+' finished, '-' bad, '*', '/',
+    /// '_' free).
     pub fn map_char(self) -> char {
         match self {
             Status::Untried => '.',
+            Status::Free => '_',
             s => s.to_char(),
         }
     }
     /// Display priority in a coarse cell: the most alarming state present wins.
     fn rank(self) -> u8 {
         match self {
-            Status::Finished => 0,
-            Status::Untried => 1,
-            Status::NonTrimmed => 2,
-            Status::NonScraped => 3,
-            Status::Bad => 4,
+            Status::Free => 0,
+            Status::Finished => 1,
+            Status::Untried => 2,
+            Status::NonTrimmed => 3,
+            Status::NonScraped => 4,
+            Status::Bad => 5,
         }
     }
 }
@@ -191,6 +206,8 @@ pub struct Totals {
     pub non_scraped: u64,
     pub bad: u64,
     pub finished: u64,
+    /// Outside the domain: not part of the copy.
+    pub free: u64,
 }
 
 impl Totals {
@@ -353,6 +370,7 @@ impl ExtentMap {
                 Status::NonScraped => t.non_scraped += e.size,
                 Status::Bad => t.bad += e.size,
                 Status::Finished => t.finished += e.size,
+                Status::Free => t.free += e.size,
             }
         }
         t
@@ -367,11 +385,28 @@ impl ExtentMap {
             .collect()
     }
 
-    /// Whether every byte is finished or bad (nothing left to try).
+    /// Whether every byte is finished, bad or free (nothing left to try).
     pub fn is_complete(&self) -> bool {
         self.extents
             .iter()
-            .all(|e| matches!(e.status, Status::Finished | Status::Bad))
+            .all(|e| matches!(e.status, Status::Finished | Status::Bad | Status::Free))
+    }
+
+    /// Sets the parts of `[pos, pos+len)` that are `from` to `to` (the rest keeps its status).
+    pub fn replace(&mut self, pos: u64, len: u64, from: Status, to: Status) {
+        let end = pos.saturating_add(len).min(self.size);
+        if pos >= end {
+            return;
+        }
+        let pieces: Vec<(u64, u64)> = self.extents[self.index_of(pos)..]
+            .iter()
+            .take_while(|e| e.pos < end)
+            .filter(|e| e.status == from)
+            .map(|e| (e.pos.max(pos), e.end().min(end)))
+            .collect();
+        for (a, e) in pieces {
+            self.set(a, e - a, to);
+        }
     }
 
     /// A coarse picture of the map in `cells` characters; each cell shows the most alarming
@@ -442,13 +477,17 @@ impl ExtentMap {
         );
         let _ = writeln!(s, "#      pos        size  status");
         for e in &self.extents {
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "0x{:08X}  0x{:08X}  {}",
                 e.pos,
                 e.size,
                 e.status.to_char()
             );
+            if e.status == Status::Free {
+                let _ = write!(s, "  {FREE_TAG}");
+            }
+            s.push('\n');
         }
         s
     }
@@ -536,12 +575,15 @@ impl ExtentMap {
             }
             let pos = parse_num(f[0]).ok_or_else(|| bad("bad position"))?;
             let len = parse_num(f[1]).ok_or_else(|| bad("bad size"))?;
-            let st = f[2]
+            let mut st = f[2]
                 .chars()
                 .next()
                 .and_then(Status::from_char)
                 .filter(|_| f[2].len() == 1)
                 .ok_or_else(|| bad("bad status"))?;
+            if st == Status::Untried && f[3..].join(" ") == FREE_TAG {
+                st = Status::Free;
+            }
             if pos != expect {
                 return Err(bad("extents must be contiguous and sorted"));
             }
@@ -690,6 +732,33 @@ mod tests {
         assert!(ExtentMap::from_mapfile(dd, 4096).is_err());
         assert!(ExtentMap::from_mapfile("0 ?\n0 10 x\n", 100).is_err());
         assert!(ExtentMap::from_mapfile("0 ?\n5 10 +\n", 100).is_err());
+    }
+
+    #[test]
+    fn free_extents_save_as_annotated_untried_and_load_back() {
+        let mut m = ExtentMap::new(1 << 20);
+        m.set(0, 4096, Status::Finished);
+        m.set(8192, 65536, Status::Free);
+        m.set(1 << 19, 4096, Status::Free);
+        let text = m.to_mapfile("lifeboat clone a b");
+        assert!(
+            text.contains("\n0x00002000  0x00010000  ?  # free\n"),
+            "{text}"
+        );
+        assert_eq!(ExtentMap::from_mapfile(&text, 1 << 20).unwrap(), m);
+        let t = m.totals();
+        assert_eq!(t.free, 65536 + 4096);
+        assert!(!m.is_complete());
+        // Only the untried parts change: free areas stay free, finished stays finished.
+        m.replace(0, 1 << 20, Status::Untried, Status::Finished);
+        assert!(m.is_complete());
+        assert_eq!(m.ranges(Status::Free), vec![(8192, 65536), (1 << 19, 4096)]);
+        m.replace(0, 1 << 19, Status::Free, Status::Untried);
+        assert_eq!(m.ranges(Status::Untried), vec![(8192, 65536)]);
+        assert_eq!(m.ranges(Status::Free), vec![(1 << 19, 4096)]);
+        // Another trailing comment is not a free mark.
+        let other = ExtentMap::from_mapfile("0 ?\n0 4096 ?  # something\n", 4096).unwrap();
+        assert_eq!(other.status_at(0), Some(Status::Untried));
     }
 
     #[test]

@@ -77,6 +77,8 @@ impl App {
                 yes: true,
                 map: Some(Path::new(&self.job_dir).join("map")),
                 no_verify: false,
+                // Used blocks by default; partitions without a trustworthy map are copied whole.
+                all_sectors: false,
                 json: true,
             }),
             JobKind::FullImage | JobKind::Incremental => Cmd::Image(ImageCmd::Create {

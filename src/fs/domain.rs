@@ -1,0 +1,149 @@
+//! The rescue domain of a used-blocks copy: the used byte ranges of a [`UsageMap`], collected
+//! once into sorted `[start, len]` ranges aligned to whole sectors, for the rescue engine
+//! (GNU ddrescue's `--domain-mapfile`, built from the filesystems' own maps) and the verify
+//! pass. Clone uses it; anything that copies through the rescue engine can.
+//!
+//! Memory is bounded: a domain holds at most [`MAX_RANGES`] ranges (16 bytes each, and the
+//! rescue map about two extents per range). The used blocks of a badly fragmented filesystem
+//! can lie in more pieces; then the smallest free gaps are read too (the gap limit doubles
+//! until the ranges fit), and [`Domain::gaps_read_below`] says so for the report. No used
+//! byte is ever left out.
+use super::{Mode, UsageMap};
+use crate::io::BlockSource;
+
+/// The most ranges a domain holds (see the module documentation).
+pub const MAX_RANGES: usize = 1 << 18;
+
+/// What a used-blocks copy reads: see the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    /// `[start, len]`, sorted, not touching, each start and end on a sector boundary (the
+    /// end of the copy excepted).
+    pub ranges: Vec<(u64, u64)>,
+    /// Their total length.
+    pub bytes: u64,
+    /// Free gaps shorter than this were read too, to stay within [`MAX_RANGES`] (0: none).
+    pub gaps_read_below: u64,
+}
+
+impl Domain {
+    /// The parts of `[0, len)` outside the domain (`[start, len]`, ascending).
+    pub fn free(&self, len: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut p = 0u64;
+        for &(a, l) in &self.ranges {
+            if a > p {
+                out.push((p, a - p));
+            }
+            p = a + l;
+        }
+        if p < len {
+            out.push((p, len - p));
+        }
+        out
+    }
+
+    /// Bytes of the domain inside `[start, end)`.
+    pub fn bytes_in(&self, start: u64, end: u64) -> u64 {
+        let i = self.ranges.partition_point(|r| r.0 + r.1 <= start);
+        self.ranges[i..]
+            .iter()
+            .take_while(|r| r.0 < end)
+            .map(|r| (r.0 + r.1).min(end) - r.0.max(start))
+            .sum()
+    }
+}
+
+/// Appends `[a, e)` to sorted `v`, merging it with the last range when the gap is below `gap`.
+fn push(v: &mut Vec<(u64, u64)>, a: u64, e: u64, gap: u64) {
+    match v.last_mut() {
+        Some(l) if a <= l.0 + l.1 || a - (l.0 + l.1) < gap => l.1 = e.max(l.0 + l.1) - l.0,
+        _ => v.push((a, e - a)),
+    }
+}
+
+impl UsageMap {
+    /// The domain of a copy of the first `len` bytes of `src` (a target smaller than the
+    /// source copies less), sectors of `lbs` bytes; `None` when no partition is copied by
+    /// used blocks (the copy is every sector). Partitions whose map failed while being read
+    /// turn to all-sectors mode here, with the reason, and every partition's `used_bytes`
+    /// becomes what the domain holds of it, so the report says what was really read.
+    pub fn domain(&mut self, src: &dyn BlockSource, len: u64, lbs: u64) -> Option<Domain> {
+        if !self.any_used_blocks() {
+            return None;
+        }
+        let lbs = lbs.max(1);
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let mut gap = 0u64;
+        let mut ext = self.extents(src);
+        for (s, e) in ext.by_ref() {
+            let (a, e) = (s / lbs * lbs, e.div_ceil(lbs).saturating_mul(lbs).min(len));
+            if a >= e {
+                if a >= len {
+                    break;
+                }
+                continue;
+            }
+            push(&mut ranges, a, e, gap);
+            while ranges.len() > MAX_RANGES {
+                gap = (gap * 2).max(lbs * 8);
+                let old = std::mem::take(&mut ranges);
+                for (a, l) in old {
+                    push(&mut ranges, a, a + l, gap);
+                }
+            }
+        }
+        let failed = std::mem::take(&mut ext.failed);
+        drop(ext);
+        for (num, err) in failed {
+            if let Some(p) = self.partitions.iter_mut().find(|p| p.number == num) {
+                p.mode = Mode::AllSectors;
+                p.reason = Some(format!(
+                    "its allocation map failed while it was read: {err}"
+                ));
+            }
+        }
+        let d = Domain {
+            bytes: ranges.iter().map(|r| r.1).sum(),
+            ranges,
+            gaps_read_below: gap,
+        };
+        for p in self.partitions.iter_mut() {
+            p.used_bytes = d.bytes_in(p.start_bytes, p.start_bytes + p.size_bytes);
+        }
+        self.used_bytes = d.bytes;
+        Some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_merges_touching_and_small_gaps() {
+        let mut v = Vec::new();
+        push(&mut v, 0, 512, 0);
+        push(&mut v, 512, 1024, 0);
+        push(&mut v, 2048, 4096, 0);
+        assert_eq!(v, vec![(0, 1024), (2048, 2048)]);
+        push(&mut v, 4096 + 100, 8192, 200);
+        assert_eq!(v, vec![(0, 1024), (2048, 6144)]);
+        let d = Domain {
+            ranges: v,
+            bytes: 7168,
+            gaps_read_below: 0,
+        };
+        assert_eq!(d.free(10000), vec![(1024, 1024), (8192, 1808)]);
+        assert_eq!(d.bytes_in(512, 3000), 512 + 952);
+        assert_eq!(d.bytes_in(8192, 9000), 0);
+    }
+
+    #[test]
+    fn unknown_content_has_no_domain() {
+        use crate::rescue::sim::SimDevice;
+        let sim = SimDevice::new(SimDevice::pattern(4 << 20, 9), 512);
+        let mut m = UsageMap::analyze(&sim);
+        assert!(m.domain(&sim, 4 << 20, 512).is_none());
+    }
+}
