@@ -123,7 +123,7 @@ pub fn load_or_new(
     free: &[(u64, u64)],
     notes: &mut Vec<String>,
 ) -> Result<ExtentMap> {
-    load_or_new_for(map, origin, copy_len, notes, "clone", "copying")
+    load_or_new_for(map, origin, copy_len, free, notes, "clone", "copying")
 }
 
 /// [`load_or_new`] for a job named `job` ("clone", "restore") that reads its source
@@ -132,6 +132,7 @@ pub fn load_or_new_for(
     map: Option<&Path>,
     origin: &MapOrigin,
     copy_len: u64,
+    free: &[(u64, u64)],
     notes: &mut Vec<String>,
     job: &str,
     reading: &str,

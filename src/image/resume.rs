@@ -66,7 +66,7 @@ impl RestoreMap {
         notes: &mut Vec<String>,
     ) -> Result<RestoreMap> {
         check_location(path)?;
-        let map = load_or_new_for(Some(path), origin, len, notes, "restore", "restoring")?;
+        let map = load_or_new_for(Some(path), origin, len, &[], notes, "restore", "restoring")?;
         let resumed_bytes = map.totals().finished;
         Ok(RestoreMap {
             map,
