@@ -12,8 +12,9 @@
 //! that disagrees (bnobt records vs the AGF's `freeblks`, the AGFs vs the superblock's
 //! `fdblocks`), a B-tree block that is unreadable, out of place or fails its checks.
 //!
-//! Memory: one path of the bnobt (at most [`MAX_LEVELS`] blocks of at most 64 KiB) plus the
-//! [`Region`] window; the log check reads cycle numbers in 64 KiB pieces.
+//! Memory: one path of the bnobt (at most [`MAX_LEVELS`] blocks of at most 64 KiB); the log
+//! check reads cycle numbers in 64 KiB pieces. Every read is exactly the structure needed
+//! ([`read_exact`]): no read-ahead into free space.
 use super::{Range, Region, UsedMap};
 use crate::error::{Error, Result};
 
@@ -112,6 +113,16 @@ fn corrupt(m: impl std::fmt::Display) -> Error {
     Error::corrupt(format!("XFS: {m}"))
 }
 
+/// Reads exactly `[off, off+len)` of `r` (sector-aligned underneath), without the region's
+/// read-ahead window: metadata blocks scattered over a disk cost their own size, and nothing
+/// beyond them (free space, where a failing disk's bad sectors must never be tried) is read.
+pub(crate) fn read_exact(r: &Region, off: u64, len: usize) -> Result<Vec<u8>> {
+    if off.checked_add(len as u64).is_none_or(|e| e > r.len()) {
+        return r.read(off, len); // the region's out-of-bounds error
+    }
+    Region::new(r.src, r.start() + off, len as u64).read(0, len)
+}
+
 /// What the map needs from the primary superblock.
 #[derive(Debug, Clone)]
 struct Sb {
@@ -149,7 +160,7 @@ impl Sb {
 
 /// Reads and checks the primary superblock.
 fn superblock(r: &Region) -> Result<Sb> {
-    let head = r.read(0, 512)?;
+    let head = read_exact(r, 0, 512)?;
     if head.get(0..4) != Some(b"XFSB") {
         return Err(corrupt("no XFS superblock signature"));
     }
@@ -157,7 +168,7 @@ fn superblock(r: &Region) -> Result<Sb> {
     if !(512..=32768).contains(&sectsize) || !sectsize.is_power_of_two() {
         return Err(corrupt("invalid sector size"));
     }
-    let sb = r.read(0, sectsize as usize)?;
+    let sb = read_exact(r, 0, sectsize as usize)?;
     let version = be16(&sb, 100) & 0xF;
     let crc = match version {
         4 => false,
@@ -247,7 +258,7 @@ struct Agf {
 }
 
 fn read_agf(r: &Region, sb: &Sb, ag: u64) -> Result<Agf> {
-    let b = r.read(sb.byte(ag, 0) + sb.sectsize, sb.sectsize as usize)?;
+    let b = read_exact(r, sb.byte(ag, 0) + sb.sectsize, sb.sectsize as usize)?;
     let bad = |m: &str| corrupt(format!("AG {ag}: AGF {m}"));
     if b.get(0..4) != Some(b"XAGF") || be32(&b, 4) != 1 {
         return Err(bad("has no valid signature"));
@@ -309,7 +320,7 @@ impl AgWalk {
         if agbno == 0 || u64::from(agbno) >= self.len {
             return Err(bad("lies outside the AG"));
         }
-        let buf = r.read(sb.byte(ag, u64::from(agbno)), sb.bs as usize)?;
+        let buf = read_exact(r, sb.byte(ag, u64::from(agbno)), sb.bs as usize)?;
         let magic: &[u8] = if sb.crc { b"AB3B" } else { b"ABTB" };
         if &buf[0..4] != magic {
             return Err(bad("wrong signature"));
@@ -509,14 +520,14 @@ mod log {
 
     impl Log<'_, '_> {
         fn cycle(&self, b: u64) -> Result<u32> {
-            Ok(cycle_of(&self.r.read(self.off + b * BB, 8)?))
+            Ok(cycle_of(&read_exact(self.r, self.off + b * BB, 8)?))
         }
         /// Checks that every block in `[from, to)` has cycle number `want`.
         fn all_cycle(&self, from: u64, to: u64, want: u32) -> Result<bool> {
             let mut b = from;
             while b < to {
                 let n = (to - b).min(128);
-                let d = self.r.read(self.off + b * BB, (n * BB) as usize)?;
+                let d = read_exact(self.r, self.off + b * BB, (n * BB) as usize)?;
                 if d.chunks(BB as usize).any(|c| cycle_of(c) != want) {
                     return Ok(false);
                 }
@@ -582,7 +593,7 @@ mod log {
         let mut rec = None;
         for k in 1..=1024.min(end) {
             let b = end - k;
-            let d = log.r.read(log.off + b * BB, BB as usize)?;
+            let d = read_exact(log.r, log.off + b * BB, BB as usize)?;
             if be32(&d, 0) == 0xFEED_BABE {
                 rec = Some((b, d));
                 break;
@@ -608,7 +619,7 @@ mod log {
         if b + total != end || total > 1024 {
             return Ok(false);
         }
-        let all = log.r.read(log.off + b * BB, (total * BB) as usize)?;
+        let all = read_exact(log.r, log.off + b * BB, (total * BB) as usize)?;
         let data = &all[(hblks * BB) as usize..];
         // The first log operation header: oh_flags XLOG_UNMOUNT_TRANS.
         if data.len() < 12 || data[9] & 0x20 == 0 {
