@@ -45,8 +45,8 @@ pub const WINDOW: usize = 256 << 10;
 /// create): one meaning of it on the whole command line.
 pub const ALL_SECTORS_HELP: &str = "Read and copy every sector, free space included (forensics, \
 unknown layouts). By default only the blocks filesystems use are read (ext2/3/4, FAT, exFAT, \
-NTFS) besides everything outside partitions; partitions without a trustworthy map are copied \
-whole anyway.";
+NTFS, XFS, btrfs) besides everything outside partitions; partitions without a trustworthy map \
+are copied whole anyway.";
 
 /// A byte range `[start, end)`.
 pub type Range = (u64, u64);
