@@ -1,11 +1,13 @@
 //! XFS and btrfs used-block maps (src/fs/xfs.rs, src/fs/btrfs.rs) against filesystems made by
 //! the real tools on files pre-filled with random data (files added with `mkfs.xfs -p` /
 //! `mkfs.btrfs --rootdir`, and, where this host can mount them, changed and deleted through the
-//! kernel). Referees: partclone's domain log (`partclone.<fs> -D`: every block it copies must be
-//! in our map), `xfs_db freesp` (our used bytes are exactly the filesystem minus its free
-//! extents), `xfs_logprint` (clean or dirty log), and an image of a GPT disk restored onto a
-//! target of other random data: `xfs_repair -n` / `btrfs check --readonly` clean on the copy,
-//! the used bytes equal, the source unchanged.
+//! kernel). Referees: `xfs_db freesp` (our XFS map is exactly the filesystem minus its free
+//! extents), btrfs-progs' `dump-tree` (our btrfs map is exactly every extent item on every
+//! stripe of its chunk), partclone's domain log (`partclone.<fs> -D`: every block it copies is in
+//! our map, or — btrfs — free space it over-marks, for reasons listed at [`check_btrfs`]),
+//! `xfs_logprint` (clean or dirty log), and an image of a GPT disk restored onto a target of other
+//! random data: `xfs_repair -n` / `btrfs check --readonly --check-data-csum` clean on the copy,
+//! the used bytes equal, the free space untouched, the source unchanged.
 use lifeboat::fs::{self, Mode, Range, Region, UsageMap};
 use lifeboat::io::{Access, BlockSource, Device};
 use lifeboat::rescue::sim::SimDevice;
@@ -15,78 +17,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
+use common::usedfs::{have, minus, random_file, referee};
 use common::{assert_exit, json, lifeboat, s, sh, sha256, Mounted, TempDir, MIB};
 
 /// mkfs.xfs refuses filesystems under 300 MB unless it believes it runs under fstests.
 const XFS_SMALL: &str = "QA_CHECK_FS=1 TEST_DIR=/tmp TEST_DEV=lifeboat";
 
-fn have(tools: &[&str]) -> bool {
-    for t in tools {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {t}"))
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            println!("skipped: {t} missing");
-            return false;
-        }
-    }
-    true
-}
-
-fn random_file(p: &Path, len: u64, seed: u64) {
-    stdfs::write(p, SimDevice::pattern(len as usize, seed)).unwrap();
-}
-
 fn total(v: &[Range]) -> u64 {
     v.iter().map(|r| r.1 - r.0).sum()
 }
 
-/// Ranges of `a` not covered by `b` (both sorted, coalesced).
-fn minus(a: &[Range], b: &[Range]) -> Vec<Range> {
-    let mut out = Vec::new();
-    for &(s, e) in a {
-        let mut pos = s;
-        for &(bs, be) in b {
-            if be <= pos || bs >= e {
-                continue;
-            }
-            if bs > pos {
-                out.push((pos, bs));
-            }
-            pos = pos.max(be);
-        }
-        if pos < e {
-            out.push((pos, e));
-        }
-    }
-    out
-}
-
-/// partclone's used ranges of the filesystem in `img` (its domain log, '+' lines), coalesced.
+/// partclone's used ranges of the filesystem in `img` (its domain log), never empty.
 fn partclone(fs: &str, img: &Path, dir: &TempDir) -> Vec<Range> {
-    let dom = dir.p(&format!("{fs}.domain"));
-    let _ = stdfs::remove_file(&dom);
-    sh(&format!(
-        "partclone.{fs} -D -q -s {} -o {} >/dev/null 2>&1",
-        s(img),
-        s(&dom)
-    ));
-    let mut v: Vec<Range> = Vec::new();
-    for l in stdfs::read_to_string(&dom).unwrap().lines() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if l.starts_with('#') || f.len() != 3 || f[2] != "+" {
-            continue;
-        }
-        let n = |x: &str| u64::from_str_radix(x.trim_start_matches("0x"), 16).unwrap();
-        let (st, len) = (n(f[0]), n(f[1]));
-        match v.last_mut() {
-            Some(last) if last.1 == st => last.1 += len,
-            _ => v.push((st, st + len)),
-        }
-    }
+    let v = referee(fs, img, dir);
     assert!(!v.is_empty(), "partclone.{fs} listed no used blocks");
     v
 }
@@ -668,13 +611,21 @@ fn btrfs_changed_by_the_kernel_and_log_tree() {
             return;
         };
         let mp = s(&m.mp);
+        // Compressed extents in z/ (their on-disk size is what the extent tree holds).
         sh(&format!(
-            "rm {mp}/f2.bin && dd if=/dev/urandom of={mp}/sub/f1.bin bs=64k count=20 conv=notrunc status=none && \
+            "mkdir {mp}/z && btrfs property set {mp}/z compression zstd && \
+             yes lifeboat | head -c 3000000 > {mp}/z/z.txt && \
+             rm {mp}/f2.bin && dd if=/dev/urandom of={mp}/sub/f1.bin bs=64k count=20 conv=notrunc status=none && \
              dd if=/dev/urandom of={mp}/new.bin bs=1M count=24 status=none && \
              mkdir {mp}/many && (cd {mp}/many && seq 1 2000 | xargs touch) && sync && rm {mp}/new.bin && \
              dd if=/dev/urandom of={mp}/new2.bin bs=1M count=6 status=none"
         ));
     }
+    let sup = sh(&format!("btrfs inspect-internal dump-super {}", s(&img)));
+    assert!(
+        sup.contains("COMPRESS_ZSTD"),
+        "no compressed extents: {sup}"
+    );
     check_btrfs(&img, &d);
     let snap = d.p("snap.img");
     {
