@@ -276,6 +276,7 @@ mod tests {
         round_trip(c);
         let c = Cmd::Image(ImageCmd::Verify {
             image: "-odd.lbi".into(),
+            state: None,
             json: true,
         });
         assert_eq!(to_argv(&c), ["image", "verify", "--json", "--", "-odd.lbi"]);
@@ -308,6 +309,11 @@ mod tests {
             discard: false,
             map: Some("r.map".into()),
             json: true,
+        }));
+        round_trip(Cmd::Image(ImageCmd::Verify {
+            image: "a.lbi".into(),
+            state: Some("v.state".into()),
+            json: false,
         }));
         round_trip(Cmd::Image(ImageCmd::Info {
             image: "a.lbi".into(),

@@ -86,6 +86,8 @@ pub struct Plan {
     pub usage: UsageMap,
     /// What is read: the used blocks and everything outside partitions; `None`: every sector.
     pub domain: Option<Domain>,
+    /// Keeps a `PARTITION:/path` map's filesystem mounted for the job.
+    pub map_store: Option<crate::image::store::SideFile>,
 }
 
 impl Plan {
@@ -211,9 +213,14 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     // with the source (nor with each other).
     let mut check = Check::new();
     check.keeps("the source", &spath)?;
-    let map_path = job.map.as_deref().map(storage::pin_dir);
-    if let Some(m) = &map_path {
-        check.writes("the map file", m)?;
+    // A plain path, or PARTITION:/path on a store Lifeboat mounts (after the checks).
+    let mut map_store = job
+        .map
+        .as_deref()
+        .map(crate::image::store::SideFile::resolve)
+        .transpose()?;
+    if let Some(m) = &map_store {
+        m.check_items(&mut check, "the map file")?;
     }
     let source_dev = Arc::new(Device::open(&spath, Access::Read)?);
     let ssize = source_dev.size();
@@ -269,6 +276,10 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
         .map(|d| d.free(copy_len))
         .unwrap_or_default();
     // The map: where it will be saved and whether it is this copy's, before anything is written.
+    let map_path = match map_store.as_mut() {
+        Some(m) => Some(m.open()?),
+        None => None,
+    };
     if let Some(m) = &map_path {
         super::resume::check_location(m)?;
     }
@@ -290,6 +301,7 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
         map_path,
         usage,
         domain,
+        map_store,
     })
 }
 
@@ -318,8 +330,11 @@ pub fn execute(
         map_path,
         usage,
         domain,
+        map_store,
         ..
     } = plan;
+    // A map on a store partition stays mounted until the job is over.
+    let _map_store = map_store;
     let guard = ReadOnlyGuard::new(&[source.path()])?;
     let tdev = Arc::new(target.device);
     let opts = rescue::Options {
@@ -327,6 +342,7 @@ pub fn execute(
         retries: job.retries,
         hash: job.verify,
         mapfile: map_path,
+        save_every: crate::image::resume::save_interval(Duration::from_secs(30)),
         command_line: job.command_line.clone(),
         job: "clone".into(),
         domain: domain.map(|d| d.ranges),

@@ -34,7 +34,7 @@ fn location_items(check: &mut Check, role: &str, loc: &StoreLocation, written: b
 
 /// Every volume of every image of the chain at `path` as kept items ("the image", then "the
 /// parent image" for each parent).
-fn chain_items(check: &mut Check, path: &Path, top_role: &str) -> Result<Chain> {
+pub(super) fn chain_items(check: &mut Check, path: &Path, top_role: &str) -> Result<Chain> {
     let chain = Chain::open(path)?;
     for (k, img) in chain.images.iter().enumerate() {
         let role = if k == 0 { top_role } else { "the parent image" };
@@ -252,17 +252,58 @@ fn print_partitions(parts: &[crate::fs::PartitionUsage], indent: &str) {
     }
 }
 
-fn run_verify(image: String, json: bool) -> Result<i32> {
+fn run_verify(image: String, state: Option<PathBuf>, json: bool) -> Result<i32> {
     // Ctrl-C / SIGTERM: stop checking, exit 130 (verify changes nothing).
     let cancel = Cancel::new();
     crate::jobs::cancel_on_signals(&cancel, "nothing is changed by a verify");
+    let mut state_store = state.as_deref().map(store::SideFile::resolve).transpose()?;
     let store = Store::open(&image, Mode::ReadOnly)?;
     ops::require_complete(&store.path)?;
+    let state = match state_store.as_mut() {
+        Some(st) => {
+            // The state file is written: never over the image or a volume of its chain.
+            let mut check = Check::new();
+            chain_items(&mut check, &store.path, "the image")?;
+            if let Some(p) = &store.partition {
+                check.keeps("the image's partition", &p.path)?;
+            }
+            st.check_items(&mut check, "the verify state file")?;
+            check.run()?;
+            Some(st.open()?)
+        }
+        None => None,
+    };
     let sink = StderrSink::from_env();
-    let rep = verify(&store.path, &sink, &cancel)?;
+    let rep =
+        ops::verify_resumable(&store.path, &sink, &cancel, state.as_deref()).map_err(|e| {
+            if e.kind != ErrorKind::Cancelled {
+                return e;
+            }
+            let how = match &state {
+                Some(st) => format!(
+                    "; the state {} keeps what is checked: the same command resumes the verify",
+                    st.display()
+                ),
+                None => "; give --state FILE to be able to resume a long verify".to_string(),
+            };
+            Error {
+                msg: format!("{}{how}", e.msg),
+                ..e
+            }
+        })?;
     crate::cli::emit_report(&rep, json);
     if !json {
         eprintln!();
+        for n in &rep.notes {
+            eprintln!("note: {n}");
+        }
+        if rep.resumed_chunks > 0 {
+            eprintln!(
+                "resumed: the payloads of {} chunks were checked by the earlier run (its \
+                 problems are included); the index, the media hash and the rest were checked now",
+                rep.resumed_chunks
+            );
+        }
         for p in &rep.problems {
             eprintln!("problem: {p}");
         }
@@ -383,313 +424,8 @@ fn failing_source_note(sel: &Selected) -> Option<String> {
     crate::health::clone_first_advice(&d.name, d.health.as_ref()?)
 }
 
-/// Restore's target rules: those of clone (`crate::storage`: no storage shared with any volume
-/// of the image chain or the partition holding it, not in use, not read-only, not the boot
-/// medium, big enough for the imaged disk's partitions) plus one of its own: the disk the image was made from (same serial) is
-/// only overwritten with `--yes` (a deliberate roll-back); without `--yes` a person must confirm;
-/// and a disk with another sector size than the image's partition table is refused.
-fn run_restore(
-    image: String,
-    target: String,
-    yes: bool,
-    zero_free: bool,
-    discard: bool,
-    map: Option<PathBuf>,
-    json: bool,
-) -> Result<i32> {
-    // Ctrl-C / SIGTERM: stop writing, sync the target, exit 130 saying it is incomplete.
-    let cancel = Cancel::new();
-    crate::jobs::cancel_on_signals(&cancel, "the target is synced but left INCOMPLETE");
-    // Before the image's partition is mounted (even read-only): the target may not be it or
-    // hold it (by identity: a loop device over it, its whole disk …).
-    let loc = StoreLocation::resolve(&image)?;
-    if let Some(p) = &loc.partition {
-        let mut pre = Check::new();
-        pre.keeps("the image's partition", &p.path)?;
-        let env = crate::storage::Env::system()?;
-        let tpath = crate::storage::target::select(&target, &env)?.path();
-        pre.writes("the target", &tpath)?;
-        pre.run()?;
-    }
-    drop(loc);
-    let store = Store::open(&image, Mode::ReadOnly)?;
-    ops::require_complete(&store.path)?;
-    // The identity rule: the target is written; every volume of the chain and the partition
-    // holding the image are kept.
-    let mut check = Check::new();
-    let chain = chain_items(&mut check, &store.path, "the image")?;
-    if let Some(p) = &store.partition {
-        check.keeps("the image's partition", &p.path)?;
-    }
-    // The map is written: it may share storage with neither the target nor the image.
-    let map = map.as_deref().map(crate::storage::pin_dir);
-    if let Some(m) = &map {
-        check.writes("the map file", m)?;
-    }
-    let h = chain.top().header.clone();
-    // The smallest target that holds the imaged disk's partitions (the whole disk without a table).
-    let table = crate::clone::gpt::read(&reader::ImageSource::new(chain)).ok();
-    let min_size = table
-        .as_ref()
-        .and_then(|t| t.min_disk_bytes())
-        .unwrap_or(h.disk_size);
-    let t = crate::storage::open_target(&target, &mut check, min_size)?;
-    if let Selected::Partition { part, .. } = &t.selected {
-        return Err(Error::refused(format!(
-            "{} is a partition: restore a disk image onto a whole disk",
-            part.name
-        )));
-    }
-    // The health rule: a FAILING target only with --yes.
-    if let Some(note) = crate::storage::target::check_health(&t.selected, yes)? {
-        eprintln!("lifeboat: note: {note}");
-    }
-    if let Some(d) = t.selected.disk() {
-        let same_serial = !h.serial.is_empty() && d.serial.as_deref() == Some(h.serial.as_str());
-        if same_serial && !yes {
-            return Err(Error::refused(format!(
-                "{} is the disk this image was made from (serial {}): rolling it back needs --yes",
-                d.name, h.serial
-            )));
-        }
-    }
-    if let Some(note) = crate::storage::target::check_sector_size(
-        &image,
-        table.as_ref(),
-        &t,
-        &format!(
-            "write a raw file with `lifeboat image export {image} FILE` and take the files from it"
-        ),
-    )? {
-        eprintln!("note: {note}");
-    }
-    // The map: where it goes and that it is this restore's, before anything is written.
-    let mut notes = Vec::new();
-    let free = free_space(zero_free, discard, &t.device, &mut notes);
-    let mut rmap = match &map {
-        Some(m) => {
-            let origin = resume::restore_origin(
-                &format::uuid_str(&h.uuid),
-                h.disk_size,
-                &image,
-                crate::clone::resume::storage_id(&t.selected, t.size),
-            );
-            let cl = format!(
-                "lifeboat image restore {image} {target} --map {}",
-                m.display()
-            );
-            let len = h.disk_size.min(t.size);
-            Some(resume::RestoreMap::open(m, &origin, len, &cl, &mut notes)?)
-        }
-        None => None,
-    };
-    for n in &notes {
-        eprintln!("lifeboat: note: {n}");
-    }
-    if let Some(r) = rmap.as_ref().filter(|r| r.resumed_bytes > 0) {
-        eprintln!(
-            "Resuming: the map {} says {} are already written; the rest is restored now.",
-            r.path().display(),
-            crate::jobs::fmt_bytes(r.resumed_bytes)
-        );
-    }
-    if !yes {
-        crate::storage::prompt::confirm(
-            &t.selected.path().display().to_string(),
-            &format!(
-                "This overwrites ALL of {} ({}).",
-                t.selected.path().display(),
-                crate::jobs::fmt_bytes(t.size)
-            ),
-        )?;
-    }
-    if cancel.is_cancelled() {
-        return Err(Error::new(
-            ErrorKind::Cancelled,
-            "cancelled by the user before anything was written",
-        ));
-    }
-    let sink = StderrSink::from_env();
-    let tpath = t.selected.path();
-    let mut out = ops::DeviceSink::new(&t.device, free);
-    let mut rep = match ops::stream_resumable(
-        &store.path,
-        &mut out,
-        "image-restore",
-        &tpath,
-        &sink,
-        &cancel,
-        rmap.as_mut(),
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            let e = restore_failed(e, &image, &tpath, t.device.sync());
-            return Err(match &map {
-                Some(m) if e.kind != ErrorKind::Refused => resumable(e, m),
-                _ => e,
-            });
-        }
-    };
-    t.device.sync()?;
-    if table.is_some() {
-        rep.partition_table = Some(crate::clone::gpt::fix_after_copy(&t.device)?);
-    }
-    rep.notes = notes;
-    t.device.sync()?;
-    // Best effort: a partition in use keeps the old table until the next boot.
-    let _ = t.device.reread_partitions();
-    finish_progress(&sink, "image-restore", rep.disk_size_bytes, 0);
-    crate::cli::emit_report(&rep, json);
-    if !json {
-        eprintln!(
-            "Restored {} onto {} (media hash verified).",
-            crate::jobs::fmt_bytes(rep.disk_size_bytes),
-            rep.target.display()
-        );
-        if rep.discarded_bytes > 0 {
-            eprintln!(
-                "{} held no used block and were discarded (TRIM) on the target.",
-                crate::jobs::fmt_bytes(rep.discarded_bytes)
-            );
-        }
-        if rep.unallocated_bytes > rep.discarded_bytes {
-            eprintln!(
-                "{} held no used block and were left as they were on the target (--zero-free writes zeros there).",
-                crate::jobs::fmt_bytes(rep.unallocated_bytes - rep.discarded_bytes)
-            );
-        }
-        if rep.bad_bytes > 0 {
-            eprintln!(
-                "{} were unreadable when the image was made and were written as zeros.",
-                crate::jobs::fmt_bytes(rep.bad_bytes)
-            );
-        }
-    }
-    Ok(exit::OK)
-}
-
-/// The error of a restore that stopped part way (cancelled, a damaged chunk, a write error):
-/// says plainly that the target is now INCOMPLETE and what to do, in the message and in the
-/// JSON report (`target_state: "incomplete"`). Damage found (or a cancel) before the first
-/// write leaves the target untouched, and then the error says that instead.
-fn restore_failed(e: Error, image: &str, target: &Path, synced: Result<()>) -> Error {
-    let written = e
-        .report
-        .as_ref()
-        .and_then(|r| r.get("written_bytes"))
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0);
-    // The reader reports damage (and the writer checks for a cancel) before a chunk is
-    // written, so with nothing written these left the target as it was; a write error did not.
-    let before_writing = matches!(
-        e.kind,
-        ErrorKind::Corrupt | ErrorKind::Incomplete | ErrorKind::Cancelled
-    );
-    if written == 0 && before_writing {
-        let msg = format!(
-            "{}; nothing was written to {} (it is unchanged)",
-            if e.kind == ErrorKind::Cancelled {
-                "cancelled by the user"
-            } else {
-                e.msg.as_str()
-            },
-            target.display()
-        );
-        return Error { msg, ..e }
-            .with_report("target", target.display().to_string())
-            .with_report("target_state", "unchanged");
-    }
-    let sync = match synced {
-        Ok(()) => "what was written is synced".to_string(),
-        Err(se) => format!("the sync failed too: {se}"),
-    };
-    let what_now = match e.kind {
-        ErrorKind::Cancelled => "run the same `image restore` again to finish".to_string(),
-        ErrorKind::Corrupt | ErrorKind::Incomplete => format!(
-            "the image is damaged: `lifeboat image verify {image}` lists what; restore from \
-             another copy of the image, or onto this disk again once the image is repaired"
-        ),
-        _ => "fix the cause above and run the same `image restore` again".to_string(),
-    };
-    let msg = format!(
-        "{}{}: {} is now INCOMPLETE ({} of the disk written, {sync}): do not use it; {what_now}",
-        if e.kind == ErrorKind::Cancelled {
-            "cancelled by the user".to_string()
-        } else {
-            e.msg.clone()
-        },
-        if e.kind == ErrorKind::Cancelled {
-            String::new()
-        } else {
-            match (&e.path, e.offset) {
-                (Some(p), Some(o)) => format!(" ({} at byte {o})", p.display()),
-                (Some(p), None) => format!(" ({})", p.display()),
-                _ => String::new(),
-            }
-        },
-        target.display(),
-        crate::jobs::fmt_bytes(written),
-    );
-    Error {
-        msg,
-        path: None,
-        offset: None,
-        ..e
-    }
-    .with_report("image", image)
-    .with_report("target", target.display().to_string())
-    .with_report("target_state", "incomplete")
-}
-
-/// What restore does where the image holds no used block: `--zero-free` zeros, `--discard`
-/// TRIM when the target reports discard support (else a note, and the old bytes stay), by
-/// default nothing.
-fn free_space(
-    zero_free: bool,
-    discard: bool,
-    target: &Device,
-    notes: &mut Vec<String>,
-) -> ops::FreeSpace {
-    if zero_free {
-        return ops::FreeSpace::Zero;
-    }
-    if !discard {
-        return ops::FreeSpace::Keep;
-    }
-    if target.supports_discard() {
-        return ops::FreeSpace::Discard;
-    }
-    notes.push(format!(
-        "{} {}: --discard does nothing, and its free space keeps its old bytes",
-        target.path().display(),
-        if target.is_block_device() {
-            "does not support discard (TRIM): its queue/discard_max_bytes is 0"
-        } else {
-            "is not a block device"
-        }
-    ));
-    ops::FreeSpace::Keep
-}
-
-/// A failed restore's error when a `--map` was kept: the same command continues it.
-fn resumable(mut e: Error, map: &Path) -> Error {
-    if e.report
-        .as_ref()
-        .and_then(|r| r.get("target_state"))
-        .and_then(|v| v.as_str())
-        == Some("incomplete")
-    {
-        e.msg.push_str(&format!(
-            " (the map {} records what is written: the same command with --map continues \
-             where this one stopped)",
-            map.display()
-        ));
-    }
-    e
-}
-
 /// The last progress line of a finished job: everything done, `bad_bytes` of it unreadable.
-fn finish_progress(sink: &StderrSink, job: &str, total: u64, bad_bytes: u64) {
+pub(super) fn finish_progress(sink: &StderrSink, job: &str, total: u64, bad_bytes: u64) {
     let mut p = Progress::new(job, "done", total);
     p.done_bytes = total;
     p.bad_bytes = bad_bytes;
@@ -764,8 +500,8 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             discard,
             map,
             json,
-        } => run_restore(image, target, yes, zero_free, discard, map, json),
-        ImageCmd::Verify { image, json } => run_verify(image, json),
+        } => super::cmd_restore::run_restore(image, target, yes, zero_free, discard, map, json),
+        ImageCmd::Verify { image, state, json } => run_verify(image, state, json),
         ImageCmd::Info { image, json } => run_info(image, json),
         ImageCmd::Export {
             image,

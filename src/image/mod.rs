@@ -1,6 +1,7 @@
 //! Disk images: the `.lbi` format, create (full and incremental), verify, info, restore, export,
 //! and the `lifeboat image ...` commands (their runners are in `cmd`).
 mod cmd;
+mod cmd_restore;
 pub mod create;
 pub mod feed;
 pub mod format;
@@ -8,6 +9,7 @@ pub mod ops;
 pub mod reader;
 pub mod resume;
 pub mod store;
+pub mod verify;
 mod volumes;
 
 pub use cmd::run;
@@ -73,6 +75,10 @@ pub enum ImageCmd {
     /// Check every checksum, the whole-media hash and the parent chain.
     Verify {
         image: String,
+        /// Keep the verify's progress in FILE (saved every few seconds and when stopped), and
+        /// resume an interrupted verify of the same image from it.
+        #[arg(long, value_name = "FILE")]
+        state: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },

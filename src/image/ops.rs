@@ -1,8 +1,8 @@
-//! The read side of images: `verify` (every CRC, every chunk hash, the media hash, the chain,
-//! full byte coverage), `info`, `restore` onto a disk or file and `export` to a sparse raw file.
+//! The read side of images: `info`, `restore` onto a disk or file and `export` to a sparse raw
+//! file (`verify` is in [`super::verify`], re-exported here).
 use super::create::{is_zero, partial_name, sync_dir};
 use super::format::*;
-use super::reader::{incomplete_error, Chain, Image, ZeroHash};
+use super::reader::{incomplete_error, Chain, Image};
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::AlignedBuf;
 use crate::jobs::{Cancel, Progress, ProgressSink, RateMeter};
@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Problems listed in a verify report (all are counted).
-const MAX_PROBLEMS: usize = 100;
+pub use super::verify::{verify, verify_resumable, VerifyReport};
 
 /// One image of a chain, for reports.
 #[derive(Debug, Clone, Serialize)]
@@ -23,7 +22,7 @@ pub struct ChainLink {
     pub media_hash: String,
 }
 
-fn links(chain: &Chain) -> Vec<ChainLink> {
+pub(crate) fn links(chain: &Chain) -> Vec<ChainLink> {
     chain
         .images
         .iter()
@@ -34,233 +33,6 @@ fn links(chain: &Chain) -> Vec<ChainLink> {
             media_hash: hex(&i.footer.media_hash),
         })
         .collect()
-}
-
-/// What `image verify --json` reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct VerifyReport {
-    pub ok: bool,
-    pub image: PathBuf,
-    pub chain: Vec<ChainLink>,
-    pub chunks_checked: u64,
-    pub bytes_checked: u64,
-    pub problem_count: u64,
-    pub problems: Vec<String>,
-    pub media_hash: String,
-    pub bad_bytes: u64,
-    pub elapsed_secs: f64,
-}
-
-struct Problems {
-    list: Vec<String>,
-    count: u64,
-}
-impl Problems {
-    fn add(&mut self, m: String) {
-        self.count += 1;
-        if self.list.len() < MAX_PROBLEMS {
-            self.list.push(m);
-        }
-    }
-}
-
-/// The footer's counts as the index says they are: verify recomputes each one, so a footer
-/// changed after the fact (with a recomputed CRC) does not pass.
-#[derive(Default)]
-struct Counts {
-    stored: u64,
-    zero: u64,
-    parent: u64,
-    unallocated: u64,
-    payload: u64,
-    bad_bytes: u64,
-    bad_ranges: u64,
-    /// Chunks whose "has unreadable sectors" flag disagrees with the bad ranges.
-    flag_mismatches: Vec<u64>,
-}
-
-impl Counts {
-    fn add_segment(&mut self, seg: &Segment, h: &Header) {
-        for (j, e) in seg.entries.iter().enumerate() {
-            match e.kind {
-                Kind::Raw | Kind::Lz4 | Kind::Zstd => self.stored += 1,
-                Kind::Zero => self.zero += 1,
-                Kind::Parent => self.parent += 1,
-                Kind::Unallocated => self.unallocated += 1,
-            }
-            self.payload += e.len as u64;
-            let i = seg.first_chunk + j as u64;
-            let a = i * h.chunk_size as u64;
-            let b = a + h.chunk_len(i) as u64;
-            let has_bad = seg.bad.iter().any(|&(s, l)| s < b && a < s + l);
-            if has_bad != (e.flags & FLAG_BAD != 0) {
-                self.flag_mismatches.push(i);
-            }
-        }
-        self.bad_ranges += seg.bad.len() as u64;
-        self.bad_bytes += seg.bad.iter().map(|&(_, l)| l).sum::<u64>();
-    }
-
-    fn compare(&self, f: &Footer, path: &Path, probs: &mut Problems) {
-        let pairs = [
-            ("stored chunks", f.stored_chunks, self.stored),
-            ("zero chunks", f.zero_chunks, self.zero),
-            ("unchanged chunks", f.parent_chunks, self.parent),
-            ("unallocated chunks", f.unallocated_chunks, self.unallocated),
-            ("payload bytes", f.payload_bytes, self.payload),
-            ("unreadable bytes", f.bad_bytes, self.bad_bytes),
-            ("unreadable ranges", f.bad_ranges, self.bad_ranges),
-        ];
-        for (what, footer, index) in pairs {
-            if footer != index {
-                probs.add(format!(
-                    "{}: the footer says {footer} {what} but the index has {index}: the footer \
-                     was changed after the image was written",
-                    path.display()
-                ));
-            }
-        }
-        if let Some(&i) = self.flag_mismatches.first() {
-            probs.add(format!(
-                "{}: {} chunk(s) (first: chunk {i}) are flagged as holding unreadable sectors \
-                 where the index lists none, or the other way round",
-                path.display(),
-                self.flag_mismatches.len()
-            ));
-        }
-    }
-}
-
-/// Checks one image of the chain (`k`), its payloads against CRCs and hashes and its
-/// references against the parent's index.
-fn verify_one(
-    chain: &mut Chain,
-    k: usize,
-    probs: &mut Problems,
-    prog: &mut Progress,
-    sink: &dyn ProgressSink,
-    cancel: &Cancel,
-) -> Result<u64> {
-    let h = chain.images[k].header.clone();
-    let cs = h.chunk_size as usize;
-    let zero = ZeroHash::new(cs);
-    let mut out = AlignedBuf::new(cs);
-    let mut scratch = Vec::with_capacity(max_payload_any(cs));
-    let mut media = MediaHasher::new(h.disk_size, h.chunk_size);
-    let nvol = chain.images[k].volume_lens().len();
-    let mut covered = vec![HEADER_SIZE as u64; nvol];
-    let mut coverage_ok = true;
-    let mut checked = 0u64;
-    let mut counts = Counts::default();
-    let segs = chain.images[k].segment_refs().to_vec();
-    for (s, r) in segs.iter().enumerate() {
-        covered[r.volume as usize - 1] += r.len as u64;
-        let seg = match chain.images[k].segment(s) {
-            Ok(seg) => seg.clone(),
-            Err(e) => {
-                probs.add(e.to_string());
-                coverage_ok = false;
-                continue;
-            }
-        };
-        counts.add_segment(&seg, &h);
-        for (j, e) in seg.entries.iter().enumerate() {
-            if cancel.is_cancelled() {
-                return Err(Error::cancelled());
-            }
-            let i = seg.first_chunk + j as u64;
-            let len = h.chunk_len(i);
-            media.add(&e.hash);
-            if matches!(e.kind, Kind::Raw | Kind::Lz4 | Kind::Zstd)
-                && (e.volume as usize) >= 1
-                && (e.volume as usize) <= nvol
-            {
-                covered[e.volume as usize - 1] += e.len as u64;
-            }
-            match chain.images[k].read_payload(i, &mut out, &mut scratch) {
-                Err(err) => probs.add(err.to_string()),
-                Ok(_) => {
-                    let (a, b) = chain.images[k].chunk_range(i);
-                    match e.kind {
-                        Kind::Zero | Kind::Unallocated if zero.get(len) != e.hash => {
-                            probs.add(format!("chunk {i} (disk bytes {a}..{b}): zero or unallocated chunk with a wrong hash"))
-                        }
-                        Kind::Raw | Kind::Lz4 | Kind::Zstd if *blake3::hash(&out[..len]).as_bytes() != e.hash => probs.add(format!(
-                            "chunk {i} (disk bytes {a}..{b}) does not match its BLAKE3 hash in {}",
-                            chain.images[k].path.display()
-                        )),
-                        Kind::Parent => match chain.images.get_mut(k + 1).map(|p| p.entry(i)) {
-                            Some(Ok(pe)) if pe.hash == e.hash => {}
-                            Some(Ok(_)) => probs.add(format!(
-                                "chunk {i} (disk bytes {a}..{b}) is marked unchanged but the parent {} holds other data",
-                                chain.images[k + 1].path.display()
-                            )),
-                            Some(Err(err)) => probs.add(err.to_string()),
-                            None => probs.add(format!("chunk {i} refers to a parent the image does not have")),
-                        },
-                        _ => {}
-                    }
-                }
-            }
-            checked += 1;
-            prog.done_bytes += len as u64;
-            sink.progress(prog);
-        }
-    }
-    let img = &chain.images[k];
-    if media.finish() != img.footer.media_hash {
-        probs.add(format!(
-            "{}: the media hash does not match the chunk hashes",
-            img.path.display()
-        ));
-    }
-    if coverage_ok {
-        counts.compare(&img.footer, &img.path, probs);
-        let lens = img.volume_lens();
-        let last = lens.len() - 1;
-        covered[last] += (img.footer.segments as u64) * SEGTAB_ENTRY as u64
-            + FOOTER_SIZE as u64
-            + img.footer.usage_len as u64;
-        for (v, (p, l)) in lens.iter().enumerate() {
-            if covered[v] != *l {
-                probs.add(format!(
-                    "{}: {} bytes of the file are not accounted for by the index (extra or overlapping data)",
-                    p.display(),
-                    l.abs_diff(covered[v])
-                ));
-            }
-        }
-    }
-    Ok(checked)
-}
-
-/// Verifies the image at `path` and every parent it needs.
-pub fn verify(path: &Path, sink: &dyn ProgressSink, cancel: &Cancel) -> Result<VerifyReport> {
-    let started = Instant::now();
-    let mut chain = Chain::open(path)?;
-    let total: u64 = chain.images.iter().map(|i| i.header.disk_size).sum();
-    let mut prog = Progress::new("image-verify", "verifying", total);
-    let mut probs = Problems {
-        list: Vec::new(),
-        count: 0,
-    };
-    let mut checked = 0;
-    for k in 0..chain.images.len() {
-        checked += verify_one(&mut chain, k, &mut probs, &mut prog, sink, cancel)?;
-    }
-    let top = chain.top();
-    Ok(VerifyReport {
-        ok: probs.count == 0,
-        image: path.to_path_buf(),
-        chain: links(&chain),
-        chunks_checked: checked,
-        bytes_checked: prog.done_bytes,
-        problem_count: probs.count,
-        problems: probs.list,
-        media_hash: hex(&top.footer.media_hash),
-        bad_bytes: top.footer.bad_bytes,
-        elapsed_secs: started.elapsed().as_secs_f64(),
-    })
 }
 
 /// What `image info --json` reports.

@@ -1,11 +1,25 @@
-//! Resuming an interrupted `image restore`: its `--map` is a GNU ddrescue-style mapfile of the
+//! Resuming interrupted image jobs.
+//!
+//! **Restore**: its `--map` is a GNU ddrescue-style mapfile of the
 //! target's *written* ranges ('+' written and synced, '?' not yet, or deliberately not written:
 //! unallocated chunks left alone), recording what it is of (the image's UUID and size, the
 //! target's identity) so that the map of another restore is refused before anything is written
 //! (the checks are clone's, [`crate::clone::resume`]). A range becomes '+' only after the target
 //! was fsynced with it written, so whatever a power cut leaves, every '+' byte is on the target.
+//!
+//! **Verify**: its `--state` file ([`VerifyState`]) records how far the expensive part got —
+//! reading every stored chunk's payload, its CRC, decompression and BLAKE3 against the index —
+//! and the problems found so far. A resumed verify skips only those payload reads; everything
+//! derived from the index (every segment's CRC, the footer's counts, that every byte of every
+//! volume is accounted for, the parent references and the media hash, which is a hash over all
+//! chunk hashes *in the index*) is recomputed in full on every run: it reads only the index
+//! (about 64 bytes per 1 MiB chunk), so the final verdict still covers the whole image without
+//! the hasher's state having to be saved. The state names the chain it is of (each image's
+//! UUID, media hash, and each volume's size, inode and modification time): the state of another
+//! image is refused (exit 4); another copy of the same image, or files changed since, start
+//! again from the beginning, with a note.
 use crate::clone::resume::{check_location, load_or_new_for};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rescue::map::{MapOrigin, StorageId};
 use crate::rescue::{ExtentMap, Status};
 use std::path::{Path, PathBuf};
@@ -113,6 +127,172 @@ impl RestoreMap {
             .map_or(self.map.size(), |(p, _)| p);
         self.map.current_phase = if self.map.is_complete() { '+' } else { '?' };
         self.map.save(&self.path, &self.command_line)
+    }
+}
+
+/// One image of a verified chain, as a verify state records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChainId {
+    pub uuid: String,
+    pub media_hash: String,
+    /// Byte length of each volume file.
+    pub volume_bytes: Vec<u64>,
+    /// Each volume file's inode number and modification time ("INODE:MTIME_NS"): a copy of
+    /// the image (same UUID) or a file rewritten since is not the file whose payloads the
+    /// state says were read.
+    #[serde(default)]
+    pub volume_files: Vec<String>,
+}
+
+/// The chain at hand, as [`ChainId`]s (top image first).
+pub fn chain_ids(chain: &super::Chain) -> Vec<ChainId> {
+    chain
+        .images
+        .iter()
+        .map(|i| ChainId {
+            uuid: super::format::uuid_str(&i.header.uuid),
+            media_hash: super::format::hex(&i.footer.media_hash),
+            volume_bytes: i.volume_lens().iter().map(|v| v.1).collect(),
+            volume_files: i
+                .volume_paths()
+                .iter()
+                .map(|p| {
+                    use std::os::unix::fs::MetadataExt;
+                    std::fs::metadata(p).map_or(String::new(), |m| {
+                        format!(
+                            "{}:{}",
+                            m.ino(),
+                            m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
+                        )
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// What `image verify --state FILE` keeps: the payloads of chunks before (`image`,
+/// `next_chunk`) of the chain are checked, with `problems` found. Saved as one JSON object.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VerifyState {
+    /// Always "lifeboat-verify-state-1".
+    pub format: String,
+    pub chain: Vec<ChainId>,
+    /// The chain image being checked (0: the top image; parents follow).
+    pub image: usize,
+    /// Payloads of that image's chunks before this one are checked.
+    pub next_chunk: u64,
+    pub problem_count: u64,
+    pub problems: Vec<String>,
+    /// The verify finished (a new run with this state starts again from the beginning).
+    pub complete: bool,
+}
+
+const STATE_FORMAT: &str = "lifeboat-verify-state-1";
+/// The largest state file read (the problem list is bounded).
+const MAX_STATE: u64 = 4 << 20;
+
+impl VerifyState {
+    pub fn new(chain: Vec<ChainId>) -> VerifyState {
+        VerifyState {
+            format: STATE_FORMAT.into(),
+            chain,
+            image: 0,
+            next_chunk: 0,
+            problem_count: 0,
+            problems: Vec::new(),
+            complete: false,
+        }
+    }
+
+    /// Whether the payload of chunk `i` of chain image `k` was checked by an earlier run.
+    pub fn checked(&self, k: usize, i: u64) -> bool {
+        k < self.image || (k == self.image && i < self.next_chunk)
+    }
+
+    /// The state to start from for `chain`: the file's when it exists, is unfinished and is of
+    /// this chain; a fresh one when there is none, it is finished, or the image changed size
+    /// since (with a note). The state of another image is refused (exit 4).
+    pub fn load_or_new(
+        path: &Path,
+        chain: Vec<ChainId>,
+        notes: &mut Vec<String>,
+    ) -> Result<VerifyState> {
+        check_location(path)?;
+        if std::fs::symlink_metadata(path).is_err() {
+            return Ok(VerifyState::new(chain));
+        }
+        use std::io::Read;
+        let mut text = String::new();
+        crate::io::open::open_regular(path, "a verify state file")?
+            .take(MAX_STATE)
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io("read the verify state", path, e))?;
+        let st: VerifyState = serde_json::from_str(&text)
+            .ok()
+            .filter(|s: &VerifyState| s.format == STATE_FORMAT)
+            .ok_or_else(|| {
+                Error::corrupt(format!(
+                    "{} is not a Lifeboat verify state file: give a new --state file name, or \
+                     delete it to verify from the beginning",
+                    path.display()
+                ))
+                .at_path(path)
+            })?;
+        let same_images = st.chain.len() == chain.len()
+            && st
+                .chain
+                .iter()
+                .zip(&chain)
+                .all(|(a, b)| a.uuid == b.uuid && a.media_hash == b.media_hash);
+        if !same_images {
+            return Err(Error::refused(format!(
+                "the verify state {} is of another image (UUID {}; this is {}): give a new \
+                 --state file name, or delete it to verify this image from the beginning",
+                path.display(),
+                st.chain.first().map_or("?", |c| c.uuid.as_str()),
+                chain.first().map_or("?", |c| c.uuid.as_str()),
+            )));
+        }
+        if st.chain != chain {
+            notes.push(format!(
+                "the image's files are not the ones the verify state {} was saved for (another \
+                 copy of the image, or files changed since): verifying from the beginning",
+                path.display()
+            ));
+            return Ok(VerifyState::new(chain));
+        }
+        if st.complete {
+            notes.push(format!(
+                "the verify state {} is of a finished verify: verifying again from the beginning",
+                path.display()
+            ));
+            return Ok(VerifyState::new(chain));
+        }
+        Ok(st)
+    }
+
+    /// Saves the state atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("lifeboat-tmp");
+        let mut f = crate::io::open::create_fresh(&tmp)?;
+        let text = serde_json::to_string(self).map_err(|e| {
+            Error::new(
+                crate::error::ErrorKind::Io,
+                "cannot encode the verify state",
+            )
+            .caused_by(e)
+        })?;
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.write_all(b"\n"))
+            .map_err(|e| Error::io("write the verify state", &tmp, e))?;
+        f.sync_all()
+            .map_err(|e| Error::io("fsync the verify state", &tmp, e))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io("rename the verify state into place", path, e))?;
+        super::create::sync_dir(path);
+        Ok(())
     }
 }
 

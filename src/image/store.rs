@@ -228,6 +228,51 @@ impl Drop for Store {
     }
 }
 
+/// A file a job keeps beside its work (a `--map`, a verify `--state`): a plain path, or
+/// `PARTITION:/path` on a filesystem Lifeboat mounts read-write itself (how the environment
+/// keeps a map on a store disk across a reboot: `--map label=MAPS:/pc.map`).
+pub struct SideFile {
+    loc: StoreLocation,
+    store: Option<Store>,
+}
+
+impl SideFile {
+    /// Parses `arg` and finds its partition; mounts nothing. A plain path's directory is
+    /// resolved now ([`crate::storage::pin_dir`]).
+    pub fn resolve(arg: &Path) -> Result<SideFile> {
+        let text = arg.to_string_lossy();
+        let loc = match split_store(&text) {
+            Some(_) => StoreLocation::resolve(&text)?,
+            None => StoreLocation::resolve(&crate::storage::pin_dir(arg).to_string_lossy())?,
+        };
+        Ok(SideFile { loc, store: None })
+    }
+
+    /// Adds what the file writes to the identity check, as `role`: the file itself, or for
+    /// `PARTITION:/path` the partition (mounting it read-write writes to it).
+    pub fn check_items(&self, check: &mut crate::storage::Check, role: &str) -> Result<()> {
+        match (&self.loc.partition, self.loc.plain_path()) {
+            (Some(p), _) => check.writes(&format!("{role}'s partition"), &p.path)?,
+            (None, Some(f)) => check.writes(role, f)?,
+            (None, None) => return Ok(()),
+        };
+        Ok(())
+    }
+
+    /// The path to use: a plain path as is; a partition mounted read-write (until this is
+    /// dropped) and the path inside it.
+    pub fn open(&mut self) -> Result<PathBuf> {
+        if self.store.is_none() {
+            self.store = Some(self.loc.mount(Mode::ReadWrite)?);
+        }
+        Ok(self
+            .store
+            .as_ref()
+            .map(|s| s.path.clone())
+            .unwrap_or_default())
+    }
+}
+
 /// Filesystem type names as the kernel knows them.
 fn kernel_fs(fs: &str) -> &str {
     match fs {

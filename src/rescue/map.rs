@@ -632,7 +632,12 @@ impl ExtentMap {
             .map_err(|e| Error::io("write the mapfile", &tmp, e))?;
         f.sync_all()
             .map_err(|e| Error::io("fsync the mapfile", &tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename the mapfile into place", path, e))
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io("rename the mapfile into place", path, e))?;
+        // The rename is durable only once the directory is: after a power cut the map must be
+        // this one or the previous one, never none.
+        crate::image::create::sync_dir(path);
+        Ok(())
     }
 }
 

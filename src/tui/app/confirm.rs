@@ -109,6 +109,7 @@ impl App {
             }),
             JobKind::Verify => Cmd::Image(ImageCmd::Verify {
                 image: img?.to_string(),
+                state: None,
                 json: true,
             }),
         };
