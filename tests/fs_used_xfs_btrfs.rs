@@ -649,8 +649,9 @@ fn btrfs_changed_by_the_kernel_and_log_tree() {
     assert!(e.to_string().contains("log tree needs replay"), "{e}");
 }
 
-/// A failing disk: an unreadable sector in the first copy of a DUP tree block is read from the
-/// second copy (as the kernel would), and the map is unchanged; a tree block whose copies both
+/// A failing disk: bad sectors in btrfs free space are never read; an unreadable sector in the
+/// first copy of a DUP tree block is read from the second copy (as the kernel would), and the
+/// map is unchanged; a tree block whose copies both
 /// fail their checksum makes the map fail (the partition is then copied whole).
 #[test]
 fn btrfs_bad_first_copy_and_corrupt_tree_block() {
@@ -680,6 +681,15 @@ fn btrfs_bad_first_copy_and_corrupt_tree_block() {
     assert_eq!(c.2.len(), 2, "metadata is not DUP");
     let copies: Vec<u64> = c.2.iter().map(|p| p + root - c.0).collect();
     let data = stdfs::read(&img).unwrap();
+    // Unreadable sectors all over the free space are never read: the map is unchanged.
+    let mut sim = SimDevice::new(data.clone(), 512);
+    for r in minus(&[(0, 160 * MIB)], &expect) {
+        sim = sim
+            .bad(r.0, 512)
+            .bad(r.1 - 512, 512)
+            .bad((r.0 + r.1) / 2 & !511, 512);
+    }
+    assert!(ours_on("btrfs", &sim).unwrap() == expect);
     let sim = SimDevice::new(data.clone(), 512).bad(copies[0] + 4096, 512);
     assert!(ours_on("btrfs", &sim).unwrap() == expect);
     let mut bad = data;
@@ -716,8 +726,8 @@ fn btrfs_two_devices_and_xxhash_are_refused() {
     assert!(e.to_string().contains("checksum type xxhash64"), "{e}");
 }
 
-/// A v5 XFS whose free-space tree block fails its CRC is refused; an unreadable sector there
-/// (a failing disk) makes the map fail too, never a guess.
+/// A failing disk: bad sectors in XFS free space are never read; a free-space tree block that
+/// fails its CRC, or is unreadable, makes the map fail (never a guess).
 #[test]
 fn xfs_corrupt_or_unreadable_free_space_tree() {
     if !have(&["mkfs.xfs", "xfs_db"]) {
@@ -731,6 +741,15 @@ fn xfs_corrupt_or_unreadable_free_space_tree() {
     };
     let at = (xfs_sb(&img, "agblocks") + root) * xfs_sb(&img, "blocksize");
     let data = stdfs::read(&img).unwrap();
+    // Unreadable sectors all over the free space are never read: the map is unchanged.
+    let mut sim = SimDevice::new(data.clone(), 512);
+    for r in xfs_free(&img) {
+        sim = sim
+            .bad(r.0, 512)
+            .bad(r.1 - 512, 512)
+            .bad((r.0 + r.1) / 2 & !511, 512);
+    }
+    assert!(ours_on("xfs", &sim).unwrap() == ours("xfs", &img).unwrap());
     let e = ours_on("xfs", &SimDevice::new(data.clone(), 512).bad(at, 512)).unwrap_err();
     assert!(e.to_string().contains("cannot read"), "{e}");
     let mut bad = data;
