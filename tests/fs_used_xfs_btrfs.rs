@@ -687,7 +687,7 @@ fn btrfs_bad_first_copy_and_corrupt_tree_block() {
         sim = sim
             .bad(r.0, 512)
             .bad(r.1 - 512, 512)
-            .bad((r.0 + r.1) / 2 & !511, 512);
+            .bad(((r.0 + r.1) / 2) & !511, 512);
     }
     assert!(ours_on("btrfs", &sim).unwrap() == expect);
     let sim = SimDevice::new(data.clone(), 512).bad(copies[0] + 4096, 512);
@@ -747,7 +747,7 @@ fn xfs_corrupt_or_unreadable_free_space_tree() {
         sim = sim
             .bad(r.0, 512)
             .bad(r.1 - 512, 512)
-            .bad((r.0 + r.1) / 2 & !511, 512);
+            .bad(((r.0 + r.1) / 2) & !511, 512);
     }
     assert!(ours_on("xfs", &sim).unwrap() == ours("xfs", &img).unwrap());
     let e = ours_on("xfs", &SimDevice::new(data.clone(), 512).bad(at, 512)).unwrap_err();
