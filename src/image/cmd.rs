@@ -23,6 +23,8 @@ fn location_items(check: &mut Check, role: &str, loc: &StoreLocation, written: b
         (None, Some(image)) if written => {
             check.writes(role, image)?;
             check.writes(role, &create::partial_name(image))?;
+            check.writes(role, &journal::journal_name(image))?;
+            check.writes(role, &journal::journal_tmp_name(image))?;
         }
         (None, Some(image)) => {
             check.keeps(role, image)?;
@@ -115,6 +117,8 @@ fn run_create(
     if let Some(p) = loc.plain_path() {
         crate::storage::target::check_output(p, force)?;
         crate::storage::target::check_output(&create::partial_name(p), true)?;
+        crate::storage::target::check_output(&journal::journal_name(p), true)?;
+        crate::storage::target::check_output(&journal::journal_tmp_name(p), true)?;
         // Replacing an image replaces or removes its volumes too.
         if force {
             for v in volumes::old_volumes(p) {
@@ -180,6 +184,8 @@ fn run_create(
         crate::storage::target::check_output(&store.path, force)?;
         inner.writes("the image", &store.path)?;
         inner.writes("the image", &create::partial_name(&store.path))?;
+        inner.writes("the image", &journal::journal_name(&store.path))?;
+        inner.writes("the image", &journal::journal_tmp_name(&store.path))?;
         for v in volumes::old_volumes(&store.path) {
             inner.writes("the image being replaced", &v)?;
         }
@@ -190,6 +196,13 @@ fn run_create(
     }
     let dev = Device::open(&src_path, Access::Read)?;
     let _ro = ReadOnlyGuard::new(std::slice::from_ref(&src_path))?;
+    let checkpoint_every = std::env::var("LIFEBOAT_CHECKPOINT_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map_or(create::CreateOptions::default().checkpoint_every, |v| {
+            std::time::Duration::from_secs_f64(v.min(86_400.0))
+        });
     let opts = CreateOptions {
         parent: parent_path,
         parent_hint: hint,
@@ -197,6 +210,12 @@ fn run_create(
         force,
         all_sectors,
         compress,
+        checkpoint_every,
+        source_id: {
+            let id = crate::clone::resume::storage_id(&sel, crate::io::BlockSource::size(&dev));
+            format!("{} [{id:?}]", id.describe())
+        },
+        command_line: std::env::args().collect::<Vec<_>>().join(" "),
         ..Default::default()
     };
     let sink = StderrSink::from_env();
@@ -209,7 +228,8 @@ fn run_create(
             ErrorKind::Cancelled,
             format!(
                 "cancelled by the user: no image was completed; the unfinished part is kept as {} \
-                 (no footer: `image info` reports it incomplete); delete it, or run `image create` again",
+                 (no footer: `image info` reports it incomplete) with its journal; run the same \
+                 command again to resume it, or delete both to start over",
                 create::partial_name(Path::new(&image)).display()
             ),
         )

@@ -6,17 +6,19 @@
 //! themselves are written by [`super::volumes::VolumeWriter`]).
 use super::feed;
 use super::format::*;
+use super::journal;
 use super::reader::{Chain, Image};
 use super::volumes::VolumeWriter;
+use super::writer::{write_loop, IndexState, JournalCtx, WMsg};
 use crate::error::{Error, Result};
 pub use crate::io::is_zero;
 use crate::io::{AlignedBuf, BlockSource};
 use crate::jobs::{Cancel, ProgressSink};
+use crate::rescue::ExtentMap;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -54,6 +56,15 @@ pub struct CreateOptions {
     pub compress: Compression,
     /// Retry passes of the rescue engine over unreadable sectors.
     pub retries: u32,
+    /// Also keep the engine's map here (GNU ddrescue's mapfile format), saved at checkpoints.
+    pub map: Option<PathBuf>,
+    /// How often the engine takes a checkpoint (volumes fsynced, journal rewritten).
+    pub checkpoint_every: std::time::Duration,
+    /// The source's identity (device and inode, serial, size): a resume of another source's
+    /// unfinished image is refused.
+    pub source_id: String,
+    /// Recorded in the map file.
+    pub command_line: String,
 }
 
 impl Default for CreateOptions {
@@ -68,6 +79,10 @@ impl Default for CreateOptions {
             all_sectors: false,
             compress: DEFAULT_COMPRESSION,
             retries: 1,
+            map: None,
+            checkpoint_every: std::time::Duration::from_secs(5),
+            source_id: String::new(),
+            command_line: String::new(),
         }
     }
 }
@@ -126,15 +141,15 @@ pub(super) struct Job {
     pub(super) parent_hash: Option<[u8; 32]>,
 }
 
-struct Done {
-    seq: u64,
-    i: u64,
-    slot: Slot,
-    kind: Kind,
-    stored: usize,
-    crc: u32,
-    hash: [u8; 32],
-    bad: Vec<(u64, u64)>,
+pub(super) struct Done {
+    pub(super) seq: u64,
+    pub(super) i: u64,
+    pub(super) slot: Slot,
+    pub(super) kind: Kind,
+    pub(super) stored: usize,
+    pub(super) crc: u32,
+    pub(super) hash: [u8; 32],
+    pub(super) bad: Vec<(u64, u64)>,
 }
 
 pub(super) fn push_bad(bad: &mut Vec<(u64, u64)>, s: u64, l: u64) {
@@ -163,7 +178,7 @@ pub(crate) fn sync_dir(p: &Path) {
     }
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -261,7 +276,7 @@ pub fn create(
     if opts.split.is_some() {
         incompat |= FEAT_SPLIT;
     }
-    let header = Header {
+    let mut header = Header {
         version: VERSION,
         compat: 0,
         incompat,
@@ -288,6 +303,45 @@ pub fn create(
         parent_path: opts.parent_hint.clone(),
     };
     let chunks = header.chunk_count();
+    // The rescue domain: what the image needs of the disk.
+    let lbs = src.logical_block_size().max(512) as u64;
+    let domain = Arc::new(feed::Domain::new(
+        used_mode.then(|| plan.extents(src.as_ref()).collect()),
+        size,
+        lbs,
+    ));
+    let settings = journal::Settings {
+        header: journal::settings_header(&header),
+        compress: format!("{:?}", opts.compress),
+        retries: opts.retries,
+        source: opts.source_id.clone(),
+        plan: {
+            let mut h = blake3::Hasher::new();
+            h.update(&usage);
+            for r in &domain.read {
+                h.update(&r.0.to_le_bytes());
+                h.update(&r.1.to_le_bytes());
+            }
+            hex(h.finalize().as_bytes())
+        },
+    };
+    // An unfinished image of this same job is resumed from its journal (see `journal`).
+    let resumed = match std::fs::symlink_metadata(partial_name(image)) {
+        Ok(m) if m.is_file() => journal::Journal::load(image)?,
+        _ => None,
+    };
+    if let Some(j) = &resumed {
+        if let Some(why) = journal::resume_mismatch(&j.settings, &settings) {
+            return Err(Error::refused(format!(
+                "{} is the unfinished image of another job ({why}), so it cannot be resumed by                  this one; nothing was written: run the first command again to finish it, or                  delete {} and {} to start this image from the beginning",
+                partial_name(image).display(),
+                partial_name(image).display(),
+                journal::journal_name(image).display()
+            ))
+            .at_path(partial_name(image)));
+        }
+        header = j.header(image)?;
+    }
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -299,7 +353,43 @@ pub fn create(
     let nslots = threads * 2 + 2;
     let out_cap = max_payload_any(cs as usize);
 
-    let mut vw = VolumeWriter::new(image, header.clone(), opts.split)?;
+    let (mut vw, idx, map, resume) = match &resumed {
+        Some(j) => {
+            let idx = j.index(image, &header)?;
+            let map = ExtentMap::from_mapfile(&j.map, size).map_err(|e| {
+                Error::corrupt(format!(
+                    "the journal {} holds a damaged map: {e}; delete it and the .partial \
+                     volumes to start the image again",
+                    journal::journal_name(image).display()
+                ))
+            })?;
+            let vw = VolumeWriter::resume(image, header.clone(), opts.split, &j.volume_lens)?;
+            (vw, idx, map, j.resume)
+        }
+        None => {
+            let vw = VolumeWriter::new(image, header.clone(), opts.split)?;
+            let idx = IndexState {
+                footer: Footer {
+                    uuid: header.uuid,
+                    chunks,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let map = domain.fresh_map(size);
+            // The first checkpoint: the header is written, nothing read yet.
+            journal::Journal::new(
+                &settings,
+                &header,
+                vw.lens()?,
+                map.to_mapfile(""),
+                None,
+                &idx,
+            )
+            .save(image)?;
+            (vw, idx, map, None)
+        }
+    };
     let (free_tx, free_rx) = mpsc::sync_channel::<Slot>(nslots);
     for _ in 0..nslots {
         let _ = free_tx.send(Slot {
@@ -309,33 +399,36 @@ pub fn create(
     }
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(nslots);
     let job_rx = Arc::new(Mutex::new(job_rx));
-    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let (done_tx, done_rx) = mpsc::channel::<WMsg>();
     let zero_full = *blake3::hash(&vec![0u8; cs as usize]).as_bytes();
     // The reader side: the rescue engine over the domain, through the feed (see `feed`).
-    let lbs = src.logical_block_size().max(512) as u64;
-    let domain = Arc::new(feed::Domain::new(
-        used_mode.then(|| plan.extents(src.as_ref()).collect()),
-        size,
-        lbs,
-    ));
-    let map = domain.fresh_map(size);
     let feed = Arc::new(feed::Feed::new(
         src.clone(),
         cs,
         domain.clone(),
         map.clone(),
-        feed::Feed::no_chunks_emitted(chunks),
-        0,
+        idx.emitted(&header),
+        idx.next_seq,
         job_tx,
         free_rx,
         parent,
+        done_tx.clone(),
     ));
     let ropts = crate::rescue::Options {
         retries: opts.retries,
         hash: false,
-        mapfile: None,
+        mapfile: opts.map.clone(),
+        command_line: opts.command_line.clone(),
         job: "image-create".into(),
+        checkpoints: true,
+        save_every: opts.checkpoint_every,
+        resume,
         ..crate::rescue::Options::default()
+    };
+    let jctx = JournalCtx {
+        image: image.to_path_buf(),
+        settings: settings.clone(),
+        header: header.clone(),
     };
 
     let mut rescued: Option<crate::rescue::Outcome> = None;
@@ -349,7 +442,9 @@ pub fn create(
         drop(done_tx);
         let vw_r = &mut vw;
         let (header_r, usage_r) = (&header, &usage);
-        let writer = s.spawn(move || write_loop(vw_r, header_r, usage_r, done_rx, free_tx));
+        let jctx = &jctx;
+        let writer =
+            s.spawn(move || write_loop(vw_r, header_r, usage_r, done_rx, free_tx, idx, jctx));
         // The engine reports progress (phase, pass, reads, time since the last good read) on
         // this thread; its writer thread hands the pieces to the feed.
         let r = crate::rescue::run(src.clone(), feed.clone(), map, &ropts, sink, cancel).and_then(
@@ -388,6 +483,7 @@ pub fn create(
         }
     };
     let volumes = vw.commit()?;
+    journal::Journal::remove(image);
     let fs = feed.stats();
     let image_bytes = volumes
         .iter()
@@ -422,14 +518,11 @@ pub fn create(
     })
 }
 
-/// Bad ranges kept for the report (all of them are in the index regardless).
-const REPORT_BAD_RANGES: usize = 10_000;
-
 /// A compressor thread: hashes each chunk, recognises zero / unallocated / unchanged chunks and
 /// compresses the rest (raw when that does not help).
 fn compress_loop(
     job_rx: Arc<Mutex<Receiver<Job>>>,
-    done_tx: mpsc::Sender<Done>,
+    done_tx: mpsc::Sender<WMsg>,
     compress: Compression,
     cs: u32,
     zero_full: [u8; 32],
@@ -494,186 +587,8 @@ fn compress_loop(
             hash,
             bad: job.bad,
         };
-        if done_tx.send(d).is_err() {
+        if done_tx.send(WMsg::Chunk(d)).is_err() {
             return;
         }
     }
-}
-
-/// An index segment being filled: chunks arrive in the order the reader side completed them.
-#[derive(Debug, Clone, Default)]
-pub(super) struct OpenSegment {
-    pub(super) entries: Vec<Option<Entry>>,
-    pub(super) filled: usize,
-    pub(super) bad: Vec<(u64, u64)>,
-}
-
-/// The index as written so far: what a resumed create needs to go on (see `journal`).
-#[derive(Debug, Clone, Default)]
-pub(super) struct IndexState {
-    /// Segments written, in the order written.
-    pub(super) segtab: Vec<SegRef>,
-    /// Segments not complete yet (by segment number): their chunks written so far.
-    pub(super) open: BTreeMap<u64, OpenSegment>,
-    pub(super) footer: Footer,
-    /// Chunks written (entries made).
-    pub(super) written: u64,
-    /// The next sequence number to write.
-    pub(super) next_seq: u64,
-}
-
-/// A finished image's footer and its bad ranges (capped for the report).
-type Written = (Footer, Vec<(u64, u64)>);
-
-/// Writes the chunks in sequence order (payloads of stored chunks; an index segment as soon
-/// as all its chunks are written), then the tail; returns the footer and the bad ranges
-/// (capped for the report), or `None` when the reader side stopped before the end.
-fn write_loop(
-    vw: &mut VolumeWriter,
-    header: &Header,
-    usage: &[u8],
-    done_rx: Receiver<Done>,
-    free_tx: SyncSender<Slot>,
-) -> Result<Option<Written>> {
-    let chunks = header.chunk_count();
-    let sc = header.segment_chunks as u64;
-    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
-    let mut idx = IndexState {
-        footer: Footer {
-            uuid: header.uuid,
-            chunks,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    while idx.written < chunks {
-        let Ok(d) = done_rx.recv() else {
-            // The reader side stopped (error or cancel): the caller reports why.
-            return Ok(None);
-        };
-        pending.insert(d.seq, d);
-        while let Some(d) = pending.remove(&idx.next_seq) {
-            let f = &mut idx.footer;
-            let len = header.chunk_len(d.i);
-            let (volume, offset) = match d.kind {
-                Kind::Zero | Kind::Parent | Kind::Unallocated => (0, 0),
-                Kind::Lz4 | Kind::Zstd => vw.record(&[&d.slot.out[..d.stored]])?,
-                Kind::Raw => vw.record(&[&d.slot.data[..len]])?,
-            };
-            match d.kind {
-                Kind::Zero => f.zero_chunks += 1,
-                Kind::Parent => f.parent_chunks += 1,
-                Kind::Unallocated => f.unallocated_chunks += 1,
-                _ => f.stored_chunks += 1,
-            }
-            f.payload_bytes += d.stored as u64;
-            let entry = Entry {
-                offset,
-                len: d.stored as u32,
-                volume,
-                kind: d.kind,
-                flags: if d.bad.is_empty() { 0 } else { FLAG_BAD },
-                crc: d.crc,
-                hash: d.hash,
-            };
-            let k = d.i / sc;
-            let n = (chunks - k * sc).min(sc) as usize;
-            let seg = idx.open.entry(k).or_insert_with(|| OpenSegment {
-                entries: vec![None; n],
-                filled: 0,
-                bad: Vec::new(),
-            });
-            let slot = &mut seg.entries[(d.i - k * sc) as usize];
-            if slot.is_none() {
-                seg.filled += 1;
-            }
-            *slot = Some(entry);
-            seg.bad.extend_from_slice(&d.bad);
-            let _ = free_tx.send(d.slot);
-            idx.written += 1;
-            idx.next_seq += 1;
-            if seg.filled == n {
-                let Some(seg) = idx.open.remove(&k) else {
-                    continue;
-                };
-                let mut bad = seg.bad;
-                bad.sort_unstable();
-                let mut merged = Vec::with_capacity(bad.len());
-                for (s, l) in bad {
-                    push_bad(&mut merged, s, l);
-                }
-                let f = &mut idx.footer;
-                f.bad_ranges += merged.len() as u64;
-                f.bad_bytes += merged.iter().map(|r| r.1).sum::<u64>();
-                let segment = Segment {
-                    first_chunk: k * sc,
-                    entries: seg.entries.into_iter().flatten().collect(),
-                    bad: merged,
-                };
-                let bytes = segment.encode();
-                let (volume, offset) = vw.record(&[&bytes])?;
-                idx.segtab.push(SegRef {
-                    offset,
-                    volume,
-                    len: bytes.len() as u32,
-                    first_chunk: k * sc,
-                });
-            }
-        }
-    }
-    drop(free_tx);
-    finish_tail(vw, header, usage, idx).map(Some)
-}
-
-/// The tail once every chunk is written: the media hash and the report's bad ranges from the
-/// segments read back in chunk order, then usage record + segment table + footer in one record
-/// (never split across volumes).
-fn finish_tail(
-    vw: &mut VolumeWriter,
-    header: &Header,
-    usage: &[u8],
-    idx: IndexState,
-) -> Result<(Footer, Vec<(u64, u64)>)> {
-    let mut f = idx.footer;
-    let mut segtab = idx.segtab;
-    segtab.sort_by_key(|r| r.first_chunk);
-    let sc = header.segment_chunks as u64;
-    let chunks = header.chunk_count();
-    let mut media = MediaHasher::new(header.disk_size, header.chunk_size);
-    let mut report_bad = Vec::new();
-    for r in &segtab {
-        let mut b = vec![0u8; r.len as usize];
-        vw.read_at(r.volume, r.offset, &mut b)?;
-        let n = (chunks - r.first_chunk).min(sc) as usize;
-        let seg = Segment::decode(&b, header, r.first_chunk, n).map_err(|m| {
-            Error::corrupt(format!(
-                "the index segment just written reads back wrong: {m}"
-            ))
-        })?;
-        for e in &seg.entries {
-            media.add(&e.hash);
-        }
-        for &(s, l) in &seg.bad {
-            if report_bad.len() < REPORT_BAD_RANGES {
-                push_bad(&mut report_bad, s, l);
-            }
-        }
-    }
-    let mut tab = vec![0u8; segtab.len() * SEGTAB_ENTRY];
-    for (k, r) in segtab.iter().enumerate() {
-        r.encode_into(&mut tab[k * SEGTAB_ENTRY..(k + 1) * SEGTAB_ENTRY]);
-    }
-    f.segments = segtab.len() as u32;
-    f.segtab_crc = crc32fast::hash(&tab);
-    f.media_hash = media.finish();
-    f.finished = now_secs();
-    // The footer must know its volume and offset: decide whether the tail needs a new volume first.
-    let tail = (usage.len() + tab.len() + FOOTER_SIZE) as u64;
-    let (volumes, at) = vw.reserve(tail)?;
-    f.volumes = volumes;
-    f.usage_len = usage.len() as u32;
-    f.segtab_offset = at + usage.len() as u64;
-    let fb = f.encode();
-    vw.record(&[usage, &tab, &fb])?;
-    Ok((f, report_bad))
 }

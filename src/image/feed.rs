@@ -29,11 +29,13 @@
 //! the order of emission (and the image's bytes) is the same for the same source and map.
 use super::create::{Job, Slot};
 use super::reader::Image;
+use super::writer::WMsg;
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::{AlignedBuf, BlockSource};
+use crate::rescue::engine::ResumePoint;
 use crate::rescue::{ExtentMap, RescueTarget, Status};
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
 /// Chunks whose good bytes are kept between pieces (memory: this many chunk buffers).
@@ -166,6 +168,8 @@ struct Cached {
 
 struct State {
     jobs: Option<SyncSender<Job>>,
+    /// To the writer: checkpoints.
+    writer: Option<Sender<WMsg>>,
     free: Receiver<Slot>,
     parent: Option<Image>,
     /// Chunk → domain bytes not delivered yet (chunks touched in this run, not complete).
@@ -219,6 +223,7 @@ impl Feed {
         jobs: SyncSender<Job>,
         free: Receiver<Slot>,
         parent: Option<Image>,
+        writer: Sender<WMsg>,
     ) -> Feed {
         let size = src.size();
         let chunks = size.div_ceil(chunk as u64);
@@ -233,6 +238,7 @@ impl Feed {
             start,
             st: Mutex::new(State {
                 jobs: Some(jobs),
+                writer: Some(writer),
                 free,
                 parent,
                 open: HashMap::new(),
@@ -295,7 +301,9 @@ impl Feed {
 
     /// Closes the queue to the compressors (the writer then finishes).
     pub fn close(&self) {
-        self.lock().jobs = None;
+        let mut st = self.lock();
+        st.jobs = None;
+        st.writer = None;
     }
 
     pub fn stats(&self) -> FeedStats {
@@ -548,6 +556,21 @@ impl RescueTarget for Feed {
     }
     fn write_bad(&self, _off: u64, _len: u64, _zeros: &[u8]) -> Result<()> {
         // The image records unreadable sectors in its index (the final map's bad ranges).
+        Ok(())
+    }
+    fn checkpoint(&self, map: &ExtentMap, at: ResumePoint) -> Result<()> {
+        // Every chunk complete at this point has been handed on (pieces are handled in
+        // order); the writer saves the journal once all of them are written.
+        // (Once every chunk is handed on, the writer finishes the image by itself; a writer
+        // that stopped on an error reports it, not this.)
+        let st = self.lock();
+        if let Some(w) = st.writer.as_ref().filter(|_| st.seq < self.chunks) {
+            let _ = w.send(WMsg::Checkpoint {
+                at_seq: st.seq,
+                map: map.to_mapfile(""),
+                resume: Some(at),
+            });
+        }
         Ok(())
     }
 }

@@ -5,12 +5,14 @@ mod cmd_restore;
 pub mod create;
 pub mod feed;
 pub mod format;
+pub mod journal;
 pub mod ops;
 pub mod reader;
 pub mod resume;
 pub mod store;
 pub mod verify;
 mod volumes;
+mod writer;
 
 pub use cmd::run;
 pub use create::{create, CreateOptions, CreateReport, SourceIdentity};

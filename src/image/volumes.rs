@@ -54,6 +54,78 @@ impl VolumeWriter {
         w.open_next()?;
         Ok(w)
     }
+    /// Reopens the unfinished volumes of an interrupted create (see `journal`): each must be
+    /// a regular file (not a link) holding this image's header for its number; each is cut
+    /// back to its length at the checkpoint, and writing goes on at the end of the last.
+    pub(crate) fn resume(
+        base: &Path,
+        header: Header,
+        split: Option<u64>,
+        lens: &[u64],
+    ) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut w = VolumeWriter {
+            base: base.to_path_buf(),
+            header,
+            split,
+            files: Vec::new(),
+            len: 0,
+            old_uuid: super::ops::partial_header(base).map(|h| h.uuid),
+        };
+        if lens.is_empty() || lens.len() > 65535 {
+            return Err(Error::corrupt("the journal lists no volumes"));
+        }
+        for (k, &len) in lens.iter().enumerate() {
+            let n = k as u32 + 1;
+            let p = partial_name(&volume_path(base, n));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&p)
+                .map_err(|e| Error::io("reopen the unfinished volume", &p, e))?;
+            let md = f.metadata().map_err(|e| Error::io("look at", &p, e))?;
+            let mut h = w.header.clone();
+            h.volume = n;
+            let mut got = vec![0u8; HEADER_SIZE];
+            use std::os::unix::fs::FileExt;
+            let same = md.is_file()
+                && md.len() >= len
+                && len >= HEADER_SIZE as u64
+                && f.read_exact_at(&mut got, 0).is_ok()
+                && got[..] == h.encode()[..];
+            if !same {
+                return Err(Error::corrupt(format!(
+                    "{} is not the volume {n} the journal describes (shorter, or another \
+                     image's); delete the .partial volumes and the journal to start again",
+                    p.display()
+                ))
+                .at_path(&p));
+            }
+            f.set_len(len)
+                .map_err(|e| Error::io("cut back to the checkpoint", &p, e))?;
+            w.files.push((f, p));
+            w.len = len;
+        }
+        let (f, p) = w.files.last_mut().expect("one volume at least");
+        std::io::Seek::seek(f, std::io::SeekFrom::End(0)).map_err(|e| Error::io("seek", &*p, e))?;
+        Ok(w)
+    }
+    /// The length of every volume written so far.
+    pub(crate) fn lens(&self) -> Result<Vec<u64>> {
+        let mut v: Vec<u64> = Vec::with_capacity(self.files.len());
+        for (f, p) in &self.files {
+            v.push(f.metadata().map_err(|e| Error::io("look at", p, e))?.len());
+        }
+        Ok(v)
+    }
+    /// Makes everything written so far durable.
+    pub(crate) fn sync(&self) -> Result<()> {
+        for (f, p) in &self.files {
+            f.sync_data().map_err(|e| Error::io("fsync", p, e))?;
+        }
+        Ok(())
+    }
     fn open_next(&mut self) -> Result<()> {
         let n = self.files.len() as u32 + 1;
         if n > 65535 {

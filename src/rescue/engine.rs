@@ -7,6 +7,7 @@
 //! the kernel never freezes it.
 use super::hash::Hashes;
 use super::map::{ExtentMap, Status};
+pub use super::phases::ResumePoint;
 use super::phases::{Geometry, Reader, Stats};
 use crate::error::{Error, Result};
 use crate::io::{AlignedBuf, BlockSource, Device};
@@ -35,6 +36,12 @@ pub trait RescueTarget: Send + Sync {
             self.write_at(&zeros[..n], p)?;
             p += n as u64;
         }
+        Ok(())
+    }
+    /// A checkpoint of the run (only with [`Options::checkpoints`]): everything before it has
+    /// been handed to the target, `map` is the map of that moment, and a run started from
+    /// `map` at `at` reads exactly what this one reads from here on. Default: nothing.
+    fn checkpoint(&self, _map: &ExtentMap, _at: ResumePoint) -> Result<()> {
         Ok(())
     }
 }
@@ -142,6 +149,12 @@ pub struct Options {
     /// inside become untried, and the verify hashes cover exactly the domain. `None`: the
     /// whole map.
     pub domain: Option<Vec<(u64, u64)>>,
+    /// Checkpoints (see [`RescueTarget::checkpoint`]) about every `save_every`, taken where the
+    /// reader's state is only the map and a [`ResumePoint`]; the mapfile is then saved at
+    /// checkpoints only (so it always describes what the target has).
+    pub checkpoints: bool,
+    /// Start at this checkpoint of an earlier run (with the map of that moment).
+    pub resume: Option<ResumePoint>,
 }
 
 impl Default for Options {
@@ -161,6 +174,8 @@ impl Default for Options {
             job: "clone".into(),
             tick: Duration::from_millis(200),
             domain: None,
+            checkpoints: false,
+            resume: None,
         }
     }
 }
@@ -217,6 +232,8 @@ pub(super) enum Msg {
     },
     /// Phase character and pass.
     Phase(char, u32),
+    /// A checkpoint (see [`RescueTarget::checkpoint`]).
+    Checkpoint(ResumePoint),
     Fatal(Error),
     Done,
 }
@@ -279,6 +296,7 @@ pub fn run(
     });
     let stats = Arc::new(Stats::new());
     let stop = Arc::new(AtomicBool::new(false));
+    let want = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::sync_channel::<Msg>(opts.buffers.max(2));
     let (pool_tx, pool_rx) = mpsc::channel::<AlignedBuf>();
     for _ in 0..opts.buffers.max(2) {
@@ -309,6 +327,8 @@ pub fn run(
         stats: stats.clone(),
         run: None,
         bad_run: None,
+        want_checkpoint: opts.checkpoints.then(|| want.clone()),
+        resume: opts.resume,
     };
     let reader_h = thread::Builder::new()
         .name("rescue-reader".into())
@@ -324,6 +344,14 @@ pub fn run(
         }
         h
     });
+    let w_save = opts
+        .checkpoints
+        .then(|| {
+            opts.mapfile
+                .clone()
+                .map(|m| (m, opts.command_line.clone(), stats.clone()))
+        })
+        .flatten();
     let writer_h = thread::Builder::new()
         .name("rescue-writer".into())
         .spawn(move || {
@@ -335,6 +363,7 @@ pub fn run(
                 hashes,
                 w_stop,
                 cluster as usize,
+                w_save,
             )
         })
         .map_err(|e| Error::os("start the rescue writer thread", e))?;
@@ -352,7 +381,11 @@ pub fn run(
             stop.store(true, Ordering::SeqCst);
         }
         sink.progress(&report(&mut meter));
-        if let Some(mf) = &opts.mapfile {
+        if opts.checkpoints && last_save.elapsed() >= opts.save_every {
+            want.store(true, Ordering::Relaxed);
+            last_save = Instant::now();
+        }
+        if let Some(mf) = opts.mapfile.as_ref().filter(|_| !opts.checkpoints) {
             if last_save.elapsed() >= opts.save_every {
                 let m = shared.map.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 dst.sync()?;
@@ -381,7 +414,7 @@ pub fn run(
         final_map.current_phase = '+';
         final_map.current_pass = 1;
     }
-    if let Some(mf) = &opts.mapfile {
+    if let Some(mf) = opts.mapfile.as_ref().filter(|_| !opts.checkpoints) {
         if sync_res.is_ok() {
             final_map.save_with(mf, &opts.command_line, &map_comments(&stats))?;
         }
@@ -462,6 +495,10 @@ fn snapshot_with(
     p
 }
 
+/// Where checkpoints save the mapfile: path, command line, the counters for its comment.
+type MapSave = (PathBuf, String, Arc<Stats>);
+
+#[allow(clippy::too_many_arguments)]
 fn writer_main(
     rx: Receiver<Msg>,
     dst: Arc<dyn RescueTarget>,
@@ -470,6 +507,7 @@ fn writer_main(
     mut hashes: Option<Hashes>,
     stop: Arc<AtomicBool>,
     cluster: usize,
+    save: Option<MapSave>,
 ) -> Result<Option<Hashes>> {
     let zeros = AlignedBuf::new(cluster);
     loop {
@@ -518,6 +556,14 @@ fn writer_main(
                 let mut m = shared.map.lock().unwrap_or_else(|e| e.into_inner());
                 m.current_phase = c;
                 m.current_pass = pass;
+            }
+            Msg::Checkpoint(at) => {
+                let mut m = shared.map.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                m.current_pos = at.pos;
+                dst.checkpoint(&m, at)?;
+                if let Some((path, cmd, stats)) = &save {
+                    m.save_with(path, cmd, &map_comments(stats))?;
+                }
             }
             Msg::Fatal(e) => return Err(e),
             Msg::Done => break,

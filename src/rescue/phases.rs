@@ -121,6 +121,35 @@ pub(super) struct Reader {
     pub run: Option<SectorRun>,
     /// Bad sectors not marked yet: `(start, len)`.
     pub bad_run: Option<(u64, u64)>,
+    /// Set when a checkpoint is wanted: the reader sends one at its next calm point.
+    pub want_checkpoint: Option<Arc<AtomicBool>>,
+    /// Where to start (a checkpoint of an earlier run); `None`: from the beginning.
+    pub resume: Option<ResumePoint>,
+}
+
+/// A point of the run where the reader's whole state is the map plus this: the phase, its
+/// pass and the position the phase goes on from. A run started there with the map of that
+/// moment reads exactly what the uninterrupted run read from there on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumePoint {
+    /// ddrescue's status character of the phase: `?` copy, `*` trim, `/` scrape, `-` retry,
+    /// `+` finished.
+    pub phase: char,
+    pub pass: u32,
+    pub pos: u64,
+}
+
+impl ResumePoint {
+    /// The order of phases and passes.
+    fn rank(phase: char, pass: u32) -> u32 {
+        match phase {
+            '?' => pass.clamp(1, 3) - 1,
+            '*' => 3,
+            '/' => 4,
+            '-' => 4 + pass.max(1),
+            _ => u32::MAX,
+        }
+    }
 }
 
 fn round_up(x: u64, unit: u64) -> u64 {
@@ -385,28 +414,68 @@ impl Reader {
     }
 
     fn phases(&mut self) -> Result<(), Halt> {
-        self.phase('?', 1)?;
-        self.copy_forward(true)?;
-        if self.plan.next_with(Status::Untried, 0).is_some() {
+        // A resumed run skips the phases before its checkpoint's and starts that one at its
+        // position; the conditions for entering a phase are those of the uninterrupted run.
+        let r = self.resume.take();
+        let from = r.map_or(0, |r| ResumePoint::rank(r.phase, r.pass));
+        let at = |rank: u32, default: u64| match r {
+            Some(r) if from == rank => r.pos,
+            _ => default,
+        };
+        let entered = |rank: u32| r.is_some() && from == rank;
+        let size = self.g.size;
+        if from == 0 {
+            self.phase('?', 1)?;
+            self.copy_forward(true, at(0, 0))?;
+        }
+        if from <= 1 && (entered(1) || self.plan.next_with(Status::Untried, 0).is_some()) {
             self.phase('?', 2)?;
-            self.delimit_backward()?;
+            self.delimit_backward(at(1, size))?;
         }
-        if self.plan.next_with(Status::Untried, 0).is_some() {
+        if from <= 2 && (entered(2) || self.plan.next_with(Status::Untried, 0).is_some()) {
             self.phase('?', 3)?;
-            self.copy_forward(false)?;
+            self.copy_forward(false, at(2, 0))?;
         }
-        self.phase('*', 1)?;
-        self.trim()?;
-        self.phase('/', 1)?;
-        self.scrape()?;
-        if self.plan.next_with(Status::Bad, 0).is_some() {
+        if from <= 3 {
+            self.phase('*', 1)?;
+            self.trim(at(3, 0))?;
+        }
+        if from <= 4 {
+            self.phase('/', 1)?;
+            self.scrape(at(4, 0))?;
+        }
+        if from <= 4 + self.g.retries && (from > 4 || self.plan.next_with(Status::Bad, 0).is_some())
+        {
             for pass in 1..=self.g.retries {
-                self.phase('-', pass)?;
-                self.retry()?;
+                if from <= 4 + pass {
+                    self.phase('-', pass)?;
+                    self.retry(at(4 + pass, 0))?;
+                }
             }
         }
         self.phase('+', 1)?;
+        // The end of the reads: a resumed run goes straight to whatever follows them.
+        if self.want_checkpoint.is_some() {
+            self.send(Msg::Checkpoint(ResumePoint {
+                phase: '+',
+                pass: 1,
+                pos: 0,
+            }))?;
+        }
         Ok(())
+    }
+
+    /// At a calm point (nothing pending, nothing but the map and `(phase, pass, pos)` to
+    /// remember): sends a checkpoint when one is wanted.
+    fn calm(&mut self, phase: char, pass: u32, pos: u64) -> Result<(), Halt> {
+        let Some(w) = &self.want_checkpoint else {
+            return Ok(());
+        };
+        if !w.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.flush_runs()?;
+        self.send(Msg::Checkpoint(ResumePoint { phase, pass, pos }))
     }
 
     /// After a failed read of `[off, off+len)`: when the read was a large one, locates the
@@ -437,10 +506,11 @@ impl Reader {
     /// A forwards copy pass over the untried areas. With `skipping`, a failure is followed by
     /// a skip (left untried for the next passes) that doubles on each further failure and
     /// resets on good data.
-    fn copy_forward(&mut self, skipping: bool) -> Result<(), Halt> {
+    fn copy_forward(&mut self, skipping: bool, from: u64) -> Result<(), Halt> {
         let g = &self.g;
         let (small, cluster, min_skip, max_skip) = (g.small, g.cluster, g.min_skip, g.max_skip);
-        let mut p = 0;
+        let pass = if skipping { 1 } else { 3 };
+        let mut p = from;
         let mut skip = min_skip;
         let mut careful = false;
         let mut streak = 0u64;
@@ -455,6 +525,9 @@ impl Reader {
             let mut q = a;
             while q < end {
                 self.check()?;
+                if !careful && skip == min_skip {
+                    self.calm('?', pass, q)?;
+                }
                 let unit = if careful { small } else { cluster };
                 let len = end.min((q / unit + 1) * unit) - q;
                 let good = self.try_range(q, len, false)?;
@@ -494,10 +567,11 @@ impl Reader {
 
     /// Pass 2: reads each untried area backwards from its end, careful first, until the first
     /// failure; the rest of that area is left for the sweep.
-    fn delimit_backward(&mut self) -> Result<(), Halt> {
+    fn delimit_backward(&mut self, from: u64) -> Result<(), Halt> {
         let (small, cluster) = (self.g.small, self.g.cluster);
-        let mut before = self.g.size;
+        let mut before = from;
         while let Some((a, l)) = self.plan.prev_with(Status::Untried, before) {
+            self.calm('?', 2, before)?;
             let mut e = a + l;
             let mut careful = true;
             let mut streak = 0u64;
@@ -550,9 +624,10 @@ impl Reader {
     /// Trims each non-trimmed area: sector by sector from its start until a read fails, then
     /// from its end backwards until a read fails; those failing sectors are bad, the rest
     /// non-scraped. An edge next to a bad sector is already trimmed.
-    fn trim(&mut self) -> Result<(), Halt> {
-        let mut p = 0;
+    fn trim(&mut self, from: u64) -> Result<(), Halt> {
+        let mut p = from;
         while let Some((a, l)) = self.plan.next_with(Status::NonTrimmed, p) {
+            self.calm('*', 1, p)?;
             let end = a + l;
             let lbad = a > 0 && self.plan.status_at(a - 1) == Some(Status::Bad);
             let rbad = self.plan.status_at(end) == Some(Status::Bad);
@@ -591,18 +666,26 @@ impl Reader {
     }
 
     /// Reads every non-scraped sector once; failures are bad sectors.
-    fn scrape(&mut self) -> Result<(), Halt> {
-        self.sector_pass(Status::NonScraped, false)
+    fn scrape(&mut self, from: u64) -> Result<(), Halt> {
+        self.sector_pass(Status::NonScraped, false, ('/', 1), from)
     }
 
     /// One more read of every bad sector; recovered ones replace the zeros written for them.
-    fn retry(&mut self) -> Result<(), Halt> {
-        self.sector_pass(Status::Bad, true)
+    fn retry(&mut self, from: u64) -> Result<(), Halt> {
+        let pass = self.stats.pass.load(Ordering::Relaxed);
+        self.sector_pass(Status::Bad, true, ('-', pass), from)
     }
 
-    fn sector_pass(&mut self, status: Status, retry: bool) -> Result<(), Halt> {
-        let mut p = 0;
+    fn sector_pass(
+        &mut self,
+        status: Status,
+        retry: bool,
+        (phase, pass): (char, u32),
+        from: u64,
+    ) -> Result<(), Halt> {
+        let mut p = from;
         while let Some((a, l)) = self.plan.next_with(status, p) {
+            self.calm(phase, pass, p)?;
             let end = a + l;
             let mut s = a;
             while s < end {

@@ -1,0 +1,262 @@
+//! Image create's writer: chunks stored in the order the reader side completed them
+//! (payloads of stored chunks into the volumes), each index segment once all its chunks are
+//! stored, the journal at each checkpoint of the rescue engine (see `journal`), and the tail
+//! (usage record, segment table, footer) with the media hash from the segments read back in
+//! chunk order.
+use super::create::{push_bad, Done, Slot};
+use super::format::*;
+use super::journal;
+use super::volumes::VolumeWriter;
+use crate::error::{Error, Result};
+use crate::rescue::engine::ResumePoint;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender};
+
+/// Bad ranges kept for the report (all of them are in the index regardless).
+const REPORT_BAD_RANGES: usize = 10_000;
+
+/// An index segment being filled: chunks arrive in the order the reader side completed them.
+#[derive(Debug, Clone, Default)]
+pub(super) struct OpenSegment {
+    pub(super) entries: Vec<Option<Entry>>,
+    pub(super) filled: usize,
+    pub(super) bad: Vec<(u64, u64)>,
+}
+
+/// The index as written so far: what a resumed create needs to go on (see `journal`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct IndexState {
+    /// Segments written, in the order written.
+    pub(super) segtab: Vec<SegRef>,
+    /// Segments not complete yet (by segment number): their chunks written so far.
+    pub(super) open: BTreeMap<u64, OpenSegment>,
+    pub(super) footer: Footer,
+    /// Chunks written (entries made).
+    pub(super) written: u64,
+    /// The next sequence number to write.
+    pub(super) next_seq: u64,
+}
+
+/// A finished image's footer and its bad ranges (capped for the report).
+pub(super) type Written = (Footer, Vec<(u64, u64)>);
+
+/// What the writer is sent: compressed chunks, and checkpoints of the reader side.
+pub(super) enum WMsg {
+    Chunk(Done),
+    /// Write the journal once every chunk before `at_seq` is written (and none after).
+    Checkpoint {
+        at_seq: u64,
+        map: String,
+        resume: Option<ResumePoint>,
+    },
+}
+
+/// What a journal needs besides the index.
+pub(super) struct JournalCtx {
+    pub(super) image: PathBuf,
+    pub(super) settings: journal::Settings,
+    pub(super) header: Header,
+}
+
+/// Writes the chunks in sequence order (payloads of stored chunks; an index segment as soon
+/// as all its chunks are written) and the journal at each checkpoint, then the tail; returns
+/// the footer and the bad ranges (capped for the report), or `None` when the reader side
+/// stopped before the end.
+pub(super) fn write_loop(
+    vw: &mut VolumeWriter,
+    header: &Header,
+    usage: &[u8],
+    done_rx: Receiver<WMsg>,
+    free_tx: SyncSender<Slot>,
+    mut idx: IndexState,
+    jctx: &JournalCtx,
+) -> Result<Option<Written>> {
+    let chunks = header.chunk_count();
+    let sc = header.segment_chunks as u64;
+    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut checkpoints: std::collections::VecDeque<(u64, String, Option<ResumePoint>)> =
+        Default::default();
+    loop {
+        // Checkpoints reached: everything before them is written, nothing after.
+        while checkpoints.front().is_some_and(|c| c.0 == idx.next_seq) {
+            let Some((_, map, resume)) = checkpoints.pop_front() else {
+                break;
+            };
+            vw.sync()?;
+            journal::Journal::new(&jctx.settings, &jctx.header, vw.lens()?, map, resume, &idx)
+                .save(&jctx.image)?;
+        }
+        if idx.written >= chunks {
+            break;
+        }
+        let d = match done_rx.recv() {
+            Ok(WMsg::Chunk(d)) => d,
+            Ok(WMsg::Checkpoint {
+                at_seq,
+                map,
+                resume,
+            }) => {
+                checkpoints.push_back((at_seq, map, resume));
+                continue;
+            }
+            // The reader side stopped (error or cancel): the caller reports why.
+            Err(_) => return Ok(None),
+        };
+        pending.insert(d.seq, d);
+        while let Some(d) = pending.remove(&idx.next_seq) {
+            if checkpoints.front().is_some_and(|c| c.0 == idx.next_seq) {
+                pending.insert(d.seq, d);
+                break;
+            }
+            let f = &mut idx.footer;
+            let len = header.chunk_len(d.i);
+            let (volume, offset) = match d.kind {
+                Kind::Zero | Kind::Parent | Kind::Unallocated => (0, 0),
+                Kind::Lz4 | Kind::Zstd => vw.record(&[&d.slot.out[..d.stored]])?,
+                Kind::Raw => vw.record(&[&d.slot.data[..len]])?,
+            };
+            match d.kind {
+                Kind::Zero => f.zero_chunks += 1,
+                Kind::Parent => f.parent_chunks += 1,
+                Kind::Unallocated => f.unallocated_chunks += 1,
+                _ => f.stored_chunks += 1,
+            }
+            f.payload_bytes += d.stored as u64;
+            let entry = Entry {
+                offset,
+                len: d.stored as u32,
+                volume,
+                kind: d.kind,
+                flags: if d.bad.is_empty() { 0 } else { FLAG_BAD },
+                crc: d.crc,
+                hash: d.hash,
+            };
+            let k = d.i / sc;
+            let n = (chunks - k * sc).min(sc) as usize;
+            let seg = idx.open.entry(k).or_insert_with(|| OpenSegment {
+                entries: vec![None; n],
+                filled: 0,
+                bad: Vec::new(),
+            });
+            let slot = &mut seg.entries[(d.i - k * sc) as usize];
+            if slot.is_none() {
+                seg.filled += 1;
+            }
+            *slot = Some(entry);
+            seg.bad.extend_from_slice(&d.bad);
+            let _ = free_tx.send(d.slot);
+            idx.written += 1;
+            idx.next_seq += 1;
+            if seg.filled == n {
+                let Some(seg) = idx.open.remove(&k) else {
+                    continue;
+                };
+                let mut bad = seg.bad;
+                bad.sort_unstable();
+                let mut merged = Vec::with_capacity(bad.len());
+                for (s, l) in bad {
+                    push_bad(&mut merged, s, l);
+                }
+                let f = &mut idx.footer;
+                f.bad_ranges += merged.len() as u64;
+                f.bad_bytes += merged.iter().map(|r| r.1).sum::<u64>();
+                let segment = Segment {
+                    first_chunk: k * sc,
+                    entries: seg.entries.into_iter().flatten().collect(),
+                    bad: merged,
+                };
+                let bytes = segment.encode();
+                let (volume, offset) = vw.record(&[&bytes])?;
+                idx.segtab.push(SegRef {
+                    offset,
+                    volume,
+                    len: bytes.len() as u32,
+                    first_chunk: k * sc,
+                });
+            }
+        }
+    }
+    drop(free_tx);
+    finish_tail(vw, header, usage, idx).map(Some)
+}
+
+impl IndexState {
+    /// One bit per chunk: written (in a written segment, or an entry of an open one).
+    pub(super) fn emitted(&self, header: &Header) -> Vec<u64> {
+        let chunks = header.chunk_count();
+        let sc = header.segment_chunks as u64;
+        let mut bits = vec![0u64; chunks.div_ceil(64) as usize];
+        let mut set = |i: u64| {
+            if let Some(w) = bits.get_mut((i / 64) as usize) {
+                *w |= 1 << (i % 64);
+            }
+        };
+        for r in &self.segtab {
+            for i in r.first_chunk..(r.first_chunk + sc).min(chunks) {
+                set(i);
+            }
+        }
+        for (&k, o) in &self.open {
+            for (j, e) in o.entries.iter().enumerate() {
+                if e.is_some() {
+                    set(k * sc + j as u64);
+                }
+            }
+        }
+        bits
+    }
+}
+
+/// The tail once every chunk is written: the media hash and the report's bad ranges from the
+/// segments read back in chunk order, then usage record + segment table + footer in one record
+/// (never split across volumes).
+pub(super) fn finish_tail(
+    vw: &mut VolumeWriter,
+    header: &Header,
+    usage: &[u8],
+    idx: IndexState,
+) -> Result<(Footer, Vec<(u64, u64)>)> {
+    let mut f = idx.footer;
+    let mut segtab = idx.segtab;
+    segtab.sort_by_key(|r| r.first_chunk);
+    let sc = header.segment_chunks as u64;
+    let chunks = header.chunk_count();
+    let mut media = MediaHasher::new(header.disk_size, header.chunk_size);
+    let mut report_bad = Vec::new();
+    for r in &segtab {
+        let mut b = vec![0u8; r.len as usize];
+        vw.read_at(r.volume, r.offset, &mut b)?;
+        let n = (chunks - r.first_chunk).min(sc) as usize;
+        let seg = Segment::decode(&b, header, r.first_chunk, n).map_err(|m| {
+            Error::corrupt(format!(
+                "the index segment just written reads back wrong: {m}"
+            ))
+        })?;
+        for e in &seg.entries {
+            media.add(&e.hash);
+        }
+        for &(s, l) in &seg.bad {
+            if report_bad.len() < REPORT_BAD_RANGES {
+                push_bad(&mut report_bad, s, l);
+            }
+        }
+    }
+    let mut tab = vec![0u8; segtab.len() * SEGTAB_ENTRY];
+    for (k, r) in segtab.iter().enumerate() {
+        r.encode_into(&mut tab[k * SEGTAB_ENTRY..(k + 1) * SEGTAB_ENTRY]);
+    }
+    f.segments = segtab.len() as u32;
+    f.segtab_crc = crc32fast::hash(&tab);
+    f.media_hash = media.finish();
+    f.finished = super::create::now_secs();
+    // The footer must know its volume and offset: decide whether the tail needs a new volume first.
+    let tail = (usage.len() + tab.len() + FOOTER_SIZE) as u64;
+    let (volumes, at) = vw.reserve(tail)?;
+    f.volumes = volumes;
+    f.usage_len = usage.len() as u32;
+    f.segtab_offset = at + usage.len() as u64;
+    let fb = f.encode();
+    vw.record(&[usage, &tab, &fb])?;
+    Ok((f, report_bad))
+}
