@@ -297,6 +297,7 @@ mod tests {
                     force,
                     all_sectors: force,
                     compress: split.map(|_| "zstd:5".into()),
+                    map: parent.map(|_| "/tmp/c.map".into()),
                     json: !force,
                 }));
             }

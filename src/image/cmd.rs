@@ -57,6 +57,7 @@ fn run_create(
     force: bool,
     all_sectors: bool,
     compress: Option<String>,
+    map: Option<PathBuf>,
     json: bool,
 ) -> Result<i32> {
     // Ctrl-C / SIGTERM: stop, keep the unfinished `.partial` (marked incomplete), exit 130.
@@ -114,6 +115,14 @@ fn run_create(
     let parent_loc = parent.as_deref().map(StoreLocation::resolve).transpose()?;
     let mut check = Check::new();
     check.keeps("the source", &src_path)?;
+    // The map is written (and its temporary file): they may share storage with neither the
+    // source nor the image. Its directory must exist and be writable (exit 2 otherwise).
+    let map = map.as_deref().map(crate::storage::pin_dir);
+    if let Some(m) = &map {
+        crate::clone::resume::check_location(m)?;
+        check.writes("the map file", m)?;
+        check.writes("the map file", &m.with_extension("lifeboat-tmp"))?;
+    }
     if let Some(p) = loc.plain_path() {
         crate::storage::target::check_output(p, force)?;
         crate::storage::target::check_output(&create::partial_name(p), true)?;
@@ -211,6 +220,7 @@ fn run_create(
         all_sectors,
         compress,
         checkpoint_every,
+        map,
         source_id: {
             let id = crate::clone::resume::storage_id(&sel, crate::io::BlockSource::size(&dev));
             format!("{} [{id:?}]", id.describe())
@@ -501,6 +511,7 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             force,
             all_sectors,
             compress,
+            map,
             json,
         } => run_create(
             source,
@@ -510,6 +521,7 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             force,
             all_sectors,
             compress,
+            map,
             json,
         ),
         ImageCmd::Restore {

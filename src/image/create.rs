@@ -121,6 +121,20 @@ pub struct CreateReport {
     /// (stored as zeros and counted as unreadable).
     pub reread_bytes: u64,
     pub reread_failed_bytes: u64,
+    /// Where this run resumed an interrupted create (null: it started the image).
+    pub resumed_from: Option<ResumedFrom>,
+}
+
+/// The checkpoint a resumed create went on from.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResumedFrom {
+    /// The engine's phase then (`copying`, `trimming`, `scraping`, `retrying`, `finished`),
+    /// or `start` (interrupted before its first checkpoint).
+    pub phase: String,
+    pub pass: u32,
+    pub pos_bytes: u64,
+    /// Chunks already in the image then.
+    pub chunks_written: u64,
 }
 
 pub(super) struct Slot {
@@ -333,7 +347,9 @@ pub fn create(
     if let Some(j) = &resumed {
         if let Some(why) = journal::resume_mismatch(&j.settings, &settings) {
             return Err(Error::refused(format!(
-                "{} is the unfinished image of another job ({why}), so it cannot be resumed by                  this one; nothing was written: run the first command again to finish it, or                  delete {} and {} to start this image from the beginning",
+                "{} is the unfinished image of another job ({why}), so it cannot be resumed by \
+                 this one; nothing was written: run the first command again to finish it, or \
+                 delete {} and {} to start this image from the beginning",
                 partial_name(image).display(),
                 partial_name(image).display(),
                 journal::journal_name(image).display()
@@ -515,6 +531,15 @@ pub fn create(
         reads_failed: rescued.as_ref().map_or(0, |o| o.reads_failed),
         reread_bytes: fs.reread_bytes,
         reread_failed_bytes: fs.reread_failed_bytes,
+        resumed_from: resumed.as_ref().map(|j| ResumedFrom {
+            phase: j
+                .resume
+                .map_or("start", |r| crate::rescue::engine::phase_name(r.phase))
+                .to_string(),
+            pass: j.resume.map_or(0, |r| r.pass),
+            pos_bytes: j.resume.map_or(0, |r| r.pos),
+            chunks_written: j.written,
+        }),
     })
 }
 

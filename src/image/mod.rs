@@ -46,6 +46,11 @@ pub enum ImageCmd {
         /// zstd (level 3) or lz4 (least CPU).
         #[arg(long, value_name = "METHOD")]
         compress: Option<String>,
+        /// Also keep the rescue engine's map here (GNU ddrescue's mapfile format, saved at every
+        /// checkpoint; `ddrescuelog` reads it). An interrupted create resumes by itself from
+        /// its `.partial` and journal, with or without it.
+        #[arg(long, value_name = "FILE")]
+        map: Option<std::path::PathBuf>,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,

@@ -96,6 +96,7 @@ impl App {
                 // Used blocks by default; partitions without a trustworthy map are copied whole.
                 all_sectors: false,
                 compress: None,
+                map: None,
                 json: true,
             }),
             JobKind::Restore => Cmd::Image(ImageCmd::Restore {
