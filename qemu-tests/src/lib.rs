@@ -1,6 +1,7 @@
 //! Lifeboat's QEMU test harness: boots the built kernel + initramfs under TCG with virtual
 //! disks on every bus, reads the serial console, and lets tests check results from the host.
 //! Modelled on danobi/vmtest: command lines are data (`qemu`), VMs are owned values (`vm`).
+pub mod bench;
 pub mod blkdebug;
 pub mod disks;
 pub mod qemu;

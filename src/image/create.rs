@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 pub use crate::io::is_zero;
 use crate::io::{AlignedBuf, BlockSource};
 use crate::jobs::{Cancel, ProgressSink};
-use crate::rescue::ExtentMap;
 use serde::Serialize;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -372,10 +371,10 @@ pub fn create(
     let (mut vw, idx, map, resume) = match &resumed {
         Some(j) => {
             let idx = j.index(image, &header)?;
-            let map = ExtentMap::from_mapfile(&j.map, size).map_err(|e| {
+            let map = journal::map_from_delta(&j.map, &domain, size).ok_or_else(|| {
                 Error::corrupt(format!(
-                    "the journal {} holds a damaged map: {e}; delete it and the .partial \
-                     volumes to start the image again",
+                    "the journal {} holds a damaged map; delete it and the .partial volumes to \
+                     start the image again",
                     journal::journal_name(image).display()
                 ))
             })?;
@@ -398,7 +397,7 @@ pub fn create(
                 &settings,
                 &header,
                 vw.lens()?,
-                map.to_mapfile(""),
+                journal::map_delta(&map, &domain),
                 None,
                 &idx,
             )

@@ -567,7 +567,7 @@ impl RescueTarget for Feed {
         if let Some(w) = st.writer.as_ref().filter(|_| st.seq < self.chunks) {
             let _ = w.send(WMsg::Checkpoint {
                 at_seq: st.seq,
-                map: map.to_mapfile(""),
+                map: super::journal::map_delta(map, &self.domain),
                 resume: Some(at),
             });
         }

@@ -24,10 +24,12 @@
 //! A resume is refused (exit 4, nothing written) when the source, the image's settings or the
 //! used-block plan differ from the first run's; a journal that cannot be read is reported as
 //! damaged (exit 5) with what to do.
+use super::feed::{clip, Domain};
 use super::format::*;
 use super::writer::{IndexState, OpenSegment};
 use crate::error::{Error, Result};
 use crate::rescue::engine::ResumePoint;
+use crate::rescue::{ExtentMap, Status};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -79,7 +81,8 @@ pub struct Journal {
     /// The first run's header, hex (volume 1).
     pub header: String,
     pub volume_lens: Vec<u64>,
-    /// The engine's map at the checkpoint (GNU ddrescue mapfile text).
+    /// The engine's map at the checkpoint, as what differs from a new image's map (see
+    /// [`map_delta`]).
     pub map: String,
     /// Where the engine goes on (`None`: from the beginning).
     pub resume: Option<ResumePoint>,
@@ -320,9 +323,74 @@ pub fn resume_mismatch(was: &Settings, now: &Settings) -> Option<String> {
     None
 }
 
+/// The map as text, as far as it differs from the map a new image starts from (the domain
+/// untried, the rest finished): the first line is `phase pass current_pos`, then one line
+/// `pos size status` per extent, leaving out untried extents and finished ones wholly outside
+/// the domain. (In a map of a large, fragmented disk most extents are the domain's own: they
+/// are not repeated at every checkpoint.)
+pub fn map_delta(map: &ExtentMap, domain: &Domain) -> String {
+    let mut s = format!(
+        "{} {} {}\n",
+        map.current_phase, map.current_pass, map.current_pos
+    );
+    for e in map.extents() {
+        let skip = match e.status {
+            Status::Untried => true,
+            Status::Finished => clip(&domain.read, e.pos, e.end()).is_empty(),
+            _ => false,
+        };
+        if !skip {
+            s.push_str(&format!("{} {} {}\n", e.pos, e.size, e.status.to_char()));
+        }
+    }
+    s
+}
+
+/// The map [`map_delta`] described.
+pub fn map_from_delta(text: &str, domain: &Domain, size: u64) -> Option<ExtentMap> {
+    let mut m = domain.fresh_map(size);
+    let mut lines = text.lines();
+    let mut head = lines.next()?.split(' ');
+    m.current_phase = head.next()?.chars().next()?;
+    m.current_pass = head.next()?.parse().ok()?;
+    m.current_pos = head.next()?.parse::<u64>().ok()?.min(size);
+    for l in lines {
+        let mut w = l.split(' ');
+        let pos: u64 = w.next()?.parse().ok()?;
+        let len: u64 = w.next()?.parse().ok()?;
+        let st = Status::from_char(w.next()?.chars().next()?)?;
+        if pos.checked_add(len)? > size {
+            return None;
+        }
+        m.set(pos, len, st);
+    }
+    Some(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_delta_round_trip() {
+        let d = Domain::new(
+            Some(vec![(0, 4096), (8192, 9216), (20480, 40960)]),
+            65536,
+            512,
+        );
+        let mut m = d.fresh_map(65536);
+        m.set(0, 4096, Status::Finished);
+        m.set(8192, 512, Status::Bad);
+        m.set(20480, 1024, Status::NonTrimmed);
+        m.current_phase = '*';
+        m.current_pass = 1;
+        m.current_pos = 20480;
+        let t = map_delta(&m, &d);
+        assert_eq!(t.lines().count(), 4, "{t}");
+        assert_eq!(map_from_delta(&t, &d, 65536).unwrap(), m);
+        assert!(map_from_delta("? 1 0\n0 99999999 +\n", &d, 65536).is_none());
+        assert!(map_from_delta("", &d, 65536).is_none());
+    }
 
     #[test]
     fn hex_round_trip() {
