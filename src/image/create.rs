@@ -437,6 +437,7 @@ pub fn create(
         job: "image-create".into(),
         checkpoints: true,
         save_every: opts.checkpoint_every,
+        domain: Some(domain.read.iter().map(|r| (r.0, r.1 - r.0)).collect()),
         resume,
         ..crate::rescue::Options::default()
     };

@@ -5,9 +5,8 @@
 //!
 //! The bridge between an out-of-order reader and an image of ordered, hashed, compressed chunks:
 //! - The rescue domain is what the image needs: the used blocks (rounded out to whole sectors)
-//!   plus everything outside partitions, or the whole disk with `--all-sectors`. The engine
-//!   starts from a map where everything outside the domain is already "finished" (not needed),
-//!   so it never reads there.
+//!   plus everything outside partitions, or the whole disk with `--all-sectors`: the engine's
+//!   domain (outside it the map says *free*: never read).
 //! - [`Feed`] is the engine's [`RescueTarget`]. It counts, per chunk, the domain bytes not yet
 //!   delivered. A chunk is *complete* when its last one arrives: it is emitted at once (the
 //!   next sequence number) to the compressors and the writer. On a healthy disk every chunk is
@@ -118,6 +117,7 @@ pub fn map_ranges(map: &ExtentMap, status: Status, a: u64, b: u64) -> Ranges {
 /// What the image needs of the disk.
 pub struct Domain {
     /// The bytes to store: used blocks and everything outside partitions (`None`: every byte).
+    /// `[start, end)` ranges.
     pub used: Option<Ranges>,
     /// `used` rounded out to whole sectors: what the engine reads.
     pub read: Ranges,
@@ -142,18 +142,18 @@ impl Domain {
         };
         Domain { used, read }
     }
-    /// The engine's starting map for a new image: everything outside the domain finished.
+    /// The engine's starting map for a new image: everything outside the domain free.
     pub fn fresh_map(&self, size: u64) -> ExtentMap {
         let mut m = ExtentMap::new(size);
         let mut p = 0;
         for &(s, e) in &self.read {
             if s > p {
-                m.set(p, s - p, Status::Finished);
+                m.set(p, s - p, Status::Free);
             }
             p = e;
         }
         if p < size {
-            m.set(p, size - p, Status::Finished);
+            m.set(p, size - p, Status::Free);
         }
         m
     }
@@ -602,6 +602,6 @@ mod tests {
         assert_eq!(d.read, vec![(0, 1536)]);
         let m = d.fresh_map(4096);
         assert_eq!(m.status_at(0), Some(Status::Untried));
-        assert_eq!(m.status_at(1536), Some(Status::Finished));
+        assert_eq!(m.status_at(1536), Some(Status::Free));
     }
 }

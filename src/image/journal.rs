@@ -324,9 +324,8 @@ pub fn resume_mismatch(was: &Settings, now: &Settings) -> Option<String> {
 }
 
 /// The map as text, as far as it differs from the map a new image starts from (the domain
-/// untried, the rest finished): the first line is `phase pass current_pos`, then one line
-/// `pos size status` per extent, leaving out untried extents and finished ones wholly outside
-/// the domain. (In a map of a large, fragmented disk most extents are the domain's own: they
+/// untried, the rest free): the first line is `phase pass current_pos`, then one line
+/// `pos size status` per extent, leaving out untried and free extents. (In a map of a large, fragmented disk most extents are the domain's own: they
 /// are not repeated at every checkpoint.)
 pub fn map_delta(map: &ExtentMap, domain: &Domain) -> String {
     let mut s = format!(
@@ -335,7 +334,7 @@ pub fn map_delta(map: &ExtentMap, domain: &Domain) -> String {
     );
     for e in map.extents() {
         let skip = match e.status {
-            Status::Untried => true,
+            Status::Untried | Status::Free => true,
             Status::Finished => clip(&domain.read, e.pos, e.end()).is_empty(),
             _ => false,
         };
