@@ -49,6 +49,10 @@ pub struct JobSpec {
     pub details: Vec<String>,
     /// Total bytes, when known in advance (for the progress screen before the first line).
     pub total_bytes: u64,
+    /// What a clone copies of each source partition, one line each (filesystem, used bytes,
+    /// mode), as the confirmation screen showed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<String>,
 }
 
 /// How a job ended.
@@ -445,6 +449,7 @@ mod tests {
             args: vec!["clone".into(), "/dev/sda".into(), "/dev/sdb".into()],
             details: vec![],
             total_bytes: 100,
+            partitions: vec![],
         }
     }
 

@@ -172,7 +172,7 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
     let mut app = App::new(under_init, prefix, dir.to_string_lossy().into_owned());
     let (tx, rx) = mpsc::channel::<Event>();
     worker::spawn_disk_scanner(tx.clone());
-    worker::spawn_job_watcher(tx, dir.clone());
+    worker::spawn_job_watcher(tx.clone(), dir.clone());
     loop {
         term.draw(|f| view::draw(f, &app)).map_err(term_err)?;
         let mut cmds = Vec::new();
@@ -207,6 +207,7 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
                     }
                 }
                 Command::AckResult => jobdir::ack(&dir),
+                Command::ReadUsage(path) => worker::spawn_usage_reader(tx.clone(), path),
                 Command::PowerOff | Command::Reboot if under_init => {
                     use nix::sys::signal::{kill, Signal};
                     let sig = if c == Command::PowerOff {

@@ -8,7 +8,7 @@
 //! and inline snapshots would save little here, and cost a dependency tree (insta, similar,
 //! console, ...) plus a second tool to install for a workflow `UPDATE_SNAPSHOTS=1` already
 //! covers. Revisit if snapshots multiply beyond the TUI.
-use super::app::{App, Event, JobKind, Overlay, Screen};
+use super::app::{usage_line, App, Command, Event, JobKind, Overlay, Screen, SourceUsage};
 use super::keys::Key;
 use crate::devices::fixtures::{disk, machine, part};
 use crate::jobs::jobdir::{JobResult, JobSnapshot, JobSpec};
@@ -214,14 +214,68 @@ fn clone_pickers_and_confirmation() {
     );
     keys(&mut a, &[Key::Down, Key::Enter]);
     snapshot("target_refused_80x24", &a, 80, 24);
-    keys(&mut a, &[Key::Up, Key::Enter]);
+    keys(&mut a, &[Key::Up]);
+    // The confirmation asks for the source's used-block plan, read in the background.
+    let cmds = a.update(Event::Key(Key::Enter));
     assert_eq!(a.screen, Screen::Confirm);
+    let src = a.source.as_ref().unwrap().path.clone();
+    assert_eq!(cmds, vec![Command::ReadUsage(src.clone())]);
     type_str(&mut a, "nvme");
     let buf = snapshot("confirm_clone_80x24", &a, 80, 24);
     assert_eq!(fg_of(&buf, "ERASE"), Some(Color::Red));
     keys(&mut a, &[Key::Enter]);
     snapshot("confirm_clone_wrong_name_80x24", &a, 80, 24);
     snapshot("confirm_clone_100x30", &a, 100, 30);
+    // The plan arrives: per partition, filesystem, used bytes, mode (and why).
+    a.update(Event::Usage(
+        "/dev/other".into(),
+        Err("not this disk".into()),
+    ));
+    assert!(a.source_usage().is_none());
+    a.update(Event::Usage(src, Ok(usage())));
+    snapshot("confirm_clone_usage_80x24", &a, 80, 24);
+    // The job carries the same lines to the progress screen.
+    let spec = a.job_spec().unwrap();
+    assert_eq!(spec.partitions.len(), 3);
+    assert!(
+        spec.partitions[2].contains("all sectors: BitLocker"),
+        "{spec:?}"
+    );
+}
+
+/// A source's used-block plan: an ESP, a Windows partition, a BitLocker volume.
+fn usage() -> SourceUsage {
+    use crate::fs::{Mode, PartitionUsage};
+    let p = |number: u32, fs: Option<&str>, size: u64, used: u64, reason: Option<&str>| {
+        PartitionUsage {
+            number,
+            start_bytes: 1 << 20,
+            size_bytes: size,
+            filesystem: fs.map(Into::into),
+            mode: if reason.is_some() {
+                Mode::AllSectors
+            } else {
+                Mode::UsedBlocks
+            },
+            reason: reason.map(Into::into),
+            used_bytes: used,
+        }
+    };
+    SourceUsage {
+        partitions: vec![
+            p(1, Some("vfat"), 512 << 20, 34 << 20, None),
+            p(2, Some("ntfs"), 400 << 30, 121 << 30, None),
+            p(
+                3,
+                Some("BitLocker"),
+                65 << 30,
+                65 << 30,
+                Some("BitLocker-encrypted: which blocks are used is not visible"),
+            ),
+        ],
+        used_bytes: (186 << 30) + (36 << 20),
+        disk_bytes: 500 << 30,
+    }
 }
 
 #[test]
@@ -287,6 +341,7 @@ fn job(running: bool) -> JobSnapshot {
                 "Target: nvme0n1  Samsung SSD 970 EVO 1TB  serial S467NX0M512345  931.5 GiB".into(),
             ],
             total_bytes: 500 << 30,
+            partitions: usage().partitions.iter().map(usage_line).collect(),
         },
         progress: None,
         result: None,
@@ -319,7 +374,8 @@ fn progress_screens() {
     assert_eq!(a.screen, Screen::Progress);
     snapshot("progress_starting_80x24", &a, 80, 24);
     let mut j = job(true);
-    let map: String = "+".repeat(200) + "-" + &"+".repeat(40) + "*/" + &".".repeat(269);
+    let map: String =
+        "+".repeat(200) + "-" + &"+".repeat(40) + "*/" + &"_".repeat(60) + &".".repeat(209);
     j.progress = Some(progress(211 << 30, 4096, Some(&map)));
     j.log_tail = vec!["read error at byte 215822106624: Input/output error".into()];
     a.update(Event::Job(Some(j.clone())));
@@ -338,10 +394,11 @@ fn progress_screens() {
     j.file_map = Some("++++----....".into());
     a.update(Event::Job(Some(j)));
     let t = text(&render_buf(&a, 80, 24));
-    assert!(t.contains("█XXX"), "{t}");
+    assert!(t.contains("████") && t.contains("XXXX"), "{t}");
     // An image job reports no map: the map shows the part read so far, front to back.
     let mut j = job(true);
     j.spec.kind = "image-create".into();
+    j.spec.partitions.clear();
     j.progress = Some(progress(250 << 30, 0, None));
     keys(&mut a, &[Key::Char('n')]);
     assert_eq!(
@@ -363,7 +420,7 @@ fn result_screens() {
         exit_code: 0,
         cancelled: false,
         report: Some(
-            serde_json::json!({"ok": true, "bytes_copied": 500u64 << 30, "size_bytes": 500u64 << 30, "bad_ranges": [], "verified": true, "partition_table": "gpt", "partition_table_fixed": true}),
+            serde_json::json!({"ok": true, "bytes_copied": (186u64 << 30) + (36 << 20), "used_bytes": (186u64 << 30) + (36 << 20), "size_bytes": 500u64 << 30, "bad_ranges": [], "verified": true, "partition_table": "gpt", "partition_table_fixed": true, "partitions": usage().partitions}),
         ),
         error: None,
         elapsed_secs: 3725,

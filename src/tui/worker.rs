@@ -1,6 +1,7 @@
 //! Worker threads that do the console's I/O off the UI thread and send events: the disk
 //! inventory (polled every 2 s, so hot-plugged disks appear) with each drive's health (read once
-//! per drive, in the background, refreshed every 10 minutes) and the job directory (every 0.5 s).
+//! per drive, in the background, refreshed every 10 minutes), the job directory (every 0.5 s),
+//! and a clone source's used-block plan (once, for the confirmation screen).
 use super::app::Event;
 use crate::devices::Disk;
 use crate::health::Health;
@@ -89,6 +90,15 @@ pub fn spawn_disk_scanner(tx: Sender<Event>) {
             }
             std::thread::sleep(Duration::from_secs(2));
         }
+    });
+}
+
+/// Reads the used-block plan of the disk at `path` (its filesystems' maps: on a failing disk
+/// this can take a while, so never on the UI thread).
+pub fn spawn_usage_reader(tx: Sender<Event>, path: PathBuf) {
+    std::thread::spawn(move || {
+        let r = super::app::SourceUsage::read(&path);
+        let _ = tx.send(Event::Usage(path, r));
     });
 }
 

@@ -1,16 +1,87 @@
 //! The confirmation screen (drawn by `view::confirm`) and the job it starts: the command line is
 //! built as the CLI's own argument values (`CloneArgs`, `ImageCmd`) and rendered by
-//! [`crate::cli::to_argv`], so every flag has one definition.
+//! [`crate::cli::to_argv`], so every flag has one definition. A clone's confirmation also shows
+//! what will be copied of each source partition (filesystem, used bytes, mode), read in the
+//! background ([`Command::ReadUsage`]) through the same used-block plan the job uses.
 use super::super::keys::Key;
 use super::{describe, image_arg, App, Command, JobKind, Screen};
 use crate::cli::{to_argv, Cmd};
 use crate::clone::CloneArgs;
 use crate::devices::Disk;
+use crate::fs::{Mode, PartitionUsage};
 use crate::image::ImageCmd;
+use crate::jobs::fmt_bytes;
 use crate::jobs::jobdir::JobSpec;
 use std::path::Path;
 
+/// What a clone of a disk will copy, per partition (the used-block plan's report part).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceUsage {
+    pub partitions: Vec<PartitionUsage>,
+    /// Bytes the copy covers (used blocks, everything outside partitions, unmapped partitions).
+    pub used_bytes: u64,
+    pub disk_bytes: u64,
+}
+
+impl SourceUsage {
+    /// Reads the plan of the disk at `path` (read-only; its filesystems' maps).
+    pub fn read(path: &Path) -> Result<SourceUsage, String> {
+        let dev =
+            crate::io::Device::open(path, crate::io::Access::Read).map_err(|e| e.to_string())?;
+        let u = crate::fs::UsageMap::analyze(&dev);
+        Ok(SourceUsage {
+            used_bytes: u.used_bytes,
+            disk_bytes: u.disk_size,
+            partitions: u.partitions,
+        })
+    }
+}
+
+/// One partition in a line of the console: "p1  ext4    1.2 GiB used of   20.0 GiB  used blocks".
+pub fn usage_line(p: &PartitionUsage) -> String {
+    let mode = match p.mode {
+        Mode::UsedBlocks => "used blocks".to_string(),
+        Mode::AllSectors => format!(
+            "all sectors: {}",
+            p.reason.as_deref().unwrap_or("no used-block map")
+        ),
+    };
+    let fs = p.filesystem.as_deref().unwrap_or("?");
+    let fs = if fs.chars().count() > 9 {
+        format!("{}~", fs.chars().take(8).collect::<String>())
+    } else {
+        fs.to_string()
+    };
+    format!(
+        "p{:<2} {fs:<9} {:>10} used of {:>10}  {mode}",
+        p.number,
+        fmt_bytes(p.used_bytes),
+        fmt_bytes(p.size_bytes)
+    )
+}
 impl App {
+    /// On the clone's confirmation screen: starts reading the source's used-block plan.
+    pub(super) fn read_usage(&mut self) -> Vec<Command> {
+        match (&self.source, self.screen, self.kind) {
+            (Some(s), Screen::Confirm, JobKind::Clone) => {
+                if self.usage.as_ref().is_some_and(|u| u.0 == s.path) {
+                    return vec![];
+                }
+                self.usage = Some((s.path.clone(), None));
+                vec![Command::ReadUsage(s.path.clone())]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// The clone source's plan, once read.
+    pub fn source_usage(&self) -> Option<&Result<SourceUsage, String>> {
+        match (&self.usage, &self.source) {
+            (Some((p, r)), Some(s)) if *p == s.path => r.as_ref(),
+            _ => None,
+        }
+    }
+
     /// What the confirmation screen asks to type (the target disk's kernel name).
     pub fn confirm_word(&self) -> Option<String> {
         if self.kind.destructive() {
@@ -129,6 +200,10 @@ impl App {
         if let Some(i) = img {
             details.push(format!("Image:  {i}"));
         }
+        let partitions = match (self.kind, self.source_usage()) {
+            (JobKind::Clone, Some(Ok(u))) => u.partitions.iter().map(usage_line).collect(),
+            _ => vec![],
+        };
         Some(JobSpec {
             id: format!("{}-{}", self.id_prefix, self.jobs_started),
             kind: self.kind.job_name().into(),
@@ -136,6 +211,7 @@ impl App {
             args: to_argv(&cmd),
             details,
             total_bytes: total,
+            partitions,
         })
     }
 }

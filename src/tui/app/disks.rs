@@ -69,6 +69,7 @@ impl App {
                 Some((d, None)) => {
                     self.target = Some(d.clone());
                     self.forward();
+                    return self.read_usage();
                 }
                 Some((d, Some(why))) => {
                     self.message = Some(format!("{} cannot be the target: {why}.", d.name))

@@ -14,6 +14,7 @@ mod menu;
 #[cfg(test)]
 mod tests;
 
+pub use confirm::{usage_line, SourceUsage};
 pub use disks::{describe, describe_part};
 pub use kind::JobKind;
 pub use location::{image_arg, LocField, Location, Place};
@@ -38,6 +39,8 @@ pub enum Screen {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     StartJob(JobSpec),
+    /// Read the used-block plan of a clone's source (the disk at this path) in the background.
+    ReadUsage(std::path::PathBuf),
     CancelJob,
     /// Dismiss the shown result for every console.
     AckResult,
@@ -59,6 +62,8 @@ pub enum Event {
     Job(Option<JobSnapshot>),
     /// Starting a job failed (the lock was taken, the runner could not start...).
     JobStartFailed(String),
+    /// The used-block plan of the disk at this path (or why it could not be read).
+    Usage(std::path::PathBuf, Result<SourceUsage, String>),
 }
 
 /// Dialogs drawn over the current screen.
@@ -98,6 +103,9 @@ pub struct App {
     pub id_prefix: String,
     pub jobs_started: u32,
     pub job_dir: String,
+    /// The clone source's used-block plan for the confirmation screen: the disk's path, and
+    /// the plan once read (`None` while reading).
+    pub usage: Option<(std::path::PathBuf, Option<Result<SourceUsage, String>>)>,
 }
 
 impl App {
@@ -124,6 +132,7 @@ impl App {
             id_prefix,
             jobs_started: 0,
             job_dir,
+            usage: None,
         }
     }
 
@@ -183,6 +192,14 @@ impl App {
                 self.message = Some(format!("The job did not start: {e}"));
                 if self.screen == Screen::Progress {
                     self.screen = Screen::Confirm;
+                }
+                vec![]
+            }
+            Event::Usage(path, r) => {
+                if let Some((p, slot)) = &mut self.usage {
+                    if *p == path {
+                        *slot = Some(r);
+                    }
                 }
                 vec![]
             }

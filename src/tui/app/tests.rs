@@ -110,6 +110,7 @@ fn snap(running: bool, result: Option<i32>) -> JobSnapshot {
             args: vec![],
             details: vec![],
             total_bytes: 100,
+            partitions: vec![],
         },
         progress: None,
         result: result.map(|c| crate::jobs::jobdir::JobResult {

@@ -1,12 +1,56 @@
 //! The confirmation screen: names exactly what will be destroyed (model, serial, size, each
 //! partition with its label) and, for a destructive job, wants the target's name typed.
 use super::{cut, size_exact};
-use crate::tui::app::{describe, describe_part, App, JobKind};
+use crate::jobs::fmt_bytes;
+use crate::tui::app::{describe, describe_part, usage_line, App, JobKind};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
+
+/// What a clone copies of each source partition: filesystem, used bytes, mode.
+fn usage_lines(v: &mut Vec<Line>, app: &App, w: usize) {
+    let grey = Style::new().fg(Color::Gray);
+    match app.source_usage() {
+        None => v.push(Line::styled(
+            "  (reading its filesystems to see what is used...)",
+            grey,
+        )),
+        Some(Err(e)) => v.push(Line::styled(
+            cut(
+                &format!("  what is used is read when the job starts ({e})"),
+                w,
+            ),
+            grey,
+        )),
+        Some(Ok(u)) if u.partitions.is_empty() => v.push(Line::styled(
+            "  no filesystem Lifeboat can map: every sector is copied",
+            grey,
+        )),
+        Some(Ok(u)) => {
+            v.push(Line::raw(cut(
+                &format!(
+                    "  copies {} of {}: the used blocks (free space is not copied)",
+                    fmt_bytes(u.used_bytes),
+                    fmt_bytes(u.disk_bytes)
+                ),
+                w,
+            )));
+            let shown = 4usize;
+            for (i, p) in u.partitions.iter().enumerate() {
+                if i == shown && u.partitions.len() > shown + 1 {
+                    v.push(Line::raw(format!(
+                        "    ... and {} more partitions",
+                        u.partitions.len() - i
+                    )));
+                    break;
+                }
+                v.push(Line::raw(cut(&format!("    {}", usage_line(p)), w)));
+            }
+        }
+    }
+}
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let red = Style::new().fg(Color::Red);
@@ -22,6 +66,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     if let Some(s) = &app.source {
         v.push(Line::styled("FROM (only read):", green.add_modifier(bold)));
         v.push(Line::styled(cut(&format!("  {}", describe(s)), w), green));
+        if app.kind == JobKind::Clone {
+            usage_lines(&mut v, app, w);
+        }
     }
     if let Some(i) = &app.image {
         let what = match app.kind {

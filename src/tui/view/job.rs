@@ -1,5 +1,6 @@
 //! The progress screen (percent, bytes, rate, ETA, errors, phase and a ddrescueview-like map of
 //! the disk) and the result screen (what was copied, what was lost, verification, image place).
+//! For a clone both show per source partition the filesystem, used bytes and copy mode.
 use super::cut;
 use crate::error::exit;
 use crate::jobs::jobdir::{JobResult, JobSnapshot};
@@ -50,6 +51,8 @@ fn cell(c: char) -> (char, Color) {
         '+' => ('█', Color::Green),
         '-' => ('X', Color::LightRed),
         '*' | '/' => ('▒', Color::Yellow),
+        // Free space of a used-blocks clone: not part of the copy.
+        '_' => (' ', Color::DarkGray),
         _ => ('░', Color::DarkGray),
     }
 }
@@ -73,8 +76,37 @@ pub fn draw_progress(f: &mut Frame, area: Rect, app: &App) {
         return;
     };
     let l = Style::new().fg(Color::Cyan);
-    let [stats, map_area] =
-        Layout::vertical([Constraint::Length(11), Constraint::Min(3)]).areas(area);
+    const SHOWN: usize = 4;
+    let parts = &j.spec.partitions;
+    let parts_h = if parts.is_empty() {
+        0
+    } else {
+        parts.len().min(SHOWN) as u16 + 2
+    };
+    let [stats, parts_area, map_area] = Layout::vertical([
+        Constraint::Length(11),
+        Constraint::Length(parts_h),
+        Constraint::Min(3),
+    ])
+    .areas(area);
+    if !parts.is_empty() {
+        let w = parts_area.width.saturating_sub(2) as usize;
+        let mut lines: Vec<Line> = parts
+            .iter()
+            .take(SHOWN)
+            .map(|p| Line::raw(cut(p, w)))
+            .collect();
+        if parts.len() > SHOWN {
+            lines[SHOWN - 1] = Line::raw(format!(
+                "... and {} more partitions (all are in the job's JSON report)",
+                parts.len() - SHOWN + 1
+            ));
+        }
+        f.render_widget(
+            Paragraph::new(lines).block(Block::bordered().title(" Partitions: what is copied ")),
+            parts_area,
+        );
+    }
     let inner_w = stats.width.saturating_sub(2) as usize;
     let mut v: Vec<Line> = j
         .spec
@@ -181,7 +213,7 @@ pub fn draw_progress(f: &mut Frame, area: Rect, app: &App) {
 }
 
 fn draw_map(f: &mut Frame, area: Rect, j: &JobSnapshot) {
-    let legend = Line::from(vec![
+    let mut legend = Line::from(vec![
         Span::raw(" Disk map: "),
         Span::styled("█", Style::new().fg(Color::Green)),
         Span::raw(" copied  "),
@@ -192,6 +224,9 @@ fn draw_map(f: &mut Frame, area: Rect, j: &JobSnapshot) {
         Span::styled("X", Style::new().fg(Color::LightRed)),
         Span::raw(" unreadable "),
     ]);
+    if j.map().is_some_and(|m| m.contains('_')) {
+        legend.push_span(Span::raw(" blank: free space "));
+    }
     let block = Block::bordered().title(legend);
     let inner = block.inner(area);
     f.render_widget(block, area);
@@ -283,9 +318,14 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
     )
     .or_else(|| j.progress.as_ref().map(|p| p.done_bytes));
     if let Some(d) = done.filter(|_| r.exit_code != exit::REFUSED) {
-        let t = total
-            .map(|t| format!(" of {}", fmt_bytes(t)))
-            .unwrap_or_default();
+        let used = get_u64(rep, &["used_bytes"]).filter(|&u| total.is_some_and(|t| u < t));
+        let t = match (used, total) {
+            (Some(u), Some(t)) if j.spec.kind == "clone" => {
+                format!(" of {} (the used blocks of {})", fmt_bytes(u), fmt_bytes(t))
+            }
+            (_, Some(t)) => format!(" of {}", fmt_bytes(t)),
+            _ => String::new(),
+        };
         let what = if j.spec.kind == "clone" || j.spec.kind == "image-restore" {
             "Copied    "
         } else {
@@ -294,6 +334,27 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
         v.push(Line::from(vec![
             Span::styled(what, l),
             Span::raw(format!("{}{t}", fmt_bytes(d))),
+        ]));
+    }
+    // Per partition: filesystem, used bytes, mode (the report's, as the job decided them).
+    let parts: Vec<crate::fs::PartitionUsage> = rep
+        .get("partitions")
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+        .unwrap_or_default();
+    for (i, p) in parts.iter().enumerate() {
+        if i == 3 && parts.len() > 4 {
+            v.push(Line::raw(format!(
+                "          ... and {} more partitions (all are in the job's JSON report)",
+                parts.len() - i
+            )));
+            break;
+        }
+        v.push(Line::from(vec![
+            Span::styled(if i == 0 { "Partitions" } else { "          " }, l),
+            Span::raw(cut(
+                &format!(" {}", crate::tui::app::usage_line(p)),
+                width.saturating_sub(10),
+            )),
         ]));
     }
     let ranges: Vec<(u64, u64)> = rep
