@@ -270,12 +270,13 @@ fn extract(t: &TempDir, disk: &Path, k: usize, name: &str) -> PathBuf {
     out
 }
 
-/// Every filesystem of `copy` is clean and holds the same used blocks as on `src`; the GPT is
-/// clean.
-fn referees(t: &TempDir, src: &Path, copy: &Path) {
+/// The filesystems `which` (indexes of [`PARTS`]) of `copy` are clean and hold the same used
+/// blocks as on `src`; the GPT is clean.
+fn referees(t: &TempDir, src: &Path, copy: &Path, which: &[usize]) {
     let v = run(Command::new("sgdisk").arg("-v").arg(copy));
     assert!(v.contains("No problems found"), "sgdisk -v: {v}");
-    for (k, p) in PARTS.iter().enumerate() {
+    for &k in which {
+        let p = &PARTS[k];
         let a = extract(t, src, k, "a.part");
         let b = extract(t, copy, k, "b.part");
         sh(&format!("{} {} >/dev/null 2>&1", p.fsck, s(&b)));
@@ -390,7 +391,7 @@ fn used_blocks_clone_of_every_filesystem() {
     assert!(stderr.contains("partition 10: ntfs,"), "{stderr}");
     assert!(stderr.contains("used blocks"), "{stderr}");
 
-    referees(&t, &disk, &target);
+    referees(&t, &disk, &target, &(0..PARTS.len()).collect::<Vec<_>>());
     // Free space keeps the target's old bytes (and the free areas are most of the disk).
     let free = free_ranges(&disk);
     let old = SimDevice::pattern(DISK as usize, 99);
@@ -464,6 +465,7 @@ fn used_blocks_clone_of_every_filesystem() {
         s(&all),
         "--yes",
         "--all-sectors",
+        "--no-verify",
         "--json",
     ]);
     assert_exit(&o, 0);
@@ -486,7 +488,7 @@ fn used_blocks_clone_of_every_filesystem() {
     let rb = json(&o);
     assert_eq!(rb["partition_table_fixed"], true);
     assert_eq!(rb["used_bytes"], used);
-    referees(&t, &disk, &big);
+    referees(&t, &disk, &big, &[0, 9]);
     assert_eq!(sha256(&disk), before, "the source changed");
 }
 
