@@ -214,3 +214,121 @@ fn clone_failing_4kn_virtio_onto_4kn_nvme() {
         "written past the source size"
     );
 }
+
+/// Runs `sh -c script` on the host and returns its stdout (panics on failure).
+fn sh(script: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Issue 11 in the booted environment: a used-blocks clone of a failing disk. The source holds
+/// an ext4 partition (made on old random data) with one file; blkdebug fails one sector of the
+/// file's data and one in the filesystem's free space. The clone exits 3 reporting exactly the
+/// used one (the free one is never read); the host checks the partition report, that the
+/// target's free space keeps its old bytes, the copied file data, `e2fsck -fn` and `sgdisk -v`
+/// on the target, and the unchanged source.
+#[test]
+fn clone_used_blocks_never_reads_bad_free_space() {
+    let t = TempDir::new("cloneused").unwrap();
+    let (src, dst, part, file) = (
+        t.join("src.img"),
+        t.join("dst.img"),
+        t.join("p1.img"),
+        t.join("file.bin"),
+    );
+    let old = pattern(SRC_SIZE);
+    std::fs::write(&src, &old).unwrap();
+    sgdisk(&["-n1:1MiB:+40MiB", "-t1:8300"], &src);
+    std::fs::write(&part, &old[..(40 * MIB) as usize]).unwrap();
+    std::fs::write(&file, &old[(4 * MIB) as usize..(10 * MIB) as usize]).unwrap();
+    let (p, f) = (part.display(), file.display());
+    sh(&format!(
+        "mkfs.ext4 -q -F -b 4096 -E nodiscard {p} && debugfs -w -R 'write {f} f' {p} >/dev/null 2>&1"
+    ));
+    // The file's blocks (debugfs) and the free blocks (dumpe2fs), in 4 KiB units.
+    let blocks: Vec<u64> = sh(&format!("debugfs -R 'blocks f' {p} 2>/dev/null"))
+        .split_whitespace()
+        .map(|b| b.parse().unwrap())
+        .collect();
+    assert!(blocks.len() > 1000, "{blocks:?}");
+    let free: (u64, u64) = sh(&format!("dumpe2fs {p} 2>/dev/null"))
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Free blocks: "))
+        .flat_map(|l| l.split(", ").map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|r| {
+            let (a, b) = r.split_once('-')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .max_by_key(|&(a, b): &(u64, u64)| b - a)
+        .unwrap();
+    assert!(free.1 - free.0 > 64, "{free:?}");
+    sh(&format!(
+        "dd if={p} of={} bs=1M seek=1 conv=notrunc status=none",
+        src.display()
+    ));
+    let used_bad = MIB + blocks[blocks.len() / 2] * 4096 + 1024;
+    let free_block = (free.0 + free.1) / 2;
+    let free_bad = MIB + free_block * 4096 + 2048;
+    std::fs::write(&dst, vec![0x77u8; DST_SIZE as usize]).unwrap();
+    let faults = Faults::new()
+        .bad_bytes(used_bad, 512)
+        .bad_bytes(free_bad, 512);
+    let cfg = t.join("blkdebug.conf");
+    faults.write(&cfg).unwrap();
+    let before = sha256(&src).unwrap();
+    let disks = vec![
+        DiskSpec::new(&src, Bus::Virtio, "USED-SRC").blkdebug(&cfg),
+        DiskSpec::new(&dst, Bus::Nvme, "USED-DST"),
+    ];
+    let mut vm = Vm::boot(
+        "cloneused",
+        &run_param("clone serial=USED-SRC serial=USED-DST --yes --json"),
+        disks,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let res = vm
+        .wait_result(Duration::from_secs(240))
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(vm);
+    let r = &res["output"];
+    assert_eq!(res["exit_code"], 3, "{res}");
+    assert_eq!(r["bad_ranges"], serde_json::json!([[used_bad, 512]]), "{r}");
+    assert_eq!(r["verified"], true, "{r}");
+    let p0 = &r["partitions"][0];
+    assert_eq!(p0["filesystem"], "ext4", "{r}");
+    assert_eq!(p0["mode"], "used_blocks", "{r}");
+    let used = r["used_bytes"].as_u64().unwrap();
+    assert!(used < SRC_SIZE / 2, "{r}");
+    assert_eq!(r["bytes_copied"].as_u64().unwrap() + 512, used, "{r}");
+    // Host checks: the source unchanged; the free block keeps the target's old bytes; the used
+    // bytes are the source's (zeros at the bad sector); the filesystem and the table are clean.
+    assert_eq!(sha256(&src).unwrap(), before, "the source changed");
+    let d = std::fs::read(&dst).unwrap();
+    let fb = (MIB + free_block * 4096) as usize;
+    assert!(
+        d[fb..fb + 4096].iter().all(|&b| b == 0x77),
+        "free space written"
+    );
+    let s = std::fs::read(&src).unwrap();
+    for &b in &blocks {
+        let a = (MIB + b * 4096) as usize;
+        if (a as u64..a as u64 + 4096).contains(&used_bad) {
+            let o = (used_bad as usize) - a;
+            assert!(d[a + o..a + o + 512].iter().all(|&x| x == 0));
+            assert_eq!(d[a..a + o], s[a..a + o]);
+        } else {
+            assert!(d[a..a + 4096] == s[a..a + 4096], "file block {b} differs");
+        }
+    }
+    let v = sgdisk(&["-v"], &dst);
+    assert!(v.contains("No problems found"), "sgdisk -v: {v}");
+    sh(&format!(
+        "dd if={} of={p} bs=1M skip=1 count=40 status=none && e2fsck -fn {p} >/dev/null",
+        dst.display()
+    ));
+}

@@ -205,6 +205,15 @@ fn clone_through_the_serial_console() {
             "the confirmation must name the NVMe target:\n{text}"
         ));
     }
+    // What is copied of each source partition, read in the background: ext4 and FAT by their
+    // used blocks.
+    expect_text(&vm, &mut s, "copies ", 30);
+    let text = s.text();
+    if !text.contains("ext4") || !text.contains("vfat") || text.matches("used blocks").count() < 3 {
+        vm.fail(&format!(
+            "the confirmation must show the source partitions' used blocks:\n{text}"
+        ));
+    }
     press(&mut vm, b"\r");
     expect_text(&vm, &mut s, "exactly to erase it", 10);
     press(&mut vm, name.as_bytes());
