@@ -10,7 +10,7 @@
 //! exported with the host's `lifeboat` — holds exactly the clone's bytes, the source is
 //! unchanged. Prints the ratio image create / clone.
 //!
-//! Usage: bench-image-vm --lifeboat HOST-BINARY [--runs 2] [--dir DIR]
+//! Usage: bench-image-vm --lifeboat HOST-BINARY [--runs 2] [--dir DIR] [--compress METHOD]
 use lifeboat_qemu_tests::bench::{
     self, blank, evict, faults, marker_json, pattern, Run, MIB, SIZE,
 };
@@ -24,6 +24,8 @@ struct Opts {
     lifeboat: PathBuf,
     runs: usize,
     dir: PathBuf,
+    /// `--compress` for image create (default: its own default, zstd:1).
+    compress: Option<String>,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -33,6 +35,7 @@ fn parse_args() -> Result<Opts, String> {
         dir: lifeboat_qemu_tests::repo_root()
             .join("target")
             .join("bench-image-vm"),
+        compress: None,
     };
     let mut a = std::env::args().skip(1);
     while let Some(x) = a.next() {
@@ -41,9 +44,10 @@ fn parse_args() -> Result<Opts, String> {
             "--lifeboat" => o.lifeboat = PathBuf::from(val()?),
             "--runs" => o.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--dir" => o.dir = PathBuf::from(val()?),
+            "--compress" => o.compress = Some(val()?),
             _ => {
                 return Err(format!(
-                    "unknown argument {x}; usage: bench-image-vm --lifeboat PATH [--runs 2] [--dir DIR]"
+                    "unknown argument {x}; usage: bench-image-vm --lifeboat PATH [--runs 2] [--dir DIR] [--compress METHOD]"
                 ))
             }
         }
@@ -89,7 +93,10 @@ fn run() -> Result<(), String> {
     let dst = o.dir.join("dst-clone.img");
     let store = o.dir.join("store.img");
     let clone_params = run_param("clone serial=BENCH-SRC serial=BENCH-DST --yes --json");
-    let image_params = run_param("image create serial=BENCH-SRC label=BSTORE:/b.lbi --json");
+    let compress = o.compress.clone().unwrap_or_else(|| "zstd:1".into());
+    let image_params = run_param(&format!(
+        "image create serial=BENCH-SRC label=BSTORE:/b.lbi --compress {compress} --json"
+    ));
     let mut runs: Vec<Run> = Vec::new();
     let mut store_part = (0, 0);
     for round in 0..o.runs {
@@ -200,7 +207,7 @@ fn run() -> Result<(), String> {
     );
     println!(
         "{:<46} {:>8.1} {:>13} {:>13} {:>11.1}",
-        "image create onto ext4 on NVMe (zstd:1, 1 retry)",
+        format!("image create onto ext4 on NVMe ({compress}, 1 retry)"),
         i.secs,
         i.dev_reads + i.dev_failed,
         i.dev_failed,
