@@ -26,6 +26,7 @@ pub mod exfat;
 pub mod ext;
 pub mod fat;
 pub mod ntfs;
+mod report;
 pub mod xfs;
 
 use crate::clone::gpt::{self, TableKind};
@@ -33,6 +34,7 @@ use crate::devices::probe::{probe_reader, ReadAt};
 use crate::error::{Error, Result};
 use crate::io::{AlignedBuf, BlockSource};
 pub use domain::Domain;
+pub use report::ALL_SECTORS_HELP;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -40,13 +42,6 @@ use std::sync::Mutex;
 /// Bytes read at once (and cached) by [`Region`]: bitmaps that lie together (ext4 flex_bg,
 /// a FAT, an NTFS `$Bitmap` run) cost one read per window instead of one per block.
 pub const WINDOW: usize = 256 << 10;
-
-/// The help of `--all-sectors`, one text for every command that has the flag (clone, image
-/// create): one meaning of it on the whole command line.
-pub const ALL_SECTORS_HELP: &str = "Read and copy every sector, free space included (forensics, \
-unknown layouts). By default only the blocks filesystems use are read (ext2/3/4, FAT, exFAT, \
-NTFS, XFS, btrfs) besides everything outside partitions; partitions without a trustworthy map \
-are copied whole anyway.";
 
 /// A byte range `[start, end)`.
 pub type Range = (u64, u64);
@@ -314,31 +309,6 @@ pub struct PartitionUsage {
     pub reason: Option<String>,
     /// Bytes that will be read: the used blocks, or the whole partition.
     pub used_bytes: u64,
-}
-
-impl PartitionUsage {
-    /// How the partition is copied, in words: "used blocks" or "all sectors (why)".
-    pub fn mode_text(&self) -> String {
-        match self.mode {
-            Mode::UsedBlocks => "used blocks".to_string(),
-            Mode::AllSectors => format!(
-                "all sectors ({})",
-                self.reason.as_deref().unwrap_or("no used-block map")
-            ),
-        }
-    }
-
-    /// One line for a report: "partition N: FILESYSTEM, USED used of SIZE, MODE".
-    pub fn describe(&self) -> String {
-        format!(
-            "partition {}: {}, {} used of {}, {}",
-            self.number,
-            self.filesystem.as_deref().unwrap_or("unknown"),
-            crate::jobs::fmt_bytes(self.used_bytes),
-            crate::jobs::fmt_bytes(self.size_bytes),
-            self.mode_text()
-        )
-    }
 }
 
 /// The used-block plan of a whole disk.

@@ -238,7 +238,7 @@ fn clone_pickers_and_confirmation() {
     let spec = a.job_spec().unwrap();
     assert_eq!(spec.partitions.len(), 3);
     assert!(
-        spec.partitions[2].contains("all sectors: BitLocker"),
+        spec.partitions[2].contains("all sectors (BitLocker"),
         "{spec:?}"
     );
 }

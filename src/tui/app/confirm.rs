@@ -8,7 +8,7 @@ use super::{describe, image_arg, App, Command, JobKind, Screen};
 use crate::cli::{to_argv, Cmd};
 use crate::clone::CloneArgs;
 use crate::devices::Disk;
-use crate::fs::{Mode, PartitionUsage};
+use crate::fs::PartitionUsage;
 use crate::image::ImageCmd;
 use crate::jobs::fmt_bytes;
 use crate::jobs::jobdir::JobSpec;
@@ -39,13 +39,7 @@ impl SourceUsage {
 
 /// One partition in a line of the console: "p1  ext4    1.2 GiB used of   20.0 GiB  used blocks".
 pub fn usage_line(p: &PartitionUsage) -> String {
-    let mode = match p.mode {
-        Mode::UsedBlocks => "used blocks".to_string(),
-        Mode::AllSectors => format!(
-            "all sectors: {}",
-            p.reason.as_deref().unwrap_or("no used-block map")
-        ),
-    };
+    let mode = p.mode_text();
     let fs = p.filesystem.as_deref().unwrap_or("?");
     let fs = if fs.chars().count() > 9 {
         format!("{}~", fs.chars().take(8).collect::<String>())
