@@ -62,6 +62,38 @@ fn push(v: &mut Vec<(u64, u64)>, a: u64, e: u64, gap: u64) {
     }
 }
 
+/// Collects ascending used ranges `[start, end)` into at most `max` sector-aligned
+/// `[start, len]` ranges within `[0, len)`: free gaps shorter than the returned limit (0: none)
+/// are read too. Every used byte stays inside.
+fn bounded(
+    it: impl Iterator<Item = (u64, u64)>,
+    len: u64,
+    lbs: u64,
+    max: usize,
+) -> (Vec<(u64, u64)>, u64) {
+    let lbs = lbs.max(1);
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut gap = 0u64;
+    for (s, e) in it {
+        let (a, e) = (s / lbs * lbs, e.div_ceil(lbs).saturating_mul(lbs).min(len));
+        if a >= e {
+            if a >= len {
+                break;
+            }
+            continue;
+        }
+        push(&mut ranges, a, e, gap);
+        while ranges.len() > max.max(1) {
+            gap = (gap * 2).max(lbs * 8);
+            let old = std::mem::take(&mut ranges);
+            for (a, l) in old {
+                push(&mut ranges, a, a + l, gap);
+            }
+        }
+    }
+    (ranges, gap)
+}
+
 impl UsageMap {
     /// The domain of a copy of the first `len` bytes of `src` (a target smaller than the
     /// source copies less), sectors of `lbs` bytes; `None` when no partition is copied by
@@ -72,27 +104,8 @@ impl UsageMap {
         if !self.any_used_blocks() {
             return None;
         }
-        let lbs = lbs.max(1);
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        let mut gap = 0u64;
         let mut ext = self.extents(src);
-        for (s, e) in ext.by_ref() {
-            let (a, e) = (s / lbs * lbs, e.div_ceil(lbs).saturating_mul(lbs).min(len));
-            if a >= e {
-                if a >= len {
-                    break;
-                }
-                continue;
-            }
-            push(&mut ranges, a, e, gap);
-            while ranges.len() > MAX_RANGES {
-                gap = (gap * 2).max(lbs * 8);
-                let old = std::mem::take(&mut ranges);
-                for (a, l) in old {
-                    push(&mut ranges, a, a + l, gap);
-                }
-            }
-        }
+        let (ranges, gap) = bounded(ext.by_ref(), len, lbs, MAX_RANGES);
         let failed = std::mem::take(&mut ext.failed);
         drop(ext);
         for (num, err) in failed {
@@ -137,6 +150,35 @@ mod tests {
         assert_eq!(d.free(10000), vec![(1024, 1024), (8192, 1808)]);
         assert_eq!(d.bytes_in(512, 3000), 512 + 952);
         assert_eq!(d.bytes_in(8192, 9000), 0);
+    }
+
+    #[test]
+    fn too_many_pieces_read_the_smallest_gaps_and_keep_every_used_byte() {
+        // 1000 used pieces of 1 KiB with gaps growing from 512 B: at most 100 ranges.
+        let mut used = Vec::new();
+        let mut p = 0u64;
+        for i in 0..1000u64 {
+            used.push((p, p + 1024));
+            p += 1024 + 512 * (1 + i % 7);
+        }
+        let (r, gap) = bounded(used.iter().copied(), u64::MAX, 512, 100);
+        assert!(r.len() <= 100, "{} ranges", r.len());
+        assert!(gap > 0);
+        for &(a, e) in &used {
+            assert!(
+                r.iter().any(|x| a >= x.0 && e <= x.0 + x.1),
+                "{a}..{e} lost"
+            );
+        }
+        // Gaps left between ranges are at least the limit; none shorter were kept.
+        for w in r.windows(2) {
+            assert!(w[1].0 - (w[0].0 + w[0].1) >= gap, "{w:?} gap {gap}");
+        }
+        // Within the bound nothing is merged, and the copy length clips.
+        let (r, gap) = bounded(used.iter().copied().take(10), 7000, 512, 100);
+        assert_eq!(gap, 0);
+        assert_eq!(r.last(), Some(&(6144, 856)));
+        assert_eq!(r.len(), 4);
     }
 
     #[test]
