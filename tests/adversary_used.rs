@@ -309,3 +309,59 @@ fn overlapping_partitions_say_why() {
         vec![(0, dev.size())]
     );
 }
+
+/// A restore with `--map` that finished, then the same command again later (to undo what was
+/// done on the disk since: shell history, a habit, the same map name): the map of a *finished*
+/// restore is not something to resume. It was taken as one: every chunk was marked written, so
+/// nothing was written, the report said ok and "media hash verified" (from the index), and the
+/// target kept its changes.
+#[test]
+fn a_finished_restore_map_does_not_skip_a_new_restore() {
+    if !have(&["mkfs.ext4"]) {
+        return;
+    }
+    let t = TempDir::new("adv-rerestore");
+    let disk = t.p("disk.img");
+    random_file(&disk, 32 * MIB, 45);
+    let content = t.p("content");
+    fs::create_dir(&content).unwrap();
+    random_file(&content.join("a.bin"), 6 * MIB, 46);
+    sh(&format!(
+        "mkfs.ext4 -q -F -E nodiscard -d {} {}",
+        s(&content),
+        s(&disk)
+    ));
+    let img = t.p("disk.lbi");
+    assert_exit(&lifeboat(&["image", "create", s(&disk), s(&img)]), 0);
+    let target = t.p("target.img");
+    random_file(&target, 32 * MIB, 47);
+    let map = t.p("restore.map");
+    let restore = || {
+        lifeboat(&[
+            "image",
+            "restore",
+            s(&img),
+            s(&target),
+            "--map",
+            s(&map),
+            "--yes",
+            "--json",
+        ])
+    };
+    assert_exit(&restore(), 0);
+    let restored = sha256(&target);
+    // The disk is used (and damaged) after the restore...
+    random_file(&t.p("junk"), 4 * MIB, 48);
+    put_back(&target, &t.p("junk"), 0);
+    assert_ne!(sha256(&target), restored);
+    // ...and restored again with the same command.
+    let o = restore();
+    assert_exit(&o, 0);
+    assert_eq!(
+        sha256(&target),
+        restored,
+        "the second restore wrote nothing: {}",
+        json(&o)
+    );
+    assert_eq!(json(&o)["resumed_bytes"], 0, "{}", json(&o));
+}

@@ -169,6 +169,9 @@ pub(super) fn run_restore(
     }
     rep.notes = notes;
     t.device.sync()?;
+    if let Some(m) = rmap.as_mut() {
+        m.finish()?;
+    }
     // Best effort: a partition in use keeps the old table until the next boot.
     let _ = t.device.reread_partitions();
     finish_progress(&sink, "image-restore", rep.disk_size_bytes, 0);

@@ -6,6 +6,8 @@
 //! target's identity) so that the map of another restore is refused before anything is written
 //! (the checks are clone's, [`crate::clone::resume`]). A range becomes '+' only after the target
 //! was fsynced with it written, so whatever a power cut leaves, every '+' byte is on the target.
+//! A restore that finished saves its map with the phase '+' ([`RestoreMap::finish`]); such a map
+//! is not resumed — the target may have changed since — and the restore starts over, with a note.
 //!
 //! **Verify**: its `--state` file ([`VerifyState`]) records how far the expensive part got —
 //! reading every stored chunk's payload, its CRC, decompression and BLAKE3 against the index —
@@ -67,6 +69,8 @@ pub struct RestoreMap {
     every: Duration,
     /// Bytes the loaded map already had written (not written again by this run).
     pub resumed_bytes: u64,
+    /// The restore finished (saved with the phase '+').
+    finished: bool,
 }
 
 impl RestoreMap {
@@ -80,7 +84,19 @@ impl RestoreMap {
         notes: &mut Vec<String>,
     ) -> Result<RestoreMap> {
         check_location(path)?;
-        let map = load_or_new_for(Some(path), origin, len, &[], notes, "restore", "restoring")?;
+        let mut map =
+            load_or_new_for(Some(path), origin, len, &[], notes, "restore", "restoring")?;
+        if map.current_phase == '+' {
+            // Nothing to resume: a finished restore. Taken as one, it would write nothing and
+            // report success while the target keeps whatever was done to it since.
+            notes.push(format!(
+                "the map {} records a restore that finished; the target may have changed since, \
+                 so it is restored again in full",
+                path.display()
+            ));
+            map = ExtentMap::new(len);
+            map.origin = Some(origin.clone());
+        }
         let resumed_bytes = map.totals().finished;
         Ok(RestoreMap {
             map,
@@ -89,6 +105,7 @@ impl RestoreMap {
             last_save: Instant::now(),
             every: save_interval(SAVE_EVERY),
             resumed_bytes,
+            finished: false,
         })
     }
 
@@ -125,8 +142,15 @@ impl RestoreMap {
             .map
             .next_with(Status::Untried, 0)
             .map_or(self.map.size(), |(p, _)| p);
-        self.map.current_phase = if self.map.is_complete() { '+' } else { '?' };
+        self.map.current_phase = if self.finished { '+' } else { '?' };
         self.map.save(&self.path, &self.command_line)
+    }
+
+    /// Saves the map of a restore that finished (every chunk placed, the target synced and its
+    /// table fixed): phase '+', so that a later restore with it starts over.
+    pub fn finish(&mut self) -> Result<()> {
+        self.finished = true;
+        self.save()
     }
 }
 
