@@ -365,3 +365,41 @@ fn a_finished_restore_map_does_not_skip_a_new_restore() {
     );
     assert_eq!(json(&o)["resumed_bytes"], 0, "{}", json(&o));
 }
+
+/// The same for a clone: the map of a clone that finished with every byte read, given again to
+/// clone onto the same target later, wrote nothing and reported "verified: OK" and "complete"
+/// while the target kept its changes.
+#[test]
+fn a_finished_clone_map_does_not_skip_a_new_clone() {
+    let t = TempDir::new("adv-reclone");
+    let src = t.p("src.img");
+    let tgt = t.p("tgt.img");
+    random_file(&src, 8 * MIB, 49);
+    random_file(&tgt, 8 * MIB, 50);
+    let map = t.p("clone.map");
+    let clone = || {
+        lifeboat(&[
+            "clone",
+            s(&src),
+            s(&tgt),
+            "--map",
+            s(&map),
+            "--yes",
+            "--json",
+        ])
+    };
+    let before = sha256(&src);
+    assert_exit(&clone(), 0);
+    assert_eq!(sha256(&tgt), before);
+    random_file(&t.p("junk"), MIB, 51);
+    put_back(&tgt, &t.p("junk"), 3 * MIB);
+    let o = clone();
+    assert_exit(&o, 0);
+    assert_eq!(sha256(&src), before, "the source changed");
+    assert_eq!(
+        sha256(&tgt),
+        before,
+        "the second clone left the target changed: {}",
+        json(&o)
+    );
+}

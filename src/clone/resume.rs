@@ -3,7 +3,9 @@
 //! target's identity and size ([`MapOrigin`]); resuming from the map of another copy would skip
 //! the parts it marks finished and leave the target wrong, so a map that does not match is
 //! refused (exit 4). A map without that record (GNU ddrescue's, an older Lifeboat's) is taken
-//! only when it describes exactly this copy's length, with a note.
+//! only when it describes exactly this copy's length, with a note. The map of a clone that
+//! finished with every byte read has nothing to resume (the target may have changed since):
+//! the clone starts over, with a note.
 //!
 //! The map also records the copy's domain: the free areas a used-blocks clone does not copy
 //! are free extents in it (`# free`). A map is resumed only when its free areas are exactly
@@ -123,7 +125,27 @@ pub fn load_or_new(
     free: &[(u64, u64)],
     notes: &mut Vec<String>,
 ) -> Result<ExtentMap> {
-    load_or_new_for(map, origin, copy_len, free, notes, "clone", "copying")
+    let m = load_or_new_for(map, origin, copy_len, free, notes, "clone", "copying")?;
+    let unread = |s: Status| {
+        matches!(
+            s,
+            Status::Untried | Status::NonTrimmed | Status::NonScraped | Status::Bad
+        )
+    };
+    if m.current_phase == '+' && !m.extents().iter().any(|e| unread(e.status)) {
+        // A clone that finished with every byte read: nothing to resume. Taken as one, the
+        // clone wrote nothing and reported it verified while the target kept whatever was done
+        // to it since. (A map with unreadable areas is kept: re-reading a failing disk in full
+        // is what a map is there to avoid.)
+        notes.push(format!(
+            "the map {} records a clone that finished; the target may have changed since, so \
+             it is copied again in full",
+            map.map_or_else(String::new, |p| p.display().to_string())
+        ));
+        // The map a clone without one starts from.
+        return load_or_new_for(None, origin, copy_len, free, notes, "clone", "copying");
+    }
+    Ok(m)
 }
 
 /// [`load_or_new`] for a job named `job` ("clone", "restore") that reads its source
