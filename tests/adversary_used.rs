@@ -403,3 +403,72 @@ fn a_finished_clone_map_does_not_skip_a_new_clone() {
         json(&o)
     );
 }
+
+/// A FAT volume that was not cleanly unmounted (a crash, a yanked stick): a file's directory
+/// entry already names its clusters but the FAT does not have them yet. Its dirty flag (Linux:
+/// the boot sector's state bit; Windows: FAT entry 1's clean-shutdown bit) must make it all
+/// sectors; read by its FAT, the file's clusters were not copied.
+#[test]
+fn dirty_fat_is_copied_whole() {
+    if !have(&["mkfs.vfat", "mcopy", "mshowfat", "python3"]) {
+        return;
+    }
+    for (bits, dirty) in [
+        (16, "linux"),
+        (16, "windows"),
+        (32, "linux"),
+        (32, "windows"),
+    ] {
+        let t = TempDir::new("adv-dirtyfat");
+        let disk = t.p("stick.img");
+        random_file(&disk, 40 * MIB, 52);
+        sh(&format!("mkfs.vfat -F {bits} {} >/dev/null", s(&disk)));
+        let f = payload(&t, &[300, 2000]);
+        for p in &f {
+            sh(&format!("mcopy -i {} {} ::/", s(&disk), s(p)));
+        }
+        // f1's chain, then the crash: its FAT entries never written, the flag left set.
+        let chain = sh(&format!("mshowfat -i {} ::/f1", s(&disk)));
+        let (a, b) = chain
+            .split('<')
+            .nth(1)
+            .and_then(|x| x.trim().trim_end_matches('>').split_once('-'))
+            .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()))
+            .unwrap_or_else(|| panic!("one run expected: {chain}"));
+        sh(&format!(
+            r#"python3 - {img} <<'PY'
+import struct, sys
+f = open(sys.argv[1], 'r+b')
+b = f.read(512)
+bps, res, nf = struct.unpack_from('<H', b, 11)[0], struct.unpack_from('<H', b, 14)[0], b[16]
+fatsz = struct.unpack_from('<H', b, 22)[0] or struct.unpack_from('<I', b, 36)[0]
+w = 4 if {bits} == 32 else 2
+for k in range(nf):
+    base = (res + k * fatsz) * bps
+    for c in range({a}, {b} + 1):
+        f.seek(base + w * c); f.write(bytes(w))
+    if '{dirty}' == 'windows':
+        f.seek(base + w); e = int.from_bytes(f.read(w), 'little')
+        f.seek(base + w); f.write((e & ~(0x8000 if w == 2 else 0x08000000)).to_bytes(w, 'little'))
+if '{dirty}' == 'linux':
+    f.seek(65 if {bits} == 32 else 37); f.write(b'\x01')
+PY"#,
+            img = s(&disk)
+        ));
+        let (copy, rep) = round_trip(&t, &disk);
+        let p = &rep["partitions"][0];
+        assert_eq!(p["mode"], "all_sectors", "FAT{bits} {dirty}: {rep}");
+        assert!(
+            p["reason"]
+                .as_str()
+                .unwrap()
+                .contains("not cleanly unmounted"),
+            "{rep}"
+        );
+        assert_eq!(
+            sha256(&copy),
+            sha256(&disk),
+            "FAT{bits} {dirty}: the copy differs"
+        );
+    }
+}

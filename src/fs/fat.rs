@@ -3,7 +3,9 @@
 //! boot sector), every FAT copy and the FAT12/16 root directory are always used; a data cluster
 //! is used when its entry is non-zero in *any* FAT copy (copies that disagree after a crash lose
 //! nothing) and not marked bad. Each copy must start with the boot sector's media byte, else the
-//! map is refused. Memory: one piece of [`PIECE`] bytes per FAT copy.
+//! map is refused, and so is a volume marked dirty (not cleanly unmounted: Linux's flag in the
+//! boot sector, Windows' clean-shutdown bit in FAT entry 1). Memory: one piece of [`PIECE`]
+//! bytes per FAT copy.
 use super::{le16, le32, Range, Region, UsedMap};
 use crate::error::{Error, Result};
 use std::collections::VecDeque;
@@ -96,6 +98,28 @@ pub fn open(r: Region<'_>) -> Result<FatMap<'_>> {
                 k + 1
             )));
         }
+    }
+    // Not cleanly unmounted: Linux sets bit 0 of the boot sector's state byte while mounted
+    // (trusted where the extended boot signature says the byte is one), Windows clears the
+    // clean-shutdown bit of FAT entry 1. After a crash or a yanked stick, a file's clusters may
+    // be in its directory entry but not yet in the FAT.
+    let (state_at, sig_at) = if bits == Bits::B32 {
+        (65, 66)
+    } else {
+        (37, 38)
+    };
+    let linux_dirty = matches!(b[sig_at], 0x28 | 0x29) && b[state_at] & 1 != 0;
+    let fat1 = r.read(reserved * bps, 8)?;
+    let windows_dirty = match bits {
+        Bits::B12 => false,
+        Bits::B16 => le16(&fat1, 2) & 0x8000 == 0,
+        Bits::B32 => le32(&fat1, 4) & 0x0800_0000 == 0,
+    };
+    if linux_dirty || windows_dirty {
+        return Err(Error::refused(
+            "the FAT volume was not cleanly unmounted (its dirty flag is set): its FAT may not \
+             describe its files",
+        ));
     }
     let mut queue = VecDeque::new();
     queue.push_back((0, data_start * bps));
