@@ -5,8 +5,9 @@
 //! `bigalloc` (one bit per cluster). Metadata and the journal are in the bitmaps, so they count
 //! as used. Each group's free count must equal its bitmap's free bits, else the map is refused.
 //! A filesystem that needs journal recovery, was not cleanly unmounted or has recorded errors
-//! is refused too (its bitmaps may not describe its data). Memory: one descriptor block, one
-//! bitmap block and the [`Region`] window.
+//! is refused too (its bitmaps may not describe its data), and so is a block bitmap that fails
+//! its metadata_csum checksum. Memory: one descriptor block, one bitmap block and the
+//! [`Region`] window.
 use super::{bit_runs, le16, le32, Range, Region, UsedMap};
 use crate::error::{Error, Result};
 use std::collections::VecDeque;
@@ -20,6 +21,7 @@ const RO_COMPAT_GDT_CSUM: u32 = 0x10;
 const RO_COMPAT_BIGALLOC: u32 = 0x200;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
+const INCOMPAT_CSUM_SEED: u32 = 0x2000;
 const BG_BLOCK_UNINIT: u16 = 0x2;
 
 /// The geometry the map needs, from the superblock.
@@ -41,6 +43,9 @@ struct Geo {
     sparse2: Option<[u64; 2]>,
     uninit_ok: bool,
     itable_blocks: u64,
+    /// metadata_csum: the checksum seed (block bitmaps are checked against their descriptors).
+    csum_seed: Option<u32>,
+    cpg: u64,
 }
 
 impl Geo {
@@ -203,7 +208,42 @@ fn geometry(r: &Region) -> Result<Geo> {
         sparse2,
         uninit_ok: ro & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0,
         itable_blocks: (ipg * isize).div_ceil(bs),
+        csum_seed: (ro & RO_COMPAT_METADATA_CSUM != 0).then(|| {
+            if incompat & INCOMPAT_CSUM_SEED != 0 {
+                le32(&sb, 0x270)
+            } else {
+                crc32c(!0, &sb[0x68..0x78])
+            }
+        }),
+        cpg,
     })
+}
+
+/// CRC32C (Castagnoli) as ext4 uses it: `crc` in, no final inversion.
+fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82F6_3B78
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
+    for &b in data {
+        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    crc
 }
 
 /// One group descriptor's fields.
@@ -213,6 +253,8 @@ struct Desc {
     inode_table: u64,
     free: u64,
     flags: u16,
+    /// The block bitmap's checksum (metadata_csum), 16 or 32 bits.
+    bitmap_csum: u32,
 }
 
 /// The streamed map (see the module doc).
@@ -271,6 +313,12 @@ impl ExtMap<'_> {
             inode_table: u64::from(le32(d, 8)) | hi(0x28),
             free: u64::from(le16(d, 0x0C)) | free_hi,
             flags: le16(d, 0x12),
+            bitmap_csum: u32::from(le16(d, 0x18))
+                | if geo.desc_size >= 0x3A {
+                    u32::from(le16(d, 0x38)) << 16
+                } else {
+                    0
+                },
         })
     }
 
@@ -315,6 +363,19 @@ impl ExtMap<'_> {
                 )));
             }
             let bits = self.r.read(d.block_bitmap * bs, bs as usize)?;
+            if let Some(seed) = geo.csum_seed {
+                // The kernel refuses a bitmap whose checksum fails (the group is marked
+                // corrupt): bits flipped both ways keep the free count and lose used blocks.
+                let mut sum = crc32c(seed, &bits[..(geo.cpg / 8).min(bs) as usize]);
+                if geo.desc_size < 0x3A {
+                    sum &= 0xFFFF;
+                }
+                if sum != d.bitmap_csum {
+                    return Err(Error::corrupt(format!(
+                        "ext group {g}: its block bitmap fails its checksum"
+                    )));
+                }
+            }
             let mut n = 0u64;
             bit_runs(&bits, nclus, |c, k| {
                 n += k;
