@@ -532,3 +532,93 @@ PY"#,
     assert_eq!(p["mode"], "all_sectors", "{rep}");
     assert!(p["reason"].as_str().unwrap().contains("checksum"), "{rep}");
 }
+
+/// A source that reads `[start, end)` well the first time, fails once, then reads well again:
+/// a flaky disk under the allocation map's second read (the streaming after the analysis).
+struct FlakyOnce {
+    dev: lifeboat::io::Device,
+    range: (u64, u64),
+    reads: std::sync::atomic::AtomicU32,
+}
+
+impl lifeboat::io::BlockSource for FlakyOnce {
+    fn size(&self) -> u64 {
+        self.dev.size()
+    }
+    fn logical_block_size(&self) -> u32 {
+        self.dev.logical_block_size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let end = offset + buf.len() as u64;
+        if offset < self.range.1 && end > self.range.0 {
+            let n = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n == 1 {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+        }
+        self.dev.read_at(buf, offset)
+    }
+    fn name(&self) -> String {
+        "flaky".into()
+    }
+}
+
+/// An ext4 block bitmap that read well during the analysis and failed when the map was read
+/// again while imaging: the partition was copied whole (nothing lost), but the report and the
+/// image's usage record still said "used blocks" with no reason.
+#[test]
+fn a_map_failing_while_imaging_is_reported() {
+    use lifeboat::image::{create, CreateOptions, SourceIdentity};
+    use lifeboat::io::{Access, BlockSource, Device};
+    use lifeboat::jobs::{Cancel, NoProgress};
+    if !have(&["mkfs.ext4", "dumpe2fs"]) {
+        return;
+    }
+    let t = TempDir::new("adv-flakymap");
+    let disk = t.p("disk.img");
+    random_file(&disk, 16 * MIB, 55);
+    // Group 1's bitmap lies alone, 8 MiB in: only the map reads it, once while analysing and
+    // once while streaming (then the rescue engine reads it as data).
+    sh(&format!(
+        "mkfs.ext4 -q -F -b 1024 -O ^flex_bg -E nodiscard {}",
+        s(&disk)
+    ));
+    let bitmap: u64 = sh(&format!("dumpe2fs {} 2>/dev/null", s(&disk)))
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Block bitmap at "))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let src = std::sync::Arc::new(FlakyOnce {
+        dev: Device::open(&disk, Access::Read).unwrap(),
+        range: (bitmap * 1024, bitmap * 1024 + 1024),
+        reads: 0.into(),
+    });
+    let size = src.size();
+    let img = t.p("flaky.lbi");
+    let rep = create(
+        src,
+        &SourceIdentity::default(),
+        &img,
+        &CreateOptions::default(),
+        &NoProgress,
+        &Cancel::new(),
+    )
+    .unwrap();
+    let p = &rep.partitions[0];
+    assert_eq!(p.mode, lifeboat::fs::Mode::AllSectors, "{rep:?}");
+    assert!(
+        p.reason
+            .as_deref()
+            .unwrap()
+            .contains("could not be read again"),
+        "{rep:?}"
+    );
+    assert_eq!(rep.used_bytes, size, "{rep:?}");
+    assert_eq!(rep.unallocated_chunks, 0, "{rep:?}");
+    let o = lifeboat(&["image", "info", s(&img), "--json"]);
+    assert_exit(&o, 0);
+    assert_eq!(json(&o)["partitions"][0]["mode"], "all_sectors");
+}

@@ -632,6 +632,23 @@ impl UsageMap {
         self.used_bytes = self.disk_size;
     }
 
+    /// Records partitions whose map failed while streaming ([`UsedExtents::failed`]): they were
+    /// copied whole from where their map stopped, so they are reported as all sectors, and why.
+    pub fn mark_failed(&mut self, failed: &[(u32, String)]) {
+        for (number, err) in failed {
+            if let Some(p) = self.partitions.iter_mut().find(|p| p.number == *number) {
+                if p.mode == Mode::UsedBlocks {
+                    self.used_bytes += p.size_bytes - p.used_bytes;
+                    p.mode = Mode::AllSectors;
+                    p.used_bytes = p.size_bytes;
+                    p.reason = Some(format!(
+                        "its allocation map could not be read again while copying ({err})"
+                    ));
+                }
+            }
+        }
+    }
+
     /// Whether any partition is copied by used blocks (false: the plan is the whole disk).
     pub fn any_used_blocks(&self) -> bool {
         self.partitions.iter().any(|p| p.mode == Mode::UsedBlocks)

@@ -267,6 +267,16 @@ pub fn create(
         plan.force_all_sectors("--all-sectors was given");
     }
     let used_mode = plan.any_used_blocks();
+    // The used ranges, streamed now (a map that fails on this second read makes its partition
+    // all sectors: the plan, the report and the image's usage record say so).
+    let used_ranges: Option<Vec<(u64, u64)>> = used_mode.then(|| {
+        let mut it = plan.extents(src.as_ref());
+        let v = it.by_ref().collect();
+        let failed = std::mem::take(&mut it.failed);
+        drop(it);
+        plan.mark_failed(&failed);
+        v
+    });
     let usage = encode_usage(
         &serde_json::to_vec(&plan)
             .map_err(|e| Error::invalid("cannot encode the used-block plan").caused_by(e))?,
@@ -318,11 +328,7 @@ pub fn create(
     let chunks = header.chunk_count();
     // The rescue domain: what the image needs of the disk.
     let lbs = src.logical_block_size().max(512) as u64;
-    let domain = Arc::new(feed::Domain::new(
-        used_mode.then(|| plan.extents(src.as_ref()).collect()),
-        size,
-        lbs,
-    ));
+    let domain = Arc::new(feed::Domain::new(used_ranges, size, lbs));
     let settings = journal::Settings {
         header: journal::settings_header(&header),
         compress: format!("{:?}", opts.compress),
