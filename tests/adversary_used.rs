@@ -4,32 +4,14 @@
 //! restores it onto a target full of *other* random data, and referees the copy with the
 //! filesystem's own tools (file contents through mtools / debugfs, fsck clean), or checks that
 //! the partition fell back to all sectors with a reason. The source's sha256 never changes.
+//! Resume (issue 12): the `--map` of a clone or restore that finished is not "resumed" into a
+//! job that writes nothing.
 mod common;
 
+use common::usedfs::{have, random_file};
 use common::{assert_exit, json, lifeboat, s, sh, sha256, TempDir, MIB};
-use lifeboat::rescue::sim::SimDevice;
 use std::fs;
 use std::path::{Path, PathBuf};
-
-fn have(tools: &[&str]) -> bool {
-    for t in tools {
-        let ok = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {t}"))
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            println!("skipped: {t} missing");
-            return false;
-        }
-    }
-    true
-}
-
-fn random_file(p: &Path, len: u64, seed: u64) {
-    fs::write(p, SimDevice::pattern(len as usize, seed)).unwrap();
-}
 
 /// Files of random bytes named f0.. in `t`, of the given sizes in KiB.
 fn payload(t: &TempDir, kib: &[u64]) -> Vec<PathBuf> {

@@ -84,8 +84,7 @@ impl RestoreMap {
         notes: &mut Vec<String>,
     ) -> Result<RestoreMap> {
         check_location(path)?;
-        let mut map =
-            load_or_new_for(Some(path), origin, len, &[], notes, "restore", "restoring")?;
+        let mut map = load_or_new_for(Some(path), origin, len, &[], notes, "restore", "restoring")?;
         if map.current_phase == '+' {
             // Nothing to resume: a finished restore. Taken as one, it would write nothing and
             // report success while the target keeps whatever was done to it since.
