@@ -495,7 +495,8 @@ fn restore_map_on_a_store_partition() {
         s(&maps)
     ));
     assert!(text.contains("# Lifeboat origin:"), "{text}");
-    // Resumed from there: nothing left to write.
+    // Read from there again: the map of a finished restore is not resumed (the target may
+    // have changed since), the restore is done in full again, with a note.
     let o = lb(&[
         "image",
         "restore",
@@ -507,5 +508,13 @@ fn restore_map_on_a_store_partition() {
         &format!("label={maps_lab}:/maps/r.map"),
     ]);
     assert_exit(&o, 0);
-    assert_eq!(json(&o)["written_bytes"], 0);
+    assert_eq!(json(&o)["resumed_bytes"], 0);
+    assert!(json(&o)["written_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        json(&o)["notes"]
+            .to_string()
+            .contains("records a restore that finished"),
+        "{}",
+        json(&o)
+    );
 }
