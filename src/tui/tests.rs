@@ -408,6 +408,26 @@ fn progress_screens() {
     );
     a.update(Event::Job(Some(j)));
     snapshot("progress_image_80x24", &a, 80, 24);
+    // A rescue in its trimming pass: reads issued and failed, the last good read; a drive that
+    // returned nothing for 42 s is called stalled, in red.
+    let mut j = job(true);
+    let mut p = progress(211 << 30, 4096, Some(&map));
+    p.phase = "trimming".into();
+    p.pass = Some(2);
+    p.reads_total = Some(8371);
+    p.reads_failed = Some(4270);
+    p.ms_since_good_read = Some(300);
+    j.progress = Some(p.clone());
+    a.update(Event::Job(Some(j.clone())));
+    let t = text(&snapshot("progress_rescue_80x24", &a, 80, 24));
+    assert!(t.contains("trimming, pass 2"), "{t}");
+    assert!(t.contains("8371 issued, 4270 failed   last good read <1 s ago"), "{t}");
+    p.ms_since_good_read = Some(42_500);
+    j.progress = Some(p);
+    a.update(Event::Job(Some(j)));
+    let buf = snapshot("progress_stalled_80x24", &a, 80, 24);
+    assert!(text(&buf).contains("NO GOOD READ FOR 42 s"), "{}", text(&buf));
+    assert_eq!(fg_of(&buf, "NO GOOD READ"), Some(Color::LightRed));
 }
 
 #[test]

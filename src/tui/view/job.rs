@@ -83,8 +83,10 @@ pub fn draw_progress(f: &mut Frame, area: Rect, app: &App) {
     } else {
         parts.len().min(SHOWN) as u16 + 2
     };
+    let reads = j.progress.as_ref().and_then(reads_line);
+    let rows = 11 + reads.is_some() as u16;
     let [stats, parts_area, map_area] = Layout::vertical([
-        Constraint::Length(11),
+        Constraint::Length(rows),
         Constraint::Length(parts_h),
         Constraint::Min(3),
     ])
@@ -126,10 +128,14 @@ pub fn draw_progress(f: &mut Frame, area: Rect, app: &App) {
     match &j.progress {
         Some(p) => {
             let pct = p.percent();
+            let phase = match p.pass {
+                Some(n) => format!("{}, pass {n}", p.phase),
+                None => p.phase.clone(),
+            };
             let phase = if j.cancel_requested {
-                format!("{} (cancelling...)", p.phase)
+                format!("{phase} (cancelling...)")
             } else {
-                p.phase.clone()
+                phase
             };
             v.push(Line::from(vec![
                 Span::styled("Phase     ", l),
@@ -178,6 +184,7 @@ pub fn draw_progress(f: &mut Frame, area: Rect, app: &App) {
                     err_style,
                 ),
             ]));
+            v.extend(reads.clone());
         }
         None => {
             v.push(Line::from(vec![
@@ -210,6 +217,57 @@ pub fn draw_progress(f: &mut Frame, area: Rect, app: &App) {
         stats,
     );
     draw_map(f, map_area, j);
+}
+
+/// How long without a good read before the screen calls the drive stalled: a failing drive's
+/// read can take a few seconds (its own retries, the kernel's); much longer is worth seeing.
+const STALLED_MS: u64 = 10_000;
+
+/// A rescuing job's reads (issued, failed) and the time since the last good read; a drive that
+/// has returned no data for [`STALLED_MS`] is shown in red. `None` for jobs that do not report
+/// reads.
+fn reads_line(p: &crate::jobs::Progress) -> Option<Line<'static>> {
+    let total = p.reads_total?;
+    let failed = p.reads_failed.unwrap_or(0);
+    let l = Style::new().fg(Color::Cyan);
+    let fail_style = if failed > 0 {
+        Style::new().fg(Color::Yellow)
+    } else {
+        Style::new()
+    };
+    let mut spans = vec![
+        Span::styled("Reads     ", l),
+        Span::raw(format!("{total} issued, ")),
+        Span::styled(format!("{failed} failed"), fail_style),
+    ];
+    match p.ms_since_good_read {
+        Some(ms) if ms >= STALLED_MS => spans.push(Span::styled(
+            format!("   NO GOOD READ FOR {} (stalled?)", fmt_secs(ms)),
+            Style::new()
+                .fg(Color::LightRed)
+                .add_modifier(Modifier::BOLD),
+        )),
+        Some(ms) => spans.push(Span::raw(format!(
+            "   last good read {} ago",
+            if ms < 1000 {
+                "<1 s".to_string()
+            } else {
+                fmt_secs(ms)
+            }
+        ))),
+        None => {}
+    }
+    Some(Line::from(spans))
+}
+
+/// "42 s", "3 min 05 s" for a duration in milliseconds.
+fn fmt_secs(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{s} s")
+    } else {
+        format!("{} min {:02} s", s / 60, s % 60)
+    }
 }
 
 fn draw_map(f: &mut Frame, area: Rect, j: &JobSnapshot) {
