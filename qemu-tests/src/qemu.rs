@@ -65,6 +65,9 @@ pub struct DiskSpec {
     /// NVMe only: the SMART / Health log's Critical Warning bits the controller reports
     /// (QEMU's `smart_critical_warning`), to present a failing drive.
     pub nvme_critical_warning: Option<u8>,
+    /// Reads limited to this many bytes per second (QEMU's `throttling.bps-read`): a job on
+    /// this disk takes long enough to be interrupted part way.
+    pub throttle_read_bps: Option<u64>,
 }
 
 impl DiskSpec {
@@ -81,6 +84,7 @@ impl DiskSpec {
             blkdebug: None,
             bootindex: None,
             nvme_critical_warning: None,
+            throttle_read_bps: None,
         }
     }
     pub fn model(mut self, m: &str) -> Self {
@@ -112,6 +116,10 @@ impl DiskSpec {
     }
     /// NVMe only: report these Critical Warning bits in the SMART / Health log (e.g. 0x04,
     /// "NVM subsystem reliability degraded"): the drive then reads as failing.
+    pub fn throttle_read_bps(mut self, bps: u64) -> Self {
+        self.throttle_read_bps = Some(bps);
+        self
+    }
     pub fn nvme_critical_warning(mut self, bits: u8) -> Self {
         self.nvme_critical_warning = Some(bits);
         self
@@ -275,6 +283,9 @@ pub fn drive_arg(n: usize, d: &DiskSpec) -> String {
     };
     if d.read_only {
         v.push_str(",readonly=on");
+    }
+    if let Some(bps) = d.throttle_read_bps {
+        v.push_str(&format!(",throttling.bps-read={bps}"));
     }
     v
 }
@@ -569,6 +580,11 @@ mod tests {
             drive_arg(7, &d),
             "if=none,id=d7,driver=raw,file.driver=blkdebug,file.config=/d/bd.conf,\
              file.image.filename=/d/src.img,readonly=on"
+        );
+        let d = DiskSpec::new("/d/s.img", Bus::Virtio, "S").throttle_read_bps(2 << 20);
+        assert_eq!(
+            drive_arg(1, &d),
+            "if=none,id=d1,format=raw,file=/d/s.img,throttling.bps-read=2097152"
         );
     }
 
