@@ -421,12 +421,19 @@ fn progress_screens() {
     a.update(Event::Job(Some(j.clone())));
     let t = text(&snapshot("progress_rescue_80x24", &a, 80, 24));
     assert!(t.contains("trimming, pass 2"), "{t}");
-    assert!(t.contains("8371 issued, 4270 failed   last good read <1 s ago"), "{t}");
+    assert!(
+        t.contains("8371 issued, 4270 failed   last good read <1 s ago"),
+        "{t}"
+    );
     p.ms_since_good_read = Some(42_500);
     j.progress = Some(p);
     a.update(Event::Job(Some(j)));
     let buf = snapshot("progress_stalled_80x24", &a, 80, 24);
-    assert!(text(&buf).contains("NO GOOD READ FOR 42 s"), "{}", text(&buf));
+    assert!(
+        text(&buf).contains("NO GOOD READ FOR 42 s"),
+        "{}",
+        text(&buf)
+    );
     assert_eq!(fg_of(&buf, "NO GOOD READ"), Some(Color::LightRed));
 }
 
