@@ -21,7 +21,8 @@
 //! Memory: the chunk map (about 90 bytes per chunk: a 16 TiB filesystem of 1 GiB data chunks
 //! needs ~1.5 MiB; the kernel holds the same map) and one path of the tree being walked (at
 //! most 8 blocks of at most 64 KiB). Tree blocks are read exactly, without read-ahead.
-use super::xfs::{crc32c, read_exact};
+use super::crc32c::crc32c;
+use super::xfs::read_exact;
 use super::{le16, le32, le64, ListMap, Range, Region, Union, UsedMap};
 use crate::error::{Error, Result};
 use std::collections::VecDeque;

@@ -8,6 +8,7 @@
 //! is refused too (its bitmaps may not describe its data), and so is a block bitmap that fails
 //! its metadata_csum checksum. Memory: one descriptor block, one bitmap block and the
 //! [`Region`] window.
+use super::crc32c::crc32c_raw;
 use super::{bit_runs, le16, le32, Range, Region, UsedMap};
 use crate::error::{Error, Result};
 use std::collections::VecDeque;
@@ -212,38 +213,11 @@ fn geometry(r: &Region) -> Result<Geo> {
             if incompat & INCOMPAT_CSUM_SEED != 0 {
                 le32(&sb, 0x270)
             } else {
-                crc32c(!0, &sb[0x68..0x78])
+                crc32c_raw(!0, &sb[0x68..0x78])
             }
         }),
         cpg,
     })
-}
-
-/// CRC32C (Castagnoli) as ext4 uses it: `crc` in, no final inversion.
-fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    (c >> 1) ^ 0x82F6_3B78
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    for &b in data {
-        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    crc
 }
 
 /// One group descriptor's fields.
@@ -366,7 +340,7 @@ impl ExtMap<'_> {
             if let Some(seed) = geo.csum_seed {
                 // The kernel refuses a bitmap whose checksum fails (the group is marked
                 // corrupt): bits flipped both ways keep the free count and lose used blocks.
-                let mut sum = crc32c(seed, &bits[..(geo.cpg / 8).min(bs) as usize]);
+                let mut sum = crc32c_raw(seed, &bits[..(geo.cpg / 8).min(bs) as usize]);
                 if geo.desc_size < 0x3A {
                     sum &= 0xFFFF;
                 }

@@ -21,6 +21,7 @@
 //! fails while streaming (a read error the second time) turns the rest of its partition into
 //! used bytes: the stream itself never loses data.
 pub mod btrfs;
+pub mod crc32c;
 pub mod domain;
 pub mod exfat;
 pub mod ext;

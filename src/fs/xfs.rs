@@ -15,6 +15,7 @@
 //! Memory: one path of the bnobt (at most [`MAX_LEVELS`] blocks of at most 64 KiB); the log
 //! check reads cycle numbers in 64 KiB pieces. Every read is exactly the structure needed
 //! ([`read_exact`]): no read-ahead into free space.
+use super::crc32c::crc32c_raw;
 use super::{Range, Region, UsedMap};
 use crate::error::{Error, Result};
 
@@ -62,40 +63,6 @@ pub(crate) fn be64(b: &[u8], o: usize) -> u64 {
             u64::from_be_bytes(a)
         })
         .unwrap_or(0)
-}
-
-/// CRC32C (Castagnoli, reflected 0x82F63B78) lookup table.
-const CRC32C_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
-/// Continues a raw CRC32C register over `data` (no pre/post inversion).
-pub(crate) fn crc32c_raw(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc = CRC32C_TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    crc
-}
-
-/// The standard CRC32C of `data` (what XFS and btrfs store, little-endian).
-pub fn crc32c(data: &[u8]) -> u32 {
-    !crc32c_raw(!0, data)
 }
 
 /// XFS's metadata checksum: CRC32C of `buf` with its 4-byte CRC field at `off` read as zero.
@@ -651,14 +618,10 @@ mod log {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rescue::sim::SimDevice;
 
     #[test]
-    fn crc32c_known_values() {
-        // RFC 3720 test vectors.
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
-        assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
+    fn the_xfs_checksum_field_is_read_as_zero_and_checked() {
+        use crate::fs::crc32c::crc32c;
         let mut b = vec![7u8; 64];
         let c = {
             let mut z = b.clone();
@@ -670,6 +633,7 @@ mod tests {
         b[40] ^= 1;
         assert!(!xfs_cksum_ok(&b, 8));
     }
+    use crate::rescue::sim::SimDevice;
 
     /// A tiny v4 XFS: 1 AG of 64 blocks of 4 KiB, a bnobt of one leaf with free extents
     /// 10+5 and 40+24, a log of 16 blocks at block 20 (left zeroed: never written).
