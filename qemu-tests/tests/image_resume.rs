@@ -74,11 +74,23 @@ fn dump(disk: &Path, start: u64, len: u64, name: &str, dir: &Path) -> Vec<u8> {
     std::fs::read(&out).unwrap_or_else(|e| panic!("{name} is not in the store: {e}"))
 }
 
-fn disks(src: &Path, cfg: &Path, store: &Path) -> Vec<DiskSpec> {
-    vec![
-        DiskSpec::new(src, Bus::Virtio, "RESUME-SRC").blkdebug(cfg),
-        DiskSpec::new(store, Bus::Sata, "RESUME-STORE"),
-    ]
+/// `done_bytes` of a `LIFEBOAT-PROGRESS` line.
+fn done_bytes(line: &str) -> Option<u64> {
+    let rest = &line[line.find("\"done_bytes\":")? + "\"done_bytes\":".len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The source (failing: blkdebug, and with `throttle` its reads limited to that many bytes a
+/// second) and the store.
+fn disks(src: &Path, cfg: &Path, store: &Path, throttle: Option<u64>) -> Vec<DiskSpec> {
+    let mut s = DiskSpec::new(src, Bus::Virtio, "RESUME-SRC").blkdebug(cfg);
+    if let Some(bps) = throttle {
+        s = s.throttle_read_bps(bps);
+    }
+    vec![s, DiskSpec::new(store, Bus::Sata, "RESUME-STORE")]
 }
 
 #[test]
@@ -108,7 +120,7 @@ fn image_create_killed_mid_job_resumes_to_the_same_bytes() {
     let mut vm = Vm::boot(
         "image-resume-whole",
         &run_param("image create serial=RESUME-SRC label=STORE:/whole.lbi --json"),
-        disks(&src, &cfg, &store),
+        disks(&src, &cfg, &store, None),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let res = vm.wait_result(Duration::from_secs(300));
@@ -124,17 +136,23 @@ fn image_create_killed_mid_job_resumes_to_the_same_bytes() {
     drop(vm);
 
     // Boot 2: the same job under another name, with a checkpoint every 0.3 s (an environment
-    // variable on the kernel command line reaches the job through PID 1), QEMU killed 2 s after
-    // the copy has begun.
+    // variable on the kernel command line reaches the job through PID 1) and the source's reads
+    // throttled to 3 MiB/s, so the job lasts ~16 s whatever the machine's speed; QEMU is killed
+    // 1.5 s after a third of the disk is done (no fixed delay from the start: a quiet machine
+    // finished the whole job inside one).
     let cmd = "image create serial=RESUME-SRC label=STORE:/cut.lbi --json";
     let params = format!("{} LIFEBOAT_CHECKPOINT_SECS=0.3", run_param(cmd));
-    let mut vm = Vm::boot("image-resume-cut", &params, disks(&src, &cfg, &store))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let line = vm.wait_line("copy progress", Duration::from_secs(300), |l| {
-        l.contains("LIFEBOAT-PROGRESS") && !l.contains("\"done_bytes\":0,")
+    let mut vm = Vm::boot(
+        "image-resume-cut",
+        &params,
+        disks(&src, &cfg, &store, Some(3 * MIB)),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let line = vm.wait_line("a third copied", Duration::from_secs(300), |l| {
+        l.contains("LIFEBOAT-PROGRESS") && done_bytes(l).is_some_and(|d| d >= SRC_SIZE / 3)
     });
     vm.check(line);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(1500));
     if String::from_utf8_lossy(&vm.output()).contains("LIFEBOAT-RESULT") {
         vm.fail("the job finished before QEMU was killed: nothing to resume");
     }
@@ -145,7 +163,7 @@ fn image_create_killed_mid_job_resumes_to_the_same_bytes() {
     let mut vm = Vm::boot(
         "image-resume-again",
         &run_param(cmd),
-        disks(&src, &cfg, &store),
+        disks(&src, &cfg, &store, None),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let res = vm.wait_result(Duration::from_secs(300));
