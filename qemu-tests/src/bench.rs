@@ -5,7 +5,7 @@
 use crate::qemu::{default_append, DiskSpec, SerialMode, VmSpec};
 use crate::{Faults, Vm};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -197,4 +197,215 @@ pub fn between<'a>(console: &'a str, a: &str, b: &str) -> Option<&'a str> {
     let i = console.find(a)? + a.len();
     let j = console[i..].find(b)? + i;
     Some(&console[i..j])
+}
+
+/// The arguments both benchmarks share (`--runs N`, `--dir DIR`) and each one's own value
+/// flags (`own`), in the order given; anything else is an error showing `usage`.
+#[derive(Debug)]
+pub struct Args {
+    pub runs: usize,
+    pub dir: PathBuf,
+    pub own: Vec<(String, String)>,
+}
+
+impl Args {
+    /// The value of own flag `flag`, if given (the last one wins).
+    pub fn get(&self, flag: &str) -> Option<&str> {
+        self.own
+            .iter()
+            .rev()
+            .find(|(f, _)| f == flag)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses `args` (without the program name): `--runs` (default 2), `--dir` (default
+/// target/NAME) and the value flags in `own`.
+pub fn parse_args(
+    name: &str,
+    own: &[&str],
+    usage: &str,
+    args: impl IntoIterator<Item = String>,
+) -> Result<Args, String> {
+    let mut o = Args {
+        runs: 2,
+        dir: crate::repo_root().join("target").join(name),
+        own: Vec::new(),
+    };
+    let mut a = args.into_iter();
+    while let Some(x) = a.next() {
+        let mut val = || a.next().ok_or(format!("{x} needs a value"));
+        match x.as_str() {
+            "--runs" => o.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--dir" => o.dir = PathBuf::from(val()?),
+            f if own.contains(&f) => {
+                let v = val()?;
+                o.own.push((x.clone(), v));
+            }
+            _ => return Err(format!("unknown argument {x}; usage: {name} {usage}")),
+        }
+    }
+    Ok(o)
+}
+
+/// The source every round reads: written once into `dir` (kept between invocations), its
+/// blkdebug rules, its faults and its sha256 before any run.
+pub struct Source {
+    pub path: PathBuf,
+    pub blkdebug: PathBuf,
+    pub faults: Faults,
+    pub sha256: String,
+}
+
+/// Makes `dir` and the source in it.
+pub fn source(dir: &Path) -> Result<Source, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("src.img");
+    let blkdebug = dir.join("blkdebug.conf");
+    let faults = faults();
+    faults.write(&blkdebug).map_err(|e| e.to_string())?;
+    if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(SIZE) {
+        std::fs::write(&path, pattern(SIZE)).map_err(|e| e.to_string())?;
+    }
+    let sha256 = crate::disks::sha256(&path).map_err(|e| e.to_string())?;
+    Ok(Source {
+        path,
+        blkdebug,
+        faults,
+        sha256,
+    })
+}
+
+/// `runs` rounds of the two `tools`, the order alternating so neither always runs on a warmer
+/// machine; `one` runs one tool once. Each run is logged to stderr as `NAME: round ...`.
+pub fn rounds(
+    name: &str,
+    runs: usize,
+    tools: [&'static str; 2],
+    mut one: impl FnMut(&'static str) -> Result<Run, String>,
+) -> Result<Vec<Run>, String> {
+    let mut out = Vec::new();
+    for round in 0..runs {
+        let order = if round % 2 == 0 {
+            tools
+        } else {
+            [tools[1], tools[0]]
+        };
+        for tool in order {
+            let r = one(tool)?;
+            eprintln!(
+                "{name}: round {} {:<9} {:6.1} s (/init at {:.1} s)  source reads {} (failed {})",
+                round + 1,
+                r.tool,
+                r.secs,
+                r.to_init,
+                r.dev_reads + r.dev_failed,
+                r.dev_failed
+            );
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The fastest run of `tool` (QEMU start to power-off).
+pub fn best<'a>(runs: &'a [Run], tool: &str) -> &'a Run {
+    runs.iter()
+        .filter(|r| r.tool == tool)
+        .min_by(|a, b| a.secs.total_cmp(&b.secs))
+        .expect("at least one run of each tool")
+}
+
+/// The last run of `tool`.
+pub fn last<'a>(runs: &'a [Run], tool: &str) -> &'a Run {
+    runs.iter()
+        .rev()
+        .find(|r| r.tool == tool)
+        .expect("at least one run of each tool")
+}
+
+/// The shortest time from /init to power-off of `tool`'s runs.
+pub fn best_after_init(runs: &[Run], tool: &str) -> f64 {
+    runs.iter()
+        .filter(|r| r.tool == tool)
+        .map(|r| r.secs - r.to_init)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// `tool 12.3s, tool 11.9s, ...` for every run.
+pub fn all_runs(runs: &[Run]) -> String {
+    runs.iter()
+        .map(|r| format!("{} {:.1}s", r.tool, r.secs))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `bad_ranges` of a Lifeboat JSON report as (start, length) pairs.
+pub fn bad_ranges(out: &Value) -> Result<Vec<(u64, u64)>, String> {
+    Ok(out["bad_ranges"]
+        .as_array()
+        .ok_or(format!("no bad_ranges: {out}"))?
+        .iter()
+        .map(|v| (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_shared_and_own_flags() {
+        let a = parse_args(
+            "b",
+            &["--compress"],
+            "",
+            args(&["--runs", "3", "--compress", "lz4", "--dir", "/x"]),
+        )
+        .unwrap();
+        assert_eq!(a.runs, 3);
+        assert_eq!(a.dir, PathBuf::from("/x"));
+        assert_eq!(a.get("--compress"), Some("lz4"));
+        assert_eq!(a.get("--lifeboat"), None);
+        let d = parse_args("b", &[], "", args(&[])).unwrap();
+        assert_eq!(d.runs, 2);
+        assert!(d.dir.ends_with("target/b"));
+    }
+
+    #[test]
+    fn rejects_unknown_and_missing_values() {
+        assert!(parse_args("b", &[], "USAGE", args(&["--what"]))
+            .unwrap_err()
+            .contains("USAGE"));
+        assert!(parse_args("b", &["--x"], "", args(&["--x"]))
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse_args("b", &[], "", args(&["--runs", "two"])).is_err());
+    }
+
+    #[test]
+    fn rounds_alternate_the_order() {
+        let mut seen = Vec::new();
+        let runs = rounds("t", 2, ["a", "b"], |tool| {
+            seen.push(tool);
+            Ok(Run {
+                tool,
+                secs: seen.len() as f64,
+                to_init: 0.5,
+                dev_reads: 0,
+                dev_failed: 0,
+                console: String::new(),
+            })
+        })
+        .unwrap();
+        assert_eq!(seen, ["a", "b", "b", "a"]);
+        assert_eq!(best(&runs, "a").secs, 1.0);
+        assert_eq!(last(&runs, "a").secs, 4.0);
+        assert_eq!(best_after_init(&runs, "b"), 1.5);
+        assert_eq!(all_runs(&runs), "a 1.0s, b 2.0s, b 3.0s, a 4.0s");
+    }
 }

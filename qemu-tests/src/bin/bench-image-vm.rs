@@ -11,61 +11,13 @@
 //! unchanged. Prints the ratio image create / clone.
 //!
 //! Usage: bench-image-vm --lifeboat HOST-BINARY [--runs 2] [--dir DIR] [--compress METHOD]
-use lifeboat_qemu_tests::bench::{
-    self, blank, evict, faults, marker_json, pattern, Run, MIB, SIZE,
-};
+use lifeboat_qemu_tests::bench::{self, bad_ranges, blank, evict, marker_json, MIB, SIZE};
 use lifeboat_qemu_tests::disks::{run as run_tool, sha256, DiskBuilder, Fs, Part, Table};
 use lifeboat_qemu_tests::qemu::{Bus, DiskSpec};
 use lifeboat_qemu_tests::{artefacts, run_param};
-use serde_json::Value;
 use std::path::PathBuf;
 
-struct Opts {
-    lifeboat: PathBuf,
-    runs: usize,
-    dir: PathBuf,
-    /// `--compress` for image create (default: its own default, zstd:1).
-    compress: Option<String>,
-}
-
-fn parse_args() -> Result<Opts, String> {
-    let mut o = Opts {
-        lifeboat: PathBuf::new(),
-        runs: 2,
-        dir: lifeboat_qemu_tests::repo_root()
-            .join("target")
-            .join("bench-image-vm"),
-        compress: None,
-    };
-    let mut a = std::env::args().skip(1);
-    while let Some(x) = a.next() {
-        let mut val = || a.next().ok_or(format!("{x} needs a value"));
-        match x.as_str() {
-            "--lifeboat" => o.lifeboat = PathBuf::from(val()?),
-            "--runs" => o.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
-            "--dir" => o.dir = PathBuf::from(val()?),
-            "--compress" => o.compress = Some(val()?),
-            _ => {
-                return Err(format!(
-                    "unknown argument {x}; usage: bench-image-vm --lifeboat PATH [--runs 2] [--dir DIR] [--compress METHOD]"
-                ))
-            }
-        }
-    }
-    if !o.lifeboat.is_file() {
-        return Err("--lifeboat PATH (the host's lifeboat binary) is required".into());
-    }
-    Ok(o)
-}
-
-fn bad_ranges(out: &Value) -> Result<Vec<(u64, u64)>, String> {
-    Ok(out["bad_ranges"]
-        .as_array()
-        .ok_or(format!("no bad_ranges: {out}"))?
-        .iter()
-        .map(|v| (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0)))
-        .collect())
-}
+const USAGE: &str = "--lifeboat PATH [--runs 2] [--dir DIR] [--compress METHOD]";
 
 /// The store's ext4 partition: start and length.
 const STORE_MIB: u64 = 480;
@@ -78,73 +30,57 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let o = parse_args()?;
-    let a = artefacts()?;
-    std::fs::create_dir_all(&o.dir).map_err(|e| format!("{}: {e}", o.dir.display()))?;
-    let src = o.dir.join("src.img");
-    let cfg = o.dir.join("blkdebug.conf");
-    let f = faults();
-    f.write(&cfg).map_err(|e| e.to_string())?;
-    if std::fs::metadata(&src).map(|m| m.len()).ok() != Some(SIZE) {
-        std::fs::write(&src, pattern(SIZE)).map_err(|e| e.to_string())?;
+    let o = bench::parse_args(
+        "bench-image-vm",
+        &["--lifeboat", "--compress"],
+        USAGE,
+        std::env::args().skip(1),
+    )?;
+    let lifeboat = PathBuf::from(o.get("--lifeboat").unwrap_or_default());
+    if !lifeboat.is_file() {
+        return Err("--lifeboat PATH (the host's lifeboat binary) is required".into());
     }
-    let before = sha256(&src).map_err(|e| e.to_string())?;
-    let want = f.permanent_ranges();
+    let a = artefacts()?;
+    let source = bench::source(&o.dir)?;
+    let (src, cfg) = (&source.path, &source.blkdebug);
+    let want = source.faults.permanent_ranges();
     let dst = o.dir.join("dst-clone.img");
     let store = o.dir.join("store.img");
     let clone_params = run_param("clone serial=BENCH-SRC serial=BENCH-DST --yes --json");
-    let compress = o.compress.clone().unwrap_or_else(|| "zstd:1".into());
+    // `--compress` for image create (default: its own default).
+    let compress = o.get("--compress").unwrap_or("zstd:1").to_string();
     let image_params = run_param(&format!(
         "image create serial=BENCH-SRC label=BSTORE:/b.lbi --compress {compress} --json"
     ));
-    let mut runs: Vec<Run> = Vec::new();
     let mut store_part = (0, 0);
-    for round in 0..o.runs {
-        let order: [&str; 2] = if round % 2 == 0 {
-            ["clone", "image"]
+    let runs = bench::rounds("bench-image-vm", o.runs, ["clone", "image"], |tool| {
+        let disks = if tool == "clone" {
+            blank(&dst, SIZE)?;
+            vec![
+                DiskSpec::new(src, Bus::Virtio, "BENCH-SRC").blkdebug(cfg),
+                DiskSpec::new(&dst, Bus::Nvme, "BENCH-DST"),
+            ]
         } else {
-            ["image", "clone"]
+            let built = DiskBuilder::new(STORE_MIB + 8, Table::Gpt)
+                .part(Part::new(STORE_MIB, Fs::Ext4).label("BSTORE"))
+                .build(&store)?;
+            let p = &built.partitions[0];
+            store_part = (p.start_bytes, p.size_bytes);
+            vec![
+                DiskSpec::new(src, Bus::Virtio, "BENCH-SRC").blkdebug(cfg),
+                DiskSpec::new(&store, Bus::Nvme, "BENCH-STORE"),
+            ]
         };
-        for tool in order {
-            let disks = if tool == "clone" {
-                blank(&dst, SIZE)?;
-                vec![
-                    DiskSpec::new(&src, Bus::Virtio, "BENCH-SRC").blkdebug(&cfg),
-                    DiskSpec::new(&dst, Bus::Nvme, "BENCH-DST"),
-                ]
-            } else {
-                let built = DiskBuilder::new(STORE_MIB + 8, Table::Gpt)
-                    .part(Part::new(STORE_MIB, Fs::Ext4).label("BSTORE"))
-                    .build(&store)?;
-                let p = &built.partitions[0];
-                store_part = (p.start_bytes, p.size_bytes);
-                vec![
-                    DiskSpec::new(&src, Bus::Virtio, "BENCH-SRC").blkdebug(&cfg),
-                    DiskSpec::new(&store, Bus::Nvme, "BENCH-STORE"),
-                ]
-            };
-            evict(&src);
-            let (name, params) = if tool == "clone" {
-                ("clone", &clone_params)
-            } else {
-                ("image", &image_params)
-            };
-            let r = bench::boot(name, &a.kernel, &a.initrd, params, disks)?;
-            eprintln!(
-                "bench-image-vm: round {} {:<6} {:6.1} s (/init at {:.1} s)  source reads {} (failed {})",
-                round + 1,
-                r.tool,
-                r.secs,
-                r.to_init,
-                r.dev_reads + r.dev_failed,
-                r.dev_failed
-            );
-            runs.push(r);
-        }
-    }
-    let last = |t: &str| runs.iter().rev().find(|r| r.tool == t).unwrap();
+        evict(src);
+        let params = if tool == "clone" {
+            &clone_params
+        } else {
+            &image_params
+        };
+        bench::boot(tool, &a.kernel, &a.initrd, params, disks)
+    })?;
     let result = |t: &str| {
-        marker_json(&last(t).console, "LIFEBOAT-RESULT ")
+        marker_json(&bench::last(&runs, t).console, "LIFEBOAT-RESULT ")
             .ok_or(format!("no LIFEBOAT-RESULT on the {t} run's console"))
     };
     let (rc, ri) = (result("clone")?, result("image")?);
@@ -173,7 +109,7 @@ fn run() -> Result<(), String> {
     )?;
     let raw = o.dir.join("image-export.raw");
     let _ = std::fs::remove_file(&raw);
-    let exp = std::process::Command::new(&o.lifeboat)
+    let exp = std::process::Command::new(&lifeboat)
         .args(["image", "export"])
         .arg(&lbi)
         .arg(&raw)
@@ -182,15 +118,9 @@ fn run() -> Result<(), String> {
     let image_bytes = std::fs::metadata(&lbi).map(|m| m.len()).unwrap_or(0);
     let same_bytes = exp.status.success()
         && sha256(&raw).map_err(|e| e.to_string())? == sha256(&dst).map_err(|e| e.to_string())?;
-    let src_ok = sha256(&src).map_err(|e| e.to_string())? == before;
+    let src_ok = sha256(src).map_err(|e| e.to_string())? == source.sha256;
     let _ = std::fs::remove_file(&part);
-    let best = |t: &str| {
-        runs.iter()
-            .filter(|r| r.tool == t)
-            .min_by(|a, b| a.secs.total_cmp(&b.secs))
-            .unwrap()
-    };
-    let (c, i) = (best("clone"), best("image"));
+    let (c, i) = (bench::best(&runs, "clone"), bench::best(&runs, "image"));
     println!("Failing disk under QEMU TCG: {} MiB source (virtio-blk + blkdebug: 1 MiB dead, 40 bad sectors, 1 transient).", SIZE / MIB);
     println!("QEMU start to guest power-off, best of {} runs each, alternating order, Lifeboat's own environment both times.\n", o.runs);
     println!(
@@ -213,12 +143,7 @@ fn run() -> Result<(), String> {
         i.dev_failed,
         oi["elapsed_secs"].as_f64().unwrap_or(0.0)
     );
-    let after = |t: &str| {
-        runs.iter()
-            .filter(|r| r.tool == t)
-            .map(|r| r.secs - r.to_init)
-            .fold(f64::INFINITY, f64::min)
-    };
+    let after = |t: &str| bench::best_after_init(&runs, t);
     println!(
         "\nratio image create / clone: wall {:.2}x (from /init to power-off {:.2}x), failed reads {:.2}x, reads {:.2}x",
         i.secs / c.secs,
@@ -226,13 +151,7 @@ fn run() -> Result<(), String> {
         i.dev_failed as f64 / c.dev_failed.max(1) as f64,
         (i.dev_reads + i.dev_failed) as f64 / (c.dev_reads + c.dev_failed).max(1) as f64
     );
-    println!(
-        "all runs: {}",
-        runs.iter()
-            .map(|r| format!("{} {:.1}s", r.tool, r.secs))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("all runs: {}", bench::all_runs(&runs));
     println!(
         "engine counters: clone {}/{} failed/total, image create {}/{} (re-read {} bytes); image {} bytes",
         oc["reads_failed"], oc["reads_total"], oi["reads_failed"], oi["reads_total"],

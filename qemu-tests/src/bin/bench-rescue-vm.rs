@@ -11,48 +11,14 @@
 //! source must be unchanged. Best of the runs per tool, ratio Lifeboat / ddrescue.
 //!
 //! Usage: bench-rescue-vm --ddrescue-initrd PATH [--runs 2] [--dir DIR]
-use lifeboat_qemu_tests::bench::{
-    self, between, blank, evict, faults, marker_json, pattern, Run, MIB, SIZE,
-};
+use lifeboat_qemu_tests::bench::{self, between, blank, evict, marker_json, Run, MIB, SIZE};
 use lifeboat_qemu_tests::disks::sha256;
 use lifeboat_qemu_tests::qemu::{Bus, DiskSpec};
 use lifeboat_qemu_tests::{artefacts, run_param};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-struct Opts {
-    ddrescue_initrd: PathBuf,
-    runs: usize,
-    dir: PathBuf,
-}
-
-fn parse_args() -> Result<Opts, String> {
-    let mut o = Opts {
-        ddrescue_initrd: PathBuf::new(),
-        runs: 2,
-        dir: lifeboat_qemu_tests::repo_root()
-            .join("target")
-            .join("bench-rescue-vm"),
-    };
-    let mut a = std::env::args().skip(1);
-    while let Some(x) = a.next() {
-        let mut val = || a.next().ok_or(format!("{x} needs a value"));
-        match x.as_str() {
-            "--ddrescue-initrd" => o.ddrescue_initrd = PathBuf::from(val()?),
-            "--runs" => o.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
-            "--dir" => o.dir = PathBuf::from(val()?),
-            _ => {
-                return Err(format!(
-                    "unknown argument {x}; usage: bench-rescue-vm --ddrescue-initrd PATH [--runs 2] [--dir DIR]"
-                ))
-            }
-        }
-    }
-    if !o.ddrescue_initrd.is_file() {
-        return Err("--ddrescue-initrd PATH (built by scripts/bench-rescue-vm) is required".into());
-    }
-    Ok(o)
-}
+const USAGE: &str = "--ddrescue-initrd PATH [--runs 2] [--dir DIR]";
 
 fn boot(
     tool: &'static str,
@@ -116,18 +82,20 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let o = parse_args()?;
-    let a = artefacts()?;
-    std::fs::create_dir_all(&o.dir).map_err(|e| format!("{}: {e}", o.dir.display()))?;
-    let src = o.dir.join("src.img");
-    let cfg = o.dir.join("blkdebug.conf");
-    let f = faults();
-    f.write(&cfg).map_err(|e| e.to_string())?;
-    if std::fs::metadata(&src).map(|m| m.len()).ok() != Some(SIZE) {
-        std::fs::write(&src, pattern(SIZE)).map_err(|e| e.to_string())?;
+    let o = bench::parse_args(
+        "bench-rescue-vm",
+        &["--ddrescue-initrd"],
+        USAGE,
+        std::env::args().skip(1),
+    )?;
+    let ddrescue_initrd = PathBuf::from(o.get("--ddrescue-initrd").unwrap_or_default());
+    if !ddrescue_initrd.is_file() {
+        return Err("--ddrescue-initrd PATH (built by scripts/bench-rescue-vm) is required".into());
     }
-    let before = sha256(&src).map_err(|e| e.to_string())?;
-    let want = f.permanent_ranges();
+    let a = artefacts()?;
+    let source = bench::source(&o.dir)?;
+    let (src, cfg) = (&source.path, &source.blkdebug);
+    let want = source.faults.permanent_ranges();
     let dst_lb = o.dir.join("dst-lifeboat.img");
     let dst_dd = o.dir.join("dst-ddrescue.img");
     eprintln!(
@@ -138,45 +106,25 @@ fn run() -> Result<(), String> {
         a.kernel.display()
     );
     let lb_params = run_param("clone serial=BENCH-SRC serial=BENCH-DST --yes --json");
-    let mut runs: Vec<Run> = Vec::new();
-    for round in 0..o.runs {
-        // Alternate the order so neither tool always runs on a warmer machine.
-        let order: [&str; 2] = if round % 2 == 0 {
-            ["ddrescue", "lifeboat"]
-        } else {
-            ["lifeboat", "ddrescue"]
-        };
-        for tool in order {
-            let r = if tool == "lifeboat" {
-                boot("lifeboat", &a.initrd, &lb_params, &src, &dst_lb, &cfg)?
+    let runs = bench::rounds(
+        "bench-rescue-vm",
+        o.runs,
+        ["ddrescue", "lifeboat"],
+        |tool| {
+            if tool == "lifeboat" {
+                boot("lifeboat", &a.initrd, &lb_params, src, &dst_lb, cfg)
             } else {
-                boot("ddrescue", &o.ddrescue_initrd, "", &src, &dst_dd, &cfg)?
-            };
-            eprintln!(
-                "bench-rescue-vm: round {} {:<9} {:6.1} s (/init at {:.1} s)  source reads {} (failed {})",
-                round + 1,
-                r.tool,
-                r.secs,
-                r.to_init,
-                r.dev_reads + r.dev_failed,
-                r.dev_failed
-            );
-            runs.push(r);
-        }
-    }
+                boot("ddrescue", &ddrescue_initrd, "", src, &dst_dd, cfg)
+            }
+        },
+    )?;
     // Checks on the last run of each tool.
-    let last = |t: &str| runs.iter().rev().find(|r| r.tool == t).unwrap();
-    let lb = last("lifeboat");
+    let lb = bench::last(&runs, "lifeboat");
     let res = marker_json(&lb.console, "LIFEBOAT-RESULT ")
         .ok_or("no LIFEBOAT-RESULT on Lifeboat's console")?;
     let out = &res["output"];
-    let lb_bad: Vec<(u64, u64)> = out["bad_ranges"]
-        .as_array()
-        .ok_or(format!("no bad_ranges: {res}"))?
-        .iter()
-        .map(|v| (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0)))
-        .collect();
-    let dd = last("ddrescue");
+    let lb_bad = bench::bad_ranges(out)?;
+    let dd = bench::last(&runs, "ddrescue");
     let map_text = between(&dd.console, "BENCH-MAP-BEGIN\n", "BENCH-MAP-END")
         .ok_or("no mapfile on ddrescue's console")?
         .replace('\r', "");
@@ -203,15 +151,12 @@ fn run() -> Result<(), String> {
     let same_bad = lb_bad == want && dd_bad == want;
     let same_bytes = sha256(&dst_lb).map_err(|e| e.to_string())?
         == sha256(&dst_dd).map_err(|e| e.to_string())?;
-    let src_ok = sha256(&src).map_err(|e| e.to_string())? == before;
+    let src_ok = sha256(src).map_err(|e| e.to_string())? == source.sha256;
 
-    let best = |t: &str| {
-        runs.iter()
-            .filter(|r| r.tool == t)
-            .min_by(|a, b| a.secs.total_cmp(&b.secs))
-            .unwrap()
-    };
-    let (bl, bd) = (best("lifeboat"), best("ddrescue"));
+    let (bl, bd) = (
+        bench::best(&runs, "lifeboat"),
+        bench::best(&runs, "ddrescue"),
+    );
     println!("Failing-disk rescue under QEMU TCG: {} MiB source (virtio-blk + blkdebug: 1 MiB dead, 40 bad sectors, 1 transient) onto NVMe.", SIZE / MIB);
     println!("QEMU start to guest power-off, best of {} runs each, same kernel, same machine, alternating order.\n", o.runs);
     println!(
@@ -244,13 +189,10 @@ fn run() -> Result<(), String> {
         bl.dev_failed as f64 / bd.dev_failed.max(1) as f64,
         (bl.dev_reads + bl.dev_failed) as f64 / (bd.dev_reads + bd.dev_failed).max(1) as f64
     );
-    let best_after = |t: &str| {
-        runs.iter()
-            .filter(|r| r.tool == t)
-            .map(|r| r.secs - r.to_init)
-            .fold(f64::INFINITY, f64::min)
-    };
-    let (al, ad) = (best_after("lifeboat"), best_after("ddrescue"));
+    let (al, ad) = (
+        bench::best_after_init(&runs, "lifeboat"),
+        bench::best_after_init(&runs, "ddrescue"),
+    );
     println!(
         "from /init to power-off (the environment and the tool; best of the runs): lifeboat {al:.1} s, ddrescue {ad:.1} s, ratio {:.2}x",
         al / ad
@@ -258,13 +200,7 @@ fn run() -> Result<(), String> {
     println!(
         "the rescue itself (each tool's own clock, last run): lifeboat {lb_secs:.1} s including its verify pass, ddrescue {dd_time}"
     );
-    println!(
-        "all runs: {}",
-        runs.iter()
-            .map(|r| format!("{} {:.1}s", r.tool, r.secs))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("all runs: {}", bench::all_runs(&runs));
     println!(
         "ddrescue exit status {dd_rc}; ddrescuelog -t:\n{}",
         totals.trim_end()
