@@ -30,6 +30,41 @@ fn pattern(size: u64) -> Vec<u8> {
     v
 }
 
+/// Boots a VM named `name` that clones `src` (virtio-blk behind blkdebug with `faults`) onto
+/// `dst` (NVMe), both disks with logical and physical block size `lbs` if given (QEMU's 512
+/// otherwise), serials `NAME-SRC` and `NAME-DST` (NAME upper-cased); returns its
+/// `LIFEBOAT-RESULT`.
+fn clone_in_vm(
+    t: &TempDir,
+    name: &str,
+    src: &Path,
+    dst: &Path,
+    faults: &Faults,
+    lbs: Option<u32>,
+) -> Value {
+    let cfg = t.join("blkdebug.conf");
+    faults.write(&cfg).unwrap();
+    let (s, d) = (
+        format!("{}-SRC", name.to_uppercase()),
+        format!("{}-DST", name.to_uppercase()),
+    );
+    let mut disks = vec![
+        DiskSpec::new(src, Bus::Virtio, &s).blkdebug(&cfg),
+        DiskSpec::new(dst, Bus::Nvme, &d),
+    ];
+    if let Some(lbs) = lbs {
+        disks = disks.into_iter().map(|d| d.block_size(lbs, lbs)).collect();
+    }
+    let mut vm = Vm::boot(
+        name,
+        &run_param(&format!("clone serial={s} serial={d} --yes --json")),
+        disks,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_result(Duration::from_secs(240))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn sgdisk(args: &[&str], img: &Path) -> String {
     let o = Command::new("sgdisk")
         .args(args)
@@ -62,23 +97,8 @@ fn clone_failing_virtio_onto_nvme() {
         .bad_bytes(8 * MIB, 4096) // a 4 KiB block
         .bad_bytes(20 * MIB + 4096, 128 * 1024) // a larger region
         .transient_sector(30 * MIB / 512 + 3); // fails once, then reads
-    let cfg = t.join("blkdebug.conf");
-    faults.write(&cfg).unwrap();
     let before = sha256(&src).unwrap();
-    let disks = vec![
-        DiskSpec::new(&src, Bus::Virtio, "CLONE-SRC").blkdebug(&cfg),
-        DiskSpec::new(&dst, Bus::Nvme, "CLONE-DST"),
-    ];
-    let mut vm = Vm::boot(
-        "clone",
-        &run_param("clone serial=CLONE-SRC serial=CLONE-DST --yes --json"),
-        disks,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let res = vm
-        .wait_result(Duration::from_secs(240))
-        .unwrap_or_else(|e| panic!("{e}"));
-    drop(vm);
+    let res = clone_in_vm(&t, "clone", &src, &dst, &faults, None);
     let r = &res["output"];
     assert_eq!(
         res["exit_code"], 3,
@@ -167,25 +187,8 @@ fn clone_failing_4kn_virtio_onto_4kn_nvme() {
         .bad_bytes(8 * MIB, 4096) // one 4 KiB sector
         .bad_bytes(12 * MIB + 4096, 64 * 1024) // a region
         .transient_sector(30 * MIB / 512 + 8); // fails once
-    let cfg = t.join("blkdebug.conf");
-    faults.write(&cfg).unwrap();
     let before = sha256(&src).unwrap();
-    let disks = vec![
-        DiskSpec::new(&src, Bus::Virtio, "CLONE4K-SRC")
-            .block_size(4096, 4096)
-            .blkdebug(&cfg),
-        DiskSpec::new(&dst, Bus::Nvme, "CLONE4K-DST").block_size(4096, 4096),
-    ];
-    let mut vm = Vm::boot(
-        "clone4k",
-        &run_param("clone serial=CLONE4K-SRC serial=CLONE4K-DST --yes --json"),
-        disks,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let res = vm
-        .wait_result(Duration::from_secs(240))
-        .unwrap_or_else(|e| panic!("{e}"));
-    drop(vm);
+    let res = clone_in_vm(&t, "clone4k", &src, &dst, &faults, Some(4096));
     let r = &res["output"];
     assert_eq!(res["exit_code"], 3, "{res}");
     assert_eq!(r["logical_block_size"], 4096, "{r}");
@@ -278,23 +281,8 @@ fn clone_used_blocks_never_reads_bad_free_space() {
     let faults = Faults::new()
         .bad_bytes(used_bad, 512)
         .bad_bytes(free_bad, 512);
-    let cfg = t.join("blkdebug.conf");
-    faults.write(&cfg).unwrap();
     let before = sha256(&src).unwrap();
-    let disks = vec![
-        DiskSpec::new(&src, Bus::Virtio, "USED-SRC").blkdebug(&cfg),
-        DiskSpec::new(&dst, Bus::Nvme, "USED-DST"),
-    ];
-    let mut vm = Vm::boot(
-        "cloneused",
-        &run_param("clone serial=USED-SRC serial=USED-DST --yes --json"),
-        disks,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let res = vm
-        .wait_result(Duration::from_secs(240))
-        .unwrap_or_else(|e| panic!("{e}"));
-    drop(vm);
+    let res = clone_in_vm(&t, "cloneused", &src, &dst, &faults, None);
     let r = &res["output"];
     assert_eq!(res["exit_code"], 3, "{res}");
     assert_eq!(r["bad_ranges"], serde_json::json!([[used_bad, 512]]), "{r}");
