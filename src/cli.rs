@@ -326,6 +326,17 @@ mod tests {
             force: true,
             json: true,
         }));
+        for sock in [None, Some("/run/s.sock")] {
+            round_trip(Cmd::Image(ImageCmd::Serve(crate::serve::ServeArgs {
+                image: "label=B:/a.lbi".into(),
+                listen: sock.is_none().then(|| "0.0.0.0:10809".into()),
+                socket: sock.map(Into::into),
+                writable_overlay: sock.map(|_| "o.ovl".into()),
+                cache: sock.map(|_| "16M".into()),
+                max_clients: sock.map(|_| 3),
+                json: sock.is_some(),
+            })));
+        }
         round_trip(Cmd::List(crate::devices::ListArgs { json: true }));
         round_trip(Cmd::Health(crate::health::HealthArgs {
             disk: "serial=X".into(),

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod kcmdline;
 pub mod modindex;
 pub mod rescue;
+pub mod serve;
 pub mod storage;
 pub mod tui;
 

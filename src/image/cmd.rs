@@ -36,7 +36,7 @@ fn location_items(check: &mut Check, role: &str, loc: &StoreLocation, written: b
 
 /// Every volume of every image of the chain at `path` as kept items ("the image", then "the
 /// parent image" for each parent).
-pub(super) fn chain_items(check: &mut Check, path: &Path, top_role: &str) -> Result<Chain> {
+pub(crate) fn chain_items(check: &mut Check, path: &Path, top_role: &str) -> Result<Chain> {
     let chain = Chain::open(path)?;
     for (k, img) in chain.images.iter().enumerate() {
         let role = if k == 0 { top_role } else { "the parent image" };
@@ -535,6 +535,7 @@ pub fn run(a: ImageCmd) -> Result<i32> {
         } => super::cmd_restore::run_restore(image, target, yes, zero_free, discard, map, json),
         ImageCmd::Verify { image, state, json } => run_verify(image, state, json),
         ImageCmd::Info { image, json } => run_info(image, json),
+        ImageCmd::Serve(a) => crate::serve::run(a),
         ImageCmd::Export {
             image,
             raw,

@@ -1,6 +1,6 @@
 //! Disk images: the `.lbi` format, create (full and incremental), verify, info, restore, export,
 //! and the `lifeboat image ...` commands (their runners are in `cmd`).
-mod cmd;
+pub(crate) mod cmd;
 mod cmd_restore;
 pub mod create;
 pub mod feed;
@@ -95,6 +95,9 @@ pub enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the disk as it was at this image over NBD (qemu-img, qemu-nbd, nbd-client, a VM),
+    /// without restoring it: read-only, or writes into --writable-overlay FILE.
+    Serve(crate::serve::ServeArgs),
     /// Write a plain raw disk file (sparse where the disk was zero).
     Export {
         image: String,
