@@ -842,3 +842,204 @@ fn ctrl_c_during_restore_exits_130_and_says_the_target_is_incomplete() {
     assert_eq!(j["error"]["kind"], "cancelled", "{j}");
     assert_eq!(j["exit_code"], 130);
 }
+
+/// zstd images store consecutive stored chunks together (kind 6, one frame per group): every
+/// member names the same payload, the footer counts it once, any member reads back at random,
+/// and an entry whose group fields are wrong is reported, not trusted.
+#[test]
+fn zstd_groups_share_one_payload_and_read_back_at_random() {
+    use lifeboat::image::format::{Compression, Kind, Segment};
+    use lifeboat::image::reader::ImageSource;
+    let t = TempDir::new("groups");
+    let cs = 64usize << 10;
+    let mut data = Vec::new();
+    for c in 0..23usize {
+        let chunk: Vec<u8> = match c {
+            5 => vec![0; cs],
+            // Incompressible: still in a group with its neighbours.
+            9 => (0..cs)
+                .map(|i| ((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+                .collect(),
+            _ => (0..cs).map(|i| ((i / 7 + c * 13) % 251) as u8).collect(),
+        };
+        data.extend(chunk);
+    }
+    data.extend(std::iter::repeat_n(7u8, 4096));
+    let disk = t.p("d.img");
+    fs::write(&disk, &data).unwrap();
+    let src = lifeboat::io::Device::open(&disk, lifeboat::io::Access::Read).unwrap();
+    let opts = CreateOptions {
+        chunk_size: cs as u32,
+        compress: Compression::Zstd(3),
+        ..Default::default()
+    };
+    let img = t.p("g.lbi");
+    create(
+        std::sync::Arc::new(src),
+        &SourceIdentity::default(),
+        &img,
+        &opts,
+        &NoProgress,
+        &Cancel::new(),
+    )
+    .unwrap();
+
+    let mut im = lifeboat::image::Image::open(&img).unwrap();
+    assert_ne!(im.header.incompat & format::FEAT_GROUPS, 0);
+    let n = im.header.chunk_count();
+    let entries: Vec<format::Entry> = (0..n).map(|i| im.entry(i).unwrap()).collect();
+    assert_eq!(entries[5].kind, Kind::Zero);
+    assert_eq!(entries[9].kind, Kind::Group, "{:?}", entries[9]);
+    let mut payload = 0u64;
+    let mut groups = 0;
+    for (i, e) in entries.iter().enumerate() {
+        match e.kind {
+            Kind::Group => {
+                assert!(e.members >= 2 && e.member < e.members, "chunk {i}: {e:?}");
+                if e.member == 0 {
+                    groups += 1;
+                    payload += e.len as u64;
+                } else {
+                    let prev = entries[..i]
+                        .iter()
+                        .rev()
+                        .find(|p| p.kind == Kind::Group)
+                        .unwrap();
+                    assert_eq!((prev.offset, prev.len, prev.crc), (e.offset, e.len, e.crc));
+                    assert_eq!(prev.member + 1, e.member);
+                }
+            }
+            Kind::Zero => {}
+            _ => payload += e.len as u64,
+        }
+    }
+    assert!(groups >= 5, "{groups} groups");
+    assert_eq!(im.footer.payload_bytes, payload);
+    assert!(
+        lifeboat::image::verify(&img, &NoProgress, &Cancel::new())
+            .unwrap()
+            .ok
+    );
+
+    // Random access: any range, across members and groups, in any order.
+    let reader = ImageSource::new(lifeboat::image::Chain::open(&img).unwrap());
+    for &(off, len) in &[
+        (20 * cs + 100, 3 * cs),
+        (0, 10),
+        (9 * cs - 5, 20),
+        (4 * cs, cs),
+        (22 * cs, cs + 4096),
+    ] {
+        let mut b = vec![0u8; len];
+        assert_eq!(reader.read_at(&mut b, off as u64).unwrap(), len);
+        assert!(b == data[off..off + len], "bytes {off}..{}", off + len);
+    }
+
+    // An entry whose group fields are wrong (a lone member; a member past the count), with a
+    // valid segment CRC: verify reports the chunk.
+    let r = im.segment_refs()[0];
+    for (field, value) in [("members", 1u8), ("member", 9)] {
+        let bad = t.p("bad.lbi");
+        fs::copy(&img, &bad).unwrap();
+        let mut b = vec![0u8; r.len as usize];
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&bad)
+            .unwrap();
+        f.read_exact_at(&mut b, r.offset).unwrap();
+        let mut seg = Segment::decode(&b, &im.header, 0, n as usize).unwrap();
+        let e = &mut seg.entries[9];
+        if field == "members" {
+            e.members = value;
+        } else {
+            e.member = value;
+        }
+        f.write_all_at(&seg.encode(), r.offset).unwrap();
+        let rep = lifeboat::image::verify(&bad, &NoProgress, &Cancel::new()).unwrap();
+        assert!(!rep.ok, "{field}");
+        assert!(
+            rep.problems
+                .iter()
+                .any(|p| p.contains("chunk 9 ") && p.contains("index entry is invalid")),
+            "{field}: {:?}",
+            rep.problems
+        );
+    }
+}
+
+/// Incrementals with zstd groups: the parent's chunks are grouped; in the incremental, the
+/// changed chunks of a batch are grouped among themselves around unchanged (kind 3) ones, so a
+/// group's members need not be neighbours. Every point of the chain restores exactly, verify
+/// passes, and the source is unchanged.
+#[test]
+fn incrementals_group_the_changed_chunks_around_unchanged_ones() {
+    use lifeboat::image::format::Kind;
+    let t = TempDir::new("groups-inc");
+    let mib = 1usize << 20;
+    // 16 MiB that zstd halves (each 4 KiB's second half repeats its first).
+    let mut data: Vec<u8> = (0..16 * mib)
+        .map(|i| ((i as u64 / 3).wrapping_mul(0x9e37_79b9) >> 13) as u8)
+        .collect();
+    for b in data.chunks_mut(4096) {
+        let (x, y) = b.split_at_mut(2048);
+        y.copy_from_slice(x);
+    }
+    let disk = t.p("d.img");
+    fs::write(&disk, &data).unwrap();
+    let full = t.p("full.lbi");
+    assert_exit(
+        &lb(&["image", "create", s(&disk), s(&full), "--all-sectors"]),
+        0,
+    );
+    let kinds = |img: &Path| -> Vec<(Kind, u8, u8)> {
+        let mut im = lifeboat::image::Image::open(img).unwrap();
+        (0..im.header.chunk_count())
+            .map(|i| {
+                let e = im.entry(i).unwrap();
+                (e.kind, e.member, e.members)
+            })
+            .collect()
+    };
+    assert!(
+        kinds(&full).iter().all(|k| k.0 == Kind::Group),
+        "{:?}",
+        kinds(&full)
+    );
+    let p0 = sha(&disk);
+    // Change chunks 5 and 7 (one unchanged chunk between them, in one batch) and 12.
+    for c in [5usize, 7, 12] {
+        for (k, b) in data[c * mib..(c + 1) * mib].iter_mut().enumerate() {
+            *b = b.wrapping_add(1 + (k % 3) as u8);
+        }
+    }
+    fs::write(&disk, &data).unwrap();
+    let p1 = sha(&disk);
+    let inc = t.p("inc.lbi");
+    let o = lb(&[
+        "image",
+        "create",
+        s(&disk),
+        s(&inc),
+        "--parent",
+        s(&full),
+        "--all-sectors",
+    ]);
+    assert_exit(&o, 0);
+    let k = kinds(&inc);
+    assert_eq!(k[5], (Kind::Group, 0, 2), "{k:?}");
+    assert_eq!(k[6].0, Kind::Parent, "{k:?}");
+    assert_eq!(k[7], (Kind::Group, 1, 2), "{k:?}");
+    // Alone among unchanged chunks of its batch: compressed on its own.
+    assert_eq!(k[12].0, Kind::Zstd, "{k:?}");
+    assert_eq!(k.iter().filter(|x| x.0 == Kind::Parent).count(), 13);
+    assert_exit(&lb(&["image", "verify", s(&inc)]), 0);
+    for (img, want) in [(&full, &p0), (&inc, &p1)] {
+        let out = t.p("out.raw");
+        fs::write(&out, vec![0x55u8; 16 * mib]).unwrap();
+        assert_exit(&lb(&["image", "restore", s(img), s(&out), "--yes"]), 0);
+        assert_eq!(&sha(&out), want, "{}", img.display());
+    }
+    assert_eq!(sha(&disk), p1, "the source changed");
+}

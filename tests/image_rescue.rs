@@ -22,8 +22,20 @@ struct Pattern {
     transient: Vec<(u64, u64, u32)>,
 }
 
+/// Deterministic contents that zstd compresses to about half (the second half of every 4 KiB
+/// repeats its first half), so that image create makes zstd groups of them.
+fn compressible(size: usize, seed: u64) -> Vec<u8> {
+    let mut v = SimDevice::pattern(size, seed);
+    for b in v.chunks_mut(4096) {
+        let h = b.len() / 2;
+        let (x, y) = b.split_at_mut(h);
+        y[..h].copy_from_slice(x);
+    }
+    v
+}
+
 fn sim(p: &Pattern, seed: u64) -> SimDevice {
-    let mut d = SimDevice::new(SimDevice::pattern(p.size as usize, seed), p.lbs);
+    let mut d = SimDevice::new(compressible(p.size as usize, seed), p.lbs);
     for &(s, l) in &p.bad {
         d = d.bad(s, l);
     }
@@ -213,8 +225,26 @@ fn create_cut(
     img: &std::path::Path,
     after: Option<std::time::Duration>,
 ) -> Option<lifeboat::image::CreateReport> {
+    create_cut_of(slow_failing(), img, after)
+}
+
+fn create_cut_of(
+    src: SimDevice,
+    img: &std::path::Path,
+    after: Option<std::time::Duration>,
+) -> Option<lifeboat::image::CreateReport> {
+    create_cut_with(src, img, after, None)
+}
+
+fn create_cut_with(
+    src: SimDevice,
+    img: &std::path::Path,
+    after: Option<std::time::Duration>,
+    split: Option<u64>,
+) -> Option<lifeboat::image::CreateReport> {
     let opts = CreateOptions {
         checkpoint_every: std::time::Duration::from_millis(10),
+        split,
         ..Default::default()
     };
     let cancel = Cancel::new();
@@ -226,7 +256,7 @@ fn create_cut(
         })
     });
     let r = create(
-        Arc::new(slow_failing()),
+        Arc::new(src),
         &SourceIdentity::default(),
         img,
         &opts,
@@ -292,6 +322,128 @@ fn an_interrupted_create_resumes_to_the_same_bytes() {
         let v = lifeboat::image::verify(&img, &NoProgress, &Cancel::new()).unwrap();
         assert!(v.ok, "{:?}", v.problems);
     }
+}
+
+/// zstd groups (see `image::pack`): a checkpoint often falls inside a compressor batch, whose
+/// chunks the writer cannot store yet (a group is one payload). The journal then describes the
+/// moment before the batch and names the batch's chunks already emitted (`open_batch`); a
+/// resumed create emits them again first. Cut at many points of a slow disk with few errors
+/// (most chunks complete during the copy pass): some journals end inside a batch, and every
+/// resumed image is byte-identical to the uninterrupted one, which has groups.
+#[test]
+fn a_create_cut_inside_a_zstd_group_resumes_to_the_same_bytes() {
+    use lifeboat::image::format::Kind;
+    let disk = || {
+        let mut p = patterns().remove(0);
+        p.transient.clear();
+        sim(&p, 5).slow(0, p.size, std::time::Duration::from_micros(400))
+    };
+    let t = TempDir::new("imgresc-groups");
+    let whole = t.p("whole.lbi");
+    let t0 = std::time::Instant::now();
+    let rep = create_cut_of(disk(), &whole, None).unwrap();
+    let full = t0.elapsed();
+    assert!(!rep.bad_ranges.is_empty());
+    let mut im = lifeboat::image::Image::open(&whole).unwrap();
+    let groups = (0..im.header.chunk_count())
+        .filter(|&i| im.entry(i).unwrap().kind == Kind::Group)
+        .count();
+    assert!(groups >= 8, "{groups} chunks in groups");
+    let want = normalized(&whole);
+    let mut inside = 0;
+    let mut cut = 0;
+    for k in 1..=12u32 {
+        let img = t.p(&format!("g{k}.lbi"));
+        if create_cut_of(disk(), &img, Some(full * k / 13)).is_none() {
+            cut += 1;
+            let j: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(t.p(&format!("g{k}.lbi.partial.journal"))).unwrap(),
+            )
+            .unwrap();
+            let open = j["open_batch"].as_array().unwrap().len();
+            assert!(open < 4, "{j}");
+            inside += (open > 0) as u32;
+            let r = create_cut_of(disk(), &img, None).unwrap();
+            assert_eq!(r.bad_ranges, rep.bad_ranges);
+        }
+        assert!(
+            normalized(&img) == want,
+            "cut {k}/13 of the run: the resumed image differs from the uninterrupted one"
+        );
+    }
+    assert!(cut >= 4, "only {cut} runs were cut before they finished");
+    assert!(
+        inside > 0,
+        "no cut left a journal inside a compressor batch ({cut} cuts): nothing was tested"
+    );
+}
+
+/// Every volume of a split image, normalized as [`normalized`] does (the header of each, the
+/// footer of the last).
+fn normalized_volumes(vols: &[std::path::PathBuf]) -> Vec<Vec<u8>> {
+    vols.iter()
+        .enumerate()
+        .map(|(k, v)| {
+            let mut b = std::fs::read(v).unwrap();
+            for r in [24..40, 88..96, 508..512] {
+                b[r].fill(0);
+            }
+            if k + 1 == vols.len() {
+                let f = b.len() - 160;
+                for r in [8..24, 128..136, 156..160] {
+                    b[f + r.start..f + r.end].fill(0);
+                }
+            }
+            b
+        })
+        .collect()
+}
+
+/// A `--split` create cut and resumed (the journal keeps every volume's length; groups never
+/// span volumes) ends with the same volumes as an uninterrupted one, and they export to the
+/// same bytes.
+#[test]
+fn a_cut_split_create_resumes_to_the_same_volumes() {
+    let disk = || {
+        let mut p = patterns().remove(0);
+        p.transient.clear();
+        sim(&p, 6).slow(0, p.size, std::time::Duration::from_micros(400))
+    };
+    let split = Some(4 << 20);
+    let t = TempDir::new("imgresc-split");
+    let whole = t.p("whole.lbi");
+    let t0 = std::time::Instant::now();
+    let rep = create_cut_with(disk(), &whole, None, split).unwrap();
+    let full = t0.elapsed();
+    assert!(rep.volumes.len() >= 3, "{:?}", rep.volumes);
+    let want = normalized_volumes(&rep.volumes);
+    let raw = t.p("whole.raw");
+    lifeboat::image::export(&whole, &raw, false, &NoProgress, &Cancel::new()).unwrap();
+    let mut cut = 0;
+    for k in 1..=6u32 {
+        let img = t.p(&format!("s{k}.lbi"));
+        let mut r = create_cut_with(disk(), &img, Some(full * k / 7), split);
+        if r.is_none() {
+            cut += 1;
+            r = create_cut_with(disk(), &img, None, split);
+        }
+        let r = r.unwrap();
+        assert_eq!(r.volumes.len(), rep.volumes.len());
+        assert!(
+            normalized_volumes(&r.volumes) == want,
+            "cut {k}/7: the resumed volumes differ from the uninterrupted ones"
+        );
+        for v in &r.volumes {
+            assert!(std::fs::metadata(v).unwrap().len() <= 4 << 20);
+        }
+    }
+    assert!(cut >= 2, "only {cut} runs were cut before they finished");
+    let img = t.p("s3.lbi");
+    let v = lifeboat::image::verify(&img, &NoProgress, &Cancel::new()).unwrap();
+    assert!(v.ok, "{:?}", v.problems);
+    let out = t.p("s3.raw");
+    lifeboat::image::export(&img, &out, false, &NoProgress, &Cancel::new()).unwrap();
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&raw).unwrap());
 }
 
 /// Power loss, as near as a host test gets: the `lifeboat image create` process is killed with

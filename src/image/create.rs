@@ -7,6 +7,7 @@
 use super::feed;
 use super::format::*;
 use super::journal;
+use super::pack::{group_chunks, PackParams};
 use super::reader::{Chain, Image};
 use super::volumes::VolumeWriter;
 use super::writer::{write_loop, IndexState, JournalCtx, WMsg};
@@ -17,7 +18,7 @@ use crate::jobs::{Cancel, ProgressSink};
 use serde::Serialize;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -154,17 +155,6 @@ pub(super) struct Job {
     pub(super) parent_hash: Option<[u8; 32]>,
 }
 
-pub(super) struct Done {
-    pub(super) seq: u64,
-    pub(super) i: u64,
-    pub(super) slot: Slot,
-    pub(super) kind: Kind,
-    pub(super) stored: usize,
-    pub(super) crc: u32,
-    pub(super) hash: [u8; 32],
-    pub(super) bad: Vec<(u64, u64)>,
-}
-
 pub(super) fn push_bad(bad: &mut Vec<(u64, u64)>, s: u64, l: u64) {
     if let Some(last) = bad.last_mut() {
         if last.0 + last.1 == s {
@@ -295,6 +285,9 @@ pub fn create(
     }
     if matches!(opts.compress, Compression::Zstd(_)) {
         incompat |= FEAT_ZSTD;
+        if group_chunks(opts.compress, cs) > 1 {
+            incompat |= FEAT_GROUPS;
+        }
     }
     if opts.split.is_some() {
         incompat |= FEAT_SPLIT;
@@ -371,7 +364,14 @@ pub fn create(
         opts.threads
     }
     .clamp(1, 64);
-    let nslots = threads * 2 + 2;
+    // Chunks per compressor batch (a zstd group at most; see `pack`), and the largest group
+    // payload (a record never spans volumes: it must fit a volume after its header).
+    let batch = group_chunks(opts.compress, cs);
+    let max_group_payload = opts.split.map_or(usize::MAX, |s| {
+        (s - HEADER_SIZE as u64).min(usize::MAX as u64) as usize
+    });
+    // Every compressor holds a batch and one more batch is being read.
+    let nslots = (threads + 1) * batch + 2;
     let out_cap = max_payload_any(cs as usize);
 
     let (mut vw, idx, map, resume) = match &resumed {
@@ -406,6 +406,7 @@ pub fn create(
                 journal::map_delta(&map, &domain),
                 None,
                 &idx,
+                Vec::new(),
             )
             .save(image)?;
             (vw, idx, map, None)
@@ -434,6 +435,7 @@ pub fn create(
         free_rx,
         parent,
         done_tx.clone(),
+        batch,
     ));
     let ropts = crate::rescue::Options {
         retries: opts.retries,
@@ -451,15 +453,22 @@ pub fn create(
         image: image.to_path_buf(),
         settings: settings.clone(),
         header: header.clone(),
+        batch: batch as u64,
     };
 
     let mut rescued: Option<crate::rescue::Outcome> = None;
     let result = std::thread::scope(|s| {
+        let pack = PackParams {
+            compress: opts.compress,
+            chunk_size: cs,
+            zero_full,
+            batch,
+            max_group_payload,
+        };
         for _ in 0..threads {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
-            let compress = opts.compress;
-            s.spawn(move || compress_loop(job_rx, done_tx, compress, cs, zero_full));
+            s.spawn(move || super::pack::run(&job_rx, done_tx, pack));
         }
         drop(done_tx);
         let vw_r = &mut vw;
@@ -469,16 +478,18 @@ pub fn create(
             s.spawn(move || write_loop(vw_r, header_r, usage_r, done_rx, free_tx, idx, jctx));
         // The engine reports progress (phase, pass, reads, time since the last good read) on
         // this thread; its writer thread hands the pieces to the feed.
-        let r = crate::rescue::run(src.clone(), feed.clone(), map, &ropts, sink, cancel).and_then(
-            |out| {
+        let open_batch = resumed.as_ref().map_or(&[][..], |j| &j.open_batch[..]);
+        let r = feed
+            .replay(open_batch)
+            .and_then(|()| crate::rescue::run(src.clone(), feed.clone(), map, &ropts, sink, cancel))
+            .and_then(|out| {
                 if out.cancelled {
                     return Err(Error::cancelled());
                 }
                 feed.finish(&out.map, cancel)?;
                 rescued = Some(out);
                 Ok(())
-            },
-        );
+            });
         feed.close();
         let w = writer.join().unwrap_or_else(|_| {
             Err(Error::new(
@@ -547,79 +558,4 @@ pub fn create(
             chunks_written: j.written,
         }),
     })
-}
-
-/// A compressor thread: hashes each chunk, recognises zero / unallocated / unchanged chunks and
-/// compresses the rest (raw when that does not help).
-fn compress_loop(
-    job_rx: Arc<Mutex<Receiver<Job>>>,
-    done_tx: mpsc::Sender<WMsg>,
-    compress: Compression,
-    cs: u32,
-    zero_full: [u8; 32],
-) {
-    let mut zc = match compress {
-        Compression::Zstd(level) => zstd::bulk::Compressor::new(level).ok(),
-        Compression::Lz4 => None,
-    };
-    loop {
-        let job = match job_rx.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(mut job) = job else { return };
-        let data = &job.slot.data[..];
-        let len = data.len();
-        let (kind, stored, crc, hash);
-        if job.unallocated {
-            hash = if len == cs as usize {
-                zero_full
-            } else {
-                *blake3::hash(data).as_bytes()
-            };
-            (kind, stored, crc) = (Kind::Unallocated, 0, 0);
-        } else if is_zero(data) {
-            hash = if len == cs as usize {
-                zero_full
-            } else {
-                *blake3::hash(data).as_bytes()
-            };
-            (kind, stored, crc) = (Kind::Zero, 0, 0);
-        } else {
-            hash = *blake3::hash(data).as_bytes();
-            if job.parent_hash == Some(hash) {
-                (kind, stored, crc) = (Kind::Parent, 0, 0);
-            } else {
-                let out = &mut job.slot.out[..];
-                let packed = match zc.as_mut() {
-                    Some(z) => z
-                        .compress_to_buffer(data, out)
-                        .ok()
-                        .map(|n| (Kind::Zstd, n)),
-                    None => lz4_flex::block::compress_into(data, out)
-                        .ok()
-                        .map(|n| (Kind::Lz4, n)),
-                };
-                match packed {
-                    Some((k, n)) if n < len => {
-                        (kind, stored, crc) = (k, n, crc32fast::hash(&out[..n]));
-                    }
-                    _ => (kind, stored, crc) = (Kind::Raw, len, crc32fast::hash(data)),
-                }
-            }
-        }
-        let d = Done {
-            seq: job.seq,
-            i: job.i,
-            slot: job.slot,
-            kind,
-            stored,
-            crc,
-            hash,
-            bad: job.bad,
-        };
-        if done_tx.send(WMsg::Chunk(d)).is_err() {
-            return;
-        }
-    }
 }

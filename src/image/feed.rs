@@ -26,6 +26,8 @@
 //!
 //! Whether a chunk is complete depends only on the sequence of pieces, never on the cache, so
 //! the order of emission (and the image's bytes) is the same for the same source and map.
+//! A checkpoint names the chunks emitted since the start of the current compressor batch (see
+//! `writer`); a resumed create emits them again first ([`Feed::replay`]).
 use super::create::{Job, Slot};
 use super::reader::Image;
 use super::writer::WMsg;
@@ -180,6 +182,8 @@ struct State {
     emitted: Vec<u64>,
     /// The next emission's sequence number.
     seq: u64,
+    /// The chunks emitted since the last sequence number that starts a compressor batch.
+    batch_so_far: Vec<u64>,
     rereads: u64,
     reread_bytes: u64,
     /// Sectors that read well during the rescue but failed when read again.
@@ -204,6 +208,8 @@ pub struct Feed {
     domain: Arc<Domain>,
     /// The map the run started from: bytes finished in it are never delivered by this run.
     start: ExtentMap,
+    /// Chunks per compressor batch (see `pack`): checkpoints name the current batch's chunks.
+    batch: u64,
     st: Mutex<State>,
 }
 
@@ -224,6 +230,7 @@ impl Feed {
         free: Receiver<Slot>,
         parent: Option<Image>,
         writer: Sender<WMsg>,
+        batch: usize,
     ) -> Feed {
         let size = src.size();
         let chunks = size.div_ceil(chunk as u64);
@@ -236,6 +243,7 @@ impl Feed {
             lbs,
             domain,
             start,
+            batch: batch.max(1) as u64,
             st: Mutex::new(State {
                 jobs: Some(jobs),
                 writer: Some(writer),
@@ -246,6 +254,7 @@ impl Feed {
                 tick: 0,
                 emitted,
                 seq,
+                batch_so_far: Vec::new(),
                 rereads: 0,
                 reread_bytes: 0,
                 reread_failed: Vec::new(),
@@ -278,25 +287,53 @@ impl Feed {
             if cancel.is_cancelled() {
                 return Err(Error::cancelled());
             }
-            let (a, b) = self.span(c);
-            let cached = st.cache.remove(&c);
-            let mut bad = Vec::new();
-            for s in [
-                Status::Bad,
-                Status::NonScraped,
-                Status::NonTrimmed,
-                Status::Untried,
-            ] {
-                for r in map_ranges(map, s, a, b) {
-                    add_range(&mut bad, r.0, r.1);
-                }
-            }
-            let bad = clip_all(&bad, &self.domain.read);
-            let good = subtract(&clip(&self.domain.read, a, b), &bad);
-            self.emit(&mut st, c, cached, None, &good, bad)?;
+            self.emit_as_mapped(&mut st, c, map)?;
         }
         st.open.clear();
         Ok(())
+    }
+
+    /// A resumed create, before the engine goes on: emits again, in order, the chunks a
+    /// checkpoint inside a compressor batch named (the journal's `open_batch`; they were
+    /// complete then, so the map the run starts from has all their bytes finished), their good
+    /// sectors read again from the source.
+    pub fn replay(&self, chunks: &[u64]) -> Result<()> {
+        let mut st = self.lock();
+        for &c in chunks {
+            if c >= self.chunks || is_set(&st.emitted, c) {
+                return Err(Error::corrupt(format!(
+                    "the journal names chunk {c} as emitted again first, but it is {}",
+                    if c >= self.chunks {
+                        "past the disk's end"
+                    } else {
+                        "already in the index"
+                    }
+                )));
+            }
+            self.emit_as_mapped(&mut st, c, &self.start)?;
+        }
+        Ok(())
+    }
+
+    /// Emits chunk `c` as `map` describes it: its good bytes (from the cache or read again),
+    /// zeros and bad ranges where the map has not finished it.
+    fn emit_as_mapped(&self, st: &mut State, c: u64, map: &ExtentMap) -> Result<()> {
+        let (a, b) = self.span(c);
+        let cached = st.cache.remove(&c);
+        let mut bad = Vec::new();
+        for s in [
+            Status::Bad,
+            Status::NonScraped,
+            Status::NonTrimmed,
+            Status::Untried,
+        ] {
+            for r in map_ranges(map, s, a, b) {
+                add_range(&mut bad, r.0, r.1);
+            }
+        }
+        let bad = clip_all(&bad, &self.domain.read);
+        let good = subtract(&clip(&self.domain.read, a, b), &bad);
+        self.emit(st, c, cached, None, &good, bad)
     }
 
     /// Closes the queue to the compressors (the writer then finishes).
@@ -380,6 +417,10 @@ impl Feed {
         set(&mut st.emitted, c);
         let seq = st.seq;
         st.seq += 1;
+        if seq.is_multiple_of(self.batch) {
+            st.batch_so_far.clear();
+        }
+        st.batch_so_far.push(c);
         let tx = st.jobs.as_ref().ok_or_else(stopped)?;
         tx.send(Job {
             seq,
@@ -565,8 +606,14 @@ impl RescueTarget for Feed {
         // that stopped on an error reports it, not this.)
         let st = self.lock();
         if let Some(w) = st.writer.as_ref().filter(|_| st.seq < self.chunks) {
+            let open_batch = if st.seq.is_multiple_of(self.batch) {
+                Vec::new()
+            } else {
+                st.batch_so_far.clone()
+            };
             let _ = w.send(WMsg::Checkpoint {
                 at_seq: st.seq,
+                open_batch,
                 map: super::journal::map_delta(map, &self.domain),
                 resume: Some(at),
             });

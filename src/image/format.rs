@@ -33,7 +33,15 @@ pub const FEAT_SPLIT: u32 = 2;
 pub const FEAT_USED_BLOCKS: u32 = 4;
 /// Incompatible feature (version 2): chunks may be kind 5 (one zstd frame).
 pub const FEAT_ZSTD: u32 = 8;
-pub const KNOWN_INCOMPAT: u32 = FEAT_INCREMENTAL | FEAT_SPLIT | FEAT_USED_BLOCKS | FEAT_ZSTD;
+/// Incompatible feature (version 2): chunks may be kind 6 (a member of a zstd frame holding
+/// several consecutive stored chunks; a larger compression unit, same 1 MiB chunks).
+pub const FEAT_GROUPS: u32 = 16;
+pub const KNOWN_INCOMPAT: u32 =
+    FEAT_INCREMENTAL | FEAT_SPLIT | FEAT_USED_BLOCKS | FEAT_ZSTD | FEAT_GROUPS;
+/// Chunks Lifeboat puts in one group (kind 6) at most.
+pub const GROUP_CHUNKS: usize = 4;
+/// Largest decompressed group a reader accepts (bounds its buffer).
+pub const MAX_GROUP_BYTES: usize = 16 << 20;
 /// Magic of the usage record (version 2): the per-partition used-block plan, before the tail.
 pub const USAGE_MAGIC: &[u8; 4] = b"LBIU";
 /// Largest usage record accepted (a plan of thousands of partitions fits easily).
@@ -54,6 +62,8 @@ pub enum Kind {
     Unallocated = 4,
     /// One zstd frame (only with `FEAT_ZSTD`).
     Zstd = 5,
+    /// A member of a zstd frame that holds several stored chunks (only with `FEAT_GROUPS`).
+    Group = 6,
 }
 
 impl Kind {
@@ -65,6 +75,7 @@ impl Kind {
             3 => Kind::Parent,
             4 => Kind::Unallocated,
             5 => Kind::Zstd,
+            6 => Kind::Group,
             _ => return None,
         })
     }
@@ -75,6 +86,7 @@ pub fn max_payload(kind: Kind, len: usize) -> usize {
     match kind {
         Kind::Lz4 => lz4_flex::block::get_maximum_output_size(len),
         Kind::Zstd => zstd::zstd_safe::compress_bound(len),
+        Kind::Group => zstd::zstd_safe::compress_bound(MAX_GROUP_BYTES),
         _ => len,
     }
 }
@@ -255,7 +267,7 @@ impl Header {
             source_name: get_str(b, 256, 128),
             parent_path: get_str(b, 384, 124),
         };
-        if h.incompat & (FEAT_USED_BLOCKS | FEAT_ZSTD) != 0 && version < 2 {
+        if h.incompat & (FEAT_USED_BLOCKS | FEAT_ZSTD | FEAT_GROUPS) != 0 && version < 2 {
             return Err(Error::corrupt(
                 "image header of version 1 claims the used-blocks feature",
             ));
@@ -303,6 +315,9 @@ pub struct Entry {
     pub kind: Kind,
     pub flags: u8,
     pub crc: u32,
+    /// Kind 6: this chunk's position among the group's members, and the number of members.
+    pub member: u8,
+    pub members: u8,
     pub hash: [u8; 32],
 }
 
@@ -314,7 +329,7 @@ impl Entry {
         b[14] = self.kind as u8;
         b[15] = self.flags;
         put(b, 16, &self.crc.to_le_bytes());
-        put(b, 20, &[0u8; 4]);
+        put(b, 20, &[self.member, self.members, 0, 0]);
         put(b, 24, &self.hash);
     }
     pub fn decode(b: &[u8]) -> Option<Entry> {
@@ -325,6 +340,8 @@ impl Entry {
             kind: Kind::from_u8(b[14])?,
             flags: b[15],
             crc: u32_at(b, 16),
+            member: b[20],
+            members: b[21],
             hash: arr(b, 24),
         })
     }
@@ -654,6 +671,8 @@ mod tests {
             kind: Kind::Lz4,
             flags: FLAG_BAD,
             crc: 5,
+            member: 0,
+            members: 0,
             hash: [1; 32],
         };
         let s = Segment {

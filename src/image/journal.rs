@@ -14,7 +14,11 @@
 //!   complete in the same order; which chunks the feed still has in its cache does not matter
 //!   (bytes not cached are read again from good sectors).
 //! - Compression is deterministic for the same level and library; the index is built in the
-//!   same order.
+//!   same order. Compressor batches (zstd groups, see `pack`) are cut at fixed sequence numbers;
+//!   a checkpoint inside a batch journals the moment before that batch (the writer writes a
+//!   group as one payload) plus the chunks of the batch already emitted (`open_batch`): a
+//!   resumed create emits those again first, reading their good sectors from the source again
+//!   (`feed::Feed::replay`), so the batch holds the same chunks as in an uninterrupted run.
 //!
 //! Not covered: a source whose content changed, or a drive whose sectors read differently the
 //! second time (a transient error that healed, or a sector that read well and now fails). The
@@ -88,6 +92,10 @@ pub struct Journal {
     pub resume: Option<ResumePoint>,
     pub next_seq: u64,
     pub written: u64,
+    /// The chunks emitted after `next_seq` (in sequence order) before the checkpoint: the part
+    /// of a compressor batch the writer could not write yet. A resume emits them again first.
+    #[serde(default)]
+    pub open_batch: Vec<u64>,
     segtab: Vec<String>,
     open: Vec<OpenSeg>,
     stored_chunks: u64,
@@ -135,6 +143,7 @@ impl Journal {
         map: String,
         resume: Option<ResumePoint>,
         idx: &IndexState,
+        open_batch: Vec<u64>,
     ) -> Journal {
         let f = &idx.footer;
         let mut h = header.clone();
@@ -148,6 +157,7 @@ impl Journal {
             resume,
             next_seq: idx.next_seq,
             written: idx.written,
+            open_batch,
             segtab: idx
                 .segtab
                 .iter()

@@ -7,6 +7,7 @@ pub mod feed;
 pub mod format;
 pub mod journal;
 pub mod ops;
+mod pack;
 pub mod reader;
 pub mod resume;
 pub mod store;

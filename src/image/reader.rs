@@ -28,6 +28,15 @@ pub struct Image {
     vols: Vec<Volume>,
     segtab: Vec<SegRef>,
     cache: Option<(usize, Segment)>,
+    /// The last group (kind 6) decompressed: its members are read one after the other.
+    group: GroupCache,
+}
+
+/// One decompressed group and where its payload is (volume, offset, length, CRC).
+#[derive(Default)]
+struct GroupCache {
+    key: Option<(u16, u64, u32, u32)>,
+    data: Vec<u8>,
 }
 
 /// The state of an image file that has no footer.
@@ -268,6 +277,7 @@ impl Image {
             vols,
             segtab,
             cache: None,
+            group: GroupCache::default(),
         })
     }
 
@@ -380,6 +390,7 @@ impl Image {
                     ));
                 }
             }
+            Kind::Group => self.read_group_member(i, &e, out, scratch)?,
             Kind::Raw | Kind::Lz4 | Kind::Zstd => {
                 if e.kind == Kind::Zstd && self.header.incompat & FEAT_ZSTD == 0 {
                     return Err(self.damaged(i, "a zstd chunk in an image without zstd", 0, 0));
@@ -438,6 +449,85 @@ impl Image {
             }
         }
         Ok(e)
+    }
+
+    /// Copies chunk `i`, member `e.member` of a group, into `out` (its length), decompressing
+    /// the group unless it is the one decompressed last. Checks the group's CRC, that its
+    /// decompressed size fits its member count, and the payload bounds; not the hash.
+    fn read_group_member(
+        &mut self,
+        i: u64,
+        e: &Entry,
+        out: &mut [u8],
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        if self.header.incompat & FEAT_GROUPS == 0 {
+            return Err(self.damaged(i, "a grouped chunk in an image without groups", 0, 0));
+        }
+        let cs = self.header.chunk_size as usize;
+        let (p, m) = (e.member as usize, e.members as usize);
+        let vi = e.volume as usize;
+        if m < 2
+            || p >= m
+            || m * cs > MAX_GROUP_BYTES
+            || vi == 0
+            || vi > self.vols.len()
+            || e.len == 0
+            || e.len as usize > max_payload(Kind::Group, 0)
+        {
+            return Err(self.damaged(i, "its index entry is invalid", 0, 0));
+        }
+        let key = (e.volume, e.offset, e.len, e.crc);
+        if self.group.key != Some(key) {
+            self.group.key = None;
+            let v = &self.vols[vi - 1];
+            if e.offset < HEADER_SIZE as u64
+                || e.offset
+                    .checked_add(e.len as u64)
+                    .is_none_or(|x| x > v.data_end)
+            {
+                return Err(self.damaged(
+                    i,
+                    "its payload lies outside the file (truncated?)",
+                    vi - 1,
+                    e.offset,
+                ));
+            }
+            scratch.resize(e.len as usize, 0);
+            read_exact(&v.file, &v.path, scratch, e.offset)?;
+            if crc32fast::hash(scratch) != e.crc {
+                return Err(self.damaged(i, "CRC32 mismatch in its stored data", vi - 1, e.offset));
+            }
+            let size = zstd::zstd_safe::get_frame_content_size(scratch)
+                .ok()
+                .flatten()
+                .filter(|&n| n as usize > (m - 1) * cs && n as usize <= m * cs);
+            let Some(size) = size else {
+                return Err(self.damaged(
+                    i,
+                    "its group's size does not match its member count",
+                    vi - 1,
+                    e.offset,
+                ));
+            };
+            self.group.data.resize(size as usize, 0);
+            let n = zstd::bulk::decompress_to_buffer(scratch, &mut self.group.data[..]).ok();
+            if n != Some(size as usize) {
+                return Err(self.damaged(
+                    i,
+                    "its compressed data does not decompress to the group's size",
+                    vi - 1,
+                    e.offset,
+                ));
+            }
+            self.group.key = Some(key);
+        }
+        let a = p * cs;
+        let Some(src) = self.group.data.get(a..a + out.len()) else {
+            return Err(self.damaged(i, "its group is shorter than its members", vi - 1, e.offset));
+        };
+        out.copy_from_slice(src);
+        Ok(())
     }
 
     /// Every unreadable range recorded in the image (loads each segment once).

@@ -100,16 +100,26 @@ struct Counts {
     flag_mismatches: Vec<u64>,
 }
 
+/// The payload bytes an entry accounts for: a group's payload is counted once, at its first
+/// member.
+fn payload_share(e: &Entry) -> u64 {
+    if e.kind == Kind::Group && e.member != 0 {
+        0
+    } else {
+        e.len as u64
+    }
+}
+
 impl Counts {
     fn add_segment(&mut self, seg: &Segment, h: &Header) {
         for (j, e) in seg.entries.iter().enumerate() {
             match e.kind {
-                Kind::Raw | Kind::Lz4 | Kind::Zstd => self.stored += 1,
+                Kind::Raw | Kind::Lz4 | Kind::Zstd | Kind::Group => self.stored += 1,
                 Kind::Zero => self.zero += 1,
                 Kind::Parent => self.parent += 1,
                 Kind::Unallocated => self.unallocated += 1,
             }
-            self.payload += e.len as u64;
+            self.payload += payload_share(e);
             let i = seg.first_chunk + j as u64;
             let a = i * h.chunk_size as u64;
             let b = a + h.chunk_len(i) as u64;
@@ -193,11 +203,11 @@ fn verify_one(
             let i = seg.first_chunk + j as u64;
             let len = h.chunk_len(i);
             media.add(&e.hash);
-            if matches!(e.kind, Kind::Raw | Kind::Lz4 | Kind::Zstd)
+            if matches!(e.kind, Kind::Raw | Kind::Lz4 | Kind::Zstd | Kind::Group)
                 && (e.volume as usize) >= 1
                 && (e.volume as usize) <= nvol
             {
-                covered[e.volume as usize - 1] += e.len as u64;
+                covered[e.volume as usize - 1] += payload_share(e);
             }
             // Payloads an earlier run checked (`--state`) are not read again; the index checks are.
             let resumed = keep.as_ref().is_some_and(|s| s.st.checked(k, i));
@@ -216,7 +226,7 @@ fn verify_one(
                         Kind::Zero | Kind::Unallocated if zero.get(len) != e.hash => {
                             probs.add(format!("chunk {i} (disk bytes {a}..{b}): zero or unallocated chunk with a wrong hash"))
                         }
-                        Kind::Raw | Kind::Lz4 | Kind::Zstd if read.is_some() && *blake3::hash(&out[..len]).as_bytes() != e.hash => probs.add_payload(format!(
+                        Kind::Raw | Kind::Lz4 | Kind::Zstd | Kind::Group if read.is_some() && *blake3::hash(&out[..len]).as_bytes() != e.hash => probs.add_payload(format!(
                             "chunk {i} (disk bytes {a}..{b}) does not match its BLAKE3 hash in {}",
                             chain.images[k].path.display()
                         )),

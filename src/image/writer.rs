@@ -1,11 +1,18 @@
-//! Image create's writer: chunks stored in the order the reader side completed them
-//! (payloads of stored chunks into the volumes), each index segment once all its chunks are
-//! stored, the journal at each checkpoint of the rescue engine (see `journal`), and the tail
-//! (usage record, segment table, footer) with the media hash from the segments read back in
-//! chunk order.
-use super::create::{push_bad, Done, Slot};
+//! Image create's writer: chunks stored in the order the reader side completed them, a
+//! compressor batch at a time (payloads of stored chunks into the volumes: a zstd group's once,
+//! see `pack`), each index segment once all its chunks are stored, the journal at each
+//! checkpoint of the rescue engine (see `journal`), and the tail (usage record, segment table,
+//! footer) with the media hash from the segments read back in chunk order.
+//!
+//! A checkpoint may fall inside a batch (the reader side has emitted only part of it): a group
+//! is one payload, so the journal then describes the moment before the batch — volumes and
+//! index as they were after the previous batch — and lists the chunks of the batch emitted
+//! before the checkpoint, which a resumed create emits again first (`feed::Feed::replay`). The
+//! batch is then made of the same chunks in the same order as in an uninterrupted run.
+use super::create::{push_bad, Slot};
 use super::format::*;
 use super::journal;
+use super::pack::Done;
 use super::volumes::VolumeWriter;
 use crate::error::{Error, Result};
 use crate::rescue::engine::ResumePoint;
@@ -41,12 +48,16 @@ pub(super) struct IndexState {
 /// A finished image's footer and its bad ranges (capped for the report).
 pub(super) type Written = (Footer, Vec<(u64, u64)>);
 
-/// What the writer is sent: compressed chunks, and checkpoints of the reader side.
+/// What the writer is sent: compressed batches (see `pack`), and checkpoints of the reader side.
 pub(super) enum WMsg {
-    Chunk(Done),
-    /// Write the journal once every chunk before `at_seq` is written (and none after).
+    Batch(Vec<Done>),
+    /// The reader side's state after it emitted the sequence numbers before `at_seq`: write
+    /// the journal once every batch before the one `at_seq` belongs to is written (and none
+    /// after), naming the chunks of that batch emitted before `at_seq` (`open_batch`, in
+    /// sequence order).
     Checkpoint {
         at_seq: u64,
+        open_batch: Vec<u64>,
         map: String,
         resume: Option<ResumePoint>,
     },
@@ -57,9 +68,20 @@ pub(super) struct JournalCtx {
     pub(super) image: PathBuf,
     pub(super) settings: journal::Settings,
     pub(super) header: Header,
+    /// Chunks per compressor batch (see `pack::group_chunks`).
+    pub(super) batch: u64,
 }
 
-/// Writes the chunks in sequence order (payloads of stored chunks; an index segment as soon
+/// A checkpoint waiting for the writer to reach its batch.
+struct Pending {
+    /// The first sequence number of the batch `at_seq` belongs to.
+    batch_start: u64,
+    open_batch: Vec<u64>,
+    map: String,
+    resume: Option<ResumePoint>,
+}
+
+/// Writes the batches in sequence order (payloads of stored chunks; an index segment as soon
 /// as all its chunks are written) and the journal at each checkpoint, then the tail; returns
 /// the footer and the bad ranges (capped for the report), or `None` when the reader side
 /// stopped before the end.
@@ -73,112 +95,168 @@ pub(super) fn write_loop(
     jctx: &JournalCtx,
 ) -> Result<Option<Written>> {
     let chunks = header.chunk_count();
-    let sc = header.segment_chunks as u64;
-    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
-    let mut checkpoints: std::collections::VecDeque<(u64, String, Option<ResumePoint>)> =
-        Default::default();
+    let mut pending: BTreeMap<u64, Vec<Done>> = BTreeMap::new();
+    let mut checkpoints: std::collections::VecDeque<Pending> = Default::default();
     loop {
-        // Checkpoints reached: everything before them is written, nothing after.
-        while checkpoints.front().is_some_and(|c| c.0 == idx.next_seq) {
-            let Some((_, map, resume)) = checkpoints.pop_front() else {
+        // Checkpoints reached: every batch before theirs is written, nothing after. (A batch
+        // reaches the writer only after the checkpoints sent before its last chunk was
+        // emitted, so none is ever passed; should one be, it is dropped: the journal stays at
+        // the previous one, which is still true.)
+        while let Some(c) = checkpoints.front() {
+            if c.batch_start > idx.next_seq {
+                break;
+            }
+            debug_assert_eq!(c.batch_start, idx.next_seq, "a checkpoint passed");
+            let Some(c) = checkpoints.pop_front() else {
                 break;
             };
-            vw.sync()?;
-            journal::Journal::new(&jctx.settings, &jctx.header, vw.lens()?, map, resume, &idx)
+            if c.batch_start == idx.next_seq {
+                vw.sync()?;
+                journal::Journal::new(
+                    &jctx.settings,
+                    &jctx.header,
+                    vw.lens()?,
+                    c.map,
+                    c.resume,
+                    &idx,
+                    c.open_batch,
+                )
                 .save(&jctx.image)?;
+            }
         }
         if idx.written >= chunks {
             break;
         }
-        let d = match done_rx.recv() {
-            Ok(WMsg::Chunk(d)) => d,
+        if let Some(batch) = pending.remove(&idx.next_seq) {
+            write_batch(vw, header, &mut idx, batch, &free_tx)?;
+            continue;
+        }
+        match done_rx.recv() {
+            Ok(WMsg::Batch(b)) => {
+                if let Some(first) = b.first() {
+                    pending.insert(first.seq, b);
+                }
+            }
             Ok(WMsg::Checkpoint {
                 at_seq,
+                open_batch,
                 map,
                 resume,
-            }) => {
-                checkpoints.push_back((at_seq, map, resume));
-                continue;
-            }
+            }) => checkpoints.push_back(Pending {
+                batch_start: at_seq - at_seq % jctx.batch.max(1),
+                open_batch,
+                map,
+                resume,
+            }),
             // The reader side stopped (error or cancel): the caller reports why.
             Err(_) => return Ok(None),
-        };
-        pending.insert(d.seq, d);
-        while let Some(d) = pending.remove(&idx.next_seq) {
-            if checkpoints.front().is_some_and(|c| c.0 == idx.next_seq) {
-                pending.insert(d.seq, d);
-                break;
-            }
-            let f = &mut idx.footer;
-            let len = header.chunk_len(d.i);
-            let (volume, offset) = match d.kind {
-                Kind::Zero | Kind::Parent | Kind::Unallocated => (0, 0),
-                Kind::Lz4 | Kind::Zstd => vw.record(&[&d.slot.out[..d.stored]])?,
-                Kind::Raw => vw.record(&[&d.slot.data[..len]])?,
-            };
-            match d.kind {
-                Kind::Zero => f.zero_chunks += 1,
-                Kind::Parent => f.parent_chunks += 1,
-                Kind::Unallocated => f.unallocated_chunks += 1,
-                _ => f.stored_chunks += 1,
-            }
-            f.payload_bytes += d.stored as u64;
-            let entry = Entry {
-                offset,
-                len: d.stored as u32,
-                volume,
-                kind: d.kind,
-                flags: if d.bad.is_empty() { 0 } else { FLAG_BAD },
-                crc: d.crc,
-                hash: d.hash,
-            };
-            let k = d.i / sc;
-            let n = (chunks - k * sc).min(sc) as usize;
-            let seg = idx.open.entry(k).or_insert_with(|| OpenSegment {
-                entries: vec![None; n],
-                filled: 0,
-                bad: Vec::new(),
-            });
-            let slot = &mut seg.entries[(d.i - k * sc) as usize];
-            if slot.is_none() {
-                seg.filled += 1;
-            }
-            *slot = Some(entry);
-            seg.bad.extend_from_slice(&d.bad);
-            let _ = free_tx.send(d.slot);
-            idx.written += 1;
-            idx.next_seq += 1;
-            if seg.filled == n {
-                let Some(seg) = idx.open.remove(&k) else {
-                    continue;
-                };
-                let mut bad = seg.bad;
-                bad.sort_unstable();
-                let mut merged = Vec::with_capacity(bad.len());
-                for (s, l) in bad {
-                    push_bad(&mut merged, s, l);
-                }
-                let f = &mut idx.footer;
-                f.bad_ranges += merged.len() as u64;
-                f.bad_bytes += merged.iter().map(|r| r.1).sum::<u64>();
-                let segment = Segment {
-                    first_chunk: k * sc,
-                    entries: seg.entries.into_iter().flatten().collect(),
-                    bad: merged,
-                };
-                let bytes = segment.encode();
-                let (volume, offset) = vw.record(&[&bytes])?;
-                idx.segtab.push(SegRef {
-                    offset,
-                    volume,
-                    len: bytes.len() as u32,
-                    first_chunk: k * sc,
-                });
-            }
         }
     }
     drop(free_tx);
     finish_tail(vw, header, usage, idx).map(Some)
+}
+
+/// Writes one batch: the group payload if it has one, every chunk's payload and entry, and
+/// each index segment it completes.
+fn write_batch(
+    vw: &mut VolumeWriter,
+    header: &Header,
+    idx: &mut IndexState,
+    batch: Vec<Done>,
+    free_tx: &SyncSender<Slot>,
+) -> Result<()> {
+    let chunks = header.chunk_count();
+    let sc = header.segment_chunks as u64;
+    let group_at = write_group(vw, &batch, &mut idx.footer)?;
+    for d in batch {
+        let f = &mut idx.footer;
+        let len = header.chunk_len(d.i);
+        let (volume, offset) = match d.kind {
+            Kind::Zero | Kind::Parent | Kind::Unallocated => (0, 0),
+            Kind::Lz4 | Kind::Zstd => vw.record(&[&d.slot.out[..d.stored]])?,
+            Kind::Raw => vw.record(&[&d.slot.data[..len]])?,
+            Kind::Group => group_at,
+        };
+        match d.kind {
+            Kind::Zero => f.zero_chunks += 1,
+            Kind::Parent => f.parent_chunks += 1,
+            Kind::Unallocated => f.unallocated_chunks += 1,
+            _ => f.stored_chunks += 1,
+        }
+        if d.kind != Kind::Group {
+            f.payload_bytes += d.stored as u64;
+        }
+        let entry = Entry {
+            offset,
+            len: d.stored as u32,
+            volume,
+            kind: d.kind,
+            flags: if d.bad.is_empty() { 0 } else { FLAG_BAD },
+            crc: d.crc,
+            member: d.member,
+            members: d.members,
+            hash: d.hash,
+        };
+        let k = d.i / sc;
+        let n = (chunks - k * sc).min(sc) as usize;
+        let seg = idx.open.entry(k).or_insert_with(|| OpenSegment {
+            entries: vec![None; n],
+            filled: 0,
+            bad: Vec::new(),
+        });
+        let slot = &mut seg.entries[(d.i - k * sc) as usize];
+        if slot.is_none() {
+            seg.filled += 1;
+        }
+        *slot = Some(entry);
+        seg.bad.extend_from_slice(&d.bad);
+        let _ = free_tx.send(d.slot);
+        idx.written += 1;
+        idx.next_seq += 1;
+        if seg.filled == n {
+            let Some(seg) = idx.open.remove(&k) else {
+                continue;
+            };
+            let mut bad = seg.bad;
+            bad.sort_unstable();
+            let mut merged = Vec::with_capacity(bad.len());
+            for (s, l) in bad {
+                push_bad(&mut merged, s, l);
+            }
+            let f = &mut idx.footer;
+            f.bad_ranges += merged.len() as u64;
+            f.bad_bytes += merged.iter().map(|r| r.1).sum::<u64>();
+            let segment = Segment {
+                first_chunk: k * sc,
+                entries: seg.entries.into_iter().flatten().collect(),
+                bad: merged,
+            };
+            let bytes = segment.encode();
+            let (volume, offset) = vw.record(&[&bytes])?;
+            idx.segtab.push(SegRef {
+                offset,
+                volume,
+                len: bytes.len() as u32,
+                first_chunk: k * sc,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes the group payload of a batch, if it has one (the members' pieces in member order,
+/// one record); returns where it went.
+fn write_group(vw: &mut VolumeWriter, batch: &[Done], f: &mut Footer) -> Result<(u16, u64)> {
+    let Some(m0) = batch.iter().find(|d| d.kind == Kind::Group) else {
+        return Ok((0, 0));
+    };
+    let parts: Vec<&[u8]> = batch
+        .iter()
+        .filter(|d| d.kind == Kind::Group)
+        .map(|d| &d.slot.out[..d.part])
+        .collect();
+    f.payload_bytes += m0.stored as u64;
+    vw.record(&parts)
 }
 
 impl IndexState {

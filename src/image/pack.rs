@@ -1,0 +1,358 @@
+//! The compressor stage of `image create`: each thread takes a batch of chunks consecutive in
+//! the data stream (one chunk with LZ4, [`GROUP_CHUNKS`] with zstd; on a healthy disk they are
+//! consecutive chunks; batch `k` is the sequence numbers `k × n .. (k + 1) × n`, so batch
+//! boundaries depend only on the sequence, also in a resumed create: see `writer` and
+//! `journal` for checkpoints inside a batch), hashes every chunk once
+//! (BLAKE3), sorts out the unallocated, zero and unchanged ones, and compresses the rest — one
+//! chunk alone, several together as a group (kind 6: one zstd frame, a larger compression unit
+//! that keeps 1 MiB chunks for hashing, incrementals and used-block decisions). The batch goes
+//! to the writer in one message, the payload already in the chunks' own output buffers.
+use super::create::{Job, Slot};
+use super::format::*;
+use super::writer::WMsg;
+use crate::io::is_zero;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Mutex;
+
+/// Chunks per batch (and so per group at most) for `compress` and chunk size `cs`: 1 with LZ4,
+/// else [`GROUP_CHUNKS`] as long as a group fits [`MAX_GROUP_BYTES`] (1 — no groups — when not
+/// even two chunks fit).
+pub(super) fn group_chunks(compress: Compression, cs: u32) -> usize {
+    match compress {
+        Compression::Lz4 => 1,
+        Compression::Zstd(_) => match GROUP_CHUNKS.min(MAX_GROUP_BYTES / cs.max(1) as usize) {
+            n if n >= 2 => n,
+            _ => 1,
+        },
+    }
+}
+
+/// One chunk, ready to be written.
+pub(super) struct Done {
+    /// Place in the data stream (see [`Job`]); a batch's are consecutive.
+    pub seq: u64,
+    pub i: u64,
+    pub slot: Slot,
+    pub kind: Kind,
+    /// Payload length (for a group member: the group's).
+    pub stored: usize,
+    /// Payload CRC32 (for a group member: the group's).
+    pub crc: u32,
+    pub hash: [u8; 32],
+    pub bad: Vec<(u64, u64)>,
+    /// Kind 6: position among the group's members and their number.
+    pub member: u8,
+    pub members: u8,
+    /// Kind 6: how many of the group's payload bytes this chunk's `slot.out` holds (the payload
+    /// is the members' pieces in member order).
+    pub part: usize,
+}
+
+/// A zstd compressor for units of `unit` bytes at `level` whose window is the whole unit, so a
+/// match may reach back to its start (zstd's own window for levels 1–4 is 0.5–2 MiB).
+pub(super) fn zstd_compressor(level: i32, unit: usize) -> Option<zstd::bulk::Compressor<'static>> {
+    let mut z = zstd::bulk::Compressor::new(level).ok()?;
+    let wlog = unit.next_power_of_two().trailing_zeros();
+    z.set_parameter(zstd::zstd_safe::CParameter::WindowLog(wlog))
+        .ok()?;
+    Some(z)
+}
+
+/// Takes the rest of the batch the next job belongs to: jobs up to and including the next
+/// sequence number `k × n - 1` (fewer at the stream's end; the reader side sends them in
+/// sequence, and holding the lock keeps a batch consecutive). Waiting for them holds no more
+/// than `n - 1` slots: the reader side takes a free slot only to emit a complete chunk, and
+/// every earlier batch gets written and its slots freed. Empty when the reader side is done.
+fn take(rx: &Mutex<Receiver<Job>>, n: usize) -> Vec<Job> {
+    let Ok(rx) = rx.lock() else {
+        return Vec::new();
+    };
+    let mut v: Vec<Job> = Vec::with_capacity(n);
+    while v
+        .last()
+        .is_none_or(|j| !(j.seq + 1).is_multiple_of(n as u64))
+    {
+        match rx.recv() {
+            Ok(j) => v.push(j),
+            Err(_) => break,
+        }
+    }
+    v
+}
+
+/// What a compressor thread needs to know.
+#[derive(Clone, Copy)]
+pub(super) struct PackParams {
+    pub compress: Compression,
+    pub chunk_size: u32,
+    /// BLAKE3 of a full zero chunk.
+    pub zero_full: [u8; 32],
+    /// Chunks per batch ([`group_chunks`]).
+    pub batch: usize,
+    /// The largest group payload that fits a volume (`--split`); a larger one is not made.
+    pub max_group_payload: usize,
+}
+
+/// One compressor thread: batches until the reader is done or the writer hangs up.
+pub(super) fn run(rx: &Mutex<Receiver<Job>>, tx: Sender<WMsg>, p: PackParams) {
+    let cs = p.chunk_size as usize;
+    let batch = p.batch.max(1);
+    let mut zc = match p.compress {
+        Compression::Zstd(level) => zstd_compressor(level, cs * batch),
+        Compression::Lz4 => None,
+    };
+    let mut unit_in = Vec::new();
+    let mut unit_out = Vec::new();
+    loop {
+        let jobs = take(rx, batch);
+        if jobs.is_empty() {
+            return;
+        }
+        let mut done: Vec<Done> = jobs.into_iter().map(|j| classify(j, &p)).collect();
+        // Group members are full chunks (member p starts at p × chunk size); the disk's short
+        // last chunk is compressed on its own.
+        let (full, short): (Vec<usize>, Vec<usize>) = (0..done.len())
+            .filter(|&k| done[k].kind == Kind::Raw)
+            .partition(|&k| done[k].slot.data.len() == cs);
+        if full.len() >= 2 && zc.is_some() {
+            let max = p.max_group_payload;
+            pack_group(
+                &mut done,
+                &full,
+                zc.as_mut(),
+                max,
+                &mut unit_in,
+                &mut unit_out,
+            );
+        } else {
+            for &k in &full {
+                pack_one(&mut done[k], zc.as_mut());
+            }
+        }
+        for &k in &short {
+            pack_one(&mut done[k], zc.as_mut());
+        }
+        if tx.send(WMsg::Batch(done)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Hashes a chunk and decides its kind; a chunk with data to store comes out as `Raw` (the
+/// caller compresses it).
+fn classify(job: Job, p: &PackParams) -> Done {
+    let data = &job.slot.data[..];
+    let len = data.len();
+    let zero_hash = |d: &[u8]| {
+        if len == p.chunk_size as usize {
+            p.zero_full
+        } else {
+            *blake3::hash(d).as_bytes()
+        }
+    };
+    let (kind, stored, crc, hash);
+    if job.unallocated {
+        (kind, stored, crc, hash) = (Kind::Unallocated, 0, 0, zero_hash(data));
+    } else if is_zero(data) {
+        (kind, stored, crc, hash) = (Kind::Zero, 0, 0, zero_hash(data));
+    } else {
+        hash = *blake3::hash(data).as_bytes();
+        if job.parent_hash == Some(hash) {
+            (kind, stored, crc) = (Kind::Parent, 0, 0);
+        } else {
+            (kind, stored, crc) = (Kind::Raw, len, 0);
+        }
+    }
+    Done {
+        seq: job.seq,
+        i: job.i,
+        slot: job.slot,
+        kind,
+        stored,
+        crc,
+        hash,
+        bad: job.bad,
+        member: 0,
+        members: 0,
+        part: 0,
+    }
+}
+
+/// Compresses one chunk on its own (zstd or LZ4); raw when that does not make it smaller.
+fn pack_one(d: &mut Done, zc: Option<&mut zstd::bulk::Compressor<'static>>) {
+    let data = &d.slot.data[..];
+    let len = data.len();
+    let out = &mut d.slot.out[..];
+    let packed = match zc {
+        Some(z) => z
+            .compress_to_buffer(data, out)
+            .ok()
+            .map(|n| (Kind::Zstd, n)),
+        None => lz4_flex::block::compress_into(data, out)
+            .ok()
+            .map(|n| (Kind::Lz4, n)),
+    };
+    (d.kind, d.stored, d.crc) = match packed {
+        Some((k, n)) if n < len => (k, n, crc32fast::hash(&out[..n])),
+        _ => (Kind::Raw, len, crc32fast::hash(data)),
+    };
+}
+
+/// Compresses the chunks `members` of a batch together as one zstd frame (kind 6), the payload
+/// spread over their output buffers in member order. When that does not save space each is
+/// stored raw; when the frame would not fit a volume (more than `max` bytes, `--split`) each is
+/// compressed on its own.
+fn pack_group(
+    done: &mut [Done],
+    members: &[usize],
+    mut zc: Option<&mut zstd::bulk::Compressor<'static>>,
+    max: usize,
+    unit_in: &mut Vec<u8>,
+    unit_out: &mut Vec<u8>,
+) {
+    unit_in.clear();
+    for &k in members {
+        unit_in.extend_from_slice(&done[k].slot.data);
+    }
+    unit_out.resize(zstd::zstd_safe::compress_bound(unit_in.len()), 0);
+    let n = zc
+        .as_mut()
+        .and_then(|z| z.compress_to_buffer(&unit_in[..], &mut unit_out[..]).ok());
+    let room: usize = members.iter().map(|&k| done[k].slot.out.len()).sum();
+    let Some(n) = n.filter(|&n| n < unit_in.len() && n <= room) else {
+        for &k in members {
+            let d = &mut done[k];
+            (d.kind, d.stored, d.crc) =
+                (Kind::Raw, d.slot.data.len(), crc32fast::hash(&d.slot.data));
+        }
+        return;
+    };
+    if n > max {
+        for &k in members {
+            pack_one(&mut done[k], zc.as_deref_mut());
+        }
+        return;
+    }
+    let crc = crc32fast::hash(&unit_out[..n]);
+    let mut at = 0;
+    for (m, &k) in members.iter().enumerate() {
+        let d = &mut done[k];
+        let part = (n - at).min(d.slot.out.len());
+        d.slot.out[..part].copy_from_slice(&unit_out[at..at + part]);
+        at += part;
+        (d.kind, d.stored, d.crc, d.part) = (Kind::Group, n, crc, part);
+        (d.member, d.members) = (m as u8, members.len() as u8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::AlignedBuf;
+    use std::sync::mpsc;
+
+    const CS: usize = 64 << 10;
+
+    fn chunk(c: u64) -> Vec<u8> {
+        match c {
+            5 => vec![0; CS],
+            // Incompressible.
+            9 => (0..CS)
+                .map(|i| ((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+                .collect(),
+            _ => (0..CS).map(|i| ((i / 7) as u64 + c * 13) as u8).collect(),
+        }
+    }
+
+    /// Runs one compressor thread over jobs `seqs` (chunk = seq) and returns its batches.
+    fn run_over(seqs: std::ops::Range<u64>, max_group_payload: usize) -> Vec<Vec<Done>> {
+        let (jtx, jrx) = mpsc::sync_channel::<Job>(64);
+        for s in seqs {
+            let mut data = AlignedBuf::new(CS);
+            data.copy_from_slice(&chunk(s));
+            let slot = Slot {
+                data,
+                out: vec![0; max_payload_any(CS)],
+            };
+            let job = Job {
+                seq: s,
+                i: s,
+                slot,
+                unallocated: false,
+                bad: vec![],
+                parent_hash: None,
+            };
+            jtx.send(job).unwrap();
+        }
+        drop(jtx);
+        let (tx, rx) = mpsc::channel();
+        let p = PackParams {
+            compress: Compression::Zstd(3),
+            chunk_size: CS as u32,
+            zero_full: *blake3::hash(&[0; CS]).as_bytes(),
+            batch: group_chunks(Compression::Zstd(3), CS as u32),
+            max_group_payload,
+        };
+        run(&Mutex::new(jrx), tx, p);
+        rx.try_iter()
+            .map(|m| match m {
+                WMsg::Batch(b) => b,
+                WMsg::Checkpoint { .. } => panic!("a checkpoint from a compressor"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_are_cut_at_fixed_sequence_numbers() {
+        assert_eq!(group_chunks(Compression::Lz4, 1 << 20), 1);
+        assert_eq!(group_chunks(Compression::Zstd(1), 1 << 20), GROUP_CHUNKS);
+        assert_eq!(group_chunks(Compression::Zstd(1), 8 << 20), 2);
+        assert_eq!(group_chunks(Compression::Zstd(1), 16 << 20), 1);
+        // A stream that starts inside a batch (seq 2) ends it at 3; the last batch is short.
+        let b = run_over(2..13, usize::MAX);
+        let seqs: Vec<Vec<u64>> = b
+            .iter()
+            .map(|b| b.iter().map(|d| d.seq).collect())
+            .collect();
+        assert_eq!(
+            seqs,
+            vec![vec![2, 3], vec![4, 5, 6, 7], vec![8, 9, 10, 11], vec![12]]
+        );
+    }
+
+    #[test]
+    fn a_group_decompresses_to_its_members_and_falls_back_when_too_large() {
+        let b = run_over(4..12, usize::MAX);
+        let kinds: Vec<Kind> = b.iter().flatten().map(|d| d.kind).collect();
+        use Kind::*;
+        // Chunk 5 is zero; 9 (incompressible) is still a member of its group.
+        assert_eq!(
+            kinds,
+            [Group, Zero, Group, Group, Group, Group, Group, Group]
+        );
+        for batch in &b {
+            let members: Vec<&Done> = batch.iter().filter(|d| d.kind == Group).collect();
+            let payload: Vec<u8> = members
+                .iter()
+                .flat_map(|d| d.slot.out[..d.part].to_vec())
+                .collect();
+            assert_eq!(payload.len(), members[0].stored);
+            assert_eq!(crc32fast::hash(&payload), members[0].crc);
+            let whole = zstd::bulk::decompress(&payload, MAX_GROUP_BYTES).unwrap();
+            let want: Vec<u8> = members.iter().flat_map(|d| chunk(d.i)).collect();
+            assert!(whole == want, "batch at {}", batch[0].seq);
+            for (k, d) in members.iter().enumerate() {
+                assert_eq!((d.member as usize, d.members as usize), (k, members.len()));
+                assert_eq!(d.hash, *blake3::hash(&chunk(d.i)).as_bytes());
+            }
+        }
+        // A group that would not fit a volume (--split): each chunk on its own.
+        let b = run_over(4..8, 1000);
+        let kinds: Vec<Kind> = b.iter().flatten().map(|d| d.kind).collect();
+        assert_eq!(kinds, [Zstd, Zero, Zstd, Zstd]);
+        for d in b.iter().flatten().filter(|d| d.kind == Zstd) {
+            let got = zstd::bulk::decompress(&d.slot.out[..d.stored], CS).unwrap();
+            assert!(got == chunk(d.i));
+        }
+    }
+}
