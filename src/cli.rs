@@ -320,12 +320,15 @@ mod tests {
             image: "a.lbi".into(),
             json: false,
         }));
-        round_trip(Cmd::Image(ImageCmd::Export {
-            image: "a.lbi".into(),
-            raw: "a.raw".into(),
-            force: true,
-            json: true,
-        }));
+        for format in [None, Some("vhdx".to_string())] {
+            round_trip(Cmd::Image(ImageCmd::Export {
+                image: "a.lbi".into(),
+                raw: "a.raw".into(),
+                format,
+                force: true,
+                json: true,
+            }));
+        }
         for sock in [None, Some("/run/s.sock")] {
             round_trip(Cmd::Image(ImageCmd::Serve(crate::serve::ServeArgs {
                 image: "label=B:/a.lbi".into(),

@@ -462,7 +462,17 @@ pub(super) fn finish_progress(sink: &StderrSink, job: &str, total: u64, bad_byte
     sink.finish(&p);
 }
 
-fn run_export(image: String, raw: String, force: bool, json: bool) -> Result<i32> {
+fn run_export(
+    image: String,
+    raw: String,
+    format: Option<String>,
+    force: bool,
+    json: bool,
+) -> Result<i32> {
+    let format = match format.as_deref() {
+        Some(f) => vmdisk::Format::parse(f)?,
+        None => vmdisk::Format::Raw,
+    };
     // Ctrl-C / SIGTERM: stop, remove the temporary file, exit 130.
     let cancel = Cancel::new();
     crate::jobs::cancel_on_signals(&cancel, "the unfinished file is removed");
@@ -478,24 +488,27 @@ fn run_export(image: String, raw: String, force: bool, json: bool) -> Result<i32
     check.writes("the exported file", &create::partial_name(rawp))?;
     check.run()?;
     let sink = StderrSink::from_env();
-    let rep = export(&store.path, Path::new(&raw), force, &sink, &cancel).map_err(|e| {
-        if e.kind != ErrorKind::Cancelled {
-            return e;
-        }
-        Error::new(
-            ErrorKind::Cancelled,
-            format!(
+    let rep = vmdisk::export(&store.path, Path::new(&raw), format, force, &sink, &cancel).map_err(
+        |e| {
+            if e.kind != ErrorKind::Cancelled {
+                return e;
+            }
+            Error::new(
+                ErrorKind::Cancelled,
+                format!(
                 "cancelled by the user: {raw} was not written (the unfinished file was removed)"
             ),
-        )
-    })?;
+            )
+        },
+    )?;
     finish_progress(&sink, "image-export", rep.disk_size_bytes, 0);
     crate::cli::emit_report(&rep, json);
     if !json {
         eprintln!(
-            "Exported {} to {} (sparse, media hash verified).",
+            "Exported {} to {} ({}, sparse, media hash verified).",
             crate::jobs::fmt_bytes(rep.disk_size_bytes),
-            raw
+            raw,
+            format.qemu_name()
         );
     }
     Ok(exit::OK)
@@ -539,8 +552,9 @@ pub fn run(a: ImageCmd) -> Result<i32> {
         ImageCmd::Export {
             image,
             raw,
+            format,
             force,
             json,
-        } => run_export(image, raw, force, json),
+        } => run_export(image, raw, format, force, json),
     }
 }

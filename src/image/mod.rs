@@ -12,6 +12,7 @@ pub mod reader;
 pub mod resume;
 pub mod store;
 pub mod verify;
+pub mod vmdisk;
 mod volumes;
 mod writer;
 
@@ -99,10 +100,14 @@ pub enum ImageCmd {
     /// Serve the disk as it was at this image over NBD (qemu-img, qemu-nbd, nbd-client, a VM),
     /// without restoring it: read-only, or writes into --writable-overlay FILE.
     Serve(crate::serve::ServeArgs),
-    /// Write a plain raw disk file (sparse where the disk was zero).
+    /// Write the disk as a file: raw (sparse where the disk was zero), or a VM disk (qcow2,
+    /// vhd, vhdx, vmdk) so the old PC boots as a virtual machine.
     Export {
         image: String,
         raw: String,
+        /// raw (default), qcow2, vhd (dynamic), vhdx (dynamic) or vmdk (monolithic sparse).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
