@@ -1,6 +1,9 @@
 //! Content probing: which filesystem a partition holds (from the filesystem's own superblock,
 //! with its label and UUID formatted the way `blkid` prints them) and which partition table a
-//! disk carries (GPT, MBR or none). Reads a bounded prefix of the device; never writes.
+//! disk carries (GPT, MBR or none). Reads a bounded prefix of the device, exactly the sectors
+//! looked at (O_DIRECT where the device allows it: no kernel read-ahead); never writes.
+use crate::fs::Region;
+use crate::io::{Access, BlockSource, Device};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io;
@@ -142,10 +145,12 @@ fn label_utf16(b: &[u8], units: usize) -> Option<String> {
 }
 
 /// Probes the filesystem on `dev` (a block device or an image file). None when nothing known
-/// is found or the device cannot be read.
+/// is found or the device cannot be read. Read with O_DIRECT where the device allows it
+/// ([`Device`]), exactly the sectors the probe looks at: buffered reads would let the kernel
+/// read ahead, and on a failing disk read sectors nobody asked for.
 pub fn probe_fs(dev: &Path) -> Option<FsInfo> {
-    let f = File::open(dev).ok()?;
-    probe_reader(&f)
+    let d = Device::open(dev, Access::Read).ok()?;
+    probe_reader(&Region::new(&d, 0, d.size()))
 }
 
 /// Probes any positional reader (a device, a file, or a byte slice in tests).
@@ -523,10 +528,11 @@ pub struct TableInfo {
     pub uuid: Option<String>,
 }
 
-/// Reads LBA 0 and 1 of a disk and classifies its partition table.
+/// Reads LBA 0 and 1 of a disk and classifies its partition table (exactly those sectors,
+/// with O_DIRECT where possible, as [`probe_fs`]).
 pub fn probe_table(dev: &Path, logical_block_size: u32) -> Option<TableInfo> {
-    let f = File::open(dev).ok()?;
-    probe_table_reader(&f, logical_block_size)
+    let d = Device::open(dev, Access::Read).ok()?;
+    probe_table_reader(&Region::new(&d, 0, d.size()), logical_block_size)
 }
 
 pub(crate) fn probe_table_reader(r: &(impl ReadAt + ?Sized), lbs: u32) -> Option<TableInfo> {
