@@ -321,9 +321,7 @@ fn referees(t: &TempDir, src: &Path, copy: &Path, which: &[usize]) {
 fn free_ranges(disk: &Path) -> Vec<(u64, u64)> {
     let dev = Device::open(disk, Access::Read).unwrap();
     let mut u = UsageMap::analyze(&dev);
-    let d = u
-        .domain(&dev, dev.size(), 512)
-        .expect("a used-blocks domain");
+    let d = u.domain(dev.size(), 512).expect("a used-blocks domain");
     d.free(dev.size())
 }
 
@@ -549,7 +547,7 @@ fn failing_source_bad_sectors_in_free_space_are_never_read() {
     let plain = SimDevice::new(data.clone(), 512);
     let mut u = UsageMap::analyze(&plain);
     assert_eq!(u.partitions[0].mode, Mode::UsedBlocks);
-    let d = u.domain(&plain, size, 512).unwrap();
+    let d = u.domain(size, 512).unwrap();
     let inside = |a: u64| d.ranges.iter().any(|r| a >= r.0 && a < r.0 + r.1);
     // A bad sector in the file's data, two in free space inside the ext4 partition (one right
     // after a used range, one far from any).
@@ -581,7 +579,7 @@ fn failing_source_bad_sectors_in_free_space_are_never_read() {
     });
     // The plan is read through the failing source too.
     let mut u2 = UsageMap::analyze(src.as_ref());
-    let d2 = u2.domain(src.as_ref(), size, 512).unwrap();
+    let d2 = u2.domain(size, 512).unwrap();
     assert_eq!(d2, d);
     src.log.lock().unwrap().clear();
     let dst = Arc::new(MemTarget::new(size as usize, 0xAA));

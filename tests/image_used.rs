@@ -429,7 +429,7 @@ fn failing_source_bad_sectors_in_free_space_are_never_read() {
     let plain = SimDevice::new(data.clone(), 512);
     let plan = UsageMap::analyze(&plain);
     assert_eq!(plan.partitions[0].mode, lifeboat::fs::Mode::UsedBlocks);
-    let used: Vec<(u64, u64)> = plan.extents(&plain).collect();
+    let used: Vec<(u64, u64)> = plan.extents().collect();
     let is_used = |a: u64| used.iter().any(|r| a >= r.0 && a < r.1);
     // A used sector inside the 6 MiB file's data, and a free sector in a chunk that is mostly
     // used (same chunk, if there is one), and a free sector in a chunk with no used block.

@@ -225,7 +225,8 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     let source_dev = Arc::new(Device::open(&spath, Access::Read)?);
     let ssize = source_dev.size();
     // A table we cannot read (bad sectors right there) means the whole source is needed.
-    let table = gpt::read(source_dev.as_ref()).unwrap_or(PartitionTable {
+    let table_read = gpt::read(source_dev.as_ref()).ok();
+    let table = table_read.clone().unwrap_or(PartitionTable {
         kind: TableKind::None,
         sector_size: source_dev.logical_block_size(),
         partitions: vec![],
@@ -254,12 +255,13 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     } else {
         target.size / lbs * lbs
     };
-    // The used-block plan and the domain, read through the source device like the data.
-    let mut usage = UsageMap::analyze(source_dev.as_ref());
+    // The used-block plan and the domain, read through the source device like the data (the
+    // table is the one read above: each byte of the plan is read once).
+    let mut usage = UsageMap::analyze_with(source_dev.as_ref(), table_read.as_ref());
     if job.all_sectors {
         usage.force_all_sectors("--all-sectors was given");
     }
-    let domain = usage.domain(source_dev.as_ref(), copy_len, lbs);
+    let domain = usage.domain(copy_len, lbs);
     if domain.is_none() {
         usage.used_bytes = copy_len;
     }

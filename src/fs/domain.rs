@@ -1,15 +1,15 @@
-//! The rescue domain of a used-blocks copy: the used byte ranges of a [`UsageMap`], collected
-//! once into sorted `[start, len]` ranges aligned to whole sectors, for the rescue engine
-//! (GNU ddrescue's `--domain-mapfile`, built from the filesystems' own maps) and the verify
-//! pass. Clone uses it; anything that copies through the rescue engine can.
+//! The rescue domain of a used-blocks copy: the used byte ranges of a [`UsageMap`] as its
+//! analysis collected them (each map is read once: see [`Bounded`]), aligned to whole sectors
+//! into sorted `[start, len]` ranges for the rescue engine (GNU ddrescue's `--domain-mapfile`,
+//! built from the filesystems' own maps) and the verify pass. Clone uses it; anything that
+//! copies through the rescue engine can.
 //!
 //! Memory is bounded: a domain holds at most [`MAX_RANGES`] ranges (16 bytes each, and the
 //! rescue map about two extents per range). The used blocks of a badly fragmented filesystem
 //! can lie in more pieces; then the smallest free gaps are read too (the gap limit doubles
 //! until the ranges fit), and [`Domain::gaps_read_below`] says so for the report. No used
 //! byte is ever left out.
-use super::{Mode, UsageMap};
-use crate::io::BlockSource;
+use super::UsageMap;
 
 /// The most ranges a domain holds (see the module documentation).
 pub const MAX_RANGES: usize = 1 << 18;
@@ -62,6 +62,57 @@ fn push(v: &mut Vec<(u64, u64)>, a: u64, e: u64, gap: u64) {
     }
 }
 
+/// Collects ascending byte ranges into at most `max` `[start, len]` ranges: past that, free
+/// gaps shorter than a limit (doubling from `unit * 8`) are taken in too. Every range pushed
+/// stays inside. The used-block analysis feeds it once, as it reads each map.
+#[derive(Debug, Clone)]
+pub(crate) struct Bounded {
+    ranges: Vec<(u64, u64)>,
+    gap: u64,
+    unit: u64,
+    max: usize,
+}
+
+impl Bounded {
+    pub(crate) fn new(unit: u64, max: usize) -> Self {
+        Bounded {
+            ranges: Vec::new(),
+            gap: 0,
+            unit: unit.max(1),
+            max: max.max(1),
+        }
+    }
+
+    /// Adds `[a, e)`; `a` must not lie before the start of the last range added.
+    pub(crate) fn push(&mut self, a: u64, e: u64) {
+        if e <= a {
+            return;
+        }
+        push(&mut self.ranges, a, e, self.gap);
+        while self.ranges.len() > self.max {
+            self.gap = (self.gap * 2).max(self.unit * 8);
+            let old = std::mem::take(&mut self.ranges);
+            for (a, l) in old {
+                push(&mut self.ranges, a, a + l, self.gap);
+            }
+        }
+    }
+
+    /// Adds `[a, e)` whole, dropping what was added from `a` on (a map that failed part way:
+    /// its partition is used from its start).
+    pub(crate) fn replace_from(&mut self, a: u64, e: u64) {
+        while self.ranges.last().is_some_and(|l| l.0 >= a) {
+            self.ranges.pop();
+        }
+        self.push(a, e);
+    }
+
+    /// The ranges (`[start, len]`, sorted, not touching) and the gap limit (0: none).
+    pub(crate) fn finish(self) -> (Vec<(u64, u64)>, u64) {
+        (self.ranges, self.gap)
+    }
+}
+
 /// Collects ascending used ranges `[start, end)` into at most `max` sector-aligned
 /// `[start, len]` ranges within `[0, len)`: free gaps shorter than the returned limit (0: none)
 /// are read too. Every used byte stays inside.
@@ -72,8 +123,7 @@ fn bounded(
     max: usize,
 ) -> (Vec<(u64, u64)>, u64) {
     let lbs = lbs.max(1);
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
-    let mut gap = 0u64;
+    let mut b = Bounded::new(lbs, max);
     for (s, e) in it {
         let (a, e) = (s / lbs * lbs, e.div_ceil(lbs).saturating_mul(lbs).min(len));
         if a >= e {
@@ -82,44 +132,26 @@ fn bounded(
             }
             continue;
         }
-        push(&mut ranges, a, e, gap);
-        while ranges.len() > max.max(1) {
-            gap = (gap * 2).max(lbs * 8);
-            let old = std::mem::take(&mut ranges);
-            for (a, l) in old {
-                push(&mut ranges, a, a + l, gap);
-            }
-        }
+        b.push(a, e);
     }
-    (ranges, gap)
+    b.finish()
 }
 
 impl UsageMap {
-    /// The domain of a copy of the first `len` bytes of `src` (a target smaller than the
-    /// source copies less), sectors of `lbs` bytes; `None` when no partition is copied by
-    /// used blocks (the copy is every sector). Partitions whose map failed while being read
-    /// turn to all-sectors mode here, with the reason, and every partition's `used_bytes`
-    /// becomes what the domain holds of it, so the report says what was really read.
-    pub fn domain(&mut self, src: &dyn BlockSource, len: u64, lbs: u64) -> Option<Domain> {
+    /// The domain of a copy of the first `len` bytes of the analysed source (a target smaller
+    /// than the source copies less), sectors of `lbs` bytes, made from what the analysis read:
+    /// nothing is read again. `None` when no partition is copied by used blocks (the copy is
+    /// every sector). Every partition's `used_bytes` becomes what the domain holds of it, so
+    /// the report says what is really read.
+    pub fn domain(&mut self, len: u64, lbs: u64) -> Option<Domain> {
         if !self.any_used_blocks() {
             return None;
         }
-        let mut ext = self.extents(src);
-        let (ranges, gap) = bounded(ext.by_ref(), len, lbs, MAX_RANGES);
-        let failed = std::mem::take(&mut ext.failed);
-        drop(ext);
-        for (num, err) in failed {
-            if let Some(p) = self.partitions.iter_mut().find(|p| p.number == num) {
-                p.mode = Mode::AllSectors;
-                p.reason = Some(format!(
-                    "its allocation map failed while it was read: {err}"
-                ));
-            }
-        }
+        let (ranges, gap) = bounded(self.extents(), len, lbs, MAX_RANGES);
         let d = Domain {
             bytes: ranges.iter().map(|r| r.1).sum(),
             ranges,
-            gaps_read_below: gap,
+            gaps_read_below: gap.max(self.gaps_read_below),
         };
         for p in self.partitions.iter_mut() {
             p.used_bytes = d.bytes_in(p.start_bytes, p.start_bytes + p.size_bytes);
@@ -186,6 +218,6 @@ mod tests {
         use crate::rescue::sim::SimDevice;
         let sim = SimDevice::new(SimDevice::pattern(4 << 20, 9), 512);
         let mut m = UsageMap::analyze(&sim);
-        assert!(m.domain(&sim, 4 << 20, 512).is_none());
+        assert!(m.domain(4 << 20, 512).is_none());
     }
 }

@@ -16,6 +16,8 @@ const ROOT_SCAN_MAX: u64 = 1 << 20;
 struct Geo {
     cluster: u64,
     fat: u64,
+    /// Where the first FAT ends.
+    fat_end: u64,
     heap: u64,
     clusters: u64,
 }
@@ -42,7 +44,8 @@ fn chain(r: &Region, g: &Geo, first: u64, need: Option<u64>) -> Result<Vec<(u64,
             _ => runs.push((c, 1)),
         }
         n += 1;
-        let next = u64::from(le32(&r.read(g.fat + c * 4, 4)?, 0));
+        // Read ahead within the FAT only: the next entries of the chain are most likely there.
+        let next = u64::from(le32(&r.read_in(g.fat + c * 4, 4, g.fat_end)?, 0));
         c = if g.valid(next) {
             next
         } else if next == 0 && need.is_some() {
@@ -142,6 +145,7 @@ pub fn open(r: Region<'_>) -> Result<Union<ListMap, BitmapMap<'_>>> {
     let g = Geo {
         cluster: bps << cshift,
         fat: u64::from(le32(&b, 80)) * bps,
+        fat_end: (u64::from(le32(&b, 80)) + u64::from(le32(&b, 84))) * bps,
         heap: u64::from(le32(&b, 88)) * bps,
         clusters: u64::from(le32(&b, 92)),
     };

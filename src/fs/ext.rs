@@ -296,6 +296,23 @@ impl ExtMap<'_> {
         })
     }
 
+    /// Where the block bitmaps of the groups after `g` stop lying right after `g`'s own (flex_bg
+    /// keeps a flex group's bitmaps side by side): the byte offset reading `g`'s bitmap may read
+    /// ahead to, so they cost one read, and nothing that is not a bitmap is read. Only the
+    /// descriptors of `g`'s descriptor block are looked at.
+    fn bitmap_run_end(&mut self, g: u64, bitmap: u64) -> Result<u64> {
+        let (bs, dpb, groups) = (self.geo.bs, self.geo.dpb, self.geo.groups);
+        let max = (super::WINDOW as u64 / bs).max(1);
+        let mut n = 1;
+        while n < max && g + n < groups && (g + n) / dpb == g / dpb {
+            if self.desc(g + n)?.block_bitmap != bitmap + n {
+                break;
+            }
+            n += 1;
+        }
+        Ok((bitmap + n) * bs)
+    }
+
     /// Queues the used ranges of group `g`.
     fn group(&mut self, g: u64) -> Result<()> {
         let d = self.desc(g)?;
@@ -336,7 +353,8 @@ impl ExtMap<'_> {
                     d.block_bitmap
                 )));
             }
-            let bits = self.r.read(d.block_bitmap * bs, bs as usize)?;
+            let ahead = self.bitmap_run_end(g, d.block_bitmap)?;
+            let bits = self.r.read_in(d.block_bitmap * bs, bs as usize, ahead)?;
             if let Some(seed) = geo.csum_seed {
                 // The kernel refuses a bitmap whose checksum fails (the group is marked
                 // corrupt): bits flipped both ways keep the free count and lose used blocks.

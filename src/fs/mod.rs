@@ -12,14 +12,16 @@
 //! table that cannot be trusted (overlapping partitions, a GPT without a protective MBR, which
 //! Linux and Windows ignore) makes the whole disk all sectors, each partition listed with why.
 //!
-//! [`UsageMap::extents`] then streams the used byte ranges of the whole disk, sorted and
-//! coalesced; [`domain`] collects them into a rescue domain (clone). Memory is bounded: a
-//! filesystem map holds one piece of its bitmap at a time (one ext4 group, 256 KiB of a FAT or
-//! bitmap) plus a read window of [`WINDOW`] bytes, so a map is below ~1 MiB whatever the disk
-//! size (btrfs adds its chunk map, ~90 bytes a chunk: ~1.5 MiB for 16 TiB of 1 GiB chunks) —
-//! never one bit per block of the whole disk. A map that
-//! fails while streaming (a read error the second time) turns the rest of its partition into
-//! used bytes: the stream itself never loses data.
+//! Each map is read once, by the analysis, which keeps the used ranges it streamed (bounded at
+//! [`domain::MAX_RANGES`]: past that the smallest free gaps count as used). [`UsageMap::extents`]
+//! gives them back, sorted and coalesced, and [`UsageMap::domain`] aligns them into a rescue
+//! domain (clone): on a failing disk no metadata sector is read twice, and whether a map
+//! failed is decided in one place. Metadata is read exactly ([`Region`]): a bad sector in free
+//! space beside a bitmap does not fail the map. Memory is bounded: a filesystem map holds one
+//! piece of its bitmap at a time (one ext4 group, 256 KiB of a FAT or bitmap) plus a few cached
+//! pieces (at most 8), so a map is below ~3 MiB whatever the disk size (btrfs adds its chunk map, ~90 bytes
+//! a chunk: ~1.5 MiB for 16 TiB of 1 GiB chunks) — never one bit per block of the whole disk;
+//! the kept ranges are at most 4 MiB.
 pub mod btrfs;
 pub mod crc32c;
 pub mod domain;
@@ -34,26 +36,35 @@ use crate::clone::gpt::{self, TableKind};
 use crate::devices::probe::{probe_reader, ReadAt};
 use crate::error::{Error, Result};
 use crate::io::{AlignedBuf, BlockSource};
+use domain::Bounded;
 pub use domain::Domain;
 pub use report::ALL_SECTORS_HELP;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-/// Bytes read at once (and cached) by [`Region`]: bitmaps that lie together (ext4 flex_bg,
-/// a FAT, an NTFS `$Bitmap` run) cost one read per window instead of one per block.
+/// The most bytes [`Region::read_in`] reads ahead at once: metadata that lies together (ext4
+/// flex_bg bitmaps, exFAT's FAT) costs one read per window instead of one per block.
 pub const WINDOW: usize = 256 << 10;
 
 /// A byte range `[start, end)`.
 pub type Range = (u64, u64);
 
+/// Pieces a [`Region`] keeps: a map that goes back and forth between two structures (exFAT's
+/// FAT and its root directory, a FAT and its copy) reads each once.
+const CACHED_PIECES: usize = 8;
+
 /// A window `[start, start+len)` of a block source (a partition), read with byte offsets relative
-/// to its start. Reads are sector-aligned underneath and cached one [`WINDOW`] at a time.
+/// to its start. Reads are exact: the sectors holding what is asked for and nothing more (no
+/// read-ahead into free space, where a failing disk's bad sectors must never be tried), unless
+/// the caller knows the metadata goes on ([`Region::read_in`]); the last [`CACHED_PIECES`]
+/// pieces read are kept, so a structure read in small parts is read once.
 pub struct Region<'a> {
     src: &'a dyn BlockSource,
     start: u64,
     len: u64,
-    cache: Mutex<Option<(u64, Vec<u8>)>>,
+    /// (relative start, bytes), most recently used first.
+    cache: Mutex<VecDeque<(u64, Vec<u8>)>>,
 }
 
 impl<'a> Region<'a> {
@@ -63,7 +74,7 @@ impl<'a> Region<'a> {
             src,
             start,
             len,
-            cache: Mutex::new(None),
+            cache: Mutex::new(VecDeque::new()),
         }
     }
     pub fn len(&self) -> u64 {
@@ -76,17 +87,15 @@ impl<'a> Region<'a> {
         self.start
     }
 
-    /// Reads one aligned window containing `off` (relative), short at the end of the region.
-    fn window(&self, woff: u64) -> Result<Vec<u8>> {
+    /// Reads the sectors holding relative `[from, to)`, clipped to the region: (the relative
+    /// start of what was read, the bytes), short at the end of the source.
+    fn fetch(&self, from: u64, to: u64) -> Result<(u64, Vec<u8>)> {
         let lbs = (self.src.logical_block_size() as u64).max(512);
-        let abs = self.start + woff;
+        let abs = self.start + from;
         let astart = abs / lbs * lbs;
-        let aend = (abs + WINDOW as u64)
-            .min(self.start + self.len)
-            .div_ceil(lbs)
-            * lbs;
+        let aend = (self.start + to.min(self.len)).div_ceil(lbs) * lbs;
         let aend = aend.min(self.src.size().div_ceil(lbs) * lbs);
-        let n = (aend - astart) as usize;
+        let n = aend.saturating_sub(astart) as usize;
         let mut buf = AlignedBuf::new(n);
         let mut done = 0;
         while done < n && astart + (done as u64) < self.src.size() {
@@ -100,39 +109,66 @@ impl<'a> Region<'a> {
                 }
             }
         }
-        let skip = (abs - astart) as usize;
+        // Keep the whole sectors read, within the region.
+        let first = astart.max(self.start);
+        let skip = (first - astart) as usize;
         let keep = done
             .saturating_sub(skip)
-            .min((self.start + self.len - abs) as usize);
-        Ok(buf[skip..skip + keep].to_vec())
+            .min((self.start + self.len - first) as usize);
+        Ok((first - self.start, buf[skip..skip + keep].to_vec()))
     }
 
-    /// Reads `len` bytes at relative offset `off`; an error if they are not all inside the region.
+    /// Reads `len` bytes at relative offset `off`, exactly (see the type's documentation); an
+    /// error if they are not all inside the region.
     pub fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
-        if off.checked_add(len as u64).is_none_or(|e| e > self.len) {
+        self.read_in(off, len, 0)
+    }
+
+    /// As [`Region::read`], reading ahead up to relative offset `ahead_to` (at most
+    /// [`WINDOW`] bytes at once) on a miss: for a caller that knows the metadata it reads next
+    /// lies there (a FAT, bitmaps side by side), so it costs one read instead of many.
+    pub fn read_in(&self, off: u64, len: usize, ahead_to: u64) -> Result<Vec<u8>> {
+        let end = off.checked_add(len as u64).filter(|&e| e <= self.len);
+        let Some(end) = end else {
             return Err(Error::corrupt(format!(
                 "{}: filesystem structure at byte {} (+{len}) lies outside its partition",
                 self.src.name(),
                 self.start + off
             )));
-        }
+        };
         let mut out = Vec::with_capacity(len);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         while out.len() < len {
             let pos = off + out.len() as u64;
-            let hit = matches!(&*cache, Some((s, d)) if pos >= *s && pos < *s + d.len() as u64);
-            if !hit {
-                let d = self.window(pos)?;
-                if d.is_empty() {
-                    return Err(Error::corrupt(format!(
-                        "{}: the disk ended inside a filesystem structure",
-                        self.src.name()
-                    ))
-                    .at_offset(self.start + pos));
+            let hit = cache
+                .iter()
+                .position(|(s, d)| pos >= *s && pos < *s + d.len() as u64);
+            match hit {
+                Some(i) => {
+                    let w = cache.remove(i).expect("a cached piece");
+                    cache.push_front(w);
                 }
-                *cache = Some((pos, d));
+                None => {
+                    // Up to what is asked (or read-ahead), never into a piece already cached.
+                    let mut to = end.max(ahead_to.min(pos + WINDOW as u64)).min(self.len);
+                    for (s, _) in cache.iter() {
+                        if *s > pos && *s < to {
+                            to = *s;
+                        }
+                    }
+                    let (s, d) = self.fetch(pos, to)?;
+                    if s + (d.len() as u64) <= pos {
+                        return Err(Error::corrupt(format!(
+                            "{}: the disk ended inside a filesystem structure",
+                            self.src.name()
+                        ))
+                        .at_offset(self.start + pos));
+                    }
+                    cache.truncate(CACHED_PIECES - 1);
+                    cache.push_front((s, d));
+                }
             }
-            let (s, d) = cache.as_ref().expect("window cached");
+            let (s, d) = cache.front().expect("piece cached");
             let from = (pos - s) as usize;
             let n = (len - out.len()).min(d.len() - from);
             out.extend_from_slice(&d[from..from + n]);
@@ -323,10 +359,17 @@ pub struct UsageMap {
     pub outside_bytes: u64,
     /// Total bytes that will be read.
     pub used_bytes: u64,
-    /// Per partition (same order), the content whose map is streamed.
+    /// The used byte ranges of the whole disk, `[start, len]`, sorted, not touching, as the
+    /// analysis read them (at most [`domain::MAX_RANGES`]; not in the serialized record).
     #[serde(skip)]
-    contents: Vec<Option<Content>>,
+    used: Vec<(u64, u64)>,
+    /// Free gaps shorter than this are inside `used` to keep it bounded (0: none).
+    #[serde(skip)]
+    gaps_read_below: u64,
 }
+
+/// The smallest gap [`domain::Bounded`] takes in is 8 of these (then it doubles).
+const RANGE_UNIT: u64 = 512;
 
 /// What a partition holds, as far as the used-block maps care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +396,9 @@ fn classify(r: &Region, type_id: &str) -> (Option<String>, std::result::Result<C
     const LDM_GUID: &str = "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3";
     const SPACES_GUID: &str = "E75CAF8F-F680-4CEE-AFA3-B001E56EFC2D";
     let len = r.len();
+    // The filesystem's superblock first: the probe reads the start of the partition once, and
+    // the checks below read from it (Linux RAID and BitLocker still decide first).
+    let probed = probe_reader(r);
     // Linux RAID superblocks: 1.1 at 0, 1.2 at 4 KiB, 1.0 near the end, 0.90 in the last 64 KiB.
     let mut md = md_magic_at(r, 0) || md_magic_at(r, 4096);
     if len >= 128 << 10 {
@@ -379,7 +425,7 @@ fn classify(r: &Region, type_id: &str) -> (Option<String>, std::result::Result<C
             );
         }
     }
-    let Some(info) = probe_reader(r) else {
+    let Some(info) = probed else {
         return (None, Err("no known filesystem".into()));
     };
     let fs = info.fs_type.clone();
@@ -449,27 +495,39 @@ fn open_map<'a>(r: Region<'a>, c: &Content) -> Result<Box<dyn UsedMap + 'a>> {
     })
 }
 
-/// A partition's map with the region's tail after the filesystem counted as used, clipped to
-/// the region: what the extents stream reads.
-fn partition_ranges(r: Region, c: &Content) -> Result<Vec<Range>> {
-    let len = r.len();
+/// Streams a partition's map into `acc` (absolute ranges, clipped to the region) and returns
+/// the used bytes; on an error, what was added of this partition is already in `acc` and the
+/// caller replaces it by the whole partition.
+fn stream_partition(r: Region, c: &Content, acc: &mut Bounded) -> Result<u64> {
+    let (base, len) = (r.start(), r.len());
     let mut m = open_map(r, c)?;
-    let mut v = collect(&mut *m)?;
-    for x in v.iter_mut() {
-        x.1 = x.1.min(len);
+    let (mut used, mut done) = (0u64, 0u64);
+    while let Some((s, e)) = m.next_range()? {
+        let (s, e) = (s.max(done).min(len), e.min(len));
+        if e > s {
+            used += e - s;
+            done = e;
+            acc.push(base + s, base + e);
+        }
     }
-    v.retain(|x| x.1 > x.0);
-    Ok(v)
+    Ok(used)
 }
 
 impl UsageMap {
-    /// Reads the partition table and every partition's map once (to count the used bytes and
-    /// find the fallbacks). Never fails: whatever cannot be read is copied sector by sector.
+    /// Reads the partition table and every partition's map (see [`UsageMap::analyze_with`]).
     pub fn analyze(src: &dyn BlockSource) -> UsageMap {
+        Self::analyze_with(src, gpt::read(src).ok().as_ref())
+    }
+
+    /// Reads every partition's map once, with the partition table already read from `src`
+    /// (None: it could not be read), counting the used bytes, finding the fallbacks and keeping
+    /// the used ranges (bounded: see [`domain`]) for [`UsageMap::extents`] and
+    /// [`UsageMap::domain`], so a failing disk's metadata is read only once. Never fails:
+    /// whatever cannot be read is copied sector by sector, with the reason, decided here only.
+    pub fn analyze_with(src: &dyn BlockSource, table: Option<&gpt::PartitionTable>) -> UsageMap {
         let size = src.size();
-        let table = match gpt::read(src) {
-            Ok(t) => t,
-            Err(_) => return Self::all_sectors(src),
+        let Some(table) = table else {
+            return Self::all_sectors(src);
         };
         let ss = table.sector_size as u64;
         let mut sorted = table.partitions.clone();
@@ -507,11 +565,16 @@ impl UsageMap {
             }
             prev_end = prev_end.max((p.last_lba + 1).saturating_mul(ss).min(size));
         }
+        let mut acc = Bounded::new(RANGE_UNIT, domain::MAX_RANGES);
+        let mut pos = 0u64;
         let mut partitions = Vec::new();
         let mut contents = Vec::new();
         for p in &sorted {
             let start = p.first_lba.saturating_mul(ss).min(size);
             let end = (p.last_lba + 1).saturating_mul(ss).min(size);
+            // Tables, gaps and boot code before the partition.
+            acc.push(pos, start);
+            pos = end.max(pos);
             let r = Region::new(src, start, end.saturating_sub(start));
             let len = r.len();
             let (filesystem, content) = if r.is_empty() {
@@ -523,16 +586,17 @@ impl UsageMap {
                 classify(&r, &p.type_id)
             };
             let (mode, reason, used, content) = match content {
-                Ok(c) => match partition_ranges(r, &c) {
-                    Ok(v) => (
-                        Mode::UsedBlocks,
-                        None,
-                        v.iter().map(|x| x.1 - x.0).sum(),
-                        Some(c),
-                    ),
-                    Err(e) => (Mode::AllSectors, Some(e.to_string()), len, None),
+                Ok(c) => match stream_partition(r, &c, &mut acc) {
+                    Ok(used) => (Mode::UsedBlocks, None, used, Some(c)),
+                    Err(e) => {
+                        acc.replace_from(start, start + len);
+                        (Mode::AllSectors, Some(e.to_string()), len, None)
+                    }
                 },
-                Err(reason) => (Mode::AllSectors, Some(reason), len, None),
+                Err(reason) => {
+                    acc.push(start, start + len);
+                    (Mode::AllSectors, Some(reason), len, None)
+                }
             };
             partitions.push(PartitionUsage {
                 number: p.number,
@@ -545,6 +609,9 @@ impl UsageMap {
             });
             contents.push(content);
         }
+        // The rest of the disk (the backup GPT).
+        acc.push(pos, size);
+        let (used, gaps_read_below) = acc.finish();
         let inside: u64 = partitions.iter().map(|p| p.size_bytes).sum();
         let outside = size.saturating_sub(inside);
         UsageMap {
@@ -553,7 +620,8 @@ impl UsageMap {
             used_bytes: outside + partitions.iter().map(|p| p.used_bytes).sum::<u64>(),
             partitions,
             outside_bytes: outside,
-            contents,
+            used,
+            gaps_read_below,
         }
     }
 
@@ -587,10 +655,11 @@ impl UsageMap {
         UsageMap {
             disk_size: size,
             table,
-            contents: vec![None; partitions.len()],
             partitions,
             outside_bytes: size - covered,
             used_bytes: size,
+            used: vec![(0, size)],
+            gaps_read_below: 0,
         }
     }
 
@@ -602,21 +671,21 @@ impl UsageMap {
             partitions: vec![],
             outside_bytes: src.size(),
             used_bytes: src.size(),
-            contents: vec![],
+            used: vec![(0, src.size())],
+            gaps_read_below: 0,
         }
     }
 
-    /// Streams the used byte ranges of the whole disk (absolute, ascending, coalesced).
-    pub fn extents<'a>(&'a self, src: &'a dyn BlockSource) -> UsedExtents<'a> {
-        UsedExtents {
-            src,
-            map: self,
-            part: 0,
-            pos: 0,
-            cur: None,
-            pending: None,
-            failed: Vec::new(),
-        }
+    /// The used byte ranges of the whole disk (absolute `[start, end)`, ascending, coalesced),
+    /// as the analysis read them: nothing is read again.
+    pub fn extents(&self) -> impl Iterator<Item = Range> + '_ {
+        self.used.iter().map(|&(a, l)| (a, a + l))
+    }
+
+    /// Free gaps shorter than this were counted used, to keep the ranges within
+    /// [`domain::MAX_RANGES`] (0: none).
+    pub fn gaps_read_below(&self) -> u64 {
+        self.gaps_read_below
     }
 
     /// Turns every partition to all-sectors mode with `reason` (`--all-sectors`), keeping what
@@ -629,137 +698,14 @@ impl UsageMap {
                 p.used_bytes = p.size_bytes;
             }
         }
-        self.contents.iter_mut().for_each(|c| *c = None);
+        self.used = vec![(0, self.disk_size)];
+        self.gaps_read_below = 0;
         self.used_bytes = self.disk_size;
-    }
-
-    /// Records partitions whose map failed while streaming ([`UsedExtents::failed`]): they were
-    /// copied whole from where their map stopped, so they are reported as all sectors, and why.
-    pub fn mark_failed(&mut self, failed: &[(u32, String)]) {
-        for (number, err) in failed {
-            if let Some(p) = self.partitions.iter_mut().find(|p| p.number == *number) {
-                if p.mode == Mode::UsedBlocks {
-                    self.used_bytes += p.size_bytes - p.used_bytes;
-                    p.mode = Mode::AllSectors;
-                    p.used_bytes = p.size_bytes;
-                    p.reason = Some(format!(
-                        "its allocation map could not be read again while copying ({err})"
-                    ));
-                }
-            }
-        }
     }
 
     /// Whether any partition is copied by used blocks (false: the plan is the whole disk).
     pub fn any_used_blocks(&self) -> bool {
         self.partitions.iter().any(|p| p.mode == Mode::UsedBlocks)
-    }
-}
-
-/// The used ranges of a disk, streamed partition by partition (see [`UsageMap::extents`]).
-pub struct UsedExtents<'a> {
-    src: &'a dyn BlockSource,
-    map: &'a UsageMap,
-    /// Index of the next partition to enter.
-    part: usize,
-    /// Absolute position up to which the disk has been streamed.
-    pos: u64,
-    /// The open partition: its start, length, map, and the relative position streamed so far.
-    cur: Option<(u64, u64, Box<dyn UsedMap + 'a>, u64)>,
-    pending: Option<Range>,
-    /// Partitions whose map failed while streaming (number, error): copied whole from there on.
-    pub failed: Vec<(u32, String)>,
-}
-
-impl<'a> UsedExtents<'a> {
-    /// The next raw (not yet coalesced) range.
-    fn raw_next(&mut self) -> Option<Range> {
-        loop {
-            if let Some((base, len, m, done)) = self.cur.as_mut() {
-                let (base, len) = (*base, *len);
-                match m.next_range() {
-                    Ok(Some((s, e))) => {
-                        let (s, e) = (s.max(*done).min(len), e.min(len));
-                        if e > s {
-                            *done = e;
-                            return Some((base + s, base + e));
-                        }
-                        continue;
-                    }
-                    Ok(None) => {
-                        self.pos = base + len;
-                        self.cur = None;
-                        continue;
-                    }
-                    Err(err) => {
-                        // Never lose data: the rest of the partition is used.
-                        let p = &self.map.partitions[self.part - 1];
-                        self.failed.push((p.number, err.to_string()));
-                        let from = *done;
-                        self.pos = base + len;
-                        self.cur = None;
-                        if len > from {
-                            return Some((base + from, base + len));
-                        }
-                        continue;
-                    }
-                }
-            }
-            let Some(p) = self.map.partitions.get(self.part) else {
-                // After the last partition: the rest of the disk.
-                if self.pos < self.map.disk_size {
-                    let r = (self.pos, self.map.disk_size);
-                    self.pos = self.map.disk_size;
-                    return Some(r);
-                }
-                return None;
-            };
-            if p.start_bytes > self.pos {
-                let r = (self.pos, p.start_bytes);
-                self.pos = p.start_bytes;
-                return Some(r);
-            }
-            let content = self.map.contents.get(self.part).cloned().flatten();
-            self.part += 1;
-            let end = p.start_bytes + p.size_bytes;
-            let whole = (p.start_bytes.max(self.pos), end);
-            let Some(content) = content.filter(|_| p.mode == Mode::UsedBlocks) else {
-                self.pos = self.pos.max(end);
-                if whole.1 > whole.0 {
-                    return Some(whole);
-                }
-                continue;
-            };
-            let region = Region::new(self.src, p.start_bytes, p.size_bytes);
-            match open_map(region, &content) {
-                Ok(m) => self.cur = Some((p.start_bytes, p.size_bytes, m, 0)),
-                Err(e) => {
-                    self.failed.push((p.number, e.to_string()));
-                    self.pos = self.pos.max(end);
-                    if whole.1 > whole.0 {
-                        return Some(whole);
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Iterator for UsedExtents<'_> {
-    type Item = Range;
-    /// The next used range, coalesced with the ranges that touch it.
-    fn next(&mut self) -> Option<Range> {
-        let mut acc = self.pending.take().or_else(|| self.raw_next())?;
-        loop {
-            match self.raw_next() {
-                Some((s, e)) if s <= acc.1 => acc.1 = acc.1.max(e),
-                Some(r) => {
-                    self.pending = Some(r);
-                    return Some(acc);
-                }
-                None => return Some(acc),
-            }
-        }
     }
 }
 
@@ -846,6 +792,6 @@ mod tests {
         );
         let m = UsageMap::analyze(&sim);
         assert_eq!(m.used_bytes, 4 << 20);
-        assert_eq!(m.extents(&sim).collect::<Vec<_>>(), vec![(0, 4 << 20)]);
+        assert_eq!(m.extents().collect::<Vec<_>>(), vec![(0, 4 << 20)]);
     }
 }

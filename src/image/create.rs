@@ -257,16 +257,9 @@ pub fn create(
         plan.force_all_sectors("--all-sectors was given");
     }
     let used_mode = plan.any_used_blocks();
-    // The used ranges, streamed now (a map that fails on this second read makes its partition
-    // all sectors: the plan, the report and the image's usage record say so).
-    let used_ranges: Option<Vec<(u64, u64)>> = used_mode.then(|| {
-        let mut it = plan.extents(src.as_ref());
-        let v = it.by_ref().collect();
-        let failed = std::mem::take(&mut it.failed);
-        drop(it);
-        plan.mark_failed(&failed);
-        v
-    });
+    // The used ranges, as the analysis read them (each map is read once: one that failed made
+    // its partition all sectors there, and the plan, report and usage record say so).
+    let used_ranges: Option<Vec<(u64, u64)>> = used_mode.then(|| plan.extents().collect());
     let usage = encode_usage(
         &serde_json::to_vec(&plan)
             .map_err(|e| Error::invalid("cannot encode the used-block plan").caused_by(e))?,

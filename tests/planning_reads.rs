@@ -1,0 +1,297 @@
+//! What a job reads of its source before the copy starts ("planning reads"): the partition
+//! table, and each filesystem's superblock and allocation map. On a failing disk every read
+//! may cost seconds, so each planning byte is read once: the clone's table read is the one
+//! the used-block analysis uses, and the domain is made from the analysis's own result.
+//! Checked in-process on a recording source (no byte read twice) and end to end on a loop
+//! device (read requests counted in `/sys/block/loopN/stat`).
+use lifeboat::clone::gpt;
+use lifeboat::fs::{Mode, UsageMap};
+use lifeboat::io::BlockSource;
+use lifeboat::rescue::sim::SimDevice;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+mod common;
+use common::usedfs::{have, random_file};
+use common::{assert_exit, json, lifeboat, s, sh, sha256, Loop, TempDir};
+
+const MIB: u64 = 1 << 20;
+
+/// A source that records every read (offset, length).
+struct Recorder {
+    sim: SimDevice,
+    log: Mutex<Vec<(u64, u64)>>,
+}
+
+impl BlockSource for Recorder {
+    fn size(&self) -> u64 {
+        self.sim.size()
+    }
+    fn logical_block_size(&self) -> u32 {
+        self.sim.logical_block_size()
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+        self.log.lock().unwrap().push((off, buf.len() as u64));
+        self.sim.read_at(buf, off)
+    }
+    fn name(&self) -> String {
+        "recorder".into()
+    }
+}
+
+/// A 72 MiB GPT disk of old random data: ext4 with 1 KiB blocks (three groups, flex_bg),
+/// FAT16, NTFS and exFAT, each holding a few files.
+fn sample_disk(t: &TempDir) -> PathBuf {
+    let disk = t.p("disk.img");
+    random_file(&disk, 72 * MIB, 3);
+    let parts: [(u64, &str, &str); 4] = [
+        (24, "8300", "mkfs.ext4 -q -F -b 1024 -E nodiscard"),
+        (16, "0700", "mkfs.vfat -F 16"),
+        (16, "0700", "mkfs.ntfs -Q -F -q"),
+        (8, "0700", "mkfs.exfat"),
+    ];
+    let mut sg = String::from("sgdisk");
+    let mut at = MIB;
+    for (k, (mib, ty, _)) in parts.iter().enumerate() {
+        sg += &format!(
+            " -n {n}:{}:{} -t {n}:{ty}",
+            at / 512,
+            (at + mib * MIB) / 512 - 1,
+            n = k + 1
+        );
+        at += mib * MIB;
+    }
+    sh(&format!("{sg} {} >/dev/null", s(&disk)));
+    let file = t.p("f");
+    random_file(&file, 300 << 10, 9);
+    let mut at = MIB;
+    for (k, (mib, _, mkfs)) in parts.iter().enumerate() {
+        let img = t.p(&format!("p{k}"));
+        random_file(&img, mib * MIB, 20 + k as u64);
+        let (i, f) = (s(&img), s(&file));
+        sh(&format!("{mkfs} {i} >/dev/null 2>&1"));
+        match k {
+            0 => sh(&format!("debugfs -w -R 'write {f} f' {i} >/dev/null 2>&1")),
+            1 => sh(&format!("mcopy -i {i} {f} ::/f")),
+            2 => sh(&format!("ntfscp -q {i} {f} f")),
+            _ => String::new(),
+        };
+        sh(&format!(
+            "dd if={i} of={} bs=1M seek={} conv=notrunc status=none",
+            s(&disk),
+            at / MIB
+        ));
+        std::fs::remove_file(&img).unwrap();
+        at += mib * MIB;
+    }
+    disk
+}
+
+/// The reads of `log` that overlap an earlier one (none when every byte was read once).
+fn overlaps(log: &[(u64, u64)]) -> Vec<((u64, u64), (u64, u64))> {
+    let mut v = log.to_vec();
+    v.sort_unstable();
+    let mut out = Vec::new();
+    let mut last: Option<(u64, u64)> = None;
+    for r in v {
+        if let Some(l) = last {
+            if r.0 < l.0 + l.1 {
+                out.push((l, r));
+            }
+        }
+        if last.is_none_or(|l| r.0 + r.1 > l.0 + l.1) {
+            last = Some(r);
+        }
+    }
+    out
+}
+
+fn tools() -> bool {
+    have(&[
+        "sgdisk",
+        "mkfs.ext4",
+        "debugfs",
+        "mkfs.vfat",
+        "mcopy",
+        "mkfs.ntfs",
+        "ntfscp",
+        "mkfs.exfat",
+    ])
+}
+
+/// Clone's planning (the table, then the analysis and domain from it) and image create's
+/// (the analysis, then the used ranges) read no byte of the source twice.
+#[test]
+fn every_planning_byte_is_read_once() {
+    if !tools() {
+        return;
+    }
+    let t = TempDir::new("plan-once");
+    let disk = sample_disk(&t);
+    let data = std::fs::read(&disk).unwrap();
+    let size = data.len() as u64;
+    let rec = Recorder {
+        sim: SimDevice::new(data, 512),
+        log: Mutex::new(Vec::new()),
+    };
+    // As clone plans.
+    let table = gpt::read(&rec).ok();
+    let mut u = UsageMap::analyze_with(&rec, table.as_ref());
+    let modes: Vec<_> = u.partitions.iter().map(|p| p.mode).collect();
+    assert_eq!(modes, vec![Mode::UsedBlocks; 4], "{:?}", u.partitions);
+    let d = u.domain(size, 512).expect("a used-blocks domain");
+    assert!(d.bytes < size / 2, "{d:?}");
+    let log = std::mem::take(&mut *rec.log.lock().unwrap());
+    assert!(
+        overlaps(&log).is_empty(),
+        "clone's planning read these bytes twice: {:?}\nall reads: {log:?}",
+        overlaps(&log)
+    );
+    // As image create (and the console) plan.
+    let u2 = UsageMap::analyze(&rec);
+    let used: Vec<_> = u2.extents().collect();
+    let log = std::mem::take(&mut *rec.log.lock().unwrap());
+    assert!(
+        overlaps(&log).is_empty(),
+        "image create's planning read these bytes twice: {:?}\nall reads: {log:?}",
+        overlaps(&log)
+    );
+    assert_eq!(u2.partitions, {
+        // Before domain() turned used_bytes into the domain's sector-aligned bytes.
+        UsageMap::analyze(&rec).partitions
+    });
+    // The domain holds exactly the analysis's used ranges (512-byte aligned already).
+    let ranges: Vec<(u64, u64)> = used.iter().map(|&(a, e)| (a, e - a)).collect();
+    assert_eq!(d.ranges, ranges);
+}
+
+/// The loop-device tests count every read of their device: one at a time (another test's
+/// `lifeboat clone` scans every disk, this test's too).
+static LOOPS: Mutex<()> = Mutex::new(());
+
+fn loop_name(dev: &str) -> &str {
+    Path::new(dev).file_name().unwrap().to_str().unwrap()
+}
+
+/// (read requests completed, sectors read) of a block device, from `/sys/block/NAME/stat`.
+fn reads(dev: &str) -> (u64, u64) {
+    let st = std::fs::read_to_string(format!("/sys/block/{}/stat", loop_name(dev))).unwrap();
+    let f: Vec<u64> = st.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (f[0], f[2])
+}
+
+/// Waits for udev's own probe of a new loop device, then drops its page cache, so what is
+/// counted afterwards is ours.
+fn quiet(dev: &str) {
+    let _ = std::process::Command::new("udevadm").arg("settle").status();
+    sh(&format!("blockdev --flushbufs {dev}"));
+}
+
+/// What clone's planning reads of `disk`, in-process through a recording source (bytes).
+fn recorded_planning_bytes(disk: &Path) -> u64 {
+    let rec = Recorder {
+        sim: SimDevice::new(std::fs::read(disk).unwrap(), 512),
+        log: Mutex::new(Vec::new()),
+    };
+    let table = gpt::read(&rec).ok();
+    let size = rec.size();
+    let _ = UsageMap::analyze_with(&rec, table.as_ref()).domain(size, 512);
+    let log = rec.log.lock().unwrap();
+    log.iter().map(|r| r.1).sum()
+}
+
+/// A clone's planning reads, counted by the kernel on a loop device: the device scan's probes,
+/// the table and the maps. The rescue engine reads exactly the domain (`bytes_copied`, no
+/// read fails); everything else the device saw is planning, and it is what the in-process
+/// recording reads plus the device scan's probes (the first 1 KiB for the table, the first
+/// 68 KiB for a filesystem on the whole disk), no more. Sectors are counted, not requests: the
+/// kernel splits a request at 128 pages, so the request count depends on how the buffer lies
+/// in memory. Before each planning byte was read once, this disk's planning read about
+/// 2.6 MiB (the table twice, each partition's first 256 KiB twice, maps in 256 KiB windows,
+/// buffered probes with the kernel's read-ahead).
+#[test]
+fn clone_planning_reads_on_a_loop_device() {
+    if !tools() {
+        return;
+    }
+    let _one = LOOPS.lock().unwrap_or_else(|p| p.into_inner());
+    let t = TempDir::new("plan-loop");
+    let disk = sample_disk(&t);
+    let before = sha256(&disk);
+    let recorded = recorded_planning_bytes(&disk);
+    let target = t.p("target.img");
+    random_file(&target, 72 * MIB, 4);
+    let Some(lo) = Loop::attach(&disk) else {
+        return;
+    };
+    quiet(&lo.dev);
+    let (r0, s0) = reads(&lo.dev);
+    let o = lifeboat(&[
+        "clone",
+        &lo.dev,
+        s(&target),
+        "--yes",
+        "--no-verify",
+        "--json",
+    ]);
+    let (r1, s1) = reads(&lo.dev);
+    assert_exit(&o, 0);
+    let rep = json(&o);
+    for p in rep["partitions"].as_array().unwrap() {
+        assert_eq!(p["mode"], "used_blocks", "{rep}");
+    }
+    let engine = rep["bytes_copied"].as_u64().unwrap();
+    let all = (s1 - s0) * 512;
+    let planning = all.saturating_sub(engine);
+    println!(
+        "read {all} bytes in {} requests: {engine} by the rescue engine ({} reads), {planning}          planning ({recorded} recorded in-process)",
+        r1 - r0,
+        rep["reads_total"]
+    );
+    let probes = 1024 + 0x11000;
+    assert!(
+        planning <= recorded + probes,
+        "planning read {planning} bytes, more than the {recorded} the analysis reads plus the \
+         device scan's {probes}: {rep}"
+    );
+    drop(lo);
+    assert_eq!(sha256(&disk), before, "the source changed");
+}
+
+/// The device scan's probe reads exactly what it looks at: a superblock probe of an ext4
+/// partition is its first 68 KiB, with O_DIRECT, not a buffered read the kernel extends with
+/// read-ahead (on a failing disk, sectors nobody asked for).
+#[test]
+fn device_probes_read_no_more_than_they_look_at() {
+    if !have(&["mkfs.ext4", "blockdev"]) {
+        return;
+    }
+    let _one = LOOPS.lock().unwrap_or_else(|p| p.into_inner());
+    let t = TempDir::new("plan-probe");
+    let img = t.p("fs.img");
+    random_file(&img, 8 * MIB, 5);
+    sh(&format!(
+        "mkfs.ext4 -q -F -E nodiscard {} >/dev/null",
+        s(&img)
+    ));
+    let before = sha256(&img);
+    let Some(lo) = Loop::attach(&img) else {
+        return;
+    };
+    quiet(&lo.dev);
+    // Plenty of read-ahead, as on a real disk.
+    sh(&format!("blockdev --setra 256 {}", lo.dev));
+    let (r0, s0) = reads(&lo.dev);
+    let fs = lifeboat::devices::probe_fs(Path::new(&lo.dev)).expect("ext4 found");
+    let (r1, s1) = reads(&lo.dev);
+    assert_eq!(fs.fs_type, "ext4");
+    assert_eq!(
+        (s1 - s0) * 512,
+        0x11000,
+        "the probe read {} bytes in {} requests, it looks at 68 KiB",
+        (s1 - s0) * 512,
+        r1 - r0
+    );
+    drop(lo);
+    assert_eq!(sha256(&img), before, "the source changed");
+}
