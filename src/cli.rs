@@ -351,6 +351,8 @@ mod tests {
             list: Some("l".into()),
             out: "o".into(),
             files: vec!["a:/a".into(), "-b:/b".into()],
+            sysroot: Some("/s".into()),
+            programs: vec!["/bin/ntfs-3g".into()],
         }));
     }
 

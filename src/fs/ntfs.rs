@@ -241,8 +241,123 @@ impl UsedMap for BitmapMap<'_> {
     }
 }
 
+/// Why Windows' own state makes an NTFS volume unsafe to trust or to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unclean {
+    /// The dirty flag in `$Volume` (a crash, or chkdsk scheduled).
+    Dirty,
+    /// `$LogFile`'s restart area is not clean: Windows still had it mounted (hibernation, Fast
+    /// Startup, a crash).
+    Log,
+}
+
+impl Unclean {
+    /// In plain words.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unclean::Dirty => "the NTFS volume is marked dirty",
+            Unclean::Log => "the NTFS log is not clean: Windows did not shut down fully (hibernation, Fast Startup or a crash)",
+        }
+    }
+}
+
+/// The system files' locations, from the boot sector and `$MFT`.
+struct Layout {
+    v: Vol,
+    mft_lcn: u64,
+    mft: Vec<Run>,
+    mirr: Vec<Run>,
+    log: Vec<Run>,
+    log_size: u64,
+    bmp: Vec<Run>,
+    bmp_size: u64,
+    bmp_last: u64,
+}
+
+/// Whether the NTFS volume at the start of `r` was left unclean by Windows (only reads).
+pub fn unclean(r: Region<'_>) -> Result<Option<Unclean>> {
+    let l = layout(&r)?;
+    unclean_in(&r, &l)
+}
+
+fn unclean_in(r: &Region<'_>, l: &Layout) -> Result<Option<Unclean>> {
+    let vol = read_record(r, &l.v, &l.mft, 3)?;
+    match find_attr(&vol, AT_VOLUME_INFORMATION)? {
+        Some(Attr::Resident(val)) if val.len() >= 12 => {
+            if le16(&val, 10) & 0x1 != 0 {
+                return Ok(Some(Unclean::Dirty));
+            }
+        }
+        _ => return Err(corrupt("$Volume has no volume information")),
+    }
+    if !log_clean(r, &l.v, &l.log, l.log_size)? {
+        return Ok(Some(Unclean::Log));
+    }
+    Ok(None)
+}
+
 /// Opens the map of the NTFS volume at the start of `r`.
 pub fn open(r: Region<'_>) -> Result<Union<ListMap, BitmapMap<'_>>> {
+    let l = layout(&r)?;
+    match unclean_in(&r, &l)? {
+        Some(Unclean::Dirty) => {
+            return Err(Error::refused(format!(
+                "{} (run chkdsk in Windows first, or copy all sectors)",
+                Unclean::Dirty.reason()
+            )))
+        }
+        Some(u) => return Err(Error::refused(u.reason())),
+        None => {}
+    }
+    let Layout {
+        v,
+        mft_lcn,
+        mft,
+        mirr,
+        log,
+        bmp,
+        bmp_size,
+        bmp_last,
+        ..
+    } = l;
+    let cs = v.cs;
+    let bytes = v.clusters.div_ceil(8);
+    if bmp_size < bytes || (bmp_last + 1) * cs < bytes || bmp.first().is_none_or(|x| x.0 != 0) {
+        return Err(corrupt(
+            "$Bitmap is smaller than the volume or continues in another MFT record",
+        ));
+    }
+    let mut always = vec![(0, 8192.max(cs))];
+    for runs in [&mft, &mirr, &log] {
+        for &(_, lcn, n) in runs.iter() {
+            if let Some(l) = lcn {
+                always.push((l * cs, (l + n) * cs));
+            }
+        }
+    }
+    let map = BitmapMap {
+        r,
+        v,
+        runs: bmp,
+        next: 0,
+        bytes,
+        queue: VecDeque::new(),
+        tail_done: false,
+    };
+    // The bitmap must mark cluster 0 (the boot sector) and the MFT's first cluster.
+    for c in [0, mft_lcn] {
+        let byte = read_stream(&map.r, &map.v, &map.runs, c / 8, 1)?;
+        if byte[0] >> (c % 8) & 1 == 0 {
+            return Err(corrupt(format!(
+                "$Bitmap does not mark system cluster {c} as used"
+            )));
+        }
+    }
+    Ok(Union::new(ListMap::new(always), map))
+}
+
+/// Reads the boot sector and finds the system files through `$MFT`'s own runs.
+fn layout(r: &Region<'_>) -> Result<Layout> {
     let b = r.read(0, 512)?;
     if b.get(3..11) != Some(b"NTFS    ") {
         return Err(corrupt("no NTFS signature"));
@@ -281,12 +396,12 @@ pub fn open(r: Region<'_>) -> Result<Union<ListMap, BitmapMap<'_>>> {
     }
     // Record 0 read straight from the boot sector's MFT location, then through its own runs.
     let boot_mft: Vec<Run> = vec![(0, Some(mft_lcn), rec_size.div_ceil(cs).max(1) * 16)];
-    let rec0 = read_record(&r, &v, &boot_mft, 0)?;
+    let rec0 = read_record(r, &v, &boot_mft, 0)?;
     let Some(Attr::NonResident { runs: mft, .. }) = find_attr(&rec0, AT_DATA)? else {
         return Err(corrupt("$MFT has no non-resident data"));
     };
     let runs_of = |n: u64| -> Result<(Vec<Run>, u64, u64)> {
-        match find_attr(&read_record(&r, &v, &mft, n)?, AT_DATA)? {
+        match find_attr(&read_record(r, &v, &mft, n)?, AT_DATA)? {
             Some(Attr::NonResident {
                 runs,
                 size,
@@ -298,53 +413,15 @@ pub fn open(r: Region<'_>) -> Result<Union<ListMap, BitmapMap<'_>>> {
     let (mirr, _, _) = runs_of(1)?;
     let (log, log_size, _) = runs_of(2)?;
     let (bmp, bmp_size, bmp_last) = runs_of(6)?;
-    let vol = read_record(&r, &v, &mft, 3)?;
-    match find_attr(&vol, AT_VOLUME_INFORMATION)? {
-        Some(Attr::Resident(val)) if val.len() >= 12 => {
-            if le16(&val, 10) & 0x1 != 0 {
-                return Err(Error::refused(
-                    "the NTFS volume is marked dirty (run chkdsk in Windows first, or copy all sectors)",
-                ));
-            }
-        }
-        _ => return Err(corrupt("$Volume has no volume information")),
-    }
-    if !log_clean(&r, &v, &log, log_size)? {
-        return Err(Error::refused(
-            "the NTFS log is not clean: Windows did not shut down fully (hibernation, Fast Startup or a crash)",
-        ));
-    }
-    let bytes = v.clusters.div_ceil(8);
-    if bmp_size < bytes || (bmp_last + 1) * cs < bytes || bmp.first().is_none_or(|x| x.0 != 0) {
-        return Err(corrupt(
-            "$Bitmap is smaller than the volume or continues in another MFT record",
-        ));
-    }
-    let mut always = vec![(0, 8192.max(cs))];
-    for runs in [&mft, &mirr, &log] {
-        for &(_, lcn, n) in runs.iter() {
-            if let Some(l) = lcn {
-                always.push((l * cs, (l + n) * cs));
-            }
-        }
-    }
-    let map = BitmapMap {
-        r,
+    Ok(Layout {
         v,
-        runs: bmp,
-        next: 0,
-        bytes,
-        queue: VecDeque::new(),
-        tail_done: false,
-    };
-    // The bitmap must mark cluster 0 (the boot sector) and the MFT's first cluster.
-    for c in [0, mft_lcn] {
-        let byte = read_stream(&map.r, &map.v, &map.runs, c / 8, 1)?;
-        if byte[0] >> (c % 8) & 1 == 0 {
-            return Err(corrupt(format!(
-                "$Bitmap does not mark system cluster {c} as used"
-            )));
-        }
-    }
-    Ok(Union::new(ListMap::new(always), map))
+        mft_lcn,
+        mft,
+        mirr,
+        log,
+        log_size,
+        bmp,
+        bmp_size,
+        bmp_last,
+    })
 }

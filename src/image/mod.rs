@@ -11,6 +11,7 @@ mod pack;
 pub mod reader;
 pub mod resume;
 pub mod store;
+pub mod store_ntfs;
 pub mod verify;
 pub mod vmdisk;
 mod volumes;

@@ -1,9 +1,10 @@
 //! Image locations: a plain path, or `PARTITION:/path` where PARTITION is a selector (`sdb1`,
 //! `label=BACKUPS`, `uuid=...`). Two steps, so that the safety checks run in between:
 //! [`StoreLocation::resolve`] parses the argument and finds the partition (nothing mounted, nothing
-//! opened); [`StoreLocation::mount`] then mounts its filesystem (ext4, vfat, exfat) under
-//! /run/lifeboat/mnt/ — read-only (`MS_RDONLY`, and `noload` for ext4 so no journal is replayed)
-//! for everything that only reads — and checks the path stays inside it (no `..`, no symlink
+//! opened); [`StoreLocation::mount`] then mounts its filesystem (ext4, vfat, exfat; NTFS through
+//! ntfs-3g: [`super::store_ntfs`]) under /run/lifeboat/mnt/ — read-only (`MS_RDONLY`, and
+//! `noload` for ext4 so no journal is replayed; ntfs-3g's `ro`) for everything that only reads —
+//! and checks the path stays inside it (no `..`, no symlink
 //! out: [`crate::io::open::check_beneath`]). The [`Store`] syncs and unmounts on drop, on every
 //! path.
 //!
@@ -145,21 +146,31 @@ impl StoreLocation {
                 partition: None,
                 disk: None,
                 mounted_here: None,
+                ntfs: None,
             });
         };
+        let mut ntfs = None;
         let (root, mounted_here) = if let Some(mp) = part.mounted.first() {
             (PathBuf::from(mp), None)
         } else {
             let fs = part.fs_type.clone().ok_or_else(|| {
                 Error::invalid(format!(
-                    "{} has no filesystem Lifeboat recognises (ext4, vfat, exfat)",
+                    "{} has no filesystem Lifeboat recognises (ext4, vfat, exfat, ntfs)",
                     part.name
                 ))
             })?;
             let mp = Path::new(MOUNT_ROOT).join(&part.name);
             std::fs::create_dir_all(&mp)
                 .map_err(|e| Error::io("create the mount point", &mp, e))?;
-            mount(&part.path, &mp, &fs, mode)?;
+            if fs == "ntfs" {
+                ntfs = Some(
+                    super::store_ntfs::mount(&part.path, &mp, mode).inspect_err(|_| {
+                        let _ = std::fs::remove_dir(&mp);
+                    })?,
+                );
+            } else {
+                mount(&part.path, &mp, &fs, mode)?;
+            }
             (mp.clone(), Some(mp))
         };
         let st = Store {
@@ -167,6 +178,7 @@ impl StoreLocation {
             partition: Some(part.clone()),
             disk: self.disk.clone(),
             mounted_here,
+            ntfs,
         };
         // On error `st` is dropped here, which unmounts.
         crate::io::open::check_beneath(&root, &self.inner, mode == Mode::ReadWrite)?;
@@ -204,6 +216,8 @@ pub struct Store {
     /// The disk holding that partition.
     pub disk: Option<crate::devices::Disk>,
     mounted_here: Option<PathBuf>,
+    /// The ntfs-3g serving an NTFS store (unmounted with the store).
+    ntfs: Option<super::store_ntfs::NtfsMount>,
 }
 
 impl Store {
@@ -213,6 +227,11 @@ impl Store {
     }
 
     fn close(&mut self) {
+        if let Some(mut n) = self.ntfs.take() {
+            if let Err(e) = n.unmount() {
+                eprintln!("lifeboat: {e}");
+            }
+        }
         if let Some(mp) = self.mounted_here.take() {
             nix::unistd::sync();
             let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::empty())
@@ -288,7 +307,7 @@ fn mount(dev: &Path, mp: &Path, fs: &str, mode: Mode) -> Result<()> {
     let kfs = kernel_fs(fs);
     if !matches!(kfs, "ext4" | "ext3" | "ext2" | "vfat" | "exfat") {
         return Err(Error::unsupported(format!(
-            "images can be stored on ext4, vfat or exfat; {} holds {fs}",
+            "images can be stored on ext4, vfat, exfat or ntfs; {} holds {fs}",
             dev.display()
         )));
     }

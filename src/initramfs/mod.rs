@@ -1,9 +1,11 @@
 //! Builds the initramfs: a reproducible newc cpio with the Lifeboat binary as /init, the kernel
-//! modules real PCs need (with their dependency closure) and an alias index, gzip-compressed.
+//! modules real PCs need (with their dependency closure) and an alias index, the helper
+//! programs Lifeboat starts (`ntfs-3g`, with its loader and libraries: [`programs`]), gzip-compressed.
 pub mod cpio;
 pub mod kmods;
 pub mod modinfo;
 pub mod modlist;
+pub mod programs;
 
 use crate::error::{Error, Result};
 use cpio::{Archive, Data, Node};
@@ -27,6 +29,14 @@ pub struct MkArgs {
     /// Extra file to include, SRC:DEST (DEST is the path inside the image); repeatable.
     #[arg(long = "file", value_name = "SRC:DEST")]
     pub files: Vec<String>,
+    /// A directory Debian packages were unpacked into (`dpkg-deb -x`), where --program's
+    /// programs, their loader and libraries are taken from.
+    #[arg(long, value_name = "DIR", requires = "programs")]
+    pub sysroot: Option<PathBuf>,
+    /// A dynamically linked program inside --sysroot (e.g. /bin/ntfs-3g), put at the same path
+    /// with its interpreter and DT_NEEDED libraries; repeatable.
+    #[arg(long = "program", value_name = "PATH", requires = "sysroot")]
+    pub programs: Vec<String>,
 }
 
 /// Everything that goes into one image.
@@ -35,6 +45,8 @@ pub struct Config {
     pub init: PathBuf,
     pub modules: Option<(PathBuf, Vec<modlist::Item>)>,
     pub files: Vec<(PathBuf, String)>,
+    /// Programs taken from a sysroot with their loader and libraries ([`programs::closure`]).
+    pub programs: Option<(PathBuf, Vec<String>)>,
     /// Refuse an /init that is not a static x86-64 executable (always on from the CLI).
     pub require_static_init: bool,
 }
@@ -143,6 +155,21 @@ pub fn assemble(cfg: &Config) -> Result<(Archive, Summary)> {
         )?;
     }
 
+    if let Some((root, progs)) = &cfg.programs {
+        for prog in progs {
+            for p in programs::closure(root, prog)? {
+                match p.link_to {
+                    Some(t) => a.add(&p.dest, Node::Symlink(t), 0o777)?,
+                    None => a.file(
+                        &p.dest,
+                        Data::Path(p.src),
+                        if p.executable { 0o755 } else { 0o644 },
+                    )?,
+                }
+            }
+        }
+    }
+
     let entries = a.len();
     Ok((
         a,
@@ -222,6 +249,7 @@ pub fn run(a: MkArgs) -> Result<i32> {
         init: a.init.clone(),
         modules,
         files,
+        programs: a.sysroot.clone().map(|r| (r, a.programs.clone())),
         require_static_init: true,
     };
     let s = build(&cfg, &a.out)?;
@@ -292,12 +320,55 @@ mod tests {
         assert!(parse_file_arg(":x").is_err());
     }
 
+    /// A host program (with / as its sysroot) lands in the archive with its loader at the
+    /// PT_INTERP path and its libraries in the loader's default directory; /init stays the
+    /// static binary.
+    #[test]
+    fn programs_from_a_sysroot() {
+        let Some(prog) = ["/bin/ntfs-3g", "/bin/ls"]
+            .into_iter()
+            .find(|p| Path::new(p).exists() && Path::new("/lib64/ld-linux-x86-64.so.2").exists())
+        else {
+            eprintln!("note: no glibc program on this host; skipping");
+            return;
+        };
+        let cfg = Config {
+            init: std::env::current_exe().unwrap(),
+            modules: None,
+            files: vec![],
+            programs: Some((PathBuf::from("/"), vec![prog.to_string()])),
+            require_static_init: false,
+        };
+        let (a, _) = assemble(&cfg).unwrap();
+        let paths: Vec<&str> = a.paths().collect();
+        for want in [
+            prog.trim_start_matches('/'),
+            "lib64/ld-linux-x86-64.so.2",
+            "lib/x86_64-linux-gnu/libc.so.6",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+        let mut raw = Vec::new();
+        a.write(&mut raw).unwrap();
+        let members = cpio::parse(&raw).unwrap();
+        let ld = members
+            .iter()
+            .find(|m| m.name == "lib64/ld-linux-x86-64.so.2")
+            .unwrap();
+        assert_eq!(
+            ld.data,
+            std::fs::read("/lib64/ld-linux-x86-64.so.2").unwrap(),
+            "the loader's bytes"
+        );
+    }
+
     #[test]
     fn dynamic_init_refused() {
         let cfg = Config {
             init: std::env::current_exe().unwrap(),
             modules: None,
             files: vec![],
+            programs: None,
             require_static_init: true,
         };
         if cfg!(target_env = "gnu") {
