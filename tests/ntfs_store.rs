@@ -46,9 +46,7 @@ fn can_ntfs() -> bool {
 fn ntfs_file(dir: &TempDir, name: &str, lab: &str, len: u64) -> PathBuf {
     let p = dir.p(name);
     zero_file(&p, len);
-    run(Command::new("mkntfs")
-        .args(["-F", "-Q", "-L", lab])
-        .arg(&p));
+    run(Command::new("mkntfs").args(["-F", "-Q", "-L", lab]).arg(&p));
     p
 }
 
@@ -57,7 +55,13 @@ fn source(dir: &TempDir) -> PathBuf {
     let p = dir.p("src.img");
     zero_file(&p, 48 * MIB);
     run(Command::new("dd")
-        .args(["if=/dev/urandom", "bs=1M", "count=8", "seek=4", "conv=notrunc,fsync"])
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            "count=8",
+            "seek=4",
+            "conv=notrunc,fsync",
+        ])
         .arg(format!("of={}", s(&p)))
         .arg("status=none"));
     p
@@ -68,7 +72,11 @@ fn mounted(dev: &str) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .any(|l| l.split(" - ").nth(1).is_some_and(|t| t.split(' ').nth(1) == Some(dev)))
+        .any(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|t| t.split(' ').nth(1) == Some(dev))
+        })
 }
 
 /// Whether an ntfs-3g process serves `dev`.
@@ -79,8 +87,7 @@ fn ntfs3g_running(dev: &str) -> bool {
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .any(|c| {
             let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
-            args.first().is_some_and(|a| a.ends_with(b"ntfs-3g"))
-                && args.iter().any(|a| *a == dev.as_bytes())
+            args.first().is_some_and(|a| a.ends_with(b"ntfs-3g")) && args.contains(&dev.as_bytes())
         })
 }
 
@@ -176,9 +183,16 @@ fn hibernated_volume_refused_for_writing_and_still_read() {
     ]);
     assert_exit(&o, 4);
     let e = stderr_of(&o);
-    assert!(e.contains("hibernated") && e.contains("Fast Startup"), "{e}");
+    assert!(
+        e.contains("hibernated") && e.contains("Fast Startup"),
+        "{e}"
+    );
     assert!(e.contains("shut it down fully"), "{e}");
-    assert_eq!(sha256(&vol), vol_sha, "the refused create wrote to the volume");
+    assert_eq!(
+        sha256(&vol),
+        vol_sha,
+        "the refused create wrote to the volume"
+    );
     assert!(!mounted(&lp.dev) && !ntfs3g_running(&lp.dev));
     // Reading it is fine (read-only), and writes nothing either.
     assert_exit(&lifeboat(&["image", "verify", &at]), 0);
@@ -206,7 +220,11 @@ fn dirty_volume_refused_for_writing() {
     assert_exit(&o, 4);
     let e = stderr_of(&o);
     assert!(e.contains("marked dirty") && e.contains("chkdsk"), "{e}");
-    assert_eq!(sha256(&vol), vol_sha, "the refused create wrote to the volume");
+    assert_eq!(
+        sha256(&vol),
+        vol_sha,
+        "the refused create wrote to the volume"
+    );
     assert!(!mounted(&lp.dev) && !ntfs3g_running(&lp.dev));
     assert_eq!(sha256(&src), before, "the source changed");
 }
@@ -268,7 +286,12 @@ fn cancelled_create_leaves_the_volume_unmounted_and_clean() {
     let src = dir.p("src.img");
     zero_file(&src, 256 * MIB);
     run(Command::new("dd")
-        .args(["if=/dev/urandom", "bs=1M", "count=256", "conv=notrunc,fsync"])
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            "count=256",
+            "conv=notrunc,fsync",
+        ])
         .arg(format!("of={}", s(&src)))
         .arg("status=none"));
     let before = sha256(&src);
@@ -305,8 +328,16 @@ fn cancelled_create_leaves_the_volume_unmounted_and_clean() {
     assert!(!mounted(&lp.dev), "the NTFS store is still mounted");
     assert!(!ntfs3g_running(&lp.dev), "ntfs-3g still runs");
     ntfs_clean(&lp.dev);
-    let name = if code == Some(130) { "c.lbi.partial" } else { "c.lbi" };
-    let cat = Command::new("ntfscat").arg(&lp.dev).arg(name).output().unwrap();
+    let name = if code == Some(130) {
+        "c.lbi.partial"
+    } else {
+        "c.lbi"
+    };
+    let cat = Command::new("ntfscat")
+        .arg(&lp.dev)
+        .arg(name)
+        .output()
+        .unwrap();
     assert!(cat.status.success(), "ntfscat {name}: {}", stderr_of(&cat));
     assert!(!cat.stdout.is_empty());
     assert_eq!(sha256(&src), before, "the source changed");

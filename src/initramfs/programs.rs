@@ -55,7 +55,7 @@ pub fn dynamic_of(data: &[u8], path: &Path) -> Result<Dynamic> {
     let sections = hdr
         .sections(endian, data)
         .map_err(|_| bad("unreadable ELF section headers"))?;
-    for (_, s) in sections.iter().enumerate() {
+    for s in sections.iter() {
         let Some((entries, link)) = s
             .dynamic(endian, data)
             .map_err(|_| bad("unreadable .dynamic section"))?
