@@ -340,6 +340,21 @@ mod tests {
                 json: sock.is_some(),
             })));
         }
+        round_trip(Cmd::Image(ImageCmd::Mount(
+            crate::serve::attach::MountArgs {
+                image: "a.lbi".into(),
+                dir: "/mnt/a".into(),
+                partition: Some(2),
+                json: true,
+                attached: false,
+            },
+        )));
+        round_trip(Cmd::Image(ImageCmd::Umount(
+            crate::serve::attach::UmountArgs {
+                dir: "/mnt/a".into(),
+                json: false,
+            },
+        )));
         round_trip(Cmd::List(crate::devices::ListArgs { json: true }));
         round_trip(Cmd::Health(crate::health::HealthArgs {
             disk: "serial=X".into(),

@@ -427,3 +427,44 @@ fn writes_go_to_the_overlay_never_to_the_image() {
     assert_exit(&o, 4);
     assert_eq!(sha256(&img), sum, "the image changed");
 }
+
+/// `image mount` / `umount` on this host: the refusals (the mount itself runs in the QEMU test
+/// `image_mount`, under a kernel with the nbd module). Nothing is mounted or changed.
+#[test]
+fn mount_and_umount_refusals() {
+    let t = TempDir::new("serve-mount");
+    let disk = sample_disk(&t);
+    let img = t.p("full.lbi");
+    create(&disk, &img, None);
+    let sum = sha256(&img);
+    // Not a directory: a usage error.
+    let o = lifeboat(&["image", "mount", s(&img), s(&disk)]);
+    assert_exit(&o, 2);
+    // Nothing mounted there.
+    let empty = t.p("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = lifeboat(&["image", "umount", s(&empty)]);
+    assert_exit(&o, 2);
+    // A mount that is not an image's: refused, left mounted.
+    let o = lifeboat(&["image", "umount", "/proc"]);
+    assert_exit(&o, 4);
+    assert!(Path::new("/proc/self").exists());
+    // Without NBD devices (this host's kernel has no nbd module): a clear failure.
+    let nbd = Path::new("/sys/block/nbd0").exists()
+        || Command::new("modprobe")
+            .arg("-n")
+            .arg("nbd")
+            .status()
+            .is_ok_and(|s| s.success());
+    if !nbd {
+        let o = lifeboat(&["image", "mount", s(&img), s(&empty)]);
+        assert_exit(&o, 1);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("NBD") && err.contains("could not be attached"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    }
+    assert_eq!(sha256(&img), sum, "the image changed");
+}

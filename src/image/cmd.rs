@@ -549,6 +549,8 @@ pub fn run(a: ImageCmd) -> Result<i32> {
         ImageCmd::Verify { image, state, json } => run_verify(image, state, json),
         ImageCmd::Info { image, json } => run_info(image, json),
         ImageCmd::Serve(a) => crate::serve::run(a),
+        ImageCmd::Mount(a) => crate::serve::attach::run_mount(a),
+        ImageCmd::Umount(a) => crate::serve::attach::run_umount(a),
         ImageCmd::Export {
             image,
             raw,

@@ -101,6 +101,11 @@ pub enum ImageCmd {
     /// Serve the disk as it was at this image over NBD (qemu-img, qemu-nbd, nbd-client, a VM),
     /// without restoring it: read-only, or writes into --writable-overlay FILE.
     Serve(crate::serve::ServeArgs),
+    /// Mount one partition of the disk as it was at this image, read-only, through the
+    /// kernel's NBD client (a helper process keeps serving it until `image umount`).
+    Mount(crate::serve::attach::MountArgs),
+    /// Unmount an image mounted by `image mount` and detach its NBD device.
+    Umount(crate::serve::attach::UmountArgs),
     /// Write the disk as a file: raw (sparse where the disk was zero), or a VM disk (qcow2,
     /// vhd, vhdx, vmdk) so the old PC boots as a virtual machine.
     Export {

@@ -1,9 +1,11 @@
 //! Raw disk access: opening block devices and disk-image files for reading or writing with
 //! O_DIRECT where the kernel supports it, sector geometry, and the `BlockSource` trait that the
 //! rescue, clone and image engines read through (real devices and simulated failing ones alike).
-//! Every `unsafe` of the crate is here, in small commented wrappers: ioctls (`sys`), aligned
+//! Every `unsafe` of the crate is here, in small commented wrappers: ioctls (`sys`, and the
+//! kernel NBD client's in `nbd`), aligned
 //! buffers (`buf`), and the child-process setup PID 1 runs before `exec` (`process`).
 pub mod buf;
+pub mod nbd;
 pub mod open;
 pub mod process;
 pub mod sys;

@@ -7,7 +7,9 @@
 //! - `overlay`: the `--writable-overlay` file (writes never reach the image);
 //! - `disk`: the served disk (cache + overlay);
 //! - `net`: TCP and Unix-socket listeners;
+//! - `attach`: `image mount`/`umount` (the disk through the kernel's NBD client);
 //! - this file: the server (a thread per client, at most `--max-clients`) and the command.
+pub mod attach;
 pub mod cache;
 pub mod disk;
 pub mod net;

@@ -87,6 +87,21 @@ pub fn run(
     transmission(r, w, disk, &lim, log)
 }
 
+/// Runs the transmission phase only, for a peer that needs no handshake: the kernel's NBD
+/// client, which is given the size and flags through ioctls (see `attach`).
+pub fn run_transmission(
+    r: &mut dyn Read,
+    w: &mut dyn Write,
+    disk: &dyn Disk,
+    log: &dyn Fn(&str),
+) -> Res<End> {
+    let lim = Limits {
+        size: disk.size(),
+        writable: disk.writable(),
+    };
+    transmission(r, w, disk, &lim, log)
+}
+
 fn send(w: &mut dyn Write, b: &[u8]) -> Res<()> {
     w.write_all(b)?;
     Ok(())

@@ -1,0 +1,436 @@
+//! `lifeboat image mount IMAGE DIR [--partition N]` and `lifeboat image umount DIR`: the disk
+//! of an image attached to the kernel's NBD client and one partition mounted read-only (`ro`,
+//! and `noload` for ext4: no journal replay), without restoring anything.
+//!
+//! `mount` starts a helper process (the same binary, `--attached`) that keeps the disk served:
+//! it opens the chain, finds a free `/dev/nbdN` (loading the `nbd` module if needed), gives
+//! the kernel one end of a socket pair (`NBD_SET_SOCK` …, [`crate::io::nbd`]), answers the
+//! kernel's requests on the other end with the server's session (transmission phase only: the
+//! kernel does no handshake) and blocks in `NBD_DO_IT` until the device is disconnected. The
+//! command then mounts the partition and returns; `umount` unmounts it and disconnects the
+//! device, which ends the helper.
+use super::disk::Disk;
+use crate::error::{exit, Error, ErrorKind, Result};
+use crate::image::{Mode, Store};
+use serde::Serialize;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// `lifeboat image mount` arguments.
+#[derive(clap::Args, Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MountArgs {
+    /// The image (PARTITION:/path too); its disk as it was at this image.
+    pub image: String,
+    /// An existing, empty directory to mount on.
+    pub dir: PathBuf,
+    /// The partition to mount (1 = the first; default: the first partition, or the whole disk
+    /// when it has no partition table).
+    #[arg(long, value_name = "N")]
+    pub partition: Option<u32>,
+    #[arg(long)]
+    pub json: bool,
+    /// Internal: run as the helper that keeps the disk attached.
+    #[arg(long, hide = true)]
+    pub attached: bool,
+}
+
+/// `lifeboat image umount` arguments.
+#[derive(clap::Args, Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UmountArgs {
+    /// The directory an image is mounted on.
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `image mount --json` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct MountReport {
+    pub ok: bool,
+    pub image: String,
+    pub device: PathBuf,
+    pub partition: u32,
+    pub filesystem: String,
+    pub mounted: PathBuf,
+    pub read_only: bool,
+    /// The mounted filesystem's size and free space (statvfs).
+    pub size_bytes: u64,
+    pub free_bytes: u64,
+    /// The names in its top directory, sorted (at most 200).
+    pub root_entries: Vec<String>,
+}
+
+/// What `image umount --json` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct UmountReport {
+    pub ok: bool,
+    pub unmounted: PathBuf,
+    pub device: PathBuf,
+}
+
+/// The line the helper prints once the device runs.
+const READY: &str = "LIFEBOAT-NBD ";
+/// How long the device's partitions may take to appear.
+const SETTLE: Duration = Duration::from_secs(20);
+
+pub fn run_mount(a: MountArgs) -> Result<i32> {
+    if a.attached {
+        return run_helper(&a.image);
+    }
+    let meta = std::fs::metadata(&a.dir).map_err(|e| Error::io("look at", &a.dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::invalid(format!(
+            "{} is not a directory: give an existing directory to mount on",
+            a.dir.display()
+        )));
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::os("find the lifeboat binary", e))?;
+    let mut child = std::process::Command::new(exe)
+        .args(["image", "mount", &a.image])
+        .arg(&a.dir)
+        .arg("--attached")
+        // The helper's report (if it fails) is not the job's: the runner gets this command's.
+        .env_remove(crate::cli::REPORT_ENV)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::os("start the helper that serves the image", e))?;
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+    let Some(dev) = line.trim().strip_prefix(READY).map(PathBuf::from) else {
+        let st = child.wait();
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("the image could not be attached (the helper ended: {st:?}); see above"),
+        ));
+    };
+    // From here on, a failure disconnects the device (which ends the helper).
+    let res = mount_partition(&a, &dev);
+    if res.is_err() {
+        let _ = disconnect(&dev);
+        let _ = child.wait();
+    }
+    let rep = res?;
+    crate::cli::emit_report(&rep, a.json);
+    if !a.json {
+        eprintln!(
+            "Mounted partition {} ({}) of {} read-only on {} (through {}); `lifeboat image umount {}` detaches it.",
+            rep.partition,
+            rep.filesystem,
+            a.image,
+            a.dir.display(),
+            dev.display(),
+            a.dir.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn mount_partition(a: &MountArgs, dev: &Path) -> Result<MountReport> {
+    let name = dev
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The device runs once the helper is in NBD_DO_IT (sysfs then shows its pid); the kernel
+    // reads the partition table when asked.
+    let t0 = Instant::now();
+    while !Path::new(&format!("/sys/block/{name}/pid")).exists() && t0.elapsed() < SETTLE {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Ok(d) = crate::io::Device::open(dev, crate::io::Access::Read) {
+        let _ = d.reread_partitions();
+    }
+    let parts: Vec<u32> = partitions(&name);
+    let n = match a.partition {
+        Some(n) => n,
+        None => parts.first().copied().unwrap_or(0),
+    };
+    let node = if n == 0 {
+        dev.to_path_buf()
+    } else {
+        if !parts.contains(&n) {
+            return Err(Error::not_found(format!(
+                "the imaged disk has no partition {n} (it has {})",
+                if parts.is_empty() {
+                    "none: leave out --partition to mount the whole disk".to_string()
+                } else {
+                    format!("{parts:?}")
+                }
+            )));
+        }
+        PathBuf::from(format!("/dev/{name}p{n}"))
+    };
+    let t0 = Instant::now();
+    while !node.exists() && t0.elapsed() < SETTLE {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fs = crate::devices::probe::probe_fs(&node)
+        .map(|f| f.fs_type)
+        .ok_or_else(|| {
+            Error::unsupported(format!(
+                "no filesystem Lifeboat knows on partition {n} of the image ({})",
+                node.display()
+            ))
+        })?;
+    mount_ro(&node, &a.dir, &fs)?;
+    // statvfs's field types differ between targets (glibc, musl): cast them all.
+    #[allow(clippy::unnecessary_cast)]
+    let (size_bytes, free_bytes) = nix::sys::statvfs::statvfs(&a.dir)
+        .map(|v| {
+            let f = v.fragment_size() as u64;
+            (v.blocks() as u64 * f, v.blocks_free() as u64 * f)
+        })
+        .unwrap_or((0, 0));
+    let mut root_entries: Vec<String> = std::fs::read_dir(&a.dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    root_entries.sort();
+    root_entries.truncate(200);
+    Ok(MountReport {
+        ok: true,
+        image: a.image.clone(),
+        device: node,
+        partition: n,
+        filesystem: fs,
+        mounted: a.dir.clone(),
+        read_only: true,
+        size_bytes,
+        free_bytes,
+        root_entries,
+    })
+}
+
+/// The partition numbers the kernel found on `/dev/NAME` (from sysfs).
+fn partitions(name: &str) -> Vec<u32> {
+    let t0 = Instant::now();
+    loop {
+        let mut v: Vec<u32> = std::fs::read_dir(format!("/sys/block/{name}"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let f = e.file_name().to_string_lossy().into_owned();
+                f.strip_prefix(&format!("{name}p"))?.parse().ok()
+            })
+            .collect();
+        v.sort_unstable();
+        // A disk with a partition table shows its partitions once the kernel read it.
+        if !v.is_empty() || t0.elapsed() > Duration::from_secs(2) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Mounts `dev` read-only at `dir`: `ro` (and `noload` for ext2/3/4, `norecovery` for XFS).
+fn mount_ro(dev: &Path, dir: &Path, fs: &str) -> Result<()> {
+    let (fstype, data) = match fs {
+        "ext2" | "ext3" | "ext4" => ("ext4", Some("noload")),
+        "vfat" => ("vfat", None),
+        "exfat" => ("exfat", None),
+        "ntfs" => ("ntfs3", None),
+        "xfs" => ("xfs", Some("norecovery")),
+        "btrfs" => ("btrfs", Some("rescue=nologreplay")),
+        other => {
+            return Err(Error::unsupported(format!(
+                "{} holds {other}, which Lifeboat does not mount",
+                dev.display()
+            )))
+        }
+    };
+    let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !known
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(fstype))
+    {
+        let _ = crate::init::modules::load_by_name(fstype);
+    }
+    let flags = nix::mount::MsFlags::MS_RDONLY | nix::mount::MsFlags::MS_NOATIME;
+    nix::mount::mount(Some(dev), dir, Some(fstype), flags, data).map_err(|e| {
+        Error::io(
+            &format!(
+                "mount ({fstype}, read-only) on {} the filesystem of",
+                dir.display()
+            ),
+            dev,
+            std::io::Error::from_raw_os_error(e as i32),
+        )
+    })
+}
+
+/// The helper: attaches the image's disk to a free NBD device and serves it until the device
+/// is disconnected.
+fn run_helper(image: &str) -> Result<i32> {
+    let store = Store::open(image, Mode::ReadOnly)?;
+    crate::image::ops::require_complete(&store.path)?;
+    let disk = super::open_disk(&store.path, None, super::DEFAULT_CACHE)?;
+    let sector = disk.cache.sector_size.max(512);
+    let (dev_path, dev) = free_device()?;
+    let (kernel_end, ours) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| Error::os("make a socket pair", e))?;
+    let flags = super::proto::TF_HAS_FLAGS | super::proto::TF_READ_ONLY;
+    crate::io::nbd::configure(
+        &dev,
+        &kernel_end,
+        sector,
+        disk.size() / sector as u64,
+        flags,
+        30,
+    )
+    .map_err(|e| Error::io("set up", &dev_path, e))?;
+    drop(kernel_end);
+    let server = std::thread::Builder::new()
+        .name("nbd-kernel".into())
+        .spawn(move || {
+            let Ok(mut r) = ours.try_clone() else { return };
+            let mut w = std::io::BufWriter::with_capacity(128 << 10, ours);
+            let log = |l: &str| eprintln!("lifeboat: mount: {l}");
+            if let Err(e) = super::session::run_transmission(&mut r, &mut w, &disk, &log) {
+                eprintln!("lifeboat: mount: the kernel's connection ended: {e}");
+            }
+        })
+        .map_err(|e| Error::os("start the server thread", e))?;
+    println!("{READY}{}", dev_path.display());
+    // Runs until `image umount` (or anyone) disconnects the device.
+    let r = crate::io::nbd::run(&dev);
+    let _ = server.join();
+    drop(store);
+    r.map_err(|e| Error::io("run", &dev_path, e))?;
+    Ok(exit::OK)
+}
+
+/// A `/dev/nbdN` nobody uses (no `pid` in sysfs), opened read-write.
+fn free_device() -> Result<(PathBuf, std::fs::File)> {
+    if !Path::new("/sys/block/nbd0").exists() {
+        if let Err(e) = crate::init::modules::load_by_name("nbd") {
+            // On a host: the system's modprobe.
+            let ok = std::process::Command::new("modprobe")
+                .arg("nbd")
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return Err(Error::unsupported(format!(
+                    "this kernel has no NBD devices (/dev/nbd0) and the nbd module could not be loaded ({e})"
+                )));
+            }
+        }
+    }
+    for n in 0..1024 {
+        let sys = PathBuf::from(format!("/sys/block/nbd{n}"));
+        if !sys.exists() {
+            break;
+        }
+        if sys.join("pid").exists() {
+            continue;
+        }
+        let p = PathBuf::from(format!("/dev/nbd{n}"));
+        if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&p) {
+            return Ok((p, f));
+        }
+    }
+    Err(Error::refused(
+        "every NBD device (/dev/nbd*) is in use: unmount an image first",
+    ))
+}
+
+/// Disconnects `/dev/nbdN` (for a partition node, its disk).
+fn disconnect(dev: &Path) -> Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .open(dev)
+        .map_err(|e| Error::io("open", dev, e))?;
+    crate::io::nbd::disconnect(&f).map_err(|e| Error::io("disconnect", dev, e))
+}
+
+/// The whole NBD device of a node (`/dev/nbd3p1` → `/dev/nbd3`); None for anything else.
+pub fn nbd_disk_of(node: &str) -> Option<String> {
+    let name = node.strip_prefix("/dev/")?;
+    let rest = name.strip_prefix("nbd")?;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if digits.is_empty() {
+        return None;
+    }
+    let tail = &rest[digits.len()..];
+    if !(tail.is_empty()
+        || tail
+            .strip_prefix('p')
+            .is_some_and(|p| p.parse::<u32>().is_ok()))
+    {
+        return None;
+    }
+    Some(format!("/dev/nbd{digits}"))
+}
+
+/// The source of the mount on `dir` in a `/proc/self/mountinfo` text.
+pub fn mount_source(mountinfo: &str, dir: &Path) -> Option<String> {
+    let want = dir.to_string_lossy();
+    mountinfo.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let mp = f.get(4)?.replace("\\040", " ");
+        if mp != want {
+            return None;
+        }
+        let sep = f.iter().position(|x| *x == "-")?;
+        f.get(sep + 2).map(|s| s.to_string())
+    })
+}
+
+pub fn run_umount(a: UmountArgs) -> Result<i32> {
+    let dir = std::fs::canonicalize(&a.dir).map_err(|e| Error::io("look at", &a.dir, e))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+    let src = mount_source(&info, &dir)
+        .ok_or_else(|| Error::not_found(format!("nothing is mounted on {}", dir.display())))?;
+    let disk = nbd_disk_of(&src).ok_or_else(|| {
+        Error::refused(format!(
+            "{} is not an image mounted by `lifeboat image mount` ({src} is mounted there); nothing was changed",
+            dir.display()
+        ))
+    })?;
+    nix::mount::umount(&dir)
+        .map_err(|e| Error::io("unmount", &dir, std::io::Error::from_raw_os_error(e as i32)))?;
+    disconnect(Path::new(&disk))?;
+    let rep = UmountReport {
+        ok: true,
+        unmounted: dir.clone(),
+        device: PathBuf::from(&disk),
+    };
+    crate::cli::emit_report(&rep, a.json);
+    if !a.json {
+        eprintln!("Unmounted {} and detached {disk}.", dir.display());
+    }
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nbd_nodes() {
+        assert_eq!(nbd_disk_of("/dev/nbd3p1").as_deref(), Some("/dev/nbd3"));
+        assert_eq!(nbd_disk_of("/dev/nbd12").as_deref(), Some("/dev/nbd12"));
+        assert_eq!(nbd_disk_of("/dev/sda1"), None);
+        assert_eq!(nbd_disk_of("/dev/nbd"), None);
+        assert_eq!(nbd_disk_of("/dev/nbd1x"), None);
+    }
+
+    #[test]
+    fn mount_sources() {
+        let info = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                    90 22 43:1 / /mnt/my\\040img ro,noatime shared:50 - ext4 /dev/nbd0p1 ro,noload\n";
+        assert_eq!(
+            mount_source(info, Path::new("/mnt/my img")).as_deref(),
+            Some("/dev/nbd0p1")
+        );
+        assert_eq!(
+            mount_source(info, Path::new("/")).as_deref(),
+            Some("/dev/sda1")
+        );
+        assert_eq!(mount_source(info, Path::new("/x")), None);
+    }
+}
