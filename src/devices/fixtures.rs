@@ -33,6 +33,8 @@ pub fn disk(name: &str, size: u64, partitions: Vec<Partition>) -> Disk {
         fs_type: None,
         label: None,
         uuid: None,
+        role: None,
+        note: None,
         holders: vec![],
         mounted: vec![],
         backing_file: None,
@@ -63,6 +65,8 @@ pub fn part(name: &str, start: u64, size: u64, fs: &str, label: &str) -> Partiti
             Some(label.into())
         },
         uuid: None,
+        role: None,
+        note: None,
         part_label: None,
         read_only: false,
         holders: vec![],

@@ -1,10 +1,11 @@
 //! Disk discovery through sysfs: every whole disk, its identity and its partitions, and the
 //! selectors (`/dev/sda`, `sda`, `serial=X`, `label=L`, `uuid=U`, a file) every command uses.
 //! The inventory is classified by its children: `usage` (mounted, swap, held) and `bootmedia`
-//! (the disk Lifeboat booted from).
+//! (the disk Lifeboat booted from); `layers` names LVM, RAID, encrypted and pooled storage.
 pub mod bootmedia;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod layers;
 pub mod probe;
 pub mod select;
 pub mod sysfs;
@@ -52,6 +53,13 @@ pub struct Disk {
     pub fs_type: Option<String>,
     pub label: Option<String>,
     pub uuid: Option<String>,
+    /// What the whole disk is when it is a layer under other storage (an IMSM or md RAID
+    /// member, a dynamic disk, …; `devices::layers`), else None.
+    #[serde(default)]
+    pub role: Option<layers::Role>,
+    /// For a layered disk: what it is and what Lifeboat does with it, for a person.
+    #[serde(default)]
+    pub note: Option<String>,
     /// Block devices stacked on this disk (md, dm).
     pub holders: Vec<String>,
     /// Where the whole disk is mounted (partitions have their own list).
@@ -83,6 +91,13 @@ pub struct Partition {
     pub fs_type: Option<String>,
     pub label: Option<String>,
     pub uuid: Option<String>,
+    /// What the partition is when it is a layer under other storage (LVM PV, RAID member, LUKS,
+    /// BitLocker, ZFS, APFS, Storage Spaces, LDM; `devices::layers`), else None.
+    #[serde(default)]
+    pub role: Option<layers::Role>,
+    /// For a layered partition: what it is and what Lifeboat does with it, for a person.
+    #[serde(default)]
+    pub note: Option<String>,
     /// The GPT partition name, when the kernel reports one.
     pub part_label: Option<String>,
     pub read_only: bool,
@@ -243,6 +258,9 @@ pub fn table(disks: &[Disk]) -> String {
         if !d.mounted.is_empty() {
             ident.push(format!("mounted on {}", d.mounted.join(", ")));
         }
+        if let Some(r) = d.role {
+            ident.push(format!("[{}]", r.hint()));
+        }
         let table = match &d.fs_type {
             Some(fs) if d.partition_table == "none" => fs.clone(),
             _ => d.partition_table.clone(),
@@ -267,6 +285,9 @@ pub fn table(disks: &[Disk]) -> String {
             }
             if !p.mounted.is_empty() {
                 info.push(format!("mounted on {}", p.mounted.join(", ")));
+            }
+            if let Some(r) = p.role {
+                info.push(format!("[{}]", r.hint()));
             }
             rows.push([
                 format!("{branch}{}", p.name),

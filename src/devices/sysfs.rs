@@ -171,6 +171,8 @@ fn read_disk(sysfs_root: &Path, block: &Path, name: &str, dev_root: &Path) -> Op
         fs_type: None,
         label: None,
         uuid: None,
+        role: None,
+        note: None,
         holders,
         mounted: Vec::new(),
         backing_file,
@@ -354,6 +356,8 @@ fn read_partitions(dir: &Path, disk: &str, dev_root: &Path) -> Vec<Partition> {
             fs_type: None,
             label: None,
             uuid: None,
+            role: None,
+            note: None,
             part_label,
             read_only: attr_bool(&p, "ro"),
             holders: list_dir(&p.join("holders")),
@@ -389,29 +393,45 @@ fn probe_contents(disks: &mut [Disk]) {
     }
 }
 
+/// Probes one disk through one open device: the table, the filesystem of the whole disk or of
+/// each partition, and the layers (`layers`), each partition through one `fs::Region` so the
+/// layer checks reuse what the filesystem probe read.
 fn probe_disk(mut d: Disk) -> Disk {
+    use crate::fs::Region;
+    use crate::io::{Access, BlockSource, Device};
     if d.size_bytes == 0 {
         return d;
     }
-    if let Some(t) = probe::probe_table(&d.path, d.logical_block_size) {
+    let Ok(dev) = Device::open(&d.path, Access::Read) else {
+        return d;
+    };
+    let whole = Region::new(&dev, 0, dev.size());
+    if let Some(t) = probe::probe_table_reader(&whole, d.logical_block_size) {
         d.partition_table = t.kind.to_string();
         d.partition_table_uuid = t.uuid;
     }
     if d.partitions.is_empty() {
         // A filesystem on the whole disk (a "superfloppy" stick, an ISO image).
-        if let Some(fs) = probe::probe_fs(&d.path) {
+        if let Some(fs) = probe::probe_reader(&whole) {
             d.fs_type = Some(fs.fs_type);
             d.label = fs.label;
             d.uuid = fs.uuid;
         }
     }
-    for p in d.partitions.iter_mut() {
-        if let Some(fs) = probe::probe_fs(&p.path) {
+    let regions: Vec<Region> = d
+        .partitions
+        .iter()
+        .map(|p| Region::new(&dev, p.start_bytes, p.size_bytes))
+        .collect();
+    for (p, r) in d.partitions.iter_mut().zip(&regions) {
+        if let Some(fs) = probe::probe_reader(r) {
             p.fs_type = Some(fs.fs_type);
             p.label = fs.label;
             p.uuid = fs.uuid;
         }
     }
+    // LVM, RAID, encrypted and pooled storage: named, with what Lifeboat does with it.
+    super::layers::annotate_regions(&mut d, &whole, &regions);
     d
 }
 

@@ -383,47 +383,17 @@ enum Content {
     Swap(u64),
 }
 
-fn md_magic_at(r: &Region, off: u64) -> bool {
-    r.read(off, 4)
-        .map(|b| le32(&b, 0) == 0xa92b_4efc)
-        .unwrap_or(false)
-}
-
 /// Names the content of a partition and whether it has a used-block map: Err(reason) for
 /// all-sectors mode.
 fn classify(r: &Region, type_id: &str) -> (Option<String>, std::result::Result<Content, String>) {
-    const RAID_GUID: &str = "A19D880F-05FC-4D3B-A006-743F0F84911E";
-    const LDM_GUID: &str = "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3";
-    const SPACES_GUID: &str = "E75CAF8F-F680-4CEE-AFA3-B001E56EFC2D";
     let len = r.len();
     // The filesystem's superblock first: the probe reads the start of the partition once, and
-    // the checks below read from it (Linux RAID and BitLocker still decide first).
+    // the layer checks below read from it.
     let probed = probe_reader(r);
-    // Linux RAID superblocks: 1.1 at 0, 1.2 at 4 KiB, 1.0 near the end, 0.90 in the last 64 KiB.
-    let mut md = md_magic_at(r, 0) || md_magic_at(r, 4096);
-    if len >= 128 << 10 {
-        md |= md_magic_at(r, ((len - 8192) & !4095).min(len - 4096));
-        md |= md_magic_at(r, (len & !65535) - 65536);
-    }
-    if md || type_id == RAID_GUID || type_id == "0xFD" {
-        return (
-            Some("linux_raid_member".into()),
-            Err("Linux RAID member: its blocks belong to an array".into()),
-        );
-    }
-    if type_id == LDM_GUID || type_id == "0x42" || type_id == SPACES_GUID {
-        return (
-            None,
-            Err("Windows dynamic disk or Storage Spaces member".into()),
-        );
-    }
-    if let Ok(b) = r.read(0, 16.min(len as usize)) {
-        if b.get(3..11) == Some(b"-FVE-FS-") {
-            return (
-                Some("BitLocker".into()),
-                Err("BitLocker-encrypted: which blocks are used is not visible".into()),
-            );
-        }
+    // RAID members, encrypted containers, LVM, ZFS, APFS, Storage Spaces and dynamic disks
+    // decide first; the devices inventory names them the same way (`devices::layers`).
+    if let Some(l) = crate::devices::layers::detect(r, len, type_id) {
+        return (l.fs_type.clone(), Err(l.reason()));
     }
     let Some(info) = probed else {
         return (None, Err("no known filesystem".into()));
@@ -546,6 +516,24 @@ impl UsageMap {
                 type_id: String::new(),
                 name: String::new(),
             });
+        }
+        // An IMSM member or a whole-disk md member shows the array's own table (or none, a
+        // RAID-0 member past the first): its partitions are the array's, not this disk's, so
+        // none of them decides what to copy.
+        let ranges: Vec<(u64, u64)> = sorted
+            .iter()
+            .map(|p| {
+                (
+                    p.first_lba.saturating_mul(ss),
+                    (p.last_lba + 1).saturating_mul(ss),
+                )
+            })
+            .collect();
+        let parts = (table.kind != TableKind::None).then_some(ranges.as_slice());
+        let whole = Region::new(src, 0, size);
+        if let Some(l) = crate::devices::layers::detect_disk(&whole, size, parts) {
+            sorted.sort_by_key(|p| p.first_lba);
+            return Self::whole_disk(src, table.kind, ss, &sorted, &l.reason());
         }
         // Extended MBR containers hold logical partitions and EBRs: not a filesystem, and
         // overlapping their logicals. The EBRs stay outside every partition (always copied).

@@ -102,6 +102,8 @@ impl StoreLocation {
                     fs_type: d.fs_type.clone(),
                     label: d.label.clone(),
                     uuid: d.uuid.clone(),
+                    role: d.role,
+                    note: d.note.clone(),
                     part_label: None,
                     read_only: d.read_only,
                     holders: d.holders.clone(),

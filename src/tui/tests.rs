@@ -140,6 +140,44 @@ fn disks_screen_states() {
 }
 
 #[test]
+fn layered_storage_named() {
+    use crate::devices::layers::Role;
+    let mut win = disk(
+        "sda",
+        256 << 30,
+        vec![
+            part("sda1", 1 << 20, 100 << 20, "vfat", "EFI"),
+            part("sda2", 101 << 20, 200 << 30, "BitLocker", ""),
+            part(
+                "sda3",
+                (101 << 20) + (200 << 30),
+                50 << 30,
+                "LVM2_member",
+                "",
+            ),
+        ],
+    );
+    win.partitions[1].role = Some(Role::BitlockerVolume);
+    win.partitions[2].role = Some(Role::LvmPhysicalVolume);
+    let mut rst = disk("sdb", 1000 << 30, vec![]);
+    rst.fs_type = Some("isw_raid_member".into());
+    rst.role = Some(Role::ImsmRaidMember);
+    let mut a = App::new(true, "t".into(), "/run/lifeboat/job".into());
+    a.update(Event::Disks(Ok(vec![win, rst])));
+    let buf = snapshot("disks_layers_80x24", &a, 80, 24);
+    assert_eq!(
+        fg_of(&buf, "BitLocker: copied whole; recovery key needed"),
+        Some(Color::Yellow)
+    );
+    keys(&mut a, &[Key::Down]);
+    let t = text(&render_buf(&a, 80, 24));
+    assert!(
+        t.contains("Intel RST RAID member: copied whole; clone every member"),
+        "{t}"
+    );
+}
+
+#[test]
 fn failing_drive_health() {
     // The old SATA disk as a dying drive reports it: pending and uncorrectable sectors.
     let mut disks = machine();

@@ -129,6 +129,9 @@ pub(crate) fn details(d: &Disk, max_parts: usize) -> Vec<Line<'static>> {
     for m in &d.mounted {
         notes.push(format!("mounted on {m}"));
     }
+    if let Some(r) = d.role {
+        notes.push(r.hint().to_string());
+    }
     if !notes.is_empty() {
         v.push(Line::from(vec![
             Span::styled("Note      ", l),
@@ -155,8 +158,15 @@ pub(crate) fn details(d: &Disk, max_parts: usize) -> Vec<Line<'static>> {
             format!("Partitions ({})", d.partitions.len()),
             l,
         )));
+        // A layered partition (RAID, LVM, encrypted, pooled) gets a second line saying so.
+        let mut lines = 0;
         for (i, p) in d.partitions.iter().enumerate() {
-            if i >= max_parts && d.partitions.len() > max_parts + 1 {
+            let need = 1 + usize::from(p.role.is_some());
+            let rest: usize = d.partitions[i..]
+                .iter()
+                .map(|q| 1 + usize::from(q.role.is_some()))
+                .sum();
+            if lines + rest > max_parts + 1 && lines + need > max_parts {
                 v.push(Line::raw(format!(
                     "  ... and {} more",
                     d.partitions.len() - i
@@ -168,6 +178,13 @@ pub(crate) fn details(d: &Disk, max_parts: usize) -> Vec<Line<'static>> {
                 s.push_str(&format!("  mounted on {m}"));
             }
             v.push(Line::raw(s));
+            if let Some(r) = p.role {
+                v.push(Line::from(Span::styled(
+                    format!("      {}", r.hint()),
+                    Style::new().fg(Color::Yellow),
+                )));
+            }
+            lines += need;
         }
     }
     v
