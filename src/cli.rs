@@ -277,6 +277,7 @@ mod tests {
         let c = Cmd::Image(ImageCmd::Verify {
             image: "-odd.lbi".into(),
             state: None,
+            passphrase_file: None,
             json: true,
         });
         assert_eq!(to_argv(&c), ["image", "verify", "--json", "--", "-odd.lbi"]);
@@ -298,6 +299,9 @@ mod tests {
                     all_sectors: force,
                     compress: split.map(|_| "zstd:5".into()),
                     map: parent.map(|_| "/tmp/c.map".into()),
+                    encrypt: force,
+                    clear_identity: force && parent.is_some(),
+                    passphrase_file: parent.map(|_| "label=K:/pw".into()),
                     json: !force,
                 }));
             }
@@ -309,23 +313,28 @@ mod tests {
             zero_free: true,
             discard: false,
             map: Some("r.map".into()),
+            passphrase_file: Some("/root/pw".into()),
             json: true,
         }));
         round_trip(Cmd::Image(ImageCmd::Verify {
             image: "a.lbi".into(),
             state: Some("v.state".into()),
+            passphrase_file: None,
             json: false,
         }));
         round_trip(Cmd::Image(ImageCmd::Info {
             image: "a.lbi".into(),
+            passphrase_file: None,
             json: false,
         }));
         for format in [None, Some("vhdx".to_string())] {
+            let passphrase_file = format.as_ref().map(|_| "pw".into());
             round_trip(Cmd::Image(ImageCmd::Export {
                 image: "a.lbi".into(),
                 raw: "a.raw".into(),
                 format,
                 force: true,
+                passphrase_file,
                 json: true,
             }));
         }
@@ -355,6 +364,18 @@ mod tests {
                 json: false,
             },
         )));
+        round_trip(Cmd::Image(ImageCmd::AddKey {
+            image: "a.lbi".into(),
+            output: Some("/media/k".into()),
+            passphrase_file: Some("pw".into()),
+            json: true,
+        }));
+        round_trip(Cmd::Image(ImageCmd::RemoveKey {
+            image: "a.lbi".into(),
+            slot: 2,
+            passphrase_file: None,
+            json: false,
+        }));
         round_trip(Cmd::List(crate::devices::ListArgs { json: true }));
         round_trip(Cmd::Health(crate::health::HealthArgs {
             disk: "serial=X".into(),

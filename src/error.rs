@@ -30,6 +30,9 @@ pub enum ErrorKind {
     /// An image is incomplete: no footer (its creation was interrupted), or a part it needs is
     /// missing (a split volume, a parent of an incremental). Exit 5, like a damaged image.
     Incomplete,
+    /// An encrypted image's key slots do not open with the passphrase (or recovery key) given.
+    /// Exit 5, before anything is written.
+    WrongPassphrase,
 }
 
 /// Exit codes shared by every command (documented in the README).
@@ -185,7 +188,9 @@ impl Error {
         match self.kind {
             ErrorKind::InvalidInput | ErrorKind::NotFound => exit::USAGE,
             ErrorKind::Refused => exit::REFUSED,
-            ErrorKind::Corrupt | ErrorKind::Incomplete => exit::CORRUPT,
+            ErrorKind::Corrupt | ErrorKind::Incomplete | ErrorKind::WrongPassphrase => {
+                exit::CORRUPT
+            }
             ErrorKind::Cancelled => exit::CANCELLED,
             ErrorKind::Io | ErrorKind::Unsupported => exit::FAILED,
         }
@@ -201,6 +206,7 @@ impl Error {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Incomplete => "incomplete",
+            ErrorKind::WrongPassphrase => "wrong_passphrase",
         }
     }
 }

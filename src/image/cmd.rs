@@ -58,8 +58,10 @@ fn run_create(
     all_sectors: bool,
     compress: Option<String>,
     map: Option<PathBuf>,
+    crypt: (bool, bool, Option<String>),
     json: bool,
 ) -> Result<i32> {
+    let (encrypt, identity_clear, passphrase_file) = crypt;
     // Ctrl-C / SIGTERM: stop, keep the unfinished `.partial` (marked incomplete), exit 130.
     // Set up before anything starts a thread (the device scan does).
     let cancel = Cancel::new();
@@ -109,6 +111,8 @@ fn run_create(
             },
         ),
     };
+    // The passphrase (an encrypted image, or the parent's) is read before anything else.
+    super::cmd_keys::use_passphrase(passphrase_file.as_deref(), Some(&src_path))?;
     // The identity rule, before anything is mounted or opened for writing: the image (or the
     // partition it goes on) is written; the source and every volume of the parent chain are kept.
     let loc = StoreLocation::resolve(&image)?;
@@ -226,6 +230,8 @@ fn run_create(
             format!("{} [{id:?}]", id.describe())
         },
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        encrypt,
+        identity_clear,
         ..Default::default()
     };
     let sink = StderrSink::from_env();
@@ -282,7 +288,13 @@ fn print_partitions(parts: &[crate::fs::PartitionUsage], indent: &str) {
     }
 }
 
-fn run_verify(image: String, state: Option<PathBuf>, json: bool) -> Result<i32> {
+fn run_verify(
+    image: String,
+    state: Option<PathBuf>,
+    passphrase_file: Option<String>,
+    json: bool,
+) -> Result<i32> {
+    super::cmd_keys::use_passphrase(passphrase_file.as_deref(), None)?;
     // Ctrl-C / SIGTERM: stop checking, exit 130 (verify changes nothing).
     let cancel = Cancel::new();
     crate::jobs::cancel_on_signals(&cancel, "nothing is changed by a verify");
@@ -351,7 +363,8 @@ fn run_verify(image: String, state: Option<PathBuf>, json: bool) -> Result<i32> 
     Ok(if rep.ok { exit::OK } else { exit::CORRUPT })
 }
 
-fn run_info(image: String, json: bool) -> Result<i32> {
+fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Result<i32> {
+    super::cmd_keys::use_passphrase(passphrase_file.as_deref(), None)?;
     let store = Store::open(&image, Mode::ReadOnly)?;
     let path = if !store.path.exists() && create::partial_name(&store.path).exists() {
         create::partial_name(&store.path)
@@ -420,6 +433,14 @@ fn run_info(image: String, json: bool) -> Result<i32> {
             rep.compression_ratio
         );
         println!("Media hash   {}", rep.media_hash);
+        if let Some(e) = &rep.encryption {
+            let slots: Vec<String> = e
+                .key_slots
+                .iter()
+                .map(|k| format!("slot {} {}", k.slot, k.kind.replace('_', " ")))
+                .collect();
+            println!("Encrypted    {}, {}", e.cipher, slots.join(", "));
+        }
         println!(
             "Unreadable   {} in {} ranges",
             crate::jobs::fmt_bytes(rep.bad_bytes),
@@ -467,8 +488,10 @@ fn run_export(
     raw: String,
     format: Option<String>,
     force: bool,
+    passphrase_file: Option<String>,
     json: bool,
 ) -> Result<i32> {
+    super::cmd_keys::use_passphrase(passphrase_file.as_deref(), None)?;
     let format = match format.as_deref() {
         Some(f) => vmdisk::Format::parse(f)?,
         None => vmdisk::Format::Raw,
@@ -525,6 +548,9 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             all_sectors,
             compress,
             map,
+            encrypt,
+            clear_identity,
+            passphrase_file,
             json,
         } => run_create(
             source,
@@ -535,6 +561,7 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             all_sectors,
             compress,
             map,
+            (encrypt, clear_identity, passphrase_file),
             json,
         ),
         ImageCmd::Restore {
@@ -544,11 +571,28 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             zero_free,
             discard,
             map,
+            passphrase_file,
             json,
-        } => super::cmd_restore::run_restore(image, target, yes, zero_free, discard, map, json),
-        ImageCmd::Verify { image, state, json } => run_verify(image, state, json),
-        ImageCmd::Info { image, json } => run_info(image, json),
-        ImageCmd::Serve(a) => crate::serve::run(a),
+        } => {
+            super::cmd_keys::use_passphrase(passphrase_file.as_deref(), None)?;
+            super::cmd_restore::run_restore(image, target, yes, zero_free, discard, map, json)
+        }
+        ImageCmd::Verify {
+            image,
+            state,
+            passphrase_file,
+            json,
+        } => run_verify(image, state, passphrase_file, json),
+        ImageCmd::Info {
+            image,
+            passphrase_file,
+            json,
+        } => run_info(image, passphrase_file, json),
+        ImageCmd::Serve(a) => {
+            // An encrypted image's passphrase is asked on the terminal before serving.
+            crypt::Keys::set_global(crypt::Keys::new(crypt::PassSource::Terminal));
+            crate::serve::run(a)
+        }
         ImageCmd::Mount(a) => crate::serve::attach::run_mount(a),
         ImageCmd::Umount(a) => crate::serve::attach::run_umount(a),
         ImageCmd::Export {
@@ -556,7 +600,20 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             raw,
             format,
             force,
+            passphrase_file,
             json,
-        } => run_export(image, raw, format, force, json),
+        } => run_export(image, raw, format, force, passphrase_file, json),
+        ImageCmd::AddKey {
+            image,
+            output,
+            passphrase_file,
+            json,
+        } => super::cmd_keys::run_add_key(image, output, passphrase_file, json),
+        ImageCmd::RemoveKey {
+            image,
+            slot,
+            passphrase_file,
+            json,
+        } => super::cmd_keys::run_remove_key(image, slot, passphrase_file, json),
     }
 }

@@ -65,6 +65,14 @@ pub struct CreateOptions {
     pub source_id: String,
     /// Recorded in the map file.
     pub command_line: String,
+    /// Encrypt the image (`--encrypt`; an incremental of an encrypted parent always is, with
+    /// the parent's data key and key slots).
+    pub encrypt: bool,
+    /// In an encrypted image, keep the source's model and serial in clear in the header.
+    pub identity_clear: bool,
+    /// Where the passphrase comes from (a new image's, or the one that opens the parent or
+    /// the unfinished image being resumed).
+    pub keys: super::crypt::Keys,
 }
 
 impl Default for CreateOptions {
@@ -83,6 +91,9 @@ impl Default for CreateOptions {
             checkpoint_every: std::time::Duration::from_secs(5),
             source_id: String::new(),
             command_line: String::new(),
+            encrypt: false,
+            identity_clear: false,
+            keys: super::crypt::Keys::global(),
         }
     }
 }
@@ -94,6 +105,8 @@ pub struct CreateReport {
     pub image: PathBuf,
     pub volumes: Vec<PathBuf>,
     pub uuid: String,
+    /// Whether the image is encrypted (`--encrypt`, or an encrypted parent).
+    pub encrypted: bool,
     pub parent: Option<PathBuf>,
     pub parent_uuid: Option<String>,
     pub disk_size_bytes: u64,
@@ -229,7 +242,7 @@ pub fn create(
     // The parent: open its whole chain now so a missing grandparent fails before any work.
     let mut parent: Option<Image> = None;
     if let Some(pp) = &opts.parent {
-        let chain = Chain::open(pp)?;
+        let chain = Chain::open_with(pp, &opts.keys)?;
         let mut imgs = chain.images;
         let p = imgs.swap_remove(0);
         if p.header.disk_size != size {
@@ -269,7 +282,19 @@ pub fn create(
             "the disk has too many partitions for the image's usage record",
         ));
     }
+    // Encryption: a new data key, or the encrypted parent's (the chain shares one key).
+    let parent_key = parent.as_ref().and_then(|p| p.data_key().cloned());
+    if opts.encrypt && parent.is_some() && parent_key.is_none() {
+        return Err(Error::invalid(
+            "the parent image is not encrypted, so an incremental of it cannot be (the chunks \
+             it shares with the parent would stay readable): make a new full image with --encrypt",
+        ));
+    }
+    let encrypted = opts.encrypt || parent_key.is_some();
     let mut incompat = 0;
+    if encrypted {
+        incompat |= FEAT_ENCRYPTED;
+    }
     if used_mode {
         incompat |= FEAT_USED_BLOCKS;
     }
@@ -310,6 +335,13 @@ pub fn create(
         serial: id.serial.clone(),
         source_name: id.name.clone(),
         parent_path: opts.parent_hint.clone(),
+        crypt: encrypted.then(|| {
+            let mut c = super::crypt::CryptHeader::new(opts.identity_clear);
+            if let Some(pc) = parent.as_ref().and_then(|p| p.header.crypt.as_ref()) {
+                c.slots = pc.slots;
+            }
+            c
+        }),
     };
     let chunks = header.chunk_count();
     // The rescue domain: what the image needs of the disk.
@@ -347,8 +379,37 @@ pub fn create(
             ))
             .at_path(partial_name(image)));
         }
+        let fresh = header.clone();
         header = j.header(image)?;
+        if header.is_encrypted() {
+            // Sealed in the tail, not in the journal's header: the same job's (checked by the
+            // settings).
+            header.model = fresh.model;
+            header.serial = fresh.serial;
+            header.source_name = fresh.source_name;
+            header.parent_path = fresh.parent_path;
+        }
     }
+    // The data key: the parent's; the unfinished image's (its passphrase is asked now, before
+    // anything is written); or a new one, wrapped in key slot 1 for a new passphrase.
+    let key = match (&header.crypt, parent_key, &resumed) {
+        (None, _, _) => None,
+        (Some(_), Some(k), _) => Some(k),
+        (Some(c), None, Some(_)) => Some(opts.keys.unlock(image, c)?.0),
+        (Some(_), None, None) => {
+            let k = super::crypt::DataKey::random()?;
+            let secret = opts.keys.new_secret(image)?;
+            let slot = super::crypt::KeySlot::wrap_passphrase(&k, &secret, None)?;
+            if let Some(c) = header.crypt.as_mut() {
+                c.slots[0] = Some(slot);
+            }
+            Some(k)
+        }
+    };
+    let sealer = key
+        .as_ref()
+        .map(|k| Arc::new(super::crypt::Sealer::new(k, &header)));
+    let hasher = sealer.as_ref().map_or(Default::default(), |s| s.hasher());
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -361,7 +422,12 @@ pub fn create(
     // payload (a record never spans volumes: it must fit a volume after its header).
     let batch = group_chunks(opts.compress, cs);
     let max_group_payload = opts.split.map_or(usize::MAX, |s| {
-        (s - HEADER_SIZE as u64).min(usize::MAX as u64) as usize
+        let seal = if header.is_encrypted() {
+            super::crypt::OVERHEAD as u64
+        } else {
+            0
+        };
+        (s - HEADER_SIZE as u64 - seal).min(usize::MAX as u64) as usize
     });
     // Every compressor holds a batch and one more batch is being read.
     let nslots = (threads + 1) * batch + 2;
@@ -405,6 +471,9 @@ pub fn create(
             (vw, idx, map, None)
         }
     };
+    if let Some(s) = &sealer {
+        vw.set_sealer(s.clone());
+    }
     let (free_tx, free_rx) = mpsc::sync_channel::<Slot>(nslots);
     for _ in 0..nslots {
         let _ = free_tx.send(Slot {
@@ -415,7 +484,7 @@ pub fn create(
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(nslots);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (done_tx, done_rx) = mpsc::channel::<WMsg>();
-    let zero_full = *blake3::hash(&vec![0u8; cs as usize]).as_bytes();
+    let zero_full = hasher.hash(&vec![0u8; cs as usize]);
     // The reader side: the rescue engine over the domain, through the feed (see `feed`).
     let feed = Arc::new(feed::Feed::new(
         src.clone(),
@@ -455,6 +524,7 @@ pub fn create(
             compress: opts.compress,
             chunk_size: cs,
             zero_full,
+            hasher,
             batch,
             max_group_payload,
         };
@@ -521,6 +591,7 @@ pub fn create(
         image: image.to_path_buf(),
         volumes,
         uuid: uuid_str(&header.uuid),
+        encrypted: header.is_encrypted(),
         parent: opts.parent.clone(),
         parent_uuid: opts.parent.as_ref().map(|_| uuid_str(&header.parent_uuid)),
         disk_size_bytes: size,

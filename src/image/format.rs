@@ -36,8 +36,11 @@ pub const FEAT_ZSTD: u32 = 8;
 /// Incompatible feature (version 2): chunks may be kind 6 (a member of a zstd frame holding
 /// several consecutive stored chunks; a larger compression unit, same 1 MiB chunks).
 pub const FEAT_GROUPS: u32 = 16;
+/// Incompatible feature (version 2): every record is sealed (see `crypt`); the header holds key
+/// slots where the source name and parent path were (those are in the sealed tail).
+pub const FEAT_ENCRYPTED: u32 = 32;
 pub const KNOWN_INCOMPAT: u32 =
-    FEAT_INCREMENTAL | FEAT_SPLIT | FEAT_USED_BLOCKS | FEAT_ZSTD | FEAT_GROUPS;
+    FEAT_INCREMENTAL | FEAT_SPLIT | FEAT_USED_BLOCKS | FEAT_ZSTD | FEAT_GROUPS | FEAT_ENCRYPTED;
 /// Chunks Lifeboat puts in one group (kind 6) at most.
 pub const GROUP_CHUNKS: usize = 4;
 /// Largest decompressed group a reader accepts (bounds its buffer).
@@ -180,6 +183,10 @@ pub struct Header {
     pub serial: String,
     pub source_name: String,
     pub parent_path: String,
+    /// Encryption (with `FEAT_ENCRYPTED`): cipher, flags, key slots. The model and serial are
+    /// then in clear only when it says so, and the source name and parent path are sealed in
+    /// the tail (the reader fills them in once the image is unlocked).
+    pub crypt: Option<super::crypt::CryptHeader>,
 }
 
 impl Header {
@@ -215,13 +222,42 @@ impl Header {
         put(&mut b, 108, &self.chunk_size.to_le_bytes());
         put(&mut b, 112, &self.segment_chunks.to_le_bytes());
         put(&mut b, 120, &self.split_size.to_le_bytes());
-        put_str(&mut b, 128, 64, &self.model);
-        put_str(&mut b, 192, 64, &self.serial);
-        put_str(&mut b, 256, 128, &self.source_name);
-        put_str(&mut b, 384, 124, &self.parent_path);
+        match &self.crypt {
+            None => b[128..508].copy_from_slice(&self.text_area()),
+            Some(c) => {
+                if c.identity_clear {
+                    b[128..256].copy_from_slice(&self.text_area()[..128]);
+                }
+                use super::crypt::{AREA_AT, AREA_LEN};
+                c.encode_into(&mut b[AREA_AT..AREA_AT + AREA_LEN]);
+            }
+        }
         let crc = crc32fast::hash(&b[..508]);
         put(&mut b, 508, &crc.to_le_bytes());
         b
+    }
+
+    /// The text fields (model, serial, source name, parent path) as the header of an image
+    /// without encryption stores them at bytes 128..508; an encrypted image seals them in its tail.
+    pub fn text_area(&self) -> [u8; 380] {
+        let mut b = [0u8; 380];
+        put_str(&mut b, 0, 64, &self.model);
+        put_str(&mut b, 64, 64, &self.serial);
+        put_str(&mut b, 128, 128, &self.source_name);
+        put_str(&mut b, 256, 124, &self.parent_path);
+        b
+    }
+
+    /// Takes the text fields from a [`Header::text_area`].
+    pub fn set_text_area(&mut self, b: &[u8]) {
+        self.model = get_str(b, 0, 64);
+        self.serial = get_str(b, 64, 64);
+        self.source_name = get_str(b, 128, 128);
+        self.parent_path = get_str(b, 256, 124);
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.crypt.is_some()
     }
 
     /// Decodes and validates a header. Errors are `Corrupt` (or `Unsupported` for a newer format).
@@ -248,7 +284,16 @@ impl Header {
         if u16_at(b, 10) as usize != HEADER_SIZE {
             return Err(Error::corrupt("image header has an unexpected size"));
         }
-        let h = Header {
+        let encrypted = u32_at(b, 16) & FEAT_ENCRYPTED != 0;
+        let crypt = if encrypted {
+            use super::crypt::{AREA_AT, AREA_LEN};
+            Some(super::crypt::CryptHeader::decode(
+                &b[AREA_AT..AREA_AT + AREA_LEN],
+            )?)
+        } else {
+            None
+        };
+        let mut h = Header {
             version,
             compat: u32_at(b, 12),
             incompat: u32_at(b, 16),
@@ -264,10 +309,35 @@ impl Header {
             split_size: u64_at(b, 120),
             model: get_str(b, 128, 64),
             serial: get_str(b, 192, 64),
-            source_name: get_str(b, 256, 128),
-            parent_path: get_str(b, 384, 124),
+            source_name: String::new(),
+            parent_path: String::new(),
+            crypt,
         };
-        if h.incompat & (FEAT_USED_BLOCKS | FEAT_ZSTD | FEAT_GROUPS) != 0 && version < 2 {
+        match &h.crypt {
+            None => h.set_text_area(&b[128..508]),
+            Some(c) => {
+                if c.identity_clear {
+                    let mut t = [0u8; 380];
+                    t[..128].copy_from_slice(&b[128..256]);
+                    h.set_text_area(&t);
+                } else if b[128..256].iter().any(|&x| x != 0) {
+                    return Err(Error::corrupt(
+                        "encrypted image header holds identity text it does not declare",
+                    ));
+                }
+                if b[super::crypt::AREA_AT + super::crypt::AREA_LEN..508]
+                    .iter()
+                    .any(|&x| x != 0)
+                {
+                    return Err(Error::corrupt(
+                        "encrypted image header has reserved bytes set",
+                    ));
+                }
+            }
+        }
+        if h.incompat & (FEAT_USED_BLOCKS | FEAT_ZSTD | FEAT_GROUPS | FEAT_ENCRYPTED) != 0
+            && version < 2
+        {
             return Err(Error::corrupt(
                 "image header of version 1 claims the used-blocks feature",
             ));
@@ -643,6 +713,7 @@ mod tests {
             serial: "SRC-1".into(),
             source_name: "/dev/sda".into(),
             parent_path: "full.lbi".into(),
+            crypt: None,
         }
     }
 

@@ -126,13 +126,22 @@ fn damaged(path: &Path, why: &str) -> Error {
     .at_path(path)
 }
 
-/// The settings' header text: the header with the UUID and creation time zeroed.
+/// The settings' header text: the header with the UUID and creation time zeroed (and an
+/// encrypted image's key slots, which each run makes anew; its text fields, sealed in the
+/// image, are compared by hash).
 pub fn settings_header(h: &Header) -> String {
     let mut h = h.clone();
     h.uuid = [0; 16];
     h.created = 0;
     h.volume = 1;
-    hex(&h.encode())
+    match h.crypt.as_mut() {
+        None => hex(&h.encode()),
+        Some(c) => {
+            c.slots = Default::default();
+            let text = blake3::hash(&h.text_area());
+            format!("{}+{}", hex(&h.encode()), text.to_hex())
+        }
+    }
 }
 
 impl Journal {

@@ -1,8 +1,10 @@
 //! Disk images: the `.lbi` format, create (full and incremental), verify, info, restore, export,
 //! and the `lifeboat image ...` commands (their runners are in `cmd`).
 pub(crate) mod cmd;
+pub mod cmd_keys;
 mod cmd_restore;
 pub mod create;
+pub mod crypt;
 pub mod feed;
 pub mod format;
 pub mod journal;
@@ -54,6 +56,16 @@ pub enum ImageCmd {
         /// its `.partial` and journal, with or without it.
         #[arg(long, value_name = "FILE")]
         map: Option<std::path::PathBuf>,
+        /// Encrypt the image (XChaCha20-Poly1305; the passphrase is asked twice on the terminal,
+        /// or read from --passphrase-file). An incremental of an encrypted image always is.
+        #[arg(long)]
+        encrypt: bool,
+        /// With --encrypt: keep the source's model and serial readable without the passphrase
+        /// (by default an encrypted image hides them).
+        #[arg(long, requires = "encrypt")]
+        clear_identity: bool,
+        #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
+        passphrase_file: Option<String>,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -79,6 +91,8 @@ pub enum ImageCmd {
         /// interrupted restore from it, and keep it up to date.
         #[arg(long, value_name = "FILE")]
         map: Option<std::path::PathBuf>,
+        #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
+        passphrase_file: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -89,12 +103,16 @@ pub enum ImageCmd {
         /// resume an interrupted verify of the same image from it.
         #[arg(long, value_name = "FILE")]
         state: Option<std::path::PathBuf>,
+        #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
+        passphrase_file: Option<String>,
         #[arg(long)]
         json: bool,
     },
     /// Describe an image: source disk, date, sizes, unreadable areas, parent and chain.
     Info {
         image: String,
+        #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
+        passphrase_file: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -117,10 +135,39 @@ pub enum ImageCmd {
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
+        #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
+        passphrase_file: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a recovery key to an encrypted image's free key slot (printed, or written to --output).
+    AddKey {
+        image: String,
+        /// Write the recovery key to FILE (a new file, readable by its owner only) instead of
+        /// printing it.
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
+        passphrase_file: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove key slot N (1 or 2) of an encrypted image; the last one is never removed.
+    RemoveKey {
+        image: String,
+        #[arg(long, value_name = "N")]
+        slot: u32,
+        #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
+        passphrase_file: Option<String>,
         #[arg(long)]
         json: bool,
     },
 }
+
+/// Help of every `--passphrase-file`.
+const PASSPHRASE_FILE_HELP: &str = "Read the passphrase (or a recovery key) of an encrypted \
+image from FILE (may be PARTITION:/path) instead of asking on the terminal; one trailing \
+newline is ignored. Never give it on the command line.";
 
 /// Parses "4G", "4GiB", "100M", "512K", "4000000000" (binary multiples).
 pub fn parse_size(s: &str) -> Result<u64> {

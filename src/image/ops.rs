@@ -69,6 +69,17 @@ pub struct InfoReport {
     pub chain: Vec<ChainLink>,
     /// Why the chain could not be followed, if it could not.
     pub chain_error: Option<String>,
+    /// Encryption: the cipher and the key slots in use (null for an image without).
+    pub encryption: Option<EncryptionInfo>,
+}
+
+/// An encrypted image's cipher and key slots (`info`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EncryptionInfo {
+    pub cipher: &'static str,
+    /// Whether the source's model and serial are readable without the passphrase.
+    pub identity_in_clear: bool,
+    pub key_slots: Vec<super::cmd_keys::SlotInfo>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +172,11 @@ pub fn info(path: &Path) -> Result<InfoReport> {
         }),
         chain,
         chain_error,
+        encryption: h.crypt.as_ref().map(|c| EncryptionInfo {
+            cipher: "xchacha20-poly1305",
+            identity_in_clear: c.identity_clear,
+            key_slots: super::cmd_keys::slot_infos(c),
+        }),
     })
 }
 

@@ -85,8 +85,10 @@ fn take(rx: &Mutex<Receiver<Job>>, n: usize) -> Vec<Job> {
 pub(super) struct PackParams {
     pub compress: Compression,
     pub chunk_size: u32,
-    /// BLAKE3 of a full zero chunk.
+    /// The hash of a full zero chunk.
     pub zero_full: [u8; 32],
+    /// How chunks are hashed (keyed in an encrypted image).
+    pub hasher: super::crypt::ChunkHasher,
     /// Chunks per batch ([`group_chunks`]).
     pub batch: usize,
     /// The largest group payload that fits a volume (`--split`); a larger one is not made.
@@ -147,7 +149,7 @@ fn classify(job: Job, p: &PackParams) -> Done {
         if len == p.chunk_size as usize {
             p.zero_full
         } else {
-            *blake3::hash(d).as_bytes()
+            p.hasher.hash(d)
         }
     };
     let (kind, stored, crc, hash);
@@ -156,7 +158,7 @@ fn classify(job: Job, p: &PackParams) -> Done {
     } else if is_zero(data) {
         (kind, stored, crc, hash) = (Kind::Zero, 0, 0, zero_hash(data));
     } else {
-        hash = *blake3::hash(data).as_bytes();
+        hash = p.hasher.hash(data);
         if job.parent_hash == Some(hash) {
             (kind, stored, crc) = (Kind::Parent, 0, 0);
         } else {
@@ -290,6 +292,7 @@ mod tests {
             compress: Compression::Zstd(3),
             chunk_size: CS as u32,
             zero_full: *blake3::hash(&[0; CS]).as_bytes(),
+            hasher: Default::default(),
             batch: group_chunks(Compression::Zstd(3), CS as u32),
             max_group_payload,
         };

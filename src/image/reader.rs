@@ -1,6 +1,7 @@
 //! Reading `.lbi` images: opening every volume, checking headers and the footer, loading index
 //! segments one at a time (bounded memory), reading and checking chunks, and walking a chain of
 //! incremental images back to its full image.
+use super::crypt::{ChunkHasher, DataKey, Keys, Sealer};
 use super::format::*;
 use crate::error::{Error, Result};
 use std::fs::File;
@@ -30,6 +31,10 @@ pub struct Image {
     cache: Option<(usize, Segment)>,
     /// The last group (kind 6) decompressed: its members are read one after the other.
     group: GroupCache,
+    /// An encrypted image's data key and what opens its records.
+    key: Option<DataKey>,
+    seal: Option<Sealer>,
+    hasher: ChunkHasher,
 }
 
 /// One decompressed group and where its payload is (volume, offset, length, CRC).
@@ -61,7 +66,13 @@ fn read_exact(f: &File, path: &Path, buf: &mut [u8], off: u64) -> Result<()> {
 
 impl Image {
     /// Opens the image whose first volume is `path`: checks every volume header and the footer.
+    /// An encrypted image is unlocked with the job's keys ([`Keys::global`]).
     pub fn open(path: &Path) -> Result<Image> {
+        Image::open_with(path, &Keys::global())
+    }
+
+    /// [`Image::open`] with these keys.
+    pub fn open_with(path: &Path, keys: &Keys) -> Result<Image> {
         let file = match crate::io::open::open_regular(path, "an image file") {
             Ok(f) => f,
             Err(e) if e.kind == crate::ErrorKind::NotFound => {
@@ -87,7 +98,7 @@ impl Image {
             .at_path(path));
         }
         read_exact(&file, path, &mut hb, 0)?;
-        let header = Header::decode(&hb).map_err(|e| e.at_path(path))?;
+        let mut header = Header::decode(&hb).map_err(|e| e.at_path(path))?;
         if header.volume != 1 {
             return Err(Error::invalid(format!(
                 "{} is volume {} of a split image; give the first volume (the name without .NNN)",
@@ -95,6 +106,17 @@ impl Image {
                 header.volume
             )));
         }
+        // Unlocked first: a wrong passphrase is reported before anything else is looked at.
+        let key = match &header.crypt {
+            Some(c) => Some(keys.unlock(path, c)?.0),
+            None => None,
+        };
+        let seal = key.as_ref().map(|k| Sealer::new(k, &header));
+        let overhead = if seal.is_some() {
+            super::crypt::OVERHEAD as u64
+        } else {
+            0
+        };
         let mut vols = vec![Volume {
             file,
             path: path.to_path_buf(),
@@ -119,6 +141,11 @@ impl Image {
                 let vh = Header::decode(&vb).map_err(|e| e.at_path(&vp))?;
                 let mut same = vh.clone();
                 same.volume = 1;
+                // Key slots are only read from volume 1 (`image add-key` rewrites every volume,
+                // the first last).
+                if let (Some(a), Some(b)) = (same.crypt.as_mut(), header.crypt.as_ref()) {
+                    a.slots = b.slots;
+                }
                 if vh.uuid != header.uuid {
                     return Err(Error::corrupt(format!(
                         "{} belongs to another image (UUID {}, expected {})",
@@ -214,9 +241,46 @@ impl Image {
                     .at_offset(segtab_offset),
             );
         }
-        // Version 2: the usage record sits just before the segment table.
+        // Version 2: the usage record sits just before the segment table; in an encrypted image
+        // it is the sealed tail record (the header's text fields, then the usage record).
         let mut usage = None;
-        if footer.usage_len > 0 {
+        if let Some(seal) = &seal {
+            let ul = footer.usage_len as u64;
+            if ul < (super::crypt::OVERHEAD + super::crypt::TEXT_LEN) as u64
+                || footer.usage_len > MAX_USAGE_LEN + 1024
+                || segtab_offset < HEADER_SIZE as u64 + ul
+            {
+                return Err(
+                    Error::corrupt("image footer has an invalid tail record length")
+                        .at_path(&vols[last].path),
+                );
+            }
+            let mut ub = vec![0u8; ul as usize];
+            read_exact(
+                &vols[last].file,
+                &vols[last].path,
+                &mut ub,
+                segtab_offset - ul,
+            )?;
+            let Some(pt) = seal.open(&seal.tail_ad(&tb, &fb), &mut ub) else {
+                return Err(Error::corrupt(
+                    "the image's tail (its description, segment table or footer) does not \
+                     authenticate: it was changed after the image was written",
+                )
+                .at_path(&vols[last].path)
+                .at_offset(segtab_offset - ul));
+            };
+            let (text, rec) = pt.split_at(super::crypt::TEXT_LEN);
+            header.set_text_area(text);
+            if !rec.is_empty() {
+                let json = decode_usage(rec).map_err(|m| Error::corrupt(m).at_path(path))?;
+                usage = Some(serde_json::from_slice(json).map_err(|e| {
+                    Error::corrupt("image usage record is not valid")
+                        .at_path(path)
+                        .caused_by(e)
+                })?);
+            }
+        } else if footer.usage_len > 0 {
             let ul = footer.usage_len as u64;
             if header.version < 2
                 || footer.usage_len > MAX_USAGE_LEN
@@ -259,7 +323,7 @@ impl Image {
                 && r.offset >= HEADER_SIZE as u64
                 && (r.len as u64) <= max_seg_len
                 && r.offset
-                    .checked_add(r.len as u64)
+                    .checked_add(r.len as u64 + overhead)
                     .is_some_and(|e| e <= vols[r.volume as usize - 1].data_end);
             if !ok {
                 return Err(
@@ -278,7 +342,49 @@ impl Image {
             segtab,
             cache: None,
             group: GroupCache::default(),
+            hasher: seal.as_ref().map_or(ChunkHasher::Plain, |s| s.hasher()),
+            key,
+            seal,
         })
+    }
+
+    /// The data key of an encrypted image (None without encryption).
+    pub fn data_key(&self) -> Option<&DataKey> {
+        self.key.as_ref()
+    }
+
+    /// How this image's chunk hashes are made (keyed in an encrypted image).
+    pub fn hasher(&self) -> ChunkHasher {
+        self.hasher
+    }
+
+    /// Bytes a record takes in the file beyond its length in the index (the seal).
+    pub fn record_overhead(&self) -> u64 {
+        if self.seal.is_some() {
+            super::crypt::OVERHEAD as u64
+        } else {
+            0
+        }
+    }
+
+    /// Reads the record of `len` bytes at `off` of volume `vi` (0-based) into `buf`: as
+    /// stored, or opened when the image is encrypted. `false`: it does not authenticate.
+    fn read_record(&self, vi: usize, off: u64, len: usize, buf: &mut Vec<u8>) -> Result<bool> {
+        let v = &self.vols[vi];
+        let Some(seal) = &self.seal else {
+            buf.resize(len, 0);
+            read_exact(&v.file, &v.path, buf, off)?;
+            return Ok(true);
+        };
+        buf.resize(len + super::crypt::OVERHEAD, 0);
+        read_exact(&v.file, &v.path, buf, off)?;
+        if seal.open_record(vi as u16 + 1, off, buf).is_none() {
+            return Ok(false);
+        }
+        let at = super::crypt::NONCE_LEN;
+        buf.copy_within(at..at + len, 0);
+        buf.truncate(len);
+        Ok(true)
     }
 
     /// The paths of all volumes, first to last.
@@ -311,12 +417,18 @@ impl Image {
                 .get(k)
                 .ok_or_else(|| Error::corrupt("index segment number out of range"))?;
             let v = &self.vols[r.volume as usize - 1];
-            let mut b = vec![0u8; r.len as usize];
-            read_exact(&v.file, &v.path, &mut b, r.offset)?;
+            let mut b = Vec::new();
+            let authentic =
+                self.read_record(r.volume as usize - 1, r.offset, r.len as usize, &mut b)?;
             let sc = self.header.segment_chunks as u64;
             let first = k as u64 * sc;
             let n = (self.header.chunk_count() - first).min(sc) as usize;
-            let seg = Segment::decode(&b, &self.header, first, n).map_err(|m| {
+            let seg = if authentic {
+                Segment::decode(&b, &self.header, first, n)
+            } else {
+                Err("index segment does not authenticate (changed after it was written)".into())
+            };
+            let seg = seg.map_err(|m| {
                 let end =
                     ((first + n as u64) * self.header.chunk_size as u64).min(self.header.disk_size);
                 Error::corrupt(format!(
@@ -408,7 +520,7 @@ impl Image {
                 let v = &self.vols[vi - 1];
                 if e.offset < HEADER_SIZE as u64
                     || e.offset
-                        .checked_add(e.len as u64)
+                        .checked_add(e.len as u64 + self.record_overhead())
                         .is_none_or(|x| x > v.data_end)
                 {
                     return Err(self.damaged(
@@ -418,13 +530,18 @@ impl Image {
                         e.offset,
                     ));
                 }
-                let buf: &mut [u8] = if e.kind == Kind::Raw {
-                    &mut *out
-                } else {
-                    scratch.resize(e.len as usize, 0);
-                    &mut scratch[..]
-                };
-                read_exact(&v.file, &v.path, buf, e.offset)?;
+                let direct = e.kind == Kind::Raw && self.seal.is_none();
+                if direct {
+                    read_exact(&v.file, &v.path, out, e.offset)?;
+                } else if !self.read_record(vi - 1, e.offset, e.len as usize, scratch)? {
+                    return Err(self.damaged(
+                        i,
+                        "its sealed data does not authenticate (changed after it was written)",
+                        vi - 1,
+                        e.offset,
+                    ));
+                }
+                let buf: &[u8] = if direct { &*out } else { &scratch[..] };
                 if crc32fast::hash(buf) != e.crc {
                     return Err(self.damaged(
                         i,
@@ -436,6 +553,10 @@ impl Image {
                 let n = match e.kind {
                     Kind::Lz4 => lz4_flex::block::decompress_into(&scratch[..], out).ok(),
                     Kind::Zstd => zstd::bulk::decompress_to_buffer(&scratch[..], out).ok(),
+                    _ if !direct => {
+                        out.copy_from_slice(&scratch[..len]);
+                        Some(len)
+                    }
                     _ => Some(len),
                 };
                 if n != Some(len) {
@@ -483,7 +604,7 @@ impl Image {
             let v = &self.vols[vi - 1];
             if e.offset < HEADER_SIZE as u64
                 || e.offset
-                    .checked_add(e.len as u64)
+                    .checked_add(e.len as u64 + self.record_overhead())
                     .is_none_or(|x| x > v.data_end)
             {
                 return Err(self.damaged(
@@ -493,8 +614,14 @@ impl Image {
                     e.offset,
                 ));
             }
-            scratch.resize(e.len as usize, 0);
-            read_exact(&v.file, &v.path, scratch, e.offset)?;
+            if !self.read_record(vi - 1, e.offset, e.len as usize, scratch)? {
+                return Err(self.damaged(
+                    i,
+                    "its sealed data does not authenticate (changed after it was written)",
+                    vi - 1,
+                    e.offset,
+                ));
+            }
             if crc32fast::hash(scratch) != e.crc {
                 return Err(self.damaged(i, "CRC32 mismatch in its stored data", vi - 1, e.offset));
             }
@@ -560,13 +687,15 @@ fn missing_volume_or_incomplete(path: &Path, next: u32) -> Error {
 pub struct ZeroHash {
     len: usize,
     hash: [u8; 32],
+    hasher: ChunkHasher,
 }
 impl ZeroHash {
-    pub fn new(chunk_size: usize) -> Self {
+    pub fn new(chunk_size: usize, hasher: ChunkHasher) -> Self {
         let z = vec![0u8; chunk_size];
         ZeroHash {
             len: chunk_size,
-            hash: *blake3::hash(&z).as_bytes(),
+            hash: hasher.hash(&z),
+            hasher,
         }
     }
     pub fn get(&self, len: usize) -> [u8; 32] {
@@ -574,7 +703,7 @@ impl ZeroHash {
             self.hash
         } else {
             let z = vec![0u8; len.min(self.len)];
-            *blake3::hash(&z).as_bytes()
+            self.hasher.hash(&z)
         }
     }
 }
@@ -605,9 +734,15 @@ pub fn parent_candidates(child: &Path, recorded: &str) -> Vec<PathBuf> {
 }
 
 impl Chain {
-    /// Opens `path` and every parent it needs, checking each link (UUID, media hash, geometry).
+    /// Opens `path` and every parent it needs, checking each link (UUID, media hash, geometry,
+    /// data key). Encrypted images are unlocked with the job's keys ([`Keys::global`]).
     pub fn open(path: &Path) -> Result<Chain> {
-        let mut images = vec![Image::open(path)?];
+        Chain::open_with(path, &Keys::global())
+    }
+
+    /// [`Chain::open`] with these keys (one passphrase for the whole chain).
+    pub fn open_with(path: &Path, keys: &Keys) -> Result<Chain> {
+        let mut images = vec![Image::open_with(path, keys)?];
         loop {
             let child = images.last().expect("chain is never empty");
             if !child.header.has_parent() {
@@ -636,7 +771,7 @@ impl Chain {
                     child.path.display()
                 )));
             };
-            let parent = Image::open(&pp)?;
+            let parent = Image::open_with(&pp, keys)?;
             if parent.header.uuid != want {
                 return Err(Error::corrupt(format!(
                     "{} is not the parent {} needs: its UUID is {}, the parent's is {}; put the right parent image at {}",
@@ -663,12 +798,20 @@ impl Chain {
                     child.path.display()
                 )));
             }
+            if parent.data_key() != child.data_key() {
+                return Err(Error::corrupt(format!(
+                    "{} is not encrypted with the data key of {} (an incremental shares its \
+                     parent's key)",
+                    pp.display(),
+                    child.path.display()
+                )));
+            }
             if images.iter().any(|i| i.header.uuid == parent.header.uuid) {
                 return Err(Error::corrupt("image chain loops back on itself"));
             }
             images.push(parent);
         }
-        let zero = ZeroHash::new(images[0].header.chunk_size as usize);
+        let zero = ZeroHash::new(images[0].header.chunk_size as usize, images[0].hasher());
         Ok(Chain { images, zero })
     }
 
@@ -708,7 +851,7 @@ impl Chain {
         let hash = if matches!(kind, Kind::Zero | Kind::Unallocated) {
             self.zero.get(len)
         } else {
-            *blake3::hash(&out[..len]).as_bytes()
+            self.images[0].hasher().hash(&out[..len])
         };
         if hash != top.hash {
             let (s, e) = self.images[0].chunk_range(i);

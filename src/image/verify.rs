@@ -175,7 +175,10 @@ fn verify_one(
 ) -> Result<u64> {
     let h = chain.images[k].header.clone();
     let cs = h.chunk_size as usize;
-    let zero = ZeroHash::new(cs);
+    let hasher = chain.images[k].hasher();
+    let zero = ZeroHash::new(cs, hasher);
+    // A sealed record takes this much more room than its length in the index.
+    let overhead = chain.images[k].record_overhead();
     let mut out = AlignedBuf::new(cs);
     let mut scratch = Vec::with_capacity(max_payload_any(cs));
     let mut media = MediaHasher::new(h.disk_size, h.chunk_size);
@@ -186,7 +189,7 @@ fn verify_one(
     let mut counts = Counts::default();
     let segs = chain.images[k].segment_refs().to_vec();
     for (s, r) in segs.iter().enumerate() {
-        covered[r.volume as usize - 1] += r.len as u64;
+        covered[r.volume as usize - 1] += r.len as u64 + overhead;
         let seg = match chain.images[k].segment(s) {
             Ok(seg) => seg.clone(),
             Err(e) => {
@@ -207,7 +210,10 @@ fn verify_one(
                 && (e.volume as usize) >= 1
                 && (e.volume as usize) <= nvol
             {
-                covered[e.volume as usize - 1] += payload_share(e);
+                let share = payload_share(e);
+                if share > 0 {
+                    covered[e.volume as usize - 1] += share + overhead;
+                }
             }
             // Payloads an earlier run checked (`--state`) are not read again; the index checks are.
             let resumed = keep.as_ref().is_some_and(|s| s.st.checked(k, i));
@@ -226,7 +232,7 @@ fn verify_one(
                         Kind::Zero | Kind::Unallocated if zero.get(len) != e.hash => {
                             probs.add(format!("chunk {i} (disk bytes {a}..{b}): zero or unallocated chunk with a wrong hash"))
                         }
-                        Kind::Raw | Kind::Lz4 | Kind::Zstd | Kind::Group if read.is_some() && *blake3::hash(&out[..len]).as_bytes() != e.hash => probs.add_payload(format!(
+                        Kind::Raw | Kind::Lz4 | Kind::Zstd | Kind::Group if read.is_some() && hasher.hash(&out[..len]) != e.hash => probs.add_payload(format!(
                             "chunk {i} (disk bytes {a}..{b}) does not match its BLAKE3 hash in {}",
                             chain.images[k].path.display()
                         )),

@@ -1,7 +1,8 @@
 //! Writing an image's data stream into volumes (`--split`): each volume under a `.partial`
 //! name until the image is complete, records never spanning volumes, and the commit that fsyncs,
 //! renames (last volume first) and removes stale volumes of the image being replaced, never
-//! anything else that merely has a volume's name.
+//! anything else that merely has a volume's name. In an encrypted image every record is sealed
+//! here, where it is placed (see `crypt`).
 use super::create::{partial_name, sync_dir, MIN_SPLIT};
 use super::format::*;
 use crate::error::{Error, Result};
@@ -39,6 +40,10 @@ pub(crate) struct VolumeWriter {
     /// The UUID of the image this one replaces (`--force`), read before anything is renamed:
     /// only its volumes may be replaced or removed as stale.
     old_uuid: Option<[u8; 16]>,
+    /// Seals every record of an encrypted image (`record`; the tail is `record_clear`).
+    sealer: Option<std::sync::Arc<super::crypt::Sealer>>,
+    /// The sealed bytes of the record being written (reused).
+    sealed: Vec<u8>,
 }
 
 impl VolumeWriter {
@@ -50,6 +55,8 @@ impl VolumeWriter {
             files: Vec::new(),
             len: 0,
             old_uuid: super::ops::partial_header(base).map(|h| h.uuid),
+            sealer: None,
+            sealed: Vec::new(),
         };
         w.open_next()?;
         Ok(w)
@@ -71,6 +78,8 @@ impl VolumeWriter {
             files: Vec::new(),
             len: 0,
             old_uuid: super::ops::partial_header(base).map(|h| h.uuid),
+            sealer: None,
+            sealed: Vec::new(),
         };
         if lens.is_empty() || lens.len() > 65535 {
             return Err(Error::corrupt("the journal lists no volumes"));
@@ -111,6 +120,16 @@ impl VolumeWriter {
         std::io::Seek::seek(f, std::io::SeekFrom::End(0)).map_err(|e| Error::io("seek", &*p, e))?;
         Ok(w)
     }
+    /// Seals every record written from now on with `s` (an encrypted image).
+    pub(crate) fn set_sealer(&mut self, s: std::sync::Arc<super::crypt::Sealer>) {
+        self.sealer = Some(s);
+    }
+
+    /// The sealer of an encrypted image.
+    pub(crate) fn sealer(&self) -> Option<std::sync::Arc<super::crypt::Sealer>> {
+        self.sealer.clone()
+    }
+
     /// The length of every volume written so far.
     pub(crate) fn lens(&self) -> Result<Vec<u64>> {
         let mut v: Vec<u64> = Vec::with_capacity(self.files.len());
@@ -176,14 +195,51 @@ impl VolumeWriter {
     /// the record will start at.
     pub(crate) fn reserve(&mut self, total: u64) -> Result<(u32, u64)> {
         if let Some(limit) = self.split {
-            if self.len + total > limit {
+            if self.len + total > limit && self.len > HEADER_SIZE as u64 {
                 self.open_next()?;
             }
         }
         Ok((self.files.len() as u32, self.len))
     }
-    /// Writes one record that must not span volumes; returns (volume, offset).
+    /// Writes one record of the data stream that must not span volumes (sealed in an
+    /// encrypted image: it then takes `crypt::OVERHEAD` more bytes); returns (volume, offset).
     pub(crate) fn record(&mut self, parts: &[&[u8]]) -> Result<(u16, u64)> {
+        let Some(sealer) = self.sealer.clone() else {
+            return self.record_clear(parts);
+        };
+        let total: u64 =
+            parts.iter().map(|p| p.len() as u64).sum::<u64>() + super::crypt::OVERHEAD as u64;
+        let (_, off) = self.reserve(total)?;
+        let mut sealed = std::mem::take(&mut self.sealed);
+        let r = sealer
+            .seal_record(self.cur(), off, parts, &mut sealed)
+            .and_then(|()| self.record_clear(&[&sealed]));
+        self.sealed = sealed;
+        let at = r?;
+        debug_assert_eq!(at, (self.cur(), off));
+        Ok(at)
+    }
+
+    /// Reads back the record of `len` bytes written at `off` of volume `volume` (opened when
+    /// sealed).
+    pub(crate) fn read_record(&self, volume: u16, off: u64, len: usize) -> Result<Vec<u8>> {
+        let Some(s) = &self.sealer else {
+            let mut b = vec![0u8; len];
+            self.read_at(volume, off, &mut b)?;
+            return Ok(b);
+        };
+        let mut b = vec![0u8; len + super::crypt::OVERHEAD];
+        self.read_at(volume, off, &mut b)?;
+        match s.open_record(volume, off, &mut b) {
+            Some(pt) => Ok(pt.to_vec()),
+            None => Err(Error::corrupt(
+                "a record just written reads back different (it does not authenticate)",
+            )),
+        }
+    }
+
+    /// Writes one record as given, never sealed (the tail); returns (volume, offset).
+    pub(crate) fn record_clear(&mut self, parts: &[&[u8]]) -> Result<(u16, u64)> {
         let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
         if let Some(limit) = self.split {
             if self.len + total > limit {

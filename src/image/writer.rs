@@ -303,8 +303,7 @@ pub(super) fn finish_tail(
     let mut media = MediaHasher::new(header.disk_size, header.chunk_size);
     let mut report_bad = Vec::new();
     for r in &segtab {
-        let mut b = vec![0u8; r.len as usize];
-        vw.read_at(r.volume, r.offset, &mut b)?;
+        let b = vw.read_record(r.volume, r.offset, r.len as usize)?;
         let n = (chunks - r.first_chunk).min(sc) as usize;
         let seg = Segment::decode(&b, header, r.first_chunk, n).map_err(|m| {
             Error::corrupt(format!(
@@ -328,13 +327,33 @@ pub(super) fn finish_tail(
     f.segtab_crc = crc32fast::hash(&tab);
     f.media_hash = media.finish();
     f.finished = super::create::now_secs();
+    // An encrypted image seals the header's text fields and the usage record into one tail
+    // record whose associated data is the segment table and the footer.
+    let sealer = vw.sealer();
+    let rec_len = match &sealer {
+        Some(_) => super::crypt::TEXT_LEN + usage.len() + super::crypt::OVERHEAD,
+        None => usage.len(),
+    };
     // The footer must know its volume and offset: decide whether the tail needs a new volume first.
-    let tail = (usage.len() + tab.len() + FOOTER_SIZE) as u64;
+    let tail = (rec_len + tab.len() + FOOTER_SIZE) as u64;
     let (volumes, at) = vw.reserve(tail)?;
     f.volumes = volumes;
-    f.usage_len = usage.len() as u32;
-    f.segtab_offset = at + usage.len() as u64;
+    f.usage_len = rec_len as u32;
+    f.segtab_offset = at + rec_len as u64;
     let fb = f.encode();
-    vw.record(&[usage, &tab, &fb])?;
+    match &sealer {
+        Some(s) => {
+            let mut rec = Vec::with_capacity(rec_len);
+            s.seal(
+                &s.tail_ad(&tab, &fb),
+                &[&header.text_area(), usage],
+                &mut rec,
+            )?;
+            vw.record_clear(&[&rec, &tab, &fb])?;
+        }
+        None => {
+            vw.record_clear(&[usage, &tab, &fb])?;
+        }
+    }
     Ok((f, report_bad))
 }

@@ -162,6 +162,9 @@ impl App {
                 all_sectors: false,
                 compress: None,
                 map: None,
+                encrypt: false,
+                clear_identity: false,
+                passphrase_file: None,
                 json: true,
             }),
             JobKind::Restore => Cmd::Image(ImageCmd::Restore {
@@ -171,11 +174,13 @@ impl App {
                 zero_free: false,
                 discard: false,
                 map: None,
+                passphrase_file: None,
                 json: true,
             }),
             JobKind::Verify => Cmd::Image(ImageCmd::Verify {
                 image: img?.to_string(),
                 state: None,
+                passphrase_file: None,
                 json: true,
             }),
         };

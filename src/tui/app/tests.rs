@@ -196,6 +196,7 @@ fn restore_flow_uses_partition_image_and_refuses_its_disk() {
             zero_free: false,
             discard: false,
             map: None,
+            passphrase_file: None,
             json: true,
         }))
     );

@@ -1,0 +1,265 @@
+//! The passphrase of a job (`--passphrase-file`, or the terminal) and the key-slot commands
+//! `image add-key` (a recovery key in the free slot) and `image remove-key --slot N` (never the
+//! last): the slots are rewritten in the header of every volume, the first last.
+use super::crypt::{Keys, PassSource};
+use super::*;
+use crate::error::{exit, Error, ErrorKind, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Makes the passphrase of this job available to every image it opens: read now from
+/// `file` (a path, or `PARTITION:/path` mounted read-only just to read it — never a partition
+/// of `source`), else asked on the terminal when an encrypted image is met.
+pub(super) fn use_passphrase(file: Option<&str>, source: Option<&Path>) -> Result<()> {
+    let Some(file) = file else {
+        Keys::set_global(Keys::new(PassSource::Terminal));
+        return Ok(());
+    };
+    let loc = StoreLocation::resolve(file)?;
+    if let (Some(part), Some(src)) = (&loc.partition, source) {
+        let p = crate::storage::resolve(&part.path)?;
+        if p.overlap(&crate::storage::resolve(src)?).is_some() {
+            return Err(Error::refused(format!(
+                "the passphrase file {file} is on {}, which is part of the source {}: a source \
+                 is never mounted. Nothing was mounted or written; put the file elsewhere",
+                part.path.display(),
+                src.display()
+            )));
+        }
+    }
+    let store = loc.mount(Mode::ReadOnly)?;
+    let secret = crypt::read_passphrase_file(&store.path)?;
+    drop(store);
+    Keys::set_global(Keys::new(PassSource::Given(secret)));
+    Ok(())
+}
+
+/// One key slot, for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotInfo {
+    /// 1 or 2.
+    pub slot: usize,
+    /// `passphrase` or `recovery_key`.
+    pub kind: &'static str,
+    /// Argon2id parameters of a passphrase slot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argon2id: Option<Argon2Info>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Argon2Info {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub lanes: u32,
+}
+
+/// The key slots of an encryption header, for reports.
+pub fn slot_infos(c: &crypt::CryptHeader) -> Vec<SlotInfo> {
+    c.slots
+        .iter()
+        .enumerate()
+        .filter_map(|(k, s)| {
+            let s = s.as_ref()?;
+            Some(match s.kind {
+                crypt::SlotKind::Passphrase(p) => SlotInfo {
+                    slot: k + 1,
+                    kind: "passphrase",
+                    argon2id: Some(Argon2Info {
+                        memory_kib: p.m_kib,
+                        iterations: p.t,
+                        lanes: p.p,
+                    }),
+                },
+                crypt::SlotKind::Recovery => SlotInfo {
+                    slot: k + 1,
+                    kind: "recovery_key",
+                    argon2id: None,
+                },
+            })
+        })
+        .collect()
+}
+
+/// What `image add-key` / `image remove-key` report.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyReport {
+    pub ok: bool,
+    pub image: String,
+    /// The slot added or removed (1 or 2).
+    pub slot: usize,
+    /// The slots now in use.
+    pub slots: Vec<SlotInfo>,
+    /// The new recovery key (add-key without --output only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_key_file: Option<PathBuf>,
+}
+
+/// Writes `header`'s key slots into every volume of `img` (last volume first, each fsynced),
+/// after checking each still holds this image's header for its number.
+fn rewrite_slots(img: &Image, header: &format::Header) -> Result<()> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    for (k, p) in img.volume_paths().iter().enumerate().rev() {
+        let n = k as u32 + 1;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(p)
+            .map_err(|e| Error::io("open for writing", p, e))?;
+        let mut b = [0u8; format::HEADER_SIZE];
+        f.read_exact_at(&mut b, 0)
+            .map_err(|e| Error::io("read the header of", p, e))?;
+        let now = format::Header::decode(&b).map_err(|e| e.at_path(p))?;
+        if now.uuid != header.uuid || now.volume != n {
+            return Err(Error::corrupt(format!(
+                "{} changed while its key slots were being rewritten",
+                p.display()
+            )));
+        }
+        let mut h = header.clone();
+        h.volume = n;
+        f.write_all_at(&h.encode(), 0)
+            .map_err(|e| Error::io("write the header of", p, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", p, e))?;
+    }
+    Ok(())
+}
+
+/// Opens the encrypted image at `path` (unlocking it) and its header to change.
+fn open_encrypted(path: &Path) -> Result<(Image, format::Header)> {
+    let img = Image::open(path)?;
+    if !img.header.is_encrypted() {
+        return Err(Error::invalid(format!(
+            "{} is not encrypted: it has no key slots",
+            path.display()
+        )));
+    }
+    let h = img.header.clone();
+    Ok((img, h))
+}
+
+pub(super) fn run_add_key(
+    image: String,
+    output: Option<PathBuf>,
+    passphrase_file: Option<String>,
+    json: bool,
+) -> Result<i32> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use_passphrase(passphrase_file.as_deref(), None)?;
+    let output = output.map(|o| crate::storage::pin_dir(&o));
+    if let Some(o) = &output {
+        if std::fs::symlink_metadata(o).is_ok() {
+            return Err(Error::refused(format!(
+                "{} exists: the recovery key is only written to a new file",
+                o.display()
+            )));
+        }
+    }
+    let store = Store::open(&image, Mode::ReadWrite)?;
+    let (img, mut h) = open_encrypted(&store.path)?;
+    let key = img
+        .data_key()
+        .cloned()
+        .ok_or_else(|| Error::invalid("the image is not encrypted"))?;
+    let c = h.crypt.as_mut().expect("checked encrypted");
+    let Some(free) = c.slots.iter().position(Option::is_none) else {
+        return Err(Error::refused(format!(
+            "both key slots of {image} are in use: remove one first with `lifeboat image \
+             remove-key {image} --slot N` (nothing was changed)"
+        )));
+    };
+    let (slot, text) = crypt::KeySlot::wrap_recovery(&key)?;
+    c.slots[free] = Some(slot);
+    // The key is saved before the image is changed, so it is never in the image only.
+    if let Some(o) = &output {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(o)
+            .map_err(|e| Error::io("create the recovery key file", o, e))?;
+        f.write_all(format!("{}\n", text.as_str()).as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io("write the recovery key to", o, e))?;
+    }
+    rewrite_slots(&img, &h)?;
+    let slots = slot_infos(h.crypt.as_ref().expect("encrypted"));
+    let rep = KeyReport {
+        ok: true,
+        image: image.clone(),
+        slot: free + 1,
+        slots,
+        recovery_key: output.is_none().then(|| text.to_string()),
+        recovery_key_file: output.clone(),
+    };
+    crate::cli::emit_report(&rep, json);
+    if !json {
+        match &output {
+            Some(o) => eprintln!(
+                "Recovery key added to slot {} of {image}; it is in {} — keep it apart from the image.",
+                free + 1,
+                o.display()
+            ),
+            None => {
+                println!("{}", text.as_str());
+                eprintln!(
+                    "Recovery key above added to slot {} of {image}: write it down and keep it \
+                     apart from the image; it opens the image like the passphrase.",
+                    free + 1
+                );
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub(super) fn run_remove_key(
+    image: String,
+    slot: u32,
+    passphrase_file: Option<String>,
+    json: bool,
+) -> Result<i32> {
+    use_passphrase(passphrase_file.as_deref(), None)?;
+    if !(1..=crypt::SLOTS as u32).contains(&slot) {
+        return Err(Error::invalid(format!(
+            "--slot {slot}: an image has key slots 1 and 2"
+        )));
+    }
+    let store = Store::open(&image, Mode::ReadWrite)?;
+    let (img, mut h) = open_encrypted(&store.path)?;
+    let c = h.crypt.as_mut().expect("checked encrypted");
+    let k = slot as usize - 1;
+    if c.slots[k].is_none() {
+        return Err(Error::invalid(format!(
+            "key slot {slot} of {image} is empty"
+        )));
+    }
+    if c.used() <= 1 {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "key slot {slot} is the last one of {image}: without it nothing could open the \
+                 image (nothing was changed)"
+            ),
+        ));
+    }
+    c.slots[k] = None;
+    rewrite_slots(&img, &h)?;
+    let rep = KeyReport {
+        ok: true,
+        image: image.clone(),
+        slot: slot as usize,
+        slots: slot_infos(h.crypt.as_ref().expect("encrypted")),
+        recovery_key: None,
+        recovery_key_file: None,
+    };
+    crate::cli::emit_report(&rep, json);
+    if !json {
+        eprintln!("Key slot {slot} of {image} removed.");
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,657 @@
+//! Encrypted images end to end: full and incremental round trips (restore and export equal the
+//! source, which is unchanged), no 4 KiB block of a patterned disk anywhere in the encrypted
+//! files (while an unencrypted image of the same disk does show them: the search can fail),
+//! every single-byte change of a small encrypted image caught by verify, a wrong passphrase
+//! refused with nothing written (verify, restore, export, an incremental, a resumed create), and
+//! key slots added and removed. The KDF runs with cheap parameters (`LIFEBOAT_KDF_PARAMS`).
+use lifeboat::image::crypt::Keys;
+use lifeboat::jobs::{Cancel, NoProgress};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+mod common;
+use common::{assert_exit, json, lifeboat_cmd, s, sha256, stderr, TempDir};
+
+const PASS: &str = "correct horse battery staple";
+/// Argon2id with 64 KiB and one pass: the tests are about the format, not the KDF's cost.
+const CHEAP_KDF: &str = "64,1,1";
+const BLOCK: usize = 4096;
+
+/// `lifeboat ARGS` with the cheap KDF.
+fn lb(args: &[&str]) -> Output {
+    lifeboat_cmd()
+        .args(args)
+        .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
+        .output()
+        .unwrap()
+}
+
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// A disk of `mib` MiB made of 4 KiB blocks, each starting with its own tag
+/// (`LBPATTERN-<n>-`): in every fourth MiB the rest of each block is pseudo-random (stored raw:
+/// incompressible), in the others repeated text (compressed), and one MiB in eight is zeros.
+fn pattern_disk(path: &Path, mib: usize, seed: u64) -> Vec<u8> {
+    let mut d = vec![0u8; mib << 20];
+    let mut x = seed | 1;
+    for (n, b) in d.chunks_mut(BLOCK).enumerate() {
+        let chunk = (n * BLOCK) >> 20;
+        if chunk % 8 == 5 {
+            continue;
+        }
+        let tag = format!("LBPATTERN-{seed}-{n:08}-");
+        b[..tag.len()].copy_from_slice(tag.as_bytes());
+        if chunk % 4 == 1 {
+            for w in b[tag.len()..].chunks_mut(8) {
+                let r = xorshift(&mut x).to_le_bytes();
+                w.copy_from_slice(&r[..w.len()]);
+            }
+        } else {
+            let text = format!("block {n} of a test disk, seed {seed}; ");
+            for (k, c) in b[tag.len()..].iter_mut().enumerate() {
+                *c = text.as_bytes()[k % text.len()];
+            }
+        }
+    }
+    std::fs::write(path, &d).unwrap();
+    d
+}
+
+fn passfile(t: &TempDir, name: &str, text: &str) -> PathBuf {
+    let p = t.p(name);
+    std::fs::write(&p, format!("{text}\n")).unwrap();
+    p
+}
+
+/// The tagged 4 KiB blocks of `disk` (all but zeros and the few a test overwrote) found
+/// anywhere in `file`, at any byte offset: each `LBPATTERN-` tag found in the file is compared
+/// with the blocks.
+fn blocks_found_in(disk: &[u8], file: &[u8]) -> usize {
+    let blocks: HashSet<&[u8]> = disk
+        .chunks(BLOCK)
+        .filter(|b| b.starts_with(b"LBPATTERN-"))
+        .collect();
+    assert!(
+        blocks.len() * BLOCK * 10 > disk.len() * 8,
+        "too few tagged blocks"
+    );
+    let mut found = 0;
+    for at in 0..file.len().saturating_sub(BLOCK - 1) {
+        if file[at] == b'L'
+            && file[at..].starts_with(b"LBPATTERN-")
+            && blocks.contains(&file[at..at + BLOCK])
+        {
+            found += 1;
+        }
+    }
+    found
+}
+
+#[test]
+fn encrypted_full_and_incremental_round_trip_and_hide_every_block() {
+    let t = TempDir::new("crypt-rt");
+    let disk = t.p("disk.img");
+    let data = pattern_disk(&disk, 24, 1);
+    let sha = sha256(&disk);
+    let pw = passfile(&t, "pw", PASS);
+    let full = t.p("full.lbi");
+    let o = lb(&[
+        "image",
+        "create",
+        s(&disk),
+        s(&full),
+        "--encrypt",
+        "--passphrase-file",
+        s(&pw),
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    let j = json(&o);
+    assert_eq!(j["encrypted"], true, "{j}");
+    assert_eq!(sha256(&disk), sha, "the source changed");
+
+    // No block of the disk is in the encrypted file; an unencrypted image of the same disk
+    // does hold its incompressible blocks as they are (the search finds what is there).
+    let enc = std::fs::read(&full).unwrap();
+    assert_eq!(
+        blocks_found_in(&data, &enc),
+        0,
+        "a disk block is readable in the image"
+    );
+    let clear = t.p("clear.lbi");
+    assert_exit(&lb(&["image", "create", s(&disk), s(&clear)]), 0);
+    assert!(blocks_found_in(&data, &std::fs::read(&clear).unwrap()) > 100);
+    // Equal plaintext does not show: the index of the clear image holds plain BLAKE3 hashes,
+    // the encrypted one keyed ones (none of a chunk's plain hash appears in it).
+    let h0 = blake3::hash(&data[..1 << 20]);
+    assert!(std::fs::read(&clear)
+        .unwrap()
+        .windows(32)
+        .any(|w| w == h0.as_bytes()));
+    assert!(!enc.windows(32).any(|w| w == h0.as_bytes()));
+
+    // verify, info, export and restore with the passphrase.
+    let o = lb(&[
+        "image",
+        "verify",
+        s(&full),
+        "--passphrase-file",
+        s(&pw),
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(json(&o)["ok"], true);
+    let o = lb(&[
+        "image",
+        "info",
+        s(&full),
+        "--passphrase-file",
+        s(&pw),
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    let i = json(&o);
+    assert_eq!(i["encryption"]["cipher"], "xchacha20-poly1305");
+    assert_eq!(i["encryption"]["key_slots"][0]["kind"], "passphrase");
+    assert_eq!(
+        i["encryption"]["key_slots"][0]["argon2id"]["memory_kib"],
+        64
+    );
+    assert_eq!(i["source"]["name"], s(&disk), "the sealed source name");
+    assert_eq!(i["media_hash"], j["media_hash"]);
+    // The source name is not in the file in clear.
+    assert!(!enc
+        .windows(s(&disk).len())
+        .any(|w| w == s(&disk).as_bytes()));
+    let raw = t.p("export.raw");
+    assert_exit(
+        &lb(&[
+            "image",
+            "export",
+            s(&full),
+            s(&raw),
+            "--passphrase-file",
+            s(&pw),
+        ]),
+        0,
+    );
+    assert_eq!(sha256(&raw), sha);
+    let target = t.p("target.img");
+    std::fs::write(&target, vec![0x5Au8; data.len()]).unwrap();
+    assert_exit(
+        &lb(&[
+            "image",
+            "restore",
+            s(&full),
+            s(&target),
+            "--yes",
+            "--passphrase-file",
+            s(&pw),
+        ]),
+        0,
+    );
+    assert_eq!(sha256(&target), sha);
+
+    // An incremental after changes: encrypted with the parent's key without being asked to.
+    let mut changed = data.clone();
+    changed[3 << 20..(3 << 20) + 9000].fill(0xEE);
+    changed[(17 << 20) + 4096..(17 << 20) + 8192].copy_from_slice(&data[..4096]);
+    std::fs::write(&disk, &changed).unwrap();
+    let sha2 = sha256(&disk);
+    let inc = t.p("inc.lbi");
+    let o = lb(&[
+        "image",
+        "create",
+        s(&disk),
+        s(&inc),
+        "--parent",
+        s(&full),
+        "--passphrase-file",
+        s(&pw),
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    let ij = json(&o);
+    assert_eq!(ij["encrypted"], true);
+    assert_eq!(ij["stored_chunks"], 2, "{ij}");
+    assert!(ij["unchanged_chunks"].as_u64().unwrap() >= 18, "{ij}");
+    assert_eq!(sha256(&disk), sha2, "the source changed");
+    assert_eq!(
+        blocks_found_in(&changed, &std::fs::read(&inc).unwrap()),
+        0,
+        "a disk block is readable in the incremental"
+    );
+    let o = lb(&[
+        "image",
+        "verify",
+        s(&inc),
+        "--passphrase-file",
+        s(&pw),
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(json(&o)["chain"].as_array().unwrap().len(), 2);
+    assert_exit(
+        &lb(&[
+            "image",
+            "restore",
+            s(&inc),
+            s(&target),
+            "--yes",
+            "--passphrase-file",
+            s(&pw),
+        ]),
+        0,
+    );
+    assert_eq!(sha256(&target), sha2);
+    // The restore map of an encrypted image: a second run finds everything written.
+    let map = t.p("restore.map");
+    for _ in 0..2 {
+        let o = lb(&[
+            "image",
+            "restore",
+            s(&inc),
+            s(&target),
+            "--yes",
+            "--map",
+            s(&map),
+            "--passphrase-file",
+            s(&pw),
+            "--json",
+        ]);
+        assert_exit(&o, 0);
+    }
+    assert_eq!(sha256(&target), sha2);
+    // An unencrypted parent cannot have an encrypted incremental.
+    let o = lb(&[
+        "image",
+        "create",
+        s(&disk),
+        s(&t.p("bad.lbi")),
+        "--parent",
+        s(&clear),
+        "--encrypt",
+        "--passphrase-file",
+        s(&pw),
+    ]);
+    assert_exit(&o, 2);
+    assert!(!t.p("bad.lbi.partial").exists());
+}
+
+/// A small encrypted image (a few KiB: three stored chunks, a zero one), every byte of it
+/// changed in turn: verify reports each change.
+#[test]
+fn every_single_byte_change_is_detected() {
+    let t = TempDir::new("crypt-flip");
+    let disk = t.p("small.img");
+    let mut d = vec![0u8; 4 << 20];
+    for (k, c) in d.iter_mut().enumerate() {
+        let chunk = k >> 20;
+        if chunk != 2 {
+            *c = b"flip test "[k % 10] ^ chunk as u8;
+        }
+    }
+    std::fs::write(&disk, &d).unwrap();
+    let sha = sha256(&disk);
+    let pw = passfile(&t, "pw", PASS);
+    let img = t.p("small.lbi");
+    assert_exit(
+        &lb(&[
+            "image",
+            "create",
+            s(&disk),
+            s(&img),
+            "--encrypt",
+            "--passphrase-file",
+            s(&pw),
+        ]),
+        0,
+    );
+    assert_eq!(sha256(&disk), sha, "the source changed");
+    Keys::set_global(Keys::passphrase(PASS.as_bytes()));
+    let verify = |p: &Path| {
+        lifeboat::image::verify(p, &NoProgress, &Cancel::new())
+            .map(|r| r.ok)
+            .unwrap_or(false)
+    };
+    assert!(verify(&img), "the untouched image does not verify");
+    let orig = std::fs::read(&img).unwrap();
+    assert!(orig.len() < 16 << 10, "{} bytes: not small", orig.len());
+    let mut missed = Vec::new();
+    for at in 0..orig.len() {
+        let mut b = orig.clone();
+        b[at] ^= 0x01;
+        std::fs::write(&img, &b).unwrap();
+        if verify(&img) {
+            missed.push(at);
+        }
+    }
+    std::fs::write(&img, &orig).unwrap();
+    assert!(verify(&img));
+    assert!(
+        missed.is_empty(),
+        "{} of {} single-byte changes not detected, at {:?}",
+        missed.len(),
+        orig.len(),
+        &missed[..missed.len().min(20)]
+    );
+}
+
+#[test]
+fn wrong_passphrase_is_refused_before_anything_is_written() {
+    let t = TempDir::new("crypt-wrong");
+    let disk = t.p("disk.img");
+    let data = pattern_disk(&disk, 8, 3);
+    let sha = sha256(&disk);
+    let pw = passfile(&t, "pw", PASS);
+    let bad = passfile(&t, "bad", "correct horse battery stapler");
+    let full = t.p("full.lbi");
+    assert_exit(
+        &lb(&[
+            "image",
+            "create",
+            s(&disk),
+            s(&full),
+            "--encrypt",
+            "--passphrase-file",
+            s(&pw),
+        ]),
+        0,
+    );
+    let wrong = |o: &Output| {
+        assert_exit(o, 5);
+        assert!(stderr(o).contains("wrong passphrase"), "{}", stderr(o));
+    };
+    let o = lb(&[
+        "image",
+        "verify",
+        s(&full),
+        "--passphrase-file",
+        s(&bad),
+        "--json",
+    ]);
+    wrong(&o);
+    assert_eq!(json(&o)["error"]["kind"], "wrong_passphrase");
+    wrong(&lb(&[
+        "image",
+        "info",
+        s(&full),
+        "--passphrase-file",
+        s(&bad),
+    ]));
+    // restore: the target keeps its bytes.
+    let target = t.p("target.img");
+    std::fs::write(&target, vec![0x33u8; data.len()]).unwrap();
+    let tsha = sha256(&target);
+    wrong(&lb(&[
+        "image",
+        "restore",
+        s(&full),
+        s(&target),
+        "--yes",
+        "--passphrase-file",
+        s(&bad),
+    ]));
+    assert_eq!(sha256(&target), tsha, "a refused restore wrote");
+    // export: no file.
+    let raw = t.p("out.raw");
+    wrong(&lb(&[
+        "image",
+        "export",
+        s(&full),
+        s(&raw),
+        "--passphrase-file",
+        s(&bad),
+    ]));
+    assert!(!raw.exists() && !t.p("out.raw.partial").exists());
+    // an incremental: nothing created.
+    let inc = t.p("inc.lbi");
+    wrong(&lb(&[
+        "image",
+        "create",
+        s(&disk),
+        s(&inc),
+        "--parent",
+        s(&full),
+        "--passphrase-file",
+        s(&bad),
+    ]));
+    assert!(!inc.exists() && !t.p("inc.lbi.partial").exists());
+    assert!(!t.p("inc.lbi.partial.journal").exists());
+    // key slots: unchanged.
+    let hsha = sha256(&full);
+    wrong(&lb(&[
+        "image",
+        "add-key",
+        s(&full),
+        "--passphrase-file",
+        s(&bad),
+    ]));
+    assert_eq!(sha256(&full), hsha);
+    assert_eq!(sha256(&disk), sha, "the source changed");
+}
+
+/// An encrypted create killed part way resumes from its `.partial` and journal given the
+/// passphrase; with a wrong one nothing of the unfinished image changes.
+#[test]
+fn an_interrupted_encrypted_create_resumes_only_with_its_passphrase() {
+    let t = TempDir::new("crypt-resume");
+    let disk = t.p("disk.img");
+    let data = pattern_disk(&disk, 64, 4);
+    let sha = sha256(&disk);
+    let pw = passfile(&t, "pw", PASS);
+    let bad = passfile(&t, "bad", "not it");
+    let img = t.p("r.lbi");
+    let partial = t.p("r.lbi.partial");
+    let journal = t.p("r.lbi.partial.journal");
+    let create = |pass: &Path| {
+        let mut c = lifeboat_cmd();
+        c.args([
+            "image",
+            "create",
+            s(&disk),
+            s(&img),
+            "--encrypt",
+            "--passphrase-file",
+            s(pass),
+            "--json",
+        ])
+        .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
+        .env("LIFEBOAT_CHECKPOINT_SECS", "0.005");
+        c
+    };
+    // Killed as soon as its journal exists (written before the first read of the source).
+    let mut interrupted = false;
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(&img);
+        let mut child = create(&pw)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !journal.exists() && child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no journal appeared");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if partial.exists() && journal.exists() {
+            interrupted = true;
+            break;
+        }
+    }
+    assert!(interrupted, "every create finished before it was killed");
+    let (psha, jsha) = (sha256(&partial), sha256(&journal));
+    let o = create(&bad).output().unwrap();
+    assert_exit(&o, 5);
+    assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
+    assert_eq!(sha256(&partial), psha, "a refused resume changed the image");
+    assert_eq!(
+        sha256(&journal),
+        jsha,
+        "a refused resume changed the journal"
+    );
+    let o = create(&pw).output().unwrap();
+    assert_exit(&o, 0);
+    assert!(!json(&o)["resumed_from"].is_null(), "it did not resume");
+    let raw = t.p("out.raw");
+    assert_exit(
+        &lb(&[
+            "image",
+            "export",
+            s(&img),
+            s(&raw),
+            "--passphrase-file",
+            s(&pw),
+        ]),
+        0,
+    );
+    assert!(
+        std::fs::read(&raw).unwrap() == data,
+        "the resumed image differs"
+    );
+    assert_eq!(sha256(&disk), sha, "the source changed");
+}
+
+#[test]
+fn key_slots_are_added_and_removed_but_never_the_last() {
+    let t = TempDir::new("crypt-slots");
+    let disk = t.p("disk.img");
+    pattern_disk(&disk, 40, 5);
+    let pw = passfile(&t, "pw", PASS);
+    let img = t.p("k.lbi");
+    assert_exit(
+        &lb(&[
+            "image",
+            "create",
+            s(&disk),
+            s(&img),
+            "--encrypt",
+            "--passphrase-file",
+            s(&pw),
+            "--split",
+            "4M",
+        ]),
+        0,
+    );
+    // A recovery key, printed.
+    let o = lb(&[
+        "image",
+        "add-key",
+        s(&img),
+        "--passphrase-file",
+        s(&pw),
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    let j = json(&o);
+    assert_eq!(j["slot"], 2);
+    let rk = j["recovery_key"].as_str().unwrap().to_string();
+    assert!(rk.starts_with("lbrk-") && rk.len() == 5 + 64 + 7, "{rk}");
+    let rkf = passfile(&t, "rk", &rk);
+    let slots = |pass: &Path| {
+        let o = lb(&[
+            "image",
+            "info",
+            s(&img),
+            "--passphrase-file",
+            s(pass),
+            "--json",
+        ]);
+        assert_exit(&o, 0);
+        json(&o)["encryption"]["key_slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kind"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(slots(&rkf), ["passphrase", "recovery_key"]);
+    assert_eq!(slots(&pw), ["passphrase", "recovery_key"]);
+    // Both slots in use: refused, the image unchanged.
+    let before = sha256(&img);
+    let out = t.p("second.key");
+    assert_exit(
+        &lb(&[
+            "image",
+            "add-key",
+            s(&img),
+            "--passphrase-file",
+            s(&pw),
+            "--output",
+            s(&out),
+        ]),
+        4,
+    );
+    assert_eq!(sha256(&img), before);
+    assert!(!out.exists());
+    // The passphrase slot removed with the recovery key: the passphrase no longer opens it.
+    assert_exit(
+        &lb(&[
+            "image",
+            "remove-key",
+            s(&img),
+            "--slot",
+            "1",
+            "--passphrase-file",
+            s(&rkf),
+        ]),
+        0,
+    );
+    let o = lb(&["image", "verify", s(&img), "--passphrase-file", s(&pw)]);
+    assert_exit(&o, 5);
+    assert_eq!(slots(&rkf), ["recovery_key"]);
+    // The last slot stays.
+    assert_exit(
+        &lb(&[
+            "image",
+            "remove-key",
+            s(&img),
+            "--slot",
+            "2",
+            "--passphrase-file",
+            s(&rkf),
+        ]),
+        4,
+    );
+    // A new recovery key written to a file (into the free slot 1); both keys open every volume.
+    assert_exit(
+        &lb(&[
+            "image",
+            "add-key",
+            s(&img),
+            "--passphrase-file",
+            s(&rkf),
+            "--output",
+            s(&out),
+        ]),
+        0,
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    for key in [&out, &rkf] {
+        let o = lb(&[
+            "image",
+            "verify",
+            s(&img),
+            "--passphrase-file",
+            s(key),
+            "--json",
+        ]);
+        assert_exit(&o, 0);
+    }
+    assert!(
+        t.p("k.lbi.002").exists(),
+        "the image should have several volumes"
+    );
+}
