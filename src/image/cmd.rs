@@ -168,6 +168,10 @@ fn run_create(
             .at_path(&pp.path));
         }
     }
+    // A new encrypted image's passphrase is asked (twice) before anything is mounted or written.
+    if encrypt && parent.is_none() && !create::partial_name(Path::new(&image)).exists() {
+        crypt::Keys::global().new_secret(Path::new(&image))?;
+    }
     let store = loc.mount(Mode::ReadWrite)?;
     // The parent: a path; or PARTITION:/path, inside the image's mount when on the same
     // partition, else mounted read-only on its own.
@@ -593,7 +597,10 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             crypt::Keys::set_global(crypt::Keys::new(crypt::PassSource::Terminal));
             crate::serve::run(a)
         }
-        ImageCmd::Mount(a) => crate::serve::attach::run_mount(a),
+        ImageCmd::Mount(a) => {
+            crypt::Keys::set_global(crypt::Keys::new(crypt::PassSource::Terminal));
+            crate::serve::attach::run_mount(a)
+        }
         ImageCmd::Umount(a) => crate::serve::attach::run_umount(a),
         ImageCmd::Export {
             image,

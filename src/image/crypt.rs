@@ -658,8 +658,18 @@ impl Keys {
         Ok(s)
     }
 
-    /// The passphrase of a new encrypted image: given, or asked twice on the terminal.
+    /// The passphrase of a new encrypted image: given, or asked twice on the terminal (once
+    /// per job: asked again, the same is returned).
     pub fn new_secret(&self, what: &Path) -> Result<Secret> {
+        if let Some(s) = self
+            .0
+            .secret
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return Ok(s.clone());
+        }
         let s = match &self.0.source {
             PassSource::Given(s) => s.clone(),
             PassSource::Terminal => {

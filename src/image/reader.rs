@@ -106,13 +106,7 @@ impl Image {
                 header.volume
             )));
         }
-        // Unlocked first: a wrong passphrase is reported before anything else is looked at.
-        let key = match &header.crypt {
-            Some(c) => Some(keys.unlock(path, c)?.0),
-            None => None,
-        };
-        let seal = key.as_ref().map(|k| Sealer::new(k, &header));
-        let overhead = if seal.is_some() {
+        let overhead = if header.is_encrypted() {
             super::crypt::OVERHEAD as u64
         } else {
             0
@@ -244,6 +238,13 @@ impl Image {
         // Version 2: the usage record sits just before the segment table; in an encrypted image
         // it is the sealed tail record (the header's text fields, then the usage record).
         let mut usage = None;
+        // Unlocked once the image is known complete (an unfinished one is reported as such
+        // without its passphrase).
+        let key = match &header.crypt {
+            Some(c) => Some(keys.unlock(path, c)?.0),
+            None => None,
+        };
+        let seal = key.as_ref().map(|k| Sealer::new(k, &header));
         if let Some(seal) = &seal {
             let ul = footer.usage_len as u64;
             if ul < (super::crypt::OVERHEAD + super::crypt::TEXT_LEN) as u64
