@@ -192,6 +192,22 @@ impl Overlay {
         let mut bitmap = vec![0u8; h.bitmap_len as usize];
         file.read_exact_at(&mut bitmap, h.bitmap_offset)
             .map_err(|e| Error::io("read the bitmap of", path, e))?;
+        // A file cut short (a copy that stopped, a full disk, a careless truncate) has lost
+        // the bytes of any written block past its end: they would read back as zeros, so it
+        // is damaged. A cut past the last written block loses nothing and is extended again.
+        if let Some(b) = (0..h.blocks()).rev().find(|&b| bit(&bitmap, b)) {
+            let need = h.data_offset + b * BLOCK + (disk_size - b * BLOCK).min(BLOCK);
+            if len < need {
+                return Err(Error::corrupt(format!(
+                    "the overlay {} is cut short: {} bytes where its written blocks need {}; \
+                     the writes past its end are lost (serve with a new overlay file)",
+                    path.display(),
+                    len,
+                    need
+                ))
+                .at_path(path));
+            }
+        }
         if len < h.data_offset + disk_size {
             file.set_len(h.data_offset + disk_size)
                 .map_err(|e| Error::io("extend", path, e))?;
@@ -398,5 +414,43 @@ mod tests {
             "{} bytes used",
             md.blocks() * 512
         );
+    }
+
+    #[test]
+    fn a_truncated_overlay_is_damaged_not_zeros() {
+        // A written block cut off by truncating the file would read back as zeros (the file
+        // was silently extended again): refused as damaged, and the file is left alone.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o.ovl");
+        let size = 4 * BLOCK;
+        let o = Overlay::open_or_create(&p, size, [1; 16], [2; 32]).unwrap();
+        o.write(BLOCK, &[0xAA; 100], &base).unwrap();
+        o.flush().unwrap();
+        let data_offset = o.header.data_offset;
+        drop(o);
+        let cut = data_offset + BLOCK + 50;
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(cut).unwrap();
+        drop(f);
+        let e = Overlay::open_or_create(&p, size, [1; 16], [2; 32])
+            .err()
+            .expect("a truncated overlay must be refused");
+        assert_eq!(e.kind, crate::ErrorKind::Corrupt);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len(),
+            cut,
+            "the file was changed"
+        );
+        // Cut after the last written block only (no written byte lost): still usable.
+        let p2 = dir.path().join("o2.ovl");
+        let o = Overlay::open_or_create(&p2, size, [1; 16], [2; 32]).unwrap();
+        o.write(10, &[0x55; 100], &base).unwrap();
+        o.flush().unwrap();
+        drop(o);
+        let f = std::fs::OpenOptions::new().write(true).open(&p2).unwrap();
+        f.set_len(data_offset + BLOCK).unwrap();
+        drop(f);
+        let o = Overlay::open_or_create(&p2, size, [1; 16], [2; 32]).unwrap();
+        assert_eq!(read(&o, 10, 100), vec![0x55; 100]);
     }
 }
