@@ -85,6 +85,30 @@ pub fn run_mount(a: MountArgs) -> Result<i32> {
             a.dir.display()
         )));
     }
+    // Mounting over a directory hides what it holds (or the filesystem mounted there): a
+    // mistyped path (a home, "/", /proc) must not vanish behind the image's partition.
+    let in_use = {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(a.dir.join("..")) {
+            Ok(parent) => parent.dev() != meta.dev() || parent.ino() == meta.ino(),
+            Err(e) => return Err(Error::io("look at", a.dir.join(".."), e)),
+        }
+    };
+    if in_use {
+        return Err(Error::invalid(format!(
+            "{} is a mount point in use: give an empty directory of its own to mount on",
+            a.dir.display()
+        ))
+        .at_path(&a.dir));
+    }
+    let mut entries = std::fs::read_dir(&a.dir).map_err(|e| Error::io("list", &a.dir, e))?;
+    if entries.next().is_some() {
+        return Err(Error::invalid(format!(
+            "{} is not empty: mounting on it would hide its files; give an empty directory",
+            a.dir.display()
+        ))
+        .at_path(&a.dir));
+    }
     let exe = std::env::current_exe().map_err(|e| Error::os("find the lifeboat binary", e))?;
     let mut child = std::process::Command::new(exe)
         .args(["image", "mount", &a.image])
