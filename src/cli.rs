@@ -9,6 +9,11 @@ use std::ffi::OsString;
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
+    /// Where the passwords of smb:// locations are (FILE or PARTITION:/path; see the README's
+    /// "Network locations"); by default `lifeboat.credentials=` on the kernel command line, or
+    /// /lifeboat.cred on the Lifeboat stick.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub credentials: Option<String>,
 }
 
 /// Every subcommand's arguments derive `Clone, PartialEq, serde::Serialize` besides clap's
@@ -52,6 +57,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             return code;
         }
     };
+    crate::net::cred::set_override(cli.credentials);
     let res = match cli.cmd {
         Cmd::List(a) => crate::devices::run_list(a),
         Cmd::Health(a) => crate::health::run(a),

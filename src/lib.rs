@@ -13,6 +13,7 @@ pub mod io;
 pub mod jobs;
 pub mod kcmdline;
 pub mod modindex;
+pub mod net;
 pub mod rescue;
 pub mod serve;
 pub mod storage;

@@ -5,11 +5,12 @@ pub mod bench;
 pub mod blkdebug;
 pub mod disks;
 pub mod qemu;
+pub mod samba;
 pub mod tmp;
 pub mod vm;
 
 pub use blkdebug::Faults;
-pub use qemu::{Bus, DiskSpec, Firmware, SerialMode, VmSpec};
+pub use qemu::{Bus, DiskSpec, Firmware, NetSpec, SerialMode, VmSpec};
 pub use tmp::TempDir;
 pub use vm::{Vm, READY, RESULT};
 

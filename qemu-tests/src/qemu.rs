@@ -290,6 +290,59 @@ pub fn drive_arg(n: usize, d: &DiskSpec) -> String {
     v
 }
 
+/// User-mode (slirp) networking for a guest: one virtio NIC on a `-netdev user` backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetSpec {
+    /// The netdev id (the monitor's `set_link ID off` pulls the cable).
+    pub id: String,
+    /// `restrict=on`: the guest reaches nothing outside QEMU but its DHCP server and the
+    /// `forwards` (no packet of a test ever leaves for a real network).
+    pub restrict: bool,
+    /// Guest TCP connections to (ADDRESS, PORT) run COMMAND on the host, once per connection,
+    /// with the connection as its stdin and stdout (QEMU's `guestfwd=...-cmd:`).
+    pub forwards: Vec<(String, u16, String)>,
+}
+
+impl NetSpec {
+    /// A restricted network with id `n0` and no forwards yet.
+    pub fn restricted() -> NetSpec {
+        NetSpec {
+            id: s("n0"),
+            restrict: true,
+            forwards: Vec::new(),
+        }
+    }
+    /// Adds a forward of guest connections to `addr:port` to `command`.
+    pub fn forward(mut self, addr: &str, port: u16, command: &str) -> Self {
+        self.forwards
+            .push((addr.to_string(), port, command.to_string()));
+        self
+    }
+}
+
+/// `-netdev user,...` and `-device virtio-net-pci` for `n`.
+pub fn net_args(n: &NetSpec) -> Vec<String> {
+    let mut nd = format!("user,id={}", escape_opt(&n.id));
+    if n.restrict {
+        nd.push_str(",restrict=on");
+    }
+    for (addr, port, cmd) in &n.forwards {
+        nd.push_str(&format!(
+            ",guestfwd=tcp:{addr}:{port}-cmd:{}",
+            escape_opt(cmd)
+        ));
+    }
+    vec![
+        s("-netdev"),
+        nd,
+        s("-device"),
+        format!(
+            "virtio-net-pci,netdev={},mac=52:54:00:12:34:56",
+            escape_opt(&n.id)
+        ),
+    ]
+}
+
 /// Checks a disk spec against what its bus accepts.
 pub fn validate_disk(d: &DiskSpec) -> Result<(), String> {
     if d.serial.is_empty() || d.serial.len() > 20 || !d.serial.is_ascii() {
@@ -654,6 +707,25 @@ mod tests {
             ..spec
         };
         assert!(argv(&bad).is_err());
+    }
+
+    #[test]
+    fn user_network_with_forwards() {
+        let n = NetSpec::restricted().forward("10.0.2.100", 445, "/bin/fwd 127.0.0.1 4445");
+        assert_eq!(
+            net_args(&n),
+            [
+                "-netdev",
+                "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:445-cmd:/bin/fwd 127.0.0.1 4445",
+                "-device",
+                "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+            ]
+        );
+        let open = NetSpec {
+            restrict: false,
+            ..NetSpec::restricted()
+        };
+        assert_eq!(net_args(&open)[1], "user,id=n0");
     }
 
     #[test]

@@ -158,6 +158,21 @@ impl Vm {
         Vm::start(name, spec)
     }
 
+    /// [`Vm::boot`] with a network card on `net` (QEMU user networking).
+    pub fn boot_net(
+        name: &str,
+        params: &str,
+        disks: Vec<qemu::DiskSpec>,
+        net: &qemu::NetSpec,
+    ) -> Result<Vm, String> {
+        let a = crate::artefacts()?;
+        let mut spec = VmSpec::new(&a.kernel, &a.initrd, SerialMode::Terminal);
+        spec.append = qemu::default_append(params);
+        spec.disks = disks;
+        spec.extra = qemu::net_args(net);
+        Vm::start(name, spec)
+    }
+
     /// Boots through a firmware (no direct kernel boot): the firmware finds a boot loader on
     /// `disks` (the one with the lowest `bootindex`) or on the devices `extra` adds (a CD).
     pub fn boot_firmware(

@@ -194,7 +194,7 @@ fn run_create(
         }
         _ => (None, String::new()),
     };
-    if store.partition.is_some() {
+    if store.is_mounted_location() {
         // Inside the mounted store: the file itself against the source and the parent chain.
         let mut inner = Check::new();
         inner.keeps("the source", &src_path)?;
@@ -255,7 +255,7 @@ fn run_create(
         )
     })?;
     finish_progress(&sink, "image-create", rep.disk_size_bytes, rep.bad_bytes);
-    if store.partition.is_some() {
+    if store.is_mounted_location() {
         rep.image = PathBuf::from(&image);
     }
     crate::cli::emit_report(&rep, json);

@@ -8,6 +8,10 @@
 //! out: [`crate::io::open::check_beneath`]). The [`Store`] syncs and unmounts on drop, on every
 //! path.
 //!
+//! A network location (`smb://…`, `nfs://…`) is a third kind: parsed by
+//! [`crate::net::share::ShareUrl`], mounted by [`crate::net::share::mount`] (network brought up
+//! first if needed), and unmounted with the [`Store`] like a partition.
+//!
 //! The syntax: an argument starting with `/` or `.` is a plain path. Otherwise `WORD:REST` where
 //! WORD has no `/` is a partition location, and REST must be an absolute path inside it
 //! (`label=BACKUPS:/pc/full.lbi`); a plain file whose name contains `:` is written `./name`.
@@ -56,12 +60,24 @@ pub struct StoreLocation {
     /// The path inside the partition's filesystem (relative, checked: no `..`), or the plain path.
     inner: Vec<PathBuf>,
     plain: Option<PathBuf>,
+    /// A network location (`smb://`, `nfs://`).
+    pub net: Option<crate::net::share::ShareUrl>,
 }
 
 impl StoreLocation {
     /// Parses `s` and finds its partition; mounts and opens nothing. A partition location with
     /// a relative, empty or `..` inner path is a usage error (exit 2) showing the right form.
     pub fn resolve(s: &str) -> Result<StoreLocation> {
+        if let Some(url) = crate::net::share::ShareUrl::parse(s)? {
+            return Ok(StoreLocation {
+                spec: s.to_string(),
+                partition: None,
+                disk: None,
+                inner: Vec::new(),
+                plain: None,
+                net: Some(url),
+            });
+        }
         let Some((sel, inner)) = split_store(s) else {
             return Ok(StoreLocation {
                 spec: s.to_string(),
@@ -69,6 +85,7 @@ impl StoreLocation {
                 disk: None,
                 inner: Vec::new(),
                 plain: Some(PathBuf::from(s)),
+                net: None,
             });
         };
         let example = |p: &str| format!("{sel}:/{}", p.trim_start_matches('/'));
@@ -123,6 +140,7 @@ impl StoreLocation {
             disk: Some(disk),
             inner,
             plain: None,
+            net: None,
         })
     }
 
@@ -142,6 +160,21 @@ impl StoreLocation {
     /// `mode` (or where it is already mounted), the path checked to stay inside it, and with
     /// [`Mode::ReadWrite`] its directories created (each inside the last).
     pub fn mount(&self, mode: Mode) -> Result<Store> {
+        if let Some(url) = &self.net {
+            let m = crate::net::share::mount(url, mode == Mode::ReadOnly)?;
+            let (root, inner) = (m.mountpoint.clone(), m.inner.clone());
+            let st = Store {
+                path: root.join(inner.iter().collect::<PathBuf>()),
+                partition: None,
+                disk: None,
+                mounted_here: None,
+                ntfs: None,
+                net: Some(m),
+            };
+            // On error `st` is dropped here, which unmounts.
+            crate::io::open::check_beneath(&root, &inner, mode == Mode::ReadWrite)?;
+            return Ok(st);
+        }
         let Some(part) = &self.partition else {
             return Ok(Store {
                 path: self.plain.clone().unwrap_or_default(),
@@ -149,6 +182,7 @@ impl StoreLocation {
                 disk: None,
                 mounted_here: None,
                 ntfs: None,
+                net: None,
             });
         };
         let mut ntfs = None;
@@ -181,6 +215,7 @@ impl StoreLocation {
             disk: self.disk.clone(),
             mounted_here,
             ntfs,
+            net: None,
         };
         // On error `st` is dropped here, which unmounts.
         crate::io::open::check_beneath(&root, &self.inner, mode == Mode::ReadWrite)?;
@@ -220,9 +255,17 @@ pub struct Store {
     mounted_here: Option<PathBuf>,
     /// The ntfs-3g serving an NTFS store (unmounted with the store).
     ntfs: Option<super::store_ntfs::NtfsMount>,
+    /// The network share mounted for it (unmounted when this is dropped).
+    pub net: Option<crate::net::share::Mounted>,
 }
 
 impl Store {
+    /// Whether `path` is inside a filesystem Lifeboat mounted (a partition or a share), where
+    /// the argument as given names the image in reports.
+    pub fn is_mounted_location(&self) -> bool {
+        self.partition.is_some() || self.net.is_some()
+    }
+
     /// Resolves and mounts `s` in one step, for callers with no check to make in between.
     pub fn open(s: &str, mode: Mode) -> Result<Store> {
         StoreLocation::resolve(s)?.mount(mode)
@@ -334,9 +377,21 @@ fn mount(dev: &Path, mp: &Path, fs: &str, mode: Mode) -> Result<()> {
 }
 
 /// Loads the kernel module of filesystem `fs` if the kernel does not know it yet (through the
-/// environment's module loader; on a host the module is usually loaded or built in already).
+/// environment's module loader; on a host the module is usually loaded or built in already), and
+/// the character sets vfat and exfat mount with: the kernel asks for those by running modprobe,
+/// which the environment does not have, so without them a vfat mount fails with EINVAL.
 fn load_fs_module(fs: &str) {
     let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    let nls: &[&str] = match fs {
+        "vfat" => &["nls_cp437", "nls_ascii", "nls_utf8"],
+        "exfat" => &["nls_utf8"],
+        _ => &[],
+    };
+    let have = |m: &str| Path::new("/sys/module").join(m.replace('-', "_")).exists();
+    for m in nls.iter().filter(|m| !have(m)) {
+        // Absent on a host whose kernel has them built in; the mount then says what is missing.
+        let _ = crate::init::modules::load_by_name(m);
+    }
     if known
         .lines()
         .any(|l| l.split_whitespace().last() == Some(fs))

@@ -91,6 +91,8 @@ impl Params {
                 "loglevel" => p.loglevel = v.parse().ok(),
                 // Read by crate::devices::bootmedia (which disk Lifeboat booted from).
                 "lifeboat.media" => p.media = Some(v).filter(|s| !s.is_empty()),
+                // Read by a job that names a network location (crate::net, crate::net::cred).
+                "lifeboat.net" | "lifeboat.credentials" => {}
                 k if k.starts_with("lifeboat.") => {
                     p.warnings.push(format!("unknown parameter {k}; ignored"))
                 }

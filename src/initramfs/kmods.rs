@@ -395,7 +395,19 @@ impl Plan {
         let mut s = String::new();
         for (name, m) in &self.modules {
             for sd in &m.info.softdeps {
-                s.push_str(&format!("softdep {name} {}\n", sd.trim()));
+                // Normalised: bare names (cifs's `softdep=gcm`) are written as `pre:`.
+                let (pre, post) = modinfo::parse_softdep(sd);
+                let mut line = format!("softdep {name}");
+                if !pre.is_empty() {
+                    line.push_str(&format!(" pre: {}", pre.join(" ")));
+                }
+                if !post.is_empty() {
+                    line.push_str(&format!(" post: {}", post.join(" ")));
+                }
+                if !pre.is_empty() || !post.is_empty() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
             }
         }
         s

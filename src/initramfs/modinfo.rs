@@ -48,16 +48,17 @@ pub fn parse_section(data: &[u8]) -> ModInfo {
 /// Splits a `softdep=` value into (pre, post) module names or aliases.
 pub fn parse_softdep(v: &str) -> (Vec<String>, Vec<String>) {
     let (mut pre, mut post) = (Vec::new(), Vec::new());
-    let mut cur: Option<&mut Vec<String>> = None;
+    // Words before any "pre:"/"post:" are pre-dependencies: cifs declares its crypto as
+    // `softdep=gcm`, `softdep=cmac`, … (names only), which modprobe ignores but an initramfs
+    // must carry and load first, since the kernel's own request for them needs a modprobe the
+    // environment does not have.
+    let mut into_post = false;
     for tok in v.split_whitespace() {
         match tok {
-            "pre:" => cur = Some(&mut pre),
-            "post:" => cur = Some(&mut post),
-            t => {
-                if let Some(c) = cur.as_deref_mut() {
-                    c.push(t.to_string())
-                }
-            }
+            "pre:" => into_post = false,
+            "post:" => into_post = true,
+            t if into_post => post.push(t.to_string()),
+            t => pre.push(t.to_string()),
         }
     }
     (pre, post)
@@ -197,7 +198,12 @@ mod tests {
             (vec!["a".into(), "b".into()], vec!["c".into()])
         );
         assert_eq!(parse_softdep("post: x"), (vec![], vec!["x".into()]));
-        assert_eq!(parse_softdep("garbage"), (vec![], vec![]));
+        // cifs's crypto: names without pre:/post: are loaded first.
+        assert_eq!(parse_softdep("cmac"), (vec!["cmac".into()], vec![]));
+        assert_eq!(
+            parse_softdep("gcm post: x"),
+            (vec!["gcm".into()], vec!["x".into()])
+        );
     }
 
     #[test]

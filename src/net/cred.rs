@@ -1,0 +1,292 @@
+//! Passwords for network shares. They never appear on the kernel command line, in a URL, a log,
+//! `LIFEBOAT-RESULT` or a JSON report: they come from a credentials file, read when a share is
+//! mounted, and go only into the mount(2) call.
+//!
+//! Where the file is, first found wins: `--credentials FILE|PARTITION:/path` (see
+//! [`set_override`]); the `LIFEBOAT_CREDENTIALS` environment variable (the console hands its
+//! jobs a file it wrote under /run); `lifeboat.credentials=PARTITION:/path` on the kernel command
+//! line (`lifeboat.credentials=label=LIFEBOAT:/lifeboat.cred`); in the environment, by default,
+//! `/lifeboat.cred` on the FAT partition of the stick Lifeboat booted from. A partition is
+//! mounted read-only just to read it.
+//!
+//! The format: sections named by `host/share` (that share) or `host` (any share on it; an NFS
+//! export needs no password), each with `user`, `password` and optionally `domain` lines:
+//!
+//! ```text
+//! # lifeboat.cred
+//! [nas.local/backups]
+//! user = alice
+//! password = correct horse battery staple
+//! domain = WORKGROUP
+//!
+//! [10.0.2.2]
+//! user = bob
+//! password = s3cret
+//! ```
+//!
+//! A value is everything after the first `=`, without the spaces around it (a password cannot
+//! start or end with a space). Lines starting with `#` or `;` are comments; there are no inline
+//! comments (a password may contain `#`). Host names and share names compare without case.
+use crate::error::{Error, Result};
+
+/// One section's login.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password, even in a debug print.
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+/// A parsed credentials file.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    sections: Vec<(String, Login)>,
+}
+
+/// The largest credentials file read.
+const MAX_FILE: u64 = 64 << 10;
+
+impl Credentials {
+    /// Parses the file's text; a line that is neither a section, a `key = value`, a comment
+    /// nor blank is an error naming its line number (never its content: it may be a password).
+    pub fn parse(text: &str) -> Result<Credentials> {
+        let mut c = Credentials::default();
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                let name = name.trim().trim_end_matches('/').to_ascii_lowercase();
+                if name.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "credentials file, line {}: an empty section name; write [host/share] or [host]",
+                        n + 1
+                    )));
+                }
+                c.sections.push((
+                    name,
+                    Login {
+                        user: None,
+                        password: None,
+                        domain: None,
+                    },
+                ));
+                continue;
+            }
+            let bad = |why: &str| {
+                Error::invalid(format!(
+                    "credentials file, line {}: {why}; lines are [host/share], user = NAME, \
+                     password = PASSWORD, domain = NAME, or comments starting with #",
+                    n + 1
+                ))
+            };
+            let (k, v) = line.split_once('=').ok_or_else(|| bad("not key = value"))?;
+            let Some((_, login)) = c.sections.last_mut() else {
+                return Err(bad("a value before the first [host/share] section"));
+            };
+            let v = Some(v.trim().to_string());
+            match k.trim().to_ascii_lowercase().as_str() {
+                "user" | "username" => login.user = v,
+                "password" | "pass" => login.password = v,
+                "domain" | "workgroup" => login.domain = v,
+                _ => return Err(bad("unknown key")),
+            }
+        }
+        Ok(c)
+    }
+
+    /// The login for `share` on `host` (a `[host/share]` section first, then `[host]`); when
+    /// the location names a user, only a section for that user (or naming none) fits.
+    pub fn find(&self, host: &str, share: &str, user: Option<&str>) -> Option<&Login> {
+        let host = host.to_ascii_lowercase();
+        let exact = format!("{host}/{}", share.trim_matches('/').to_ascii_lowercase());
+        let fits = |l: &Login| match (user, l.user.as_deref()) {
+            (Some(u), Some(lu)) => u.eq_ignore_ascii_case(lu),
+            _ => true,
+        };
+        let by = |name: &str| {
+            self.sections
+                .iter()
+                .find(|(n, l)| n == name && fits(l))
+                .map(|(_, l)| l)
+        };
+        by(&exact).or_else(|| by(&host))
+    }
+}
+
+static OVERRIDE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Sets where this process reads credentials (`--credentials FILE|PARTITION:/path`).
+pub fn set_override(spec: Option<String>) {
+    *OVERRIDE.lock().unwrap_or_else(|e| e.into_inner()) = spec;
+}
+
+/// Where credentials are looked for, in order, as `(spec, explicit)`: an explicit location
+/// that cannot be read is an error; the stick's default file may simply not exist.
+pub fn locations(cmdline: &str, env: Option<String>, media_ids: &[String]) -> Vec<(String, bool)> {
+    let ov = OVERRIDE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(s) = ov.or(env).filter(|s| !s.is_empty()) {
+        return vec![(s, true)];
+    }
+    if let Some((_, v)) = crate::kcmdline::parse_pairs(cmdline)
+        .into_iter()
+        .rev()
+        .find(|(k, _)| k == "lifeboat.credentials")
+    {
+        return vec![(v, true)];
+    }
+    media_ids
+        .iter()
+        .map(|id| (format!("uuid={id}:/lifeboat.cred"), false))
+        .collect()
+}
+
+/// Reads the credentials from the first location that has them; `Ok(None)` when there is no
+/// file (none given and none on the stick). Also returns where it looked, for messages.
+pub fn load() -> Result<(Option<Credentials>, Vec<String>)> {
+    let cmdline = if super::in_environment() {
+        std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let ids = crate::devices::bootmedia::ids_from_cmdline(&cmdline);
+    let locs = locations(&cmdline, std::env::var("LIFEBOAT_CREDENTIALS").ok(), &ids);
+    let mut looked = Vec::new();
+    for (spec, explicit) in locs {
+        looked.push(spec.clone());
+        match read_spec(&spec) {
+            Ok(text) => return Ok((Some(Credentials::parse(&text)?), looked)),
+            Err(e) if explicit => {
+                return Err(Error {
+                    msg: format!("cannot read the credentials file {spec}: {}", e.msg),
+                    ..e
+                })
+            }
+            Err(_) => {}
+        }
+    }
+    Ok((None, looked))
+}
+
+fn read_spec(spec: &str) -> Result<String> {
+    use std::io::Read;
+    let store = crate::image::Store::open(spec, crate::image::Mode::ReadOnly)?;
+    let f = std::fs::File::open(&store.path).map_err(|e| Error::io("open", &store.path, e))?;
+    let mut text = String::new();
+    f.take(MAX_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io("read", &store.path, e))?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "# lifeboat.cred\n\
+        [NAS.local/Backups]\n\
+        user = alice\n\
+        password =  pass word #1  \n\
+        domain=WORKGROUP\n\
+        \n\
+        ; the whole host\n\
+        [nas.local]\n\
+        user = bob\n\
+        password = b=2\n\
+        [10.0.2.2/]\n\
+        password = guestless\n";
+
+    #[test]
+    fn sections_and_lookup() {
+        let c = Credentials::parse(FILE).unwrap();
+        let a = c.find("nas.LOCAL", "backups", None).unwrap();
+        assert_eq!(a.user.as_deref(), Some("alice"));
+        assert_eq!(a.password.as_deref(), Some("pass word #1"));
+        assert_eq!(a.domain.as_deref(), Some("WORKGROUP"));
+        // Another share on that host: the host's section.
+        let b = c.find("nas.local", "photos", None).unwrap();
+        assert_eq!(b.user.as_deref(), Some("bob"));
+        assert_eq!(b.password.as_deref(), Some("b=2"));
+        // The URL names bob: alice's share section does not fit, the host's does.
+        assert_eq!(
+            c.find("nas.local", "backups", Some("bob"))
+                .unwrap()
+                .password
+                .as_deref(),
+            Some("b=2")
+        );
+        assert!(c.find("nas.local", "backups", Some("carol")).is_none());
+        assert_eq!(
+            c.find("10.0.2.2", "x", Some("anyone"))
+                .unwrap()
+                .password
+                .as_deref(),
+            Some("guestless")
+        );
+        assert!(c.find("other", "backups", None).is_none());
+    }
+
+    #[test]
+    fn errors_name_the_line_never_its_text() {
+        for (text, line) in [
+            ("password = x\n", 1),
+            ("[a]\nuser alice\n", 2),
+            ("[a]\nsecret = hunter2\n", 2),
+            ("[]\n", 1),
+        ] {
+            let e = Credentials::parse(text).unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::InvalidInput);
+            assert!(e.msg.contains(&format!("line {line}")), "{e}");
+            assert!(
+                !e.msg.contains("hunter2") && !e.msg.contains("alice"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let c = Credentials::parse(FILE).unwrap();
+        let s = format!("{c:?}");
+        assert!(!s.contains("pass word"), "{s}");
+        assert!(s.contains("alice"));
+    }
+
+    #[test]
+    fn where_credentials_are_looked_for() {
+        set_override(None);
+        assert_eq!(
+            locations("quiet", None, &["2E25-CE26".into()]),
+            [("uuid=2E25-CE26:/lifeboat.cred".to_string(), false)]
+        );
+        assert_eq!(
+            locations(
+                "lifeboat.credentials=label=LIFEBOAT:/l.cred",
+                None,
+                &["X".into()]
+            ),
+            [("label=LIFEBOAT:/l.cred".to_string(), true)]
+        );
+        assert_eq!(
+            locations(
+                "lifeboat.credentials=label=LIFEBOAT:/l.cred",
+                Some("/run/c".into()),
+                &[]
+            ),
+            [("/run/c".to_string(), true)]
+        );
+        assert!(locations("", None, &[]).is_empty());
+    }
+}
