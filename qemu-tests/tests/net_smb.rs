@@ -277,4 +277,3 @@ fn wrong_password_and_unreachable_host_are_plain_failures() {
     );
     assert_eq!(sha256(&src).unwrap(), src_sha, "the source disk changed");
 }
-
