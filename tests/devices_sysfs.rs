@@ -459,3 +459,121 @@ fn holders_mounts_and_swap() {
     );
     assert!(usage::in_use_at(&sys, &mounts, swaps, "vda").is_empty());
 }
+
+/// An NVMe subsystem with one controller and two namespaces, laid out as Linux does with native
+/// multipath: the namespaces (`nvme1n1`, `nvme1n2`) under the subsystem device, which carries
+/// model and serial; the controller's hidden paths (`nvme1c1n1`, `nvme1c1n2`, `hidden` = 1)
+/// under the PCI controller.
+fn nvme_subsystem_tree(root: &Path) -> (PathBuf, PathBuf) {
+    let sys = root.join("sys");
+    let dev = root.join("dev");
+    fs::create_dir_all(&dev).unwrap();
+    let subsys = "virtual/nvme-subsystem/nvme-subsys1";
+    write(
+        &sys.join("devices").join(subsys).join("model"),
+        "QEMU NVMe Ctrl                          \n",
+    );
+    write(
+        &sys.join("devices").join(subsys).join("serial"),
+        "LB-NVSUB            \n",
+    );
+    let ids = [
+        (1, "00 11 22 33 44 55 66 77", "0.0.0.0", "259:0"),
+        (
+            2,
+            "00 00 00 00 00 00 00 00",
+            "5254000e-a1b2-c3d4-0000-000000000002",
+            "259:2",
+        ),
+    ];
+    for (ns, eui, nguid, devno) in ids {
+        let name = format!("nvme1n{ns}");
+        let f = Fake::disk(&sys, subsys, &name, 65_536 * ns, devno)
+            .device_link("../../../nvme-subsys1")
+            .attr("nsid", &format!("{ns}\n"))
+            .attr("eui", &format!("{eui}\n"))
+            .attr("nguid", &format!("{nguid}\n"))
+            .attr("queue/rotational", "0\n");
+        let f = if ns == 1 {
+            f.attr("wwid", "eui.0011223344556677\n")
+        } else {
+            f.attr("wwid", "eui.5254000ea1b2c3d40000000000000002\n")
+        };
+        f.class_link();
+        let path = format!("nvme1c1n{ns}");
+        Fake::disk(
+            &sys,
+            "pci0000:00/0000:00:04.0/nvme/nvme1",
+            &path,
+            65_536 * ns,
+            "0:0",
+        )
+        .device_link("../../../nvme1")
+        .attr("hidden", "1\n")
+        .attr("nsid", &format!("{ns}\n"));
+    }
+    write(
+        &sys.join("devices/pci0000:00/0000:00:04.0/nvme/nvme1/serial"),
+        "LB-NVSUB            \n",
+    );
+    (sys, dev)
+}
+
+#[test]
+fn nvme_namespaces_listed_once_each_and_serial_is_ambiguous() {
+    let t = TempDir::new("nvme-ns");
+    let (sys, dev) = nvme_subsystem_tree(t.path());
+    let disks = scan(&sys, &dev).unwrap();
+    let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["nvme1n1", "nvme1n2"],
+        "the hidden paths are skipped"
+    );
+    let n1 = disk(&disks, "nvme1n1");
+    let n2 = disk(&disks, "nvme1n2");
+    for (d, ns) in [(n1, 1), (n2, 2)] {
+        assert_eq!(d.transport, "nvme");
+        assert_eq!(d.serial.as_deref(), Some("LB-NVSUB"));
+        assert_eq!(d.model.as_deref(), Some("QEMU NVMe Ctrl"));
+        assert_eq!(d.nsid, Some(ns));
+    }
+    assert_eq!(n1.eui64.as_deref(), Some("0011223344556677"));
+    assert_eq!(n1.nguid, None, "an all-zero NGUID is not reported");
+    assert_eq!(n2.eui64, None);
+    assert_eq!(
+        n2.nguid.as_deref(),
+        Some("5254000ea1b2c3d40000000000000002")
+    );
+    assert_eq!(n2.size_bytes, 2 * 65_536 * 512);
+    let v = lifeboat::devices::list_json(&disks);
+    assert_eq!(v["devices"][1]["nsid"], 2);
+    assert_eq!(v["devices"][0]["eui64"], "0011223344556677");
+
+    // serial= names the controller, not a namespace: an error naming both, never a guess.
+    let e = resolve_in("serial=LB-NVSUB", &disks).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidInput);
+    let m = e.to_string();
+    assert!(
+        m.contains("nvme1n1 (32.0 MiB, namespace 1, wwn=eui.0011223344556677)")
+            && m.contains(
+                "nvme1n2 (64.0 MiB, namespace 2, wwn=eui.5254000ea1b2c3d40000000000000002)"
+            ),
+        "{m}"
+    );
+    // wwn= (as listed, or the bare EUI-64 / NGUID) and the kernel name pick one.
+    for sel in [
+        "wwn=eui.5254000ea1b2c3d40000000000000002",
+        "wwn=5254000EA1B2C3D40000000000000002",
+        "nvme1n2",
+    ] {
+        match resolve_in(sel, &disks).unwrap() {
+            Selected::Disk(d) => assert_eq!(d.name, "nvme1n2", "{sel}"),
+            other => panic!("{sel}: {other:?}"),
+        }
+    }
+    match resolve_in("wwn=0011223344556677", &disks).unwrap() {
+        Selected::Disk(d) => assert_eq!(d.name, "nvme1n1"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -15,6 +15,25 @@ pub enum Bus {
     Usb,
     /// scsi-hd on virtio-scsi (`sdX`).
     Scsi,
+    /// scsi-hd behind an LSI MegaRAID SAS 1078 (`megasas`; Linux megaraid_sas).
+    Megasas,
+    /// scsi-hd behind an LSI MegaRAID SAS 2108 (`megasas-gen2`; megaraid_sas).
+    MegasasGen2,
+    /// scsi-hd behind an LSI SAS 1068 HBA (`mptsas1068`; mptsas).
+    Mptsas,
+    /// scsi-hd behind an LSI 53C895A parallel SCSI controller (`lsi53c895a`; sym53c8xx).
+    Lsi,
+    /// scsi-hd behind an AMD Am53C974 PCscsi controller (`am53c974`; am53c974).
+    Am53c974,
+    /// An SD card on an SDHCI PCI controller (`sdhci-pci` + `sd-card`; sdhci-pci, mmc_block):
+    /// `mmcblkN`. QEMU cannot set its serial (the card's CID is fixed).
+    Sd,
+    /// scsi-hd behind a USB Attached SCSI device on xHCI (`usb-uas`; uas).
+    Uas,
+    /// Namespace `nsid` of the one NVMe controller in an NVMe subsystem (`nvme-subsys`, `nvme`,
+    /// `nvme-ns`), so Linux sees it multipath-capable: every such disk is a namespace of that
+    /// controller and reports its serial (the first such disk's).
+    NvmeNs(u32),
 }
 
 impl Bus {
@@ -24,22 +43,71 @@ impl Bus {
             Bus::Virtio => "virtio",
             Bus::Sata => "sata",
             Bus::Nvme => "nvme",
-            Bus::Usb => "usb",
-            Bus::Scsi => "scsi",
+            Bus::Usb | Bus::Uas => "usb",
+            Bus::Scsi
+            | Bus::Megasas
+            | Bus::MegasasGen2
+            | Bus::Mptsas
+            | Bus::Lsi
+            | Bus::Am53c974 => "scsi",
+            Bus::Sd => "mmc",
+            Bus::NvmeNs(_) => "nvme",
+        }
+    }
+
+    /// Whether the guest sees the serial the spec sets (an SD card's CID is QEMU's own).
+    pub fn serial_passed(self) -> bool {
+        self != Bus::Sd
+    }
+
+    /// The controller `-device` this bus needs once per VM (before its first disk); None when
+    /// each disk is its own PCI device. The NVMe subsystem's controller is `nvme_subsys_args`.
+    pub fn controller(self) -> Option<&'static str> {
+        match self {
+            Bus::Sata => Some("ahci,id=ahci0"),
+            Bus::Usb | Bus::Uas => Some("qemu-xhci,id=xhci"),
+            Bus::Scsi => Some("virtio-scsi-pci,id=scsi0"),
+            Bus::Megasas => Some("megasas,id=megasas0"),
+            Bus::MegasasGen2 => Some("megasas-gen2,id=megasas2"),
+            Bus::Mptsas => Some("mptsas1068,id=mptsas0"),
+            Bus::Lsi => Some("lsi53c895a,id=lsi0"),
+            Bus::Am53c974 => Some("am53c974,id=am0"),
+            Bus::Sd => Some("sdhci-pci,id=sdhci0"),
+            Bus::Virtio | Bus::Nvme | Bus::NvmeNs(_) => None,
         }
     }
 
     /// Whether QEMU lets us choose the model string the guest sees on this bus.
     pub fn model_settable(self) -> bool {
-        matches!(self, Bus::Sata | Bus::Scsi)
+        matches!(
+            self,
+            Bus::Sata
+                | Bus::Scsi
+                | Bus::Megasas
+                | Bus::MegasasGen2
+                | Bus::Mptsas
+                | Bus::Lsi
+                | Bus::Am53c974
+                | Bus::Uas
+        )
     }
 
     /// The model string the guest sees when none is set (`None`: the bus has no model).
     pub fn default_model(self) -> Option<&'static str> {
         match self {
             Bus::Virtio => None,
-            Bus::Sata | Bus::Usb | Bus::Scsi => Some("QEMU HARDDISK"),
-            Bus::Nvme => Some("QEMU NVMe Ctrl"),
+            Bus::Sata
+            | Bus::Usb
+            | Bus::Scsi
+            | Bus::Megasas
+            | Bus::MegasasGen2
+            | Bus::Mptsas
+            | Bus::Lsi
+            | Bus::Am53c974
+            | Bus::Uas => Some("QEMU HARDDISK"),
+            Bus::Nvme | Bus::NvmeNs(_) => Some("QEMU NVMe Ctrl"),
+            // The product name in the card's CID.
+            Bus::Sd => Some("QEMU!"),
         }
     }
 }
@@ -363,6 +431,11 @@ pub fn validate_disk(d: &DiskSpec) -> Result<(), String> {
             d.image, d.bus
         ));
     }
+    if let Bus::NvmeNs(nsid) = d.bus {
+        if nsid == 0 {
+            return Err(format!("disk {:?}: NVMe namespace ids start at 1", d.image));
+        }
+    }
     if d.nvme_critical_warning.is_some() && d.bus != Bus::Nvme {
         return Err(format!(
             "disk {:?}: a critical warning is only supported on Nvme",
@@ -406,11 +479,20 @@ pub fn device_arg(n: usize, sata_port: usize, d: &DiskSpec) -> String {
         Bus::Nvme => format!("nvme,drive=d{n},serial={serial}"),
         Bus::Usb => format!("usb-storage,drive=d{n},bus=xhci.0,serial={serial}"),
         Bus::Scsi => format!("scsi-hd,drive=d{n},bus=scsi0.0,serial={serial}"),
+        Bus::Megasas => format!("scsi-hd,drive=d{n},bus=megasas0.0,serial={serial}"),
+        Bus::MegasasGen2 => format!("scsi-hd,drive=d{n},bus=megasas2.0,serial={serial}"),
+        Bus::Mptsas => format!("scsi-hd,drive=d{n},bus=mptsas0.0,serial={serial}"),
+        Bus::Lsi => format!("scsi-hd,drive=d{n},bus=lsi0.0,serial={serial}"),
+        Bus::Am53c974 => format!("scsi-hd,drive=d{n},bus=am0.0,serial={serial}"),
+        Bus::Sd => format!("sd-card,drive=d{n}"),
+        // The SCSI bus of the UAS device added just before it (`uas_device_arg`).
+        Bus::Uas => format!("scsi-hd,drive=d{n},bus=uas{n}.0,serial={serial}"),
+        Bus::NvmeNs(nsid) => format!("nvme-ns,drive=d{n},nsid={nsid},bus=nvmesub0"),
     };
     if let Some(m) = &d.model {
         match d.bus {
             Bus::Sata => v.push_str(&format!(",model={}", escape_opt(m))),
-            Bus::Scsi => v.push_str(&format!(",product={}", escape_opt(m))),
+            b if b.model_settable() => v.push_str(&format!(",product={}", escape_opt(m))),
             _ => {}
         }
     }
@@ -432,40 +514,80 @@ pub fn device_arg(n: usize, sata_port: usize, d: &DiskSpec) -> String {
     v
 }
 
+/// The USB Attached SCSI device of UAS disk `n` (its SCSI bus is `uas{n}.0`), carrying the
+/// disk's serial as the USB serial (what the guest reports for a USB disk).
+pub fn uas_device_arg(n: usize, d: &DiskSpec) -> String {
+    format!(
+        "usb-uas,id=uas{n},bus=xhci.0,serial={}",
+        escape_opt(&d.serial)
+    )
+}
+
+/// The NVMe subsystem and its one controller, for the `NvmeNs` disks (all of which must carry
+/// the controller's serial, and distinct namespace ids); empty without such disks.
+pub fn nvme_subsys_args(disks: &[DiskSpec]) -> Result<Vec<String>, String> {
+    let ns: Vec<&DiskSpec> = disks
+        .iter()
+        .filter(|d| matches!(d.bus, Bus::NvmeNs(_)))
+        .collect();
+    let Some(first) = ns.first() else {
+        return Ok(vec![]);
+    };
+    let mut ids = Vec::new();
+    for d in &ns {
+        if d.serial != first.serial {
+            return Err(format!(
+                "NVMe namespaces of one controller share its serial: {:?} has {:?}, {:?} has {:?}",
+                first.image, first.serial, d.image, d.serial
+            ));
+        }
+        if let Bus::NvmeNs(id) = d.bus {
+            if ids.contains(&id) {
+                return Err(format!("NVMe namespace id {id} used twice"));
+            }
+            ids.push(id);
+        }
+    }
+    Ok(vec![
+        s("-device"),
+        s("nvme-subsys,id=nvmesubsys0"),
+        s("-device"),
+        format!(
+            "nvme,id=nvmesub0,serial={},subsys=nvmesubsys0",
+            escape_opt(&first.serial)
+        ),
+    ])
+}
+
 /// All disks with their controllers (each controller added once, before its first disk).
 pub fn disk_args(disks: &[DiskSpec]) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
-    let (mut ahci, mut xhci, mut scsi) = (false, false, false);
+    let mut added: Vec<&str> = Vec::new();
     let mut sata_port = 0;
+    let mut subsys = false;
     for (n, d) in disks.iter().enumerate() {
         validate_disk(d)?;
-        let controller = match d.bus {
-            Bus::Sata if !ahci => {
-                ahci = true;
-                Some("ahci,id=ahci0")
+        if let Some(c) = d.bus.controller() {
+            if !added.contains(&c) {
+                added.push(c);
+                out.extend([s("-device"), s(c)]);
             }
-            Bus::Usb if !xhci => {
-                xhci = true;
-                Some("qemu-xhci,id=xhci")
-            }
-            Bus::Scsi if !scsi => {
-                scsi = true;
-                Some("virtio-scsi-pci,id=scsi0")
-            }
-            _ => None,
-        };
-        if let Some(c) = controller {
-            out.extend([s("-device"), s(c)]);
+        }
+        if matches!(d.bus, Bus::NvmeNs(_)) && !subsys {
+            subsys = true;
+            out.extend(nvme_subsys_args(disks)?);
         }
         if d.bus == Bus::Sata && sata_port >= 6 {
             return Err("at most 6 SATA disks (one AHCI controller)".into());
         }
-        out.extend([
-            s("-drive"),
-            drive_arg(n, d),
-            s("-device"),
-            device_arg(n, sata_port, d),
-        ]);
+        if d.bus == Bus::Sd && disks.iter().filter(|x| x.bus == Bus::Sd).count() > 1 {
+            return Err("at most one SD card (one SDHCI slot)".into());
+        }
+        out.extend([s("-drive"), drive_arg(n, d)]);
+        if d.bus == Bus::Uas {
+            out.extend([s("-device"), uas_device_arg(n, d)]);
+        }
+        out.extend([s("-device"), device_arg(n, sata_port, d)]);
         if d.bus == Bus::Sata {
             sata_port += 1;
         }
@@ -622,6 +744,73 @@ mod tests {
         let drives = pair(&v, "-drive");
         assert_eq!(drives[0], "if=none,id=d0,format=raw,file=/d/v.img");
         assert_eq!(drives.len(), 6);
+    }
+
+    #[test]
+    fn hba_sd_uas_and_nvme_subsystem_disks() {
+        let disks = vec![
+            DiskSpec::new("/d/m.img", Bus::Megasas, "MEGA1"),
+            DiskSpec::new("/d/m2.img", Bus::MegasasGen2, "MEGA2"),
+            DiskSpec::new("/d/p.img", Bus::Mptsas, "MPT1"),
+            DiskSpec::new("/d/l.img", Bus::Lsi, "LSI1").model("Old SCSI"),
+            DiskSpec::new("/d/a.img", Bus::Am53c974, "AM1"),
+            DiskSpec::new("/d/sd.img", Bus::Sd, "IGNORED"),
+            DiskSpec::new("/d/u.img", Bus::Uas, "UAS1"),
+            DiskSpec::new("/d/u2.img", Bus::Uas, "UAS2"),
+            DiskSpec::new("/d/n1.img", Bus::NvmeNs(1), "NVSUB"),
+            DiskSpec::new("/d/n2.img", Bus::NvmeNs(2), "NVSUB"),
+        ];
+        let v = disk_args(&disks).unwrap();
+        let devs = pair(&v, "-device");
+        assert_eq!(
+            devs,
+            [
+                "megasas,id=megasas0",
+                "scsi-hd,drive=d0,bus=megasas0.0,serial=MEGA1",
+                "megasas-gen2,id=megasas2",
+                "scsi-hd,drive=d1,bus=megasas2.0,serial=MEGA2",
+                "mptsas1068,id=mptsas0",
+                "scsi-hd,drive=d2,bus=mptsas0.0,serial=MPT1",
+                "lsi53c895a,id=lsi0",
+                "scsi-hd,drive=d3,bus=lsi0.0,serial=LSI1,product=Old SCSI",
+                "am53c974,id=am0",
+                "scsi-hd,drive=d4,bus=am0.0,serial=AM1",
+                "sdhci-pci,id=sdhci0",
+                "sd-card,drive=d5",
+                "qemu-xhci,id=xhci",
+                "usb-uas,id=uas6,bus=xhci.0,serial=UAS1",
+                "scsi-hd,drive=d6,bus=uas6.0,serial=UAS1",
+                "usb-uas,id=uas7,bus=xhci.0,serial=UAS2",
+                "scsi-hd,drive=d7,bus=uas7.0,serial=UAS2",
+                "nvme-subsys,id=nvmesubsys0",
+                "nvme,id=nvmesub0,serial=NVSUB,subsys=nvmesubsys0",
+                "nvme-ns,drive=d8,nsid=1,bus=nvmesub0",
+                "nvme-ns,drive=d9,nsid=2,bus=nvmesub0",
+            ]
+        );
+        assert_eq!(pair(&v, "-drive").len(), 10);
+        assert_eq!(Bus::Mptsas.transport(), "scsi");
+        assert_eq!(Bus::Sd.transport(), "mmc");
+        assert_eq!(Bus::Uas.transport(), "usb");
+        assert_eq!(Bus::NvmeNs(2).transport(), "nvme");
+        assert!(!Bus::Sd.serial_passed() && Bus::Uas.serial_passed());
+        // Namespaces of one controller share its serial and have distinct ids.
+        let bad = [
+            DiskSpec::new("/d/n1.img", Bus::NvmeNs(1), "A"),
+            DiskSpec::new("/d/n2.img", Bus::NvmeNs(2), "B"),
+        ];
+        assert!(disk_args(&bad).is_err());
+        let dup = [
+            DiskSpec::new("/d/n1.img", Bus::NvmeNs(1), "A"),
+            DiskSpec::new("/d/n2.img", Bus::NvmeNs(1), "A"),
+        ];
+        assert!(disk_args(&dup).is_err());
+        assert!(validate_disk(&DiskSpec::new("/x", Bus::NvmeNs(0), "A")).is_err());
+        let two_sd = [
+            DiskSpec::new("/d/a.img", Bus::Sd, "A"),
+            DiskSpec::new("/d/b.img", Bus::Sd, "B"),
+        ];
+        assert!(disk_args(&two_sd).is_err());
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub fn disk(name: &str, size: u64, partitions: Vec<Partition>) -> Disk {
         vendor: None,
         serial: Some(format!("SN-{}", name.to_uppercase())),
         wwn: None,
+        nsid: None,
+        eui64: None,
+        nguid: None,
         transport: if name.starts_with("nvme") {
             "nvme".into()
         } else {

@@ -3,6 +3,7 @@
 //! The inventory is classified by its children: `usage` (mounted, swap, held) and `bootmedia`
 //! (the disk Lifeboat booted from); `layers` names LVM, RAID, encrypted and pooled storage.
 pub mod bootmedia;
+pub mod controllers;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod layers;
@@ -38,7 +39,17 @@ pub struct Disk {
     pub serial: Option<String>,
     /// A world-wide name (NAA/EUI-64/NGUID) when the device reports one.
     pub wwn: Option<String>,
-    /// "sata", "ata", "nvme", "usb", "scsi", "virtio", "mmc", "loop" or "unknown".
+    /// NVMe: the namespace id (a controller may have several namespaces, each a disk with the
+    /// controller's serial: serial + nsid name one).
+    #[serde(default)]
+    pub nsid: Option<u32>,
+    /// NVMe: the namespace's IEEE EUI-64 (16 hex digits) when it reports one.
+    #[serde(default)]
+    pub eui64: Option<String>,
+    /// NVMe: the namespace's NGUID (32 hex digits) when it reports one.
+    #[serde(default)]
+    pub nguid: Option<String>,
+    /// "sata", "ata", "nvme", "usb", "scsi", "virtio", "mmc", "xen", "loop" or "unknown".
     pub transport: String,
     pub removable: bool,
     pub rotational: bool,
@@ -188,12 +199,36 @@ pub fn run_list(a: ListArgs) -> Result<i32> {
             h.attributes.clear();
         }
     }
+    let unsupported = controllers::unsupported(Path::new("/sys"));
     if a.json {
-        println!("{}", list_json_string(&disks));
+        println!("{}", list_json_string_with(&disks, &unsupported));
     } else {
         print!("{}", table(&disks));
+        print!("{}", unsupported_text(&unsupported));
     }
     Ok(crate::error::exit::OK)
+}
+
+/// `list --json`'s object: `{"devices":[...],"unsupported_controllers":[...]}` on one line.
+pub fn list_json_string_with(disks: &[Disk], unsupported: &[controllers::Unsupported]) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        devices: &'a [Disk],
+        unsupported_controllers: &'a [controllers::Unsupported],
+    }
+    serde_json::to_string(&Out {
+        devices: disks,
+        unsupported_controllers: unsupported,
+    })
+    .unwrap_or_else(|_| list_json(disks).to_string())
+}
+
+/// The controllers that give no disk, one line each after the table ("" when none).
+pub fn unsupported_text(unsupported: &[controllers::Unsupported]) -> String {
+    unsupported
+        .iter()
+        .map(|u| format!("No disks from {}: {}\n", u.sysfs_path, u.note))
+        .collect()
 }
 
 /// `{"devices":[...]}` as a value.

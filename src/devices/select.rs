@@ -49,7 +49,15 @@ pub fn resolve_in(sel: &str, disks: &[Disk]) -> Result<Selected> {
 fn split_key(sel: &str) -> Option<(&str, &str)> {
     let (k, v) = sel.split_once('=')?;
     let k = k.to_ascii_lowercase();
-    const KEYS: [&str; 6] = ["serial", "label", "uuid", "model", "partuuid", "partlabel"];
+    const KEYS: [&str; 7] = [
+        "serial",
+        "label",
+        "uuid",
+        "model",
+        "partuuid",
+        "partlabel",
+        "wwn",
+    ];
     KEYS.iter().find(|x| **x == k).map(|x| (*x, v))
 }
 
@@ -66,6 +74,16 @@ fn by_key(sel: &str, key: &str, value: &str, disks: &[Disk]) -> Result<Selected>
             for d in disks {
                 let field = if key == "serial" { &d.serial } else { &d.model };
                 if field.as_deref() == Some(value) {
+                    hits.push(Selected::Disk(d.clone()));
+                }
+            }
+        }
+        "wwn" => {
+            // As listed ("eui.0011…", "naa.5000…"), or the bare hex of an EUI-64 / NGUID.
+            let v = value.to_ascii_lowercase();
+            for d in disks {
+                let ids = [d.wwn.as_deref(), d.eui64.as_deref(), d.nguid.as_deref()];
+                if ids.iter().flatten().any(|w| w.to_ascii_lowercase() == v) {
                     hits.push(Selected::Disk(d.clone()));
                 }
             }
@@ -110,13 +128,30 @@ fn by_key(sel: &str, key: &str, value: &str, disks: &[Disk]) -> Result<Selected>
             inventory(disks)
         ))),
         _ => {
-            let names: Vec<String> = hits.iter().map(|h| h.name()).collect();
+            let names: Vec<String> = hits.iter().map(candidate).collect();
             Err(Error::invalid(format!(
-                "'{sel}' is ambiguous: it matches {}; name one of them by its kernel name or path instead",
+                "'{sel}' is ambiguous: it matches {}; name one of them by its kernel name, path \
+                 or wwn= instead",
                 names.join(", ")
             )))
         }
     }
+}
+
+/// A match of an ambiguous selector, told apart from the others: an NVMe namespace by its id
+/// and world-wide name (namespaces of one controller share its serial and model).
+fn candidate(s: &Selected) -> String {
+    let Selected::Disk(d) = s else {
+        return s.name();
+    };
+    let mut ids = vec![fmt_bytes(d.size_bytes)];
+    if let Some(n) = d.nsid {
+        ids.push(format!("namespace {n}"));
+    }
+    if let Some(w) = &d.wwn {
+        ids.push(format!("wwn={w}"));
+    }
+    format!("{} ({})", d.name, ids.join(", "))
 }
 
 fn by_path(sel: &str, path: &Path, disks: &[Disk]) -> Result<Selected> {
@@ -197,6 +232,9 @@ pub fn inventory(disks: &[Disk]) -> String {
         }
         if let Some(x) = &d.serial {
             s.push_str(&format!(", serial={x}"));
+        }
+        if let Some(n) = d.nsid {
+            s.push_str(&format!(", namespace {n}"));
         }
         if let Some(l) = &d.label {
             s.push_str(&format!(", label={l}"));

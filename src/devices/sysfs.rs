@@ -42,7 +42,39 @@ fn skipped_name(name: &str) -> bool {
         return !name.starts_with("nbd");
     }
     // eMMC hardware boot partitions and the replay-protected block.
-    name.starts_with("mmcblk") && (name.contains("boot") || name.contains("rpmb"))
+    if name.starts_with("mmcblk") && (name.contains("boot") || name.contains("rpmb")) {
+        return true;
+    }
+    is_nvme_path_device(name)
+}
+
+/// `nvme<ctrl>c<ctrl>n<ns>`: one controller's hidden path to a namespace of a multipath-capable
+/// NVMe subsystem. The namespace itself is `nvme<subsys>n<ns>` (the kernel's multipath head,
+/// which also works with one path); listing the paths too would show every namespace twice.
+fn is_nvme_path_device(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("nvme") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    let Some((ctrl, rest)) = rest.split_once('c') else {
+        return false;
+    };
+    let Some((path, ns)) = rest.split_once('n') else {
+        return false;
+    };
+    digits(ctrl) && digits(path) && digits(ns)
+}
+
+/// An NVMe namespace identifier from sysfs (`eui` "00 11 22 …", `nguid` as a UUID) as plain
+/// lower-case hex; None when absent or all zeros (not reported).
+fn nvme_id(dir: &Path, name: &str, digits: usize) -> Option<String> {
+    let raw = attr(dir, name)?;
+    let hex: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    (hex.len() == digits && hex.chars().any(|c| c != '0')).then_some(hex)
 }
 
 /// The `/dev` node of a kernel block name (`cciss!c0d0` lives at `/dev/cciss/c0d0`).
@@ -115,6 +147,10 @@ pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 fn read_disk(sysfs_root: &Path, block: &Path, name: &str, dev_root: &Path) -> Option<Disk> {
     let dir = block.join(name);
+    // Hidden block devices (NVMe multipath paths) have no /dev node and are not disks to pick.
+    if attr_bool(&dir, "hidden") {
+        return None;
+    }
     let sectors = attr_u64(&dir, "size")?;
     let removable = attr_bool(&dir, "removable");
     if sectors == 0
@@ -143,6 +179,15 @@ fn read_disk(sysfs_root: &Path, block: &Path, name: &str, dev_root: &Path) -> Op
     let wwn = attr(&device, "wwid")
         .or_else(|| attr(&dir, "wwid"))
         .filter(|w| is_world_wide_name(w));
+    let (nsid, eui64, nguid) = if transport == "nvme" {
+        (
+            attr(&dir, "nsid").and_then(|n| n.parse().ok()),
+            nvme_id(&dir, "eui", 16),
+            nvme_id(&dir, "nguid", 32),
+        )
+    } else {
+        (None, None, None)
+    };
     let partitions = read_partitions(&dir, name, dev_root);
     let backing_file = if name.starts_with("loop") {
         attr(&dir.join("loop"), "backing_file")
@@ -161,6 +206,9 @@ fn read_disk(sysfs_root: &Path, block: &Path, name: &str, dev_root: &Path) -> Op
         vendor,
         serial,
         wwn,
+        nsid,
+        eui64,
+        nguid,
         transport: transport.to_string(),
         removable,
         rotational: attr_bool(&queue, "rotational"),
@@ -205,6 +253,9 @@ pub(crate) fn list_dir(dir: &Path) -> Vec<String> {
 fn transport(root: &Path, rel: &str, name: &str, device: &Path) -> &'static str {
     if name.starts_with("loop") {
         return "loop";
+    }
+    if name.starts_with("xvd") {
+        return "xen";
     }
     if name.starts_with("mmcblk") || rel.contains("/mmc_host/") {
         return "mmc";
@@ -460,6 +511,16 @@ mod tests {
             Some("xy")
         );
         assert_eq!(vpd_serial(&[0, 0x80]), None);
+    }
+
+    #[test]
+    fn nvme_paths_are_not_disks() {
+        for n in ["nvme0c0n1", "nvme1c12n3"] {
+            assert!(skipped_name(n), "{n}");
+        }
+        for n in ["nvme0n1", "nvme0n1p1", "nvme10n2", "nvmec0n1", "sdc"] {
+            assert!(!skipped_name(n), "{n}");
+        }
     }
 
     #[test]

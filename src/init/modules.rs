@@ -320,6 +320,15 @@ mod tests {
         );
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p["usb_storage"], "delay_use=0 quirks=\"a b\"");
+        // The parameters odd hardware needs (README: kernel parameters), each for its module
+        // (nvme_core and libata are loaded as dependencies, with these).
+        let p = cmdline_module_params(
+            "nvme_core.default_ps_max_latency_us=0 libata.force=1.5Gbps,noncq \
+             usb-storage.quirks=152d:0578:u,0bc2:2322:u",
+        );
+        assert_eq!(p["nvme_core"], "default_ps_max_latency_us=0");
+        assert_eq!(p["libata"], "force=1.5Gbps,noncq");
+        assert_eq!(p["usb_storage"], "quirks=152d:0578:u,0bc2:2322:u");
     }
 
     #[test]

@@ -270,28 +270,9 @@ fn usb_storage_pending() -> bool {
             let Ok(dir) = std::fs::canonicalize(e.path()) else {
                 continue;
             };
-            if !has_block_below(&dir, 8) {
+            if !crate::devices::controllers::has_block_below(&dir, 8) {
                 return true;
             }
-        }
-    }
-    false
-}
-
-fn has_block_below(dir: &Path, depth: u32) -> bool {
-    if depth == 0 {
-        return false;
-    }
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    for e in rd.flatten() {
-        let Ok(ft) = e.file_type() else { continue };
-        if !ft.is_dir() {
-            continue;
-        }
-        if e.file_name() == "block" || has_block_below(&e.path(), depth - 1) {
-            return true;
         }
     }
     false
@@ -360,10 +341,19 @@ mod tests {
         let t = std::env::temp_dir().join(format!("lb-blk-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&t);
         std::fs::create_dir_all(t.join("1-1:1.0/host0/target0:0:0/0:0:0:0")).unwrap();
-        assert!(!has_block_below(&t.join("1-1:1.0"), 8));
+        assert!(!crate::devices::controllers::has_block_below(
+            &t.join("1-1:1.0"),
+            8
+        ));
         std::fs::create_dir_all(t.join("1-1:1.0/host0/target0:0:0/0:0:0:0/block/sda")).unwrap();
-        assert!(has_block_below(&t.join("1-1:1.0"), 8));
-        assert!(!has_block_below(&t.join("1-1:1.0"), 2));
+        assert!(crate::devices::controllers::has_block_below(
+            &t.join("1-1:1.0"),
+            8
+        ));
+        assert!(!crate::devices::controllers::has_block_below(
+            &t.join("1-1:1.0"),
+            2
+        ));
         std::fs::remove_dir_all(&t).unwrap();
     }
 }

@@ -178,6 +178,37 @@ fn layered_storage_named() {
 }
 
 #[test]
+fn controllers_without_disks_named() {
+    use crate::devices::controllers::Unsupported;
+    let raid = Unsupported {
+        bus: "pci".into(),
+        id: "1000:0079".into(),
+        class: "010400".into(),
+        kind: "RAID bus controller".into(),
+        driver: None,
+        sysfs_path: "/devices/pci0000:00/0000:00:05.0".into(),
+        note: String::new(),
+    };
+    let mut a = App::new(true, "t".into(), "/run/lifeboat/job".into());
+    a.update(Event::Disks(Ok(vec![])));
+    a.update(Event::Unsupported(vec![raid]));
+    let buf = snapshot("disks_unsupported_80x24", &a, 80, 24);
+    assert_eq!(
+        fg_of(&buf, "NO DISKS FROM: RAID bus controller 1000:0079"),
+        Some(Color::Yellow)
+    );
+    a.update(Event::Disks(Ok(machine())));
+    let t = text(&render_buf(&a, 80, 24));
+    assert!(
+        t.contains("NO DISKS FROM: RAID bus controller 1000:0079"),
+        "{t}"
+    );
+    a.update(Event::Unsupported(vec![]));
+    let t = text(&render_buf(&a, 80, 24));
+    assert!(!t.contains("NO DISKS FROM"), "{t}");
+}
+
+#[test]
 fn failing_drive_health() {
     // The old SATA disk as a dying drive reports it: pending and uncorrectable sectors.
     let mut disks = machine();

@@ -47,8 +47,16 @@ fn apply_health(disks: &mut [Disk], cache: &HealthCache) -> Vec<usize> {
 pub fn spawn_disk_scanner(tx: Sender<Event>) {
     std::thread::spawn(move || {
         let mut last = None;
+        let mut last_unsupported = None;
         let mut cache = HealthCache::new();
         loop {
+            let u = crate::devices::controllers::unsupported(std::path::Path::new("/sys"));
+            if last_unsupported.as_ref() != Some(&u) {
+                last_unsupported = Some(u.clone());
+                if tx.send(Event::Unsupported(u)).is_err() {
+                    return;
+                }
+            }
             // scan_system marks the disk Lifeboat booted from (`boot_media`).
             let mut r = crate::devices::scan_system().map_err(|e| e.to_string());
             let usage: std::collections::BTreeMap<String, Vec<String>> = r

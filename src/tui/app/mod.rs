@@ -58,6 +58,8 @@ pub enum Event {
     Disks(Result<Vec<Disk>, String>),
     /// Why disks are in use (kernel name -> reasons: swap, held by md/dm, mounted...).
     InUse(std::collections::BTreeMap<String, Vec<String>>),
+    /// Storage controllers and USB mass-storage interfaces that give no disk.
+    Unsupported(Vec<crate::devices::controllers::Unsupported>),
     /// The job directory changed.
     Job(Option<JobSnapshot>),
     /// Starting a job failed (the lock was taken, the runner could not start...).
@@ -79,6 +81,8 @@ pub enum Overlay {
 pub struct App {
     pub disks: Vec<Disk>,
     pub in_use: std::collections::BTreeMap<String, Vec<String>>,
+    /// Controllers that give no disk (no driver in the image, a USB disk that never came up).
+    pub unsupported: Vec<crate::devices::controllers::Unsupported>,
     pub scan_error: Option<String>,
     pub scanned: bool,
     pub screen: Screen,
@@ -113,6 +117,7 @@ impl App {
         App {
             disks: vec![],
             in_use: Default::default(),
+            unsupported: Vec::new(),
             scan_error: None,
             scanned: false,
             screen: Screen::Disks,
@@ -177,6 +182,10 @@ impl App {
             }
             Event::InUse(m) => {
                 self.in_use = m;
+                vec![]
+            }
+            Event::Unsupported(u) => {
+                self.unsupported = u;
                 vec![]
             }
             Event::Disks(Err(e)) => {

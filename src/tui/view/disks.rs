@@ -195,13 +195,34 @@ fn list_height(n: usize, body: Rect, min_details: u16) -> u16 {
     want.min(body.height.saturating_sub(min_details)).max(3)
 }
 
+/// One line naming the controllers that give no disk ("" when there are none).
+fn unsupported_line(app: &App, width: usize) -> String {
+    if app.unsupported.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = app
+        .unsupported
+        .iter()
+        .map(|u| format!("{} {}", u.kind, u.id))
+        .collect();
+    cut(&format!(" NO DISKS FROM: {} ", names.join("; ")), width)
+}
+
 pub fn draw_disks(f: &mut Frame, area: Rect, app: &App) {
     let h = list_height(app.disks.len(), area, 8);
     let [list_area, det_area] =
         Layout::vertical([Constraint::Length(h), Constraint::Min(0)]).areas(area);
     let w = list_area.width.saturating_sub(4) as usize;
     let title = format!(" Disks ({}) ", app.disks.len());
-    let block = Block::bordered().title(title);
+    let mut block = Block::bordered().title(title);
+    let missing = unsupported_line(app, w);
+    if !missing.is_empty() {
+        // A controller without a driver: say which, where the missing disks would be.
+        block = block.title_bottom(Line::from(Span::styled(
+            missing,
+            Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        )));
+    }
     if let Some(e) = &app.scan_error {
         let p = Paragraph::new(format!("Cannot list the disks: {e}"))
             .style(Style::new().fg(Color::Red))
