@@ -39,13 +39,14 @@ impl BlockSource for Recorder {
     }
 }
 
-/// A 72 MiB GPT disk of old random data: ext4 with 1 KiB blocks (three groups, flex_bg),
+/// A 72 MiB GPT disk of old random data: ext4 with 1 KiB blocks (three groups, flex_bg, few
+/// inodes, a deleted file: free blocks lie near the bitmaps),
 /// FAT16, NTFS and exFAT, each holding a few files.
 fn sample_disk(t: &TempDir) -> PathBuf {
     let disk = t.p("disk.img");
     random_file(&disk, 72 * MIB, 3);
     let parts: [(u64, &str, &str); 4] = [
-        (24, "8300", "mkfs.ext4 -q -F -b 1024 -E nodiscard"),
+        (24, "8300", "mkfs.ext4 -q -F -b 1024 -N 96 -E nodiscard"),
         (16, "0700", "mkfs.vfat -F 16"),
         (16, "0700", "mkfs.ntfs -Q -F -q"),
         (8, "0700", "mkfs.exfat"),
@@ -71,9 +72,18 @@ fn sample_disk(t: &TempDir) -> PathBuf {
         let (i, f) = (s(&img), s(&file));
         sh(&format!("{mkfs} {i} >/dev/null 2>&1"));
         match k {
-            0 => sh(&format!("debugfs -w -R 'write {f} f' {i} >/dev/null 2>&1")),
-            1 => sh(&format!("mcopy -i {i} {f} ::/f")),
-            2 => sh(&format!("ntfscp -q {i} {f} f")),
+            // Two files, the first deleted: free blocks right after the inode tables.
+            0 => sh(&format!(
+                "printf 'write {f} f\\nwrite {f} g\\nrm f\\n' | debugfs -w -f - {i} >/dev/null 2>&1"
+            )),
+            1 => sh(&format!(
+                "mcopy -i {i} {f} ::/f && mcopy -i {i} {f} ::/g && mdel -i {i} ::/f"
+            )),
+            // A file written and the next one's place... ntfsprogs cannot delete: a small file,
+            // placed after the metadata.
+            2 => sh(&format!(
+                "head -c 4096 {f} > {f}.small && ntfscp -q {i} {f}.small f"
+            )),
             _ => String::new(),
         };
         sh(&format!(
@@ -298,4 +308,104 @@ fn device_probes_read_no_more_than_they_look_at() {
     );
     drop(lo);
     assert_eq!(sha256(&img), before, "the source changed");
+}
+
+/// The reads the allocation map of partition `p` makes by itself (a fresh reader: no cache of
+/// the probe's), in order.
+fn map_reads(data: &[u8], p: &lifeboat::fs::PartitionUsage) -> Vec<(u64, u64)> {
+    use lifeboat::fs::{self, Region, UsedMap};
+    let rec = Recorder {
+        sim: SimDevice::new(data.to_vec(), 512),
+        log: Mutex::new(Vec::new()),
+    };
+    let r = Region::new(&rec, p.start_bytes, p.size_bytes);
+    let mut m: Box<dyn UsedMap> = match p.filesystem.as_deref() {
+        Some("ext4") => Box::new(fs::ext::open(r).unwrap()),
+        Some("vfat") => Box::new(fs::fat::open(r).unwrap()),
+        Some("ntfs") => Box::new(fs::ntfs::open(r).unwrap()),
+        Some("exfat") => Box::new(fs::exfat::open(r).unwrap()),
+        other => panic!("{other:?}"),
+    };
+    fs::collect(&mut *m).unwrap();
+    drop(m);
+    let log = rec.log.lock().unwrap().clone();
+    log
+}
+
+/// A bad sector in free space beside a filesystem's metadata (within the 256 KiB its map once
+/// read at a time, or the probe's 68 KiB) does not fail the map: the metadata is read exactly.
+/// A bad sector inside the metadata still makes that partition all sectors, with the reason,
+/// and only that one. For each partition the metadata is the map's own last read (the ext4
+/// bitmaps, the second FAT, NTFS's `$Bitmap`, exFAT's allocation bitmap).
+#[test]
+fn a_bad_sector_beside_a_bitmap_does_not_fail_the_map() {
+    if !tools() {
+        return;
+    }
+    let t = TempDir::new("plan-beside");
+    let disk = sample_disk(&t);
+    let data = std::fs::read(&disk).unwrap();
+    let size = data.len() as u64;
+    let clean = UsageMap::analyze(&SimDevice::new(data.clone(), 512));
+    let used: Vec<(u64, u64)> = clean.extents().collect();
+    let is_free = |a: u64| !used.iter().any(|r| a < r.1 && a + 512 > r.0);
+    let plan = |sim: &SimDevice| {
+        let table = gpt::read(sim).ok();
+        let mut u = UsageMap::analyze_with(sim, table.as_ref());
+        let d = u.domain(size, 512).expect("a used-blocks domain");
+        (u, d)
+    };
+    let mut tested = Vec::new();
+    for (k, p) in clean.partitions.iter().enumerate() {
+        let (ps, pe) = (p.start_bytes, p.start_bytes + p.size_bytes);
+        let fs = p.filesystem.clone().unwrap();
+        // The map's last read with a free sector after it, where a 256 KiB window from it
+        // reached.
+        let reads = map_reads(&data, p);
+        let (meta, beside) = reads
+            .iter()
+            .rev()
+            .find_map(|&m| {
+                (m.0 + m.1..(m.0 + (256 << 10)).min(pe))
+                    .step_by(512)
+                    .find(|&a| is_free(a))
+                    .map(|f| (m, f))
+            })
+            .unwrap_or_else(|| panic!("{fs}: no free sector beside any of {reads:?}"));
+        // Beside: every partition still by used blocks, and the bad sector is not copied.
+        let (u, d) = plan(&SimDevice::new(data.clone(), 512).bad(beside, 512));
+        for q in &u.partitions {
+            assert_eq!(
+                q.mode,
+                Mode::UsedBlocks,
+                "{fs}: a bad sector at {beside} beside its metadata {meta:?} failed partition \
+                 {}: {:?}",
+                q.number,
+                q.reason
+            );
+        }
+        assert_eq!(
+            d.bytes_in(beside, beside + 512),
+            0,
+            "{fs}: free sector copied"
+        );
+        // Inside: that partition all sectors, with the reason; the others by used blocks.
+        let (u, d) = plan(&SimDevice::new(data.clone(), 512).bad(meta.0, 512));
+        for (j, q) in u.partitions.iter().enumerate() {
+            if j == k {
+                assert_eq!(q.mode, Mode::AllSectors, "{fs}: bad at {}: {q:?}", meta.0);
+                let why = q.reason.as_deref().unwrap_or_default();
+                assert!(why.contains("read filesystem metadata"), "{fs}: {why}");
+                assert_eq!(d.bytes_in(ps, pe), pe - ps, "{fs}: not copied whole");
+            } else {
+                assert_eq!(q.mode, Mode::UsedBlocks, "{fs} bad: partition {q:?}");
+            }
+        }
+        tested.push(fs);
+    }
+    assert_eq!(
+        tested,
+        ["ext4", "vfat", "ntfs", "exfat"],
+        "not every map was tested"
+    );
 }

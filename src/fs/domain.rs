@@ -14,6 +14,11 @@ use super::UsageMap;
 /// The most ranges a domain holds (see the module documentation).
 pub const MAX_RANGES: usize = 1 << 18;
 
+/// The most used ranges the analysis keeps (16 bytes each: 16 MiB): image create stores what
+/// they say exactly (free blocks inside a chunk as zeros), so they are bounded well above a
+/// rescue domain; past this the smallest free gaps count as used, as in a domain.
+pub const ANALYSIS_MAX_RANGES: usize = 1 << 20;
+
 /// What a used-blocks copy reads: see the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Domain {

@@ -12,16 +12,16 @@
 //! table that cannot be trusted (overlapping partitions, a GPT without a protective MBR, which
 //! Linux and Windows ignore) makes the whole disk all sectors, each partition listed with why.
 //!
-//! Each map is read once, by the analysis, which keeps the used ranges it streamed (bounded at
-//! [`domain::MAX_RANGES`]: past that the smallest free gaps count as used). [`UsageMap::extents`]
-//! gives them back, sorted and coalesced, and [`UsageMap::domain`] aligns them into a rescue
-//! domain (clone): on a failing disk no metadata sector is read twice, and whether a map
-//! failed is decided in one place. Metadata is read exactly ([`Region`]): a bad sector in free
-//! space beside a bitmap does not fail the map. Memory is bounded: a filesystem map holds one
-//! piece of its bitmap at a time (one ext4 group, 256 KiB of a FAT or bitmap) plus a few cached
-//! pieces (at most 8), so a map is below ~3 MiB whatever the disk size (btrfs adds its chunk map, ~90 bytes
-//! a chunk: ~1.5 MiB for 16 TiB of 1 GiB chunks) — never one bit per block of the whole disk;
-//! the kept ranges are at most 4 MiB.
+//! Each map is read once, by the analysis, which keeps the used ranges it streamed (at most
+//! [`domain::ANALYSIS_MAX_RANGES`], 16 MiB: past that the smallest free gaps count as used).
+//! [`UsageMap::extents`] gives them back, sorted and coalesced, and [`UsageMap::domain`]
+//! aligns them into a rescue domain (clone): on a failing disk no metadata sector is read
+//! twice, and whether a map failed is decided in one place. Metadata is read exactly
+//! ([`Region`]): a bad sector in free space beside a bitmap does not fail the map. Memory is
+//! bounded: a filesystem map holds one piece of its bitmap at a time (one ext4 group, 256 KiB
+//! of a FAT or bitmap) plus a few cached pieces (at most 8), so a map is below ~3 MiB whatever
+//! the disk size (btrfs adds its chunk map, ~90 bytes a chunk: ~1.5 MiB for 16 TiB of 1 GiB
+//! chunks) — never one bit per block of the whole disk.
 pub mod btrfs;
 pub mod crc32c;
 pub mod domain;
@@ -177,19 +177,51 @@ impl<'a> Region<'a> {
     }
 }
 
+/// The superblock probes' reads ([`probe_reader`]: the first 68 KiB of a partition, a root
+/// directory). A read that fails is read again in [`PROBE_PIECE`]s and what cannot be read is
+/// zeros: a bad sector in free space inside the probed span does not hide the filesystem (its
+/// map then reads exactly what it needs, and fails if that is what is bad); a bad superblock
+/// reads as no filesystem, and the partition is copied whole.
 impl ReadAt for Region<'_> {
     fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
         if off >= self.len {
             return Ok(0);
         }
         let n = (buf.len() as u64).min(self.len - off) as usize;
-        let d = self
-            .read(off, n)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        buf[..n].copy_from_slice(&d);
-        Ok(n)
+        let err = match self.read(off, n) {
+            Ok(d) => {
+                buf[..n].copy_from_slice(&d);
+                return Ok(n);
+            }
+            Err(e) => std::io::Error::other(e.to_string()),
+        };
+        if n <= PROBE_PIECE {
+            return Err(err);
+        }
+        let mut any = false;
+        let mut pos = 0usize;
+        while pos < n {
+            let at = off + pos as u64;
+            let k = (PROBE_PIECE - (at % PROBE_PIECE as u64) as usize).min(n - pos);
+            match self.read(at, k) {
+                Ok(d) => {
+                    buf[pos..pos + k].copy_from_slice(&d);
+                    any = true;
+                }
+                Err(_) => buf[pos..pos + k].fill(0),
+            }
+            pos += k;
+        }
+        if any {
+            Ok(n)
+        } else {
+            Err(err)
+        }
     }
 }
+
+/// The unit a failed probe read is read again in (see `impl ReadAt for Region`).
+const PROBE_PIECE: usize = 4096;
 
 pub(crate) fn le16(b: &[u8], o: usize) -> u16 {
     b.get(o..o + 2)
@@ -360,7 +392,8 @@ pub struct UsageMap {
     /// Total bytes that will be read.
     pub used_bytes: u64,
     /// The used byte ranges of the whole disk, `[start, len]`, sorted, not touching, as the
-    /// analysis read them (at most [`domain::MAX_RANGES`]; not in the serialized record).
+    /// analysis read them (at most [`domain::ANALYSIS_MAX_RANGES`]; not in the serialized
+    /// record).
     #[serde(skip)]
     used: Vec<(u64, u64)>,
     /// Free gaps shorter than this are inside `used` to keep it bounded (0: none).
@@ -553,7 +586,7 @@ impl UsageMap {
             }
             prev_end = prev_end.max((p.last_lba + 1).saturating_mul(ss).min(size));
         }
-        let mut acc = Bounded::new(RANGE_UNIT, domain::MAX_RANGES);
+        let mut acc = Bounded::new(RANGE_UNIT, domain::ANALYSIS_MAX_RANGES);
         let mut pos = 0u64;
         let mut partitions = Vec::new();
         let mut contents = Vec::new();
@@ -671,7 +704,7 @@ impl UsageMap {
     }
 
     /// Free gaps shorter than this were counted used, to keep the ranges within
-    /// [`domain::MAX_RANGES`] (0: none).
+    /// [`domain::ANALYSIS_MAX_RANGES`] (0: none).
     pub fn gaps_read_below(&self) -> u64 {
         self.gaps_read_below
     }

@@ -80,9 +80,10 @@ fn corrupt(m: impl std::fmt::Display) -> Error {
     Error::corrupt(format!("XFS: {m}"))
 }
 
-/// Reads exactly `[off, off+len)` of `r` (sector-aligned underneath), without the region's
-/// read-ahead window: metadata blocks scattered over a disk cost their own size, and nothing
-/// beyond them (free space, where a failing disk's bad sectors must never be tried) is read.
+/// Reads exactly `[off, off+len)` of `r` (sector-aligned underneath), bypassing the region's
+/// cache (tree blocks are read once each): metadata blocks scattered over a disk cost their own
+/// size, and nothing beyond them (free space, where a failing disk's bad sectors must never be
+/// tried) is read.
 pub(crate) fn read_exact(r: &Region, off: u64, len: usize) -> Result<Vec<u8>> {
     if off.checked_add(len as u64).is_none_or(|e| e > r.len()) {
         return r.read(off, len); // the region's out-of-bounds error
