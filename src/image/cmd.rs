@@ -278,11 +278,7 @@ fn run_create(
             );
         }
     }
-    Ok(if rep.bad_bytes > 0 {
-        exit::PARTIAL
-    } else {
-        exit::OK
-    })
+    Ok(rep.exit_code)
 }
 
 /// One line per partition: number, filesystem, used bytes of size, mode and why.

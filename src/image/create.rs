@@ -101,7 +101,11 @@ impl Default for CreateOptions {
 /// What `image create --json` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct CreateReport {
+    /// True exactly when `exit_code` is 0, as in every report and `LIFEBOAT-RESULT`: an image
+    /// with unreadable sectors is complete (exit 3) but not ok.
     pub ok: bool,
+    /// The exit status of `image create` (0, or 3 with unreadable sectors), as clone reports it.
+    pub exit_code: i32,
     pub image: PathBuf,
     pub volumes: Vec<PathBuf>,
     pub uuid: String,
@@ -586,8 +590,14 @@ pub fn create(
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum();
+    let exit_code = if footer.bad_bytes > 0 {
+        crate::error::exit::PARTIAL
+    } else {
+        crate::error::exit::OK
+    };
     Ok(CreateReport {
-        ok: true,
+        ok: exit_code == crate::error::exit::OK,
+        exit_code,
         image: image.to_path_buf(),
         volumes,
         uuid: uuid_str(&header.uuid),
