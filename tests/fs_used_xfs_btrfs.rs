@@ -5,9 +5,9 @@
 //! extents), btrfs-progs' `dump-tree` (our btrfs map is exactly every extent item on every
 //! stripe of its chunk), partclone's domain log (`partclone.<fs> -D`: every block it copies is in
 //! our map, or — btrfs — free space it over-marks, for reasons listed at [`check_btrfs`]),
-//! `xfs_logprint` (clean or dirty log), and an image of a GPT disk restored onto a target of other
-//! random data: `xfs_repair -n` / `btrfs check --readonly --check-data-csum` clean on the copy,
-//! the used bytes equal, the free space untouched, the source unchanged.
+//! `xfs_logprint` (clean or dirty log), and a GPT disk imaged and restored, and cloned, onto a
+//! target of other random data: `xfs_repair -n` / `btrfs check --readonly --check-data-csum`
+//! clean on the copy, the used bytes equal, the free space untouched, the source unchanged.
 use lifeboat::fs::{self, Mode, Range, Region, UsageMap};
 use lifeboat::io::{Access, BlockSource, Device};
 use lifeboat::rescue::sim::SimDevice;
@@ -18,7 +18,7 @@ use std::process::Command;
 
 mod common;
 use common::usedfs::{have, minus, random_file, referee};
-use common::{assert_exit, json, lifeboat, s, sh, sha256, Mounted, TempDir, MIB};
+use common::{assert_exit, json, lifeboat, run, s, sh, sha256, Mounted, TempDir, MIB};
 
 /// mkfs.xfs refuses filesystems under 300 MB unless it believes it runs under fstests.
 const XFS_SMALL: &str = "QA_CHECK_FS=1 TEST_DIR=/tmp TEST_DEV=lifeboat";
@@ -343,33 +343,36 @@ fn kept_old_data(target: &Path, start: u64, free: &[Range], len: u64, seed: u64)
     );
 }
 
-/// A GPT disk of old random data with an XFS and a btrfs partition (DUP metadata):
-/// the plan maps both, an image restored onto a target of other random data gives filesystems
-/// that xfs_repair and btrfs check (data checksums included) find clean, with the same used
-/// bytes, free space untouched, and the source unchanged.
-#[test]
-fn xfs_and_btrfs_image_round_trip() {
-    if !have(&[
+/// Where the XFS and btrfs partitions of [`xb_disk`] lie, and the disk's length.
+const XB: (u64, u64, u64, u64, u64) = (MIB, 64 * MIB, 65 * MIB, 160 * MIB, 240 * MIB);
+/// The seed of the old random data on the copies' targets.
+const XB_TARGET_SEED: u64 = 53;
+
+/// The tools the XFS + btrfs disk and its referees need.
+fn xb_tools() -> bool {
+    have(&[
         "sgdisk",
         "mkfs.xfs",
         "xfs_repair",
         "partclone.xfs",
         "mkfs.btrfs",
         "btrfs",
-    ]) {
-        return;
-    }
-    let d = TempDir::new("xbimg");
+    ])
+}
+
+/// A GPT disk of old random data with an XFS and a btrfs partition (DUP metadata), each made
+/// over old data with files; the plan maps both. Returns the disk and the two filesystems'
+/// images (as made, before they were copied into place).
+fn xb_disk(d: &TempDir) -> (PathBuf, PathBuf, PathBuf) {
+    let (xs, _, bs, _, total_len) = XB;
     let disk = d.p("disk.img");
-    let (xs, xl, bs, bl) = (MIB, 64 * MIB, 65 * MIB, 160 * MIB);
-    let total_len = 240 * MIB;
     random_file(&disk, total_len, 51);
     sh(&format!(
         "sgdisk -n 1:2048:+64M -t 1:8300 -n 2:0:+160M -t 2:8300 {} >/dev/null",
         s(&disk)
     ));
-    let px = mkfs_xfs(&d, "", 52);
-    let pb = mkfs_btrfs(&d, "-m dup", 54, 160 * MIB);
+    let px = mkfs_xfs(d, "", 52);
+    let pb = mkfs_btrfs(d, "-m dup", 54, 160 * MIB);
     for (p, at) in [(&px, xs), (&pb, bs)] {
         sh(&format!(
             "dd if={} of={} bs=1M seek={} conv=notrunc status=none",
@@ -378,7 +381,6 @@ fn xfs_and_btrfs_image_round_trip() {
             at / MIB
         ));
     }
-    let before = sha256(&disk);
     let dev = Device::open(&disk, Access::Read).unwrap();
     let plan = UsageMap::analyze(&dev);
     let names: Vec<_> = plan
@@ -394,8 +396,49 @@ fn xfs_and_btrfs_image_round_trip() {
     let (mx, mb) = (ours("xfs", &px).unwrap(), ours("btrfs", &pb).unwrap());
     assert_eq!(plan.partitions[0].used_bytes, total(&mx));
     assert_eq!(plan.partitions[1].used_bytes, total(&mb));
-    drop(dev);
+    (disk, px, pb)
+}
 
+/// A copy of [`xb_disk`] onto a target of other old random data, by used blocks: xfs_repair
+/// and btrfs check (data checksums included) find both filesystems clean, the used bytes are
+/// the source's (partclone's and dump-tree's lists), and free space kept the target's bytes.
+fn check_xb_copy(d: &TempDir, disk: &Path, px: &Path, pb: &Path, target: &Path) {
+    let (xs, xl, bs, bl, total_len) = XB;
+    let (cx, cb) = (d.p("copy-x.img"), d.p("copy-b.img"));
+    sh(&format!(
+        "dd if={t} of={x} bs=1M skip=1 count=64 status=none && xfs_repair -n {x} >/dev/null 2>&1 && \
+         dd if={t} of={b} bs=1M skip=65 count=160 status=none && \
+         btrfs check --readonly --check-data-csum {b} >/dev/null 2>&1",
+        t = s(target),
+        x = s(&cx),
+        b = s(&cb)
+    ));
+    same_bytes(disk, target, xs, &partclone("xfs", px, d), "xfs");
+    let (used_b, _) = btrfs_referee(pb);
+    same_bytes(disk, target, bs, &used_b, "btrfs");
+    let mb = ours("btrfs", pb).unwrap();
+    kept_old_data(target, xs, &xfs_free(px), total_len, XB_TARGET_SEED);
+    kept_old_data(
+        target,
+        bs,
+        &minus(&[(0, bl)], &mb),
+        total_len,
+        XB_TARGET_SEED,
+    );
+    assert!(xl + xs <= bs);
+}
+
+/// [`xb_disk`] imaged and restored onto a target of other random data gives filesystems that
+/// xfs_repair and btrfs check find clean, with the same used bytes, free space untouched, and
+/// the source unchanged.
+#[test]
+fn xfs_and_btrfs_image_round_trip() {
+    if !xb_tools() {
+        return;
+    }
+    let d = TempDir::new("xbimg");
+    let (disk, px, pb) = xb_disk(&d);
+    let before = sha256(&disk);
     let img = d.p("x.lbi");
     let o = lifeboat(&["image", "create", s(&disk), s(&img), "--json"]);
     assert_exit(&o, 0);
@@ -404,24 +447,41 @@ fn xfs_and_btrfs_image_round_trip() {
     assert_eq!(j["partitions"][1]["mode"], "used_blocks", "{j}");
     assert_eq!(sha256(&disk), before, "the source changed");
     let target = d.p("target.img");
-    random_file(&target, total_len, 53);
+    random_file(&target, XB.4, XB_TARGET_SEED);
     let o = lifeboat(&["image", "restore", s(&img), s(&target), "--yes", "--json"]);
     assert_exit(&o, 0);
-    let (cx, cb) = (d.p("copy-x.img"), d.p("copy-b.img"));
-    sh(&format!(
-        "dd if={t} of={x} bs=1M skip=1 count=64 status=none && xfs_repair -n {x} >/dev/null 2>&1 && \
-         dd if={t} of={b} bs=1M skip=65 count=160 status=none && \
-         btrfs check --readonly --check-data-csum {b} >/dev/null 2>&1",
-        t = s(&target),
-        x = s(&cx),
-        b = s(&cb)
-    ));
-    same_bytes(&disk, &target, xs, &partclone("xfs", &px, &d), "xfs");
-    let (used_b, _) = btrfs_referee(&pb);
-    same_bytes(&disk, &target, bs, &used_b, "btrfs");
-    kept_old_data(&target, xs, &xfs_free(&px), total_len, 53);
-    kept_old_data(&target, bs, &minus(&[(0, bl)], &mb), total_len, 53);
-    assert!(xl + xs <= bs);
+    check_xb_copy(&d, &disk, &px, &pb, &target);
+}
+
+/// [`xb_disk`] cloned by used blocks (the default) onto a target of other random data: both
+/// partitions are copied by their maps, the verify pass compares the copied domain, xfs_repair
+/// and btrfs check find the copies clean with the source's used bytes, the target's free space
+/// keeps its old bytes, and the source is unchanged.
+#[test]
+fn xfs_and_btrfs_clone_by_used_blocks() {
+    if !xb_tools() {
+        return;
+    }
+    let d = TempDir::new("xbclone");
+    let (disk, px, pb) = xb_disk(&d);
+    let before = sha256(&disk);
+    let target = d.p("target.img");
+    random_file(&target, XB.4, XB_TARGET_SEED);
+    let o = lifeboat(&["clone", s(&disk), s(&target), "--yes", "--json"]);
+    assert_exit(&o, 0);
+    let j = json(&o);
+    assert_eq!(j["partitions"][0]["filesystem"], "xfs", "{j}");
+    assert_eq!(j["partitions"][1]["filesystem"], "btrfs", "{j}");
+    assert_eq!(j["partitions"][0]["mode"], "used_blocks", "{j}");
+    assert_eq!(j["partitions"][1]["mode"], "used_blocks", "{j}");
+    assert_eq!(j["verified"], true, "{j}");
+    let used = j["used_bytes"].as_u64().unwrap();
+    assert!(used < XB.4 / 2, "the clone copied {used} bytes: {j}");
+    assert_eq!(j["verified_bytes"].as_u64(), Some(used), "{j}");
+    assert_eq!(sha256(&disk), before, "the source changed");
+    let v = run(Command::new("sgdisk").arg("-v").arg(&target));
+    assert!(v.contains("No problems found"), "sgdisk -v: {v}");
+    check_xb_copy(&d, &disk, &px, &pb, &target);
 }
 
 /// A btrfs made by `mkfs.btrfs --rootdir` over old random data.
