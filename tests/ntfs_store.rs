@@ -342,3 +342,46 @@ fn cancelled_create_leaves_the_volume_unmounted_and_clean() {
     assert!(!cat.stdout.is_empty());
     assert_eq!(sha256(&src), before, "the source changed");
 }
+
+/// An image that does not fit: the job fails (exit 1) saying "target full", the unfinished
+/// `.partial` is kept (as after any failure: it can be resumed), the volume is unmounted and
+/// clean.
+#[test]
+fn a_full_ntfs_store_says_target_full() {
+    if !can_ntfs() {
+        return;
+    }
+    let dir = TempDir::new("ntfs6");
+    let lab = label("F");
+    let vol = ntfs_file(&dir, "vol.img", &lab, 16 * MIB);
+    let Some(lp) = Loop::attach(&vol) else {
+        return;
+    };
+    // 32 MiB of random data cannot fit in a 16 MiB volume.
+    let src = dir.p("src.img");
+    zero_file(&src, 48 * MIB);
+    run(Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=32", "conv=notrunc,fsync"])
+        .arg(format!("of={}", s(&src)))
+        .arg("status=none"));
+    let before = sha256(&src);
+    let o = lifeboat(&[
+        "image",
+        "create",
+        s(&src),
+        &format!("label={lab}:/full.lbi"),
+        "--json",
+    ]);
+    assert_exit(&o, 1);
+    let e = stderr_of(&o);
+    assert!(e.contains("target full"), "{e}");
+    let j = json(&o);
+    assert_eq!(j["target_full"], true, "{j}");
+    assert!(!mounted(&lp.dev) && !ntfs3g_running(&lp.dev));
+    ntfs_clean(&lp.dev);
+    let ls = Command::new("ntfsls").arg(&lp.dev).output().unwrap();
+    let names = String::from_utf8_lossy(&ls.stdout);
+    assert!(names.lines().any(|l| l == "full.lbi.partial"), "{names}");
+    assert!(!names.lines().any(|l| l == "full.lbi"), "{names}");
+    assert_eq!(sha256(&src), before, "the source changed");
+}

@@ -1,6 +1,6 @@
 //! Test disk images built with the real tools and no root mounts: a partition table written by
 //! sgdisk (GPT) or sfdisk (MBR), filesystems made by mkfs.ext4 -d / mkfs.vfat + mcopy /
-//! mkfs.exfat in their own image files and copied in at their offsets. Returns the facts a
+//! mkfs.exfat / mkntfs + ntfscp in their own image files and copied in at their offsets. Returns the facts a
 //! guest must report (starts, sizes, types, labels, UUIDs as blkid sees them).
 use std::fs::File;
 use std::io::{Read, Write};
@@ -34,6 +34,8 @@ pub enum Fs {
     Ext4,
     Vfat,
     Exfat,
+    /// NTFS (mkntfs; files, at the top directory only, copied in with ntfscp).
+    Ntfs,
     /// A partition with nothing in it.
     Blank,
 }
@@ -238,7 +240,7 @@ impl DiskBuilder {
                 (Table::Gpt, _) => "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7",
                 (_, Fs::Ext4 | Fs::Blank) => "83",
                 (_, Fs::Vfat) => "c",
-                (_, Fs::Exfat) => "7",
+                (_, Fs::Exfat | Fs::Ntfs) => "7",
             };
             s.push_str(&format!(
                 "start={}, size={}, type={ty}",
@@ -414,6 +416,30 @@ fn make_fs(
                     "files on exFAT are not supported by the disk builder (no mtools for exFAT)"
                         .into(),
                 );
+            }
+        }
+        Fs::Ntfs => {
+            sized(img)?;
+            let mut a = vec!["-F".to_string(), "-Q".to_string()];
+            a.extend(label("-L"));
+            a.push(imgs.clone());
+            run("mkntfs", &a, None)?;
+            for (name, _) in &p.files {
+                if name.trim_start_matches('/').contains('/') {
+                    return Err(format!(
+                        "{name}: files on NTFS go in its top directory (ntfscp makes no directories)"
+                    ));
+                }
+                let src = files_dir.join(name.trim_start_matches('/'));
+                run(
+                    "ntfscp",
+                    &[
+                        imgs.clone(),
+                        src.to_string_lossy().into_owned(),
+                        name.trim_start_matches('/').to_string(),
+                    ],
+                    None,
+                )?;
             }
         }
     }

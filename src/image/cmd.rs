@@ -241,6 +241,19 @@ fn run_create(
     let sink = StderrSink::from_env();
     let dev: std::sync::Arc<dyn crate::io::BlockSource> = std::sync::Arc::new(dev);
     let mut rep = create(dev, &id, &store.path, &opts, &sink, &cancel).map_err(|e| {
+        if is_target_full(&e) {
+            return Error::new(
+                ErrorKind::Io,
+                format!(
+                    "target full: the filesystem holding {image} has no space left for the image \
+                     ({e}); the unfinished part is kept as {} with its journal: free space there \
+                     and run the same command again to resume it, or delete both and write the \
+                     image to a partition with more free space",
+                    create::partial_name(Path::new(&image)).display()
+                ),
+            )
+            .with_report("target_full", true);
+        }
         if e.kind != ErrorKind::Cancelled {
             return e;
         }
@@ -279,6 +292,11 @@ fn run_create(
         }
     }
     Ok(rep.exit_code)
+}
+
+/// Whether `e` is the image's filesystem running out of room (ENOSPC, or a quota: EDQUOT).
+fn is_target_full(e: &Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// One line per partition: number, filesystem, used bytes of size, mode and why.

@@ -12,6 +12,7 @@ pub mod ops;
 mod pack;
 pub mod reader;
 pub mod resume;
+pub mod space;
 pub mod store;
 pub mod store_ntfs;
 pub mod verify;

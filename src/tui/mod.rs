@@ -208,6 +208,7 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
                 }
                 Command::AckResult => jobdir::ack(&dir),
                 Command::ReadUsage(path) => worker::spawn_usage_reader(tx.clone(), path),
+                Command::ReadFree(parts) => worker::spawn_free_reader(tx.clone(), parts),
                 Command::PowerOff | Command::Reboot if under_init => {
                     use nix::sys::signal::{kill, Signal};
                     let sig = if c == Command::PowerOff {

@@ -398,6 +398,92 @@ fn image_screens() {
     snapshot("location_verify_80x24", &a, 80, 24);
 }
 
+/// The location screen of a full image with the destinations' free space read: an NTFS USB
+/// disk with room, the ext4 disk with too little (refused, saying why), one not readable.
+#[test]
+fn location_free_space_and_image_size() {
+    let mut a = App::new(true, "t".into(), "/run/lifeboat/job".into());
+    let mut m = machine();
+    let mut usb = disk(
+        "sdd",
+        1000 << 30,
+        vec![part("sdd1", 1 << 20, 931 << 30, "ntfs", "WINBACKUP")],
+    );
+    usb.model = Some("WD Elements 25A2".into());
+    m.push(usb);
+    a.update(Event::Disks(Ok(m)));
+    keys(&mut a, &[Key::Enter, Key::Char('2')]);
+    let cmds = {
+        let mut c = Vec::new();
+        c.extend(a.update(Event::Key(Key::Enter)));
+        c
+    };
+    assert_eq!(a.screen, Screen::Location);
+    // Entering the screen reads the source's plan and every filesystem's free space.
+    assert!(
+        cmds.contains(&Command::ReadUsage(PathBuf::from("/dev/sda"))),
+        "{cmds:?}"
+    );
+    let Some(Command::ReadFree(parts)) = cmds.iter().find(|c| matches!(c, Command::ReadFree(_)))
+    else {
+        panic!("no ReadFree in {cmds:?}")
+    };
+    let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+    assert!(
+        names.contains(&"sdd1") && names.contains(&"sdc1"),
+        "{names:?}"
+    );
+    // Never the source disk's partitions (refused anyway, maybe failing) nor the boot stick's.
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("sda") || n.starts_with("sdb")),
+        "{names:?}"
+    );
+    // Nothing is refused for space before the figures are known.
+    assert!(a
+        .places()
+        .iter()
+        .all(|p| p.refused.as_deref().is_none_or(|r| !r.contains("free"))));
+    a.update(Event::Usage(PathBuf::from("/dev/sda"), Ok(usage())));
+    a.update(Event::Free(PathBuf::from("/dev/sdc1"), Ok(40 << 30)));
+    a.update(Event::Free(PathBuf::from("/dev/sdd1"), Ok(700 << 30)));
+    // An answer for a partition that was not asked about is ignored.
+    a.update(Event::Free(PathBuf::from("/dev/sda1"), Ok(1)));
+    assert!(!a.free.contains_key(&PathBuf::from("/dev/sda1")));
+    let places = a.places();
+    let sdc = places.iter().find(|p| p.disk == "sdc").unwrap();
+    assert!(
+        sdc.refused
+            .as_deref()
+            .unwrap()
+            .contains("too full: 40.0 GiB free"),
+        "{:?}",
+        sdc.refused
+    );
+    assert!(places
+        .iter()
+        .find(|p| p.disk == "sdd")
+        .unwrap()
+        .refused
+        .is_none());
+    snapshot("location_free_space_80x24", &a, 80, 24);
+    // Enter on the refused ext4 partition says why and stays.
+    let i = places.iter().position(|p| p.disk == "sdc").unwrap();
+    a.loc.sel = i;
+    keys(&mut a, &[Key::Enter]);
+    assert_eq!(a.screen, Screen::Location);
+    assert!(a.message.as_deref().unwrap().contains("40.0 GiB free"));
+    // The NTFS disk takes it.
+    a.loc.sel = places.iter().position(|p| p.disk == "sdd").unwrap();
+    keys(&mut a, &[Key::Enter, Key::Enter]);
+    assert_eq!(a.screen, Screen::Confirm);
+    assert_eq!(
+        a.image.as_deref(),
+        Some("sdd1:/lifeboat/WD-WCC2EAK80291.lbi")
+    );
+}
+
 fn job(running: bool) -> JobSnapshot {
     JobSnapshot {
         spec: JobSpec {
@@ -592,10 +678,10 @@ fn result_screens() {
 
 #[test]
 fn image_arg_puts_the_path_at_the_partition_top() {
-    use super::app::{image_arg, Place};
+    use super::app::{image_arg, Place, PlaceKind};
     let place = Place {
         disk: "sdb".into(),
-        part: Some(part("sdb1", 1 << 20, 64 << 20, "vfat", "BACKUPS")),
+        kind: PlaceKind::Partition(Box::new(part("sdb1", 1 << 20, 64 << 20, "vfat", "BACKUPS"))),
         refused: None,
     };
     assert_eq!(image_arg(&place, "pc.lbi"), "sdb1:/pc.lbi");
@@ -605,7 +691,7 @@ fn image_arg_puts_the_path_at_the_partition_top() {
     );
     let host = Place {
         disk: String::new(),
-        part: None,
+        kind: PlaceKind::HostPath,
         refused: None,
     };
     assert_eq!(image_arg(&host, "/tmp/x.lbi"), "/tmp/x.lbi");

@@ -1,7 +1,8 @@
 //! Worker threads that do the console's I/O off the UI thread and send events: the disk
 //! inventory (polled every 2 s, so hot-plugged disks appear) with each drive's health (read once
 //! per drive, in the background, refreshed every 10 minutes), the job directory (every 0.5 s),
-//! and a clone source's used-block plan (once, for the confirmation screen).
+//! a source's used-block plan (once, for the confirmation and location screens) and the free
+//! space of the partitions an image can go to.
 use super::app::Event;
 use crate::devices::Disk;
 use crate::health::Health;
@@ -107,6 +108,19 @@ pub fn spawn_usage_reader(tx: Sender<Event>, path: PathBuf) {
     std::thread::spawn(move || {
         let r = super::app::SourceUsage::read(&path);
         let _ = tx.send(Event::Usage(path, r));
+    });
+}
+
+/// Reads the free space of each partition (read-only: statvfs, or its filesystem's own map) and
+/// sends one event per partition as it is known.
+pub fn spawn_free_reader(tx: Sender<Event>, parts: Vec<crate::devices::Partition>) {
+    std::thread::spawn(move || {
+        for p in parts {
+            let r = crate::image::space::free_bytes(&p);
+            if tx.send(Event::Free(p.path.clone(), r)).is_err() {
+                return;
+            }
+        }
     });
 }
 

@@ -23,6 +23,7 @@ impl App {
             if let Some(d) = self.disks.get(self.pick_sel) {
                 self.source = Some(d.clone());
                 self.forward();
+                return self.location_reads();
             }
         } else if matches!(k, Key::Esc | Key::Left | Key::Char('h')) {
             self.back();
@@ -57,7 +58,7 @@ impl App {
         self.image.as_ref()?;
         places
             .get(self.loc.sel)
-            .and_then(|p| p.part.as_ref().map(|_| p.disk.clone()))
+            .and_then(|p| p.part().map(|_| p.disk.clone()))
     }
 
     pub(super) fn key_target(&mut self, k: Key) -> Vec<Command> {

@@ -1,8 +1,12 @@
 //! The image-location screen (drawn by `view::location`): which partition (or, on a host, which
-//! path) holds the image, its file name and, for an incremental, its parent.
+//! path) holds the image, its file name and, for an incremental, its parent. Each destination
+//! shows its free space (read in the background: [`Command::ReadFree`], `image::space`) and a
+//! new full image's size bound (the source's used-block plan, [`Command::ReadUsage`]); a
+//! destination with less free space than that bound is refused before the job starts.
 use super::super::keys::{step_index, Key};
 use super::{App, Command, JobKind};
 use crate::devices::Partition;
+use crate::jobs::fmt_bytes;
 
 /// Which field of the image-location screen has the keyboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,13 +16,44 @@ pub enum LocField {
     Parent,
 }
 
+/// What kind of place an image can live in. Each kind says how it is named as the engine's
+/// IMAGE argument ([`image_arg`]), how its free space is found ([`App::places`] with
+/// `image::space`) and how it is drawn (`view::location`); network locations are another kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlaceKind {
+    /// A partition with a filesystem, mounted by the image engine (`PARTITION:/path`).
+    Partition(Box<Partition>),
+    /// A path on this machine, as typed (host use).
+    HostPath,
+}
+
 /// A place an image can live: a partition (mounted by the image engine) or, on a host, a path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Place {
+    /// The disk holding it (empty for a host path).
     pub disk: String,
-    pub part: Option<Partition>,
-    /// Why it cannot hold this job's image (on the source disk, or the target of a restore).
+    pub kind: PlaceKind,
+    /// Why it cannot hold this job's image (on the source disk, the target of a restore, too
+    /// little free space).
     pub refused: Option<String>,
+}
+
+impl Place {
+    /// The partition, for a partition place.
+    pub fn part(&self) -> Option<&Partition> {
+        match &self.kind {
+            PlaceKind::Partition(p) => Some(p.as_ref()),
+            PlaceKind::HostPath => None,
+        }
+    }
+}
+
+/// A destination's free space: being read, known, or why it is unknown.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Free {
+    Reading,
+    Bytes(u64),
+    Unknown(String),
 }
 
 /// The image-location screen's state.
@@ -67,9 +102,11 @@ impl App {
     }
 
     /// Partitions with a filesystem the image can be written to / read from, then "a path on
-    /// this machine" (for host use: the path as typed).
+    /// this machine" (for host use: the path as typed). For a new full image a partition with
+    /// less free space than [`App::image_estimate`] is refused.
     pub fn places(&self) -> Vec<Place> {
         let mut v = Vec::new();
+        let need = self.image_estimate();
         for d in &self.disks {
             for p in &d.partitions {
                 if p.fs_type.is_none() {
@@ -80,21 +117,91 @@ impl App {
                 } else if d.boot_media && self.kind.needs_source() {
                     Some("the Lifeboat boot disk".to_string())
                 } else {
-                    None
+                    match (need, self.free_of(p)) {
+                        (Some(n), Free::Bytes(f)) if f < n => {
+                            Some(format!("too full: {} free", fmt_bytes(f)))
+                        }
+                        _ => None,
+                    }
                 };
                 v.push(Place {
                     disk: d.name.clone(),
-                    part: Some(p.clone()),
+                    kind: PlaceKind::Partition(Box::new(p.clone())),
                     refused,
                 });
             }
         }
         v.push(Place {
             disk: String::new(),
-            part: None,
+            kind: PlaceKind::HostPath,
             refused: None,
         });
         v
+    }
+
+    /// The free space of partition `p` as read so far.
+    pub fn free_of(&self, p: &Partition) -> Free {
+        match self.free.get(&p.path) {
+            Some(Some(Ok(b))) => Free::Bytes(*b),
+            Some(Some(Err(e))) => Free::Unknown(e.clone()),
+            _ => Free::Reading,
+        }
+    }
+
+    /// At most how big a new full image of the source will be (once its used-block plan is
+    /// read): `image::space::image_upper_bound`. None for other jobs (an incremental stores
+    /// only what changed, which is not known before it runs).
+    pub fn image_estimate(&self) -> Option<u64> {
+        if self.kind != JobKind::FullImage {
+            return None;
+        }
+        match self.source_usage() {
+            Some(Ok(u)) => Some(crate::image::space::image_upper_bound(
+                u.used_bytes,
+                u.disk_bytes,
+            )),
+            _ => None,
+        }
+    }
+
+    /// Whether this job writes an image (so its location is a destination with free space).
+    pub fn writes_image(&self) -> bool {
+        matches!(self.kind, JobKind::FullImage | JobKind::Incremental)
+    }
+
+    /// On the location screen of a job that writes an image: reads what it shows in the
+    /// background — the source's used-block plan and the free space of every partition that
+    /// could take the image (not those of the source disk, which are refused anyway and may be
+    /// failing, nor the boot medium's) not read yet.
+    pub(super) fn location_reads(&mut self) -> Vec<Command> {
+        if self.screen != super::Screen::Location || !self.writes_image() {
+            return vec![];
+        }
+        let mut cmds = Vec::new();
+        if let Some(s) = &self.source {
+            if self.usage.as_ref().is_none_or(|u| u.0 != s.path) {
+                self.usage = Some((s.path.clone(), None));
+                cmds.push(Command::ReadUsage(s.path.clone()));
+            }
+        }
+        let mut ask = Vec::new();
+        for d in &self.disks {
+            if self.source.as_ref().is_some_and(|s| s.name == d.name) || d.boot_media {
+                continue;
+            }
+            for p in &d.partitions {
+                if p.fs_type.is_some() && !self.free.contains_key(&p.path) {
+                    ask.push(p.clone());
+                }
+            }
+        }
+        for p in &ask {
+            self.free.insert(p.path.clone(), None);
+        }
+        if !ask.is_empty() {
+            cmds.push(Command::ReadFree(ask));
+        }
+        cmds
     }
 
     pub(super) fn key_location(&mut self, k: Key) -> Vec<Command> {
@@ -190,7 +297,7 @@ impl App {
 
 /// The engine's IMAGE argument: `PARTITION:/path`, or the path itself on a host.
 pub fn image_arg(place: &Place, path: &str) -> String {
-    match &place.part {
+    match place.part() {
         // The kernel name, not /dev/NAME: a PARTITION selector must not start with '/', which the
         // image engine takes as a plain path.
         // The path inside the partition starts at its top directory whether or not the user

@@ -13,6 +13,7 @@ impl App {
             self.kind = JobKind::ALL[self.menu_sel];
             self.reset_flow();
             self.enter(self.kind.steps()[0]);
+            return self.location_reads();
         } else if matches!(k, Key::Esc | Key::Left | Key::Char('h')) {
             self.screen = Screen::Disks;
         }

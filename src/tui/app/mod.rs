@@ -17,7 +17,7 @@ mod tests;
 pub use confirm::{usage_line, SourceUsage};
 pub use disks::{describe, describe_part};
 pub use kind::JobKind;
-pub use location::{image_arg, LocField, Location, Place};
+pub use location::{image_arg, Free, LocField, Location, Place, PlaceKind};
 
 use super::keys::Key;
 use crate::devices::Disk;
@@ -41,6 +41,8 @@ pub enum Command {
     StartJob(JobSpec),
     /// Read the used-block plan of a clone's source (the disk at this path) in the background.
     ReadUsage(std::path::PathBuf),
+    /// Read the free space of these partitions in the background (`image::space::free_bytes`).
+    ReadFree(Vec<crate::devices::Partition>),
     CancelJob,
     /// Dismiss the shown result for every console.
     AckResult,
@@ -66,6 +68,8 @@ pub enum Event {
     JobStartFailed(String),
     /// The used-block plan of the disk at this path (or why it could not be read).
     Usage(std::path::PathBuf, Result<SourceUsage, String>),
+    /// The free space of the partition at this path (or why it is unknown).
+    Free(std::path::PathBuf, Result<u64, String>),
 }
 
 /// Dialogs drawn over the current screen.
@@ -110,6 +114,9 @@ pub struct App {
     /// The clone source's used-block plan for the confirmation screen: the disk's path, and
     /// the plan once read (`None` while reading).
     pub usage: Option<(std::path::PathBuf, Option<Result<SourceUsage, String>>)>,
+    /// Free space of partitions by device path, for the location screen (`None` while reading);
+    /// forgotten when a new job flow starts (a job may have changed it).
+    pub free: std::collections::BTreeMap<std::path::PathBuf, Option<Result<u64, String>>>,
 }
 
 impl App {
@@ -138,6 +145,7 @@ impl App {
             jobs_started: 0,
             job_dir,
             usage: None,
+            free: Default::default(),
         }
     }
 
@@ -178,7 +186,8 @@ impl App {
                         self.pick_sel = 0;
                     }
                 }
-                vec![]
+                // A disk plugged in while choosing a location: read its partitions' free space.
+                self.location_reads()
             }
             Event::InUse(m) => {
                 self.in_use = m;
@@ -209,6 +218,12 @@ impl App {
                     if *p == path {
                         *slot = Some(r);
                     }
+                }
+                vec![]
+            }
+            Event::Free(path, r) => {
+                if let Some(slot) = self.free.get_mut(&path) {
+                    *slot = Some(r);
                 }
                 vec![]
             }
@@ -298,6 +313,9 @@ impl App {
         self.typed.clear();
         self.pick_sel = 0;
         self.loc = Location::default();
+        // Read afresh for each flow: a job may have changed free space and used blocks.
+        self.free.clear();
+        self.usage = None;
     }
 
     /// Goes one step back in the job's flow (to the menu from the first step).

@@ -210,7 +210,7 @@ fn image_create_refuses_the_source_disk_and_needs_no_typing() {
     let places = a.places();
     assert!(places[0].refused.is_some(), "sda1 is on the source");
     // Selection starts on the first usable place: sdc1 (sdb1 is the boot stick).
-    assert_eq!(places[a.loc.sel].part.as_ref().unwrap().name, "sdc1");
+    assert_eq!(places[a.loc.sel].part().unwrap().name, "sdc1");
     keys(&mut a, &[Key::Enter, Key::Enter]);
     assert_eq!(a.screen, Screen::Confirm);
     let cmds = keys(&mut a, &[Key::Enter]);

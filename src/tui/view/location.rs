@@ -1,8 +1,9 @@
-//! The image location screen: which partition holds the image (Lifeboat mounts it itself) and
-//! the file's path on it; for an incremental also the parent image.
+//! The image location screen: which partition holds the image (Lifeboat mounts it itself), with
+//! its free space, and the file's path on it; for an incremental also the parent image; for a
+//! full image the size it will take at most.
 use super::{cut, selected_style};
 use crate::jobs::fmt_bytes;
-use crate::tui::app::{App, JobKind, LocField};
+use crate::tui::app::{App, Free, JobKind, LocField, PlaceKind};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -38,18 +39,35 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     } else {
         Style::new()
     };
-    let block = Block::bordered()
+    let mut block = Block::bordered()
         .title(format!(" Step {n} of {}: {what} ", steps.len()))
         .border_style(border);
+    if app.kind == JobKind::FullImage {
+        block = block.title_bottom(match (app.image_estimate(), app.source_usage()) {
+            (Some(n), _) => format!(
+                " image: at most {} (the source's used data, uncompressed) ",
+                fmt_bytes(n)
+            ),
+            (None, Some(Err(_))) => " image size unknown (the source's plan is unreadable) ".into(),
+            (None, _) => " image size: reading the source's used blocks... ".into(),
+        });
+    }
     let w = list_area.width.saturating_sub(4) as usize;
     let items: Vec<ListItem> = places
         .iter()
-        .map(|p| match &p.part {
-            Some(part) => {
+        .map(|p| match &p.kind {
+            PlaceKind::Partition(part) => {
                 let disk = app.disks.iter().find(|d| d.name == p.disk);
                 let model = disk.and_then(|d| d.model.clone()).unwrap_or_default();
+                // A destination shows its free space; a place an image is read from does not.
+                let free = match (app.writes_image(), app.free_of(part)) {
+                    (false, _) => String::new(),
+                    (true, Free::Bytes(b)) => format!(" {:>15}", format!("{} free", fmt_bytes(b))),
+                    (true, Free::Reading) => format!(" {:>15}", "free ..."),
+                    (true, Free::Unknown(_)) => format!(" {:>15}", "free ?"),
+                };
                 let row = format!(
-                    "{:<10} {:<6} {:<14} {:>10}  on {} {}",
+                    "{:<10} {:<6} {:<14} {:>10}{}  on {} {}",
                     part.name,
                     part.fs_type.as_deref().unwrap_or("-"),
                     cut(
@@ -61,6 +79,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         14
                     ),
                     fmt_bytes(part.size_bytes),
+                    free,
                     p.disk,
                     model
                 );
@@ -70,7 +89,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         .style(Style::new().fg(Color::DarkGray)),
                 }
             }
-            None => ListItem::new("(no partition: a path on this machine, as typed)"),
+            PlaceKind::HostPath => {
+                ListItem::new("(no partition: a path on this machine, as typed)")
+            }
         })
         .collect();
     let mut st = ListState::default().with_selected(Some(app.loc.sel));

@@ -1,0 +1,109 @@
+//! How much room an image store has and how much an image will need, for the console's location
+//! screen (and anything else that must say "this will not fit" before a job starts).
+//!
+//! Free space of a partition: `statvfs` where it is mounted already; otherwise read from its
+//! filesystem's own allocation map (`fs::UsageMap`: the ext block bitmaps, the FAT, the exFAT
+//! and NTFS bitmaps), opened read-only, so finding out never mounts, replays or writes anything:
+//! free = size − used. A filesystem whose map cannot be trusted (unknown, dirty) has no figure.
+//!
+//! An image's size: at most the bytes the used-block plan reads (used blocks, everything outside
+//! partitions, unmappable partitions whole — `SourceUsage::used_bytes`), since chunks are stored
+//! compressed or raw, never larger, and zero chunks not at all; plus the index (56 bytes per 1 MiB
+//! chunk), the usage record and headers. That bound is what [`image_upper_bound`] gives.
+use crate::devices::Partition;
+
+/// Bytes free for new files on `part` (see the module documentation), or why that is unknown.
+pub fn free_bytes(part: &Partition) -> Result<u64, String> {
+    if let Some(mp) = part.mounted.first() {
+        let st =
+            nix::sys::statvfs::statvfs(mp.as_str()).map_err(|e| format!("statvfs {mp}: {e}"))?;
+        return Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64));
+    }
+    let dev =
+        crate::io::Device::open(&part.path, crate::io::Access::Read).map_err(|e| e.to_string())?;
+    let map = crate::fs::UsageMap::analyze(&dev);
+    free_of(&map)
+}
+
+/// Free bytes of the filesystem that fills the device `map` was read from (partition 0: no
+/// table on a partition), or why that is unknown.
+pub fn free_of(map: &crate::fs::UsageMap) -> Result<u64, String> {
+    match map.partitions.as_slice() {
+        [p] if p.number == 0 && p.mode == crate::fs::Mode::UsedBlocks => {
+            Ok(p.size_bytes.saturating_sub(p.used_bytes))
+        }
+        [p] if p.number == 0 => Err(p
+            .reason
+            .clone()
+            .unwrap_or_else(|| "no allocation map".into())),
+        _ => Err("no single filesystem on it".into()),
+    }
+}
+
+/// At most how many bytes an image of a disk of `disk_bytes` whose used-block plan reads
+/// `used_bytes` takes (see the module documentation).
+pub fn image_upper_bound(used_bytes: u64, disk_bytes: u64) -> u64 {
+    let chunks = disk_bytes.div_ceil(1 << 20);
+    used_bytes
+        .saturating_add(chunks.saturating_mul(64))
+        .saturating_add(2 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_covers_index_and_records() {
+        assert_eq!(image_upper_bound(0, 0), 2 << 20);
+        let gib = 1u64 << 30;
+        assert_eq!(image_upper_bound(gib, 4 * gib), gib + 4096 * 64 + (2 << 20));
+        assert_eq!(image_upper_bound(u64::MAX, u64::MAX), u64::MAX);
+    }
+
+    /// A real filesystem in a file: free = size − used of its own bitmaps, and it agrees with
+    /// what the filesystem's own tool says within its metadata.
+    #[test]
+    fn free_space_of_an_unmounted_ext4_from_its_bitmaps() {
+        let dir = std::env::temp_dir().join(format!("lb-space-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("files")).unwrap();
+        std::fs::write(dir.join("files/big"), vec![7u8; 8 << 20]).unwrap();
+        let img = dir.join("fs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let ok = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-d"])
+            .arg(dir.join("files"))
+            .arg(&img)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("note: mkfs.ext4 is missing; skipping");
+            return;
+        }
+        let before = std::fs::read(&img).unwrap();
+        let dev = crate::io::Device::open(&img, crate::io::Access::Read).unwrap();
+        let free = free_of(&crate::fs::UsageMap::analyze(&dev)).unwrap();
+        // dumpe2fs's free block count is the referee.
+        let out = std::process::Command::new("dumpe2fs")
+            .arg("-h")
+            .arg(&img)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let blocks: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Free blocks:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(free, blocks * 4096);
+        assert!(free < (56 << 20), "{free}");
+        assert_eq!(std::fs::read(&img).unwrap(), before, "reading changed it");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
