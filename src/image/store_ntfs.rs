@@ -95,7 +95,7 @@ pub fn status_error(dev: &Path, status: Status, said: &str) -> Error {
         Status::Hibernated => (
             ErrorKind::Refused,
             format!(
-                "{d}: Windows is hibernated or stopped with Fast Startup on this NTFS volume, so \
+                "Windows is hibernated or stopped with Fast Startup on the NTFS volume {d}, so \
                  Lifeboat does not write to it (Windows would overwrite the changes when it \
                  resumes): {WINDOWS_ADVICE}"
             ),
@@ -103,7 +103,7 @@ pub fn status_error(dev: &Path, status: Status, said: &str) -> Error {
         Status::UncleanUnmount => (
             ErrorKind::Refused,
             format!(
-                "{d}: the NTFS volume was not unmounted cleanly (its journal is not empty), so \
+                "the NTFS volume {d} was not unmounted cleanly (its journal is not empty), so \
                  Lifeboat does not write to it: {WINDOWS_ADVICE}"
             ),
         ),
@@ -114,7 +114,7 @@ pub fn status_error(dev: &Path, status: Status, said: &str) -> Error {
         Status::Corrupt => (
             ErrorKind::Corrupt,
             format!(
-                "{d}: the NTFS filesystem is damaged: run `chkdsk /f` on it in Windows, then try again"
+                "the NTFS filesystem on {d} is damaged: run `chkdsk /f` on it in Windows, then try again"
             ),
         ),
         Status::Locked => (
@@ -149,9 +149,9 @@ pub fn check_writable(dev: &Path) -> Result<()> {
     let r = crate::fs::Region::new(&d, 0, crate::io::BlockSource::size(&d));
     match crate::fs::ntfs::unclean(r) {
         Ok(Some(u)) => Err(Error::refused(format!(
-            "{}: {}, so Lifeboat does not write to it: {}",
-            dev.display(),
+            "{} ({}), so Lifeboat does not write to it: {}",
             u.reason(),
+            dev.display(),
             match u {
                 crate::fs::ntfs::Unclean::Dirty => DIRTY_ADVICE,
                 crate::fs::ntfs::Unclean::Log => WINDOWS_ADVICE,
