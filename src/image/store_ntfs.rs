@@ -1,24 +1,28 @@
 //! NTFS image stores through Debian's `ntfs-3g` (FUSE): the environment's 6.1 kernel has no
 //! ntfs3, so [`mount`] starts `/bin/ntfs-3g` (carried in the initramfs with its loader and
-//! libraries, see `initramfs::programs`) as a child process that stays in the foreground (`-o no_detach`), in its own
-//! process group (a Ctrl-C on the terminal goes to the job, which cancels and unmounts in order;
-//! it must not stop the filesystem under it), read-only (`-o ro`) for everything that only
-//! reads, and waits until the mount appears in `/proc/self/mountinfo` — or the process exits,
-//! whose exit code ([`Status`], ntfs-3g's `ntfs_volume_status`) becomes a typed error.
+//! libraries, see `initramfs::programs`) as a child process that stays in the foreground
+//! (`-o no_detach`), in its own process group (a Ctrl-C on the terminal goes to the job, which
+//! cancels and unmounts in order; it must not stop the filesystem under it), read-only
+//! (`-o ro`) for everything that only reads, and waits until the mount appears in
+//! `/proc/self/mountinfo` — or the process exits, whose exit code ([`Status`], ntfs-3g's
+//! `ntfs_volume_status`) becomes a typed error.
 //!
 //! Writing is refused (never forced: no `remove_hiberfile`) on a volume Windows did not shut
 //! down fully — hibernated, or "Fast Startup", which is a hibernation of the kernel session:
 //! Windows resumes with the volume's metadata it still holds in memory and would overwrite what
 //! was written meanwhile. Checked twice: first by Lifeboat from the volume itself (`fs::ntfs`:
 //! the dirty flag in `$Volume`, a `$LogFile` that is not clean), then by ntfs-3g (a hiberfil.sys
-//! that starts with `hibr`/`HIBR`: exit 14). Reading such a volume read-only is allowed.
+//! that starts with `hibr`/`HIBR`: ntfs-3g 2022 then mounts read-only instead of failing — seen
+//! in the mount's options and unmounted at once —, older ones exit 14). Reading such a volume
+//! read-only is allowed.
 //!
 //! [`NtfsMount`] unmounts on every path: [`NtfsMount::unmount`] (or drop, which also runs while
 //! a panic unwinds) calls `umount2` on the mount point — for a `fuseblk` mount the kernel sends
 //! ntfs-3g its DESTROY and waits for it, so the volume is written out and marked clean — then
 //! waits for the ntfs-3g process to exit and syncs. The second Ctrl-C, which exits at once
 //! without unwinding, runs the same through a [`crate::jobs::before_exit`] hook over the mounts
-//! still live ([`unmount_all`]).
+//! still live ([`unmount_all`]). A mount that stays busy (a file on it still open) is detached
+//! lazily instead, and ntfs-3g writes the volume out when the last file closes.
 use super::store::Mode;
 use crate::error::{Error, ErrorKind, Result};
 use std::io::Read;
@@ -354,7 +358,8 @@ pub fn mount(dev: &Path, mp: &Path, mode: Mode) -> Result<NtfsMount> {
     })
 }
 
-/// Unmounts `mp` (retrying while it is busy for a moment, then detaching it lazily).
+/// Unmounts `mp` (retrying while it is busy for a moment); when it stays busy, detaches it
+/// lazily and returns the error.
 fn umount(mp: &Path) -> Result<()> {
     use nix::mount::{umount2, MntFlags};
     let mut last = None;
@@ -380,7 +385,7 @@ fn umount(mp: &Path) -> Result<()> {
     ))
 }
 
-/// Waits for `pid`'s exit for at most [`EXIT_DEADLINE`]: true when it exited.
+/// Waits for `child` to exit, for at most [`EXIT_DEADLINE`]; its status, or None when it did not.
 fn wait_gone(child: &mut Child) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(2);
@@ -408,12 +413,14 @@ impl NtfsMount {
             return Ok(());
         };
         let res = umount(&self.mp);
-        let exited = wait_gone(&mut child);
         if let Ok(mut l) = LIVE.lock() {
             l.retain(|(m, _)| m != &self.mp);
         }
-        nix::unistd::sync();
+        // Detached lazily (a file on it was still open): ntfs-3g writes the volume out and exits
+        // when the last one is closed; waiting for it here would wait for ourselves.
         res?;
+        let exited = wait_gone(&mut child);
+        nix::unistd::sync();
         match exited {
             Some(st) if st.success() => Ok(()),
             Some(st) => Err(Error::io(
@@ -446,7 +453,11 @@ impl Drop for NtfsMount {
 pub fn unmount_all() {
     let live: Vec<(PathBuf, u32)> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
     for (mp, pid) in live {
-        let _ = umount(&mp);
+        if umount(&mp).is_err() {
+            // Busy (the job's files are open until this process exits): detached lazily, and
+            // ntfs-3g finishes by itself once they close.
+            continue;
+        }
         let pid = nix::unistd::Pid::from_raw(pid as i32);
         let start = Instant::now();
         while start.elapsed() < EXIT_DEADLINE {
