@@ -246,7 +246,10 @@ impl Journal {
 
     /// Removes the journal of a finished image.
     pub fn remove(image: &Path) {
-        let _ = std::fs::remove_file(journal_name(image));
+        let path = journal_name(image);
+        if std::fs::remove_file(&path).is_ok() {
+            super::create::sync_dir(&path);
+        }
     }
 
     /// The first run's header.

@@ -270,8 +270,11 @@ impl VolumeWriter {
         f.read_exact_at(buf, off)
             .map_err(|e| Error::io("read back", p, e).at_offset(off))
     }
-    /// fsyncs every volume, renames them (last first) and fsyncs the directory.
-    pub(crate) fn commit(self) -> Result<Vec<PathBuf>> {
+    /// fsyncs every volume, calls `before_rename` (create removes its journal there: killed
+    /// after the renames, a finished image would keep a stale journal beside it; killed
+    /// before them, the next run starts the image afresh), renames the volumes (last first)
+    /// and fsyncs the directory.
+    pub(crate) fn commit(self, before_rename: impl FnOnce()) -> Result<Vec<PathBuf>> {
         let mut finals = Vec::new();
         for (f, p) in &self.files {
             f.sync_all().map_err(|e| Error::io("fsync", p, e))?;
@@ -280,6 +283,7 @@ impl VolumeWriter {
         for k in 1..n {
             self.check_replaceable(k as u32 + 1)?;
         }
+        before_rename();
         for k in (0..n).rev() {
             let to = volume_path(&self.base, k as u32 + 1);
             std::fs::rename(&self.files[k].1, &to)
