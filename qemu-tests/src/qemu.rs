@@ -358,6 +358,9 @@ pub fn drive_arg(n: usize, d: &DiskSpec) -> String {
     v
 }
 
+/// The MAC address of a test VM's NIC unless a test sets one.
+pub const DEFAULT_MAC: &str = "52:54:00:12:34:56";
+
 /// User-mode (slirp) networking for a guest: one virtio NIC on a `-netdev user` backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetSpec {
@@ -369,6 +372,14 @@ pub struct NetSpec {
     /// Guest TCP connections to (ADDRESS, PORT) run COMMAND on the host, once per connection,
     /// with the connection as its stdin and stdout (QEMU's `guestfwd=...-cmd:`).
     pub forwards: Vec<(String, u16, String)>,
+    /// The NIC's MAC address.
+    pub mac: String,
+    /// QEMU's built-in TFTP server serves this directory (at the gateway, 10.0.2.2).
+    pub tftp: Option<PathBuf>,
+    /// The boot file QEMU's DHCP server names (a TFTP path, or a URL iPXE can fetch).
+    pub bootfile: Option<String>,
+    /// Firmware boot order of the NIC (`bootindex=`): set it to boot from the network.
+    pub bootindex: Option<u32>,
 }
 
 impl NetSpec {
@@ -378,7 +389,24 @@ impl NetSpec {
             id: s("n0"),
             restrict: true,
             forwards: Vec::new(),
+            mac: s(DEFAULT_MAC),
+            tftp: None,
+            bootfile: None,
+            bootindex: None,
         }
+    }
+    /// Sets the NIC's MAC address (`52:54:00:12:34:56` form).
+    pub fn mac(mut self, mac: &str) -> Self {
+        self.mac = mac.to_string();
+        self
+    }
+    /// A network boot: QEMU's TFTP server serves `dir`, its DHCP server names `bootfile`, and
+    /// the NIC is the firmware's first boot device (its option ROM is iPXE: Debian's ipxe-qemu).
+    pub fn netboot(mut self, dir: &Path, bootfile: &str) -> Self {
+        self.tftp = Some(dir.to_path_buf());
+        self.bootfile = Some(bootfile.to_string());
+        self.bootindex = Some(0);
+        self
     }
     /// Adds a forward of guest connections to `addr:port` to `command`.
     pub fn forward(mut self, addr: &str, port: u16, command: &str) -> Self {
@@ -394,21 +422,27 @@ pub fn net_args(n: &NetSpec) -> Vec<String> {
     if n.restrict {
         nd.push_str(",restrict=on");
     }
+    if let Some(dir) = &n.tftp {
+        nd.push_str(&format!(",tftp={}", path_opt(dir)));
+    }
+    if let Some(f) = &n.bootfile {
+        nd.push_str(&format!(",bootfile={}", escape_opt(f)));
+    }
     for (addr, port, cmd) in &n.forwards {
         nd.push_str(&format!(
             ",guestfwd=tcp:{addr}:{port}-cmd:{}",
             escape_opt(cmd)
         ));
     }
-    vec![
-        s("-netdev"),
-        nd,
-        s("-device"),
-        format!(
-            "virtio-net-pci,netdev={},mac=52:54:00:12:34:56",
-            escape_opt(&n.id)
-        ),
-    ]
+    let mut dev = format!(
+        "virtio-net-pci,netdev={},mac={}",
+        escape_opt(&n.id),
+        escape_opt(&n.mac)
+    );
+    if let Some(i) = n.bootindex {
+        dev.push_str(&format!(",bootindex={i}"));
+    }
+    vec![s("-netdev"), nd, s("-device"), dev]
 }
 
 /// Checks a disk spec against what its bus accepts.
@@ -915,6 +949,22 @@ mod tests {
             ..NetSpec::restricted()
         };
         assert_eq!(net_args(&open)[1], "user,id=n0");
+    }
+
+    #[test]
+    fn network_boot_over_tftp() {
+        let n = NetSpec::restricted()
+            .mac("52:54:00:4c:42:01")
+            .netboot(Path::new("/t/net,boot"), "lifeboat.ipxe");
+        assert_eq!(
+            net_args(&n),
+            [
+                "-netdev",
+                "user,id=n0,restrict=on,tftp=/t/net,,boot,bootfile=lifeboat.ipxe",
+                "-device",
+                "virtio-net-pci,netdev=n0,mac=52:54:00:4c:42:01,bootindex=0",
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,293 @@
+//! Issue 18, network boot: `scripts/build-netboot` writes the netboot folder from a machines
+//! file; a VM with no bootable disk boots it through the firmware (SeaBIOS) and its NIC's iPXE
+//! option ROM (Debian's ipxe-qemu), QEMU's DHCP naming `lifeboat.ipxe` as the boot file. The
+//! script picks the kernel parameters by the NIC's MAC address and loads the kernel and the
+//! initramfs by relative names, so the same folder is served
+//!
+//! - over TFTP (QEMU's built-in server, `-netdev user,tftp=DIR,bootfile=lifeboat.ipxe`): a MAC
+//!   listed in the machines file runs its own job — a clone of one disk onto another, checked on
+//!   the host (the target equals the source, the source's sha256 is unchanged) — and then
+//!   `lifeboat.then=stay` (the `all` line) brings the console up: `LIFEBOAT-READY`;
+//! - over TFTP then HTTP (PXE -> iPXE -> HTTP): the boot file `lifeboat-http.ipxe`, built for
+//!   `--http-url http://10.0.2.100/`, chains to `lifeboat.ipxe` on a small file server in this
+//!   test on the host's loopback (reached from the restricted guest network at 10.0.2.100:80
+//!   through `tcp-stdio`), which loads the kernel and the initramfs over HTTP: a MAC not listed
+//!   gets the `default` line's job, `list --json`, which sees the disks, and no clone runs.
+//!
+//! Both record the time from QEMU's start to the result in `target/qemu-logs/timings.txt`.
+use lifeboat_qemu_tests::disks::sha256;
+use lifeboat_qemu_tests::qemu::{net_args, Firmware};
+use lifeboat_qemu_tests::{repo_root, Bus, DiskSpec, NetSpec, TempDir, Vm};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+const DISK_SIZE: u64 = 24 * MIB;
+/// The machine the machines file lists (its own job: the clone).
+const LISTED_MAC: &str = "52:54:00:4c:42:01";
+/// A machine the machines file does not list (the default job).
+const OTHER_MAC: &str = "52:54:00:4c:42:77";
+const CLONE: &str = "clone serial=NB-SRC serial=NB-TGT --yes --json";
+/// Where the restricted guest network reaches the test's HTTP server.
+const HTTP_HOST: &str = "10.0.2.100";
+
+/// Deterministic, sector-unique contents.
+fn pattern(size: u64) -> Vec<u8> {
+    let mut v = vec![0u8; size as usize];
+    let mut x: u64 = 0x4c42_4e45_5442_4f4f;
+    for c in v.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+    v
+}
+
+/// The machines file of the tests: every machine stays up after its job; the listed MAC
+/// clones, the others list the disks. `LISTED_MAC` is written with dashes and in capitals (the
+/// script accepts both), a second listed MAC has a job that must not run.
+fn machines_file() -> String {
+    format!(
+        "# the netboot test's machines\n\
+         all      lifeboat.then=stay\n\
+         default  lifeboat.run=\"list --json\"\n\
+         {}   lifeboat.run=\"{CLONE}\"\n\
+         52:54:00:4c:42:02  lifeboat.run=\"clone serial=NB-TGT serial=NB-SRC --yes --json\"\n",
+        LISTED_MAC.replace(':', "-").to_uppercase()
+    )
+}
+
+/// Runs `scripts/build-netboot --no-build` with the tests' machines file into `t/netboot`.
+fn build_folder(t: &TempDir) -> PathBuf {
+    let machines = t.join("machines");
+    std::fs::write(&machines, machines_file()).unwrap();
+    let out = t.join("netboot");
+    let o = Command::new(repo_root().join("scripts/build-netboot"))
+        .arg("--no-build")
+        .arg("--machines")
+        .arg(&machines)
+        .arg("--out")
+        .arg(&out)
+        .arg("--http-url")
+        .arg(format!("http://{HTTP_HOST}/"))
+        .output()
+        .expect("run scripts/build-netboot");
+    assert!(
+        o.status.success(),
+        "scripts/build-netboot failed (run scripts/build first): {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The kernel and initramfs are those scripts/build wrote, unchanged.
+    let built = repo_root().join("target/lifeboat");
+    for f in ["vmlinuz", "initramfs.img"] {
+        assert_eq!(
+            sha256(&out.join(f)).unwrap(),
+            sha256(&built.join(f)).unwrap(),
+            "{f} differs from target/lifeboat/{f}"
+        );
+    }
+    out
+}
+
+/// The source (pattern, no partition table: a clone copies every sector) and a blank target.
+fn disks(t: &TempDir) -> (PathBuf, PathBuf, Vec<DiskSpec>) {
+    let src = t.join("src.img");
+    std::fs::write(&src, pattern(DISK_SIZE)).unwrap();
+    let tgt = t.join("tgt.img");
+    let f = std::fs::File::create(&tgt).unwrap();
+    f.set_len(DISK_SIZE).unwrap();
+    let specs = vec![
+        DiskSpec::new(&src, Bus::Virtio, "NB-SRC"),
+        DiskSpec::new(&tgt, Bus::Virtio, "NB-TGT"),
+    ];
+    (src, tgt, specs)
+}
+
+/// Boots from the network and waits for the kernel's first line: by then the firmware, iPXE and
+/// the transfer of the kernel and the initramfs are done (the time is printed, not asserted).
+fn boot(name: &str, disks: Vec<DiskSpec>, net: &NetSpec) -> Vm {
+    let mut vm = Vm::boot_firmware(name, &Firmware::Bios, disks, net_args(net))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = vm.wait_line("the kernel's first line", Duration::from_secs(240), |l| {
+        l.contains("Linux version")
+    });
+    vm.check(first);
+    eprintln!(
+        "{name}: firmware + iPXE + kernel and initramfs transfer: {:.1} s",
+        vm.elapsed().as_secs_f64()
+    );
+    vm
+}
+
+#[test]
+fn tftp_boot_runs_the_job_of_its_mac() {
+    let t = TempDir::new("netboot-tftp").unwrap();
+    let folder = build_folder(&t);
+    let script = std::fs::read_to_string(folder.join("lifeboat.ipxe")).unwrap();
+    assert!(
+        script.contains(&format!("iseq ${{lifeboat_mac}} {LISTED_MAC} ")),
+        "the MAC is not in the iPXE script in the form iPXE prints it:\n{script}"
+    );
+    let (src, tgt, specs) = disks(&t);
+    let src_sha = sha256(&src).unwrap();
+    let net = NetSpec::restricted()
+        .mac(LISTED_MAC)
+        .netboot(&folder, "lifeboat.ipxe");
+    let mut vm = boot("netboot-tftp", specs, &net);
+    let res = vm.wait_result(Duration::from_secs(300));
+    let res = vm.check(res);
+    if res["command"] != Value::String(CLONE.into()) {
+        vm.fail(&format!(
+            "the machine ran {} instead of its own job {CLONE:?}",
+            res["command"]
+        ));
+    }
+    if res["exit_code"].as_i64() != Some(0) || res["output"]["ok"] != Value::Bool(true) {
+        vm.fail(&format!("the clone failed: {res}"));
+    }
+    // lifeboat.then=stay (the `all` line): the console comes up after the job.
+    let ready = vm.wait_ready(Duration::from_secs(120));
+    let ready = vm.check(ready);
+    if ready["disks"].as_array().map(Vec::len) != Some(2) {
+        vm.fail(&format!("READY does not list the two disks: {ready}"));
+    }
+    if !ready["boot_media"].is_null() {
+        vm.fail(&format!("a network boot has no boot medium: {ready}"));
+    }
+    vm.kill();
+    assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
+    assert_eq!(
+        sha256(&tgt).unwrap(),
+        src_sha,
+        "the target is not a copy of the source"
+    );
+}
+
+/// A minimal HTTP/1.1 file server for `dir` on the host's loopback: GET of a file in `dir` (no
+/// `..`, no subdirectories needed), 404 otherwise, one request per connection. Records the
+/// paths asked for.
+struct FileServer {
+    port: u16,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FileServer {
+    fn start(dir: &Path) -> FileServer {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (dir, log) = (dir.to_path_buf(), asked.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (dir, log) = (dir.clone(), log.clone());
+                std::thread::spawn(move || {
+                    if let Some(path) = serve_one(&dir, conn) {
+                        log.lock().unwrap().push(path);
+                    }
+                });
+            }
+        });
+        FileServer { port, asked }
+    }
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+/// Answers one request on `conn`; returns the path asked for.
+fn serve_one(dir: &Path, conn: TcpStream) -> Option<String> {
+    let mut r = BufReader::new(conn.try_clone().ok()?);
+    let mut first = String::new();
+    r.read_line(&mut first).ok()?;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 || h.trim().is_empty() {
+            break;
+        }
+    }
+    let mut w = conn;
+    let mut parts = first.split_whitespace();
+    let (method, target) = (parts.next()?, parts.next()?);
+    let path = target
+        .split('?')
+        .next()?
+        .trim_start_matches('/')
+        .to_string();
+    let file = (!path.is_empty() && !path.contains("..") && !path.contains('/'))
+        .then(|| dir.join(&path))
+        .filter(|p| p.is_file());
+    match (method, file) {
+        ("GET", Some(f)) => {
+            let body = std::fs::read(f).ok()?;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            w.write_all(head.as_bytes()).ok()?;
+            w.write_all(&body).ok()?;
+        }
+        _ => {
+            let _ = w.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    }
+    let _ = w.flush();
+    Some(path)
+}
+
+#[test]
+fn http_boot_of_an_unlisted_mac_runs_the_default_job() {
+    let t = TempDir::new("netboot-http").unwrap();
+    let folder = build_folder(&t);
+    let server = FileServer::start(&folder);
+    let (src, tgt, specs) = disks(&t);
+    let src_sha = sha256(&src).unwrap();
+    let tgt_sha = sha256(&tgt).unwrap();
+    let net = NetSpec::restricted().mac(OTHER_MAC).forward(
+        HTTP_HOST,
+        80,
+        &format!(
+            "{} 127.0.0.1 {}",
+            env!("CARGO_BIN_EXE_tcp-stdio"),
+            server.port
+        ),
+    );
+    // PXE -> iPXE -> HTTP: the small lifeboat-http.ipxe over TFTP chains to lifeboat.ipxe over
+    // HTTP, which loads the kernel and the initramfs relative to itself: over HTTP.
+    let net = net.netboot(&folder, "lifeboat-http.ipxe");
+    let mut vm = boot("netboot-http", specs, &net);
+    let res = vm.wait_result(Duration::from_secs(300));
+    let res = vm.check(res);
+    if res["command"] != Value::String("list --json".into()) || res["exit_code"].as_i64() != Some(0)
+    {
+        vm.fail(&format!(
+            "an unlisted machine should run the default job `list --json`: {res}"
+        ));
+    }
+    let serials: Vec<&str> = res["output"]["devices"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|x| x["serial"].as_str()).collect())
+        .unwrap_or_default();
+    if !(serials.contains(&"NB-SRC") && serials.contains(&"NB-TGT")) {
+        vm.fail(&format!("list --json does not show the two disks: {res}"));
+    }
+    let ready = vm.wait_ready(Duration::from_secs(120));
+    vm.check(ready);
+    vm.kill();
+    let asked = server.asked();
+    for f in ["lifeboat.ipxe", "vmlinuz", "initramfs.img"] {
+        assert!(
+            asked.iter().any(|a| a == f),
+            "{f} was not fetched over HTTP (asked: {asked:?})"
+        );
+    }
+    assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
+    assert_eq!(sha256(&tgt).unwrap(), tgt_sha, "the target was written");
+}
