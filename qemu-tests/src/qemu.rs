@@ -380,6 +380,9 @@ pub struct NetSpec {
     pub bootfile: Option<String>,
     /// Firmware boot order of the NIC (`bootindex=`): set it to boot from the network.
     pub bootindex: Option<u32>,
+    /// The NIC's option ROM (`romfile=`); `Some("")` gives it none, so UEFI boots with its own
+    /// network driver and PXE (under Secure Boot, iPXE's unsigned ROM would be refused anyway).
+    pub romfile: Option<String>,
 }
 
 impl NetSpec {
@@ -393,6 +396,7 @@ impl NetSpec {
             tftp: None,
             bootfile: None,
             bootindex: None,
+            romfile: None,
         }
     }
     /// Sets the NIC's MAC address (`52:54:00:12:34:56` form).
@@ -441,6 +445,9 @@ pub fn net_args(n: &NetSpec) -> Vec<String> {
     );
     if let Some(i) = n.bootindex {
         dev.push_str(&format!(",bootindex={i}"));
+    }
+    if let Some(r) = &n.romfile {
+        dev.push_str(&format!(",romfile={}", escape_opt(r)));
     }
     vec![s("-netdev"), nd, s("-device"), dev]
 }
@@ -964,6 +971,14 @@ mod tests {
                 "-device",
                 "virtio-net-pci,netdev=n0,mac=52:54:00:4c:42:01,bootindex=0",
             ]
+        );
+        let uefi = NetSpec {
+            romfile: Some(String::new()),
+            ..n
+        };
+        assert_eq!(
+            net_args(&uefi)[3],
+            "virtio-net-pci,netdev=n0,mac=52:54:00:4c:42:01,bootindex=0,romfile="
         );
     }
 
