@@ -381,7 +381,7 @@ pub struct NetSpec {
     /// Firmware boot order of the NIC (`bootindex=`): set it to boot from the network.
     pub bootindex: Option<u32>,
     /// The NIC's option ROM (`romfile=`); `Some("")` gives it none, so UEFI boots with its own
-    /// network driver and PXE (under Secure Boot, iPXE's unsigned ROM would be refused anyway).
+    /// network driver and PXE instead of QEMU's iPXE ROM (which OVMF runs even under Secure Boot).
     pub romfile: Option<String>,
 }
 
