@@ -308,9 +308,22 @@ mod tests {
                     encrypt: force,
                     clear_identity: force && parent.is_some(),
                     passphrase_file: parent.map(|_| "label=K:/pw".into()),
+                    no_verify: force,
                     json: !force,
                 }));
             }
+        }
+        for flag in [false, true] {
+            round_trip(Cmd::Image(ImageCmd::Copy {
+                image: "label=A:/pc/inc.lbi".into(),
+                dest: "label=SECOND:/pc/".into(),
+                chain: flag,
+                verify: flag,
+                no_verify: false,
+                force: !flag,
+                passphrase_file: flag.then(|| "label=K:/pw".into()),
+                json: flag,
+            }));
         }
         round_trip(Cmd::Image(ImageCmd::Restore {
             image: "a.lbi".into(),

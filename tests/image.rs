@@ -211,8 +211,10 @@ fn incremental_chain_restores_every_point() {
         assert_eq!(&sha(&out), want, "restore point {}", img.display());
     }
 
-    // A missing parent: clear error naming the file, non-zero exit, nothing written.
-    fs::rename(&inc1, t.p("moved.lbi")).unwrap();
+    // A missing parent: clear error naming the file, non-zero exit, nothing written. (Moved out
+    // of the directory: a parent renamed beside its child is still found, by its UUID.)
+    fs::create_dir(t.p("aside")).unwrap();
+    fs::rename(&inc1, t.p("aside/moved.lbi")).unwrap();
     let out = t.p("never.raw");
     let o = lb(&["image", "export", s(&inc2), s(&out), "--json"]);
     assert_ne!(o.status.code(), Some(0));

@@ -59,6 +59,7 @@ fn run_create(
     compress: Option<String>,
     map: Option<PathBuf>,
     crypt: (bool, bool, Option<String>),
+    no_verify: bool,
     json: bool,
 ) -> Result<i32> {
     let (encrypt, identity_clear, passphrase_file) = crypt;
@@ -267,11 +268,31 @@ fn run_create(
             ),
         )
     })?;
+    if !no_verify {
+        verify_after_write(
+            &mut rep,
+            &store.path,
+            opts.parent.as_deref(),
+            &image,
+            &sink,
+            &cancel,
+        )?;
+    }
     finish_progress(&sink, "image-create", rep.disk_size_bytes, rep.bad_bytes);
     if store.is_mounted_location() {
         rep.image = PathBuf::from(&image);
     }
     crate::cli::emit_report(&rep, json);
+    if rep.verified == Some(false) {
+        for p in &rep.verify_problems {
+            eprintln!("problem: {p}");
+        }
+        eprintln!(
+            "lifeboat: the image {image} was written but FAILED its verification: read back from its storage, it is not what was written ({} problem(s) above). Do not rely on it: the storage (or its connection) is faulty; write the image to other storage",
+            rep.verify_problems.len()
+        );
+        return Ok(exit::CORRUPT);
+    }
     if !json {
         eprintln!(
             "Image {} written: {} of disk in {} ({} stored, {} zero, {} unchanged chunks), UUID {}.",
@@ -284,6 +305,11 @@ fn run_create(
             rep.uuid
         );
         print_partitions(&rep.partitions, "  ");
+        if let Some(t) = rep.verify_elapsed_secs {
+            eprintln!(
+                "Verified: read back from its storage (page cache dropped), every CRC and hash checked in {t:.1} s."
+            );
+        }
         if rep.bad_bytes > 0 {
             eprintln!(
                 "{} could not be read (saved as zeros; see `lifeboat image info`).",
@@ -297,6 +323,52 @@ fn run_create(
 /// Whether `e` is the image's filesystem running out of room (ENOSPC, or a quota: EDQUOT).
 fn is_target_full(e: &Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// The verify after writing of a finished image at `path` (`image` as the user named it): the
+/// result goes into the report (`verified`, `verify_problems`, `ok` false when it failed). A
+/// verify that cannot run to its end because what was read back is unusable (a damaged footer
+/// or index, a read error) is a failed verify too, reported as the error it is.
+fn verify_after_write(
+    rep: &mut CreateReport,
+    path: &Path,
+    parent: Option<&Path>,
+    image: &str,
+    sink: &StderrSink,
+    cancel: &Cancel,
+) -> Result<()> {
+    // An encrypted image (or the parent's chain) opens with the job's keys, already unlocked.
+    let keys = crypt::Keys::global();
+    let vr = verify::verify_written(path, parent, &keys, "image-create", sink, cancel).map_err(|e| {
+        let msg = match e.kind {
+            ErrorKind::Cancelled => format!(
+                "cancelled during the verify after writing: the image {image} is complete but was not checked; run `lifeboat image verify {image}`"
+            ),
+            _ => format!(
+                "the image {image} was written but FAILED its verification: read back from its storage, {}. Do not rely on it: the storage (or its connection) is faulty; write the image to other storage",
+                e.msg
+            ),
+        };
+        let kind = match e.kind {
+            ErrorKind::Cancelled | ErrorKind::Io => e.kind,
+            _ => ErrorKind::Corrupt,
+        };
+        let e = Error { kind, msg, ..e };
+        if kind == ErrorKind::Cancelled {
+            e
+        } else {
+            e.with_report("verified", false)
+        }
+    })?;
+    rep.verified = Some(vr.ok);
+    if !vr.ok {
+        // `ok` follows the exit code: a failed verify is exit 5.
+        rep.exit_code = exit::CORRUPT;
+        rep.ok = false;
+    }
+    rep.verify_problems = vr.problems;
+    rep.verify_elapsed_secs = Some(vr.elapsed_secs);
+    Ok(())
 }
 
 /// One line per partition: number, filesystem, used bytes of size, mode and why.
@@ -569,6 +641,7 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             encrypt,
             clear_identity,
             passphrase_file,
+            no_verify,
             json,
         } => run_create(
             source,
@@ -580,6 +653,7 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             compress,
             map,
             (encrypt, clear_identity, passphrase_file),
+            no_verify,
             json,
         ),
         ImageCmd::Restore {
@@ -616,6 +690,16 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             crate::serve::attach::run_mount(a)
         }
         ImageCmd::Umount(a) => crate::serve::attach::run_umount(a),
+        ImageCmd::Copy {
+            image,
+            dest,
+            chain,
+            verify: _,
+            no_verify,
+            force,
+            passphrase_file,
+            json,
+        } => super::cmd_copy::run_copy(image, dest, chain, no_verify, force, passphrase_file, json),
         ImageCmd::Export {
             image,
             raw,

@@ -141,6 +141,14 @@ pub struct CreateReport {
     pub reread_failed_bytes: u64,
     /// Where this run resumed an interrupted create (null: it started the image).
     pub resumed_from: Option<ResumedFrom>,
+    /// The verify after writing (`image::verify::verify_written`, run by the command): true
+    /// when the image read back from its storage passed every check, false when it did not,
+    /// null when it was skipped (`--no-verify`).
+    pub verified: Option<bool>,
+    /// What that verify found wrong (empty when it passed or did not run).
+    pub verify_problems: Vec<String>,
+    /// How long that verify took.
+    pub verify_elapsed_secs: Option<f64>,
 }
 
 /// The checkpoint a resumed create went on from.
@@ -404,7 +412,7 @@ pub fn create(
         (Some(_), None, None) => {
             let k = super::crypt::DataKey::random()?;
             let secret = opts.keys.new_secret(image)?;
-            let slot = super::crypt::KeySlot::wrap_passphrase(&k, &secret, None)?;
+            let slot = opts.keys.wrap_new(&k, &secret)?;
             if let Some(c) = header.crypt.as_mut() {
                 c.slots[0] = Some(slot);
             }
@@ -631,5 +639,8 @@ pub fn create(
             pos_bytes: j.resume.map_or(0, |r| r.pos),
             chunks_written: j.written,
         }),
+        verified: None,
+        verify_problems: Vec::new(),
+        verify_elapsed_secs: None,
     })
 }

@@ -581,6 +581,10 @@ pub enum PassSource {
     Given(Secret),
     /// Asked on the controlling terminal, echo off (twice for a new image).
     Terminal,
+    /// Encrypted images are opened without being unlocked: their clear structure (headers,
+    /// footer, segment table) is checked, their sealed records cannot be read (`image copy`
+    /// without a passphrase, which copies and compares the ciphertext).
+    Locked,
 }
 
 /// Passphrases and derived keys of one job: asks (or reads) the passphrase once, and runs the
@@ -601,6 +605,7 @@ impl std::fmt::Debug for Keys {
             PassSource::None => "none",
             PassSource::Given(_) => "given",
             PassSource::Terminal => "terminal",
+            PassSource::Locked => "locked",
         };
         write!(f, "Keys({s})")
     }
@@ -627,6 +632,14 @@ impl Keys {
     pub fn none() -> Keys {
         Keys::new(PassSource::None)
     }
+    /// Encrypted images opened without being unlocked ([`PassSource::Locked`]).
+    pub fn locked() -> Keys {
+        Keys::new(PassSource::Locked)
+    }
+    /// Whether encrypted images are to be opened without being unlocked.
+    pub fn is_locked(&self) -> bool {
+        matches!(self.0.source, PassSource::Locked)
+    }
     /// The keys of this process's job (set by the command line; none unless set).
     pub fn global() -> Keys {
         GLOBAL
@@ -652,7 +665,7 @@ impl Keys {
         let s = match &self.0.source {
             PassSource::Given(s) => s.clone(),
             PassSource::Terminal => ask_terminal(&format!("Passphrase for {}: ", what.display()))?,
-            PassSource::None => return Err(needs_passphrase(what)),
+            PassSource::None | PassSource::Locked => return Err(needs_passphrase(what)),
         };
         *cached = Some(s.clone());
         Ok(s)
@@ -685,7 +698,7 @@ impl Keys {
                 }
                 a
             }
-            PassSource::None => return Err(needs_passphrase(what)),
+            PassSource::None | PassSource::Locked => return Err(needs_passphrase(what)),
         };
         if s.is_empty() {
             return Err(Error::invalid(
@@ -719,6 +732,21 @@ impl Keys {
             "wrong passphrase: no key slot of the image opens with it (nothing was written)",
         )
         .at_path(what))
+    }
+
+    /// Wraps `key` in a new passphrase slot for `secret` (the KDF tuned on this machine) and
+    /// remembers the slot's key-encryption key, so that opening the new image again in this
+    /// job (its verify after writing) does not run the KDF a second time.
+    pub fn wrap_new(&self, key: &DataKey, secret: &[u8]) -> Result<KeySlot> {
+        let salt = random::<16>()?;
+        let (params, kek) = KdfParams::tune(secret, &salt)?;
+        let slot = KeySlot::wrap(key, SlotKind::Passphrase(params), salt, &kek);
+        self.0
+            .keks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((slot.head(), kek));
+        Ok(slot)
     }
 
     /// The key-encryption key of a passphrase slot (derived once per slot).

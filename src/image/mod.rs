@@ -1,8 +1,10 @@
 //! Disk images: the `.lbi` format, create (full and incremental), verify, info, restore, export,
 //! and the `lifeboat image ...` commands (their runners are in `cmd`).
 pub(crate) mod cmd;
+mod cmd_copy;
 pub mod cmd_keys;
 mod cmd_restore;
+pub mod copy;
 pub mod create;
 pub mod crypt;
 pub mod feed;
@@ -67,6 +69,10 @@ pub enum ImageCmd {
         clear_identity: bool,
         #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
         passphrase_file: Option<String>,
+        /// Do not read the finished image back from its storage to check it (by default every
+        /// CRC and hash is checked in what the storage returns, its page cache dropped first).
+        #[arg(long)]
+        no_verify: bool,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -104,6 +110,34 @@ pub enum ImageCmd {
         /// resume an interrupted verify of the same image from it.
         #[arg(long, value_name = "FILE")]
         state: Option<std::path::PathBuf>,
+        #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
+        passphrase_file: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy an image (every volume; with --chain every parent it needs) to another location,
+    /// byte for byte (the copy keeps the image's UUID), read back from there and checked.
+    Copy {
+        image: String,
+        /// Where the copy goes: a file, a directory (the image's file name is kept), or
+        /// PARTITION:/path (e.g. label=SECOND:/pc/ or label=SECOND:/pc/full.lbi).
+        dest: String,
+        /// Also copy every parent the image needs into DEST's directory, under their own file
+        /// names (a parent already there, the same image, is kept).
+        #[arg(long)]
+        chain: bool,
+        /// Read the copy back from the destination's storage (page cache dropped) and check
+        /// every byte, CRC and hash before it gets its name: the default.
+        #[arg(long, conflicts_with = "no_verify")]
+        verify: bool,
+        /// Skip that check.
+        #[arg(long)]
+        no_verify: bool,
+        /// Replace an existing file at the destination.
+        #[arg(long)]
+        force: bool,
+        /// An encrypted image is copied as it is (ciphertext); its passphrase is needed to
+        /// verify the copy as an image (without one, the copy is only compared byte for byte).
         #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
         passphrase_file: Option<String>,
         #[arg(long)]

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Longest chain of incrementals followed (a guard against cycles in damaged files).
 pub const MAX_CHAIN: usize = 4096;
@@ -26,15 +27,31 @@ pub struct Image {
     pub footer: Footer,
     /// The used-block plan the image was made with (version 2 images; None before).
     pub usage: Option<crate::fs::UsageMap>,
-    vols: Vec<Volume>,
+    vols: Arc<Vec<Volume>>,
     segtab: Vec<SegRef>,
     cache: Option<(usize, Segment)>,
     /// The last group (kind 6) decompressed: its members are read one after the other.
     group: GroupCache,
     /// An encrypted image's data key and what opens its records.
     key: Option<DataKey>,
-    seal: Option<Sealer>,
+    seal: Option<Arc<Sealer>>,
     hasher: ChunkHasher,
+    /// Encrypted and opened without its key: nothing sealed can be read.
+    locked: bool,
+}
+
+/// Reads and checks the payloads of one image without borrowing it: the volumes (shared), the
+/// header, and an encrypted image's record key. `Send + Sync`, so a verify's reader thread
+/// fetches stored bytes while worker threads open, check and decode them
+/// ([`PayloadReader::fetch`], then [`PayloadReader::decode`]); [`Image::read_payload`] does
+/// both in one call.
+#[derive(Clone)]
+pub struct PayloadReader {
+    vols: Arc<Vec<Volume>>,
+    header: Header,
+    path: PathBuf,
+    /// What opens the records of an encrypted image (None: payloads are stored as they are).
+    seal: Option<Arc<Sealer>>,
 }
 
 /// One decompressed group and where its payload is (volume, offset, length, CRC).
@@ -73,6 +90,12 @@ impl Image {
 
     /// [`Image::open`] with these keys.
     pub fn open_with(path: &Path, keys: &Keys) -> Result<Image> {
+        Image::open_named(path, keys, &|n| volume_path(path, n))
+    }
+
+    /// [`Image::open_with`] with the file of volume `n` (2, 3, …) named by `volume`: how a copy
+    /// still under its `.partial` names (`x.lbi.partial`, `x.lbi.002.partial`) is checked.
+    pub fn open_named(path: &Path, keys: &Keys, volume: &dyn Fn(u32) -> PathBuf) -> Result<Image> {
         let file = match crate::io::open::open_regular(path, "an image file") {
             Ok(f) => f,
             Err(e) if e.kind == crate::ErrorKind::NotFound => {
@@ -120,7 +143,7 @@ impl Image {
         // Further volumes: take every consecutive one that exists; the footer says how many there must be.
         if header.incompat & FEAT_SPLIT != 0 {
             for n in 2u32..=65535 {
-                let vp = volume_path(path, n);
+                let vp = volume(n);
                 let f = match crate::io::open::open_regular(&vp, "an image volume") {
                     Ok(f) => f,
                     Err(e) if e.kind == crate::ErrorKind::NotFound => break,
@@ -241,11 +264,25 @@ impl Image {
         // Unlocked once the image is known complete (an unfinished one is reported as such
         // without its passphrase).
         let key = match &header.crypt {
+            Some(_) if keys.is_locked() => None,
             Some(c) => Some(keys.unlock(path, c)?.0),
             None => None,
         };
-        let seal = key.as_ref().map(|k| Sealer::new(k, &header));
-        if let Some(seal) = &seal {
+        let locked = header.crypt.is_some() && key.is_none();
+        let seal = key.as_ref().map(|k| Arc::new(Sealer::new(k, &header)));
+        if locked {
+            // Its tail stays sealed: the text fields (the parent path too) are unknown.
+            let ul = footer.usage_len as u64;
+            if ul < (super::crypt::OVERHEAD + super::crypt::TEXT_LEN) as u64
+                || footer.usage_len > MAX_USAGE_LEN + 1024
+                || segtab_offset < HEADER_SIZE as u64 + ul
+            {
+                return Err(
+                    Error::corrupt("image footer has an invalid tail record length")
+                        .at_path(&vols[last].path),
+                );
+            }
+        } else if let Some(seal) = &seal {
             let ul = footer.usage_len as u64;
             if ul < (super::crypt::OVERHEAD + super::crypt::TEXT_LEN) as u64
                 || footer.usage_len > MAX_USAGE_LEN + 1024
@@ -339,14 +376,21 @@ impl Image {
             header,
             footer,
             usage,
-            vols,
+            vols: Arc::new(vols),
             segtab,
             cache: None,
             group: GroupCache::default(),
             hasher: seal.as_ref().map_or(ChunkHasher::Plain, |s| s.hasher()),
             key,
             seal,
+            locked,
         })
+    }
+
+    /// An encrypted image opened without its key ([`Keys::locked`]): its volumes, header and
+    /// footer are known, its index and payloads cannot be read.
+    pub fn is_locked(&self) -> bool {
+        self.locked
     }
 
     /// The data key of an encrypted image (None without encryption).
@@ -412,6 +456,13 @@ impl Image {
 
     /// Loads index segment `k` (replacing the cached one).
     pub fn segment(&mut self, k: usize) -> Result<&Segment> {
+        if self.locked {
+            return Err(Error::invalid(
+                "this image is encrypted and was opened without its passphrase: its index \
+                 cannot be read; give --passphrase-file FILE",
+            )
+            .at_path(&self.path));
+        }
         if self.cache.as_ref().is_none_or(|(c, _)| *c != k) {
             let r = *self
                 .segtab
@@ -454,8 +505,60 @@ impl Image {
         Ok(seg.entries[(i - seg.first_chunk) as usize])
     }
 
+    /// A reader of this image's payloads that other threads can use while this image is
+    /// borrowed (it shares the open volumes).
+    pub fn payload_reader(&self) -> PayloadReader {
+        PayloadReader {
+            vols: Arc::clone(&self.vols),
+            header: self.header.clone(),
+            path: self.path.clone(),
+            seal: self.seal.clone(),
+        }
+    }
+
+    /// Reads chunk `i`'s payload into `out` (its full length) using `scratch` for compressed
+    /// bytes. Returns the entry; for `Kind::Parent` `out` is untouched (the caller asks the
+    /// parent). Checks the CRC, the payload bounds and the decompressed length, not the hash.
+    pub fn read_payload(&mut self, i: u64, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<Entry> {
+        let e = self.entry(i)?;
+        let r = self.payload_reader();
+        if e.kind == Kind::Group {
+            let len = self.header.chunk_len(i);
+            r.check_group_entry(i, &e)?;
+            let key = (e.volume, e.offset, e.len, e.crc);
+            if self.group.key != Some(key) {
+                self.group.key = None;
+                r.fetch(i, &e, scratch)?;
+                r.decode_group(i, &e, scratch, &mut self.group.data)?;
+                self.group.key = Some(key);
+            }
+            out[..len].copy_from_slice(r.group_member(i, &e, &self.group.data, len)?);
+        } else {
+            r.read(i, &e, out, scratch)?;
+        }
+        Ok(e)
+    }
+
+    /// Every unreadable range recorded in the image (loads each segment once).
+    pub fn bad_ranges(&mut self, limit: usize) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        for k in 0..self.segtab.len() {
+            let seg = self.segment(k)?;
+            for &r in &seg.bad {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl PayloadReader {
     fn damaged(&self, i: u64, what: &str, vol: usize, off: u64) -> Error {
-        let (s, e) = self.chunk_range(i);
+        let s = i * self.header.chunk_size as u64;
+        let e = s + self.header.chunk_len(i) as u64;
         let path = self
             .vols
             .get(vol)
@@ -468,11 +571,16 @@ impl Image {
         .at_offset(off)
     }
 
-    /// Reads chunk `i`'s payload into `out` (its full length) using `scratch` for compressed
-    /// bytes. Returns the entry; for `Kind::Parent` `out` is untouched (the caller asks the
-    /// parent). Checks the CRC, the payload bounds and the decompressed length, not the hash.
-    pub fn read_payload(&mut self, i: u64, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<Entry> {
-        let e = self.entry(i)?;
+    /// Whether entry `e` has stored bytes to read (kinds raw, LZ4, zstd, and a group member).
+    pub fn is_stored(e: &Entry) -> bool {
+        matches!(e.kind, Kind::Raw | Kind::Lz4 | Kind::Zstd | Kind::Group)
+    }
+
+    /// Reads chunk `i` (entry `e`) into `out` (its full length) using `scratch` for stored
+    /// bytes: [`fetch`](Self::fetch) then [`decode`](Self::decode) for stored kinds; zeros for
+    /// zero and unallocated chunks; nothing for `Kind::Parent` (the caller asks the parent).
+    /// Checks the entry, the CRC, the payload bounds and the decompressed length, not the hash.
+    pub fn read(&self, i: u64, e: &Entry, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<()> {
         let len = self.header.chunk_len(i);
         let out = &mut out[..len];
         match e.kind {
@@ -503,86 +611,151 @@ impl Image {
                     ));
                 }
             }
-            Kind::Group => self.read_group_member(i, &e, out, scratch)?,
+            Kind::Group => {
+                // One member at a time, without the group cache `Image::read_payload` keeps.
+                let mut group = Vec::new();
+                self.check_group_entry(i, e)?;
+                self.fetch(i, e, scratch)?;
+                self.decode_group(i, e, scratch, &mut group)?;
+                out.copy_from_slice(self.group_member(i, e, &group, len)?);
+            }
             Kind::Raw | Kind::Lz4 | Kind::Zstd => {
-                if e.kind == Kind::Zstd && self.header.incompat & FEAT_ZSTD == 0 {
-                    return Err(self.damaged(i, "a zstd chunk in an image without zstd", 0, 0));
-                }
-                let vi = e.volume as usize;
-                let max = max_payload(e.kind, len);
-                let ok_len = if e.kind == Kind::Raw {
-                    e.len as usize == len
-                } else {
-                    e.len > 0 && e.len as usize <= max
-                };
-                if vi == 0 || vi > self.vols.len() || !ok_len {
-                    return Err(self.damaged(i, "its index entry is invalid", 0, 0));
-                }
-                let v = &self.vols[vi - 1];
-                if e.offset < HEADER_SIZE as u64
-                    || e.offset
-                        .checked_add(e.len as u64 + self.record_overhead())
-                        .is_none_or(|x| x > v.data_end)
-                {
-                    return Err(self.damaged(
-                        i,
-                        "its payload lies outside the file (truncated?)",
-                        vi - 1,
-                        e.offset,
-                    ));
-                }
-                let direct = e.kind == Kind::Raw && self.seal.is_none();
-                if direct {
-                    read_exact(&v.file, &v.path, out, e.offset)?;
-                } else if !self.read_record(vi - 1, e.offset, e.len as usize, scratch)? {
-                    return Err(self.damaged(
-                        i,
-                        "its sealed data does not authenticate (changed after it was written)",
-                        vi - 1,
-                        e.offset,
-                    ));
-                }
-                let buf: &[u8] = if direct { &*out } else { &scratch[..] };
-                if crc32fast::hash(buf) != e.crc {
-                    return Err(self.damaged(
-                        i,
-                        "CRC32 mismatch in its stored data",
-                        vi - 1,
-                        e.offset,
-                    ));
-                }
-                let n = match e.kind {
-                    Kind::Lz4 => lz4_flex::block::decompress_into(&scratch[..], out).ok(),
-                    Kind::Zstd => zstd::bulk::decompress_to_buffer(&scratch[..], out).ok(),
-                    _ if !direct => {
-                        out.copy_from_slice(&scratch[..len]);
-                        Some(len)
-                    }
-                    _ => Some(len),
-                };
-                if n != Some(len) {
-                    return Err(self.damaged(
-                        i,
-                        "its compressed data does not decompress to the chunk size",
-                        vi - 1,
-                        e.offset,
-                    ));
+                self.fetch(i, e, scratch)?;
+                self.decode(i, e, scratch, out)?;
+                if e.kind == Kind::Raw {
+                    // `decode` hands raw bytes back in `scratch`, as they were stored.
+                    out.copy_from_slice(&scratch[..len]);
                 }
             }
         }
-        Ok(e)
+        Ok(())
     }
 
-    /// Copies chunk `i`, member `e.member` of a group, into `out` (its length), decompressing
-    /// the group unless it is the one decompressed last. Checks the group's CRC, that its
-    /// decompressed size fits its member count, and the payload bounds; not the hash.
-    fn read_group_member(
-        &mut self,
+    /// Reads the stored bytes of chunk `i` (entry `e`, a stored kind) into `buf` (resized to
+    /// the payload's length, plus the seal's [`OVERHEAD`](super::crypt::OVERHEAD) in an
+    /// encrypted image), after checking the entry: its kind against the image's features, its
+    /// length against the chunk's, its place inside the volume's data. The I/O half of
+    /// [`read`](Self::read); nothing is checked against the tag or the CRC yet.
+    pub fn fetch(&self, i: u64, e: &Entry, buf: &mut Vec<u8>) -> Result<()> {
+        let len = self.header.chunk_len(i);
+        if e.kind == Kind::Group {
+            // The group's payload, shared by its members.
+            self.check_group_entry(i, e)?;
+            return self.fetch_at(i, e, buf);
+        }
+        if e.kind == Kind::Zstd && self.header.incompat & FEAT_ZSTD == 0 {
+            return Err(self.damaged(i, "a zstd chunk in an image without zstd", 0, 0));
+        }
+        let vi = e.volume as usize;
+        let max = max_payload(e.kind, len);
+        let ok_len = if e.kind == Kind::Raw {
+            e.len as usize == len
+        } else {
+            e.len > 0 && e.len as usize <= max
+        };
+        if !Self::is_stored(e) || vi == 0 || vi > self.vols.len() || !ok_len {
+            return Err(self.damaged(i, "its index entry is invalid", 0, 0));
+        }
+        self.fetch_at(i, e, buf)
+    }
+
+    /// Reads the record of `e.len` stored bytes at `e.offset` of volume `e.volume` (a checked
+    /// entry) into `buf`, after checking it lies inside that volume's data.
+    fn fetch_at(&self, i: u64, e: &Entry, buf: &mut Vec<u8>) -> Result<()> {
+        let vi = e.volume as usize;
+        let v = &self.vols[vi - 1];
+        let n = e.len as usize + self.overhead();
+        if e.offset < HEADER_SIZE as u64
+            || e.offset
+                .checked_add(n as u64)
+                .is_none_or(|x| x > v.data_end)
+        {
+            return Err(self.damaged(
+                i,
+                "its payload lies outside the file (truncated?)",
+                vi - 1,
+                e.offset,
+            ));
+        }
+        buf.resize(n, 0);
+        read_exact(&v.file, &v.path, buf, e.offset)
+    }
+
+    /// Bytes a record takes in the file beyond its length in the index (the seal).
+    fn overhead(&self) -> usize {
+        if self.seal.is_some() {
+            super::crypt::OVERHEAD
+        } else {
+            0
+        }
+    }
+
+    /// Turns a fetched record of chunk `i` (entry `e`) into its stored bytes in place: opens
+    /// the seal of an encrypted image (the plaintext moved to the start of `buf`), then checks
+    /// the entry's CRC32 (of the plaintext). A record that does not authenticate is damage
+    /// (changed after it was written, or moved), as a CRC mismatch is.
+    fn unseal(&self, i: u64, e: &Entry, buf: &mut Vec<u8>) -> Result<()> {
+        let vi = (e.volume as usize).saturating_sub(1);
+        if let Some(seal) = &self.seal {
+            let len = e.len as usize;
+            if buf.len() != len + super::crypt::OVERHEAD
+                || seal.open_record(e.volume, e.offset, buf).is_none()
+            {
+                return Err(self.damaged(
+                    i,
+                    "its sealed data does not authenticate (changed after it was written)",
+                    vi,
+                    e.offset,
+                ));
+            }
+            let at = super::crypt::NONCE_LEN;
+            buf.copy_within(at..at + len, 0);
+            buf.truncate(len);
+        }
+        if crc32fast::hash(buf) != e.crc {
+            return Err(self.damaged(i, "CRC32 mismatch in its stored data", vi, e.offset));
+        }
+        Ok(())
+    }
+
+    /// Checks the record `stored` of chunk `i` (as [`fetch`](Self::fetch) read it; opened in
+    /// place in an encrypted image) against its tag and the entry's CRC and turns it into the
+    /// chunk's bytes: the stored bytes themselves (left in `stored`) for a raw chunk, else
+    /// decompressed into `out`, which must hold the chunk. The CPU half of
+    /// [`read`](Self::read); the chunk hash is the caller's to check (with the image's
+    /// [`ChunkHasher`]).
+    pub fn decode<'a>(
+        &self,
         i: u64,
         e: &Entry,
-        out: &mut [u8],
-        scratch: &mut Vec<u8>,
-    ) -> Result<()> {
+        stored: &'a mut Vec<u8>,
+        out: &'a mut [u8],
+    ) -> Result<&'a [u8]> {
+        let len = self.header.chunk_len(i);
+        let vi = (e.volume as usize).saturating_sub(1);
+        self.unseal(i, e, stored)?;
+        let stored: &'a [u8] = stored;
+        let out = &mut out[..len];
+        let n = match e.kind {
+            Kind::Raw => return Ok(stored),
+            Kind::Lz4 => lz4_flex::block::decompress_into(stored, out).ok(),
+            Kind::Zstd => zstd::bulk::decompress_to_buffer(stored, out).ok(),
+            _ => None,
+        };
+        if n != Some(len) {
+            return Err(self.damaged(
+                i,
+                "its compressed data does not decompress to the chunk size",
+                vi,
+                e.offset,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Checks the index entry of chunk `i`, a group member (kind 6): the image has groups, the
+    /// member's place and the member count are possible, the payload's volume and length too.
+    pub fn check_group_entry(&self, i: u64, e: &Entry) -> Result<()> {
         if self.header.incompat & FEAT_GROUPS == 0 {
             return Err(self.damaged(i, "a grouped chunk in an image without groups", 0, 0));
         }
@@ -599,78 +772,66 @@ impl Image {
         {
             return Err(self.damaged(i, "its index entry is invalid", 0, 0));
         }
-        let key = (e.volume, e.offset, e.len, e.crc);
-        if self.group.key != Some(key) {
-            self.group.key = None;
-            let v = &self.vols[vi - 1];
-            if e.offset < HEADER_SIZE as u64
-                || e.offset
-                    .checked_add(e.len as u64 + self.record_overhead())
-                    .is_none_or(|x| x > v.data_end)
-            {
-                return Err(self.damaged(
-                    i,
-                    "its payload lies outside the file (truncated?)",
-                    vi - 1,
-                    e.offset,
-                ));
-            }
-            if !self.read_record(vi - 1, e.offset, e.len as usize, scratch)? {
-                return Err(self.damaged(
-                    i,
-                    "its sealed data does not authenticate (changed after it was written)",
-                    vi - 1,
-                    e.offset,
-                ));
-            }
-            if crc32fast::hash(scratch) != e.crc {
-                return Err(self.damaged(i, "CRC32 mismatch in its stored data", vi - 1, e.offset));
-            }
-            let size = zstd::zstd_safe::get_frame_content_size(scratch)
-                .ok()
-                .flatten()
-                .filter(|&n| n as usize > (m - 1) * cs && n as usize <= m * cs);
-            let Some(size) = size else {
-                return Err(self.damaged(
-                    i,
-                    "its group's size does not match its member count",
-                    vi - 1,
-                    e.offset,
-                ));
-            };
-            self.group.data.resize(size as usize, 0);
-            let n = zstd::bulk::decompress_to_buffer(scratch, &mut self.group.data[..]).ok();
-            if n != Some(size as usize) {
-                return Err(self.damaged(
-                    i,
-                    "its compressed data does not decompress to the group's size",
-                    vi - 1,
-                    e.offset,
-                ));
-            }
-            self.group.key = Some(key);
-        }
-        let a = p * cs;
-        let Some(src) = self.group.data.get(a..a + out.len()) else {
-            return Err(self.damaged(i, "its group is shorter than its members", vi - 1, e.offset));
-        };
-        out.copy_from_slice(src);
         Ok(())
     }
 
-    /// Every unreadable range recorded in the image (loads each segment once).
-    pub fn bad_ranges(&mut self, limit: usize) -> Result<Vec<(u64, u64)>> {
-        let mut out = Vec::new();
-        for k in 0..self.segtab.len() {
-            let seg = self.segment(k)?;
-            for &r in &seg.bad {
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-                out.push(r);
-            }
+    /// Checks a group's record (as [`fetch`](Self::fetch) read it for member `i`; opened in
+    /// place in an encrypted image) against its tag and the CRC and decompresses the whole
+    /// group into `group`, after checking that its size fits its member count.
+    pub fn decode_group(
+        &self,
+        i: u64,
+        e: &Entry,
+        stored: &mut Vec<u8>,
+        group: &mut Vec<u8>,
+    ) -> Result<()> {
+        let cs = self.header.chunk_size as usize;
+        let m = e.members as usize;
+        let vi = e.volume as usize;
+        self.unseal(i, e, stored)?;
+        let stored: &[u8] = stored;
+        let size = zstd::zstd_safe::get_frame_content_size(stored)
+            .ok()
+            .flatten()
+            .filter(|&n| n as usize > (m - 1) * cs && n as usize <= m * cs);
+        let Some(size) = size else {
+            return Err(self.damaged(
+                i,
+                "its group's size does not match its member count",
+                vi - 1,
+                e.offset,
+            ));
+        };
+        group.resize(size as usize, 0);
+        let n = zstd::bulk::decompress_to_buffer(stored, &mut group[..]).ok();
+        if n != Some(size as usize) {
+            return Err(self.damaged(
+                i,
+                "its compressed data does not decompress to the group's size",
+                vi - 1,
+                e.offset,
+            ));
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Member `e.member` (chunk `i`, `len` bytes) of a decompressed group.
+    pub fn group_member<'a>(
+        &self,
+        i: u64,
+        e: &Entry,
+        group: &'a [u8],
+        len: usize,
+    ) -> Result<&'a [u8]> {
+        let a = e.member as usize * self.header.chunk_size as usize;
+        group.get(a..a + len).ok_or_else(|| {
+            self.damaged(
+                i,
+                "its group is shorter than its members",
+                (e.volume as usize).saturating_sub(1),
+                e.offset,
+            )
+        })
     }
 }
 
@@ -713,6 +874,9 @@ impl ZeroHash {
 pub struct Chain {
     pub images: Vec<Image>,
     zero: ZeroHash,
+    /// Opened without its parents ([`Chain::alone`]): an incremental's references to the
+    /// parent cannot be followed.
+    pub alone: bool,
 }
 
 /// Where to look for the parent of `child`: next to it by file name first, then as recorded.
@@ -732,6 +896,54 @@ pub fn parent_candidates(child: &Path, recorded: &str) -> Vec<PathBuf> {
     }
     v.dedup();
     v
+}
+
+/// Most directory entries looked at when searching a directory for a parent by its UUID.
+const MAX_SCAN: usize = 10_000;
+
+/// The file holding the parent with UUID `want` of the image at `child`: the first of `cands`
+/// ([`parent_candidates`]: by file name beside the child, then the recorded path) whose header
+/// has that UUID — but before the recorded path, any image in the child's own directory with
+/// that UUID (a copy under another name, `image copy`), so that a chain resolves through
+/// either copy. A candidate with another UUID is passed over; when no file has the UUID, the
+/// first candidate that exists is returned (and the caller reports it as the wrong image).
+/// None when no candidate exists.
+fn find_parent(child: &Path, cands: &[PathBuf], want: &[u8; 16]) -> Option<PathBuf> {
+    let is_it =
+        |p: &Path| super::ops::partial_header(p).is_some_and(|h| h.uuid == *want && h.volume == 1);
+    let dir = child.parent().map(|d| {
+        if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        }
+    });
+    let beside = |p: &PathBuf| p.parent() == child.parent();
+    let (near, far): (Vec<&PathBuf>, Vec<&PathBuf>) = cands.iter().partition(|p| beside(p));
+    if let Some(p) = near.iter().find(|p| is_it(p)) {
+        return Some(p.to_path_buf());
+    }
+    if let Some(found) = dir.and_then(|d| scan_for_uuid(d, child, &is_it)) {
+        return Some(found);
+    }
+    if let Some(p) = far.iter().find(|p| is_it(p)) {
+        return Some(p.to_path_buf());
+    }
+    cands.iter().find(|p| p.is_file()).cloned()
+}
+
+/// A regular file in `dir` (not `child`) for which `is_it` holds, in name order.
+fn scan_for_uuid(dir: &Path, child: &Path, is_it: &dyn Fn(&Path) -> bool) -> Option<PathBuf> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .take(MAX_SCAN)
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| p.file_name() != child.file_name())
+        .collect();
+    names.sort();
+    names.into_iter().find(|p| is_it(p))
 }
 
 impl Chain {
@@ -756,8 +968,20 @@ impl Chain {
             }
             let want = child.header.parent_uuid;
             let cands = parent_candidates(&child.path, &child.header.parent_path);
-            let Some(pp) = cands.iter().find(|p| p.is_file()).cloned() else {
-                let looked: Vec<String> = cands.iter().map(|p| p.display().to_string()).collect();
+            let Some(pp) = find_parent(&child.path, &cands, &want) else {
+                let mut looked: Vec<String> =
+                    cands.iter().map(|p| p.display().to_string()).collect();
+                if let Some(dir) = child.path.parent() {
+                    looked.push(format!(
+                        "any image with that UUID in {}",
+                        if dir.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            dir
+                        }
+                        .display()
+                    ));
+                }
                 return Err(Error::incomplete(format!(
                     "the image chain is incomplete: the parent image {:?} (UUID {}) that {} needs \
                      is missing (looked for {}); put it next to {}",
@@ -766,6 +990,11 @@ impl Chain {
                     child.path.display(),
                     if looked.is_empty() {
                         "it nowhere: no parent path is recorded".to_string()
+                    } else if child.is_locked() {
+                        format!(
+                            "{} (its recorded path is sealed: give the passphrase to look there too)",
+                            looked.join(" and ")
+                        )
                     } else {
                         looked.join(" and ")
                     },
@@ -813,7 +1042,20 @@ impl Chain {
             images.push(parent);
         }
         let zero = ZeroHash::new(images[0].header.chunk_size as usize, images[0].hasher());
-        Ok(Chain { images, zero })
+        Ok(Chain {
+            images,
+            zero,
+            alone: false,
+        })
+    }
+
+    /// One image without its parents (to verify a copy of it on its own).
+    pub fn alone(img: Image) -> Chain {
+        Chain {
+            zero: ZeroHash::new(img.header.chunk_size as usize, img.hasher()),
+            images: vec![img],
+            alone: true,
+        }
     }
 
     pub fn top(&self) -> &Image {

@@ -1,14 +1,16 @@
 //! `image verify`: every CRC, every chunk hash, the media hash, the chain, full byte coverage
 //! of every volume, the footer's counts against the index; resumable with a `--state` file
 //! (what a resumed run takes from the state is in [`super::resume`]).
+use super::crypt::Keys;
 use super::format::*;
 use super::ops::{links, ChainLink};
-use super::reader::{Chain, ZeroHash};
-use crate::error::{Error, Result};
+use super::reader::{Chain, PayloadReader, ZeroHash};
+use crate::error::{Error, ErrorKind, Result};
 use crate::io::AlignedBuf;
 use crate::jobs::{Cancel, Progress, ProgressSink};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Problems listed in a verify report (all are counted).
@@ -162,8 +164,118 @@ impl Counts {
     }
 }
 
+/// One chunk (or one index problem) of a verify, waiting to be counted in chunk order: the
+/// payload checks run on other threads and finish in any order, but problems, progress and the
+/// `--state` advance exactly as a one-chunk-at-a-time verify would.
+struct Rec {
+    /// Chunk number, length and whether an earlier run checked its payload; None for a
+    /// problem of the index that comes before the next chunk.
+    chunk: Option<(u64, usize, bool)>,
+    /// Problems found so far, `true` for a payload problem (kept by a `--state`).
+    probs: Vec<(bool, String)>,
+    /// The sequence number of its payload check still running (None: nothing to wait for).
+    waiting: Option<u64>,
+}
+
+/// The chunks dispatched and not yet counted, and the payload results that arrived early.
+#[derive(Default)]
+struct InOrder {
+    pending: std::collections::VecDeque<Rec>,
+    results: std::collections::HashMap<u64, Option<String>>,
+}
+
+/// Where counting goes: the verify's problems, progress and `--state`.
+struct Tally<'a> {
+    k: usize,
+    probs: &'a mut Problems,
+    prog: &'a mut Progress,
+    sink: &'a dyn ProgressSink,
+    keep: Option<&'a mut StateKeeper>,
+    checked: u64,
+    cancel: &'a Cancel,
+}
+
+impl InOrder {
+    /// Counts every record at the front whose payload check has finished. Stops at a cancel
+    /// before the next chunk, as a verify of one chunk at a time does (so a `--state` records
+    /// exactly the chunks counted before it).
+    fn apply(&mut self, t: &mut Tally) -> Result<()> {
+        while let Some(front) = self.pending.front_mut() {
+            if front.chunk.is_some() && t.cancel.is_cancelled() {
+                return Err(Error::cancelled());
+            }
+            if let Some(seq) = front.waiting {
+                match self.results.remove(&seq) {
+                    Some(p) => {
+                        front.probs.extend(p.map(|m| (true, m)));
+                        front.waiting = None;
+                    }
+                    None => break,
+                }
+            }
+            let r = self.pending.pop_front().expect("front exists");
+            for (payload, m) in r.probs {
+                if payload {
+                    t.probs.add_payload(m);
+                } else {
+                    t.probs.add(m);
+                }
+            }
+            if let Some((i, len, resumed)) = r.chunk {
+                t.checked += 1;
+                t.prog.done_bytes += len as u64;
+                t.sink.progress(t.prog);
+                if let Some(s) = t.keep.as_deref_mut().filter(|_| !resumed) {
+                    s.advance(t.k, i + 1, t.probs)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stored payload to fetch: the chunks whose bytes it holds, each (sequence number, chunk,
+/// entry) — one, or the members of one group (kind 6) next to each other in chunk order, so a
+/// group is read and decompressed once.
+struct Fetch {
+    items: Vec<(u64, u64, Entry)>,
+}
+
+impl Fetch {
+    /// The group this fetch is of (None: a single payload).
+    fn group_key(&self) -> Option<(u16, u64, u32, u32)> {
+        let (_, _, e) = self.items.first()?;
+        (e.kind == Kind::Group).then_some((e.volume, e.offset, e.len, e.crc))
+    }
+}
+
+/// A fetched payload for a worker: its bytes (a buffer from the pool) or why it could not be read.
+struct Fetched {
+    f: Fetch,
+    buf: Vec<u8>,
+    res: Result<()>,
+}
+
+/// Payload checks in flight at most: buffers of one stored payload each (~1 MiB), so a verify's
+/// memory is bounded whatever the image's size.
+fn pipeline_buffers(workers: usize) -> usize {
+    workers * 2 + 2
+}
+
+/// How many chunks may wait to be counted behind a payload check still running (zero and
+/// unchanged chunks need no payload; this bounds the queue they form behind one that does).
+const MAX_PENDING: usize = 4096;
+
+/// Worker threads checking payloads (CRC, decompression, BLAKE3): one per core.
+fn verify_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 16))
+}
+
 /// Checks one image of the chain (`k`), its payloads against CRCs and hashes and its
-/// references against the parent's index.
+/// references against the parent's index. The index is walked on this thread; one reader
+/// thread fetches the stored payloads in chunk order into a bounded pool of buffers while
+/// worker threads check them (CRC, decompression, BLAKE3), so reading and checking overlap;
+/// the results are counted in chunk order (see [`InOrder`]).
 fn verify_one(
     chain: &mut Chain,
     k: usize,
@@ -171,95 +283,125 @@ fn verify_one(
     prog: &mut Progress,
     sink: &dyn ProgressSink,
     cancel: &Cancel,
-    mut keep: Option<&mut StateKeeper>,
+    keep: Option<&mut StateKeeper>,
 ) -> Result<u64> {
     let h = chain.images[k].header.clone();
     let cs = h.chunk_size as usize;
+    let reader = chain.images[k].payload_reader();
+    // Chunk hashes are keyed in an encrypted image.
     let hasher = chain.images[k].hasher();
-    let zero = ZeroHash::new(cs, hasher);
-    // A sealed record takes this much more room than its length in the index.
-    let overhead = chain.images[k].record_overhead();
-    let mut out = AlignedBuf::new(cs);
-    let mut scratch = Vec::with_capacity(max_payload_any(cs));
-    let mut media = MediaHasher::new(h.disk_size, h.chunk_size);
-    let nvol = chain.images[k].volume_lens().len();
-    let mut covered = vec![HEADER_SIZE as u64; nvol];
-    let mut coverage_ok = true;
-    let mut checked = 0u64;
-    let mut counts = Counts::default();
-    let segs = chain.images[k].segment_refs().to_vec();
-    for (s, r) in segs.iter().enumerate() {
-        covered[r.volume as usize - 1] += r.len as u64 + overhead;
-        let seg = match chain.images[k].segment(s) {
-            Ok(seg) => seg.clone(),
-            Err(e) => {
-                probs.add(e.to_string());
-                coverage_ok = false;
-                continue;
-            }
-        };
-        counts.add_segment(&seg, &h);
-        for (j, e) in seg.entries.iter().enumerate() {
-            if cancel.is_cancelled() {
-                return Err(Error::cancelled());
-            }
-            let i = seg.first_chunk + j as u64;
-            let len = h.chunk_len(i);
-            media.add(&e.hash);
-            if matches!(e.kind, Kind::Raw | Kind::Lz4 | Kind::Zstd | Kind::Group)
-                && (e.volume as usize) >= 1
-                && (e.volume as usize) <= nvol
-            {
-                let share = payload_share(e);
-                if share > 0 {
-                    covered[e.volume as usize - 1] += share + overhead;
+    let workers = verify_workers();
+    let nbuf = pipeline_buffers(workers);
+    let mut tally = Tally {
+        k,
+        probs,
+        prog,
+        sink,
+        keep,
+        checked: 0,
+        cancel,
+    };
+    let (fetch_tx, fetch_rx) = mpsc::sync_channel::<Fetch>(nbuf);
+    let (free_tx, free_rx) = mpsc::sync_channel::<Vec<u8>>(nbuf);
+    for _ in 0..nbuf {
+        let _ = free_tx.send(Vec::with_capacity(max_payload_any(cs)));
+    }
+    let (work_tx, work_rx) = mpsc::sync_channel::<Fetched>(nbuf);
+    let work_rx = Mutex::new(work_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(u64, Option<String>)>();
+    let image_path = chain.images[k].path.clone();
+    let res = std::thread::scope(|s| -> Result<(MediaHasher, bool, Counts, Vec<u64>)> {
+        let r = &reader;
+        s.spawn(move || {
+            // Reads in chunk order, one payload at a time, whenever a buffer is free.
+            for f in fetch_rx {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                let Ok(mut buf) = free_rx.recv() else { break };
+                let (_, i, e) = f.items[0];
+                let res = r.fetch(i, &e, &mut buf);
+                if work_tx.send(Fetched { f, buf, res }).is_err() {
+                    break;
                 }
             }
-            // Payloads an earlier run checked (`--state`) are not read again; the index checks are.
-            let resumed = keep.as_ref().is_some_and(|s| s.st.checked(k, i));
-            let read = if resumed {
-                Ok(None)
-            } else {
-                chain.images[k]
-                    .read_payload(i, &mut out, &mut scratch)
-                    .map(Some)
-            };
-            match read {
-                Err(err) => probs.add_payload(err.to_string()),
-                Ok(read) => {
-                    let (a, b) = chain.images[k].chunk_range(i);
-                    match e.kind {
-                        Kind::Zero | Kind::Unallocated if zero.get(len) != e.hash => {
-                            probs.add(format!("chunk {i} (disk bytes {a}..{b}): zero or unallocated chunk with a wrong hash"))
+        });
+        let h = &h;
+        for _ in 0..workers {
+            let (work_rx, free_tx, done_tx) = (&work_rx, free_tx.clone(), done_tx.clone());
+            let path = &image_path;
+            s.spawn(move || {
+                let mut out = AlignedBuf::new(cs);
+                let mut group = Vec::new();
+                let mut refetch = Vec::new();
+                loop {
+                    let job = work_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(Fetched { f, mut buf, res }) = job else { break };
+                    let mismatch = |i: u64, e: &Entry, plain: &[u8]| -> Option<String> {
+                        (hasher.hash(plain) != e.hash).then(|| {
+                            let a = i * cs as u64;
+                            let b = a + h.chunk_len(i) as u64;
+                            format!(
+                                "chunk {i} (disk bytes {a}..{b}) does not match its BLAKE3 hash in {}",
+                                path.display()
+                            )
+                        })
+                    };
+                    let mut found = Vec::with_capacity(f.items.len());
+                    match f.group_key() {
+                        None => {
+                            let (seq, i, e) = f.items[0];
+                            let p = res
+                                .and_then(|()| r.decode(i, &e, &mut buf, &mut out))
+                                .map(|plain| mismatch(i, &e, plain));
+                            found.push((seq, p.unwrap_or_else(|err| Some(err.to_string()))));
                         }
-                        Kind::Raw | Kind::Lz4 | Kind::Zstd | Kind::Group if read.is_some() && hasher.hash(&out[..len]) != e.hash => probs.add_payload(format!(
-                            "chunk {i} (disk bytes {a}..{b}) does not match its BLAKE3 hash in {}",
-                            chain.images[k].path.display()
-                        )),
-                        Kind::Parent => match chain.images.get_mut(k + 1).map(|p| p.entry(i)) {
-                            Some(Ok(pe)) if pe.hash == e.hash => {}
-                            Some(Ok(_)) => probs.add(format!(
-                                "chunk {i} (disk bytes {a}..{b}) is marked unchanged but the parent {} holds other data",
-                                chain.images[k + 1].path.display()
-                            )),
-                            Some(Err(err)) => probs.add(err.to_string()),
-                            None => probs.add(format!("chunk {i} refers to a parent the image does not have")),
-                        },
-                        _ => {}
+                        Some(key) => {
+                            // As `Image::read_payload` reads members one after the other: the
+                            // group decompressed once; a member after a failure reads it again.
+                            let mut res = Some(res);
+                            let mut have = None;
+                            for &(seq, i, e) in &f.items {
+                                let p = (|| -> Result<Option<String>> {
+                                    match res.take() {
+                                        Some(first) => first?,
+                                        None => r.check_group_entry(i, &e)?,
+                                    }
+                                    if have != Some(key) {
+                                        let stored = if have.is_none() && found.is_empty() {
+                                            &mut buf
+                                        } else {
+                                            r.fetch(i, &e, &mut refetch)?;
+                                            &mut refetch
+                                        };
+                                        r.decode_group(i, &e, stored, &mut group)?;
+                                        have = Some(key);
+                                    }
+                                    let len = h.chunk_len(i);
+                                    Ok(mismatch(i, &e, r.group_member(i, &e, &group, len)?))
+                                })();
+                                found.push((seq, p.unwrap_or_else(|err| Some(err.to_string()))));
+                            }
+                        }
+                    }
+                    let _ = free_tx.send(buf);
+                    // Keeps draining even when the counting side has stopped, so the reader
+                    // never waits on a full queue.
+                    for r in found {
+                        let _ = done_tx.send(r);
                     }
                 }
-            }
-            checked += 1;
-            prog.done_bytes += len as u64;
-            sink.progress(prog);
-            if let Some(s) = keep.as_deref_mut().filter(|_| !resumed) {
-                s.advance(k, i + 1, probs)?;
-            }
+            });
         }
+        drop(free_tx);
+        drop(done_tx);
+        walk_index(chain, k, cancel, &reader, fetch_tx, &done_rx, &mut tally)
+    });
+    let (media, coverage_ok, counts, covered) = res?;
+    if let Some(s) = tally.keep.as_deref_mut() {
+        s.advance(k + 1, 0, tally.probs)?;
     }
-    if let Some(s) = keep {
-        s.advance(k + 1, 0, probs)?;
-    }
+    let probs = tally.probs;
     let img = &chain.images[k];
     if media.finish() != img.footer.media_hash {
         probs.add(format!(
@@ -268,6 +410,7 @@ fn verify_one(
         ));
     }
     if coverage_ok {
+        let mut covered = covered;
         counts.compare(&img.footer, &img.path, probs);
         let lens = img.volume_lens();
         let last = lens.len() - 1;
@@ -284,7 +427,176 @@ fn verify_one(
             }
         }
     }
-    Ok(checked)
+    Ok(tally.checked)
+}
+
+/// The index side of [`verify_one`], on the calling thread: every segment and entry in chunk
+/// order, the checks that need no payload done here, stored payloads handed to the reader
+/// thread, every chunk counted in order as the results come back. Returns the media hasher,
+/// whether every segment could be read, the counts and the bytes each volume's index covers.
+#[allow(clippy::too_many_arguments)]
+fn walk_index(
+    chain: &mut Chain,
+    k: usize,
+    cancel: &Cancel,
+    reader: &PayloadReader,
+    fetch_tx: mpsc::SyncSender<Fetch>,
+    done_rx: &mpsc::Receiver<(u64, Option<String>)>,
+    t: &mut Tally,
+) -> Result<(MediaHasher, bool, Counts, Vec<u64>)> {
+    let h = chain.images[k].header.clone();
+    let cs = h.chunk_size as usize;
+    let zero = ZeroHash::new(cs, chain.images[k].hasher());
+    // A sealed record takes this much more room than its length in the index.
+    let overhead = chain.images[k].record_overhead();
+    let mut out = AlignedBuf::new(cs);
+    let mut scratch = Vec::new();
+    let mut media = MediaHasher::new(h.disk_size, h.chunk_size);
+    let nvol = chain.images[k].volume_lens().len();
+    let mut covered = vec![HEADER_SIZE as u64; nvol];
+    let mut coverage_ok = true;
+    let mut counts = Counts::default();
+    let mut q = InOrder::default();
+    let mut seq = 0u64;
+    // The members of one group gathered so far (sent when the next stored chunk is not one).
+    let mut open: Option<Fetch> = None;
+    // The reader and the workers stop early only when cancelled (or when one panicked).
+    let lost = || {
+        if cancel.is_cancelled() {
+            Error::cancelled()
+        } else {
+            Error::new(ErrorKind::Io, "the verify's worker threads stopped")
+        }
+    };
+    let segs = chain.images[k].segment_refs().to_vec();
+    for (s, r) in segs.iter().enumerate() {
+        covered[r.volume as usize - 1] += r.len as u64 + overhead;
+        let seg = match chain.images[k].segment(s) {
+            Ok(seg) => seg.clone(),
+            Err(e) => {
+                q.pending.push_back(Rec {
+                    chunk: None,
+                    probs: vec![(false, e.to_string())],
+                    waiting: None,
+                });
+                coverage_ok = false;
+                continue;
+            }
+        };
+        counts.add_segment(&seg, &h);
+        for (j, e) in seg.entries.iter().enumerate() {
+            if cancel.is_cancelled() {
+                return Err(Error::cancelled());
+            }
+            let i = seg.first_chunk + j as u64;
+            let len = h.chunk_len(i);
+            media.add(&e.hash);
+            let stored = PayloadReader::is_stored(e);
+            if stored && (e.volume as usize) >= 1 && (e.volume as usize) <= nvol {
+                let share = payload_share(e);
+                if share > 0 {
+                    covered[e.volume as usize - 1] += share + overhead;
+                }
+            }
+            // Payloads an earlier run checked (`--state`) are not read again; the index checks are.
+            let resumed = t.keep.as_ref().is_some_and(|s| s.st.checked(k, i));
+            let mut rec = Rec {
+                chunk: Some((i, len, resumed)),
+                probs: Vec::new(),
+                waiting: None,
+            };
+            if stored && !resumed {
+                rec.waiting = Some(seq);
+                let key = (e.kind == Kind::Group).then_some((e.volume, e.offset, e.len, e.crc));
+                match &mut open {
+                    // The next member of the group being gathered.
+                    Some(f) if key.is_some() && f.group_key() == key => f.items.push((seq, i, *e)),
+                    _ => {
+                        if let Some(f) = open.take() {
+                            fetch_tx.send(f).map_err(|_| lost())?;
+                        }
+                        let f = Fetch {
+                            items: vec![(seq, i, *e)],
+                        };
+                        if key.is_some() {
+                            open = Some(f);
+                        } else {
+                            fetch_tx.send(f).map_err(|_| lost())?;
+                        }
+                    }
+                }
+                seq += 1;
+            } else {
+                // No payload to read (or read before): checked here, from the index.
+                let read = if resumed {
+                    Ok(())
+                } else {
+                    reader.read(i, e, &mut out, &mut scratch)
+                };
+                match read {
+                    Err(err) => rec.probs.push((true, err.to_string())),
+                    Ok(()) => {
+                        let (a, b) = chain.images[k].chunk_range(i);
+                        match e.kind {
+                            Kind::Zero | Kind::Unallocated if zero.get(len) != e.hash => {
+                                rec.probs.push((false, format!("chunk {i} (disk bytes {a}..{b}): zero or unallocated chunk with a wrong hash")))
+                            }
+                            // An image verified alone (a copy): its references are checked for their form only.
+                            Kind::Parent if chain.alone => {}
+                            Kind::Parent => match chain.images.get_mut(k + 1).map(|p| p.entry(i)) {
+                                Some(Ok(pe)) if pe.hash == e.hash => {}
+                                Some(Ok(_)) => rec.probs.push((false, format!(
+                                    "chunk {i} (disk bytes {a}..{b}) is marked unchanged but the parent {} holds other data",
+                                    chain.images[k + 1].path.display()
+                                ))),
+                                Some(Err(err)) => rec.probs.push((false, err.to_string())),
+                                None => rec.probs.push((false, format!("chunk {i} refers to a parent the image does not have"))),
+                            },
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            q.pending.push_back(rec);
+            while let Ok((sq, p)) = done_rx.try_recv() {
+                q.results.insert(sq, p);
+            }
+            q.apply(t)?;
+            if q.pending.len() > MAX_PENDING {
+                // About to wait for results: what is gathered must be on its way.
+                if let Some(f) = open.take() {
+                    fetch_tx.send(f).map_err(|_| lost())?;
+                }
+            }
+            while q.pending.len() > MAX_PENDING {
+                let (sq, p) = done_rx.recv().map_err(|_| lost())?;
+                q.results.insert(sq, p);
+                q.apply(t)?;
+            }
+        }
+    }
+    // Everything is dispatched: the reader ends after the last fetch, the workers after the last check.
+    if let Some(f) = open.take() {
+        fetch_tx.send(f).map_err(|_| lost())?;
+    }
+    drop(fetch_tx);
+    while !q.pending.is_empty() {
+        q.apply(t)?;
+        if q.pending.is_empty() {
+            break;
+        }
+        if cancel.is_cancelled() {
+            return Err(Error::cancelled());
+        }
+        match done_rx.recv_timeout(Duration::from_millis(200)) {
+            Ok((sq, p)) => {
+                q.results.insert(sq, p);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(lost()),
+        }
+    }
+    Ok((media, coverage_ok, counts, covered))
 }
 
 /// Verifies the image at `path` and every parent it needs.
@@ -301,14 +613,112 @@ pub fn verify_resumable(
     cancel: &Cancel,
     state: Option<&Path>,
 ) -> Result<VerifyReport> {
-    let started = Instant::now();
     let mut chain = Chain::open(path)?;
-    let total: u64 = chain.images.iter().map(|i| i.header.disk_size).sum();
-    let mut prog = Progress::new("image-verify", "verifying", total);
+    verify_chain(
+        &mut chain,
+        path,
+        sink,
+        cancel,
+        state,
+        "image-verify",
+        usize::MAX,
+    )
+}
+
+/// The verify after writing (`image create`, `image copy`): every volume of the image at
+/// `path` is fsynced and its pages dropped from the page cache
+/// ([`crate::io::drop_file_cache`]), so that what is read is what the storage returns, not the
+/// memory that wrote it; then the image is verified in full — every CRC, every payload's BLAKE3
+/// hash, the media hash, the counts, the coverage of every byte, each reference to the parent's
+/// index — except the parents' own payloads (they were verified when they were written).
+/// Progress is reported as `job`'s `verifying` phase.
+/// `parent`: where the parent of an incremental just written is (it may be on another
+/// partition than the image, mounted by the job, which its recorded location does not say).
+/// An encrypted image is opened with `keys` (the job's, already unlocked once: no second KDF
+/// run) and every record's tag is checked too.
+pub fn verify_written(
+    path: &Path,
+    parent: Option<&Path>,
+    keys: &Keys,
+    job: &str,
+    sink: &dyn ProgressSink,
+    cancel: &Cancel,
+) -> Result<VerifyReport> {
+    test_pause_before_verify();
+    for v in super::Image::open_with(path, keys)?.volume_paths() {
+        let f = crate::io::open::open_regular(&v, "an image volume")?;
+        crate::io::drop_file_cache(&f, &v)?;
+    }
+    let mut chain = match parent {
+        Some(p) => {
+            let top = super::Image::open_with(path, keys)?;
+            let mut chain = Chain::open_with(p, keys)?;
+            chain.images.insert(0, top);
+            chain
+        }
+        None => Chain::open_with(path, keys)?,
+    };
+    verify_chain(&mut chain, path, sink, cancel, None, job, 1)
+}
+
+/// Tests only, and only in debug builds (release builds ignore it): with
+/// `LIFEBOAT_TEST_PAUSE_BEFORE_VERIFY=DIR` the verify after writing creates `DIR/ready` and
+/// waits (up to 10 minutes) for `DIR/go`, so that a test can change the storage under the
+/// written image while the image's pages are still in the page cache — the verify must see
+/// the change (tests/image_copy.rs).
+pub(super) fn test_pause_before_verify() {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    let Some(dir) = std::env::var_os("LIFEBOAT_TEST_PAUSE_BEFORE_VERIFY").map(PathBuf::from) else {
+        return;
+    };
+    let _ = std::fs::write(dir.join("ready"), b"");
+    let until = Instant::now() + Duration::from_secs(600);
+    while !dir.join("go").exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Verifies the one image whose first volume is `path` and whose volume `n` is the file
+/// `volume(n)` (a copy under its `.partial` names) in full, without its parents: references
+/// to the parent are checked for their form, not against the parent's index. An encrypted
+/// image needs its key (`keys`) for this: every record's tag is checked as it is opened.
+pub(super) fn verify_files(
+    path: &Path,
+    volume: &dyn Fn(u32) -> PathBuf,
+    keys: &Keys,
+    job: &str,
+    sink: &dyn ProgressSink,
+    cancel: &Cancel,
+) -> Result<VerifyReport> {
+    let img = super::Image::open_named(path, keys, volume)?;
+    let mut chain = Chain::alone(img);
+    verify_chain(&mut chain, path, sink, cancel, None, job, 1)
+}
+
+/// Verifies the first `depth` images of the opened `chain` of the image at `path` (all of it
+/// with `usize::MAX`; every image of the chain was opened and its links checked either way).
+fn verify_chain(
+    chain: &mut Chain,
+    path: &Path,
+    sink: &dyn ProgressSink,
+    cancel: &Cancel,
+    state: Option<&Path>,
+    job: &str,
+    depth: usize,
+) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let depth = depth.min(chain.images.len());
+    let total: u64 = chain.images[..depth]
+        .iter()
+        .map(|i| i.header.disk_size)
+        .sum();
+    let mut prog = Progress::new(job, "verifying", total);
     let mut notes = Vec::new();
     let mut keep = match state {
         Some(p) => {
-            let ids = super::resume::chain_ids(&chain);
+            let ids = super::resume::chain_ids(chain);
             let st = super::resume::VerifyState::load_or_new(p, ids, &mut notes)?;
             Some(StateKeeper {
                 path: p.to_path_buf(),
@@ -336,16 +746,8 @@ pub fn verify_resumable(
             + s.st.next_chunk
     });
     let mut checked = 0;
-    for k in 0..chain.images.len() {
-        match verify_one(
-            &mut chain,
-            k,
-            &mut probs,
-            &mut prog,
-            sink,
-            cancel,
-            keep.as_mut(),
-        ) {
+    for k in 0..depth {
+        match verify_one(chain, k, &mut probs, &mut prog, sink, cancel, keep.as_mut()) {
             Ok(n) => checked += n,
             Err(e) => {
                 // Stopped (cancelled, or the state could not be saved): keep what is checked.
@@ -364,7 +766,7 @@ pub fn verify_resumable(
     Ok(VerifyReport {
         ok: probs.count == 0,
         image: path.to_path_buf(),
-        chain: links(&chain),
+        chain: links(chain),
         chunks_checked: checked,
         bytes_checked: prog.done_bytes,
         problem_count: probs.count,
@@ -376,4 +778,144 @@ pub fn verify_resumable(
         notes,
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{create, CreateOptions, SourceIdentity};
+    use crate::jobs::NoProgress;
+    use std::os::unix::fs::FileExt;
+
+    const MIB: u64 = 1 << 20;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lifeboat-verify-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A 40 MiB disk of compressible, incompressible and zero chunks, imaged (all sectors).
+    fn image(d: &Path) -> PathBuf {
+        let disk = d.join("disk.raw");
+        let mut bytes = vec![0u8; 40 * MIB as usize];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for (c, chunk) in bytes.chunks_mut(MIB as usize).enumerate() {
+            match c % 4 {
+                0 => {}
+                1 => chunk
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(j, b)| *b = (j / 512 + c) as u8),
+                _ => chunk.iter_mut().for_each(|b| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }),
+            }
+        }
+        std::fs::write(&disk, &bytes).unwrap();
+        let img = d.join("disk.lbi");
+        let dev = crate::io::Device::open(&disk, crate::io::Access::Read).unwrap();
+        let opts = CreateOptions {
+            all_sectors: true,
+            ..Default::default()
+        };
+        create(
+            std::sync::Arc::new(dev),
+            &SourceIdentity::default(),
+            &img,
+            &opts,
+            &NoProgress,
+            &Cancel::new(),
+        )
+        .unwrap();
+        img
+    }
+
+    /// Flips a byte in the payload of each of the chunks `which` (stored ones; a payload shared
+    /// by a group's members once). Returns every chunk whose payload is now damaged, in order.
+    fn damage(img: &Path, which: &[u64]) -> Vec<u64> {
+        let mut im = super::super::Image::open(img).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(img)
+            .unwrap();
+        let mut hit = std::collections::BTreeSet::new();
+        for &i in which {
+            let e = im.entry(i).unwrap();
+            assert!(PayloadReader::is_stored(&e), "chunk {i} is not stored");
+            if hit.insert(e.offset) {
+                let mut b = [0u8; 1];
+                f.read_exact_at(&mut b, e.offset + 3).unwrap();
+                f.write_all_at(&[b[0] ^ 0x10], e.offset + 3).unwrap();
+            }
+        }
+        (0..im.header.chunk_count())
+            .filter(|&i| {
+                let e = im.entry(i).unwrap();
+                PayloadReader::is_stored(&e) && hit.contains(&e.offset)
+            })
+            .collect()
+    }
+
+    /// Cancels once the progress passes `at` bytes.
+    struct CancelAt(Cancel, u64);
+    impl ProgressSink for CancelAt {
+        fn progress(&self, p: &Progress) {
+            if p.done_bytes >= self.1 {
+                self.0.cancel();
+            }
+        }
+    }
+
+    fn chunk_of(problem: &str) -> u64 {
+        let rest = problem.split("chunk ").nth(1).expect("names a chunk");
+        rest.split(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn problems_come_in_chunk_order_however_the_workers_finish() {
+        let d = dir("order");
+        let img = image(&d);
+        let bad = damage(&img, &[2, 3, 6, 17, 18, 30, 39]);
+        assert!(bad.len() >= 5, "{bad:?}");
+        let r = verify(&img, &NoProgress, &Cancel::new()).unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.chunks_checked, 40);
+        assert_eq!(r.bytes_checked, 40 * MIB);
+        assert_eq!(r.problem_count, bad.len() as u64, "{:?}", r.problems);
+        let order: Vec<u64> = r.problems.iter().map(|p| chunk_of(p)).collect();
+        assert_eq!(order, bad, "{:?}", r.problems);
+        // The same image, intact again in those chunks, verifies clean.
+        damage(&img, &[2, 3, 6, 17, 18, 30, 39]);
+        let r = verify(&img, &NoProgress, &Cancel::new()).unwrap();
+        assert!(r.ok, "{:?}", r.problems);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_resumed_verify_reports_what_an_uninterrupted_one_does() {
+        let d = dir("resume");
+        let img = image(&d);
+        damage(&img, &[3, 10, 22, 35]);
+        let whole = verify(&img, &NoProgress, &Cancel::new()).unwrap();
+        for at in [MIB, 11 * MIB, 23 * MIB, 39 * MIB] {
+            let st = d.join(format!("state-{at}"));
+            let cancel = Cancel::new();
+            let e = verify_resumable(&img, &CancelAt(cancel.clone(), at), &cancel, Some(&st))
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Cancelled);
+            let r = verify_resumable(&img, &NoProgress, &Cancel::new(), Some(&st)).unwrap();
+            // Counted up to the chunk that crossed `at`, exactly as a one-at-a-time verify.
+            assert_eq!(r.resumed_chunks, at / MIB, "stopped at {at}");
+            assert_eq!(r.problems, whole.problems, "stopped at {at}");
+            assert_eq!(r.problem_count, whole.problem_count);
+            assert_eq!(r.chunks_checked, whole.chunks_checked);
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -282,6 +282,21 @@ impl Device {
     }
 }
 
+/// Makes the next reads of the regular file `f` (at `path`, for messages) come from its
+/// storage rather than from memory: fsync (nothing dirty stays cached), then
+/// `POSIX_FADV_DONTNEED` over the whole file, which drops its clean pages from the page cache.
+/// How a verify after writing re-reads what the media holds.
+pub fn drop_file_cache(f: &File, path: &Path) -> Result<()> {
+    f.sync_all().map_err(|e| Error::io("fsync", path, e))?;
+    nix::fcntl::posix_fadvise(
+        std::os::fd::AsRawFd::as_raw_fd(f),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .map_err(|e| Error::io("drop the page cache of", path, e.into()))
+}
+
 impl BlockSource for Device {
     fn size(&self) -> u64 {
         self.size

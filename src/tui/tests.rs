@@ -696,3 +696,76 @@ fn image_arg_puts_the_path_at_the_partition_top() {
     };
     assert_eq!(image_arg(&host, "/tmp/x.lbi"), "/tmp/x.lbi");
 }
+
+#[test]
+fn second_copy_from_an_image_jobs_result() {
+    let mut a = app();
+    let mut j = job(false);
+    j.spec.kind = JobKind::FullImage.job_name().into();
+    j.spec.title = "Image sda -> sdc1:/lifeboat/pc.lbi".into();
+    j.spec.args = [
+        "image",
+        "create",
+        "/dev/sda",
+        "sdc1:/lifeboat/pc.lbi",
+        "--json",
+    ]
+    .map(String::from)
+    .to_vec();
+    j.result = Some(JobResult {
+        exit_code: 0,
+        cancelled: false,
+        report: Some(
+            serde_json::json!({"ok": true, "disk_size_bytes": 500u64 << 30, "verified": true}),
+        ),
+        error: None,
+        elapsed_secs: 60,
+    });
+    a.update(Event::Job(Some(j.clone())));
+    assert_eq!(a.screen, Screen::Result);
+    snapshot("result_image_create_80x24", &a, 80, 24);
+    let cmds = a.update(Event::Key(Key::Char('c')));
+    assert_eq!(cmds, vec![crate::tui::app::Command::AckResult]);
+    assert_eq!((a.screen, a.kind), (Screen::Location, JobKind::Copy));
+    assert_eq!(a.loc.path, "/lifeboat/pc.lbi");
+    let places = a.places();
+    let sdc1 = places
+        .iter()
+        .find(|p| p.part().is_some_and(|p| p.name == "sdc1"))
+        .unwrap();
+    assert!(
+        sdc1.refused.is_some(),
+        "the image's own partition is offered"
+    );
+    snapshot("location_copy_80x24", &a, 80, 24);
+    // The boot disk holds no copy either; sda3 (the second place), the path as offered.
+    assert!(places[3].refused.is_some(), "{:?}", places[3]);
+    keys(&mut a, &[Key::Home, Key::Down, Key::Enter]);
+    keys(&mut a, &[Key::Enter]);
+    assert_eq!(a.screen, Screen::Confirm);
+    snapshot("confirm_copy_80x24", &a, 80, 24);
+    let cmds = a.update(Event::Key(Key::Enter));
+    let [crate::tui::app::Command::StartJob(spec)] = &cmds[..] else {
+        panic!("{cmds:?}")
+    };
+    assert_eq!(
+        spec.args,
+        [
+            "image",
+            "copy",
+            "sdc1:/lifeboat/pc.lbi",
+            "sda3:/lifeboat/pc.lbi",
+            "--chain",
+            "--json"
+        ]
+    );
+    assert_eq!(spec.kind, "image-copy");
+    // A failed job leaves no image to copy: nothing offered.
+    let mut a = app();
+    j.result.as_mut().unwrap().exit_code = 5;
+    a.update(Event::Job(Some(j)));
+    assert!(a.result_image().is_none());
+    let t = text(&render_buf(&a, 80, 24));
+    assert!(!t.contains("second copy"), "{t}");
+    assert!(a.update(Event::Key(Key::Char('c'))).is_empty());
+}

@@ -165,6 +165,8 @@ impl App {
                 encrypt: false,
                 clear_identity: false,
                 passphrase_file: None,
+                // The image is read back from its storage and checked before it is called good.
+                no_verify: false,
                 json: true,
             }),
             JobKind::Restore => Cmd::Image(ImageCmd::Restore {
@@ -183,11 +185,23 @@ impl App {
                 passphrase_file: None,
                 json: true,
             }),
+            // The image with every parent it needs, read back from the new place and checked.
+            JobKind::Copy => Cmd::Image(ImageCmd::Copy {
+                image: self.copy_of.clone()?,
+                dest: img?.to_string(),
+                chain: true,
+                verify: false,
+                no_verify: false,
+                force: false,
+                // An encrypted image is copied as ciphertext and compared byte for byte.
+                passphrase_file: None,
+                json: true,
+            }),
         };
         let total = match self.kind {
             JobKind::Clone | JobKind::FullImage | JobKind::Incremental => src?.size_bytes,
             JobKind::Restore => tgt?.size_bytes,
-            JobKind::Verify => 0,
+            JobKind::Verify | JobKind::Copy => 0,
         };
         let mut details = Vec::new();
         if let Some(s) = src {
@@ -196,8 +210,16 @@ impl App {
         if let Some(t) = tgt {
             details.push(format!("Target: {}", describe(t)));
         }
+        if let Some(c) = &self.copy_of {
+            details.push(format!("Image:  {c}"));
+        }
         if let Some(i) = img {
-            details.push(format!("Image:  {i}"));
+            let what = if self.kind == JobKind::Copy {
+                "Copy:  "
+            } else {
+                "Image: "
+            };
+            details.push(format!("{what} {i}"));
         }
         let partitions = match (self.kind, self.source_usage()) {
             (JobKind::Clone, Some(Ok(u))) => u.partitions.iter().map(usage_line).collect(),

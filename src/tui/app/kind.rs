@@ -1,9 +1,10 @@
-//! The five jobs of the job menu and every text about them: the menu's title, what each does,
-//! when to pick it, the steps of its flow, and the running job's title.
+//! The five jobs of the job menu, the second copy of an image (offered on the result screen of
+//! every image job), and every text about them: the menu's title, what each does, when to pick
+//! it, the steps of its flow, and the running job's title.
 use super::Screen;
 use crate::devices::Disk;
 
-/// The five jobs of the job menu.
+/// The five jobs of the job menu, and `Copy` (not in the menu: `c` on an image job's result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
     Clone,
@@ -11,6 +12,8 @@ pub enum JobKind {
     Incremental,
     Restore,
     Verify,
+    /// The second copy of the image a finished job used (`image copy --chain`).
+    Copy,
 }
 
 impl JobKind {
@@ -29,6 +32,7 @@ impl JobKind {
             JobKind::Incremental => "Back up a disk as an incremental on an existing image",
             JobKind::Restore => "Restore an image onto a disk",
             JobKind::Verify => "Verify an image file",
+            JobKind::Copy => "Make the second copy of an image",
         }
     }
     pub fn explain(self) -> &'static str {
@@ -43,6 +47,8 @@ impl JobKind {
                  destroyed.",
             JobKind::Verify => "Reads an image file and checks every block against its checksums. \
                  Nothing is written.",
+            JobKind::Copy => "Copies the image, and every earlier image it needs, onto another \
+                 partition, then reads the copy back and checks it. Nothing is erased.",
         }
     }
     /// When to pick this job: the plain advice of "cloning vs imaging" (a clone is a carbon copy for
@@ -70,6 +76,10 @@ impl JobKind {
             JobKind::Verify => {
                 "before you rely on a backup, and after moving or copying the image."
             }
+            JobKind::Copy => {
+                "keep two copies of every backup: one stored away, one at hand for \
+                 incrementals. Put the second copy on another disk."
+            }
         }
     }
     /// The `kind` of the job spec ("clone", "image-create", ...).
@@ -80,6 +90,7 @@ impl JobKind {
             JobKind::Incremental => "image-incremental",
             JobKind::Restore => "image-restore",
             JobKind::Verify => "image-verify",
+            JobKind::Copy => "image-copy",
         }
     }
     pub fn needs_source(self) -> bool {
@@ -106,7 +117,7 @@ impl JobKind {
                 &[Screen::Source, Screen::Location, Screen::Confirm]
             }
             JobKind::Restore => &[Screen::Location, Screen::Target, Screen::Confirm],
-            JobKind::Verify => &[Screen::Location, Screen::Confirm],
+            JobKind::Verify | JobKind::Copy => &[Screen::Location, Screen::Confirm],
         }
     }
     /// The running job's title: "Clone sda -> nvme0n1", "Verify sdc1:/lifeboat/pc.lbi".
@@ -125,6 +136,7 @@ impl JobKind {
             JobKind::Incremental => format!("Incremental {s} -> {i}"),
             JobKind::Restore => format!("Restore {i} -> {t}"),
             JobKind::Verify => format!("Verify {i}"),
+            JobKind::Copy => format!("Second copy -> {i}"),
         }
     }
 }

@@ -95,10 +95,31 @@ impl App {
             })
             .unwrap_or_default();
         match self.kind {
+            // The same path on the other partition.
+            JobKind::Copy => {
+                let img = self.copy_of.as_deref().unwrap_or_default();
+                match crate::image::store::split_store(img) {
+                    Some((_, inner)) => inner,
+                    None => std::path::Path::new(img)
+                        .file_name()
+                        .map_or("/lifeboat/".into(), |n| {
+                            format!("/lifeboat/{}", n.to_string_lossy())
+                        }),
+                }
+            }
             JobKind::FullImage => format!("/lifeboat/{name}.lbi"),
             JobKind::Incremental => format!("/lifeboat/{name}-incr.lbi"),
             _ => "/lifeboat/".into(),
         }
+    }
+
+    /// The partition (kernel name) the image a second copy is made of lives on.
+    fn copy_of_partition(&self) -> Option<&str> {
+        let img = self.copy_of.as_deref()?;
+        let (sel, _) = img
+            .split_once(':')
+            .filter(|_| !img.starts_with(['/', '.']))?;
+        Some(sel)
     }
 
     /// Partitions with a filesystem the image can be written to / read from, then "a path on
@@ -114,7 +135,9 @@ impl App {
                 }
                 let refused = if self.source.as_ref().is_some_and(|s| s.name == d.name) {
                     Some("on the disk being backed up".to_string())
-                } else if d.boot_media && self.kind.needs_source() {
+                } else if self.kind == JobKind::Copy && self.copy_of_partition() == Some(&p.name) {
+                    Some("the image is on it: the second copy goes on other storage".to_string())
+                } else if d.boot_media && (self.kind.needs_source() || self.kind == JobKind::Copy) {
                     Some("the Lifeboat boot disk".to_string())
                 } else {
                     match (need, self.free_of(p)) {

@@ -98,8 +98,11 @@ pub struct App {
     pub target: Option<Disk>,
     pub pick_sel: usize,
     pub loc: Location,
-    /// The image chosen on the location screen, as the engine's IMAGE argument.
+    /// The image chosen on the location screen, as the engine's IMAGE argument (for the
+    /// second copy: where the copy goes).
     pub image: Option<String>,
+    /// The image a second copy is made of (the finished job's image).
+    pub copy_of: Option<String>,
     /// What the user typed on the confirmation screen.
     pub typed: String,
     /// A one-line message for the user (errors, refusals), cleared by the next key.
@@ -137,6 +140,7 @@ impl App {
             pick_sel: 0,
             loc: Location::default(),
             image: None,
+            copy_of: None,
             typed: String::new(),
             message: None,
             job: None,
@@ -310,6 +314,7 @@ impl App {
         self.source = None;
         self.target = None;
         self.image = None;
+        self.copy_of = None;
         self.typed.clear();
         self.pick_sel = 0;
         self.loc = Location::default();

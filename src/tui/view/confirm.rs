@@ -70,9 +70,19 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             usage_lines(&mut v, app, w);
         }
     }
+    if let Some(c) = &app.copy_of {
+        v.push(Line::from(vec![
+            Span::styled("Image to copy: ", Style::new().fg(Color::Cyan)),
+            Span::raw(c.clone()),
+        ]));
+        v.push(Line::raw(
+            "  with every earlier image it needs; read back and checked",
+        ));
+    }
     if let Some(i) = &app.image {
         let what = match app.kind {
             JobKind::FullImage | JobKind::Incremental => "Image to write:",
+            JobKind::Copy => "Copy to:",
             _ => "Image:",
         };
         v.push(Line::from(vec![

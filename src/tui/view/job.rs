@@ -637,6 +637,13 @@ pub fn draw_result(f: &mut Frame, area: Rect, app: &App) {
     } else {
         "Next: n another job, Esc back to the disks."
     };
+    if app.result_image().is_some() {
+        v.push(Line::styled(
+            "Press c to make the second copy of this image on another disk (keep one copy \
+             stored away).",
+            Style::new().fg(Color::Cyan),
+        ));
+    }
     v.push(Line::styled(next, Style::new().fg(Color::Cyan)));
     f.render_widget(
         Paragraph::new(v).wrap(Wrap { trim: false }).block(

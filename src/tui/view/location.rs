@@ -31,6 +31,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .unwrap_or(1);
     let what = match app.kind {
         JobKind::FullImage | JobKind::Incremental => "where to write the image",
+        JobKind::Copy => "where the second copy goes",
         _ => "where the image is",
     };
     let focus = app.loc.field == LocField::Partitions;
@@ -134,6 +135,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     }
     let label = match app.kind {
         JobKind::FullImage | JobKind::Incremental => "New image",
+        JobKind::Copy => "Copy to",
         _ => "Image file",
     };
     lines.push(field(label, &app.loc.path, app.loc.field == LocField::Path));
@@ -141,6 +143,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         JobKind::FullImage | JobKind::Incremental => {
             "              path on that partition; the folder is created"
         }
+        JobKind::Copy => "              path on that partition; its parents go beside it",
         _ => "              path of the image on that partition",
     }));
     f.render_widget(Paragraph::new(lines).block(Block::bordered()), field_area);

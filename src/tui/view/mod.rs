@@ -110,16 +110,15 @@ fn screen_keys(app: &App) -> Vec<(&'static str, &'static str)> {
             }
         }
         Screen::Result => {
-            if app.under_init {
-                vec![
-                    ("n", "another job"),
-                    ("p", "power off"),
-                    ("r", "reboot"),
-                    ("Esc", "disks"),
-                ]
-            } else {
-                vec![("n", "another job"), ("Esc", "disks")]
+            let mut k = vec![("n", "another job")];
+            if app.result_image().is_some() {
+                k.push(("c", "2nd copy"));
             }
+            if app.under_init {
+                k.extend([("p", "power off"), ("r", "reboot")]);
+            }
+            k.push(("Esc", "disks"));
+            k
         }
     };
     if !app.typing() {
