@@ -44,7 +44,14 @@ pub(crate) struct VolumeWriter {
     sealer: Option<std::sync::Arc<super::crypt::Sealer>>,
     /// The sealed bytes of the record being written (reused).
     sealed: Vec<u8>,
+    /// Where writeback of the current volume was last started (see [`WRITEBACK_STEP`]).
+    kicked: u64,
 }
+
+/// Every this many bytes appended to a volume, writeback of them is started (without waiting):
+/// the image then reaches the disk while it is made, and the fsyncs of checkpoints and of the
+/// commit find little left to write, instead of stalling the whole pipeline on all of it.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl VolumeWriter {
     pub(crate) fn new(base: &Path, header: Header, split: Option<u64>) -> Result<Self> {
@@ -57,6 +64,7 @@ impl VolumeWriter {
             old_uuid: super::ops::partial_header(base).map(|h| h.uuid),
             sealer: None,
             sealed: Vec::new(),
+            kicked: 0,
         };
         w.open_next()?;
         Ok(w)
@@ -80,6 +88,7 @@ impl VolumeWriter {
             old_uuid: super::ops::partial_header(base).map(|h| h.uuid),
             sealer: None,
             sealed: Vec::new(),
+            kicked: 0,
         };
         if lens.is_empty() || lens.len() > 65535 {
             return Err(Error::corrupt("the journal lists no volumes"));
@@ -164,6 +173,7 @@ impl VolumeWriter {
             .map_err(|e| Error::io("write", &p, e))?;
         self.files.push((f, p));
         self.len = HEADER_SIZE as u64;
+        self.kicked = 0;
         Ok(())
     }
     /// Whether `p` is volume `n` of the image being replaced: a regular file (not a link to
@@ -258,6 +268,11 @@ impl VolumeWriter {
                 .map_err(|e| Error::io("write", &*p, e).at_offset(off))?;
         }
         self.len += total;
+        if self.len - self.kicked >= WRITEBACK_STEP {
+            // Advisory: a store that cannot (FUSE, network) is flushed by the fsyncs as before.
+            let _ = crate::io::sys::start_writeback(f, self.kicked, self.len - self.kicked);
+            self.kicked = self.len;
+        }
         Ok((self.cur(), off))
     }
     /// Reads back `buf.len()` bytes written at `off` of volume `volume` (1-based).
