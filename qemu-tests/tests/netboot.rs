@@ -1,7 +1,6 @@
 //! Issue 18, network boot: `scripts/build-netboot` writes the netboot folder from a machines
-//! file; a VM with no bootable disk boots it through the firmware (SeaBIOS) and its NIC's iPXE
-//! option ROM (Debian's ipxe-qemu), QEMU's DHCP naming `lifeboat.ipxe` as the boot file. The
-//! script picks the kernel parameters by the NIC's MAC address and loads the kernel and the
+//! file; a VM with no bootable disk boots it through the firmware (SeaBIOS, or OVMF) and iPXE
+//! (the NIC's option ROM from Debian's ipxe-qemu, or `snponly.efi`). The script picks the kernel parameters by the NIC's MAC address and loads the kernel and the
 //! initramfs by relative names, so the same folder is served
 //!
 //! - over TFTP (QEMU's built-in server, `-netdev user,tftp=DIR,bootfile=lifeboat.ipxe`): a MAC
@@ -12,11 +11,14 @@
 //!   `--http-url http://10.0.2.100/`, chains to `lifeboat.ipxe` on a small file server in this
 //!   test on the host's loopback (reached from the restricted guest network at 10.0.2.100:80
 //!   through `tcp-stdio`), which loads the kernel and the initramfs over HTTP: a MAC not listed
-//!   gets the `default` line's job, `list --json`, which sees the disks, and no clone runs.
+//!   gets the `default` line's job, `list --json`, which sees the disks, and no clone runs;
+//! - through the generated `dnsmasq-proxy.conf` run by a real dnsmasq beside another DHCP
+//!   server (network namespaces, root): the firmware's PXE, then iPXE, then the MAC's job;
+//! - two ignored tests: the Secure Boot path (shim, GRUB) and iPXE failing under Secure Boot.
 //!
-//! Both record the time from QEMU's start to the result in `target/qemu-logs/timings.txt`.
+//! Each records the time from QEMU's start to the result in `target/qemu-logs/timings.txt`.
 use lifeboat_qemu_tests::disks::sha256;
-use lifeboat_qemu_tests::qemu::{net_args, Firmware};
+use lifeboat_qemu_tests::qemu::{firmware_args, net_args, Firmware, SerialMode, VmSpec};
 use lifeboat_qemu_tests::{repo_root, Bus, DiskSpec, NetSpec, TempDir, Vm};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -114,8 +116,12 @@ fn disks(t: &TempDir) -> (PathBuf, PathBuf, Vec<DiskSpec>) {
 /// Boots from the network and waits for the kernel's first line: by then the firmware, the boot
 /// loaders and the transfer of the kernel and the initramfs are done (printed, not asserted).
 fn boot(name: &str, fw: &Firmware, disks: Vec<DiskSpec>, net: &NetSpec) -> Vm {
-    let mut vm =
-        Vm::boot_firmware(name, fw, disks, net_args(net)).unwrap_or_else(|e| panic!("{e}"));
+    let vm = Vm::boot_firmware(name, fw, disks, net_args(net)).unwrap_or_else(|e| panic!("{e}"));
+    until_kernel(vm, name)
+}
+
+/// Waits for the kernel's first line of `vm` and prints the time it took.
+fn until_kernel(mut vm: Vm, name: &str) -> Vm {
     let first = vm.wait_line("the kernel's first line", Duration::from_secs(420), |l| {
         l.contains("Linux version")
     });
@@ -131,9 +137,14 @@ fn boot(name: &str, fw: &Firmware, disks: Vec<DiskSpec>, net: &NetSpec) -> Vm {
 /// then came up with the console; the target equals the source, the source is unchanged.
 /// Returns the serial console's text.
 fn boot_runs_the_clone(t: &TempDir, name: &str, fw: &Firmware, net: &NetSpec) -> String {
+    runs_the_clone(t, |specs| boot(name, fw, specs, net))
+}
+
+/// [`boot_runs_the_clone`] with the VM started by `start` (given the disks).
+fn runs_the_clone(t: &TempDir, start: impl FnOnce(Vec<DiskSpec>) -> Vm) -> String {
     let (src, tgt, specs) = disks(t);
     let src_sha = sha256(&src).unwrap();
-    let mut vm = boot(name, fw, specs, net);
+    let mut vm = start(specs);
     let res = vm.wait_result(Duration::from_secs(300));
     let res = vm.check(res);
     if res["command"] != Value::String(CLONE.into()) {
@@ -361,4 +372,200 @@ fn http_boot_of_an_unlisted_mac_runs_the_default_job() {
     }
     assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
     assert_eq!(sha256(&tgt).unwrap(), tgt_sha, "the target was written");
+}
+
+/// The network of the proxy-DHCP test, in two network namespaces: `lan` holds a bridge with the
+/// boot server's address (10.77.0.5/24), the VM's tap device and one end of a veth pair; `dhcp`
+/// holds the other end (10.77.0.1/24), where "the network's own" DHCP server runs. Removed, and
+/// the servers killed, on drop.
+struct ProxyLan {
+    lan: String,
+    dhcp: String,
+    servers: Vec<std::process::Child>,
+}
+
+impl ProxyLan {
+    /// Sets the namespaces up; `None` (with a message) where that is not possible (not root, no
+    /// `ip netns`, no tun device).
+    fn new() -> Option<ProxyLan> {
+        let id = std::process::id();
+        let mut l = ProxyLan {
+            lan: format!("lbnb-lan-{id}"),
+            dhcp: format!("lbnb-dhcp-{id}"),
+            servers: Vec::new(),
+        };
+        let (lan, dhcp) = (l.lan.clone(), l.dhcp.clone());
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", &lan],
+            vec!["netns", "add", &dhcp],
+            vec!["-n", &lan, "link", "add", "br0", "type", "bridge"],
+            vec![
+                "-n", &lan, "link", "add", "vb", "type", "veth", "peer", "name", "va", "netns",
+                &dhcp,
+            ],
+            vec!["-n", &lan, "link", "set", "vb", "master", "br0"],
+            vec!["-n", &lan, "tuntap", "add", "tap0", "mode", "tap"],
+            vec!["-n", &lan, "link", "set", "tap0", "master", "br0"],
+            vec!["-n", &lan, "addr", "add", "10.77.0.5/24", "dev", "br0"],
+            vec!["-n", &dhcp, "addr", "add", "10.77.0.1/24", "dev", "va"],
+            vec!["-n", &lan, "link", "set", "br0", "up"],
+            vec!["-n", &lan, "link", "set", "vb", "up"],
+            vec!["-n", &lan, "link", "set", "tap0", "up"],
+            vec!["-n", &dhcp, "link", "set", "va", "up"],
+        ];
+        for (i, a) in steps.iter().enumerate() {
+            let ok = Command::new("ip")
+                .args(a)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if !ok {
+                eprintln!(
+                    "skipped: `ip {}` failed (needs root, ip netns and /dev/net/tun)",
+                    a.join(" ")
+                );
+                if i == 0 {
+                    l.lan.clear();
+                }
+                return None;
+            }
+        }
+        Some(l)
+    }
+
+    /// Starts dnsmasq in namespace `ns` with `args`, in the foreground (killed on drop).
+    fn dnsmasq(&mut self, ns: &str, args: &[String]) {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--user=root",
+            ])
+            .args(args)
+            .spawn()
+            .expect("dnsmasq (dnsmasq-base, scripts/setup)");
+        self.servers.push(child);
+    }
+}
+
+impl Drop for ProxyLan {
+    fn drop(&mut self) {
+        for c in &mut self.servers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.lan, &self.dhcp] {
+            if !ns.is_empty() {
+                let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            }
+        }
+    }
+}
+
+/// The shipped `dnsmasq-proxy.conf` beside another DHCP server, as docs/netboot.md says to use
+/// it: one dnsmasq hands out addresses only (the network's own DHCP server), the other runs
+/// the generated proxy configuration with its `tftp-root` line edited, nothing else. The VM
+/// (OVMF, the NIC without option ROM: the firmware's own PXE, then `snponly.efi`) takes its
+/// address from the first and its boot files from the second: PXE -> iPXE -> `lifeboat.ipxe`
+/// -> the kernel and initramfs over dnsmasq's TFTP, and runs the clone its MAC is given.
+#[test]
+fn proxy_dhcp_beside_another_dhcp_server_boots_pxe_then_ipxe() {
+    let Some(mut lan) = ProxyLan::new() else {
+        return;
+    };
+    let t = TempDir::new("netboot-proxy").unwrap();
+    let folder = build_folder(&t, &["--server", "10.77.0.5"]);
+    let conf = std::fs::read_to_string(folder.join("dnsmasq-proxy.conf")).unwrap();
+    let edited: String = conf
+        .lines()
+        .map(|l| {
+            if l.starts_with("tftp-root=/srv/lifeboat ") {
+                format!("tftp-root={}", folder.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(
+        edited, conf,
+        "no tftp-root line to edit in dnsmasq-proxy.conf"
+    );
+    let proxy_conf = t.join("proxy.conf");
+    std::fs::write(&proxy_conf, edited + "\n").unwrap();
+    let (a_log, b_log) = (t.join("dhcp.log"), t.join("proxy.log"));
+    let dhcp_ns = lan.dhcp.clone();
+    lan.dnsmasq(
+        &dhcp_ns,
+        &[
+            "--port=0".into(),
+            "--interface=va".into(),
+            "--bind-interfaces".into(),
+            "--dhcp-range=10.77.0.100,10.77.0.150,1h".into(),
+            format!("--dhcp-leasefile={}", t.join("leases").display()),
+            format!("--pid-file={}", t.join("a.pid").display()),
+            "--log-dhcp".into(),
+            format!("--log-facility={}", a_log.display()),
+        ],
+    );
+    let lan_ns = lan.lan.clone();
+    lan.dnsmasq(
+        &lan_ns,
+        &[
+            format!("--conf-file={}", proxy_conf.display()),
+            "--interface=br0".into(),
+            "--bind-interfaces".into(),
+            format!("--pid-file={}", t.join("b.pid").display()),
+            format!("--log-facility={}", b_log.display()),
+        ],
+    );
+    // QEMU runs inside the LAN namespace, on its tap device.
+    let wrapper = t.join("qemu-in-netns");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec ip netns exec {lan_ns} qemu-system-x86_64 \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let fw = Firmware::uefi(t.path()).unwrap_or_else(|e| panic!("{e}"));
+    runs_the_clone(&t, |specs| {
+        let mut spec = VmSpec::new(Path::new(""), Path::new(""), SerialMode::Terminal);
+        spec.qemu = wrapper.to_string_lossy().into_owned();
+        spec.kernel = None;
+        spec.initrd = None;
+        spec.disks = specs;
+        spec.extra = firmware_args(&fw);
+        spec.extra.extend([
+            "-netdev".to_string(),
+            "tap,id=n0,ifname=tap0,script=no,downscript=no".to_string(),
+            "-device".to_string(),
+            format!("virtio-net-pci,netdev=n0,mac={LISTED_MAC},bootindex=0,romfile="),
+        ]);
+        let vm = Vm::start("netboot-proxy", spec).unwrap_or_else(|e| panic!("{e}"));
+        until_kernel(vm, "netboot-proxy")
+    });
+    // The proxy answered the firmware's PXE with iPXE, then iPXE with the script, and sent the
+    // files; the other server gave the address.
+    let b = std::fs::read_to_string(&b_log).unwrap_or_default();
+    for want in [
+        "bootfile name: snponly.efi",
+        "tags: ipxe",
+        "bootfile name: lifeboat.ipxe",
+        "/initramfs.img to 10.77.0.1",
+    ] {
+        assert!(b.contains(want), "the proxy's log lacks {want:?}:\n{b}");
+    }
+    let a = std::fs::read_to_string(&a_log).unwrap_or_default();
+    assert!(
+        a.lines()
+            .any(|l| l.contains("DHCPACK(va)") && l.contains(LISTED_MAC)),
+        "the network's DHCP server gave no address to {LISTED_MAC}:\n{a}"
+    );
 }
