@@ -377,21 +377,11 @@ fn mount(dev: &Path, mp: &Path, fs: &str, mode: Mode) -> Result<()> {
 }
 
 /// Loads the kernel module of filesystem `fs` if the kernel does not know it yet (through the
-/// environment's module loader; on a host the module is usually loaded or built in already), and
-/// the character sets vfat and exfat mount with: the kernel asks for those by running modprobe,
-/// which the environment does not have, so without them a vfat mount fails with EINVAL.
+/// environment's module loader; on a host the module is usually loaded or built in already). The
+/// character sets vfat and exfat mount with (`nls_cp437`, `nls_ascii`, `nls_utf8`) the kernel
+/// asks for itself through modprobe (in the environment: `init::modprobe`).
 fn load_fs_module(fs: &str) {
     let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    let nls: &[&str] = match fs {
-        "vfat" => &["nls_cp437", "nls_ascii", "nls_utf8"],
-        "exfat" => &["nls_utf8"],
-        _ => &[],
-    };
-    let have = |m: &str| Path::new("/sys/module").join(m.replace('-', "_")).exists();
-    for m in nls.iter().filter(|m| !have(m)) {
-        // Absent on a host whose kernel has them built in; the mount then says what is missing.
-        let _ = crate::init::modules::load_by_name(m);
-    }
     if known
         .lines()
         .any(|l| l.split_whitespace().last() == Some(fs))

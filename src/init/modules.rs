@@ -72,6 +72,12 @@ impl Loader {
         }
     }
 
+    /// Reads "is it loaded" from `dir` instead of `/sys/module` (tests).
+    #[cfg(test)]
+    pub(crate) fn set_sys_module(&mut self, dir: &Path) {
+        self.sys_module = dir.to_path_buf();
+    }
+
     /// The loader for the running kernel (indexes read once per process).
     pub fn system() -> Result<&'static Loader> {
         static L: OnceLock<std::result::Result<Loader, String>> = OnceLock::new();

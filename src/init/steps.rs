@@ -112,6 +112,11 @@ pub const STEPS: &[Step] = &[
         run: read_modules,
     },
     Step {
+        name: "modprobe",
+        what: "answer the kernel's module requests (/sbin/modprobe is this binary)",
+        run: |_| super::modprobe::install(),
+    },
+    Step {
         name: "uevents",
         what: "start the uevent listener (drivers for hot-plugged devices)",
         run: |b| uevent::start(b.loader).map(|_| String::new()),
@@ -334,6 +339,10 @@ mod tests {
             "listen before coldplug so nothing is missed"
         );
         assert!(pos("coldplug") < pos("settle"));
+        assert!(
+            pos("proc") < pos("modprobe") && pos("modprobe") < pos("coldplug"),
+            "the kernel's own module requests during coldplug find /sbin/modprobe"
+        );
     }
 
     #[test]

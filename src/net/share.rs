@@ -516,6 +516,9 @@ fn mount_smb(
             // Once seen in the environment (1 of 5 runs against a share that exists, cause not
             // found: the first SMB 3 mount after boot, while cifs's crypto was being
             // registered?): ENOENT is asked again once before it is reported as a missing share.
+            // Kept after /sbin/modprobe arrived (which answers the crypto requests that used to
+            // fail with ENOENT, the likeliest cause): a flake that rare is not ruled out by the
+            // few runs since, and the cost is 2 s on a share that really is missing.
             eprintln!(
                 "lifeboat: {}: share not found; asking once more",
                 url.server()
@@ -624,22 +627,10 @@ fn mount_nfs(
     ))
 }
 
-/// The crypto cifs allocates while negotiating SMB 3 (signing: cmac(aes), hmac(sha256);
-/// pre-authentication: sha512; encryption: gcm(aes), ccm(aes) built from ctr and ghash). The
-/// kernel asks for a missing algorithm by running modprobe, which the environment does not
-/// have, so they are loaded before the mount (a missing one fails it with ENOENT).
-const CIFS_CRYPTO: &[&str] = &[
-    "cmac",
-    "sha512_generic",
-    "ctr",
-    "ghash_generic",
-    "gcm",
-    "ccm",
-    "ecb",
-];
-
-/// Loads the kernel module of filesystem `fs` (and what it needs at mount time) when the
-/// kernel does not know it yet.
+/// Loads the kernel module of filesystem `fs` when the kernel does not know it yet. What it
+/// needs while mounting — cifs's crypto templates (`crypto-cmac`, `crypto-ctr`, `crypto-ghash`
+/// for SMB 3 signing and encryption), nfs's `nfsv4` / `nfsv3` — the kernel asks for itself
+/// through modprobe (in the environment: `init::modprobe`).
 fn load_module(fs: &str) {
     let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if known
@@ -650,15 +641,6 @@ fn load_module(fs: &str) {
     }
     if let Err(e) = crate::init::modules::load_by_name(fs) {
         eprintln!("lifeboat: could not load the {fs} module: {e}");
-    }
-    let extra: &[&str] = match fs {
-        "cifs" => CIFS_CRYPTO,
-        "nfs" => &["nfsv4", "nfsv3"],
-        _ => &[],
-    };
-    for m in extra {
-        // Built into some kernels: a module that is not there is not an error.
-        let _ = crate::init::modules::load_by_name(m);
     }
 }
 
