@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod blkdebug;
 pub mod disks;
+pub mod ganesha;
 pub mod qemu;
 pub mod samba;
 pub mod tmp;
