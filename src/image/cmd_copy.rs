@@ -51,6 +51,38 @@ fn location_items(check: &mut Check, role: &str, loc: &StoreLocation, written: b
     Ok(())
 }
 
+/// The parents of the image at `path` as kept items, for a copy without `--chain`: it reads
+/// only the image, but writing over one of its parents (`image copy inc.lbi full.lbi --force`
+/// beside its parent `full.lbi`) destroys the chain the image needs. Every parent the chain
+/// resolves to; where it does not resolve (a parent missing or damaged: the copy of the image
+/// alone is still allowed), the files where its parent would be looked for that exist.
+fn parents_kept(check: &mut Check, path: &Path, keys: &Keys) -> Result<()> {
+    use super::reader::{parent_candidates, Chain, Image};
+    let role = "a parent of the image";
+    match Chain::open_with(path, keys) {
+        Ok(c) => {
+            for img in c.images.iter().skip(1) {
+                for v in img.volume_paths() {
+                    check.keeps(role, &v)?;
+                }
+            }
+        }
+        Err(_) => {
+            let Ok(img) = Image::open_with(path, keys) else {
+                return Ok(()); // the copy opens it again and reports why it cannot
+            };
+            if img.header.has_parent() {
+                for f in parent_candidates(path, &img.header.parent_path) {
+                    if f.is_file() {
+                        check.keeps(role, &f)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn run_copy(
     image: String,
     dest: String,
@@ -84,6 +116,8 @@ pub(super) fn run_copy(
     if let Some(p) = src_loc.plain_path() {
         if chain {
             super::cmd::chain_items(&mut check, p, "the image")?;
+        } else {
+            parents_kept(&mut check, p, &keys)?;
         }
     }
     location_items(&mut check, "the copy", &dest_loc, true)?;
@@ -111,6 +145,9 @@ pub(super) fn run_copy(
                 &v,
             )?;
         }
+    }
+    if !chain {
+        parents_kept(&mut inner, &src.path, &keys)?;
     }
     for p in planned.iter().filter(|p| !p.present) {
         for f in copy::written_files(p) {

@@ -125,7 +125,40 @@ pub fn plan(src: &Path, dest: &Path, chain: bool, keys: &Keys) -> Result<Vec<Pla
         dest: dest.to_path_buf(),
         present: false,
     });
+    refuse_shared_names(&out)?;
     Ok(out)
+}
+
+/// Refuses (exit 4, nothing written) a plan in which two images of the chain would be written
+/// to (or one written over another already there under) the same file name: with `--chain`,
+/// a DEST named like one of the parents (`image copy inc.lbi /b/full.lbi --chain` with a
+/// parent `full.lbi`) copied the parent and then replaced it with the incremental, leaving a
+/// copy whose parent is gone; two parents of the same file name in different directories
+/// would do the same to each other.
+fn refuse_shared_names(planned: &[Planned]) -> Result<()> {
+    let names = |p: &Planned| -> Vec<PathBuf> {
+        (1..=p.image.volume_lens().len() as u32)
+            .map(|n| volume_path(&p.dest, n))
+            .collect()
+    };
+    for (i, a) in planned.iter().enumerate() {
+        for b in &planned[i + 1..] {
+            if a.present && b.present {
+                continue;
+            }
+            let nb = names(b);
+            if let Some(f) = names(a).into_iter().find(|f| nb.contains(f)) {
+                return Err(Error::refused(format!(
+                    "{} and {} would both be copied to {}: the second would replace the first,                      and the copy's chain would lose an image. Nothing was written; give the                      copy another file name",
+                    a.image.path.display(),
+                    b.image.path.display(),
+                    f.display()
+                ))
+                .at_path(&f));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The files a planned copy writes: each final volume name and its `.partial` name.
