@@ -223,82 +223,141 @@ fn normalized(img: &std::path::Path) -> Vec<u8> {
 }
 
 /// A failing disk with permanent faults only (a healed transient error reads differently
-/// after a resume; see image::journal) and slow reads, so that a run can be cut anywhere.
-fn slow_failing() -> SimDevice {
+/// after a resume; see image::journal).
+fn failing() -> SimDevice {
     let mut p = patterns().remove(1);
     p.transient.clear();
-    sim(&p, 21).slow(0, p.size, std::time::Duration::from_micros(700))
+    sim(&p, 21)
 }
 
-fn create_cut(
-    img: &std::path::Path,
-    after: Option<std::time::Duration>,
-) -> Option<lifeboat::image::CreateReport> {
-    create_cut_of(slow_failing(), img, after)
+/// Where a run is cut: at the `at`-th read of the rescue engine's reader (counted from 0),
+/// which cancels the job and is held there until the job has returned, so the cut falls at
+/// that point of the job's progress on a machine of any speed (a timer would fall anywhere,
+/// or after the end, on a loaded one). Reads on other threads (the analysis before the
+/// engine, chunks the feed reads again) are not counted and never held.
+struct Cut {
+    at: u64,
+    reads: std::sync::atomic::AtomicU64,
+    cancel: Cancel,
+    released: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
 }
 
-fn create_cut_of(
-    src: SimDevice,
-    img: &std::path::Path,
-    after: Option<std::time::Duration>,
-) -> Option<lifeboat::image::CreateReport> {
-    create_cut_with(src, img, after, None)
+impl Cut {
+    fn new(at: Option<u64>) -> Arc<Cut> {
+        Arc::new(Cut {
+            at: at.unwrap_or(u64::MAX),
+            reads: Default::default(),
+            cancel: Cancel::new(),
+            released: std::sync::Mutex::new(false),
+            cv: std::sync::Condvar::new(),
+        })
+    }
+
+    /// `src` with this cut's hook.
+    fn on(self: &Arc<Cut>, src: SimDevice) -> SimDevice {
+        let c = self.clone();
+        src.on_read(move |_, _, _| {
+            if std::thread::current().name() != Some("rescue-reader") {
+                return;
+            }
+            let n = c.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n < c.at {
+                return;
+            }
+            c.cancel.cancel();
+            // Held until the job has returned (a reader left in a read is left behind by the
+            // engine); the timeout only keeps a broken job from hanging the test.
+            let g = c.released.lock().unwrap();
+            let _ =
+                c.cv.wait_timeout_while(g, std::time::Duration::from_secs(300), |r| !*r);
+        })
+    }
+
+    fn release(&self) {
+        *self.released.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+
+    /// The engine reader's reads so far.
+    fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
+/// Image create of `src` into `img`, cut at the `cut`-th read of its engine (see [`Cut`]) when
+/// given. Returns the report of a finished run (None: cut; the `.partial` and its journal are
+/// left for a resume) and the engine's reads. Checkpoints are taken at every calm point of the
+/// engine (`checkpoint_every` zero), so the journal a cut leaves is the last one before the
+/// cut, whatever the machine's speed.
 fn create_cut_with(
     src: SimDevice,
     img: &std::path::Path,
-    after: Option<std::time::Duration>,
+    cut: Option<u64>,
     split: Option<u64>,
-) -> Option<lifeboat::image::CreateReport> {
+) -> (Option<lifeboat::image::CreateReport>, u64) {
     let opts = CreateOptions {
-        checkpoint_every: std::time::Duration::from_millis(10),
+        checkpoint_every: std::time::Duration::ZERO,
         split,
         ..Default::default()
     };
-    let cancel = Cancel::new();
-    let c2 = cancel.clone();
-    let timer = after.map(|t| {
-        std::thread::spawn(move || {
-            std::thread::sleep(t);
-            c2.cancel();
-        })
-    });
+    let c = Cut::new(cut);
     let r = create(
-        Arc::new(src),
+        Arc::new(c.on(src)),
         &SourceIdentity::default(),
         img,
         &opts,
         &NoProgress,
-        &cancel,
+        &c.cancel,
     );
-    if let Some(t) = timer {
-        t.join().unwrap();
-    }
+    c.release();
     match r {
-        Ok(rep) => Some(rep),
+        Ok(rep) => {
+            assert!(
+                c.reads() <= c.at,
+                "the job was cancelled at read {} but finished",
+                c.at
+            );
+            (Some(rep), c.reads())
+        }
         Err(e) => {
             assert_eq!(e.kind, lifeboat::ErrorKind::Cancelled, "{e}");
-            None
+            assert!(c.reads() > c.at, "cancelled before the cut");
+            (None, c.reads())
         }
     }
+}
+
+fn create_cut(
+    img: &std::path::Path,
+    cut: Option<u64>,
+) -> (Option<lifeboat::image::CreateReport>, u64) {
+    create_cut_with(failing(), img, cut, None)
 }
 
 #[test]
 fn an_interrupted_create_resumes_to_the_same_bytes() {
     let t = TempDir::new("imgresc-resume");
     let whole = t.p("whole.lbi");
-    let rep = create_cut(&whole, None).unwrap();
+    let (rep, total) = create_cut(&whole, None);
+    let rep = rep.unwrap();
     assert!(!rep.bad_ranges.is_empty());
     let want = normalized(&whole);
-    let ms = std::time::Duration::from_millis;
-    // Cut once at several points, and several times in one job.
-    let plans: Vec<Vec<u64>> = vec![vec![150], vec![700], vec![1600], vec![250, 500, 900, 1400]];
+    // Cut once at several points of the engine's reads (the copy pass, the trimming and
+    // scraping near the end), and several times in one job (each run cut after a quarter of
+    // the whole job's reads of its own).
+    let plans: Vec<Vec<u64>> = vec![
+        vec![total / 10],
+        vec![total / 2],
+        vec![total * 9 / 10],
+        vec![total / 4; 3],
+    ];
     for (k, cuts) in plans.iter().enumerate() {
         let img = t.p(&format!("cut{k}.lbi"));
         let mut uuid = None;
         for &c in cuts {
-            if create_cut(&img, Some(ms(c))).is_some() {
+            let (r, _) = create_cut(&img, Some(c));
+            if r.is_some() {
                 break;
             }
             assert!(t.p(&format!("cut{k}.lbi.partial.journal")).exists());
@@ -309,8 +368,9 @@ fn an_interrupted_create_resumes_to_the_same_bytes() {
                 "the header changed across a resume"
             );
         }
+        assert!(uuid.is_some(), "plan {cuts:?}: the first run was not cut");
         if !img.exists() {
-            let r = create_cut(&img, None).unwrap();
+            let r = create_cut(&img, None).0.unwrap();
             assert_eq!(r.bad_ranges, rep.bad_ranges);
         }
         assert!(
@@ -326,7 +386,7 @@ fn an_interrupted_create_resumes_to_the_same_bytes() {
         }
         assert!(
             normalized(&img) == want,
-            "cut at {cuts:?} ms: the resumed image differs from the uninterrupted one"
+            "cut at reads {cuts:?} of {total}: the resumed image differs from the uninterrupted one"
         );
         let v = lifeboat::image::verify(&img, &NoProgress, &Cancel::new()).unwrap();
         assert!(v.ok, "{:?}", v.problems);
@@ -336,22 +396,21 @@ fn an_interrupted_create_resumes_to_the_same_bytes() {
 /// zstd groups (see `image::pack`): a checkpoint often falls inside a compressor batch, whose
 /// chunks the writer cannot store yet (a group is one payload). The journal then describes the
 /// moment before the batch and names the batch's chunks already emitted (`open_batch`); a
-/// resumed create emits them again first. Cut at many points of a slow disk with few errors
-/// (most chunks complete during the copy pass): some journals end inside a batch, and every
-/// resumed image is byte-identical to the uninterrupted one, which has groups.
+/// resumed create emits them again first. Cut at many points of a disk with few errors (most
+/// chunks complete during the copy pass): some journals end inside a batch, and every resumed
+/// image is byte-identical to the uninterrupted one, which has groups.
 #[test]
 fn a_create_cut_inside_a_zstd_group_resumes_to_the_same_bytes() {
     use lifeboat::image::format::Kind;
     let disk = || {
         let mut p = patterns().remove(0);
         p.transient.clear();
-        sim(&p, 5).slow(0, p.size, std::time::Duration::from_micros(400))
+        sim(&p, 5)
     };
     let t = TempDir::new("imgresc-groups");
     let whole = t.p("whole.lbi");
-    let t0 = std::time::Instant::now();
-    let rep = create_cut_of(disk(), &whole, None).unwrap();
-    let full = t0.elapsed();
+    let (rep, total) = create_cut_with(disk(), &whole, None, None);
+    let rep = rep.unwrap();
     assert!(!rep.bad_ranges.is_empty());
     let mut im = lifeboat::image::Image::open(&whole).unwrap();
     let groups = (0..im.header.chunk_count())
@@ -360,30 +419,27 @@ fn a_create_cut_inside_a_zstd_group_resumes_to_the_same_bytes() {
     assert!(groups >= 8, "{groups} chunks in groups");
     let want = normalized(&whole);
     let mut inside = 0;
-    let mut cut = 0;
-    for k in 1..=12u32 {
+    for k in 1..=12u64 {
         let img = t.p(&format!("g{k}.lbi"));
-        if create_cut_of(disk(), &img, Some(full * k / 13)).is_none() {
-            cut += 1;
-            let j: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(t.p(&format!("g{k}.lbi.partial.journal"))).unwrap(),
-            )
-            .unwrap();
-            let open = j["open_batch"].as_array().unwrap().len();
-            assert!(open < 4, "{j}");
-            inside += (open > 0) as u32;
-            let r = create_cut_of(disk(), &img, None).unwrap();
-            assert_eq!(r.bad_ranges, rep.bad_ranges);
-        }
+        let (r, _) = create_cut_with(disk(), &img, Some(total * k / 13), None);
+        assert!(r.is_none(), "cut {k}/13 of {total} reads: not cut");
+        let j: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(t.p(&format!("g{k}.lbi.partial.journal"))).unwrap(),
+        )
+        .unwrap();
+        let open = j["open_batch"].as_array().unwrap().len();
+        assert!(open < 4, "{j}");
+        inside += (open > 0) as u32;
+        let r = create_cut_with(disk(), &img, None, None).0.unwrap();
+        assert_eq!(r.bad_ranges, rep.bad_ranges);
         assert!(
             normalized(&img) == want,
             "cut {k}/13 of the run: the resumed image differs from the uninterrupted one"
         );
     }
-    assert!(cut >= 4, "only {cut} runs were cut before they finished");
     assert!(
         inside > 0,
-        "no cut left a journal inside a compressor batch ({cut} cuts): nothing was tested"
+        "no cut left a journal inside a compressor batch: nothing was tested"
     );
 }
 
@@ -416,27 +472,22 @@ fn a_cut_split_create_resumes_to_the_same_volumes() {
     let disk = || {
         let mut p = patterns().remove(0);
         p.transient.clear();
-        sim(&p, 6).slow(0, p.size, std::time::Duration::from_micros(400))
+        sim(&p, 6)
     };
     let split = Some(4 << 20);
     let t = TempDir::new("imgresc-split");
     let whole = t.p("whole.lbi");
-    let t0 = std::time::Instant::now();
-    let rep = create_cut_with(disk(), &whole, None, split).unwrap();
-    let full = t0.elapsed();
+    let (rep, total) = create_cut_with(disk(), &whole, None, split);
+    let rep = rep.unwrap();
     assert!(rep.volumes.len() >= 3, "{:?}", rep.volumes);
     let want = normalized_volumes(&rep.volumes);
     let raw = t.p("whole.raw");
     lifeboat::image::export(&whole, &raw, false, &NoProgress, &Cancel::new()).unwrap();
-    let mut cut = 0;
-    for k in 1..=6u32 {
+    for k in 1..=6u64 {
         let img = t.p(&format!("s{k}.lbi"));
-        let mut r = create_cut_with(disk(), &img, Some(full * k / 7), split);
-        if r.is_none() {
-            cut += 1;
-            r = create_cut_with(disk(), &img, None, split);
-        }
-        let r = r.unwrap();
+        let (r, _) = create_cut_with(disk(), &img, Some(total * k / 7), split);
+        assert!(r.is_none(), "cut {k}/7 of {total} reads: not cut");
+        let r = create_cut_with(disk(), &img, None, split).0.unwrap();
         assert_eq!(r.volumes.len(), rep.volumes.len());
         assert!(
             normalized_volumes(&r.volumes) == want,
@@ -446,7 +497,6 @@ fn a_cut_split_create_resumes_to_the_same_volumes() {
             assert!(std::fs::metadata(v).unwrap().len() <= 4 << 20);
         }
     }
-    assert!(cut >= 2, "only {cut} runs were cut before they finished");
     let img = t.p("s3.lbi");
     let v = lifeboat::image::verify(&img, &NoProgress, &Cancel::new()).unwrap();
     assert!(v.ok, "{:?}", v.problems);

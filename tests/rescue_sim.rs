@@ -397,12 +397,35 @@ fn domain_limits_what_is_read_and_marks_the_rest_free() {
 #[test]
 fn counters_reach_the_map_and_the_progress() {
     let data = SimDevice::pattern(2 << 20, 24);
-    // Reads of the bad sector are slow, so progress snapshots see each phase it is read in.
-    let sim = Arc::new(SimDevice::new(data, 512).bad(1 << 20, 512).slow(
-        1 << 20,
-        512,
-        Duration::from_millis(40),
-    ));
+    // Every read of the bad sector is held until a progress snapshot taken while it is held
+    // (the reader's count includes it) has been recorded, so the snapshots show each phase it
+    // is read in, on a machine of any speed (a slow read would only make that likely).
+    let rec = Arc::new(Record(Mutex::new(vec![])));
+    let seen = rec.clone();
+    let sim = Arc::new(
+        SimDevice::new(data, 512)
+            .bad(1 << 20, 512)
+            .on_read(move |n, off, len| {
+                if off + len as u64 <= 1 << 20 || off >= (1 << 20) + 512 {
+                    return;
+                }
+                let t = std::time::Instant::now();
+                while !seen
+                    .0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p.reads_total == Some(n + 1))
+                {
+                    // Only a broken engine (no progress while a read is stalled) waits this
+                    // long; the asserts below then fail.
+                    if t.elapsed() > Duration::from_secs(300) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }),
+    );
     let dst = Arc::new(MemTarget::new(2 << 20, 0));
     let dir = TempDir::new("rescue-counters");
     let mapfile = dir.p("map");
@@ -411,13 +434,12 @@ fn counters_reach_the_map_and_the_progress() {
         command_line: "test".into(),
         ..default_opts()
     };
-    let rec = Record(Mutex::new(vec![]));
     let out = rescue::run(
         sim.clone(),
         dst,
         ExtentMap::new(2 << 20),
         &o,
-        &rec,
+        &*rec,
         &Cancel::new(),
     )
     .unwrap();

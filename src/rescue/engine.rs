@@ -151,7 +151,8 @@ pub struct Options {
     pub domain: Option<Vec<(u64, u64)>>,
     /// Checkpoints (see [`RescueTarget::checkpoint`]) about every `save_every`, taken where the
     /// reader's state is only the map and a [`ResumePoint`]; the mapfile is then saved at
-    /// checkpoints only (so it always describes what the target has).
+    /// checkpoints only (so it always describes what the target has). A zero `save_every`
+    /// takes one at every such point: where they fall then depends on the reads, not the clock.
     pub checkpoints: bool,
     /// Start at this checkpoint of an earlier run (with the map of that moment).
     pub resume: Option<ResumePoint>,
@@ -328,6 +329,7 @@ pub fn run(
         run: None,
         bad_run: None,
         want_checkpoint: opts.checkpoints.then(|| want.clone()),
+        checkpoint_always: opts.checkpoints && opts.save_every.is_zero(),
         resume: opts.resume,
     };
     let reader_h = thread::Builder::new()
@@ -478,8 +480,12 @@ fn snapshot_with(
     stats: Option<&Stats>,
 ) -> Progress {
     let t = m.totals();
+    // The phase the reader is in (the map's is where the writer is, a few buffers behind).
+    let phase = stats
+        .and_then(|s| char::from_u32(s.phase.load(Ordering::Relaxed)))
+        .unwrap_or(m.current_phase);
     // Free areas (outside the domain) are not part of the job.
-    let mut p = Progress::new(job, phase_name(m.current_phase), m.size() - t.free);
+    let mut p = Progress::new(job, phase_name(phase), m.size() - t.free);
     p.done_bytes = t.finished + t.bad;
     p.bad_bytes = t.error_bytes();
     let (rate, eta) = meter.update(Instant::now(), p.done_bytes, p.total_bytes);

@@ -45,6 +45,9 @@ pub struct Stats {
     pub last_good_ms: AtomicU64,
     /// The current pass of the current phase (1-based).
     pub pass: AtomicU32,
+    /// The reader's current phase (a map status character, as `u32`): set before the phase's
+    /// first read, so progress shows the phase being read, not the one the writer has reached.
+    pub phase: AtomicU32,
     pub start: Instant,
 }
 
@@ -55,6 +58,7 @@ impl Stats {
             reads_failed: AtomicU64::new(0),
             last_good_ms: AtomicU64::new(u64::MAX),
             pass: AtomicU32::new(1),
+            phase: AtomicU32::new('?' as u32),
             start: Instant::now(),
         }
     }
@@ -123,6 +127,9 @@ pub(super) struct Reader {
     pub bad_run: Option<(u64, u64)>,
     /// Set when a checkpoint is wanted: the reader sends one at its next calm point.
     pub want_checkpoint: Option<Arc<AtomicBool>>,
+    /// A checkpoint at every calm point, whatever `want_checkpoint` says (`save_every` zero):
+    /// where checkpoints fall then depends on the reads only, never on the clock.
+    pub checkpoint_always: bool,
     /// Where to start (a checkpoint of an earlier run); `None`: from the beginning.
     pub resume: Option<ResumePoint>,
 }
@@ -203,6 +210,7 @@ impl Reader {
         self.flush_runs()?;
         self.plan.current_phase = c;
         self.stats.pass.store(pass, Ordering::Relaxed);
+        self.stats.phase.store(c as u32, Ordering::Relaxed);
         self.send(Msg::Phase(c, pass))
     }
 
@@ -471,7 +479,7 @@ impl Reader {
         let Some(w) = &self.want_checkpoint else {
             return Ok(());
         };
-        if !w.swap(false, Ordering::Relaxed) {
+        if !w.swap(false, Ordering::Relaxed) && !self.checkpoint_always {
             return Ok(());
         }
         self.flush_runs()?;

@@ -4,6 +4,10 @@
 //! For benchmarks it counts reads and failed reads and keeps a *simulated* clock: each read
 //! adds a modelled cost (command overhead, transfer time, a seek when it does not start where
 //! the previous read ended, seconds for a failed read) without sleeping.
+//!
+//! Tests that must act at a point of a job's progress rather than at a moment of wall time
+//! (cancel after the n-th read, hold a read until the progress has shown something) set a
+//! hook ([`SimDevice::on_read`]) that runs before every read, on the reading thread.
 use crate::io::BlockSource;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +32,13 @@ pub struct SimDevice {
     /// Simulated nanoseconds, and where the previous read ended (for the seek cost).
     sim_ns: AtomicU64,
     head: AtomicU64,
+    /// Runs before every read (see [`SimDevice::on_read`]).
+    hook: Option<ReadHook>,
 }
+
+/// What a read hook is told: the read's number (0 for the first read of the device), its
+/// offset and its length in bytes.
+pub type ReadHook = Box<dyn Fn(u64, u64, usize) + Send + Sync>;
 
 /// The modelled cost of reads (see [`SimDevice::costs`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -58,6 +68,7 @@ impl SimDevice {
             cost: Cost::default(),
             sim_ns: AtomicU64::new(0),
             head: AtomicU64::new(0),
+            hook: None,
         }
     }
     /// A device of `size` bytes that reads as zeros and holds no contents in memory (for
@@ -96,6 +107,13 @@ impl SimDevice {
     /// Makes every read touching `[start, start+len)` take `delay`.
     pub fn slow(mut self, start: u64, len: u64, delay: Duration) -> Self {
         self.slow.push((start, start + len, delay));
+        self
+    }
+    /// Runs `hook(n, offset, len)` before every read, on the thread that reads (`n` counts
+    /// from 0). A test cancels a job after the n-th read with it, or holds a read back until
+    /// it has seen what it waits for: points of the job's progress, not of wall time.
+    pub fn on_read(mut self, hook: impl Fn(u64, u64, usize) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Box::new(hook));
         self
     }
     /// Charges every read its modelled cost on the simulated clock ([`SimDevice::sim_time`]).
@@ -137,7 +155,10 @@ impl BlockSource for SimDevice {
         self.lbs
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+        let n = self.reads.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = &self.hook {
+            h(n, offset, buf.len());
+        }
         let size = self.size;
         if offset >= size {
             return Ok(0);
