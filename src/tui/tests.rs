@@ -169,6 +169,17 @@ fn layered_storage_named() {
         fg_of(&buf, "BitLocker: copied whole; recovery key needed"),
         Some(Color::Yellow)
     );
+    // A long type name (LVM2_member, 11 characters) widens the filesystem column instead of
+    // pushing its row's size out of line with the others.
+    let t = text(&buf);
+    let ends: Vec<usize> = ["100.0 MiB", "200.0 GiB", "50.0 GiB"]
+        .iter()
+        .map(|sz| {
+            let line = t.lines().find(|l| l.contains(sz)).unwrap();
+            line.find(sz).unwrap() + sz.len()
+        })
+        .collect();
+    assert!(ends.windows(2).all(|w| w[0] == w[1]), "{ends:?}\n{t}");
     keys(&mut a, &[Key::Down]);
     let t = text(&render_buf(&a, 80, 24));
     assert!(

@@ -103,9 +103,26 @@ pub fn describe(d: &Disk) -> String {
     s
 }
 
-/// "sda1 ntfs "Windows" 400.0 GiB" for a partition.
-pub fn describe_part(p: &Partition) -> String {
-    let mut s = format!("{:<10} {:<6}", p.name, p.fs_type.as_deref().unwrap_or("-"));
+/// The width of the filesystem column for a disk's partitions: the longest type name among
+/// them (`LVM2_member`, `linux_raid_member`), at least 6, so the sizes after it line up.
+pub fn fs_column(parts: &[Partition]) -> usize {
+    parts
+        .iter()
+        .filter_map(|p| p.fs_type.as_deref())
+        .map(|f| f.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(6, 20)
+}
+
+/// "sda1 ntfs "Windows" 400.0 GiB" for a partition, the filesystem in a column `fs_w` wide
+/// (see [`fs_column`]).
+pub fn describe_part(p: &Partition, fs_w: usize) -> String {
+    let mut s = format!(
+        "{:<10} {:<fs_w$}",
+        p.name,
+        p.fs_type.as_deref().unwrap_or("-")
+    );
     match &p.label {
         Some(l) => s.push_str(&format!(" {:<16}", format!("\"{l}\""))),
         None => s.push_str(&format!(" {:<16}", "")),

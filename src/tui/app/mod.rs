@@ -15,7 +15,7 @@ mod menu;
 mod tests;
 
 pub use confirm::{usage_line, SourceUsage};
-pub use disks::{describe, describe_part};
+pub use disks::{describe, describe_part, fs_column};
 pub use kind::JobKind;
 pub use location::{image_arg, Free, LocField, Location, Place, PlaceKind};
 

@@ -2,7 +2,7 @@
 //! partition with its label) and, for a destructive job, wants the target's name typed.
 use super::{cut, size_exact};
 use crate::jobs::fmt_bytes;
-use crate::tui::app::{describe, describe_part, usage_line, App, JobKind};
+use crate::tui::app::{describe, describe_part, fs_column, usage_line, App, JobKind};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -147,7 +147,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     break;
                 }
                 v.push(Line::styled(
-                    cut(&format!("  {}", describe_part(p)), w),
+                    cut(
+                        &format!("  {}", describe_part(p, fs_column(&t.partitions))),
+                        w,
+                    ),
                     red,
                 ));
             }

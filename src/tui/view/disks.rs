@@ -5,7 +5,7 @@ use super::{cut, label_style, selected_style, size_exact};
 use crate::devices::Disk;
 use crate::health::Status;
 use crate::jobs::fmt_bytes;
-use crate::tui::app::{describe, describe_part, App};
+use crate::tui::app::{describe, describe_part, fs_column, App};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -131,6 +131,20 @@ pub(crate) fn details(d: &Disk, max_parts: usize) -> Vec<Line<'static>> {
     }
     if let Some(r) = d.role {
         notes.push(r.hint().to_string());
+    } else if let Some(n) = &d.note {
+        // An eMMC boot partition listed as a disk says what it is.
+        notes.push(n.clone());
+    }
+    if !d.mmc_boot_partitions.is_empty() {
+        let b: Vec<String> = d
+            .mmc_boot_partitions
+            .iter()
+            .map(|b| format!("{} {}", b.name, fmt_bytes(b.size_bytes)))
+            .collect();
+        notes.push(format!(
+            "eMMC boot partitions {} not copied with it",
+            b.join(", ")
+        ));
     }
     if !notes.is_empty() {
         v.push(Line::from(vec![
@@ -173,7 +187,7 @@ pub(crate) fn details(d: &Disk, max_parts: usize) -> Vec<Line<'static>> {
                 )));
                 break;
             }
-            let mut s = format!("  {}", describe_part(p));
+            let mut s = format!("  {}", describe_part(p, fs_column(&d.partitions)));
             if let Some(m) = p.mounted.first() {
                 s.push_str(&format!("  mounted on {m}"));
             }
