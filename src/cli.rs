@@ -14,6 +14,10 @@ pub struct Cli {
     /// /lifeboat.cred on the Lifeboat stick.
     #[arg(long, global = true, value_name = "FILE")]
     pub credentials: Option<String>,
+    /// List eMMC hardware boot partitions (mmcblk0boot0, mmcblk0boot1) as disks of their own,
+    /// so they can be cloned or imaged; without it they are only named under their card.
+    #[arg(long, global = true)]
+    pub mmc_boot_partitions: bool,
 }
 
 /// Every subcommand's arguments derive `Clone, PartialEq, serde::Serialize` besides clap's
@@ -58,6 +62,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         }
     };
     crate::net::cred::set_override(cli.credentials);
+    crate::devices::set_mmc_boot_as_disks(cli.mmc_boot_partitions);
     let res = match cli.cmd {
         Cmd::List(a) => crate::devices::run_list(a),
         Cmd::Health(a) => crate::health::run(a),

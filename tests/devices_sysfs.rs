@@ -197,13 +197,23 @@ fn build_tree(root: &Path) -> (PathBuf, PathBuf) {
     .device_link("../../../mmc0:0001")
     .device_attr("name", b"SD32G\n")
     .device_attr("serial", b"0x1234abcd\n");
-    Fake::disk(
-        &sys,
-        "pci0000:00/0000:00:09.0/mmc_host/mmc0/mmc0:0001",
-        "mmcblk0boot0",
-        8192,
-        "179:8",
-    );
+    // Its hardware boot partitions (read-only by default, as the kernel keeps them) and the
+    // replay-protected block (a block device on older kernels).
+    for (name, devno, force_ro) in [
+        ("mmcblk0boot0", "179:8", "1\n"),
+        ("mmcblk0boot1", "179:16", "0\n"),
+        ("mmcblk0rpmb", "179:24", "1\n"),
+    ] {
+        Fake::disk(
+            &sys,
+            "pci0000:00/0000:00:09.0/mmc_host/mmc0/mmc0:0001",
+            name,
+            8192,
+            devno,
+        )
+        .device_link("../../../mmc0:0001")
+        .attr("force_ro", force_ro);
+    }
     (sys, dev)
 }
 
@@ -285,6 +295,70 @@ fn every_bus_and_serial_source() {
     assert_eq!(m.transport, "mmc");
     assert_eq!(m.model.as_deref(), Some("SD32G"));
     assert_eq!(m.serial.as_deref(), Some("0x1234abcd"));
+    // The boot partitions are named under their card (not disks of their own), rpmb nowhere.
+    let b: Vec<(&str, u64, bool, &str)> = m
+        .mmc_boot_partitions
+        .iter()
+        .map(|b| (b.name.as_str(), b.size_bytes, b.read_only, b.dev.as_str()))
+        .collect();
+    assert_eq!(
+        b,
+        [
+            ("mmcblk0boot0", 8192 * 512, true, "179:8"),
+            ("mmcblk0boot1", 8192 * 512, false, "179:16")
+        ]
+    );
+    assert_eq!(m.mmc_boot_partitions[0].path, dev.join("mmcblk0boot0"));
+    assert!(lifeboat::devices::table(&disks)
+        .contains("eMMC boot partitions mmcblk0boot0, mmcblk0boot1 not included"));
+}
+
+/// Asked for (`--mmc-boot-partitions`), eMMC boot partitions are disks of their own, with a
+/// note saying what they are (and how to make a read-only one writable); the replay-protected
+/// block never is. A selector then finds them.
+#[test]
+fn mmc_boot_partitions_only_when_asked() {
+    let t = TempDir::new("mmcboot");
+    let (sys, dev) = build_tree(t.path());
+    let opts = lifeboat::devices::ScanOptions {
+        mmc_boot_as_disks: true,
+    };
+    let disks = lifeboat::devices::scan_with(&sys, &dev, opts).unwrap();
+    let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "loop1",
+            "mmcblk0",
+            "mmcblk0boot0",
+            "mmcblk0boot1",
+            "nvme0n1",
+            "sda",
+            "sdb",
+            "sdc",
+            "sdd",
+            "vda"
+        ]
+    );
+    let b0 = disk(&disks, "mmcblk0boot0");
+    assert_eq!(b0.transport, "mmc");
+    assert_eq!(b0.size_bytes, 8192 * 512);
+    let note = b0.note.as_deref().unwrap();
+    assert!(note.contains("boot partition of mmcblk0"), "{note}");
+    assert!(
+        note.contains("echo 0 > /sys/block/mmcblk0boot0/force_ro"),
+        "{note}"
+    );
+    let note1 = disk(&disks, "mmcblk0boot1").note.clone().unwrap();
+    assert!(!note1.contains("force_ro"), "boot1 is writable: {note1}");
+    assert!(matches!(
+        resolve_in("mmcblk0boot1", &disks).unwrap(),
+        Selected::Disk(d) if d.name == "mmcblk0boot1"
+    ));
+    assert!(resolve_in("mmcblk0rpmb", &disks).is_err());
+    // Without the option, neither is a disk to select.
+    let plain = scan(&sys, &dev).unwrap();
+    assert!(resolve_in("mmcblk0boot0", &plain).is_err());
 }
 
 #[test]

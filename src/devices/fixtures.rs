@@ -43,6 +43,7 @@ pub fn disk(name: &str, size: u64, partitions: Vec<Partition>) -> Disk {
         backing_file: None,
         sysfs_path: String::new(),
         partitions,
+        mmc_boot_partitions: vec![],
         health: None,
     }
 }

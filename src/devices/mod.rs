@@ -14,7 +14,7 @@ pub mod usage;
 
 pub use probe::{probe_fs, FsInfo};
 pub use select::{inventory, lookup_dev, resolve_in};
-pub use sysfs::scan;
+pub use sysfs::{scan, scan_with, set_mmc_boot_as_disks, ScanOptions};
 pub use usage::in_use;
 
 use crate::error::Result;
@@ -80,6 +80,12 @@ pub struct Disk {
     /// The device's path inside sysfs ("/devices/pci0000:00/.../block/sda").
     pub sysfs_path: String,
     pub partitions: Vec<Partition>,
+    /// eMMC: the card's hardware boot partitions (`mmcblk0boot0`, `mmcblk0boot1`). They are
+    /// separate block devices, not part of this disk: a clone or image of it does not copy
+    /// them. Listed as disks of their own only with `--mmc-boot-partitions`; the
+    /// replay-protected block (`rpmb`) never.
+    #[serde(default)]
+    pub mmc_boot_partitions: Vec<MmcBootPartition>,
     /// The drive's health (`crate::health`), when it was read: `list --json` always reads it;
     /// a plain inventory scan leaves it out (None).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +121,19 @@ pub struct Partition {
     pub holders: Vec<String>,
     /// Mount points of this partition on the running system.
     pub mounted: Vec<String>,
+}
+
+/// An eMMC hardware boot partition of a [`Disk`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MmcBootPartition {
+    /// "mmcblk0boot0".
+    pub name: String,
+    pub path: PathBuf,
+    pub dev: String,
+    pub size_bytes: u64,
+    /// Read-only (the kernel keeps boot partitions read-only, `force_ro` 1, until it is set to
+    /// 0 in sysfs).
+    pub read_only: bool,
 }
 
 /// What a selector named. (Variants differ in size; selections are few and short-lived.)
@@ -295,6 +314,17 @@ pub fn table(disks: &[Disk]) -> String {
         }
         if let Some(r) = d.role {
             ident.push(format!("[{}]", r.hint()));
+        }
+        if !d.mmc_boot_partitions.is_empty() {
+            let b: Vec<&str> = d
+                .mmc_boot_partitions
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect();
+            ident.push(format!(
+                "[eMMC boot partitions {} not included: --mmc-boot-partitions lists them]",
+                b.join(", ")
+            ));
         }
         let table = match &d.fs_type {
             Some(fs) if d.partition_table == "none" => fs.clone(),

@@ -1,12 +1,30 @@
 //! Reading the disk inventory out of a sysfs tree (the real `/sys` or a fixture): which block
 //! devices are whole disks, their size, sector sizes, transport, identity and partitions.
 use super::probe;
-use super::{Disk, Partition};
+use super::{Disk, MmcBootPartition, Partition};
 use crate::error::{Error, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// Whether the process lists eMMC boot partitions as disks (`--mmc-boot-partitions`).
+static MMC_BOOT_AS_DISKS: AtomicBool = AtomicBool::new(false);
+
+/// Makes every later scan of this process list eMMC hardware boot partitions
+/// (`mmcblk0boot0`, `mmcblk0boot1`) as disks of their own, so they can be chosen, cloned and
+/// imaged (the CLI's global `--mmc-boot-partitions`). The replay-protected block stays hidden.
+pub fn set_mmc_boot_as_disks(on: bool) {
+    MMC_BOOT_AS_DISKS.store(on, Ordering::Relaxed);
+}
+
+/// What a scan lists besides ordinary disks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// eMMC hardware boot partitions as disks of their own (see [`set_mmc_boot_as_disks`]).
+    pub mmc_boot_as_disks: bool,
+}
 
 /// How long the content probe of one disk (partition table + superblocks) may take before the
 /// disk is listed without it: a dying drive must not freeze `list` or the UI.
@@ -32,7 +50,17 @@ fn attr_bool(dir: &Path, name: &str) -> bool {
     attr_u64(dir, name).unwrap_or(0) != 0
 }
 
-/// Block devices that are never disks to clone or image.
+/// An eMMC hardware boot partition: `mmcblk<N>boot<0|1>`.
+fn is_mmc_boot(name: &str) -> bool {
+    name.strip_prefix("mmcblk")
+        .and_then(|r| r.split_once("boot"))
+        .is_some_and(|(n, b)| {
+            !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) && matches!(b, "0" | "1")
+        })
+}
+
+/// Block devices that are never disks to clone or image (eMMC boot partitions are not,
+/// unless asked for: see [`ScanOptions`]).
 fn skipped_name(name: &str) -> bool {
     const PREFIXES: [&str; 9] = [
         "ram", "zram", "dm-", "md", "sr", "fd", "mtdblock", "ubiblock", "nbd",
@@ -41,7 +69,8 @@ fn skipped_name(name: &str) -> bool {
         // nbd devices are listed only when connected (size > 0), handled by the caller.
         return !name.starts_with("nbd");
     }
-    // eMMC hardware boot partitions and the replay-protected block.
+    // eMMC hardware boot partitions (listed with their disk) and the replay-protected block
+    // (never read: its reads are authenticated, counted by the card).
     if name.starts_with("mmcblk") && (name.contains("boot") || name.contains("rpmb")) {
         return true;
     }
@@ -82,8 +111,17 @@ pub(crate) fn dev_node(dev_root: &Path, name: &str) -> PathBuf {
     dev_root.join(name.replace('!', "/"))
 }
 
-/// Scans `sysfs_root/block` for whole disks and probes their contents through `dev_root`.
+/// Scans `sysfs_root/block` for whole disks and probes their contents through `dev_root`
+/// (eMMC boot partitions as disks when [`set_mmc_boot_as_disks`] asked for them).
 pub fn scan(sysfs_root: &Path, dev_root: &Path) -> Result<Vec<Disk>> {
+    let opts = ScanOptions {
+        mmc_boot_as_disks: MMC_BOOT_AS_DISKS.load(Ordering::Relaxed),
+    };
+    scan_with(sysfs_root, dev_root, opts)
+}
+
+/// [`scan`] with explicit options.
+pub fn scan_with(sysfs_root: &Path, dev_root: &Path, opts: ScanOptions) -> Result<Vec<Disk>> {
     let block = sysfs_root.join("block");
     let rd = fs::read_dir(&block)
         .map_err(|e| Error::io("read the block device list (is sysfs mounted?)", &block, e))?;
@@ -93,16 +131,66 @@ pub fn scan(sysfs_root: &Path, dev_root: &Path) -> Result<Vec<Disk>> {
         .collect();
     names.sort_by(|a, b| natural_cmp(a, b));
     let mut disks = Vec::new();
-    for name in names {
-        if skipped_name(&name) {
+    for name in &names {
+        let boot = is_mmc_boot(name);
+        if skipped_name(name) && !(boot && opts.mmc_boot_as_disks) {
             continue;
         }
-        if let Some(d) = read_disk(sysfs_root, &block, &name, dev_root) {
+        if let Some(mut d) = read_disk(sysfs_root, &block, name, dev_root) {
+            if boot {
+                d.note = Some(mmc_boot_note(name, &block.join(name)));
+            } else if d.transport == "mmc" {
+                d.mmc_boot_partitions = mmc_boot_partitions(&block, name, dev_root, &names);
+            }
             disks.push(d);
         }
     }
     probe_contents(&mut disks);
     Ok(disks)
+}
+
+/// The hardware boot partitions of eMMC disk `name` (`<name>boot0`, `<name>boot1`) that the
+/// kernel shows, in order; `names` are the entries of `block`.
+fn mmc_boot_partitions(
+    block: &Path,
+    name: &str,
+    dev_root: &Path,
+    names: &[String],
+) -> Vec<MmcBootPartition> {
+    ["boot0", "boot1"]
+        .iter()
+        .map(|b| format!("{name}{b}"))
+        .filter(|b| names.contains(b))
+        .filter_map(|b| {
+            let dir = block.join(&b);
+            let sectors = attr_u64(&dir, "size").filter(|&s| s > 0)?;
+            Some(MmcBootPartition {
+                path: dev_node(dev_root, &b),
+                dev: attr(&dir, "dev").unwrap_or_default(),
+                size_bytes: sectors.saturating_mul(512),
+                read_only: attr_bool(&dir, "ro") || attr_bool(&dir, "force_ro"),
+                name: b,
+            })
+        })
+        .collect()
+}
+
+/// The note of an eMMC boot partition listed as a disk of its own.
+fn mmc_boot_note(name: &str, dir: &Path) -> String {
+    let card = name.rsplit_once("boot").map_or(name, |(c, _)| c);
+    let ro = if attr_bool(dir, "force_ro") || attr_bool(dir, "ro") {
+        format!(
+            " It is read-only until `echo 0 > /sys/block/{name}/force_ro` (needed only to write \
+             it, as a target)."
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "eMMC hardware boot partition of {card} (firmware or a boot loader lives here on many \
+         boards): a separate device, not part of {card}, so a clone or image of {card} does not \
+         include it.{ro}"
+    )
 }
 
 /// Orders `sda, sdb, ..., sdz, sdaa` and `nvme0n1, nvme2n1, nvme10n1` as people expect.
@@ -226,6 +314,7 @@ fn read_disk(sysfs_root: &Path, block: &Path, name: &str, dev_root: &Path) -> Op
         backing_file,
         sysfs_path: rel,
         partitions,
+        mmc_boot_partitions: Vec::new(),
         health: None,
     })
 }
