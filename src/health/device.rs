@@ -1,6 +1,7 @@
 //! Asking a real drive: which protocol a disk's transport allows, the command sequence
 //! (IDENTIFY, SMART READ DATA, READ THRESHOLDS, the self-test log; or the NVMe SMART / Health
-//! log; or an eMMC's wear estimates in sysfs), each with a timeout, and the interpretation of what SG_IO returned (SCSI status,
+//! log; or a SCSI drive's LOG SENSE pages and grown defect list; or an eMMC's wear estimates
+//! in sysfs), each with a timeout, and the interpretation of what SG_IO returned (SCSI status,
 //! sense data, the ATA status return descriptor). Nothing here writes to a disk: the disk is
 //! opened read-only and only read-type commands are sent.
 use super::ata::{self, AtaCmd, AtaPages};
@@ -20,12 +21,22 @@ pub const COMMAND_TIMEOUT_MS: u32 = 3000;
 pub fn read(disk: &Disk) -> Health {
     match disk.transport.as_str() {
         "nvme" => read_nvme(&disk.path),
-        "sata" | "ata" | "usb" => read_ata(&disk.path, &disk.transport),
+        "usb" => {
+            let h = read_ata(&disk.path, "usb");
+            if h.status != super::Status::Unknown || h.protocol.is_some() {
+                return h;
+            }
+            let s = read_scsi(&disk.path);
+            if s.protocol.is_some() && s.status != super::Status::Unknown {
+                s
+            } else {
+                h
+            }
+        }
+        "sata" | "ata" => read_ata(&disk.path, &disk.transport),
         // A SATA disk behind a SAS HBA answers INQUIRY with vendor "ATA" (the SATL's convention).
         "scsi" if disk.vendor.as_deref() == Some("ATA") => read_ata(&disk.path, "scsi"),
-        "scsi" => Health::unknown(
-            "a SCSI/SAS disk: Lifeboat reads ATA SMART and NVMe health, not SCSI log pages",
-        ),
+        "scsi" => read_scsi(&disk.path),
         "virtio" => Health::unknown("a virtual disk (virtio) has no drive health to read"),
         "loop" => Health::unknown("a loop device is a file, not a drive: no health to read"),
         // eMMC 5.0+: the wear estimates the kernel shows in sysfs; SD cards have none.
@@ -289,6 +300,105 @@ fn read_ata(path: &Path, transport: &str) -> Health {
     h
 }
 
+// ---------------------------------------------------------------- SCSI log pages
+
+/// Sends one SCSI read-type command; the bytes it returned on success.
+fn scsi_cmd(f: &File, cdb: &[u8], len: usize) -> (AtaOutcome, Vec<u8>) {
+    let mut buf = AlignedBuf::new(len);
+    match sys::scsi_read(f, cdb, &mut buf, COMMAND_TIMEOUT_MS) {
+        Ok(o) => {
+            let out = interpret(&o);
+            let got = len.saturating_sub(usize::try_from(o.resid.max(0)).unwrap_or(0));
+            let data = buf[..got].to_vec();
+            (out, data)
+        }
+        Err(e) if needs_root(&e) => (
+            AtaOutcome::Failed("reading SCSI log pages needs root (CAP_SYS_RAWIO)".into()),
+            Vec::new(),
+        ),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+            ) =>
+        {
+            (AtaOutcome::NoPassThrough, Vec::new())
+        }
+        Err(e) => (AtaOutcome::Failed(format!("SG_IO failed: {e}")), Vec::new()),
+    }
+}
+
+/// A SCSI/SAS drive's health: the supported-pages list first (it proves LOG SENSE works and
+/// says which pages to ask for), the error counter, temperature, self-test, background scan and
+/// informational exceptions pages it has, then the grown defect list's header.
+fn read_scsi(path: &Path) -> Health {
+    use super::scsi::{self, ScsiPages};
+    let f = match open(path) {
+        Ok(f) => f,
+        Err(e) => return open_failed(path, &e),
+    };
+    const LEN: usize = 1024;
+    let (o, sup) = scsi_cmd(
+        &f,
+        &scsi::log_sense_cdb(scsi::PAGE_SUPPORTED, LEN as u16),
+        LEN,
+    );
+    let supported = match (&o, scsi::supported_pages(&sup)) {
+        (AtaOutcome::Done, Some(s)) => s,
+        (AtaOutcome::Done, None) | (AtaOutcome::NoPassThrough, _) => return Health::unknown(
+            "the SCSI disk does not answer LOG SENSE (no log pages), so its health cannot be read",
+        ),
+        (o, _) => return Health::unknown(why("LOG SENSE", o, "scsi")),
+    };
+    let mut p = ScsiPages {
+        supported: Some(sup),
+        ..ScsiPages::default()
+    };
+    let mut notes = Vec::new();
+    for page in [
+        scsi::PAGE_READ_ERRORS,
+        scsi::PAGE_WRITE_ERRORS,
+        scsi::PAGE_VERIFY_ERRORS,
+        scsi::PAGE_NON_MEDIUM,
+        scsi::PAGE_TEMPERATURE,
+        scsi::PAGE_SELF_TEST,
+        scsi::PAGE_BACKGROUND_SCAN,
+        scsi::PAGE_INFO_EXCEPTIONS,
+    ] {
+        if !supported.contains(&page) {
+            continue;
+        }
+        let (o, b) = scsi_cmd(&f, &scsi::log_sense_cdb(page, LEN as u16), LEN);
+        if o == AtaOutcome::TimedOut {
+            notes.push(why(&format!("log page {page:02X}h"), &o, "scsi"));
+            break;
+        }
+        if o != AtaOutcome::Done {
+            continue;
+        }
+        let slot = match page {
+            scsi::PAGE_READ_ERRORS => &mut p.read_errors,
+            scsi::PAGE_WRITE_ERRORS => &mut p.write_errors,
+            scsi::PAGE_VERIFY_ERRORS => &mut p.verify_errors,
+            scsi::PAGE_NON_MEDIUM => &mut p.non_medium,
+            scsi::PAGE_TEMPERATURE => &mut p.temperature,
+            scsi::PAGE_SELF_TEST => &mut p.self_test,
+            scsi::PAGE_BACKGROUND_SCAN => &mut p.background_scan,
+            _ => &mut p.info_exceptions,
+        };
+        *slot = Some(b);
+    }
+    if notes.is_empty() {
+        let (o, b) = scsi_cmd(&f, &scsi::read_defects_cdb(), 4);
+        if o == AtaOutcome::Done {
+            p.defects = Some(b);
+        }
+    }
+    let mut h = scsi::classify(&p);
+    h.notes.extend(notes);
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,7 +462,6 @@ mod tests {
             ("loop", "loop device"),
             ("mmc", "SD card"),
             ("unknown", "cannot tell"),
-            ("scsi", "SCSI/SAS"),
         ] {
             let mut d = disk("vda", 1 << 30, vec![]);
             d.transport = t.into();
@@ -374,6 +483,11 @@ mod tests {
         d.transport = "nvme".into();
         let h = read(&d);
         assert_eq!(h.status, super::super::Status::Unknown, "{h:?}");
+        // A SCSI disk that takes no LOG SENSE (here: no SCSI commands at all).
+        d.transport = "scsi".into();
+        let h = read(&d);
+        assert_eq!(h.status, super::super::Status::Unknown, "{h:?}");
+        assert!(h.reasons[0].contains("LOG SENSE"), "{h:?}");
         std::fs::remove_file(&p).unwrap();
         d.path = "/nonexistent/lifeboat-disk".into();
         assert!(read(&d).reasons[0].contains("cannot open"));

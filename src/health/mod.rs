@@ -1,13 +1,14 @@
 //! Drive health, read by Lifeboat itself before a job: ATA SMART through SCSI/ATA Translation
-//! (SATA disks behind libata, SAT-capable USB bridges), the NVMe SMART / Health log, and an
-//! eMMC's wear estimates (sysfs `life_time` / `pre_eol_info`). Each
+//! (SATA disks behind libata, SAT-capable USB bridges), the NVMe SMART / Health log, a SCSI/SAS
+//! drive's LOG SENSE pages and grown defect list, and an eMMC's wear estimates (sysfs
+//! `life_time` / `pre_eol_info`). Each
 //! disk gets a [`Health`]: `status` (`ok`, `worn`, `failing`, `unknown`), the `reasons` in plain
 //! words, `notes`, and the raw `counters`. The status comes from the bad-sector counters, the
 //! maker's thresholds, the latest self-test and the NVMe warnings, never from the drive's
 //! overall "PASSED" verdict; a disk that cannot report (virtio, a USB bridge without SAT, a
 //! refused ioctl, no answer in time) is `unknown` with the reason, never `ok`.
 //!
-//! `ata` and `nvme` are pure decoders and classifiers (unit-tested on recorded pages);
+//! `ata`, `nvme` and `scsi` are pure decoders and classifiers (unit-tested on recorded pages);
 //! `device` sends the commands (through the ioctl wrappers in `crate::io::sys`) with a
 //! per-command timeout, and [`fill`] reads every disk in parallel under one deadline, so a
 //! dying drive never holds up `list` or the console for long.
@@ -15,6 +16,7 @@ pub mod ata;
 pub mod device;
 pub mod emmc;
 pub mod nvme;
+pub mod scsi;
 
 pub use ata::AtaAttribute;
 
@@ -102,6 +104,21 @@ pub struct Counters {
     /// NVMe Number of Error Information Log Entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_log_entries: Option<u64>,
+    /// SCSI: entries of the grown defect list (sectors replaced since the factory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grown_defects: Option<u64>,
+    /// SCSI: total uncorrected read errors (log page 03h, parameter 0006h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_uncorrected: Option<u64>,
+    /// SCSI: total uncorrected write errors (log page 02h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_uncorrected: Option<u64>,
+    /// SCSI: total uncorrected verify errors (log page 05h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_uncorrected: Option<u64>,
+    /// SCSI: non-medium errors (log page 06h: link, cabling, controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_medium_errors: Option<u64>,
 }
 
 /// One entry of an ATA drive's self-test log (the latest is reported).
@@ -128,7 +145,8 @@ pub struct Health {
     /// Other observations that do not change the status (cable errors, self-test history...).
     #[serde(default)]
     pub notes: Vec<String>,
-    /// How it was read: "ata" (SMART through SAT), "nvme" or "emmc"; null when nothing could be read.
+    /// How it was read: "ata" (SMART through SAT), "nvme", "scsi" (LOG SENSE) or "emmc"; null
+    /// when nothing could be read.
     pub protocol: Option<String>,
     pub counters: Counters,
     /// The latest entry of the ATA self-test log, if any.
