@@ -137,3 +137,53 @@ fn fixup_4096_byte_sectors() {
     let t = gpt::read(&d).unwrap();
     assert_eq!((t.kind, t.sector_size), (TableKind::Gpt, 4096));
 }
+
+/// A failing disk whose last sector is bad: with a good primary GPT the backup is never read,
+/// and the whole planning analysis (table, layer probes at the end, filesystems) fails no
+/// read at all; with a damaged primary the backup (at the last LBA) is tried, once. A disk
+/// without a table fails the tail read once, however many probes look there.
+#[test]
+fn a_bad_last_sector_is_not_read_when_the_primary_gpt_is_good() {
+    use lifeboat::rescue::SimDevice;
+    let dir = TempDir::new("gpt-badtail");
+    let src = make_source(dir.path());
+    let sha = common::sha256(&src);
+    let data = std::fs::read(&src).unwrap();
+    let size = data.len() as u64;
+    let failing = |d: Vec<u8>| SimDevice::new(d, 512).bad(size - 512, 512);
+
+    let sim = failing(data.clone());
+    let t = gpt::read(&sim).unwrap();
+    assert_eq!(
+        (t.kind, t.used_backup, t.partitions.len()),
+        (TableKind::Gpt, false, 2)
+    );
+    assert_eq!(sim.failed_reads(), 0, "the backup GPT was read");
+    let sim = failing(data.clone());
+    let _ = lifeboat::fs::UsageMap::analyze(&sim);
+    assert_eq!(
+        sim.failed_reads(),
+        0,
+        "the analysis read the bad last sector"
+    );
+
+    // The primary header damaged: the backup is the table (here it is unreadable too, so
+    // nothing is found), tried once by the table reader and never again by the analysis.
+    let mut broken = data.clone();
+    broken[512..1024].fill(0);
+    let sim = failing(broken.clone());
+    let _ = lifeboat::fs::UsageMap::analyze(&sim);
+    assert_eq!(sim.failed_reads(), 1);
+    // With a readable tail the backup is used.
+    let t = gpt::read(&SimDevice::new(broken, 512)).unwrap();
+    assert_eq!(
+        (t.kind, t.used_backup, t.partitions.len()),
+        (TableKind::Gpt, true, 2)
+    );
+
+    // No table at all, 4096-byte sectors, the last one bad: one failed read.
+    let sim = SimDevice::new(SimDevice::pattern(16 << 20, 7), 4096).bad((16 << 20) - 4096, 4096);
+    let _ = lifeboat::fs::UsageMap::analyze(&sim);
+    assert_eq!(sim.failed_reads(), 1);
+    assert_eq!(common::sha256(&src), sha);
+}

@@ -168,7 +168,8 @@ fn health_in_list_json_and_a_failing_target_refused() {
         "unknown",
         None,
         &[],
-        Some("SCSI/SAS"),
+        // QEMU's scsi-hd answers no LOG SENSE page.
+        Some("does not answer LOG SENSE"),
     ));
     errs.extend(check_health(
         by_serial(&devices, "LB-H-USB"),

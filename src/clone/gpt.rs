@@ -220,45 +220,46 @@ fn parse_entries(h: &GptHeader, e: &[u8]) -> Vec<Part> {
     v
 }
 
-/// Tries a GPT with sector size `ss`: the primary at LBA 1, else the backup at the last LBA.
+/// Tries a GPT with sector size `ss`: the primary at LBA 1, else the backup at the last LBA
+/// (or at the primary's alternate LBA). The backup is read only when the primary gives no
+/// table: on a failing disk the last sector is often bad, and each failed read costs seconds.
 fn read_gpt(src: &dyn BlockSource, ss: u64) -> Result<Option<PartitionTable>> {
     if src.size() < 3 * ss {
         return Ok(None);
     }
+    let table = |h: GptHeader, e: &[u8], backup: bool| PartitionTable {
+        kind: TableKind::Gpt,
+        sector_size: ss as u32,
+        partitions: parse_entries(&h, e),
+        gpt: Some(h),
+        used_backup: backup,
+    };
     let primary = read_exact(src, ss, ss as usize)
         .ok()
         .and_then(|s| parse_header(&s, 1));
-    let mut candidates = Vec::new();
-    if let Some(h) = primary {
-        candidates.push((h, false));
+    if let Some(h) = &primary {
+        if let Ok(Some(e)) = read_entries(src, h, ss) {
+            return Ok(Some(table(h.clone(), &e, false)));
+        }
     }
     let last = src.size() / ss - 1;
-    if let Ok(s) = read_exact(src, last * ss, ss as usize) {
-        if let Some(h) = parse_header(&s, last) {
-            candidates.push((h, true));
-        }
-    }
+    let mut places = vec![last];
     // A clone onto a smaller disk keeps the source's alternate LBA: look there too.
-    if let Some((h, _)) = candidates.first() {
+    if let Some(h) = &primary {
         let alt = h.alternate_lba;
         if alt != last && alt != 1 && (alt + 1) * ss <= src.size() {
-            if let Ok(s) = read_exact(src, alt * ss, ss as usize) {
-                if let Some(b) = parse_header(&s, alt) {
-                    candidates.push((b, true));
-                }
-            }
+            places.push(alt);
         }
     }
-    for (h, backup) in candidates {
+    for lba in places {
+        let Some(h) = read_exact(src, lba * ss, ss as usize)
+            .ok()
+            .and_then(|s| parse_header(&s, lba))
+        else {
+            continue;
+        };
         if let Ok(Some(e)) = read_entries(src, &h, ss) {
-            let partitions = parse_entries(&h, &e);
-            return Ok(Some(PartitionTable {
-                kind: TableKind::Gpt,
-                sector_size: ss as u32,
-                partitions,
-                gpt: Some(h),
-                used_backup: backup,
-            }));
+            return Ok(Some(table(h, &e, true)));
         }
     }
     Ok(None)

@@ -225,7 +225,9 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     let source_dev = Arc::new(Device::open(&spath, Access::Read)?);
     let ssize = source_dev.size();
     // A table we cannot read (bad sectors right there) means the whole source is needed.
-    let table_read = gpt::read(source_dev.as_ref()).ok();
+    // Planning reads go through one memory of failed reads (a bad tail is read once).
+    let planning = crate::fs::known_bad::KnownBad::new(source_dev.as_ref());
+    let table_read = gpt::read(&planning).ok();
     let table = table_read.clone().unwrap_or(PartitionTable {
         kind: TableKind::None,
         sector_size: source_dev.logical_block_size(),
@@ -257,7 +259,7 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     };
     // The used-block plan and the domain, read through the source device like the data (the
     // table is the one read above: each byte of the plan is read once).
-    let mut usage = UsageMap::analyze_with(source_dev.as_ref(), table_read.as_ref());
+    let mut usage = UsageMap::analyze_with(&planning, table_read.as_ref());
     if job.all_sectors {
         usage.force_all_sectors("--all-sectors was given");
     }

@@ -28,6 +28,7 @@ pub mod domain;
 pub mod exfat;
 pub mod ext;
 pub mod fat;
+pub mod known_bad;
 pub mod ntfs;
 mod report;
 pub mod xfs;
@@ -519,7 +520,10 @@ fn stream_partition(r: Region, c: &Content, acc: &mut Bounded) -> Result<u64> {
 impl UsageMap {
     /// Reads the partition table and every partition's map (see [`UsageMap::analyze_with`]).
     pub fn analyze(src: &dyn BlockSource) -> UsageMap {
-        Self::analyze_with(src, gpt::read(src).ok().as_ref())
+        // A read that failed is not sent again (the tail of a failing disk is read by several
+        // probes).
+        let src = known_bad::KnownBad::new(src);
+        Self::analyze_with(&src, gpt::read(&src).ok().as_ref())
     }
 
     /// Reads every partition's map once, with the partition table already read from `src`
