@@ -188,6 +188,30 @@ fn layered_storage_named() {
     );
 }
 
+/// An eMMC card's hardware boot partitions are named in its details, as not copied with it.
+#[test]
+fn emmc_boot_partitions_named() {
+    let mut m = disk("mmcblk0", 29 << 30, vec![]);
+    m.transport = "mmc".into();
+    m.mmc_boot_partitions = ["mmcblk0boot0", "mmcblk0boot1"]
+        .iter()
+        .map(|n| crate::devices::MmcBootPartition {
+            name: n.to_string(),
+            path: PathBuf::from(format!("/dev/{n}")),
+            dev: "179:8".into(),
+            size_bytes: 4 << 20,
+            read_only: true,
+        })
+        .collect();
+    let mut a = App::new(true, "t".into(), "/run/lifeboat/job".into());
+    a.update(Event::Disks(Ok(vec![m])));
+    let t = text(&render_buf(&a, 120, 30));
+    assert!(
+        t.contains("eMMC boot partitions mmcblk0boot0 4.0 MiB, mmcblk0boot1 4.0 MiB not copied"),
+        "{t}"
+    );
+}
+
 #[test]
 fn controllers_without_disks_named() {
     use crate::devices::controllers::Unsupported;
