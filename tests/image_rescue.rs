@@ -531,9 +531,11 @@ fn kill_source(t: &TempDir) -> (std::path::PathBuf, Vec<u8>) {
 }
 
 /// Runs `lifeboat image create SRC IMG ARGS` uninterrupted, then killed (SIGKILL) at five
-/// points of that run's time and run again until it finishes: every resumed image must have
-/// the uninterrupted one's bytes in every volume. Returns whether any run resumed (killed
-/// after its first write), so the caller can tell a test that tested nothing.
+/// points of its progress — when its `.partial` volumes hold 15, 30, 45, 60 and 75 % of the
+/// uninterrupted image's bytes, watched from here, so the kills fall at those points on a
+/// machine of any speed — and run again until it finishes: every resumed image must have the
+/// uninterrupted one's bytes in every volume. Returns whether any run resumed (killed after
+/// its first write), so the caller can tell a test that tested nothing.
 fn killed_creates_resume(t: &TempDir, src: &std::path::Path, args: &[&str]) -> bool {
     use common::{assert_exit, lifeboat, lifeboat_cmd, s};
     let create_args = |img: &std::path::Path| -> Vec<String> {
@@ -548,18 +550,28 @@ fn killed_creates_resume(t: &TempDir, src: &std::path::Path, args: &[&str]) -> b
         lifeboat(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>())
     };
     let whole = t.p("whole.lbi");
-    let t0 = std::time::Instant::now();
     assert_exit(&run(&whole), 0);
-    // Kill points as fractions of an uninterrupted run on this machine (a quiet machine
-    // finishes in well under 100 ms, a loaded one takes seconds).
-    let full_ms = t0.elapsed().as_millis() as u64;
     let want = normalized_volumes(&volumes_of(&whole));
+    let total: u64 = want.iter().map(|v| v.len() as u64).sum();
+    // The bytes in the `.partial` volumes of image `k{k}.lbi` now.
+    let written = |k: usize| -> u64 {
+        std::fs::read_dir(t.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with(&format!("k{k}.lbi")) && n.ends_with(".partial")
+            })
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
     let mut resumed_any = false;
     let kills: Vec<u64> = [15u64, 30, 45, 60, 75]
         .iter()
-        .map(|p| (full_ms * p / 100).max(1))
+        .map(|p| total * p / 100)
         .collect();
-    for (k, ms) in kills.iter().enumerate() {
+    for (k, at) in kills.iter().enumerate() {
         let img = t.p(&format!("k{k}.lbi"));
         let mut child = lifeboat_cmd()
             .args(create_args(&img))
@@ -568,9 +580,12 @@ fn killed_creates_resume(t: &TempDir, src: &std::path::Path, args: &[&str]) -> b
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(*ms));
+        while written(k) < *at && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
         let _ = child.kill();
         let status = child.wait().unwrap();
+        let ms = format!("{}% of its bytes", at * 100 / total.max(1));
         if !img.exists() {
             assert!(!status.success());
             // Killed before its first write, there is nothing to resume: it starts afresh.
@@ -582,12 +597,12 @@ fn killed_creates_resume(t: &TempDir, src: &std::path::Path, args: &[&str]) -> b
         assert_eq!(
             got.len(),
             want.len(),
-            "killed after {ms} ms: the resumed image has another number of volumes"
+            "killed at {ms}: the resumed image has another number of volumes"
         );
         for (v, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(
                 g == w,
-                "killed after {ms} ms: volume {} of the resumed image differs from the \
+                "killed at {ms}: volume {} of the resumed image differs from the \
                  uninterrupted one's",
                 v + 1
             );
@@ -632,7 +647,14 @@ fn a_killed_create_command_resumes_to_the_same_bytes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    // Killed once it has written a quarter of the image (its journal exists by then).
+    let part = t.p("other.lbi.partial");
+    let quarter = std::fs::metadata(t.p("k2.lbi")).unwrap().len() / 4;
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) < quarter
+        && child.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
     let _ = child.kill();
     let _ = child.wait();
     if !img.exists() {
