@@ -122,3 +122,85 @@ fn chain_copy_refuses_a_destination_named_like_a_parent() {
     assert_exit(&lifeboat(&["image", "verify", s(&b.join("inc.lbi"))]), 0);
     assert_eq!(shas(a), before, "an image of the chain changed");
 }
+
+#[test]
+fn no_job_writes_over_its_passphrase_file() {
+    // `image create SRC pw --encrypt --passphrase-file pw --force` replaced the passphrase file
+    // with the image it encrypts (exit 0): the only written copy of the key was gone. A copy or
+    // an export onto it with --force did the same.
+    let dir = TempDir::new("adv4-pw");
+    let src = dir.p("src.raw");
+    let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let src_sha = sha256(&src);
+    let pw = dir.p("pw");
+    std::fs::write(&pw, "correct horse battery\n").unwrap();
+    let pw_sha = sha256(&pw);
+    let o = lifeboat(&[
+        "image",
+        "create",
+        "--encrypt",
+        "--passphrase-file",
+        s(&pw),
+        "--force",
+        s(&src),
+        s(&pw),
+    ]);
+    assert_exit(&o, 4);
+    assert!(stderr(&o).contains("passphrase file"), "{}", stderr(&o));
+    assert_eq!(sha256(&pw), pw_sha, "the passphrase file changed");
+    let img = dir.p("enc.lbi");
+    assert_exit(
+        &lifeboat(&[
+            "image",
+            "create",
+            "--encrypt",
+            "--passphrase-file",
+            s(&pw),
+            s(&src),
+            s(&img),
+        ]),
+        0,
+    );
+    let img_sha = sha256(&img);
+    for args in [
+        vec![
+            "image",
+            "copy",
+            "--force",
+            "--passphrase-file",
+            s(&pw),
+            s(&img),
+            s(&pw),
+        ],
+        vec![
+            "image",
+            "export",
+            "--force",
+            "--passphrase-file",
+            s(&pw),
+            s(&img),
+            s(&pw),
+        ],
+    ] {
+        let o = lifeboat(&args);
+        assert_exit(&o, 4);
+        assert_eq!(sha256(&pw), pw_sha, "{args:?} changed the passphrase file");
+    }
+    // Through a hard link too.
+    let link = dir.p("pw-link");
+    std::fs::hard_link(&pw, &link).unwrap();
+    let o = lifeboat(&[
+        "image",
+        "copy",
+        "--force",
+        "--passphrase-file",
+        s(&pw),
+        s(&img),
+        s(&link),
+    ]);
+    assert_exit(&o, 4);
+    assert_eq!(sha256(&pw), pw_sha, "the passphrase file changed");
+    assert_eq!(sha256(&img), img_sha, "the image changed");
+    assert_eq!(sha256(&src), src_sha, "the source changed");
+}

@@ -120,6 +120,7 @@ fn run_create(
     let parent_loc = parent.as_deref().map(StoreLocation::resolve).transpose()?;
     let mut check = Check::new();
     check.keeps("the source", &src_path)?;
+    super::cmd_keys::passphrase_kept(&mut check)?;
     // The map is written (and its temporary file): they may share storage with neither the
     // source nor the image. Its directory must exist and be writable (exit 2 otherwise).
     let map = map.as_deref().map(crate::storage::pin_dir);
@@ -396,6 +397,7 @@ fn run_verify(
             // The state file is written: never over the image or a volume of its chain.
             let mut check = Check::new();
             chain_items(&mut check, &store.path, "the image")?;
+            super::cmd_keys::passphrase_kept(&mut check)?;
             if let Some(p) = &store.partition {
                 check.keeps("the image's partition", &p.path)?;
             }
@@ -597,6 +599,7 @@ fn run_export(
     crate::storage::target::check_output(&create::partial_name(rawp), true)?;
     let mut check = Check::new();
     chain_items(&mut check, &store.path, "the image")?;
+    super::cmd_keys::passphrase_kept(&mut check)?;
     check.writes("the exported file", rawp)?;
     check.writes("the exported file", &create::partial_name(rawp))?;
     check.run()?;

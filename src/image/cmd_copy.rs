@@ -112,6 +112,7 @@ pub(super) fn run_copy(
     let dest_loc = StoreLocation::resolve(&dest)?;
     // Before anything is mounted or written: the partitions (or files) against each other.
     let mut check = Check::new();
+    super::cmd_keys::passphrase_kept(&mut check)?;
     location_items(&mut check, "the image", &src_loc, false)?;
     if let Some(p) = src_loc.plain_path() {
         if chain {
@@ -134,6 +135,7 @@ pub(super) fn run_copy(
     let planned = copy::plan(&src.path, &dest_path, chain, &keys)?;
     // The files: nothing written shares storage with any volume of any image read.
     let mut inner = Check::new();
+    super::cmd_keys::passphrase_kept(&mut inner)?;
     for p in &planned {
         for v in p.image.volume_paths() {
             inner.keeps(

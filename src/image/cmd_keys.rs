@@ -7,6 +7,21 @@ use crate::error::{exit, Error, ErrorKind, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+/// The plain path of the passphrase file this job read (set by [`use_passphrase`]).
+static PASSPHRASE_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The passphrase file this job read, as an item its identity check keeps: a job that wrote
+/// over it (`image create … --passphrase-file pw pw --force`, a copy, an export, a restore or a
+/// verify state file there) destroyed the only written copy of the key to the image it made or
+/// read. A file on a `PARTITION:/path` is not added: that partition is mounted read-only just
+/// to read it, and unmounted before the job writes anything.
+pub(crate) fn passphrase_kept(check: &mut crate::storage::Check) -> Result<()> {
+    if let Some(p) = PASSPHRASE_FILE.get() {
+        check.keeps("the passphrase file", p)?;
+    }
+    Ok(())
+}
+
 /// Makes the passphrase of this job available to every image it opens: read now from
 /// `file` (a path, or `PARTITION:/path` mounted read-only just to read it — never a partition
 /// of `source`), else asked on the terminal when an encrypted image is met.
@@ -29,6 +44,9 @@ pub(super) fn use_passphrase(file: Option<&str>, source: Option<&Path>) -> Resul
     }
     let store = loc.mount(Mode::ReadOnly)?;
     let secret = crypt::read_passphrase_file(&store.path)?;
+    if loc.partition.is_none() {
+        let _ = PASSPHRASE_FILE.set(store.path.clone());
+    }
     drop(store);
     Keys::set_global(Keys::new(PassSource::Given(secret)));
     Ok(())

@@ -46,6 +46,7 @@ pub(super) fn run_restore(
     // holding the image are kept.
     let mut check = Check::new();
     let chain = chain_items(&mut check, &store.path, "the image")?;
+    super::cmd_keys::passphrase_kept(&mut check)?;
     if let Some(p) = &store.partition {
         check.keeps("the image's partition", &p.path)?;
     }
