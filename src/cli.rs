@@ -34,6 +34,9 @@ pub enum Cmd {
     /// Create, verify, inspect, restore and export disk images.
     #[command(subcommand)]
     Image(crate::image::ImageCmd),
+    /// Images in an S3-compatible store (s3://BUCKET/DIR): list, delete, gc.
+    #[command(subcommand)]
+    Store(crate::s3::cmd::StoreCmd),
     /// Start the interactive console (the technician's UI).
     Ui(crate::tui::UiArgs),
     /// Build an initramfs (used by scripts/build).
@@ -68,6 +71,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Cmd::Health(a) => crate::health::run(a),
         Cmd::Clone(a) => crate::clone::run(a),
         Cmd::Image(a) => crate::image::run(a),
+        Cmd::Store(a) => crate::s3::cmd::run_store(a),
         Cmd::Ui(a) => crate::tui::run(a),
         Cmd::Mkinitramfs(a) => crate::initramfs::run(a),
     };

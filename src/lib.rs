@@ -15,6 +15,7 @@ pub mod kcmdline;
 pub mod modindex;
 pub mod net;
 pub mod rescue;
+pub mod s3;
 pub mod serve;
 pub mod storage;
 pub mod tui;

@@ -114,6 +114,18 @@ fn run_create(
     };
     // The passphrase (an encrypted image, or the parent's) is read before anything else.
     super::cmd_keys::use_passphrase(passphrase_file.as_deref(), Some(&src_path))?;
+    if crate::s3::store::is_s3(&image) {
+        return crate::s3::cmd::run_create(
+            src_path,
+            id,
+            &image,
+            (parent.is_some(), split.is_some(), map.is_some()),
+            compress,
+            (force, all_sectors, encrypt, identity_clear),
+            json,
+            &cancel,
+        );
+    }
     // The identity rule, before anything is mounted or opened for writing: the image (or the
     // partition it goes on) is written; the source and every volume of the parent chain are kept.
     let loc = StoreLocation::resolve(&image)?;
@@ -386,6 +398,9 @@ fn run_verify(
     json: bool,
 ) -> Result<i32> {
     super::cmd_keys::use_passphrase(passphrase_file.as_deref(), None)?;
+    if crate::s3::store::is_s3(&image) && state.is_none() {
+        return crate::s3::cmd::run_verify(&image, json);
+    }
     // Ctrl-C / SIGTERM: stop checking, exit 130 (verify changes nothing).
     let cancel = Cancel::new();
     crate::jobs::cancel_on_signals(&cancel, "nothing is changed by a verify");
@@ -457,6 +472,9 @@ fn run_verify(
 
 fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Result<i32> {
     super::cmd_keys::use_passphrase(passphrase_file.as_deref(), None)?;
+    if crate::s3::store::is_s3(&image) {
+        return crate::s3::cmd::run_info(&image, json);
+    }
     let store = Store::open(&image, Mode::ReadOnly)?;
     let path = if !store.path.exists() && create::partial_name(&store.path).exists() {
         create::partial_name(&store.path)
@@ -670,6 +688,14 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             json,
         } => {
             super::cmd_keys::use_passphrase(passphrase_file.as_deref(), None)?;
+            if crate::s3::store::is_s3(&image) {
+                if discard || map.is_some() {
+                    return Err(Error::invalid(
+                        "--discard and --map are not available when restoring from an S3 store",
+                    ));
+                }
+                return crate::s3::cmd::run_restore(&image, &target, yes, zero_free, json);
+            }
             super::cmd_restore::run_restore(image, target, yes, zero_free, discard, map, json)
         }
         ImageCmd::Verify {

@@ -484,6 +484,16 @@ impl Sealer {
         }
     }
 
+    /// The sealer of an S3 store image's objects (`crate::s3::store`): the data key's record
+    /// key and chunk-hash key, no header (store objects carry their own associated data).
+    pub fn for_store(key: &DataKey) -> Sealer {
+        Sealer {
+            aead: XChaCha20Poly1305::new((&*key.record_key()).into()),
+            digest: [0; 32],
+            hasher: ChunkHasher::Keyed(key.hash_key()),
+        }
+    }
+
     pub fn hasher(&self) -> ChunkHasher {
         self.hasher
     }

@@ -68,6 +68,13 @@ impl StoreLocation {
     /// Parses `s` and finds its partition; mounts and opens nothing. A partition location with
     /// a relative, empty or `..` inner path is a usage error (exit 2) showing the right form.
     pub fn resolve(s: &str) -> Result<StoreLocation> {
+        if crate::s3::store::is_s3(s) {
+            return Err(Error::unsupported(format!(
+                "{s}: an S3 store image can be created, restored, verified and described \
+                 (image create|restore|verify|info) but not used here; restore it to a disk or \
+                 a file first"
+            )));
+        }
         if let Some(url) = crate::net::share::ShareUrl::parse(s)? {
             return Ok(StoreLocation {
                 spec: s.to_string(),

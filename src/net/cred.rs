@@ -24,6 +24,17 @@
 //! password = s3cret
 //! ```
 //!
+//! S3 image stores (`s3://BUCKET/...`, see `crate::s3`) take `s3_endpoint`, `s3_region`,
+//! `s3_access_key` and `s3_secret_key` lines: at the top of the file, before any section (every
+//! bucket), or in a `[s3://BUCKET]` section (that bucket; its lines win over the top's):
+//!
+//! ```text
+//! s3_endpoint = http://10.0.2.2:9000
+//! s3_region = garage
+//! s3_access_key = GK31c2f218a2e44f485b94239e
+//! s3_secret_key = b892c0665f0ada8a4755dae98baa3b133590e11dae3bcc1f9d769d67f16c3835
+//! ```
+//!
 //! A value is everything after the first `=`, without the spaces around it (a password cannot
 //! start or end with a space). Lines starting with `#` or `;` are comments; there are no inline
 //! comments (a password may contain `#`). Host names and share names compare without case.
@@ -48,10 +59,33 @@ impl std::fmt::Debug for Login {
     }
 }
 
+/// One scope's S3 settings (see the module doc); fields not given are `None`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct S3Login {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+impl std::fmt::Debug for S3Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret key, even in a debug print.
+        f.debug_struct("S3Login")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
 /// A parsed credentials file.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     sections: Vec<(String, Login)>,
+    /// S3 settings by scope: `""` (the top of the file) or `s3://bucket`.
+    s3: Vec<(String, S3Login)>,
 }
 
 /// The largest credentials file read.
@@ -93,6 +127,25 @@ impl Credentials {
                 ))
             };
             let (k, v) = line.split_once('=').ok_or_else(|| bad("not key = value"))?;
+            let key = k.trim().to_ascii_lowercase();
+            if key.starts_with("s3_") {
+                let scope = c.sections.last().map_or(String::new(), |(n, _)| n.clone());
+                if c.s3.last().is_none_or(|(s, _)| *s != scope) {
+                    c.s3.push((scope, S3Login::default()));
+                }
+                let l = &mut c.s3.last_mut().expect("pushed").1;
+                let v = Some(v.trim().to_string());
+                match key.as_str() {
+                    "s3_endpoint" => l.endpoint = v,
+                    "s3_region" => l.region = v,
+                    "s3_access_key" => l.access_key = v,
+                    "s3_secret_key" => l.secret_key = v,
+                    _ => return Err(bad(
+                        "unknown s3_ key (s3_endpoint, s3_region, s3_access_key, s3_secret_key)",
+                    )),
+                }
+                continue;
+            }
             let Some((_, login)) = c.sections.last_mut() else {
                 return Err(bad("a value before the first [host/share] section"));
             };
@@ -123,6 +176,37 @@ impl Credentials {
                 .map(|(_, l)| l)
         };
         by(&exact).or_else(|| by(&host))
+    }
+}
+
+impl Credentials {
+    /// The S3 settings for `bucket`: a `[s3://bucket]` section's lines over the top of the
+    /// file's; `None` when neither gives any.
+    pub fn find_s3(&self, bucket: &str) -> Option<S3Login> {
+        let scope = format!("s3://{}", bucket.to_ascii_lowercase());
+        let pick = |name: &str| {
+            self.s3
+                .iter()
+                .filter(|(s, _)| s == name)
+                .map(|(_, l)| l.clone())
+                .reduce(|a, b| S3Login {
+                    endpoint: b.endpoint.or(a.endpoint),
+                    region: b.region.or(a.region),
+                    access_key: b.access_key.or(a.access_key),
+                    secret_key: b.secret_key.or(a.secret_key),
+                })
+        };
+        match (pick(""), pick(&scope)) {
+            (None, None) => None,
+            (Some(t), None) => Some(t),
+            (None, Some(b)) => Some(b),
+            (Some(t), Some(b)) => Some(S3Login {
+                endpoint: b.endpoint.or(t.endpoint),
+                region: b.region.or(t.region),
+                access_key: b.access_key.or(t.access_key),
+                secret_key: b.secret_key.or(t.secret_key),
+            }),
+        }
     }
 }
 
@@ -254,6 +338,42 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn s3_settings() {
+        let text = "s3_endpoint = http://10.0.2.2:9000\n\
+            s3_access_key = AKTOP\n\
+            s3_secret_key = top/secret=\n\
+            [nas.local]\n\
+            user = bob\n\
+            [s3://Lab]\n\
+            s3_access_key = AKLAB\n\
+            s3_secret_key = lab secret\n\
+            s3_region = garage\n";
+        let c = Credentials::parse(text).unwrap();
+        let lab = c.find_s3("lab").unwrap();
+        assert_eq!(lab.endpoint.as_deref(), Some("http://10.0.2.2:9000"));
+        assert_eq!(lab.access_key.as_deref(), Some("AKLAB"));
+        assert_eq!(lab.secret_key.as_deref(), Some("lab secret"));
+        assert_eq!(lab.region.as_deref(), Some("garage"));
+        let other = c.find_s3("other").unwrap();
+        assert_eq!(other.access_key.as_deref(), Some("AKTOP"));
+        assert_eq!(other.secret_key.as_deref(), Some("top/secret="));
+        assert_eq!(other.region, None);
+        // The share section is unchanged by the s3 lines.
+        assert_eq!(
+            c.find("nas.local", "x", None).unwrap().user.as_deref(),
+            Some("bob")
+        );
+        assert!(!format!("{lab:?}").contains("lab secret"));
+        assert!(Credentials::parse("user = x\n").is_err());
+        let e = Credentials::parse("s3_secret = hunter2\n").unwrap_err();
+        assert!(!e.msg.contains("hunter2"), "{e}");
+        assert!(Credentials::parse("[a]\nuser = x\n")
+            .unwrap()
+            .find_s3("lab")
+            .is_none());
     }
 
     #[test]
