@@ -243,8 +243,26 @@ pub fn run_restore(
             ),
         )?;
     }
+    let serial = t
+        .selected
+        .disk()
+        .and_then(|d| d.serial.clone())
+        .unwrap_or_default();
+    // The result goes into the store too (`results/SERIAL/TIME.json`), failed or not.
+    let record = |v: &serde_json::Value| match img.put_result(&serial, v) {
+        Ok(k) => eprintln!("lifeboat: result stored as s3://{}/{k}", img.bucket()),
+        Err(e) => eprintln!("lifeboat: warning: the result could not be stored: {e}"),
+    };
     let mut rep = img
         .read_all(Some(&t.device), zero_free, workers(), &cancel)
+        .inspect_err(|e| {
+            let _ = t.device.sync();
+            let mut v = crate::cli::error_report(e);
+            v["image"] = image.into();
+            v["target"] = t.selected.path().display().to_string().into();
+            v["target_state"] = "incomplete".into();
+            record(&v);
+        })
         .map_err(|e| {
             let _ = t.device.sync();
             let state = "the target is INCOMPLETE: restore it again";
@@ -267,6 +285,7 @@ pub fn run_restore(
     t.device.sync()?;
     let _ = t.device.reread_partitions();
     rep.target = Some(t.selected.path().display().to_string());
+    record(&serde_json::to_value(&rep).unwrap_or_default());
     crate::cli::emit_report(&rep, json);
     if !json {
         eprintln!(

@@ -350,7 +350,8 @@ pub fn create(
                                 let body =
                                     store::encode_chunk(data, &name, opts.level, sealer.as_ref())?;
                                 c.put(&key, &body)?;
-                                counts.uploaded.fetch_add(1, Ordering::Relaxed);
+                                let n = counts.uploaded.fetch_add(1, Ordering::Relaxed) + 1;
+                                kill_hook(n);
                                 counts
                                     .uploaded_bytes
                                     .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -524,6 +525,21 @@ pub fn create(
     })
 }
 
+/// Test hook: `LIFEBOAT_S3_KILL_AFTER_PUTS=N` kills this process with SIGKILL (no cleanup,
+/// as a power cut or `kill -9` would) once N chunk objects are stored, so the resume of an
+/// interrupted upload is tested at a known point whatever the machine's speed.
+fn kill_hook(puts: u64) {
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        std::env::var("LIFEBOAT_S3_KILL_AFTER_PUTS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+    });
+    if *at == Some(puts) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Seconds between upload-record saves (`LIFEBOAT_S3_SAVE_SECS`, for tests; at most
 /// [`store::REFRESH_SECS`]).
 fn save_secs() -> u64 {
@@ -695,6 +711,9 @@ impl Opened {
     pub fn serial(&self) -> &str {
         &self.body.serial
     }
+    pub fn bucket(&self) -> &str {
+        &self.loc.bucket
+    }
 
     /// Reads every chunk (fetched, opened, hashed and checked against its name) in parallel
     /// and hands it to `sink` (zero chunks too; unallocated ones only with `zero_free`);
@@ -822,6 +841,38 @@ impl Opened {
             media_hash_ok: ok,
             elapsed_secs: secs(started),
         })
+    }
+
+    /// Stores a job's result in the store as `results/SERIAL/TIME.json` (SERIAL: the target
+    /// disk's, `unknown` without one), so a fleet restoring at once leaves one record per
+    /// machine. Returns the key.
+    pub fn put_result(&self, serial: &str, report: &serde_json::Value) -> Result<String> {
+        let serial: String = serial
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let serial = if serial.is_empty() {
+            "unknown".into()
+        } else {
+            serial
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let key = format!(
+            "{}results/{serial}/{}.json",
+            self.loc.root,
+            super::sigv4::amz_date(now.as_secs())
+        );
+        self.c
+            .put(&key, report.to_string().as_bytes())
+            .map(|()| key)
     }
 
     /// `image info`'s report.

@@ -102,6 +102,8 @@ impl Client {
             .timeout_read(Duration::from_secs(120))
             .timeout_write(Duration::from_secs(120))
             .max_idle_connections_per_host(64)
+            // A redirect would be re-sent unsigned for another host: an error instead.
+            .redirects(0)
             .build();
         Client {
             cfg,

@@ -129,9 +129,11 @@ fn split(s: &str) -> Result<(String, String)> {
     Ok((bucket.to_string(), path.to_string()))
 }
 
-/// The client for a location: endpoint, region and keys from the credentials file.
+/// The client for a location: endpoint, region and keys from the credentials file; in the
+/// Lifeboat environment the network is brought up first (as for an `smb://` location).
 pub fn client(loc: &Location) -> Result<Client> {
     let (creds, looked) = crate::net::cred::load()?;
+    crate::net::ensure_up()?;
     let login = creds.as_ref().and_then(|c| c.find_s3(&loc.bucket));
     let where_ = if looked.is_empty() {
         "none given: use --credentials FILE".to_string()
