@@ -311,6 +311,17 @@ fn every_bus_and_serial_source() {
     assert_eq!(m.mmc_boot_partitions[0].path, dev.join("mmcblk0boot0"));
     assert!(lifeboat::devices::table(&disks)
         .contains("eMMC boot partitions mmcblk0boot0, mmcblk0boot1 not included"));
+    // A clone or image of the card says so.
+    let note = m.mmc_boot_note().unwrap();
+    assert!(
+        note.contains("(mmcblk0boot0, mmcblk0boot1) are separate devices"),
+        "{note}"
+    );
+    assert!(
+        note.contains("--mmc-boot-partitions clone mmcblk0boot0"),
+        "{note}"
+    );
+    assert_eq!(disk(&disks, "sda").mmc_boot_note(), None);
 }
 
 /// Asked for (`--mmc-boot-partitions`), eMMC boot partitions are disks of their own, with a

@@ -267,6 +267,9 @@ pub fn plan_in(job: &CloneJob, env: &storage::Env) -> Result<Plan> {
     if domain.is_none() {
         usage.used_bytes = copy_len;
     }
+    if let Selected::Disk(d) = &source {
+        notes.extend(d.mmc_boot_note());
+    }
     if let Some(d) = domain.as_ref().filter(|d| d.gaps_read_below > 0) {
         notes.push(format!(
             "the used blocks lie in very many pieces: free gaps shorter than {} were read too, \

@@ -136,6 +136,29 @@ pub struct MmcBootPartition {
     pub read_only: bool,
 }
 
+impl Disk {
+    /// For an eMMC card with hardware boot partitions: the note a clone or image of it carries
+    /// (they are separate devices, not copied with it, and how to copy them). None otherwise.
+    pub fn mmc_boot_note(&self) -> Option<String> {
+        if self.mmc_boot_partitions.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = self
+            .mmc_boot_partitions
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect();
+        Some(format!(
+            "the eMMC boot partitions of {} ({}) are separate devices and are not copied with it; \
+             where the board boots from them, copy each as a disk of its own: `lifeboat \
+             --mmc-boot-partitions clone {} TARGET`",
+            self.name,
+            names.join(", "),
+            names[0]
+        ))
+    }
+}
+
 /// What a selector named. (Variants differ in size; selections are few and short-lived.)
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]

@@ -87,6 +87,12 @@ fn run_create(
     if let Some(note) = failing_source_note(&sel) {
         eprintln!("lifeboat: note: {note}");
     }
+    if let Some(note) = match &sel {
+        Selected::Disk(d) => d.mmc_boot_note(),
+        _ => None,
+    } {
+        eprintln!("lifeboat: note: {note}");
+    }
     let (src_path, id) = match &sel {
         Selected::Disk(d) => (
             d.path.clone(),
