@@ -5,6 +5,8 @@
 //! image on the host, restore it in a second boot and compare; a wrong password and an
 //! unreachable host fail with their plain messages, exit 1, and leave nothing on the share. The
 //! password never appears on the serial console (which carries the log and LIFEBOAT-RESULT).
+//! A cable pulled mid-create (`set_link n0 off`) fails the job, leaves only a `.partial` that
+//! `image info` calls incomplete, and the same command with the cable back resumes and finishes.
 use lifeboat_qemu_tests::disks::{run, sha256, DiskBuilder, Fs, Part, Table};
 use lifeboat_qemu_tests::samba::Samba;
 use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, NetSpec, TempDir, Vm};
@@ -275,5 +277,114 @@ fn wrong_password_and_unreachable_host_are_plain_failures() {
         "left on the share: {:?}",
         files_under(&share)
     );
+    assert_eq!(sha256(&src).unwrap(), src_sha, "the source disk changed");
+}
+
+/// The `done_bytes` of a `LIFEBOAT-PROGRESS` line.
+fn done_bytes(line: &str) -> Option<u64> {
+    let (_, j) = line.split_once("LIFEBOAT-PROGRESS")?;
+    serde_json::from_str::<Value>(j.trim()).ok()?["done_bytes"].as_u64()
+}
+
+#[test]
+fn cable_pulled_mid_create_leaves_an_incomplete_image_that_resumes() {
+    let t = TempDir::new("net-smb-link").unwrap();
+    let share = t.join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let samba = Samba::start(&t.join("samba"), "backups", &share, "root", PASSWORD)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let src = t.join("src.img");
+    // Incompressible data, read at 2 MiB/s: the job is still copying when the cable goes.
+    DiskBuilder::new(48, Table::Gpt)
+        .part(
+            Part::new(40, Fs::Ext4)
+                .label("LINKSRC")
+                .file("data/noise.bin", noise(30 << 20, 3)),
+        )
+        .build(&src)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let src_sha = sha256(&src).unwrap();
+    let creds = t.join("creds.img");
+    creds_disk(&creds, PASSWORD);
+    let disks = |throttle: bool| {
+        let d = DiskSpec::new(&src, Bus::Sata, "LB-LINK-SRC");
+        vec![
+            if throttle {
+                d.throttle_read_bps(2 << 20)
+            } else {
+                d
+            },
+            DiskSpec::new(&creds, Bus::Virtio, "LB-NET-CREDS"),
+        ]
+    };
+    let url = format!("smb://root@{SERVER}/backups/pc/full.lbi");
+    let cmd = format!("image create serial=LB-LINK-SRC {url} --json");
+    let params = format!(
+        "lifeboat.credentials=label=CREDS:/lifeboat.cred {}",
+        run_param(&cmd)
+    );
+    let mut vm = Vm::boot_net("net-smb-link-pull", &params, disks(true), &net(&samba))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Past the first checkpoints (every 5 s), so there is something to resume from.
+    let r = vm.wait_line("16 MiB copied", Duration::from_secs(300), |l| {
+        done_bytes(l).is_some_and(|d| d >= 16 << 20)
+    });
+    vm.check(r);
+    let r = vm.monitor("set_link n0 off");
+    vm.check(r);
+    let res = vm.wait_result(Duration::from_secs(400));
+    let res = vm.check(res);
+    if res["exit_code"].as_i64() == Some(0) || res["output"]["ok"] != Value::Bool(false) {
+        vm.fail(&format!(
+            "the job did not fail when the cable was pulled: {res}"
+        ));
+    }
+    let _ = vm.wait_exit(Duration::from_secs(120));
+    drop(vm);
+    // Never a complete-looking image: no final name, and the .partial is reported incomplete.
+    assert!(
+        !share.join("pc/full.lbi").exists(),
+        "a complete-looking image was left"
+    );
+    let partial = share.join("pc/full.lbi.partial");
+    assert!(
+        partial.is_file(),
+        "no .partial on the share: {:?}",
+        files_under(&share)
+    );
+    let bin = lifeboat_bin().display().to_string();
+    let info = std::process::Command::new(&bin)
+        .args(["image", "info"])
+        .arg(&partial)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&info.stdout).to_uppercase()
+        + &String::from_utf8_lossy(&info.stderr).to_uppercase();
+    assert!(
+        text.contains("INCOMPLETE"),
+        "image info of the .partial: {text}"
+    );
+
+    // The cable back in: the same command resumes and finishes.
+    let (mut vm, res) = boot("net-smb-link-resume", &cmd, disks(false), &samba);
+    let out = &res["output"];
+    if res["exit_code"].as_i64() != Some(0) || out["resumed_from"].is_null() {
+        vm.fail(&format!("the rerun did not resume and finish: {res}"));
+    }
+    let _ = vm.wait_exit(Duration::from_secs(60));
+    drop(vm);
+    let v = run(
+        &bin,
+        &[
+            "image".into(),
+            "verify".into(),
+            share.join("pc/full.lbi").display().to_string(),
+            "--json".into(),
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("verify of the resumed image: {e}"));
+    assert!(v.contains("\"ok\":true"), "{v}");
     assert_eq!(sha256(&src).unwrap(), src_sha, "the source disk changed");
 }

@@ -348,8 +348,10 @@ pub fn cifs_options(
         }
         None => o.push_str(",guest"),
     }
-    // Files as root's, whatever the server says; no client-side permission checks.
-    o.push_str(",uid=0,gid=0,file_mode=0600,dir_mode=0700,noperm");
+    // Files as root's, whatever the server says; no client-side permission checks. A server
+    // that stops answering (a cable pulled) is noticed after 3 echoes of 10 s (cifs's default
+    // is 60 s each) and, the mount being soft, the job's I/O fails instead of waiting forever.
+    o.push_str(",uid=0,gid=0,file_mode=0600,dir_mode=0700,noperm,soft,echo_interval=10");
     o
 }
 
@@ -770,11 +772,12 @@ mod tests {
                 None
             ),
             "vers=3.1.1,ip=10.0.2.2,port=4445,username=alice,password=a,,b c,domain=WG,\
-             uid=0,gid=0,file_mode=0600,dir_mode=0700,noperm"
+             uid=0,gid=0,file_mode=0600,dir_mode=0700,noperm,soft,echo_interval=10"
         );
         assert_eq!(
             cifs_options("3.0", Ipv4Addr::new(1, 2, 3, 4), None, None, None, None),
-            "vers=3.0,ip=1.2.3.4,guest,uid=0,gid=0,file_mode=0600,dir_mode=0700,noperm"
+            "vers=3.0,ip=1.2.3.4,guest,uid=0,gid=0,file_mode=0600,dir_mode=0700,noperm,soft,\
+             echo_interval=10"
         );
         // The URL's user and domain win over the file's.
         assert!(cifs_options(
