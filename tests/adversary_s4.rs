@@ -204,3 +204,111 @@ fn no_job_writes_over_its_passphrase_file() {
     assert_eq!(sha256(&img), img_sha, "the image changed");
     assert_eq!(sha256(&src), src_sha, "the source changed");
 }
+
+/// Runs `image copy ARGS --json` paused before its verify (the debug-build hook
+/// `LIFEBOAT_TEST_PAUSE_BEFORE_VERIFY`), does `meddle` to the destination then, and returns
+/// the command's output.
+fn copy_meddled(dir: &TempDir, args: &[&str], meddle: impl FnOnce()) -> std::process::Output {
+    let pause = dir.p("pause");
+    std::fs::create_dir_all(&pause).unwrap();
+    let mut cmd = lifeboat_cmd();
+    cmd.args(["image", "copy", "--json"])
+        .args(args)
+        .env("LIFEBOAT_TEST_PAUSE_BEFORE_VERIFY", &pause)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // No deadline of our own: the hook itself gives up after 10 minutes.
+    while !pause.join("ready").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    meddle();
+    std::fs::write(pause.join("go"), b"").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_copy_read_back_shorter_is_a_failed_verify_not_a_damaged_image() {
+    // A destination that kept fewer bytes than written: the copy said "the image volume became
+    // shorter while it was copied" (blaming the image) with verified null; it is the copy's
+    // verify that failed (verified false, the problem named), and nothing stays behind.
+    let dir = TempDir::new("adv4-short");
+    let (_src, full, _inc) = chain(&dir);
+    let a = full.parent().unwrap();
+    let before = shas(a);
+    let b = dir.p("b");
+    std::fs::create_dir(&b).unwrap();
+    let part = b.join("full.lbi.partial");
+    let o = copy_meddled(&dir, &[s(&full), s(&b)], || {
+        let f = std::fs::OpenOptions::new().write(true).open(&part).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len - 100).unwrap();
+    });
+    assert_exit(&o, 5);
+    let j = json(&o);
+    assert_eq!(j["verified"], false, "{j}");
+    assert!(
+        j["verify_problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("not the"),
+        "{j}"
+    );
+    assert!(
+        std::fs::read_dir(&b).unwrap().next().is_none(),
+        "the failed copy stayed"
+    );
+    assert_eq!(shas(a), before, "the image changed");
+}
+
+#[test]
+fn a_volume_replaced_by_a_link_to_the_image_is_not_read_back_as_the_copy() {
+    // The verify opened each copy by name: a .partial replaced meanwhile by a symlink to the
+    // image's own volume read back as the image (verified true) and was renamed into the copy,
+    // which was then only a link to the first copy.
+    let dir = TempDir::new("adv4-link");
+    let src = dir.p("src.raw");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<u8> = (0..(12u32 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    let a = dir.p("a");
+    std::fs::create_dir(&a).unwrap();
+    let img = a.join("split.lbi");
+    assert_exit(
+        &lifeboat(&[
+            "image",
+            "create",
+            "--all-sectors",
+            "--compress",
+            "lz4",
+            "--split",
+            "4M",
+            s(&src),
+            s(&img),
+        ]),
+        0,
+    );
+    assert!(a.join("split.lbi.002").exists(), "no second volume");
+    let before = shas(&a);
+    let b = dir.p("b");
+    std::fs::create_dir(&b).unwrap();
+    let part = b.join("split.lbi.002.partial");
+    let o = copy_meddled(&dir, &[s(&img), s(&b)], || {
+        std::fs::remove_file(&part).unwrap();
+        std::os::unix::fs::symlink(a.join("split.lbi.002"), &part).unwrap();
+    });
+    assert_exit(&o, 5);
+    assert!(
+        std::fs::read_dir(&b).unwrap().next().is_none(),
+        "the copy stayed: {:?}",
+        std::fs::read_dir(&b).unwrap().collect::<Vec<_>>()
+    );
+    assert_eq!(shas(&a), before, "the image changed");
+}

@@ -214,12 +214,12 @@ pub fn copy(
             images.push(c);
             continue;
         }
-        let hashes = copy_volumes(p, &mut prog, sink, cancel)?;
+        let written = copy_volumes(p, &mut prog, sink, cancel)?;
         copied += c.bytes;
         if verify {
             let t = Instant::now();
             let found =
-                verify_copy(p, &hashes, keys, sink, cancel).inspect_err(|_| remove_partials(p))?;
+                verify_copy(p, &written, keys, sink, cancel).inspect_err(|_| remove_partials(p))?;
             verify_secs += t.elapsed().as_secs_f64();
             c.verified = Some(found.is_empty());
             if !found.is_empty() {
@@ -230,7 +230,7 @@ pub fn copy(
                 break;
             }
         }
-        commit(p)?;
+        commit(p, &written)?;
         images.push(c);
     }
     let failed = !problems.is_empty();
@@ -253,14 +253,21 @@ pub fn copy(
     })
 }
 
+/// One volume written: the BLAKE3 of what was read from the image, and the file written (kept
+/// open: the verify reads back this file, whatever its name points to by then).
+struct Written {
+    hash: [u8; 32],
+    file: File,
+}
+
 /// Copies each volume of `p` to its `.partial` name (created fresh: never through a link),
-/// fsynced; returns the BLAKE3 of each volume as read from the image.
+/// fsynced; returns each volume's hash as read from the image and the file written.
 fn copy_volumes(
     p: &Planned,
     prog: &mut Progress,
     sink: &dyn ProgressSink,
     cancel: &Cancel,
-) -> Result<Vec<[u8; 32]>> {
+) -> Result<Vec<Written>> {
     let mut hashes = Vec::new();
     for (n, (src, len)) in p.image.volume_lens().into_iter().enumerate() {
         let to = partial_name(&volume_path(&p.dest, n as u32 + 1));
@@ -269,7 +276,7 @@ fn copy_volumes(
             let out = crate::io::open::create_fresh(&to)?;
             let h = copy_file(&from, &src, &out, &to, len, prog, sink, cancel)?;
             out.sync_all().map_err(|e| Error::io("fsync", &to, e))?;
-            Ok(h)
+            Ok(Written { hash: h, file: out })
         })();
         match r {
             Ok(h) => hashes.push(h),
@@ -400,12 +407,15 @@ fn write_block(out: &File, dst: &Path, buf: &[u8], off: u64) -> Result<()> {
 }
 
 /// Reads the copy of `p` back from the destination's storage (every volume fsynced, its page
-/// cache dropped) and compares each volume with the hash of what was read from the image, then
-/// verifies the copy as an image (an encrypted one with `keys`; not when it was opened
-/// locked). Returns the problems found (empty: the copy is good).
+/// cache dropped) through the files written — not by name: a name replaced meanwhile (a link
+/// to the image itself) would read back the image — and compares each volume with the hash of
+/// what was read from the image (a volume read back shorter or longer than written is a
+/// problem of the copy, not an error of the image), then verifies the copy as an image (an
+/// encrypted one with `keys`; not when it was opened locked). Returns the problems found
+/// (empty: the copy is good).
 fn verify_copy(
     p: &Planned,
-    hashes: &[[u8; 32]],
+    written: &[Written],
     keys: &Keys,
     sink: &dyn ProgressSink,
     cancel: &Cancel,
@@ -415,13 +425,25 @@ fn verify_copy(
     let total: u64 = vols.iter().map(|v| v.1).sum();
     let mut prog = Progress::new("image-copy", "verifying", total);
     let mut found = Vec::new();
-    for (n, ((src, len), want)) in vols.iter().zip(hashes).enumerate() {
+    for (n, ((src, len), w)) in vols.iter().zip(written).enumerate() {
         let to = partial_name(&volume_path(&p.dest, n as u32 + 1));
-        let f = crate::io::open::open_regular(&to, "a copied image volume")?;
-        crate::io::drop_file_cache(&f, &to)?;
-        let got = hash_file(&f, &to, *len, &mut prog, sink, cancel)?;
-        if got != *want {
-            let at = first_difference(src, &to, *len)?;
+        let f = &w.file;
+        crate::io::drop_file_cache(f, &to)?;
+        let now = f
+            .metadata()
+            .map_err(|e| Error::io("look at", &to, e))?
+            .len();
+        if now != *len {
+            found.push(format!(
+                "{} read back from the destination is {now} bytes, not the {len} written: the \
+                 destination's storage did not keep what was written",
+                to.display()
+            ));
+            continue;
+        }
+        let got = hash_file(f, &to, *len, &mut prog, sink, cancel)?;
+        if got != w.hash {
+            let at = first_difference(src, f, &to, *len)?;
             found.push(format!(
                 "{} read back from the destination differs from {} ({}): the destination's \
                  storage did not return what was written",
@@ -477,16 +499,16 @@ fn hash_file(
     Ok(*h.finalize().as_bytes())
 }
 
-/// The first byte offset where `a` and `b` differ in their first `len` bytes (None: equal).
-fn first_difference(a: &Path, b: &Path, len: u64) -> Result<Option<u64>> {
+/// The first byte offset where `a` and the file `fb` (named `b`) differ in their first `len`
+/// bytes (None: equal).
+fn first_difference(a: &Path, fb: &File, b: &Path, len: u64) -> Result<Option<u64>> {
     let fa = crate::io::open::open_regular(a, "an image volume")?;
-    let fb = crate::io::open::open_regular(b, "a copied image volume")?;
     let (mut x, mut y) = (vec![0u8; BLOCK], vec![0u8; BLOCK]);
     let mut off = 0;
     while off < len {
         let n = (len - off).min(BLOCK as u64) as usize;
         read_full(&fa, a, &mut x[..n], off)?;
-        read_full(&fb, b, &mut y[..n], off)?;
+        read_full(fb, b, &mut y[..n], off)?;
         if let Some(k) = x[..n].iter().zip(&y[..n]).position(|(p, q)| p != q) {
             return Ok(Some(off + k as u64));
         }
@@ -496,10 +518,31 @@ fn first_difference(a: &Path, b: &Path, len: u64) -> Result<Option<u64>> {
 }
 
 /// Renames the `.partial` volumes of `p` to their final names (the last first, the first
-/// volume last), removes stale volumes of an image replaced there, fsyncs the directory.
-fn commit(p: &Planned) -> Result<()> {
+/// volume last), removes stale volumes of an image replaced there, fsyncs the directory. Each
+/// `.partial` name must still be the file written (`written`): one replaced meanwhile (by
+/// another process) is refused, not renamed into the copy.
+fn commit(p: &Planned, written: &[Written]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let stale = super::volumes::old_volumes(&p.dest);
     let n = p.image.volume_lens().len() as u32;
+    for (k, w) in (1..=n).zip(written) {
+        let part = partial_name(&volume_path(&p.dest, k));
+        let a = w
+            .file
+            .metadata()
+            .map_err(|e| Error::io("look at", &part, e))?;
+        let same = std::fs::symlink_metadata(&part)
+            .is_ok_and(|b| b.is_file() && a.dev() == b.dev() && a.ino() == b.ino());
+        if !same {
+            remove_partials(p);
+            return Err(Error::corrupt(format!(
+                "{} is no longer the file this copy wrote (replaced while it was copied): \
+                 nothing was renamed; copy again",
+                part.display()
+            ))
+            .at_path(&part));
+        }
+    }
     for k in (1..=n).rev() {
         let to = volume_path(&p.dest, k);
         std::fs::rename(partial_name(&to), &to)
