@@ -392,6 +392,21 @@ mod tests {
                 json: false,
             },
         )));
+        round_trip(Cmd::Image(ImageCmd::Ls(crate::serve::extract::LsArgs {
+            image: "label=B:/a.lbi".into(),
+            path: Some("/home/ann".into()),
+            partition: Some(2),
+            json: true,
+        })));
+        round_trip(Cmd::Image(ImageCmd::Extract(
+            crate::serve::extract::ExtractArgs {
+                image: "label=B:/a.lbi".into(),
+                paths: vec!["/home/ann/a letter.odt".into(), "/etc".into()],
+                to: "label=USB:/restored".into(),
+                partition: None,
+                json: true,
+            },
+        )));
         round_trip(Cmd::Image(ImageCmd::AddKey {
             image: "a.lbi".into(),
             output: Some("/media/k".into()),

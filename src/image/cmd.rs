@@ -735,6 +735,14 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             passphrase_file,
             json,
         } => super::cmd_copy::run_copy(image, dest, chain, no_verify, force, passphrase_file, json),
+        ImageCmd::Ls(a) => {
+            crypt::Keys::set_global(crypt::Keys::new(crypt::PassSource::Terminal));
+            crate::serve::extract::run_ls(a)
+        }
+        ImageCmd::Extract(a) => {
+            crypt::Keys::set_global(crypt::Keys::new(crypt::PassSource::Terminal));
+            crate::serve::extract::run_extract(a)
+        }
         ImageCmd::Export {
             image,
             raw,

@@ -159,6 +159,12 @@ pub enum ImageCmd {
     Mount(crate::serve::attach::MountArgs),
     /// Unmount an image mounted by `image mount` and detach its NBD device.
     Umount(crate::serve::attach::UmountArgs),
+    /// List a directory of one partition of the disk as it was at this image (mounted
+    /// read-only for the listing).
+    Ls(crate::serve::extract::LsArgs),
+    /// Copy files and folders out of one partition of the disk as it was at this image into
+    /// a folder (nothing there is replaced), without restoring the disk.
+    Extract(crate::serve::extract::ExtractArgs),
     /// Write the disk as a file: raw (sparse where the disk was zero), or a VM disk (qcow2,
     /// vhd, vhdx, vmdk) so the old PC boots as a virtual machine.
     Export {

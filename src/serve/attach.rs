@@ -59,6 +59,8 @@ pub struct MountReport {
     pub free_bytes: u64,
     /// The names in its top directory, sorted (at most 200).
     pub root_entries: Vec<String>,
+    /// Every partition of the imaged disk (empty: it has no partition table).
+    pub partitions: Vec<u32>,
 }
 
 /// What `image umount --json` reports.
@@ -78,41 +80,132 @@ pub fn run_mount(a: MountArgs) -> Result<i32> {
     if a.attached {
         return run_helper(&a.image);
     }
-    let meta = std::fs::metadata(&a.dir).map_err(|e| Error::io("look at", &a.dir, e))?;
+    check_mount_dir(&a.dir)?;
+    let att = attach(&a.image, &a.dir, a.partition)?;
+    let rep = att.report.clone();
+    // The mount outlives this command: `image umount` undoes it.
+    att.keep();
+    crate::cli::emit_report(&rep, a.json);
+    if !a.json {
+        eprintln!(
+            "Mounted partition {} ({}) of {} read-only on {} (through {}); `lifeboat image umount {}` detaches it.",
+            rep.partition,
+            rep.filesystem,
+            a.image,
+            a.dir.display(),
+            rep.device.display(),
+            a.dir.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// Refuses a directory that is not an empty directory of its own (mounting on it would hide
+/// what it holds).
+pub fn check_mount_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(|e| Error::io("look at", dir, e))?;
     if !meta.is_dir() {
         return Err(Error::invalid(format!(
             "{} is not a directory: give an existing directory to mount on",
-            a.dir.display()
+            dir.display()
         )));
     }
     // Mounting over a directory hides what it holds (or the filesystem mounted there): a
     // mistyped path (a home, "/", /proc) must not vanish behind the image's partition.
     let in_use = {
         use std::os::unix::fs::MetadataExt;
-        match std::fs::metadata(a.dir.join("..")) {
+        match std::fs::metadata(dir.join("..")) {
             Ok(parent) => parent.dev() != meta.dev() || parent.ino() == meta.ino(),
-            Err(e) => return Err(Error::io("look at", a.dir.join(".."), e)),
+            Err(e) => return Err(Error::io("look at", dir.join(".."), e)),
         }
     };
     if in_use {
         return Err(Error::invalid(format!(
             "{} is a mount point in use: give an empty directory of its own to mount on",
-            a.dir.display()
+            dir.display()
         ))
-        .at_path(&a.dir));
+        .at_path(dir));
     }
-    let mut entries = std::fs::read_dir(&a.dir).map_err(|e| Error::io("list", &a.dir, e))?;
+    let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
     if entries.next().is_some() {
         return Err(Error::invalid(format!(
             "{} is not empty: mounting on it would hide its files; give an empty directory",
-            a.dir.display()
+            dir.display()
         ))
-        .at_path(&a.dir));
+        .at_path(dir));
     }
+    Ok(())
+}
+
+/// A partition of an image mounted read-only through a helper process and an NBD device.
+/// Dropping it unmounts the partition and disconnects the device (which ends the helper), on
+/// every path; [`Attached::keep`] leaves it mounted instead (`image mount`).
+pub struct Attached {
+    pub report: MountReport,
+    /// The whole NBD device (`/dev/nbd0`).
+    pub disk: PathBuf,
+    child: Option<std::process::Child>,
+    mounted: bool,
+}
+
+impl Attached {
+    /// Leaves the partition mounted and the helper serving it.
+    pub fn keep(mut self) {
+        self.mounted = false;
+        self.child = None;
+        self.disk = PathBuf::new();
+    }
+
+    /// Unmounts and detaches now, reporting a failure (drop does the same, silently).
+    pub fn detach(mut self) -> Result<()> {
+        self.close()
+    }
+
+    fn close(&mut self) -> Result<()> {
+        let mut res = Ok(());
+        if self.mounted {
+            self.mounted = false;
+            let dir = &self.report.mounted;
+            if let Err(e) = nix::mount::umount(dir.as_path()) {
+                // Something still holds it (a shell in it): detach it lazily so the device can
+                // go; the kernel finishes the unmount when the last user leaves.
+                let _ = nix::mount::umount2(dir.as_path(), nix::mount::MntFlags::MNT_DETACH);
+                res = Err(Error::io(
+                    "unmount",
+                    dir,
+                    std::io::Error::from_raw_os_error(e as i32),
+                ));
+            }
+        }
+        if !self.disk.as_os_str().is_empty() {
+            let disk = std::mem::take(&mut self.disk);
+            if let Err(e) = disconnect(&disk) {
+                res = res.and(Err(e));
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        res
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            eprintln!("lifeboat: {e}");
+        }
+    }
+}
+
+/// Attaches the disk of `image` (a chain resolved) through a helper process and mounts its
+/// partition `partition` (default: the first, or the whole disk without a table) read-only on
+/// `dir`, which the caller checked.
+pub fn attach(image: &str, dir: &Path, partition: Option<u32>) -> Result<Attached> {
     let exe = std::env::current_exe().map_err(|e| Error::os("find the lifeboat binary", e))?;
     let mut child = std::process::Command::new(exe)
-        .args(["image", "mount", &a.image])
-        .arg(&a.dir)
+        .args(["image", "mount", image])
+        .arg(dir)
         .arg("--attached")
         // The helper's report (if it fails) is not the job's: the runner gets this command's.
         .env_remove(crate::cli::REPORT_ENV)
@@ -129,29 +222,36 @@ pub fn run_mount(a: MountArgs) -> Result<i32> {
             format!("the image could not be attached (the helper ended: {st:?}); see above"),
         ));
     };
-    // From here on, a failure disconnects the device (which ends the helper).
-    let res = mount_partition(&a, &dev);
-    if res.is_err() {
-        let _ = disconnect(&dev);
-        let _ = child.wait();
-    }
-    let rep = res?;
-    crate::cli::emit_report(&rep, a.json);
-    if !a.json {
-        eprintln!(
-            "Mounted partition {} ({}) of {} read-only on {} (through {}); `lifeboat image umount {}` detaches it.",
-            rep.partition,
-            rep.filesystem,
-            a.image,
-            a.dir.display(),
-            dev.display(),
-            a.dir.display()
-        );
-    }
-    Ok(exit::OK)
+    let mut att = Attached {
+        report: MountReport {
+            ok: false,
+            image: image.to_string(),
+            device: dev.clone(),
+            partition: 0,
+            filesystem: String::new(),
+            mounted: dir.to_path_buf(),
+            read_only: true,
+            size_bytes: 0,
+            free_bytes: 0,
+            root_entries: Vec::new(),
+            partitions: Vec::new(),
+        },
+        disk: dev.clone(),
+        child: Some(child),
+        mounted: false,
+    };
+    // From here on, a failure drops `att`: the device is disconnected (which ends the helper).
+    att.report = mount_partition(image, dir, partition, &dev)?;
+    att.mounted = true;
+    Ok(att)
 }
 
-fn mount_partition(a: &MountArgs, dev: &Path) -> Result<MountReport> {
+fn mount_partition(
+    image: &str,
+    dir: &Path,
+    partition: Option<u32>,
+    dev: &Path,
+) -> Result<MountReport> {
     let name = dev
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -166,7 +266,7 @@ fn mount_partition(a: &MountArgs, dev: &Path) -> Result<MountReport> {
         let _ = d.reread_partitions();
     }
     let parts: Vec<u32> = partitions(&name);
-    let n = match a.partition {
+    let n = match partition {
         Some(n) => n,
         None => parts.first().copied().unwrap_or(0),
     };
@@ -197,16 +297,16 @@ fn mount_partition(a: &MountArgs, dev: &Path) -> Result<MountReport> {
                 node.display()
             ))
         })?;
-    mount_ro(&node, &a.dir, &fs)?;
+    mount_ro(&node, dir, &fs)?;
     // statvfs's field types differ between targets (glibc, musl): cast them all.
     #[allow(clippy::unnecessary_cast)]
-    let (size_bytes, free_bytes) = nix::sys::statvfs::statvfs(&a.dir)
+    let (size_bytes, free_bytes) = nix::sys::statvfs::statvfs(dir)
         .map(|v| {
             let f = v.fragment_size() as u64;
             (v.blocks() as u64 * f, v.blocks_free() as u64 * f)
         })
         .unwrap_or((0, 0));
-    let mut root_entries: Vec<String> = std::fs::read_dir(&a.dir)
+    let mut root_entries: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -216,15 +316,16 @@ fn mount_partition(a: &MountArgs, dev: &Path) -> Result<MountReport> {
     root_entries.truncate(200);
     Ok(MountReport {
         ok: true,
-        image: a.image.clone(),
+        image: image.to_string(),
         device: node,
         partition: n,
         filesystem: fs,
-        mounted: a.dir.clone(),
+        mounted: dir.to_path_buf(),
         read_only: true,
         size_bytes,
         free_bytes,
         root_entries,
+        partitions: parts,
     })
 }
 

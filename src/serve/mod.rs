@@ -8,10 +8,13 @@
 //! - `disk`: the served disk (cache + overlay);
 //! - `net`: TCP and Unix-socket listeners;
 //! - `attach`: `image mount`/`umount` (the disk through the kernel's NBD client);
+//! - `extract`: `image ls` / `image extract`, the "restore files" job (`copytree` copies);
 //! - this file: the server (a thread per client, at most `--max-clients`) and the command.
 pub mod attach;
 pub mod cache;
+pub mod copytree;
 pub mod disk;
+pub mod extract;
 pub mod net;
 pub mod overlay;
 pub mod proto;

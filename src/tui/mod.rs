@@ -11,6 +11,8 @@ mod worker;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_files;
 
 use crate::error::{Error, Result};
 use crate::jobs::jobdir;
@@ -173,6 +175,7 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
     let (tx, rx) = mpsc::channel::<Event>();
     worker::spawn_disk_scanner(tx.clone());
     worker::spawn_job_watcher(tx.clone(), dir.clone());
+    let browse = worker::BrowseMount::default();
     loop {
         term.draw(|f| view::draw(f, &app)).map_err(term_err)?;
         let mut cmds = Vec::new();
@@ -192,9 +195,19 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
         while let Ok(ev) = rx.try_recv() {
             cmds.extend(app.update(ev));
         }
+        // The browser's image partition stays mounted only while the flow needs it.
+        if !app.browsing() && browse.is_open() {
+            browse.close();
+        }
         for c in cmds {
             match c {
+                Command::OpenImage { image, partition } => {
+                    worker::spawn_image_opener(tx.clone(), browse.clone(), image, partition)
+                }
+                Command::ListDir { root, path } => worker::spawn_lister(tx.clone(), root, path),
                 Command::StartJob(spec) => {
+                    // The job mounts the image itself (it outlives this console).
+                    browse.close();
                     if let Err(e) = jobdir::start(&dir, &spec, jobdir::launch_runner) {
                         app.update(Event::JobStartFailed(e.to_string()));
                     } else {

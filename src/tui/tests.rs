@@ -19,13 +19,13 @@ use ratatui::style::Color;
 use ratatui::Terminal;
 use std::path::PathBuf;
 
-fn render_buf(app: &App, w: u16, h: u16) -> Buffer {
+pub(super) fn render_buf(app: &App, w: u16, h: u16) -> Buffer {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     t.draw(|f| super::view::draw(f, app)).unwrap();
     t.backend().buffer().clone()
 }
 
-fn text(buf: &Buffer) -> String {
+pub(super) fn text(buf: &Buffer) -> String {
     let a = buf.area;
     let mut out = String::new();
     for y in 0..a.height {
@@ -39,7 +39,7 @@ fn text(buf: &Buffer) -> String {
     out
 }
 
-fn snapshot(name: &str, app: &App, w: u16, h: u16) -> Buffer {
+pub(super) fn snapshot(name: &str, app: &App, w: u16, h: u16) -> Buffer {
     let buf = render_buf(app, w, h);
     let got = text(&buf);
     // Only glyphs the Linux console font has: ASCII, box drawing, block shades, arrows.
@@ -68,19 +68,19 @@ fn snapshot(name: &str, app: &App, w: u16, h: u16) -> Buffer {
     buf
 }
 
-fn app() -> App {
+pub(super) fn app() -> App {
     let mut a = App::new(true, "t".into(), "/run/lifeboat/job".into());
     a.update(Event::Disks(Ok(machine())));
     a
 }
 
-fn keys(a: &mut App, ks: &[Key]) {
+pub(super) fn keys(a: &mut App, ks: &[Key]) {
     for k in ks {
         a.update(Event::Key(*k));
     }
 }
 
-fn type_str(a: &mut App, s: &str) {
+pub(super) fn type_str(a: &mut App, s: &str) {
     for c in s.chars() {
         a.update(Event::Key(Key::Char(c)));
     }
@@ -519,7 +519,7 @@ fn location_free_space_and_image_size() {
     );
 }
 
-fn job(running: bool) -> JobSnapshot {
+pub(super) fn job(running: bool) -> JobSnapshot {
     JobSnapshot {
         spec: JobSpec {
             id: "j1".into(),

@@ -1,8 +1,9 @@
 //! Worker threads that do the console's I/O off the UI thread and send events: the disk
 //! inventory (polled every 2 s, so hot-plugged disks appear) with each drive's health (read once
 //! per drive, in the background, refreshed every 10 minutes), the job directory (every 0.5 s),
-//! a source's used-block plan (once, for the confirmation and location screens) and the free
-//! space of the partitions an image can go to.
+//! a source's used-block plan (once, for the confirmation and location screens), the free
+//! space of the partitions an image can go to, and the "restore files" browser's mount of an
+//! image partition and its directory listings.
 use super::app::Event;
 use crate::devices::Disk;
 use crate::health::Health;
@@ -121,6 +122,80 @@ pub fn spawn_free_reader(tx: Sender<Event>, parts: Vec<crate::devices::Partition
                 return;
             }
         }
+    });
+}
+
+/// The browser's mounted image partition: one at a time, owned here (unmounted when replaced
+/// or taken out and dropped). `gen` counts requests: an open that finishes after a newer one
+/// was asked for is undone at once.
+#[derive(Clone, Default)]
+pub struct BrowseMount {
+    slot: std::sync::Arc<std::sync::Mutex<Option<crate::serve::extract::Opened>>>,
+    gen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl BrowseMount {
+    /// Unmounts the image partition, if one is mounted (and forgets pending opens).
+    pub fn close(&self) {
+        self.gen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let old = self.slot.lock().ok().and_then(|mut g| g.take());
+        drop(old);
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.slot.lock().map(|g| g.is_some()).unwrap_or(false)
+    }
+}
+
+/// Mounts partition `partition` of `image` read-only for the browser (the one mounted before is
+/// unmounted first) and sends [`Event::ImageOpened`].
+pub fn spawn_image_opener(
+    tx: Sender<Event>,
+    mount: BrowseMount,
+    image: String,
+    partition: Option<u32>,
+) {
+    use std::sync::atomic::Ordering;
+    let my = mount.gen.fetch_add(1, Ordering::SeqCst) + 1;
+    std::thread::spawn(move || {
+        let mut slot = mount.slot.lock().unwrap_or_else(|e| e.into_inner());
+        drop(slot.take());
+        if mount.gen.load(Ordering::SeqCst) != my {
+            return;
+        }
+        let r = crate::serve::extract::Opened::open(&image, partition).map(|o| {
+            let m = o.report();
+            let info = super::app::OpenedImage {
+                root: o.root().to_path_buf(),
+                partition: m.partition,
+                filesystem: m.filesystem.clone(),
+                partitions: m.partitions.clone(),
+                size_bytes: m.size_bytes,
+                free_bytes: m.free_bytes,
+            };
+            (o, info)
+        });
+        if mount.gen.load(Ordering::SeqCst) != my {
+            return;
+        }
+        let ev = match r {
+            Ok((o, info)) => {
+                *slot = Some(o);
+                Ok(info)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        drop(slot);
+        let _ = tx.send(Event::ImageOpened(partition, ev));
+    });
+}
+
+/// Lists the directory `path` (from the partition's top) of the partition mounted at `root`.
+pub fn spawn_lister(tx: Sender<Event>, root: PathBuf, path: String) {
+    std::thread::spawn(move || {
+        let dir = root.join(path.trim_start_matches('/'));
+        let r = crate::serve::extract::list_dir(&dir).map_err(|e| e.to_string());
+        let _ = tx.send(Event::Listing(path, r));
     });
 }
 

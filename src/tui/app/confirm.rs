@@ -197,11 +197,23 @@ impl App {
                 passphrase_file: None,
                 json: true,
             }),
+            JobKind::RestoreFiles => {
+                Cmd::Image(ImageCmd::Extract(crate::serve::extract::ExtractArgs {
+                    image: img?.to_string(),
+                    paths: self.browse.marked.iter().cloned().collect(),
+                    to: self.dest.clone()?,
+                    partition: self.browse.partition,
+                    json: true,
+                }))
+            }
         };
+        if self.kind == JobKind::RestoreFiles && self.browse.marked.is_empty() {
+            return None;
+        }
         let total = match self.kind {
             JobKind::Clone | JobKind::FullImage | JobKind::Incremental => src?.size_bytes,
             JobKind::Restore => tgt?.size_bytes,
-            JobKind::Verify | JobKind::Copy => 0,
+            JobKind::Verify | JobKind::Copy | JobKind::RestoreFiles => 0,
         };
         let mut details = Vec::new();
         if let Some(s) = src {
@@ -220,6 +232,14 @@ impl App {
                 "Image: "
             };
             details.push(format!("{what} {i}"));
+        }
+        if self.kind == JobKind::RestoreFiles {
+            details.push(format!(
+                "Files:  {} item(s) of partition {}",
+                self.browse.marked.len(),
+                self.browse.partition.unwrap_or(1)
+            ));
+            details.push(format!("Into:   {}", self.dest.as_deref().unwrap_or("?")));
         }
         let partitions = match (self.kind, self.source_usage()) {
             (JobKind::Clone, Some(Ok(u))) => u.partitions.iter().map(usage_line).collect(),

@@ -1,10 +1,10 @@
-//! The five jobs of the job menu, the second copy of an image (offered on the result screen of
+//! The six jobs of the job menu, the second copy of an image (offered on the result screen of
 //! every image job), and every text about them: the menu's title, what each does, when to pick
 //! it, the steps of its flow, and the running job's title.
 use super::Screen;
 use crate::devices::Disk;
 
-/// The five jobs of the job menu, and `Copy` (not in the menu: `c` on an image job's result).
+/// The six jobs of the job menu, and `Copy` (not in the menu: `c` on an image job's result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
     Clone,
@@ -14,15 +14,18 @@ pub enum JobKind {
     Verify,
     /// The second copy of the image a finished job used (`image copy --chain`).
     Copy,
+    /// Take files and folders out of an image (`image extract`), without restoring the disk.
+    RestoreFiles,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::Clone,
         JobKind::FullImage,
         JobKind::Incremental,
         JobKind::Restore,
         JobKind::Verify,
+        JobKind::RestoreFiles,
     ];
 
     pub fn title(self) -> &'static str {
@@ -33,6 +36,7 @@ impl JobKind {
             JobKind::Restore => "Restore an image onto a disk",
             JobKind::Verify => "Verify an image file",
             JobKind::Copy => "Make the second copy of an image",
+            JobKind::RestoreFiles => "Restore files from an image",
         }
     }
     pub fn explain(self) -> &'static str {
@@ -49,6 +53,9 @@ impl JobKind {
                  Nothing is written.",
             JobKind::Copy => "Copies the image, and every earlier image it needs, onto another \
                  partition, then reads the copy back and checks it. Nothing is erased.",
+            JobKind::RestoreFiles => "Opens an image without restoring it: browse a partition of the \
+                 disk as it was, mark files and folders, copy them to a folder on another \
+                 partition. Nothing is erased or replaced.",
         }
     }
     /// When to pick this job: the plain advice of "cloning vs imaging" (a clone is a carbon copy for
@@ -80,6 +87,10 @@ impl JobKind {
                 "keep two copies of every backup: one stored away, one at hand for \
                  incrementals. Put the second copy on another disk."
             }
+            JobKind::RestoreFiles => {
+                "you need a few files back (a deleted letter, last week's photos) \
+                 and not the whole disk."
+            }
         }
     }
     /// The `kind` of the job spec ("clone", "image-create", ...).
@@ -91,6 +102,7 @@ impl JobKind {
             JobKind::Restore => "image-restore",
             JobKind::Verify => "image-verify",
             JobKind::Copy => "image-copy",
+            JobKind::RestoreFiles => "image-extract",
         }
     }
     pub fn needs_source(self) -> bool {
@@ -118,6 +130,12 @@ impl JobKind {
             }
             JobKind::Restore => &[Screen::Location, Screen::Target, Screen::Confirm],
             JobKind::Verify | JobKind::Copy => &[Screen::Location, Screen::Confirm],
+            JobKind::RestoreFiles => &[
+                Screen::Location,
+                Screen::Browse,
+                Screen::Dest,
+                Screen::Confirm,
+            ],
         }
     }
     /// The running job's title: "Clone sda -> nvme0n1", "Verify sdc1:/lifeboat/pc.lbi".
@@ -137,6 +155,7 @@ impl JobKind {
             JobKind::Restore => format!("Restore {i} -> {t}"),
             JobKind::Verify => format!("Verify {i}"),
             JobKind::Copy => format!("Second copy -> {i}"),
+            JobKind::RestoreFiles => format!("Restore files from {i}"),
         }
     }
 }

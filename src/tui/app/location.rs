@@ -277,16 +277,27 @@ impl App {
                     self.loc.field = LocField::Parent;
                     return vec![];
                 }
+                // On the destination screen of "restore files" (its keys come here) the path
+                // is a folder.
+                let folder = self.screen == super::Screen::Dest;
                 let path = self.loc.path.trim();
+                let path = if folder {
+                    path.trim_end_matches('/')
+                } else {
+                    path
+                };
                 if path.is_empty() || path.ends_with('/') {
-                    self.message =
-                        Some("Type the image file's name (for example /lifeboat/pc.lbi).".into());
+                    self.message = Some(if folder {
+                        "Type the folder to copy into (for example /restored).".into()
+                    } else {
+                        "Type the image file's name (for example /lifeboat/pc.lbi).".into()
+                    });
                     self.loc.field = LocField::Path;
                     return vec![];
                 }
                 self.image = Some(image_arg(place, path));
                 self.forward();
-                return vec![];
+                return self.browse_open();
             }
             _ => {}
         }

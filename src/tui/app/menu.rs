@@ -6,7 +6,7 @@ impl App {
     pub(super) fn key_menu(&mut self, k: Key) -> Vec<Command> {
         if let Some(s) = k.list_step() {
             self.menu_sel = step_index(self.menu_sel, s, JobKind::ALL.len());
-        } else if let Key::Char(c @ '1'..='5') = k {
+        } else if let Key::Char(c @ '1'..='6') = k {
             self.menu_sel = (c as usize) - ('1' as usize);
             return self.key_menu(Key::Enter);
         } else if matches!(k, Key::Enter | Key::Right | Key::Char('l')) {

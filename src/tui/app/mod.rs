@@ -3,8 +3,10 @@
 //! [`Command`]s that the event loop performs. Views only read an `App`.
 //!
 //! One file per screen, like `view/`: `disks` (the disks screen and the source/target pickers),
-//! `menu`, `location`, `confirm` (which also builds the job), `job` (progress and result); the
-//! five jobs and every text about them are in `kind`.
+//! `menu`, `location`, `browse` (the "restore files" browser and its destination), `confirm`
+//! (which also builds the job), `job` (progress and result); the six jobs and every text about
+//! them are in `kind`.
+mod browse;
 mod confirm;
 mod disks;
 mod job;
@@ -14,6 +16,7 @@ mod menu;
 #[cfg(test)]
 mod tests;
 
+pub use browse::{join as browse_join, Browse, OpenedImage};
 pub use confirm::{usage_line, SourceUsage};
 pub use disks::{describe, describe_part, fs_column};
 pub use kind::JobKind;
@@ -30,6 +33,10 @@ pub enum Screen {
     Source,
     Target,
     Location,
+    /// The "restore files" browser: a partition of the image, its directories, marks.
+    Browse,
+    /// Where restored files go (a partition and a folder).
+    Dest,
     Confirm,
     Progress,
     Result,
@@ -43,6 +50,17 @@ pub enum Command {
     ReadUsage(std::path::PathBuf),
     /// Read the free space of these partitions in the background (`image::space::free_bytes`).
     ReadFree(Vec<crate::devices::Partition>),
+    /// Mount partition `partition` (None: the first) of the image read-only for the browser
+    /// (the one mounted before is unmounted first).
+    OpenImage {
+        image: String,
+        partition: Option<u32>,
+    },
+    /// List the directory `path` of the partition mounted at `root`.
+    ListDir {
+        root: std::path::PathBuf,
+        path: String,
+    },
     CancelJob,
     /// Dismiss the shown result for every console.
     AckResult,
@@ -70,6 +88,10 @@ pub enum Event {
     Usage(std::path::PathBuf, Result<SourceUsage, String>),
     /// The free space of the partition at this path (or why it is unknown).
     Free(std::path::PathBuf, Result<u64, String>),
+    /// The image's partition asked for (None: the first) is mounted for the browser, or why not.
+    ImageOpened(Option<u32>, Result<OpenedImage, String>),
+    /// A directory of it listed (its path from the partition's top), or why not.
+    Listing(String, Result<Vec<crate::serve::extract::LsEntry>, String>),
 }
 
 /// Dialogs drawn over the current screen.
@@ -120,6 +142,12 @@ pub struct App {
     /// Free space of partitions by device path, for the location screen (`None` while reading);
     /// forgotten when a new job flow starts (a job may have changed it).
     pub free: std::collections::BTreeMap<std::path::PathBuf, Option<Result<u64, String>>>,
+    /// The "restore files" browser.
+    pub browse: Browse,
+    /// Where restored files go: the destination screen's state and, once chosen, the folder
+    /// as the engine's DEST argument.
+    pub dest_loc: Location,
+    pub dest: Option<String>,
 }
 
 impl App {
@@ -150,6 +178,9 @@ impl App {
             job_dir,
             usage: None,
             free: Default::default(),
+            browse: Browse::default(),
+            dest_loc: Location::default(),
+            dest: None,
         }
     }
 
@@ -231,6 +262,11 @@ impl App {
                 }
                 vec![]
             }
+            Event::ImageOpened(part, r) => self.on_image_opened(part, r),
+            Event::Listing(path, r) => {
+                self.on_listing(path, r);
+                vec![]
+            }
             Event::Key(k) => self.on_key(k),
         }
     }
@@ -295,6 +331,8 @@ impl App {
             Screen::Source => self.key_source(k),
             Screen::Target => self.key_target(k),
             Screen::Location => self.key_location(k),
+            Screen::Browse => self.key_browse(k),
+            Screen::Dest => self.key_dest(k),
             Screen::Confirm => self.key_confirm(k),
             Screen::Progress => self.key_progress(k),
             Screen::Result => self.key_result(k),
@@ -306,6 +344,7 @@ impl App {
         match self.screen {
             Screen::Confirm => self.kind.destructive(),
             Screen::Location => self.loc.field != LocField::Partitions,
+            Screen::Dest => self.dest_loc.field != LocField::Partitions,
             _ => false,
         }
     }
@@ -318,6 +357,9 @@ impl App {
         self.typed.clear();
         self.pick_sel = 0;
         self.loc = Location::default();
+        self.browse = Browse::default();
+        self.dest_loc = Location::default();
+        self.dest = None;
         // Read afresh for each flow: a job may have changed free space and used blocks.
         self.free.clear();
         self.usage = None;
@@ -368,6 +410,7 @@ impl App {
                     .position(|p| p.refused.is_none())
                     .unwrap_or(0);
             }
+            Screen::Dest => self.dest_loc = self.dest_default(),
             _ => {}
         }
     }

@@ -96,6 +96,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             )));
         }
     }
+    if app.kind == JobKind::RestoreFiles {
+        restore_files_lines(&mut v, app, w);
+    }
     if let Some(t) = &app.target {
         v.push(Line::raw(""));
         v.push(Line::styled(
@@ -196,4 +199,35 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         ),
         area,
     );
+}
+
+/// What "restore files" copies, from where, to where.
+fn restore_files_lines(v: &mut Vec<Line>, app: &App, w: usize) {
+    let cyan = Style::new().fg(Color::Cyan);
+    let fs = match &app.browse.opened {
+        Some(Ok(o)) => format!(" ({})", o.filesystem),
+        _ => String::new(),
+    };
+    v.push(Line::raw(format!(
+        "  partition {}{fs}, only read",
+        app.browse.partition.unwrap_or(1)
+    )));
+    v.push(Line::styled("Copy:", cyan));
+    let shown = 6usize;
+    let n = app.browse.marked.len();
+    for (i, m) in app.browse.marked.iter().enumerate() {
+        if i == shown && n > shown + 1 {
+            v.push(Line::raw(format!("  ... and {} more", n - i)));
+            break;
+        }
+        v.push(Line::raw(cut(&format!("  {m}"), w)));
+    }
+    v.push(Line::from(vec![
+        Span::styled("Into: ", cyan),
+        Span::raw(cut(app.dest.as_deref().unwrap_or("?"), w.saturating_sub(6))),
+    ]));
+    v.push(Line::raw(
+        "  (created if missing; nothing in it is replaced:",
+    ));
+    v.push(Line::raw("  a name already taken gets \" (2)\")"));
 }

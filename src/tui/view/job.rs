@@ -327,8 +327,12 @@ fn draw_map(f: &mut Frame, area: Rect, j: &JobSnapshot) {
 }
 
 /// (headline, colour) of an outcome.
-fn headline(r: &JobResult) -> (&'static str, Color) {
+fn headline(r: &JobResult, kind: &str) -> (&'static str, Color) {
     match r.exit_code {
+        exit::CORRUPT if kind == "image-extract" => (
+            "FINISHED, BUT SOME FILES COULD NOT BE READ: the image is damaged there",
+            Color::LightRed,
+        ),
         exit::OK => ("FINISHED: everything was done, nothing lost", Color::Green),
         exit::PARTIAL => (
             "FINISHED WITH UNREADABLE SECTORS: see what was lost below",
@@ -384,7 +388,7 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
             (_, Some(t)) => format!(" of {}", fmt_bytes(t)),
             _ => String::new(),
         };
-        let what = if j.spec.kind == "clone" || j.spec.kind == "image-restore" {
+        let what = if ["clone", "image-restore", "image-extract"].contains(&j.spec.kind.as_str()) {
             "Copied    "
         } else {
             "Read      "
@@ -568,7 +572,9 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
             Span::raw(cut(&img, width.saturating_sub(10))),
         ]));
     }
-    if let Some(img) = ["image", "path", "image_path"]
+    if j.spec.kind == "image-extract" {
+        extract_lines(&mut v, rep, width, max);
+    } else if let Some(img) = ["image", "path", "image_path"]
         .iter()
         .find_map(|k| rep.get(*k).and_then(|x| x.as_str()))
     {
@@ -606,6 +612,80 @@ fn report_lines(r: &JobResult, j: &JobSnapshot, width: usize, max: usize) -> Vec
     v
 }
 
+/// "Restore files": what was copied, renamed, and every file that was not.
+fn extract_lines(v: &mut Vec<Line<'static>>, rep: &serde_json::Value, width: usize, max: usize) {
+    let l = Style::new().fg(Color::Cyan);
+    let n = |k: &str| get_u64(rep, &[k]).unwrap_or(0);
+    if rep.get("files").is_some() {
+        v.push(Line::from(vec![
+            Span::styled("Files     ", l),
+            Span::raw(format!(
+                "{} files, {} folders, {} links into {}",
+                n("files"),
+                n("dirs"),
+                n("symlinks"),
+                rep.get("destination")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or("?")
+            )),
+        ]));
+    }
+    let list = |k: &str| {
+        rep.get(k)
+            .and_then(|x| x.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let s = |x: &serde_json::Value, k: &str| {
+        x.get(k).and_then(|y| y.as_str()).unwrap_or("?").to_string()
+    };
+    let errors = list("errors");
+    let room = max.saturating_sub(v.len() + 6).max(2);
+    for (i, e) in errors.iter().enumerate() {
+        if i + 1 == room && errors.len() > room {
+            v.push(Line::raw(format!(
+                "  ... and {} more (all are in the job's JSON report)",
+                n("errors_total").saturating_sub(i as u64)
+            )));
+            break;
+        }
+        let side = if s(e, "side") == "read" {
+            "unreadable in the image"
+        } else {
+            "could not be written"
+        };
+        v.push(Line::from(vec![
+            Span::styled(if i == 0 { "NOT COPIED" } else { "          " }, l),
+            Span::styled(
+                cut(
+                    &format!(" {} ({side})", s(e, "path")),
+                    width.saturating_sub(10),
+                ),
+                Style::new().fg(Color::LightRed),
+            ),
+        ]));
+    }
+    for (i, r) in list("renamed").iter().take(3).enumerate() {
+        v.push(Line::from(vec![
+            Span::styled(if i == 0 { "Renamed   " } else { "          " }, l),
+            Span::raw(cut(
+                &format!(
+                    " {} is there as {} (the name was taken)",
+                    s(r, "path"),
+                    s(r, "dest")
+                ),
+                width.saturating_sub(10),
+            )),
+        ]));
+    }
+    if let Some(st) = rep.get("stopped").and_then(|x| x.as_str()) {
+        v.push(Line::from(vec![
+            Span::styled("Stopped   ", l),
+            Span::styled(st.to_string(), Style::new().fg(Color::LightRed)),
+        ]));
+    }
+}
+
 pub fn draw_result(f: &mut Frame, area: Rect, app: &App) {
     let Some(j) = &app.job else {
         f.render_widget(
@@ -618,7 +698,7 @@ pub fn draw_result(f: &mut Frame, area: Rect, app: &App) {
         draw_progress(f, area, app);
         return;
     };
-    let (head, color) = headline(&r);
+    let (head, color) = headline(&r, &j.spec.kind);
     let w = area.width.saturating_sub(2) as usize;
     let mut v = vec![
         Line::styled(head, Style::new().fg(color).add_modifier(Modifier::BOLD)),

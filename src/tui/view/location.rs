@@ -1,9 +1,10 @@
 //! The image location screen: which partition holds the image (Lifeboat mounts it itself), with
 //! its free space, and the file's path on it; for an incremental also the parent image; for a
-//! full image the size it will take at most.
+//! full image the size it will take at most. The "restore files" destination (a partition and a
+//! folder) is drawn here too, from its own state (`App::dest_loc`).
 use super::{cut, selected_style};
 use crate::jobs::fmt_bytes;
-use crate::tui::app::{App, Free, JobKind, LocField, PlaceKind};
+use crate::tui::app::{App, Free, JobKind, LocField, PlaceKind, Screen};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -12,6 +13,8 @@ use ratatui::Frame;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let places = app.places();
+    let dest = app.screen == Screen::Dest;
+    let loc = if dest { &app.dest_loc } else { &app.loc };
     let fields = if app.kind == JobKind::Incremental {
         2
     } else {
@@ -30,11 +33,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .map(|i| i + 1)
         .unwrap_or(1);
     let what = match app.kind {
+        _ if dest => "where to copy the files",
         JobKind::FullImage | JobKind::Incremental => "where to write the image",
         JobKind::Copy => "where the second copy goes",
         _ => "where the image is",
     };
-    let focus = app.loc.field == LocField::Partitions;
+    let focus = loc.field == LocField::Partitions;
     let border = if focus {
         Style::new().fg(Color::Cyan)
     } else {
@@ -95,7 +99,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             }
         })
         .collect();
-    let mut st = ListState::default().with_selected(Some(app.loc.sel));
+    let mut st = ListState::default().with_selected(Some(loc.sel));
     let hl = if focus {
         selected_style()
     } else {
@@ -134,12 +138,14 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         ));
     }
     let label = match app.kind {
+        _ if dest => "Folder",
         JobKind::FullImage | JobKind::Incremental => "New image",
         JobKind::Copy => "Copy to",
         _ => "Image file",
     };
-    lines.push(field(label, &app.loc.path, app.loc.field == LocField::Path));
+    lines.push(field(label, &loc.path, loc.field == LocField::Path));
     lines.push(Line::raw(match app.kind {
+        _ if dest => "              on that partition; created if missing, nothing replaced",
         JobKind::FullImage | JobKind::Incremental => {
             "              path on that partition; the folder is created"
         }
@@ -147,12 +153,20 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         _ => "              path of the image on that partition",
     }));
     f.render_widget(Paragraph::new(lines).block(Block::bordered()), field_area);
+    let hint_text = if dest {
+        [
+            " Tab moves between the partition list and the folder. Lifeboat mounts the",
+            " partition itself; the files are copied there with their dates.",
+        ]
+    } else {
+        [
+            " Tab moves between the partition list and the fields. Lifeboat mounts the",
+            " partition itself; the disk being backed up is never used for its image.",
+        ]
+    };
     f.render_widget(
-        Paragraph::new(vec![
-            Line::raw(" Tab moves between the partition list and the fields. Lifeboat mounts the"),
-            Line::raw(" partition itself; the disk being backed up is never used for its image."),
-        ])
-        .style(Style::new().fg(Color::Gray)),
+        Paragraph::new(hint_text.iter().map(|l| Line::raw(*l)).collect::<Vec<_>>())
+            .style(Style::new().fg(Color::Gray)),
         hint,
     );
 }

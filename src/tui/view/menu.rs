@@ -1,4 +1,5 @@
-//! The job menu: clone, full image, incremental, restore, verify, with what each one does.
+//! The job menu: clone, full image, incremental, restore, verify, restore files, with what each
+//! one does.
 use super::selected_style;
 use crate::tui::app::{App, JobKind};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -8,8 +9,11 @@ use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
-    let [list_area, explain] =
-        Layout::vertical([Constraint::Length(7), Constraint::Min(0)]).areas(area);
+    let [list_area, explain] = Layout::vertical([
+        Constraint::Length(JobKind::ALL.len() as u16 + 2),
+        Constraint::Min(0),
+    ])
+    .areas(area);
     let items: Vec<ListItem> = JobKind::ALL
         .iter()
         .enumerate()
@@ -42,6 +46,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             crate::tui::app::Screen::Source => "pick the source disk",
             crate::tui::app::Screen::Target => "pick the target disk",
             crate::tui::app::Screen::Location => "pick where the image is",
+            crate::tui::app::Screen::Browse => "mark files and folders in it",
+            crate::tui::app::Screen::Dest => "pick where to copy them",
             _ => "confirm",
         })
         .collect();

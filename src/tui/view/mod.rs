@@ -1,6 +1,7 @@
 //! Drawing: every screen is a function of `&App` (views never change state). Chrome shared by
 //! all screens: the title bar, the message line and the keys bar. 16 colours and only glyphs the
 //! Linux console font has (ASCII, box drawing, block shades).
+mod browse;
 mod confirm;
 mod dialogs;
 mod disks;
@@ -31,7 +32,8 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Menu => menu::draw(f, body, app),
         Screen::Source => disks::draw_source(f, body, app),
         Screen::Target => disks::draw_target(f, body, app),
-        Screen::Location => location::draw(f, body, app),
+        Screen::Location | Screen::Dest => location::draw(f, body, app),
+        Screen::Browse => browse::draw(f, body, app),
         Screen::Confirm => confirm::draw(f, body, app),
         Screen::Progress => job::draw_progress(f, body, app),
         Screen::Result => job::draw_result(f, body, app),
@@ -61,6 +63,8 @@ fn title_bar(f: &mut Frame, area: Rect, app: &App) {
         Screen::Source => "Choose the source",
         Screen::Target => "Choose the target",
         Screen::Location => "Image location",
+        Screen::Browse => "Restore files: choose",
+        Screen::Dest => "Restore files: where to",
         Screen::Confirm => "Confirm",
         Screen::Progress => "Job running",
         Screen::Result => "Job finished",
@@ -92,7 +96,14 @@ fn screen_keys(app: &App) -> Vec<(&'static str, &'static str)> {
         Screen::Source | Screen::Target => {
             vec![("↑↓", "select"), ("Enter", "next"), ("Esc", "back")]
         }
-        Screen::Location => vec![
+        Screen::Browse => vec![
+            ("Space", "mark"),
+            ("Enter", "open"),
+            ("Tab", "partition"),
+            ("c", "copy"),
+            ("Esc", "back"),
+        ],
+        Screen::Location | Screen::Dest => vec![
             ("↑↓", "partition"),
             ("Tab", "field"),
             ("Enter", "next"),
