@@ -2,6 +2,9 @@
 //! lifeboat.run), read the screen through a terminal emulator (vt100), press keys over the
 //! serial line, clone one disk onto another, confirm by typing the target's name, wait for the
 //! result screen; then the host checks the target equals the source and the source is unchanged.
+//! `restore_a_file_through_the_serial_console` takes one file out of an image (menu 6: browse
+//! the image's partition, mark the file, pick a USB disk) and the host reads it back from the
+//! USB disk with mtools.
 //!
 //! `vga_screendumps` (ignored; run it with `--ignored`) drives the VGA console with the QEMU
 //! monitor's `sendkey` and saves `screendump`s of the main screens into docs/screens/.
@@ -332,6 +335,130 @@ fn image_then_restore_through_the_serial_console() {
         src_sha,
         "the restored disk differs from the source"
     );
+}
+
+#[test]
+fn restore_a_file_through_the_serial_console() {
+    let t = TempDir::new("tui-files").unwrap();
+    let src = t.join("src.img");
+    let letter: Vec<u8> = (0..200_000u32)
+        .map(|i| b"Dear Ann, the photos are attached.\n"[(i % 35) as usize] ^ (i / 35 % 2) as u8)
+        .collect();
+    DiskBuilder::new(48, Table::Gpt)
+        .part(
+            Part::new(40, Fs::Ext4)
+                .label("FILESRC")
+                .file("docs/letter.txt", letter.clone())
+                .file("docs/other.txt", "not this one\n"),
+        )
+        .build(&src)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let img = t.join("pc.lbi");
+    let exe = lifeboat_qemu_tests::repo_root()
+        .join("target/x86_64-unknown-linux-musl/release/lifeboat");
+    let o = std::process::Command::new(&exe)
+        .args(["image", "create"])
+        .arg(&src)
+        .arg(&img)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build)", exe.display()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bak = t.join("bak.img");
+    DiskBuilder::new(64, Table::Gpt)
+        .part(
+            Part::new(56, Fs::Ext4)
+                .label("BACKUPS")
+                .file("lifeboat/pc.lbi", std::fs::read(&img).unwrap()),
+        )
+        .build(&bak)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let usb = t.join("usb.img");
+    let usb_built = DiskBuilder::new(40, Table::Mbr)
+        .part(Part::new(32, Fs::Vfat).label("USBKEY"))
+        .build(&usb)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (src_sha, bak_sha) = (sha256(&src).unwrap(), sha256(&bak).unwrap());
+    let disks = vec![
+        DiskSpec::new(&bak, Bus::Virtio, "TUI-BAK"),
+        DiskSpec::new(&usb, Bus::Usb, "TUI-USB").removable(),
+    ];
+    let mut vm =
+        Vm::boot("tui-files", "lifeboat.console=80x24", disks).unwrap_or_else(|e| panic!("{e}"));
+    let r = vm.wait_ready(BOOT);
+    vm.check(r);
+    let mut s = Screen::new();
+    let r = wait_screen(&vm, &mut s, "two disks", Duration::from_secs(60), |s| {
+        let t = s.text();
+        t.contains("Disks (2)") && t.contains("TUI-BAK") && t.contains("TUI-USB")
+    });
+    vm.check(r);
+    press(&mut vm, b"\r");
+    press(&mut vm, b"6");
+    expect_text(&vm, &mut s, "where the image is", 20);
+    select_row(&mut vm, &mut s, "BACKUPS");
+    press(&mut vm, b"\r");
+    press(&mut vm, b"pc.lbi\r");
+    // The browser mounts the image's partition (through NBD) and lists its top.
+    expect_text(&vm, &mut s, "docs/", 90);
+    select_row(&mut vm, &mut s, "docs/");
+    press(&mut vm, b"\r");
+    expect_text(&vm, &mut s, "letter.txt", 30);
+    select_row(&mut vm, &mut s, "letter.txt");
+    press(&mut vm, b" ");
+    expect_text(&vm, &mut s, "1 marked", 10);
+    press(&mut vm, b"c");
+    expect_text(&vm, &mut s, "where to copy the files", 20);
+    select_row(&mut vm, &mut s, "USBKEY");
+    press(&mut vm, b"\r");
+    press(&mut vm, b"\r");
+    expect_text(&vm, &mut s, "Nothing is erased", 20);
+    press(&mut vm, b"\r");
+    expect_finished(&mut vm, &mut s, "the restore of a file");
+    press(&mut vm, b"p");
+    let r = vm.wait_exit(Duration::from_secs(60));
+    vm.check(r);
+    let p = &usb_built.partitions[0];
+    let part = t.join("usb-p1.vfat");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(&usb).unwrap();
+        let mut b = vec![0u8; p.size_bytes as usize];
+        f.read_exact_at(&mut b, p.start_bytes).unwrap();
+        std::fs::write(&part, b).unwrap();
+    }
+    let got = t.join("got.txt");
+    lifeboat_qemu_tests::disks::run(
+        "mcopy",
+        &[
+            "-i".into(),
+            part.display().to_string(),
+            "::/restored/letter.txt".into(),
+            got.display().to_string(),
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("the restored file is not on the USB disk: {e}"));
+    assert_eq!(
+        sha256(&got).unwrap(),
+        {
+            let want = t.join("want.txt");
+            std::fs::write(&want, &letter).unwrap();
+            sha256(&want).unwrap()
+        },
+        "the restored file differs from the source's"
+    );
+    let listing = lifeboat_qemu_tests::disks::run(
+        "mdir",
+        &["-b".into(), "-i".into(), part.display().to_string(), "::/restored".into()],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !listing.contains("other.txt"),
+        "an unmarked file was copied: {listing}"
+    );
+    assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
+    assert_eq!(sha256(&bak).unwrap(), bak_sha, "the disk holding the image changed");
 }
 
 /// Sends a key to the VGA console's keyboard (QEMU `sendkey` names).

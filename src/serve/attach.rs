@@ -81,7 +81,7 @@ pub fn run_mount(a: MountArgs) -> Result<i32> {
         return run_helper(&a.image);
     }
     check_mount_dir(&a.dir)?;
-    let att = attach(&a.image, &a.dir, a.partition)?;
+    let att = attach(&a.image, &a.dir, a.partition, None)?;
     let rep = att.report.clone();
     // The mount outlives this command: `image umount` undoes it.
     att.keep();
@@ -201,8 +201,26 @@ impl Drop for Attached {
 /// Attaches the disk of `image` (a chain resolved) through a helper process and mounts its
 /// partition `partition` (default: the first, or the whole disk without a table) read-only on
 /// `dir`, which the caller checked.
-pub fn attach(image: &str, dir: &Path, partition: Option<u32>) -> Result<Attached> {
+///
+/// The helper's messages go to this process's stderr, or to the file `log` (the console, whose
+/// stderr is the screen).
+pub fn attach(
+    image: &str,
+    dir: &Path,
+    partition: Option<u32>,
+    log: Option<&Path>,
+) -> Result<Attached> {
     let exe = std::env::current_exe().map_err(|e| Error::os("find the lifeboat binary", e))?;
+    let stderr = match log {
+        Some(p) => std::process::Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| Error::io("open the log", p, e))?,
+        ),
+        None => std::process::Stdio::inherit(),
+    };
     let mut child = std::process::Command::new(exe)
         .args(["image", "mount", image])
         .arg(dir)
@@ -211,6 +229,7 @@ pub fn attach(image: &str, dir: &Path, partition: Option<u32>) -> Result<Attache
         .env_remove(crate::cli::REPORT_ENV)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .map_err(|e| Error::os("start the helper that serves the image", e))?;
     let mut line = String::new();
@@ -219,7 +238,11 @@ pub fn attach(image: &str, dir: &Path, partition: Option<u32>) -> Result<Attache
         let st = child.wait();
         return Err(Error::new(
             ErrorKind::Io,
-            format!("the image could not be attached (the helper ended: {st:?}); see above"),
+            format!(
+                "the image could not be attached (the helper ended: {st:?}); see {}",
+                log.map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "above".into())
+            ),
         ));
     };
     let mut att = Attached {
@@ -262,10 +285,15 @@ fn mount_partition(
     while !Path::new(&format!("/sys/block/{name}/pid")).exists() && t0.elapsed() < SETTLE {
         std::thread::sleep(Duration::from_millis(50));
     }
-    if let Ok(d) = crate::io::Device::open(dev, crate::io::Access::Read) {
-        let _ = d.reread_partitions();
-    }
-    let parts: Vec<u32> = partitions(&name);
+    // The kernel reads the table when asked; on a slow machine (the reads go through the
+    // helper) its partitions may take a while, so wait for them when the disk has a table
+    // (or a partition was asked for), asking again every second.
+    let wait = if partition.is_some_and(|n| n > 0) || has_table(dev) {
+        SETTLE
+    } else {
+        Duration::from_secs(2)
+    };
+    let parts: Vec<u32> = partitions(&name, dev, partition.filter(|&n| n > 0), wait);
     let n = match partition {
         Some(n) => n,
         None => parts.first().copied().unwrap_or(0),
@@ -329,10 +357,46 @@ fn mount_partition(
     })
 }
 
-/// The partition numbers the kernel found on `/dev/NAME` (from sysfs).
-fn partitions(name: &str) -> Vec<u32> {
+/// Whether the disk at `dev` starts with a partition table: a GPT header (at 512 or 4096), or
+/// an MBR (0x55AA, a partition entry in use, and not a filesystem's boot sector, which starts
+/// with a jump).
+fn has_table(dev: &Path) -> bool {
+    use std::io::Read;
+    let mut b = vec![0u8; 4096 + 512];
+    let Ok(mut f) = std::fs::File::open(dev) else {
+        return false;
+    };
+    if f.read_exact(&mut b).is_err() {
+        return false;
+    }
+    mbr_or_gpt(&b)
+}
+
+/// [`has_table`] on the first 4608 bytes of a disk.
+fn mbr_or_gpt(b: &[u8]) -> bool {
+    if b.len() < 4608 {
+        return false;
+    }
+    if &b[512..520] == b"EFI PART" || &b[4096..4104] == b"EFI PART" {
+        return true;
+    }
+    let entry_used = (0..4).any(|i| b[446 + 16 * i + 4] != 0);
+    b[510] == 0x55 && b[511] == 0xAA && entry_used && b[0] != 0xEB && b[0] != 0xE9
+}
+
+/// The partition numbers the kernel found on `/dev/NAME` (from sysfs): once partition `want`
+/// (or, without one, any partition) shows, or after `wait`; the table is read again every
+/// second meanwhile.
+fn partitions(name: &str, dev: &Path, want: Option<u32>, wait: Duration) -> Vec<u32> {
     let t0 = Instant::now();
+    let mut asked = None::<Instant>;
     loop {
+        if asked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            if let Ok(d) = crate::io::Device::open(dev, crate::io::Access::Read) {
+                let _ = d.reread_partitions();
+            }
+            asked = Some(Instant::now());
+        }
         let mut v: Vec<u32> = std::fs::read_dir(format!("/sys/block/{name}"))
             .into_iter()
             .flatten()
@@ -343,8 +407,11 @@ fn partitions(name: &str) -> Vec<u32> {
             })
             .collect();
         v.sort_unstable();
-        // A disk with a partition table shows its partitions once the kernel read it.
-        if !v.is_empty() || t0.elapsed() > Duration::from_secs(2) {
+        let done = match want {
+            Some(n) => v.contains(&n),
+            None => !v.is_empty(),
+        };
+        if done || t0.elapsed() > wait {
             return v;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -534,6 +601,23 @@ pub fn run_umount(a: UmountArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_tables_are_told_from_boot_sectors() {
+        let mut b = vec![0u8; 4608];
+        assert!(!mbr_or_gpt(&b));
+        b[512..520].copy_from_slice(b"EFI PART");
+        assert!(mbr_or_gpt(&b));
+        let mut m = vec![0u8; 4608];
+        m[510] = 0x55;
+        m[511] = 0xAA;
+        assert!(!mbr_or_gpt(&m), "no entry in use");
+        m[446 + 4] = 0x83;
+        assert!(mbr_or_gpt(&m));
+        // A FAT boot sector (jump, signature, bytes where the entries would be).
+        m[0] = 0xEB;
+        assert!(!mbr_or_gpt(&m));
+    }
 
     #[test]
     fn nbd_nodes() {

@@ -272,7 +272,6 @@ impl<'a> Copier<'a> {
         }
         self.last = Some(now);
         let p = &mut self.progress;
-        p.done_bytes = p.done_bytes.min(p.total_bytes.max(p.done_bytes));
         let (rate, eta) = self.meter.update(now, p.done_bytes, p.total_bytes);
         p.rate_bytes_per_sec = rate;
         p.eta_secs = eta;
@@ -331,8 +330,7 @@ impl<'a> Copier<'a> {
             };
             match make(&cand) {
                 Ok(v) => {
-                    if n > 1 {
-                        self.report.renamed.truncate(LIST_LIMIT - 1);
+                    if n > 1 && self.report.renamed.len() < LIST_LIMIT {
                         let dest = self.rel_of(&cand);
                         self.report.renamed.push(Renamed {
                             path: shown_path.to_string(),

@@ -168,8 +168,8 @@ fn undo_open() {
 
 impl Opened {
     /// Attaches `image` and mounts its partition `partition` read-only under
-    /// /run/lifeboat/mnt/.
-    pub fn open(image: &str, partition: Option<u32>) -> Result<Opened> {
+    /// /run/lifeboat/mnt/ (the helper's messages into `log`, else on stderr).
+    pub fn open(image: &str, partition: Option<u32>, log: Option<&Path>) -> Result<Opened> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = Path::new(crate::image::store::MOUNT_ROOT).join(format!(
@@ -179,7 +179,7 @@ impl Opened {
         ));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create the mount point", &dir, e))?;
         let mut o = Opened { att: None, dir };
-        let att = attach(image, &o.dir, partition)?;
+        let att = attach(image, &o.dir, partition, log)?;
         if let Ok(mut g) = OPEN.lock() {
             *g = Some((o.dir.clone(), att.disk.clone()));
         }
@@ -237,7 +237,7 @@ pub fn parse_item(s: &str) -> Result<Item> {
 
 pub fn run_ls(a: LsArgs) -> Result<i32> {
     let item = parse_item(a.path.as_deref().unwrap_or("/"))?;
-    let o = Opened::open(&a.image, a.partition)?;
+    let o = Opened::open(&a.image, a.partition, None)?;
     let (p, m) = if item.rel.is_empty() {
         let m =
             std::fs::symlink_metadata(o.root()).map_err(|e| Error::io("look at", o.root(), e))?;
@@ -347,7 +347,7 @@ pub fn run_extract(a: ExtractArgs) -> Result<i32> {
             a.to
         )));
     }
-    let o = Opened::open(&a.image, a.partition)?;
+    let o = Opened::open(&a.image, a.partition, None)?;
     let mr = o.report().clone();
     let mut resolved = Vec::new();
     let mut totals = Totals::default();

@@ -163,7 +163,12 @@ pub fn spawn_image_opener(
         if mount.gen.load(Ordering::SeqCst) != my {
             return;
         }
-        let r = crate::serve::extract::Opened::open(&image, partition).map(|o| {
+        // The helper's messages must not land on the screen.
+        let log = std::path::Path::new(crate::image::store::MOUNT_ROOT)
+            .parent()
+            .unwrap_or(std::path::Path::new("/run"))
+            .join("browse.log");
+        let r = crate::serve::extract::Opened::open(&image, partition, Some(&log)).map(|o| {
             let m = o.report();
             let info = super::app::OpenedImage {
                 root: o.root().to_path_buf(),
