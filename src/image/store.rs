@@ -387,7 +387,7 @@ fn mount(dev: &Path, mp: &Path, fs: &str, mode: Mode) -> Result<()> {
 /// environment's module loader; on a host the module is usually loaded or built in already). The
 /// character sets vfat and exfat mount with (`nls_cp437`, `nls_ascii`, `nls_utf8`) the kernel
 /// asks for itself through modprobe (in the environment: `init::modprobe`).
-fn load_fs_module(fs: &str) {
+pub(crate) fn load_fs_module(fs: &str) {
     let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if known
         .lines()

@@ -434,13 +434,9 @@ fn mount_ro(dev: &Path, dir: &Path, fs: &str) -> Result<()> {
             )))
         }
     };
-    let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !known
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some(fstype))
-    {
-        let _ = crate::init::modules::load_by_name(fstype);
-    }
+    // The module (the character sets vfat and exFAT mount with the kernel asks for itself,
+    // through modprobe: in the environment `init::modprobe`).
+    crate::image::store::load_fs_module(fstype);
     let flags = nix::mount::MsFlags::MS_RDONLY | nix::mount::MsFlags::MS_NOATIME;
     nix::mount::mount(Some(dev), dir, Some(fstype), flags, data).map_err(|e| {
         Error::io(
