@@ -151,7 +151,9 @@ fn extract_files_from_ext4_and_fat_partitions_of_an_image() {
     // damaged chunk.
     let lbi = std::fs::read(&img).unwrap();
     let mut pick = None;
-    for off in (1 << 20..damaged.len() - (1 << 20)).step_by(256 << 10).rev() {
+    // (2 MiB from either end of the file: the whole 1 MiB chunk is the file's, not the FAT's
+    // nor the next file's.)
+    for off in (2 << 20..damaged.len() - (2 << 20)).step_by(256 << 10) {
         let Some(i) = unique(&lbi, &damaged[off..off + 4096]) else {
             continue;
         };

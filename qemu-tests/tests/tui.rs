@@ -354,8 +354,8 @@ fn restore_a_file_through_the_serial_console() {
         .build(&src)
         .unwrap_or_else(|e| panic!("{e}"));
     let img = t.join("pc.lbi");
-    let exe = lifeboat_qemu_tests::repo_root()
-        .join("target/x86_64-unknown-linux-musl/release/lifeboat");
+    let exe =
+        lifeboat_qemu_tests::repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat");
     let o = std::process::Command::new(&exe)
         .args(["image", "create"])
         .arg(&src)
@@ -449,7 +449,12 @@ fn restore_a_file_through_the_serial_console() {
     );
     let listing = lifeboat_qemu_tests::disks::run(
         "mdir",
-        &["-b".into(), "-i".into(), part.display().to_string(), "::/restored".into()],
+        &[
+            "-b".into(),
+            "-i".into(),
+            part.display().to_string(),
+            "::/restored".into(),
+        ],
         None,
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -458,7 +463,11 @@ fn restore_a_file_through_the_serial_console() {
         "an unmarked file was copied: {listing}"
     );
     assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
-    assert_eq!(sha256(&bak).unwrap(), bak_sha, "the disk holding the image changed");
+    assert_eq!(
+        sha256(&bak).unwrap(),
+        bak_sha,
+        "the disk holding the image changed"
+    );
 }
 
 /// Sends a key to the VGA console's keyboard (QEMU `sendkey` names).

@@ -167,16 +167,14 @@ impl App {
                     self.browse.sel = step_index(self.browse.sel, 1, n);
                 }
             }
-            Key::Left | Key::Backspace | Key::Char('h') => {
-                if self.browse.cwd != "/" {
-                    let Some(root) = self.root() else {
-                        return vec![];
-                    };
-                    let from = self.browse.cwd.clone();
-                    self.browse.cwd = parent(&from);
-                    self.browse.sel = 0;
-                    return self.list(root);
-                }
+            Key::Left | Key::Backspace | Key::Char('h') if self.browse.cwd != "/" => {
+                let Some(root) = self.root() else {
+                    return vec![];
+                };
+                let from = self.browse.cwd.clone();
+                self.browse.cwd = parent(&from);
+                self.browse.sel = 0;
+                return self.list(root);
             }
             Key::Tab => {
                 // The next partition of the imaged disk (marks belong to one partition).
