@@ -249,6 +249,60 @@ fn nbd_read_request(cookie: u64, off: u64, len: u32) -> Vec<u8> {
     r
 }
 
+/// A damaged chunk fails exactly the reads that touch it, also a read that starts in a good
+/// chunk before it (an error reply, no data: the reply must not have started), and the
+/// connection stays usable (the kernel's NBD client would otherwise fail every later read).
+#[test]
+fn a_damaged_chunk_fails_its_reads_and_the_connection_goes_on() {
+    let t = TempDir::new("serve-damaged");
+    let disk = t.p("noise.img");
+    // Incompressible: every chunk is stored raw, on its own.
+    sh(&format!("head -c 8388608 /dev/urandom > {}", s(&disk)));
+    let img = t.p("full.lbi");
+    create(&disk, &img, None);
+    let data = std::fs::read(&disk).unwrap();
+    let mut bytes = std::fs::read(&img).unwrap();
+    let w = &data[(3 << 20) + 8192..(3 << 20) + 12288];
+    let at = bytes
+        .windows(w.len())
+        .position(|x| x == w)
+        .expect("chunk 3 is stored raw");
+    bytes[at + 7] ^= 0x20;
+    std::fs::write(&img, &bytes).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&lifeboat(&["image", "verify", s(&img), "--json"]).stdout).unwrap();
+    assert_eq!(v["problem_count"], 1, "exactly chunk 3 is damaged: {v}");
+    let sum = sha256(&img);
+    let sock = t.p("nbd.sock");
+    let mut srv = Server::unix(&img, &sock);
+    let mut c = nbd_go(&sock);
+    let mut h = [0u8; 16];
+    // From the end of chunk 2 into chunk 3; then inside chunk 3 only.
+    for (cookie, off) in [(1u64, (3u64 << 20) - 4096), (2, (3 << 20) + 4096)] {
+        c.write_all(&nbd_read_request(cookie, off, 8192)).unwrap();
+        c.read_exact(&mut h).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(h[4..8].try_into().unwrap()),
+            5,
+            "EIO for the read at {off}"
+        );
+        assert_eq!(u64::from_be_bytes(h[8..16].try_into().unwrap()), cookie);
+    }
+    // The same connection: chunks 2 and 4 read back right.
+    for (cookie, off) in [(3u64, (2u64 << 20) + 512), (4, (4 << 20) + 4096)] {
+        c.write_all(&nbd_read_request(cookie, off, 8192)).unwrap();
+        c.read_exact(&mut h).unwrap();
+        assert_eq!(u32::from_be_bytes(h[4..8].try_into().unwrap()), 0);
+        let mut d = vec![0u8; 8192];
+        c.read_exact(&mut d).unwrap();
+        assert_eq!(&d[..], &data[off as usize..off as usize + 8192]);
+    }
+    drop(c);
+    assert!(srv.alive(), "the server died");
+    assert_exit(&srv.stop(), 0);
+    assert_eq!(sha256(&img), sum, "the image changed");
+}
+
 #[test]
 fn garbage_and_vanishing_clients_do_not_stop_the_server() {
     if !have_qemu_img() {

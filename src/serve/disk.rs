@@ -64,6 +64,16 @@ impl Disk for ImageDisk {
     ) -> std::result::Result<(), ReadError> {
         let cs = self.cache.chunk_size;
         let end = off + len;
+        // A reply is an error or the data, never both: a damaged chunk anywhere in the request
+        // must fail it before the first byte goes out (else the connection has to be dropped,
+        // and the kernel's NBD client then fails every later read). So the chunks of a request
+        // spanning several are read (and checked) first; they stay in the cache for the copy,
+        // or are read again when it is smaller than the request.
+        if len > 0 && off / cs != (end - 1) / cs {
+            for i in off / cs..end.div_ceil(cs) {
+                self.cache.get(i).map_err(ReadError::Disk)?;
+            }
+        }
         let mut pos = off;
         let mut scratch = Vec::new();
         while pos < end {
