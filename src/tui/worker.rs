@@ -132,18 +132,32 @@ pub fn spawn_free_reader(tx: Sender<Event>, parts: Vec<crate::devices::Partition
 pub struct BrowseMount {
     slot: std::sync::Arc<std::sync::Mutex<Option<crate::serve::extract::Opened>>>,
     gen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Mounted or being mounted (read without waiting for an open in progress).
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl BrowseMount {
-    /// Unmounts the image partition, if one is mounted (and forgets pending opens).
+    /// Unmounts the image partition, if one is mounted, and forgets pending opens — in the
+    /// background: an open in progress holds the slot for seconds, and the screen must not
+    /// wait for it.
     pub fn close(&self) {
-        self.gen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let old = self.slot.lock().ok().and_then(|mut g| g.take());
-        drop(old);
+        use std::sync::atomic::Ordering;
+        if !self.busy.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let at = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
+        let (slot, gen) = (self.slot.clone(), self.gen.clone());
+        std::thread::spawn(move || {
+            let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
+            // An open asked for since then replaces the mount itself (and must keep its own).
+            if gen.load(Ordering::SeqCst) == at {
+                drop(g.take());
+            }
+        });
     }
 
     pub fn is_open(&self) -> bool {
-        self.slot.lock().map(|g| g.is_some()).unwrap_or(false)
+        self.busy.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -157,6 +171,7 @@ pub fn spawn_image_opener(
 ) {
     use std::sync::atomic::Ordering;
     let my = mount.gen.fetch_add(1, Ordering::SeqCst) + 1;
+    mount.busy.store(true, Ordering::SeqCst);
     std::thread::spawn(move || {
         let mut slot = mount.slot.lock().unwrap_or_else(|e| e.into_inner());
         drop(slot.take());
