@@ -520,6 +520,102 @@ fn an_interrupted_encrypted_create_resumes_only_with_its_passphrase() {
     assert_eq!(sha256(&disk), sha, "the source changed");
 }
 
+/// A new image's key slot is derived beside the data path: whenever the KDF finishes — here
+/// made to finish long after the first volumes were written (a debug-build delay) — every
+/// volume ends up with the same slot, the image opens with the passphrase only, and a create
+/// stopped before the slot exists leaves no journal, so the same command starts it again.
+#[test]
+fn a_slow_kdf_slot_reaches_every_volume_written_before_it() {
+    let t = TempDir::new("crypt-slow-kdf");
+    let disk = t.p("disk.img");
+    let data = pattern_disk(&disk, 40, 6);
+    let sha = sha256(&disk);
+    let pw = passfile(&t, "pw", PASS);
+    let img = t.p("slow.lbi");
+    let create = |delay_ms: &str| {
+        let mut c = lifeboat_cmd();
+        c.args([
+            "image",
+            "create",
+            s(&disk),
+            s(&img),
+            "--encrypt",
+            "--passphrase-file",
+            s(&pw),
+            "--split",
+            "4M",
+            "--compress",
+            "lz4",
+            "--json",
+        ])
+        .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
+        .env("LIFEBOAT_TEST_KDF_DELAY_MS", delay_ms);
+        c
+    };
+    // Killed while the slot is still being made: no journal, nothing to resume.
+    let mut child = create("600000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = t.p("slow.lbi.partial");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !partial.exists() {
+        assert!(std::time::Instant::now() < deadline, "no volume appeared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !t.p("slow.lbi.partial.journal").exists(),
+        "a journal was saved before the key slot was written"
+    );
+    // Again, the slot ready after 3 s: the create starts over and finishes.
+    let o = create("3000").output().unwrap();
+    assert_exit(&o, 0);
+    let j = json(&o);
+    assert!(j["resumed_from"].is_null(), "{j}");
+    assert_eq!(j["verified"], true, "{j}");
+    let vols: Vec<PathBuf> = j["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| PathBuf::from(v.as_str().unwrap()))
+        .collect();
+    assert!(vols.len() >= 2, "{vols:?}");
+    let slot1 = |p: &Path| {
+        let b = std::fs::read(p).unwrap();
+        b[260..340].to_vec()
+    };
+    let first = slot1(&vols[0]);
+    assert!(first.iter().any(|&b| b != 0), "volume 1 has no key slot");
+    for v in &vols[1..] {
+        assert_eq!(slot1(v), first, "{} has another key slot", v.display());
+    }
+    let raw = t.p("out.raw");
+    assert_exit(
+        &lb(&[
+            "image",
+            "export",
+            s(&img),
+            s(&raw),
+            "--passphrase-file",
+            s(&pw),
+        ]),
+        0,
+    );
+    assert!(
+        std::fs::read(&raw).unwrap() == data,
+        "the image differs from the disk"
+    );
+    let bad = passfile(&t, "bad", "not it");
+    assert_exit(
+        &lb(&["image", "verify", s(&img), "--passphrase-file", s(&bad)]),
+        5,
+    );
+    assert_eq!(sha256(&disk), sha, "the source changed");
+}
+
 #[test]
 fn key_slots_are_added_and_removed_but_never_the_last() {
     let t = TempDir::new("crypt-slots");

@@ -404,7 +404,12 @@ pub fn create(
         }
     }
     // The data key: the parent's; the unfinished image's (its passphrase is asked now, before
-    // anything is written); or a new one, wrapped in key slot 1 for a new passphrase.
+    // anything is written); or a new one, wrapped in key slot 1 for a new passphrase. That
+    // slot's KDF (about a second, tuned) runs on its own thread beside the data path: the data
+    // key is random and the header digest that binds every record leaves the slots out, so
+    // sealing starts at once; the slot is written into the volumes before the first journal
+    // and before the image is finished (`VolumeWriter::settle_slots`).
+    let mut pending_slot = None;
     let key = match (&header.crypt, parent_key, &resumed) {
         (None, _, _) => None,
         (Some(_), Some(k), _) => Some(k),
@@ -412,10 +417,8 @@ pub fn create(
         (Some(_), None, None) => {
             let k = super::crypt::DataKey::random()?;
             let secret = opts.keys.new_secret(image)?;
-            let slot = opts.keys.wrap_new(&k, &secret)?;
-            if let Some(c) = header.crypt.as_mut() {
-                c.slots[0] = Some(slot);
-            }
+            let (keys, dk) = (opts.keys.clone(), k.clone());
+            pending_slot = Some(std::thread::spawn(move || keys.wrap_new(&dk, &secret)));
             Some(k)
         }
     };
@@ -460,7 +463,7 @@ pub fn create(
             (vw, idx, map, j.resume)
         }
         None => {
-            let vw = VolumeWriter::new(image, header.clone(), opts.split)?;
+            let mut vw = VolumeWriter::new(image, header.clone(), opts.split)?;
             let idx = IndexState {
                 footer: Footer {
                     uuid: header.uuid,
@@ -470,17 +473,22 @@ pub fn create(
                 ..Default::default()
             };
             let map = domain.fresh_map(size);
-            // The first checkpoint: the header is written, nothing read yet.
-            journal::Journal::new(
-                &settings,
-                &header,
-                vw.lens()?,
-                journal::map_delta(&map, &domain),
-                None,
-                &idx,
-                Vec::new(),
-            )
-            .save(image)?;
+            match pending_slot.take() {
+                // The first checkpoint: the header is written, nothing read yet.
+                None => journal::Journal::new(
+                    &settings,
+                    &header,
+                    vw.lens()?,
+                    journal::map_delta(&map, &domain),
+                    None,
+                    &idx,
+                    Vec::new(),
+                )
+                .save(image)?,
+                // A new encrypted image: its first journal waits for its key slot (the next
+                // checkpoint); stopped before that, the same command starts it again.
+                Some(t) => vw.set_pending_slot(t),
+            }
             (vw, idx, map, None)
         }
     };
@@ -527,7 +535,6 @@ pub fn create(
     let jctx = JournalCtx {
         image: image.to_path_buf(),
         settings: settings.clone(),
-        header: header.clone(),
         batch: batch as u64,
     };
 

@@ -750,6 +750,7 @@ impl Keys {
     pub fn wrap_new(&self, key: &DataKey, secret: &[u8]) -> Result<KeySlot> {
         let salt = random::<16>()?;
         let (params, kek) = KdfParams::tune(secret, &salt)?;
+        test_kdf_delay();
         let slot = KeySlot::wrap(key, SlotKind::Passphrase(params), salt, &kek);
         self.0
             .keks
@@ -769,6 +770,22 @@ impl Keys {
         let k = p.derive(secret, &slot.salt)?;
         keks.push((head, k.clone()));
         Ok(k)
+    }
+}
+
+/// Tests only, and only in debug builds (release builds ignore it): with
+/// `LIFEBOAT_TEST_KDF_DELAY_MS=N` a new image's key slot is ready N ms later than its KDF
+/// says, as a slow machine's would be, so that a test sees the data path run ahead of it
+/// (tests/image_crypt.rs).
+fn test_kdf_delay() {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    if let Some(ms) = std::env::var("LIFEBOAT_TEST_KDF_DELAY_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms.min(600_000)));
     }
 }
 

@@ -46,7 +46,13 @@ pub(crate) struct VolumeWriter {
     sealed: Vec<u8>,
     /// Where writeback of the current volume was last started (see [`WRITEBACK_STEP`]).
     kicked: u64,
+    /// A new encrypted image's first key slot while its KDF still runs beside the data path
+    /// (see [`settle_slots`](Self::settle_slots)).
+    pending_slot: Option<PendingSlot>,
 }
+
+/// The thread deriving a new image's key slot.
+pub(crate) type PendingSlot = std::thread::JoinHandle<Result<super::crypt::KeySlot>>;
 
 /// Every this many bytes appended to a volume, writeback of them is started (without waiting):
 /// the image then reaches the disk while it is made, and the fsyncs of checkpoints and of the
@@ -65,6 +71,7 @@ impl VolumeWriter {
             sealer: None,
             sealed: Vec::new(),
             kicked: 0,
+            pending_slot: None,
         };
         w.open_next()?;
         Ok(w)
@@ -89,6 +96,7 @@ impl VolumeWriter {
             sealer: None,
             sealed: Vec::new(),
             kicked: 0,
+            pending_slot: None,
         };
         if lens.is_empty() || lens.len() > 65535 {
             return Err(Error::corrupt("the journal lists no volumes"));
@@ -132,6 +140,46 @@ impl VolumeWriter {
     /// Seals every record written from now on with `s` (an encrypted image).
     pub(crate) fn set_sealer(&mut self, s: std::sync::Arc<super::crypt::Sealer>) {
         self.sealer = Some(s);
+    }
+
+    /// The header every volume gets (its key slots once [`settle_slots`](Self::settle_slots)
+    /// has run).
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Key slot 1 of a new encrypted image is being derived by `t` (the volumes written until
+    /// it is settled have no slot).
+    pub(crate) fn set_pending_slot(&mut self, t: PendingSlot) {
+        self.pending_slot = Some(t);
+    }
+
+    /// Waits for a pending key slot (see [`set_pending_slot`](Self::set_pending_slot)) and
+    /// writes it into the header of every volume opened so far (later ones are opened with
+    /// it). Run before anything that must be opened with the passphrase exists: a journal to
+    /// resume from, the finished image. The slots are outside the header digest every record
+    /// is bound to, so nothing written before changes.
+    pub(crate) fn settle_slots(&mut self) -> Result<()> {
+        let Some(t) = self.pending_slot.take() else {
+            return Ok(());
+        };
+        let slot = t.join().map_err(|_| {
+            Error::new(
+                crate::error::ErrorKind::Io,
+                "the key derivation thread panicked",
+            )
+        })??;
+        if let Some(c) = self.header.crypt.as_mut() {
+            c.slots[0] = Some(slot);
+        }
+        use std::os::unix::fs::FileExt;
+        for (k, (f, p)) in self.files.iter().enumerate() {
+            let mut h = self.header.clone();
+            h.volume = k as u32 + 1;
+            f.write_all_at(&h.encode(), 0)
+                .map_err(|e| Error::io("write the key slot into", &*p, e))?;
+        }
+        Ok(())
     }
 
     /// The sealer of an encrypted image.

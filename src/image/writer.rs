@@ -67,7 +67,6 @@ pub(super) enum WMsg {
 pub(super) struct JournalCtx {
     pub(super) image: PathBuf,
     pub(super) settings: journal::Settings,
-    pub(super) header: Header,
     /// Chunks per compressor batch (see `pack::group_chunks`).
     pub(super) batch: u64,
 }
@@ -111,10 +110,12 @@ pub(super) fn write_loop(
                 break;
             };
             if c.batch_start == idx.next_seq {
+                // A journal is what a resumed create opens the image with: its key slot first.
+                vw.settle_slots()?;
                 vw.sync()?;
                 journal::Journal::new(
                     &jctx.settings,
-                    &jctx.header,
+                    vw.header(),
                     vw.lens()?,
                     c.map,
                     c.resume,
@@ -153,6 +154,7 @@ pub(super) fn write_loop(
         }
     }
     drop(free_tx);
+    vw.settle_slots()?;
     finish_tail(vw, header, usage, idx).map(Some)
 }
 
