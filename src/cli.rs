@@ -374,6 +374,7 @@ mod tests {
                 writable_overlay: sock.map(|_| "o.ovl".into()),
                 cache: sock.map(|_| "16M".into()),
                 max_clients: sock.map(|_| 3),
+                passphrase_file: sock.map(|_| "label=K:/pw".into()),
                 json: sock.is_some(),
             })));
         }
@@ -382,8 +383,10 @@ mod tests {
                 image: "a.lbi".into(),
                 dir: "/mnt/a".into(),
                 partition: Some(2),
+                passphrase_file: Some("/root/pw".into()),
                 json: true,
                 attached: false,
+                secret_on_stdin: false,
             },
         )));
         round_trip(Cmd::Image(ImageCmd::Umount(
@@ -396,6 +399,7 @@ mod tests {
             image: "label=B:/a.lbi".into(),
             path: Some("/home/ann".into()),
             partition: Some(2),
+            passphrase_file: Some("pw".into()),
             json: true,
         })));
         round_trip(Cmd::Image(ImageCmd::Extract(
@@ -404,6 +408,7 @@ mod tests {
                 paths: vec!["/home/ann/a letter.odt".into(), "/etc".into()],
                 to: "label=USB:/restored".into(),
                 partition: None,
+                passphrase_file: None,
                 json: true,
             },
         )));

@@ -751,3 +751,98 @@ fn key_slots_are_added_and_removed_but_never_the_last() {
         "the image should have several volumes"
     );
 }
+
+/// What the console does before a job on an encrypted image (`cmd_keys::probe_encrypted`:
+/// the header read without a key; `cmd_keys::try_passphrase`: a wrong passphrase told apart
+/// by its kind), and `image serve --passphrase-file`: the served disk equals the source read
+/// by qemu-img through NBD; a wrong passphrase file is exit 5 before the server listens. The
+/// source and the image are unchanged.
+#[test]
+fn the_consoles_passphrase_checks_and_serve_with_a_passphrase_file() {
+    use lifeboat::image::cmd_keys::{probe_encrypted, try_passphrase};
+    let t = TempDir::new("crypt-console");
+    let disk = t.p("disk.img");
+    pattern_disk(&disk, 8, 5);
+    let sha = sha256(&disk);
+    let pw = passfile(&t, "pw", PASS);
+    let bad = passfile(&t, "bad", "Correct horse battery staple");
+    let enc = t.p("enc.lbi");
+    let plain = t.p("plain.lbi");
+    let create = |img: &Path, extra: &[&str]| {
+        let mut a = vec!["image", "create", s(&disk), s(img), "--no-verify"];
+        a.extend_from_slice(extra);
+        assert_exit(&lb(&a), 0);
+    };
+    create(&enc, &["--encrypt", "--passphrase-file", s(&pw)]);
+    create(&plain, &[]);
+    let img_sha = sha256(&enc);
+    assert!(probe_encrypted(s(&enc)).unwrap());
+    assert!(!probe_encrypted(s(&plain)).unwrap());
+    let e = probe_encrypted(s(&t.p("none.lbi"))).unwrap_err();
+    assert_eq!(e.kind, lifeboat::ErrorKind::NotFound, "{e}");
+    let e = try_passphrase(s(&enc), b"Correct horse battery staple").unwrap_err();
+    assert_eq!(e.kind, lifeboat::ErrorKind::WrongPassphrase, "{e}");
+    try_passphrase(s(&enc), PASS.as_bytes()).unwrap();
+
+    // serve: a wrong passphrase file ends it (exit 5) without listening.
+    let sock = t.p("nbd.sock");
+    let o = lb(&[
+        "image",
+        "serve",
+        s(&enc),
+        "--socket",
+        s(&sock),
+        "--passphrase-file",
+        s(&bad),
+        "--json",
+    ]);
+    assert_exit(&o, 5);
+    assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
+    assert!(!sock.exists());
+    if std::process::Command::new("qemu-img")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP the served read: qemu-img is not installed");
+    } else {
+        use std::io::BufRead;
+        let mut child = lifeboat_cmd()
+            .args(["image", "serve", s(&enc), "--socket", s(&sock)])
+            .args(["--passphrase-file", s(&pw), "--json"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let report: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = child.kill();
+                let o = child.wait_with_output().unwrap();
+                panic!(
+                    "serve did not start: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        };
+        let uri = report["uri"].as_str().unwrap().to_string();
+        let o = std::process::Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "raw", s(&disk), &uri])
+            .output()
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_exit(&o, 0);
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Images are identical"),
+            "{o:?}"
+        );
+    }
+    assert_eq!(sha256(&disk), sha);
+    assert_eq!(sha256(&enc), img_sha);
+}

@@ -716,12 +716,18 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             json,
         } => run_info(image, passphrase_file, json),
         ImageCmd::Serve(a) => {
-            // An encrypted image's passphrase is asked on the terminal before serving.
-            crypt::Keys::set_global(crypt::Keys::new(crypt::PassSource::Terminal));
+            // An encrypted image's passphrase: from --passphrase-file, else asked on the
+            // terminal before serving.
+            super::cmd_keys::use_passphrase(a.passphrase_file.as_deref(), None)?;
             crate::serve::run(a)
         }
+        ImageCmd::Mount(a) if a.secret_on_stdin => {
+            // The helper of a mount: the passphrase the mounting process holds.
+            super::cmd_keys::passphrase_from_stdin()?;
+            crate::serve::attach::run_mount(a)
+        }
         ImageCmd::Mount(a) => {
-            crypt::Keys::set_global(crypt::Keys::new(crypt::PassSource::Terminal));
+            super::cmd_keys::use_passphrase(a.passphrase_file.as_deref(), None)?;
             crate::serve::attach::run_mount(a)
         }
         ImageCmd::Umount(a) => crate::serve::attach::run_umount(a),
@@ -736,11 +742,11 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             json,
         } => super::cmd_copy::run_copy(image, dest, chain, no_verify, force, passphrase_file, json),
         ImageCmd::Ls(a) => {
-            crypt::Keys::set_global(crypt::Keys::new(crypt::PassSource::Terminal));
+            super::cmd_keys::use_passphrase(a.passphrase_file.as_deref(), None)?;
             crate::serve::extract::run_ls(a)
         }
         ImageCmd::Extract(a) => {
-            crypt::Keys::set_global(crypt::Keys::new(crypt::PassSource::Terminal));
+            super::cmd_keys::use_passphrase(a.passphrase_file.as_deref(), None)?;
             crate::serve::extract::run_extract(a)
         }
         ImageCmd::Export {

@@ -25,7 +25,7 @@ pub(crate) fn passphrase_kept(check: &mut crate::storage::Check) -> Result<()> {
 /// Makes the passphrase of this job available to every image it opens: read now from
 /// `file` (a path, or `PARTITION:/path` mounted read-only just to read it — never a partition
 /// of `source`), else asked on the terminal when an encrypted image is met.
-pub(super) fn use_passphrase(file: Option<&str>, source: Option<&Path>) -> Result<()> {
+pub(crate) fn use_passphrase(file: Option<&str>, source: Option<&Path>) -> Result<()> {
     let Some(file) = file else {
         Keys::set_global(Keys::new(PassSource::Terminal));
         return Ok(());
@@ -50,6 +50,42 @@ pub(super) fn use_passphrase(file: Option<&str>, source: Option<&Path>) -> Resul
     drop(store);
     Keys::set_global(Keys::new(PassSource::Given(secret)));
     Ok(())
+}
+
+/// The passphrase of a helper process (`image mount --attached --secret-on-stdin`): read from
+/// stdin, where the process that started it wrote it (at most 64 KiB, to its end).
+pub(super) fn passphrase_from_stdin() -> Result<()> {
+    use std::io::Read;
+    let mut s = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .take(64 << 10)
+        .read_to_end(&mut s)
+        .map_err(|e| Error::io("read the passphrase from", "stdin", e))?;
+    Keys::set_global(Keys::new(PassSource::Given(s)));
+    Ok(())
+}
+
+/// The passphrase this job holds, when it was given (read from a file, or handed over by the
+/// process that started it): what a helper process gets on its stdin.
+pub fn given_secret() -> Option<crypt::Secret> {
+    Keys::global().given()
+}
+
+/// Whether the image at `image` (a path or `PARTITION:/path`, its partition mounted read-only
+/// for the look) is encrypted: its clear structure only, no passphrase needed (the console's
+/// passphrase step).
+pub fn probe_encrypted(image: &str) -> Result<bool> {
+    let store = Store::open(image, Mode::ReadOnly)?;
+    let img = Image::open_with(&store.path, &Keys::locked())?;
+    Ok(img.header.is_encrypted())
+}
+
+/// Tries `secret` on the key slots of the encrypted image at `image` (one KDF run):
+/// [`ErrorKind::WrongPassphrase`] when none opens. Nothing is written.
+pub fn try_passphrase(image: &str, secret: &[u8]) -> Result<()> {
+    let store = Store::open(image, Mode::ReadOnly)?;
+    let keys = Keys::passphrase(secret);
+    Image::open_with(&store.path, &keys).map(|_| ())
 }
 
 /// One key slot, for reports.

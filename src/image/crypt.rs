@@ -666,6 +666,15 @@ impl Keys {
             .unwrap_or_else(|e| e.into_inner()) = k;
     }
 
+    /// The passphrase given to this job (`--passphrase-file`, or handed over), if any: never
+    /// one still to be asked on the terminal.
+    pub fn given(&self) -> Option<Secret> {
+        match &self.0.source {
+            PassSource::Given(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
     /// The secret to open `what` with (asked once, then remembered).
     fn secret(&self, what: &Path) -> Result<Secret> {
         let mut cached = self.0.secret.lock().unwrap_or_else(|e| e.into_inner());

@@ -206,7 +206,8 @@ pub enum ImageCmd {
 }
 
 /// Help of every `--passphrase-file`.
-const PASSPHRASE_FILE_HELP: &str = "Read the passphrase (or a recovery key) of an encrypted \
+pub(crate) const PASSPHRASE_FILE_HELP: &str =
+    "Read the passphrase (or a recovery key) of an encrypted \
 image from FILE (may be PARTITION:/path) instead of asking on the terminal; one trailing \
 newline is ignored. Never give it on the command line.";
 

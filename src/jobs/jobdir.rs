@@ -7,7 +7,10 @@
 //!
 //! Files: `lock` (runner pid; present while a job runs), `spec.json` (what runs), `pid` (the
 //! engine's pid, for cancel), `progress.json`, `log`, `map` (the engine's ddrescue mapfile),
-//! `cancel` (cancel was asked), `result.json`, `ack` (a console dismissed the result).
+//! `cancel` (cancel was asked), `result.json`, `ack` (a console dismissed the result),
+//! `passphrase` (an encrypted image's passphrase for the engine's `--passphrase-file`: mode
+//! 0600, written by [`start`], removed by the runner when the engine ends and by the next
+//! start; the passphrase itself is never on a command line or in `spec.json`).
 use crate::error::{Error, Result};
 use crate::jobs::Progress;
 use crate::rescue::ExtentMap;
@@ -20,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Default job directory inside the rescue environment.
 pub const DEFAULT_DIR: &str = "/run/lifeboat/job";
+/// The file of the job directory holding the job's passphrase (see the module doc).
+pub const PASSPHRASE_FILE: &str = "passphrase";
 /// Longest stdout report kept from an engine (its one JSON value).
 const MAX_REPORT: u64 = 4 << 20;
 /// Longest line kept in `log`.
@@ -221,6 +226,17 @@ fn log_tail(p: &Path) -> Vec<String> {
 /// job's files, writes the spec and calls `launch` to start the runner, whose pid goes into the
 /// lock. `launch` is [`launch_runner`] outside tests.
 pub fn start(dir: &Path, spec: &JobSpec, launch: impl FnOnce(&Path) -> Result<u32>) -> Result<()> {
+    start_with_secret(dir, spec, None, launch)
+}
+
+/// [`start`], and with `secret` (an encrypted image's passphrase) written to
+/// [`PASSPHRASE_FILE`] (mode 0600, a new file) for the engine's `--passphrase-file`.
+pub fn start_with_secret(
+    dir: &Path,
+    spec: &JobSpec,
+    secret: Option<&[u8]>,
+    launch: impl FnOnce(&Path) -> Result<u32>,
+) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io("create the job directory", dir, e))?;
     let lock = dir.join("lock");
     if lock.exists() {
@@ -250,8 +266,15 @@ pub fn start(dir: &Path, spec: &JobSpec, launch: impl FnOnce(&Path) -> Result<u3
         "log",
         "map",
         "map.bak",
+        PASSPHRASE_FILE,
     ] {
         let _ = fs::remove_file(dir.join(name));
+    }
+    if let Some(secret) = secret {
+        if let Err(e) = write_secret(&dir.join(PASSPHRASE_FILE), secret) {
+            let _ = fs::remove_file(&lock);
+            return Err(e);
+        }
     }
     let json = serde_json::to_vec_pretty(spec)
         .map_err(|e| Error::invalid("cannot encode the job spec").caused_by(e))?;
@@ -264,9 +287,27 @@ pub fn start(dir: &Path, spec: &JobSpec, launch: impl FnOnce(&Path) -> Result<u3
         Err(e) => {
             let _ = fs::remove_file(&lock);
             let _ = fs::remove_file(dir.join("spec.json"));
+            let _ = fs::remove_file(dir.join(PASSPHRASE_FILE));
             Err(e)
         }
     }
+}
+
+/// Writes `secret` into the new file `path`, readable and writable by its owner only from the
+/// moment it exists (created with mode 0600, never replacing a file or following a link).
+fn write_secret(path: &Path, secret: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io("create the job's passphrase file", path, e))?;
+    f.write_all(secret).and_then(|_| f.sync_all()).map_err(|e| {
+        let _ = fs::remove_file(path);
+        Error::io("write the job's passphrase file", path, e)
+    })
 }
 
 /// Starts the runner as a detached process of this binary (`ui --run-job DIR`; it makes itself
@@ -327,6 +368,8 @@ pub fn run_job(dir: &Path, program: &Path) -> Result<i32> {
         .ok_or_else(|| Error::not_found("no job spec").at_path(dir.join("spec.json")))?;
     let t0 = Instant::now();
     let res = run_engine(dir, program, &spec);
+    // The engine read its passphrase when it started; no copy outlives it.
+    let _ = fs::remove_file(dir.join(PASSPHRASE_FILE));
     let cancelled = dir.join("cancel").exists();
     let result = match res {
         Ok((code, report)) => JobResult {
@@ -545,6 +588,52 @@ mod tests {
         start(&jd, &spec(), |_| Ok(std::process::id())).unwrap();
         let snap = snapshot(&jd).unwrap();
         assert!(snap.running && snap.progress.is_none() && snap.result.is_none());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// An encrypted image's passphrase: a mode-0600 file the engine reads through
+    /// `--passphrase-file`, gone once the engine ended; never in spec.json; a failed launch
+    /// leaves none behind; the next start replaces a stale one.
+    #[test]
+    fn the_passphrase_file_lives_only_while_the_engine_runs() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tmpdir("secret");
+        let jd = d.join("job");
+        let pw = jd.join(PASSPHRASE_FILE);
+        // The engine copies what it reads from the file into its report.
+        let eng = d.join("engine.sh");
+        fs::write(
+            &eng,
+            "#!/bin/sh
+printf '{\"read\":\"%s\"}' \"$(cat \"$2\")\"\n",
+        )
+        .unwrap();
+        fs::set_permissions(&eng, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut s = spec();
+        s.args = vec![
+            "--passphrase-file".into(),
+            pw.to_string_lossy().into_owned(),
+        ];
+        let secret = b"pass phrase";
+        // A failed launch removes it.
+        let e = start_with_secret(&jd, &s, Some(secret), |_| Err(Error::unsupported("no")));
+        assert!(e.is_err());
+        assert!(!pw.exists());
+        // A stale file (a runner killed) is replaced, not appended to or kept.
+        fs::write(&pw, "old").unwrap();
+        start_with_secret(&jd, &s, Some(secret), |_| Ok(std::process::id())).unwrap();
+        let meta = fs::symlink_metadata(&pw).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(fs::read(&pw).unwrap(), secret);
+        let spec_json = fs::read_to_string(jd.join("spec.json")).unwrap();
+        assert!(!spec_json.contains("pass phrase"));
+        assert_eq!(run_job(&jd, &eng).unwrap(), 0);
+        let r = snapshot(&jd).unwrap().result.unwrap();
+        assert_eq!(r.report.unwrap()["read"], "pass phrase");
+        assert!(!pw.exists(), "the runner removes the passphrase file");
+        // A job without a secret has no file.
+        start(&jd, &spec(), |_| Ok(std::process::id())).unwrap();
+        assert!(!pw.exists());
         let _ = fs::remove_dir_all(&d);
     }
 

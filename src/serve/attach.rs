@@ -28,11 +28,17 @@ pub struct MountArgs {
     /// when it has no partition table).
     #[arg(long, value_name = "N")]
     pub partition: Option<u32>,
+    #[arg(long, value_name = "FILE", help = crate::image::PASSPHRASE_FILE_HELP)]
+    pub passphrase_file: Option<String>,
     #[arg(long)]
     pub json: bool,
     /// Internal: run as the helper that keeps the disk attached.
     #[arg(long, hide = true)]
     pub attached: bool,
+    /// Internal, with --attached: the passphrase comes on stdin (from the process that
+    /// started the helper; never on a command line).
+    #[arg(long, hide = true, requires = "attached")]
+    pub secret_on_stdin: bool,
 }
 
 /// `lifeboat image umount` arguments.
@@ -81,7 +87,14 @@ pub fn run_mount(a: MountArgs) -> Result<i32> {
         return run_helper(&a.image);
     }
     check_mount_dir(&a.dir)?;
-    let att = attach(&a.image, &a.dir, a.partition, None)?;
+    let secret = crate::image::cmd_keys::given_secret();
+    let att = attach(
+        &a.image,
+        &a.dir,
+        a.partition,
+        None,
+        secret.as_deref().map(|s| &s[..]),
+    )?;
     let rep = att.report.clone();
     // The mount outlives this command: `image umount` undoes it.
     att.keep();
@@ -203,12 +216,14 @@ impl Drop for Attached {
 /// `dir`, which the caller checked.
 ///
 /// The helper's messages go to this process's stderr, or to the file `log` (the console, whose
-/// stderr is the screen).
+/// stderr is the screen). An encrypted image's passphrase `secret` goes to the helper through
+/// a pipe on its stdin (never its command line); without one the helper asks on the terminal.
 pub fn attach(
     image: &str,
     dir: &Path,
     partition: Option<u32>,
     log: Option<&Path>,
+    secret: Option<&[u8]>,
 ) -> Result<Attached> {
     let exe = std::env::current_exe().map_err(|e| Error::os("find the lifeboat binary", e))?;
     let stderr = match log {
@@ -221,17 +236,28 @@ pub fn attach(
         ),
         None => std::process::Stdio::inherit(),
     };
-    let mut child = std::process::Command::new(exe)
-        .args(["image", "mount", image])
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["image", "mount", image])
         .arg(dir)
         .arg("--attached")
         // The helper's report (if it fails) is not the job's: the runner gets this command's.
         .env_remove(crate::cli::REPORT_ENV)
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(stderr)
+        .stderr(stderr);
+    if secret.is_some() {
+        cmd.arg("--secret-on-stdin")
+            .stdin(std::process::Stdio::piped());
+    } else {
+        cmd.stdin(std::process::Stdio::null());
+    }
+    let mut child = cmd
         .spawn()
         .map_err(|e| Error::os("start the helper that serves the image", e))?;
+    if let (Some(s), Some(mut pipe)) = (secret, child.stdin.take()) {
+        use std::io::Write;
+        // Closed at once: the helper reads to the end. A helper that died early is seen below.
+        let _ = pipe.write_all(s);
+    }
     let mut line = String::new();
     let _ = std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
     let Some(dev) = line.trim().strip_prefix(READY).map(PathBuf::from) else {

@@ -29,6 +29,8 @@ pub struct LsArgs {
     /// has no partition table).
     #[arg(long, value_name = "N")]
     pub partition: Option<u32>,
+    #[arg(long, value_name = "FILE", help = crate::image::PASSPHRASE_FILE_HELP)]
+    pub passphrase_file: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -50,6 +52,8 @@ pub struct ExtractArgs {
     /// disk when it has no partition table).
     #[arg(long, value_name = "N")]
     pub partition: Option<u32>,
+    #[arg(long, value_name = "FILE", help = crate::image::PASSPHRASE_FILE_HELP)]
+    pub passphrase_file: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -169,7 +173,14 @@ fn undo_open() {
 impl Opened {
     /// Attaches `image` and mounts its partition `partition` read-only under
     /// /run/lifeboat/mnt/ (the helper's messages into `log`, else on stderr).
-    pub fn open(image: &str, partition: Option<u32>, log: Option<&Path>) -> Result<Opened> {
+    /// An encrypted image is opened with `secret`, else with the passphrase this job was
+    /// given (`--passphrase-file`), else the helper asks on the terminal.
+    pub fn open(
+        image: &str,
+        partition: Option<u32>,
+        log: Option<&Path>,
+        secret: Option<&[u8]>,
+    ) -> Result<Opened> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = Path::new(crate::image::store::MOUNT_ROOT).join(format!(
@@ -179,7 +190,9 @@ impl Opened {
         ));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create the mount point", &dir, e))?;
         let mut o = Opened { att: None, dir };
-        let att = attach(image, &o.dir, partition, log)?;
+        let given = crate::image::cmd_keys::given_secret();
+        let secret = secret.or(given.as_deref().map(|s| &s[..]));
+        let att = attach(image, &o.dir, partition, log, secret)?;
         if let Ok(mut g) = OPEN.lock() {
             *g = Some((o.dir.clone(), att.disk.clone()));
         }
@@ -237,7 +250,7 @@ pub fn parse_item(s: &str) -> Result<Item> {
 
 pub fn run_ls(a: LsArgs) -> Result<i32> {
     let item = parse_item(a.path.as_deref().unwrap_or("/"))?;
-    let o = Opened::open(&a.image, a.partition, None)?;
+    let o = Opened::open(&a.image, a.partition, None, None)?;
     let (p, m) = if item.rel.is_empty() {
         let m =
             std::fs::symlink_metadata(o.root()).map_err(|e| Error::io("look at", o.root(), e))?;
@@ -347,7 +360,7 @@ pub fn run_extract(a: ExtractArgs) -> Result<i32> {
             a.to
         )));
     }
-    let o = Opened::open(&a.image, a.partition, None)?;
+    let o = Opened::open(&a.image, a.partition, None, None)?;
     let mr = o.report().clone();
     let mut resolved = Vec::new();
     let mut totals = Totals::default();

@@ -57,6 +57,8 @@ pub struct ServeArgs {
     /// Clients served at once (default 8); more are turned away.
     #[arg(long, value_name = "N")]
     pub max_clients: Option<u32>,
+    #[arg(long, value_name = "FILE", help = crate::image::PASSPHRASE_FILE_HELP)]
+    pub passphrase_file: Option<String>,
     /// Print one JSON object on stdout once the server listens.
     #[arg(long)]
     pub json: bool,

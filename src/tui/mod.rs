@@ -12,6 +12,8 @@ mod worker;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_crypt;
+#[cfg(test)]
 mod tests_files;
 
 use crate::error::{Error, Result};
@@ -201,16 +203,34 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
         }
         for c in cmds {
             match c {
-                Command::OpenImage { image, partition } => {
-                    worker::spawn_image_opener(tx.clone(), browse.clone(), image, partition)
+                Command::OpenImage {
+                    image,
+                    partition,
+                    secret,
+                } => {
+                    worker::spawn_image_opener(tx.clone(), browse.clone(), image, partition, secret)
+                }
+                Command::ProbeImage(image) => worker::spawn_image_probe(tx.clone(), image),
+                Command::CheckPassphrase { image, secret } => {
+                    worker::spawn_passphrase_check(tx.clone(), image, secret)
                 }
                 Command::ListDir { root, path } => worker::spawn_lister(tx.clone(), root, path),
                 Command::StartJob(spec) => {
                     // The job mounts the image itself (it outlives this console).
                     browse.close();
-                    if let Err(e) = jobdir::start(&dir, &spec, jobdir::launch_runner) {
+                    // An encrypted image's passphrase reaches the job in a mode-0600 file of
+                    // the job directory, which the runner removes when the job ends.
+                    let secret = app.secret.clone();
+                    let started = jobdir::start_with_secret(
+                        &dir,
+                        &spec,
+                        secret.as_ref().map(|s| s.bytes()),
+                        jobdir::launch_runner,
+                    );
+                    if let Err(e) = started {
                         app.update(Event::JobStartFailed(e.to_string()));
                     } else {
+                        app.forget_secret();
                         app.update(Event::Job(jobdir::snapshot(&dir)));
                     }
                 }

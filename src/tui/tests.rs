@@ -418,6 +418,9 @@ fn image_screens() {
     assert_eq!(a.screen, Screen::Location);
     snapshot("location_image_create_80x24", &a, 80, 24);
     keys(&mut a, &[Key::Enter, Key::Enter]);
+    assert_eq!(a.screen, Screen::Passphrase);
+    snapshot("passphrase_choice_80x24", &a, 80, 24);
+    keys(&mut a, &[Key::Enter]);
     assert_eq!(a.screen, Screen::Confirm);
     snapshot("confirm_image_create_80x24", &a, 80, 24);
     let mut a = app();
@@ -511,7 +514,7 @@ fn location_free_space_and_image_size() {
     assert!(a.message.as_deref().unwrap().contains("40.0 GiB free"));
     // The NTFS disk takes it.
     a.loc.sel = places.iter().position(|p| p.disk == "sdd").unwrap();
-    keys(&mut a, &[Key::Enter, Key::Enter]);
+    keys(&mut a, &[Key::Enter, Key::Enter, Key::Enter]);
     assert_eq!(a.screen, Screen::Confirm);
     assert_eq!(
         a.image.as_deref(),

@@ -51,6 +51,10 @@ fn to_browser() -> (App, Vec<Command>) {
     );
     type_str(&mut a, "pc.lbi");
     let cmds = a.update(Event::Key(Key::Enter));
+    // Its header is read first: not encrypted, so the passphrase step passes by itself.
+    assert_eq!(a.screen, Screen::Passphrase);
+    assert_eq!(cmds, [Command::ProbeImage("sdc1:/lifeboat/pc.lbi".into())]);
+    let cmds = a.update(Event::Probed("sdc1:/lifeboat/pc.lbi".into(), Ok(false)));
     (a, cmds)
 }
 
@@ -63,7 +67,8 @@ fn restore_files_flow() {
         cmds,
         [Command::OpenImage {
             image: "sdc1:/lifeboat/pc.lbi".into(),
-            partition: None
+            partition: None,
+            secret: None,
         }]
     );
     assert!(a.browsing());
@@ -174,7 +179,8 @@ fn browser_refusals_partitions_and_back() {
         c,
         [Command::OpenImage {
             image: "sdc1:/lifeboat/pc.lbi".into(),
-            partition: Some(2)
+            partition: Some(2),
+            secret: None,
         }]
     );
     assert!(a.browse.marked.is_empty());

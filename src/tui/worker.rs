@@ -168,6 +168,7 @@ pub fn spawn_image_opener(
     mount: BrowseMount,
     image: String,
     partition: Option<u32>,
+    secret: Option<super::app::Masked>,
 ) {
     use std::sync::atomic::Ordering;
     let my = mount.gen.fetch_add(1, Ordering::SeqCst) + 1;
@@ -183,7 +184,13 @@ pub fn spawn_image_opener(
             .parent()
             .unwrap_or(std::path::Path::new("/run"))
             .join("browse.log");
-        let r = crate::serve::extract::Opened::open(&image, partition, Some(&log)).map(|o| {
+        let r = crate::serve::extract::Opened::open(
+            &image,
+            partition,
+            Some(&log),
+            secret.as_ref().map(|s| s.bytes()),
+        )
+        .map(|o| {
             let m = o.report();
             let info = super::app::OpenedImage {
                 root: o.root().to_path_buf(),
@@ -207,6 +214,30 @@ pub fn spawn_image_opener(
         };
         drop(slot);
         let _ = tx.send(Event::ImageOpened(partition, ev));
+    });
+}
+
+/// Reads whether `image` is encrypted (its header, the partition mounted read-only for the
+/// look) and sends [`Event::Probed`].
+pub fn spawn_image_probe(tx: Sender<Event>, image: String) {
+    std::thread::spawn(move || {
+        let r = crate::image::cmd_keys::probe_encrypted(&image).map_err(|e| e.to_string());
+        let _ = tx.send(Event::Probed(image, r));
+    });
+}
+
+/// Tries `secret` on the key slots of `image` (one KDF run) and sends
+/// [`Event::PassphraseChecked`]; what is wrong is decided on the error's kind.
+pub fn spawn_passphrase_check(tx: Sender<Event>, image: String, secret: super::app::Masked) {
+    use super::app::PassCheck;
+    std::thread::spawn(move || {
+        let r = match crate::image::cmd_keys::try_passphrase(&image, secret.bytes()) {
+            Ok(()) => PassCheck::Opens,
+            Err(e) if e.kind == crate::error::ErrorKind::WrongPassphrase => PassCheck::Wrong,
+            Err(e) => PassCheck::Failed(e.to_string()),
+        };
+        drop(secret);
+        let _ = tx.send(Event::PassphraseChecked(image, r));
     });
 }
 

@@ -80,6 +80,7 @@ impl App {
         vec![Command::OpenImage {
             image,
             partition: self.browse.partition,
+            secret: self.secret.clone(),
         }]
     }
 

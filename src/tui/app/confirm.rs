@@ -135,6 +135,18 @@ impl App {
         let tgt = self.target.as_ref();
         let img = self.image.as_deref();
         let disk = |d: &Disk| d.path.to_string_lossy().into_owned();
+        // The passphrase goes to the job in a mode-0600 file of the job directory (written by
+        // `jobdir::start`, removed by the runner): the command line names only the file.
+        let pass_file = self.secret.as_ref().map(|_| {
+            Path::new(&self.job_dir)
+                .join(crate::jobs::jobdir::PASSPHRASE_FILE)
+                .to_string_lossy()
+                .into_owned()
+        });
+        let encrypt = self.kind == JobKind::FullImage && self.pass.encrypt;
+        if encrypt && pass_file.is_none() {
+            return None;
+        }
         let cmd = match self.kind {
             JobKind::Clone => Cmd::Clone(CloneArgs {
                 source: disk(src?),
@@ -162,9 +174,9 @@ impl App {
                 all_sectors: false,
                 compress: None,
                 map: None,
-                encrypt: false,
+                encrypt,
                 clear_identity: false,
-                passphrase_file: None,
+                passphrase_file: pass_file.clone(),
                 // The image is read back from its storage and checked before it is called good.
                 no_verify: false,
                 json: true,
@@ -176,13 +188,13 @@ impl App {
                 zero_free: false,
                 discard: false,
                 map: None,
-                passphrase_file: None,
+                passphrase_file: pass_file.clone(),
                 json: true,
             }),
             JobKind::Verify => Cmd::Image(ImageCmd::Verify {
                 image: img?.to_string(),
                 state: None,
-                passphrase_file: None,
+                passphrase_file: pass_file.clone(),
                 json: true,
             }),
             // The image with every parent it needs, read back from the new place and checked.
@@ -203,6 +215,7 @@ impl App {
                     paths: self.browse.marked.iter().cloned().collect(),
                     to: self.dest.clone()?,
                     partition: self.browse.partition,
+                    passphrase_file: pass_file.clone(),
                     json: true,
                 }))
             }
@@ -232,6 +245,11 @@ impl App {
                 "Image: "
             };
             details.push(format!("{what} {i}"));
+        }
+        if encrypt {
+            details.push("Encrypted: yes (keep the passphrase apart from the image)".into());
+        } else if self.secret.is_some() {
+            details.push("Encrypted: yes (its passphrase was checked)".into());
         }
         if self.kind == JobKind::RestoreFiles {
             details.push(format!(

@@ -125,13 +125,26 @@ impl JobKind {
     pub fn steps(self) -> &'static [Screen] {
         match self {
             JobKind::Clone => &[Screen::Source, Screen::Target, Screen::Confirm],
-            JobKind::FullImage | JobKind::Incremental => {
-                &[Screen::Source, Screen::Location, Screen::Confirm]
-            }
-            JobKind::Restore => &[Screen::Location, Screen::Target, Screen::Confirm],
-            JobKind::Verify | JobKind::Copy => &[Screen::Location, Screen::Confirm],
+            // The passphrase step: a new image's "Encrypt" choice; for an image read, its
+            // passphrase (passed by itself when the image is not encrypted).
+            JobKind::FullImage | JobKind::Incremental => &[
+                Screen::Source,
+                Screen::Location,
+                Screen::Passphrase,
+                Screen::Confirm,
+            ],
+            JobKind::Restore => &[
+                Screen::Location,
+                Screen::Passphrase,
+                Screen::Target,
+                Screen::Confirm,
+            ],
+            JobKind::Verify => &[Screen::Location, Screen::Passphrase, Screen::Confirm],
+            // An encrypted image is copied as it is stored: no passphrase needed.
+            JobKind::Copy => &[Screen::Location, Screen::Confirm],
             JobKind::RestoreFiles => &[
                 Screen::Location,
+                Screen::Passphrase,
                 Screen::Browse,
                 Screen::Dest,
                 Screen::Confirm,

@@ -4,8 +4,9 @@
 //!
 //! One file per screen, like `view/`: `disks` (the disks screen and the source/target pickers),
 //! `menu`, `location`, `browse` (the "restore files" browser and its destination), `confirm`
-//! (which also builds the job), `job` (progress and result); the six jobs and every text about
-//! them are in `kind`.
+//! (which also builds the job), `job` (progress and result), `passphrase` (the "Encrypt" choice
+//! of a new image, the passphrase of an encrypted one); the six jobs and every text about them
+//! are in `kind`.
 mod browse;
 mod confirm;
 mod disks;
@@ -13,6 +14,7 @@ mod job;
 mod kind;
 mod location;
 mod menu;
+mod passphrase;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +23,7 @@ pub use confirm::{usage_line, SourceUsage};
 pub use disks::{describe, describe_part, fs_column};
 pub use kind::JobKind;
 pub use location::{image_arg, Free, LocField, Location, Place, PlaceKind};
+pub use passphrase::{Masked, PassCheck, PassEntry, PassField};
 
 use super::keys::Key;
 use crate::devices::Disk;
@@ -33,6 +36,8 @@ pub enum Screen {
     Source,
     Target,
     Location,
+    /// A new image's "Encrypt" choice and passphrase, or an encrypted image's passphrase.
+    Passphrase,
     /// The "restore files" browser: a partition of the image, its directories, marks.
     Browse,
     /// Where restored files go (a partition and a folder).
@@ -55,6 +60,15 @@ pub enum Command {
     OpenImage {
         image: String,
         partition: Option<u32>,
+        /// The image's passphrase, when it is encrypted.
+        secret: Option<Masked>,
+    },
+    /// Read the header of this image (the engine's IMAGE argument): is it encrypted?
+    ProbeImage(String),
+    /// Try this passphrase on the key slots of this image (one KDF run, in the background).
+    CheckPassphrase {
+        image: String,
+        secret: Masked,
     },
     /// List the directory `path` of the partition mounted at `root`.
     ListDir {
@@ -92,6 +106,10 @@ pub enum Event {
     ImageOpened(Option<u32>, Result<OpenedImage, String>),
     /// A directory of it listed (its path from the partition's top), or why not.
     Listing(String, Result<Vec<crate::serve::extract::LsEntry>, String>),
+    /// Whether this image is encrypted (or why its header could not be read).
+    Probed(String, Result<bool, String>),
+    /// What trying a passphrase on this image's key slots gave.
+    PassphraseChecked(String, PassCheck),
 }
 
 /// Dialogs drawn over the current screen.
@@ -148,6 +166,11 @@ pub struct App {
     /// as the engine's DEST argument.
     pub dest_loc: Location,
     pub dest: Option<String>,
+    /// The passphrase step's state.
+    pub pass: PassEntry,
+    /// The passphrase the job gets (a new image's, or the one that opened the image); kept
+    /// in memory only until the job started.
+    pub secret: Option<Masked>,
 }
 
 impl App {
@@ -181,6 +204,8 @@ impl App {
             browse: Browse::default(),
             dest_loc: Location::default(),
             dest: None,
+            pass: PassEntry::default(),
+            secret: None,
         }
     }
 
@@ -210,7 +235,7 @@ impl App {
                 }
                 if matches!(
                     self.screen,
-                    Screen::Target | Screen::Location | Screen::Confirm
+                    Screen::Target | Screen::Location | Screen::Passphrase | Screen::Confirm
                 ) {
                     let lost = (self.kind.needs_source() && self.source.is_none())
                         || (self.screen == Screen::Confirm
@@ -267,7 +292,13 @@ impl App {
                 self.on_listing(path, r);
                 vec![]
             }
-            Event::Key(k) => self.on_key(k),
+            Event::Probed(image, r) => self.on_probed(image, r),
+            Event::PassphraseChecked(image, r) => self.on_pass_checked(image, r),
+            Event::Key(k) => {
+                let mut cmds = self.on_key(k);
+                cmds.extend(self.pass_reads());
+                cmds
+            }
         }
     }
 
@@ -331,6 +362,7 @@ impl App {
             Screen::Source => self.key_source(k),
             Screen::Target => self.key_target(k),
             Screen::Location => self.key_location(k),
+            Screen::Passphrase => self.key_passphrase(k),
             Screen::Browse => self.key_browse(k),
             Screen::Dest => self.key_dest(k),
             Screen::Confirm => self.key_confirm(k),
@@ -345,6 +377,7 @@ impl App {
             Screen::Confirm => self.kind.destructive(),
             Screen::Location => self.loc.field != LocField::Partitions,
             Screen::Dest => self.dest_loc.field != LocField::Partitions,
+            Screen::Passphrase => self.pass.field != PassField::Choice,
             _ => false,
         }
     }
@@ -360,6 +393,8 @@ impl App {
         self.browse = Browse::default();
         self.dest_loc = Location::default();
         self.dest = None;
+        self.pass = PassEntry::default();
+        self.secret = None;
         // Read afresh for each flow: a job may have changed free space and used blocks.
         self.free.clear();
         self.usage = None;
@@ -370,7 +405,17 @@ impl App {
         let steps = self.kind.steps();
         match steps.iter().position(|s| *s == self.screen) {
             Some(0) | None => self.screen = Screen::Menu,
+            // The passphrase step of an image that is not encrypted was passed by itself:
+            // going back passes it again.
+            Some(i)
+                if steps[i - 1] == Screen::Passphrase && self.pass_encrypted() == Some(false) =>
+            {
+                self.screen = steps[i - 2]
+            }
             Some(i) => self.screen = steps[i - 1],
+        }
+        if self.screen == Screen::Passphrase {
+            self.pass_enter();
         }
         self.pick_sel = 0;
         self.typed.clear();
@@ -411,6 +456,7 @@ impl App {
                     .unwrap_or(0);
             }
             Screen::Dest => self.dest_loc = self.dest_default(),
+            Screen::Passphrase => self.pass_enter(),
             _ => {}
         }
     }

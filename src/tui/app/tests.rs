@@ -162,7 +162,11 @@ fn restore_flow_uses_partition_image_and_refuses_its_disk() {
     keys(&mut a, &[Key::Char('G'), Key::Up, Key::Enter]);
     assert_eq!(a.loc.field, LocField::Path);
     typed(&mut a, "pc.lbi");
-    keys(&mut a, &[Key::Enter]);
+    let cmds = keys(&mut a, &[Key::Enter]);
+    // The image's header is read; not encrypted: the passphrase step passes by itself.
+    assert_eq!(a.screen, Screen::Passphrase);
+    assert_eq!(cmds, [Command::ProbeImage("sdc1:/lifeboat/pc.lbi".into())]);
+    a.update(Event::Probed("sdc1:/lifeboat/pc.lbi".into(), Ok(false)));
     assert_eq!(a.screen, Screen::Target);
     assert_eq!(a.image.as_deref(), Some("sdc1:/lifeboat/pc.lbi"));
     let t = a.targets();
@@ -212,6 +216,10 @@ fn image_create_refuses_the_source_disk_and_needs_no_typing() {
     // Selection starts on the first usable place: sdc1 (sdb1 is the boot stick).
     assert_eq!(places[a.loc.sel].part().unwrap().name, "sdc1");
     keys(&mut a, &[Key::Enter, Key::Enter]);
+    // "Encrypt?" No is the default.
+    assert_eq!(a.screen, Screen::Passphrase);
+    assert!(!a.pass.encrypt);
+    keys(&mut a, &[Key::Enter]);
     assert_eq!(a.screen, Screen::Confirm);
     let cmds = keys(&mut a, &[Key::Enter]);
     let Command::StartJob(spec) = &cmds[0] else {
@@ -240,7 +248,14 @@ fn incremental_needs_a_parent() {
     keys(&mut a, &[Key::Tab, Key::Enter]);
     assert!(a.message.as_ref().unwrap().contains("parent"));
     typed(&mut a, "/lifeboat/full.lbi");
-    keys(&mut a, &[Key::Enter]);
+    let cmds = keys(&mut a, &[Key::Enter]);
+    // The parent's header is read (an encrypted parent needs its passphrase).
+    assert_eq!(
+        cmds,
+        [Command::ProbeImage("sdc1:/lifeboat/full.lbi".into())]
+    );
+    a.update(Event::Probed("sdc1:/lifeboat/full.lbi".into(), Ok(false)));
+    assert_eq!(a.screen, Screen::Confirm);
     let cmds = keys(&mut a, &[Key::Enter]);
     let Command::StartJob(spec) = &cmds[0] else {
         panic!("{cmds:?}")

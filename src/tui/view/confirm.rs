@@ -95,6 +95,17 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 app.loc.parent.trim()
             )));
         }
+        // Encryption: a new image's choice, or the passphrase that opened the image.
+        if app.kind == JobKind::FullImage && app.pass.encrypt {
+            v.push(Line::styled(
+                "  ENCRYPTED with the passphrase you typed (not stored anywhere)",
+                Style::new().fg(Color::Yellow),
+            ));
+        } else if app.secret.is_some() {
+            v.push(Line::raw(
+                "  encrypted: opened with the passphrase you typed (checked)",
+            ));
+        }
     }
     if app.kind == JobKind::RestoreFiles {
         restore_files_lines(&mut v, app, w);

@@ -276,7 +276,7 @@ pub fn draw_disks(f: &mut Frame, area: Rect, app: &App) {
 }
 
 fn step_title(app: &App, what: &str) -> String {
-    let steps = app.kind.steps();
+    let steps = app.shown_steps();
     let n = steps
         .iter()
         .position(|s| *s == app.screen)

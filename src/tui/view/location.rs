@@ -26,7 +26,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(2),
     ])
     .areas(area);
-    let steps = app.kind.steps();
+    let steps = app.shown_steps();
     let n = steps
         .iter()
         .position(|s| *s == app.screen)

@@ -48,6 +48,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             crate::tui::app::Screen::Location => "pick where the image is",
             crate::tui::app::Screen::Browse => "mark files and folders in it",
             crate::tui::app::Screen::Dest => "pick where to copy them",
+            crate::tui::app::Screen::Passphrase if k == crate::tui::app::JobKind::FullImage => {
+                "choose whether to encrypt it"
+            }
+            crate::tui::app::Screen::Passphrase => "its passphrase if it is encrypted",
             _ => "confirm",
         })
         .collect();

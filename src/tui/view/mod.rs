@@ -8,8 +8,9 @@ mod disks;
 mod job;
 mod location;
 mod menu;
+mod passphrase;
 
-use super::app::{App, Overlay, Screen};
+use super::app::{App, Overlay, PassField, Screen};
 use crate::jobs::fmt_bytes;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -33,6 +34,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Source => disks::draw_source(f, body, app),
         Screen::Target => disks::draw_target(f, body, app),
         Screen::Location | Screen::Dest => location::draw(f, body, app),
+        Screen::Passphrase => passphrase::draw(f, body, app),
         Screen::Browse => browse::draw(f, body, app),
         Screen::Confirm => confirm::draw(f, body, app),
         Screen::Progress => job::draw_progress(f, body, app),
@@ -63,6 +65,7 @@ fn title_bar(f: &mut Frame, area: Rect, app: &App) {
         Screen::Source => "Choose the source",
         Screen::Target => "Choose the target",
         Screen::Location => "Image location",
+        Screen::Passphrase => "Encryption",
         Screen::Browse => "Restore files: choose",
         Screen::Dest => "Restore files: where to",
         Screen::Confirm => "Confirm",
@@ -109,6 +112,13 @@ fn screen_keys(app: &App) -> Vec<(&'static str, &'static str)> {
             ("Enter", "next"),
             ("Esc", "back"),
         ],
+        Screen::Passphrase if app.pass.field == PassField::Choice => {
+            vec![("↑↓", "choose"), ("Enter", "next"), ("Esc", "back")]
+        }
+        Screen::Passphrase if app.pass_new_image() || app.pass_encrypted() == Some(true) => {
+            vec![("type", "(not shown)"), ("Enter", "next"), ("Esc", "back")]
+        }
+        Screen::Passphrase => vec![("Esc", "back")],
         Screen::Confirm if app.kind.destructive() => {
             vec![("type name", ""), ("Enter", "START"), ("Esc", "back")]
         }
