@@ -4,7 +4,8 @@
 //! result screen; then the host checks the target equals the source and the source is unchanged.
 //! `restore_a_file_through_the_serial_console` takes one file out of an image (menu 6: browse
 //! the image's partition, mark the file, pick a USB disk) and the host reads it back from the
-//! USB disk with mtools.
+//! USB disk with mtools. `image_to_an_smb_share_through_the_serial_console` adds an SMB share
+//! (the host's Samba) as a network place with a typed password and images the source onto it.
 //!
 //! `vga_screendumps` (ignored; run it with `--ignored`) drives the VGA console with the QEMU
 //! monitor's `sendkey` and saves `screendump`s of the main screens into docs/screens/.
@@ -467,6 +468,124 @@ fn restore_a_file_through_the_serial_console() {
         sha256(&bak).unwrap(),
         bak_sha,
         "the disk holding the image changed"
+    );
+}
+
+/// The password typed into the console for the Samba share: a space and a comma in it, and
+/// distinctive enough that finding it anywhere in the serial output is a real leak.
+const SMB_PASSWORD: &str = "tui pw,4 Kq9";
+/// Where the guest finds the share (forwarded to the host's smbd on loopback).
+const SMB_SERVER: &str = "10.0.2.100";
+
+/// Issue 13's console side: a full image onto an SMB share added on the location screen, with
+/// the password typed (masked) into the console. The network starts only then (DHCP from
+/// QEMU); the place shows its free space beside the image's size bound; the job gets the
+/// password through a 0600 file, never a command line. On the host: the image on the share
+/// verifies, the source is unchanged, and the password appears nowhere in the serial output.
+#[test]
+fn image_to_an_smb_share_through_the_serial_console() {
+    use lifeboat_qemu_tests::samba::Samba;
+    use lifeboat_qemu_tests::NetSpec;
+    let t = TempDir::new("tui-smb").unwrap();
+    let share = t.join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let samba = Samba::start(&t.join("samba"), "backups", &share, "root", SMB_PASSWORD)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (src, _) = build_disks(&t);
+    let _ = std::fs::remove_file(t.join("dst.img"));
+    let src_sha = sha256(&src).unwrap();
+    let net = NetSpec::restricted().forward(
+        SMB_SERVER,
+        445,
+        &format!(
+            "{} 127.0.0.1 {}",
+            env!("CARGO_BIN_EXE_tcp-stdio"),
+            samba.port
+        ),
+    );
+    let mut vm = Vm::boot_net(
+        "tui-smb",
+        "lifeboat.console=80x24",
+        vec![DiskSpec::new(&src, Bus::Virtio, "TUI-SRC")],
+        &net,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = vm.wait_ready(BOOT);
+    vm.check(r);
+    let mut s = Screen::new();
+    let r = wait_screen(
+        &vm,
+        &mut s,
+        "the source disk",
+        Duration::from_secs(60),
+        |s| {
+            let t = s.text();
+            t.contains("Disks (1)") && t.contains("TUI-SRC")
+        },
+    );
+    vm.check(r);
+    press(&mut vm, b"\r");
+    press(&mut vm, b"2");
+    expect_text(&vm, &mut s, "SOURCE, the disk to back up", 20);
+    select_row(&mut vm, &mut s, "TUI-SRC");
+    press(&mut vm, b"\r");
+    expect_text(&vm, &mut s, "where to write the image", 20);
+    // The image's size bound is known before a place is picked.
+    expect_text(&vm, &mut s, "image: at most", 60);
+    select_row(&mut vm, &mut s, "add a network place");
+    press(&mut vm, b"\r");
+    expect_text(&vm, &mut s, "smb://[user@]host/share/folder", 20);
+    let url = format!("smb://root@{SMB_SERVER}/backups/pc");
+    press(&mut vm, url.as_bytes());
+    press(&mut vm, b"\r");
+    press(&mut vm, SMB_PASSWORD.as_bytes());
+    expect_text(&vm, &mut s, &"*".repeat(SMB_PASSWORD.len()), 20);
+    press(&mut vm, b"\r");
+    // DHCP, then the mount: the place comes back with its free space, selected.
+    let r = wait_screen(
+        &vm,
+        &mut s,
+        "the share with its free space",
+        Duration::from_secs(120),
+        |s| {
+            s.selected_row()
+                .is_some_and(|r| r.contains(&url) && r.contains("free") && r.contains("SMB"))
+        },
+    );
+    vm.check(r);
+    press(&mut vm, b"\r");
+    expect_text(&vm, &mut s, "/lifeboat/TUI-SRC.lbi_", 20);
+    press(&mut vm, b"\r");
+    expect_text(&vm, &mut s, "Nothing is erased", 20);
+    press(&mut vm, b"\r");
+    expect_finished(&mut vm, &mut s, "the image onto the share");
+    press(&mut vm, b"p");
+    let r = vm.wait_exit(Duration::from_secs(60));
+    vm.check(r);
+    let out = String::from_utf8_lossy(&vm.output()).into_owned();
+    if out.contains(SMB_PASSWORD) || out.contains("Kq9") {
+        vm.fail("the typed password appears in the serial output");
+    }
+    drop(vm);
+    assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
+    let img = share.join("pc/lifeboat/TUI-SRC.lbi");
+    assert!(
+        !share.join("pc/lifeboat/TUI-SRC.lbi.partial").exists(),
+        "a .partial was left on the share"
+    );
+    let exe =
+        lifeboat_qemu_tests::repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat");
+    let o = std::process::Command::new(&exe)
+        .args(["image", "verify", "--json"])
+        .arg(&img)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+    let v = String::from_utf8_lossy(&o.stdout);
+    let vj: serde_json::Value = serde_json::from_str(v.trim()).unwrap_or(serde_json::Value::Null);
+    assert!(
+        o.status.success() && vj["ok"] == serde_json::Value::Bool(true),
+        "the image on the share does not verify: {v} {}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }
 

@@ -15,14 +15,20 @@ use crate::devices::Partition;
 /// Bytes free for new files on `part` (see the module documentation), or why that is unknown.
 pub fn free_bytes(part: &Partition) -> Result<u64, String> {
     if let Some(mp) = part.mounted.first() {
-        let st =
-            nix::sys::statvfs::statvfs(mp.as_str()).map_err(|e| format!("statvfs {mp}: {e}"))?;
-        return Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64));
+        return free_in(std::path::Path::new(mp.as_str()));
     }
     let dev =
         crate::io::Device::open(&part.path, crate::io::Access::Read).map_err(|e| e.to_string())?;
     let map = crate::fs::UsageMap::analyze(&dev);
     free_of(&map)
+}
+
+/// Bytes free for new files (an unprivileged writer's share: `f_bavail`) in the filesystem
+/// mounted at `dir` — a mounted partition, or a network share (the console's network places).
+pub fn free_in(dir: &std::path::Path) -> Result<u64, String> {
+    let st =
+        nix::sys::statvfs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
+    Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
 }
 
 /// Free bytes of the filesystem that fills the device `map` was read from (partition 0: no
@@ -52,6 +58,31 @@ pub fn image_upper_bound(used_bytes: u64, disk_bytes: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// statvfs of a directory agrees with df's figure for it (the referee), within what other
+    /// writers change between the two reads.
+    #[test]
+    fn free_in_a_directory_agrees_with_df() {
+        let dir = std::env::temp_dir();
+        let ours = free_in(&dir).unwrap();
+        let out = std::process::Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&dir)
+            .output();
+        let Ok(out) = out else {
+            eprintln!("note: df is missing; skipping");
+            return;
+        };
+        let theirs: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(ours.abs_diff(theirs) < 1 << 30, "{ours} vs df {theirs}");
+        assert!(free_in(std::path::Path::new("/nonexistent/dir")).is_err());
+    }
 
     #[test]
     fn bound_covers_index_and_records() {

@@ -9,8 +9,12 @@
 //! engine's pid, for cancel), `progress.json`, `log`, `map` (the engine's ddrescue mapfile),
 //! `cancel` (cancel was asked), `result.json`, `ack` (a console dismissed the result),
 //! `passphrase` (an encrypted image's passphrase for the engine's `--passphrase-file`: mode
-//! 0600, written by [`start`], removed by the runner when the engine ends and by the next
-//! start; the passphrase itself is never on a command line or in `spec.json`).
+//! 0600, written by [`start_job`], removed by the runner when the engine ends and by the next
+//! start; the passphrase itself is never on a command line or in `spec.json`),
+//! `credentials` (mode 0600: a share's login typed into the console, in the credentials file's
+//! format; the engine is pointed at it with `LIFEBOAT_CREDENTIALS` — a path, never the password
+//! — and the runner removes it when the engine ends) or `credentials-from` (where the console
+//! itself reads credentials, `--credentials`, handed on the same way).
 use crate::error::{Error, Result};
 use crate::jobs::Progress;
 use crate::rescue::ExtentMap;
@@ -222,11 +226,34 @@ fn log_tail(p: &Path) -> Vec<String> {
         .collect()
 }
 
+/// How a job finds the passwords of network shares (see the module documentation).
+#[derive(Clone, PartialEq, Eq)]
+pub enum JobCredentials {
+    /// The credentials file's text, written to `DIR/credentials` (0600) for this job only.
+    Text(String),
+    /// A credentials location (`FILE` or `PARTITION:/path`), not a secret.
+    From(String),
+}
+
+impl std::fmt::Debug for JobCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Never the text: it holds a password.
+            JobCredentials::Text(_) => write!(f, "Text(***)"),
+            JobCredentials::From(s) => write!(f, "From({s:?})"),
+        }
+    }
+}
+
+/// The file a job's typed credentials are written to, and the file naming a location.
+const CREDENTIALS: &str = "credentials";
+const CREDENTIALS_FROM: &str = "credentials-from";
+
 /// Starts `spec` in `dir`: takes the lock (refused while another job runs), clears the last
 /// job's files, writes the spec and calls `launch` to start the runner, whose pid goes into the
 /// lock. `launch` is [`launch_runner`] outside tests.
 pub fn start(dir: &Path, spec: &JobSpec, launch: impl FnOnce(&Path) -> Result<u32>) -> Result<()> {
-    start_with_secret(dir, spec, None, launch)
+    start_job(dir, spec, None, None, launch)
 }
 
 /// [`start`], and with `secret` (an encrypted image's passphrase) written to
@@ -235,6 +262,28 @@ pub fn start_with_secret(
     dir: &Path,
     spec: &JobSpec,
     secret: Option<&[u8]>,
+    launch: impl FnOnce(&Path) -> Result<u32>,
+) -> Result<()> {
+    start_job(dir, spec, secret, None, launch)
+}
+
+/// [`start`] with the credentials the job's engine uses for network shares.
+pub fn start_with(
+    dir: &Path,
+    spec: &JobSpec,
+    creds: Option<&JobCredentials>,
+    launch: impl FnOnce(&Path) -> Result<u32>,
+) -> Result<()> {
+    start_job(dir, spec, None, creds, launch)
+}
+
+/// [`start`] with an encrypted image's passphrase (`secret`) and the network shares'
+/// credentials (`creds`), each in its own file of the job directory.
+pub fn start_job(
+    dir: &Path,
+    spec: &JobSpec,
+    secret: Option<&[u8]>,
+    creds: Option<&JobCredentials>,
     launch: impl FnOnce(&Path) -> Result<u32>,
 ) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io("create the job directory", dir, e))?;
@@ -267,6 +316,8 @@ pub fn start_with_secret(
         "map",
         "map.bak",
         PASSPHRASE_FILE,
+        CREDENTIALS,
+        CREDENTIALS_FROM,
     ] {
         let _ = fs::remove_file(dir.join(name));
     }
@@ -278,7 +329,13 @@ pub fn start_with_secret(
     }
     let json = serde_json::to_vec_pretty(spec)
         .map_err(|e| Error::invalid("cannot encode the job spec").caused_by(e))?;
-    let started = write_atomic(dir, "spec.json", &json).and_then(|_| launch(dir));
+    let started = match creds {
+        Some(JobCredentials::Text(t)) => write_secret(&dir.join(CREDENTIALS), t.as_bytes()),
+        Some(JobCredentials::From(s)) => write_atomic(dir, CREDENTIALS_FROM, s.as_bytes()),
+        None => Ok(()),
+    }
+    .and_then(|_| write_atomic(dir, "spec.json", &json))
+    .and_then(|_| launch(dir));
     match started {
         Ok(pid) => {
             let _ = f.write_all(pid.to_string().as_bytes());
@@ -288,6 +345,7 @@ pub fn start_with_secret(
             let _ = fs::remove_file(&lock);
             let _ = fs::remove_file(dir.join("spec.json"));
             let _ = fs::remove_file(dir.join(PASSPHRASE_FILE));
+            let _ = fs::remove_file(dir.join(CREDENTIALS));
             Err(e)
         }
     }
@@ -303,10 +361,10 @@ fn write_secret(path: &Path, secret: &[u8]) -> Result<()> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| Error::io("create the job's passphrase file", path, e))?;
+        .map_err(|e| Error::io("create the job's private file", path, e))?;
     f.write_all(secret).and_then(|_| f.sync_all()).map_err(|e| {
         let _ = fs::remove_file(path);
-        Error::io("write the job's passphrase file", path, e)
+        Error::io("write the job's private file", path, e)
     })
 }
 
@@ -370,6 +428,8 @@ pub fn run_job(dir: &Path, program: &Path) -> Result<i32> {
     let res = run_engine(dir, program, &spec);
     // The engine read its passphrase when it started; no copy outlives it.
     let _ = fs::remove_file(dir.join(PASSPHRASE_FILE));
+    // The typed password lives only as long as the job.
+    let _ = fs::remove_file(dir.join(CREDENTIALS));
     let cancelled = dir.join("cancel").exists();
     let result = match res {
         Ok((code, report)) => JobResult {
@@ -405,10 +465,19 @@ fn run_engine(
     program: &Path,
     spec: &JobSpec,
 ) -> Result<(i32, Option<serde_json::Value>)> {
-    let mut child = Command::new(program)
-        .args(&spec.args)
+    let mut cmd = Command::new(program);
+    cmd.args(&spec.args)
         .env("LIFEBOAT_PROGRESS", "json")
-        .env("LIFEBOAT_PROGRESS_MAP", "1")
+        .env("LIFEBOAT_PROGRESS_MAP", "1");
+    // Where the engine reads share passwords: the console's typed login, else its own
+    // --credentials location; a path either way, never the password itself.
+    let typed = dir.join(CREDENTIALS);
+    if typed.exists() {
+        cmd.env("LIFEBOAT_CREDENTIALS", &typed);
+    } else if let Ok(from) = fs::read_to_string(dir.join(CREDENTIALS_FROM)) {
+        cmd.env("LIFEBOAT_CREDENTIALS", from.trim());
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -494,6 +563,61 @@ mod tests {
             total_bytes: 100,
             partitions: vec![],
         }
+    }
+
+    /// A typed login reaches the engine as a 0600 file named by LIFEBOAT_CREDENTIALS (not on
+    /// its command line), and the file is gone once the job ended; a location is handed on as is.
+    #[test]
+    fn credentials_reach_the_engine_and_are_removed() {
+        let d = tmpdir("creds");
+        let jd = d.join("job");
+        let eng = d.join("eng.sh");
+        fs::write(
+            &eng,
+            "#!/bin/sh\n\
+             echo \"args: $*\" >&2\n\
+             echo \"from: $LIFEBOAT_CREDENTIALS\" >&2\n\
+             stat -c 'mode: %a' \"$LIFEBOAT_CREDENTIALS\" >&2\n\
+             sed -n 's/^password = /pw: /p' \"$LIFEBOAT_CREDENTIALS\" > \"$(dirname $0)/seen\"\n\
+             echo '{\"ok\":true}'\n",
+        )
+        .unwrap();
+        fs::set_permissions(&eng, fs::Permissions::from_mode(0o755)).unwrap();
+        let text = "[nas/backups]\nuser = alice\npassword = pw one\n";
+        let typed = JobCredentials::Text(text.into());
+        assert_eq!(format!("{typed:?}"), "Text(***)");
+        start_with(&jd, &spec(), Some(&typed), |_| Ok(std::process::id())).unwrap();
+        let mode = fs::metadata(jd.join(CREDENTIALS))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(run_job(&jd, &eng).unwrap(), 0);
+        assert!(
+            !jd.join(CREDENTIALS).exists(),
+            "the typed password outlived the job"
+        );
+        assert_eq!(fs::read_to_string(d.join("seen")).unwrap(), "pw: pw one\n");
+        let log = fs::read_to_string(jd.join("log")).unwrap();
+        assert!(
+            log.contains(&format!("from: {}", jd.join(CREDENTIALS).display())),
+            "{log}"
+        );
+        assert!(log.contains("mode: 600"), "{log}");
+        assert!(!log.contains("pw one"), "{log}");
+        assert!(!fs::read_to_string(jd.join("spec.json"))
+            .unwrap()
+            .contains("pw one"));
+
+        let from = JobCredentials::From("label=KEYS:/lifeboat.cred".into());
+        start_with(&jd, &spec(), Some(&from), |_| Ok(std::process::id())).unwrap();
+        let _ = run_job(&jd, &eng);
+        let log = fs::read_to_string(jd.join("log")).unwrap();
+        assert!(log.contains("from: label=KEYS:/lifeboat.cred"), "{log}");
+        // A job started without credentials gets none from the last one.
+        start(&jd, &spec(), |_| Ok(std::process::id())).unwrap();
+        assert!(!jd.join(CREDENTIALS_FROM).exists());
+        fs::remove_dir_all(&d).unwrap();
     }
 
     /// A fake engine: prints a progress line and a report, exits 3.

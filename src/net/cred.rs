@@ -217,6 +217,35 @@ pub fn set_override(spec: Option<String>) {
     *OVERRIDE.lock().unwrap_or_else(|e| e.into_inner()) = spec;
 }
 
+/// The `--credentials` location this process was given, if any (the console hands it on to the
+/// jobs it starts).
+pub fn override_spec() -> Option<String> {
+    OVERRIDE.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+impl Login {
+    /// This login as a credentials file with one `[host/share]` section (how the console hands a
+    /// typed password to its job: `jobs::jobdir::JobCredentials`). Refused when the file could not
+    /// give it back as typed: a line break anywhere, or spaces around the password.
+    pub fn file_text(&self, host: &str, share: &str) -> Result<String> {
+        let mut s = format!("# written by the Lifeboat console for one job\n[{host}/{share}]\n");
+        for (k, v) in [
+            ("user", &self.user),
+            ("domain", &self.domain),
+            ("password", &self.password),
+        ] {
+            let Some(v) = v else { continue };
+            if v.contains(['\n', '\r']) || v.trim() != v {
+                return Err(Error::invalid(format!(
+                    "the {k} cannot start or end with a space or hold a line break"
+                )));
+            }
+            s.push_str(&format!("{k} = {v}\n"));
+        }
+        Ok(s)
+    }
+}
+
 /// Where credentials are looked for, in order, as `(spec, explicit)`: an explicit location
 /// that cannot be read is an error; the stick's default file may simply not exist.
 pub fn locations(cmdline: &str, env: Option<String>, media_ids: &[String]) -> Vec<(String, bool)> {
@@ -291,6 +320,27 @@ mod tests {
         password = b=2\n\
         [10.0.2.2/]\n\
         password = guestless\n";
+
+    #[test]
+    fn a_typed_login_round_trips_through_the_file_text() {
+        let l = Login {
+            user: Some("alice".into()),
+            password: Some("p#ss = w;rd, 1".into()),
+            domain: Some("WORKGROUP".into()),
+        };
+        let t = l.file_text("10.0.2.100", "backups").unwrap();
+        let c = Credentials::parse(&t).unwrap();
+        assert_eq!(c.find("10.0.2.100", "backups", Some("alice")), Some(&l));
+        for bad in [" lead", "trail ", "two\nlines"] {
+            let l = Login {
+                password: Some(bad.into()),
+                ..l.clone()
+            };
+            let e = l.file_text("h", "s").unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::InvalidInput);
+            assert!(!e.msg.contains(bad.trim()), "{e}");
+        }
+    }
 
     #[test]
     fn sections_and_lookup() {

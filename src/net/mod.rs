@@ -94,6 +94,30 @@ impl NetConfig {
     }
 }
 
+impl std::fmt::Display for NetConfig {
+    /// The `lifeboat.net=` value that gives this configuration.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetConfig::Dhcp => write!(f, "dhcp"),
+            NetConfig::Static {
+                addr,
+                prefix,
+                gateway,
+                dns,
+            } => {
+                write!(f, "{addr}/{prefix}")?;
+                if gateway.is_some() || !dns.is_empty() {
+                    write!(f, ",{}", gateway.map(|g| g.to_string()).unwrap_or_default())?;
+                }
+                for d in dns {
+                    write!(f, ",{d}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// What the network was configured with (printed, and kept in /run/lifeboat/net).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Configured {
@@ -174,6 +198,75 @@ pub fn mac_address(sys_class_net: &Path, name: &str) -> Option<[u8; 6]> {
     v.try_into().ok()
 }
 
+/// One wired network adapter as the console's network screen shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub name: String,
+    /// Its hardware address ("52:54:00:12:34:56").
+    pub mac: Option<String>,
+    /// `IFF_UP` is set (Lifeboat sets it only when the network is started).
+    pub up: bool,
+    /// A link (cable in, negotiated); None while the interface is down (it cannot tell).
+    pub carrier: Option<bool>,
+    /// Its IPv4 addresses with their prefix lengths.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+}
+
+/// The IPv4 addresses of every interface (`getifaddrs`), by interface name.
+pub fn ipv4_addresses() -> std::collections::BTreeMap<String, Vec<(Ipv4Addr, u8)>> {
+    let mut m: std::collections::BTreeMap<String, Vec<(Ipv4Addr, u8)>> = Default::default();
+    for a in nix::ifaddrs::getifaddrs().into_iter().flatten() {
+        let Some(ip) = a.address.as_ref().and_then(|x| x.as_sockaddr_in()) else {
+            continue;
+        };
+        let prefix = a
+            .netmask
+            .as_ref()
+            .and_then(|x| x.as_sockaddr_in())
+            .map_or(32, |m| dhcp::prefix_of(m.ip()));
+        m.entry(a.interface_name)
+            .or_default()
+            .push((ip.ip(), prefix));
+    }
+    m
+}
+
+/// The wired adapters under `sys_class_net` with their link state and `addrs` (from
+/// [`ipv4_addresses`]). Reads only: nothing is set up.
+pub fn nics(
+    sys_class_net: &Path,
+    addrs: &std::collections::BTreeMap<String, Vec<(Ipv4Addr, u8)>>,
+) -> Vec<Nic> {
+    ethernet_interfaces(sys_class_net)
+        .into_iter()
+        .map(|name| {
+            let dir = sys_class_net.join(&name);
+            let flags = std::fs::read_to_string(dir.join("flags"))
+                .ok()
+                .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+                .unwrap_or(0);
+            let up = flags & libc::IFF_UP as u32 != 0;
+            let carrier = up.then(|| has_carrier(sys_class_net, &name));
+            let mac = std::fs::read_to_string(dir.join("address"))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty());
+            Nic {
+                addrs: addrs.get(&name).cloned().unwrap_or_default(),
+                name,
+                mac,
+                up,
+                carrier,
+            }
+        })
+        .collect()
+}
+
+/// The machine's wired adapters now (see [`nics`]).
+pub fn nics_now() -> Vec<Nic> {
+    nics(Path::new(SYS_CLASS_NET), &ipv4_addresses())
+}
+
 /// `/etc/resolv.conf` for these servers and search domain.
 pub fn resolv_conf(dns: &[Ipv4Addr], domain: Option<&str>) -> String {
     let mut s = String::from("# written by lifeboat\n");
@@ -205,7 +298,11 @@ pub fn ensure_up() -> Result<Option<Configured>> {
     if let Some(c) = up.as_ref() {
         return Ok(Some(c.clone()));
     }
-    if has_default_route(&std::fs::read_to_string("/proc/net/route").unwrap_or_default()) {
+    // Configured already: by an earlier job, or by the console's network screen (a static
+    // address may have no gateway, so an address on a wired adapter counts too).
+    if has_default_route(&std::fs::read_to_string("/proc/net/route").unwrap_or_default())
+        || nics_now().iter().any(|n| n.up && !n.addrs.is_empty())
+    {
         return Ok(None);
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
@@ -214,6 +311,40 @@ pub fn ensure_up() -> Result<Option<Configured>> {
     eprintln!("lifeboat: network: {c}");
     *up = Some(c.clone());
     Ok(Some(c))
+}
+
+/// The console's network screen: (re)configures the network now with `cfg` (DHCP or a static
+/// address, as `lifeboat.net=` would), replacing what an adapter had (its address and the
+/// routes through it), and returns what was configured. Only in the environment: on a host
+/// the machine's network is its own and is left alone.
+pub fn reconfigure(cfg: &NetConfig) -> Result<Configured> {
+    if !in_environment() {
+        return Err(Error::unsupported(
+            "this is not the Lifeboat environment: the host's own network is used as it is \
+             (configure it with the host's tools)",
+        ));
+    }
+    let mut up = UP.lock().unwrap_or_else(|e| e.into_inner());
+    for n in nics_now() {
+        if !n.addrs.is_empty() {
+            sys::clear_addr(&n.name)
+                .map_err(|e| Error::os(&format!("remove the address of {}", n.name), e))?;
+        }
+    }
+    *up = None;
+    let c = bring_up(Path::new(SYS_CLASS_NET), cfg)?;
+    eprintln!("lifeboat: network: {c}");
+    *up = Some(c.clone());
+    Ok(c)
+}
+
+/// What `lifeboat.net=` asks for on this machine's kernel command line (DHCP when absent or
+/// not in the environment).
+pub fn config_from_boot() -> Result<NetConfig> {
+    if !in_environment() {
+        return Ok(NetConfig::Dhcp);
+    }
+    NetConfig::from_cmdline(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
 }
 
 fn bring_up(sys: &Path, cfg: &NetConfig) -> Result<Configured> {
@@ -438,6 +569,68 @@ mod tests {
             NetConfig::parse("10.0.0.2/24,10.0.0.1").unwrap()
         );
         assert_eq!(NetConfig::from_cmdline("quiet").unwrap(), NetConfig::Dhcp);
+    }
+
+    #[test]
+    fn net_parameter_round_trips_through_display() {
+        for v in [
+            "dhcp",
+            "10.1.2.3/8",
+            "192.168.1.50/24,192.168.1.1",
+            "192.168.1.50/24,,9.9.9.9",
+            "192.168.1.50/24,192.168.1.1,192.168.1.1,9.9.9.9",
+        ] {
+            let c = NetConfig::parse(v).unwrap();
+            assert_eq!(c.to_string(), v);
+            assert_eq!(NetConfig::parse(&c.to_string()).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn adapters_with_link_state_and_addresses() {
+        let d = tempfile::tempdir().unwrap();
+        let mk = |name: &str, flags: &str, carrier: &str| {
+            let p = d.path().join(name);
+            std::fs::create_dir_all(p.join("device")).unwrap();
+            std::fs::write(p.join("type"), "1\n").unwrap();
+            std::fs::write(p.join("flags"), flags).unwrap();
+            std::fs::write(p.join("carrier"), carrier).unwrap();
+            std::fs::write(p.join("address"), "52:54:00:12:34:56\n").unwrap();
+        };
+        mk("eth0", "0x1003\n", "1\n");
+        mk("eth1", "0x1002\n", "0\n");
+        let mut addrs = std::collections::BTreeMap::new();
+        addrs.insert("eth0".to_string(), vec![(Ipv4Addr::new(10, 0, 2, 15), 24)]);
+        let n = nics(d.path(), &addrs);
+        assert_eq!(
+            n,
+            [
+                Nic {
+                    name: "eth0".into(),
+                    mac: Some("52:54:00:12:34:56".into()),
+                    up: true,
+                    carrier: Some(true),
+                    addrs: vec![(Ipv4Addr::new(10, 0, 2, 15), 24)],
+                },
+                Nic {
+                    name: "eth1".into(),
+                    mac: Some("52:54:00:12:34:56".into()),
+                    up: false,
+                    carrier: None,
+                    addrs: vec![],
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn this_machines_loopback_address_is_seen() {
+        let a = ipv4_addresses();
+        assert!(
+            a.get("lo")
+                .is_some_and(|v| v.contains(&(Ipv4Addr::LOCALHOST, 8))),
+            "{a:?}"
+        );
     }
 
     #[test]

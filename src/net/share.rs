@@ -414,6 +414,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(6);
 /// Brings the network up if needed, resolves the host, checks it answers, and mounts the share
 /// (read-only with `read_only`). The returned [`Mounted`] unmounts on drop.
 pub fn mount(url: &ShareUrl, read_only: bool) -> Result<Mounted> {
+    mount_as(url, read_only, None)
+}
+
+/// [`mount`] with the login given here (the console's typed password, kept in memory) instead
+/// of the one from the credentials file; `None`: the credentials file's.
+pub fn mount_as(
+    url: &ShareUrl,
+    read_only: bool,
+    login: Option<&super::cred::Login>,
+) -> Result<Mounted> {
     super::ensure_up()?;
     let ip = super::resolve_host(&url.host)?;
     let port = url.port();
@@ -440,7 +450,7 @@ pub fn mount(url: &ShareUrl, read_only: bool) -> Result<Mounted> {
     }
     let mp = mountpoint(url)?;
     let done = match url.proto {
-        Proto::Smb => mount_smb(url, ip, &mp, flags),
+        Proto::Smb => mount_smb(url, ip, &mp, flags, login),
         Proto::Nfs => mount_nfs(url, ip, &mp, flags),
     };
     match done {
@@ -471,11 +481,17 @@ fn mount_smb(
     ip: Ipv4Addr,
     mp: &Path,
     flags: nix::mount::MsFlags,
+    given: Option<&super::cred::Login>,
 ) -> Result<(Vec<PathBuf>, String)> {
-    let (creds, looked) = super::cred::load()?;
-    let login = creds
-        .as_ref()
-        .and_then(|c| c.find(&url.host, &url.share, url.user.as_deref()));
+    let (creds, looked) = match given {
+        Some(_) => (None, Vec::new()),
+        None => super::cred::load()?,
+    };
+    let login = given.or_else(|| {
+        creds
+            .as_ref()
+            .and_then(|c| c.find(&url.host, &url.share, url.user.as_deref()))
+    });
     if url.user.is_some() && login.and_then(|l| l.password.as_ref()).is_none() {
         return Err(Error::invalid(format!(
             "no password for {}@{}: add a [{}/{}] section with user and password lines to the \

@@ -126,6 +126,20 @@ pub fn set_addr(name: &str, addr: Ipv4Addr, mask: Ipv4Addr) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes interface `name`'s IPv4 address (SIOCSIFADDR with 0.0.0.0: the kernel deletes the
+/// address and inserts none; with the last address gone, the routes through the interface go
+/// too). Used before the console gives an interface another address.
+pub fn clear_addr(name: &str) -> io::Result<()> {
+    let fd = ctl_socket()?;
+    let mut r = ifreq(name)?;
+    r.data[..16].copy_from_slice(&sockaddr_in_bytes(Ipv4Addr::UNSPECIFIED));
+    // SAFETY: SIOCSIFADDR reads one `struct ifreq` through the pointer, a live local.
+    match unsafe { siocsifaddr(fd.as_raw_fd(), &r) } {
+        Ok(_) | Err(nix::Error::EADDRNOTAVAIL) => Ok(()),
+        Err(e) => Err(errno(e)),
+    }
+}
+
 /// Adds the default route through `gateway` on interface `name` (an existing equal route is fine).
 pub fn add_default_route(name: &str, gateway: Ipv4Addr) -> io::Result<()> {
     let fd = ctl_socket()?;

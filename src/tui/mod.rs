@@ -15,6 +15,8 @@ mod tests;
 mod tests_crypt;
 #[cfg(test)]
 mod tests_files;
+#[cfg(test)]
+mod tests_net;
 
 use crate::error::{Error, Result};
 use crate::jobs::jobdir;
@@ -218,13 +220,16 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
                 Command::StartJob(spec) => {
                     // The job mounts the image itself (it outlives this console).
                     browse.close();
-                    // An encrypted image's passphrase reaches the job in a mode-0600 file of
-                    // the job directory, which the runner removes when the job ends.
+                    // An encrypted image's passphrase and a typed share password reach the job
+                    // in mode-0600 files of the job directory, which the runner removes when the
+                    // job ends; never on its command line.
                     let secret = app.secret.clone();
-                    let started = jobdir::start_with_secret(
+                    let creds = app.job_credentials(crate::net::cred::override_spec());
+                    let started = jobdir::start_job(
                         &dir,
                         &spec,
                         secret.as_ref().map(|s| s.bytes()),
+                        creds.as_ref(),
                         jobdir::launch_runner,
                     );
                     if let Err(e) = started {
@@ -234,6 +239,11 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
                         app.update(Event::Job(jobdir::snapshot(&dir)));
                     }
                 }
+                Command::CheckShare { url, login } => {
+                    worker::spawn_share_check(tx.clone(), url, login)
+                }
+                Command::ReadNet => worker::spawn_net_reader(tx.clone()),
+                Command::ConfigureNet(cfg) => worker::spawn_net_config(tx.clone(), cfg),
                 Command::CancelJob => {
                     if let Err(e) = jobdir::cancel(&dir) {
                         app.message = Some(format!("Could not cancel: {e}"));

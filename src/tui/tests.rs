@@ -348,7 +348,7 @@ fn clone_pickers_and_confirmation() {
 }
 
 /// A source's used-block plan: an ESP, a Windows partition, a BitLocker volume.
-fn usage() -> SourceUsage {
+pub(super) fn usage() -> SourceUsage {
     use crate::fs::{Mode, PartitionUsage};
     let p = |number: u32, fs: Option<&str>, size: u64, used: u64, reason: Option<&str>| {
         PartitionUsage {

@@ -3,7 +3,8 @@
 //! per drive, in the background, refreshed every 10 minutes), the job directory (every 0.5 s),
 //! a source's used-block plan (once, for the confirmation and location screens), the free
 //! space of the partitions an image can go to, and the "restore files" browser's mount of an
-//! image partition and its directory listings.
+//! image partition and its directory listings; the network: a network place's check (mount,
+//! free space, unmount), the adapters' state, a new configuration.
 use super::app::Event;
 use crate::devices::Disk;
 use crate::health::Health;
@@ -122,6 +123,48 @@ pub fn spawn_free_reader(tx: Sender<Event>, parts: Vec<crate::devices::Partition
                 return;
             }
         }
+    });
+}
+
+/// Checks a network place: mounts it read-only (starting the network first if nothing has:
+/// `net::ensure_up`, DHCP unless `lifeboat.net=` says otherwise) with `login` (None: the
+/// credentials file's), reads its free space with statvfs, unmounts it. Errors are the
+/// network code's plain messages (they never hold the password).
+pub fn spawn_share_check(tx: Sender<Event>, url: String, login: Option<crate::net::cred::Login>) {
+    std::thread::spawn(move || {
+        let r = check_share(&url, login.as_ref());
+        let _ = tx.send(Event::ShareChecked(url, r));
+    });
+}
+
+fn check_share(
+    url: &str,
+    login: Option<&crate::net::cred::Login>,
+) -> Result<super::app::ShareInfo, String> {
+    let u = super::app::parse_place(url)?;
+    let m = crate::net::share::mount_as(&u, true, login).map_err(|e| e.msg)?;
+    let free_bytes = crate::image::space::free_in(&m.mountpoint)
+        .map_err(|e| format!("cannot read the free space of {}: {e}", m.what))?;
+    Ok(super::app::ShareInfo {
+        free_bytes,
+        what: m.what.clone(),
+    })
+}
+
+/// Reads the wired adapters (link state, addresses).
+pub fn spawn_net_reader(tx: Sender<Event>) {
+    std::thread::spawn(move || {
+        let _ = tx.send(Event::Nics(crate::net::nics_now()));
+    });
+}
+
+/// Configures the network with `cfg` (the network settings screen).
+pub fn spawn_net_config(tx: Sender<Event>, cfg: crate::net::NetConfig) {
+    std::thread::spawn(move || {
+        let r = crate::net::reconfigure(&cfg)
+            .map(|c| c.to_string())
+            .map_err(|e| e.msg);
+        let _ = tx.send(Event::NetConfigured(r));
     });
 }
 

@@ -2,7 +2,9 @@
 //! path) holds the image, its file name and, for an incremental, its parent. Each destination
 //! shows its free space (read in the background: [`Command::ReadFree`], `image::space`) and a
 //! new full image's size bound (the source's used-block plan, [`Command::ReadUsage`]); a
-//! destination with less free space than that bound is refused before the job starts.
+//! destination with less free space than that bound is refused before the job starts. Network
+//! places (SMB/NFS folders, `app::net`) are listed after the partitions, with their free space
+//! read when they were added, and refused the same way.
 use super::super::keys::{step_index, Key};
 use super::{App, Command, JobKind};
 use crate::devices::Partition;
@@ -18,11 +20,15 @@ pub enum LocField {
 
 /// What kind of place an image can live in. Each kind says how it is named as the engine's
 /// IMAGE argument ([`image_arg`]), how its free space is found ([`App::places`] with
-/// `image::space`) and how it is drawn (`view::location`); network locations are another kind.
+/// `image::space`) and how it is drawn (`view::location`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlaceKind {
     /// A partition with a filesystem, mounted by the image engine (`PARTITION:/path`).
     Partition(Box<Partition>),
+    /// A network folder added on the add screen (`smb://...`, `nfs://...`; the engine mounts it).
+    Network(Box<super::net::NetPlace>),
+    /// The "add a network place" row (opens the add screen).
+    AddNetwork,
     /// A path on this machine, as typed (host use).
     HostPath,
 }
@@ -43,7 +49,15 @@ impl Place {
     pub fn part(&self) -> Option<&Partition> {
         match &self.kind {
             PlaceKind::Partition(p) => Some(p.as_ref()),
-            PlaceKind::HostPath => None,
+            _ => None,
+        }
+    }
+
+    /// The network place, for a network place.
+    pub fn net(&self) -> Option<&super::net::NetPlace> {
+        match &self.kind {
+            PlaceKind::Network(n) => Some(n.as_ref()),
+            _ => None,
         }
     }
 }
@@ -123,8 +137,10 @@ impl App {
     }
 
     /// Partitions with a filesystem the image can be written to / read from, then "a path on
-    /// this machine" (for host use: the path as typed). For a new full image a partition with
-    /// less free space than [`App::image_estimate`] is refused.
+    /// this machine" (for host use: the path as typed); on the location screen of a job the
+    /// engine runs, the network places added, then "add a network place". For a new full
+    /// image a partition or network place with less free space than [`App::image_estimate`] is
+    /// refused.
     pub fn places(&self) -> Vec<Place> {
         let mut v = Vec::new();
         let need = self.image_estimate();
@@ -153,6 +169,26 @@ impl App {
                     refused,
                 });
             }
+        }
+        if self.offers_network() {
+            for n in &self.net_places {
+                let refused = match (need, &n.free) {
+                    (Some(need), Free::Bytes(f)) if *f < need => {
+                        Some(format!("too full: {} free", fmt_bytes(*f)))
+                    }
+                    _ => None,
+                };
+                v.push(Place {
+                    disk: String::new(),
+                    kind: PlaceKind::Network(Box::new(n.clone())),
+                    refused,
+                });
+            }
+            v.push(Place {
+                disk: String::new(),
+                kind: PlaceKind::AddNetwork,
+                refused: None,
+            });
         }
         v.push(Place {
             disk: String::new(),
@@ -252,9 +288,15 @@ impl App {
             }
             Key::Enter => {
                 if self.loc.field == LocField::Partitions {
+                    if places
+                        .get(self.loc.sel)
+                        .is_some_and(|p| p.kind == PlaceKind::AddNetwork)
+                    {
+                        self.open_net_add();
+                        return vec![];
+                    }
                     if let Some(why) = places.get(self.loc.sel).and_then(|p| p.refused.clone()) {
-                        self.message =
-                            Some(format!("That partition cannot hold the image: {why}."));
+                        self.message = Some(refusal(&places[self.loc.sel], &why));
                         return vec![];
                     }
                     self.loc.field = if has_parent {
@@ -267,8 +309,12 @@ impl App {
                 let Some(place) = places.get(self.loc.sel) else {
                     return vec![];
                 };
+                if place.kind == PlaceKind::AddNetwork {
+                    self.loc.field = LocField::Partitions;
+                    return vec![];
+                }
                 if let Some(why) = &place.refused {
-                    self.message = Some(format!("That partition cannot hold the image: {why}."));
+                    self.message = Some(refusal(place, why));
                     return vec![];
                 }
                 if has_parent && self.loc.parent.trim().is_empty() {
@@ -307,6 +353,8 @@ impl App {
                     self.loc.sel = step_index(self.loc.sel, s, places.len());
                 } else if matches!(k, Key::Left | Key::Char('h')) {
                     self.back();
+                } else if k == Key::Char('n') && self.offers_network() {
+                    return self.open_net_settings();
                 }
             }
             LocField::Path | LocField::Parent => {
@@ -329,8 +377,20 @@ impl App {
     }
 }
 
-/// The engine's IMAGE argument: `PARTITION:/path`, or the path itself on a host.
+/// Why `place` is refused, as the message line says it.
+fn refusal(place: &Place, why: &str) -> String {
+    match place.kind {
+        PlaceKind::Network(_) => format!("That network place cannot hold the image: {why}."),
+        _ => format!("That partition cannot hold the image: {why}."),
+    }
+}
+
+/// The engine's IMAGE argument: `PARTITION:/path`, `URL/path` in a network place, or the path
+/// itself on a host.
 pub fn image_arg(place: &Place, path: &str) -> String {
+    if let Some(n) = place.net() {
+        return n.image_url(path);
+    }
     match place.part() {
         // The kernel name, not /dev/NAME: a PARTITION selector must not start with '/', which the
         // image engine takes as a plain path.

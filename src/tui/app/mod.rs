@@ -5,8 +5,8 @@
 //! One file per screen, like `view/`: `disks` (the disks screen and the source/target pickers),
 //! `menu`, `location`, `browse` (the "restore files" browser and its destination), `confirm`
 //! (which also builds the job), `job` (progress and result), `passphrase` (the "Encrypt" choice
-//! of a new image, the passphrase of an encrypted one); the six jobs and every text about them
-//! are in `kind`.
+//! of a new image, the passphrase of an encrypted one), `net` (network places and the network
+//! settings screen); the six jobs and every text about them are in `kind`.
 mod browse;
 mod confirm;
 mod disks;
@@ -15,6 +15,7 @@ mod kind;
 mod location;
 mod menu;
 mod passphrase;
+mod net;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,7 @@ pub use disks::{describe, describe_part, fs_column};
 pub use kind::JobKind;
 pub use location::{image_arg, Free, LocField, Location, Place, PlaceKind};
 pub use passphrase::{Masked, PassCheck, PassEntry, PassField};
+pub use net::{parse_place, NetField, NetForm, NetPlace, NetSettings, Secret, ShareInfo};
 
 use super::keys::Key;
 use crate::devices::Disk;
@@ -45,6 +47,10 @@ pub enum Screen {
     Confirm,
     Progress,
     Result,
+    /// Add a network place: its URL and the (masked) password.
+    NetAdd,
+    /// The network settings: adapters, link, address; DHCP or a static address.
+    Network,
 }
 
 /// Side effects `update` asks the event loop to perform.
@@ -75,6 +81,16 @@ pub enum Command {
         root: std::path::PathBuf,
         path: String,
     },
+    /// Mount the network place `url` in the background (starting the network if needed) with
+    /// this login (None: the credentials file's), read its free space, unmount it.
+    CheckShare {
+        url: String,
+        login: Option<crate::net::cred::Login>,
+    },
+    /// Read the wired adapters' link state and addresses.
+    ReadNet,
+    /// Configure the network now (the network settings screen).
+    ConfigureNet(crate::net::NetConfig),
     CancelJob,
     /// Dismiss the shown result for every console.
     AckResult,
@@ -110,6 +126,12 @@ pub enum Event {
     Probed(String, Result<bool, String>),
     /// What trying a passphrase on this image's key slots gave.
     PassphraseChecked(String, PassCheck),
+    /// A network place checked: its free space and what was mounted, or why it failed.
+    ShareChecked(String, Result<ShareInfo, String>),
+    /// The wired adapters now.
+    Nics(Vec<crate::net::Nic>),
+    /// The network configured (the line saying how), or why not.
+    NetConfigured(Result<String, String>),
 }
 
 /// Dialogs drawn over the current screen.
@@ -171,6 +193,12 @@ pub struct App {
     /// The passphrase the job gets (a new image's, or the one that opened the image); kept
     /// in memory only until the job started.
     pub secret: Option<Masked>,
+    /// Network places added in this job flow (with their typed logins: forgotten with the flow).
+    pub net_places: Vec<NetPlace>,
+    /// The add-a-network-place screen.
+    pub net_form: NetForm,
+    /// The network settings screen.
+    pub net: NetSettings,
 }
 
 impl App {
@@ -206,6 +234,9 @@ impl App {
             dest: None,
             pass: PassEntry::default(),
             secret: None,
+            net_places: Vec::new(),
+            net_form: NetForm::default(),
+            net: NetSettings::default(),
         }
     }
 
@@ -299,6 +330,16 @@ impl App {
                 cmds.extend(self.pass_reads());
                 cmds
             }
+            Event::ShareChecked(url, r) => {
+                self.on_share_checked(url, r);
+                vec![]
+            }
+            Event::Nics(n) => {
+                self.net.sel = self.net.sel.min(n.len().saturating_sub(1));
+                self.net.nics = Some(n);
+                vec![]
+            }
+            Event::NetConfigured(r) => self.on_net_configured(r),
         }
     }
 
@@ -368,6 +409,8 @@ impl App {
             Screen::Confirm => self.key_confirm(k),
             Screen::Progress => self.key_progress(k),
             Screen::Result => self.key_result(k),
+            Screen::NetAdd => self.key_net_add(k),
+            Screen::Network => self.key_network(k),
         }
     }
 
@@ -378,6 +421,8 @@ impl App {
             Screen::Location => self.loc.field != LocField::Partitions,
             Screen::Dest => self.dest_loc.field != LocField::Partitions,
             Screen::Passphrase => self.pass.field != PassField::Choice,
+            Screen::NetAdd => true,
+            Screen::Network => self.net.typing,
             _ => false,
         }
     }
@@ -395,6 +440,9 @@ impl App {
         self.dest = None;
         self.pass = PassEntry::default();
         self.secret = None;
+        // Typed passwords live for one job flow (the job got its own copy).
+        self.net_places.clear();
+        self.net_form = NetForm::default();
         // Read afresh for each flow: a job may have changed free space and used blocks.
         self.free.clear();
         self.usage = None;

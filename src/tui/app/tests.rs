@@ -156,10 +156,12 @@ fn restore_flow_uses_partition_image_and_refuses_its_disk() {
     keys(&mut a, &[Key::Enter, Key::Char('4')]);
     assert_eq!(a.screen, Screen::Location);
     let places = a.places();
-    // sda1, sda3, sda4, sdb1, sdc1 have filesystems; then the host path entry.
-    assert_eq!(places.len(), 6);
+    // sda1, sda3, sda4, sdb1, sdc1 have filesystems; then "add a network place" and the host
+    // path entry.
+    assert_eq!(places.len(), 7);
+    assert_eq!(places[5].kind, PlaceKind::AddNetwork);
     // Pick sdc1 (index 4), type the path.
-    keys(&mut a, &[Key::Char('G'), Key::Up, Key::Enter]);
+    keys(&mut a, &[Key::Char('G'), Key::Up, Key::Up, Key::Enter]);
     assert_eq!(a.loc.field, LocField::Path);
     typed(&mut a, "pc.lbi");
     let cmds = keys(&mut a, &[Key::Enter]);

@@ -1,7 +1,9 @@
 //! The image location screen: which partition holds the image (Lifeboat mounts it itself), with
 //! its free space, and the file's path on it; for an incremental also the parent image; for a
 //! full image the size it will take at most. The "restore files" destination (a partition and a
-//! folder) is drawn here too, from its own state (`App::dest_loc`).
+//! folder) is drawn here too, from its own state (`App::dest_loc`). Network places (an SMB or
+//! NFS folder with its free space and what was mounted) follow the partitions, then the row
+//! that adds one.
 use super::{cut, selected_style};
 use crate::jobs::fmt_bytes;
 use crate::tui::app::{App, Free, JobKind, LocField, PlaceKind, Screen};
@@ -94,6 +96,28 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         .style(Style::new().fg(Color::DarkGray)),
                 }
             }
+            PlaceKind::Network(n) => {
+                let free = match (app.writes_image(), &n.free) {
+                    (false, _) => String::new(),
+                    (true, Free::Bytes(b)) => format!("{} free", fmt_bytes(*b)),
+                    (true, _) => "free ?".into(),
+                };
+                // "//host/share (SMB 3.1.1)": the protocol is what the row has room for.
+                let proto = n
+                    .what
+                    .rsplit_once('(')
+                    .map_or(n.what.as_str(), |(_, p)| p.trim_end_matches(')'));
+                let row = format!("{:<38} {:>15}  {}", cut(&n.url, 38), free, proto);
+                match &p.refused {
+                    None => ListItem::new(cut(&row, w)),
+                    Some(r) => ListItem::new(cut(&format!("{} - {r}", cut(&n.url, 40)), w))
+                        .style(Style::new().fg(Color::DarkGray)),
+                }
+            }
+            PlaceKind::AddNetwork => {
+                ListItem::new("+ add a network place (SMB or NFS share)...   n: network settings")
+                    .style(Style::new().fg(Color::Cyan))
+            }
             PlaceKind::HostPath => {
                 ListItem::new("(no partition: a path on this machine, as typed)")
             }
@@ -144,7 +168,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         _ => "Image file",
     };
     lines.push(field(label, &loc.path, loc.field == LocField::Path));
+    let on_net = places.get(loc.sel).is_some_and(|p| p.net().is_some());
     lines.push(Line::raw(match app.kind {
+        JobKind::FullImage | JobKind::Incremental if on_net => {
+            "              path in that network place; the folder is created"
+        }
+        _ if on_net => "              path of the image in that network place",
         _ if dest => "              on that partition; created if missing, nothing replaced",
         JobKind::FullImage | JobKind::Incremental => {
             "              path on that partition; the folder is created"

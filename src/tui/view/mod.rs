@@ -9,6 +9,7 @@ mod job;
 mod location;
 mod menu;
 mod passphrase;
+mod net;
 
 use super::app::{App, Overlay, PassField, Screen};
 use crate::jobs::fmt_bytes;
@@ -39,6 +40,8 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Confirm => confirm::draw(f, body, app),
         Screen::Progress => job::draw_progress(f, body, app),
         Screen::Result => job::draw_result(f, body, app),
+        Screen::NetAdd => net::draw_add(f, body, app),
+        Screen::Network => net::draw_settings(f, body, app),
     }
     if let Some(m) = &app.message {
         f.render_widget(
@@ -71,6 +74,8 @@ fn title_bar(f: &mut Frame, area: Rect, app: &App) {
         Screen::Confirm => "Confirm",
         Screen::Progress => "Job running",
         Screen::Result => "Job finished",
+        Screen::NetAdd => "Add a network place",
+        Screen::Network => "Network settings",
     };
     let bar = Style::new().bg(Color::Blue).fg(Color::White);
     let mut right = String::new();
@@ -104,6 +109,23 @@ fn screen_keys(app: &App) -> Vec<(&'static str, &'static str)> {
             ("Enter", "open"),
             ("Tab", "partition"),
             ("c", "copy"),
+            ("Esc", "back"),
+        ],
+        Screen::NetAdd => vec![("Tab", "field"), ("Enter", "connect"), ("Esc", "back")],
+        Screen::Network if app.net.typing => {
+            vec![("Enter", "apply"), ("Esc", "done typing")]
+        }
+        Screen::Network => vec![
+            ("d", "DHCP"),
+            ("s", "static"),
+            ("r", "re-read"),
+            ("Esc", "back"),
+        ],
+        Screen::Location if app.offers_network() => vec![
+            ("↑↓", "place"),
+            ("Tab", "field"),
+            ("Enter", "next"),
+            ("n", "net"),
             ("Esc", "back"),
         ],
         Screen::Location | Screen::Dest => vec![
