@@ -307,17 +307,18 @@ pub fn ensure_up() -> Result<Option<Configured>> {
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let cfg = NetConfig::from_cmdline(&cmdline)?;
-    let c = bring_up(Path::new(SYS_CLASS_NET), &cfg)?;
+    let c = bring_up(Path::new(SYS_CLASS_NET), &cfg, None)?;
     eprintln!("lifeboat: network: {c}");
     *up = Some(c.clone());
     Ok(Some(c))
 }
 
 /// The console's network screen: (re)configures the network now with `cfg` (DHCP or a static
-/// address, as `lifeboat.net=` would), replacing what an adapter had (its address and the
-/// routes through it), and returns what was configured. Only in the environment: on a host
-/// the machine's network is its own and is left alone.
-pub fn reconfigure(cfg: &NetConfig) -> Result<Configured> {
+/// address, as `lifeboat.net=` would) on adapter `only` (None: the first with a link),
+/// replacing what the adapters had (their addresses and the routes through them), and returns
+/// what was configured. Only in the environment: on a host the machine's network is its own
+/// and is left alone.
+pub fn reconfigure(cfg: &NetConfig, only: Option<&str>) -> Result<Configured> {
     if !in_environment() {
         return Err(Error::unsupported(
             "this is not the Lifeboat environment: the host's own network is used as it is \
@@ -332,7 +333,7 @@ pub fn reconfigure(cfg: &NetConfig) -> Result<Configured> {
         }
     }
     *up = None;
-    let c = bring_up(Path::new(SYS_CLASS_NET), cfg)?;
+    let c = bring_up(Path::new(SYS_CLASS_NET), cfg, only)?;
     eprintln!("lifeboat: network: {c}");
     *up = Some(c.clone());
     Ok(c)
@@ -347,13 +348,23 @@ pub fn config_from_boot() -> Result<NetConfig> {
     NetConfig::from_cmdline(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
 }
 
-fn bring_up(sys: &Path, cfg: &NetConfig) -> Result<Configured> {
+/// Sets the wired adapters up (only `only` when given) and configures the first whose link
+/// comes up.
+fn bring_up(sys: &Path, cfg: &NetConfig, only: Option<&str>) -> Result<Configured> {
     let _ = sys::set_up("lo");
     let start = Instant::now();
-    let mut ifs = ethernet_interfaces(sys);
+    let adapters = || {
+        let mut v = ethernet_interfaces(sys);
+        v.retain(|i| only.is_none_or(|o| o == i));
+        v
+    };
+    let mut ifs = adapters();
     while ifs.is_empty() && start.elapsed() < WAIT_ADAPTER {
         std::thread::sleep(Duration::from_millis(250));
-        ifs = ethernet_interfaces(sys);
+        ifs = adapters();
+    }
+    if let (Some(o), true) = (only, ifs.is_empty()) {
+        return Err(Error::not_found(format!("the network adapter {o} is gone")));
     }
     if ifs.is_empty() {
         return Err(Error::unsupported(

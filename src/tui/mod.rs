@@ -243,7 +243,7 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
                     worker::spawn_share_check(tx.clone(), url, login)
                 }
                 Command::ReadNet => worker::spawn_net_reader(tx.clone()),
-                Command::ConfigureNet(cfg) => worker::spawn_net_config(tx.clone(), cfg),
+                Command::ConfigureNet(cfg, nic) => worker::spawn_net_config(tx.clone(), cfg, nic),
                 Command::CancelJob => {
                     if let Err(e) = jobdir::cancel(&dir) {
                         app.message = Some(format!("Could not cancel: {e}"));

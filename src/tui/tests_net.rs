@@ -306,9 +306,14 @@ fn network_settings_show_adapters_and_apply_dhcp_or_a_static_address() {
     ] {
         assert!(t.contains(want), "{want}:\n{t}");
     }
+    // d applies DHCP to the selected adapter (the second: no cable there).
+    press(&mut a, &[Key::Down]);
     assert_eq!(
         press(&mut a, &[Key::Char('d')]),
-        [Command::ConfigureNet(NetConfig::Dhcp)]
+        [Command::ConfigureNet(
+            NetConfig::Dhcp,
+            Some("enx00e04c680001".into())
+        )]
     );
     assert!(a.net.applying);
     // Keys wait while applying.
@@ -334,7 +339,8 @@ fn network_settings_show_adapters_and_apply_dhcp_or_a_static_address() {
     assert_eq!(
         cmds,
         [Command::ConfigureNet(
-            NetConfig::parse("10.0.0.5/24,10.0.0.1,10.0.0.1").unwrap()
+            NetConfig::parse("10.0.0.5/24,10.0.0.1,10.0.0.1").unwrap(),
+            Some("enx00e04c680001".into())
         )]
     );
     a.update(Event::NetConfigured(Err(

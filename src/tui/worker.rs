@@ -158,10 +158,10 @@ pub fn spawn_net_reader(tx: Sender<Event>) {
     });
 }
 
-/// Configures the network with `cfg` (the network settings screen).
-pub fn spawn_net_config(tx: Sender<Event>, cfg: crate::net::NetConfig) {
+/// Configures the network with `cfg` on adapter `nic` (the network settings screen).
+pub fn spawn_net_config(tx: Sender<Event>, cfg: crate::net::NetConfig, nic: Option<String>) {
     std::thread::spawn(move || {
-        let r = crate::net::reconfigure(&cfg)
+        let r = crate::net::reconfigure(&cfg, nic.as_deref())
             .map(|c| c.to_string())
             .map_err(|e| e.msg);
         let _ = tx.send(Event::NetConfigured(r));

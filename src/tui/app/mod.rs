@@ -89,8 +89,9 @@ pub enum Command {
     },
     /// Read the wired adapters' link state and addresses.
     ReadNet,
-    /// Configure the network now (the network settings screen).
-    ConfigureNet(crate::net::NetConfig),
+    /// Configure the network now (the network settings screen) on this adapter (None: the
+    /// first with a link).
+    ConfigureNet(crate::net::NetConfig, Option<String>),
     CancelJob,
     /// Dismiss the shown result for every console.
     AckResult,

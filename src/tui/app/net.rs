@@ -12,7 +12,8 @@
 //!
 //! The **network settings** screen ([`super::Screen::Network`], `n` on the location screen)
 //! lists each wired adapter's link state and address and applies DHCP or a static address
-//! (`IP/PREFIX,GATEWAY,DNS`, the syntax and code of `lifeboat.net=`: `net::NetConfig`).
+//! (`IP/PREFIX,GATEWAY,DNS`, the syntax and code of `lifeboat.net=`: `net::NetConfig`) to the
+//! selected adapter.
 use super::super::keys::{step_index, Key};
 use super::{App, Command, Free, Screen};
 use crate::net::cred::Login;
@@ -384,7 +385,14 @@ impl App {
     fn apply_net(&mut self, c: NetConfig) -> Vec<Command> {
         self.net.applying = true;
         self.net.last = None;
-        vec![Command::ConfigureNet(c)]
+        // The adapter selected on the screen (when they were read).
+        let nic = self
+            .net
+            .nics
+            .as_ref()
+            .and_then(|v| v.get(self.net.sel))
+            .map(|n| n.name.clone());
+        vec![Command::ConfigureNet(c, nic)]
     }
 
     /// The answer of a [`Command::ConfigureNet`]: shown, and the adapters read again.

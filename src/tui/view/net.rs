@@ -151,9 +151,10 @@ pub fn draw_settings(f: &mut Frame, area: Rect, app: &App) {
     };
     lines.push(Line::from(Span::styled(text, style)));
     f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(" Address: d = DHCP now, s = type a static one ")),
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::bordered()
+                .title(" The selected adapter's address: d = DHCP now, s = type a static one "),
+        ),
         form_area,
     );
 }
