@@ -556,6 +556,9 @@ fn image_to_an_smb_share_through_the_serial_console() {
     press(&mut vm, b"\r");
     expect_text(&vm, &mut s, "/lifeboat/TUI-SRC.lbi_", 20);
     press(&mut vm, b"\r");
+    // Not encrypted (the default choice).
+    expect_text(&vm, &mut s, "encrypt the image?", 20);
+    press(&mut vm, b"\r");
     expect_text(&vm, &mut s, "Nothing is erased", 20);
     press(&mut vm, b"\r");
     expect_finished(&mut vm, &mut s, "the image onto the share");

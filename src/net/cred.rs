@@ -217,6 +217,30 @@ pub fn set_override(spec: Option<String>) {
     *OVERRIDE.lock().unwrap_or_else(|e| e.into_inner()) = spec;
 }
 
+/// Logins typed into this process (the console's network places) by `(host, share)`: consulted
+/// before any credentials file when this process mounts a share itself (reading an image's
+/// header, the file browser). Memory only; the console replaces the list as its state changes.
+static TYPED: std::sync::Mutex<Vec<(String, String, Login)>> = std::sync::Mutex::new(Vec::new());
+
+/// Replaces the logins typed into this process (see [`TYPED`]).
+pub fn set_typed(v: Vec<(String, String, Login)>) {
+    *TYPED.lock().unwrap_or_else(|e| e.into_inner()) = v;
+}
+
+/// The typed login for this share and user, if one was typed into this process.
+pub fn typed(host: &str, share: &str, user: Option<&str>) -> Option<Login> {
+    TYPED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(h, s, l)| {
+            h.eq_ignore_ascii_case(host)
+                && s.eq_ignore_ascii_case(share)
+                && l.user.as_deref() == user
+        })
+        .map(|(_, _, l)| l.clone())
+}
+
 /// The `--credentials` location this process was given, if any (the console hands it on to the
 /// jobs it starts).
 pub fn override_spec() -> Option<String> {
@@ -320,6 +344,21 @@ mod tests {
         password = b=2\n\
         [10.0.2.2/]\n\
         password = guestless\n";
+
+    #[test]
+    fn logins_typed_into_the_process_are_found_by_share_and_user() {
+        let l = Login {
+            user: Some("alice".into()),
+            password: Some("pw".into()),
+            domain: None,
+        };
+        set_typed(vec![("NAS.local".into(), "Backups".into(), l.clone())]);
+        assert_eq!(typed("nas.local", "backups", Some("alice")), Some(l));
+        assert_eq!(typed("nas.local", "backups", Some("bob")), None);
+        assert_eq!(typed("nas.local", "other", Some("alice")), None);
+        set_typed(Vec::new());
+        assert_eq!(typed("nas.local", "backups", Some("alice")), None);
+    }
 
     #[test]
     fn a_typed_login_round_trips_through_the_file_text() {

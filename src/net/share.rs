@@ -483,6 +483,12 @@ fn mount_smb(
     flags: nix::mount::MsFlags,
     given: Option<&super::cred::Login>,
 ) -> Result<(Vec<PathBuf>, String)> {
+    // A login typed into this process (the console) for this share comes first.
+    let typed = match given {
+        Some(_) => None,
+        None => super::cred::typed(&url.host, &url.share, url.user.as_deref()),
+    };
+    let given = given.or(typed.as_ref());
     let (creds, looked) = match given {
         Some(_) => (None, Vec::new()),
         None => super::cred::load()?,

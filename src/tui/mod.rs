@@ -199,6 +199,9 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
         while let Ok(ev) = rx.try_recv() {
             cmds.extend(app.update(ev));
         }
+        // Passwords typed for network places serve this console's own mounts while their
+        // flow lasts (an image's header, the browser), and are forgotten with it.
+        crate::net::cred::set_typed(app.typed_logins());
         // The browser's image partition stays mounted only while the flow needs it.
         if !app.browsing() && browse.is_open() {
             browse.close();

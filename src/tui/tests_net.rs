@@ -114,6 +114,9 @@ fn a_network_place_is_added_with_a_masked_password_and_takes_the_image() {
     assert_no_password("the location screen", &t);
     keys(&mut a, &[Key::Enter]);
     assert!(text(&render_buf(&a, 80, 24)).contains("path in that network place"));
+    // The encryption step: not encrypted (Enter on "No").
+    keys(&mut a, &[Key::Enter]);
+    assert_eq!(a.screen, Screen::Passphrase);
     keys(&mut a, &[Key::Enter]);
     assert_eq!(a.screen, Screen::Confirm);
     assert_eq!(
@@ -143,9 +146,12 @@ fn a_network_place_is_added_with_a_masked_password_and_takes_the_image() {
     let c = crate::net::cred::Credentials::parse(&file).unwrap();
     let l = c.find("nas.local", "backups", Some("alice")).unwrap();
     assert_eq!(l.password.as_deref(), Some(PASSWORD));
-    // A new flow forgets the place and its password.
+    // The console's own mounts use it while the flow lasts; a new flow forgets it.
+    assert_eq!(a.typed_logins().len(), 1);
+    assert_eq!(a.typed_logins()[0].0, "nas.local");
     a.update(Event::Key(Key::Char('q')));
     assert!(a.net_places.is_empty());
+    assert!(a.typed_logins().is_empty());
 }
 
 #[test]

@@ -14,8 +14,8 @@ mod job;
 mod kind;
 mod location;
 mod menu;
-mod passphrase;
 mod net;
+mod passphrase;
 #[cfg(test)]
 mod tests;
 
@@ -24,8 +24,8 @@ pub use confirm::{usage_line, SourceUsage};
 pub use disks::{describe, describe_part, fs_column};
 pub use kind::JobKind;
 pub use location::{image_arg, Free, LocField, Location, Place, PlaceKind};
-pub use passphrase::{Masked, PassCheck, PassEntry, PassField};
 pub use net::{parse_place, NetField, NetForm, NetPlace, NetSettings, Secret, ShareInfo};
+pub use passphrase::{Masked, PassCheck, PassEntry, PassField};
 
 use super::keys::Key;
 use crate::devices::Disk;

@@ -316,6 +316,20 @@ impl App {
         Some((u.host, u.share, login))
     }
 
+    /// The logins typed for the network places of this flow, by `(host, share)`: the console
+    /// hands them to `net::cred::set_typed` so its own mounts (an image's header, the browser)
+    /// use them too.
+    pub fn typed_logins(&self) -> Vec<(String, String, Login)> {
+        self.net_places
+            .iter()
+            .filter_map(|p| {
+                let l = p.login.clone()?;
+                let u = parse_place(&p.url).ok()?;
+                Some((u.host, u.share, l))
+            })
+            .collect()
+    }
+
     /// How the job finds share passwords: the typed login as a credentials file, else the
     /// console's own `--credentials` location (`override_spec`), else nothing (the engine looks
     /// where the kernel command line says).

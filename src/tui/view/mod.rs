@@ -8,8 +8,8 @@ mod disks;
 mod job;
 mod location;
 mod menu;
-mod passphrase;
 mod net;
+mod passphrase;
 
 use super::app::{App, Overlay, PassField, Screen};
 use crate::jobs::fmt_bytes;
