@@ -216,10 +216,12 @@ fn pack_group(
     for &k in members {
         unit_in.extend_from_slice(&done[k].slot.data);
     }
-    unit_out.resize(zstd::zstd_safe::compress_bound(unit_in.len()), 0);
+    // zstd writes into the Vec's spare capacity (the crate sets the length): no zero-filling.
+    unit_out.clear();
+    unit_out.reserve(zstd::zstd_safe::compress_bound(unit_in.len()));
     let n = zc
         .as_mut()
-        .and_then(|z| z.compress_to_buffer(&unit_in[..], &mut unit_out[..]).ok());
+        .and_then(|z| z.compress_to_buffer(&unit_in[..], unit_out).ok());
     let room: usize = members.iter().map(|&k| done[k].slot.out.len()).sum();
     let Some(n) = n.filter(|&n| n < unit_in.len() && n <= room) else {
         for &k in members {
