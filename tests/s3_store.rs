@@ -561,3 +561,44 @@ fn wrong_keys_and_bad_locations_are_clear_errors() {
     assert!(stderr(&ex).contains("S3 store"), "{}", stderr(&ex));
     assert_eq!(sha256(&src), before, "the source changed");
 }
+
+/// Machines creating a new store at once all name their chunks with one key: the store's
+/// settings object is written with a conditional PUT (`If-None-Match: *`), so the first write
+/// wins and a later one changes nothing.
+#[test]
+fn a_new_store_made_by_many_machines_at_once_has_one_name_key() {
+    use lifeboat::s3::{sigv4::Keys, store, Client, Config};
+    let Some(m) = Moto::start("s3-newstore") else {
+        return;
+    };
+    let client = || {
+        let keys = Keys {
+            access_key: m.access.clone(),
+            secret_key: zeroize::Zeroizing::new(m.secret.clone()),
+        };
+        let cfg = Config::new(&format!("http://127.0.0.1:{}", m.port), "", keys).unwrap();
+        Client::new(cfg, "lab")
+    };
+    // The condition itself: the second write of a key is refused and leaves the first.
+    let c = client();
+    assert!(c.put_if_absent("cond/one", b"first").unwrap());
+    assert!(!c.put_if_absent("cond/one", b"second").unwrap());
+    assert_eq!(c.get("cond/one").unwrap().as_deref(), Some(&b"first"[..]));
+    // Eight machines opening the same empty store at the same moment.
+    let loc = store::Location::store("s3://lab/lab-room").unwrap();
+    let barrier = std::sync::Barrier::new(8);
+    let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let c = client();
+                    barrier.wait();
+                    store::name_key(&c, &loc).unwrap()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(keys.iter().all(|k| *k == keys[0]), "several name keys");
+    assert_eq!(store::name_key(&c, &loc).unwrap(), keys[0]);
+}

@@ -125,6 +125,19 @@ impl Client {
         query: &[(String, String)],
         body: &[u8],
     ) -> Result<Reply> {
+        self.send_with(method, key, query, &[], body)
+    }
+
+    /// [`Client::send`] with `extra` headers sent as they are (not signed: SigV4 needs only the
+    /// `host` and `x-amz-*` headers signed, and the conditions below are not `x-amz-*`).
+    fn send_with(
+        &self,
+        method: &str,
+        key: &str,
+        query: &[(String, String)],
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Reply> {
         let path = format!("/{}/{}", self.bucket, key);
         let payload = if body.is_empty() {
             sigv4::EMPTY_SHA256.to_string()
@@ -175,6 +188,9 @@ impl Client {
                 req = req.set(k, v);
             }
             req = req.set("authorization", &auth);
+            for (k, v) in extra {
+                req = req.set(k, v);
+            }
             let res = if method == "PUT" {
                 req.send_bytes(body)
             } else {
@@ -269,6 +285,20 @@ impl Client {
     pub fn put(&self, key: &str, body: &[u8]) -> Result<()> {
         let r = self.send("PUT", key, &[], body)?;
         self.ok("PUT", key, &r)
+    }
+
+    /// Stores `body` as `key` only if there is no such object yet (`If-None-Match: *`, a
+    /// conditional write: AWS S3, MinIO, moto). Returns whether this call created it: `false`
+    /// when the object exists or another conditional write of it is in flight (HTTP 412, 409).
+    /// A store that does not implement the condition (HTTP 501) gets a plain PUT; one that
+    /// ignores it overwrites — callers re-read what the store holds afterwards either way.
+    pub fn put_if_absent(&self, key: &str, body: &[u8]) -> Result<bool> {
+        let r = self.send_with("PUT", key, &[], &[("if-none-match", "*")], body)?;
+        match r.status {
+            412 | 409 => Ok(false),
+            501 => self.put(key, body).map(|()| true),
+            _ => self.ok("PUT", key, &r).map(|()| true),
+        }
     }
 
     /// The object's bytes, or `None` when there is no such key.

@@ -208,16 +208,23 @@ pub fn name_key(c: &Client, loc: &Location) -> Result<[u8; 32]> {
         version: 1,
         name_key: super::sigv4::hex(&crate::image::crypt::random::<32>()?),
     };
-    c.put(&key, &serde_json::to_vec_pretty(&s).unwrap_or_default())?;
-    // Two machines making a new store at once: both use what the store holds now (a loser's
-    // chunks named before this are still found through its manifest, which records the key).
-    match c.get(&key)? {
-        Some(b) => read(b),
-        None => Err(Error::new(
-            ErrorKind::Io,
-            "the S3 store lost the settings object just written",
-        )),
+    // Machines making a new store at once (a lab imaging into an empty bucket): only the first
+    // conditional write lands, and every machine then uses what the store holds, so all name
+    // their chunks with one key and share them. (A store ignoring the condition: the last
+    // writer wins; a machine that read an earlier key still restores fine — its manifest records
+    // the key — but its chunks are not shared with the others.)
+    c.put_if_absent(&key, &serde_json::to_vec_pretty(&s).unwrap_or_default())?;
+    // A concurrent conditional write (HTTP 409) may still be landing: look again a few times.
+    for wait_ms in [0, 500, 1000, 2000, 4000] {
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        if let Some(b) = c.get(&key)? {
+            return read(b);
+        }
     }
+    Err(Error::new(
+        ErrorKind::Io,
+        "the S3 store has no settings object just after it was written: try again",
+    ))
 }
 
 pub fn unhex32(s: &str) -> Option<[u8; 32]> {
