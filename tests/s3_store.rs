@@ -21,22 +21,24 @@ const VENV: &str = "/opt/lifeboat-moto/bin";
 const PY: &str = r#"
 import boto3, json, os, sys
 cmd, port = sys.argv[1], sys.argv[2]
-url = 'http://127.0.0.1:%s' % port
+# A server behind TLS: MOTO_CA is its CA's certificate (boto3 checks the server against it).
+ca = os.environ.get('MOTO_CA')
+url = '%s://127.0.0.1:%s' % ('https' if ca else 'http', port)
 if cmd == 'setup':
-    kw = dict(endpoint_url=url, aws_access_key_id='bootstrap', aws_secret_access_key='bootstrap', region_name='us-east-1')
+    kw = dict(endpoint_url=url, aws_access_key_id='bootstrap', aws_secret_access_key='bootstrap', region_name='us-east-1', verify=ca or None)
     iam = boto3.client('iam', **kw)
     iam.create_user(UserName='lifeboat')
     k = iam.create_access_key(UserName='lifeboat')['AccessKey']
     iam.put_user_policy(UserName='lifeboat', PolicyName='all', PolicyDocument=json.dumps(
         {'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': '*', 'Resource': '*'}]}))
     s3 = boto3.client('s3', endpoint_url=url, aws_access_key_id=k['AccessKeyId'],
-                      aws_secret_access_key=k['SecretAccessKey'], region_name='us-east-1')
+                      aws_secret_access_key=k['SecretAccessKey'], region_name='us-east-1', verify=ca or None)
     s3.create_bucket(Bucket=sys.argv[3])
     print(k['AccessKeyId'], k['SecretAccessKey'])
 elif cmd == 'objects':
     access, secret, bucket, prefix, out = sys.argv[3:8]
     s3 = boto3.client('s3', endpoint_url=url, aws_access_key_id=access,
-                      aws_secret_access_key=secret, region_name='us-east-1')
+                      aws_secret_access_key=secret, region_name='us-east-1', verify=ca or None)
     sizes = {}
     for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get('Contents', []):
@@ -48,7 +50,7 @@ elif cmd == 'objects':
 elif cmd == 'put':
     access, secret, bucket, key, path = sys.argv[3:8]
     s3 = boto3.client('s3', endpoint_url=url, aws_access_key_id=access,
-                      aws_secret_access_key=secret, region_name='us-east-1')
+                      aws_secret_access_key=secret, region_name='us-east-1', verify=ca or None)
     s3.put_object(Bucket=bucket, Key=key, Body=open(path, 'rb').read())
 "#;
 
@@ -59,10 +61,94 @@ struct Moto {
     access: String,
     secret: String,
     dir: TempDir,
+    /// Behind TLS: the CA's certificate (PEM) the server's certificate is signed by.
+    ca: Option<PathBuf>,
+}
+
+/// Makes with `openssl` a CA (`NAME.pem`, `NAME.key`) in `dir`.
+fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    let pem = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=Lifeboat test {name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        s(&key),
+        "-out",
+        s(&pem),
+    ]));
+    pem
+}
+
+/// A certificate for 127.0.0.1 signed by the CA `ca` made by [`make_ca`]: `(cert, key)`.
+fn make_server_cert(dir: &Path, ca: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key, csr, ext) = (
+        dir.join("server.pem"),
+        dir.join("server.key"),
+        dir.join("server.csr"),
+        dir.join("server.ext"),
+    );
+    run(Command::new("openssl").args([
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        s(&key),
+        "-out",
+        s(&csr),
+    ]));
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        s(&csr),
+        "-CA",
+        s(ca),
+        "-CAkey",
+        s(&ca.with_extension("key")),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        s(&ext),
+        "-out",
+        s(&cert),
+    ]));
+    (cert, key)
 }
 
 impl Moto {
     fn start(tag: &str) -> Option<Moto> {
+        Moto::start_with(tag, false)
+    }
+
+    /// `tls`: the server speaks HTTPS with a certificate from a CA made here (`self.ca`), and
+    /// the credentials file names that CA with `s3_ca_file`.
+    fn start_with(tag: &str, tls: bool) -> Option<Moto> {
         let server = Path::new(VENV).join("moto_server");
         if !server.exists() {
             eprintln!(
@@ -77,8 +163,14 @@ impl Moto {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let ca = tls.then(|| make_ca(dir.path(), "ca"));
+        let mut cmd = Command::new(&server);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some(ca) = &ca {
+            let (cert, key) = make_server_cert(dir.path(), ca);
+            cmd.args(["-c", s(&cert), "-k", s(&key)]);
+        }
+        let child = cmd
             // The first 4 requests (the IAM user, its key and policy, the bucket) need no
             // signature; every later one is authenticated.
             .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
@@ -92,6 +184,7 @@ impl Moto {
             access: String::new(),
             secret: String::new(),
             dir,
+            ca,
         };
         // Up when it accepts a connection (generous: a loaded machine starts Python slowly).
         let t = std::time::Instant::now();
@@ -107,12 +200,18 @@ impl Moto {
         let mut it = out.split_whitespace();
         m.access = it.next().unwrap().to_string();
         m.secret = it.next().unwrap().to_string();
+        let ca_line = match &m.ca {
+            Some(ca) => format!("s3_ca_file = {}\n", ca.display()),
+            None => String::new(),
+        };
         std::fs::write(
             m.cred(),
             format!(
-                "# lifeboat.cred\ns3_endpoint = http://127.0.0.1:{port}\ns3_access_key = {}\n\
-                 s3_secret_key = {}\n",
-                m.access, m.secret
+                "# lifeboat.cred\ns3_endpoint = http{}://127.0.0.1:{port}\ns3_access_key = {}\n\
+                 s3_secret_key = {}\n{ca_line}",
+                if tls { "s" } else { "" },
+                m.access,
+                m.secret
             ),
         )
         .unwrap();
@@ -120,10 +219,12 @@ impl Moto {
     }
 
     fn py(&self, args: &[&str]) -> String {
-        run(Command::new(Path::new(VENV).join("python"))
-            .arg("-c")
-            .arg(PY)
-            .args(args))
+        let mut cmd = Command::new(Path::new(VENV).join("python"));
+        cmd.arg("-c").arg(PY).args(args);
+        if let Some(ca) = &self.ca {
+            cmd.env("MOTO_CA", ca);
+        }
+        run(&mut cmd)
     }
 
     fn cred(&self) -> PathBuf {
@@ -601,4 +702,69 @@ fn a_new_store_made_by_many_machines_at_once_has_one_name_key() {
     });
     assert!(keys.iter().all(|k| *k == keys[0]), "several name keys");
     assert_eq!(store::name_key(&c, &loc).unwrap(), keys[0]);
+}
+
+/// An `https://` store with its own CA (moto behind TLS, its certificate signed by a CA made
+/// here with openssl): with `s3_ca_file` naming that CA the round trip works; without it
+/// (Mozilla's roots only) or naming another CA, the job stops at once with "not trusted",
+/// exit 1, nothing uploaded; `s3_ca_file` with a plain-HTTP endpoint or a file that holds no
+/// certificate is a usage error.
+#[test]
+fn https_store_with_its_own_ca() {
+    let Some(m) = Moto::start_with("s3-tls", true) else {
+        return;
+    };
+    let src = m.dir.p("src.img");
+    disk(&src, 12, 8);
+    let before = sha256(&src);
+    let o = m.lb(&["image", "create", s(&src), "s3://lab/tls/pc", "--json"]);
+    assert_exit(&o, 0);
+    assert_eq!(json(&o)["uploaded_chunks"], 8, "{}", json(&o));
+    let out = m.dir.p("out.img");
+    zero_file(&out, 12 << 20);
+    assert_exit(
+        &m.lb(&["image", "restore", "s3://lab/tls/pc", s(&out), "--yes"]),
+        0,
+    );
+    assert_eq!(sha256(&out), before, "the restored disk differs");
+    let stored = m.objects("");
+
+    let good = std::fs::read_to_string(m.cred()).unwrap();
+    let ca_line = good.lines().find(|l| l.starts_with("s3_ca_file")).unwrap();
+    let other_ca = make_ca(m.dir.path(), "other-ca");
+    let plain_pem = m.dir.p("not-a-cert.pem");
+    std::fs::write(&plain_pem, "just text\n").unwrap();
+    let untrusted = [
+        // Mozilla's roots only: the test CA is not among them.
+        good.replace(ca_line, ""),
+        // Another CA than the one that signed the store's certificate.
+        good.replace(ca_line, &format!("s3_ca_file = {}", other_ca.display())),
+    ];
+    for cred in &untrusted {
+        std::fs::write(m.cred(), cred).unwrap();
+        let o = m.lb(&["image", "create", s(&src), "s3://lab/tls2/pc", "--json"]);
+        assert_exit(&o, 1);
+        let msg = json(&o)["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("certificate is not trusted") && msg.contains("s3_ca_file"),
+            "{msg}"
+        );
+    }
+    let usage = [
+        (
+            good.replace(ca_line, &format!("s3_ca_file = {}", plain_pem.display())),
+            "PEM",
+        ),
+        (good.replace("https://", "http://"), "plain http://"),
+    ];
+    for (cred, says) in &usage {
+        std::fs::write(m.cred(), cred).unwrap();
+        let o = m.lb(&["image", "create", s(&src), "s3://lab/tls2/pc", "--json"]);
+        assert_exit(&o, 2);
+        let msg = json(&o)["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(says), "{msg}");
+    }
+    std::fs::write(m.cred(), &good).unwrap();
+    assert_eq!(m.objects(""), stored, "a refused job changed the bucket");
+    assert_eq!(sha256(&src), before, "the source changed");
 }

@@ -35,6 +35,10 @@
 //! s3_secret_key = b892c0665f0ada8a4755dae98baa3b133590e11dae3bcc1f9d769d67f16c3835
 //! ```
 //!
+//! An `https://` endpoint is checked against Mozilla's root certificates, or only against the
+//! CA certificates of the PEM file `s3_ca_file` names (`FILE` or `PARTITION:/path`, e.g.
+//! `s3_ca_file = label=LIFEBOAT:/store-ca.pem`): a self-hosted store with its own CA.
+//!
 //! A value is everything after the first `=`, without the spaces around it (a password cannot
 //! start or end with a space). Lines starting with `#` or `;` are comments; there are no inline
 //! comments (a password may contain `#`). Host names and share names compare without case.
@@ -66,6 +70,9 @@ pub struct S3Login {
     pub region: Option<String>,
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
+    /// Where the PEM file of the CA an `https://` store's certificate is checked against is
+    /// (`FILE` or `PARTITION:/path`, as for the credentials file itself).
+    pub ca_file: Option<String>,
 }
 
 impl std::fmt::Debug for S3Login {
@@ -76,6 +83,7 @@ impl std::fmt::Debug for S3Login {
             .field("region", &self.region)
             .field("access_key", &self.access_key)
             .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -140,9 +148,13 @@ impl Credentials {
                     "s3_region" => l.region = v,
                     "s3_access_key" => l.access_key = v,
                     "s3_secret_key" => l.secret_key = v,
-                    _ => return Err(bad(
-                        "unknown s3_ key (s3_endpoint, s3_region, s3_access_key, s3_secret_key)",
-                    )),
+                    "s3_ca_file" => l.ca_file = v,
+                    _ => {
+                        return Err(bad(
+                            "unknown s3_ key (s3_endpoint, s3_region, s3_access_key, \
+                         s3_secret_key, s3_ca_file)",
+                        ))
+                    }
                 }
                 continue;
             }
@@ -194,6 +206,7 @@ impl Credentials {
                     region: b.region.or(a.region),
                     access_key: b.access_key.or(a.access_key),
                     secret_key: b.secret_key.or(a.secret_key),
+                    ca_file: b.ca_file.or(a.ca_file),
                 })
         };
         match (pick(""), pick(&scope)) {
@@ -205,6 +218,7 @@ impl Credentials {
                 region: b.region.or(t.region),
                 access_key: b.access_key.or(t.access_key),
                 secret_key: b.secret_key.or(t.secret_key),
+                ca_file: b.ca_file.or(t.ca_file),
             }),
         }
     }
@@ -315,6 +329,24 @@ pub fn load() -> Result<(Option<Credentials>, Vec<String>)> {
         }
     }
     Ok((None, looked))
+}
+
+/// Reads a small file named like the credentials file (`FILE` or `PARTITION:/path`, the
+/// partition mounted read-only just to read it): at most `max` bytes.
+pub fn read_small(spec: &str, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let store = crate::image::Store::open(spec, crate::image::Mode::ReadOnly)?;
+    let f = std::fs::File::open(&store.path).map_err(|e| Error::io("open", &store.path, e))?;
+    let mut data = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io("read", &store.path, e))?;
+    if data.len() as u64 > max {
+        return Err(Error::invalid(format!(
+            "{spec} is larger than {max} bytes: not the file meant"
+        )));
+    }
+    Ok(data)
 }
 
 fn read_spec(spec: &str) -> Result<String> {

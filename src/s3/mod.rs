@@ -1,13 +1,17 @@
 //! A small S3 client for the image store (`s3://BUCKET/PATH`): PUT, GET, HEAD and DELETE of
 //! whole objects (a chunk is 1–4 MiB, so no multipart) and ListObjectsV2 with continuation,
-//! every request signed with AWS Signature Version 4 ([`sigv4`]) and sent over `ureq` (plain
-//! HTTP; path-style URLs `http://ENDPOINT/BUCKET/KEY`, which every S3-compatible server —
-//! Garage, MinIO, Ceph RGW, moto, AWS — accepts). Transient failures (connection errors,
-//! HTTP 5xx, 429 "slow down") are retried with exponential back-off; the store's refusals are
-//! typed errors that say what to fix (wrong keys, no such bucket) and never carry a key.
+//! every request signed with AWS Signature Version 4 ([`sigv4`]) and sent over `ureq`, plain
+//! HTTP or HTTPS (rustls; path-style URLs `http[s]://ENDPOINT/BUCKET/KEY`, which every
+//! S3-compatible server — Garage, MinIO, Ceph RGW, moto, AWS — accepts). Transient failures
+//! (connection errors, HTTP 5xx, 429 "slow down") are retried with exponential back-off; the
+//! store's refusals are typed errors that say what to fix (wrong keys, no such bucket, a
+//! certificate not trusted) and never carry a key.
 //!
-//! The endpoint, region and keys come from the credentials file ([`Config::from_credentials`],
-//! keys `s3_endpoint`, `s3_region`, `s3_access_key`, `s3_secret_key`; see `crate::net::cred`).
+//! HTTPS trusts Mozilla's root certificates (compiled in: `webpki-roots`), or, when the
+//! credentials file names one with `s3_ca_file`, only the certificates of that PEM file (a
+//! self-hosted store with its own CA). The endpoint, region and keys come from the
+//! credentials file (`store::client`, keys `s3_endpoint`, `s3_region`,
+//! `s3_access_key`, `s3_secret_key`, `s3_ca_file`; see `crate::net::cred`).
 pub mod cmd;
 pub mod image;
 pub mod sigv4;
@@ -25,27 +29,28 @@ pub struct Config {
     pub host: String,
     pub region: String,
     pub keys: sigv4::Keys,
+    /// For an `https://` endpoint: the TLS settings (the roots trusted); `None`: plain HTTP.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
+/// The largest `s3_ca_file` read.
+pub const MAX_CA_FILE: usize = 1 << 20;
+
 impl Config {
-    /// Parses an endpoint (`http://HOST[:PORT]`, or `HOST[:PORT]` meaning plain HTTP).
-    /// `https://` is refused: this build carries no TLS (see Cargo.toml).
+    /// Parses an endpoint: `http://HOST[:PORT]` (or `HOST[:PORT]`) for plain HTTP,
+    /// `https://HOST[:PORT]` for TLS trusting Mozilla's roots (see [`Config::with_ca`]).
     pub fn new(endpoint: &str, region: &str, keys: sigv4::Keys) -> Result<Config> {
-        let e = endpoint.trim().trim_end_matches('/');
-        let host = if let Some(h) = e.strip_prefix("http://") {
-            h
-        } else if e.starts_with("https://") {
-            return Err(Error::unsupported(format!(
-                "s3_endpoint {e:?}: this build of Lifeboat speaks plain HTTP only (no TLS in the \
-                 initramfs); give the store's http:// endpoint (a LAN store such as Garage or \
-                 MinIO), or put a TLS-terminating proxy in front of it"
-            )));
+        let e = endpoint.trim();
+        let (host, tls) = if let Some(h) = e.strip_prefix("https://") {
+            (h, Some(tls_config(mozilla_roots())?))
         } else {
-            e
+            (e.strip_prefix("http://").unwrap_or(e), None)
         };
+        let host = host.trim_end_matches('/');
         if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
             return Err(Error::invalid(format!(
-                "s3_endpoint {e:?} is not HOST[:PORT] or http://HOST[:PORT] (no path after it)"
+                "s3_endpoint {e:?} is not HOST[:PORT], http://HOST[:PORT] or https://HOST[:PORT] \
+                 (no path after it)"
             )));
         }
         Ok(Config {
@@ -56,8 +61,114 @@ impl Config {
                 region.trim().to_string()
             },
             keys,
+            tls,
         })
     }
+
+    /// Trusts only the certificates of `pem` (the text of `s3_ca_file`, named `what` in
+    /// messages) instead of Mozilla's roots, like `curl --cacert` or the AWS CLI's `ca_bundle`:
+    /// the store's own CA, and no public CA besides it. Refused for a plain-HTTP endpoint (a CA
+    /// file there means the endpoint was meant to be `https://`).
+    pub fn with_ca(mut self, pem: &[u8], what: &str) -> Result<Config> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        if self.tls.is_none() {
+            return Err(Error::invalid(format!(
+                "s3_ca_file {what} is given but s3_endpoint is plain http://{}: write \
+                 https://{} to use TLS with that CA",
+                self.host, self.host
+            )));
+        }
+        let bad = |why: String| {
+            Error::invalid(format!(
+                "s3_ca_file {what} is not a PEM file of CA certificates ({why}): give the \
+                 store's CA certificate, the text from -----BEGIN CERTIFICATE----- to \
+                 -----END CERTIFICATE-----"
+            ))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(pem) {
+            let c = c.map_err(|e| bad(e.to_string()))?;
+            roots.add(c).map_err(|e| bad(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no certificate in it".into()));
+        }
+        self.tls = Some(tls_config(roots)?);
+        Ok(self)
+    }
+
+    /// `http://HOST[:PORT]` or `https://HOST[:PORT]`, for URLs and messages.
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host)
+    }
+}
+
+/// Mozilla's root certificates, as compiled in by `webpki-roots`.
+fn mozilla_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+/// rustls's client settings (its safe defaults: TLS 1.2 and 1.3, the `ring` provider) trusting
+/// `roots`.
+fn tls_config(roots: rustls::RootCertStore) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::unsupported(format!("TLS settings: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(cfg))
+}
+
+/// The TLS verdict inside a failed connection, if TLS is what failed: rustls's error, found
+/// through the transport error's sources (an I/O error carries it as its inner error).
+fn tls_error(t: &ureq::Transport) -> Option<rustls::Error> {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(t);
+    while let Some(err) = e {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r.clone());
+        }
+        if let Some(r) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(r.clone());
+        }
+        e = err.source();
+    }
+    None
+}
+
+/// A typed error for a TLS failure that retrying cannot cure: the store's certificate is not
+/// trusted (or not for this name, or expired), or the two sides share no protocol.
+fn tls_failure(endpoint: &str, e: &rustls::Error) -> Error {
+    use rustls::CertificateError as C;
+    let what = match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            "its certificate is not trusted (signed by no CA Lifeboat trusts)".to_string()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName) => {
+            "its certificate is not trusted: it is not for this host name".to_string()
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::NotValidYet) => {
+            "its certificate is not trusted: expired or not yet valid (check the clock)".to_string()
+        }
+        rustls::Error::InvalidCertificate(c) => {
+            format!("its certificate is not trusted ({c:?})")
+        }
+        other => format!("the TLS handshake failed ({other})"),
+    };
+    Error::new(
+        ErrorKind::Io,
+        format!(
+            "the S3 store at {endpoint}: {what}; if the store uses its own CA, name that CA's \
+             certificate (a PEM file) with s3_ca_file in the credentials file"
+        ),
+    )
 }
 
 /// One object of a listing.
@@ -80,7 +191,7 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Client(http://{}/{})", self.cfg.host, self.bucket)
+        write!(f, "Client({}/{})", self.cfg.endpoint(), self.bucket)
     }
 }
 
@@ -97,7 +208,11 @@ const MAX_BODY: u64 = 64 << 20;
 
 impl Client {
     pub fn new(cfg: Config, bucket: &str) -> Client {
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new();
+        if let Some(tls) = &cfg.tls {
+            agent = agent.tls_config(tls.clone());
+        }
+        let agent = agent
             .timeout_connect(Duration::from_secs(10))
             .timeout_read(Duration::from_secs(120))
             .timeout_write(Duration::from_secs(120))
@@ -144,7 +259,7 @@ impl Client {
         } else {
             sigv4::sha256_hex(body)
         };
-        let mut url = format!("http://{}{}", self.cfg.host, sigv4::uri_encode(&path, true));
+        let mut url = format!("{}{}", self.cfg.endpoint(), sigv4::uri_encode(&path, true));
         if !query.is_empty() {
             url.push('?');
             url.push_str(&sigv4::canonical_query(query));
@@ -200,12 +315,15 @@ impl Client {
                 Ok(r) => r,
                 Err(ureq::Error::Status(_, r)) => r,
                 Err(ureq::Error::Transport(t)) => {
+                    if let Some(e) = tls_error(&t) {
+                        return Err(tls_failure(&self.cfg.endpoint(), &e));
+                    }
                     last = Some(Error::new(
                         ErrorKind::Io,
                         format!(
-                            "cannot reach the S3 store at http://{} ({}): check s3_endpoint \
+                            "cannot reach the S3 store at {} ({}): check s3_endpoint \
                              in the credentials file and the network",
-                            self.cfg.host,
+                            self.cfg.endpoint(),
                             t.kind()
                         ),
                     ));
@@ -222,8 +340,8 @@ impl Client {
                     last = Some(Error::new(
                         ErrorKind::Io,
                         format!(
-                            "the S3 store at http://{} broke off a reply: {e}",
-                            self.cfg.host
+                            "the S3 store at {} broke off a reply: {e}",
+                            self.cfg.endpoint()
                         ),
                     ));
                     continue;
@@ -245,9 +363,9 @@ impl Client {
         let what = format!("s3://{}/{key}", self.bucket);
         match (status, code.as_str()) {
             (403, c) if c != "AccessDenied" => Error::invalid(format!(
-                "the S3 store at http://{} refused the keys ({}): check s3_access_key and \
+                "the S3 store at {} refused the keys ({}): check s3_access_key and \
                      s3_secret_key in the credentials file",
-                self.cfg.host,
+                self.cfg.endpoint(),
                 if code.is_empty() { "403" } else { &code }
             )),
             (403, _) => Error::refused(format!(
@@ -255,9 +373,10 @@ impl Client {
                  file lack that permission on the bucket"
             )),
             (404, "NoSuchBucket") => Error::not_found(format!(
-                "the S3 store at http://{} has no bucket {:?}: create it first (e.g. `garage \
+                "the S3 store at {} has no bucket {:?}: create it first (e.g. `garage \
                  bucket create`, `mc mb`), or correct the location",
-                self.cfg.host, self.bucket
+                self.cfg.endpoint(),
+                self.bucket
             )),
             _ => Error::new(
                 ErrorKind::Io,
@@ -350,8 +469,8 @@ impl Client {
             self.ok("GET", &format!("?list-type=2&prefix={prefix}"), &r)?;
             let page = xml::parse_list(&String::from_utf8_lossy(&r.body)).ok_or_else(|| {
                 Error::corrupt(format!(
-                    "the S3 store at http://{} sent a listing Lifeboat cannot read",
-                    self.cfg.host
+                    "the S3 store at {} sent a listing Lifeboat cannot read",
+                    self.cfg.endpoint()
                 ))
             })?;
             out.extend(page.objects);
@@ -361,5 +480,57 @@ impl Client {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> sigv4::Keys {
+        sigv4::Keys {
+            access_key: "AK".into(),
+            secret_key: zeroize::Zeroizing::new("SK".into()),
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        let c = Config::new("http://10.0.2.2:9000/", "", keys()).unwrap();
+        assert_eq!((c.host.as_str(), c.tls.is_none()), ("10.0.2.2:9000", true));
+        assert_eq!(c.endpoint(), "http://10.0.2.2:9000");
+        assert_eq!(c.region, "us-east-1");
+        let c = Config::new("nas:3900", "garage", keys()).unwrap();
+        assert_eq!(
+            (c.endpoint().as_str(), c.region.as_str()),
+            ("http://nas:3900", "garage")
+        );
+        let c = Config::new("https://s3.eu-west-1.amazonaws.com", "eu-west-1", keys()).unwrap();
+        assert!(c.tls.is_some());
+        assert_eq!(c.endpoint(), "https://s3.eu-west-1.amazonaws.com");
+        for bad in ["", "https://", "http://host/path", "ho st"] {
+            let e = Config::new(bad, "", keys()).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidInput, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ca_files() {
+        let https = || Config::new("https://nas:9000", "", keys()).unwrap();
+        // No certificate in it, or a damaged one: usage errors saying what to give.
+        for pem in [
+            &b"hello\n"[..],
+            b"",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            let e = https().with_ca(pem, "ca.pem").unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidInput);
+            assert!(e.msg.contains("PEM"), "{}", e.msg);
+        }
+        // A CA file with a plain-HTTP endpoint is a mistake, not a silent no-op.
+        let plain = Config::new("http://nas:9000", "", keys()).unwrap();
+        let e = plain.with_ca(b"", "ca.pem").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidInput);
+        assert!(e.msg.contains("https://nas:9000"), "{}", e.msg);
     }
 }

@@ -160,11 +160,19 @@ pub fn client(loc: &Location) -> Result<Client> {
         access_key: need(&l.access_key, "s3_access_key")?,
         secret_key: zeroize::Zeroizing::new(need(&l.secret_key, "s3_secret_key")?),
     };
-    let cfg = super::Config::new(
+    let mut cfg = super::Config::new(
         &need(&l.endpoint, "s3_endpoint")?,
         l.region.as_deref().unwrap_or(""),
         keys,
     )?;
+    if let Some(ca) = l.ca_file.as_deref().filter(|s| !s.is_empty()) {
+        let pem =
+            crate::net::cred::read_small(ca, super::MAX_CA_FILE as u64).map_err(|e| Error {
+                msg: format!("cannot read s3_ca_file {ca}: {}", e.msg),
+                ..e
+            })?;
+        cfg = cfg.with_ca(&pem, ca)?;
+    }
     Ok(Client::new(cfg, &loc.bucket))
 }
 
