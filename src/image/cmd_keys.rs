@@ -81,11 +81,19 @@ pub fn probe_encrypted(image: &str) -> Result<bool> {
 }
 
 /// Tries `secret` on the key slots of the encrypted image at `image` (one KDF run):
-/// [`ErrorKind::WrongPassphrase`] when none opens. Nothing is written.
+/// [`ErrorKind::WrongPassphrase`] when none opens. Nothing is written. The image's partition
+/// is mounted only while its header is read, not during the KDF's second (the console's disk
+/// list would show it mounted meanwhile).
 pub fn try_passphrase(image: &str, secret: &[u8]) -> Result<()> {
-    let store = Store::open(image, Mode::ReadOnly)?;
-    let keys = Keys::passphrase(secret);
-    Image::open_with(&store.path, &keys).map(|_| ())
+    let (path, crypt) = {
+        let store = Store::open(image, Mode::ReadOnly)?;
+        let img = Image::open_with(&store.path, &Keys::locked())?;
+        (img.path.clone(), img.header.crypt.clone())
+    };
+    let Some(crypt) = crypt else {
+        return Ok(());
+    };
+    Keys::passphrase(secret).unlock(&path, &crypt).map(|_| ())
 }
 
 /// One key slot, for reports.
