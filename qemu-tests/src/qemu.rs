@@ -511,6 +511,13 @@ pub fn validate_disk(d: &DiskSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// The SAS address (`wwn`) of disk `n` behind the SAS1068: never 0, since Linux's `mptsas`
+/// attaches no end device whose SAS address is 0 (`mptsas_is_end_device`), and QEMU gives a
+/// disk without `wwn=` the address 0. NAA 5 with a made-up company id, unique per disk.
+pub fn sas_address(n: usize) -> u64 {
+    0x500a_bcd0_0000_0000 + n as u64 + 1
+}
+
 /// `-device` for disk `n` (controllers are added by `disk_args`).
 pub fn device_arg(n: usize, sata_port: usize, d: &DiskSpec) -> String {
     let serial = escape_opt(&d.serial);
@@ -522,7 +529,12 @@ pub fn device_arg(n: usize, sata_port: usize, d: &DiskSpec) -> String {
         Bus::Scsi => format!("scsi-hd,drive=d{n},bus=scsi0.0,serial={serial}"),
         Bus::Megasas => format!("scsi-hd,drive=d{n},bus=megasas0.0,serial={serial}"),
         Bus::MegasasGen2 => format!("scsi-hd,drive=d{n},bus=megasas2.0,serial={serial}"),
-        Bus::Mptsas => format!("scsi-hd,drive=d{n},bus=mptsas0.0,serial={serial}"),
+        // A SAS disk needs a SAS address: QEMU's SAS1068 reports the disk's `wwn` as it, and
+        // Linux's mptsas ignores an end device whose address is 0 (QEMU's default).
+        Bus::Mptsas => format!(
+            "scsi-hd,drive=d{n},bus=mptsas0.0,serial={serial},wwn={:#x}",
+            sas_address(n)
+        ),
         Bus::Lsi => format!("scsi-hd,drive=d{n},bus=lsi0.0,serial={serial}"),
         Bus::Am53c974 => format!("scsi-hd,drive=d{n},bus=am0.0,serial={serial}"),
         Bus::Sd => format!("sd-card,drive=d{n}"),
@@ -811,7 +823,7 @@ mod tests {
                 "megasas-gen2,id=megasas2",
                 "scsi-hd,drive=d1,bus=megasas2.0,serial=MEGA2",
                 "mptsas1068,id=mptsas0",
-                "scsi-hd,drive=d2,bus=mptsas0.0,serial=MPT1",
+                "scsi-hd,drive=d2,bus=mptsas0.0,serial=MPT1,wwn=0x500abcd000000003",
                 "lsi53c895a,id=lsi0",
                 "scsi-hd,drive=d3,bus=lsi0.0,serial=LSI1,product=Old SCSI",
                 "am53c974,id=am0",

@@ -1,10 +1,14 @@
 //! Issue 17's "done means" for controllers, in two boots:
-//! 1. `list --json` with a disk behind each of `megasas`, `megasas-gen2`, `lsi53c895a`,
-//!    `am53c974`, an SD card on `sdhci-pci`, a `usb-uas` disk, and an NVMe subsystem whose controller has two namespaces: each listed exactly once, with its size,
+//! 1. `list --json` with a disk behind each of `megasas`, `megasas-gen2`, `mptsas1068`,
+//!    `lsi53c895a`, `am53c974`, an SD card on `sdhci-pci`, a `usb-uas` disk, and an NVMe
+//!    subsystem whose controller has two namespaces: each listed exactly once, with its size,
 //!    serial (where the controller passes one) and transport; the namespaces by nsid (the
-//!    hidden multipath paths `nvmeXcYnZ` not listed). A `pvscsi` controller whose driver the
-//!    kernel refuses to load (`module_blacklist=vmw_pvscsi`) is reported in
-//!    `unsupported_controllers`: a PCI storage controller without a driver.
+//!    hidden multipath paths `nvmeXcYnZ` not listed), the SAS disk with its SAS address as WWN.
+//!    A `pvscsi` controller whose driver the kernel refuses to load
+//!    (`module_blacklist=vmw_pvscsi`) is reported in `unsupported_controllers`: a PCI storage
+//!    controller without a driver. A second `megasas` with no disk attached (a RAID controller
+//!    without a logical drive) is the one entry of `controllers_without_disks`: its driver is
+//!    loaded, no disk is behind it.
 //! 2. A clone from the LSI 53C895A disk onto the MegaRAID SAS 2108 disk; the host compares them
 //!    and checks the source unchanged.
 use lifeboat_qemu_tests::disks::sha256;
@@ -79,13 +83,13 @@ fn check(devices: &[Value], w: &Want) -> Vec<String> {
 #[test]
 fn every_controller_listed_once_then_a_sas_clone() {
     let t = TempDir::new("controllers").unwrap();
-    // Distinct sizes tell the disks apart; an SD card's size must be a power of two.
-    // mptsas1068 is not here: its disk never appears in the guest although mptsas binds and
-    // brings the IOC up (the driver's SAS topology scan attaches no end device from QEMU's
-    // emulation; see the README's "Controllers and buses").
-    let layout: [(&str, Bus, &str, u64); 8] = [
+    // Distinct sizes tell the disks apart; an SD card's size must be a power of two. The
+    // SAS1068 disk gets a SAS address (`qemu::sas_address`): without one Linux's mptsas
+    // ignores it.
+    let layout: [(&str, Bus, &str, u64); 9] = [
         ("megasas.img", Bus::Megasas, "LB-MEGASAS-01", 40),
         ("megasas2.img", Bus::MegasasGen2, "LB-MEGASAS2-02", 44),
+        ("mptsas.img", Bus::Mptsas, "LB-MPTSAS-03", 48),
         ("lsi.img", Bus::Lsi, "LB-LSI-04", 52),
         ("am53c974.img", Bus::Am53c974, "LB-AM53C974-05", 56),
         ("sd.img", Bus::Sd, "NOT-PASSED", 32),
@@ -114,7 +118,12 @@ fn every_controller_listed_once_then_a_sas_clone() {
         "controllers",
         &params,
         disks,
-        &["-device", "pvscsi,id=pvscsi0"],
+        &[
+            "-device",
+            "pvscsi,id=pvscsi0",
+            "-device",
+            "megasas,id=megasas_empty",
+        ],
     );
     if res["ok"] != true {
         vm.fail(&format!("list --json failed: {res}"));
@@ -159,6 +168,31 @@ fn every_controller_listed_once_then_a_sas_clone() {
         errs.push(format!(
             "only pvscsi lacks a driver, yet unsupported_controllers = {unsupported:?}"
         ));
+    }
+    // The SAS disk's WWN is the SAS address QEMU was given (disk 2 of the layout).
+    let sas_wwn = format!("naa.{:016x}", qemu::sas_address(2));
+    if !devices
+        .iter()
+        .any(|d| d["serial"] == "LB-MPTSAS-03" && d["wwn"] == sas_wwn.as_str())
+    {
+        errs.push(format!("the SAS1068 disk does not report wwn {sas_wwn}"));
+    }
+    // The empty MegaRAID (LSI SAS1078, 1000:0060, RAID class): driver loaded, no disk. The
+    // one with a disk, and every other controller here, is not listed.
+    let without = out["controllers_without_disks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    match without.as_slice() {
+        [w] if w["id"] == "1000:0060"
+            && w["class"] == "010400"
+            && w["driver"] == "megaraid_sas"
+            && w["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("no disk found behind it")) => {}
+        _ => errs.push(format!(
+            "controllers_without_disks should be the empty megasas alone: {without:?}"
+        )),
     }
     let _ = vm.wait_exit(Duration::from_secs(60));
     let results = String::from_utf8_lossy(&vm.output())

@@ -1,8 +1,11 @@
 //! What is there but gives no disk: PCI storage controllers (class 01xx) that no driver is
 //! bound to — most often because the driver is not in Lifeboat's image — and USB mass-storage
 //! interfaces that never produced a block device (a bridge the kernel could not talk to, a
-//! driver that gave up). `list --json` reports them as `unsupported_controllers` and the Disks
-//! screen names them, so "the new machine's drive is not detected" says which controller.
+//! driver that gave up): `unsupported_controllers` in `list --json`. And controllers whose
+//! driver is loaded but that show no disk (a RAID controller with no logical drive configured,
+//! a SAS HBA with a dead cable, an NVMe drive without a namespace): `controllers_without_disks`.
+//! The Disks screen names both, so "the new machine's drive is not detected" says which
+//! controller and what to check.
 use super::sysfs::attr;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -170,6 +173,97 @@ pub fn unsupported(sysfs_root: &Path) -> Vec<Unsupported> {
     out
 }
 
+/// Whether a PCI storage controller of this subclass, with its driver loaded, is expected to
+/// give at least one disk: SCSI (00), RAID (04), SAS (07), NVMe (08). IDE, ATA and SATA
+/// controllers are left out: all their ports are often empty (a desktop whose only disk is
+/// NVMe still has its AHCI controller), so no disk there is normal.
+fn expects_disks(subclass: u8) -> bool {
+    matches!(subclass, 0x00 | 0x04 | 0x07 | 0x08)
+}
+
+/// The real paths of every block device the kernel shows (`block/*` resolved), hidden NVMe
+/// path devices included.
+fn block_paths(sysfs_root: &Path) -> Vec<std::path::PathBuf> {
+    let block = sysfs_root.join("block");
+    super::sysfs::list_dir(&block)
+        .into_iter()
+        .filter_map(|n| fs::canonicalize(block.join(n)).ok())
+        .collect()
+}
+
+/// Whether an NVMe controller's directory holds a namespace (`nvme/nvme0/nvme0n1`, or the
+/// multipath path device `nvme0c0n1` whose disk `nvme0n1` lives under the subsystem).
+fn has_nvme_namespace(dir: &Path) -> bool {
+    let ctrls = dir.join("nvme");
+    super::sysfs::list_dir(&ctrls).into_iter().any(|c| {
+        super::sysfs::list_dir(&ctrls.join(&c))
+            .iter()
+            .any(|n| n.starts_with(c.as_str()) && n[c.len()..].contains('n'))
+    })
+}
+
+/// Every PCI storage controller under `sysfs_root` whose driver is loaded but that gives no
+/// disk (no block device below it in sysfs), for the classes where that is not normal
+/// ([`expects_disks`]); sorted by sysfs path. Read after the boot's disk scan has settled, so a
+/// controller still scanning its bus is not caught half way.
+pub fn without_disks(sysfs_root: &Path) -> Vec<Unsupported> {
+    let mut out = Vec::new();
+    let blocks = block_paths(sysfs_root);
+    let pci = sysfs_root.join("bus/pci/devices");
+    for name in super::sysfs::list_dir(&pci) {
+        let dir = pci.join(&name);
+        let Some(class) = hex_attr(&dir, "class") else {
+            continue;
+        };
+        let Ok(code) = u32::from_str_radix(&class, 16) else {
+            continue;
+        };
+        let subclass = (code >> 8) as u8;
+        if code >> 16 != 0x01 || !expects_disks(subclass) {
+            continue;
+        }
+        let Some(drv) = driver(&dir) else {
+            continue;
+        };
+        let Ok(real) = fs::canonicalize(&dir) else {
+            continue;
+        };
+        if blocks.iter().any(|b| b.starts_with(&real)) || has_nvme_namespace(&dir) {
+            continue;
+        }
+        let id = format!(
+            "{}:{}",
+            hex_attr(&dir, "vendor").unwrap_or_default(),
+            hex_attr(&dir, "device").unwrap_or_default()
+        );
+        let kind = pci_storage_kind(subclass);
+        let note = if subclass == 0x08 {
+            format!(
+                "{kind} {id} at PCI {name}: driver {drv} loaded, no namespace found: the drive \
+                 has no namespace (an interrupted format or sanitize can leave it so) or did \
+                 not start (the kernel log says why: `dmesg`)."
+            )
+        } else {
+            format!(
+                "{kind} {id} at PCI {name}: driver {drv} loaded, no disk found behind it: check \
+                 the controller's own setup (logical drives: a RAID controller shows only the \
+                 volumes configured in its setup utility) or cables and drive power."
+            )
+        };
+        out.push(Unsupported {
+            bus: "pci".into(),
+            note,
+            id,
+            class: format!("{:06x}", code & 0xff_ffff),
+            kind: kind.into(),
+            driver: Some(drv),
+            sysfs_path: rel_path(sysfs_root, &dir),
+        });
+    }
+    out.sort_by(|a, b| a.sysfs_path.cmp(&b.sysfs_path));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +353,124 @@ mod tests {
         );
         // No sysfs at all: nothing, no panic.
         assert!(unsupported(&sys.join("nope")).is_empty());
+    }
+
+    /// A block device `name` whose sysfs directory is `dir` (relative to `devices/`), with its
+    /// `block/NAME` link as the kernel makes it.
+    fn block(sys: &Path, dir: &str, name: &str) {
+        let d = sys.join("devices").join(dir);
+        write(&d.join("size"), "2048\n");
+        fs::create_dir_all(sys.join("block")).unwrap();
+        symlink(&d, sys.join("block").join(name)).unwrap();
+    }
+
+    #[test]
+    fn controllers_with_a_driver_but_no_disk() {
+        let t = tempfile::tempdir().unwrap();
+        let sys = t.path();
+        let p = "pci0000:00";
+        // A MegaRAID with its driver and no logical drive: reported.
+        pci(
+            sys,
+            "0000:00:07.0",
+            "0x010400",
+            "0x1000",
+            "0x0079",
+            Some("megaraid_sas"),
+        );
+        // A SAS HBA whose disk came up (sdb below it): not reported.
+        pci(
+            sys,
+            "0000:00:08.0",
+            "0x010000",
+            "0x1000",
+            "0x0054",
+            Some("mptsas"),
+        );
+        block(
+            sys,
+            &format!(
+                "{p}/0000:00:08.0/host2/port-2:0/end_device-2:0/target2:0:0/2:0:0:0/block/sdb"
+            ),
+            "sdb",
+        );
+        // An AHCI controller with every port empty: normal, not reported.
+        pci(
+            sys,
+            "0000:00:09.0",
+            "0x010601",
+            "0x8086",
+            "0x2922",
+            Some("ahci"),
+        );
+        // An NVMe drive in a subsystem: its disk lives under the subsystem, only the hidden
+        // path device (no block link in this fixture) under the controller: not reported.
+        pci(
+            sys,
+            "0000:00:0a.0",
+            "0x010802",
+            "0x1b36",
+            "0x0010",
+            Some("nvme"),
+        );
+        fs::create_dir_all(sys.join(format!("devices/{p}/0000:00:0a.0/nvme/nvme0/nvme0c0n1")))
+            .unwrap();
+        block(
+            sys,
+            "virtual/nvme-subsystem/nvme-subsys0/nvme0n1",
+            "nvme0n1",
+        );
+        // An NVMe drive with no namespace: reported, with its own note.
+        pci(
+            sys,
+            "0000:00:0b.0",
+            "0x010802",
+            "0x144d",
+            "0xa808",
+            Some("nvme"),
+        );
+        fs::create_dir_all(sys.join(format!("devices/{p}/0000:00:0b.0/nvme/nvme1/ng1"))).unwrap();
+        // A RAID controller without a driver (unsupported, not this list) and a bound NIC.
+        pci(sys, "0000:00:05.0", "0x010400", "0x1000", "0x005b", None);
+        pci(
+            sys,
+            "0000:00:06.0",
+            "0x020000",
+            "0x8086",
+            "0x100e",
+            Some("e1000"),
+        );
+
+        let w = without_disks(sys);
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert_eq!(w[0].id, "1000:0079");
+        assert_eq!(w[0].class, "010400");
+        assert_eq!(w[0].kind, "RAID bus controller");
+        assert_eq!(w[0].driver.as_deref(), Some("megaraid_sas"));
+        assert_eq!(w[0].sysfs_path, format!("/devices/{p}/0000:00:07.0"));
+        assert!(
+            w[0].note
+                .contains("driver megaraid_sas loaded, no disk found behind it")
+                && w[0].note.contains("logical drives"),
+            "{}",
+            w[0].note
+        );
+        assert_eq!(w[1].id, "144d:a808");
+        assert_eq!(w[1].kind, "NVMe controller");
+        assert!(w[1].note.contains("no namespace found"), "{}", w[1].note);
+        // The driverless one is still only in `unsupported`.
+        let u = unsupported(sys);
+        assert_eq!(u.len(), 1, "{u:#?}");
+        assert_eq!(u[0].id, "1000:005b");
+        // Once the MegaRAID shows a disk, it leaves the list.
+        block(
+            sys,
+            &format!("{p}/0000:00:07.0/host0/target0:2:0/0:2:0:0/block/sda"),
+            "sda",
+        );
+        let w = without_disks(sys);
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert_eq!(w[0].id, "144d:a808");
+        assert!(without_disks(&sys.join("nope")).is_empty());
     }
 }

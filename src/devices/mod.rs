@@ -14,7 +14,7 @@ pub mod usage;
 
 pub use probe::{probe_fs, FsInfo};
 pub use select::{inventory, lookup_dev, resolve_in};
-pub use sysfs::{scan, scan_with, set_mmc_boot_as_disks, ScanOptions};
+pub use sysfs::{mmc_boot_as_disks, scan, scan_with, set_mmc_boot_as_disks, ScanOptions};
 pub use usage::in_use;
 
 use crate::error::Result;
@@ -242,25 +242,34 @@ pub fn run_list(a: ListArgs) -> Result<i32> {
         }
     }
     let unsupported = controllers::unsupported(Path::new("/sys"));
+    let without = controllers::without_disks(Path::new("/sys"));
     if a.json {
-        println!("{}", list_json_string_with(&disks, &unsupported));
+        println!("{}", list_json_string_with(&disks, &unsupported, &without));
     } else {
         print!("{}", table(&disks));
         print!("{}", unsupported_text(&unsupported));
+        print!("{}", unsupported_text(&without));
     }
     Ok(crate::error::exit::OK)
 }
 
-/// `list --json`'s object: `{"devices":[...],"unsupported_controllers":[...]}` on one line.
-pub fn list_json_string_with(disks: &[Disk], unsupported: &[controllers::Unsupported]) -> String {
+/// `list --json`'s object on one line: `{"devices":[...],"unsupported_controllers":[...],
+/// "controllers_without_disks":[...]}` (no driver; a driver but no disk).
+pub fn list_json_string_with(
+    disks: &[Disk],
+    unsupported: &[controllers::Unsupported],
+    without_disks: &[controllers::Unsupported],
+) -> String {
     #[derive(Serialize)]
     struct Out<'a> {
         devices: &'a [Disk],
         unsupported_controllers: &'a [controllers::Unsupported],
+        controllers_without_disks: &'a [controllers::Unsupported],
     }
     serde_json::to_string(&Out {
         devices: disks,
         unsupported_controllers: unsupported,
+        controllers_without_disks: without_disks,
     })
     .unwrap_or_else(|_| list_json(disks).to_string())
 }

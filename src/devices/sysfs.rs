@@ -19,6 +19,12 @@ pub fn set_mmc_boot_as_disks(on: bool) {
     MMC_BOOT_AS_DISKS.store(on, Ordering::Relaxed);
 }
 
+/// Whether scans of this process list eMMC boot partitions as disks (the last
+/// [`set_mmc_boot_as_disks`]).
+pub fn mmc_boot_as_disks() -> bool {
+    MMC_BOOT_AS_DISKS.load(Ordering::Relaxed)
+}
+
 /// What a scan lists besides ordinary disks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanOptions {

@@ -176,6 +176,8 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
             .unwrap_or(0)
     );
     let mut app = App::new(under_init, prefix, dir.to_string_lossy().into_owned());
+    // `lifeboat --mmc-boot-partitions ui`: the boot partitions start as disks.
+    app.mmc_boot_as_disks = crate::devices::mmc_boot_as_disks();
     let (tx, rx) = mpsc::channel::<Event>();
     worker::spawn_disk_scanner(tx.clone());
     worker::spawn_job_watcher(tx.clone(), dir.clone());
@@ -253,6 +255,8 @@ fn event_loop(size: Option<(u16, u16)>) -> Result<i32> {
                     }
                 }
                 Command::AckResult => jobdir::ack(&dir),
+                // The disk scanner reads it at its next round (every 2 s).
+                Command::MmcBootAsDisks(on) => crate::devices::set_mmc_boot_as_disks(on),
                 Command::ReadUsage(path) => worker::spawn_usage_reader(tx.clone(), path),
                 Command::ReadFree(parts) => worker::spawn_free_reader(tx.clone(), parts),
                 Command::PowerOff | Command::Reboot if under_init => {

@@ -188,6 +188,110 @@ fn layered_storage_named() {
     );
 }
 
+/// `b` on the Disks screen lists an eMMC card's boot partitions as disks of their own; one is
+/// then cloned like any disk, and the job's command line carries `--mmc-boot-partitions` so
+/// the job's own scan finds it.
+#[test]
+fn emmc_boot_partitions_as_disks_on_b() {
+    let boot = |n: &str| crate::devices::MmcBootPartition {
+        name: n.to_string(),
+        path: PathBuf::from(format!("/dev/{n}")),
+        dev: "179:8".into(),
+        size_bytes: 4 << 20,
+        read_only: true,
+    };
+    let mut card = disk("mmcblk0", 29 << 30, vec![]);
+    card.transport = "mmc".into();
+    card.mmc_boot_partitions = vec![boot("mmcblk0boot0"), boot("mmcblk0boot1")];
+    let sdb = disk("sdb", 64 << 30, vec![]);
+    let mut a = App::new(true, "t".into(), "/run/lifeboat/job".into());
+    a.update(Event::Disks(Ok(vec![card.clone(), sdb.clone()])));
+    assert!(text(&render_buf(&a, 80, 24)).contains("b  eMMC boot parts"));
+    assert_eq!(
+        a.update(Event::Key(Key::Char('b'))),
+        vec![Command::MmcBootAsDisks(true)]
+    );
+    assert!(a.mmc_boot_as_disks);
+    // The next scan lists them as disks (as `devices::scan` does with the option on).
+    let as_disk = |n: &str| {
+        let mut d = disk(n, 4 << 20, vec![]);
+        d.transport = "mmc".into();
+        d.read_only = true;
+        d.model = None;
+        d.serial = None;
+        d.note = Some(format!(
+            "eMMC hardware boot partition of mmcblk0 (firmware or a boot loader lives here on \
+             many boards): a separate device, not part of mmcblk0, so a clone or image of \
+             mmcblk0 does not include it. It is read-only until `echo 0 > \
+             /sys/block/{n}/force_ro` (needed only to write it, as a target)."
+        ));
+        d
+    };
+    a.update(Event::Disks(Ok(vec![
+        card,
+        as_disk("mmcblk0boot0"),
+        as_disk("mmcblk0boot1"),
+        sdb,
+    ])));
+    keys(&mut a, &[Key::Down]);
+    snapshot("disks_emmc_boot_80x24", &a, 80, 24);
+    // Clone mmcblk0boot0 onto sdb.
+    keys(&mut a, &[Key::Enter, Key::Enter]);
+    assert_eq!(a.screen, Screen::Source);
+    while a.pick_sel > 1 {
+        keys(&mut a, &[Key::Up]);
+    }
+    while a.pick_sel < 1 {
+        keys(&mut a, &[Key::Down]);
+    }
+    keys(&mut a, &[Key::Enter]);
+    assert_eq!(a.source.as_ref().unwrap().name, "mmcblk0boot0");
+    let t = a.targets();
+    let sdb_at = t.iter().position(|(d, _)| d.name == "sdb").unwrap();
+    while a.pick_sel > sdb_at {
+        keys(&mut a, &[Key::Up]);
+    }
+    while a.pick_sel < sdb_at {
+        keys(&mut a, &[Key::Down]);
+    }
+    keys(&mut a, &[Key::Enter]);
+    assert_eq!(a.screen, Screen::Confirm, "{:?}", a.message);
+    type_str(&mut a, "sdb");
+    let cmds = a.update(Event::Key(Key::Enter));
+    let Some(Command::StartJob(spec)) = cmds.first() else {
+        panic!("{cmds:?} {:?}", a.message)
+    };
+    assert_eq!(
+        spec.args[..4],
+        [
+            "--mmc-boot-partitions",
+            "clone",
+            "/dev/mmcblk0boot0",
+            "/dev/sdb"
+        ]
+    );
+    assert!(matches!(
+        crate::cli::parse_argv(&spec.args),
+        Some(crate::cli::Cmd::Clone(c)) if c.source == "/dev/mmcblk0boot0"
+    ));
+    // Back under their card: jobs no longer get the flag.
+    let mut b = App::new(true, "t".into(), "/run/lifeboat/job".into());
+    b.mmc_boot_as_disks = true;
+    b.update(Event::Disks(Ok(vec![disk("sda", 8 << 30, vec![])])));
+    assert_eq!(
+        b.update(Event::Key(Key::Char('b'))),
+        vec![Command::MmcBootAsDisks(false)]
+    );
+    // No eMMC at all: `b` says so and changes nothing.
+    assert!(b.update(Event::Key(Key::Char('b'))).is_empty());
+    assert!(!b.mmc_boot_as_disks);
+    assert!(b
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("No eMMC boot partitions"));
+}
+
 /// An eMMC card's hardware boot partitions are named in its details, as not copied with it.
 #[test]
 fn emmc_boot_partitions_named() {
@@ -222,16 +326,41 @@ fn controllers_without_disks_named() {
         kind: "RAID bus controller".into(),
         driver: None,
         sysfs_path: "/devices/pci0000:00/0000:00:05.0".into(),
-        note: String::new(),
+        note: "RAID bus controller 1000:0079 at PCI 0000:00:05.0 has no driver in Lifeboat.".into(),
+    };
+    // A SAS HBA whose driver is loaded but that shows no disk (a dead cable).
+    let sas = Unsupported {
+        bus: "pci".into(),
+        id: "1000:0054".into(),
+        class: "010000".into(),
+        kind: "SCSI storage controller".into(),
+        driver: Some("mptsas".into()),
+        sysfs_path: "/devices/pci0000:00/0000:00:06.0".into(),
+        note: "SCSI storage controller 1000:0054 at PCI 0000:00:06.0: driver mptsas loaded, no \
+               disk found behind it: check the controller's own setup (logical drives) or \
+               cables."
+            .into(),
     };
     let mut a = App::new(true, "t".into(), "/run/lifeboat/job".into());
     a.update(Event::Disks(Ok(vec![])));
-    a.update(Event::Unsupported(vec![raid]));
+    a.update(Event::Unsupported(vec![raid.clone(), sas]));
     let buf = snapshot("disks_unsupported_80x24", &a, 80, 24);
     assert_eq!(
         fg_of(&buf, "NO DISKS FROM: RAID bus controller 1000:0079"),
         Some(Color::Yellow)
     );
+    // With no disk to show, the notes say what to check.
+    let t = text(&buf);
+    assert!(
+        t.contains("Why no disks") && t.contains("driver mptsas loaded,"),
+        "{t}"
+    );
+    let t = text(&render_buf(&a, 120, 30));
+    assert!(
+        t.contains("SCSI storage controller 1000:0054 (mptsas loaded)"),
+        "{t}"
+    );
+    a.update(Event::Unsupported(vec![raid]));
     a.update(Event::Disks(Ok(machine())));
     let t = text(&render_buf(&a, 80, 24));
     assert!(

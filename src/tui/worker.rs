@@ -53,7 +53,10 @@ pub fn spawn_disk_scanner(tx: Sender<Event>) {
         let mut last_unsupported = None;
         let mut cache = HealthCache::new();
         loop {
-            let u = crate::devices::controllers::unsupported(std::path::Path::new("/sys"));
+            // Controllers without a driver, then those with one but no disk.
+            let sys = std::path::Path::new("/sys");
+            let mut u = crate::devices::controllers::unsupported(sys);
+            u.extend(crate::devices::controllers::without_disks(sys));
             if last_unsupported.as_ref() != Some(&u) {
                 last_unsupported = Some(u.clone());
                 if tx.send(Event::Unsupported(u)).is_err() {

@@ -267,7 +267,15 @@ impl App {
             id: format!("{}-{}", self.id_prefix, self.jobs_started),
             kind: self.kind.job_name().into(),
             title: self.kind.job_title(src, tgt, img),
-            args: to_argv(&cmd),
+            args: if self.mmc_boot_as_disks {
+                // The job must see the boot partitions as disks too (its selectors resolve
+                // against its own scan).
+                std::iter::once("--mmc-boot-partitions".to_string())
+                    .chain(to_argv(&cmd))
+                    .collect()
+            } else {
+                to_argv(&cmd)
+            },
             details,
             total_bytes: total,
             partitions,

@@ -12,8 +12,34 @@ impl App {
             self.disk_sel = step_index(self.disk_sel, s, self.disks.len());
         } else if matches!(k, Key::Enter | Key::Char('n') | Key::Char('l') | Key::Right) {
             self.screen = Screen::Menu;
+        } else if k == Key::Char('b') {
+            return self.toggle_mmc_boot();
         }
         vec![]
+    }
+
+    /// Whether a disk has eMMC boot partitions (or they are listed as disks already): `b`
+    /// then switches how they are shown.
+    pub fn has_mmc_boot(&self) -> bool {
+        self.mmc_boot_as_disks || self.disks.iter().any(|d| !d.mmc_boot_partitions.is_empty())
+    }
+
+    /// `b`: eMMC boot partitions as disks of their own (to clone or image them), or back under
+    /// their card.
+    fn toggle_mmc_boot(&mut self) -> Vec<Command> {
+        if !self.has_mmc_boot() {
+            self.message = Some("No eMMC boot partitions on this machine.".into());
+            return vec![];
+        }
+        self.mmc_boot_as_disks = !self.mmc_boot_as_disks;
+        self.message = Some(if self.mmc_boot_as_disks {
+            "eMMC boot partitions are listed as disks of their own: choose one to clone or image \
+             it (b: back under their card)."
+                .into()
+        } else {
+            "eMMC boot partitions are shown under their card again.".into()
+        });
+        vec![Command::MmcBootAsDisks(self.mmc_boot_as_disks)]
     }
 
     pub(super) fn key_source(&mut self, k: Key) -> Vec<Command> {

@@ -93,6 +93,9 @@ pub enum Command {
     /// first with a link).
     ConfigureNet(crate::net::NetConfig, Option<String>),
     CancelJob,
+    /// List eMMC boot partitions as disks (true) or only under their card (false) from the
+    /// next disk scan on.
+    MmcBootAsDisks(bool),
     /// Dismiss the shown result for every console.
     AckResult,
     PowerOff,
@@ -109,7 +112,8 @@ pub enum Event {
     Disks(Result<Vec<Disk>, String>),
     /// Why disks are in use (kernel name -> reasons: swap, held by md/dm, mounted...).
     InUse(std::collections::BTreeMap<String, Vec<String>>),
-    /// Storage controllers and USB mass-storage interfaces that give no disk.
+    /// Storage controllers and USB mass-storage interfaces that give no disk (without a driver,
+    /// or with one: `driver` says which).
     Unsupported(Vec<crate::devices::controllers::Unsupported>),
     /// The job directory changed.
     Job(Option<JobSnapshot>),
@@ -148,10 +152,15 @@ pub enum Overlay {
 pub struct App {
     pub disks: Vec<Disk>,
     pub in_use: std::collections::BTreeMap<String, Vec<String>>,
-    /// Controllers that give no disk (no driver in the image, a USB disk that never came up).
+    /// Controllers that give no disk (no driver in the image, a USB disk that never came up, a
+    /// driver loaded but no disk behind it).
     pub unsupported: Vec<crate::devices::controllers::Unsupported>,
     pub scan_error: Option<String>,
     pub scanned: bool,
+    /// eMMC boot partitions (`mmcblk0boot0`, `mmcblk0boot1`) listed as disks of their own, to
+    /// be cloned or imaged (`b` on the Disks screen; the CLI's `--mmc-boot-partitions`, which
+    /// every job then gets too).
+    pub mmc_boot_as_disks: bool,
     pub screen: Screen,
     pub overlay: Overlay,
     pub disk_sel: usize,
@@ -208,6 +217,7 @@ impl App {
             disks: vec![],
             in_use: Default::default(),
             unsupported: Vec::new(),
+            mmc_boot_as_disks: false,
             scan_error: None,
             scanned: false,
             screen: Screen::Disks,

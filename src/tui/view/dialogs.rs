@@ -15,6 +15,7 @@ pub fn help(f: &mut Frame, app: &App) {
         Line::raw("  Enter         choose, next     Esc             back one step"),
         Line::raw("  Tab           next field       q               to the disks, then quit"),
         Line::raw("  ?             this help        c               cancel the running job"),
+        Line::raw("  b             eMMC boot partitions as disks of their own, or not (Disks)"),
         Line::raw(""),
         Line::styled("How a job goes", b.add_modifier(Modifier::BOLD)),
         Line::raw("  1. Pick the job. 2. Pick the SOURCE (green): it is only ever read."),

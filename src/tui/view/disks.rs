@@ -46,7 +46,13 @@ fn health_line(d: &Disk) -> (String, Color) {
 }
 
 /// One list row: name, size, transport, model, serial and flags.
-fn disk_row(d: &Disk, width: usize) -> String {
+/// The width of the name column: the longest kernel name of `disks` (`mmcblk0boot0` is
+/// longer than `nvme0n1`), at least 8, so sizes stay in line.
+fn name_width(disks: &[Disk]) -> usize {
+    disks.iter().map(|d| d.name.len()).max().unwrap_or(0).max(8)
+}
+
+fn disk_row(d: &Disk, name_w: usize, width: usize) -> String {
     let mut flags = Vec::new();
     match d.health.as_ref().map(|h| h.status) {
         Some(Status::Failing) => flags.push("FAILING"),
@@ -68,7 +74,7 @@ fn disk_row(d: &Disk, width: usize) -> String {
         format!("[{}] ", flags.join(","))
     };
     let s = format!(
-        "{:<8} {:>10}  {:<6} {flags}{:<24} {}",
+        "{:<name_w$} {:>10}  {:<6} {flags}{:<24} {}",
         d.name,
         fmt_bytes(d.size_bytes),
         cut(&d.transport, 6),
@@ -142,7 +148,7 @@ pub(crate) fn details(d: &Disk, max_parts: usize) -> Vec<Line<'static>> {
             .map(|b| format!("{} {}", b.name, fmt_bytes(b.size_bytes)))
             .collect();
         notes.push(format!(
-            "eMMC boot partitions {} not copied with it",
+            "eMMC boot partitions {} not copied with it (b lists them as disks)",
             b.join(", ")
         ));
     }
@@ -217,7 +223,11 @@ fn unsupported_line(app: &App, width: usize) -> String {
     let names: Vec<String> = app
         .unsupported
         .iter()
-        .map(|u| format!("{} {}", u.kind, u.id))
+        .map(|u| match (&u.driver, u.bus.as_str()) {
+            // A PCI controller whose driver is loaded: the disk is missing, not the driver.
+            (Some(d), "pci") => format!("{} {} ({d} loaded)", u.kind, u.id),
+            _ => format!("{} {}", u.kind, u.id),
+        })
         .collect();
     cut(&format!(" NO DISKS FROM: {} ", names.join("; ")), width)
 }
@@ -251,12 +261,24 @@ pub fn draw_disks(f: &mut Frame, area: Rect, app: &App) {
             "Looking for disks..."
         };
         f.render_widget(Paragraph::new(msg).block(block), list_area);
+        if !app.unsupported.is_empty() {
+            // Nothing to select: the details pane says what each silent controller means.
+            let notes: Vec<Line> = app
+                .unsupported
+                .iter()
+                .map(|u| Line::raw(u.note.clone()))
+                .collect();
+            let p = Paragraph::new(notes)
+                .wrap(Wrap { trim: true })
+                .block(Block::bordered().title(" Why no disks "));
+            f.render_widget(p, det_area);
+        }
         return;
     }
     let items: Vec<ListItem> = app
         .disks
         .iter()
-        .map(|d| ListItem::new(disk_row(d, w)))
+        .map(|d| ListItem::new(disk_row(d, name_width(&app.disks), w)))
         .collect();
     let mut st = ListState::default().with_selected(Some(app.disk_sel));
     f.render_stateful_widget(
@@ -312,7 +334,7 @@ pub fn draw_source(f: &mut Frame, area: Rect, app: &App) {
     let items: Vec<ListItem> = app
         .disks
         .iter()
-        .map(|d| ListItem::new(disk_row(d, w)))
+        .map(|d| ListItem::new(disk_row(d, name_width(&app.disks), w)))
         .collect();
     let mut st = ListState::default().with_selected(Some(app.pick_sel));
     f.render_stateful_widget(
@@ -393,15 +415,16 @@ pub fn draw_target(f: &mut Frame, area: Rect, app: &App) {
     let items: Vec<ListItem> = targets
         .iter()
         .map(|(d, why)| match why {
-            None => ListItem::new(disk_row(d, w)),
+            None => ListItem::new(disk_row(d, name_width(&app.disks), w)),
             Some(r) => {
                 // Name, size and serial identify it; the reason gets the rest of the row.
                 let id = d.serial.clone().unwrap_or_else(|| model_or_file(d));
                 let row = format!(
-                    "{:<8} {:>10}  {:<20}",
+                    "{:<name_w$} {:>10}  {:<20}",
                     d.name,
                     fmt_bytes(d.size_bytes),
-                    cut(&id, 20)
+                    cut(&id, 20),
+                    name_w = name_width(&app.disks),
                 );
                 ListItem::new(cut(&format!("{row} refused: {r}"), w))
                     .style(Style::new().fg(Color::DarkGray))

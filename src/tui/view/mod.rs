@@ -99,6 +99,11 @@ fn title_bar(f: &mut Frame, area: Rect, app: &App) {
 /// The keys of the current screen: (key, what it does).
 fn screen_keys(app: &App) -> Vec<(&'static str, &'static str)> {
     let mut k: Vec<(&str, &str)> = match app.screen {
+        Screen::Disks if app.has_mmc_boot() => vec![
+            ("↑↓", "select"),
+            ("Enter", "choose a job"),
+            ("b", "eMMC boot parts"),
+        ],
         Screen::Disks => vec![("↑↓", "select"), ("Enter", "choose a job")],
         Screen::Menu => vec![("↑↓", "select"), ("Enter", "next"), ("Esc", "back")],
         Screen::Source | Screen::Target => {
