@@ -8,7 +8,8 @@
 //!    (`module_blacklist=vmw_pvscsi`) is reported in `unsupported_controllers`: a PCI storage
 //!    controller without a driver. A second `megasas` with no disk attached (a RAID controller
 //!    without a logical drive) is the one entry of `controllers_without_disks`: its driver is
-//!    loaded, no disk is behind it.
+//!    loaded, no disk is behind it. `nvme_core.default_ps_max_latency_us=0` on the kernel
+//!    command line is read back from /sys/module by the boot, which says it is in effect.
 //! 2. A clone from the LSI 53C895A disk onto the MegaRAID SAS 2108 disk; the host compares them
 //!    and checks the source unchanged.
 use lifeboat_qemu_tests::disks::sha256;
@@ -113,7 +114,11 @@ fn every_controller_listed_once_then_a_sas_clone() {
             transport: bus.transport(),
         })
         .collect();
-    let params = format!("{} module_blacklist=vmw_pvscsi", run_param("list --json"));
+    // A module parameter from the kernel command line, read back from /sys/module by the boot.
+    let params = format!(
+        "{} module_blacklist=vmw_pvscsi nvme_core.default_ps_max_latency_us=0",
+        run_param("list --json")
+    );
     let (mut vm, res) = boot(
         "controllers",
         &params,
@@ -195,10 +200,12 @@ fn every_controller_listed_once_then_a_sas_clone() {
         )),
     }
     let _ = vm.wait_exit(Duration::from_secs(60));
-    let results = String::from_utf8_lossy(&vm.output())
-        .lines()
-        .filter(|l| l.contains(RESULT))
-        .count();
+    let console = String::from_utf8_lossy(&vm.output()).into_owned();
+    let results = console.lines().filter(|l| l.contains(RESULT)).count();
+    let applied = "lifeboat: module parameter nvme_core.default_ps_max_latency_us=0 in effect";
+    if !console.contains(applied) {
+        errs.push(format!("the console does not say {applied:?}"));
+    }
     if results != 1 {
         errs.push(format!("{results} LIFEBOAT-RESULT lines, expected one"));
     }

@@ -3,6 +3,7 @@
 //! It never exits and never lets a panic end it: every part runs under `catch_unwind`.
 pub mod cmdline;
 pub mod console;
+pub mod modparams;
 pub mod modprobe;
 pub mod modules;
 pub mod power;

@@ -27,16 +27,24 @@ pub fn running_modules_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/lib/modules/unknown"))
 }
 
+/// The (module, parameter) of a command-line key that is a module parameter
+/// (`nvme_core.default_ps_max_latency_us`); None for other keys (`console`, `lifeboat.run`, a
+/// path with a dot).
+pub fn module_param_key(k: &str) -> Option<(&str, &str)> {
+    let (m, p) = k.split_once('.')?;
+    if m.is_empty() || p.is_empty() || m == "lifeboat" || k.contains('/') {
+        return None;
+    }
+    Some((m, p))
+}
+
 /// Module parameters given on the kernel command line as `module.param=value`.
 pub fn cmdline_module_params(cmdline: &str) -> HashMap<String, String> {
     let mut out: HashMap<String, String> = HashMap::new();
     for (k, v) in crate::kcmdline::parse_pairs(cmdline) {
-        let Some((m, p)) = k.split_once('.') else {
+        let Some((m, p)) = module_param_key(&k) else {
             continue;
         };
-        if m.is_empty() || p.is_empty() || m == "lifeboat" || k.contains('/') {
-            continue;
-        }
         let val = if v.contains(char::is_whitespace) {
             format!("{p}=\"{v}\"")
         } else {

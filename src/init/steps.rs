@@ -132,6 +132,11 @@ pub const STEPS: &[Step] = &[
         run: settle,
     },
     Step {
+        name: "module-params",
+        what: "read back the module parameters given on the kernel command line",
+        run: module_params,
+    },
+    Step {
         name: "power-button",
         what: "power off cleanly when the power button is pressed",
         run: |_| super::powerbutton::start(),
@@ -249,6 +254,22 @@ fn coldplug(b: &mut Boot) -> Result<String> {
     Ok(format!("{} modules: {}", loaded.len(), loaded.join(" ")))
 }
 
+/// Each `module.param=` of the command line read back from `/sys/module` once the drivers are
+/// in, one console line each (a misspelt or unused one is seen, not silently ignored).
+fn module_params(_: &mut Boot) -> Result<String> {
+    let cmd = std::fs::read_to_string("/proc/cmdline")
+        .map_err(|e| Error::io("read the kernel command line", "/proc/cmdline", e))?;
+    let checks = super::modparams::check(&cmd, Path::new("/sys/module"));
+    for c in &checks {
+        console::log(&super::modparams::describe(c));
+    }
+    let ok = checks
+        .iter()
+        .filter(|c| c.state == super::modparams::State::InEffect)
+        .count();
+    Ok(format!("{ok} of {} in effect", checks.len()))
+}
+
 /// Whole disks and partitions the kernel has now.
 fn block_count() -> usize {
     std::fs::read_dir("/sys/class/block")
@@ -339,6 +360,10 @@ mod tests {
             "listen before coldplug so nothing is missed"
         );
         assert!(pos("coldplug") < pos("settle"));
+        assert!(
+            pos("settle") < pos("module-params"),
+            "read back once the drivers are in"
+        );
         assert!(
             pos("proc") < pos("modprobe") && pos("modprobe") < pos("coldplug"),
             "the kernel's own module requests during coldplug find /sbin/modprobe"
