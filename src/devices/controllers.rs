@@ -473,4 +473,24 @@ mod tests {
         assert_eq!(w[0].id, "144d:a808");
         assert!(without_disks(&sys.join("nope")).is_empty());
     }
+
+    /// `list --json` carries both lists under their contract names.
+    #[test]
+    fn list_json_names_both_lists() {
+        let w = Unsupported {
+            bus: "pci".into(),
+            id: "1000:0060".into(),
+            class: "010400".into(),
+            kind: "RAID bus controller".into(),
+            driver: Some("megaraid_sas".into()),
+            sysfs_path: "/devices/pci0000:00/0000:00:07.0".into(),
+            note: "driver megaraid_sas loaded, no disk found behind it".into(),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&super::super::list_json_string_with(&[], &[], &[w])).unwrap();
+        assert_eq!(v["devices"], serde_json::json!([]));
+        assert_eq!(v["unsupported_controllers"], serde_json::json!([]));
+        assert_eq!(v["controllers_without_disks"][0]["id"], "1000:0060");
+        assert_eq!(v["controllers_without_disks"][0]["driver"], "megaraid_sas");
+    }
 }
