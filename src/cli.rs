@@ -318,6 +318,7 @@ mod tests {
                     clear_identity: force && parent.is_some(),
                     passphrase_file: parent.map(|_| "label=K:/pw".into()),
                     no_verify: force,
+                    ignore_free_space: force,
                     json: !force,
                 }));
             }
@@ -330,6 +331,7 @@ mod tests {
                 verify: flag,
                 no_verify: false,
                 force: !flag,
+                ignore_free_space: flag,
                 passphrase_file: flag.then(|| "label=K:/pw".into()),
                 json: flag,
             }));

@@ -33,6 +33,11 @@ pub enum ErrorKind {
     /// An encrypted image's key slots do not open with the passphrase (or recovery key) given.
     /// Exit 5, before anything is written.
     WrongPassphrase,
+    /// A network share stopped answering in the middle of a job (a cable pulled, the server
+    /// switched off): decided by the error number on a file inside the share's mount, never
+    /// by text (see `net::lost`). Exit 1; the message says to reconnect and run the command
+    /// again.
+    NetworkLost,
 }
 
 /// Exit codes shared by every command (documented in the README).
@@ -192,7 +197,7 @@ impl Error {
                 exit::CORRUPT
             }
             ErrorKind::Cancelled => exit::CANCELLED,
-            ErrorKind::Io | ErrorKind::Unsupported => exit::FAILED,
+            ErrorKind::Io | ErrorKind::Unsupported | ErrorKind::NetworkLost => exit::FAILED,
         }
     }
     /// A short machine-readable name of the kind, for JSON reports.
@@ -207,6 +212,7 @@ impl Error {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Incomplete => "incomplete",
             ErrorKind::WrongPassphrase => "wrong_passphrase",
+            ErrorKind::NetworkLost => "network_lost",
         }
     }
 }

@@ -343,7 +343,8 @@ fn cancelled_create_leaves_the_volume_unmounted_and_clean() {
     assert_eq!(sha256(&src), before, "the source changed");
 }
 
-/// An image that does not fit: the job fails (exit 1) saying "target full", the unfinished
+/// An image that does not fit: refused before it starts (exit 4, nothing written); started
+/// anyway (`--ignore-free-space`), the job fails (exit 1) saying "target full", the unfinished
 /// `.partial` is kept (as after any failure: it can be resumed), the volume is unmounted and
 /// clean.
 #[test]
@@ -365,11 +366,29 @@ fn a_full_ntfs_store_says_target_full() {
         .arg(format!("of={}", s(&src)))
         .arg("status=none"));
     let before = sha256(&src);
+    // Checked first: refused before anything is written (exit 4, the volume left clean).
     let o = lifeboat(&[
         "image",
         "create",
         s(&src),
         &format!("label={lab}:/full.lbi"),
+        "--json",
+    ]);
+    assert_exit(&o, 4);
+    assert!(json(&o)["needed_bytes"].as_u64() > json(&o)["free_bytes"].as_u64());
+    assert!(!mounted(&lp.dev) && !ntfs3g_running(&lp.dev));
+    let ls = Command::new("ntfsls").arg(&lp.dev).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ls.stdout).contains("full.lbi"),
+        "the refused create wrote"
+    );
+    // Started anyway, the job fills the volume and stops.
+    let o = lifeboat(&[
+        "image",
+        "create",
+        s(&src),
+        &format!("label={lab}:/full.lbi"),
+        "--ignore-free-space",
         "--json",
     ]);
     assert_exit(&o, 1);

@@ -59,7 +59,7 @@ fn run_create(
     compress: Option<String>,
     map: Option<PathBuf>,
     crypt: (bool, bool, Option<String>),
-    no_verify: bool,
+    (no_verify, ignore_free_space): (bool, bool),
     json: bool,
 ) -> Result<i32> {
     let (encrypt, identity_clear, passphrase_file) = crypt;
@@ -233,6 +233,15 @@ fn run_create(
     }
     let dev = Device::open(&src_path, Access::Read)?;
     let _ro = ReadOnlyGuard::new(std::slice::from_ref(&src_path))?;
+    // The used-block plan, read once: for the free-space check (a full image; an incremental
+    // stores what changed, unknown before it runs), then by the job.
+    let mut plan = crate::fs::UsageMap::analyze(&dev);
+    if all_sectors {
+        plan.force_all_sectors("--all-sectors was given");
+    }
+    if parent.is_none() && !ignore_free_space {
+        space::check_image_room(&store.path, &image, &plan)?;
+    }
     let checkpoint_every = std::env::var("LIFEBOAT_CHECKPOINT_SECS")
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -256,11 +265,24 @@ fn run_create(
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         encrypt,
         identity_clear,
+        plan: Some(plan),
         ..Default::default()
     };
     let sink = StderrSink::from_env();
     let dev: std::sync::Arc<dyn crate::io::BlockSource> = std::sync::Arc::new(dev);
     let mut rep = create(dev, &id, &store.path, &opts, &sink, &cancel).map_err(|e| {
+        let e = store.network_lost(
+            e,
+            &image,
+            &format!(
+                "the unfinished part is kept there as {} with its journal (`image info` says \
+                INCOMPLETE): reconnect and run the same command again to resume",
+                create::partial_name(Path::new(&image)).display()
+            ),
+        );
+        if e.kind == ErrorKind::NetworkLost {
+            return e;
+        }
         if is_target_full(&e) {
             return Error::new(
                 ErrorKind::Io,
@@ -295,7 +317,17 @@ fn run_create(
             &image,
             &sink,
             &cancel,
-        )?;
+        )
+        .map_err(|e| {
+            store.network_lost(
+                e,
+                &image,
+                &format!(
+                    "the image is complete but its check was not finished: reconnect and run \
+                    `lifeboat image verify {image}`"
+                ),
+            )
+        })?;
     }
     finish_progress(&sink, "image-create", rep.disk_size_bytes, rep.bad_bytes);
     if store.is_mounted_location() {
@@ -431,6 +463,11 @@ fn run_verify(
     let sink = StderrSink::from_env();
     let rep =
         ops::verify_resumable(&store.path, &sink, &cancel, state.as_deref()).map_err(|e| {
+            let e = store.network_lost(
+                e,
+                &image,
+                "a verify changes nothing: reconnect and run the same command again",
+            );
             if e.kind != ErrorKind::Cancelled {
                 return e;
             }
@@ -512,14 +549,16 @@ fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Resul
         println!("UUID         {}", rep.uuid);
         println!("Created      {}", rep.created);
         println!(
-            "Source       {} {} serial={} ({})",
+            "Source \
+            {} {} serial={} ({})",
             s.name,
             s.model,
             s.serial,
             crate::jobs::fmt_bytes(s.size_bytes)
         );
         println!(
-            "Chunks       {} of {}: {} stored, {} zero, {} unchanged",
+            "Chunks \
+            {} of {}: {} stored, {} zero, {} unchanged",
             rep.chunks,
             crate::jobs::fmt_bytes(rep.chunk_size as u64),
             rep.stored_chunks,
@@ -543,7 +582,8 @@ fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Resul
             );
         }
         println!(
-            "Size         {} in {} volume(s), ratio {:.2}",
+            "Size \
+            {} in {} volume(s), ratio {:.2}",
             crate::jobs::fmt_bytes(rep.image_bytes),
             rep.volumes.len(),
             rep.compression_ratio
@@ -669,6 +709,7 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             clear_identity,
             passphrase_file,
             no_verify,
+            ignore_free_space,
             json,
         } => run_create(
             source,
@@ -680,7 +721,7 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             compress,
             map,
             (encrypt, clear_identity, passphrase_file),
-            no_verify,
+            (no_verify, ignore_free_space),
             json,
         ),
         ImageCmd::Restore {
@@ -738,9 +779,17 @@ pub fn run(a: ImageCmd) -> Result<i32> {
             verify: _,
             no_verify,
             force,
+            ignore_free_space,
             passphrase_file,
             json,
-        } => super::cmd_copy::run_copy(image, dest, chain, no_verify, force, passphrase_file, json),
+        } => super::cmd_copy::run_copy(
+            image,
+            dest,
+            chain,
+            (no_verify, force, ignore_free_space),
+            passphrase_file,
+            json,
+        ),
         ImageCmd::Ls(a) => {
             super::cmd_keys::use_passphrase(a.passphrase_file.as_deref(), None)?;
             crate::serve::extract::run_ls(a)

@@ -87,8 +87,7 @@ pub(super) fn run_copy(
     image: String,
     dest: String,
     chain: bool,
-    no_verify: bool,
-    force: bool,
+    (no_verify, force, ignore_free_space): (bool, bool, bool),
     passphrase_file: Option<String>,
     json: bool,
 ) -> Result<i32> {
@@ -159,16 +158,24 @@ pub(super) fn run_copy(
         }
     }
     inner.run()?;
+    if !ignore_free_space {
+        room_for_copy(&planned, &dest_path, &dest)?;
+    }
     let sink = StderrSink::from_env();
-    let mut rep: CopyReport =
-        copy::copy(&planned, !no_verify, &keys, &sink, &cancel).map_err(|e| match e.kind {
-            ErrorKind::Cancelled => Error::new(
-                ErrorKind::Cancelled,
-                "cancelled by the user: the unfinished copy was removed (copies already \
+    let rep = copy::copy(&planned, !no_verify, &keys, &sink, &cancel).map_err(|e| {
+        let then = "the unfinished copy was removed (copies already finished, parents \
+                        first, stay): reconnect and run the same command again";
+        let e = src.network_lost(e, &image, then);
+        dst.network_lost(e, &dest, then)
+    });
+    let mut rep: CopyReport = rep.map_err(|e| match e.kind {
+        ErrorKind::Cancelled => Error::new(
+            ErrorKind::Cancelled,
+            "cancelled by the user: the unfinished copy was removed (copies already \
                  finished, parents first, stay)",
-            ),
-            _ => e,
-        })?;
+        ),
+        _ => e,
+    })?;
     super::cmd::finish_progress(&sink, "image-copy", rep.bytes_copied, 0);
     if dst.is_mounted_location() {
         rep.destination = PathBuf::from(&dest);
@@ -208,4 +215,39 @@ pub(super) fn run_copy(
         }
     }
     Ok(exit::OK)
+}
+
+/// The free-space check of a copy: every volume of the images still to copy, against the
+/// free space of the destination's directory (where they all go), less the `.partial`
+/// volumes of an earlier copy there, which this one replaces. A directory whose free space
+/// cannot be read gets a note and no check.
+fn room_for_copy(planned: &[copy::Planned], dest_path: &Path, dest: &str) -> Result<()> {
+    let todo = planned.iter().filter(|p| !p.present);
+    let (mut need, mut replaced) = (0u64, 0u64);
+    for p in todo {
+        need += p.image.volume_lens().iter().map(|v| v.1).sum::<u64>();
+        replaced += copy::written_files(p)
+            .iter()
+            .filter(|f| f.to_string_lossy().ends_with(".partial"))
+            .filter_map(|f| std::fs::symlink_metadata(f).ok().filter(|m| m.is_file()))
+            .map(|m| m.len())
+            .sum::<u64>();
+    }
+    let dir = dest_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match super::space::free_at(dir) {
+        Ok(free) => super::space::check_room(
+            &format!("the filesystem holding {dest}"),
+            free.saturating_add(replaced),
+            need,
+            "the copy",
+        ),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+        Err(e) => {
+            eprintln!("lifeboat: note: {e}; the free space was not checked");
+            Ok(())
+        }
+    }
 }

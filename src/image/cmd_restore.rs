@@ -64,25 +64,7 @@ pub(super) fn run_restore(
         .and_then(|t| t.min_disk_bytes())
         .unwrap_or(h.disk_size);
     let t = crate::storage::open_target(&target, &mut check, min_size)?;
-    if let Selected::Partition { part, .. } = &t.selected {
-        return Err(Error::refused(format!(
-            "{} is a partition: restore a disk image onto a whole disk",
-            part.name
-        )));
-    }
-    // The health rule: a FAILING target only with --yes.
-    if let Some(note) = crate::storage::target::check_health(&t.selected, yes)? {
-        eprintln!("lifeboat: note: {note}");
-    }
-    if let Some(d) = t.selected.disk() {
-        let same_serial = !h.serial.is_empty() && d.serial.as_deref() == Some(h.serial.as_str());
-        if same_serial && !yes {
-            return Err(Error::refused(format!(
-                "{} is the disk this image was made from (serial {}): rolling it back needs --yes",
-                d.name, h.serial
-            )));
-        }
-    }
+    target_rules(&t, &h.serial, yes)?;
     if let Some(note) = crate::storage::target::check_sector_size(
         &image,
         table.as_ref(),
@@ -127,16 +109,7 @@ pub(super) fn run_restore(
             crate::jobs::fmt_bytes(r.resumed_bytes)
         );
     }
-    if !yes {
-        crate::storage::prompt::confirm(
-            &t.selected.path().display().to_string(),
-            &format!(
-                "This overwrites ALL of {} ({}).",
-                t.selected.path().display(),
-                crate::jobs::fmt_bytes(t.size)
-            ),
-        )?;
-    }
+    confirm_overwrite(&t, yes)?;
     if cancel.is_cancelled() {
         return Err(Error::new(
             ErrorKind::Cancelled,
@@ -157,6 +130,7 @@ pub(super) fn run_restore(
     ) {
         Ok(r) => r,
         Err(e) => {
+            let e = store.network_lost(e, &image, "");
             let e = restore_failed(e, &image, &tpath, t.device.sync());
             return Err(match &map {
                 Some(m) if e.kind != ErrorKind::Refused => resumable(e, m),
@@ -169,6 +143,10 @@ pub(super) fn run_restore(
         rep.partition_table = Some(crate::clone::gpt::fix_after_copy(&t.device)?);
     }
     rep.notes = notes;
+    if store.is_mounted_location() {
+        // The location as the user gave it (a URL, `label=…:/…`), not where it was mounted.
+        rep.image = PathBuf::from(&image);
+    }
     t.device.sync()?;
     if let Some(m) = rmap.as_mut() {
         m.finish()?;
@@ -203,6 +181,49 @@ pub(super) fn run_restore(
         }
     }
     Ok(exit::OK)
+}
+
+/// The target rules of every restore (from an image file or an S3 store) beyond
+/// `storage::open_target`'s: a whole disk, not a partition; a FAILING disk only with `--yes`
+/// (its health note printed); the disk the image was made from (`serial`, empty when unknown)
+/// only with `--yes`, a deliberate roll-back.
+pub(crate) fn target_rules(t: &crate::storage::Target, serial: &str, yes: bool) -> Result<()> {
+    if let Selected::Partition { part, .. } = &t.selected {
+        return Err(Error::refused(format!(
+            "{} is a partition: restore a disk image onto a whole disk",
+            part.name
+        )));
+    }
+    // The health rule: a FAILING target only with --yes.
+    if let Some(note) = crate::storage::target::check_health(&t.selected, yes)? {
+        eprintln!("lifeboat: note: {note}");
+    }
+    if let Some(d) = t.selected.disk() {
+        let same_serial = !serial.is_empty() && d.serial.as_deref() == Some(serial);
+        if same_serial && !yes {
+            return Err(Error::refused(format!(
+                "{} is the disk this image was made from (serial {serial}): rolling it back \
+                 needs --yes",
+                d.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Without `--yes`, a person confirms that all of the target is overwritten.
+pub(crate) fn confirm_overwrite(t: &crate::storage::Target, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    crate::storage::prompt::confirm(
+        &t.selected.path().display().to_string(),
+        &format!(
+            "This overwrites ALL of {} ({}).",
+            t.selected.path().display(),
+            crate::jobs::fmt_bytes(t.size)
+        ),
+    )
 }
 
 /// The error of a restore that stopped part way (cancelled, a damaged chunk, a write error):
@@ -246,6 +267,9 @@ fn restore_failed(e: Error, image: &str, target: &Path, synced: Result<()>) -> E
             "the image is damaged: `lifeboat image verify {image}` lists what; restore from \
              another copy of the image, or onto this disk again once the image is repaired"
         ),
+        ErrorKind::NetworkLost => {
+            "reconnect to the network and run the same `image restore` again".to_string()
+        }
         _ => "fix the cause above and run the same `image restore` again".to_string(),
     };
     let msg = format!(

@@ -74,6 +74,9 @@ pub struct CreateOptions {
     /// Where the passphrase comes from (a new image's, or the one that opens the parent or
     /// the unfinished image being resumed).
     pub keys: super::crypt::Keys,
+    /// The source's used-block plan when the caller read it already (the command does, for
+    /// its free-space check); read here otherwise.
+    pub plan: Option<crate::fs::UsageMap>,
 }
 
 impl Default for CreateOptions {
@@ -95,6 +98,7 @@ impl Default for CreateOptions {
             encrypt: false,
             identity_clear: false,
             keys: super::crypt::Keys::global(),
+            plan: None,
         }
     }
 }
@@ -278,7 +282,10 @@ pub fn create(
         parent = Some(p);
     }
     // The used-block plan: which bytes hold data (filesystem maps; all sectors where unknown).
-    let mut plan = crate::fs::UsageMap::analyze(src.as_ref());
+    let mut plan = match &opts.plan {
+        Some(p) => p.clone(),
+        None => crate::fs::UsageMap::analyze(src.as_ref()),
+    };
     if opts.all_sectors {
         plan.force_all_sectors("--all-sectors was given");
     }

@@ -3,7 +3,7 @@
 pub(crate) mod cmd;
 mod cmd_copy;
 pub mod cmd_keys;
-mod cmd_restore;
+pub(crate) mod cmd_restore;
 pub mod copy;
 pub mod create;
 pub mod crypt;
@@ -73,6 +73,11 @@ pub enum ImageCmd {
         /// CRC and hash is checked in what the storage returns, its page cache dropped first).
         #[arg(long)]
         no_verify: bool,
+        /// Start even when the free space where the image goes is less than the image may
+        /// need (by default a full image is refused then, exit 4, before anything is written:
+        /// the bound is the source's used bytes plus the index, as the console shows it).
+        #[arg(long)]
+        ignore_free_space: bool,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -136,6 +141,10 @@ pub enum ImageCmd {
         /// Replace an existing file at the destination.
         #[arg(long)]
         force: bool,
+        /// Start even when the destination's free space is less than the volumes to copy (by
+        /// default refused, exit 4, before anything is written).
+        #[arg(long)]
+        ignore_free_space: bool,
         /// An encrypted image is copied as it is (ciphertext); its passphrase is needed to
         /// verify the copy as an image (without one, the copy is only compared byte for byte).
         #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]

@@ -10,12 +10,23 @@
 //! partitions, unmappable partitions whole — `SourceUsage::used_bytes`), since chunks are stored
 //! compressed or raw, never larger, and zero chunks not at all; plus the index (56 bytes per 1 MiB
 //! chunk), the usage record and headers. That bound is what [`image_upper_bound`] gives.
+//!
+//! The rule "this will not fit", shared by the console and the CLI (`image create`, `image copy`):
+//! [`check_room`] refuses (exit 4, nothing written) a destination whose free space is less than
+//! what the job may need, naming both figures and the flag that skips the check
+//! ([`IGNORE_FLAG`]). The CLI reads the free space where the image goes with [`free_at`]
+//! (statvfs of the mounted partition, NTFS volume or share, or of a plain directory).
 use crate::devices::Partition;
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// The flag of `image create` and `image copy` that skips the free-space check.
+pub const IGNORE_FLAG: &str = "--ignore-free-space";
 
 /// Bytes free for new files on `part` (see the module documentation), or why that is unknown.
 pub fn free_bytes(part: &Partition) -> Result<u64, String> {
     if let Some(mp) = part.mounted.first() {
-        return free_in(std::path::Path::new(mp.as_str()));
+        return free_in(Path::new(mp.as_str()));
     }
     let dev =
         crate::io::Device::open(&part.path, crate::io::Access::Read).map_err(|e| e.to_string())?;
@@ -44,6 +55,72 @@ pub fn free_of(map: &crate::fs::UsageMap) -> Result<u64, String> {
             .unwrap_or_else(|| "no allocation map".into())),
         _ => Err("no single filesystem on it".into()),
     }
+}
+
+/// Bytes free for new files in the filesystem holding the directory `dir` (statvfs: the blocks
+/// available to files, `f_bavail × f_frsize`; on ext4 that leaves out the blocks reserved for
+/// root, so the figure is the same whoever asks).
+pub fn free_at(dir: &Path) -> Result<u64> {
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| Error::io("read the free space of", dir, std::io::Error::from(e)))?;
+    Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+}
+
+/// The free-space rule: `place` (as the user named it) with `free` bytes free cannot take
+/// `what`, which may need up to `need` bytes, when `need > free`. The refusal (exit 4) gives both
+/// figures and [`IGNORE_FLAG`]; its JSON report carries `free_bytes` and `needed_bytes`.
+pub fn check_room(place: &str, free: u64, need: u64, what: &str) -> Result<()> {
+    if need <= free {
+        return Ok(());
+    }
+    let fmt = crate::jobs::fmt_bytes;
+    Err(Error::refused(format!(
+        "not enough free space: {place} has {} free ({free} bytes) and {what} may need up to {} \
+        ({need} bytes); nothing was written. Free some space there or choose a place with more \
+        room; or give {IGNORE_FLAG} to start anyway (should the space run out, the job stops \
+        and nothing already there is lost)",
+        fmt(free),
+        fmt(need)
+    ))
+    .with_report("free_bytes", free)
+    .with_report("needed_bytes", need))
+}
+
+/// The free-space check of a new full image written at `path` (`named`: as the user named it)
+/// of a disk whose used-block plan is `plan`: [`image_upper_bound`], less what an unfinished run
+/// of it already wrote there (its `.partial` volumes, which this run resumes), against the free
+/// space of `path`'s directory. A directory that does not exist is not checked here (the job
+/// says so); one whose free space cannot be read gets a note and no check.
+pub fn check_image_room(path: &Path, named: &str, plan: &crate::fs::UsageMap) -> Result<()> {
+    let need = image_upper_bound(plan.used_bytes, plan.disk_size);
+    let written: u64 = (1..=u16::MAX as u32)
+        .map(|n| super::create::partial_name(&super::format::volume_path(path, n)))
+        .map_while(|p| std::fs::symlink_metadata(p).ok().filter(|m| m.is_file()))
+        .map(|m| m.len())
+        .sum();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let free = match free_at(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind == crate::error::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            eprintln!("lifeboat: note: {e}; the free space was not checked");
+            return Ok(());
+        }
+    };
+    let what = if written > 0 {
+        "the rest of the image (resumed)"
+    } else {
+        "the image"
+    };
+    check_room(
+        &format!("the filesystem holding {named}"),
+        free,
+        need.saturating_sub(written),
+        what,
+    )
 }
 
 /// At most how many bytes an image of a disk of `disk_bytes` whose used-block plan reads
@@ -82,6 +159,28 @@ mod tests {
             .unwrap();
         assert!(ours.abs_diff(theirs) < 1 << 30, "{ours} vs df {theirs}");
         assert!(free_in(std::path::Path::new("/nonexistent/dir")).is_err());
+        let e = free_at(Path::new("/nonexistent/dir")).unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn room_is_refused_with_both_figures_and_the_flag() {
+        assert!(check_room("label=B:/pc/full.lbi", 100, 100, "the image").is_ok());
+        let e = check_room("label=B:/pc/full.lbi", 100, 101, "the image").unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::Refused);
+        assert_eq!(e.exit_code(), crate::error::exit::REFUSED);
+        let m = e.to_string();
+        for w in [
+            "label=B:/pc/full.lbi",
+            "100 bytes",
+            "101 bytes",
+            IGNORE_FLAG,
+        ] {
+            assert!(m.contains(w), "{w:?} not in {m}");
+        }
+        let r = e.report.unwrap();
+        assert_eq!(r["free_bytes"], 100);
+        assert_eq!(r["needed_bytes"], 101);
     }
 
     #[test]

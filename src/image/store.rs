@@ -273,6 +273,17 @@ impl Store {
         self.partition.is_some() || self.net.is_some()
     }
 
+    /// `e` as the plain "the network share stopped answering" error ([`crate::net::lost`]) when
+    /// this store is a share and `e` is it having stopped; `e` unchanged otherwise. `location`
+    /// is the store as the user named it; `then` says what was kept and what to do now.
+    pub fn network_lost(&self, e: Error, location: &str, then: &str) -> Error {
+        let Some(m) = &self.net else { return e };
+        match crate::net::lost::stopped(&e, &m.mountpoint, m.addr, crate::net::lost::answers) {
+            Some(errno) => crate::net::lost::lost(e, location, errno, then),
+            None => e,
+        }
+    }
+
     /// Resolves and mounts `s` in one step, for callers with no check to make in between.
     pub fn open(s: &str, mode: Mode) -> Result<Store> {
         StoreLocation::resolve(s)?.mount(mode)

@@ -11,9 +11,11 @@
 //! binary) reads to turn a host name into the address the kernel's cifs/nfs mount needs.
 //!
 //! Files: [`sys`] the interface ioctls (the only `unsafe`), [`dhcp`] the DHCP client, [`share`]
-//! the URLs and the cifs/nfs mounts with their error messages, [`cred`] the credentials file.
+//! the URLs and the cifs/nfs mounts with their error messages, [`cred`] the credentials file,
+//! [`lost`] the plain error of a share that stops answering mid-job.
 pub mod cred;
 pub mod dhcp;
+pub mod lost;
 pub mod share;
 pub mod sys;
 

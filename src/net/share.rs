@@ -362,6 +362,8 @@ pub struct Mounted {
     pub inner: Vec<PathBuf>,
     /// What was mounted, for messages ("//10.0.2.2/backups (SMB 3.1.1)").
     pub what: String,
+    /// The server's address and port (to ask whether it still answers: [`super::lost`]).
+    pub addr: SocketAddr,
 }
 
 impl Drop for Mounted {
@@ -458,6 +460,7 @@ pub fn mount_as(
             mountpoint: mp,
             inner,
             what,
+            addr: SocketAddr::from((ip, port)),
         }),
         Err(e) => {
             let _ = std::fs::remove_dir(&mp);

@@ -4,7 +4,6 @@
 //! list|delete|gc`. Keys never reach a report or a message: they live in `store::client`.
 use super::image::{self as s3img, CreateOptions};
 use super::store::{self, Location};
-use crate::devices::Selected;
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::crypt::Keys;
 use crate::io::{Access, Device};
@@ -215,34 +214,8 @@ pub fn run_restore(
     let img = s3img::open(&Location::image(image)?, &Keys::global())?;
     let mut check = Check::new();
     let t = crate::storage::open_target(target, &mut check, img.disk_size())?;
-    if let Selected::Partition { part, .. } = &t.selected {
-        return Err(Error::refused(format!(
-            "{} is a partition: restore a disk image onto a whole disk",
-            part.name
-        )));
-    }
-    if let Some(note) = crate::storage::target::check_health(&t.selected, yes)? {
-        eprintln!("lifeboat: note: {note}");
-    }
-    if let Some(d) = t.selected.disk() {
-        if !img.serial().is_empty() && d.serial.as_deref() == Some(img.serial()) && !yes {
-            return Err(Error::refused(format!(
-                "{} is the disk this image was made from (serial {}): rolling it back needs --yes",
-                d.name,
-                img.serial()
-            )));
-        }
-    }
-    if !yes {
-        crate::storage::prompt::confirm(
-            &t.selected.path().display().to_string(),
-            &format!(
-                "This overwrites ALL of {} ({}).",
-                t.selected.path().display(),
-                crate::jobs::fmt_bytes(t.size)
-            ),
-        )?;
-    }
+    crate::image::cmd_restore::target_rules(&t, img.serial(), yes)?;
+    crate::image::cmd_restore::confirm_overwrite(&t, yes)?;
     let serial = t
         .selected
         .disk()

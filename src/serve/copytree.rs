@@ -66,6 +66,30 @@ pub struct Renamed {
     pub dest: String,
 }
 
+/// The kind name of a file type, as the reports say it (`image ls`'s `kind`, the copy's
+/// `skipped[].what`): `file`, `dir`, `symlink`, `fifo`, `socket`, `char_device`,
+/// `block_device`, `unknown`.
+pub fn kind_of(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_file() {
+        "file"
+    } else if ft.is_dir() {
+        "dir"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_char_device() {
+        "char_device"
+    } else if ft.is_block_device() {
+        "block_device"
+    } else {
+        "unknown"
+    }
+}
+
 /// Something that is not a file, folder or link (a device node, FIFO, socket): not copied.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Skipped {
@@ -439,18 +463,7 @@ impl<'a> Copier<'a> {
             self.keep_meta(&at, m, false);
             return Ok(Some(self.rel_of(&at)));
         }
-        use std::os::unix::fs::FileTypeExt;
-        let what = if ft.is_fifo() {
-            "fifo"
-        } else if ft.is_socket() {
-            "socket"
-        } else if ft.is_char_device() {
-            "char_device"
-        } else if ft.is_block_device() {
-            "block_device"
-        } else {
-            "unknown"
-        };
+        let what = kind_of(&ft);
         if self.report.skipped.len() < LIST_LIMIT {
             self.report.skipped.push(Skipped {
                 path: shown_path.to_string(),

@@ -8,7 +8,7 @@
 //! it afterwards: on success, on error, on Ctrl-C (the job stops between buffers) and on a
 //! second Ctrl-C (an exit hook). The copy itself is [`super::copytree`].
 use super::attach::{attach, Attached};
-use super::copytree::{self, Copier, CopyReport, Item, Totals};
+use super::copytree::{self, kind_of, Copier, CopyReport, Item, Totals};
 use crate::error::{exit, Error, ErrorKind, Result};
 use crate::image::{Mode, StoreLocation};
 use crate::jobs::{Cancel, StderrSink};
@@ -98,28 +98,6 @@ pub struct ExtractReport {
     pub copy: CopyReport,
     pub duration_ms: u64,
     pub exit_code: i32,
-}
-
-/// The kind name of a file type.
-pub fn kind_of(ft: &std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_file() {
-        "file"
-    } else if ft.is_dir() {
-        "dir"
-    } else if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else if ft.is_socket() {
-        "socket"
-    } else if ft.is_char_device() {
-        "char_device"
-    } else if ft.is_block_device() {
-        "block_device"
-    } else {
-        "unknown"
-    }
 }
 
 /// The entries of the directory `dir` (links not followed), sorted by name.

@@ -179,6 +179,8 @@ impl App {
                 passphrase_file: pass_file.clone(),
                 // The image is read back from its storage and checked before it is called good.
                 no_verify: false,
+                // The location screen refused a place too small already (same rule).
+                ignore_free_space: false,
                 json: true,
             }),
             JobKind::Restore => Cmd::Image(ImageCmd::Restore {
@@ -205,6 +207,7 @@ impl App {
                 verify: false,
                 no_verify: false,
                 force: false,
+                ignore_free_space: false,
                 // An encrypted image is copied as ciphertext and compared byte for byte.
                 passphrase_file: None,
                 json: true,
