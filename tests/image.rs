@@ -917,7 +917,8 @@ fn zstd_groups_share_one_payload_and_read_back_at_random() {
             _ => payload += e.len as u64,
         }
     }
-    assert!(groups >= 5, "{groups} groups");
+    // 24 chunks in batches of 8 (format::GROUP_CHUNKS): a group in each.
+    assert!(groups >= 3, "{groups} groups");
     assert_eq!(im.footer.payload_bytes, payload);
     assert!(
         lifeboat::image::verify(&img, &NoProgress, &Cancel::new())

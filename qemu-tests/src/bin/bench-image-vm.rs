@@ -4,7 +4,7 @@
 //! scattered bad sectors, one transient sector). Each round boots Lifeboat twice: `clone` onto a
 //! blank NVMe disk (defaults: verify on, one retry), and `image create` onto an ext4 filesystem
 //! on an NVMe disk (defaults: used blocks — the source has no partition table, so every
-//! sector —, zstd:3, one retry). Timed from QEMU's start to the guest's power-off, best of the
+//! sector —, zstd:2 (the default), one retry). Timed from QEMU's start to the guest's power-off, best of the
 //! runs, alternating order; QEMU's read counters for the source. Checks: both reports list the
 //! same bad ranges (the permanent faults), the image — copied out of the ext4 with debugfs and
 //! exported with the host's `lifeboat` — holds exactly the clone's bytes, the source is
@@ -48,7 +48,7 @@ fn run() -> Result<(), String> {
     let store = o.dir.join("store.img");
     let clone_params = run_param("clone serial=BENCH-SRC serial=BENCH-DST --yes --json");
     // `--compress` for image create (default: its own default).
-    let compress = o.get("--compress").unwrap_or("zstd:3").to_string();
+    let compress = o.get("--compress").unwrap_or("zstd:2").to_string();
     let image_params = run_param(&format!(
         "image create serial=BENCH-SRC label=BSTORE:/b.lbi --compress {compress} --json"
     ));
