@@ -3,6 +3,7 @@
 //! Modelled on danobi/vmtest: command lines are data (`qemu`), VMs are owned values (`vm`).
 pub mod bench;
 pub mod blkdebug;
+pub mod check;
 pub mod disks;
 pub mod ganesha;
 pub mod qemu;

@@ -2,62 +2,11 @@
 //! by label (Lifeboat mounts it itself), then in a second boot restore that image onto a larger
 //! NVMe disk; the host compares partitions byte for byte and runs the real fsck tools. A second
 //! test images a SATA disk with unreadable sectors (blkdebug) and checks they are recorded.
-use lifeboat_qemu_tests::disks::{run, sha256, DiskBuilder, Fs, Part, Table};
+use lifeboat_qemu_tests::check::{extract, noise, same_partitions, text, Unchanged};
+use lifeboat_qemu_tests::disks::{run, DiskBuilder, Fs, Part, Table};
 use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, Faults, TempDir, Vm};
 use serde_json::Value;
-use std::path::Path;
 use std::time::Duration;
-
-fn text(n: usize, seed: u32) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n);
-    let mut x = seed;
-    while v.len() < n {
-        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        v.extend_from_slice(format!("line {} value {}\n", v.len(), x % 1000).as_bytes());
-    }
-    v.truncate(n);
-    v
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn cmp_range(a: &Path, b: &Path, start: u64, len: u64) -> Result<(), String> {
-    run(
-        "cmp",
-        &[
-            "-i".into(),
-            start.to_string(),
-            "-n".into(),
-            len.to_string(),
-            a.display().to_string(),
-            b.display().to_string(),
-        ],
-        None,
-    )
-    .map(|_| ())
-}
-
-/// Copies `len` bytes at `start` of `disk` into `out` (to run fsck on one partition).
-fn extract(disk: &Path, out: &Path, start: u64, len: u64) {
-    let data = {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(disk).unwrap();
-        let mut b = vec![0u8; len as usize];
-        f.read_exact_at(&mut b, start).unwrap();
-        b
-    };
-    std::fs::write(out, data).unwrap();
-}
 
 fn boot_result(name: &str, cmd: &str, disks: Vec<DiskSpec>) -> (Vm, Value) {
     let mut vm = Vm::boot(name, &run_param(cmd), disks).unwrap_or_else(|e| panic!("{e}"));
@@ -76,14 +25,14 @@ fn image_to_usb_exfat_then_restore_to_nvme() {
                 .label("SRCROOT")
                 .name("root")
                 .file("etc/hostname", "imaged\n")
-                .file("data/text.txt", text(3 << 20, 7))
+                .file("data/text.txt", text(3 << 20, "the imaged disk"))
                 .file("data/noise.bin", noise(2 << 20, 9)),
         )
         .part(
             Part::new(32, Fs::Vfat)
                 .label("SRCFAT")
                 .name("esp")
-                .file("README.TXT", text(200_000, 3)),
+                .file("README.TXT", text(200_000, "the FAT partition")),
         )
         .build(&src)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -92,7 +41,7 @@ fn image_to_usb_exfat_then_restore_to_nvme() {
         .part(Part::new(88, Fs::Exfat).label("BACKUPS"))
         .build(&usb)
         .unwrap_or_else(|e| panic!("{e}"));
-    let src_sha = sha256(&src).unwrap();
+    let src_sha = Unchanged::record(&src);
 
     // Boot 1: image the SATA disk onto the USB stick's exFAT, selected by label.
     let (mut vm, res) = boot_result(
@@ -114,7 +63,7 @@ fn image_to_usb_exfat_then_restore_to_nvme() {
     }
     let _ = vm.wait_exit(Duration::from_secs(60));
     drop(vm);
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source disk changed");
+    src_sha.check("the source disk");
     // The exFAT filesystem Lifeboat wrote to is clean (it synced and unmounted).
     let usb_part = t.join("usb-part.img");
     extract(&usb, &usb_part, 1 << 20, 88 << 20);
@@ -153,10 +102,7 @@ fn image_to_usb_exfat_then_restore_to_nvme() {
     drop(vm);
 
     // Host: every partition identical, the table valid for the new size, filesystems clean.
-    for p in &built.partitions {
-        cmp_range(&src, &nvme, p.start_bytes, p.size_bytes)
-            .unwrap_or_else(|e| panic!("partition {} differs after restore: {e}", p.number));
-    }
+    same_partitions(&built, &src, &nvme);
     let v = run("sgdisk", &["-v".into(), nvme.display().to_string()], None)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
@@ -187,6 +133,7 @@ fn image_of_a_failing_disk_records_bad_sectors() {
         )
         .build(&src)
         .unwrap_or_else(|e| panic!("{e}"));
+    let src_sha = Unchanged::record(&src);
     let faults = Faults::new()
         .bad_bytes(8 << 20, 4096)
         .bad_bytes((20 << 20) + 512, 512);
@@ -229,4 +176,6 @@ fn image_of_a_failing_disk_records_bad_sectors() {
         ));
     }
     let _ = vm.wait_exit(Duration::from_secs(60));
+    drop(vm);
+    src_sha.check("the failing source disk");
 }

@@ -3,23 +3,12 @@
 //! QEMU, the server at 10.0.2.100:2049 forwarded to ganesha); the image verified on the host and
 //! restored from the export in a second boot, compared partition by partition with the source,
 //! whose sha256 is unchanged.
-use lifeboat_qemu_tests::disks::{run, sha256, DiskBuilder, Fs, Part, Table};
+use lifeboat_qemu_tests::check::{host_verify, noise, same_partitions, Unchanged};
+use lifeboat_qemu_tests::disks::{DiskBuilder, Fs, Part, Table};
 use lifeboat_qemu_tests::ganesha::Ganesha;
 use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, NetSpec, TempDir, Vm};
 use serde_json::Value;
 use std::time::Duration;
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn boot(name: &str, cmd: &str, disks: Vec<DiskSpec>, nfs: &Ganesha) -> (Vm, Value) {
     let net = NetSpec::restricted().forward(
@@ -49,7 +38,7 @@ fn image_to_nfs_export_then_restore() {
         )
         .build(&src)
         .unwrap_or_else(|e| panic!("{e}"));
-    let src_sha = sha256(&src).unwrap();
+    let src_sha = Unchanged::record(&src);
     let url = "nfs://10.0.2.100/export/pc/full.lbi";
 
     let (mut vm, res) = boot(
@@ -64,27 +53,14 @@ fn image_to_nfs_export_then_restore() {
     }
     let _ = vm.wait_exit(Duration::from_secs(60));
     drop(vm);
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source disk changed");
+    src_sha.check("the source disk");
     let image = export.join("pc/full.lbi");
     assert!(image.is_file(), "no image on the export");
     assert!(
         !export.join("pc/full.lbi.partial").exists(),
         "a .partial was left on the export"
     );
-    let bin =
-        lifeboat_qemu_tests::repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat");
-    let v = run(
-        &bin.display().to_string(),
-        &[
-            "image".into(),
-            "verify".into(),
-            image.display().to_string(),
-            "--json".into(),
-        ],
-        None,
-    )
-    .unwrap_or_else(|e| panic!("verify of the image on the export: {e}"));
-    assert!(v.contains("\"ok\":true"), "{v}");
+    host_verify(&image);
 
     let target = t.join("target.img");
     DiskBuilder::new(48, Table::None)
@@ -103,19 +79,5 @@ fn image_to_nfs_export_then_restore() {
     }
     let _ = vm.wait_exit(Duration::from_secs(60));
     drop(vm);
-    for p in &built.partitions {
-        run(
-            "cmp",
-            &[
-                "-i".into(),
-                p.start_bytes.to_string(),
-                "-n".into(),
-                p.size_bytes.to_string(),
-                src.display().to_string(),
-                target.display().to_string(),
-            ],
-            None,
-        )
-        .unwrap_or_else(|e| panic!("partition {} differs after the restore: {e}", p.number));
-    }
+    same_partitions(&built, &src, &target);
 }

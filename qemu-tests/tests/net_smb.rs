@@ -2,12 +2,16 @@
 //! loopback, a generated smb.conf, a password with a comma and a space), reached from a guest on
 //! QEMU's restricted user network (DHCP from QEMU, the share at 10.0.2.100 forwarded to smbd):
 //! create onto the share with the password from a credentials file on a FAT disk, verify the
-//! image on the host, restore it in a second boot and compare; a wrong password and an
-//! unreachable host fail with their plain messages, exit 1, and leave nothing on the share. The
-//! password never appears on the serial console (which carries the log and LIFEBOAT-RESULT).
-//! A cable pulled mid-create (`set_link n0 off`) fails the job, leaves only a `.partial` that
-//! `image info` calls incomplete, and the same command with the cable back resumes and finishes.
-use lifeboat_qemu_tests::disks::{run, sha256, DiskBuilder, Fs, Part, Table};
+//! image on the host, restore it in a second boot and compare (both reports naming the image by
+//! its URL); a wrong password and an unreachable host fail with their plain messages, exit 1,
+//! and leave nothing on the share. The password never appears on the serial console (which
+//! carries the log and LIFEBOAT-RESULT).
+//! A cable pulled mid-create (`set_link n0 off`) fails the job with the plain message "the network
+//! share stopped answering … reconnect and run the same command again to resume" (exit 1, kind
+//! `network_lost`), leaves only a `.partial` that `image info` calls incomplete, and the same
+//! command with the cable back resumes and finishes.
+use lifeboat_qemu_tests::check::{host_lifeboat, host_verify, noise, same_partitions, Unchanged};
+use lifeboat_qemu_tests::disks::{DiskBuilder, Fs, Part, Table};
 use lifeboat_qemu_tests::samba::Samba;
 use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, NetSpec, TempDir, Vm};
 use serde_json::Value;
@@ -17,27 +21,6 @@ use std::time::Duration;
 const PASSWORD: &str = "lb pw,7 secret";
 /// Where the guest finds the share (forwarded to smbd on the host's loopback).
 const SERVER: &str = "10.0.2.100";
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn text(n: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n);
-    while v.len() < n {
-        v.extend_from_slice(format!("line {} of the network test\n", v.len()).as_bytes());
-    }
-    v.truncate(n);
-    v
-}
 
 fn net(samba: &Samba) -> NetSpec {
     NetSpec::restricted().forward(
@@ -101,9 +84,9 @@ fn files_under(dir: &Path) -> Vec<String> {
     v
 }
 
-/// The static binary the guest runs, used on the host as the referee's runner for `verify`.
-fn lifeboat_bin() -> std::path::PathBuf {
-    lifeboat_qemu_tests::repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat")
+/// Compressible text for the test files.
+fn text(n: usize) -> Vec<u8> {
+    lifeboat_qemu_tests::check::text(n, "the network test")
 }
 
 #[test]
@@ -128,7 +111,7 @@ fn image_to_smb_share_then_restore() {
         )
         .build(&src)
         .unwrap_or_else(|e| panic!("{e}"));
-    let src_sha = sha256(&src).unwrap();
+    let src_sha = Unchanged::record(&src);
     let creds = t.join("creds.img");
     creds_disk(&creds, PASSWORD);
     let url = format!("smb://root@{SERVER}/backups/pc/full.lbi");
@@ -156,27 +139,14 @@ fn image_to_smb_share_then_restore() {
     assert_no_password(&vm);
     let _ = vm.wait_exit(Duration::from_secs(60));
     drop(vm);
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source disk changed");
+    src_sha.check("the source disk");
     assert_eq!(
         files_under(&share),
         ["pc", "pc/full.lbi"],
         "the share holds exactly the finished image"
     );
     // The image on the share, checked on the host by the same binary.
-    let bin = lifeboat_bin();
-    let v = run(
-        &bin.display().to_string(),
-        &[
-            "image".into(),
-            "verify".into(),
-            share.join("pc/full.lbi").display().to_string(),
-            "--json".into(),
-        ],
-        None,
-    )
-    .unwrap_or_else(|e| panic!("verify of the image on the share: {e}"));
-    let vj: Value = serde_json::from_str(v.trim()).unwrap_or_else(|e| panic!("{e}: {v}"));
-    assert_eq!(vj["ok"], Value::Bool(true), "{vj}");
+    host_verify(&share.join("pc/full.lbi"));
 
     // Boot 2: restore from the share onto a blank disk.
     let target = t.join("target.img");
@@ -196,25 +166,18 @@ fn image_to_smb_share_then_restore() {
     if res["exit_code"].as_i64() != Some(0) || out["media_hash_verified"] != Value::Bool(true) {
         vm.fail(&format!("restore from the share failed: {res}"));
     }
+    // The report names the image as given (the URL), not where the share was mounted.
+    if out["image"] != Value::String(url.clone()) {
+        vm.fail(&format!(
+            "the restore report names the image {} not {url}",
+            out["image"]
+        ));
+    }
     assert_no_password(&vm);
     let _ = vm.wait_exit(Duration::from_secs(60));
     drop(vm);
-    for p in &built.partitions {
-        run(
-            "cmp",
-            &[
-                "-i".into(),
-                p.start_bytes.to_string(),
-                "-n".into(),
-                p.size_bytes.to_string(),
-                src.display().to_string(),
-                target.display().to_string(),
-            ],
-            None,
-        )
-        .unwrap_or_else(|e| panic!("partition {} differs after the restore: {e}", p.number));
-    }
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source disk changed");
+    same_partitions(&built, &src, &target);
+    src_sha.check("the source disk");
 }
 
 #[test]
@@ -229,7 +192,7 @@ fn wrong_password_and_unreachable_host_are_plain_failures() {
         .part(Part::new(16, Fs::Ext4).label("NETSRC2"))
         .build(&src)
         .unwrap_or_else(|e| panic!("{e}"));
-    let src_sha = sha256(&src).unwrap();
+    let src_sha = Unchanged::record(&src);
     let creds = t.join("creds.img");
     creds_disk(&creds, "not the password");
     let disks = || {
@@ -277,7 +240,7 @@ fn wrong_password_and_unreachable_host_are_plain_failures() {
         "left on the share: {:?}",
         files_under(&share)
     );
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source disk changed");
+    src_sha.check("the source disk");
 }
 
 /// The `done_bytes` of a `LIFEBOAT-PROGRESS` line.
@@ -303,7 +266,7 @@ fn cable_pulled_mid_create_leaves_an_incomplete_image_that_resumes() {
         )
         .build(&src)
         .unwrap_or_else(|e| panic!("{e}"));
-    let src_sha = sha256(&src).unwrap();
+    let src_sha = Unchanged::record(&src);
     let creds = t.join("creds.img");
     creds_disk(&creds, PASSWORD);
     let disks = |throttle: bool| {
@@ -339,6 +302,21 @@ fn cable_pulled_mid_create_leaves_an_incomplete_image_that_resumes() {
             "the job did not fail when the cable was pulled: {res}"
         ));
     }
+    // The plain message, chosen by the error's kind (never the kernel's "Host is down").
+    let out = &res["output"];
+    let msg = out["error"]["message"].as_str().unwrap_or_default();
+    if res["exit_code"].as_i64() != Some(1)
+        || out["error"]["kind"] != "network_lost"
+        || out["network_error"] != "stopped_answering"
+        || !msg.starts_with(&format!("the network share stopped answering ({url}: "))
+        || !msg.contains("reconnect and run the same command again to resume")
+        || msg.contains("os error")
+        || msg.contains("/run/lifeboat")
+    {
+        vm.fail(&format!(
+            "expected the plain network-drop message (exit 1, network_lost): {res}"
+        ));
+    }
     let _ = vm.wait_exit(Duration::from_secs(120));
     drop(vm);
     // Never a complete-looking image: no final name, and the .partial is reported incomplete.
@@ -352,8 +330,7 @@ fn cable_pulled_mid_create_leaves_an_incomplete_image_that_resumes() {
         "no .partial on the share: {:?}",
         files_under(&share)
     );
-    let bin = lifeboat_bin().display().to_string();
-    let info = std::process::Command::new(&bin)
+    let info = std::process::Command::new(host_lifeboat())
         .args(["image", "info"])
         .arg(&partial)
         .arg("--json")
@@ -374,17 +351,6 @@ fn cable_pulled_mid_create_leaves_an_incomplete_image_that_resumes() {
     }
     let _ = vm.wait_exit(Duration::from_secs(60));
     drop(vm);
-    let v = run(
-        &bin,
-        &[
-            "image".into(),
-            "verify".into(),
-            share.join("pc/full.lbi").display().to_string(),
-            "--json".into(),
-        ],
-        None,
-    )
-    .unwrap_or_else(|e| panic!("verify of the resumed image: {e}"));
-    assert!(v.contains("\"ok\":true"), "{v}");
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source disk changed");
+    host_verify(&share.join("pc/full.lbi"));
+    src_sha.check("the source disk");
 }

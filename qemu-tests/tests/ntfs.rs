@@ -6,40 +6,16 @@
 //! the source's, and the NTFS volume, mounted read-only for that, is unchanged. Boot 3: a USB
 //! disk whose NTFS Windows left hibernated (hiberfil.sys starting with `hibr`) is refused for
 //! the create with the reason and exit 4, its bytes unchanged.
-use lifeboat_qemu_tests::disks::{run, sha256, DiskBuilder, Fs, Part, Table};
-use lifeboat_qemu_tests::{repo_root, run_param, Bus, DiskSpec, TempDir, Vm};
+use lifeboat_qemu_tests::check::{extract, host_verify, noise, same_partitions, Unchanged};
+use lifeboat_qemu_tests::disks::{run, DiskBuilder, Fs, Part, Table};
+use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, TempDir, Vm};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
+/// Compressible text for the test files.
 fn text(n: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n);
-    while v.len() < n {
-        v.extend_from_slice(format!("line {} of a text file\n", v.len()).as_bytes());
-    }
-    v.truncate(n);
-    v
-}
-
-/// Copies `len` bytes at `start` of `disk` into `out`.
-fn extract(disk: &Path, out: &Path, start: u64, len: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(disk).unwrap();
-    let mut b = vec![0u8; len as usize];
-    f.read_exact_at(&mut b, start).unwrap();
-    std::fs::write(out, b).unwrap();
+    lifeboat_qemu_tests::check::text(n, "a text file")
 }
 
 fn boot_result(name: &str, cmd: &str, disks: Vec<DiskSpec>) -> (Vm, Value) {
@@ -47,13 +23,6 @@ fn boot_result(name: &str, cmd: &str, disks: Vec<DiskSpec>) -> (Vm, Value) {
     let res = vm.wait_result(Duration::from_secs(300));
     let res = vm.check(res);
     (vm, res)
-}
-
-/// The static binary scripts/build made (it runs on the host too).
-fn host_lifeboat() -> PathBuf {
-    let p = repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat");
-    assert!(p.is_file(), "{} is missing: run scripts/build", p.display());
-    p
 }
 
 /// A USB disk: MBR, one NTFS partition labelled `label` at 1 MiB.
@@ -87,7 +56,7 @@ fn image_onto_usb_ntfs_then_restore_from_it() {
         .unwrap_or_else(|e| panic!("{e}"));
     let usb = t.join("usb.img");
     let (ns, nl) = usb_ntfs(&usb, "WINBACKUP", vec![]);
-    let src_sha = sha256(&src).unwrap();
+    let src_sha = Unchanged::record(&src);
 
     // Boot 1: create onto the NTFS partition, found by label.
     let (mut vm, res) = boot_result(
@@ -103,7 +72,7 @@ fn image_onto_usb_ntfs_then_restore_from_it() {
     }
     let _ = vm.wait_exit(Duration::from_secs(60));
     drop(vm);
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source disk changed");
+    src_sha.check("the source disk");
 
     // Host: the NTFS volume is clean and holds an image that verifies on its own.
     let part = t.join("ntfs-part.img");
@@ -122,21 +91,12 @@ fn image_onto_usb_ntfs_then_restore_from_it() {
     );
     let lbi = t.join("full.lbi");
     std::fs::write(&lbi, &out.stdout).unwrap();
-    let v = std::process::Command::new(host_lifeboat())
-        .args(["image", "verify"])
-        .arg(&lbi)
-        .output()
-        .unwrap();
-    assert!(
-        v.status.success(),
-        "lifeboat image verify of the image read out with ntfscat: {}",
-        String::from_utf8_lossy(&v.stderr)
-    );
+    host_verify(&lbi);
     let _ = std::fs::remove_file(&part);
     let _ = std::fs::remove_file(&lbi);
 
     // Boot 2: restore from the NTFS store onto a blank NVMe disk.
-    let usb_sha = sha256(&usb).unwrap();
+    let usb_sha = Unchanged::record(&usb);
     let nvme = t.join("nvme.img");
     DiskBuilder::new(96, Table::None)
         .build(&nvme)
@@ -156,26 +116,8 @@ fn image_onto_usb_ntfs_then_restore_from_it() {
     }
     let _ = vm.wait_exit(Duration::from_secs(60));
     drop(vm);
-    assert_eq!(
-        sha256(&usb).unwrap(),
-        usb_sha,
-        "reading the image (ntfs-3g -o ro) changed the USB disk"
-    );
-    for p in &built.partitions {
-        run(
-            "cmp",
-            &[
-                "-i".into(),
-                p.start_bytes.to_string(),
-                "-n".into(),
-                p.size_bytes.to_string(),
-                src.display().to_string(),
-                nvme.display().to_string(),
-            ],
-            None,
-        )
-        .unwrap_or_else(|e| panic!("partition {} differs after restore: {e}", p.number));
-    }
+    usb_sha.check("the USB disk the image was read from (ntfs-3g -o ro)");
+    same_partitions(&built, &src, &nvme);
 }
 
 #[test]
@@ -190,7 +132,7 @@ fn hibernated_ntfs_is_refused_for_create() {
     let mut hib = b"hibr".to_vec();
     hib.resize(64 << 10, 0);
     usb_ntfs(&usb, "WINHIBER", vec![("hiberfil.sys", hib)]);
-    let (src_sha, usb_sha) = (sha256(&src).unwrap(), sha256(&usb).unwrap());
+    let (src_sha, usb_sha) = (Unchanged::record(&src), Unchanged::record(&usb));
     let (mut vm, res) = boot_result(
         "ntfs-hibernated",
         "image create serial=LB-NTH-SRC label=WINHIBER:/pc/full.lbi --json",
@@ -210,10 +152,6 @@ fn hibernated_ntfs_is_refused_for_create() {
     }
     let _ = vm.wait_exit(Duration::from_secs(60));
     drop(vm);
-    assert_eq!(
-        sha256(&usb).unwrap(),
-        usb_sha,
-        "the refused create wrote to the USB disk"
-    );
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source disk changed");
+    usb_sha.check("the USB disk of the refused create");
+    src_sha.check("the source disk");
 }
