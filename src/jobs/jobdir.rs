@@ -15,6 +15,10 @@
 //! format; the engine is pointed at it with `LIFEBOAT_CREDENTIALS` — a path, never the password
 //! — and the runner removes it when the engine ends) or `credentials-from` (where the console
 //! itself reads credentials, `--credentials`, handed on the same way).
+//!
+//! The directory is writable by its user only (checked by the console and the runner, refused
+//! otherwise): the secrets and the command pass through it. Every file is written as a new
+//! file, never through a symlink.
 use crate::error::{Error, Result};
 use crate::jobs::Progress;
 use crate::rescue::ExtentMap;
@@ -131,11 +135,59 @@ fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Option<T> {
 }
 
 /// Writes `data` to `dir/name` atomically (temp file + rename), so readers never see half a file.
+/// The temporary file is always a new file: whatever had its name (a stale one, a symlink to a
+/// file or a device) is removed, never followed or written.
 fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(format!(".{name}.tmp"));
     let dst = dir.join(name);
-    fs::write(&tmp, data).map_err(|e| Error::io("write", &tmp, e))?;
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
+    drop(f);
     fs::rename(&tmp, &dst).map_err(|e| Error::io("rename into place", &dst, e))
+}
+
+/// Creates the job directory (mode 0755, its missing parents too) and checks that nobody else
+/// can write in it: owned by this process's user and writable by no group or other. Whoever can
+/// write there could swap the passphrase file between its creation and the engine reading it,
+/// plant the temporary names the console writes through, or write the spec the runner starts
+/// as its user. Refused (exit 4) otherwise, before anything is written there.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| Error::io("create the job directory", dir, e))?;
+    let m = fs::metadata(dir).map_err(|e| Error::io("look at the job directory", dir, e))?;
+    // This process's effective user: the owner of /proc/self.
+    let me = fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .map_err(|e| Error::io("look at", "/proc/self", e))?;
+    if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+        return Err(Error::refused(format!(
+            "the job directory {} is {}: a job's passphrase, password and command go through \
+             it, so only this user may write there. Nothing was written; make it owned by this \
+             user with mode 0755 (or 0700), or set LIFEBOAT_JOB_DIR to such a directory",
+            dir.display(),
+            if !m.is_dir() {
+                "not a directory".to_string()
+            } else if m.uid() != me {
+                format!("owned by user {}", m.uid())
+            } else {
+                format!("writable by others (mode {:o})", m.mode() & 0o7777)
+            }
+        ))
+        .at_path(dir));
+    }
+    Ok(())
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -286,7 +338,7 @@ pub fn start_job(
     creds: Option<&JobCredentials>,
     launch: impl FnOnce(&Path) -> Result<u32>,
 ) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|e| Error::io("create the job directory", dir, e))?;
+    private_dir(dir)?;
     let lock = dir.join("lock");
     if lock.exists() {
         if lock_alive(dir) && !dir.join("result.json").exists() {
@@ -393,7 +445,7 @@ pub fn launch_runner(dir: &Path) -> Result<u32> {
 
 /// Asks the running job to stop: marks `cancel` and sends SIGINT to the engine.
 pub fn cancel(dir: &Path) -> Result<()> {
-    let _ = fs::write(dir.join("cancel"), b"1");
+    let _ = write_atomic(dir, "cancel", b"1");
     if let Some(pid) = read_pid(&dir.join("pid")) {
         if pid_alive(pid) {
             nix::sys::signal::kill(
@@ -408,7 +460,7 @@ pub fn cancel(dir: &Path) -> Result<()> {
 
 /// Marks the last result as seen (consoles then go back to the disks screen).
 pub fn ack(dir: &Path) {
-    let _ = fs::write(dir.join("ack"), b"1");
+    let _ = write_atomic(dir, "ack", b"1");
 }
 
 /// The engine program: `$LIFEBOAT_JOB_PROGRAM` (tests, development) or this binary.
@@ -422,6 +474,8 @@ pub fn engine_program() -> PathBuf {
 /// The runner (`lifeboat ui --run-job DIR`): runs the spec's engine command to its end and
 /// writes `result.json`, then releases the lock. Returns the engine's exit code.
 pub fn run_job(dir: &Path, program: &Path) -> Result<i32> {
+    // A spec someone else could have written is never run.
+    private_dir(dir)?;
     let spec: JobSpec = read_json(&dir.join("spec.json"))
         .ok_or_else(|| Error::not_found("no job spec").at_path(dir.join("spec.json")))?;
     let t0 = Instant::now();
@@ -495,11 +549,16 @@ fn run_engine(
         }
         s
     });
-    let mut log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("log"))
-        .ok();
+    // Appended to, never through a symlink (one to a disk would get the engine's stderr).
+    let mut log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir.join("log"))
+            .ok()
+    };
     if let Some(err) = child.stderr.take() {
         for line in BufReader::new(err).split(b'\n') {
             let Ok(line) = line else { break };
