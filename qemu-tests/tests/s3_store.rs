@@ -13,7 +13,8 @@
 //! Neither key ever appears on a serial console; the sources' sha256 are unchanged. Skipped
 //! with a message when the moto venv is missing. No timing is asserted: the guests share the
 //! host's cores, so the timeouts are generous.
-use lifeboat_qemu_tests::disks::{run, sha256, DiskBuilder, Fs, Part, Table};
+use lifeboat_qemu_tests::check::{host_lifeboat, noise, Unchanged};
+use lifeboat_qemu_tests::disks::{run, DiskBuilder, Fs, Part, Table};
 use lifeboat_qemu_tests::qemu::{self, SerialMode, VmSpec};
 use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, NetSpec, TempDir, Vm};
 use serde_json::Value;
@@ -149,18 +150,6 @@ impl Drop for Moto {
     }
 }
 
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 const MIB: usize = 1 << 20;
 
 /// Boots a guest (1 vCPU: several run at once on the host's cores) that runs `cmd` with the
@@ -280,8 +269,8 @@ fn a_fleet_images_into_one_store_then_restores_from_it_at_once() {
     let src_b = t.join("src-b.img");
     std::fs::write(&src_b, &b).unwrap();
     drop(b);
-    let sha_a = sha256(&src_a).unwrap();
-    let sha_b = sha256(&src_b).unwrap();
+    let sha_a = Unchanged::record(&src_a);
+    let sha_b = Unchanged::record(&src_b);
     let creds: Vec<_> = (0..3)
         .map(|i| {
             let p = t.join(&format!("creds{i}.img"));
@@ -312,8 +301,8 @@ fn a_fleet_images_into_one_store_then_restores_from_it_at_once() {
     for (res, url) in created.iter().zip([url_a, url_b]) {
         assert_eq!(res["output"]["image"], Value::String(url.into()), "{res}");
     }
-    assert_eq!(sha256(&src_a).unwrap(), sha_a, "source A changed");
-    assert_eq!(sha256(&src_b).unwrap(), sha_b, "source B changed");
+    sha_a.check("source A");
+    sha_b.check("source B");
     let after = moto.bucket_bytes();
 
     // What the store holds: the two images share all but the changed chunks...
@@ -360,8 +349,7 @@ fn a_fleet_images_into_one_store_then_restores_from_it_at_once() {
         moto.cred(&format!("http://127.0.0.1:{}", moto.port)),
     )
     .unwrap();
-    let bin =
-        lifeboat_qemu_tests::repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat");
+    let bin = host_lifeboat();
     for (res, url) in created.iter().zip([url_a, url_b]) {
         let v = run(
             &bin.display().to_string(),
@@ -440,6 +428,6 @@ fn a_fleet_images_into_one_store_then_restores_from_it_at_once() {
         assert_eq!(rec["media_hash"], out["media_hash"], "{key}: {rec}");
         assert_eq!(rec["target"], out["target"], "{key}: {rec}");
     }
-    assert_eq!(sha256(&src_a).unwrap(), sha_a, "source A changed");
-    assert_eq!(sha256(&src_b).unwrap(), sha_b, "source B changed");
+    sha_a.check("source A");
+    sha_b.check("source B");
 }
