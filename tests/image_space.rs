@@ -5,7 +5,8 @@
 //! ends as a full target always did (exit 1, `target_full`, the `.partial` and journal kept); a
 //! rerun without the flag counts what that `.partial` holds and is still refused, touching
 //! nothing; an image that fits is written. `df` is the referee of the free figure. A copy that
-//! does not fit is refused the same way. Needs root and loop devices (skips with a message
+//! does not fit is refused the same way. The console's figure of an unmounted ext4 (its bitmaps
+//! and reserves) equals the CLI's of it mounted (statvfs). Needs root and loop devices (skips with a message
 //! otherwise); every test checks the source's sha256 unchanged.
 mod common;
 
@@ -58,6 +59,33 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// The console reads an unmounted partition's free space from its own bitmaps and superblock,
+/// the CLI by statvfs where the image goes: both figures go through one rule (ext's blocks
+/// reserved for root do not count), so the same filesystem gets the same figure, which is
+/// df's "Avail".
+#[test]
+fn the_console_and_the_cli_read_the_same_free_figure() {
+    let dir = TempDir::new("space0");
+    if !is_root() {
+        eprintln!("skipping: needs root for loop devices and mounts");
+        return;
+    }
+    let f = dir.p("store.img");
+    zero_file(&f, 32 * MIB);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&f));
+    let dev = lifeboat::io::Device::open(&f, lifeboat::io::Access::Read).unwrap();
+    let room = lifeboat::image::space::room_of(&dev).unwrap();
+    drop(dev);
+    assert!(room.reserved > 0, "{room:?}");
+    let console = room.for_image();
+    let Some(m) = Mounted::ext4_in(&f, &dir, 0, 32 * MIB) else {
+        return;
+    };
+    let cli = lifeboat::image::space::free_at(&m.mp).unwrap();
+    assert_eq!(console, cli, "bitmaps {room:?} vs statvfs");
+    assert_eq!(cli, df_avail(&m.mp));
 }
 
 #[test]

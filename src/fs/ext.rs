@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 const INCOMPAT_RECOVER: u32 = 0x4;
 const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
 const INCOMPAT_META_BG: u32 = 0x10;
+const INCOMPAT_EXTENTS: u32 = 0x40;
 const INCOMPAT_64BIT: u32 = 0x80;
 const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
 const RO_COMPAT_GDT_CSUM: u32 = 0x10;
@@ -47,6 +48,10 @@ struct Geo {
     /// metadata_csum: the checksum seed (block bitmaps are checked against their descriptors).
     csum_seed: Option<u32>,
     cpg: u64,
+    /// Blocks reserved for root (`s_r_blocks_count`).
+    r_blocks: u64,
+    /// The extents feature (the kernel keeps a reserve of its own on such a filesystem).
+    extents: bool,
 }
 
 impl Geo {
@@ -164,6 +169,10 @@ fn geometry(r: &Region) -> Result<Geo> {
     if is64 {
         blocks |= u64::from(le32(&sb, 0x150)) << 32;
     }
+    let mut r_blocks = u64::from(le32(&sb, 0x08));
+    if is64 {
+        r_blocks |= u64::from(le32(&sb, 0x154)) << 32;
+    }
     let first_data_block = u64::from(le32(&sb, 0x14));
     let bpg = u64::from(le32(&sb, 0x20));
     let cpg = if bigalloc {
@@ -217,7 +226,24 @@ fn geometry(r: &Region) -> Result<Geo> {
             }
         }),
         cpg,
+        r_blocks,
+        extents: incompat & INCOMPAT_EXTENTS != 0,
     })
+}
+
+/// Bytes of the free blocks of the ext filesystem at the start of `r` that no ordinary file can
+/// have once it is mounted: the blocks reserved for root (`s_r_blocks_count`, 5 % by default)
+/// and the kernel's own reserve for extent changes it cannot refuse (with the extents feature:
+/// 2 % of the clusters or 4096 clusters, whichever is fewer — `ext4_calculate_resv_clusters`).
+/// `statvfs`'s `f_bavail` of the mounted filesystem is its free blocks less exactly these.
+pub fn reserved_bytes(r: &Region) -> Result<u64> {
+    let geo = geometry(r)?;
+    let kernel = if geo.extents {
+        (geo.blocks / geo.ratio / 50).min(4096) * geo.ratio
+    } else {
+        0
+    };
+    Ok(geo.r_blocks.saturating_add(kernel).saturating_mul(geo.bs))
 }
 
 /// One group descriptor's fields.

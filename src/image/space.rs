@@ -4,7 +4,8 @@
 //! Free space of a partition: `statvfs` where it is mounted already; otherwise read from its
 //! filesystem's own allocation map (`fs::UsageMap`: the ext block bitmaps, the FAT, the exFAT
 //! and NTFS bitmaps), opened read-only, so finding out never mounts, replays or writes anything:
-//! free = size − used. A filesystem whose map cannot be trusted (unknown, dirty) has no figure.
+//! free = size − used, less ext's reserves ([`Room`]). A filesystem whose map cannot be trusted
+//! (unknown, dirty) has no figure.
 //!
 //! An image's size: at most the bytes the used-block plan reads (used blocks, everything outside
 //! partitions, unmappable partitions whole — `SourceUsage::used_bytes`), since chunks are stored
@@ -15,7 +16,9 @@
 //! [`check_room`] refuses (exit 4, nothing written) a destination whose free space is less than
 //! what the job may need, naming both figures and the flag that skips the check
 //! ([`IGNORE_FLAG`]). The CLI reads the free space where the image goes with [`free_at`]
-//! (statvfs of the mounted partition, NTFS volume or share, or of a plain directory).
+//! (statvfs of the mounted partition, NTFS volume or share, or of a plain directory). Both
+//! figures, from a map or from statvfs, go through one rule, [`Room::for_image`]: the space
+//! reserved for root on ext does not count (see there why).
 use crate::devices::Partition;
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -23,47 +26,87 @@ use std::path::Path;
 /// The flag of `image create` and `image copy` that skips the free-space check.
 pub const IGNORE_FLAG: &str = "--ignore-free-space";
 
-/// Bytes free for new files on `part` (see the module documentation), or why that is unknown.
+/// What a filesystem says of its free space: `free` bytes in free blocks, `reserved` of them
+/// kept from ordinary files (ext's blocks reserved for root and the kernel's own reserve; none
+/// on FAT, exFAT or NTFS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub free: u64,
+    pub reserved: u64,
+}
+
+impl Room {
+    /// The one rule for "will the image fit", whoever reads the figure (the console from an
+    /// unmounted partition's bitmaps, the CLI and a network place by `statvfs`): the free bytes
+    /// less the reserved ones — `df`'s "Avail", statvfs's `f_bavail`. Lifeboat writes as root
+    /// and the kernel would let it into ext's blocks reserved for root, but those exist so that
+    /// a filesystem filled by ordinary data still leaves root room to work (logs, a repair) and
+    /// keeps fragmentation down; an image is ordinary data and must not count on them. So the
+    /// same partition gets the same figure whether it is mounted or not, and from the console
+    /// or the CLI (they used to differ by that 5 %).
+    pub fn for_image(self) -> u64 {
+        self.free.saturating_sub(self.reserved)
+    }
+}
+
+/// Bytes an image may take on `part` ([`Room::for_image`]: statvfs where it is mounted
+/// already, else its filesystem's own map, see the module documentation), or why that is
+/// unknown.
 pub fn free_bytes(part: &Partition) -> Result<u64, String> {
     if let Some(mp) = part.mounted.first() {
-        return free_in(Path::new(mp.as_str()));
+        return free_at(Path::new(mp.as_str())).map_err(|e| e.to_string());
     }
     let dev =
         crate::io::Device::open(&part.path, crate::io::Access::Read).map_err(|e| e.to_string())?;
-    let map = crate::fs::UsageMap::analyze(&dev);
-    free_of(&map)
+    Ok(room_of(&dev)?.for_image())
 }
 
-/// Bytes free for new files (an unprivileged writer's share: `f_bavail`) in the filesystem
-/// mounted at `dir` — a mounted partition, or a network share (the console's network places).
-pub fn free_in(dir: &std::path::Path) -> Result<u64, String> {
-    let st =
-        nix::sys::statvfs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
-    Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
-}
-
-/// Free bytes of the filesystem that fills the device `map` was read from (partition 0: no
-/// table on a partition), or why that is unknown.
-pub fn free_of(map: &crate::fs::UsageMap) -> Result<u64, String> {
-    match map.partitions.as_slice() {
-        [p] if p.number == 0 && p.mode == crate::fs::Mode::UsedBlocks => {
-            Ok(p.size_bytes.saturating_sub(p.used_bytes))
-        }
-        [p] if p.number == 0 => Err(p
+/// The [`Room`] of the filesystem that fills `dev` (a partition, or a disk without a table),
+/// read from its own allocation map (used-block analysis) and, for ext, its superblock's
+/// reserves; or why that is unknown.
+pub fn room_of(dev: &dyn crate::io::BlockSource) -> Result<Room, String> {
+    let map = crate::fs::UsageMap::analyze(dev);
+    let p = match map.partitions.as_slice() {
+        [p] if p.number == 0 => p,
+        _ => return Err("no single filesystem on it".into()),
+    };
+    if p.mode != crate::fs::Mode::UsedBlocks {
+        return Err(p
             .reason
             .clone()
-            .unwrap_or_else(|| "no allocation map".into())),
-        _ => Err("no single filesystem on it".into()),
+            .unwrap_or_else(|| "no allocation map".into()));
     }
+    let reserved = match p.filesystem.as_deref() {
+        Some("ext2" | "ext3" | "ext4") => {
+            let r = crate::fs::Region::new(dev, 0, dev.size());
+            crate::fs::ext::reserved_bytes(&r).map_err(|e| e.to_string())?
+        }
+        _ => 0,
+    };
+    Ok(Room {
+        free: p.size_bytes.saturating_sub(p.used_bytes),
+        reserved,
+    })
 }
 
-/// Bytes free for new files in the filesystem holding the directory `dir` (statvfs: the blocks
-/// available to files, `f_bavail × f_frsize`; on ext4 that leaves out the blocks reserved for
-/// root, so the figure is the same whoever asks).
-pub fn free_at(dir: &Path) -> Result<u64> {
+/// The [`Room`] of the filesystem holding the directory `dir` (statvfs: free blocks
+/// `f_bfree`, of which `f_bfree − f_bavail` reserved, in `f_frsize` units).
+pub fn room_at(dir: &Path) -> Result<Room> {
     let st = nix::sys::statvfs::statvfs(dir)
         .map_err(|e| Error::io("read the free space of", dir, std::io::Error::from(e)))?;
-    Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+    let unit = st.fragment_size() as u64;
+    let (free, avail) = (st.blocks_free() as u64, st.blocks_available() as u64);
+    Ok(Room {
+        free: free.saturating_mul(unit),
+        reserved: free.saturating_sub(avail).saturating_mul(unit),
+    })
+}
+
+/// Bytes an image may take in the filesystem holding the directory `dir` (a mounted
+/// partition, NTFS volume, network share or plain directory): [`Room::for_image`] of
+/// [`room_at`].
+pub fn free_at(dir: &Path) -> Result<u64> {
+    Ok(room_at(dir)?.for_image())
 }
 
 /// The free-space rule: `place` (as the user named it) with `free` bytes free cannot take
@@ -136,12 +179,12 @@ pub fn image_upper_bound(used_bytes: u64, disk_bytes: u64) -> u64 {
 mod tests {
     use super::*;
 
-    /// statvfs of a directory agrees with df's figure for it (the referee), within what other
+    /// statvfs of a directory agrees with df's "Avail" for it (the referee), within what other
     /// writers change between the two reads.
     #[test]
-    fn free_in_a_directory_agrees_with_df() {
+    fn free_at_a_directory_agrees_with_df() {
         let dir = std::env::temp_dir();
-        let ours = free_in(&dir).unwrap();
+        let ours = free_at(&dir).unwrap();
         let out = std::process::Command::new("df")
             .args(["-B1", "--output=avail"])
             .arg(&dir)
@@ -158,9 +201,20 @@ mod tests {
             .parse()
             .unwrap();
         assert!(ours.abs_diff(theirs) < 1 << 30, "{ours} vs df {theirs}");
-        assert!(free_in(std::path::Path::new("/nonexistent/dir")).is_err());
+        let room = room_at(&dir).unwrap();
+        assert!(room.reserved <= room.free, "{room:?}");
         let e = free_at(Path::new("/nonexistent/dir")).unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn the_reserved_part_of_the_free_space_is_not_for_images() {
+        let r = |free, reserved| Room { free, reserved }.for_image();
+        assert_eq!(r(100, 0), 100);
+        assert_eq!(r(100, 5), 95);
+        assert_eq!(r(100, 100), 0);
+        // More reserved than free (ext when only root's blocks are left): nothing, no wrap.
+        assert_eq!(r(3, 5), 0);
     }
 
     #[test]
@@ -191,11 +245,10 @@ mod tests {
         assert_eq!(image_upper_bound(u64::MAX, u64::MAX), u64::MAX);
     }
 
-    /// A real filesystem in a file: free = size − used of its own bitmaps, and it agrees with
-    /// what the filesystem's own tool says within its metadata.
-    #[test]
-    fn free_space_of_an_unmounted_ext4_from_its_bitmaps() {
-        let dir = std::env::temp_dir().join(format!("lb-space-{}", std::process::id()));
+    /// An ext4 made by mkfs.ext4 in a file (`extra`: its options), the file's path, and
+    /// dumpe2fs's header of it; None (with a note) where mkfs.ext4 is missing.
+    fn ext4(tag: &str, extra: &[&str]) -> Option<(std::path::PathBuf, String)> {
+        let dir = std::env::temp_dir().join(format!("lb-space-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("files")).unwrap();
         std::fs::write(dir.join("files/big"), vec![7u8; 8 << 20]).unwrap();
@@ -205,35 +258,68 @@ mod tests {
             .set_len(64 << 20)
             .unwrap();
         let ok = std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-b", "4096", "-d"])
+            .args(["-q", "-F", "-b", "4096"])
+            .args(extra)
+            .arg("-d")
             .arg(dir.join("files"))
             .arg(&img)
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
             eprintln!("note: mkfs.ext4 is missing; skipping");
-            return;
+            return None;
         }
-        let before = std::fs::read(&img).unwrap();
-        let dev = crate::io::Device::open(&img, crate::io::Access::Read).unwrap();
-        let free = free_of(&crate::fs::UsageMap::analyze(&dev)).unwrap();
-        // dumpe2fs's free block count is the referee.
         let out = std::process::Command::new("dumpe2fs")
             .arg("-h")
             .arg(&img)
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let blocks: u64 = text
+        Some((img, String::from_utf8_lossy(&out.stdout).into_owned()))
+    }
+
+    /// A number field of dumpe2fs's header ("Free blocks:").
+    fn field(header: &str, name: &str) -> u64 {
+        header
             .lines()
-            .find_map(|l| l.strip_prefix("Free blocks:"))
-            .unwrap()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {header}"))
             .trim()
             .parse()
-            .unwrap();
-        assert_eq!(free, blocks * 4096);
-        assert!(free < (56 << 20), "{free}");
-        assert_eq!(std::fs::read(&img).unwrap(), before, "reading changed it");
-        std::fs::remove_dir_all(&dir).unwrap();
+            .unwrap()
+    }
+
+    /// A real filesystem in a file: free = size − used of its own bitmaps, reserved = the
+    /// superblock's blocks for root plus the kernel's reserve; dumpe2fs is the referee of the
+    /// counts (the mounted figure is compared with statvfs in tests/image_space.rs).
+    #[test]
+    fn room_of_an_unmounted_ext4_from_its_bitmaps_and_superblock() {
+        // The default (5 % for root, extents: the kernel's reserve too) and a filesystem with
+        // 10 % for root and no extents (no kernel reserve).
+        for (tag, extra, kernel_reserve) in [
+            ("default", &[][..], true),
+            ("m10", &["-m", "10", "-O", "^extents,^64bit"][..], false),
+        ] {
+            let Some((img, header)) = ext4(tag, extra) else {
+                return;
+            };
+            let before = std::fs::read(&img).unwrap();
+            let dev = crate::io::Device::open(&img, crate::io::Access::Read).unwrap();
+            let room = room_of(&dev).unwrap();
+            assert_eq!(room.free, field(&header, "Free blocks:") * 4096, "{tag}");
+            let blocks = field(&header, "Block count:");
+            let root = field(&header, "Reserved block count:");
+            let pct = if tag == "m10" { 10 } else { 5 };
+            assert_eq!(root, blocks * pct / 100, "{tag}: mkfs -m {pct}");
+            let kernel = if kernel_reserve {
+                (blocks / 50).min(4096)
+            } else {
+                0
+            };
+            assert_eq!(room.reserved, (root + kernel) * 4096, "{tag}");
+            assert!(room.free < (56 << 20), "{tag}: {room:?}");
+            assert_eq!(room.for_image(), room.free - room.reserved);
+            assert_eq!(std::fs::read(&img).unwrap(), before, "reading changed it");
+            std::fs::remove_dir_all(img.parent().unwrap()).unwrap();
+        }
     }
 }

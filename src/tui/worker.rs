@@ -146,8 +146,10 @@ fn check_share(
 ) -> Result<super::app::ShareInfo, String> {
     let u = super::app::parse_place(url)?;
     let m = crate::net::share::mount_as(&u, true, login).map_err(|e| e.msg)?;
-    let free_bytes = crate::image::space::free_in(&m.mountpoint)
-        .map_err(|e| format!("cannot read the free space of {}: {e}", m.what))?;
+    let free_bytes = crate::image::space::free_at(&m.mountpoint).map_err(|e| {
+        let why = e.cause.map_or(e.msg, |c| c.to_string());
+        format!("cannot read the free space of {}: {why}", m.what)
+    })?;
     Ok(super::app::ShareInfo {
         free_bytes,
         what: m.what.clone(),
