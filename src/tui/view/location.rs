@@ -4,12 +4,13 @@
 //! folder) is drawn here too, from its own state (`App::dest_loc`). Network places (an SMB or
 //! NFS folder with its free space and what was mounted) follow the partitions, then the row
 //! that adds one.
+use super::field::{field, Value};
 use super::{cut, selected_style};
 use crate::jobs::fmt_bytes;
 use crate::tui::app::{App, Free, JobKind, LocField, PlaceKind, Screen};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::{Line, Span};
+use ratatui::text::Line;
 use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph};
 use ratatui::Frame;
 
@@ -139,20 +140,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     );
 
     let mut lines = Vec::new();
-    let field = |label: &str, value: &str, active: bool| {
-        let style = if active {
-            Style::new().bg(Color::Cyan).fg(Color::Black)
-        } else {
-            Style::new().fg(Color::White)
-        };
-        let cursor = if active { "_" } else { "" };
-        Line::from(vec![
-            Span::styled(format!("{label:<14}"), Style::new().fg(Color::Cyan)),
-            Span::styled(format!("{value}{cursor}"), style),
-        ])
-    };
+    let text_field =
+        |label: &str, value: &str, active: bool| field(label, 14, Value::Text(value), active);
     if app.kind == JobKind::Incremental {
-        lines.push(field(
+        lines.push(text_field(
             "Parent image",
             &app.loc.parent,
             app.loc.field == LocField::Parent,
@@ -167,7 +158,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         JobKind::Copy => "Copy to",
         _ => "Image file",
     };
-    lines.push(field(label, &loc.path, loc.field == LocField::Path));
+    lines.push(text_field(label, &loc.path, loc.field == LocField::Path));
     let on_net = places.get(loc.sel).is_some_and(|p| p.net().is_some());
     lines.push(Line::raw(match app.kind {
         JobKind::FullImage | JobKind::Incremental if on_net => {

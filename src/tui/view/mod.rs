@@ -5,6 +5,7 @@ mod browse;
 mod confirm;
 mod dialogs;
 mod disks;
+mod field;
 mod job;
 mod location;
 mod menu;

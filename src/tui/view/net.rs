@@ -1,7 +1,8 @@
 //! The add-a-network-place screen (URL, masked password, the check's progress or failure) and
 //! the network settings screen (adapters with link and address; DHCP or a static address).
 //! A password is drawn as one `*` per character: its text is never put on the screen.
-use super::{cut, label_style, selected_style};
+use super::field::{field, Value};
+use super::{cut, selected_style};
 use crate::tui::app::{App, NetField};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -9,31 +10,24 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
 
-fn field<'a>(label: &str, value: String, active: bool) -> Line<'a> {
-    let style = if active {
-        Style::new().bg(Color::Cyan).fg(Color::Black)
-    } else {
-        Style::new().fg(Color::White)
-    };
-    let cursor = if active { "_" } else { "" };
-    Line::from(vec![
-        Span::styled(format!("{label:<12}"), label_style()),
-        Span::styled(format!("{value}{cursor}"), style),
-    ])
-}
-
 pub fn draw_add(f: &mut Frame, area: Rect, app: &App) {
     let form = &app.net_form;
     let [fields, info] = Layout::vertical([Constraint::Length(9), Constraint::Min(3)]).areas(area);
     let w = fields.width.saturating_sub(16) as usize;
     let url = cut(&form.url, w);
     let lines = vec![
-        field("Location", url, form.field == NetField::Url),
+        field(
+            "Location",
+            12,
+            Value::Text(&url),
+            form.field == NetField::Url,
+        ),
         Line::raw("            smb://[user@]host/share/folder   nfs://host/export/folder"),
         Line::raw(""),
         field(
             "Password",
-            "*".repeat(form.password.len()),
+            12,
+            Value::Masked(form.password.len()),
             form.field == NetField::Password,
         ),
         Line::raw("            SMB with a user only; not shown, not kept after this job"),
@@ -127,7 +121,7 @@ pub fn draw_settings(f: &mut Frame, area: Rect, app: &App) {
         list_area,
         &mut st,
     );
-    let mut lines = vec![field("Static", n.static_text.clone(), n.typing)];
+    let mut lines = vec![field("Static", 12, Value::Text(&n.static_text), n.typing)];
     lines.push(Line::raw(
         "            IP/PREFIX,GATEWAY,DNS: 192.168.1.50/24,192.168.1.1,192.168.1.1",
     ));

@@ -1,20 +1,14 @@
 //! The passphrase step: a new full image's "Encrypt" choice with the passphrase typed twice, or
 //! the passphrase of an encrypted image being read (asked only once its header says it is
 //! encrypted). A passphrase is drawn as one `*` per character, never as itself.
+use super::field::{field, Value};
 use super::{cut, selected_style};
 use crate::tui::app::{App, JobKind, Masked, PassField};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::{Line, Span};
+use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
-
-/// At most this many `*` are drawn (the field's width), whatever the passphrase's length.
-const STARS: usize = 40;
-
-fn stars(m: &Masked) -> String {
-    "*".repeat(m.chars().min(STARS))
-}
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let steps = app.shown_steps();
@@ -35,17 +29,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let inner = block.inner(area);
     f.render_widget(block, area);
     let w = inner.width.saturating_sub(2) as usize;
-    let field = |label: &str, value: &Masked, active: bool| {
-        let style = if active {
-            Style::new().bg(Color::Cyan).fg(Color::Black)
-        } else {
-            Style::new().fg(Color::White)
-        };
-        let cursor = if active { "_" } else { "" };
-        Line::from(vec![
-            Span::styled(format!(" {label:<16}"), Style::new().fg(Color::Cyan)),
-            Span::styled(format!("{}{cursor}", stars(value)), style),
-        ])
+    // The passphrase fields: the label column one space in from the frame.
+    let pass_field = |label: &str, value: &Masked, active: bool| {
+        field(label, 17, Value::Masked(value.chars()), active)
     };
     let mut lines = Vec::new();
     if new {
@@ -71,13 +57,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         ));
         lines.push(Line::raw(""));
         if app.pass.encrypt {
-            lines.push(field(
-                "Passphrase",
+            lines.push(pass_field(
+                " Passphrase",
                 &app.pass.first,
                 app.pass.field == PassField::First,
             ));
-            lines.push(field(
-                "Again",
+            lines.push(pass_field(
+                " Again",
                 &app.pass.second,
                 app.pass.field == PassField::Second,
             ));
@@ -122,7 +108,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     " {whose} is encrypted: type its passphrase (or a recovery key)."
                 )));
                 lines.push(Line::raw(""));
-                lines.push(field("Passphrase", &app.pass.first, !app.pass.checking));
+                lines.push(pass_field(
+                    " Passphrase",
+                    &app.pass.first,
+                    !app.pass.checking,
+                ));
                 lines.push(Line::raw(""));
                 lines.push(Line::styled(
                     if app.pass.checking {
