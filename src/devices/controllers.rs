@@ -90,10 +90,64 @@ pub(crate) fn has_block_below(dir: &Path, depth: u32) -> bool {
     false
 }
 
-/// Every storage controller and USB mass-storage interface under `sysfs_root` that gives no
-/// disk, sorted by sysfs path.
-pub fn unsupported(sysfs_root: &Path) -> Vec<Unsupported> {
-    let mut out = Vec::new();
+/// Whether a PCI storage controller of this subclass, with its driver loaded, is expected to
+/// give at least one disk: SCSI (00), RAID (04), SAS (07), NVMe (08). IDE, ATA and SATA
+/// controllers are left out: all their ports are often empty (a desktop whose only disk is
+/// NVMe still has its AHCI controller), so no disk there is normal.
+fn expects_disks(subclass: u8) -> bool {
+    matches!(subclass, 0x00 | 0x04 | 0x07 | 0x08)
+}
+
+/// The real paths of every block device the kernel shows (`block/*` resolved), hidden NVMe
+/// path devices included.
+fn block_paths(sysfs_root: &Path) -> Vec<std::path::PathBuf> {
+    let block = sysfs_root.join("block");
+    super::sysfs::list_dir(&block)
+        .into_iter()
+        .filter_map(|n| fs::canonicalize(block.join(n)).ok())
+        .collect()
+}
+
+/// Whether an NVMe controller's directory holds a namespace (`nvme/nvme0/nvme0n1`, or the
+/// multipath path device `nvme0c0n1` whose disk `nvme0n1` lives under the subsystem).
+fn has_nvme_namespace(dir: &Path) -> bool {
+    let ctrls = dir.join("nvme");
+    super::sysfs::list_dir(&ctrls).into_iter().any(|c| {
+        super::sysfs::list_dir(&ctrls.join(&c))
+            .iter()
+            .any(|n| n.starts_with(c.as_str()) && n[c.len()..].contains('n'))
+    })
+}
+
+/// Whether the PCI device at `dir` has a disk below it: one of the block devices `blocks`
+/// (real paths), or an NVMe namespace.
+fn gives_disk(dir: &Path, blocks: &[std::path::PathBuf]) -> bool {
+    let Ok(real) = fs::canonicalize(dir) else {
+        // Unreadable: not reported as a controller without disks.
+        return true;
+    };
+    blocks.iter().any(|b| b.starts_with(&real)) || has_nvme_namespace(dir)
+}
+
+/// The controllers that give no disk, found in one walk of the PCI (and USB) devices.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoDisks {
+    /// Storage controllers without a driver and USB mass-storage interfaces without a disk
+    /// (`unsupported_controllers`).
+    pub unsupported: Vec<Unsupported>,
+    /// Storage controllers whose driver is loaded but that give no disk, for the classes
+    /// where that is not normal ([`expects_disks`]) (`controllers_without_disks`).
+    pub without_disks: Vec<Unsupported>,
+}
+
+/// Every PCI storage controller under `sysfs_root` that gives no disk — no driver bound, or a
+/// driver but no block device below it in sysfs (for the classes where that is not normal:
+/// [`expects_disks`]) — and every USB mass-storage interface without a disk; each list sorted
+/// by sysfs path. Read after the boot's disk scan has settled, so a controller still scanning
+/// its bus is not caught half way.
+pub fn scan(sysfs_root: &Path) -> NoDisks {
+    let mut found = NoDisks::default();
+    let blocks = block_paths(sysfs_root);
     let pci = sysfs_root.join("bus/pci/devices");
     for name in super::sysfs::list_dir(&pci) {
         let dir = pci.join(&name);
@@ -103,26 +157,48 @@ pub fn unsupported(sysfs_root: &Path) -> Vec<Unsupported> {
         let Ok(code) = u32::from_str_radix(&class, 16) else {
             continue;
         };
-        if code >> 16 != 0x01 || driver(&dir).is_some() {
+        if code >> 16 != 0x01 {
             continue;
         }
+        let subclass = (code >> 8) as u8;
+        let drv = driver(&dir);
+        let (list, note) = match &drv {
+            None => (&mut found.unsupported, None),
+            Some(d) if expects_disks(subclass) && !gives_disk(&dir, &blocks) => {
+                (&mut found.without_disks, Some(d))
+            }
+            Some(_) => continue,
+        };
         let id = format!(
             "{}:{}",
             hex_attr(&dir, "vendor").unwrap_or_default(),
             hex_attr(&dir, "device").unwrap_or_default()
         );
-        let kind = pci_storage_kind((code >> 8) as u8);
-        out.push(Unsupported {
-            bus: "pci".into(),
-            note: format!(
+        let kind = pci_storage_kind(subclass);
+        let note = match note {
+            None => format!(
                 "{kind} {id} at PCI {name} has no driver in Lifeboat: its disks cannot be \
                  seen. Please report it (with this id) to the Lifeboat project; meanwhile try \
                  the firmware's AHCI/non-RAID mode if it has one."
             ),
+            Some(drv) if subclass == 0x08 => format!(
+                "{kind} {id} at PCI {name}: driver {drv} loaded, no namespace found: the drive \
+                 has no namespace (an interrupted format or sanitize can leave it so) or did \
+                 not start (the kernel log says why: `dmesg`)."
+            ),
+            Some(drv) => format!(
+                "{kind} {id} at PCI {name}: driver {drv} loaded, no disk found behind it: check \
+                 the controller's own setup (logical drives: a RAID controller shows only the \
+                 volumes configured in its setup utility) or cables and drive power."
+            ),
+        };
+        list.push(Unsupported {
+            bus: "pci".into(),
+            note,
             id,
             class: format!("{:06x}", code & 0xff_ffff),
             kind: kind.into(),
-            driver: None,
+            driver: drv,
             sysfs_path: rel_path(sysfs_root, &dir),
         });
     }
@@ -155,7 +231,7 @@ pub fn unsupported(sysfs_root: &Path) -> Vec<Unsupported> {
             None => "no driver took it".to_string(),
             Some(d) => format!("{d} is bound but no disk appeared"),
         };
-        out.push(Unsupported {
+        found.unsupported.push(Unsupported {
             bus: "usb".into(),
             note: format!(
                 "USB mass-storage device {id} (interface {name}): {why}. Unplug it and plug it \
@@ -169,99 +245,13 @@ pub fn unsupported(sysfs_root: &Path) -> Vec<Unsupported> {
             sysfs_path: rel_path(sysfs_root, &dir),
         });
     }
-    out.sort_by(|a, b| a.sysfs_path.cmp(&b.sysfs_path));
-    out
-}
-
-/// Whether a PCI storage controller of this subclass, with its driver loaded, is expected to
-/// give at least one disk: SCSI (00), RAID (04), SAS (07), NVMe (08). IDE, ATA and SATA
-/// controllers are left out: all their ports are often empty (a desktop whose only disk is
-/// NVMe still has its AHCI controller), so no disk there is normal.
-fn expects_disks(subclass: u8) -> bool {
-    matches!(subclass, 0x00 | 0x04 | 0x07 | 0x08)
-}
-
-/// The real paths of every block device the kernel shows (`block/*` resolved), hidden NVMe
-/// path devices included.
-fn block_paths(sysfs_root: &Path) -> Vec<std::path::PathBuf> {
-    let block = sysfs_root.join("block");
-    super::sysfs::list_dir(&block)
-        .into_iter()
-        .filter_map(|n| fs::canonicalize(block.join(n)).ok())
-        .collect()
-}
-
-/// Whether an NVMe controller's directory holds a namespace (`nvme/nvme0/nvme0n1`, or the
-/// multipath path device `nvme0c0n1` whose disk `nvme0n1` lives under the subsystem).
-fn has_nvme_namespace(dir: &Path) -> bool {
-    let ctrls = dir.join("nvme");
-    super::sysfs::list_dir(&ctrls).into_iter().any(|c| {
-        super::sysfs::list_dir(&ctrls.join(&c))
-            .iter()
-            .any(|n| n.starts_with(c.as_str()) && n[c.len()..].contains('n'))
-    })
-}
-
-/// Every PCI storage controller under `sysfs_root` whose driver is loaded but that gives no
-/// disk (no block device below it in sysfs), for the classes where that is not normal
-/// ([`expects_disks`]); sorted by sysfs path. Read after the boot's disk scan has settled, so a
-/// controller still scanning its bus is not caught half way.
-pub fn without_disks(sysfs_root: &Path) -> Vec<Unsupported> {
-    let mut out = Vec::new();
-    let blocks = block_paths(sysfs_root);
-    let pci = sysfs_root.join("bus/pci/devices");
-    for name in super::sysfs::list_dir(&pci) {
-        let dir = pci.join(&name);
-        let Some(class) = hex_attr(&dir, "class") else {
-            continue;
-        };
-        let Ok(code) = u32::from_str_radix(&class, 16) else {
-            continue;
-        };
-        let subclass = (code >> 8) as u8;
-        if code >> 16 != 0x01 || !expects_disks(subclass) {
-            continue;
-        }
-        let Some(drv) = driver(&dir) else {
-            continue;
-        };
-        let Ok(real) = fs::canonicalize(&dir) else {
-            continue;
-        };
-        if blocks.iter().any(|b| b.starts_with(&real)) || has_nvme_namespace(&dir) {
-            continue;
-        }
-        let id = format!(
-            "{}:{}",
-            hex_attr(&dir, "vendor").unwrap_or_default(),
-            hex_attr(&dir, "device").unwrap_or_default()
-        );
-        let kind = pci_storage_kind(subclass);
-        let note = if subclass == 0x08 {
-            format!(
-                "{kind} {id} at PCI {name}: driver {drv} loaded, no namespace found: the drive \
-                 has no namespace (an interrupted format or sanitize can leave it so) or did \
-                 not start (the kernel log says why: `dmesg`)."
-            )
-        } else {
-            format!(
-                "{kind} {id} at PCI {name}: driver {drv} loaded, no disk found behind it: check \
-                 the controller's own setup (logical drives: a RAID controller shows only the \
-                 volumes configured in its setup utility) or cables and drive power."
-            )
-        };
-        out.push(Unsupported {
-            bus: "pci".into(),
-            note,
-            id,
-            class: format!("{:06x}", code & 0xff_ffff),
-            kind: kind.into(),
-            driver: Some(drv),
-            sysfs_path: rel_path(sysfs_root, &dir),
-        });
-    }
-    out.sort_by(|a, b| a.sysfs_path.cmp(&b.sysfs_path));
-    out
+    found
+        .unsupported
+        .sort_by(|a, b| a.sysfs_path.cmp(&b.sysfs_path));
+    found
+        .without_disks
+        .sort_by(|a, b| a.sysfs_path.cmp(&b.sysfs_path));
+    found
 }
 
 #[cfg(test)]
@@ -334,7 +324,7 @@ mod tests {
             )
             .unwrap();
         }
-        let u = unsupported(sys);
+        let u = scan(sys).unsupported;
         assert_eq!(u.len(), 2, "{u:#?}");
         assert_eq!(u[0].bus, "pci");
         assert_eq!(u[0].id, "1000:0079");
@@ -352,7 +342,7 @@ mod tests {
             u[1].note
         );
         // No sysfs at all: nothing, no panic.
-        assert!(unsupported(&sys.join("nope")).is_empty());
+        assert_eq!(scan(&sys.join("nope")), NoDisks::default());
     }
 
     /// A block device `name` whose sysfs directory is `dir` (relative to `devices/`), with its
@@ -441,7 +431,7 @@ mod tests {
             Some("e1000"),
         );
 
-        let w = without_disks(sys);
+        let w = scan(sys).without_disks;
         assert_eq!(w.len(), 2, "{w:#?}");
         assert_eq!(w[0].id, "1000:0079");
         assert_eq!(w[0].class, "010400");
@@ -459,7 +449,7 @@ mod tests {
         assert_eq!(w[1].kind, "NVMe controller");
         assert!(w[1].note.contains("no namespace found"), "{}", w[1].note);
         // The driverless one is still only in `unsupported`.
-        let u = unsupported(sys);
+        let u = scan(sys).unsupported;
         assert_eq!(u.len(), 1, "{u:#?}");
         assert_eq!(u[0].id, "1000:005b");
         // Once the MegaRAID shows a disk, it leaves the list.
@@ -468,10 +458,9 @@ mod tests {
             &format!("{p}/0000:00:07.0/host0/target0:2:0/0:2:0:0/block/sda"),
             "sda",
         );
-        let w = without_disks(sys);
+        let w = scan(sys).without_disks;
         assert_eq!(w.len(), 1, "{w:#?}");
         assert_eq!(w[0].id, "144d:a808");
-        assert!(without_disks(&sys.join("nope")).is_empty());
     }
 
     /// `list --json` carries both lists under their contract names.

@@ -241,14 +241,16 @@ pub fn run_list(a: ListArgs) -> Result<i32> {
             h.attributes.clear();
         }
     }
-    let unsupported = controllers::unsupported(Path::new("/sys"));
-    let without = controllers::without_disks(Path::new("/sys"));
+    let c = controllers::scan(Path::new("/sys"));
     if a.json {
-        println!("{}", list_json_string_with(&disks, &unsupported, &without));
+        println!(
+            "{}",
+            list_json_string_with(&disks, &c.unsupported, &c.without_disks)
+        );
     } else {
         print!("{}", table(&disks));
-        print!("{}", unsupported_text(&unsupported));
-        print!("{}", unsupported_text(&without));
+        print!("{}", unsupported_text(&c.unsupported));
+        print!("{}", unsupported_text(&c.without_disks));
     }
     Ok(crate::error::exit::OK)
 }

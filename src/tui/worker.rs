@@ -54,9 +54,9 @@ pub fn spawn_disk_scanner(tx: Sender<Event>) {
         let mut cache = HealthCache::new();
         loop {
             // Controllers without a driver, then those with one but no disk.
-            let sys = std::path::Path::new("/sys");
-            let mut u = crate::devices::controllers::unsupported(sys);
-            u.extend(crate::devices::controllers::without_disks(sys));
+            let c = crate::devices::controllers::scan(std::path::Path::new("/sys"));
+            let mut u = c.unsupported;
+            u.extend(c.without_disks);
             if last_unsupported.as_ref() != Some(&u) {
                 last_unsupported = Some(u.clone());
                 if tx.send(Event::Unsupported(u)).is_err() {
