@@ -9,11 +9,14 @@
 //! the image's partition, mark the file, pick a USB disk) and the host reads it back from the
 //! USB disk with mtools. `image_to_an_smb_share_through_the_serial_console` adds an SMB share
 //! (the host's Samba) as a network place with a typed password and images the source onto it.
+//! Each drives the console through one [`Console`]: boot to the Disks screen, keys, bounded
+//! waits for what the screen shows, the result screen, power off, no secret on the serial line.
 //!
 //! `vga_screendumps` (ignored; run it with `--ignored`) drives the VGA console with the QEMU
 //! monitor's `sendkey` and saves `screendump`s of the main screens into docs/screens/.
+use lifeboat_qemu_tests::check::{host_lifeboat, host_verify, Unchanged};
 use lifeboat_qemu_tests::disks::{sha256, DiskBuilder, Fs, Part, Table};
-use lifeboat_qemu_tests::{Bus, DiskSpec, Faults, TempDir, Vm};
+use lifeboat_qemu_tests::{Bus, DiskSpec, Faults, NetSpec, TempDir, Vm};
 use std::time::{Duration, Instant};
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -83,52 +86,136 @@ fn wait_screen(
     }
 }
 
-fn wait_text(vm: &Vm, s: &mut Screen, text: &str, timeout: Duration) -> Result<(), String> {
-    wait_screen(vm, s, &format!("{text:?} on screen"), timeout, |s| {
-        s.text().contains(text)
-    })
+/// The console of a booted guest driven over its serial line as a person would: keys sent, the
+/// screen read through the terminal emulator, every wait bounded (the timeouts scaled by
+/// `LIFEBOAT_QEMU_TIMEOUT_SCALE`); a wait that runs out fails the test with the screen and the
+/// serial log.
+struct Console {
+    vm: Vm,
+    s: Screen,
 }
 
-/// Waits up to `secs` for `text` on screen, or fails the test with the screen and serial log.
-fn expect_text(vm: &Vm, s: &mut Screen, text: &str, secs: u64) {
-    let r = wait_text(vm, s, text, Duration::from_secs(secs));
-    vm.check(r);
-}
-
-/// The name the confirmation screen asks to type ("... type its name NAME and press Enter").
-fn name_to_type(s: &Screen) -> String {
-    s.text()
-        .split("type its name ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// Presses a key and gives the console a moment to redraw.
-fn press(vm: &mut Vm, bytes: &[u8]) {
-    let r = vm.write(bytes);
-    vm.check(r);
-    std::thread::sleep(Duration::from_millis(400));
-}
-
-/// Moves the list selection (down arrow) until the highlighted row contains `needle`.
-fn select_row(vm: &mut Vm, s: &mut Screen, needle: &str) {
-    for _ in 0..12 {
-        let r = wait_screen(vm, s, "a highlighted row", Duration::from_secs(20), |s| {
-            s.selected_row().is_some()
+impl Console {
+    /// Boots `name` with `disks` (and a network card on `net`) and the 80x24 serial console,
+    /// then waits for the Disks screen listing every one of them.
+    fn boot(name: &str, disks: Vec<DiskSpec>, net: Option<&NetSpec>) -> Console {
+        let serials: Vec<String> = disks.iter().map(|d| d.serial.clone()).collect();
+        let params = "lifeboat.console=80x24";
+        let vm = match net {
+            None => Vm::boot(name, params, disks),
+            Some(n) => Vm::boot_net(name, params, disks, n),
+        };
+        let mut c = Console {
+            vm: vm.unwrap_or_else(|e| panic!("{e}")),
+            s: Screen::new(),
+        };
+        let r = c.vm.wait_ready(BOOT);
+        c.vm.check(r);
+        let title = format!("Disks ({})", serials.len());
+        c.wait("the disks screen with every disk", 60, |s| {
+            let t = s.text();
+            t.contains(&title) && serials.iter().all(|n| t.contains(n.as_str()))
         });
-        vm.check(r);
-        if s.selected_row().is_some_and(|r| r.contains(needle)) {
-            return;
-        }
-        press(vm, b"\x1b[B");
-        s.update(vm);
+        c
     }
-    vm.fail(&format!(
-        "no list row with {needle:?} could be selected; the screen shows:\n{}",
-        s.text()
-    ));
+
+    /// Waits up to `secs` for the screen to satisfy `pred` (`what` names it in the failure).
+    fn wait(&mut self, what: &str, secs: u64, pred: impl Fn(&Screen) -> bool) {
+        let r = wait_screen(&self.vm, &mut self.s, what, Duration::from_secs(secs), pred);
+        self.vm.check(r);
+    }
+
+    /// Waits up to `secs` for `text` on screen.
+    fn expect(&mut self, text: &str, secs: u64) {
+        self.wait(&format!("{text:?} on screen"), secs, |s| {
+            s.text().contains(text)
+        });
+    }
+
+    /// Sends keys and gives the console a moment to redraw.
+    fn press(&mut self, bytes: &[u8]) {
+        let r = self.vm.write(bytes);
+        self.vm.check(r);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+
+    /// Moves the list selection (down arrow) until the highlighted row contains `needle`.
+    fn select(&mut self, needle: &str) {
+        for _ in 0..12 {
+            self.wait("a highlighted row", 20, |s| s.selected_row().is_some());
+            if self.s.selected_row().is_some_and(|r| r.contains(needle)) {
+                return;
+            }
+            self.press(b"\x1b[B");
+            self.s.update(&self.vm);
+        }
+        self.vm.fail(&format!(
+            "no list row with {needle:?} could be selected; the screen shows:\n{}",
+            self.s.text()
+        ));
+    }
+
+    /// The name the confirmation screen asks to type ("... type its name NAME and press
+    /// Enter").
+    fn name_to_type(&self) -> String {
+        self.s
+            .text()
+            .split("type its name ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// From the Disks screen to the location screen of a new full image of the disk `src`.
+    fn start_full_image(&mut self, src: &str) {
+        self.press(b"\r");
+        self.press(b"2");
+        self.expect("SOURCE, the disk to back up", 20);
+        self.select(src);
+        self.press(b"\r");
+        self.expect("where to write the image", 20);
+    }
+
+    /// Waits for the result screen and fails unless the job finished with nothing lost.
+    /// The title row arrives first over the serial line (ratatui redraws row by row), so it
+    /// waits for the result's status line too (the ends of the lines in src/tui/view/job.rs).
+    fn expect_finished(&mut self, what: &str) {
+        const STATUS_ENDS: [&str; 6] = [
+            "everything was done, nothing lost",
+            "see what was lost below",
+            "nothing was written",
+            "does not match",
+            "stopped at your request",
+            "the job did not complete",
+        ];
+        self.wait("the result screen", 180, |s| {
+            let t = s.text();
+            t.contains("Job finished") && STATUS_ENDS.iter().any(|end| t.contains(end))
+        });
+        let text = self.s.text();
+        if !text.contains("FINISHED: everything was done") {
+            self.vm
+                .fail(&format!("{what} did not finish cleanly:\n{text}"));
+        }
+    }
+
+    /// Powers the guest off from the result screen (`p`) and waits for QEMU to exit.
+    fn power_off(&mut self) {
+        self.press(b"p");
+        let r = self.vm.wait_exit(Duration::from_secs(60));
+        self.vm.check(r);
+    }
+
+    /// Fails the test if any of `secrets` (typed on the console) is anywhere in what the
+    /// serial line carried.
+    fn never_sent(&self, secrets: &[&str]) {
+        let out = String::from_utf8_lossy(&self.vm.output()).into_owned();
+        if secrets.iter().any(|s| out.contains(s)) {
+            self.vm
+                .fail("a secret typed on the console appears in the serial output");
+        }
+    }
 }
 
 fn build_disks(t: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -155,125 +242,80 @@ fn build_disks(t: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
 fn clone_through_the_serial_console() {
     let t = TempDir::new("tui-clone").unwrap();
     let (src, dst) = build_disks(&t);
-    let src_sha = sha256(&src).unwrap();
+    let src_sha = Unchanged::record(&src);
     let disks = vec![
         DiskSpec::new(&src, Bus::Virtio, "TUI-SRC"),
         DiskSpec::new(&dst, Bus::Nvme, "TUI-DST"),
     ];
-    let mut vm =
-        Vm::boot("tui-clone", "lifeboat.console=80x24", disks).unwrap_or_else(|e| panic!("{e}"));
-    let r = vm.wait_ready(BOOT);
-    vm.check(r);
-    let mut s = Screen::new();
-
     // The disks screen lists both disks with their serials and the source's labels.
-    let r = wait_screen(
-        &vm,
-        &mut s,
-        "the disks screen with both disks",
-        Duration::from_secs(60),
-        |s| {
-            let t = s.text();
-            t.contains("Disks (") && t.contains("TUI-SRC") && t.contains("TUI-DST")
-        },
-    );
-    vm.check(r);
-    select_row(&mut vm, &mut s, "TUI-SRC");
-    expect_text(&vm, &mut s, "TUISRC", 10);
+    let mut c = Console::boot("tui-clone", disks, None);
+    c.select("TUI-SRC");
+    c.expect("TUISRC", 10);
 
     // Job menu -> clone -> source picker.
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "What do you want to do?", 20);
-    press(&mut vm, b"1");
-    expect_text(&vm, &mut s, "SOURCE, the disk to copy FROM", 20);
-    select_row(&mut vm, &mut s, "TUI-SRC");
-    press(&mut vm, b"\r");
+    c.press(b"\r");
+    c.expect("What do you want to do?", 20);
+    c.press(b"1");
+    c.expect("SOURCE, the disk to copy FROM", 20);
+    c.select("TUI-SRC");
+    c.press(b"\r");
 
     // Target picker: the source is gone from the list.
-    expect_text(&vm, &mut s, "TARGET, the disk to ERASE", 20);
-    let list: Vec<String> = s
-        .rows()
-        .into_iter()
-        .filter(|r| r.contains("GiB") || r.contains("MiB"))
-        .filter(|r| !r.contains("Copying FROM"))
-        .collect();
+    c.expect("TARGET, the disk to ERASE", 20);
+    let list: Vec<String> =
+        c.s.rows()
+            .into_iter()
+            .filter(|r| r.contains("GiB") || r.contains("MiB"))
+            .filter(|r| !r.contains("Copying FROM"))
+            .collect();
     if list.iter().take(3).any(|r| r.contains("TUI-SRC")) {
-        vm.fail(&format!("the source is offered as a target:\n{}", s.text()));
+        c.vm.fail(&format!(
+            "the source is offered as a target:\n{}",
+            c.s.text()
+        ));
     }
-    select_row(&mut vm, &mut s, "TUI-DST");
-    press(&mut vm, b"\r");
+    c.select("TUI-DST");
+    c.press(b"\r");
 
     // Confirmation: names the target; Enter without typing does nothing.
-    expect_text(&vm, &mut s, "type its name", 20);
-    let text = s.text();
-    let name = name_to_type(&s);
+    c.expect("type its name", 20);
+    let text = c.s.text();
+    let name = c.name_to_type();
     if !name.starts_with("nvme") || !text.contains("TUI-DST") {
-        vm.fail(&format!(
+        c.vm.fail(&format!(
             "the confirmation must name the NVMe target:\n{text}"
         ));
     }
     // What is copied of each source partition, read in the background: ext4 and FAT by their
     // used blocks.
-    expect_text(&vm, &mut s, "copies ", 30);
-    let text = s.text();
+    c.expect("copies ", 30);
+    let text = c.s.text();
     if !text.contains("ext4") || !text.contains("vfat") || text.matches("used blocks").count() < 3 {
-        vm.fail(&format!(
+        c.vm.fail(&format!(
             "the confirmation must show the source partitions' used blocks:\n{text}"
         ));
     }
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "exactly to erase it", 10);
-    press(&mut vm, name.as_bytes());
-    press(&mut vm, b"\r");
+    c.press(b"\r");
+    c.expect("exactly to erase it", 10);
+    c.press(name.as_bytes());
+    c.press(b"\r");
 
-    // Progress, then the result screen.
-    expect_finished(&mut vm, &mut s, "the clone");
-    // Power off from the result screen; QEMU exits.
-    press(&mut vm, b"p");
-    let r = vm.wait_exit(Duration::from_secs(60));
-    vm.check(r);
+    // Progress, then the result screen; power off from it and QEMU exits.
+    c.expect_finished("the clone");
+    c.power_off();
 
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
+    src_sha.check("the source");
     assert_eq!(
         sha256(&dst).unwrap(),
-        src_sha,
+        sha256(&src).unwrap(),
         "the target differs from the source"
     );
-}
-
-/// Waits for the result screen and fails unless the job finished with nothing lost.
-/// The title row arrives first over the serial line (ratatui redraws row by row), so it waits for
-/// the result's status line too (the ends of the lines in src/tui/view/job.rs).
-fn expect_finished(vm: &mut Vm, s: &mut Screen, what: &str) {
-    const STATUS_ENDS: [&str; 6] = [
-        "everything was done, nothing lost",
-        "see what was lost below",
-        "nothing was written",
-        "does not match",
-        "stopped at your request",
-        "the job did not complete",
-    ];
-    let r = wait_screen(vm, s, "the result screen", Duration::from_secs(180), |s| {
-        let t = s.text();
-        t.contains("Job finished") && STATUS_ENDS.iter().any(|end| t.contains(end))
-    });
-    vm.check(r);
-    let text = s.text();
-    if !text.contains("FINISHED: everything was done") {
-        vm.fail(&format!("{what} did not finish cleanly:\n{text}"));
-    }
 }
 
 /// The passphrase typed on the console (never drawn, logged or on a command line: the
 /// test looks for it in everything the serial line carried) and a wrong one typed first.
 const PASSPHRASE: &str = "tui-Secret-7Kq9w";
 const WRONG: &str = "tui-Wrong-3Zp2x";
-
-/// Types a passphrase on the passphrase field and presses Enter.
-fn type_secret(vm: &mut Vm, secret: &str) {
-    press(vm, secret.as_bytes());
-    press(vm, b"\r");
-}
 
 #[test]
 fn image_then_restore_through_the_serial_console() {
@@ -285,104 +327,79 @@ fn image_then_restore_through_the_serial_console() {
         .part(Part::new(60, Fs::Ext4).label("SECOND"))
         .build(&bak)
         .unwrap_or_else(|e| panic!("{e}"));
-    let src_sha = sha256(&src).unwrap();
+    let src_sha = Unchanged::record(&src);
     let disks = vec![
         DiskSpec::new(&src, Bus::Virtio, "TUI-SRC"),
         DiskSpec::new(&bak, Bus::Nvme, "TUI-BAK"),
         DiskSpec::new(&rst, Bus::Nvme, "TUI-RST"),
     ];
-    let mut vm =
-        Vm::boot("tui-image", "lifeboat.console=80x24", disks).unwrap_or_else(|e| panic!("{e}"));
-    let r = vm.wait_ready(BOOT);
-    vm.check(r);
-    let mut s = Screen::new();
-    let r = wait_screen(&vm, &mut s, "three disks", Duration::from_secs(60), |s| {
-        let t = s.text();
-        t.contains("Disks (3)") && t.contains("TUI-BAK") && t.contains("TUI-RST")
-    });
-    vm.check(r);
+    let mut c = Console::boot("tui-image", disks, None);
 
     // 2: a full image of the source onto the BACKUPS partition, encrypted (the passphrase
-    // typed twice).
-    press(&mut vm, b"\r");
-    press(&mut vm, b"2");
-    expect_text(&vm, &mut s, "SOURCE, the disk to back up", 20);
-    select_row(&mut vm, &mut s, "TUI-SRC");
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "where to write the image", 20);
-    select_row(&mut vm, &mut s, "BACKUPS");
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "/lifeboat/TUI-SRC.lbi_", 20);
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "encrypt the image?", 20);
-    press(&mut vm, b"\x1b[B");
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "Passphrase", 20);
-    type_secret(&mut vm, PASSPHRASE);
-    type_secret(&mut vm, PASSPHRASE);
-    expect_text(&vm, &mut s, "ENCRYPTED with the passphrase", 20);
-    press(&mut vm, b"\r");
-    expect_finished(&mut vm, &mut s, "the image");
+    // typed twice, each followed by Enter).
+    c.start_full_image("TUI-SRC");
+    c.select("BACKUPS");
+    c.press(b"\r");
+    c.expect("/lifeboat/TUI-SRC.lbi_", 20);
+    c.press(b"\r");
+    c.expect("encrypt the image?", 20);
+    c.press(b"\x1b[B");
+    c.press(b"\r");
+    c.expect("Passphrase", 20);
+    for _ in 0..2 {
+        c.press(PASSPHRASE.as_bytes());
+        c.press(b"\r");
+    }
+    c.expect("ENCRYPTED with the passphrase", 20);
+    c.press(b"\r");
+    c.expect_finished("the image");
 
     // c: its second copy onto the SECOND partition (ciphertext, compared byte for byte).
-    press(&mut vm, b"c");
-    expect_text(&vm, &mut s, "where the second copy goes", 20);
-    select_row(&mut vm, &mut s, "SECOND");
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "/lifeboat/TUI-SRC.lbi_", 20);
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "Enter to start", 20);
-    press(&mut vm, b"\r");
-    expect_finished(&mut vm, &mut s, "the second copy");
+    c.press(b"c");
+    c.expect("where the second copy goes", 20);
+    c.select("SECOND");
+    c.press(b"\r");
+    c.expect("/lifeboat/TUI-SRC.lbi_", 20);
+    c.press(b"\r");
+    c.expect("Enter to start", 20);
+    c.press(b"\r");
+    c.expect_finished("the second copy");
 
     // 4: restore the image found on the second copy onto the blank disk: a wrong passphrase
     // is told and asked again; the disk holding the image is refused as a target.
-    press(&mut vm, b"n");
-    press(&mut vm, b"4");
-    expect_text(&vm, &mut s, "where the image is", 20);
-    select_row(&mut vm, &mut s, "SECOND");
-    press(&mut vm, b"\r");
-    press(&mut vm, b"TUI-SRC.lbi\r");
-    expect_text(&vm, &mut s, "is encrypted: type its passphrase", 60);
-    type_secret(&mut vm, WRONG);
-    expect_text(&vm, &mut s, "Wrong passphrase: nothing was written", 120);
-    type_secret(&mut vm, PASSPHRASE);
-    expect_text(&vm, &mut s, "TARGET, the disk to ERASE", 120);
+    c.press(b"n");
+    c.press(b"4");
+    c.expect("where the image is", 20);
+    c.select("SECOND");
+    c.press(b"\r");
+    c.press(b"TUI-SRC.lbi\r");
+    c.expect("is encrypted: type its passphrase", 60);
+    c.press(WRONG.as_bytes());
+    c.press(b"\r");
+    c.expect("Wrong passphrase: nothing was written", 120);
+    c.press(PASSPHRASE.as_bytes());
+    c.press(b"\r");
+    c.expect("TARGET, the disk to ERASE", 120);
     // (The disk list is refreshed every 2 s: a scan made while the passphrase step read the
     // image's header may still say its partition is mounted.)
-    let r = wait_screen(
-        &vm,
-        &mut s,
-        "the image's disk refused as a target",
-        Duration::from_secs(20),
-        |s| {
-            s.rows()
-                .iter()
-                .any(|r| r.contains("TUI-BAK") && r.contains("holds the image"))
-        },
-    );
-    vm.check(r);
-    select_row(&mut vm, &mut s, "TUI-RST");
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "type its name", 20);
-    let name = name_to_type(&s);
-    press(&mut vm, name.as_bytes());
-    press(&mut vm, b"\r");
-    expect_finished(&mut vm, &mut s, "the restore");
-    press(&mut vm, b"p");
-    let r = vm.wait_exit(Duration::from_secs(60));
-    vm.check(r);
-    let out = String::from_utf8_lossy(&vm.output()).into_owned();
-    for secret in [PASSPHRASE, WRONG] {
-        assert!(
-            !out.contains(secret),
-            "a passphrase typed on the console reached the serial line"
-        );
-    }
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
+    c.wait("the image's disk refused as a target", 20, |s| {
+        s.rows()
+            .iter()
+            .any(|r| r.contains("TUI-BAK") && r.contains("holds the image"))
+    });
+    c.select("TUI-RST");
+    c.press(b"\r");
+    c.expect("type its name", 20);
+    let name = c.name_to_type();
+    c.press(name.as_bytes());
+    c.press(b"\r");
+    c.expect_finished("the restore");
+    c.power_off();
+    c.never_sent(&[PASSPHRASE, WRONG]);
+    src_sha.check("the source");
     assert_eq!(
         sha256(&rst).unwrap(),
-        src_sha,
+        sha256(&src).unwrap(),
         "the restored disk differs from the source"
     );
 }
@@ -404,14 +421,12 @@ fn restore_a_file_through_the_serial_console() {
         .build(&src)
         .unwrap_or_else(|e| panic!("{e}"));
     let img = t.join("pc.lbi");
-    let exe =
-        lifeboat_qemu_tests::repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat");
-    let o = std::process::Command::new(&exe)
+    let o = std::process::Command::new(host_lifeboat())
         .args(["image", "create"])
         .arg(&src)
         .arg(&img)
         .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build)", exe.display()));
+        .unwrap_or_else(|e| panic!("run lifeboat image create: {e}"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let bak = t.join("bak.img");
     DiskBuilder::new(64, Table::Gpt)
@@ -427,55 +442,38 @@ fn restore_a_file_through_the_serial_console() {
         .part(Part::new(32, Fs::Vfat).label("USBKEY"))
         .build(&usb)
         .unwrap_or_else(|e| panic!("{e}"));
-    let (src_sha, bak_sha) = (sha256(&src).unwrap(), sha256(&bak).unwrap());
+    let (src_sha, bak_sha) = (Unchanged::record(&src), Unchanged::record(&bak));
     let disks = vec![
         DiskSpec::new(&bak, Bus::Virtio, "TUI-BAK"),
         DiskSpec::new(&usb, Bus::Usb, "TUI-USB").removable(),
     ];
-    let mut vm =
-        Vm::boot("tui-files", "lifeboat.console=80x24", disks).unwrap_or_else(|e| panic!("{e}"));
-    let r = vm.wait_ready(BOOT);
-    vm.check(r);
-    let mut s = Screen::new();
-    let r = wait_screen(&vm, &mut s, "two disks", Duration::from_secs(60), |s| {
-        let t = s.text();
-        t.contains("Disks (2)") && t.contains("TUI-BAK") && t.contains("TUI-USB")
-    });
-    vm.check(r);
-    press(&mut vm, b"\r");
-    press(&mut vm, b"6");
-    expect_text(&vm, &mut s, "where the image is", 20);
-    select_row(&mut vm, &mut s, "BACKUPS");
-    press(&mut vm, b"\r");
-    press(&mut vm, b"pc.lbi\r");
+    let mut c = Console::boot("tui-files", disks, None);
+    c.press(b"\r");
+    c.press(b"6");
+    c.expect("where the image is", 20);
+    c.select("BACKUPS");
+    c.press(b"\r");
+    c.press(b"pc.lbi\r");
     // The browser mounts the image's partition (through NBD) and lists its top.
-    expect_text(&vm, &mut s, "docs/", 90);
-    select_row(&mut vm, &mut s, "docs/");
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "letter.txt", 30);
-    select_row(&mut vm, &mut s, "letter.txt");
-    press(&mut vm, b" ");
-    expect_text(&vm, &mut s, "1 marked", 10);
-    press(&mut vm, b"c");
-    expect_text(&vm, &mut s, "where to copy the files", 20);
-    select_row(&mut vm, &mut s, "USBKEY");
-    press(&mut vm, b"\r");
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "Nothing is erased", 20);
-    press(&mut vm, b"\r");
-    expect_finished(&mut vm, &mut s, "the restore of a file");
-    press(&mut vm, b"p");
-    let r = vm.wait_exit(Duration::from_secs(60));
-    vm.check(r);
+    c.expect("docs/", 90);
+    c.select("docs/");
+    c.press(b"\r");
+    c.expect("letter.txt", 30);
+    c.select("letter.txt");
+    c.press(b" ");
+    c.expect("1 marked", 10);
+    c.press(b"c");
+    c.expect("where to copy the files", 20);
+    c.select("USBKEY");
+    c.press(b"\r");
+    c.press(b"\r");
+    c.expect("Nothing is erased", 20);
+    c.press(b"\r");
+    c.expect_finished("the restore of a file");
+    c.power_off();
     let p = &usb_built.partitions[0];
     let part = t.join("usb-p1.vfat");
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(&usb).unwrap();
-        let mut b = vec![0u8; p.size_bytes as usize];
-        f.read_exact_at(&mut b, p.start_bytes).unwrap();
-        std::fs::write(&part, b).unwrap();
-    }
+    lifeboat_qemu_tests::check::extract(&usb, &part, p.start_bytes, p.size_bytes);
     let got = t.join("got.txt");
     lifeboat_qemu_tests::disks::run(
         "mcopy",
@@ -512,12 +510,8 @@ fn restore_a_file_through_the_serial_console() {
         !listing.contains("other.txt"),
         "an unmarked file was copied: {listing}"
     );
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
-    assert_eq!(
-        sha256(&bak).unwrap(),
-        bak_sha,
-        "the disk holding the image changed"
-    );
+    src_sha.check("the source");
+    bak_sha.check("the disk holding the image");
 }
 
 /// The password typed into the console for the Samba share: a space and a comma in it, and
@@ -534,7 +528,6 @@ const SMB_SERVER: &str = "10.0.2.100";
 #[test]
 fn image_to_an_smb_share_through_the_serial_console() {
     use lifeboat_qemu_tests::samba::Samba;
-    use lifeboat_qemu_tests::NetSpec;
     let t = TempDir::new("tui-smb").unwrap();
     let share = t.join("share");
     std::fs::create_dir_all(&share).unwrap();
@@ -542,7 +535,7 @@ fn image_to_an_smb_share_through_the_serial_console() {
         .unwrap_or_else(|e| panic!("{e}"));
     let (src, _) = build_disks(&t);
     let _ = std::fs::remove_file(t.join("dst.img"));
-    let src_sha = sha256(&src).unwrap();
+    let src_sha = Unchanged::record(&src);
     let net = NetSpec::restricted().forward(
         SMB_SERVER,
         445,
@@ -552,93 +545,46 @@ fn image_to_an_smb_share_through_the_serial_console() {
             samba.port
         ),
     );
-    let mut vm = Vm::boot_net(
+    let mut c = Console::boot(
         "tui-smb",
-        "lifeboat.console=80x24",
         vec![DiskSpec::new(&src, Bus::Virtio, "TUI-SRC")],
-        &net,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let r = vm.wait_ready(BOOT);
-    vm.check(r);
-    let mut s = Screen::new();
-    let r = wait_screen(
-        &vm,
-        &mut s,
-        "the source disk",
-        Duration::from_secs(60),
-        |s| {
-            let t = s.text();
-            t.contains("Disks (1)") && t.contains("TUI-SRC")
-        },
+        Some(&net),
     );
-    vm.check(r);
-    press(&mut vm, b"\r");
-    press(&mut vm, b"2");
-    expect_text(&vm, &mut s, "SOURCE, the disk to back up", 20);
-    select_row(&mut vm, &mut s, "TUI-SRC");
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "where to write the image", 20);
+    c.start_full_image("TUI-SRC");
     // The image's size bound is known before a place is picked.
-    expect_text(&vm, &mut s, "image: at most", 60);
-    select_row(&mut vm, &mut s, "add a network place");
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "smb://[user@]host/share/folder", 20);
+    c.expect("image: at most", 60);
+    c.select("add a network place");
+    c.press(b"\r");
+    c.expect("smb://[user@]host/share/folder", 20);
     let url = format!("smb://root@{SMB_SERVER}/backups/pc");
-    press(&mut vm, url.as_bytes());
-    press(&mut vm, b"\r");
-    press(&mut vm, SMB_PASSWORD.as_bytes());
-    expect_text(&vm, &mut s, &"*".repeat(SMB_PASSWORD.len()), 20);
-    press(&mut vm, b"\r");
+    c.press(url.as_bytes());
+    c.press(b"\r");
+    c.press(SMB_PASSWORD.as_bytes());
+    c.expect(&"*".repeat(SMB_PASSWORD.len()), 20);
+    c.press(b"\r");
     // DHCP, then the mount: the place comes back with its free space, selected.
-    let r = wait_screen(
-        &vm,
-        &mut s,
-        "the share with its free space",
-        Duration::from_secs(120),
-        |s| {
-            s.selected_row()
-                .is_some_and(|r| r.contains(&url) && r.contains("free") && r.contains("SMB"))
-        },
-    );
-    vm.check(r);
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "/lifeboat/TUI-SRC.lbi_", 20);
-    press(&mut vm, b"\r");
+    c.wait("the share with its free space", 120, |s| {
+        s.selected_row()
+            .is_some_and(|r| r.contains(&url) && r.contains("free") && r.contains("SMB"))
+    });
+    c.press(b"\r");
+    c.expect("/lifeboat/TUI-SRC.lbi_", 20);
+    c.press(b"\r");
     // Not encrypted (the default choice).
-    expect_text(&vm, &mut s, "encrypt the image?", 20);
-    press(&mut vm, b"\r");
-    expect_text(&vm, &mut s, "Nothing is erased", 20);
-    press(&mut vm, b"\r");
-    expect_finished(&mut vm, &mut s, "the image onto the share");
-    press(&mut vm, b"p");
-    let r = vm.wait_exit(Duration::from_secs(60));
-    vm.check(r);
-    let out = String::from_utf8_lossy(&vm.output()).into_owned();
-    if out.contains(SMB_PASSWORD) || out.contains("Kq9") {
-        vm.fail("the typed password appears in the serial output");
-    }
-    drop(vm);
-    assert_eq!(sha256(&src).unwrap(), src_sha, "the source changed");
-    let img = share.join("pc/lifeboat/TUI-SRC.lbi");
+    c.expect("encrypt the image?", 20);
+    c.press(b"\r");
+    c.expect("Nothing is erased", 20);
+    c.press(b"\r");
+    c.expect_finished("the image onto the share");
+    c.power_off();
+    c.never_sent(&[SMB_PASSWORD, "Kq9"]);
+    drop(c);
+    src_sha.check("the source");
     assert!(
         !share.join("pc/lifeboat/TUI-SRC.lbi.partial").exists(),
         "a .partial was left on the share"
     );
-    let exe =
-        lifeboat_qemu_tests::repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat");
-    let o = std::process::Command::new(&exe)
-        .args(["image", "verify", "--json"])
-        .arg(&img)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
-    let v = String::from_utf8_lossy(&o.stdout);
-    let vj: serde_json::Value = serde_json::from_str(v.trim()).unwrap_or(serde_json::Value::Null);
-    assert!(
-        o.status.success() && vj["ok"] == serde_json::Value::Bool(true),
-        "the image on the share does not verify: {v} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    host_verify(&share.join("pc/lifeboat/TUI-SRC.lbi"));
 }
 
 /// Sends a key to the VGA console's keyboard (QEMU `sendkey` names).
