@@ -114,24 +114,61 @@ impl KdfParams {
 
     /// Chooses parameters for `secret` on this machine and derives its key with them: memory
     /// 256 MiB (less on a machine with under 1 GiB available), one lane, and as many passes
-    /// as take about a second (measured with one pass; that first derivation is kept when it
-    /// alone takes over half the target).
+    /// as take about a second of this thread's CPU time ([`tune_passes`]). The speed is
+    /// measured with one pass over a quarter of the memory (so the measurement costs a quarter
+    /// of a pass, not a whole one that is then thrown away), in CPU time rather than wall
+    /// time: a busy machine (other jobs, the create's own compressors beside it) does not
+    /// choose fewer passes than an idle one would.
     pub fn tune(secret: &[u8], salt: &[u8; 16]) -> Result<(KdfParams, Zeroizing<[u8; 32]>)> {
         if let Some(p) = KdfParams::from_env()? {
             return Ok((p, p.derive(secret, salt)?));
         }
         let m_kib = (available_kib() / 4).clamp(KDF_MIN_KIB, KDF_MAX_KIB);
-        let one = KdfParams { m_kib, t: 1, p: 1 };
-        let started = std::time::Instant::now();
-        let key = one.derive(secret, salt)?;
-        let secs = started.elapsed().as_secs_f64().max(1e-3);
-        if secs >= KDF_TARGET_SECS / 2.0 {
-            return Ok((one, key));
-        }
-        let t = ((KDF_TARGET_SECS / secs).round() as u32).clamp(2, 64);
-        let p = KdfParams { m_kib, t, p: 1 };
+        let probe = KdfParams {
+            m_kib: (m_kib / KDF_PROBE_SHARE).max(KDF_PROBE_MIN_KIB).min(m_kib),
+            t: 1,
+            p: 1,
+        };
+        let (cpu0, wall0) = (thread_cpu_secs(), std::time::Instant::now());
+        probe.derive(secret, salt)?;
+        let spent = match (cpu0, thread_cpu_secs()) {
+            (Some(a), Some(b)) => b - a,
+            // No thread clock (never on Linux): wall time, as long as a loaded machine's.
+            _ => wall0.elapsed().as_secs_f64(),
+        };
+        let pass = spent * m_kib as f64 / probe.m_kib as f64;
+        let p = KdfParams {
+            m_kib,
+            t: tune_passes(pass),
+            p: 1,
+        };
         Ok((p, p.derive(secret, salt)?))
     }
+}
+
+/// The measuring pass of [`KdfParams::tune`] runs over this share of the memory: a pass's
+/// time per MiB grows a little with the memory (caches, TLB: 1.35 ms/MiB at 64 MiB against
+/// 1.46 at 256 MiB on the development host), so a smaller probe estimates a faster pass and
+/// chooses more passes, never fewer; a quarter keeps that excess under a tenth.
+const KDF_PROBE_SHARE: u32 = 4;
+const KDF_PROBE_MIN_KIB: u32 = 8 << 10;
+
+/// Passes of about [`KDF_TARGET_SECS`] when one pass takes `pass` seconds: one when a pass
+/// alone takes half the target or more, else the nearest count, at least two, at most 64.
+fn tune_passes(pass: f64) -> u32 {
+    let pass = pass.max(1e-4);
+    if pass >= KDF_TARGET_SECS / 2.0 {
+        return 1;
+    }
+    ((KDF_TARGET_SECS / pass).round() as u32).clamp(2, 64)
+}
+
+/// CPU time of the calling thread in seconds (user and system).
+fn thread_cpu_secs() -> Option<f64> {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .ok()
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9)
 }
 
 /// MemAvailable of /proc/meminfo in KiB (1 GiB when it cannot be read).
@@ -1024,6 +1061,28 @@ mod tests {
             ChunkHasher::Plain.hash(&data),
             *blake3::hash(&data).as_bytes()
         );
+    }
+
+    #[test]
+    fn passes_are_tuned_to_about_a_second() {
+        assert_eq!(tune_passes(0.37), 3);
+        assert_eq!(tune_passes(0.30), 3);
+        assert_eq!(tune_passes(0.2), 5);
+        assert_eq!(tune_passes(0.45), 2);
+        assert_eq!(tune_passes(0.5), 1);
+        assert_eq!(tune_passes(3.0), 1);
+        assert_eq!(tune_passes(0.0), 64);
+        // The thread clock counts this thread's work, not the time it waits.
+        let a = thread_cpu_secs().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let b = thread_cpu_secs().unwrap();
+        let mut x = 0u64;
+        for k in 0..50_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(k));
+        }
+        let c = thread_cpu_secs().unwrap();
+        assert!(b - a < 0.1, "a sleep counted {} s of CPU", b - a);
+        assert!(c > b, "work counted no CPU ({x})");
     }
 
     #[test]
