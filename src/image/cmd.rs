@@ -138,7 +138,7 @@ fn run_create(
     let parent_loc = parent.as_deref().map(StoreLocation::resolve).transpose()?;
     let mut check = Check::new();
     check.keeps("the source", &src_path)?;
-    super::cmd_keys::passphrase_kept(&mut check)?;
+    super::cmd_keys::passphrase_kept_beside(&mut check, &loc)?;
     // The map is written (and its temporary file): they may share storage with neither the
     // source nor the image. Its directory must exist and be writable (exit 2 otherwise).
     let map = map.as_deref().map(crate::storage::pin_dir);
@@ -218,6 +218,7 @@ fn run_create(
         // Inside the mounted store: the file itself against the source and the parent chain.
         let mut inner = Check::new();
         inner.keeps("the source", &src_path)?;
+        super::cmd_keys::passphrase_kept_inside(&mut inner, &loc, &store)?;
         crate::storage::target::check_output(&store.path, force)?;
         inner.writes("the image", &store.path)?;
         inner.writes("the image", &create::partial_name(&store.path))?;

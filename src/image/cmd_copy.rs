@@ -111,7 +111,7 @@ pub(super) fn run_copy(
     let dest_loc = StoreLocation::resolve(&dest)?;
     // Before anything is mounted or written: the partitions (or files) against each other.
     let mut check = Check::new();
-    super::cmd_keys::passphrase_kept(&mut check)?;
+    super::cmd_keys::passphrase_kept_beside(&mut check, &dest_loc)?;
     location_items(&mut check, "the image", &src_loc, false)?;
     if let Some(p) = src_loc.plain_path() {
         if chain {
@@ -134,7 +134,7 @@ pub(super) fn run_copy(
     let planned = copy::plan(&src.path, &dest_path, chain, &keys)?;
     // The files: nothing written shares storage with any volume of any image read.
     let mut inner = Check::new();
-    super::cmd_keys::passphrase_kept(&mut inner)?;
+    super::cmd_keys::passphrase_kept_inside(&mut inner, &dest_loc, &dst)?;
     for p in &planned {
         for v in p.image.volume_paths() {
             inner.keeps(

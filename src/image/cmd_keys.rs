@@ -7,24 +7,96 @@ use crate::error::{exit, Error, ErrorKind, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// The plain path of the passphrase file this job read (set by [`use_passphrase`]).
-static PASSPHRASE_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+/// The passphrase file this job read (set by [`use_passphrase`]): its storage as resolved when
+/// it was read (the file by inode, and the filesystem and device bytes it lies in), and for
+/// `PARTITION:/path` where that is.
+struct PassFile {
+    storage: crate::storage::Storage,
+    on_partition: Option<StoreLocation>,
+}
+
+static PASSPHRASE_FILE: std::sync::OnceLock<PassFile> = std::sync::OnceLock::new();
+
+const ROLE: &str = "the passphrase file";
 
 /// The passphrase file this job read, as an item its identity check keeps: a job that wrote
-/// over it (`image create … --passphrase-file pw pw --force`, a copy, an export, a restore or a
-/// verify state file there) destroyed the only written copy of the key to the image it made or
-/// read. A file on a `PARTITION:/path` is not added: that partition is mounted read-only just
-/// to read it, and unmounted before the job writes anything.
+/// over it (`image create … --passphrase-file pw pw --force`, a copy, an export, a restore, a
+/// verify state file or a key slot rewrite there; a raw write to a loop device over it or to
+/// the partition holding it) destroyed the only written copy of the key to the image it made
+/// or read. For a file on `PARTITION:/path` that is the file and the bytes of the partition
+/// (a raw write there is refused; a file written *into* that filesystem is compared with it
+/// by [`passphrase_kept_inside`]).
 pub(crate) fn passphrase_kept(check: &mut crate::storage::Check) -> Result<()> {
     if let Some(p) = PASSPHRASE_FILE.get() {
-        check.keeps("the passphrase file", p)?;
+        check.add(crate::storage::Item {
+            role: ROLE.into(),
+            storage: p.storage.clone(),
+            written: false,
+        });
     }
     Ok(())
 }
 
+/// [`passphrase_kept`] for the check made before `loc` is mounted read-write to write files
+/// into it (the image of a create, the destination of a copy): `loc`'s partition counts as
+/// written there as a whole, which a passphrase file in its filesystem would always overlap.
+/// Such a file is left to the check made inside the mount ([`passphrase_kept_inside`]), where
+/// the job's files and it are compared file by file; on other storage it is kept as usual.
+pub(crate) fn passphrase_kept_beside(
+    check: &mut crate::storage::Check,
+    loc: &StoreLocation,
+) -> Result<()> {
+    if let Some(p) = PASSPHRASE_FILE.get() {
+        if same_partition(p, loc) {
+            return Ok(());
+        }
+    }
+    passphrase_kept(check)
+}
+
+/// The passphrase file as an item kept by the check made inside `store` (`loc` mounted): a
+/// file on that same partition is found again in this mount and resolved now (a vfat or exfat
+/// file may have another inode number in every mount), so an image, volume, journal or copy
+/// written there that is the file, or a hard link or symlink to it, is refused.
+pub(crate) fn passphrase_kept_inside(
+    check: &mut crate::storage::Check,
+    loc: &StoreLocation,
+    store: &Store,
+) -> Result<()> {
+    let Some(p) = PASSPHRASE_FILE.get() else {
+        return Ok(());
+    };
+    match &p.on_partition {
+        Some(pl) if same_partition(p, loc) => {
+            if let Some(here) = loc.same_partition_path(store, pl)? {
+                if std::fs::symlink_metadata(&here).is_ok() {
+                    let mut storage = crate::storage::resolve(&here)?;
+                    storage.name = p.storage.name.clone();
+                    check.add(crate::storage::Item {
+                        role: ROLE.into(),
+                        storage,
+                        written: false,
+                    });
+                }
+            }
+            Ok(())
+        }
+        _ => passphrase_kept(check),
+    }
+}
+
+/// Whether the passphrase file is on `loc`'s partition (`PARTITION:/path` both).
+fn same_partition(p: &PassFile, loc: &StoreLocation) -> bool {
+    match (&p.on_partition, &loc.partition) {
+        (Some(pl), Some(part)) => pl.partition.as_ref().is_some_and(|a| a.dev == part.dev),
+        _ => false,
+    }
+}
+
 /// Makes the passphrase of this job available to every image it opens: read now from
 /// `file` (a path, or `PARTITION:/path` mounted read-only just to read it — never a partition
-/// of `source`), else asked on the terminal when an encrypted image is met.
+/// of `source`), else asked on the terminal when an encrypted image is met. The file is
+/// remembered for the job's identity checks ([`passphrase_kept`]).
 pub(crate) fn use_passphrase(file: Option<&str>, source: Option<&Path>) -> Result<()> {
     let Some(file) = file else {
         Keys::set_global(Keys::new(PassSource::Terminal));
@@ -44,10 +116,15 @@ pub(crate) fn use_passphrase(file: Option<&str>, source: Option<&Path>) -> Resul
     }
     let store = loc.mount(Mode::ReadOnly)?;
     let secret = crypt::read_passphrase_file(&store.path)?;
-    if loc.partition.is_none() {
-        let _ = PASSPHRASE_FILE.set(store.path.clone());
-    }
+    // Resolved while it is there to be resolved (a partition is unmounted below).
+    let mut storage = crate::storage::resolve(&store.path)?;
+    storage.name = file.to_string();
     drop(store);
+    let on_partition = loc.partition.is_some().then_some(loc);
+    let _ = PASSPHRASE_FILE.set(PassFile {
+        storage,
+        on_partition,
+    });
     Keys::set_global(Keys::new(PassSource::Given(secret)));
     Ok(())
 }
@@ -189,9 +266,17 @@ fn rewrite_slots(img: &Image, header: &format::Header) -> Result<()> {
     Ok(())
 }
 
-/// Opens the encrypted image at `path` (unlocking it) and its header to change.
-fn open_encrypted(path: &Path) -> Result<(Image, format::Header)> {
+/// Opens the encrypted image at `path` (unlocking it) and its header to change, after the
+/// identity rule: its volumes are written, so none may be the passphrase file (`spec` is the
+/// image as given, `store` where it is).
+fn open_encrypted(path: &Path, spec: &str, store: &Store) -> Result<(Image, format::Header)> {
     let img = Image::open(path)?;
+    let mut check = crate::storage::Check::new();
+    for v in img.volume_paths() {
+        check.writes("the image", &v)?;
+    }
+    passphrase_kept_inside(&mut check, &StoreLocation::resolve(spec)?, store)?;
+    check.run()?;
     if !img.header.is_encrypted() {
         return Err(Error::invalid(format!(
             "{} is not encrypted: it has no key slots",
@@ -221,7 +306,7 @@ pub(super) fn run_add_key(
         }
     }
     let store = Store::open(&image, Mode::ReadWrite)?;
-    let (img, mut h) = open_encrypted(&store.path)?;
+    let (img, mut h) = open_encrypted(&store.path, &image, &store)?;
     let key = img
         .data_key()
         .cloned()
@@ -292,7 +377,7 @@ pub(super) fn run_remove_key(
         )));
     }
     let store = Store::open(&image, Mode::ReadWrite)?;
-    let (img, mut h) = open_encrypted(&store.path)?;
+    let (img, mut h) = open_encrypted(&store.path, &image, &store)?;
     let c = h.crypt.as_mut().expect("checked encrypted");
     let k = slot as usize - 1;
     if c.slots[k].is_none() {
