@@ -417,12 +417,14 @@ mod tests {
         round_trip(Cmd::Image(ImageCmd::AddKey {
             image: "a.lbi".into(),
             output: Some("/media/k".into()),
+            chain: true,
             passphrase_file: Some("pw".into()),
             json: true,
         }));
         round_trip(Cmd::Image(ImageCmd::RemoveKey {
             image: "a.lbi".into(),
             slot: 2,
+            chain: false,
             passphrase_file: None,
             json: false,
         }));

@@ -752,6 +752,201 @@ fn key_slots_are_added_and_removed_but_never_the_last() {
     );
 }
 
+#[test]
+fn chain_key_slots_are_added_and_removed_on_every_image() {
+    let t = TempDir::new("crypt-chain-slots");
+    let disk = t.p("disk.img");
+    let d = pattern_disk(&disk, 16, 11);
+    let src_sha = sha256(&disk);
+    let pw = passfile(&t, "pw", PASS);
+    let full = t.p("full.lbi");
+    let inc = t.p("inc.lbi");
+    let inc2 = t.p("inc2.lbi");
+    let create = |out: &Path, parent: Option<&Path>| {
+        let mut a = vec![
+            "image",
+            "create",
+            s(&disk),
+            s(out),
+            "--passphrase-file",
+            s(&pw),
+        ];
+        match parent {
+            Some(p) => a.extend_from_slice(&["--parent", s(p)]),
+            None => a.push("--encrypt"),
+        }
+        assert_exit(&lb(&a), 0);
+    };
+    create(&full, None);
+    assert_eq!(sha256(&disk), src_sha, "the source changed");
+    // The disk changes between the images, so each holds chunks of its own.
+    let mut changed = d.clone();
+    changed[5 << 20..(5 << 20) + 4096].fill(0x5a);
+    std::fs::write(&disk, &changed).unwrap();
+    let changed_sha = sha256(&disk);
+    create(&inc, Some(&full));
+    create(&inc2, Some(&inc));
+    assert_eq!(sha256(&disk), changed_sha, "the source changed");
+    let kinds = |img: &Path, key: &Path| -> Option<Vec<String>> {
+        let o = lb(&[
+            "image",
+            "info",
+            s(img),
+            "--passphrase-file",
+            s(key),
+            "--json",
+        ]);
+        (o.status.code() == Some(0)).then(|| {
+            json(&o)["encryption"]["key_slots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| format!("{}:{}", k["slot"], k["kind"].as_str().unwrap()))
+                .collect()
+        })
+    };
+    // Without --chain only the named image gets the key: its parents do not open with it.
+    let o = lb(&[
+        "image",
+        "add-key",
+        s(&inc2),
+        "--passphrase-file",
+        s(&pw),
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    let one = passfile(&t, "rk-one", json(&o)["recovery_key"].as_str().unwrap());
+    assert_eq!(
+        kinds(&inc2, &pw).unwrap(),
+        ["1:passphrase", "2:recovery_key"]
+    );
+    // …so the chain cannot be read with it (what --chain is for).
+    assert!(
+        kinds(&inc2, &one).is_none(),
+        "inc2's chain opens with a key of inc2 only"
+    );
+    assert!(
+        kinds(&full, &one).is_none(),
+        "the parent opens with a key it was not given"
+    );
+    // --chain on inc2 now: its slot 2 is taken, so nothing at all is written.
+    let shas = || [&full, &inc, &inc2].map(|p| sha256(p));
+    let before = shas();
+    let o = lb(&[
+        "image",
+        "add-key",
+        "--chain",
+        s(&inc2),
+        "--passphrase-file",
+        s(&pw),
+    ]);
+    assert_exit(&o, 4);
+    assert!(stderr(&o).contains("inc2.lbi"), "{}", stderr(&o));
+    assert_eq!(shas(), before, "a refused --chain changed an image");
+    // On inc (inc and full): one key for both, written to a file; inc2 untouched.
+    let out = t.p("chain.key");
+    let o = lb(&[
+        "image",
+        "add-key",
+        "--chain",
+        s(&inc),
+        "--passphrase-file",
+        s(&pw),
+        "--output",
+        s(&out),
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    let j = json(&o);
+    let names: Vec<String> = j["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let p = Path::new(c["image"].as_str().unwrap());
+            p.file_name().unwrap().to_string_lossy().into_owned()
+        })
+        .collect();
+    assert_eq!(names, ["inc.lbi", "full.lbi"]);
+    assert_eq!(
+        sha256(&inc2),
+        before[2],
+        "an image outside the chain changed"
+    );
+    for img in [&full, &inc] {
+        assert_eq!(
+            kinds(img, &out).unwrap(),
+            ["1:passphrase", "2:recovery_key"]
+        );
+        assert_exit(
+            &lb(&["image", "verify", s(img), "--passphrase-file", s(&out)]),
+            0,
+        );
+    }
+    // The recovery key restores inc (read through full) equal to the changed disk.
+    let back = t.p("back.raw");
+    let o = lb(&[
+        "image",
+        "export",
+        s(&inc),
+        s(&back),
+        "--passphrase-file",
+        s(&out),
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(std::fs::read(&back).unwrap(), changed);
+    // remove-key --chain: slot 1 (the passphrase) of inc and full, with the recovery key.
+    let o = lb(&[
+        "image",
+        "remove-key",
+        "--chain",
+        s(&inc),
+        "--slot",
+        "1",
+        "--passphrase-file",
+        s(&out),
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(json(&o)["chain"].as_array().unwrap().len(), 2);
+    for img in [&full, &inc] {
+        assert_eq!(kinds(img, &out).unwrap(), ["2:recovery_key"]);
+        assert!(
+            kinds(img, &pw).is_none(),
+            "the passphrase still opens {}",
+            img.display()
+        );
+    }
+    // The last slot of every image stays: nothing is written.
+    let before = shas();
+    let o = lb(&[
+        "image",
+        "remove-key",
+        "--chain",
+        s(&inc),
+        "--slot",
+        "2",
+        "--passphrase-file",
+        s(&out),
+    ]);
+    assert_exit(&o, 4);
+    assert_eq!(shas(), before);
+    // An empty slot in one image of the chain: refused before any is changed.
+    let o = lb(&[
+        "image",
+        "remove-key",
+        "--chain",
+        s(&inc),
+        "--slot",
+        "1",
+        "--passphrase-file",
+        s(&out),
+    ]);
+    assert_exit(&o, 2);
+    assert_eq!(shas(), before);
+    assert_eq!(sha256(&disk), changed_sha, "the source changed");
+}
+
 /// What the console does before a job on an encrypted image (`cmd_keys::probe_encrypted`:
 /// the header read without a key; `cmd_keys::try_passphrase`: a wrong passphrase told apart
 /// by its kind), and `image serve --passphrase-file`: the served disk equals the source read

@@ -810,14 +810,16 @@ pub fn run(a: ImageCmd) -> Result<i32> {
         ImageCmd::AddKey {
             image,
             output,
+            chain,
             passphrase_file,
             json,
-        } => super::cmd_keys::run_add_key(image, output, passphrase_file, json),
+        } => super::cmd_keys::run_add_key(image, output, chain, passphrase_file, json),
         ImageCmd::RemoveKey {
             image,
             slot,
+            chain,
             passphrase_file,
             json,
-        } => super::cmd_keys::run_remove_key(image, slot, passphrase_file, json),
+        } => super::cmd_keys::run_remove_key(image, slot, chain, passphrase_file, json),
     }
 }

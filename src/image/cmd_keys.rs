@@ -1,6 +1,8 @@
 //! The passphrase of a job (`--passphrase-file`, or the terminal) and the key-slot commands
 //! `image add-key` (a recovery key in the free slot) and `image remove-key --slot N` (never the
-//! last): the slots are rewritten in the header of every volume, the first last.
+//! last), of one image or with `--chain` of every image of its chain (one recovery key for all,
+//! everything checked before anything is written): the slots are rewritten in the header of
+//! every volume, the first last; and the passphrase file's place in the identity rule.
 use super::crypt::{Keys, PassSource};
 use super::*;
 use crate::error::{exit, Error, ErrorKind, Result};
@@ -224,15 +226,27 @@ pub fn slot_infos(c: &crypt::CryptHeader) -> Vec<SlotInfo> {
 pub struct KeyReport {
     pub ok: bool,
     pub image: String,
-    /// The slot added or removed (1 or 2).
+    /// The slot added or removed (1 or 2) in `image`.
     pub slot: usize,
-    /// The slots now in use.
+    /// The slots of `image` now in use.
     pub slots: Vec<SlotInfo>,
+    /// With `--chain`: every image of the chain changed (the named one first, then its
+    /// parents), each with its slot and slots.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<ChainKeys>,
     /// The new recovery key (add-key without --output only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_key_file: Option<PathBuf>,
+}
+
+/// One image of a chain whose key slots `--chain` changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainKeys {
+    pub image: PathBuf,
+    pub slot: usize,
+    pub slots: Vec<SlotInfo>,
 }
 
 /// Writes `header`'s key slots into every volume of `img` (last volume first, each fsynced),
@@ -266,30 +280,98 @@ fn rewrite_slots(img: &Image, header: &format::Header) -> Result<()> {
     Ok(())
 }
 
-/// Opens the encrypted image at `path` (unlocking it) and its header to change, after the
-/// identity rule: its volumes are written, so none may be the passphrase file (`spec` is the
-/// image as given, `store` where it is).
-fn open_encrypted(path: &Path, spec: &str, store: &Store) -> Result<(Image, format::Header)> {
-    let img = Image::open(path)?;
+/// The encrypted images whose key slots a command changes, each with its header to change:
+/// the image at `store` (`spec` as given), and with `chain` every parent after it. Each is
+/// unlocked (one KDF run per distinct slot: a chain's images share theirs), and they must
+/// share one data key. The identity rule first: every volume of them is written, so none may
+/// be the passphrase file.
+fn open_encrypted(spec: &str, store: &Store, chain: bool) -> Result<Vec<(Image, format::Header)>> {
+    let images = if chain {
+        Chain::open(&store.path)?.images
+    } else {
+        vec![Image::open(&store.path)?]
+    };
     let mut check = crate::storage::Check::new();
-    for v in img.volume_paths() {
-        check.writes("the image", &v)?;
+    for (k, img) in images.iter().enumerate() {
+        let role = if k == 0 {
+            "the image"
+        } else {
+            "the parent image"
+        };
+        for v in img.volume_paths() {
+            check.writes(role, &v)?;
+        }
     }
     passphrase_kept_inside(&mut check, &StoreLocation::resolve(spec)?, store)?;
     check.run()?;
-    if !img.header.is_encrypted() {
-        return Err(Error::invalid(format!(
-            "{} is not encrypted: it has no key slots",
-            path.display()
-        )));
+    let key = images[0].data_key().cloned();
+    let mut out = Vec::with_capacity(images.len());
+    for img in images {
+        if !img.header.is_encrypted() {
+            return Err(Error::invalid(format!(
+                "{} is not encrypted: it has no key slots (nothing was changed)",
+                img.path.display()
+            )));
+        }
+        if img.data_key() != key.as_ref() {
+            return Err(Error::corrupt(format!(
+                "{} does not share the data key of {}, so it is not of this chain's encryption \
+                 (nothing was changed)",
+                img.path.display(),
+                store.path.display()
+            )));
+        }
+        let h = img.header.clone();
+        out.push((img, h));
     }
-    let h = img.header.clone();
-    Ok((img, h))
+    Ok(out)
+}
+
+/// The images changed, for the report (`--chain` only).
+fn chain_report(
+    images: &[(Image, format::Header)],
+    slots: &[usize],
+    chain: bool,
+) -> Vec<ChainKeys> {
+    if !chain {
+        return Vec::new();
+    }
+    images
+        .iter()
+        .zip(slots)
+        .map(|((img, h), &slot)| ChainKeys {
+            image: img.path.clone(),
+            slot,
+            slots: slot_infos(h.crypt.as_ref().expect("encrypted")),
+        })
+        .collect()
+}
+
+/// Rewrites the slots of every image (parents first: an incremental made meanwhile copies its
+/// parent's slots), saying which were changed when one fails.
+fn rewrite_all(images: &[(Image, format::Header)]) -> Result<()> {
+    let mut done: Vec<String> = Vec::new();
+    for (img, h) in images.iter().rev() {
+        rewrite_slots(img, h).map_err(|e| {
+            if done.is_empty() {
+                return e;
+            }
+            let msg = format!(
+                "{} (the key slots of {} were already changed)",
+                e.msg,
+                done.join(", ")
+            );
+            Error { msg, ..e }
+        })?;
+        done.push(img.path.display().to_string());
+    }
+    Ok(())
 }
 
 pub(super) fn run_add_key(
     image: String,
     output: Option<PathBuf>,
+    chain: bool,
     passphrase_file: Option<String>,
     json: bool,
 ) -> Result<i32> {
@@ -306,21 +388,36 @@ pub(super) fn run_add_key(
         }
     }
     let store = Store::open(&image, Mode::ReadWrite)?;
-    let (img, mut h) = open_encrypted(&store.path, &image, &store)?;
-    let key = img
+    let mut images = open_encrypted(&image, &store, chain)?;
+    let key = images[0]
+        .0
         .data_key()
         .cloned()
         .ok_or_else(|| Error::invalid("the image is not encrypted"))?;
-    let c = h.crypt.as_mut().expect("checked encrypted");
-    let Some(free) = c.slots.iter().position(Option::is_none) else {
-        return Err(Error::refused(format!(
-            "both key slots of {image} are in use: remove one first with `lifeboat image \
-             remove-key {image} --slot N` (nothing was changed)"
-        )));
-    };
-    let (slot, text) = crypt::KeySlot::wrap_recovery(&key)?;
-    c.slots[free] = Some(slot);
-    // The key is saved before the image is changed, so it is never in the image only.
+    // Every image needs a free slot, found before anything is written.
+    let mut free = Vec::with_capacity(images.len());
+    for (img, h) in &images {
+        let c = h.crypt.as_ref().expect("checked encrypted");
+        let Some(k) = c.slots.iter().position(Option::is_none) else {
+            let name = img.path.display();
+            return Err(Error::refused(format!(
+                "both key slots of {name} are in use: remove one first with `lifeboat image \
+                 remove-key {name} --slot N` (nothing was changed)"
+            )));
+        };
+        free.push(k);
+    }
+    // One recovery key for the chain, wrapped with its own salt in each image.
+    let (first, text) = crypt::KeySlot::wrap_recovery(&key)?;
+    for (k, (_, h)) in images.iter_mut().enumerate() {
+        let slot = if k == 0 {
+            first
+        } else {
+            crypt::KeySlot::wrap_recovery_again(&key, &text)?
+        };
+        h.crypt.as_mut().expect("checked encrypted").slots[free[k]] = Some(slot);
+    }
+    // The key is saved before any image is changed, so it is never in the images only.
     if let Some(o) = &output {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -333,30 +430,36 @@ pub(super) fn run_add_key(
             .and_then(|()| f.sync_all())
             .map_err(|e| Error::io("write the recovery key to", o, e))?;
     }
-    rewrite_slots(&img, &h)?;
-    let slots = slot_infos(h.crypt.as_ref().expect("encrypted"));
+    rewrite_all(&images)?;
+    let slots: Vec<usize> = free.iter().map(|k| k + 1).collect();
     let rep = KeyReport {
         ok: true,
         image: image.clone(),
-        slot: free + 1,
-        slots,
+        slot: slots[0],
+        slots: slot_infos(images[0].1.crypt.as_ref().expect("encrypted")),
+        chain: chain_report(&images, &slots, chain),
         recovery_key: output.is_none().then(|| text.to_string()),
         recovery_key_file: output.clone(),
     };
     crate::cli::emit_report(&rep, json);
     if !json {
+        let whom = if chain && images.len() > 1 {
+            format!("{image} and its {} parent image(s)", images.len() - 1)
+        } else {
+            image.clone()
+        };
         match &output {
             Some(o) => eprintln!(
-                "Recovery key added to slot {} of {image}; it is in {} — keep it apart from the image.",
-                free + 1,
+                "Recovery key added to slot {} of {whom}; it is in {} — keep it apart from the image.",
+                slots[0],
                 o.display()
             ),
             None => {
                 println!("{}", text.as_str());
                 eprintln!(
-                    "Recovery key above added to slot {} of {image}: write it down and keep it \
+                    "Recovery key above added to slot {} of {whom}: write it down and keep it \
                      apart from the image; it opens the image like the passphrase.",
-                    free + 1
+                    slots[0]
                 );
             }
         }
@@ -367,6 +470,7 @@ pub(super) fn run_add_key(
 pub(super) fn run_remove_key(
     image: String,
     slot: u32,
+    chain: bool,
     passphrase_file: Option<String>,
     json: bool,
 ) -> Result<i32> {
@@ -377,36 +481,50 @@ pub(super) fn run_remove_key(
         )));
     }
     let store = Store::open(&image, Mode::ReadWrite)?;
-    let (img, mut h) = open_encrypted(&store.path, &image, &store)?;
-    let c = h.crypt.as_mut().expect("checked encrypted");
+    let mut images = open_encrypted(&image, &store, chain)?;
     let k = slot as usize - 1;
-    if c.slots[k].is_none() {
-        return Err(Error::invalid(format!(
-            "key slot {slot} of {image} is empty"
-        )));
+    // Every image is checked before any is changed.
+    for (img, h) in &images {
+        let c = h.crypt.as_ref().expect("checked encrypted");
+        let name = img.path.display();
+        if c.slots[k].is_none() {
+            return Err(Error::invalid(format!(
+                "key slot {slot} of {name} is empty (nothing was changed)"
+            )));
+        }
+        if c.used() <= 1 {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "key slot {slot} is the last one of {name}: without it nothing could open \
+                     the image (nothing was changed)"
+                ),
+            ));
+        }
     }
-    if c.used() <= 1 {
-        return Err(Error::new(
-            ErrorKind::Refused,
-            format!(
-                "key slot {slot} is the last one of {image}: without it nothing could open the \
-                 image (nothing was changed)"
-            ),
-        ));
+    for (_, h) in images.iter_mut() {
+        h.crypt.as_mut().expect("checked encrypted").slots[k] = None;
     }
-    c.slots[k] = None;
-    rewrite_slots(&img, &h)?;
+    rewrite_all(&images)?;
     let rep = KeyReport {
         ok: true,
         image: image.clone(),
         slot: slot as usize,
-        slots: slot_infos(h.crypt.as_ref().expect("encrypted")),
+        slots: slot_infos(images[0].1.crypt.as_ref().expect("encrypted")),
+        chain: chain_report(&images, &vec![slot as usize; images.len()], chain),
         recovery_key: None,
         recovery_key_file: None,
     };
     crate::cli::emit_report(&rep, json);
     if !json {
-        eprintln!("Key slot {slot} of {image} removed.");
+        if chain && images.len() > 1 {
+            eprintln!(
+                "Key slot {slot} of {image} and its {} parent image(s) removed.",
+                images.len() - 1
+            );
+        } else {
+            eprintln!("Key slot {slot} of {image} removed.");
+        }
     }
     Ok(exit::OK)
 }

@@ -295,6 +295,17 @@ impl KeySlot {
         Ok((Self::wrap(key, SlotKind::Recovery, salt, &kek), text))
     }
 
+    /// Wraps `key` for the recovery key `text` (as [`wrap_recovery`](Self::wrap_recovery)
+    /// printed it) in another slot, with its own salt: one recovery key for every image of a
+    /// chain (`image add-key --chain`).
+    pub fn wrap_recovery_again(key: &DataKey, text: &str) -> Result<KeySlot> {
+        let raw = parse_recovery(text.as_bytes())
+            .ok_or_else(|| Error::invalid("not a recovery key (lbrk-…)"))?;
+        let salt = random::<16>()?;
+        let kek = recovery_kek(&raw, &salt);
+        Ok(Self::wrap(key, SlotKind::Recovery, salt, &kek))
+    }
+
     fn wrap(key: &DataKey, kind: SlotKind, salt: [u8; 16], kek: &[u8; 32]) -> KeySlot {
         let mut s = KeySlot {
             kind,

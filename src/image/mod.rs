@@ -190,23 +190,33 @@ pub enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Add a recovery key to an encrypted image's free key slot (printed, or written to --output).
+    /// Add a recovery key to an encrypted image's free key slot (printed, or written to --output);
+    /// with --chain to every image of its chain.
     AddKey {
         image: String,
         /// Write the recovery key to FILE (a new file, readable by its owner only) instead of
         /// printing it.
         #[arg(long, value_name = "FILE")]
         output: Option<std::path::PathBuf>,
+        /// Add the same recovery key to every image of the chain (the image and its parents);
+        /// each needs a free slot, checked before anything is written.
+        #[arg(long)]
+        chain: bool,
         #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
         passphrase_file: Option<String>,
         #[arg(long)]
         json: bool,
     },
-    /// Remove key slot N (1 or 2) of an encrypted image; the last one is never removed.
+    /// Remove key slot N (1 or 2) of an encrypted image (with --chain of every image of its
+    /// chain); the last one is never removed.
     RemoveKey {
         image: String,
         #[arg(long, value_name = "N")]
         slot: u32,
+        /// Remove slot N from every image of the chain (the image and its parents); in each
+        /// it must be in use and not the last, checked before anything is written.
+        #[arg(long)]
+        chain: bool,
         #[arg(long, value_name = "FILE", help = PASSPHRASE_FILE_HELP)]
         passphrase_file: Option<String>,
         #[arg(long)]
