@@ -67,6 +67,9 @@ pub struct Run {
     pub dev_failed: u64,
     /// The guest's console output.
     pub console: String,
+    /// Each console line with the time it reached the host (seconds since QEMU's start; the
+    /// console is polled every 50 ms, so within 50 ms of when it was printed).
+    pub lines: Vec<(f64, String)>,
 }
 
 /// QEMU's read counters of drive `drive` over QMP (`query-blockstats`): successful and failed
@@ -141,11 +144,15 @@ pub fn boot(
     let start = Instant::now();
     let deadline = start + Duration::from_secs(1800);
     let mut to_init = None;
+    let mut lines = Vec::new();
+    let mut seen = 0;
     loop {
-        if to_init.is_none() && String::from_utf8_lossy(&vm.output()).contains("Run /init as init")
-        {
-            to_init = Some(vm.elapsed().as_secs_f64());
+        let out = vm.output();
+        let now = vm.elapsed().as_secs_f64();
+        if to_init.is_none() && String::from_utf8_lossy(&out).contains("Run /init as init") {
+            to_init = Some(now);
         }
+        seen = stamp_lines(&out, seen, now, &mut lines);
         let st = vm.monitor("info status")?;
         if st.contains("shutdown") {
             break;
@@ -160,7 +167,9 @@ pub fn boot(
     }
     let secs = vm.elapsed().as_secs_f64();
     let (dev_reads, dev_failed) = blockstats(&qmp, "d0")?;
-    let console = String::from_utf8_lossy(&vm.output()).replace('\r', "");
+    let out = vm.output();
+    stamp_lines(&out, seen, secs, &mut lines);
+    let console = String::from_utf8_lossy(&out).replace('\r', "");
     let _ = vm.monitor("quit");
     let _ = std::fs::remove_file(&qmp);
     Ok(Run {
@@ -170,7 +179,63 @@ pub fn boot(
         dev_reads,
         dev_failed,
         console,
+        lines,
     })
+}
+
+/// Adds the whole lines of `out` past byte `seen` to `lines`, stamped `now`; returns where the
+/// next unfinished line starts.
+fn stamp_lines(out: &[u8], seen: usize, now: f64, lines: &mut Vec<(f64, String)>) -> usize {
+    let Some(rest) = out.get(seen..) else {
+        return seen;
+    };
+    let Some(end) = rest.iter().rposition(|&b| b == b'\n') else {
+        return seen;
+    };
+    for l in String::from_utf8_lossy(&rest[..end]).split('\n') {
+        lines.push((now, l.trim_end_matches('\r').to_string()));
+    }
+    seen + end + 1
+}
+
+/// The milestones of a run's console, each with its time since QEMU's start: the kernel
+/// starting /init, PID 1's boot steps done, the command started, the first progress line of
+/// each phase (`LIFEBOAT-PROGRESS`'s `job`/`phase`), the command's end and result, power-off
+/// begun, and QEMU seeing the power-off. What the breakdown of a run's time is read from.
+pub fn timeline(run: &Run) -> Vec<(f64, String)> {
+    let mut t = Vec::new();
+    let mut phase = String::new();
+    for (at, l) in &run.lines {
+        let m = if l.contains("Run /init as init") {
+            Some("kernel starts /init".to_string())
+        } else if let Some(i) = l.find("lifeboat: up in ") {
+            Some(format!("boot steps done ({})", &l[i + 10..]))
+        } else if l.contains("lifeboat: running: ") {
+            Some("command started".to_string())
+        } else if let Some(i) = l.find("LIFEBOAT-PROGRESS ") {
+            let v: Value = serde_json::from_str(l[i + 18..].trim()).unwrap_or(Value::Null);
+            let p = format!(
+                "{} {}",
+                v["job"].as_str().unwrap_or("?"),
+                v["phase"].as_str().unwrap_or("?")
+            );
+            (p != phase).then(|| {
+                phase = p.clone();
+                format!("first progress: {p}")
+            })
+        } else if let Some(i) = l.find("lifeboat: command finished") {
+            Some(l[i + 10..].to_string())
+        } else if l.contains("lifeboat: powering off") {
+            Some("powering off (stop processes, sync, unmount)".to_string())
+        } else {
+            None
+        };
+        if let Some(m) = m {
+            t.push((*at, m));
+        }
+    }
+    t.push((run.secs, "QEMU sees the power-off".to_string()));
+    t
 }
 
 /// A blank file of `size` bytes (sparse).
@@ -399,6 +464,7 @@ mod tests {
                 dev_reads: 0,
                 dev_failed: 0,
                 console: String::new(),
+                lines: Vec::new(),
             })
         })
         .unwrap();
@@ -407,5 +473,49 @@ mod tests {
         assert_eq!(last(&runs, "a").secs, 4.0);
         assert_eq!(best_after_init(&runs, "b"), 1.5);
         assert_eq!(all_runs(&runs), "a 1.0s, b 2.0s, b 3.0s, a 4.0s");
+    }
+
+    #[test]
+    fn lines_are_stamped_when_whole_and_milestones_found() {
+        let mut lines = Vec::new();
+        let out = b"[ 1.0] Run /init as init process\r\nlifeboat: up in 900 ms (v)\r\nlifeb";
+        let seen = stamp_lines(out, 0, 1.5, &mut lines);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(&out[seen..], b"lifeb");
+        let mut more = out.to_vec();
+        more.extend_from_slice(
+            b"oat: running: clone a b\n\
+              LIFEBOAT-PROGRESS {\"job\":\"clone\",\"phase\":\"copying\"}\n\
+              LIFEBOAT-PROGRESS {\"job\":\"clone\",\"phase\":\"copying\"}\n\
+              LIFEBOAT-PROGRESS {\"job\":\"clone\",\"phase\":\"verifying\"}\n\
+              lifeboat: command finished with exit code 3 in 4000 ms\n\
+              lifeboat: powering off\n",
+        );
+        stamp_lines(&more, seen, 6.0, &mut lines);
+        let run = Run {
+            tool: "clone",
+            secs: 7.0,
+            to_init: 1.5,
+            dev_reads: 0,
+            dev_failed: 0,
+            console: String::new(),
+            lines,
+        };
+        let t: Vec<String> = timeline(&run).into_iter().map(|(_, m)| m).collect();
+        assert_eq!(
+            t,
+            [
+                "kernel starts /init",
+                "boot steps done (up in 900 ms (v))",
+                "command started",
+                "first progress: clone copying",
+                "first progress: clone verifying",
+                "command finished with exit code 3 in 4000 ms",
+                "powering off (stop processes, sync, unmount)",
+                "QEMU sees the power-off"
+            ]
+        );
+        assert_eq!(timeline(&run)[0].0, 1.5);
+        assert_eq!(timeline(&run)[2].0, 6.0);
     }
 }

@@ -127,6 +127,11 @@ pub const STEPS: &[Step] = &[
         run: coldplug,
     },
     Step {
+        name: "entropy",
+        what: "initialise the kernel's random generator in the background",
+        run: |_| start_entropy(),
+    },
+    Step {
         name: "settle",
         what: "wait until disks stop appearing",
         run: settle,
@@ -254,6 +259,36 @@ fn coldplug(b: &mut Boot) -> Result<String> {
     Ok(format!("{} modules: {}", loaded.len(), loaded.join(" ")))
 }
 
+/// Reads one byte of `/dev/random` in a thread of its own, so that the kernel's random
+/// generator is initialised while the boot waits for disks to settle rather than in the first
+/// job that asks for random bytes (an image's UUID, an encryption key, a DHCP transaction). On a
+/// machine without a hardware random source (no RDRAND, no virtio-rng: old PCs, QEMU's default
+/// CPU) the kernel then gathers timing jitter for a second or more (`try_to_generate_entropy`,
+/// run by whoever waits: a read of `/dev/urandom` before that runs it too); doing it here takes
+/// it off every job's clock. Never waited for: the boot goes on at once.
+fn start_entropy() -> Result<String> {
+    let t0 = Instant::now();
+    std::thread::Builder::new()
+        .name("entropy".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut b = [0u8; 1];
+            let r = std::fs::File::open("/dev/random").and_then(|mut f| f.read_exact(&mut b));
+            let ms = t0.elapsed().as_millis();
+            match r {
+                Ok(()) => console::kmsg(
+                    6,
+                    &format!("the kernel's random generator was ready after {ms} ms"),
+                ),
+                Err(e) => {
+                    console::kmsg(4, &format!("reading /dev/random failed after {ms} ms: {e}"))
+                }
+            }
+        })
+        .map(|_| String::new())
+        .map_err(|e| Error::os("start the entropy thread", e))
+}
+
 /// Each `module.param=` of the command line read back from `/sys/module` once the drivers are
 /// in, one console line each (a misspelt or unused one is seen, not silently ignored).
 fn module_params(_: &mut Boot) -> Result<String> {
@@ -360,6 +395,10 @@ mod tests {
             "listen before coldplug so nothing is missed"
         );
         assert!(pos("coldplug") < pos("settle"));
+        assert!(
+            pos("entropy") < pos("settle"),
+            "the random generator starts while the boot waits, not after"
+        );
         assert!(
             pos("settle") < pos("module-params"),
             "read back once the drivers are in"

@@ -94,7 +94,9 @@ impl ProgressSink for ChannelSink {
 pub struct StderrSink {
     json: bool,
     every: Duration,
-    last: Mutex<Option<Instant>>,
+    /// When the last snapshot was printed, and its job and phase (a new phase is printed at
+    /// once, so the stream shows when each phase began).
+    last: Mutex<Option<(Instant, String, String)>>,
 }
 
 impl StderrSink {
@@ -115,6 +117,18 @@ impl StderrSink {
             eprintln!();
         }
     }
+    /// Whether snapshot `p` is printed at `now` (and, if so, notes it): the first one, one a
+    /// throttle interval after the last printed, or the first of a new job or phase.
+    fn due(&self, now: Instant, p: &Progress) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_ref().is_some_and(|(t, job, phase)| {
+            now.duration_since(*t) < self.every && *job == p.job && *phase == p.phase
+        }) {
+            return false;
+        }
+        *last = Some((now, p.job.clone(), p.phase.clone()));
+        true
+    }
     fn emit(&self, p: &Progress) {
         if self.json {
             let mut q = p.clone();
@@ -133,14 +147,9 @@ impl StderrSink {
 
 impl ProgressSink for StderrSink {
     fn progress(&self, p: &Progress) {
-        let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|t| now.duration_since(t) < self.every) {
-            return;
+        if self.due(Instant::now(), p) {
+            self.emit(p);
         }
-        *last = Some(now);
-        drop(last);
-        self.emit(p);
     }
 }
 
@@ -307,6 +316,34 @@ impl RateMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_is_throttled_but_a_new_phase_is_printed_at_once() {
+        let sink = StderrSink {
+            json: true,
+            every: Duration::from_secs(2),
+            last: Mutex::new(None),
+        };
+        let t = Instant::now();
+        let copying = Progress::new("image-create", "copying", 100);
+        let verifying = Progress::new("image-create", "verifying", 100);
+        assert!(sink.due(t, &copying), "the first snapshot");
+        assert!(!sink.due(t + Duration::from_millis(500), &copying));
+        assert!(
+            sink.due(t + Duration::from_millis(600), &verifying),
+            "a new phase"
+        );
+        assert!(!sink.due(t + Duration::from_millis(700), &verifying));
+        assert!(
+            sink.due(t + Duration::from_millis(2700), &verifying),
+            "after the interval"
+        );
+        let other = Progress::new("clone", "verifying", 100);
+        assert!(
+            sink.due(t + Duration::from_millis(2800), &other),
+            "a new job"
+        );
+    }
 
     #[test]
     fn formats() {

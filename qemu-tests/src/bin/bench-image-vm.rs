@@ -168,6 +168,23 @@ fn run() -> Result<(), String> {
         ri["exit_code"]
     );
     println!("image (exported) == clone's target: {same_bytes}; source unchanged: {src_ok}");
+    println!(
+        "image create's own clocks: create {:.1} s, verify after write {:.1} s",
+        oi["elapsed_secs"].as_f64().unwrap_or(0.0),
+        oi["verify_elapsed_secs"].as_f64().unwrap_or(0.0)
+    );
+    // Where the time goes: each milestone of the fastest run of each job, seconds since QEMU's
+    // start and since the milestone before (console lines reach the host within ~50 ms).
+    for (t, r) in [("clone", c), ("image", i)] {
+        println!(
+            "\ntimeline of the fastest {t} run (s since QEMU start, +s since the line before):"
+        );
+        let mut prev = 0.0;
+        for (at, m) in bench::timeline(r) {
+            println!("  {at:7.2} {:+7.2}  {m}", at - prev);
+            prev = at;
+        }
+    }
     if !(same_bad && same_bytes && src_ok) {
         return Err(format!(
             "results differ (clone bad {bc:?}, image bad {bi:?}, expected {want:?}, export: {})",
