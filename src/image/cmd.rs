@@ -267,6 +267,7 @@ fn run_create(
         encrypt,
         identity_clear,
         plan: Some(plan),
+        verify_after_write: !no_verify,
         ..Default::default()
     };
     let sink = StderrSink::from_env();
@@ -391,7 +392,8 @@ fn verify_after_write(
 ) -> Result<()> {
     // An encrypted image (or the parent's chain) opens with the job's keys, already unlocked.
     let keys = crypt::Keys::global();
-    let vr = verify::verify_written(path, parent, &keys, "image-create", sink, cancel).map_err(|e| {
+    let written = rep.written.as_ref();
+    let vr = verify::verify_written(path, parent, &keys, written, "image-create", sink, cancel).map_err(|e| {
         let msg = match e.kind {
             ErrorKind::Cancelled => format!(
                 "cancelled during the verify after writing: the image {image} is complete but was not checked; run `lifeboat image verify {image}`"

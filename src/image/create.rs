@@ -78,6 +78,10 @@ pub struct CreateOptions {
     /// The source's used-block plan when the caller read it already (the command does, for
     /// its free-space check); read here otherwise.
     pub plan: Option<crate::fs::UsageMap>,
+    /// The image will be verified after writing (`verify::verify_written`, unless
+    /// `--no-verify`): also keep the CRC32 of each compressed chunk's disk bytes, which that
+    /// verify checks the decoded bytes against (see `verify::WrittenDigest`).
+    pub verify_after_write: bool,
 }
 
 impl Default for CreateOptions {
@@ -100,6 +104,7 @@ impl Default for CreateOptions {
             identity_clear: false,
             keys: super::crypt::Keys::global(),
             plan: None,
+            verify_after_write: true,
         }
     }
 }
@@ -154,6 +159,10 @@ pub struct CreateReport {
     pub verify_problems: Vec<String>,
     /// How long that verify took.
     pub verify_elapsed_secs: Option<f64>,
+    /// What this run wrote, which that verify checks the image read back against (not in the
+    /// JSON report).
+    #[serde(skip)]
+    pub written: Option<super::verify::WrittenDigest>,
 }
 
 /// The checkpoint a resumed create went on from.
@@ -561,6 +570,7 @@ pub fn create(
             hasher,
             batch,
             max_group_payload,
+            plain_crc: opts.verify_after_write,
         };
         for _ in 0..threads {
             let job_rx = Arc::clone(&job_rx);
@@ -605,7 +615,7 @@ pub fn create(
             )),
         }
     });
-    let (footer, bad_ranges) = match result {
+    let (footer, bad_ranges, digest) = match result {
         Ok(x) => x,
         Err(e) => {
             vw.abandon();
@@ -663,5 +673,6 @@ pub fn create(
         verified: None,
         verify_problems: Vec::new(),
         verify_elapsed_secs: None,
+        written: Some(digest),
     })
 }

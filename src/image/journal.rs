@@ -308,6 +308,8 @@ impl Journal {
             },
             written: self.written,
             next_seq: self.next_seq,
+            // Written by an earlier run: verified in full after writing.
+            digest: Default::default(),
         })
     }
 }

@@ -38,6 +38,10 @@ pub(super) struct Done {
     pub stored: usize,
     /// Payload CRC32 (for a group member: the group's).
     pub crc: u32,
+    /// CRC32 of the chunk's disk bytes, for a stored chunk when [`PackParams::plain_crc`]
+    /// asks for it (a raw chunk's is its payload's): what the verify after writing checks the
+    /// decoded bytes against (see `verify::WrittenDigest`).
+    pub plain_crc: Option<u32>,
     pub hash: [u8; 32],
     pub bad: Vec<(u64, u64)>,
     /// Kind 6: position among the group's members and their number.
@@ -102,6 +106,9 @@ pub(super) struct PackParams {
     pub batch: usize,
     /// The largest group payload that fits a volume (`--split`); a larger one is not made.
     pub max_group_payload: usize,
+    /// Also compute the CRC32 of the disk bytes of each compressed chunk
+    /// ([`Done::plain_crc`]; a raw chunk's is its payload's, computed anyway).
+    pub plain_crc: bool,
 }
 
 /// One compressor thread: batches until the reader is done or the writer hangs up.
@@ -134,14 +141,15 @@ pub(super) fn run(rx: &Mutex<Receiver<Job>>, tx: Sender<WMsg>, p: PackParams) {
                 max,
                 &mut unit_in,
                 &mut unit_out,
+                p.plain_crc,
             );
         } else {
             for &k in &full {
-                pack_one(&mut done[k], zc.as_mut());
+                pack_one(&mut done[k], zc.as_mut(), p.plain_crc);
             }
         }
         for &k in &short {
-            pack_one(&mut done[k], zc.as_mut());
+            pack_one(&mut done[k], zc.as_mut(), p.plain_crc);
         }
         if tx.send(WMsg::Batch(done)).is_err() {
             return;
@@ -181,6 +189,7 @@ fn classify(job: Job, p: &PackParams) -> Done {
         kind,
         stored,
         crc,
+        plain_crc: None,
         hash,
         bad: job.bad,
         member: 0,
@@ -190,7 +199,8 @@ fn classify(job: Job, p: &PackParams) -> Done {
 }
 
 /// Compresses one chunk on its own (zstd or LZ4); raw when that does not make it smaller.
-fn pack_one(d: &mut Done, zc: Option<&mut zstd::bulk::Compressor<'static>>) {
+/// `plain_crc`: see [`PackParams::plain_crc`].
+fn pack_one(d: &mut Done, zc: Option<&mut zstd::bulk::Compressor<'static>>, plain_crc: bool) {
     let data = &d.slot.data[..];
     let len = data.len();
     let out = &mut d.slot.out[..];
@@ -203,9 +213,17 @@ fn pack_one(d: &mut Done, zc: Option<&mut zstd::bulk::Compressor<'static>>) {
             .ok()
             .map(|n| (Kind::Lz4, n)),
     };
-    (d.kind, d.stored, d.crc) = match packed {
-        Some((k, n)) if n < len => (k, n, crc32fast::hash(&out[..n])),
-        _ => (Kind::Raw, len, crc32fast::hash(data)),
+    (d.kind, d.stored, d.crc, d.plain_crc) = match packed {
+        Some((k, n)) if n < len => (
+            k,
+            n,
+            crc32fast::hash(&out[..n]),
+            plain_crc.then(|| crc32fast::hash(data)),
+        ),
+        _ => {
+            let crc = crc32fast::hash(data);
+            (Kind::Raw, len, crc, Some(crc))
+        }
     };
 }
 
@@ -220,6 +238,7 @@ fn pack_group(
     max: usize,
     unit_in: &mut Vec<u8>,
     unit_out: &mut Vec<u8>,
+    plain_crc: bool,
 ) {
     unit_in.clear();
     for &k in members {
@@ -235,14 +254,14 @@ fn pack_group(
     let Some(n) = n.filter(|&n| n < unit_in.len() && n <= room) else {
         for &k in members {
             let d = &mut done[k];
-            (d.kind, d.stored, d.crc) =
-                (Kind::Raw, d.slot.data.len(), crc32fast::hash(&d.slot.data));
+            let crc = crc32fast::hash(&d.slot.data);
+            (d.kind, d.stored, d.crc, d.plain_crc) = (Kind::Raw, d.slot.data.len(), crc, Some(crc));
         }
         return;
     };
     if n > max {
         for &k in members {
-            pack_one(&mut done[k], zc.as_deref_mut());
+            pack_one(&mut done[k], zc.as_deref_mut(), plain_crc);
         }
         return;
     }
@@ -254,6 +273,7 @@ fn pack_group(
         d.slot.out[..part].copy_from_slice(&unit_out[at..at + part]);
         at += part;
         (d.kind, d.stored, d.crc, d.part) = (Kind::Group, n, crc, part);
+        d.plain_crc = plain_crc.then(|| crc32fast::hash(&d.slot.data));
         (d.member, d.members) = (m as u8, members.len() as u8);
     }
 }
@@ -311,6 +331,7 @@ mod tests {
             hasher: Default::default(),
             batch: group_chunks(Compression::Zstd(level), CS as u32),
             max_group_payload,
+            plain_crc: true,
         };
         run(&Mutex::new(jrx), tx, p);
         rx.try_iter()
@@ -377,6 +398,7 @@ mod tests {
             for (k, d) in members.iter().enumerate() {
                 assert_eq!((d.member as usize, d.members as usize), (k, members.len()));
                 assert_eq!(d.hash, *blake3::hash(&chunk(d.i)).as_bytes());
+                assert_eq!(d.plain_crc, Some(crc32fast::hash(&chunk(d.i))));
             }
         }
         // A group that would not fit a volume (--split): each chunk on its own.
@@ -386,6 +408,7 @@ mod tests {
         for d in b.iter().flatten().filter(|d| d.kind == Zstd) {
             let got = zstd::bulk::decompress(&d.slot.out[..d.stored], CS).unwrap();
             assert!(got == chunk(d.i));
+            assert_eq!(d.plain_crc, Some(crc32fast::hash(&chunk(d.i))));
         }
     }
 }

@@ -16,6 +16,64 @@ use std::time::{Duration, Instant};
 /// Problems listed in a verify report (all are counted).
 const MAX_PROBLEMS: usize = 100;
 
+/// What `image create` wrote, kept for its verify after writing ([`verify_written`]): per index
+/// segment, the sum of [`fold`] over the stored chunks this process wrote — the chunk number,
+/// the CRC32 of the chunk's disk bytes (as read from the source, before compression) and the
+/// BLAKE3 hash it put in the index — and how many. 12 bytes per segment (1024 chunks), so
+/// bounded whatever the disk size. A segment the digest does not cover whole (chunks written
+/// by an earlier, interrupted run; an entry written twice) is verified in full.
+#[derive(Debug, Clone, Default)]
+pub struct WrittenDigest {
+    segs: Vec<(u64, u32, bool)>,
+}
+
+impl WrittenDigest {
+    /// Records stored chunk `i` of index segment `seg`: `crc` of its disk bytes, `hash` its
+    /// index hash.
+    pub(super) fn add(&mut self, seg: u64, i: u64, crc: u32, hash: &[u8; 32]) {
+        let s = self.slot(seg);
+        s.0 = s.0.wrapping_add(fold(i, crc, hash));
+        s.1 += 1;
+    }
+
+    /// Marks segment `seg` as not covered (verified in full).
+    pub(super) fn poison(&mut self, seg: u64) {
+        self.slot(seg).2 = true;
+    }
+
+    fn slot(&mut self, seg: u64) -> &mut (u64, u32, bool) {
+        let k = seg as usize;
+        if self.segs.len() <= k {
+            self.segs.resize(k + 1, (0, 0, false));
+        }
+        &mut self.segs[k]
+    }
+
+    /// The sum and count recorded for segment `seg` when it covers all its `stored` chunks.
+    fn covering(&self, seg: u64, stored: u32) -> Option<(u64, u32)> {
+        match self.segs.get(seg as usize) {
+            Some(&(sum, n, false)) if n == stored && n > 0 => Some((sum, n)),
+            _ => None,
+        }
+    }
+}
+
+/// One chunk's share of a [`WrittenDigest`]: a 64-bit mix of its number, the CRC32 of its disk
+/// bytes and its hash (summed, so the order chunks are written or checked in does not matter).
+fn fold(i: u64, crc: u32, hash: &[u8; 32]) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let mut x = mix(i ^ 0x6C62_6976_6572_6966);
+    x = mix(x ^ crc as u64);
+    for w in hash.chunks_exact(8) {
+        x = mix(x ^ u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    x
+}
+
 /// What `image verify --json` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -182,7 +240,14 @@ struct Rec {
 struct InOrder {
     pending: std::collections::VecDeque<Rec>,
     results: std::collections::HashMap<u64, Option<String>>,
+    /// Per index segment checked against a [`WrittenDigest`]: the sum of the chunks' folds and
+    /// their count so far, and whether one of them had a problem of its own.
+    fast: std::collections::HashMap<u64, (u64, u32, bool)>,
 }
+
+/// A payload check's result: its sequence number, the problem found, and for a chunk checked
+/// against a [`WrittenDigest`] its segment and its [`fold`] (None when the check failed).
+type Checked = (u64, Option<String>, Option<(u64, Option<u64>)>);
 
 /// Where counting goes: the verify's problems, progress and `--state`.
 struct Tally<'a> {
@@ -196,6 +261,21 @@ struct Tally<'a> {
 }
 
 impl InOrder {
+    /// Takes a payload check's result (counted later, in chunk order; a fold is a sum).
+    fn got(&mut self, (seq, problem, fast): Checked) {
+        if let Some((seg, f)) = fast {
+            let s = self.fast.entry(seg).or_default();
+            match f {
+                Some(f) => {
+                    s.0 = s.0.wrapping_add(f);
+                    s.1 += 1;
+                }
+                None => s.2 = true,
+            }
+        }
+        self.results.insert(seq, problem);
+    }
+
     /// Counts every record at the front whose payload check has finished. Stops at a cancel
     /// before the next chunk, as a verify of one chunk at a time does (so a `--state` records
     /// exactly the chunks counted before it).
@@ -238,13 +318,13 @@ impl InOrder {
 /// entry) — one, or the members of one group (kind 6) next to each other in chunk order, so a
 /// group is read and decompressed once.
 struct Fetch {
-    items: Vec<(u64, u64, Entry)>,
+    items: Vec<(u64, u64, Entry, bool)>,
 }
 
 impl Fetch {
     /// The group this fetch is of (None: a single payload).
     fn group_key(&self) -> Option<(u16, u64, u32, u32)> {
-        let (_, _, e) = self.items.first()?;
+        let (_, _, e, _) = self.items.first()?;
         (e.kind == Kind::Group).then_some((e.volume, e.offset, e.len, e.crc))
     }
 }
@@ -276,6 +356,7 @@ fn verify_workers() -> usize {
 /// thread fetches the stored payloads in chunk order into a bounded pool of buffers while
 /// worker threads check them (CRC, decompression, BLAKE3), so reading and checking overlap;
 /// the results are counted in chunk order (see [`InOrder`]).
+#[allow(clippy::too_many_arguments)]
 fn verify_one(
     chain: &mut Chain,
     k: usize,
@@ -284,6 +365,7 @@ fn verify_one(
     sink: &dyn ProgressSink,
     cancel: &Cancel,
     keep: Option<&mut StateKeeper>,
+    digest: Option<&WrittenDigest>,
 ) -> Result<u64> {
     let h = chain.images[k].header.clone();
     let cs = h.chunk_size as usize;
@@ -308,9 +390,9 @@ fn verify_one(
     }
     let (work_tx, work_rx) = mpsc::sync_channel::<Fetched>(nbuf);
     let work_rx = Mutex::new(work_rx);
-    let (done_tx, done_rx) = mpsc::channel::<(u64, Option<String>)>();
+    let (done_tx, done_rx) = mpsc::channel::<Checked>();
     let image_path = chain.images[k].path.clone();
-    let res = std::thread::scope(|s| -> Result<(MediaHasher, bool, Counts, Vec<u64>)> {
+    let res = std::thread::scope(|s| -> Result<Walked> {
         let r = &reader;
         s.spawn(move || {
             // Reads in chunk order, one payload at a time, whenever a buffer is free.
@@ -319,7 +401,7 @@ fn verify_one(
                     break;
                 }
                 let Ok(mut buf) = free_rx.recv() else { break };
-                let (_, i, e) = f.items[0];
+                let (_, i, e, _) = f.items[0];
                 let res = r.fetch(i, &e, &mut buf);
                 if work_tx.send(Fetched { f, buf, res }).is_err() {
                     break;
@@ -337,32 +419,56 @@ fn verify_one(
                 loop {
                     let job = work_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok(Fetched { f, mut buf, res }) = job else { break };
-                    let mismatch = |i: u64, e: &Entry, plain: &[u8]| -> Option<String> {
-                        (hasher.hash(plain) != e.hash).then(|| {
+                    // A chunk's decoded bytes: against its BLAKE3 hash (a problem, or none);
+                    // in a segment a [`WrittenDigest`] covers, folded with the CRC32 of those
+                    // bytes instead (compared per segment once all are in: see `verify_one`).
+                    // A raw chunk's CRC32 is its entry's, which `decode` just checked.
+                    let check = |i: u64, e: &Entry, plain: &[u8], fast: bool| {
+                        if fast {
+                            let crc = if e.kind == Kind::Raw {
+                                e.crc
+                            } else {
+                                crc32fast::hash(plain)
+                            };
+                            return (None, Some(fold(i, crc, &e.hash)));
+                        }
+                        let bad = (hasher.hash(plain) != e.hash).then(|| {
                             let a = i * cs as u64;
                             let b = a + h.chunk_len(i) as u64;
                             format!(
                                 "chunk {i} (disk bytes {a}..{b}) does not match its BLAKE3 hash in {}",
                                 path.display()
                             )
-                        })
+                        });
+                        (bad, None)
+                    };
+                    let outcome = |seq: u64,
+                                   i: u64,
+                                   fast: bool,
+                                   p: Result<(Option<String>, Option<u64>)>|
+                     -> Checked {
+                        let seg = i / h.segment_chunks as u64;
+                        match p {
+                            Ok((bad, f)) => (seq, bad, fast.then_some((seg, f))),
+                            Err(err) => (seq, Some(err.to_string()), fast.then_some((seg, None))),
+                        }
                     };
                     let mut found = Vec::with_capacity(f.items.len());
                     match f.group_key() {
                         None => {
-                            let (seq, i, e) = f.items[0];
+                            let (seq, i, e, fast) = f.items[0];
                             let p = res
                                 .and_then(|()| r.decode(i, &e, &mut buf, &mut out))
-                                .map(|plain| mismatch(i, &e, plain));
-                            found.push((seq, p.unwrap_or_else(|err| Some(err.to_string()))));
+                                .map(|plain| check(i, &e, plain, fast));
+                            found.push(outcome(seq, i, fast, p));
                         }
                         Some(key) => {
                             // As `Image::read_payload` reads members one after the other: the
                             // group decompressed once; a member after a failure reads it again.
                             let mut res = Some(res);
                             let mut have = None;
-                            for &(seq, i, e) in &f.items {
-                                let p = (|| -> Result<Option<String>> {
+                            for &(seq, i, e, fast) in &f.items {
+                                let p = (|| -> Result<(Option<String>, Option<u64>)> {
                                     match res.take() {
                                         Some(first) => first?,
                                         None => r.check_group_entry(i, &e)?,
@@ -378,9 +484,9 @@ fn verify_one(
                                         have = Some(key);
                                     }
                                     let len = h.chunk_len(i);
-                                    Ok(mismatch(i, &e, r.group_member(i, &e, &group, len)?))
+                                    Ok(check(i, &e, r.group_member(i, &e, &group, len)?, fast))
                                 })();
-                                found.push((seq, p.unwrap_or_else(|err| Some(err.to_string()))));
+                                found.push(outcome(seq, i, fast, p));
                             }
                         }
                     }
@@ -395,13 +501,24 @@ fn verify_one(
         }
         drop(free_tx);
         drop(done_tx);
-        walk_index(chain, k, cancel, &reader, fetch_tx, &done_rx, &mut tally)
+        walk_index(
+            chain, k, cancel, &reader, fetch_tx, &done_rx, &mut tally, digest,
+        )
     });
-    let (media, coverage_ok, counts, covered) = res?;
+    let Walked {
+        media,
+        coverage_ok,
+        counts,
+        covered,
+        differ,
+    } = res?;
     if let Some(s) = tally.keep.as_deref_mut() {
         s.advance(k + 1, 0, tally.probs)?;
     }
     let probs = tally.probs;
+    for (first, n) in differ {
+        recheck(&mut chain.images[k], first, n, probs)?;
+    }
     let img = &chain.images[k];
     if media.finish() != img.footer.media_hash {
         probs.add(format!(
@@ -430,6 +547,50 @@ fn verify_one(
     Ok(tally.checked)
 }
 
+/// A segment (`n` chunks from `first`) whose chunks do not sum to what the job wrote: each
+/// stored chunk read again and checked against its BLAKE3 hash, to name the chunks that differ;
+/// when none does, the segment itself is the problem (its index holds other hashes than the
+/// job computed, or its payloads other bytes than the job read, with CRCs to match).
+fn recheck(img: &mut super::Image, first: u64, n: usize, probs: &mut Problems) -> Result<()> {
+    let reader = img.payload_reader();
+    let hasher = img.hasher();
+    let mut out = AlignedBuf::new(img.header.chunk_size as usize);
+    let mut scratch = Vec::new();
+    let mut named = 0;
+    for i in first..first + n as u64 {
+        let e = img.entry(i)?;
+        if !PayloadReader::is_stored(&e) {
+            continue;
+        }
+        let (a, b) = img.chunk_range(i);
+        let len = (b - a) as usize;
+        let problem = match reader.read(i, &e, &mut out, &mut scratch) {
+            Err(err) => Some(err.to_string()),
+            Ok(()) => (hasher.hash(&out[..len]) != e.hash).then(|| {
+                format!(
+                    "chunk {i} (disk bytes {a}..{b}) does not match its BLAKE3 hash in {}",
+                    img.path.display()
+                )
+            }),
+        };
+        if let Some(p) = problem {
+            named += 1;
+            probs.add(p);
+        }
+    }
+    if named == 0 {
+        let (a, _) = img.chunk_range(first);
+        let (_, b) = img.chunk_range(first + n as u64 - 1);
+        probs.add(format!(
+            "chunks {first}..{} (disk bytes {a}..{b}) of {} read back consistent with their index \
+             but not as this job wrote them (other hashes, or other bytes with CRCs to match)",
+            first + n as u64,
+            img.path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The index side of [`verify_one`], on the calling thread: every segment and entry in chunk
 /// order, the checks that need no payload done here, stored payloads handed to the reader
 /// thread, every chunk counted in order as the results come back. Returns the media hasher,
@@ -441,9 +602,10 @@ fn walk_index(
     cancel: &Cancel,
     reader: &PayloadReader,
     fetch_tx: mpsc::SyncSender<Fetch>,
-    done_rx: &mpsc::Receiver<(u64, Option<String>)>,
+    done_rx: &mpsc::Receiver<Checked>,
     t: &mut Tally,
-) -> Result<(MediaHasher, bool, Counts, Vec<u64>)> {
+    digest: Option<&WrittenDigest>,
+) -> Result<Walked> {
     let h = chain.images[k].header.clone();
     let cs = h.chunk_size as usize;
     let zero = ZeroHash::new(cs, chain.images[k].hasher());
@@ -458,6 +620,8 @@ fn walk_index(
     let mut counts = Counts::default();
     let mut q = InOrder::default();
     let mut seq = 0u64;
+    // Segments checked against the digest: (number, first chunk, chunks, sum, stored chunks).
+    let mut expected = Vec::new();
     // The members of one group gathered so far (sent when the next stored chunk is not one).
     let mut open: Option<Fetch> = None;
     // The reader and the workers stop early only when cancelled (or when one panicked).
@@ -484,6 +648,17 @@ fn walk_index(
             }
         };
         counts.add_segment(&seg, &h);
+        // Checked against what this job wrote when the digest covers the segment whole.
+        let segno = seg.first_chunk / h.segment_chunks as u64;
+        let stored_n = seg
+            .entries
+            .iter()
+            .filter(|e| PayloadReader::is_stored(e))
+            .count() as u32;
+        let fast = digest.and_then(|d| d.covering(segno, stored_n));
+        if let Some((sum, n)) = fast {
+            expected.push((segno, seg.first_chunk, seg.entries.len(), sum, n));
+        }
         for (j, e) in seg.entries.iter().enumerate() {
             if cancel.is_cancelled() {
                 return Err(Error::cancelled());
@@ -510,13 +685,15 @@ fn walk_index(
                 let key = (e.kind == Kind::Group).then_some((e.volume, e.offset, e.len, e.crc));
                 match &mut open {
                     // The next member of the group being gathered.
-                    Some(f) if key.is_some() && f.group_key() == key => f.items.push((seq, i, *e)),
+                    Some(f) if key.is_some() && f.group_key() == key => {
+                        f.items.push((seq, i, *e, fast.is_some()))
+                    }
                     _ => {
                         if let Some(f) = open.take() {
                             fetch_tx.send(f).map_err(|_| lost())?;
                         }
                         let f = Fetch {
-                            items: vec![(seq, i, *e)],
+                            items: vec![(seq, i, *e, fast.is_some())],
                         };
                         if key.is_some() {
                             open = Some(f);
@@ -558,8 +735,8 @@ fn walk_index(
                 }
             }
             q.pending.push_back(rec);
-            while let Ok((sq, p)) = done_rx.try_recv() {
-                q.results.insert(sq, p);
+            while let Ok(c) = done_rx.try_recv() {
+                q.got(c);
             }
             q.apply(t)?;
             if q.pending.len() > MAX_PENDING {
@@ -569,8 +746,8 @@ fn walk_index(
                 }
             }
             while q.pending.len() > MAX_PENDING {
-                let (sq, p) = done_rx.recv().map_err(|_| lost())?;
-                q.results.insert(sq, p);
+                let c = done_rx.recv().map_err(|_| lost())?;
+                q.got(c);
                 q.apply(t)?;
             }
         }
@@ -589,14 +766,40 @@ fn walk_index(
             return Err(Error::cancelled());
         }
         match done_rx.recv_timeout(Duration::from_millis(200)) {
-            Ok((sq, p)) => {
-                q.results.insert(sq, p);
-            }
+            Ok(c) => q.got(c),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return Err(lost()),
         }
     }
-    Ok((media, coverage_ok, counts, covered))
+    // Every result is in: each segment checked against the digest sums to what was written,
+    // unless one of its chunks already had a problem of its own (reported).
+    let differ = expected
+        .into_iter()
+        .filter(|&(segno, _, _, sum, n)| match q.fast.get(&segno) {
+            Some(&(_, _, true)) => false,
+            Some(&(got, m, false)) => (got, m) != (sum, n),
+            None => true,
+        })
+        .map(|(_, first, len, _, _)| (first, len))
+        .collect();
+    Ok(Walked {
+        media,
+        coverage_ok,
+        counts,
+        covered,
+        differ,
+    })
+}
+
+/// What [`walk_index`] found: the media hasher, whether every segment could be read, the
+/// counts, the bytes each volume's index covers, and the segments checked against a
+/// [`WrittenDigest`] that do not match it (first chunk, chunks).
+struct Walked {
+    media: MediaHasher,
+    coverage_ok: bool,
+    counts: Counts,
+    covered: Vec<u64>,
+    differ: Vec<(u64, usize)>,
 }
 
 /// Verifies the image at `path` and every parent it needs.
@@ -622,6 +825,7 @@ pub fn verify_resumable(
         state,
         "image-verify",
         usize::MAX,
+        None,
     )
 }
 
@@ -632,6 +836,13 @@ pub fn verify_resumable(
 /// hash, the media hash, the counts, the coverage of every byte, each reference to the parent's
 /// index — except the parents' own payloads (they were verified when they were written).
 /// Progress is reported as `job`'s `verifying` phase.
+/// With `written` (what the create that just wrote the image recorded: see [`WrittenDigest`]),
+/// the decoded bytes of each stored chunk in a segment it covers are checked by their CRC32
+/// against it instead of by recomputing their BLAKE3 hash: the payload's own CRC32 (and tag)
+/// proves the storage returned what was written, the digest that it decodes to the bytes the
+/// job read from the source and that the index holds the hashes it computed from them (see
+/// `docs/image-format.md`, "Verify after writing"). A segment that differs is checked again
+/// chunk by chunk with BLAKE3 to name the chunks.
 /// `parent`: where the parent of an incremental just written is (it may be on another
 /// partition than the image, mounted by the job, which its recorded location does not say).
 /// An encrypted image is opened with `keys` (the job's, already unlocked once: no second KDF
@@ -640,6 +851,7 @@ pub fn verify_written(
     path: &Path,
     parent: Option<&Path>,
     keys: &Keys,
+    written: Option<&WrittenDigest>,
     job: &str,
     sink: &dyn ProgressSink,
     cancel: &Cancel,
@@ -658,7 +870,7 @@ pub fn verify_written(
         }
         None => Chain::open_with(path, keys)?,
     };
-    verify_chain(&mut chain, path, sink, cancel, None, job, 1)
+    verify_chain(&mut chain, path, sink, cancel, None, job, 1, written)
 }
 
 /// Tests only, and only in debug builds (release builds ignore it): with
@@ -694,11 +906,12 @@ pub(super) fn verify_files(
 ) -> Result<VerifyReport> {
     let img = super::Image::open_named(path, keys, volume)?;
     let mut chain = Chain::alone(img);
-    verify_chain(&mut chain, path, sink, cancel, None, job, 1)
+    verify_chain(&mut chain, path, sink, cancel, None, job, 1, None)
 }
 
 /// Verifies the first `depth` images of the opened `chain` of the image at `path` (all of it
 /// with `usize::MAX`; every image of the chain was opened and its links checked either way).
+#[allow(clippy::too_many_arguments)]
 fn verify_chain(
     chain: &mut Chain,
     path: &Path,
@@ -707,6 +920,7 @@ fn verify_chain(
     state: Option<&Path>,
     job: &str,
     depth: usize,
+    digest: Option<&WrittenDigest>,
 ) -> Result<VerifyReport> {
     let started = Instant::now();
     let depth = depth.min(chain.images.len());
@@ -747,7 +961,17 @@ fn verify_chain(
     });
     let mut checked = 0;
     for k in 0..depth {
-        match verify_one(chain, k, &mut probs, &mut prog, sink, cancel, keep.as_mut()) {
+        let d = if k == 0 { digest } else { None };
+        match verify_one(
+            chain,
+            k,
+            &mut probs,
+            &mut prog,
+            sink,
+            cancel,
+            keep.as_mut(),
+            d,
+        ) {
             Ok(n) => checked += n,
             Err(e) => {
                 // Stopped (cancelled, or the state could not be saved): keep what is checked.
@@ -783,6 +1007,7 @@ fn verify_chain(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::format::Compression;
     use crate::image::{create, CreateOptions, SourceIdentity};
     use crate::jobs::NoProgress;
     use std::os::unix::fs::FileExt;
@@ -798,6 +1023,12 @@ mod tests {
 
     /// A 40 MiB disk of compressible, incompressible and zero chunks, imaged (all sectors).
     fn image(d: &Path) -> PathBuf {
+        image_as(d, "disk", Compression::Zstd(2), 0).0
+    }
+
+    /// [`image`] compressed with `compress`, chunk 13's bytes changed by `seed` (0: not),
+    /// named `NAME.lbi`; with what the create wrote.
+    fn image_as(d: &Path, name: &str, compress: Compression, seed: u8) -> (PathBuf, WrittenDigest) {
         let disk = d.join("disk.raw");
         let mut bytes = vec![0u8; 40 * MIB as usize];
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -816,14 +1047,17 @@ mod tests {
                 }),
             }
         }
+        bytes[13 * MIB as usize + 77] ^= seed;
         std::fs::write(&disk, &bytes).unwrap();
-        let img = d.join("disk.lbi");
+        let img = d.join(format!("{name}.lbi"));
         let dev = crate::io::Device::open(&disk, crate::io::Access::Read).unwrap();
         let opts = CreateOptions {
             all_sectors: true,
+            compress,
+            force: true,
             ..Default::default()
         };
-        create(
+        let rep = create(
             std::sync::Arc::new(dev),
             &SourceIdentity::default(),
             &img,
@@ -832,7 +1066,95 @@ mod tests {
             &Cancel::new(),
         )
         .unwrap();
-        img
+        (img, rep.written.expect("what the create wrote"))
+    }
+
+    /// Rewrites segment 0 of `img` after `change` (its CRC recomputed: the index reads back
+    /// as valid).
+    fn rewrite_index(img: &Path, change: impl FnOnce(&mut Segment)) {
+        let mut im = super::super::Image::open(img).unwrap();
+        let r = im.segment_refs()[0];
+        let mut seg = im.segment(0).unwrap().clone();
+        change(&mut seg);
+        let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+        let b = seg.encode();
+        assert_eq!(b.len(), r.len as usize);
+        f.write_all_at(&b, r.offset).unwrap();
+    }
+
+    fn after_writing(img: &Path, written: Option<&WrittenDigest>) -> VerifyReport {
+        let keys = Keys::global();
+        verify_written(img, None, &keys, written, "t", &NoProgress, &Cancel::new()).unwrap()
+    }
+
+    #[test]
+    fn the_verify_after_writing_checks_the_bytes_read_back_against_what_was_written() {
+        let d = dir("written");
+        for compress in [Compression::Lz4, Compression::Zstd(2)] {
+            let (img, digest) = image_as(&d, "a", compress, 0);
+            let r = after_writing(&img, Some(&digest));
+            assert!(r.ok, "{compress:?}: {:?}", r.problems);
+            assert_eq!(r.bytes_checked, 40 * MIB);
+            // Two stored chunks of one kind whose entries point at each other's payloads (with
+            // each other's CRC32s, each keeping its own hash): every payload reads back with its
+            // CRC and decodes; only the bytes' own check finds them, and names both.
+            let (x, y) = match compress {
+                Compression::Lz4 => (2, 7), // raw (incompressible)
+                _ => (1, 2),                // members of one zstd group
+            };
+            let bad = d.join("swapped.lbi");
+            std::fs::copy(&img, &bad).unwrap();
+            rewrite_index(&bad, |seg| {
+                let (a, b) = (seg.entries[x], seg.entries[y]);
+                let swap = |to: &mut Entry, from: &Entry| {
+                    (
+                        to.offset, to.len, to.volume, to.kind, to.crc, to.member, to.members,
+                    ) = (
+                        from.offset,
+                        from.len,
+                        from.volume,
+                        from.kind,
+                        from.crc,
+                        from.member,
+                        from.members,
+                    );
+                };
+                assert_eq!(a.kind, b.kind, "{compress:?}");
+                swap(&mut seg.entries[x], &b);
+                swap(&mut seg.entries[y], &a);
+            });
+            for written in [Some(&digest), None] {
+                let r = after_writing(&bad, written);
+                assert!(!r.ok, "{compress:?}");
+                for c in [x, y] {
+                    assert!(
+                        r.problems
+                            .iter()
+                            .any(|p| p.starts_with(&format!("chunk {c} ")) && p.contains("BLAKE3")),
+                        "{compress:?} {}: chunk {c}: {:?}",
+                        written.is_some(),
+                        r.problems
+                    );
+                }
+            }
+            // An image that is whole, but not the one this job wrote (chunk 13 differs): only
+            // the comparison with what was written can see it.
+            let (other, _) = image_as(&d, "b", compress, 0x5a);
+            assert!(after_writing(&other, None).ok);
+            let r = after_writing(&other, Some(&digest));
+            assert!(
+                !r.ok,
+                "{compress:?}: another image passed as the one written"
+            );
+            assert!(
+                r.problems
+                    .iter()
+                    .any(|p| p.contains("not as this job wrote them")),
+                "{compress:?}: {:?}",
+                r.problems
+            );
+        }
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     /// Flips a byte in the payload of each of the chunks `which` (stored ones; a payload shared

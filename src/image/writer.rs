@@ -43,10 +43,14 @@ pub(super) struct IndexState {
     pub(super) written: u64,
     /// The next sequence number to write.
     pub(super) next_seq: u64,
+    /// What this process wrote, for the verify after writing (chunks written by an earlier,
+    /// interrupted run are not in it: their segments are verified in full).
+    pub(super) digest: super::verify::WrittenDigest,
 }
 
-/// A finished image's footer and its bad ranges (capped for the report).
-pub(super) type Written = (Footer, Vec<(u64, u64)>);
+/// A finished image's footer, its bad ranges (capped for the report) and what this process
+/// wrote (for the verify after writing).
+pub(super) type Written = (Footer, Vec<(u64, u64)>, super::verify::WrittenDigest);
 
 /// What the writer is sent: compressed batches (see `pack`), and checkpoints of the reader side.
 pub(super) enum WMsg {
@@ -210,6 +214,12 @@ fn write_batch(
         if slot.is_none() {
             seg.filled += 1;
         }
+        if matches!(d.kind, Kind::Raw | Kind::Lz4 | Kind::Zstd | Kind::Group) {
+            match d.plain_crc.filter(|_| slot.is_none()) {
+                Some(crc) => idx.digest.add(k, d.i, crc, &d.hash),
+                None => idx.digest.poison(k),
+            }
+        }
         *slot = Some(entry);
         seg.bad.extend_from_slice(&d.bad);
         let _ = free_tx.send(d.slot);
@@ -296,7 +306,7 @@ pub(super) fn finish_tail(
     header: &Header,
     usage: &[u8],
     idx: IndexState,
-) -> Result<(Footer, Vec<(u64, u64)>)> {
+) -> Result<Written> {
     let mut f = idx.footer;
     let mut segtab = idx.segtab;
     segtab.sort_by_key(|r| r.first_chunk);
@@ -357,5 +367,5 @@ pub(super) fn finish_tail(
             vw.record_clear(&[usage, &tab, &fb])?;
         }
     }
-    Ok((f, report_bad))
+    Ok((f, report_bad, idx.digest))
 }
