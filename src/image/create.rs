@@ -205,6 +205,16 @@ pub(super) fn push_bad(bad: &mut Vec<(u64, u64)>, s: u64, l: u64) {
     bad.push((s, l));
 }
 
+/// A progress snapshot of the create's tail (after the engine's last phase, every byte of the
+/// source done): `storing` (the chunks held back around unreadable areas) and `syncing` (the
+/// volumes flushed to the storage before they are renamed).
+fn tail_phase(sink: &dyn ProgressSink, phase: &str, size: u64, bad: Vec<(u64, u64)>) {
+    let mut p = crate::jobs::Progress::new("image-create", phase, size);
+    p.done_bytes = size;
+    p.bad_bytes = bad.iter().map(|r| r.1).sum();
+    sink.progress(&p);
+}
+
 pub(crate) fn partial_name(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_os_string();
     s.push(".partial");
@@ -593,6 +603,9 @@ pub fn create(
                 if out.cancelled {
                     return Err(Error::cancelled());
                 }
+                // The chunks held back around unreadable areas: their good bytes (kept, or
+                // read again) stored now.
+                tail_phase(sink, "storing", size, out.map.ranges(crate::rescue::Status::Bad));
                 feed.finish(&out.map, cancel)?;
                 rescued = Some(out);
                 Ok(())
@@ -622,6 +635,7 @@ pub fn create(
             return Err(e);
         }
     };
+    tail_phase(sink, "syncing", size, bad_ranges.clone());
     let volumes = vw.commit(|| journal::Journal::remove(image))?;
     let fs = feed.stats();
     let image_bytes = volumes
