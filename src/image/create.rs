@@ -605,7 +605,12 @@ pub fn create(
                 }
                 // The chunks held back around unreadable areas: their good bytes (kept, or
                 // read again) stored now.
-                tail_phase(sink, "storing", size, out.map.ranges(crate::rescue::Status::Bad));
+                tail_phase(
+                    sink,
+                    "storing",
+                    size,
+                    out.map.ranges(crate::rescue::Status::Bad),
+                );
                 feed.finish(&out.map, cancel)?;
                 rescued = Some(out);
                 Ok(())
