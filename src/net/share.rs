@@ -538,22 +538,7 @@ fn mount_smb(
             url.user.as_deref(),
             url.domain.as_deref(),
         );
-        let mut tried = sys_mount(&src, mp, "cifs", flags, &opts);
-        if matches!(tried, Err(e) if mount_reason(Proto::Smb, e) == Reason::NoShare) {
-            // Once seen in the environment (1 of 5 runs against a share that exists, cause not
-            // found: the first SMB 3 mount after boot, while cifs's crypto was being
-            // registered?): ENOENT is asked again once before it is reported as a missing share.
-            // Kept after /sbin/modprobe arrived (which answers the crypto requests that used to
-            // fail with ENOENT, the likeliest cause): a flake that rare is not ruled out by the
-            // few runs since, and the cost is 2 s on a share that really is missing.
-            eprintln!(
-                "lifeboat: {}: share not found; asking once more",
-                url.server()
-            );
-            std::thread::sleep(std::time::Duration::from_secs(2));
-            tried = sys_mount(&src, mp, "cifs", flags, &opts);
-        }
-        match tried {
+        match sys_mount(&src, mp, "cifs", flags, &opts) {
             Ok(()) => {
                 return Ok((
                     url.path[..url.path.len()]
