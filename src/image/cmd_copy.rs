@@ -230,7 +230,7 @@ fn room_for_copy(planned: &[copy::Planned], dest_path: &Path, dest: &str) -> Res
             .iter()
             .filter(|f| f.to_string_lossy().ends_with(".partial"))
             .filter_map(|f| std::fs::symlink_metadata(f).ok().filter(|m| m.is_file()))
-            .map(|m| m.len())
+            .map(|m| super::space::held_bytes(&m))
             .sum::<u64>();
     }
     let dir = dest_path

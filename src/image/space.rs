@@ -139,7 +139,7 @@ pub fn check_image_room(path: &Path, named: &str, plan: &crate::fs::UsageMap) ->
     let written: u64 = (1..=u16::MAX as u32)
         .map(|n| super::create::partial_name(&super::format::volume_path(path, n)))
         .map_while(|p| std::fs::symlink_metadata(p).ok().filter(|m| m.is_file()))
-        .map(|m| m.len())
+        .map(|m| held_bytes(&m))
         .sum();
     let dir = path
         .parent()
@@ -164,6 +164,15 @@ pub fn check_image_room(path: &Path, named: &str, plan: &crate::fs::UsageMap) ->
         need.saturating_sub(written),
         what,
     )
+}
+
+/// The bytes a file holds on its filesystem (what it frees when removed or what of a resumed
+/// image is already written): its allocated blocks, never more than its length. A sparse file
+/// (a file planted under an unfinished image's name, 4 GiB long and holding nothing) counts
+/// for what it occupies, not for its length.
+pub fn held_bytes(m: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    m.blocks().saturating_mul(512).min(m.len())
 }
 
 /// At most how many bytes an image of a disk of `disk_bytes` whose used-block plan reads
