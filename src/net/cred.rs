@@ -332,11 +332,13 @@ pub fn load() -> Result<(Option<Credentials>, Vec<String>)> {
 }
 
 /// Reads a small file named like the credentials file (`FILE` or `PARTITION:/path`, the
-/// partition mounted read-only just to read it): at most `max` bytes.
+/// partition mounted read-only just to read it): at most `max` bytes. Not a regular file (a
+/// FIFO, a device node): refused at once (exit 2), never read or waited on.
 pub fn read_small(spec: &str, max: u64) -> Result<Vec<u8>> {
     use std::io::Read;
     let store = crate::image::Store::open(spec, crate::image::Mode::ReadOnly)?;
-    let f = std::fs::File::open(&store.path).map_err(|e| Error::io("open", &store.path, e))?;
+    // A regular file only: a FIFO would block the job for ever, a device node is a disk.
+    let f = crate::io::open::open_regular(&store.path, "a settings file")?;
     let mut data = Vec::new();
     f.take(max + 1)
         .read_to_end(&mut data)
@@ -352,7 +354,8 @@ pub fn read_small(spec: &str, max: u64) -> Result<Vec<u8>> {
 fn read_spec(spec: &str) -> Result<String> {
     use std::io::Read;
     let store = crate::image::Store::open(spec, crate::image::Mode::ReadOnly)?;
-    let f = std::fs::File::open(&store.path).map_err(|e| Error::io("open", &store.path, e))?;
+    // A regular file only: a FIFO would block the job for ever, a device node is a disk.
+    let f = crate::io::open::open_regular(&store.path, "a credentials file")?;
     let mut text = String::new();
     f.take(MAX_FILE)
         .read_to_string(&mut text)
