@@ -1,0 +1,136 @@
+//! The adversary on the files a job writes beside its main output, named as `PARTITION:/path`
+//! on the disk the job writes (restore's `--map` on a partition of the target: mounting it
+//! read-write while the restore overwrites it would corrupt both), and on `image extract --to`
+//! naming the image itself, a symlink to it, or the source disk's node: refused before anything
+//! is mounted or written, the target, image and disks unchanged (sha256). Decided on exit codes,
+//! never message text. Needs root and loop devices for the partition case (skips otherwise).
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+/// `len` bytes of varied data.
+fn data_file(p: &Path, len: u64, seed: u8) {
+    let mut x = 0x0bad_cafe_dead_beefu64 ^ seed as u64;
+    let v: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(p, v).unwrap();
+}
+
+/// The lines of the kernel log that say a filesystem on `dev` was mounted.
+fn mount_lines(dev: &str) -> Vec<String> {
+    let name = dev.trim_start_matches("/dev/");
+    let log = Command::new("dmesg")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    String::from_utf8_lossy(&log)
+        .lines()
+        .filter(|l| l.contains(&format!("({name})")) && l.contains("mounted filesystem"))
+        .map(String::from)
+        .collect()
+}
+
+/// `image restore IMG TARGET --map label=L:/m.map` where L is an ext4 partition of TARGET (a
+/// loop device at its offset in the target's file): refused (exit 4) before the partition is
+/// mounted; the target unchanged.
+#[test]
+fn a_restore_map_on_a_partition_of_the_target() {
+    if !is_root() {
+        eprintln!("skipping: needs root (loop devices)");
+        return;
+    }
+    let dir = TempDir::new("adv-side-map");
+    let src = dir.p("src.img");
+    data_file(&src, 40 * MIB, 2);
+    let img = dir.p("a.lbi");
+    assert_exit(
+        &lifeboat(&["image", "create", s(&src), s(&img), "--no-verify"]),
+        0,
+    );
+    let img_sha = sha256(&img);
+    let tf = dir.p("target");
+    zero_file(&tf, 40 * MIB);
+    let lab = format!("ADVM{}", std::process::id() % 100_000);
+    run(Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", &lab])
+        .args(["-E", &format!("offset={}", 4 * MIB)])
+        .arg(&tf)
+        .arg(format!("{}k", 32 * 1024)));
+    let Some(t) = Loop::attach(&tf) else { return };
+    let Some(p) = Loop::attach_with(
+        &tf,
+        LoopOpts {
+            offset: 4 * MIB,
+            size_limit: Some(32 * MIB),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let before = sha256(&tf);
+    let seen = mount_lines(&p.dev);
+    let o = lifeboat(&[
+        "image",
+        "restore",
+        s(&img),
+        &t.dev,
+        "--yes",
+        "--map",
+        &format!("label={lab}:/m.map"),
+        "--json",
+    ]);
+    assert_exit(&o, 4);
+    let new: Vec<String> = mount_lines(&p.dev)
+        .into_iter()
+        .filter(|l| !seen.contains(l))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "the target's partition was mounted: {new:?}"
+    );
+    assert_eq!(sha256(&tf), before, "the target was written");
+    assert_eq!(sha256(&img), img_sha);
+}
+
+/// `image extract IMG /x --to T` where T is the image file, a symlink to it, or the device node
+/// of a loop over the image's file: refused before the image is opened (exit 2, not a
+/// folder), nothing created, the image unchanged.
+#[test]
+fn extract_to_the_image_itself() {
+    let dir = TempDir::new("adv-side-extract");
+    let src = dir.p("src.img");
+    data_file(&src, 4 * MIB, 3);
+    let img = dir.p("a.lbi");
+    assert_exit(
+        &lifeboat(&["image", "create", s(&src), s(&img), "--no-verify"]),
+        0,
+    );
+    let img_sha = sha256(&img);
+    let link = dir.p("link");
+    std::os::unix::fs::symlink(&img, &link).unwrap();
+    let lp = if is_root() { Loop::attach(&img) } else { None };
+    let mut dests = vec![s(&img).to_string(), s(&link).to_string()];
+    if let Some(l) = &lp {
+        dests.push(l.dev.clone());
+    }
+    for to in &dests {
+        let o = lifeboat(&["image", "extract", s(&img), "/x", "--to", to, "--json"]);
+        let c = o.status.code();
+        assert!(
+            c == Some(2) || c == Some(1),
+            "--to {to}: expected a refusal, got {c:?}: {}",
+            stderr(&o)
+        );
+        assert_eq!(sha256(&img), img_sha, "--to {to}: the image changed");
+    }
+    drop(lp);
+    assert_eq!(sha256(&img), img_sha);
+}
