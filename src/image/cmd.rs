@@ -118,6 +118,9 @@ fn run_create(
             },
         ),
     };
+    // No file this job reads (credentials, a CA file, a passphrase file, the parent) is read
+    // by mounting a partition of the source.
+    store::never_mount(&src_path);
     // The passphrase (an encrypted image, or the parent's) is read before anything else.
     super::cmd_keys::use_passphrase(passphrase_file.as_deref(), Some(&src_path))?;
     if crate::s3::store::is_s3(&image) {

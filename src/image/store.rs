@@ -21,6 +21,44 @@ use std::path::{Path, PathBuf};
 /// Where Lifeboat mounts image filesystems.
 pub const MOUNT_ROOT: &str = "/run/lifeboat/mnt";
 
+/// The sources of this process's job (see [`never_mount`]).
+static SOURCES: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks `source` (the disk, partition or file a job reads as its source) as never mounted by
+/// this process, not even read-only: any location later named on a partition of it — a
+/// credentials file, an S3 store's `s3_ca_file`, a passphrase file, a parent image — is refused
+/// (exit 4) by [`StoreLocation::mount`] instead of being mounted to be read. One rule for every
+/// file a job reads, whenever it reads it (a share's credentials are read only when the share
+/// is mounted).
+pub fn never_mount(source: &Path) {
+    SOURCES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(source.to_path_buf());
+}
+
+/// Refuses to mount `part` when it shares storage with a source of this job ([`never_mount`]).
+fn refuse_source_mount(part: &crate::devices::Partition) -> Result<()> {
+    let sources = SOURCES.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let p = crate::storage::resolve(&part.path)?;
+    for s in sources {
+        if p.overlap(&crate::storage::resolve(&s)?).is_some() {
+            return Err(Error::refused(format!(
+                "{} is part of the source {}, and a source is never mounted, not even to read a \
+                 file from it. Nothing was mounted or written; put the file elsewhere (another \
+                 partition, a USB stick) and name it there",
+                part.path.display(),
+                s.display()
+            ))
+            .at_path(&part.path));
+        }
+    }
+    Ok(())
+}
+
 /// Splits `label=BACKUPS:/pc/full.lbi` into ("label=BACKUPS", "/pc/full.lbi"): any argument that
 /// does not start with `/` or `.` and has a `:` after a first word without `/`. The inner part
 /// is not checked here ([`StoreLocation::resolve`] does); plain paths give `None`.
@@ -196,6 +234,7 @@ impl StoreLocation {
         let (root, mounted_here) = if let Some(mp) = part.mounted.first() {
             (PathBuf::from(mp), None)
         } else {
+            refuse_source_mount(part)?;
             let fs = part.fs_type.clone().ok_or_else(|| {
                 Error::invalid(format!(
                     "{} has no filesystem Lifeboat recognises (ext4, vfat, exfat, ntfs)",
