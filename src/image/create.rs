@@ -188,7 +188,8 @@ pub(super) struct Job {
     pub(super) seq: u64,
     pub(super) i: u64,
     pub(super) slot: Slot,
-    /// No used block in the chunk: nothing was read.
+    /// No used block in the chunk: nothing was read, and `slot.data` holds nothing of it
+    /// (whatever its last use left: it is neither hashed nor stored).
     pub(super) unallocated: bool,
     /// Unreadable `(start, len)` ranges inside the chunk (zeros in `slot.data`).
     pub(super) bad: Vec<(u64, u64)>,
@@ -582,17 +583,32 @@ pub fn create(
             max_group_payload,
             plain_crc: opts.verify_after_write,
         };
+        // Named threads (`top -H`, /proc/PID/task/*/comm): where the time goes is visible.
         for _ in 0..threads {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
-            s.spawn(move || super::pack::run(&job_rx, done_tx, pack));
+            std::thread::Builder::new()
+                .name("image-pack".into())
+                .spawn_scoped(s, move || super::pack::run(&job_rx, done_tx, pack))
+                .map_err(|e| {
+                    // The threads started wait for jobs: closing the queue ends them.
+                    feed.close();
+                    Error::os("start a compressor thread", e)
+                })?;
         }
         drop(done_tx);
         let vw_r = &mut vw;
         let (header_r, usage_r) = (&header, &usage);
         let jctx = &jctx;
-        let writer =
-            s.spawn(move || write_loop(vw_r, header_r, usage_r, done_rx, free_tx, idx, jctx));
+        let writer = std::thread::Builder::new()
+            .name("image-writer".into())
+            .spawn_scoped(s, move || {
+                write_loop(vw_r, header_r, usage_r, done_rx, free_tx, idx, jctx)
+            })
+            .map_err(|e| {
+                feed.close();
+                Error::os("start the image writer thread", e)
+            })?;
         // The engine reports progress (phase, pass, reads, time since the last good read) on
         // this thread; its writer thread hands the pieces to the feed.
         let open_batch = resumed.as_ref().map_or(&[][..], |j| &j.open_batch[..]);

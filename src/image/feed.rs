@@ -366,6 +366,22 @@ impl Feed {
         let (a, b) = self.span(c);
         let len = (b - a) as usize;
         let mut slot = st.free.recv().map_err(|_| stopped())?;
+        // A chunk without a used block (most of a reused disk's free space, all emitted by
+        // `finish` at the end while the compressors have nothing else to do) carries no bytes:
+        // nothing reads its buffer (its hash is the zero chunk's), so nothing is filled.
+        if cached.is_none()
+            && piece.is_none()
+            && good.is_empty()
+            && bad.is_empty()
+            && self
+                .domain
+                .used
+                .as_ref()
+                .is_some_and(|u| clip(u, a, b).is_empty())
+        {
+            slot.data.set_len(len);
+            return self.send(st, c, slot, true, Vec::new());
+        }
         let lbs = self.lbs as usize;
         // Room for whole sectors: a source that ends mid-sector is read with a padded length.
         let padded = len
@@ -425,6 +441,19 @@ impl Feed {
             }
             None => false,
         };
+        let bad = bad.iter().map(|r| (r.0, r.1 - r.0)).collect();
+        self.send(st, c, slot, unallocated, bad)
+    }
+
+    /// Hands chunk `c` (its bytes in `slot`) to the compressors as the next sequence number.
+    fn send(
+        &self,
+        st: &mut State,
+        c: u64,
+        slot: Slot,
+        unallocated: bool,
+        bad: Vec<(u64, u64)>,
+    ) -> Result<()> {
         let parent_hash = match st.parent.as_mut() {
             Some(p) => Some(p.entry(c)?.hash),
             None => None,
@@ -442,7 +471,7 @@ impl Feed {
             i: c,
             slot,
             unallocated,
-            bad: bad.iter().map(|r| (r.0, r.1 - r.0)).collect(),
+            bad,
             parent_hash,
         })
         .map_err(|_| stopped())

@@ -162,18 +162,20 @@ pub(super) fn run(rx: &Mutex<Receiver<Job>>, tx: Sender<WMsg>, p: PackParams) {
 fn classify(job: Job, p: &PackParams) -> Done {
     let data = &job.slot.data[..];
     let len = data.len();
-    let zero_hash = |d: &[u8]| {
+    // The hash of `len` zero bytes (an unallocated chunk's buffer holds no bytes of its own:
+    // see `feed`).
+    let zero_hash = || {
         if len == p.chunk_size as usize {
             p.zero_full
         } else {
-            p.hasher.hash(d)
+            p.hasher.hash(&vec![0u8; len])
         }
     };
     let (kind, stored, crc, hash);
     if job.unallocated {
-        (kind, stored, crc, hash) = (Kind::Unallocated, 0, 0, zero_hash(data));
+        (kind, stored, crc, hash) = (Kind::Unallocated, 0, 0, zero_hash());
     } else if is_zero(data) {
-        (kind, stored, crc, hash) = (Kind::Zero, 0, 0, zero_hash(data));
+        (kind, stored, crc, hash) = (Kind::Zero, 0, 0, zero_hash());
     } else {
         hash = p.hasher.hash(data);
         if job.parent_hash == Some(hash) {
