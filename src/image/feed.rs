@@ -426,23 +426,37 @@ impl Feed {
             }
         }
         slot.data.set_len(len);
-        // Only the used blocks are kept: free blocks (and the rest of a sector read with them)
-        // are zeros, so deleted data is neither stored nor leaked.
-        let unallocated = match &self.domain.used {
-            Some(u) => {
-                let keep = clip(u, a, b);
-                let mut p = a;
-                for &(s, e) in &keep {
-                    slot.data[(p - a) as usize..(s - a) as usize].fill(0);
-                    p = e;
-                }
-                slot.data[(p - a) as usize..].fill(0);
-                keep.is_empty()
-            }
-            None => false,
-        };
+        let unallocated = self.keep_used(&mut slot.data, a);
         let bad = bad.iter().map(|r| (r.0, r.1 - r.0)).collect();
         self.send(st, c, slot, unallocated, bad)
+    }
+
+    /// Only the used blocks are kept: free blocks (and the rest of a sector read with them)
+    /// are made zeros in `data` (the chunk at `a`), so deleted data is neither stored nor
+    /// leaked. Returns whether the chunk has no used block.
+    fn keep_used(&self, data: &mut [u8], a: u64) -> bool {
+        let Some(u) = &self.domain.used else {
+            return false;
+        };
+        let keep = clip(u, a, a + data.len() as u64);
+        let mut p = a;
+        for &(s, e) in &keep {
+            data[(p - a) as usize..(s - a) as usize].fill(0);
+            p = e;
+        }
+        data[(p - a) as usize..].fill(0);
+        keep.is_empty()
+    }
+
+    /// Chunk `c` complete in one piece, `buf` (a whole chunk read, as long as a chunk buffer):
+    /// `buf` becomes the chunk's buffer as it is, and a free chunk buffer is given back for
+    /// the engine's next read (no copy).
+    fn emit_whole(&self, st: &mut State, c: u64, buf: AlignedBuf) -> Result<AlignedBuf> {
+        let mut slot = st.free.recv().map_err(|_| stopped())?;
+        let old = std::mem::replace(&mut slot.data, buf);
+        let unallocated = self.keep_used(&mut slot.data, c * self.chunk);
+        self.send(st, c, slot, unallocated, Vec::new())?;
+        Ok(old)
     }
 
     /// Hands chunk `c` (its bytes in `slot`) to the compressors as the next sequence number.
@@ -593,6 +607,41 @@ fn read_exact(src: &dyn BlockSource, buf: &mut [u8], off: u64, size: u64) -> std
 }
 
 impl RescueTarget for Feed {
+    fn write_owned(&self, buf: AlignedBuf, len: usize, off: u64) -> Result<AlignedBuf> {
+        // The common case on a healthy disk: one read is one whole chunk (the engine's cluster
+        // is the chunk size and reads are cluster-aligned), and nothing of it came before.
+        let c = off / self.chunk;
+        let (a, b) = self.span(c);
+        let whole = off == a
+            && len as u64 == b - a
+            && len as u64 == self.chunk
+            && buf.capacity() == self.chunk as usize;
+        if whole {
+            let mut st = self.lock();
+            let fresh = !is_set(&st.emitted, c)
+                && !st.open.contains_key(&c)
+                && !st.cache.contains_key(&c)
+                && [
+                    Status::Untried,
+                    Status::NonTrimmed,
+                    Status::NonScraped,
+                    Status::Bad,
+                ]
+                .iter()
+                .flat_map(|&k| map_ranges(&self.start, k, a, b))
+                .map(|r| r.1 - r.0)
+                .sum::<u64>()
+                    == b - a;
+            if fresh {
+                let mut buf = buf;
+                buf.set_len(len);
+                return self.emit_whole(&mut st, c, buf);
+            }
+        }
+        self.write_at(&buf[..len], off)?;
+        Ok(buf)
+    }
+
     fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
         let end = off + buf.len() as u64;
         let mut st = self.lock();

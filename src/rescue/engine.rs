@@ -24,6 +24,14 @@ use std::time::{Duration, Instant};
 pub trait RescueTarget: Send + Sync {
     /// Writes `buf` (memory aligned to `IO_ALIGN`) at byte `off`.
     fn write_at(&self, buf: &[u8], off: u64) -> Result<()>;
+    /// Writes the first `len` bytes of `buf` at byte `off`, like [`write_at`](Self::write_at),
+    /// but may keep `buf` and give back another buffer of the same capacity for the reader's
+    /// next read (an image being created takes a whole chunk's read as the chunk's buffer
+    /// instead of copying it). Default: `write_at`, and `buf` comes back.
+    fn write_owned(&self, buf: AlignedBuf, len: usize, off: u64) -> Result<AlignedBuf> {
+        self.write_at(&buf[..len], off)?;
+        Ok(buf)
+    }
     /// Makes everything written so far durable.
     fn sync(&self) -> Result<()>;
     /// `[off, off+len)` is unreadable (for now: a retry may still deliver it). A disk target
@@ -532,7 +540,6 @@ fn writer_main(
                 len,
                 replaces_zeros,
             } => {
-                dst.write_at(&buf[..len], off)?;
                 if let Some(h) = hashes.as_mut() {
                     if replaces_zeros {
                         h.replace_zeros(off, &buf[..len]);
@@ -540,6 +547,7 @@ fn writer_main(
                         h.add(off, &buf[..len]);
                     }
                 }
+                let buf = dst.write_owned(buf, len, off)?;
                 {
                     let mut m = shared.map.lock().unwrap_or_else(|e| e.into_inner());
                     m.set(off, len as u64, Status::Finished);
