@@ -134,3 +134,69 @@ fn extract_to_the_image_itself() {
     drop(lp);
     assert_eq!(sha256(&img), img_sha);
 }
+
+/// A verify state and a restore map are saved through `NAME.lifeboat-tmp` (unlinked, written,
+/// renamed over the state or map at every save). That name was never checked: `image verify
+/// x.lifeboat-tmp --state x.json` deleted the image it verified (exit 0), and a passphrase
+/// file named `st.lifeboat-tmp` beside `--state st` was deleted too. Refused (exit 4), both
+/// files unchanged.
+#[test]
+fn the_temporary_name_of_a_state_or_map_file() {
+    let dir = TempDir::new("adv-side-tmp");
+    let src = dir.p("src.img");
+    data_file(&src, 3 * MIB, 4);
+    let before = sha256(&src);
+    let img = dir.p("x.lifeboat-tmp");
+    assert_exit(
+        &lifeboat(&["image", "create", s(&src), s(&img), "--no-verify"]),
+        0,
+    );
+    let img_sha = sha256(&img);
+    let o = lifeboat(&["image", "verify", s(&img), "--state", s(&dir.p("x.json"))]);
+    assert_exit(&o, 4);
+    assert_eq!(sha256(&img), img_sha, "the image was deleted or changed");
+    let target = dir.p("t.img");
+    zero_file(&target, 3 * MIB);
+    let o = lifeboat(&[
+        "image",
+        "restore",
+        s(&img),
+        s(&target),
+        "--yes",
+        "--map",
+        s(&dir.p("x.map")),
+    ]);
+    assert_exit(&o, 4);
+    assert_eq!(sha256(&img), img_sha, "the image was deleted or changed");
+    // A passphrase file under the state's temporary name.
+    let pw = dir.p("pw");
+    std::fs::write(&pw, "pass phrase 9\n").unwrap();
+    let enc = dir.p("e.lbi");
+    assert_exit(
+        &lifeboat(&[
+            "image",
+            "create",
+            s(&src),
+            s(&enc),
+            "--encrypt",
+            "--passphrase-file",
+            s(&pw),
+            "--no-verify",
+        ]),
+        0,
+    );
+    let kept = dir.p("st.lifeboat-tmp");
+    std::fs::copy(&pw, &kept).unwrap();
+    let o = lifeboat(&[
+        "image",
+        "verify",
+        s(&enc),
+        "--state",
+        s(&dir.p("st")),
+        "--passphrase-file",
+        s(&kept),
+    ]);
+    assert_exit(&o, 4);
+    assert_eq!(std::fs::read(&kept).unwrap(), b"pass phrase 9\n");
+    assert_eq!(sha256(&src), before);
+}

@@ -369,12 +369,19 @@ impl SideFile {
         Ok(SideFile { loc, store: None })
     }
 
-    /// Adds what the file writes to the identity check, as `role`: the file itself, or for
-    /// `PARTITION:/path` the partition (mounting it read-write writes to it).
+    /// Adds what the file writes to the identity check, as `role`: the file itself and its
+    /// temporary name, or for `PARTITION:/path` the partition (mounting it read-write writes
+    /// to it).
     pub fn check_items(&self, check: &mut crate::storage::Check, role: &str) -> Result<()> {
         match (&self.loc.partition, self.loc.plain_path()) {
             (Some(p), _) => check.writes(&format!("{role}'s partition"), &p.path)?,
-            (None, Some(f)) => check.writes(role, f)?,
+            (None, Some(f)) => {
+                // And the temporary name it is saved through (a map's and a verify state's
+                // `NAME.lifeboat-tmp`, unlinked and renamed over at every save): an image or a
+                // passphrase file there was deleted.
+                check.writes(role, &f.with_extension("lifeboat-tmp"))?;
+                check.writes(role, f)?
+            }
             (None, None) => return Ok(()),
         };
         Ok(())
