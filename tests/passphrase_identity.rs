@@ -287,6 +287,24 @@ fn a_passphrase_file_on_a_partition_is_kept_there() {
             "{cmd} onto {target}"
         );
     }
+    // With the partition mounted here, a map file that is a hard link to it (the image
+    // beside it, on that same partition).
+    with_mounted(&dev, &dir, |m| {
+        let o = lb(&[
+            "image",
+            "create",
+            "--encrypt",
+            "--force",
+            "--passphrase-file",
+            &pw_spec,
+            "--map",
+            s(&m.join("pw-hard")),
+            s(&src),
+            &format!("{name}:/other.lbi"),
+        ]);
+        refused_for_the_passphrase_file(&o, "a map file over it");
+        assert!(!m.join("other.lbi").exists(), "an image was written");
+    });
     // A raw write to the partition holding it: a restore onto the device.
     let o = lb(&[
         "image",

@@ -42,14 +42,24 @@ pub(crate) fn passphrase_kept(check: &mut crate::storage::Check) -> Result<()> {
 /// [`passphrase_kept`] for the check made before `loc` is mounted read-write to write files
 /// into it (the image of a create, the destination of a copy): `loc`'s partition counts as
 /// written there as a whole, which a passphrase file in its filesystem would always overlap.
-/// Such a file is left to the check made inside the mount ([`passphrase_kept_inside`]), where
-/// the job's files and it are compared file by file; on other storage it is kept as usual.
+/// Such a file is kept there as the file alone (its inode: a map file that is a hard link to
+/// it is still refused), and compared with the job's own files by the check made inside the
+/// mount ([`passphrase_kept_inside`]); on other storage it is kept as usual.
 pub(crate) fn passphrase_kept_beside(
     check: &mut crate::storage::Check,
     loc: &StoreLocation,
 ) -> Result<()> {
     if let Some(p) = PASSPHRASE_FILE.get() {
         if same_partition(p, loc) {
+            let mut storage = p.storage.clone();
+            // The file's own extent; those of the filesystem it lies in are reached through
+            // that filesystem (marked `inside` it).
+            storage.extents.retain(|e| e.inside.is_empty());
+            check.add(crate::storage::Item {
+                role: ROLE.into(),
+                storage,
+                written: false,
+            });
             return Ok(());
         }
     }
