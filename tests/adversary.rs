@@ -16,20 +16,6 @@ fn lb(args: &[&str]) -> Output {
     lifeboat(args)
 }
 
-/// `len` bytes of varied (incompressible enough, not zero) data.
-fn data_file(p: &Path, len: u64, seed: u8) {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed as u64;
-    let v: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(p, v).unwrap();
-}
-
 /// The sha256 of each path (after `sync`), or "missing".
 fn shas(paths: &[&Path]) -> Vec<String> {
     run(&mut Command::new("sync"));

@@ -39,20 +39,6 @@ fn no_launch(_: &Path) -> lifeboat::Result<u32> {
     Ok(std::process::id())
 }
 
-/// `len` bytes of varied data.
-fn data_file(p: &Path, len: u64, seed: u8) {
-    let mut x = 0x2545_f491_4f6c_dd1du64 ^ seed as u64;
-    let v: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(p, v).unwrap();
-}
-
 /// Every regular file under `dir` (recursively) that contains `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut hits = Vec::new();

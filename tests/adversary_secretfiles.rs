@@ -7,22 +7,7 @@
 mod common;
 
 use common::*;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-/// `len` bytes of varied data.
-fn data_file(p: &Path, len: u64, seed: u8) {
-    let mut x = 0x1234_5678_9abc_def1u64 ^ seed as u64;
-    let v: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(p, v).unwrap();
-}
 
 /// Runs lifeboat with `args` and `env`; a run still going after 10 minutes is a hang (killed,
 /// and the test fails): never a measure of speed.

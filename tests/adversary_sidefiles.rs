@@ -7,22 +7,7 @@
 mod common;
 
 use common::*;
-use std::path::Path;
 use std::process::Command;
-
-/// `len` bytes of varied data.
-fn data_file(p: &Path, len: u64, seed: u8) {
-    let mut x = 0x0bad_cafe_dead_beefu64 ^ seed as u64;
-    let v: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(p, v).unwrap();
-}
 
 /// The lines of the kernel log that say a filesystem on `dev` was mounted.
 fn mount_lines(dev: &str) -> Vec<String> {

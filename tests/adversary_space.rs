@@ -20,20 +20,6 @@ fn root_or_skip() -> bool {
     true
 }
 
-/// `len` bytes of varied (incompressible) data.
-fn data_file(p: &Path, len: u64, seed: u8) {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed as u64;
-    let v: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(p, v).unwrap();
-}
-
 /// A small ext4 filesystem of `mib` MiB in `dir/store.img`, mounted at `dir/m`.
 fn small_ext4(dir: &TempDir, mib: u64) -> Option<Mounted> {
     let f = dir.p("store.img");

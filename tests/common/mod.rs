@@ -201,6 +201,21 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
+/// A file of `len` pseudo-random bytes (xorshift64, deterministic for `seed`): a source whose
+/// every sector differs, for tests that must tell bytes apart.
+pub fn data_file(p: &Path, len: u64, seed: u8) {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed as u64;
+    let v: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(p, v).unwrap();
+}
+
 /// Creates (or truncates) `path` as a zero-filled (sparse) file of `len` bytes.
 pub fn zero_file(path: &Path, len: u64) {
     std::fs::File::create(path).unwrap().set_len(len).unwrap();
