@@ -192,27 +192,6 @@ fn files_named_like_volumes_are_not_removed_or_replaced() {
     }
 }
 
-/// A source file S with an ext4 filesystem at 4 MiB..36 MiB (and data before it).
-fn source_with_ext4(dir: &TempDir) -> PathBuf {
-    let sf = dir.p("S");
-    data_file(&sf, 4 * MIB, 5);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&sf)
-        .unwrap()
-        .set_len(40 * MIB)
-        .unwrap();
-    run(Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4"])
-        .args([
-            "-E",
-            &format!("offset={},lazy_itable_init=0,lazy_journal_init=0", 4 * MIB),
-        ])
-        .arg(&sf)
-        .arg(format!("{}k", 32 * 1024)));
-    sf
-}
-
 /// A dangling symlink `D.lbi.partial -> m/inside.lbi`, m the source's own mounted filesystem:
 /// it resolved as "a new file next to the symlink" but the open followed it and created the
 /// image inside the source.

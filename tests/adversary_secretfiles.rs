@@ -115,20 +115,6 @@ fn credentials_and_ca_files_that_are_not_regular_files() {
     assert_eq!(sha256(&src), before);
 }
 
-/// The lines of the kernel log that say a filesystem on `dev` was mounted.
-fn mount_lines(dev: &str) -> Vec<String> {
-    let name = dev.trim_start_matches("/dev/");
-    let log = Command::new("dmesg")
-        .output()
-        .map(|o| o.stdout)
-        .unwrap_or_default();
-    String::from_utf8_lossy(&log)
-        .lines()
-        .filter(|l| l.contains(&format!("({name})")) && l.contains("mounted filesystem"))
-        .map(String::from)
-        .collect()
-}
-
 /// The credentials file (holding `s3_ca_file`, itself on the same partition) on an ext4
 /// partition of the source, its journal needing recovery (as after a crash: a read-only mount
 /// without `noload` would replay it, writing the source): an image of that disk to an S3 store

@@ -9,20 +9,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-/// The lines of the kernel log that say a filesystem on `dev` was mounted.
-fn mount_lines(dev: &str) -> Vec<String> {
-    let name = dev.trim_start_matches("/dev/");
-    let log = Command::new("dmesg")
-        .output()
-        .map(|o| o.stdout)
-        .unwrap_or_default();
-    String::from_utf8_lossy(&log)
-        .lines()
-        .filter(|l| l.contains(&format!("({name})")) && l.contains("mounted filesystem"))
-        .map(String::from)
-        .collect()
-}
-
 /// `image restore IMG TARGET --map label=L:/m.map` where L is an ext4 partition of TARGET (a
 /// loop device at its offset in the target's file): refused (exit 4) before the partition is
 /// mounted; the target unchanged.

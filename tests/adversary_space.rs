@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn root_or_skip() -> bool {
@@ -37,27 +37,6 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// A source file S: varied data, then an ext4 filesystem at 4 MiB..36 MiB.
-fn source_with_ext4(dir: &TempDir) -> PathBuf {
-    let sf = dir.p("S");
-    data_file(&sf, 4 * MIB, 5);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&sf)
-        .unwrap()
-        .set_len(40 * MIB)
-        .unwrap();
-    run(Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4"])
-        .args([
-            "-E",
-            &format!("offset={},lazy_itable_init=0,lazy_journal_init=0", 4 * MIB),
-        ])
-        .arg(&sf)
-        .arg(format!("{}k", 32 * 1024)));
-    sf
 }
 
 /// `--ignore-free-space` skips the free-space check only: an image written into the source's

@@ -216,6 +216,43 @@ pub fn data_file(p: &Path, len: u64, seed: u8) {
     std::fs::write(p, v).unwrap();
 }
 
+/// A source file S in `dir`: 4 MiB of [`data_file`], then an ext4 filesystem at 4 MiB..36 MiB
+/// (40 MiB in all), for attacks through a filesystem mounted from the source.
+pub fn source_with_ext4(dir: &TempDir) -> PathBuf {
+    let sf = dir.p("S");
+    data_file(&sf, 4 * MIB, 5);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sf)
+        .unwrap()
+        .set_len(40 * MIB)
+        .unwrap();
+    run(Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4"])
+        .args([
+            "-E",
+            &format!("offset={},lazy_itable_init=0,lazy_journal_init=0", 4 * MIB),
+        ])
+        .arg(&sf)
+        .arg(format!("{}k", 32 * 1024)));
+    sf
+}
+
+/// The lines of the kernel log that say a filesystem on `dev` was mounted (a source must never
+/// appear there).
+pub fn mount_lines(dev: &str) -> Vec<String> {
+    let name = dev.trim_start_matches("/dev/");
+    let log = Command::new("dmesg")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    String::from_utf8_lossy(&log)
+        .lines()
+        .filter(|l| l.contains(&format!("({name})")) && l.contains("mounted filesystem"))
+        .map(String::from)
+        .collect()
+}
+
 /// Creates (or truncates) `path` as a zero-filled (sparse) file of `len` bytes.
 pub fn zero_file(path: &Path, len: u64) {
     std::fs::File::create(path).unwrap().set_len(len).unwrap();
