@@ -58,12 +58,23 @@ pub struct KdfParams {
 const KDF_TARGET_SECS: f64 = 1.0;
 /// The most memory the KDF takes (the reading machine must have it too).
 const KDF_MAX_KIB: u32 = 256 << 10;
+/// The most passes [`KdfParams::tune`] chooses. With [`KDF_MAX_KIB`], the largest Argon2id
+/// cost Lifeboat writes and so the largest it runs for a key slot it reads: a damaged or
+/// hostile header asking for more (gigabytes of memory, thousands of passes) must not drive a
+/// rescue environment that lives in RAM out of memory or keep it busy for hours.
+const KDF_MAX_PASSES: u32 = 64;
 const KDF_MIN_KIB: u32 = 32 << 10;
 /// Environment variable with `M_KIB,T,P` Argon2id parameters used instead of tuning: for the
 /// tests (a second of KDF per image would make them slow), never needed by a user.
 pub const KDF_ENV: &str = "LIFEBOAT_KDF_PARAMS";
 
 impl KdfParams {
+    /// Whether these are parameters Lifeboat may have written (at most [`KDF_MAX_KIB`] of
+    /// memory and [`KDF_MAX_PASSES`] passes): the only ones it derives a key with.
+    pub fn within_limits(&self) -> bool {
+        self.m_kib <= KDF_MAX_KIB && self.t <= KDF_MAX_PASSES
+    }
+
     fn argon2(&self) -> Result<argon2::Argon2<'static>> {
         let p = argon2::Params::new(self.m_kib, self.t, self.p, Some(32)).map_err(|e| {
             Error::corrupt(format!("invalid Argon2id parameters in a key slot: {e}"))
@@ -103,11 +114,17 @@ impl KdfParams {
             .collect::<std::result::Result<_, _>>()
             .map_err(|_| Error::invalid(format!("{KDF_ENV}={v:?}: use M_KIB,T,P")))?;
         match n[..] {
-            [m_kib, t, p] if p >= 1 && t >= 1 && m_kib >= 8 * p => {
+            [m_kib, t, p]
+                if p >= 1
+                    && t >= 1
+                    && m_kib >= 8 * p
+                    && KdfParams { m_kib, t, p }.within_limits() =>
+            {
                 Ok(Some(KdfParams { m_kib, t, p }))
             }
             _ => Err(Error::invalid(format!(
-                "{KDF_ENV}={v:?}: use M_KIB,T,P with P >= 1, T >= 1, M_KIB >= 8*P"
+                "{KDF_ENV}={v:?}: use M_KIB,T,P with P >= 1, 1 <= T <= {KDF_MAX_PASSES}, \
+                 8*P <= M_KIB <= {KDF_MAX_KIB}"
             ))),
         }
     }
@@ -160,7 +177,7 @@ fn tune_passes(pass: f64) -> u32 {
     if pass >= KDF_TARGET_SECS / 2.0 {
         return 1;
     }
-    ((KDF_TARGET_SECS / pass).round() as u32).clamp(2, 64)
+    ((KDF_TARGET_SECS / pass).round() as u32).clamp(2, KDF_MAX_PASSES)
 }
 
 /// CPU time of the calling thread in seconds (user and system).
@@ -781,6 +798,9 @@ impl Keys {
     pub fn unlock(&self, what: &Path, ch: &CryptHeader) -> Result<(DataKey, usize)> {
         let secret = self.secret(what)?;
         let recovery = parse_recovery(&secret);
+        // A passphrase slot asking for more than Lifeboat writes is never derived (see
+        // KDF_MAX_PASSES); another slot may still open.
+        let mut too_costly = None;
         for (k, slot) in ch.slots.iter().enumerate() {
             let Some(slot) = slot else { continue };
             let kek = match slot.kind {
@@ -788,11 +808,29 @@ impl Keys {
                     Some(raw) => recovery_kek(raw, &slot.salt),
                     None => continue,
                 },
+                SlotKind::Passphrase(p) if !p.within_limits() => {
+                    too_costly = Some((k, p));
+                    continue;
+                }
                 SlotKind::Passphrase(p) => self.kek(slot, p, &secret)?,
             };
             if let Some(key) = slot.unwrap(&kek) {
                 return Ok((key, k));
             }
+        }
+        if let Some((k, p)) = too_costly {
+            return Err(Error::corrupt(format!(
+                "key slot {} asks for a key derivation of {} MiB and {} passes, more than \
+                 Lifeboat ever writes ({} MiB, {KDF_MAX_PASSES} passes), so it was not tried: \
+                 the image's header is damaged or was not made by Lifeboat; open it with the \
+                 other key slot's passphrase or recovery key, or use another copy of the image \
+                 (nothing was written)",
+                k + 1,
+                p.m_kib >> 10,
+                p.t,
+                KDF_MAX_KIB >> 10
+            ))
+            .at_path(what));
         }
         Err(Error::new(
             ErrorKind::WrongPassphrase,

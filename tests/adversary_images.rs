@@ -1,0 +1,149 @@
+//! The adversary's hostile images: small real images made by `lifeboat image create` from a
+//! file, then patched where the format lets a field claim more than the file holds or more
+//! than a rescue environment that lives in RAM can give (memory, time). Each command must
+//! answer with a damaged-image error (exit 5, kind `corrupt`) naming what is wrong, within a
+//! bounded address space (`ulimit -v`: an allocation of what a field says aborts the process
+//! there instead of filling the test machine's memory), and write nothing. Each test failed
+//! on the commit before its fix. `LIFEBOAT_TEST_BIN` runs them against another binary.
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// Argon2id with 64 KiB and one pass for the images these tests make.
+const CHEAP_KDF: &str = "64,1,1";
+/// Address space each command runs in (KiB): far above what a verify of these small images
+/// needs, far below what the hostile fields ask for.
+const AS_LIMIT_KIB: u64 = 1536 << 10;
+
+/// `lifeboat ARGS` in an address space of [`AS_LIMIT_KIB`] (an allocation beyond it fails,
+/// which aborts a Rust process: the test sees a signal, not exit 5).
+fn lb_bounded(args: &[&str]) -> Output {
+    let bin = lifeboat_cmd().get_program().to_owned();
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {AS_LIMIT_KIB} && exec \"$0\" \"$@\""))
+        .arg(bin)
+        .args(args)
+        .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
+        .output()
+        .expect("run lifeboat")
+}
+
+/// Asserts a damaged-image answer: exit 5 and, in the `--json` error object, kind `corrupt`.
+#[track_caller]
+fn assert_corrupt(o: &Output) {
+    assert_exit(o, 5);
+    let j = json(o);
+    assert_eq!(j["error"]["kind"], "corrupt", "{j}");
+}
+
+fn patch_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Recomputes the header's CRC32 (bytes 0..508, stored at 508).
+fn fix_header_crc(b: &mut [u8]) {
+    let c = crc32fast::hash(&b[..508]);
+    patch_u32(b, 508, c);
+}
+
+/// A 4 MiB source and an encrypted image of it (passphrase file `pw`).
+fn encrypted_image(t: &TempDir) -> (PathBuf, PathBuf, PathBuf) {
+    let src = t.p("src.img");
+    data_file(&src, 4 * MIB, 7);
+    let pw = t.p("pw");
+    std::fs::write(&pw, "hostile images\n").unwrap();
+    let img = t.p("enc.lbi");
+    let o = lb_bounded(&[
+        "image",
+        "create",
+        "--all-sectors",
+        "--encrypt",
+        "--passphrase-file",
+        s(&pw),
+        s(&src),
+        s(&img),
+    ]);
+    assert_exit(&o, 0);
+    (src, img, pw)
+}
+
+/// Sets key slot `slot` (1 or 2)'s Argon2id memory (KiB) and passes in the image's header.
+fn set_kdf(img: &Path, slot: usize, m_kib: u32, passes: u32) {
+    let mut b = std::fs::read(img).unwrap();
+    let at = 260 + (slot - 1) * 80;
+    assert_eq!(b[at], 1, "slot {slot} is a passphrase slot");
+    patch_u32(&mut b, at + 4, m_kib);
+    patch_u32(&mut b, at + 8, passes);
+    fix_header_crc(&mut b);
+    std::fs::write(img, b).unwrap();
+}
+
+/// A key slot asking Argon2id for 4 GiB of memory (what the header's decoder let through) or
+/// for 1000 passes: before, the first was allocated (an abort in a bounded address space, the
+/// OOM killer in a rescue environment of a few GiB), the second ran (at 256 MiB, > 5 minutes a
+/// slot) before the slot was found not to open. Now neither is derived: exit 5, kind corrupt,
+/// naming the slot; the image, the target and the source unchanged.
+#[test]
+fn key_slots_asking_for_gigabytes_or_thousands_of_passes() {
+    let t = TempDir::new("adv-kdf");
+    let (src, img, pw) = encrypted_image(&t);
+    let src_sha = sha256(&src);
+    for (m_kib, passes) in [(4u32 << 20, 1u32), (1024, 1000), (256 << 10, 65)] {
+        let bad = t.p("bad.lbi");
+        std::fs::copy(&img, &bad).unwrap();
+        set_kdf(&bad, 1, m_kib, passes);
+        let bad_sha = sha256(&bad);
+        let target = t.p("target.img");
+        zero_file(&target, 4 * MIB);
+        let target_sha = sha256(&target);
+        for cmd in [
+            vec!["image", "info", "--json"],
+            vec!["image", "verify", "--json"],
+        ] {
+            let mut a = cmd.clone();
+            a.extend(["--passphrase-file", s(&pw), s(&bad)]);
+            let o = lb_bounded(&a);
+            assert_corrupt(&o);
+            assert!(stderr(&o).contains("key slot 1"), "{}", stderr(&o));
+        }
+        let o = lb_bounded(&[
+            "image",
+            "restore",
+            "--json",
+            "--yes",
+            "--passphrase-file",
+            s(&pw),
+            s(&bad),
+            s(&target),
+        ]);
+        assert_corrupt(&o);
+        assert_eq!(sha256(&target), target_sha, "the target was written");
+        assert_eq!(sha256(&bad), bad_sha, "the image was written");
+    }
+    assert_eq!(sha256(&src), src_sha);
+}
+
+/// A damaged slot 1 does not lock the image when slot 2 still opens: a recovery key added
+/// before the damage opens it, and the damaged slot is never derived.
+#[test]
+fn a_costly_slot_leaves_the_other_slot_usable() {
+    let t = TempDir::new("adv-kdf2");
+    let (_src, img, pw) = encrypted_image(&t);
+    let key = t.p("recovery.key");
+    let o = lb_bounded(&[
+        "image",
+        "add-key",
+        "--passphrase-file",
+        s(&pw),
+        "--output",
+        s(&key),
+        s(&img),
+    ]);
+    assert_exit(&o, 0);
+    set_kdf(&img, 1, 4 << 20, 1000);
+    let o = lb_bounded(&["image", "verify", "--passphrase-file", s(&key), s(&img)]);
+    assert_exit(&o, 0);
+}
