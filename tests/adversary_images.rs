@@ -147,3 +147,129 @@ fn a_costly_slot_leaves_the_other_slot_usable() {
     let o = lb_bounded(&["image", "verify", "--passphrase-file", s(&key), s(&img)]);
     assert_exit(&o, 0);
 }
+
+/// A 4 MiB source and an image of it, every sector read.
+fn plain_image(t: &TempDir) -> (PathBuf, PathBuf) {
+    let src = t.p("src.img");
+    data_file(&src, 4 * MIB, 3);
+    let img = t.p("full.lbi");
+    let o = lb_bounded(&["image", "create", "--all-sectors", s(&src), s(&img)]);
+    assert_exit(&o, 0);
+    (src, img)
+}
+
+/// Writes `out`: the header of `img` with the disk size, chunk size and chunks per segment
+/// given (feature flags cleared), `data` bytes of hole after it, the segment table (`tab`,
+/// then zeros up to the length its segment count needs), and `img`'s footer made to match
+/// (segment and chunk counts, table offset and the CRC32 of `tab`, no usage record). The file
+/// is sparse: a few KiB on disk, whatever its length.
+fn forged(img: &Path, out: &Path, disk: u64, chunk: u32, seg_chunks: u32, data: u64, tab: &[u8]) {
+    let b = std::fs::read(img).unwrap();
+    let mut h = b[..512].to_vec();
+    h[96..104].copy_from_slice(&disk.to_le_bytes());
+    patch_u32(&mut h, 108, chunk);
+    patch_u32(&mut h, 112, seg_chunks);
+    patch_u32(&mut h, 16, 0);
+    fix_header_crc(&mut h);
+    let chunks = disk.div_ceil(chunk as u64);
+    let segments = chunks.div_ceil(seg_chunks as u64);
+    let mut f = b[b.len() - 160..].to_vec();
+    patch_u32(&mut f, 28, segments as u32);
+    f[32..40].copy_from_slice(&(512 + data).to_le_bytes());
+    patch_u32(&mut f, 40, crc32fast::hash(tab));
+    f[48..56].copy_from_slice(&chunks.to_le_bytes());
+    patch_u32(&mut f, 152, 0);
+    let c = crc32fast::hash(&f[..156]);
+    patch_u32(&mut f, 156, c);
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(out).unwrap();
+    file.write_all_at(&h, 0).unwrap();
+    file.write_all_at(tab, 512 + data).unwrap();
+    file.write_all_at(&f, 512 + data + segments * 24).unwrap();
+}
+
+/// What tells a file was written without reading all of a huge sparse one: its length, its
+/// modification time and its first and last 64 KiB.
+fn fingerprint(p: &Path) -> (u64, std::time::SystemTime, Vec<u8>) {
+    use std::os::unix::fs::FileExt;
+    let md = std::fs::metadata(p).unwrap();
+    let f = std::fs::File::open(p).unwrap();
+    let n = md.len().min(65536);
+    let mut b = vec![0u8; 2 * n as usize];
+    f.read_exact_at(&mut b[..n as usize], 0).unwrap();
+    f.read_exact_at(&mut b[n as usize..], md.len() - n).unwrap();
+    (md.len(), md.modified().unwrap(), b)
+}
+
+/// Every reading command on `bad` answers "damaged" (exit 5, kind corrupt) within the bounded
+/// address space, writing nothing: not the image, not a restore target, not an export.
+#[track_caller]
+fn all_refuse(t: &TempDir, src: &Path, bad: &Path) {
+    let bad_print = fingerprint(bad);
+    let target = t.p("target.img");
+    zero_file(&target, 4 * MIB);
+    let target_sha = sha256(&target);
+    let export = t.p("export.raw");
+    for args in [
+        vec!["image", "info", "--json", s(bad)],
+        vec!["image", "verify", "--json", s(bad)],
+        vec!["image", "export", "--json", s(bad), s(&export)],
+        vec!["image", "restore", "--json", "--yes", s(bad), s(&target)],
+        vec![
+            "image",
+            "create",
+            "--json",
+            "--all-sectors",
+            "--parent",
+            s(bad),
+            s(src),
+            s(&t.p("child.lbi")),
+        ],
+    ] {
+        let o = lb_bounded(&args);
+        assert_corrupt(&o);
+    }
+    assert_eq!(sha256(&target), target_sha, "the target was written");
+    assert!(fingerprint(bad) == bad_print, "the image was written");
+    assert!(!export.exists(), "an export was left");
+    assert!(!t.p("child.lbi").exists() && !t.p("child.lbi.partial").exists());
+}
+
+/// A header claiming a 4 TiB disk in 64 KiB chunks, one per index segment: 2^26 segments, a
+/// 1.5 GiB segment table, in a sparse file of a few KiB. Before, opening the image allocated
+/// and read the whole table (1.5 GiB of RSS for `image info`; an abort here); now the header
+/// is refused (more segments than an image can have).
+#[test]
+fn a_segment_table_of_gigabytes_in_a_sparse_file() {
+    let t = TempDir::new("adv-segtab");
+    let (src, img) = plain_image(&t);
+    let src_sha = sha256(&src);
+    let n: u64 = 1 << 26;
+    let bad = t.p("bad.lbi");
+    forged(&img, &bad, n * 65536, 65536, 1, 0, &[0u8; 24]);
+    assert_eq!(std::fs::metadata(&bad).unwrap().len(), 512 + n * 24 + 160);
+    all_refuse(&t, &src, &bad);
+    assert_eq!(sha256(&src), src_sha);
+}
+
+/// One index segment of 3.75 GiB (16 MiB chunks, 65536 chunks per segment: the format's
+/// bound on a segment's length reaches 4 GiB), the file sparse. Before, reading the index
+/// allocated it whole (1 GiB of RSS at 1 GiB; an abort here); now the segment table entry is
+/// refused (longer than any segment a reader loads).
+#[test]
+fn an_index_segment_of_gigabytes_in_a_sparse_file() {
+    let t = TempDir::new("adv-seglen");
+    let (src, img) = plain_image(&t);
+    let src_sha = sha256(&src);
+    let len: u32 = 0xf000_0000;
+    let mut tab = Vec::new();
+    tab.extend_from_slice(&512u64.to_le_bytes());
+    tab.extend_from_slice(&1u16.to_le_bytes());
+    tab.extend_from_slice(&[0, 0]);
+    tab.extend_from_slice(&len.to_le_bytes());
+    tab.extend_from_slice(&0u64.to_le_bytes());
+    let bad = t.p("bad.lbi");
+    forged(&img, &bad, 4 * MIB, 16 << 20, 65536, len as u64, &tab);
+    all_refuse(&t, &src, &bad);
+    assert_eq!(sha256(&src), src_sha);
+}

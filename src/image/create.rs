@@ -277,6 +277,15 @@ pub fn create(
         }
     }
     let size = src.size();
+    let segments = size
+        .div_ceil(cs as u64)
+        .div_ceil(DEFAULT_SEGMENT_CHUNKS as u64);
+    if segments > MAX_SEGMENTS {
+        return Err(Error::unsupported(format!(
+            "the source is {size} bytes: an image holds at most {MAX_SEGMENTS} index segments of \
+             {DEFAULT_SEGMENT_CHUNKS} chunks; nothing was written"
+        )));
+    }
     // The parent: open its whole chain now so a missing grandparent fails before any work.
     let mut parent: Option<Image> = None;
     if let Some(pp) = &opts.parent {

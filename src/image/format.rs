@@ -23,6 +23,16 @@ pub const DEFAULT_SEGMENT_CHUNKS: u32 = 1024;
 pub const MIN_CHUNK_SIZE: u32 = 64 << 10;
 pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
 pub const MAX_SEGMENT_CHUNKS: u32 = 65536;
+/// Most index segments an image may have: its segment table (24 bytes each) is held in memory
+/// while the image is open, so a header claiming a huge disk in tiny segments (the file sparse,
+/// a few KiB on disk) must not make the reader allocate gigabytes. 2^20 segments are 1 PiB
+/// at the 1 MiB chunks and 1024-chunk segments Lifeboat writes (24 MiB of table).
+pub const MAX_SEGMENTS: u64 = 1 << 20;
+/// Longest index segment a reader loads (bytes). Lifeboat's segments are at most ~16 MiB (1024
+/// entries and, on a disk unreadable at every other sector, one range per two sectors of its
+/// 1 GiB); the format's own bound reaches 4 GiB with 16 MiB chunks, which a hostile segment
+/// table entry (over a sparse file) could make a reader allocate.
+pub const MAX_SEGMENT_LEN: u64 = 64 << 20;
 
 /// Incompatible feature: chunks may refer to the parent image.
 pub const FEAT_INCREMENTAL: u32 = 1;
@@ -372,6 +382,14 @@ impl Header {
             return Err(Error::corrupt(
                 "image header has an invalid volume number or disk size",
             ));
+        }
+        if h.segment_count() > MAX_SEGMENTS {
+            return Err(Error::corrupt(format!(
+                "image header claims a disk of {} bytes in {} index segments, more than an image \
+                 can have ({MAX_SEGMENTS}): the header is damaged or was not written by Lifeboat",
+                h.disk_size,
+                h.segment_count()
+            )));
         }
         Ok(h)
     }

@@ -359,7 +359,7 @@ impl Image {
                 && r.volume >= 1
                 && (r.volume as usize) <= vols.len()
                 && r.offset >= HEADER_SIZE as u64
-                && (r.len as u64) <= max_seg_len
+                && (r.len as u64) <= max_seg_len.min(MAX_SEGMENT_LEN)
                 && r.offset
                     .checked_add(r.len as u64 + overhead)
                     .is_some_and(|e| e <= vols[r.volume as usize - 1].data_end);
