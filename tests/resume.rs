@@ -134,6 +134,7 @@ fn interrupted_restore_resumes_with_map_byte_identical() {
         &NoProgress,
         &Cancel::new(),
         Some(&mut rmap),
+        None,
     )
     .unwrap_err();
     assert!(e.to_string().contains("power cut"), "{e}");

@@ -127,6 +127,7 @@ pub(super) fn run_restore(
         &sink,
         &cancel,
         rmap.as_mut(),
+        Some(&t.device),
     ) {
         Ok(r) => r,
         Err(e) => {
@@ -142,6 +143,10 @@ pub(super) fn run_restore(
     if table.is_some() {
         rep.partition_table = Some(crate::clone::gpt::fix_after_copy(&t.device)?);
     }
+    for n in &rep.notes {
+        eprintln!("lifeboat: note: {n}");
+    }
+    notes.append(&mut rep.notes);
     rep.notes = notes;
     if store.is_mounted_location() {
         // The location as the user gave it (a URL, `label=…:/…`), not where it was mounted.

@@ -4,7 +4,7 @@ use super::create::{is_zero, partial_name, sync_dir};
 use super::format::*;
 use super::reader::{incomplete_error, Chain, Image};
 use crate::error::{Error, ErrorKind, Result};
-use crate::io::AlignedBuf;
+use crate::io::{AlignedBuf, BlockSource};
 use crate::jobs::{Cancel, Progress, ProgressSink, RateMeter};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -275,13 +275,17 @@ pub fn stream(
     sink: &dyn ProgressSink,
     cancel: &Cancel,
 ) -> Result<RestoreReport> {
-    stream_resumable(path, out, job, target, sink, cancel, None)
+    stream_resumable(path, out, job, target, sink, cancel, None, None)
 }
 
-/// [`stream`] keeping a restore map: chunks it marks written are neither read (their index
-/// hash still goes into the media hash) nor written again; chunks written now are marked, and
-/// the map is saved after a flush of the target every few seconds, at the end, and when the
-/// restore stops early.
+/// [`stream`] keeping a restore map: chunks it marks written are not written again when the
+/// target, read back through `written` (the target's reading side), holds them — the chunk's
+/// bytes hash to its index hash, which then goes into the media hash; a chunk that differs
+/// there (a map that says more than was written, a target changed since the interrupted run)
+/// is read from the image and written again. Chunks written now are marked, and the map is
+/// saved after a flush of the target every few seconds, at the end, and when the restore
+/// stops early.
+#[allow(clippy::too_many_arguments)]
 pub fn stream_resumable(
     path: &Path,
     out: &mut dyn RestoreSink,
@@ -290,9 +294,14 @@ pub fn stream_resumable(
     sink: &dyn ProgressSink,
     cancel: &Cancel,
     mut map: Option<&mut super::resume::RestoreMap>,
+    written_back: Option<&dyn BlockSource>,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let done_map = map.as_ref().map(|m| m.snapshot());
+    // Without a way to read the target back, nothing is taken as written already.
+    let done_map = map
+        .as_ref()
+        .filter(|_| written_back.is_some())
+        .map(|m| m.snapshot());
     let resumed_bytes = map.as_ref().map_or(0, |m| m.resumed_bytes);
     let mut chain = Chain::open(path)?;
     let h = chain.top().header.clone();
@@ -313,6 +322,9 @@ pub fn stream_resumable(
     let (mut written, mut zero_bytes, mut unalloc_bytes) = (0u64, 0u64, 0u64);
     let mut discarded = 0u64;
     let skip_unalloc = out.skip_unallocated();
+    // Bytes of chunks the map had as written that the target did not hold.
+    let mut redone = 0u64;
+    let redone_ref = &mut redone;
     let hr = &h;
     let res: Result<[u8; 32]> = std::thread::scope(|s| {
         let done_map = done_map.as_ref();
@@ -320,30 +332,41 @@ pub fn stream_resumable(
             let h = hr;
             let mut media = MediaHasher::new(h.disk_size, h.chunk_size);
             let mut scratch = Vec::with_capacity(max_payload_any(cs));
+            let hasher = chain.images[0].hasher();
             for i in 0..chunks {
                 if cancel.is_cancelled() {
                     break;
                 }
                 let Ok(mut buf) = free_rx.recv() else { break };
                 let len = h.chunk_len(i);
-                if done_map.is_some_and(|m| chunk_written(m, h, i)) {
-                    // Written by an earlier run: only its index hash, for the media hash.
-                    let r = chain.images[0].entry(i).map(|e| {
+                if let Some(back) =
+                    written_back.filter(|_| done_map.is_some_and(|m| chunk_written(m, h, i)))
+                {
+                    // Written by an earlier run, says the map: the target must hold it.
+                    let e = match chain.images[0].entry(i) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let _ = full_tx.send(Err(e));
+                            break;
+                        }
+                    };
+                    buf.set_len(len);
+                    if held_on_target(back, &mut buf, i * cs as u64, &hasher, &e.hash) {
                         media.add(&e.hash);
-                        buf.set_len(len);
-                        Filled {
+                        let f = Filled {
                             i,
                             buf,
                             zero: false,
                             unallocated: false,
                             done: true,
+                        };
+                        if full_tx.send(Ok(f)).is_err() {
+                            break;
                         }
-                    });
-                    let stop = r.is_err();
-                    if full_tx.send(r).is_err() || stop {
-                        break;
+                        continue;
                     }
-                    continue;
+                    // Not there after all: restored again below.
+                    *redone_ref += len as u64;
                 }
                 buf.set_len(cs);
                 let r = chain
@@ -487,11 +510,34 @@ pub fn stream_resumable(
         media_hash: hex(&media),
         media_hash_verified: true,
         partition_table: None,
-        notes: Vec::new(),
-        resumed_bytes,
+        notes: if redone > 0 {
+            vec![format!(
+                "{} the restore map had as written were not on the target (changed since, or \
+                 never written): restored again",
+                crate::jobs::fmt_bytes(redone)
+            )]
+        } else {
+            Vec::new()
+        },
+        resumed_bytes: resumed_bytes.saturating_sub(redone),
         map_file: map.as_ref().map(|m| m.path().to_path_buf()),
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Whether the target (`back`) holds at `off` the chunk whose index hash is `hash`: `buf` (the
+/// chunk's length) is read from it and hashed. A chunk past the target's end, or one that
+/// cannot be read back, is not held (it is written again).
+fn held_on_target(
+    back: &dyn BlockSource,
+    buf: &mut [u8],
+    off: u64,
+    hasher: &super::crypt::ChunkHasher,
+    hash: &[u8; 32],
+) -> bool {
+    off + buf.len() as u64 <= back.size()
+        && back.read_at(buf, off).ok() == Some(buf.len())
+        && hasher.hash(buf) == *hash
 }
 
 /// Whether chunk `i` is all written according to the restore map `m`.

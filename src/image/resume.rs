@@ -6,6 +6,9 @@
 //! target's identity) so that the map of another restore is refused before anything is written
 //! (the checks are clone's, [`crate::clone::resume`]). A range becomes '+' only after the target
 //! was fsynced with it written, so whatever a power cut leaves, every '+' byte is on the target.
+//! A resumed restore still reads the '+' chunks back and checks them against their index
+//! hashes (`ops::stream_resumable`): a target written to since, or a map that says more than
+//! was written, must not give a restore that reports success with other bytes on the target.
 //! A restore that finished saves its map with the phase '+' ([`RestoreMap::finish`]); such a map
 //! is not resumed — the target may have changed since — and the restore starts over, with a note.
 //!
