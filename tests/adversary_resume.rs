@@ -112,3 +112,114 @@ fn a_restore_map_saying_more_than_the_target_holds() {
     assert_eq!(j["written_bytes"], size / 2, "{j}");
     assert_eq!(sha256(&src), src_sha);
 }
+
+/// A create stopped by a full target (12 MiB ext4, 16 MiB of random data): deterministic, it
+/// leaves `x.lbi.partial` and its journal at the first checkpoint. Returns the source and
+/// the directory (with room) the two files were moved to; None where no ext4 can be mounted.
+fn stopped_create(t: &TempDir) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    if !is_root() {
+        eprintln!("skipping: needs root (a loop-mounted ext4 to fill)");
+        return None;
+    }
+    let src = t.p("src.img");
+    data_file(&src, 16 * MIB, 11);
+    let fs = t.p("store.img");
+    zero_file(&fs, 12 * MIB);
+    run(std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&fs));
+    let m = Mounted::ext4_in(&fs, t, 0, 12 * MIB)?;
+    let o = lifeboat(&[
+        "image",
+        "create",
+        "--all-sectors",
+        "--ignore-free-space",
+        s(&src),
+        s(&m.mp.join("x.lbi")),
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    let dir = t.p("resume");
+    std::fs::create_dir(&dir).unwrap();
+    for n in ["x.lbi.partial", "x.lbi.partial.journal"] {
+        std::fs::copy(m.mp.join(n), dir.join(n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+    Some((src, dir))
+}
+
+/// The journal's header (hex) and the unfinished volume's header, both patched by `patch`
+/// (the header's CRC32 recomputed): the volume still agrees with its journal.
+fn patch_resumed_header(dir: &Path, patch: impl Fn(&mut [u8])) {
+    let jp = dir.join("x.lbi.partial.journal");
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&jp).unwrap()).unwrap();
+    let hex = j["header"].as_str().unwrap().to_string();
+    let mut h: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    patch(&mut h);
+    let c = crc32fast::hash(&h[..508]);
+    h[508..512].copy_from_slice(&c.to_le_bytes());
+    j["header"] = h
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into();
+    std::fs::write(&jp, serde_json::to_vec(&j).unwrap()).unwrap();
+    use std::os::unix::fs::FileExt;
+    let v = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("x.lbi.partial"))
+        .unwrap();
+    v.write_all_at(&h, 0).unwrap();
+}
+
+/// A journal whose settings are this job's but whose header (and the volume's, made to agree)
+/// says the disk is 8 MiB, not 16. Before, the resumed create finished an image of the first
+/// 8 MiB, passed its own verify and reported a complete 16 MiB image (exit 0). Now the journal
+/// is refused as damaged (exit 5), nothing finished; without the tampering the same files
+/// resume to an image that exports to the source.
+#[test]
+fn a_journal_whose_header_is_not_its_settings() {
+    let t = TempDir::new("adv-journal");
+    let Some((src, dir)) = stopped_create(&t) else {
+        return;
+    };
+    let src_sha = sha256(&src);
+    let keep = t.p("keep");
+    std::fs::create_dir(&keep).unwrap();
+    for n in ["x.lbi.partial", "x.lbi.partial.journal"] {
+        std::fs::copy(dir.join(n), keep.join(n)).unwrap();
+    }
+    patch_resumed_header(&dir, |h| {
+        h[96..104].copy_from_slice(&(8 * MIB).to_le_bytes())
+    });
+    let img = dir.join("x.lbi");
+    let create = |img: &Path| {
+        lifeboat(&[
+            "image",
+            "create",
+            "--all-sectors",
+            "--json",
+            s(&src),
+            s(img),
+        ])
+    };
+    let o = create(&img);
+    assert_exit(&o, 5);
+    assert_eq!(json(&o)["error"]["kind"], "corrupt");
+    assert!(
+        !img.exists(),
+        "an image was finished from the damaged journal"
+    );
+    assert!(dir.join("x.lbi.partial.journal").exists());
+
+    // The untouched files resume to the source's image.
+    let img = keep.join("x.lbi");
+    let o = create(&img);
+    assert_exit(&o, 0);
+    assert!(!json(&o)["resumed_from"].is_null(), "not resumed");
+    let raw = t.p("export.raw");
+    assert_exit(&lifeboat(&["image", "export", s(&img), s(&raw)]), 0);
+    assert_eq!(sha256(&raw), src_sha);
+    assert_eq!(sha256(&src), src_sha);
+}

@@ -445,6 +445,18 @@ pub fn create(
             header.source_name = fresh.source_name;
             header.parent_path = fresh.parent_path;
         }
+        // The header resumed with must be the one the (matching) settings describe: a journal
+        // whose header says another disk size or layout (its volumes made to agree) would
+        // otherwise finish, verified and reported complete, as an image of another disk.
+        if journal::settings_header(&header) != settings.header {
+            return Err(Error::corrupt(format!(
+                "the journal {} of the unfinished image cannot be used (its image header is not \
+                 the one its settings describe); delete it and the .partial volumes to start \
+                 the image again",
+                journal::journal_name(image).display()
+            ))
+            .at_path(journal::journal_name(image)));
+        }
     }
     // The data key: the parent's; the unfinished image's (its passphrase is asked now, before
     // anything is written); or a new one, wrapped in key slot 1 for a new passphrase. That
