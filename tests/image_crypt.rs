@@ -18,11 +18,22 @@ const PASS: &str = "correct horse battery staple";
 const CHEAP_KDF: &str = "64,1,1";
 const BLOCK: usize = 4096;
 
-/// `lifeboat ARGS` with the cheap KDF.
+/// The cipher of new images in these tests unless one says otherwise (what this CPU gets by
+/// default when it has AES-NI), and the other one (images made before AES-256-GCM existed).
+const GCM: &str = "aes-256-gcm";
+const XCHACHA: &str = "xchacha20-poly1305";
+
+/// `lifeboat ARGS` with the cheap KDF, new images sealed with AES-256-GCM.
 fn lb(args: &[&str]) -> Output {
+    lb_in(GCM, args)
+}
+
+/// `lifeboat ARGS` with the cheap KDF, new images sealed with `cipher`.
+fn lb_in(cipher: &str, args: &[&str]) -> Output {
     lifeboat_cmd()
         .args(args)
         .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
+        .env("LIFEBOAT_CIPHER", cipher)
         .output()
         .unwrap()
 }
@@ -95,22 +106,38 @@ fn blocks_found_in(disk: &[u8], file: &[u8]) -> usize {
 
 #[test]
 fn encrypted_full_and_incremental_round_trip_and_hide_every_block() {
-    let t = TempDir::new("crypt-rt");
+    round_trip(GCM, XCHACHA);
+}
+
+/// An image of the cipher written before AES-256-GCM existed still restores, and its
+/// incremental keeps its cipher even where new images get the other one.
+#[test]
+fn an_xchacha20_poly1305_image_round_trips_and_its_incremental_keeps_its_cipher() {
+    round_trip(XCHACHA, GCM);
+}
+
+/// The round trip of a full image sealed with `cipher` and of its incremental, made where new
+/// images would get `other`.
+fn round_trip(cipher: &str, other: &str) {
+    let t = TempDir::new(&format!("crypt-rt-{cipher}"));
     let disk = t.p("disk.img");
     let data = pattern_disk(&disk, 24, 1);
     let sha = sha256(&disk);
     let pw = passfile(&t, "pw", PASS);
     let full = t.p("full.lbi");
-    let o = lb(&[
-        "image",
-        "create",
-        s(&disk),
-        s(&full),
-        "--encrypt",
-        "--passphrase-file",
-        s(&pw),
-        "--json",
-    ]);
+    let o = lb_in(
+        cipher,
+        &[
+            "image",
+            "create",
+            s(&disk),
+            s(&full),
+            "--encrypt",
+            "--passphrase-file",
+            s(&pw),
+            "--json",
+        ],
+    );
     assert_exit(&o, 0);
     let j = json(&o);
     assert_eq!(j["encrypted"], true, "{j}");
@@ -125,7 +152,7 @@ fn encrypted_full_and_incremental_round_trip_and_hide_every_block() {
         "a disk block is readable in the image"
     );
     let clear = t.p("clear.lbi");
-    assert_exit(&lb(&["image", "create", s(&disk), s(&clear)]), 0);
+    assert_exit(&lb_in(cipher, &["image", "create", s(&disk), s(&clear)]), 0);
     assert!(blocks_found_in(&data, &std::fs::read(&clear).unwrap()) > 100);
     // Equal plaintext does not show: the index of the clear image holds plain BLAKE3 hashes,
     // the encrypted one keyed ones (none of a chunk's plain hash appears in it).
@@ -137,27 +164,33 @@ fn encrypted_full_and_incremental_round_trip_and_hide_every_block() {
     assert!(!enc.windows(32).any(|w| w == h0.as_bytes()));
 
     // verify, info, export and restore with the passphrase.
-    let o = lb(&[
-        "image",
-        "verify",
-        s(&full),
-        "--passphrase-file",
-        s(&pw),
-        "--json",
-    ]);
+    let o = lb_in(
+        cipher,
+        &[
+            "image",
+            "verify",
+            s(&full),
+            "--passphrase-file",
+            s(&pw),
+            "--json",
+        ],
+    );
     assert_exit(&o, 0);
     assert_eq!(json(&o)["ok"], true);
-    let o = lb(&[
-        "image",
-        "info",
-        s(&full),
-        "--passphrase-file",
-        s(&pw),
-        "--json",
-    ]);
+    let o = lb_in(
+        cipher,
+        &[
+            "image",
+            "info",
+            s(&full),
+            "--passphrase-file",
+            s(&pw),
+            "--json",
+        ],
+    );
     assert_exit(&o, 0);
     let i = json(&o);
-    assert_eq!(i["encryption"]["cipher"], "xchacha20-poly1305");
+    assert_eq!(i["encryption"]["cipher"], cipher);
     assert_eq!(i["encryption"]["key_slots"][0]["kind"], "passphrase");
     assert_eq!(
         i["encryption"]["key_slots"][0]["argon2id"]["memory_kib"],
@@ -171,29 +204,35 @@ fn encrypted_full_and_incremental_round_trip_and_hide_every_block() {
         .any(|w| w == s(&disk).as_bytes()));
     let raw = t.p("export.raw");
     assert_exit(
-        &lb(&[
-            "image",
-            "export",
-            s(&full),
-            s(&raw),
-            "--passphrase-file",
-            s(&pw),
-        ]),
+        &lb_in(
+            cipher,
+            &[
+                "image",
+                "export",
+                s(&full),
+                s(&raw),
+                "--passphrase-file",
+                s(&pw),
+            ],
+        ),
         0,
     );
     assert_eq!(sha256(&raw), sha);
     let target = t.p("target.img");
     std::fs::write(&target, vec![0x5Au8; data.len()]).unwrap();
     assert_exit(
-        &lb(&[
-            "image",
-            "restore",
-            s(&full),
-            s(&target),
-            "--yes",
-            "--passphrase-file",
-            s(&pw),
-        ]),
+        &lb_in(
+            cipher,
+            &[
+                "image",
+                "restore",
+                s(&full),
+                s(&target),
+                "--yes",
+                "--passphrase-file",
+                s(&pw),
+            ],
+        ),
         0,
     );
     assert_eq!(sha256(&target), sha);
@@ -205,17 +244,20 @@ fn encrypted_full_and_incremental_round_trip_and_hide_every_block() {
     std::fs::write(&disk, &changed).unwrap();
     let sha2 = sha256(&disk);
     let inc = t.p("inc.lbi");
-    let o = lb(&[
-        "image",
-        "create",
-        s(&disk),
-        s(&inc),
-        "--parent",
-        s(&full),
-        "--passphrase-file",
-        s(&pw),
-        "--json",
-    ]);
+    let o = lb_in(
+        other,
+        &[
+            "image",
+            "create",
+            s(&disk),
+            s(&inc),
+            "--parent",
+            s(&full),
+            "--passphrase-file",
+            s(&pw),
+            "--json",
+        ],
+    );
     assert_exit(&o, 0);
     let ij = json(&o);
     assert_eq!(ij["encrypted"], true);
@@ -227,59 +269,88 @@ fn encrypted_full_and_incremental_round_trip_and_hide_every_block() {
         0,
         "a disk block is readable in the incremental"
     );
-    let o = lb(&[
-        "image",
-        "verify",
-        s(&inc),
-        "--passphrase-file",
-        s(&pw),
-        "--json",
-    ]);
-    assert_exit(&o, 0);
-    assert_eq!(json(&o)["chain"].as_array().unwrap().len(), 2);
-    assert_exit(
-        &lb(&[
+    let o = lb_in(
+        cipher,
+        &[
             "image",
-            "restore",
+            "verify",
             s(&inc),
-            s(&target),
-            "--yes",
             "--passphrase-file",
             s(&pw),
-        ]),
+            "--json",
+        ],
+    );
+    assert_exit(&o, 0);
+    assert_eq!(json(&o)["chain"].as_array().unwrap().len(), 2);
+    let o = lb_in(
+        cipher,
+        &[
+            "image",
+            "info",
+            s(&inc),
+            "--passphrase-file",
+            s(&pw),
+            "--json",
+        ],
+    );
+    assert_exit(&o, 0);
+    assert_eq!(
+        json(&o)["encryption"]["cipher"],
+        cipher,
+        "the incremental's cipher"
+    );
+    assert_exit(
+        &lb_in(
+            cipher,
+            &[
+                "image",
+                "restore",
+                s(&inc),
+                s(&target),
+                "--yes",
+                "--passphrase-file",
+                s(&pw),
+            ],
+        ),
         0,
     );
     assert_eq!(sha256(&target), sha2);
     // The restore map of an encrypted image: a second run finds everything written.
     let map = t.p("restore.map");
     for _ in 0..2 {
-        let o = lb(&[
-            "image",
-            "restore",
-            s(&inc),
-            s(&target),
-            "--yes",
-            "--map",
-            s(&map),
-            "--passphrase-file",
-            s(&pw),
-            "--json",
-        ]);
+        let o = lb_in(
+            cipher,
+            &[
+                "image",
+                "restore",
+                s(&inc),
+                s(&target),
+                "--yes",
+                "--map",
+                s(&map),
+                "--passphrase-file",
+                s(&pw),
+                "--json",
+            ],
+        );
         assert_exit(&o, 0);
     }
     assert_eq!(sha256(&target), sha2);
     // An unencrypted parent cannot have an encrypted incremental.
-    let o = lb(&[
-        "image",
-        "create",
-        s(&disk),
-        s(&t.p("bad.lbi")),
-        "--parent",
-        s(&clear),
-        "--encrypt",
-        "--passphrase-file",
-        s(&pw),
-    ]);
+    let o = lb_in(
+        cipher,
+        &[
+            "image",
+            "create",
+            s(&disk),
+            s(&t.p("bad.lbi")),
+            "--parent",
+            s(&clear),
+            "--encrypt",
+            "--passphrase-file",
+            s(&pw),
+        ],
+    );
     assert_exit(&o, 2);
     assert!(!t.p("bad.lbi.partial").exists());
 }
@@ -288,7 +359,16 @@ fn encrypted_full_and_incremental_round_trip_and_hide_every_block() {
 /// changed in turn: verify reports each change.
 #[test]
 fn every_single_byte_change_is_detected() {
-    let t = TempDir::new("crypt-flip");
+    flips(GCM);
+}
+
+#[test]
+fn every_single_byte_change_of_an_xchacha20_poly1305_image_is_detected() {
+    flips(XCHACHA);
+}
+
+fn flips(cipher: &str) {
+    let t = TempDir::new(&format!("crypt-flip-{cipher}"));
     let disk = t.p("small.img");
     let mut d = vec![0u8; 4 << 20];
     for (k, c) in d.iter_mut().enumerate() {
@@ -302,15 +382,18 @@ fn every_single_byte_change_is_detected() {
     let pw = passfile(&t, "pw", PASS);
     let img = t.p("small.lbi");
     assert_exit(
-        &lb(&[
-            "image",
-            "create",
-            s(&disk),
-            s(&img),
-            "--encrypt",
-            "--passphrase-file",
-            s(&pw),
-        ]),
+        &lb_in(
+            cipher,
+            &[
+                "image",
+                "create",
+                s(&disk),
+                s(&img),
+                "--encrypt",
+                "--passphrase-file",
+                s(&pw),
+            ],
+        ),
         0,
     );
     assert_eq!(sha256(&disk), sha, "the source changed");
@@ -463,6 +546,7 @@ fn an_interrupted_encrypted_create_resumes_only_with_its_passphrase() {
             "--json",
         ])
         .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
+        .env("LIFEBOAT_CIPHER", GCM)
         .env("LIFEBOAT_CHECKPOINT_SECS", "0.005");
         c
     };
@@ -501,6 +585,20 @@ fn an_interrupted_encrypted_create_resumes_only_with_its_passphrase() {
     let o = create(&pw).output().unwrap();
     assert_exit(&o, 0);
     assert!(!json(&o)["resumed_from"].is_null(), "it did not resume");
+    // AES-256-GCM: the resumed run is run 1, so the tail it wrote (and every record after the
+    // checkpoint) has a nonce no record of run 0 had: run 1, its volume, its offset, zeros.
+    let im = lifeboat::image::Image::open_with(&img, &Keys::passphrase(PASS.as_bytes())).unwrap();
+    let at = im.footer.segtab_offset - im.footer.usage_len as u64;
+    let file = std::fs::read(&img).unwrap();
+    let mut want = [0u8; 24];
+    want[0] = 1;
+    want[4] = 1;
+    want[6..12].copy_from_slice(&at.to_le_bytes()[..6]);
+    assert_eq!(
+        &file[at as usize..at as usize + 24],
+        &want,
+        "the tail's nonce"
+    );
     let raw = t.p("out.raw");
     assert_exit(
         &lb(&[

@@ -341,6 +341,13 @@ pub fn create(
         ));
     }
     let encrypted = opts.encrypt || parent_key.is_some();
+    // The cipher: an incremental keeps its parent's (one chain, one cipher: whatever reads the
+    // parent reads its incrementals); a new image takes this CPU's fast one.
+    let cipher = match parent.as_ref().and_then(|p| p.header.crypt.as_ref()) {
+        Some(pc) => pc.cipher,
+        None if encrypted => super::crypt::new_image_cipher()?,
+        None => 0,
+    };
     let mut incompat = 0;
     if encrypted {
         incompat |= FEAT_ENCRYPTED;
@@ -386,7 +393,7 @@ pub fn create(
         source_name: id.name.clone(),
         parent_path: opts.parent_hint.clone(),
         crypt: encrypted.then(|| {
-            let mut c = super::crypt::CryptHeader::new(opts.identity_clear);
+            let mut c = super::crypt::CryptHeader::with_cipher(opts.identity_clear, cipher);
             if let Some(pc) = parent.as_ref().and_then(|p| p.header.crypt.as_ref()) {
                 c.slots = pc.slots;
             }
@@ -477,9 +484,21 @@ pub fn create(
             Some(k)
         }
     };
+    // This run's number: one more than the interrupted run's (saved before anything is
+    // written, below), so an AES-256-GCM record rewritten at the same place takes a new nonce.
+    let run = match &resumed {
+        None => 0,
+        Some(j) => j.run.checked_add(1).ok_or_else(|| {
+            Error::corrupt(format!(
+                "the journal {} counts too many runs; delete it and the .partial volumes to \
+                 start the image again",
+                journal::journal_name(image).display()
+            ))
+        })?,
+    };
     let sealer = key
         .as_ref()
-        .map(|k| Arc::new(super::crypt::Sealer::new(k, &header)));
+        .map(|k| Arc::new(super::crypt::Sealer::new(k, &header).with_run(run)));
     let hasher = sealer.as_ref().map_or(Default::default(), |s| s.hasher());
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
@@ -514,6 +533,7 @@ pub fn create(
                     journal::journal_name(image).display()
                 ))
             })?;
+            j.clone().in_run(run).save(image)?;
             let vw = VolumeWriter::resume(image, header.clone(), opts.split, &j.volume_lens)?;
             (vw, idx, map, j.resume)
         }
@@ -591,6 +611,7 @@ pub fn create(
         image: image.to_path_buf(),
         settings: settings.clone(),
         batch: batch as u64,
+        run,
     };
 
     let mut rescued: Option<crate::rescue::Outcome> = None;

@@ -96,6 +96,12 @@ pub struct Journal {
     /// of a compressor batch the writer could not write yet. A resume emits them again first.
     #[serde(default)]
     pub open_batch: Vec<u64>,
+    /// How many times the create was started before the run that wrote this journal (0: the
+    /// first run). A resume counts one more and saves it before it writes anything: an
+    /// AES-256-GCM image's nonces start with it, so records rewritten at the same places after
+    /// a resume never reuse a nonce (`crypt::Sealer::with_run`).
+    #[serde(default)]
+    pub run: u32,
     segtab: Vec<String>,
     open: Vec<OpenSeg>,
     stored_chunks: u64,
@@ -167,6 +173,7 @@ impl Journal {
             next_seq: idx.next_seq,
             written: idx.written,
             open_batch,
+            run: 0,
             segtab: idx
                 .segtab
                 .iter()
@@ -205,6 +212,12 @@ impl Journal {
             bad_bytes: f.bad_bytes,
             bad_ranges: f.bad_ranges,
         }
+    }
+
+    /// The same journal, written by run `run`.
+    pub(super) fn in_run(mut self, run: u32) -> Journal {
+        self.run = run;
+        self
     }
 
     /// Writes the journal for `image` atomically (temporary file, fsync, rename, directory).

@@ -59,8 +59,9 @@ pub enum ImageCmd {
         /// its `.partial` and journal, with or without it.
         #[arg(long, value_name = "FILE")]
         map: Option<std::path::PathBuf>,
-        /// Encrypt the image (XChaCha20-Poly1305; the passphrase is asked twice on the terminal,
-        /// or read from --passphrase-file). An incremental of an encrypted image always is.
+        /// Encrypt the image (AES-256-GCM on a CPU with AES-NI, else XChaCha20-Poly1305; the
+        /// passphrase is asked twice on the terminal, or read from --passphrase-file). An
+        /// incremental of an encrypted image always is, with its parent's cipher.
         #[arg(long)]
         encrypt: bool,
         /// With --encrypt: keep the source's model and serial readable without the passphrase

@@ -173,7 +173,7 @@ pub fn info(path: &Path) -> Result<InfoReport> {
         chain,
         chain_error,
         encryption: h.crypt.as_ref().map(|c| EncryptionInfo {
-            cipher: "xchacha20-poly1305",
+            cipher: super::crypt::cipher_name(c.cipher),
             identity_in_clear: c.identity_clear,
             key_slots: super::cmd_keys::slot_infos(c),
         }),

@@ -73,6 +73,8 @@ pub(super) struct JournalCtx {
     pub(super) settings: journal::Settings,
     /// Chunks per compressor batch (see `pack::group_chunks`).
     pub(super) batch: u64,
+    /// This run of the create ([`journal::Journal::run`]).
+    pub(super) run: u32,
 }
 
 /// A checkpoint waiting for the writer to reach its batch.
@@ -126,6 +128,7 @@ pub(super) fn write_loop(
                     &idx,
                     c.open_batch,
                 )
+                .in_run(jctx.run)
                 .save(&jctx.image)?;
             }
         }
@@ -356,7 +359,9 @@ pub(super) fn finish_tail(
     match &sealer {
         Some(s) => {
             let mut rec = Vec::with_capacity(rec_len);
-            s.seal(
+            s.seal_tail(
+                volumes as u16,
+                at,
                 &s.tail_ad(&tab, &fb),
                 &[&header.text_area(), usage],
                 &mut rec,
