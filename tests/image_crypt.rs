@@ -1139,3 +1139,67 @@ fn the_consoles_passphrase_checks_and_serve_with_a_passphrase_file() {
     assert_eq!(sha256(&disk), sha);
     assert_eq!(sha256(&enc), img_sha);
 }
+
+/// A recovery key added to an incremental alone opens it but not its parent: `info` still
+/// describes the incremental and names the parent that does not open (exit 5, as for any
+/// broken chain); `verify` refuses with "wrong passphrase" naming the parent (exit 5).
+#[test]
+fn an_incrementals_parent_that_its_key_does_not_open_is_named() {
+    let t = TempDir::new("crypt-parent-key");
+    let disk = t.p("disk.img");
+    let data = pattern_disk(&disk, 4, 9);
+    let sha = sha256(&disk);
+    let pw = passfile(&t, "pw", PASS);
+    let (full, inc) = (t.p("full.lbi"), t.p("inc.lbi"));
+    let enc = ["--passphrase-file", s(&pw)];
+    assert_exit(
+        &lb(&[
+            &["image", "create", s(&disk), s(&full), "--encrypt"],
+            &enc[..],
+        ]
+        .concat()),
+        0,
+    );
+    let mut changed = data.clone();
+    changed[1 << 20..(1 << 20) + 4096].fill(0x77);
+    std::fs::write(&disk, &changed).unwrap();
+    let sha2 = sha256(&disk);
+    assert_exit(
+        &lb(&[
+            &["image", "create", s(&disk), s(&inc), "--parent", s(&full)],
+            &enc[..],
+        ]
+        .concat()),
+        0,
+    );
+    let o = lb(&[&["image", "add-key", s(&inc), "--json"], &enc[..]].concat());
+    assert_exit(&o, 0);
+    let rk = passfile(&t, "rk", json(&o)["recovery_key"].as_str().unwrap());
+    let o = lb(&[
+        "image",
+        "info",
+        s(&inc),
+        "--passphrase-file",
+        s(&rk),
+        "--json",
+    ]);
+    // The incremental is described (exit 5: its chain is broken), its parent named.
+    assert_exit(&o, 5);
+    assert_eq!(json(&o)["encryption"]["cipher"], GCM);
+    let err = json(&o)["chain_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        err.contains("wrong passphrase for the parent image") && err.contains(s(&full)),
+        "{err}"
+    );
+    let o = lb(&["image", "verify", s(&inc), "--passphrase-file", s(&rk)]);
+    assert_exit(&o, 5);
+    assert!(stderr(&o).contains(s(&full)), "{}", stderr(&o));
+    // With the passphrase both open.
+    let o = lb(&[&["image", "verify", s(&inc), "--json"], &enc[..]].concat());
+    assert_exit(&o, 0);
+    assert_eq!(sha256(&disk), sha2, "the source changed");
+    assert_ne!(sha, sha2);
+}

@@ -1001,7 +1001,27 @@ impl Chain {
                     child.path.display()
                 )));
             };
-            let parent = Image::open_with(&pp, keys)?;
+            let parent = Image::open_with(&pp, keys).map_err(|e| {
+                if e.kind != crate::ErrorKind::WrongPassphrase {
+                    return e;
+                }
+                // The incremental opened and its parent does not: their key slots differ (a
+                // key added to the incremental alone, or removed from the parent since).
+                Error::new(
+                    crate::ErrorKind::WrongPassphrase,
+                    format!(
+                        "wrong passphrase for the parent image {} (UUID {}) of {}: the key \
+                         given opens {} but no key slot of its parent (their slots differ: a \
+                         key was added to one or removed from the other); give a passphrase or \
+                         recovery key that opens the parent (nothing was written)",
+                        pp.display(),
+                        uuid_str(&want),
+                        child.path.display(),
+                        child.path.file_name().unwrap_or_default().to_string_lossy()
+                    ),
+                )
+                .at_path(&pp)
+            })?;
             if parent.header.uuid != want {
                 return Err(Error::corrupt(format!(
                     "{} is not the parent {} needs: its UUID is {}, the parent's is {}; put the right parent image at {}",

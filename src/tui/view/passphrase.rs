@@ -53,7 +53,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         ));
         lines.push(opt(
             app.pass.encrypt,
-            "Yes: encrypt it with a passphrase (XChaCha20-Poly1305, Argon2id)",
+            "Yes: encrypt it with a passphrase (AES-256-GCM or XChaCha20, Argon2id)",
         ));
         lines.push(Line::raw(""));
         if app.pass.encrypt {
