@@ -223,3 +223,47 @@ fn a_journal_whose_header_is_not_its_settings() {
     assert_eq!(sha256(&raw), src_sha);
     assert_eq!(sha256(&src), src_sha);
 }
+
+/// A verify `--state` of this very image (same files) whose position is past the image's end
+/// (chain image 7 of 1, or chunk 2^40 of 4). Before, the resumed verify took every payload as
+/// checked and reported the image sound (exit 0) without reading one; now the state is
+/// refused as damaged (exit 5) and the image is never called sound from it.
+#[test]
+fn a_verify_state_pointing_past_the_end() {
+    let t = TempDir::new("adv-vstate");
+    let src = t.p("src.img");
+    data_file(&src, 4 * MIB, 13);
+    let src_sha = sha256(&src);
+    let img = t.p("full.lbi");
+    assert_exit(
+        &lifeboat(&["image", "create", "--all-sectors", s(&src), s(&img)]),
+        0,
+    );
+    let st = t.p("verify.state");
+    let verify = || lifeboat(&["image", "verify", "--json", "--state", s(&st), s(&img)]);
+    assert_exit(&verify(), 0);
+    let done: serde_json::Value = serde_json::from_slice(&std::fs::read(&st).unwrap()).unwrap();
+    for (image, next) in [(7u64, 0u64), (0, 1 << 40), (1, 3)] {
+        let mut v = done.clone();
+        v["complete"] = false.into();
+        v["image"] = image.into();
+        v["next_chunk"] = next.into();
+        std::fs::write(&st, serde_json::to_vec(&v).unwrap()).unwrap();
+        let o = verify();
+        assert_exit(&o, 5);
+        assert_eq!(
+            json(&o)["error"]["kind"],
+            "corrupt",
+            "image {image} chunk {next}"
+        );
+    }
+    // The state of a verify that stopped half way still resumes.
+    let mut v = done.clone();
+    v["complete"] = false.into();
+    v["image"] = 0.into();
+    v["next_chunk"] = 2.into();
+    std::fs::write(&st, serde_json::to_vec(&v).unwrap()).unwrap();
+    let o = verify();
+    assert_exit(&o, 0);
+    assert_eq!(sha256(&src), src_sha);
+}

@@ -168,6 +168,10 @@ pub struct ChainId {
     /// state says were read.
     #[serde(default)]
     pub volume_files: Vec<String>,
+    /// The image's chunk count: how far a state of it can point (an older state without it
+    /// is of files not compared on it, so verifying starts again).
+    #[serde(default)]
+    pub chunks: u64,
 }
 
 /// The chain at hand, as [`ChainId`]s (top image first).
@@ -193,6 +197,7 @@ pub fn chain_ids(chain: &super::Chain) -> Vec<ChainId> {
                     })
                 })
                 .collect(),
+            chunks: i.header.chunk_count(),
         })
         .collect()
 }
@@ -287,6 +292,22 @@ impl VerifyState {
                 path.display()
             ));
             return Ok(VerifyState::new(chain));
+        }
+        // A position past the chain's end is no verify's: taken as one, it would skip every
+        // payload check and report the image sound.
+        let inside = match chain.get(st.image) {
+            Some(c) => st.next_chunk <= c.chunks,
+            None => st.image == chain.len() && st.next_chunk == 0,
+        };
+        if !inside || st.problems.len() as u64 > st.problem_count {
+            return Err(Error::corrupt(format!(
+                "the verify state {} is damaged (it points past the end of the image, chain \
+                 image {} chunk {}): delete it to verify from the beginning",
+                path.display(),
+                st.image,
+                st.next_chunk
+            ))
+            .at_path(path));
         }
         if st.complete {
             notes.push(format!(
