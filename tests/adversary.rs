@@ -8,13 +8,10 @@
 //! them against another binary (see `common::lifeboat_cmd`).
 mod common;
 
+use common::lifeboat as lb;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn lb(args: &[&str]) -> Output {
-    lifeboat(args)
-}
 
 /// The sha256 of each path (after `sync`), or "missing".
 fn shas(paths: &[&Path]) -> Vec<String> {
@@ -231,23 +228,11 @@ fn a_loop_over_a_deleted_node_of_a_loop_over_the_source() {
     let Some(a) = Loop::attach(&f) else { return };
     let node = dir.p("nodeA");
     run(Command::new("cp").arg("-a").arg(&a.dev).arg(&node));
-    let Some(b) = Loop::attach_with(
-        &node,
-        LoopOpts {
-            offset: MIB,
-            ..Default::default()
-        },
-    ) else {
+    let Some(b) = Loop::from_offset(&node, MIB) else {
         return;
     };
     std::fs::remove_file(&node).unwrap();
-    let Some(c) = Loop::attach_with(
-        &f,
-        LoopOpts {
-            size_limit: Some(4 * MIB),
-            ..Default::default()
-        },
-    ) else {
+    let Some(c) = Loop::partition(&f, 0, 4 * MIB) else {
         return;
     };
     let before = shas(&[&f]);
@@ -387,14 +372,7 @@ fn a_parent_on_the_sources_own_partition_is_not_mounted() {
         .arg(format!("{}?offset={}", s(&sf), 4 * MIB))
         .arg(&lab));
     let Some(a) = Loop::attach(&sf) else { return };
-    let Some(_p) = Loop::attach_with(
-        &sf,
-        LoopOpts {
-            offset: 4 * MIB,
-            size_limit: Some(32 * MIB),
-            ..Default::default()
-        },
-    ) else {
+    let Some(_p) = Loop::partition(&sf, 4 * MIB, 32 * MIB) else {
         return;
     };
     let before = shas(&[&sf]);
@@ -532,13 +510,7 @@ fn a_target_symlink_flipped_between_check_and_open() {
     let t = dir.p("T");
     zero_file(&t, 7 * MIB);
     // The source: bytes 1 MiB.. of S (so a copy onto S itself would change it).
-    let Some(c) = Loop::attach_with(
-        &sf,
-        LoopOpts {
-            offset: MIB,
-            ..Default::default()
-        },
-    ) else {
+    let Some(c) = Loop::from_offset(&sf, MIB) else {
         return;
     };
     let link = dir.p("tl");

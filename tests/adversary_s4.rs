@@ -14,13 +14,7 @@ fn chain(dir: &TempDir) -> (PathBuf, PathBuf, PathBuf) {
     use std::os::unix::fs::FileExt;
     let src = dir.p("src.raw");
     let mut data = vec![0u8; 16 << 20];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for v in data[..8 << 20].iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *v = x as u8;
-    }
+    data[..8 << 20].copy_from_slice(&xorshift_bytes(8 << 20, 0x9e37_79b9_7f4a_7c15));
     std::fs::write(&src, &data).unwrap();
     let a = dir.p("a");
     std::fs::create_dir(&a).unwrap();
@@ -268,15 +262,7 @@ fn a_volume_replaced_by_a_link_to_the_image_is_not_read_back_as_the_copy() {
     // which was then only a link to the first copy.
     let dir = TempDir::new("adv4-link");
     let src = dir.p("src.raw");
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let data: Vec<u8> = (0..(12u32 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = xorshift_bytes(12 << 20, 0x2545_f491_4f6c_dd1d);
     std::fs::write(&src, &data).unwrap();
     let a = dir.p("a");
     std::fs::create_dir(&a).unwrap();

@@ -123,25 +123,15 @@ fn credentials_and_ca_files_that_are_not_regular_files() {
 /// is never mounted. The source is unchanged.
 #[test]
 fn credentials_and_ca_on_a_partition_of_the_source() {
-    if !is_root() {
-        eprintln!("skipping: needs root (loop devices, mounts)");
+    if !root_or_skip() {
         return;
     }
     let dir = TempDir::new("adv-sf-srcpart");
-    let sf = dir.p("S");
-    data_file(&sf, 4 * MIB, 5);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&sf)
-        .unwrap()
-        .set_len(40 * MIB)
-        .unwrap();
+    let sf = source_with_ext4(&dir);
     let lab = format!("ADVC{}", std::process::id() % 100_000);
-    run(Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-L", &lab])
-        .args(["-E", &format!("offset={}", 4 * MIB)])
-        .arg(&sf)
-        .arg(format!("{}k", 32 * 1024)));
+    run(Command::new("e2label")
+        .arg(format!("{}?offset={}", s(&sf), 4 * MIB))
+        .arg(&lab));
     // The files, written through debugfs (no mount), then the journal marked as needing
     // recovery.
     let cred = dir.p("cred");
@@ -168,14 +158,7 @@ fn credentials_and_ca_on_a_partition_of_the_source() {
         .arg(&part)
         .args(["-R", "feature needs_recovery"]));
     let Some(a) = Loop::attach(&sf) else { return };
-    let Some(p) = Loop::attach_with(
-        &sf,
-        LoopOpts {
-            offset: 4 * MIB,
-            size_limit: Some(32 * MIB),
-            ..Default::default()
-        },
-    ) else {
+    let Some(p) = Loop::partition(&sf, 4 * MIB, 32 * MIB) else {
         return;
     };
     let before = sha256(&sf);

@@ -36,14 +36,7 @@ fn a_restore_map_on_a_partition_of_the_target() {
         .arg(&tf)
         .arg(format!("{}k", 32 * 1024)));
     let Some(t) = Loop::attach(&tf) else { return };
-    let Some(p) = Loop::attach_with(
-        &tf,
-        LoopOpts {
-            offset: 4 * MIB,
-            size_limit: Some(32 * MIB),
-            ..Default::default()
-        },
-    ) else {
+    let Some(p) = Loop::partition(&tf, 4 * MIB, 32 * MIB) else {
         return;
     };
     let before = sha256(&tf);

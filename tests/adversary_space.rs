@@ -9,35 +9,7 @@
 mod common;
 
 use common::*;
-use std::path::Path;
 use std::process::Command;
-
-fn root_or_skip() -> bool {
-    if !is_root() {
-        eprintln!("skipping: needs root (loop devices, mounts)");
-        return false;
-    }
-    true
-}
-
-/// A small ext4 filesystem of `mib` MiB in `dir/store.img`, mounted at `dir/m`.
-fn small_ext4(dir: &TempDir, mib: u64) -> Option<Mounted> {
-    let f = dir.p("store.img");
-    zero_file(&f, mib * MIB);
-    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&f));
-    Mounted::ext4_in(&f, dir, 0, mib * MIB)
-}
-
-/// The names in `dir` (without lost+found), sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "lost+found")
-        .collect();
-    v.sort();
-    v
-}
 
 /// `--ignore-free-space` skips the free-space check only: an image written into the source's
 /// own filesystem (mounted from the source file through a loop device at its offset) is still
@@ -95,7 +67,7 @@ fn a_sparse_partial_does_not_talk_the_check_round() {
         return;
     }
     let dir = TempDir::new("adv-sp-sparse");
-    let Some(m) = small_ext4(&dir, 16) else {
+    let Some(m) = Mounted::new_ext4(&dir, 16) else {
         return;
     };
     let src = dir.p("src.img");
@@ -139,7 +111,7 @@ fn a_copy_and_an_export_that_fill_their_filesystem() {
         0,
     );
     let img_sha = sha256(&img);
-    let Some(m) = small_ext4(&dir, 16) else {
+    let Some(m) = Mounted::new_ext4(&dir, 16) else {
         return;
     };
     let copy = m.mp.join("c.lbi");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::{run as sh, Loop, LoopOpts, TempDir};
+use common::{run as sh, Loop, TempDir};
 
 fn sgdisk_clean(p: &Path) {
     let out = sh(Command::new("sgdisk").arg("-v").arg(p));
@@ -113,13 +113,7 @@ fn fixup_4096_byte_sectors() {
         .set_len(64 << 20)
         .unwrap();
     // sgdisk on a file assumes 512-byte sectors; -l-less trick: use a loop device with 4096 sectors.
-    let Some(lo) = Loop::attach_with(
-        &src,
-        LoopOpts {
-            sector_size: Some(4096),
-            ..Default::default()
-        },
-    ) else {
+    let Some(lo) = Loop::sectors_4k(&src) else {
         return;
     };
     sh(Command::new("sgdisk")

@@ -11,7 +11,7 @@
 mod common;
 
 use common::usedfs::{dumpe2fs_referee, have, mtools_referee, random_file, referee};
-use common::{assert_exit, json, lifeboat, run, s, sh, sha256, TempDir, MIB};
+use common::{assert_exit, json, lifeboat, run, s, sh, sha256, Recorder, TempDir, MIB};
 use lifeboat::fs::{Mode, UsageMap};
 use lifeboat::io::{Access, BlockSource, Device};
 use lifeboat::jobs::{Cancel, NoProgress};
@@ -496,28 +496,6 @@ fn used_blocks_clone_of_every_filesystem() {
     assert_eq!(rb["used_bytes"], used);
     referees(&t, &disk, &big, &[0, 9]);
     assert_eq!(sha256(&disk), before, "the source changed");
-}
-
-/// A source that records every read (offset, length) besides what the simulated disk does.
-struct Recorder {
-    sim: SimDevice,
-    log: Mutex<Vec<(u64, u64)>>,
-}
-
-impl BlockSource for Recorder {
-    fn size(&self) -> u64 {
-        self.sim.size()
-    }
-    fn logical_block_size(&self) -> u32 {
-        self.sim.logical_block_size()
-    }
-    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
-        self.log.lock().unwrap().push((off, buf.len() as u64));
-        self.sim.read_at(buf, off)
-    }
-    fn name(&self) -> String {
-        "recorder".into()
-    }
 }
 
 /// The rescue domain on a failing ext4 disk: bad sectors in free space are never read (no read

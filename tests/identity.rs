@@ -7,15 +7,12 @@
 //! binary (e.g. an older build, to see them fail).
 mod common;
 
+use common::lifeboat as lb;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The binary under test (`LIFEBOAT_TEST_BIN` overrides: see `common::lifeboat_cmd`).
-fn lb(args: &[&str]) -> Output {
-    lifeboat(args)
-}
-
 /// A label nobody else's test uses at the same time (`label=` must match exactly one): the
 /// process id and a per-call counter (tests of this file run in parallel).
 fn label() -> String {
@@ -86,13 +83,7 @@ fn repro1_hard_link_of_the_file_behind_a_loop_source() {
     let h = dir.p("H");
     std::fs::hard_link(&sf, &h).unwrap();
     let before = sha256(&sf);
-    let Some(a) = Loop::attach_with(
-        &sf,
-        LoopOpts {
-            offset: MIB,
-            ..Default::default()
-        },
-    ) else {
+    let Some(a) = Loop::from_offset(&sf, MIB) else {
         return;
     };
     let o = lb(&["clone", &a.dev, s(&h), "--yes"]);
@@ -150,13 +141,7 @@ fn repro2_two_loop_devices_over_one_file() {
     let sf = disk_s(&dir, &label());
     let before = sha256(&sf);
     let Some(a) = Loop::attach(&sf) else { return };
-    let Some(b) = Loop::attach_with(
-        &sf,
-        LoopOpts {
-            offset: MIB,
-            ..Default::default()
-        },
-    ) else {
+    let Some(b) = Loop::from_offset(&sf, MIB) else {
         return;
     };
     let o = lb(&["clone", &b.dev, &a.dev, "--yes"]);
@@ -167,14 +152,7 @@ fn repro2_two_loop_devices_over_one_file() {
         &lb(&["clone", &a.dev, &b.dev, "--yes"]),
         "would overwrite the source",
     );
-    let Some(c) = Loop::attach_with(
-        &sf,
-        LoopOpts {
-            offset: 0,
-            size_limit: Some(2 * MIB),
-            ..Default::default()
-        },
-    ) else {
+    let Some(c) = Loop::partition(&sf, 0, 2 * MIB) else {
         return;
     };
     refused(
@@ -383,13 +361,7 @@ fn repro12_partition_table_onto_another_sector_size() {
     let before = sha256(&sf);
     let back = dir.p("t4k.img");
     zero_file(&back, 96 * MIB);
-    let Some(t) = Loop::attach_with(
-        &back,
-        LoopOpts {
-            sector_size: Some(4096),
-            ..Default::default()
-        },
-    ) else {
+    let Some(t) = Loop::sectors_4k(&back) else {
         return;
     };
     let o = lb(&["clone", s(&sf), &t.dev, "--yes"]);
@@ -683,14 +655,7 @@ fn restore_onto_the_storage_of_the_images_partition_is_refused_before_mounting()
     let dir = TempDir::new("idstore");
     let lab = label();
     let sf = disk_s(&dir, &lab);
-    let Some(p) = Loop::attach_with(
-        &sf,
-        LoopOpts {
-            offset: 17 * MIB,
-            size_limit: Some(78 * MIB),
-            ..Default::default()
-        },
-    ) else {
+    let Some(p) = Loop::partition(&sf, 17 * MIB, 78 * MIB) else {
         return;
     };
     let src = dir.p("small.img");

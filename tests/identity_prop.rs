@@ -213,14 +213,7 @@ fn build(a: &Arrangement) -> Option<World> {
     }
     let mut mount = None;
     if a.mount {
-        let lp = Loop::attach_with(
-            &f0,
-            LoopOpts {
-                offset: FS_AT_MIB * MIB,
-                size_limit: Some(FS_MIB * MIB),
-                ..Default::default()
-            },
-        )?;
+        let lp = Loop::partition(&f0, FS_AT_MIB * MIB, FS_MIB * MIB)?;
         let mp = dir.p("m");
         std::fs::create_dir_all(&mp).unwrap();
         let ok = Command::new("mount")

@@ -12,8 +12,7 @@ use std::process::{Command, Output};
 
 mod common;
 use common::{
-    assert_exit, is_root, json as json_of, lifeboat_cmd, s, sh, sha256 as sha, Loop, LoopOpts,
-    TempDir,
+    assert_exit, is_root, json as json_of, lifeboat_cmd, s, sh, sha256 as sha, Loop, TempDir,
 };
 
 /// `lifeboat ARGS` with progress as `LIFEBOAT-PROGRESS` JSON lines on stderr.
@@ -741,17 +740,6 @@ fn ctrl_c_during_create_leaves_a_marked_partial_and_exits_130() {
     assert_eq!(meta(), meta0, "the source changed");
 }
 
-/// A loop device with 4096-byte logical sectors over `file`, detached on drop.
-fn attach_4k(file: &Path) -> Option<Loop> {
-    Loop::attach_with(
-        file,
-        LoopOpts {
-            sector_size: Some(4096),
-            ..Default::default()
-        },
-    )
-}
-
 /// An image of a 512-byte-sector GPT disk onto a 4Kn disk: refused (exit 4), the message names
 /// both sector sizes and the way out, nothing written. An image without a partition table (a
 /// whole-disk ext4) is a byte copy and is restored onto the same 4Kn disk.
@@ -774,7 +762,7 @@ fn restore_onto_a_disk_with_another_sector_size() {
     create_ok(&disk, &img);
     let back = t.p("target4k.img");
     sh(&format!("truncate -s 64M {}", s(&back)));
-    let Some(lo) = attach_4k(&back) else {
+    let Some(lo) = Loop::sectors_4k(&back) else {
         eprintln!("skipped: no loop device with 4096-byte sectors available");
         return;
     };
@@ -804,7 +792,7 @@ fn restore_onto_a_disk_with_another_sector_size() {
     create_ok(&fsimg, &img2);
     let back2 = t.p("target4k-2.img");
     sh(&format!("truncate -s 32M {}", s(&back2)));
-    let Some(lo) = attach_4k(&back2) else {
+    let Some(lo) = Loop::sectors_4k(&back2) else {
         eprintln!("skipped: no loop device with 4096-byte sectors available");
         return;
     };

@@ -28,12 +28,7 @@ fn source(t: &TempDir) -> PathBuf {
     let mut x = 0x2545_f491_4f6c_dd1du64;
     for (c, chunk) in b.chunks_mut(MIB as usize).enumerate() {
         match c % 3 {
-            0 => chunk.iter_mut().for_each(|v| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *v = x as u8;
-            }),
+            0 => chunk.iter_mut().for_each(|v| *v = xorshift(&mut x) as u8),
             1 => chunk
                 .iter_mut()
                 .enumerate()
@@ -220,15 +215,7 @@ fn create_verifies_what_the_storage_returns_by_default() {
 
 /// Rewrites MiB `mib` of `disk` with new incompressible bytes (`seed`).
 fn change(disk: &Path, mib: u64, seed: u64) {
-    let mut x = seed | 1;
-    let b: Vec<u8> = (0..MIB)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let b = xorshift_bytes(MIB as usize, seed | 1);
     let f = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
     f.write_all_at(&b, mib * MIB).unwrap();
 }

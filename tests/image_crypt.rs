@@ -11,11 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{assert_exit, json, lifeboat_cmd, s, sha256, stderr, TempDir};
+use common::{assert_exit, json, lifeboat_cmd, s, sha256, stderr, xorshift, TempDir, CHEAP_KDF};
 
 const PASS: &str = "correct horse battery staple";
-/// Argon2id with 64 KiB and one pass: the tests are about the format, not the KDF's cost.
-const CHEAP_KDF: &str = "64,1,1";
 const BLOCK: usize = 4096;
 
 /// The cipher of new images in these tests unless one says otherwise (what this CPU gets by
@@ -36,13 +34,6 @@ fn lb_in(cipher: &str, args: &[&str]) -> Output {
         .env("LIFEBOAT_CIPHER", cipher)
         .output()
         .unwrap()
-}
-
-fn xorshift(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
 }
 
 /// A disk of `mib` MiB made of 4 KiB blocks, each starting with its own tag
@@ -72,6 +63,22 @@ fn pattern_disk(path: &Path, mib: usize, seed: u64) -> Vec<u8> {
     }
     std::fs::write(path, &d).unwrap();
     d
+}
+
+/// `image export IMAGE OUT --passphrase-file PW`, asserting it succeeded.
+#[track_caller]
+fn export(image: &Path, out: &Path, pw: &Path) {
+    assert_exit(
+        &lb(&[
+            "image",
+            "export",
+            s(image),
+            s(out),
+            "--passphrase-file",
+            s(pw),
+        ]),
+        0,
+    );
 }
 
 fn passfile(t: &TempDir, name: &str, text: &str) -> PathBuf {
@@ -600,17 +607,7 @@ fn an_interrupted_encrypted_create_resumes_only_with_its_passphrase() {
         "the tail's nonce"
     );
     let raw = t.p("out.raw");
-    assert_exit(
-        &lb(&[
-            "image",
-            "export",
-            s(&img),
-            s(&raw),
-            "--passphrase-file",
-            s(&pw),
-        ]),
-        0,
-    );
+    export(&img, &raw, &pw);
     assert!(
         std::fs::read(&raw).unwrap() == data,
         "the resumed image differs"
@@ -691,17 +688,7 @@ fn a_slow_kdf_slot_reaches_every_volume_written_before_it() {
         assert_eq!(slot1(v), first, "{} has another key slot", v.display());
     }
     let raw = t.p("out.raw");
-    assert_exit(
-        &lb(&[
-            "image",
-            "export",
-            s(&img),
-            s(&raw),
-            "--passphrase-file",
-            s(&pw),
-        ]),
-        0,
-    );
+    export(&img, &raw, &pw);
     assert!(
         std::fs::read(&raw).unwrap() == data,
         "the image differs from the disk"
@@ -983,15 +970,7 @@ fn chain_key_slots_are_added_and_removed_on_every_image() {
     }
     // The recovery key restores inc (read through full) equal to the changed disk.
     let back = t.p("back.raw");
-    let o = lb(&[
-        "image",
-        "export",
-        s(&inc),
-        s(&back),
-        "--passphrase-file",
-        s(&out),
-    ]);
-    assert_exit(&o, 0);
+    export(&inc, &back, &out);
     assert_eq!(std::fs::read(&back).unwrap(), changed);
     // remove-key --chain: slot 1 (the passphrase) of inc and full, with the recovery key.
     let o = lb(&[
@@ -1015,33 +994,26 @@ fn chain_key_slots_are_added_and_removed_on_every_image() {
             img.display()
         );
     }
-    // The last slot of every image stays: nothing is written.
     let before = shas();
-    let o = lb(&[
-        "image",
-        "remove-key",
-        "--chain",
-        s(&inc),
-        "--slot",
-        "2",
-        "--passphrase-file",
-        s(&out),
-    ]);
-    assert_exit(&o, 4);
-    assert_eq!(shas(), before);
-    // An empty slot in one image of the chain: refused before any is changed.
-    let o = lb(&[
-        "image",
-        "remove-key",
-        "--chain",
-        s(&inc),
-        "--slot",
-        "1",
-        "--passphrase-file",
-        s(&out),
-    ]);
-    assert_exit(&o, 2);
-    assert_eq!(shas(), before);
+    for (slot, code) in [
+        // The last slot of every image stays: nothing is written.
+        ("2", 4),
+        // An empty slot in one image of the chain: refused before any is changed.
+        ("1", 2),
+    ] {
+        let o = lb(&[
+            "image",
+            "remove-key",
+            "--chain",
+            s(&inc),
+            "--slot",
+            slot,
+            "--passphrase-file",
+            s(&out),
+        ]);
+        assert_exit(&o, code);
+        assert_eq!(shas(), before, "remove-key --slot {slot}");
+    }
     assert_eq!(sha256(&disk), changed_sha, "the source changed");
 }
 

@@ -7,17 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{assert_exit, lifeboat, run, s, sh, sha256, TempDir};
-
-fn have_qemu_img() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok();
-    if !ok {
-        eprintln!(
-            "SKIP: qemu-img not installed (Debian package qemu-utils; scripts/setup installs it)"
-        );
-    }
-    ok
-}
+use common::{assert_exit, have_qemu_img, lifeboat, run, s, sh, sha256, TempDir};
 
 /// 48 MiB + 512 bytes (not a whole number of 64 KiB clusters or 2 MiB blocks): an ext4 partition
 /// with files, random data in a gap, zeros elsewhere.

@@ -10,17 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 mod common;
-use common::{assert_exit, lifeboat, lifeboat_cmd, run, s, sh, sha256, TempDir};
-
-fn have_qemu_img() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok();
-    if !ok {
-        eprintln!(
-            "SKIP: qemu-img not installed (Debian package qemu-utils; scripts/setup installs it)"
-        );
-    }
-    ok
-}
+use common::{assert_exit, have_qemu_img, lifeboat, lifeboat_cmd, run, s, sh, sha256, TempDir};
 
 /// A 64 MiB GPT disk: ext4 with files, FAT with files, old random data in free space, a run of
 /// zeros.

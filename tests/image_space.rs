@@ -16,14 +16,10 @@ use std::process::Command;
 
 /// A 32 MiB ext4 filesystem in a file, mounted (through a loop device) at `dir/m`.
 fn small_ext4(dir: &TempDir) -> Option<Mounted> {
-    if !is_root() {
-        eprintln!("skipping: needs root for loop devices and mounts");
+    if !root_or_skip() {
         return None;
     }
-    let f = dir.p("store.img");
-    zero_file(&f, 32 * MIB);
-    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&f));
-    Mounted::ext4_in(&f, dir, 0, 32 * MIB)
+    Mounted::new_ext4(dir, 32)
 }
 
 /// A 48 MiB disk-image file without a filesystem Lifeboat maps (so every sector is read):
@@ -50,17 +46,6 @@ fn df_avail(dir: &Path) -> u64 {
         .unwrap()
 }
 
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "lost+found")
-        .collect();
-    v.sort();
-    v
-}
-
 /// The console reads an unmounted partition's free space from its own bitmaps and superblock,
 /// the CLI by statvfs where the image goes: both figures go through one rule (ext's blocks
 /// reserved for root do not count), so the same filesystem gets the same figure, which is
@@ -68,13 +53,11 @@ fn names(dir: &Path) -> Vec<String> {
 #[test]
 fn the_console_and_the_cli_read_the_same_free_figure() {
     let dir = TempDir::new("space0");
-    if !is_root() {
-        eprintln!("skipping: needs root for loop devices and mounts");
+    if !root_or_skip() {
         return;
     }
     let f = dir.p("store.img");
-    zero_file(&f, 32 * MIB);
-    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&f));
+    ext4_file(&f, 32);
     let dev = lifeboat::io::Device::open(&f, lifeboat::io::Access::Read).unwrap();
     let room = lifeboat::image::space::room_of(&dev).unwrap();
     drop(dev);

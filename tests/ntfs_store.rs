@@ -245,14 +245,7 @@ fn ntfs_partition_inside_the_source_is_refused() {
     run(Command::new("sgdisk")
         .args(["-n1:16MiB:+64MiB", "-t1:0700"])
         .arg(&src));
-    let Some(part) = Loop::attach_with(
-        &src,
-        LoopOpts {
-            offset: 16 * MIB,
-            size_limit: Some(64 * MIB),
-            ..Default::default()
-        },
-    ) else {
+    let Some(part) = Loop::partition(&src, 16 * MIB, 64 * MIB) else {
         return;
     };
     run(Command::new("mkntfs")

@@ -9,17 +9,18 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{assert_exit, is_root, lifeboat_cmd, run, s, sha256, stderr, Loop, TempDir};
+use common::{
+    assert_exit, ext4_file, is_root, lifeboat_cheap_kdf, run, s, sha256, stderr, Loop, TempDir,
+};
 use std::process::Command;
 
-const CHEAP_KDF: &str = "64,1,1";
-
-fn lb(args: &[&str]) -> Output {
-    lifeboat_cmd()
-        .args(args)
-        .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
-        .output()
-        .unwrap()
+/// `lifeboat image CMD EXTRA… --passphrase-file PW A B` (A: the source or image read, B: what
+/// is written), with the cheap KDF.
+fn job(cmd: &str, extra: &[&str], pw: &str, a: &str, b: &str) -> Output {
+    let mut args = vec!["image", cmd];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--passphrase-file", pw, a, b]);
+    lifeboat_cheap_kdf(&args)
 }
 
 #[track_caller]
@@ -54,15 +55,7 @@ fn no_name_of_a_plain_passphrase_file_is_written() {
     std::fs::write(&pw, format!("{line}\n")).unwrap();
     let pw_sha = sha256(&pw);
     let img = dir.p("enc.lbi");
-    let o = lb(&[
-        "image",
-        "create",
-        "--encrypt",
-        "--passphrase-file",
-        s(&pw),
-        s(&src),
-        s(&img),
-    ]);
+    let o = job("create", &["--encrypt"], s(&pw), s(&src), s(&img));
     assert_exit(&o, 0);
     let img_sha = sha256(&img);
     // A symlink to it, and a symlinked directory on the way.
@@ -71,16 +64,13 @@ fn no_name_of_a_plain_passphrase_file_is_written() {
     let sub = dir.p("sub");
     std::os::unix::fs::symlink(dir.path(), &sub).unwrap();
     for target in [link.clone(), sub.join("pw")] {
-        let o = lb(&[
-            "image",
+        let o = job(
             "create",
-            "--encrypt",
-            "--force",
-            "--passphrase-file",
+            &["--encrypt", "--force"],
             s(&pw),
             s(&src),
             s(&target),
-        ]);
+        );
         refused_for_the_passphrase_file(&o, &format!("create onto {}", target.display()));
         assert_eq!(sha256(&pw), pw_sha, "the passphrase file changed");
     }
@@ -88,62 +78,38 @@ fn no_name_of_a_plain_passphrase_file_is_written() {
     let hard = dir.p("pw-hard");
     std::fs::hard_link(&pw, &hard).unwrap();
     for cmd in ["export", "copy"] {
-        let o = lb(&[
-            "image",
-            cmd,
-            "--force",
-            "--passphrase-file",
-            s(&hard),
-            s(&img),
-            s(&pw),
-        ]);
+        let o = job(cmd, &["--force"], s(&hard), s(&img), s(&pw));
         refused_for_the_passphrase_file(&o, cmd);
         assert_eq!(sha256(&pw), pw_sha, "{cmd} changed the passphrase file");
     }
     // The passphrase file given through the symlink, the image written to the hard link.
-    let o = lb(&[
-        "image",
+    let o = job(
         "create",
-        "--encrypt",
-        "--force",
-        "--passphrase-file",
+        &["--encrypt", "--force"],
         s(&link),
         s(&src),
         s(&hard),
-    ]);
+    );
     refused_for_the_passphrase_file(&o, "create onto the hard link");
     // A key slot rewrite of an "image" that is the passphrase file: refused before anything
     // is read as an image (the passphrase file is not one), so it stays as it was.
-    let o = lb(&["image", "add-key", s(&pw), "--passphrase-file", s(&pw)]);
+    let o = lifeboat_cheap_kdf(&["image", "add-key", s(&pw), "--passphrase-file", s(&pw)]);
     assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(sha256(&pw), pw_sha, "add-key changed the passphrase file");
     if !is_root() {
         eprintln!("skipping the loop-device part: needs root");
     } else if let Some(lo) = Loop::attach(&pw) {
         // A raw restore onto a loop device over the passphrase file.
-        let o = lb(&[
-            "image",
-            "restore",
-            "--yes",
-            "--passphrase-file",
-            s(&pw),
-            s(&img),
-            &lo.dev,
-        ]);
+        let o = job("restore", &["--yes"], s(&pw), s(&img), &lo.dev);
         refused_for_the_passphrase_file(&o, "restore onto a loop device over it");
         // And the image's map file there.
-        let o = lb(&[
-            "image",
+        let o = job(
             "create",
-            "--encrypt",
-            "--force",
-            "--passphrase-file",
+            &["--encrypt", "--force", "--map", &lo.dev],
             s(&pw),
-            "--map",
-            &lo.dev,
             s(&src),
             s(&dir.p("other.lbi")),
-        ]);
+        );
         assert_exit(&o, 4);
         drop(lo);
     }
@@ -151,14 +117,7 @@ fn no_name_of_a_plain_passphrase_file_is_written() {
     assert_eq!(sha256(&src), src_sha, "the source changed");
     assert_eq!(sha256(&img), img_sha, "the image changed");
     // The rule refuses only what touches the file: the same job elsewhere works.
-    let o = lb(&[
-        "image",
-        "copy",
-        "--passphrase-file",
-        s(&pw),
-        s(&img),
-        s(&dir.p("copy.lbi")),
-    ]);
+    let o = job("copy", &[], s(&pw), s(&img), s(&dir.p("copy.lbi")));
     assert_exit(&o, 0);
 }
 
@@ -170,19 +129,7 @@ fn ext4_partition(dir: &TempDir) -> Option<Loop> {
         return None;
     }
     let fs = dir.p("part.ext4");
-    std::fs::File::create(&fs)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
-    let o = Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(&fs)
-        .output()
-        .ok()?;
-    if !o.status.success() {
-        eprintln!("skipping: mkfs.ext4 failed");
-        return None;
-    }
+    ext4_file(&fs, 32);
     Loop::attach(&fs)
 }
 
@@ -229,28 +176,13 @@ fn a_passphrase_file_on_a_partition_is_kept_there() {
     let pw_spec = format!("{name}:/pw");
     // An image beside it on the same partition: allowed.
     let img_spec = format!("{name}:/enc.lbi");
-    let o = lb(&[
-        "image",
-        "create",
-        "--encrypt",
-        "--passphrase-file",
-        &pw_spec,
-        s(&src),
-        &img_spec,
-    ]);
+    let o = job("create", &["--encrypt"], &pw_spec, s(&src), &img_spec);
     assert_exit(&o, 0);
     let (_, img_sha) = shas(&dir);
     assert!(img_sha.is_some(), "no image was written beside the file");
     // A copy of it elsewhere (a copy within one partition is refused anyway).
     let plain = dir.p("plain.lbi");
-    let o = lb(&[
-        "image",
-        "copy",
-        "--passphrase-file",
-        &pw_spec,
-        &img_spec,
-        s(&plain),
-    ]);
+    let o = job("copy", &[], &pw_spec, &img_spec, s(&plain));
     assert_exit(&o, 0);
     // Onto the file itself, or a hard link of it, on that partition: refused.
     for (cmd, target) in [
@@ -260,25 +192,14 @@ fn a_passphrase_file_on_a_partition_is_kept_there() {
         ("copy", format!("{name}:/pw-hard")),
     ] {
         let o = match cmd {
-            "create" => lb(&[
-                "image",
+            "create" => job(
                 "create",
-                "--encrypt",
-                "--force",
-                "--passphrase-file",
+                &["--encrypt", "--force"],
                 &pw_spec,
                 s(&src),
                 &target,
-            ]),
-            _ => lb(&[
-                "image",
-                "copy",
-                "--force",
-                "--passphrase-file",
-                &pw_spec,
-                s(&plain),
-                &target,
-            ]),
+            ),
+            _ => job("copy", &["--force"], &pw_spec, s(&plain), &target),
         };
         refused_for_the_passphrase_file(&o, &format!("{cmd} onto {target}"));
         assert_eq!(
@@ -290,31 +211,18 @@ fn a_passphrase_file_on_a_partition_is_kept_there() {
     // With the partition mounted here, a map file that is a hard link to it (the image
     // beside it, on that same partition).
     with_mounted(&dev, &dir, |m| {
-        let o = lb(&[
-            "image",
+        let o = job(
             "create",
-            "--encrypt",
-            "--force",
-            "--passphrase-file",
+            &["--encrypt", "--force", "--map", s(&m.join("pw-hard"))],
             &pw_spec,
-            "--map",
-            s(&m.join("pw-hard")),
             s(&src),
             &format!("{name}:/other.lbi"),
-        ]);
+        );
         refused_for_the_passphrase_file(&o, "a map file over it");
         assert!(!m.join("other.lbi").exists(), "an image was written");
     });
     // A raw write to the partition holding it: a restore onto the device.
-    let o = lb(&[
-        "image",
-        "restore",
-        "--yes",
-        "--passphrase-file",
-        &pw_spec,
-        s(&plain),
-        &dev,
-    ]);
+    let o = job("restore", &["--yes"], &pw_spec, s(&plain), &dev);
     refused_for_the_passphrase_file(&o, "restore onto the partition");
     assert_eq!(
         shas(&dir),

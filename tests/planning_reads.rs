@@ -13,31 +13,7 @@ use std::sync::Mutex;
 
 mod common;
 use common::usedfs::{have, random_file};
-use common::{assert_exit, json, lifeboat, s, sh, sha256, Loop, TempDir};
-
-const MIB: u64 = 1 << 20;
-
-/// A source that records every read (offset, length).
-struct Recorder {
-    sim: SimDevice,
-    log: Mutex<Vec<(u64, u64)>>,
-}
-
-impl BlockSource for Recorder {
-    fn size(&self) -> u64 {
-        self.sim.size()
-    }
-    fn logical_block_size(&self) -> u32 {
-        self.sim.logical_block_size()
-    }
-    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
-        self.log.lock().unwrap().push((off, buf.len() as u64));
-        self.sim.read_at(buf, off)
-    }
-    fn name(&self) -> String {
-        "recorder".into()
-    }
-}
+use common::{assert_exit, json, lifeboat, s, sh, sha256, Loop, Recorder, TempDir, MIB};
 
 /// A 72 MiB GPT disk of old random data: ext4 with 1 KiB blocks (three groups, flex_bg, few
 /// inodes, a deleted file: free blocks lie near the bitmaps),

@@ -6,16 +6,11 @@
 //! with the same result as writing zeros into a file; `--discard --zero-free` is a usage error.
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 mod common;
-use common::{assert_exit, json, lifeboat_cmd, s, sh, sha256, Loop, TempDir, MIB};
+use common::{assert_exit, json, lifeboat as lb, s, sh, sha256, Loop, TempDir, MIB};
 
 const SIZE: u64 = 64 * MIB;
-
-fn lb(args: &[&str]) -> Output {
-    lifeboat_cmd().args(args).output().unwrap()
-}
 
 /// A 64 MiB GPT disk pre-filled with random "old data", one ext4 partition with some files.
 fn used_disk(t: &TempDir) -> PathBuf {

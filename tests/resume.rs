@@ -17,15 +17,12 @@ use lifeboat::jobs::{Cancel, NoProgress, Progress, ProgressSink};
 use lifeboat::rescue::{ExtentMap, Status};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_exit, json, lifeboat_cmd, s, sh, sha256, stderr, Loop, TempDir, MIB};
-
-fn lb(args: &[&str]) -> Output {
-    lifeboat_cmd().args(args).output().unwrap()
-}
+use common::{
+    assert_exit, json, lifeboat as lb, lifeboat_cmd, s, sh, sha256, stderr, Loop, TempDir, MIB,
+};
 
 /// A 64 MiB GPT disk pre-filled with random "old data": one ext4 partition with files (so the
 /// image has stored, zero and unallocated chunks).

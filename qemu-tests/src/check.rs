@@ -86,6 +86,20 @@ pub fn host_lifeboat() -> PathBuf {
     p
 }
 
+/// Runs the host's binary (`host_lifeboat`) with `args`, asserting it succeeded.
+#[track_caller]
+pub fn host_lifeboat_ok(args: &[&str]) {
+    let o = std::process::Command::new(host_lifeboat())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run lifeboat {args:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "lifeboat {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// `lifeboat image verify IMAGE --json` by the host's binary: asserts it passed and returns its
 /// report.
 #[track_caller]
@@ -112,17 +126,18 @@ pub fn host_verify(image: &Path) -> serde_json::Value {
     v
 }
 
-/// `n` bytes of incompressible data (xorshift from `seed`).
+/// `n` bytes of incompressible data, unique in every sector (xorshift64 from `seed`, each
+/// state's eight bytes in turn).
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; n];
     let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    for c in v.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+    v
 }
 
 /// `n` bytes of numbered text lines (compressible), the lines ending in `tag`.
@@ -164,5 +179,6 @@ mod tests {
         assert!(r.is_err(), "a changed file passed");
         assert_eq!(text(30, "x").len(), 30);
         assert_ne!(noise(64, 1), noise(64, 2));
+        assert_eq!(noise(13, 1).len(), 13);
     }
 }

@@ -12,36 +12,17 @@
 //!    every other file copied with the sha256 `mcopy` reads from the source partition.
 //!
 //! The source disk and the store disk are unchanged by each boot.
+use lifeboat_qemu_tests::check::{host_lifeboat, noise};
 use lifeboat_qemu_tests::disks::{run, sha256, DiskBuilder, Fs, Part, Table};
-use lifeboat_qemu_tests::{repo_root, run_param, Bus, DiskSpec, TempDir, Vm};
+use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, TempDir, Vm};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-fn host_lifeboat() -> PathBuf {
-    let p = repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat");
-    assert!(p.is_file(), "{} is missing: run scripts/build", p.display());
-    p
-}
 
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// Pseudo-random bytes (xorshift): incompressible, so the image stores them raw.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
 }
 
 /// Where `w` occurs in `hay`, when it occurs exactly once.

@@ -5,17 +5,12 @@
 //! NBD partition, ext4, the top directory's names, and the free space the kernel reads from the
 //! superblock against `dumpe2fs` of the source partition — and that neither the store disk nor
 //! the source changed (everything is read-only, journal not replayed).
+use lifeboat_qemu_tests::check::host_lifeboat;
 use lifeboat_qemu_tests::disks::{run, sha256, DiskBuilder, Fs, Part, Table};
-use lifeboat_qemu_tests::{repo_root, run_param, Bus, DiskSpec, TempDir, Vm};
+use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, TempDir, Vm};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-fn host_lifeboat() -> PathBuf {
-    let p = repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat");
-    assert!(p.is_file(), "{} is missing: run scripts/build", p.display());
-    p
-}
 
 fn s(p: &Path) -> String {
     p.display().to_string()

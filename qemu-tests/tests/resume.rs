@@ -8,26 +8,14 @@
 //! image) is unchanged. The source's reads are throttled in the first boot
 //! (`throttling.bps-read`) so the kill lands mid-job; maps are saved every second
 //! (`LIFEBOAT_MAP_INTERVAL=1` on the kernel command line, passed to the job's environment).
+use lifeboat_qemu_tests::check::{host_lifeboat_ok, noise};
 use lifeboat_qemu_tests::disks::{run, sha256, DiskBuilder, Fs, Part, Table};
-use lifeboat_qemu_tests::{repo_root, run_param, Bus, DiskSpec, Faults, TempDir, Vm};
+use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, Faults, TempDir, Vm};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
-
-/// Deterministic, sector-unique contents.
-fn pattern(size: u64, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; size as usize];
-    let mut x: u64 = seed | 1;
-    for c in v.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
-    v
-}
 
 /// An empty ext4 filesystem on a whole disk (no partition table), labelled `label`, holding
 /// the files of `dir` when given.
@@ -136,7 +124,7 @@ fn clone_killed_mid_job_resumes_with_its_map() {
     let dst = t.join("dst.img");
     let maps = t.join("maps.img");
     let size = 64 * MIB;
-    std::fs::write(&src, pattern(size, 0x1234_5678_9ABC_DEF1)).unwrap();
+    std::fs::write(&src, noise(size as usize, 0x1234_5678_9ABC_DEF1)).unwrap();
     std::fs::write(&dst, vec![0x77u8; size as usize]).unwrap();
     ext4_disk(&maps, 16, "LBMAPS", None);
     let faults = Faults::new()
@@ -196,25 +184,6 @@ fn clone_killed_mid_job_resumes_with_its_map() {
     assert!(first.is_none(), "target differs at byte {first:?}");
 }
 
-/// The host's static Lifeboat (built by scripts/build), to make and restore the reference image.
-fn host_lifeboat() -> PathBuf {
-    let p = repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat");
-    assert!(p.is_file(), "{} is missing: run scripts/build", p.display());
-    p
-}
-
-fn lifeboat(args: &[&str]) {
-    let o = std::process::Command::new(host_lifeboat())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "lifeboat {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 #[test]
 fn restore_killed_mid_job_resumes_with_its_map() {
     let t = TempDir::new("resume-restore").unwrap();
@@ -223,8 +192,8 @@ fn restore_killed_mid_job_resumes_with_its_map() {
         .part(
             Part::new(80, Fs::Ext4)
                 .label("RESTROOT")
-                .file("data/a.bin", pattern(20 * MIB, 7))
-                .file("data/b.bin", pattern(30 * MIB, 9)),
+                .file("data/a.bin", noise(20 << 20, 7))
+                .file("data/b.bin", noise(30 << 20, 9)),
         )
         .build(&disk)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -233,10 +202,10 @@ fn restore_killed_mid_job_resumes_with_its_map() {
     std::fs::create_dir_all(&dir).unwrap();
     let d = disk.display().to_string();
     let img = dir.join("disk.lbi").display().to_string();
-    lifeboat(&["image", "create", &d, &img, "--compress", "lz4"]);
+    host_lifeboat_ok(&["image", "create", &d, &img, "--compress", "lz4"]);
     let want = t.join("want.img");
     std::fs::write(&want, vec![0x77u8; 96 * MIB as usize]).unwrap();
-    lifeboat(&[
+    host_lifeboat_ok(&[
         "image",
         "restore",
         &img,

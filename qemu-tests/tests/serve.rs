@@ -3,29 +3,14 @@
 //! clones it (`--all-sectors`) onto a blank NVMe disk. The host checks the clone report (the
 //! served disk's size and partitions as the guest saw them) and that the NVMe disk now equals
 //! `image export`'s raw file byte for byte; the image is unchanged.
+use lifeboat_qemu_tests::check::{host_lifeboat, host_lifeboat_ok};
 use lifeboat_qemu_tests::disks::{sha256, DiskBuilder, Fs, Part, Table};
-use lifeboat_qemu_tests::{repo_root, run_param, Bus, DiskSpec, TempDir, Vm};
+use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, TempDir, Vm};
 use serde_json::Value;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// The host's static Lifeboat (built by scripts/build).
-fn host_lifeboat() -> PathBuf {
-    let p = repo_root().join("target/x86_64-unknown-linux-musl/release/lifeboat");
-    assert!(p.is_file(), "{} is missing: run scripts/build", p.display());
-    p
-}
-
-fn lifeboat(args: &[&str]) {
-    let o = Command::new(host_lifeboat()).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "lifeboat {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -53,9 +38,9 @@ fn a_served_image_is_a_vm_disk() {
         .build(&src)
         .unwrap_or_else(|e| panic!("{e}"));
     let img = t.join("pc.lbi");
-    lifeboat(&["image", "create", s(&src), s(&img)]);
+    host_lifeboat_ok(&["image", "create", s(&src), s(&img)]);
     let raw = t.join("export.raw");
-    lifeboat(&["image", "export", s(&img), s(&raw)]);
+    host_lifeboat_ok(&["image", "export", s(&img), s(&raw)]);
     let img_sha = sha256(&img).unwrap();
 
     let sock = t.join("nbd.sock");

@@ -3,6 +3,7 @@
 //! fix-up after copying onto a target of another size (backup GPT header and table at the real
 //! end, primary header updated, CRCs, a protective MBR that matches), so `sgdisk -v` is clean.
 use crate::error::{Error, Result};
+use crate::fs::{le16, le32, le64};
 use crate::io::{AlignedBuf, BlockSource, Device};
 use serde::Serialize;
 
@@ -94,16 +95,6 @@ impl PartitionTable {
             }
         }
     }
-}
-
-fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]))
-}
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]))
 }
 
 /// Reads `len` bytes at `offset` (multiples of the sector size) through an aligned buffer.

@@ -15,8 +15,9 @@
 //! container superblock in block 0. Apart from the md places and IMSM's anchor at the end, all
 //! of it lies in the first 68 KiB the filesystem probe reads (through the same `fs::Region`,
 //! which keeps what it read), so naming a layer costs a few sectors at the end, no more.
-use super::probe::ReadAt;
+use super::probe::{uuid_raw, ReadAt};
 use super::{Disk, Partition};
+use crate::fs::{le32, le64};
 use serde::{Deserialize, Serialize};
 
 /// What a layered device is, as `list --json` reports it (`role`).
@@ -107,38 +108,10 @@ fn get(r: &(impl ReadAt + ?Sized), off: u64, len: usize) -> Option<Vec<u8>> {
     }
 }
 
-fn le32(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .unwrap_or(0)
-}
-
-fn le64(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8)
-        .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
-        .unwrap_or(0)
-}
-
 fn be32(b: &[u8], o: usize) -> u32 {
     b.get(o..o + 4)
         .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
         .unwrap_or(0)
-}
-
-/// 16 bytes in on-disk order as 8-4-4-4-12 hex (blkid's format for md, APFS).
-fn uuid_raw(b: &[u8]) -> Option<String> {
-    if b.len() != 16 || b.iter().all(|&x| x == 0) {
-        return None;
-    }
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
 }
 
 /// Text up to the first NUL, trimmed; None when empty or not printable.

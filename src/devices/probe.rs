@@ -2,7 +2,7 @@
 //! with its label and UUID formatted the way `blkid` prints them) and which partition table a
 //! disk carries (GPT, MBR or none). Reads a bounded prefix of the device, exactly the sectors
 //! looked at (O_DIRECT where the device allows it: no kernel read-ahead); never writes.
-use crate::fs::Region;
+use crate::fs::{le16, le32, le64, Region};
 use crate::io::{Access, BlockSource, Device};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -64,31 +64,13 @@ fn read_vec(r: &(impl ReadAt + ?Sized), off: u64, len: usize) -> io::Result<Vec<
     Ok(v)
 }
 
-fn le16(b: &[u8], o: usize) -> u16 {
-    b.get(o..o + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .unwrap_or(0)
-}
-fn le32(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .unwrap_or(0)
-}
-fn le64(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8)
-        .map(|s| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(s);
-            u64::from_le_bytes(a)
-        })
-        .unwrap_or(0)
-}
 fn at(b: &[u8], o: usize, n: usize) -> &[u8] {
     b.get(o..o + n).unwrap_or(&[])
 }
 
-/// 16 raw bytes as 8-4-4-4-12 lowercase hex, bytes in on-disk order (ext, xfs, btrfs, swap).
-fn uuid_raw(b: &[u8]) -> Option<String> {
+/// 16 raw bytes as 8-4-4-4-12 lowercase hex, bytes in on-disk order (ext, xfs, btrfs, swap;
+/// md and APFS in `layers`, blkid's format); None when all zero.
+pub(crate) fn uuid_raw(b: &[u8]) -> Option<String> {
     if b.len() != 16 || b.iter().all(|&x| x == 0) {
         return None;
     }

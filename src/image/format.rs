@@ -670,8 +670,14 @@ impl MediaHasher {
     }
 }
 
+/// Lower-case hex of `b` (hashes, keys and UUIDs in JSON and object names).
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    use std::fmt::Write;
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
 }
 
 /// A UUID in its canonical text form.

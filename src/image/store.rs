@@ -420,7 +420,7 @@ fn mount(dev: &Path, mp: &Path, fs: &str, mode: Mode) -> Result<()> {
             dev.display()
         )));
     }
-    load_fs_module(kfs);
+    crate::init::modules::load_fs_module(kfs);
     let fstype = if kfs.starts_with("ext") { "ext4" } else { kfs };
     let mut flags = nix::mount::MsFlags::MS_NOATIME;
     let mut data = None::<&str>;
@@ -438,23 +438,6 @@ fn mount(dev: &Path, mp: &Path, fs: &str, mode: Mode) -> Result<()> {
             std::io::Error::from_raw_os_error(e as i32),
         )
     })
-}
-
-/// Loads the kernel module of filesystem `fs` if the kernel does not know it yet (through the
-/// environment's module loader; on a host the module is usually loaded or built in already). The
-/// character sets vfat and exfat mount with (`nls_cp437`, `nls_ascii`, `nls_utf8`) the kernel
-/// asks for itself through modprobe (in the environment: `init::modprobe`).
-pub(crate) fn load_fs_module(fs: &str) {
-    let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if known
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some(fs))
-    {
-        return;
-    }
-    if let Err(e) = crate::init::modules::load_by_name(fs) {
-        eprintln!("lifeboat: could not load the {fs} module: {e}");
-    }
 }
 
 #[cfg(test)]

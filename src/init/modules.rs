@@ -271,6 +271,24 @@ pub fn load_by_name(name: &str) -> Result<()> {
     Loader::system()?.load_by_name(name).map(|_| ())
 }
 
+/// Before a mount: loads the module of filesystem `fs` (`ext4`, `vfat`, `cifs`, `nfs`…) when
+/// `/proc/filesystems` does not list it yet; a failure is only said on stderr (the mount that
+/// follows reports the error that matters). What the filesystem needs while mounting (character
+/// sets, crypto templates, `nfsv4`) the kernel asks for itself through modprobe (in the
+/// environment: `init::modprobe`). On a host the module is usually loaded or built in already.
+pub fn load_fs_module(fs: &str) {
+    let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if known
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(fs))
+    {
+        return;
+    }
+    if let Err(e) = load_by_name(fs) {
+        eprintln!("lifeboat: could not load the {fs} module: {e}");
+    }
+}
+
 /// Every `modalias` value under `root` (normally `/sys/devices`), sorted, without symlinks.
 pub fn scan_modaliases(root: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();

@@ -442,7 +442,7 @@ pub fn mount_as(
             Some(e),
         ));
     }
-    load_module(match url.proto {
+    crate::init::modules::load_fs_module(match url.proto {
         Proto::Smb => "cifs",
         Proto::Nfs => "nfs",
     });
@@ -637,23 +637,6 @@ fn mount_nfs(
         &tried,
         Some(std::io::Error::from_raw_os_error(e)),
     ))
-}
-
-/// Loads the kernel module of filesystem `fs` when the kernel does not know it yet. What it
-/// needs while mounting — cifs's crypto templates (`crypto-cmac`, `crypto-ctr`, `crypto-ghash`
-/// for SMB 3 signing and encryption), nfs's `nfsv4` / `nfsv3` — the kernel asks for itself
-/// through modprobe (in the environment: `init::modprobe`).
-fn load_module(fs: &str) {
-    let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if known
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some(fs))
-    {
-        return;
-    }
-    if let Err(e) = crate::init::modules::load_by_name(fs) {
-        eprintln!("lifeboat: could not load the {fs} module: {e}");
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! request, the string to sign, the signing key (HMAC-SHA256 chain over date, region, service,
 //! `aws4_request`) and the `Authorization` header. Checked against the worked examples of the
 //! AWS S3 documentation ("Examples: Signature Calculations in AWS Signature Version 4").
+use crate::image::format::hex;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -32,16 +33,6 @@ impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Keys(..)")
     }
-}
-
-/// Lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    use std::fmt::Write;
-    b.iter()
-        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
-            let _ = write!(s, "{x:02x}");
-            s
-        })
 }
 
 pub fn sha256_hex(b: &[u8]) -> String {

@@ -72,7 +72,7 @@ impl Location {
         format!("{}lifeboat-store.json", self.root)
     }
     pub fn chunk_key(&self, name: &[u8; 32]) -> String {
-        let h = super::sigv4::hex(name);
+        let h = crate::image::format::hex(name);
         format!("{}chunks/{}/{h}", self.root, &h[..2])
     }
     pub fn chunks_prefix(&self) -> String {
@@ -214,7 +214,7 @@ pub fn name_key(c: &Client, loc: &Location) -> Result<[u8; 32]> {
     let s = Settings {
         format: STORE_FORMAT.into(),
         version: 1,
-        name_key: super::sigv4::hex(&crate::image::crypt::random::<32>()?),
+        name_key: crate::image::format::hex(&crate::image::crypt::random::<32>()?),
     };
     // Machines making a new store at once (a lab imaging into an empty bucket): only the first
     // conditional write lands, and every machine then uses what the store holds, so all name
@@ -465,7 +465,7 @@ mod tests {
         let h = *blake3::hash(b"chunk").as_bytes();
         assert_ne!(chunk_name(&[1; 32], &h), chunk_name(&[2; 32], &h));
         assert_ne!(chunk_name(&[1; 32], &h), h);
-        assert_eq!(unhex32(&crate::s3::sigv4::hex(&h)), Some(h));
+        assert_eq!(unhex32(&crate::image::format::hex(&h)), Some(h));
         assert_eq!(unhex("0g"), None);
     }
 }

@@ -462,7 +462,7 @@ fn mount_ro(dev: &Path, dir: &Path, fs: &str) -> Result<()> {
     };
     // The module (the character sets vfat and exFAT mount with the kernel asks for itself,
     // through modprobe: in the environment `init::modprobe`).
-    crate::image::store::load_fs_module(fstype);
+    crate::init::modules::load_fs_module(fstype);
     let flags = nix::mount::MsFlags::MS_RDONLY | nix::mount::MsFlags::MS_NOATIME;
     nix::mount::mount(Some(dev), dir, Some(fstype), flags, data).map_err(|e| {
         Error::io(

@@ -103,6 +103,43 @@ impl Loop {
     }
 }
 
+impl Loop {
+    /// A loop device over bytes `offset..offset+len` of `file` (a partition of a disk-image
+    /// file: this host's kernel does not parse partitions of loop devices).
+    pub fn partition(file: &Path, offset: u64, len: u64) -> Option<Loop> {
+        Loop::attach_with(
+            file,
+            LoopOpts {
+                offset,
+                size_limit: Some(len),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A loop device over `file` from byte `offset` to its end.
+    pub fn from_offset(file: &Path, offset: u64) -> Option<Loop> {
+        Loop::attach_with(
+            file,
+            LoopOpts {
+                offset,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A loop device with 4096-byte logical sectors (a 4Kn disk) over `file`.
+    pub fn sectors_4k(file: &Path) -> Option<Loop> {
+        Loop::attach_with(
+            file,
+            LoopOpts {
+                sector_size: Some(4096),
+                ..Default::default()
+            },
+        )
+    }
+}
+
 impl Drop for Loop {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
@@ -201,19 +238,36 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
+/// One step of xorshift64 (`x` must not be zero): the next state, which is also the output.
+pub fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// `len` pseudo-random, incompressible bytes: the low byte of each xorshift64 step from the
+/// state `x` (not zero); the same `x` gives the same bytes.
+pub fn xorshift_bytes(len: usize, mut x: u64) -> Vec<u8> {
+    (0..len).map(|_| xorshift(&mut x) as u8).collect()
+}
+
 /// A file of `len` pseudo-random bytes (xorshift64, deterministic for `seed`): a source whose
 /// every sector differs, for tests that must tell bytes apart.
 pub fn data_file(p: &Path, len: u64, seed: u8) {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed as u64;
-    let v: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let v = xorshift_bytes(len as usize, 0x9e37_79b9_7f4a_7c15u64 ^ seed as u64);
     std::fs::write(p, v).unwrap();
+}
+
+/// Whether `qemu-img` (the referee of the VM disk formats) runs; prints why a test skips when not.
+pub fn have_qemu_img() -> bool {
+    let ok = Command::new("qemu-img").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!(
+            "SKIP: qemu-img not installed (Debian package qemu-utils; scripts/setup installs it)"
+        );
+    }
+    ok
 }
 
 /// A source file S in `dir`: 4 MiB of [`data_file`], then an ext4 filesystem at 4 MiB..36 MiB
@@ -277,14 +331,7 @@ pub struct Mounted {
 }
 impl Mounted {
     pub fn ext4_in(file: &Path, dir: &TempDir, offset: u64, len: u64) -> Option<Mounted> {
-        let lp = Loop::attach_with(
-            file,
-            LoopOpts {
-                offset,
-                size_limit: Some(len),
-                ..Default::default()
-            },
-        )?;
+        let lp = Loop::partition(file, offset, len)?;
         let mp = dir.p("m");
         std::fs::create_dir_all(&mp).unwrap();
         let o = Command::new("mount").arg(&lp.dev).arg(&mp).output().ok()?;
@@ -297,9 +344,79 @@ impl Mounted {
         }
         Some(Mounted { mp, _lp: lp })
     }
+
+    /// A new, empty ext4 filesystem of `mib` MiB in the file `dir/store.img`, mounted at
+    /// `dir/m` (a small store to fill).
+    pub fn new_ext4(dir: &TempDir, mib: u64) -> Option<Mounted> {
+        let f = dir.p("store.img");
+        ext4_file(&f, mib);
+        Mounted::ext4_in(&f, dir, 0, mib * MIB)
+    }
+}
+
+/// Creates `path` as a file of `mib` MiB holding a new, empty ext4 filesystem (`mkfs.ext4`).
+pub fn ext4_file(path: &Path, mib: u64) {
+    zero_file(path, mib * MIB);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(path));
+}
+
+/// The names in `dir` without `lost+found`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lost+found")
+        .collect();
+    v.sort();
+    v
+}
+
+/// Whether the tests run as root; prints why the test is skipped when not.
+pub fn root_or_skip() -> bool {
+    if !is_root() {
+        eprintln!("skipping: needs root (loop devices, mounts)");
+        return false;
+    }
+    true
+}
+
+/// Argon2id with 64 KiB and one pass (`LIFEBOAT_KDF_PARAMS`): for tests about the format and
+/// the rules, not the KDF's cost.
+pub const CHEAP_KDF: &str = "64,1,1";
+
+/// `lifeboat ARGS` with the cheap KDF ([`CHEAP_KDF`]), to completion.
+pub fn lifeboat_cheap_kdf(args: &[&str]) -> Output {
+    lifeboat_cmd()
+        .args(args)
+        .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
+        .output()
+        .expect("run lifeboat")
 }
 impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.mp).status();
+    }
+}
+
+/// A simulated disk that records every read made of it (offset, length), for tests of what a
+/// job reads.
+pub struct Recorder {
+    pub sim: lifeboat::rescue::sim::SimDevice,
+    pub log: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+impl lifeboat::io::BlockSource for Recorder {
+    fn size(&self) -> u64 {
+        self.sim.size()
+    }
+    fn logical_block_size(&self) -> u32 {
+        self.sim.logical_block_size()
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+        self.log.lock().unwrap().push((off, buf.len() as u64));
+        self.sim.read_at(buf, off)
+    }
+    fn name(&self) -> String {
+        "recorder".into()
     }
 }
