@@ -5,9 +5,9 @@
 //! and the engine's JSON report. Every console only reads these files, so a job survives a UI
 //! crash and the other console follows it.
 //!
-//! Files: `lock` (runner pid; present while a job runs), `spec.json` (what runs), `pid` (the
-//! engine's pid, for cancel), `progress.json`, `log`, `map` (the engine's ddrescue mapfile),
-//! `cancel` (cancel was asked), `result.json`, `ack` (a console dismissed the result),
+//! Files: `lock` (runner pid; present while a job runs), `spec.json` (what runs),
+//! `progress.json`, `log`, `map` (the engine's ddrescue mapfile), `cancel` (how many times
+//! cancel was asked), `result.json`, `ack` (a console dismissed the result),
 //! `passphrase` (an encrypted image's passphrase for the engine's `--passphrase-file`: mode
 //! 0600, written by [`start_job`], removed by the runner when the engine ends and by the next
 //! start; the passphrase itself is never on a command line or in `spec.json`),
@@ -15,6 +15,12 @@
 //! format; the engine is pointed at it with `LIFEBOAT_CREDENTIALS` — a path, never the password
 //! — and the runner removes it when the engine ends) or `credentials-from` (where the console
 //! itself reads credentials, `--credentials`, handed on the same way).
+//!
+//! Cancel: a console only writes `cancel`; the runner, which is the engine's parent, polls it
+//! and sends the engine one SIGINT per request (the first asks the engine to stop cleanly, a
+//! second stops it at once). Only the parent signals, and only before it has reaped the engine,
+//! so the signal can never reach another process that was given the engine's pid after it
+//! ended (a console signalling a pid read from a file could).
 //!
 //! The directory is writable by its user only (checked by the console and the runner, refused
 //! otherwise): the secrets and the command pass through it. Every file is written as a new
@@ -443,19 +449,31 @@ pub fn launch_runner(dir: &Path) -> Result<u32> {
     Ok(pid)
 }
 
-/// Asks the running job to stop: marks `cancel` and sends SIGINT to the engine.
+/// Asks the running job to stop: counts one more request in `cancel`, which the runner polls
+/// and answers with one SIGINT to the engine (see the module doc: a console never signals a
+/// pid itself).
 pub fn cancel(dir: &Path) -> Result<()> {
-    let _ = write_atomic(dir, "cancel", b"1");
-    if let Some(pid) = read_pid(&dir.join("pid")) {
-        if pid_alive(pid) {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGINT,
-            )
-            .map_err(|e| Error::io("signal the job", dir.join("pid"), std::io::Error::from(e)))?;
-        }
+    let n = cancel_requests(dir);
+    write_atomic(dir, "cancel", (n + 1).to_string().as_bytes())
+}
+
+/// How many times cancel was asked for the current job (0: never; a `cancel` file that is not
+/// a count, as an older console wrote "1", counts as one). Read as a regular file only, never
+/// through a symlink (one to a FIFO would block the runner).
+fn cancel_requests(dir: &Path) -> u32 {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(dir.join("cancel"))
+    else {
+        return 0;
+    };
+    let mut s = String::new();
+    if !f.metadata().is_ok_and(|m| m.is_file()) || f.take(32).read_to_string(&mut s).is_err() {
+        return 1;
     }
-    Ok(())
+    s.trim().parse().unwrap_or(1)
 }
 
 /// Marks the last result as seen (consoles then go back to the disks screen).
@@ -537,7 +555,6 @@ fn run_engine(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::io("start the job", program, e))?;
-    let _ = write_atomic(dir, "pid", child.id().to_string().as_bytes());
     let stdout = child.stdout.take();
     let out_thread = std::thread::spawn(move || {
         let mut s = String::new();
@@ -559,14 +576,17 @@ fn run_engine(
             .open(dir.join("log"))
             .ok()
     };
-    if let Some(err) = child.stderr.take() {
+    let stderr = child.stderr.take();
+    let err_dir = dir.to_path_buf();
+    let err_thread = std::thread::spawn(move || {
+        let Some(err) = stderr else { return };
         for line in BufReader::new(err).split(b'\n') {
             let Ok(line) = line else { break };
             let line = String::from_utf8_lossy(&line);
             let line = line.trim_end_matches('\r');
             if let Some(json) = line.strip_prefix("LIFEBOAT-PROGRESS ") {
                 if serde_json::from_str::<Progress>(json).is_ok() {
-                    let _ = write_atomic(dir, "progress.json", json.as_bytes());
+                    let _ = write_atomic(&err_dir, "progress.json", json.as_bytes());
                     continue;
                 }
             }
@@ -575,16 +595,46 @@ fn run_engine(
                 let _ = writeln!(l, "{cut}");
             }
         }
-    }
-    let status = child
-        .wait()
+    });
+    let status = wait_forwarding_cancel(dir, &mut child)
         .map_err(|e| Error::io("wait for the job", program, e))?;
+    let _ = err_thread.join();
     let out = out_thread.join().unwrap_or_default();
     use std::os::unix::process::ExitStatusExt;
     let code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok((code, parse_report(&out)))
+}
+
+/// How often the runner looks for a new cancel request while the engine runs.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+/// Waits for the engine to end, sending it one SIGINT for each new cancel request (see the
+/// module doc). `try_wait` is the only place the engine is reaped, in this same thread: until
+/// it has returned the exit status, the pid is the engine's (running, or a zombie no other
+/// process can be given the pid of), so the signal goes to the engine or to nobody.
+fn wait_forwarding_cancel(
+    dir: &Path,
+    child: &mut std::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
+    let mut sent = 0;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        // One signal a round: two sent at once could merge into one pending signal.
+        if sent < cancel_requests(dir) {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+            }
+            sent += 1;
+        }
+        std::thread::sleep(CANCEL_POLL);
+    }
 }
 
 /// The engine's one JSON value (tolerates stray lines before it).
@@ -694,6 +744,80 @@ mod tests {
         .unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
         p
+    }
+
+    /// Cancel never signals a pid read from a file: with the last engine gone and its pid
+    /// now another process's (here a `sleep` named in a stale `pid` file, as an older runner
+    /// wrote it), a cancel leaves that process alone. The process is then ended by SIGTERM:
+    /// had the cancel's SIGINT reached it first, it would have died of SIGINT (a fatal
+    /// signal's exit is decided when it is sent).
+    #[test]
+    fn cancel_never_signals_a_pid_from_a_file() {
+        use std::os::unix::process::ExitStatusExt;
+        let d = tmpdir("cancel-pid");
+        let jd = d.join("job");
+        start(&jd, &spec(), |_| Ok(std::process::id())).unwrap();
+        let mut other = Command::new("sleep").arg("600").spawn().unwrap();
+        fs::write(jd.join("pid"), other.id().to_string()).unwrap();
+        cancel(&jd).unwrap();
+        assert!(snapshot(&jd).unwrap().cancel_requested);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(other.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let st = other.wait().unwrap();
+        assert_eq!(st.signal(), Some(libc::SIGTERM), "{st:?}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The runner forwards each cancel request as one SIGINT to its engine: the first one the
+    /// engine (a shell trapping SIGINT) counts and goes on, the second it ends on; the result
+    /// says cancelled.
+    #[test]
+    fn the_runner_forwards_each_cancel_to_its_engine() {
+        let d = tmpdir("cancel-fwd");
+        let jd = d.join("job");
+        let eng = d.join("eng.sh");
+        let (ready, sigs) = (d.join("ready"), d.join("sigs"));
+        fs::write(
+            &eng,
+            format!(
+                "#!/bin/sh
+                 n=0
+                 trap 'n=$((n+1)); echo $n > {sigs}; [ $n -ge 2 ] && exit 7' INT
+                 touch {ready}
+                 while :; do sleep 0.05; done
+",
+                sigs = sigs.display(),
+                ready = ready.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&eng, fs::Permissions::from_mode(0o755)).unwrap();
+        start(&jd, &spec(), |_| Ok(std::process::id())).unwrap();
+        let (jd2, eng2) = (jd.clone(), eng.clone());
+        let runner = std::thread::spawn(move || run_job(&jd2, &eng2));
+        // Waits (a minute at most: a stuck test, not a timing assert) for `f` to hold.
+        let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+            let end = Instant::now() + Duration::from_secs(60);
+            while !f() {
+                assert!(Instant::now() < end, "{what} never happened");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait_for("the engine start", &|| ready.exists());
+        cancel(&jd).unwrap();
+        wait_for("the first SIGINT", &|| {
+            fs::read_to_string(&sigs).is_ok_and(|s| s.trim() == "1")
+        });
+        cancel(&jd).unwrap();
+        assert_eq!(runner.join().unwrap().unwrap(), 7);
+        assert_eq!(fs::read_to_string(&sigs).unwrap().trim(), "2");
+        let r = snapshot(&jd).unwrap().result.unwrap();
+        assert!(r.cancelled, "{r:?}");
+        assert_eq!(r.exit_code, 7);
+        fs::remove_dir_all(&d).unwrap();
     }
 
     /// Without a map on the progress line, the screen's map comes from the engine's mapfile,
