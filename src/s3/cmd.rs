@@ -221,7 +221,8 @@ pub fn run_restore(
         .disk()
         .and_then(|d| d.serial.clone())
         .unwrap_or_default();
-    // The result goes into the store too (`results/SERIAL/TIME.json`), failed or not.
+    // The result goes into the store too (`results/NAME/TIME.json`, NAME the serial or, for
+    // an encrypted image, a keyed name: `s3image::result_name`), failed or not.
     let record = |v: &serde_json::Value| match img.put_result(&serial, v) {
         Ok(k) => eprintln!("lifeboat: result stored as s3://{}/{k}", img.bucket()),
         Err(e) => eprintln!("lifeboat: warning: the result could not be stored: {e}"),

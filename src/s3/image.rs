@@ -589,6 +589,37 @@ pub struct Opened {
     sealer: Option<Sealer>,
 }
 
+/// The folder of a restore's result under `results/`: the target disk's serial (characters
+/// other than letters, digits, `-`, `_` and `.` as `_`) for an unencrypted image; for an
+/// encrypted one (`hasher`: its keyed chunk hasher) a name that does not show the serial to
+/// the store — 32 hex digits of BLAKE3 keyed with a key derived from the image's chunk-hash key
+/// (itself derived from the data key), the same for every restore of that disk from images of
+/// that key. `unknown` for a disk without a serial, either way.
+pub fn result_name(serial: &str, hasher: Option<ChunkHasher>) -> String {
+    if serial.is_empty() {
+        return "unknown".into();
+    }
+    if let Some(ChunkHasher::Keyed(k)) = hasher {
+        let key = blake3::derive_key("lifeboat s3 result name key v1", &k);
+        return hex(&blake3::keyed_hash(&key, serial.as_bytes()).as_bytes()[..16]);
+    }
+    let name: String = serial
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // `.` or `..` would be a path step to a store that normalises keys.
+    if name.chars().all(|c| c == '.') {
+        return name.replace('.', "_");
+    }
+    name
+}
+
 /// Opens the image at `loc`: a missing one is "not found" listing the store's images; an
 /// unfinished upload is "incomplete".
 pub fn open(loc: &Location, keys: &Keys) -> Result<Opened> {
@@ -843,25 +874,10 @@ impl Opened {
         })
     }
 
-    /// Stores a job's result in the store as `results/SERIAL/TIME.json` (SERIAL: the target
-    /// disk's, `unknown` without one), so a fleet restoring at once leaves one record per
-    /// machine. Returns the key.
+    /// Stores a job's result in the store as `results/NAME/TIME.json`, so a fleet restoring at
+    /// once leaves one record per machine. Returns the key. NAME: see [`result_name`].
     pub fn put_result(&self, serial: &str, report: &serde_json::Value) -> Result<String> {
-        let serial: String = serial
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let serial = if serial.is_empty() {
-            "unknown".into()
-        } else {
-            serial
-        };
+        let serial = result_name(serial, self.sealer.as_ref().map(|s| s.hasher()));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -1068,4 +1084,29 @@ fn gc_locked(c: &Client, loc: &Location, store_name: &str) -> Result<GcReport> {
         deleted_bytes: bytes,
         stale_uploads_removed: stale,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unencrypted image's results are under the serial (the fleet contract); an encrypted
+    /// one's under a keyed name that neither shows the serial nor is the same under another
+    /// key, and is the same for the same disk and key.
+    #[test]
+    fn result_names_show_the_serial_only_for_unencrypted_images() {
+        assert_eq!(result_name("WD-WX12 34/5", None), "WD-WX12_34_5");
+        assert_eq!(result_name("", None), "unknown");
+        assert_eq!(result_name("..", None), "__");
+        let k1 = Sealer::for_store(&DataKey::random().unwrap()).hasher();
+        let k2 = Sealer::for_store(&DataKey::random().unwrap()).hasher();
+        let a = result_name("WD-WX1234", Some(k1));
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert!(!a.contains("WD") && !a.contains("1234"), "{a}");
+        assert_eq!(result_name("WD-WX1234", Some(k1)), a);
+        assert_ne!(result_name("WD-WX1235", Some(k1)), a);
+        assert_ne!(result_name("WD-WX1234", Some(k2)), a);
+        assert_eq!(result_name("", Some(k1)), "unknown");
+    }
 }
