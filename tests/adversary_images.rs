@@ -11,8 +11,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// Argon2id with 64 KiB and one pass for the images these tests make.
-const CHEAP_KDF: &str = "64,1,1";
 /// Address space each command runs in (KiB): far above what a verify of these small images
 /// needs, far below what the hostile fields ask for.
 const AS_LIMIT_KIB: u64 = 1536 << 10;
@@ -271,5 +269,47 @@ fn an_index_segment_of_gigabytes_in_a_sparse_file() {
     let bad = t.p("bad.lbi");
     forged(&img, &bad, 4 * MIB, 16 << 20, 65536, len as u64, &tab);
     all_refuse(&t, &src, &bad);
+    assert_eq!(sha256(&src), src_sha);
+}
+
+/// The cipher id of an encrypted image (header byte 256, under the header's CRC only; the
+/// header digest every record is bound to covers it) switched to the other cipher Lifeboat
+/// knows, the CRC made to match: the image is damaged (exit 5, kind corrupt), whichever
+/// cipher it was made with — never read with the other cipher's key or nonces. (This held
+/// when AES-256-GCM arrived; kept as a guard for the next cipher.)
+#[test]
+fn a_switched_cipher_id_is_damage() {
+    let t = TempDir::new("adv-cipher");
+    let src = t.p("src.img");
+    data_file(&src, 4 * MIB, 17);
+    let src_sha = sha256(&src);
+    let pw = t.p("pw");
+    std::fs::write(&pw, "switched ciphers\n").unwrap();
+    for (name, id, other) in [("aes-256-gcm", 2u8, 1u8), ("xchacha20-poly1305", 1, 2)] {
+        let img = t.p(&format!("{name}.lbi"));
+        let o = lifeboat_cmd()
+            .args([
+                "image",
+                "create",
+                "--all-sectors",
+                "--encrypt",
+                "--passphrase-file",
+            ])
+            .args([s(&pw), s(&src), s(&img)])
+            .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
+            .env("LIFEBOAT_CIPHER", name)
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        let mut b = std::fs::read(&img).unwrap();
+        assert_eq!(b[256], id, "{name} is cipher id {id}");
+        b[256] = other;
+        fix_header_crc(&mut b);
+        std::fs::write(&img, &b).unwrap();
+        for cmd in ["info", "verify"] {
+            let o = lb_bounded(&["image", cmd, "--json", "--passphrase-file", s(&pw), s(&img)]);
+            assert_corrupt(&o);
+        }
+    }
     assert_eq!(sha256(&src), src_sha);
 }
