@@ -45,8 +45,8 @@ pub fn cipher_name(id: u8) -> &'static str {
 }
 
 /// The cipher of a new encrypted image (an incremental keeps its parent's): AES-256-GCM on a
-/// CPU with AES-NI and carry-less multiply (about twice XChaCha20-Poly1305's speed there; see
-/// README "Images"), else XChaCha20-Poly1305 (AES in portable constant-time code is several
+/// CPU with AES-NI and carry-less multiply (ring's, 3-5 times XChaCha20-Poly1305's speed
+/// there; see README's figures), else XChaCha20-Poly1305 (AES in portable constant-time code is several
 /// times slower than ChaCha20). [`CIPHER_ENV`] overrides.
 pub fn new_image_cipher() -> Result<u8> {
     if let Ok(v) = std::env::var(CIPHER_ENV) {
