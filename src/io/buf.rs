@@ -10,8 +10,12 @@ pub const IO_ALIGN: usize = 4096;
 
 /// A zero-initialised, `IO_ALIGN`-aligned byte buffer of fixed length.
 pub struct AlignedBuf {
+    /// The aligned start, inside the allocation at `raw`.
     ptr: NonNull<u8>,
     len: usize,
+    /// Usable bytes from `ptr` (a multiple of `IO_ALIGN`).
+    cap: usize,
+    raw: NonNull<u8>,
     layout: Layout,
 }
 
@@ -23,13 +27,31 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     /// Allocates `len` zeroed bytes (len is rounded up to a multiple of IO_ALIGN, minimum one block).
+    ///
+    /// One block more is allocated with the allocator's own alignment and the buffer starts at
+    /// the first aligned byte in it: a zeroed allocation of ordinary alignment is `calloc`,
+    /// which hands out large buffers as fresh zero pages without writing them, where a zeroed
+    /// allocation aligned to a page is written with zeros byte by byte (megabytes per job at
+    /// its start, all to be overwritten by reads).
     pub fn new(len: usize) -> Self {
         let cap = len.max(1).div_ceil(IO_ALIGN) * IO_ALIGN;
-        let layout = Layout::from_size_align(cap, IO_ALIGN).expect("I/O buffer size overflows");
-        // SAFETY: layout has a non-zero size (cap >= IO_ALIGN).
+        let layout =
+            Layout::from_size_align(cap + IO_ALIGN, 16).expect("I/O buffer size overflows");
+        // SAFETY: layout has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, len, layout }
+        let raw = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        let off = raw.as_ptr().align_offset(IO_ALIGN);
+        assert!(off < IO_ALIGN, "cannot align an I/O buffer");
+        // SAFETY: off < IO_ALIGN, so `raw + off .. raw + off + cap` lies inside the allocation
+        // of cap + IO_ALIGN bytes.
+        let ptr = unsafe { NonNull::new_unchecked(raw.as_ptr().add(off)) };
+        AlignedBuf {
+            ptr,
+            len,
+            cap,
+            raw,
+            layout,
+        }
     }
     /// The usable length (what `new` was asked for).
     pub fn len(&self) -> usize {
@@ -40,7 +62,7 @@ impl AlignedBuf {
     }
     /// The allocated capacity (multiple of IO_ALIGN).
     pub fn capacity(&self) -> usize {
-        self.layout.size()
+        self.cap
     }
     /// Changes the usable length within the capacity (for the short tail of a disk).
     pub fn set_len(&mut self, len: usize) {
@@ -69,8 +91,8 @@ impl DerefMut for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: ptr was allocated with exactly this layout and is freed once.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        // SAFETY: raw was allocated with exactly this layout and is freed once.
+        unsafe { alloc::dealloc(self.raw.as_ptr(), self.layout) }
     }
 }
 
