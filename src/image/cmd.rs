@@ -363,7 +363,7 @@ fn run_create(
         print_partitions(&rep.partitions, "  ");
         if let Some(t) = rep.verify_elapsed_secs {
             eprintln!(
-                "Verified: read back from its storage (page cache dropped), every CRC and hash checked in {t:.1} s."
+                "Verified: read back from its storage (not from memory), every CRC and hash checked in {t:.1} s."
             );
         }
         if rep.bad_bytes > 0 {

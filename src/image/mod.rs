@@ -7,6 +7,7 @@ pub(crate) mod cmd_restore;
 pub mod copy;
 pub mod create;
 pub mod crypt;
+mod dio;
 pub mod feed;
 pub mod format;
 pub mod journal;

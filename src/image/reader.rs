@@ -2,10 +2,10 @@
 //! segments one at a time (bounded memory), reading and checking chunks, and walking a chain of
 //! incremental images back to its full image.
 use super::crypt::{ChunkHasher, DataKey, Keys, Sealer};
+use super::dio::{Stored, VolFile};
 use super::format::*;
 use crate::error::{Error, Result};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub const MAX_CHAIN: usize = 4096;
 
 struct Volume {
-    file: File,
+    file: VolFile,
     path: PathBuf,
     len: u64,
     /// End of the data stream (the tail starts here in the last volume).
@@ -69,16 +69,19 @@ pub fn incomplete_error(path: &Path) -> Error {
     .at_path(path)
 }
 
-fn read_exact(f: &File, path: &Path, buf: &mut [u8], off: u64) -> Result<()> {
-    f.read_exact_at(buf, off).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::corrupt("image file is truncated")
-                .at_path(path)
-                .at_offset(off)
-        } else {
-            Error::io("read", path, e).at_offset(off)
-        }
-    })
+fn read_exact(f: &VolFile, path: &Path, buf: &mut [u8], off: u64) -> Result<()> {
+    f.read_exact_at(path, buf, off)
+        .map_err(|e| read_error(e, path, off))
+}
+
+fn read_error(e: std::io::Error, path: &Path, off: u64) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::corrupt("image file is truncated")
+            .at_path(path)
+            .at_offset(off)
+    } else {
+        Error::io("read", path, e).at_offset(off)
+    }
 }
 
 impl Image {
@@ -96,6 +99,35 @@ impl Image {
     /// [`Image::open_with`] with the file of volume `n` (2, 3, …) named by `volume`: how a copy
     /// still under its `.partial` names (`x.lbi.partial`, `x.lbi.002.partial`) is checked.
     pub fn open_named(path: &Path, keys: &Keys, volume: &dyn Fn(u32) -> PathBuf) -> Result<Image> {
+        Image::open_impl(path, keys, volume, false)
+    }
+
+    /// [`Image::open_with`] reading every volume from its storage, not from the page cache
+    /// (O_DIRECT, or the cache dropped first: see [`super::dio`]): what the verify after
+    /// writing reads.
+    pub fn open_from_storage(path: &Path, keys: &Keys) -> Result<Image> {
+        Image::open_impl(path, keys, &|n| volume_path(path, n), true)
+    }
+
+    /// Whether every volume is read with O_DIRECT (else through the page cache, dropped
+    /// first when opened with [`Image::open_from_storage`]).
+    pub fn reads_directly(&self) -> bool {
+        self.vols.iter().all(|v| v.file.is_direct())
+    }
+
+    fn open_impl(
+        path: &Path,
+        keys: &Keys,
+        volume: &dyn Fn(u32) -> PathBuf,
+        from_storage: bool,
+    ) -> Result<Image> {
+        let wrap = |f: File, p: &Path| -> Result<VolFile> {
+            if from_storage {
+                VolFile::from_storage(f, p)
+            } else {
+                Ok(VolFile::cached(f))
+            }
+        };
         let file = match crate::io::open::open_regular(path, "an image file") {
             Ok(f) => f,
             Err(e) if e.kind == crate::ErrorKind::NotFound => {
@@ -112,6 +144,7 @@ impl Image {
             Err(e) => return Err(e),
         };
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        let file = wrap(file, path)?;
         let len = meta.len();
         let mut hb = [0u8; HEADER_SIZE];
         if len < HEADER_SIZE as u64 {
@@ -150,6 +183,7 @@ impl Image {
                     Err(e) => return Err(e),
                 };
                 let vlen = f.metadata().map_err(|e| Error::io("stat", &vp, e))?.len();
+                let f = wrap(f, &vp)?;
                 let mut vb = [0u8; HEADER_SIZE];
                 if vlen < HEADER_SIZE as u64 {
                     return Err(Error::corrupt("image volume is truncated").at_path(&vp));
@@ -619,13 +653,14 @@ impl PayloadReader {
                 self.decode_group(i, e, scratch, &mut group)?;
                 out.copy_from_slice(self.group_member(i, e, &group, len)?);
             }
-            Kind::Raw | Kind::Lz4 | Kind::Zstd => {
+            Kind::Raw => {
+                self.fetch(i, e, scratch)?;
+                // `fetch` checked the length: the record's plaintext is the chunk.
+                out.copy_from_slice(self.unseal(i, e, scratch)?);
+            }
+            Kind::Lz4 | Kind::Zstd => {
                 self.fetch(i, e, scratch)?;
                 self.decode(i, e, scratch, out)?;
-                if e.kind == Kind::Raw {
-                    // `decode` hands raw bytes back in `scratch`, as they were stored.
-                    out.copy_from_slice(&scratch[..len]);
-                }
             }
         }
         Ok(())
@@ -637,11 +672,29 @@ impl PayloadReader {
     /// length against the chunk's, its place inside the volume's data. The I/O half of
     /// [`read`](Self::read); nothing is checked against the tag or the CRC yet.
     pub fn fetch(&self, i: u64, e: &Entry, buf: &mut Vec<u8>) -> Result<()> {
+        let (v, n) = self.record_of(i, e)?;
+        buf.resize(n, 0);
+        read_exact(&v.file, &v.path, buf, e.offset)
+    }
+
+    /// [`fetch`](Self::fetch) into a page-aligned buffer: the record is read without a copy
+    /// when the image was opened to read [from its storage](Image::open_from_storage) with
+    /// O_DIRECT (an aligned window around it).
+    pub fn fetch_into(&self, i: u64, e: &Entry, st: &mut Stored) -> Result<()> {
+        let (v, n) = self.record_of(i, e)?;
+        v.file
+            .read_stored(&v.path, e.offset, n, st)
+            .map_err(|err| read_error(err, &v.path, e.offset))
+    }
+
+    /// The volume and record length of chunk `i`'s payload (entry `e`, a stored kind), after
+    /// the checks [`fetch`](Self::fetch) names.
+    fn record_of(&self, i: u64, e: &Entry) -> Result<(&Volume, usize)> {
         let len = self.header.chunk_len(i);
         if e.kind == Kind::Group {
             // The group's payload, shared by its members.
             self.check_group_entry(i, e)?;
-            return self.fetch_at(i, e, buf);
+            return self.record_at(i, e);
         }
         if e.kind == Kind::Zstd && self.header.incompat & FEAT_ZSTD == 0 {
             return Err(self.damaged(i, "a zstd chunk in an image without zstd", 0, 0));
@@ -656,12 +709,13 @@ impl PayloadReader {
         if !Self::is_stored(e) || vi == 0 || vi > self.vols.len() || !ok_len {
             return Err(self.damaged(i, "its index entry is invalid", 0, 0));
         }
-        self.fetch_at(i, e, buf)
+        self.record_at(i, e)
     }
 
-    /// Reads the record of `e.len` stored bytes at `e.offset` of volume `e.volume` (a checked
-    /// entry) into `buf`, after checking it lies inside that volume's data.
-    fn fetch_at(&self, i: u64, e: &Entry, buf: &mut Vec<u8>) -> Result<()> {
+    /// The volume of the record of `e.len` stored bytes at `e.offset` of volume `e.volume` (a
+    /// checked entry) and its length in the file, after checking it lies inside that
+    /// volume's data.
+    fn record_at(&self, i: u64, e: &Entry) -> Result<(&Volume, usize)> {
         let vi = e.volume as usize;
         let v = &self.vols[vi - 1];
         let n = e.len as usize + self.overhead();
@@ -677,8 +731,7 @@ impl PayloadReader {
                 e.offset,
             ));
         }
-        buf.resize(n, 0);
-        read_exact(&v.file, &v.path, buf, e.offset)
+        Ok((v, n))
     }
 
     /// Bytes a record takes in the file beyond its length in the index (the seal).
@@ -690,32 +743,37 @@ impl PayloadReader {
         }
     }
 
-    /// Turns a fetched record of chunk `i` (entry `e`) into its stored bytes in place: opens
-    /// the seal of an encrypted image (the plaintext moved to the start of `buf`), then checks
-    /// the entry's CRC32 (of the plaintext). A record that does not authenticate is damage
+    /// Turns a fetched record of chunk `i` (entry `e`) into its stored bytes: opens the seal
+    /// of an encrypted image in place (the plaintext is a part of `rec`), then checks the
+    /// entry's CRC32 (of the plaintext). A record that does not authenticate is damage
     /// (changed after it was written, or moved), as a CRC mismatch is.
-    fn unseal(&self, i: u64, e: &Entry, buf: &mut Vec<u8>) -> Result<()> {
+    fn unseal<'b>(&self, i: u64, e: &Entry, rec: &'b mut [u8]) -> Result<&'b [u8]> {
         let vi = (e.volume as usize).saturating_sub(1);
-        if let Some(seal) = &self.seal {
-            let len = e.len as usize;
-            if buf.len() != len + super::crypt::OVERHEAD
-                || seal.open_record(e.volume, e.offset, buf).is_none()
-            {
-                return Err(self.damaged(
-                    i,
-                    "its sealed data does not authenticate (changed after it was written)",
-                    vi,
-                    e.offset,
-                ));
-            }
-            let at = super::crypt::NONCE_LEN;
-            buf.copy_within(at..at + len, 0);
-            buf.truncate(len);
-        }
-        if crc32fast::hash(buf) != e.crc {
+        let plain: &[u8] =
+            match &self.seal {
+                Some(seal) => {
+                    let len = e.len as usize;
+                    let opened = if rec.len() == len + super::crypt::OVERHEAD {
+                        seal.open_record(e.volume, e.offset, rec)
+                    } else {
+                        None
+                    };
+                    match opened {
+                        Some(p) if p.len() == len => p,
+                        _ => return Err(self.damaged(
+                            i,
+                            "its sealed data does not authenticate (changed after it was written)",
+                            vi,
+                            e.offset,
+                        )),
+                    }
+                }
+                None => rec,
+            };
+        if crc32fast::hash(plain) != e.crc {
             return Err(self.damaged(i, "CRC32 mismatch in its stored data", vi, e.offset));
         }
-        Ok(())
+        Ok(plain)
     }
 
     /// Checks the record `stored` of chunk `i` (as [`fetch`](Self::fetch) read it; opened in
@@ -728,13 +786,12 @@ impl PayloadReader {
         &self,
         i: u64,
         e: &Entry,
-        stored: &'a mut Vec<u8>,
+        stored: &'a mut [u8],
         out: &'a mut [u8],
     ) -> Result<&'a [u8]> {
         let len = self.header.chunk_len(i);
         let vi = (e.volume as usize).saturating_sub(1);
-        self.unseal(i, e, stored)?;
-        let stored: &'a [u8] = stored;
+        let stored: &'a [u8] = self.unseal(i, e, stored)?;
         let out = &mut out[..len];
         let n = match e.kind {
             Kind::Raw => return Ok(stored),
@@ -782,14 +839,13 @@ impl PayloadReader {
         &self,
         i: u64,
         e: &Entry,
-        stored: &mut Vec<u8>,
+        stored: &mut [u8],
         group: &mut Vec<u8>,
     ) -> Result<()> {
         let cs = self.header.chunk_size as usize;
         let m = e.members as usize;
         let vi = e.volume as usize;
-        self.unseal(i, e, stored)?;
-        let stored: &[u8] = stored;
+        let stored: &[u8] = self.unseal(i, e, stored)?;
         let size = zstd::zstd_safe::get_frame_content_size(stored)
             .ok()
             .flatten()
@@ -955,7 +1011,13 @@ impl Chain {
 
     /// [`Chain::open`] with these keys (one passphrase for the whole chain).
     pub fn open_with(path: &Path, keys: &Keys) -> Result<Chain> {
-        let mut images = vec![Image::open_with(path, keys)?];
+        Chain::from_top(Image::open_with(path, keys)?, keys)
+    }
+
+    /// The chain of the opened image `top`: `top` and every parent it needs, opened and
+    /// checked as [`Chain::open_with`] does.
+    pub fn from_top(top: Image, keys: &Keys) -> Result<Chain> {
+        let mut images = vec![top];
         loop {
             let child = images.last().expect("chain is never empty");
             if !child.header.has_parent() {

@@ -2,6 +2,7 @@
 //! of every volume, the footer's counts against the index; resumable with a `--state` file
 //! (what a resumed run takes from the state is in [`super::resume`]).
 use super::crypt::Keys;
+use super::dio::Stored;
 use super::format::*;
 use super::ops::{links, ChainLink};
 use super::reader::{Chain, PayloadReader, ZeroHash};
@@ -332,7 +333,7 @@ impl Fetch {
 /// A fetched payload for a worker: its bytes (a buffer from the pool) or why it could not be read.
 struct Fetched {
     f: Fetch,
-    buf: Vec<u8>,
+    buf: Stored,
     res: Result<()>,
 }
 
@@ -384,9 +385,10 @@ fn verify_one(
         cancel,
     };
     let (fetch_tx, fetch_rx) = mpsc::sync_channel::<Fetch>(nbuf);
-    let (free_tx, free_rx) = mpsc::sync_channel::<Vec<u8>>(nbuf);
+    let (free_tx, free_rx) = mpsc::sync_channel::<Stored>(nbuf);
+    let room = max_payload_any(cs) + chain.images[k].record_overhead() as usize;
     for _ in 0..nbuf {
-        let _ = free_tx.send(Vec::with_capacity(max_payload_any(cs)));
+        let _ = free_tx.send(Stored::with_capacity(room));
     }
     let (work_tx, work_rx) = mpsc::sync_channel::<Fetched>(nbuf);
     let work_rx = Mutex::new(work_rx);
@@ -402,7 +404,7 @@ fn verify_one(
                 }
                 let Ok(mut buf) = free_rx.recv() else { break };
                 let (_, i, e, _) = f.items[0];
-                let res = r.fetch(i, &e, &mut buf);
+                let res = r.fetch_into(i, &e, &mut buf);
                 if work_tx.send(Fetched { f, buf, res }).is_err() {
                     break;
                 }
@@ -458,7 +460,7 @@ fn verify_one(
                         None => {
                             let (seq, i, e, fast) = f.items[0];
                             let p = res
-                                .and_then(|()| r.decode(i, &e, &mut buf, &mut out))
+                                .and_then(|()| r.decode(i, &e, buf.bytes(), &mut out))
                                 .map(|plain| check(i, &e, plain, fast));
                             found.push(outcome(seq, i, fast, p));
                         }
@@ -475,10 +477,10 @@ fn verify_one(
                                     }
                                     if have != Some(key) {
                                         let stored = if have.is_none() && found.is_empty() {
-                                            &mut buf
+                                            buf.bytes()
                                         } else {
                                             r.fetch(i, &e, &mut refetch)?;
-                                            &mut refetch
+                                            &mut refetch[..]
                                         };
                                         r.decode_group(i, &e, stored, &mut group)?;
                                         have = Some(key);
@@ -829,10 +831,11 @@ pub fn verify_resumable(
     )
 }
 
-/// The verify after writing (`image create`, `image copy`): every volume of the image at
-/// `path` is fsynced and its pages dropped from the page cache
-/// ([`crate::io::drop_file_cache`]), so that what is read is what the storage returns, not the
-/// memory that wrote it; then the image is verified in full — every CRC, every payload's BLAKE3
+/// The verify after writing (`image create`): every volume of the image at `path` is read
+/// from its storage, not from the memory that wrote it — with O_DIRECT, as clone's verify
+/// reads its target, or where the filesystem refuses that, fsynced and its pages dropped from
+/// the page cache first ([`crate::io::drop_file_cache`]; see [`super::dio`]); then the image
+/// is verified in full — every CRC, every payload's BLAKE3
 /// hash, the media hash, the counts, the coverage of every byte, each reference to the parent's
 /// index — except the parents' own payloads (they were verified when they were written).
 /// Progress is reported as `job`'s `verifying` phase.
@@ -857,18 +860,14 @@ pub fn verify_written(
     cancel: &Cancel,
 ) -> Result<VerifyReport> {
     test_pause_before_verify();
-    for v in super::Image::open_with(path, keys)?.volume_paths() {
-        let f = crate::io::open::open_regular(&v, "an image volume")?;
-        crate::io::drop_file_cache(&f, &v)?;
-    }
+    let top = super::Image::open_from_storage(path, keys)?;
     let mut chain = match parent {
         Some(p) => {
-            let top = super::Image::open_with(path, keys)?;
             let mut chain = Chain::open_with(p, keys)?;
             chain.images.insert(0, top);
             chain
         }
-        None => Chain::open_with(path, keys)?,
+        None => Chain::from_top(top, keys)?,
     };
     verify_chain(&mut chain, path, sink, cancel, None, job, 1, written)
 }
@@ -1089,11 +1088,34 @@ mod tests {
 
     #[test]
     fn the_verify_after_writing_checks_the_bytes_read_back_against_what_was_written() {
-        let d = dir("written");
+        // Read with O_DIRECT, and (`no-odirect`: direct reads refused, see `dio`) through the
+        // page cache dropped first: the same findings.
+        for tag in ["written", "written-no-odirect"] {
+            after_writing_finds(&dir(tag));
+        }
+    }
+
+    fn after_writing_finds(d: &Path) {
+        let direct = !d.to_string_lossy().contains("no-odirect");
         for compress in [Compression::Lz4, Compression::Zstd(2)] {
-            let (img, digest) = image_as(&d, "a", compress, 0);
+            let (img, digest) = image_as(d, "a", compress, 0);
             let r = after_writing(&img, Some(&digest));
             assert!(r.ok, "{compress:?}: {:?}", r.problems);
+            // How it read (a filesystem here without O_DIRECT reads the dropped cache too).
+            let im = super::super::Image::open_from_storage(&img, &Keys::global()).unwrap();
+            let mut st = Stored::with_capacity(0);
+            let e = (0..im.header.chunk_count())
+                .map(|i| (i, super::super::Image::open(&img).unwrap().entry(i).unwrap()))
+                .find(|(_, e)| PayloadReader::is_stored(e))
+                .unwrap();
+            im.payload_reader().fetch_into(e.0, &e.1, &mut st).unwrap();
+            if direct {
+                if !im.reads_directly() {
+                    eprintln!("note: {} has no O_DIRECT: both runs read the cache", d.display());
+                }
+            } else {
+                assert!(!im.reads_directly(), "the refused direct reads did not fall back");
+            }
             assert_eq!(r.bytes_checked, 40 * MIB);
             // Two stored chunks of one kind whose entries point at each other's payloads (with
             // each other's CRC32s, each keeping its own hash): every payload reads back with its
@@ -1139,7 +1161,7 @@ mod tests {
             }
             // An image that is whole, but not the one this job wrote (chunk 13 differs): only
             // the comparison with what was written can see it.
-            let (other, _) = image_as(&d, "b", compress, 0x5a);
+            let (other, _) = image_as(d, "b", compress, 0x5a);
             assert!(after_writing(&other, None).ok);
             let r = after_writing(&other, Some(&digest));
             assert!(
@@ -1154,7 +1176,7 @@ mod tests {
                 r.problems
             );
         }
-        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(d);
     }
 
     /// Flips a byte in the payload of each of the chunks `which` (stored ones; a payload shared

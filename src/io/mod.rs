@@ -297,6 +297,23 @@ pub fn drop_file_cache(f: &File, path: &Path) -> Result<()> {
     .map_err(|e| Error::io("drop the page cache of", path, e.into()))
 }
 
+/// Turns O_DIRECT on or off for the regular file open on `f` (`fcntl(F_SETFL)`): reads then
+/// come from the storage, not the page cache, and must be aligned ([`IO_ALIGN`] covers every
+/// logical sector size). EINVAL: the filesystem does not do direct I/O (tmpfs before Linux 6.6,
+/// most FUSE filesystems).
+pub fn set_direct(f: &File, on: bool) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsRawFd;
+    let fl = OFlag::from_bits_truncate(fcntl(f.as_raw_fd(), FcntlArg::F_GETFL)?);
+    let fl = if on {
+        fl | OFlag::O_DIRECT
+    } else {
+        fl & !OFlag::O_DIRECT
+    };
+    fcntl(f.as_raw_fd(), FcntlArg::F_SETFL(fl))?;
+    Ok(())
+}
+
 impl BlockSource for Device {
     fn size(&self) -> u64 {
         self.size
