@@ -1104,17 +1104,24 @@ mod tests {
             // How it read (a filesystem here without O_DIRECT reads the dropped cache too).
             let im = super::super::Image::open_from_storage(&img, &Keys::global()).unwrap();
             let mut st = Stored::with_capacity(0);
-            let e = (0..im.header.chunk_count())
-                .map(|i| (i, super::super::Image::open(&img).unwrap().entry(i).unwrap()))
+            let mut plain = super::super::Image::open(&img).unwrap();
+            let (i, e) = (0..im.header.chunk_count())
+                .map(|i| (i, plain.entry(i).unwrap()))
                 .find(|(_, e)| PayloadReader::is_stored(e))
                 .unwrap();
-            im.payload_reader().fetch_into(e.0, &e.1, &mut st).unwrap();
+            im.payload_reader().fetch_into(i, &e, &mut st).unwrap();
             if direct {
                 if !im.reads_directly() {
-                    eprintln!("note: {} has no O_DIRECT: both runs read the cache", d.display());
+                    eprintln!(
+                        "note: {} has no O_DIRECT: both runs read the cache",
+                        d.display()
+                    );
                 }
             } else {
-                assert!(!im.reads_directly(), "the refused direct reads did not fall back");
+                assert!(
+                    !im.reads_directly(),
+                    "the refused direct reads did not fall back"
+                );
             }
             assert_eq!(r.bytes_checked, 40 * MIB);
             // Two stored chunks of one kind whose entries point at each other's payloads (with

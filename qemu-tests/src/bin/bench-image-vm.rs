@@ -10,14 +10,22 @@
 //! exported with the host's `lifeboat` — holds exactly the clone's bytes, the source is
 //! unchanged. Prints the ratio image create / clone.
 //!
+//!
+//! With `--baseline-initrd OLD` it compares two builds instead: image create with the current
+//! initramfs and with OLD (another build's `target/lifeboat/initramfs.img`), alternating, and
+//! prints each one's best times and timeline and the ratio new / old (no clone runs: a change
+//! measured on a loaded machine against the build before it, in the same minutes).
+//!
 //! Usage: bench-image-vm --lifeboat HOST-BINARY [--runs 2] [--dir DIR] [--compress METHOD]
+//! [--baseline-initrd OLD]
 use lifeboat_qemu_tests::bench::{self, bad_ranges, blank, evict, marker_json, MIB, SIZE};
 use lifeboat_qemu_tests::disks::{run as run_tool, sha256, DiskBuilder, Fs, Part, Table};
 use lifeboat_qemu_tests::qemu::{Bus, DiskSpec};
 use lifeboat_qemu_tests::{artefacts, run_param};
 use std::path::PathBuf;
 
-const USAGE: &str = "--lifeboat PATH [--runs 2] [--dir DIR] [--compress METHOD]";
+const USAGE: &str =
+    "--lifeboat PATH [--runs 2] [--dir DIR] [--compress METHOD] [--baseline-initrd OLD]";
 
 /// The store's ext4 partition: start and length.
 const STORE_MIB: u64 = 480;
@@ -32,7 +40,7 @@ fn main() {
 fn run() -> Result<(), String> {
     let o = bench::parse_args(
         "bench-image-vm",
-        &["--lifeboat", "--compress"],
+        &["--lifeboat", "--compress", "--baseline-initrd"],
         USAGE,
         std::env::args().skip(1),
     )?;
@@ -52,8 +60,18 @@ fn run() -> Result<(), String> {
     let image_params = run_param(&format!(
         "image create serial=BENCH-SRC label=BSTORE:/b.lbi --compress {compress} --json"
     ));
+    let baseline = o.get("--baseline-initrd").map(PathBuf::from);
+    if let Some(b) = &baseline {
+        if !b.is_file() {
+            return Err(format!("--baseline-initrd {}: no such file", b.display()));
+        }
+    }
+    let tools = match baseline {
+        Some(_) => ["image", "image-old"],
+        None => ["clone", "image"],
+    };
     let mut store_part = (0, 0);
-    let runs = bench::rounds("bench-image-vm", o.runs, ["clone", "image"], |tool| {
+    let runs = bench::rounds("bench-image-vm", o.runs, tools, |tool| {
         let disks = if tool == "clone" {
             blank(&dst, SIZE)?;
             vec![
@@ -77,8 +95,15 @@ fn run() -> Result<(), String> {
         } else {
             &image_params
         };
-        bench::boot(tool, &a.kernel, &a.initrd, params, disks)
+        let initrd = match (tool, &baseline) {
+            ("image-old", Some(b)) => b,
+            _ => &a.initrd,
+        };
+        bench::boot(tool, &a.kernel, initrd, params, disks)
     })?;
+    if baseline.is_some() {
+        return compare_builds(&runs, o.runs);
+    }
     let result = |t: &str| {
         marker_json(&bench::last(&runs, t).console, "LIFEBOAT-RESULT ")
             .ok_or(format!("no LIFEBOAT-RESULT on the {t} run's console"))
@@ -173,9 +198,20 @@ fn run() -> Result<(), String> {
         oi["elapsed_secs"].as_f64().unwrap_or(0.0),
         oi["verify_elapsed_secs"].as_f64().unwrap_or(0.0)
     );
-    // Where the time goes: each milestone of the fastest run of each job, seconds since QEMU's
-    // start and since the milestone before (console lines reach the host within ~50 ms).
-    for (t, r) in [("clone", c), ("image", i)] {
+    print_timelines(&[("clone", c), ("image", i)]);
+    if !(same_bad && same_bytes && src_ok) {
+        return Err(format!(
+            "results differ (clone bad {bc:?}, image bad {bi:?}, expected {want:?}, export: {})",
+            String::from_utf8_lossy(&exp.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// Where the time goes: each milestone of the fastest run of each job, seconds since QEMU's
+/// start and since the milestone before (console lines reach the host within ~50 ms).
+fn print_timelines(runs: &[(&str, &bench::Run)]) {
+    for (t, r) in runs {
         println!(
             "\ntimeline of the fastest {t} run (s since QEMU start, +s since the line before):"
         );
@@ -185,11 +221,41 @@ fn run() -> Result<(), String> {
             prev = at;
         }
     }
-    if !(same_bad && same_bytes && src_ok) {
-        return Err(format!(
-            "results differ (clone bad {bc:?}, image bad {bi:?}, expected {want:?}, export: {})",
-            String::from_utf8_lossy(&exp.stderr)
-        ));
+}
+
+/// `--baseline-initrd`: image create with this build ("image") against the baseline build
+/// ("image-old"), both checked for their result (exit code 3, the expected bad ranges).
+fn compare_builds(runs: &[bench::Run], n: usize) -> Result<(), String> {
+    for r in runs {
+        let j = marker_json(&r.console, "LIFEBOAT-RESULT ")
+            .ok_or(format!("no LIFEBOAT-RESULT on an {} run's console", r.tool))?;
+        if j["exit_code"] != 3 {
+            return Err(format!("an {} run ended with {}", r.tool, j["exit_code"]));
+        }
     }
+    let (new, old) = (bench::best(runs, "image"), bench::best(runs, "image-old"));
+    let after = |t: &str| bench::best_after_init(runs, t);
+    println!("Image create of the failing disk, this build against --baseline-initrd, best of {n} runs each, alternating.\n");
+    println!(
+        "{:<12} {:>8} {:>18} {:>14}",
+        "build", "wall s", "/init to off s", "own clock s"
+    );
+    for (name, r) in [("this", new), ("baseline", old)] {
+        let j = marker_json(&r.console, "LIFEBOAT-RESULT ").unwrap_or_default();
+        println!(
+            "{name:<12} {:>8.1} {:>18.1} {:>14.1}",
+            r.secs,
+            r.secs - r.to_init,
+            j["output"]["elapsed_secs"].as_f64().unwrap_or(0.0)
+                + j["output"]["verify_elapsed_secs"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "\nratio this / baseline: wall {:.2}x, from /init to power-off {:.2}x",
+        new.secs / old.secs,
+        after("image") / after("image-old")
+    );
+    println!("all runs: {}", bench::all_runs(runs));
+    print_timelines(&[("image", new), ("image-old", old)]);
     Ok(())
 }
