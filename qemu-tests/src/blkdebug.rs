@@ -1,5 +1,6 @@
 //! Failing disks: QEMU blkdebug configs that make chosen sectors return EIO to the guest,
-//! permanently or once (a transient error), for the rescue tests.
+//! permanently or once (a transient error), for the rescue tests; and writes that fail, which
+//! a disk with `DiskSpec::lying_writes` reports as done (storage that loses what it was given).
 use std::path::Path;
 
 /// One unreadable 512-byte sector (blkdebug counts in 512-byte units whatever the guest's
@@ -89,6 +90,18 @@ pub fn config(sectors: &[BadSector]) -> String {
         ));
     }
     out
+}
+
+/// blkdebug config failing the first write (`write_aio`) that covers each of `sectors`
+/// (512-byte sectors of the disk) with EIO; with [`crate::DiskSpec::lying_writes`] the guest is
+/// told those writes succeeded.
+pub fn write_fault_config(sectors: &[u64]) -> String {
+    sectors
+        .iter()
+        .map(|s| {
+            format!("[inject-error]\nevent = \"write_aio\"\nerrno = \"5\"\nsector = \"{s}\"\nonce = \"on\"\n\n")
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -136,6 +136,10 @@ pub struct DiskSpec {
     /// Reads limited to this many bytes per second (QEMU's `throttling.bps-read`): a job on
     /// this disk takes long enough to be interrupted part way.
     pub throttle_read_bps: Option<u64>,
+    /// The disk lies about failed writes (`werror=ignore`): a write its blkdebug config fails
+    /// is reported to the guest as done, and the bytes never reach the image — storage that
+    /// silently loses what it was given.
+    pub lying_writes: bool,
 }
 
 impl DiskSpec {
@@ -153,6 +157,7 @@ impl DiskSpec {
             bootindex: None,
             nvme_critical_warning: None,
             throttle_read_bps: None,
+            lying_writes: false,
         }
     }
     pub fn model(mut self, m: &str) -> Self {
@@ -184,6 +189,11 @@ impl DiskSpec {
     }
     /// NVMe only: report these Critical Warning bits in the SMART / Health log (e.g. 0x04,
     /// "NVM subsystem reliability degraded"): the drive then reads as failing.
+    /// See [`DiskSpec::lying_writes`] (only SATA and virtio honour `werror=ignore`).
+    pub fn lying_writes(mut self) -> Self {
+        self.lying_writes = true;
+        self
+    }
     pub fn throttle_read_bps(mut self, bps: u64) -> Self {
         self.throttle_read_bps = Some(bps);
         self
@@ -354,6 +364,9 @@ pub fn drive_arg(n: usize, d: &DiskSpec) -> String {
     }
     if let Some(bps) = d.throttle_read_bps {
         v.push_str(&format!(",throttling.bps-read={bps}"));
+    }
+    if d.lying_writes {
+        v.push_str(",werror=ignore");
     }
     v
 }

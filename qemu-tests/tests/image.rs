@@ -1,10 +1,12 @@
 //! Issue 4 in the environment: image a SATA disk onto an exFAT partition of a USB disk selected
 //! by label (Lifeboat mounts it itself), then in a second boot restore that image onto a larger
 //! NVMe disk; the host compares partitions byte for byte and runs the real fsck tools. A second
-//! test images a SATA disk with unreadable sectors (blkdebug) and checks they are recorded.
+//! test images a SATA disk with unreadable sectors (blkdebug) and checks they are recorded; a
+//! third writes an image onto storage that silently drops some of its writes (blkdebug write
+//! faults the disk reports as done) and checks the verify after write refuses it.
 use lifeboat_qemu_tests::check::{extract, noise, same_partitions, text, Unchanged};
 use lifeboat_qemu_tests::disks::{run, DiskBuilder, Fs, Part, Table};
-use lifeboat_qemu_tests::{run_param, Bus, DiskSpec, Faults, TempDir, Vm};
+use lifeboat_qemu_tests::{blkdebug, run_param, Bus, DiskSpec, Faults, TempDir, Vm};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -178,4 +180,80 @@ fn image_of_a_failing_disk_records_bad_sectors() {
     let _ = vm.wait_exit(Duration::from_secs(60));
     drop(vm);
     src_sha.check("the failing source disk");
+}
+
+/// Where the data area (cluster 2) of the FAT filesystem at byte `start` of `disk` begins,
+/// in bytes from the start of the disk (from its boot sector).
+fn fat_data_start(disk: &std::path::Path, start: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 512];
+    std::fs::File::open(disk)
+        .and_then(|f| f.read_exact_at(&mut b, start))
+        .unwrap_or_else(|e| panic!("{}: {e}", disk.display()));
+    let u16le = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let bps = u16le(11);
+    let fat_sectors = match u16le(22) {
+        0 => u32::from_le_bytes([b[36], b[37], b[38], b[39]]) as u64,
+        n => n,
+    };
+    let root_sectors = (u16le(17) * 32).div_ceil(bps);
+    start + (u16le(14) + b[16] as u64 * fat_sectors + root_sectors) * bps
+}
+
+/// Storage that loses writes: the store (SATA, FAT) fails four writes inside the data area
+/// where the image goes and tells the guest they were done (`werror=ignore`), so the bytes
+/// there stay what they were (zeros). Only reading the image back from the storage can see
+/// it: the create must not call that image good (exit 5, `verified` false, the problems
+/// named) — through the page cache it would read what it wrote.
+#[test]
+fn verify_after_write_catches_storage_that_drops_writes() {
+    let t = TempDir::new("image-lies").unwrap();
+    let src = t.join("src.img");
+    std::fs::write(&src, noise(24 << 20, 11)).unwrap();
+    let src_sha = Unchanged::record(&src);
+    let store = t.join("store.img");
+    let built = DiskBuilder::new(64, Table::Mbr)
+        .part(Part::new(56, Fs::Vfat).label("LIES"))
+        .build(&store)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A fresh FAT fills its data area from the start: the 24 MiB image (and its small journal
+    // files) is there; 4, 8, 12 and 16 MiB in are inside the image's payloads.
+    let data = fat_data_start(&store, built.partitions[0].start_bytes);
+    let sectors: Vec<u64> = [4u64, 8, 12, 16]
+        .iter()
+        .map(|m| (data + (m << 20)) / 512)
+        .collect();
+    let cfg = t.join("write-faults.conf");
+    std::fs::write(&cfg, blkdebug::write_fault_config(&sectors)).unwrap();
+    let (mut vm, res) = boot_result(
+        "image-lies",
+        "image create serial=LB-LIE-SRC label=LIES:/x.lbi --json",
+        vec![
+            DiskSpec::new(&src, Bus::Virtio, "LB-LIE-SRC"),
+            DiskSpec::new(&store, Bus::Sata, "LB-LIE-STORE")
+                .blkdebug(&cfg)
+                .lying_writes(),
+        ],
+    );
+    let out = &res["output"];
+    let problems = out["verify_problems"].as_array().map_or(0, |p| p.len());
+    if res["exit_code"].as_i64() != Some(5)
+        || out["ok"] != Value::Bool(false)
+        || out["verified"] != Value::Bool(false)
+    {
+        vm.fail(&format!(
+            "an image that lost writes was not refused (exit 5, verified false): {res}"
+        ));
+    }
+    // Either the payloads' checks name the damage, or (a lost index or footer) the error does.
+    if problems == 0
+        && !out["error"]["message"]
+            .as_str()
+            .is_some_and(|e| e.contains("FAILED its verification"))
+    {
+        vm.fail(&format!("no problem named: {res}"));
+    }
+    let _ = vm.wait_exit(Duration::from_secs(60));
+    drop(vm);
+    src_sha.check("the source disk");
 }
