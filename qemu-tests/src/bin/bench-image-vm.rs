@@ -176,6 +176,12 @@ fn run() -> Result<(), String> {
         i.dev_failed as f64 / c.dev_failed.max(1) as f64,
         (i.dev_reads + i.dev_failed) as f64 / (c.dev_reads + c.dev_failed).max(1) as f64
     );
+    println!(
+        "from /init to power-off (the kernel's boot, up to ~3 s of noise, left out): clone {:.1} s, image create {:.1} s, best of {} each",
+        after("clone"),
+        after("image"),
+        o.runs
+    );
     println!("all runs: {}", bench::all_runs(&runs));
     println!(
         "engine counters: clone {}/{} failed/total, image create {}/{} (re-read {} bytes); image {} bytes",
