@@ -35,7 +35,12 @@ fn compressible(size: usize, seed: u64) -> Vec<u8> {
 }
 
 fn sim(p: &Pattern, seed: u64) -> SimDevice {
-    let mut d = SimDevice::new(compressible(p.size as usize, seed), p.lbs);
+    sim_of(p, compressible(p.size as usize, seed))
+}
+
+/// A simulated disk of `p`'s faults holding `data`.
+fn sim_of(p: &Pattern, data: Vec<u8>) -> SimDevice {
+    let mut d = SimDevice::new(data, p.lbs);
     for &(s, l) in &p.bad {
         d = d.bad(s, l);
     }
@@ -398,14 +403,19 @@ fn an_interrupted_create_resumes_to_the_same_bytes() {
 /// moment before the batch and names the batch's chunks already emitted (`open_batch`); a
 /// resumed create emits them again first. Cut at many points of a disk with few errors (most
 /// chunks complete during the copy pass): some journals end inside a batch, and every resumed
-/// image is byte-identical to the uninterrupted one, which has groups.
+/// image is byte-identical to the uninterrupted one, which has groups — and a batch of
+/// random-looking chunks stored raw (`image::pack`: chunks 12–19 are random bytes and, the
+/// chunks with bad sectors being held back, the batch of sequence numbers 8–15).
 #[test]
 fn a_create_cut_inside_a_zstd_group_resumes_to_the_same_bytes() {
     use lifeboat::image::format::Kind;
     let disk = || {
         let mut p = patterns().remove(0);
         p.transient.clear();
-        sim(&p, 5)
+        let mut data = compressible(p.size as usize, 5);
+        let r = 12 * MIB as usize..20 * MIB as usize;
+        data[r.clone()].copy_from_slice(&SimDevice::pattern(r.len(), 77));
+        sim_of(&p, data)
     };
     let t = TempDir::new("imgresc-groups");
     let whole = t.p("whole.lbi");
@@ -417,6 +427,10 @@ fn a_create_cut_inside_a_zstd_group_resumes_to_the_same_bytes() {
         .filter(|&i| im.entry(i).unwrap().kind == Kind::Group)
         .count();
     assert!(groups >= 8, "{groups} chunks in groups");
+    let kinds: Vec<Kind> = (12..20).map(|i| im.entry(i).unwrap().kind).collect();
+    assert_eq!(kinds, [Kind::Raw; 8], "the random batch");
+    let v = lifeboat::image::verify(&whole, &NoProgress, &Cancel::new()).unwrap();
+    assert!(v.ok, "{:?}", v.problems);
     let want = normalized(&whole);
     let mut inside = 0;
     for k in 1..=12u64 {

@@ -3,7 +3,8 @@
 //! consecutive chunks; batch `k` is the sequence numbers `k × n .. (k + 1) × n`, so batch
 //! boundaries depend only on the sequence, also in a resumed create: see `writer` and
 //! `journal` for checkpoints inside a batch), hashes every chunk once
-//! (BLAKE3), sorts out the unallocated, zero and unchanged ones, and compresses the rest — one
+//! (BLAKE3), sorts out the unallocated, zero and unchanged ones, stores a batch of nothing but
+//! random-looking chunks raw ([`looks_random`]), and compresses the rest — one
 //! chunk alone, several together as a group (kind 6: one zstd frame, a larger compression unit
 //! that keeps 1 MiB chunks for hashing, incrementals and used-block decisions). The batch goes
 //! to the writer in one message, the payload already in the chunks' own output buffers.
@@ -127,6 +128,17 @@ pub(super) fn run(rx: &Mutex<Receiver<Job>>, tx: Sender<WMsg>, p: PackParams) {
             return;
         }
         let mut done: Vec<Done> = jobs.into_iter().map(|j| classify(j, &p)).collect();
+        // A batch whose every chunk to store looks like random bytes (encrypted volumes, a
+        // disk filled with random data) is stored raw without running zstd over it.
+        if zc.is_some() && all_look_random(&done) {
+            for d in done.iter_mut().filter(|d| d.kind == Kind::Raw) {
+                store_raw(d);
+            }
+            if tx.send(WMsg::Batch(done)).is_err() {
+                return;
+            }
+            continue;
+        }
         // Group members are full chunks (member p starts at p × chunk size); the disk's short
         // last chunk is compressed on its own.
         let (full, short): (Vec<usize>, Vec<usize>) = (0..done.len())
@@ -155,6 +167,78 @@ pub(super) fn run(rx: &Mutex<Receiver<Job>>, tx: Sender<WMsg>, p: PackParams) {
             return;
         }
     }
+}
+
+/// Sample bytes per probe of [`looks_random`]: four slices spread over the chunk.
+const PROBE_SLICE: usize = 16 << 10;
+
+/// Whether `data` looks like uniformly random bytes, judged on four [`PROBE_SLICE`]-byte
+/// slices spread over it (all of it when smaller): their byte histogram is as flat as random
+/// data's — Pearson's χ² against the uniform distribution (255 degrees of freedom: ~255 ± 23
+/// for random bytes) at most [`RANDOM_CHI2`], about an order-0 entropy of 7.99 bits per byte
+/// over 64 KiB, so Huffman coding would not shrink them — and LZ4 finds no repeats in them
+/// (it saves less than 1/64 of each slice; a flat histogram alone is also that of counters and
+/// other very compressible patterns). Integer arithmetic only: the same bytes always give the
+/// same answer (the image's bytes must not depend on the machine, for byte-identical resumes).
+pub(super) fn looks_random(data: &[u8]) -> bool {
+    let slices: Vec<&[u8]> = if data.len() <= 4 * PROBE_SLICE {
+        vec![data]
+    } else {
+        let step = data.len() / 4;
+        (0..4)
+            .map(|k| &data[k * step..k * step + PROBE_SLICE])
+            .collect()
+    };
+    let mut h = [0u64; 256];
+    let mut n = 0u64;
+    for s in &slices {
+        for &b in *s {
+            h[b as usize] += 1;
+        }
+        n += s.len() as u64;
+    }
+    if n < 4096 {
+        return false;
+    }
+    // χ² = Σ (c - n/256)² / (n/256) = 256 Σ c² / n - n.
+    let sq: u64 = h.iter().map(|&c| c * c).sum();
+    if 256 * sq > (RANDOM_CHI2 + n) * n {
+        return false;
+    }
+    let mut out = vec![0u8; lz4_flex::block::get_maximum_output_size(PROBE_SLICE.max(4096))];
+    slices.iter().all(|s| {
+        out.resize(lz4_flex::block::get_maximum_output_size(s.len()), 0);
+        lz4_flex::block::compress_into(s, &mut out).is_ok_and(|k| k >= s.len() - s.len() / 64)
+    })
+}
+
+/// The χ² bound of [`looks_random`]. Compressed files (deflate, JPEG…) pass it as well as
+/// random data does; that is why a batch is stored raw only when every chunk in it passes
+/// (see [`all_look_random`]).
+const RANDOM_CHI2: u64 = 900;
+
+/// Whether every chunk of a batch still to be stored (kind `Raw` after [`classify`]) looks
+/// random (and there is one). Only then is the batch stored without zstd: a single
+/// random-looking chunk among others is often a compressed file that recurs within the group
+/// (on the reused-disk sample, the ~80 such chunks compress to ~70 % in their groups; stored
+/// raw they would add ~25 MiB), while a batch of nothing but random-looking chunks — an
+/// encrypted volume, a disk filled with random data — does not shrink (zstd on it costs ~1 s
+/// of CPU per GB natively, ~5 s per GB under QEMU's TCG, for nothing).
+fn all_look_random(done: &[Done]) -> bool {
+    let mut any = false;
+    for d in done.iter().filter(|d| d.kind == Kind::Raw) {
+        if !looks_random(&d.slot.data) {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
+/// Stores a chunk as it is (kind `Raw`; its CRC32 is its payload's and its disk bytes').
+fn store_raw(d: &mut Done) {
+    let crc = crc32fast::hash(&d.slot.data);
+    (d.kind, d.stored, d.crc, d.plain_crc) = (Kind::Raw, d.slot.data.len(), crc, Some(crc));
 }
 
 /// Hashes a chunk and decides its kind; a chunk with data to store comes out as `Raw` (the
@@ -223,8 +307,8 @@ fn pack_one(d: &mut Done, zc: Option<&mut zstd::bulk::Compressor<'static>>, plai
             plain_crc.then(|| crc32fast::hash(data)),
         ),
         _ => {
-            let crc = crc32fast::hash(data);
-            (Kind::Raw, len, crc, Some(crc))
+            store_raw(d);
+            return;
         }
     };
 }
@@ -255,9 +339,7 @@ fn pack_group(
     let room: usize = members.iter().map(|&k| done[k].slot.out.len()).sum();
     let Some(n) = n.filter(|&n| n < unit_in.len() && n <= room) else {
         for &k in members {
-            let d = &mut done[k];
-            let crc = crc32fast::hash(&d.slot.data);
-            (d.kind, d.stored, d.crc, d.plain_crc) = (Kind::Raw, d.slot.data.len(), crc, Some(crc));
+            store_raw(&mut done[k]);
         }
         return;
     };
@@ -306,10 +388,33 @@ mod tests {
 
     /// `run_over` at zstd level `level`.
     fn run_at(level: i32, seqs: std::ops::Range<u64>, max_group_payload: usize) -> Vec<Vec<Done>> {
+        run_with(level, seqs, max_group_payload, chunk)
+    }
+
+    /// Random bytes (xorshift64) for seed `seed`.
+    fn random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    /// `run_at` over the chunks `data(seq)`.
+    fn run_with(
+        level: i32,
+        seqs: std::ops::Range<u64>,
+        max_group_payload: usize,
+        data_of: impl Fn(u64) -> Vec<u8>,
+    ) -> Vec<Vec<Done>> {
         let (jtx, jrx) = mpsc::sync_channel::<Job>(64);
         for s in seqs {
             let mut data = AlignedBuf::new(CS);
-            data.copy_from_slice(&chunk(s));
+            data.copy_from_slice(&data_of(s));
             let slot = Slot {
                 data,
                 out: vec![0; max_payload_any(CS)],
@@ -412,5 +517,62 @@ mod tests {
             assert!(got == chunk(d.i));
             assert_eq!(d.plain_crc, Some(crc32fast::hash(&chunk(d.i))));
         }
+    }
+
+    #[test]
+    fn random_bytes_look_random_and_text_or_zeros_do_not() {
+        assert!(looks_random(&random(CS, 1)));
+        assert!(looks_random(&random(1 << 20, 2)));
+        let text: Vec<u8> = (0..1 << 20)
+            .flat_map(|i: u32| format!("line {i} of a log file, value {}\n", i % 97).into_bytes())
+            .take(1 << 20)
+            .collect();
+        assert!(!looks_random(&text));
+        // A counter: a flat histogram, but repeats.
+        assert!(!looks_random(&chunk(1)));
+        assert!(!looks_random(&vec![0u8; CS]));
+        // Bytes of 16 values only, without repeats a match finder could use: Huffman still
+        // shrinks them by half, and they do not pass.
+        assert!(!looks_random(
+            &random(CS, 4).iter().map(|b| b % 16).collect::<Vec<u8>>()
+        ));
+        // Random bytes with a skewed histogram (one value in 16 bytes forced): not random.
+        let mut skew = random(CS, 5);
+        for b in skew.iter_mut().step_by(16) {
+            *b = 0;
+        }
+        assert!(!looks_random(&skew));
+        // Too few bytes to judge.
+        assert!(!looks_random(&random(1000, 6)));
+    }
+
+    #[test]
+    fn a_batch_of_random_chunks_is_stored_raw_and_a_mixed_one_is_grouped() {
+        // Batch 0: random chunks and a zero one; batch 1: random chunks but one of text.
+        let data = |s: u64| match s {
+            3 => vec![0; CS],
+            12 => chunk(12),
+            _ => random(CS, 100 + s),
+        };
+        let b = run_with(2, 0..16, usize::MAX, data);
+        use Kind::*;
+        let kinds: Vec<Kind> = b.iter().flatten().map(|d| d.kind).collect();
+        let mut want = vec![Raw; 8];
+        want[3] = Zero;
+        want.extend([Group; 8]);
+        assert_eq!(kinds, want);
+        for d in b.iter().flatten().filter(|d| d.kind == Raw) {
+            let crc = crc32fast::hash(&data(d.i));
+            assert_eq!((d.stored, d.crc, d.plain_crc), (CS, crc, Some(crc)));
+            assert_eq!(d.hash, *blake3::hash(&data(d.i)).as_bytes());
+        }
+        // The mixed batch decompresses to its members, the random ones included.
+        let g = &b[1];
+        let payload: Vec<u8> = g
+            .iter()
+            .flat_map(|d| d.slot.out[..d.part].to_vec())
+            .collect();
+        let whole = zstd::bulk::decompress(&payload, MAX_GROUP_BYTES).unwrap();
+        assert!(whole == (8..16).flat_map(data).collect::<Vec<u8>>());
     }
 }
