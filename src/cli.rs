@@ -76,7 +76,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Cmd::Mkinitramfs(a) => crate::initramfs::run(a),
     };
     match res {
-        Ok(code) => code,
+        Ok(code) => crate::out::exit_code(code),
         Err(e) => report_error(&e, json),
     }
 }
@@ -88,7 +88,7 @@ pub fn report_error(e: &Error, json: bool) -> i32 {
     let v = error_report(e);
     hand_report(&v);
     if json {
-        println!("{v}");
+        crate::outln!("{v}");
     }
     e.exit_code()
 }
@@ -108,7 +108,7 @@ pub fn emit_report<T: serde::Serialize>(rep: &T, json: bool) {
     });
     hand_report(&v);
     if json {
-        println!("{v}");
+        crate::outln!("{v}");
     }
 }
 

@@ -56,6 +56,10 @@ pub mod exit {
     pub const CORRUPT: i32 = 5;
     /// The user cancelled.
     pub const CANCELLED: i32 = 130;
+    /// The job succeeded but its standard output was closed before everything was printed
+    /// (`lifeboat list | head -1`): 128 + SIGPIPE, as a shell reports a command SIGPIPE
+    /// stopped (`crate::out`).
+    pub const STDOUT_CLOSED: i32 = 141;
 }
 
 /// The underlying cause of an [`Error`]: an OS error, or another library's error.

@@ -1,5 +1,7 @@
 //! Lifeboat: a bootable rescue environment that clones and images disks outside the installed OS.
 //! The same library serves the PID 1 boot path, the command-line tool and the TUI.
+// The CLI prints through `out::write` (`outln!`), which survives a closed stdout.
+#![warn(clippy::print_stdout)]
 pub mod cli;
 pub mod clone;
 pub mod devices;
@@ -14,6 +16,7 @@ pub mod jobs;
 pub mod kcmdline;
 pub mod modindex;
 pub mod net;
+pub mod out;
 pub mod rescue;
 pub mod s3;
 pub mod serve;

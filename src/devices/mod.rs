@@ -243,14 +243,14 @@ pub fn run_list(a: ListArgs) -> Result<i32> {
     }
     let c = controllers::scan(Path::new("/sys"));
     if a.json {
-        println!(
+        crate::outln!(
             "{}",
             list_json_string_with(&disks, &c.unsupported, &c.without_disks)
         );
     } else {
-        print!("{}", table(&disks));
-        print!("{}", unsupported_text(&c.unsupported));
-        print!("{}", unsupported_text(&c.without_disks));
+        crate::out!("{}", table(&disks));
+        crate::out!("{}", unsupported_text(&c.unsupported));
+        crate::out!("{}", unsupported_text(&c.without_disks));
     }
     Ok(crate::error::exit::OK)
 }

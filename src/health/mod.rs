@@ -272,9 +272,9 @@ pub fn run(a: HealthArgs) -> Result<i32> {
             "transport": disk.transport,
             "health": health,
         });
-        println!("{v}");
+        crate::outln!("{v}");
     } else {
-        print!("{}", describe(&disk, &health));
+        crate::out!("{}", describe(&disk, &health));
     }
     Ok(exit::OK)
 }

@@ -551,10 +551,10 @@ fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Resul
     crate::cli::emit_report(&rep, json);
     if !json {
         let s = &rep.source;
-        println!("Image        {}", image);
-        println!("UUID         {}", rep.uuid);
-        println!("Created      {}", rep.created);
-        println!(
+        crate::outln!("Image        {}", image);
+        crate::outln!("UUID         {}", rep.uuid);
+        crate::outln!("Created      {}", rep.created);
+        crate::outln!(
             "Source \
             {} {} serial={} ({})",
             s.name,
@@ -562,7 +562,7 @@ fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Resul
             s.serial,
             crate::jobs::fmt_bytes(s.size_bytes)
         );
-        println!(
+        crate::outln!(
             "Chunks \
             {} of {}: {} stored, {} zero, {} unchanged",
             rep.chunks,
@@ -572,13 +572,13 @@ fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Resul
             rep.unchanged_chunks
         );
         if rep.unallocated_chunks > 0 || rep.used_blocks {
-            println!(
+            crate::outln!(
                 "Used blocks  {} chunks held no used block (not stored)",
                 rep.unallocated_chunks
             );
         }
         for p in rep.partitions.iter().flatten() {
-            println!(
+            crate::outln!(
                 "Partition {:<2} {}, {} used of {}, {}",
                 p.number,
                 p.filesystem.as_deref().unwrap_or("unknown"),
@@ -587,38 +587,38 @@ fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Resul
                 p.mode_text()
             );
         }
-        println!(
+        crate::outln!(
             "Size \
             {} in {} volume(s), ratio {:.2}",
             crate::jobs::fmt_bytes(rep.image_bytes),
             rep.volumes.len(),
             rep.compression_ratio
         );
-        println!("Media hash   {}", rep.media_hash);
+        crate::outln!("Media hash   {}", rep.media_hash);
         if let Some(e) = &rep.encryption {
             let slots: Vec<String> = e
                 .key_slots
                 .iter()
                 .map(|k| format!("slot {} {}", k.slot, k.kind.replace('_', " ")))
                 .collect();
-            println!("Encrypted    {}, {}", e.cipher, slots.join(", "));
+            crate::outln!("Encrypted    {}, {}", e.cipher, slots.join(", "));
         }
-        println!(
+        crate::outln!(
             "Unreadable   {} in {} ranges",
             crate::jobs::fmt_bytes(rep.bad_bytes),
             rep.bad_range_count
         );
         for (a, l) in rep.bad_ranges.iter().take(20) {
-            println!("             bytes {a}..{}", a + l);
+            crate::outln!("             bytes {a}..{}", a + l);
         }
         if let Some(p) = &rep.parent {
-            println!("Parent       {} (UUID {})", p.path, p.uuid);
+            crate::outln!("Parent       {} (UUID {})", p.path, p.uuid);
         }
         for (k, l) in rep.chain.iter().enumerate() {
-            println!("Chain {k:<6} {} {}", l.path.display(), l.uuid);
+            crate::outln!("Chain {k:<6} {} {}", l.path.display(), l.uuid);
         }
         if let Some(e) = &rep.chain_error {
-            println!("Chain        BROKEN: {e}");
+            crate::outln!("Chain        BROKEN: {e}");
         }
     }
     Ok(if rep.chain_error.is_some() {

@@ -465,7 +465,7 @@ pub(super) fn run_add_key(
                 o.display()
             ),
             None => {
-                println!("{}", text.as_str());
+                crate::outln!("{}", text.as_str());
                 eprintln!(
                     "Recovery key above added to slot {} of {whom}: write it down and keep it \
                      apart from the image; it opens the image like the passphrase.",

@@ -1503,6 +1503,7 @@ mod speed {
 
     #[test]
     #[ignore]
+    #[allow(clippy::print_stdout)] // a measurement printed for a person (`--nocapture`)
     fn cipher_throughput() {
         let n = 256usize;
         let plain = vec![0x5au8; 1 << 20];

@@ -257,7 +257,7 @@ pub fn run(a: MkArgs) -> Result<i32> {
         eprintln!("mkinitramfs: note: {n}");
     }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    println!(
+    crate::outln!(
         "initramfs: {} ({} modules: {} listed + {} dependencies, kernel {}), {} entries, {:.2} MiB uncompressed, {:.2} MiB gzip ({} bytes)",
         a.out.display(),
         s.modules,

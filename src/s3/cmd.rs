@@ -70,7 +70,7 @@ pub fn run_store(cmd: StoreCmd) -> Result<i32> {
     if !json {
         if let Some(imgs) = v.get("images").and_then(|i| i.as_array()) {
             for i in imgs {
-                println!("{}", i["name"].as_str().unwrap_or_default());
+                crate::outln!("{}", i["name"].as_str().unwrap_or_default());
             }
         }
     }
@@ -194,7 +194,7 @@ pub fn run_info(image: &str, json: bool) -> Result<i32> {
     let v = img.info();
     crate::cli::emit_report(&v, json);
     if !json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        crate::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     }
     Ok(0)
 }

@@ -508,7 +508,7 @@ fn run_helper(image: &str) -> Result<i32> {
             }
         })
         .map_err(|e| Error::os("start the server thread", e))?;
-    println!("{READY}{}", dev_path.display());
+    crate::outln!("{READY}{}", dev_path.display());
     // Runs until `image umount` (or anyone) disconnects the device.
     let r = crate::io::nbd::run(&dev);
     let _ = server.join();

@@ -281,7 +281,7 @@ pub fn run_ls(a: LsArgs) -> Result<i32> {
                 (None, "dir") => format!("{}/", e.name),
                 _ => e.name.clone(),
             };
-            println!(
+            crate::outln!(
                 "{:>10}  {}  {name}",
                 size,
                 crate::image::ops::iso8601(e.mtime.max(0) as u64)
