@@ -6,7 +6,10 @@
 //! is changed underneath, at the physical place of one image byte (found with `filefrag`),
 //! after the image was written and fsynced and while its pages are still cached: a verify that
 //! read the page cache would pass; one that reads the media finds the change. The job waits at
-//! that moment through the debug-build hook `LIFEBOAT_TEST_PAUSE_BEFORE_VERIFY`.
+//! that moment through the debug-build hook `LIFEBOAT_TEST_PAUSE_BEFORE_VERIFY`. With the
+//! image's pages also mapped by another process (a `python3` mmap, as an indexer or a backup
+//! tool holds them), dropping the page cache does not drop them: only a verify that reads
+//! around the cache (O_DIRECT) finds the change.
 //!
 //! Encrypted images: verified after writing with the job's key (every record's tag, CRC and
 //! keyed hash); copied as ciphertext, verified as images with `--passphrase-file`, compared
@@ -118,15 +121,48 @@ fn flip(file: &Path, off: u64) -> u8 {
     b[0]
 }
 
+/// Maps every page of `file` in another process (python3's mmap, pages faulted in) until
+/// the returned child's stdin is closed: such pages stay in the page cache whatever
+/// `POSIX_FADV_DONTNEED` asks.
+fn map_pages(file: &Path) -> std::process::Child {
+    use std::io::BufRead;
+    const PY: &str = "import mmap, sys\n\
+        f = open(sys.argv[1], 'rb')\n\
+        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n\
+        sum(m[i] for i in range(0, len(m), 4096))\n\
+        print('mapped', flush=True)\n\
+        sys.stdin.read()\n";
+    let mut c = Command::new("python3")
+        .args(["-c", PY])
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        "mapped",
+        "python3 could not map {}",
+        file.display()
+    );
+    c
+}
+
 /// Runs `lifeboat ARGS` paused before its verify after writing; once paused, flips on the
 /// store's backing file `store` the byte of the written image `img` that `which` picks, checks
-/// the image still reads as written through the page cache, and lets the job go on.
+/// the image still reads as written through the page cache, and lets the job go on. With
+/// `mapped`, the image's pages are mapped by another process meanwhile ([`map_pages`]).
 fn corrupt_under_the_cache(
     t: &TempDir,
     args: &[&str],
     store: &Path,
     img: &Path,
     which: impl Fn(&Path) -> u64,
+    mapped: bool,
 ) -> std::process::Output {
     let hook = t.p("hook");
     std::fs::create_dir_all(&hook).unwrap();
@@ -142,6 +178,7 @@ fn corrupt_under_the_cache(
         assert!(Instant::now() < until, "the job never reached its verify");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let pin = mapped.then(|| map_pages(img));
     let off = which(img);
     let old = flip(store, physical_offset(img, off));
     // The page cache still holds what was written: a verify reading it would find nothing.
@@ -155,7 +192,12 @@ fn corrupt_under_the_cache(
         "the image's pages were not cached: this test proves nothing"
     );
     std::fs::write(hook.join("go"), b"").unwrap();
-    child.wait_with_output().unwrap()
+    let o = child.wait_with_output().unwrap();
+    if let Some(mut p) = pin {
+        drop(p.stdin.take());
+        let _ = p.wait();
+    }
+    o
 }
 
 #[test]
@@ -193,6 +235,7 @@ fn create_verifies_what_the_storage_returns_by_default() {
         &store,
         &img,
         payload_byte,
+        false,
     );
     assert_exit(&o, 5);
     let r = json(&o);
@@ -428,22 +471,35 @@ fn copy_onto_storage_that_corrupts_is_caught() {
     assert_exit(&lifeboat(&["image", "verify", s(&dest)]), 5);
     std::fs::remove_file(&dest).unwrap();
 
-    // Storage whose media changes under the copy while its pages are still cached.
+    // Storage whose media changes under the copy while its pages are still cached; then
+    // also mapped by another process, so that only reading around the cache sees it.
     let Some((store, m)) = ext4_store(&t, 96) else {
         return;
     };
     let dest = m.mp.join("copy.lbi");
-    let o = corrupt_under_the_cache(
-        &t,
-        &["image", "copy", s(&img), s(&dest), "--json"],
-        &store,
-        &m.mp.join("copy.lbi.partial"),
-        payload_byte,
-    );
-    assert_exit(&o, 5);
-    let r = json(&o);
-    assert_eq!(r["verified"], false, "{r}");
-    assert!(!dest.exists(), "a copy that failed its verify got its name");
+    for mapped in [false, true] {
+        let o = corrupt_under_the_cache(
+            &t,
+            &["image", "copy", s(&img), s(&dest), "--json"],
+            &store,
+            &m.mp.join("copy.lbi.partial"),
+            payload_byte,
+            mapped,
+        );
+        eprintln!("the copy's pages mapped by another process: {mapped}");
+        assert_exit(&o, 5);
+        let r = json(&o);
+        assert_eq!(r["verified"], false, "mapped {mapped}: {r}");
+        assert!(
+            r["verify_problems"][0]
+                .as_str()
+                .is_some_and(|p| p.contains("differs from")),
+            "{r}"
+        );
+        assert!(!dest.exists(), "a copy that failed its verify got its name");
+        std::fs::remove_file(t.p("hook/ready")).unwrap();
+        std::fs::remove_file(t.p("hook/go")).unwrap();
+    }
     assert_eq!(sha256(&img), want, "the image copied changed");
     drop(m);
 }
@@ -610,6 +666,7 @@ fn an_encrypted_create_is_verified_after_writing_with_its_key() {
         &store,
         &bad,
         |p| payload_byte_with(p, &keys),
+        false,
     );
     assert_exit(&o, 5);
     let r = json(&o);

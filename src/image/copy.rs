@@ -1,10 +1,12 @@
 //! `image copy`: an image — every volume, and with `--chain` every parent it needs — copied to
 //! another location byte for byte (so the copy keeps the image's UUID and a chain resolves
 //! through either copy). Each volume is written under its `.partial` name and fsynced; then,
-//! unless told not to, it is read back from the destination's storage with its page cache
-//! dropped and compared with what was read from the image (a BLAKE3 of each volume, the first
-//! differing byte located when they differ), and the copy is verified as an image (every CRC
-//! and chunk hash); only a copy that passed is renamed to its final name. A parent already at
+//! unless told not to, it is read back from the destination's storage — with O_DIRECT, as
+//! create's verify after writing reads (the page cache dropped first where the filesystem
+//! refuses O_DIRECT: [`super::dio`]) — and compared with what was read from the image (a
+//! BLAKE3 of each volume, the first differing byte located when they differ), and the copy is
+//! verified as an image, read from its storage the same way (every CRC and chunk hash); only a
+//! copy that passed is renamed to its final name. A parent already at
 //! the destination with the same UUID, media hash and volume sizes is not copied again.
 //!
 //! An encrypted image is copied as it is stored (ciphertext: the copy needs no key and opens
@@ -17,6 +19,7 @@
 //! The command side (locations, the identity checks) is in [`super::cmd_copy`].
 use super::create::{partial_name, sync_dir};
 use super::crypt::Keys;
+use super::dio::{Stored, VolFile};
 use super::format::*;
 use super::reader::{Chain, Image};
 use crate::error::{Error, ErrorKind, Result};
@@ -149,7 +152,9 @@ fn refuse_shared_names(planned: &[Planned]) -> Result<()> {
             let nb = names(b);
             if let Some(f) = names(a).into_iter().find(|f| nb.contains(f)) {
                 return Err(Error::refused(format!(
-                    "{} and {} would both be copied to {}: the second would replace the first,                      and the copy's chain would lose an image. Nothing was written; give the                      copy another file name",
+                    "{} and {} would both be copied to {}: the second would replace the first, \
+                     and the copy's chain would lose an image. Nothing was written; give the \
+                     copy another file name",
                     a.image.path.display(),
                     b.image.path.display(),
                     f.display()
@@ -406,8 +411,8 @@ fn write_block(out: &File, dst: &Path, buf: &[u8], off: u64) -> Result<()> {
     r.map_err(|e| Error::io("write", dst, e).at_offset(off))
 }
 
-/// Reads the copy of `p` back from the destination's storage (every volume fsynced, its page
-/// cache dropped) through the files written — not by name: a name replaced meanwhile (a link
+/// Reads the copy of `p` back from the destination's storage (every volume fsynced, then read
+/// with O_DIRECT, or its page cache dropped where that is refused) through the files written — not by name: a name replaced meanwhile (a link
 /// to the image itself) would read back the image — and compares each volume with the hash of
 /// what was read from the image (a volume read back shorter or longer than written is a
 /// problem of the copy, not an error of the image), then verifies the copy as an image (an
@@ -427,9 +432,14 @@ fn verify_copy(
     let mut found = Vec::new();
     for (n, ((src, len), w)) in vols.iter().zip(written).enumerate() {
         let to = partial_name(&volume_path(&p.dest, n as u32 + 1));
-        let f = &w.file;
-        crate::io::drop_file_cache(f, &to)?;
+        let f = VolFile::from_storage(
+            w.file
+                .try_clone()
+                .map_err(|e| Error::io("open again", &to, e))?,
+            &to,
+        )?;
         let now = f
+            .file
             .metadata()
             .map_err(|e| Error::io("look at", &to, e))?
             .len();
@@ -441,9 +451,9 @@ fn verify_copy(
             ));
             continue;
         }
-        let got = hash_file(f, &to, *len, &mut prog, sink, cancel)?;
+        let got = hash_file(&f, &to, *len, &mut prog, sink, cancel)?;
         if got != w.hash {
-            let at = first_difference(src, f, &to, *len)?;
+            let at = first_difference(src, &f, &to, *len)?;
             found.push(format!(
                 "{} read back from the destination differs from {} ({}): the destination's \
                  storage did not return what was written",
@@ -473,9 +483,9 @@ fn verify_copy(
     Ok(found)
 }
 
-/// The BLAKE3 of the first `len` bytes of `f`, read in blocks.
+/// The BLAKE3 of the first `len` bytes of `f`, read in blocks from its storage.
 fn hash_file(
-    f: &File,
+    f: &VolFile,
     path: &Path,
     len: u64,
     prog: &mut Progress,
@@ -483,15 +493,14 @@ fn hash_file(
     cancel: &Cancel,
 ) -> Result<[u8; 32]> {
     let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; BLOCK];
+    let mut st = Stored::with_capacity(BLOCK);
     let mut off = 0;
     while off < len {
         if cancel.is_cancelled() {
             return Err(Error::cancelled());
         }
         let n = (len - off).min(BLOCK as u64) as usize;
-        read_full(f, path, &mut buf[..n], off)?;
-        h.update(&buf[..n]);
+        h.update(read_stored(f, path, off, n, &mut st)?);
         off += n as u64;
         prog.done_bytes += n as u64;
         sink.progress(prog);
@@ -499,17 +508,39 @@ fn hash_file(
     Ok(*h.finalize().as_bytes())
 }
 
-/// The first byte offset where `a` and the file `fb` (named `b`) differ in their first `len`
-/// bytes (None: equal).
-fn first_difference(a: &Path, fb: &File, b: &Path, len: u64) -> Result<Option<u64>> {
+/// `n` bytes at `off` of `f` (named `path`) as its storage returns them; a file shorter than
+/// that is corrupt, as in [`read_full`].
+fn read_stored<'a>(
+    f: &VolFile,
+    path: &Path,
+    off: u64,
+    n: usize,
+    st: &'a mut Stored,
+) -> Result<&'a [u8]> {
+    f.read_stored(path, off, n, st).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corrupt("the copy's volume became shorter while it was read back")
+                .at_path(path)
+                .at_offset(off)
+        } else {
+            Error::io("read back", path, e).at_offset(off)
+        }
+    })?;
+    Ok(st.bytes())
+}
+
+/// The first byte offset where `a` and the file `fb` (named `b`, read from its storage) differ
+/// in their first `len` bytes (None: equal).
+fn first_difference(a: &Path, fb: &VolFile, b: &Path, len: u64) -> Result<Option<u64>> {
     let fa = crate::io::open::open_regular(a, "an image volume")?;
-    let (mut x, mut y) = (vec![0u8; BLOCK], vec![0u8; BLOCK]);
+    let mut x = vec![0u8; BLOCK];
+    let mut st = Stored::with_capacity(BLOCK);
     let mut off = 0;
     while off < len {
         let n = (len - off).min(BLOCK as u64) as usize;
         read_full(&fa, a, &mut x[..n], off)?;
-        read_full(fb, b, &mut y[..n], off)?;
-        if let Some(k) = x[..n].iter().zip(&y[..n]).position(|(p, q)| p != q) {
+        let y = read_stored(fb, b, off, n, &mut st)?;
+        if let Some(k) = x[..n].iter().zip(y).position(|(p, q)| p != q) {
             return Ok(Some(off + k as u64));
         }
         off += n as u64;

@@ -1,5 +1,6 @@
 //! Reading an image's volumes back from their storage rather than from the page cache (the
-//! verify after writing, [`super::verify::verify_written`]), as clone's verify reads its
+//! verify after writing, [`super::verify::verify_written`], and `image copy`'s read-back of
+//! its copy, [`super::copy`]), as clone's verify reads its
 //! target: O_DIRECT on the open volume, each read done in a window aligned to
 //! [`IO_ALIGN`] around the bytes asked for (records lie at any byte offset), straight into a
 //! page-aligned buffer ([`Stored`]) for payloads — no copy, no page cache to fill and drop
@@ -7,7 +8,8 @@
 //! such as ntfs-3g, some network shares) — when the flag is set, or at a read — the volume's
 //! pages are dropped from the page cache instead (fsync, then `POSIX_FADV_DONTNEED`:
 //! [`crate::io::drop_file_cache`]) and it is read through the cache, which then holds only
-//! what the storage returns.
+//! what the storage returns — except pages another process has mapped, which the kernel does
+//! not drop: the fallback, never the first choice.
 use crate::error::Result;
 use crate::io::{AlignedBuf, IO_ALIGN};
 use std::cell::RefCell;

@@ -93,13 +93,18 @@ impl Image {
 
     /// [`Image::open`] with these keys.
     pub fn open_with(path: &Path, keys: &Keys) -> Result<Image> {
-        Image::open_named(path, keys, &|n| volume_path(path, n))
+        Image::open_impl(path, keys, &|n| volume_path(path, n), false)
     }
 
-    /// [`Image::open_with`] with the file of volume `n` (2, 3, …) named by `volume`: how a copy
-    /// still under its `.partial` names (`x.lbi.partial`, `x.lbi.002.partial`) is checked.
-    pub fn open_named(path: &Path, keys: &Keys, volume: &dyn Fn(u32) -> PathBuf) -> Result<Image> {
-        Image::open_impl(path, keys, volume, false)
+    /// [`Image::open_from_storage`] with the file of volume `n` (2, 3, …) named by `volume`:
+    /// how a copy still under its `.partial` names (`x.lbi.partial`, `x.lbi.002.partial`) is
+    /// checked.
+    pub fn open_named_from_storage(
+        path: &Path,
+        keys: &Keys,
+        volume: &dyn Fn(u32) -> PathBuf,
+    ) -> Result<Image> {
+        Image::open_impl(path, keys, volume, true)
     }
 
     /// [`Image::open_with`] reading every volume from its storage, not from the page cache

@@ -892,9 +892,10 @@ pub(super) fn test_pause_before_verify() {
 }
 
 /// Verifies the one image whose first volume is `path` and whose volume `n` is the file
-/// `volume(n)` (a copy under its `.partial` names) in full, without its parents: references
-/// to the parent are checked for their form, not against the parent's index. An encrypted
-/// image needs its key (`keys`) for this: every record's tag is checked as it is opened.
+/// `volume(n)` (a copy under its `.partial` names) in full, without its parents, read from
+/// its storage ([`super::Image::open_named_from_storage`]): references to the parent are
+/// checked for their form, not against the parent's index. An encrypted image needs its key
+/// (`keys`) for this: every record's tag is checked as it is opened.
 pub(super) fn verify_files(
     path: &Path,
     volume: &dyn Fn(u32) -> PathBuf,
@@ -903,7 +904,7 @@ pub(super) fn verify_files(
     sink: &dyn ProgressSink,
     cancel: &Cancel,
 ) -> Result<VerifyReport> {
-    let img = super::Image::open_named(path, keys, volume)?;
+    let img = super::Image::open_named_from_storage(path, keys, volume)?;
     let mut chain = Chain::alone(img);
     verify_chain(&mut chain, path, sink, cancel, None, job, 1, None)
 }
