@@ -36,6 +36,22 @@ fn lb_in(cipher: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The arguments of an encrypted create: `image create SRC IMG --encrypt --passphrase-file PW`
+/// and then `extra`.
+fn enc_create<'a>(src: &'a Path, img: &'a Path, pw: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "image",
+        "create",
+        s(src),
+        s(img),
+        "--encrypt",
+        "--passphrase-file",
+        s(pw),
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
 /// A disk of `mib` MiB made of 4 KiB blocks, each starting with its own tag
 /// (`LBPATTERN-<n>-`): in every fourth MiB the rest of each block is pseudo-random (stored raw:
 /// incompressible), in the others repeated text (compressed), and one MiB in eight is zeros.
@@ -132,19 +148,7 @@ fn round_trip(cipher: &str, other: &str) {
     let sha = sha256(&disk);
     let pw = passfile(&t, "pw", PASS);
     let full = t.p("full.lbi");
-    let o = lb_in(
-        cipher,
-        &[
-            "image",
-            "create",
-            s(&disk),
-            s(&full),
-            "--encrypt",
-            "--passphrase-file",
-            s(&pw),
-            "--json",
-        ],
-    );
+    let o = lb_in(cipher, &enc_create(&disk, &full, &pw, &["--json"]));
     assert_exit(&o, 0);
     let j = json(&o);
     assert_eq!(j["encrypted"], true, "{j}");
@@ -346,17 +350,7 @@ fn round_trip(cipher: &str, other: &str) {
     // An unencrypted parent cannot have an encrypted incremental.
     let o = lb_in(
         cipher,
-        &[
-            "image",
-            "create",
-            s(&disk),
-            s(&t.p("bad.lbi")),
-            "--parent",
-            s(&clear),
-            "--encrypt",
-            "--passphrase-file",
-            s(&pw),
-        ],
+        &enc_create(&disk, &t.p("bad.lbi"), &pw, &["--parent", s(&clear)]),
     );
     assert_exit(&o, 2);
     assert!(!t.p("bad.lbi.partial").exists());
@@ -388,21 +382,7 @@ fn flips(cipher: &str) {
     let sha = sha256(&disk);
     let pw = passfile(&t, "pw", PASS);
     let img = t.p("small.lbi");
-    assert_exit(
-        &lb_in(
-            cipher,
-            &[
-                "image",
-                "create",
-                s(&disk),
-                s(&img),
-                "--encrypt",
-                "--passphrase-file",
-                s(&pw),
-            ],
-        ),
-        0,
-    );
+    assert_exit(&lb_in(cipher, &enc_create(&disk, &img, &pw, &[])), 0);
     assert_eq!(sha256(&disk), sha, "the source changed");
     Keys::set_global(Keys::passphrase(PASS.as_bytes()));
     let verify = |p: &Path| {
@@ -442,18 +422,7 @@ fn wrong_passphrase_is_refused_before_anything_is_written() {
     let pw = passfile(&t, "pw", PASS);
     let bad = passfile(&t, "bad", "correct horse battery stapler");
     let full = t.p("full.lbi");
-    assert_exit(
-        &lb(&[
-            "image",
-            "create",
-            s(&disk),
-            s(&full),
-            "--encrypt",
-            "--passphrase-file",
-            s(&pw),
-        ]),
-        0,
-    );
+    assert_exit(&lb(&enc_create(&disk, &full, &pw, &[])), 0);
     let wrong = |o: &Output| {
         assert_exit(o, 5);
         assert!(stderr(o).contains("wrong passphrase"), "{}", stderr(o));
@@ -542,19 +511,10 @@ fn an_interrupted_encrypted_create_resumes_only_with_its_passphrase() {
     let journal = t.p("r.lbi.partial.journal");
     let create = |pass: &Path| {
         let mut c = lifeboat_cmd();
-        c.args([
-            "image",
-            "create",
-            s(&disk),
-            s(&img),
-            "--encrypt",
-            "--passphrase-file",
-            s(pass),
-            "--json",
-        ])
-        .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
-        .env("LIFEBOAT_CIPHER", GCM)
-        .env("LIFEBOAT_CHECKPOINT_SECS", "0");
+        c.args(enc_create(&disk, &img, pass, &["--json"]))
+            .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
+            .env("LIFEBOAT_CIPHER", GCM)
+            .env("LIFEBOAT_CHECKPOINT_SECS", "0");
         c
     };
     // Stopped at a fixed size of its `.partial`, not by a timer (a fast machine finished every
@@ -649,20 +609,12 @@ fn a_slow_kdf_slot_reaches_every_volume_written_before_it() {
     let img = t.p("slow.lbi");
     let create = |delay_ms: &str| {
         let mut c = lifeboat_cmd();
-        c.args([
-            "image",
-            "create",
-            s(&disk),
-            s(&img),
-            "--encrypt",
-            "--passphrase-file",
-            s(&pw),
-            "--split",
-            "4M",
-            "--compress",
-            "lz4",
-            "--json",
-        ])
+        c.args(enc_create(
+            &disk,
+            &img,
+            &pw,
+            &["--split", "4M", "--compress", "lz4", "--json"],
+        ))
         .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
         .env("LIFEBOAT_TEST_KDF_DELAY_MS", delay_ms);
         c
@@ -728,20 +680,7 @@ fn key_slots_are_added_and_removed_but_never_the_last() {
     pattern_disk(&disk, 40, 5);
     let pw = passfile(&t, "pw", PASS);
     let img = t.p("k.lbi");
-    assert_exit(
-        &lb(&[
-            "image",
-            "create",
-            s(&disk),
-            s(&img),
-            "--encrypt",
-            "--passphrase-file",
-            s(&pw),
-            "--split",
-            "4M",
-        ]),
-        0,
-    );
+    assert_exit(&lb(&enc_create(&disk, &img, &pw, &["--split", "4M"])), 0);
     // A recovery key, printed.
     let o = lb(&[
         "image",
@@ -1144,14 +1083,7 @@ fn an_incrementals_parent_that_its_key_does_not_open_is_named() {
     let pw = passfile(&t, "pw", PASS);
     let (full, inc) = (t.p("full.lbi"), t.p("inc.lbi"));
     let enc = ["--passphrase-file", s(&pw)];
-    assert_exit(
-        &lb(&[
-            &["image", "create", s(&disk), s(&full), "--encrypt"],
-            &enc[..],
-        ]
-        .concat()),
-        0,
-    );
+    assert_exit(&lb(&enc_create(&disk, &full, &pw, &[])), 0);
     let mut changed = data.clone();
     changed[1 << 20..(1 << 20) + 4096].fill(0x77);
     std::fs::write(&disk, &changed).unwrap();
