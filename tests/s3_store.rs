@@ -768,3 +768,116 @@ fn https_store_with_its_own_ca() {
     assert_eq!(m.objects(""), stored, "a refused job changed the bucket");
     assert_eq!(sha256(&src), before, "the source changed");
 }
+
+/// Replaces the cipher byte of the encryption area (`crypt`, hex) of the JSON object `key`
+/// in the bucket with `02` (AES-256-GCM), as a hand-edited or foreign manifest would say.
+fn claim_aes_gcm(m: &Moto, key: &str) {
+    let dl = m.dir.p("dl");
+    let _ = std::fs::remove_dir_all(&dl);
+    m.download(&dl);
+    let file = dl.join(key.replace('/', "__"));
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let area = v["crypt"].as_str().expect("an encryption area").to_string();
+    assert!(area.starts_with("01"), "{area}");
+    v["crypt"] = format!("02{}", &area[2..]).into();
+    std::fs::write(&file, v.to_string()).unwrap();
+    let port = m.port.to_string();
+    m.py(&["put", &port, &m.access, &m.secret, "lab", key, s(&file)]);
+}
+
+/// The store seals with random nonces, so its images are XChaCha20-Poly1305 only: a manifest
+/// or an upload record naming AES-256-GCM (cipher 2) is refused as damaged, naming the
+/// cipher, before any key is derived — nothing restored, nothing uploaded.
+#[test]
+fn a_manifest_or_upload_naming_aes_gcm_is_refused() {
+    let Some(m) = Moto::start("s3-gcm") else {
+        return;
+    };
+    let src = m.dir.p("src.img");
+    disk(&src, 8, 9);
+    let before = sha256(&src);
+    let pass = m.dir.p("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let kdf = [("LIFEBOAT_KDF_PARAMS", "8192,1,1")];
+    let create = |to: &str, env: &[(&str, &str)]| {
+        let mut e = kdf.to_vec();
+        e.extend_from_slice(env);
+        m.lb_env(
+            &[
+                "image",
+                "create",
+                s(&src),
+                to,
+                "--encrypt",
+                "--passphrase-file",
+                s(&pass),
+                "--json",
+            ],
+            &e,
+        )
+    };
+    assert_exit(&create("s3://lab/g/pc", &[]), 0);
+    claim_aes_gcm(&m, "g/images/pc");
+    let says_gcm = |o: &std::process::Output| {
+        let msg = json(o)["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("aes-256-gcm") && msg.contains("XChaCha20"),
+            "{msg}"
+        );
+    };
+    let o = m.lb(&[
+        "image",
+        "info",
+        "s3://lab/g/pc",
+        "--passphrase-file",
+        s(&pass),
+        "--json",
+    ]);
+    assert_exit(&o, 5);
+    says_gcm(&o);
+    let out = m.dir.p("out.img");
+    zero_file(&out, 8 << 20);
+    let o = m.lb(&[
+        "image",
+        "restore",
+        "s3://lab/g/pc",
+        s(&out),
+        "--yes",
+        "--passphrase-file",
+        s(&pass),
+        "--json",
+    ]);
+    assert_exit(&o, 5);
+    says_gcm(&o);
+    assert!(
+        std::fs::read(&out).unwrap().iter().all(|&b| b == 0),
+        "a refused restore wrote"
+    );
+
+    // An upload killed after 2 chunk objects, its record then claiming AES-256-GCM: the rerun
+    // refuses before it stores anything.
+    let o = create(
+        "s3://lab/u/pc",
+        &[
+            ("LIFEBOAT_S3_KILL_AFTER_PUTS", "2"),
+            ("LIFEBOAT_S3_SAVE_SECS", "0"),
+            ("LIFEBOAT_S3_WORKERS", "1"),
+        ],
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&o.status),
+        Some(9),
+        "{o:?}"
+    );
+    claim_aes_gcm(&m, "u/uploads/pc");
+    let objects = m.objects("");
+    let o = create("s3://lab/u/pc", &[]);
+    assert_exit(&o, 5);
+    says_gcm(&o);
+    assert_eq!(
+        m.objects(""),
+        objects,
+        "a refused upload changed the bucket"
+    );
+    assert_eq!(sha256(&src), before, "the source changed");
+}

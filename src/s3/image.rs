@@ -189,7 +189,7 @@ fn upload_key(
     what: &Path,
 ) -> Result<Option<(DataKey, CryptHeader)>> {
     if let Some(area) = resumed.and_then(|r| r.crypt.as_deref()) {
-        let ch = decode_area(area)?;
+        let ch = decode_area(area, &what.display().to_string())?;
         let (k, _) = opts.keys.unlock(what, &ch)?;
         return Ok(Some((k, ch)));
     }
@@ -210,11 +210,26 @@ fn encode_area(ch: &CryptHeader) -> String {
     hex(&b)
 }
 
-fn decode_area(s: &str) -> Result<CryptHeader> {
+/// The encryption area of a manifest or an upload record. Its cipher must be
+/// XChaCha20-Poly1305: the store's objects are sealed with random nonces, which AES-256-GCM's
+/// 96-bit nonces do not allow (an `.lbi` file's cipher 2 uses deterministic ones), so Lifeboat
+/// never writes another cipher here. One that names another was changed or written by another
+/// program: refused as damaged before any key is derived or anything is read or uploaded.
+fn decode_area(s: &str, what: &str) -> Result<CryptHeader> {
     let b = store::unhex(s)
         .filter(|b| b.len() == crate::image::crypt::AREA_LEN)
         .ok_or_else(|| Error::corrupt("the image's key slots are damaged"))?;
-    CryptHeader::decode(&b)
+    let ch = CryptHeader::decode(&b)?;
+    if ch.cipher != crate::image::crypt::CIPHER_XCHACHA20_POLY1305 {
+        return Err(Error::corrupt(format!(
+            "{what}: the image's encryption area names cipher {} ({}), which an S3 store \
+             never uses (its objects are sealed with random nonces: XChaCha20-Poly1305 only); \
+             the manifest or upload record was changed or written by another program",
+            ch.cipher,
+            crate::image::crypt::cipher_name(ch.cipher)
+        )));
+    }
+    Ok(ch)
 }
 
 /// Creates the image `loc` of `src` in the store.
@@ -655,7 +670,7 @@ pub fn open(loc: &Location, keys: &Keys) -> Result<Opened> {
     let (body, sealer) = match (&m.crypt, &m.sealed, &m.body) {
         (None, None, Some(b)) if !m.encrypted => (b.clone(), None),
         (Some(area), Some(sealed), None) if m.encrypted => {
-            let ch = decode_area(area)?;
+            let ch = decode_area(area, &what)?;
             let (k, _) = keys.unlock(Path::new(&what), &ch)?;
             let s = store::sealer(&k);
             let mut buf = store::unhex(sealed)
@@ -1108,5 +1123,21 @@ mod tests {
         assert_ne!(result_name("WD-WX1235", Some(k1)), a);
         assert_ne!(result_name("WD-WX1234", Some(k2)), a);
         assert_eq!(result_name("", Some(k1)), "unknown");
+    }
+
+    /// A store's encryption area must name XChaCha20-Poly1305; AES-256-GCM (an `.lbi` file's
+    /// cipher 2) is refused as damaged, naming the cipher.
+    #[test]
+    fn an_area_naming_aes_gcm_is_refused() {
+        use crate::image::crypt::{CIPHER_AES256_GCM, CIPHER_XCHACHA20_POLY1305};
+        let ok = encode_area(&CryptHeader::new(false));
+        assert_eq!(
+            decode_area(&ok, "s3://b/x").unwrap().cipher,
+            CIPHER_XCHACHA20_POLY1305
+        );
+        let gcm = encode_area(&CryptHeader::with_cipher(false, CIPHER_AES256_GCM));
+        let e = decode_area(&gcm, "s3://b/x").unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Corrupt);
+        assert!(e.to_string().contains("aes-256-gcm"), "{e}");
     }
 }
