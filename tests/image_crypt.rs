@@ -496,6 +496,70 @@ fn wrong_passphrase_is_refused_before_anything_is_written() {
     assert_eq!(sha256(&disk), sha, "the source changed");
 }
 
+/// `cmd` run under util-linux's `prlimit` with RLIMIT_FSIZE `bytes` (and no core dump): the
+/// kernel stops it with SIGXFSZ at its first write past `bytes` of a file, as a power loss
+/// would stop it at that point of its output, whatever the machine's speed.
+fn file_size_limited(cmd: &std::process::Command, bytes: u64) -> std::process::Command {
+    let mut c = std::process::Command::new("prlimit");
+    c.arg(format!("--fsize={bytes}"))
+        .args(["--core=0", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c
+}
+
+/// A new encrypted image's first journal follows its key slot, not the engine's next timed
+/// checkpoint: a create that reads its whole disk before that checkpoint (a small disk with
+/// the default 5 s; here any disk, with the interval made an hour), stopped three quarters of
+/// the way through its `.partial`, resumes from its journal and gives the source's bytes.
+#[test]
+fn an_encrypted_create_stopped_before_its_first_timed_checkpoint_resumes() {
+    let t = TempDir::new("crypt-first-journal");
+    let disk = t.p("disk.img");
+    let data = pattern_disk(&disk, 32, 5);
+    let sha = sha256(&disk);
+    let pw = passfile(&t, "pw", PASS);
+    let img = t.p("f.lbi");
+    let create = || {
+        let mut c = lifeboat_cmd();
+        c.args(enc_create(&disk, &img, &pw, &["--json"]))
+            .env("LIFEBOAT_KDF_PARAMS", CHEAP_KDF)
+            .env("LIFEBOAT_CIPHER", GCM)
+            .env("LIFEBOAT_CHECKPOINT_SECS", "3600");
+        c
+    };
+    assert_exit(&create().output().unwrap(), 0);
+    let whole = std::fs::metadata(&img).unwrap().len();
+    std::fs::remove_file(&img).unwrap();
+    let st = file_size_limited(&create(), whole * 3 / 4)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run prlimit (util-linux)");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(25), "not stopped by SIGXFSZ: {st:?}");
+    assert!(
+        t.p("f.lbi.partial.journal").exists(),
+        "no journal after 3/4 of the image: the first one waited for a timed checkpoint"
+    );
+    let o = create().output().unwrap();
+    assert_exit(&o, 0);
+    let r = json(&o);
+    assert!(!r["resumed_from"].is_null(), "it did not resume: {r}");
+    let raw = t.p("out.raw");
+    export(&img, &raw, &pw);
+    assert!(
+        std::fs::read(&raw).unwrap() == data,
+        "the resumed image differs"
+    );
+    assert_eq!(sha256(&disk), sha, "the source changed");
+}
+
 /// An encrypted create killed part way resumes from its `.partial` and journal given the
 /// passphrase; with a wrong one nothing of the unfinished image changes.
 #[test]
@@ -524,19 +588,7 @@ fn an_interrupted_encrypted_create_resumes_only_with_its_passphrase() {
     // interval checkpoints at every calm point, so the first journal (which for a new encrypted
     // image waits for the key slot) exists long before 4 MiB: with a 5 ms interval the engine
     // handed its last chunk on before its first checkpoint, and no journal ever appeared.
-    let stopped_at_4_mib = |pass: &Path| {
-        let inner = create(pass);
-        let mut c = std::process::Command::new("prlimit");
-        c.args(["--fsize=4194304", "--core=0", "--"])
-            .arg(inner.get_program())
-            .args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            if let Some(v) = v {
-                c.env(k, v);
-            }
-        }
-        c
-    };
+    let stopped_at_4_mib = |pass: &Path| file_size_limited(&create(pass), 4 << 20);
     let mut interrupted = false;
     for _ in 0..3 {
         let _ = std::fs::remove_file(&img);

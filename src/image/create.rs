@@ -470,8 +470,12 @@ pub fn create(
     // slot's KDF (about a second, tuned) runs on its own thread beside the data path: the data
     // key is random and the header digest that binds every record leaves the slots out, so
     // sealing starts at once; the slot is written into the volumes before the first journal
-    // and before the image is finished (`VolumeWriter::settle_slots`).
+    // and before the image is finished (`VolumeWriter::settle_slots`). Once the slot is ready
+    // the engine is asked for a checkpoint (`first_journal`), so the first journal follows the
+    // slot instead of the next timed checkpoint (none at all before the end of a create that
+    // reads its whole disk sooner).
     let mut pending_slot = None;
+    let first_journal = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let key = match (&header.crypt, parent_key, &resumed) {
         (None, _, _) => None,
         (Some(_), Some(k), _) => Some(k),
@@ -479,8 +483,12 @@ pub fn create(
         (Some(_), None, None) => {
             let k = super::crypt::DataKey::random()?;
             let secret = opts.keys.new_secret(image)?;
-            let (keys, dk) = (opts.keys.clone(), k.clone());
-            pending_slot = Some(std::thread::spawn(move || keys.wrap_new(&dk, &secret)));
+            let (keys, dk, ask) = (opts.keys.clone(), k.clone(), first_journal.clone());
+            pending_slot = Some(std::thread::spawn(move || {
+                let slot = keys.wrap_new(&dk, &secret);
+                ask.store(true, std::sync::atomic::Ordering::Relaxed);
+                slot
+            }));
             Some(k)
         }
     };
@@ -605,6 +613,7 @@ pub fn create(
         save_every: opts.checkpoint_every,
         domain: Some(domain.read.iter().map(|r| (r.0, r.1 - r.0)).collect()),
         resume,
+        checkpoint_request: Some(first_journal),
         ..crate::rescue::Options::default()
     };
     let jctx = JournalCtx {

@@ -164,6 +164,11 @@ pub struct Options {
     pub checkpoints: bool,
     /// Start at this checkpoint of an earlier run (with the map of that moment).
     pub resume: Option<ResumePoint>,
+    /// With `checkpoints`: set (to true) by the caller to ask for a checkpoint at the reader's
+    /// next calm point, beside those `save_every` asks for (image create sets it when a new
+    /// encrypted image's key slot is ready: its first journal need not wait for the next
+    /// timed one). `None`: only `save_every`.
+    pub checkpoint_request: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Options {
@@ -185,6 +190,7 @@ impl Default for Options {
             domain: None,
             checkpoints: false,
             resume: None,
+            checkpoint_request: None,
         }
     }
 }
@@ -305,7 +311,7 @@ pub fn run(
     });
     let stats = Arc::new(Stats::new());
     let stop = Arc::new(AtomicBool::new(false));
-    let want = Arc::new(AtomicBool::new(false));
+    let want = opts.checkpoint_request.clone().unwrap_or_default();
     let (tx, rx) = mpsc::sync_channel::<Msg>(opts.buffers.max(2));
     let (pool_tx, pool_rx) = mpsc::channel::<AlignedBuf>();
     for _ in 0..opts.buffers.max(2) {
