@@ -183,8 +183,13 @@ impl Resolver {
             .unwrap_or_else(|| format!("device {ma}:{mi}"))
     }
 
-    /// The extents of a filesystem whose st_dev is `st_dev`: the block device under it (the
-    /// mount's source for a virtual st_dev, as btrfs has), anywhere in its range.
+    /// The extents of a filesystem whose st_dev is `st_dev`: the block device under it, anywhere
+    /// in its range. A virtual st_dev (major 0) is looked up in the mount table — by its number,
+    /// or, where the number is not there, by the mount the canonical path `at` is under: btrfs
+    /// gives the files of each subvolume (the top one too) a number of its own that mountinfo
+    /// never shows. Its source is then a block device (with every other member device of a
+    /// multi-device btrfs), a regular file (a FUSE filesystem such as `ntfs-3g` mounted straight
+    /// from an image file: its files are bytes of that file), or an overlay's layers.
     fn fs_extents(
         &self,
         st_dev: u64,
@@ -194,28 +199,134 @@ impl Resolver {
         out: &mut Vec<Extent>,
         depth: usize,
     ) -> Result<()> {
-        let (ma, _) = dev_split(st_dev);
-        let block = if ma != 0 {
-            Some(st_dev)
-        } else {
-            // Virtual device numbers (btrfs, overlay, tmpfs): the mount's source, if a block device.
-            let d = fmt_dev(st_dev);
-            self.mounts.iter().filter(|m| m.dev == d).find_map(|m| {
-                let md = fs::metadata(&m.source).ok()?;
-                md.file_type().is_block_device().then(|| md.rdev())
-            })
-        };
-        let Some(b) = block else {
-            // An overlay writes into its upper (and work) directory and reads its lower ones:
-            // files on it are stored on those directories' filesystems.
-            return self.overlay_extents(st_dev, at, inside, how, out, depth);
-        };
-        let mut inside = inside.to_vec();
-        if !inside.contains(&b) {
-            inside.push(b);
+        if depth > MAX_DEPTH {
+            return Err(Error::refused(format!(
+                "storage is stacked more than {MAX_DEPTH} levels deep ({how}); refusing to guess where it ends"
+            )));
         }
-        let how = format!("{how} {}", self.dev_name(b));
-        self.dev_extents(b, 0, u64::MAX, &inside, &how, out, depth + 1)
+        let (ma, _) = dev_split(st_dev);
+        if ma != 0 {
+            let mut inside = inside.to_vec();
+            if !inside.contains(&st_dev) {
+                inside.push(st_dev);
+            }
+            let how = format!("{how} {}", self.dev_name(st_dev));
+            return self.dev_extents(st_dev, 0, u64::MAX, &inside, &how, out, depth + 1);
+        }
+        let d = fmt_dev(st_dev);
+        let mut mounts: Vec<&Mount> = self.mounts.iter().filter(|m| m.dev == d).collect();
+        let under = at.and_then(|p| self.mount_of(p));
+        // An overlay writes into its upper (and work) directory and reads its lower ones: files
+        // on it are stored on those directories' filesystems (and shown with the number of the
+        // layer's filesystem, so the overlay is found by the path).
+        let overlay = |m: &&Mount| m.fs_type == "overlay";
+        if mounts.iter().any(overlay) || under.as_ref().is_some_and(overlay) {
+            return self.overlay_extents(st_dev, at, inside, how, out, depth);
+        }
+        if mounts.is_empty() {
+            mounts.extend(under);
+        }
+        for m in mounts {
+            let Ok(md) = fs::metadata(&m.source) else {
+                continue; // "tmpfs", "proc", a FUSE daemon's own name: memory or no local disk
+            };
+            if md.file_type().is_block_device() {
+                let b = md.rdev();
+                let mut inside = inside.to_vec();
+                if !inside.contains(&b) {
+                    inside.push(b);
+                }
+                for member in self.btrfs_members(b, &m.fs_type) {
+                    let how = if member == b {
+                        format!("{how} {}", self.dev_name(b))
+                    } else {
+                        format!(
+                            "{how} {} (btrfs), which also spans {}",
+                            self.dev_name(b),
+                            self.dev_name(member)
+                        )
+                    };
+                    self.dev_extents(member, 0, u64::MAX, &inside, &how, out, depth + 1)?;
+                }
+                return Ok(());
+            }
+            if md.is_file() {
+                // The filesystem's own number keeps its files apart from each other (as a block
+                // device's does); major 0 is never a block device, so it names nothing else.
+                let mut inside = inside.to_vec();
+                if !inside.contains(&st_dev) {
+                    inside.push(st_dev);
+                }
+                let canon =
+                    fs::canonicalize(&m.source).unwrap_or_else(|_| PathBuf::from(&m.source));
+                let how = format!(
+                    "{how} {} ({}, mounted from the file {})",
+                    m.mount_point,
+                    m.fs_type,
+                    canon.display()
+                );
+                out.push(Extent {
+                    object: Object::File {
+                        dev: md.dev(),
+                        ino: md.ino(),
+                    },
+                    object_name: canon.display().to_string(),
+                    start: 0,
+                    end: u64::MAX,
+                    inside: inside.clone(),
+                    how: how.clone(),
+                });
+                let how = format!("{how}, a file on the filesystem of");
+                return self.fs_extents(md.dev(), Some(&canon), &inside, &how, out, depth + 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// The mount the canonical path `p` is under (the last of those at the deepest mount point:
+    /// the one on top).
+    fn mount_of(&self, p: &Path) -> Option<&Mount> {
+        self.mounts
+            .iter()
+            .filter(|m| p.starts_with(&m.mount_point))
+            .max_by_key(|m| m.mount_point.len())
+    }
+
+    /// The block devices of the filesystem on `b`: every member of a multi-device btrfs (from
+    /// sysfs `fs/btrfs/UUID/devices/`), else `b` alone.
+    fn btrfs_members(&self, b: u64, fs_type: &str) -> Vec<u64> {
+        let mut v = vec![b];
+        if fs_type != "btrfs" {
+            return v;
+        }
+        let (ma, mi) = dev_split(b);
+        let Some(name) = fs::canonicalize(self.sysfs.join(format!("dev/block/{ma}:{mi}")))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_os_string()))
+        else {
+            return v;
+        };
+        for fsd in fs::read_dir(self.sysfs.join("fs/btrfs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let devs = fsd.path().join("devices");
+            if !devs.join(&name).exists() {
+                continue;
+            }
+            for e in fs::read_dir(&devs).into_iter().flatten().flatten() {
+                if let Some(d) = fs::read_to_string(e.path().join("dev"))
+                    .ok()
+                    .and_then(|s| parse_dev(&s))
+                {
+                    if !v.contains(&d) {
+                        v.push(d);
+                    }
+                }
+            }
+        }
+        v
     }
 
     /// The filesystems under the overlay mounted with st_dev `st_dev`, or holding the canonical
@@ -238,12 +349,7 @@ impl Resolver {
         // By st_dev, or (an overlay gives the files of each layer a device number of their
         // own) by the mount the canonical path `at` is under.
         let d = fmt_dev(st_dev);
-        let under = at.and_then(|p| {
-            self.mounts
-                .iter()
-                .filter(|m| p.starts_with(&m.mount_point))
-                .max_by_key(|m| m.mount_point.len())
-        });
+        let under = at.and_then(|p| self.mount_of(p));
         let Some(m) = self
             .mounts
             .iter()
