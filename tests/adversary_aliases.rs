@@ -182,3 +182,67 @@ fn an_output_on_a_fuse_filesystem_mounted_from_the_source_file() {
     assert_eq!(synced_sha(&sf), before, "the source changed");
     drop(m);
 }
+
+/// An output named by a symbolic link: the finished file was renamed over the name, replacing
+/// the link itself — `image export IMG /dev/stdout --force` replaced `/dev/stdout` in `/dev` with
+/// a file of the disk's size — and a dangling link was replaced even without `--force`. Export,
+/// create and copy must refuse (exit 4) and leave the links, the files they point to, the
+/// source and the image as they were.
+#[test]
+fn an_output_named_by_a_symlink_is_refused_not_replaced() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("adv-al-link");
+    let src = dir.p("src.raw");
+    data_file(&src, 4 * MIB, 9);
+    let img = dir.p("i.lbi");
+    assert_exit(
+        &lifeboat(&["image", "create", s(&src), s(&img), "--no-verify"]),
+        0,
+    );
+    let (src_sha, img_sha) = (sha256(&src), sha256(&img));
+    let real = dir.p("real");
+    std::fs::write(&real, b"keep me").unwrap();
+    let link = dir.p("link");
+    symlink(&real, &link).unwrap();
+    let dangling = dir.p("dangling");
+    let nothere = dir.p("nothere");
+    symlink(&nothere, &dangling).unwrap();
+    // As /dev/stdout is: a link to this process's standard output, here a file.
+    let stdout_link = dir.p("stdout");
+    symlink("/proc/self/fd/1", &stdout_link).unwrap();
+    let out_file = dir.p("out.txt");
+    let check = |args: &[&str]| {
+        let o = lifeboat_cmd()
+            .args(args)
+            .stdout(std::fs::File::create(&out_file).unwrap())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(4), "{args:?}: {}", stderr(&o));
+        for (l, to) in [
+            (&link, real.as_path()),
+            (&dangling, nothere.as_path()),
+            (&stdout_link, Path::new("/proc/self/fd/1")),
+        ] {
+            let md = std::fs::symlink_metadata(l).unwrap();
+            assert!(
+                md.file_type().is_symlink(),
+                "{args:?} replaced {}",
+                l.display()
+            );
+            assert_eq!(std::fs::read_link(l).unwrap(), to);
+        }
+        assert_eq!(std::fs::read(&real).unwrap(), b"keep me", "{args:?}");
+        assert!(!nothere.exists(), "{args:?} created the link's target");
+        assert_eq!(std::fs::metadata(&out_file).unwrap().len(), 0, "{args:?}");
+    };
+    for out in [&link, &dangling, &stdout_link] {
+        check(&["image", "export", s(&img), s(out), "--force"]);
+        check(&["image", "create", s(&src), s(out), "--force", "--no-verify"]);
+        check(&["image", "copy", s(&img), s(out), "--force"]);
+    }
+    check(&["image", "export", s(&img), s(&dangling)]);
+    check(&["image", "create", s(&src), s(&dangling), "--no-verify"]);
+    assert_eq!(sha256(&src), src_sha, "the source changed");
+    assert_eq!(sha256(&img), img_sha, "the image changed");
+}

@@ -151,7 +151,7 @@ fn run_create(
         check.writes("the map file", &m.with_extension("lifeboat-tmp"))?;
     }
     if let Some(p) = loc.plain_path() {
-        crate::storage::target::check_output(p, force)?;
+        crate::storage::target::check_output_name(p, force)?;
         crate::storage::target::check_output(&create::partial_name(p), true)?;
         crate::storage::target::check_output(&journal::journal_name(p), true)?;
         crate::storage::target::check_output(&journal::journal_tmp_name(p), true)?;
@@ -222,7 +222,7 @@ fn run_create(
         let mut inner = Check::new();
         inner.keeps("the source", &src_path)?;
         super::cmd_keys::passphrase_kept_inside(&mut inner, &loc, &store)?;
-        crate::storage::target::check_output(&store.path, force)?;
+        crate::storage::target::check_output_name(&store.path, force)?;
         inner.writes("the image", &store.path)?;
         inner.writes("the image", &create::partial_name(&store.path))?;
         inner.writes("the image", &journal::journal_name(&store.path))?;
@@ -665,7 +665,7 @@ fn run_export(
     ops::require_complete(&store.path)?;
     // The output replaces regular files only, and never the image or one of its parents.
     let rawp = Path::new(&raw);
-    crate::storage::target::check_output(rawp, force)?;
+    crate::storage::target::check_output_name(rawp, force)?;
     crate::storage::target::check_output(&create::partial_name(rawp), true)?;
     let mut check = Check::new();
     chain_items(&mut check, &store.path, "the image")?;

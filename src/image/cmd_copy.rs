@@ -153,7 +153,11 @@ pub(super) fn run_copy(
     for p in planned.iter().filter(|p| !p.present) {
         for f in copy::written_files(p) {
             let fin = !f.to_string_lossy().ends_with(".partial");
-            crate::storage::target::check_output(&f, force || !fin)?;
+            if fin {
+                crate::storage::target::check_output_name(&f, force)?;
+            } else {
+                crate::storage::target::check_output(&f, true)?;
+            }
             inner.writes("the copy", &f)?;
         }
     }

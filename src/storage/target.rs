@@ -391,6 +391,29 @@ pub fn check_output(path: &Path, force: bool) -> Result<()> {
     ))
 }
 
+/// The final name of an output (the image, the export, a copy's volume): [`check_output`], and
+/// never a symbolic link, dangling or not, whatever the flags. The finished file is renamed over
+/// the name, which replaces the link itself, not the file it points to: `image export IMG
+/// /dev/stdout` replaced `/dev/stdout` in `/dev` with a 16 MiB file; a dangling link was
+/// replaced even without `--force`. Temporary names (`.partial`, journals) are replaced by
+/// design and keep [`check_output`].
+pub fn check_output_name(path: &Path, force: bool) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        let to = std::fs::read_link(path)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Err(refused(
+            format!(
+                "{} is a symbolic link (to {to}), not a file: an output replaces regular files \
+                 only (with --force), never a link; name the file itself or a new file",
+                path.display()
+            ),
+            path,
+        ));
+    }
+    check_output(path, force)
+}
+
 /// A partition table counts in sectors, so it is only right on a disk with the sector size it
 /// was written for. One rule for clone and restore: a block-device target whose logical sector
 /// size differs from the sector size of the table being copied (`what`'s, GPT or MBR) is refused
