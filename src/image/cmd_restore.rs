@@ -287,9 +287,18 @@ fn restore_failed(e: Error, image: &str, target: &Path, synced: Result<()>) -> E
         if e.kind == ErrorKind::Cancelled {
             String::new()
         } else {
+            // The target is written through the descriptor it was checked by
+            // (/proc/self/fd/N): name it as the user did.
+            let named = |p: &Path| {
+                if p.starts_with("/proc/self/fd") {
+                    target.to_path_buf()
+                } else {
+                    p.to_path_buf()
+                }
+            };
             match (&e.path, e.offset) {
-                (Some(p), Some(o)) => format!(" ({} at byte {o})", p.display()),
-                (Some(p), None) => format!(" ({})", p.display()),
+                (Some(p), Some(o)) => format!(" ({} at byte {o})", named(p).display()),
+                (Some(p), None) => format!(" ({})", named(p).display()),
                 _ => String::new(),
             }
         },
@@ -337,19 +346,33 @@ fn free_space(
     ops::FreeSpace::Keep
 }
 
-/// A failed restore's error when a `--map` was kept: the same command continues it.
+/// A failed restore's error when a `--map` was kept: the same command continues it — from
+/// where this one stopped when its last save worked (`map_saved` in the report), else from what
+/// the map recorded before (nothing when there was no map), never claiming more.
 fn resumable(mut e: Error, map: &Path) -> Error {
-    if e.report
-        .as_ref()
-        .and_then(|r| r.get("target_state"))
-        .and_then(|v| v.as_str())
-        == Some("incomplete")
-    {
-        e.msg.push_str(&format!(
+    let report = |k: &str| e.report.as_ref().and_then(|r| r.get(k)).cloned();
+    if report("target_state").as_ref().and_then(|v| v.as_str()) != Some("incomplete") {
+        return e;
+    }
+    let saved = report("map_saved").and_then(|v| v.as_bool()) != Some(false);
+    let more = if saved {
+        format!(
             " (the map {} records what is written: the same command with --map continues \
              where this one stopped)",
             map.display()
-        ));
-    }
+        )
+    } else if map.exists() {
+        format!(
+            " (the map {} could not be saved again, so it records less than was written: the \
+             same command with --map writes the rest again)",
+            map.display()
+        )
+    } else {
+        format!(
+            " (the map {} could not be saved: the same command starts from the beginning)",
+            map.display()
+        )
+    };
+    e.msg.push_str(&more);
     e
 }

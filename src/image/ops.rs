@@ -481,11 +481,20 @@ pub fn stream_resumable(
         Some(m) => checkpoint(out, m),
         None => out.flush(),
     };
+    // Whether the map now records this run (the target full, its directory too: it may not).
+    let map_saved = map.is_some().then_some(saved.is_ok());
     if res.is_ok() {
         saved.map_err(|e| e.with_report("written_bytes", written))?;
     }
-    // A failure says how far the target got (the caller tells the user it is incomplete).
-    let media = res.map_err(|e| e.with_report("written_bytes", written))?;
+    // A failure says how far the target got (the caller tells the user it is incomplete) and
+    // whether the map says so too.
+    let media = res.map_err(|e| {
+        let e = e.with_report("written_bytes", written);
+        match map_saved {
+            Some(ok) => e.with_report("map_saved", ok),
+            None => e,
+        }
+    })?;
     if media != expect_media {
         return Err(
             Error::corrupt("the restored data does not match the image's media hash")

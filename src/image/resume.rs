@@ -331,13 +331,23 @@ impl VerifyState {
             )
             .caused_by(e)
         })?;
-        f.write_all(text.as_bytes())
+        let written = f
+            .write_all(text.as_bytes())
             .and_then(|_| f.write_all(b"\n"))
-            .map_err(|e| Error::io("write the verify state", &tmp, e))?;
-        f.sync_all()
-            .map_err(|e| Error::io("fsync the verify state", &tmp, e))?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| Error::io("rename the verify state into place", path, e))?;
+            .map_err(|e| Error::io("write the verify state", &tmp, e))
+            .and_then(|_| {
+                f.sync_all()
+                    .map_err(|e| Error::io("fsync the verify state", &tmp, e))
+            })
+            .and_then(|_| {
+                std::fs::rename(&tmp, path)
+                    .map_err(|e| Error::io("rename the verify state into place", path, e))
+            });
+        if written.is_err() {
+            // A full filesystem: no half-written temporary file left beside the state.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
         super::create::sync_dir(path);
         Ok(())
     }

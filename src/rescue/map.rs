@@ -628,12 +628,22 @@ impl ExtentMap {
         let tmp = path.with_extension("lifeboat-tmp");
         // Never through what had the temporary name (a link to the source, a device node).
         let mut f = crate::io::open::create_fresh(&tmp)?;
-        f.write_all(self.to_mapfile_with(command_line, comments).as_bytes())
-            .map_err(|e| Error::io("write the mapfile", &tmp, e))?;
-        f.sync_all()
-            .map_err(|e| Error::io("fsync the mapfile", &tmp, e))?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| Error::io("rename the mapfile into place", path, e))?;
+        let written = f
+            .write_all(self.to_mapfile_with(command_line, comments).as_bytes())
+            .map_err(|e| Error::io("write the mapfile", &tmp, e))
+            .and_then(|_| {
+                f.sync_all()
+                    .map_err(|e| Error::io("fsync the mapfile", &tmp, e))
+            })
+            .and_then(|_| {
+                std::fs::rename(&tmp, path)
+                    .map_err(|e| Error::io("rename the mapfile into place", path, e))
+            });
+        if written.is_err() {
+            // A full filesystem: no half-written temporary file left beside the map.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
         // The rename is durable only once the directory is: after a power cut the map must be
         // this one or the previous one, never none.
         crate::image::create::sync_dir(path);
