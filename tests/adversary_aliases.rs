@@ -246,3 +246,57 @@ fn an_output_named_by_a_symlink_is_refused_not_replaced() {
     assert_eq!(sha256(&src), src_sha, "the source changed");
     assert_eq!(sha256(&img), img_sha, "the image changed");
 }
+
+/// Bind mounts (held on main; no test covered them): the source file bind-mounted over another
+/// file's name (as the source, a clone target, an output), and a directory of the source's own
+/// mounted filesystem bind-mounted elsewhere (an output in it): each refused, exit 4, the
+/// source unchanged.
+#[test]
+fn bind_mounts_of_the_source_and_of_its_filesystem() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = TempDir::new("adv-al-bind");
+    let sf = source_with_ext4(&dir);
+    let Some(m) = Mounted::ext4_in(&sf, &dir, 4 * MIB, 32 * MIB) else {
+        return;
+    };
+    run(Command::new("mount")
+        .args(["-o", "remount,noatime"])
+        .arg(&m.mp));
+    std::fs::create_dir(m.mp.join("d")).unwrap();
+    // The source's own directory, seen elsewhere.
+    let Some(bd) = Mount::new(&["--bind", s(&m.mp.join("d"))], &dir.p("bd")) else {
+        return;
+    };
+    // The source file, under another file's name.
+    let other = dir.p("other.img");
+    zero_file(&other, 4096);
+    let o = Command::new("mount")
+        .arg("--bind")
+        .arg(&sf)
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let bf = Mount(other.clone());
+    let before = synced_sha(&sf);
+    create_refused(s(&sf), &bd.0.join("x.lbi"));
+    create_refused(s(&other), &m.mp.join("y.lbi"));
+    create_refused(s(&other), &bd.0.join("z.lbi"));
+    let o = lifeboat(&[
+        "image",
+        "create",
+        s(&sf),
+        s(&other),
+        "--force",
+        "--no-verify",
+    ]);
+    assert_exit(&o, 4);
+    assert_exit(&lifeboat(&["clone", s(&sf), s(&other), "--yes"]), 4);
+    assert_exit(&lifeboat(&["clone", s(&other), s(&sf), "--yes"]), 4);
+    assert_eq!(synced_sha(&sf), before, "the source changed");
+    drop(bf);
+    drop(bd);
+    drop(m);
+}

@@ -227,8 +227,13 @@ impl Resolver {
             mounts.extend(under);
         }
         for m in mounts {
+            // "tmpfs", "proc", a FUSE daemon's own name: memory or no local disk (never looked
+            // up relative to the working directory).
+            if !m.source.starts_with('/') {
+                continue;
+            }
             let Ok(md) = fs::metadata(&m.source) else {
-                continue; // "tmpfs", "proc", a FUSE daemon's own name: memory or no local disk
+                continue;
             };
             if md.file_type().is_block_device() {
                 let b = md.rdev();
