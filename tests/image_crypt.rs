@@ -97,6 +97,15 @@ fn export(image: &Path, out: &Path, pw: &Path) {
     );
 }
 
+/// Exports the encrypted `image` (with `pw`) into `t`'s `out.raw` and asserts it holds
+/// exactly `data`.
+#[track_caller]
+fn assert_exports(t: &TempDir, image: &Path, pw: &Path, data: &[u8], what: &str) {
+    let raw = t.p("out.raw");
+    export(image, &raw, pw);
+    assert!(std::fs::read(&raw).unwrap() == data, "{what}");
+}
+
 fn passfile(t: &TempDir, name: &str, text: &str) -> PathBuf {
     let p = t.p(name);
     std::fs::write(&p, format!("{text}\n")).unwrap();
@@ -551,12 +560,7 @@ fn an_encrypted_create_stopped_before_its_first_timed_checkpoint_resumes() {
     assert_exit(&o, 0);
     let r = json(&o);
     assert!(!r["resumed_from"].is_null(), "it did not resume: {r}");
-    let raw = t.p("out.raw");
-    export(&img, &raw, &pw);
-    assert!(
-        std::fs::read(&raw).unwrap() == data,
-        "the resumed image differs"
-    );
+    assert_exports(&t, &img, &pw, &data, "the resumed image differs");
     assert_eq!(sha256(&disk), sha, "the source changed");
 }
 
@@ -638,12 +642,7 @@ fn an_interrupted_encrypted_create_resumes_only_with_its_passphrase() {
         &want,
         "the tail's nonce"
     );
-    let raw = t.p("out.raw");
-    export(&img, &raw, &pw);
-    assert!(
-        std::fs::read(&raw).unwrap() == data,
-        "the resumed image differs"
-    );
+    assert_exports(&t, &img, &pw, &data, "the resumed image differs");
     assert_eq!(sha256(&disk), sha, "the source changed");
 }
 
@@ -711,12 +710,7 @@ fn a_slow_kdf_slot_reaches_every_volume_written_before_it() {
     for v in &vols[1..] {
         assert_eq!(slot1(v), first, "{} has another key slot", v.display());
     }
-    let raw = t.p("out.raw");
-    export(&img, &raw, &pw);
-    assert!(
-        std::fs::read(&raw).unwrap() == data,
-        "the image differs from the disk"
-    );
+    assert_exports(&t, &img, &pw, &data, "the image differs from the disk");
     let bad = passfile(&t, "bad", "not it");
     assert_exit(
         &lb(&["image", "verify", s(&img), "--passphrase-file", s(&bad)]),

@@ -202,19 +202,22 @@ fn ata_read(f: &File, cmd: AtaCmd, short: bool) -> (AtaOutcome, Vec<u8>) {
             }
             (out, buf.to_vec())
         }
-        Err(e) if needs_root(&e) => (
-            AtaOutcome::Failed("reading SMART needs root (CAP_SYS_RAWIO)".into()),
-            Vec::new(),
-        ),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
-            ) =>
-        {
-            (AtaOutcome::NoPassThrough, Vec::new())
-        }
-        Err(e) => (AtaOutcome::Failed(format!("SG_IO failed: {e}")), Vec::new()),
+        Err(e) => (sg_io_refused(&e, "SMART"), Vec::new()),
+    }
+}
+
+/// What an SG_IO that the kernel refused means: root needed (reading `what`), no
+/// pass-through on this device, or another failure.
+fn sg_io_refused(e: &io::Error, what: &str) -> AtaOutcome {
+    if needs_root(e) {
+        AtaOutcome::Failed(format!("reading {what} needs root (CAP_SYS_RAWIO)"))
+    } else if matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+    ) {
+        AtaOutcome::NoPassThrough
+    } else {
+        AtaOutcome::Failed(format!("SG_IO failed: {e}"))
     }
 }
 
@@ -312,19 +315,7 @@ fn scsi_cmd(f: &File, cdb: &[u8], len: usize) -> (AtaOutcome, Vec<u8>) {
             let data = buf[..got].to_vec();
             (out, data)
         }
-        Err(e) if needs_root(&e) => (
-            AtaOutcome::Failed("reading SCSI log pages needs root (CAP_SYS_RAWIO)".into()),
-            Vec::new(),
-        ),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
-            ) =>
-        {
-            (AtaOutcome::NoPassThrough, Vec::new())
-        }
-        Err(e) => (AtaOutcome::Failed(format!("SG_IO failed: {e}")), Vec::new()),
+        Err(e) => (sg_io_refused(&e, "SCSI log pages"), Vec::new()),
     }
 }
 
@@ -403,6 +394,22 @@ fn read_scsi(path: &Path) -> Health {
 mod tests {
     use super::*;
     use crate::devices::fixtures::disk;
+
+    #[test]
+    fn a_refused_sg_io_says_why() {
+        let e = |n| io::Error::from_raw_os_error(n);
+        assert_eq!(
+            sg_io_refused(&e(libc::EACCES), "SMART"),
+            AtaOutcome::Failed("reading SMART needs root (CAP_SYS_RAWIO)".into())
+        );
+        for n in [libc::ENOTTY, libc::EINVAL, libc::EOPNOTSUPP] {
+            assert_eq!(sg_io_refused(&e(n), "x"), AtaOutcome::NoPassThrough);
+        }
+        assert!(matches!(
+            sg_io_refused(&e(libc::EIO), "x"),
+            AtaOutcome::Failed(m) if m.starts_with("SG_IO failed")
+        ));
+    }
 
     fn outcome(status: u8, sense: &[u8]) -> sys::ScsiOutcome {
         sys::ScsiOutcome {

@@ -680,6 +680,18 @@ pub fn hex(b: &[u8]) -> String {
         })
 }
 
+/// The bytes of the hex text `s` ([`hex`]'s inverse; either case), or None when it is not
+/// whole bytes of hex digits.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// A UUID in its canonical text form.
 pub fn uuid_str(u: &[u8; 16]) -> String {
     let h = hex(u);
@@ -718,6 +730,18 @@ pub fn volume_path(base: &std::path::Path, n: u32) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(
+            unhex(&hex(&[0, 1, 0xab, 0xff])).unwrap(),
+            vec![0, 1, 0xab, 0xff]
+        );
+        assert_eq!(unhex("ABff").unwrap(), vec![0xab, 0xff]);
+        assert!(unhex("abc").is_none());
+        assert!(unhex("zz").is_none());
+        assert!(unhex("0g").is_none());
+    }
 
     fn header() -> Header {
         Header {

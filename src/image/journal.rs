@@ -113,16 +113,6 @@ pub struct Journal {
     bad_ranges: u64,
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 fn damaged(path: &Path, why: &str) -> Error {
     Error::corrupt(format!(
         "the journal {} of the unfinished image cannot be used ({why}); delete it and the \
@@ -426,15 +416,5 @@ mod tests {
         assert_eq!(map_from_delta(&t, &d, 65536).unwrap(), m);
         assert!(map_from_delta("? 1 0\n0 99999999 +\n", &d, 65536).is_none());
         assert!(map_from_delta("", &d, 65536).is_none());
-    }
-
-    #[test]
-    fn hex_round_trip() {
-        assert_eq!(
-            unhex(&hex(&[0, 1, 0xab, 0xff])).unwrap(),
-            vec![0, 1, 0xab, 0xff]
-        );
-        assert!(unhex("abc").is_none());
-        assert!(unhex("zz").is_none());
     }
 }

@@ -14,6 +14,7 @@
 use super::Client;
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::crypt::{DataKey, Sealer};
+pub use crate::image::format::unhex;
 
 /// A record or lock not refreshed for this long belongs to a process that died.
 pub const STALE_SECS: u64 = 6 * 3600;
@@ -238,16 +239,6 @@ pub fn name_key(c: &Client, loc: &Location) -> Result<[u8; 32]> {
 pub fn unhex32(s: &str) -> Option<[u8; 32]> {
     let v = unhex(s)?;
     v.try_into().ok()
-}
-
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// A chunk's object name: keyed BLAKE3 (the store's key) of its hash (plain BLAKE3 of its
