@@ -197,6 +197,11 @@ impl Vm {
         &self.log
     }
     /// Time since QEMU was started.
+    /// QEMU's process id on the host.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }

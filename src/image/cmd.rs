@@ -70,6 +70,8 @@ fn run_create(
         &cancel,
         "the unfinished image stays as a .partial file, marked incomplete",
     );
+    // After the signal set-up: the sampler thread inherits it.
+    let cpu = crate::jobs::threadcpu::Sampler::from_env("image create");
     let split = split.as_deref().map(parse_size).transpose()?;
     // A plain image path is checked and written (volumes opened all along, renamed at the end)
     // under one name: its directory resolved now, whatever a symlink on the way does later.
@@ -335,6 +337,9 @@ fn run_create(
         })?;
     }
     finish_progress(&sink, "image-create", rep.disk_size_bytes, rep.bad_bytes);
+    if let Some(c) = cpu {
+        c.stop();
+    }
     if store.is_mounted_location() {
         rep.image = PathBuf::from(&image);
     }

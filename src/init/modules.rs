@@ -276,18 +276,52 @@ pub fn load_by_name(name: &str) -> Result<()> {
 /// follows reports the error that matters). What the filesystem needs while mounting (character
 /// sets, crypto templates, `nfsv4`) the kernel asks for itself through modprobe (in the
 /// environment: `init::modprobe`). On a host the module is usually loaded or built in already.
+///
+/// The module may be loading already (PID 1 loads the store filesystems' in the background
+/// during the boot): its `/sys/module/NAME/initstate` then says `coming` and the kernel
+/// registers the filesystem only at the end of its init, so this waits (up to
+/// [`FS_MODULE_WAIT`]) until `/proc/filesystems` lists it or the module is no longer coming.
 pub fn load_fs_module(fs: &str) {
-    let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if known
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some(fs))
-    {
+    let listed = || {
+        std::fs::read_to_string("/proc/filesystems")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some(fs))
+    };
+    if listed() {
+        return;
+    }
+    // PID 1 still loading the store filesystems' modules: wait for it rather than load the
+    // same module file again beside it (the kernel would unpack and check it twice).
+    let t0 = std::time::Instant::now();
+    while Path::new(FS_MODULES_LOADING).exists() && !listed() && t0.elapsed() < FS_MODULE_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if listed() {
         return;
     }
     if let Err(e) = load_by_name(fs) {
         eprintln!("lifeboat: could not load the {fs} module: {e}");
     }
+    let state = Path::new("/sys/module")
+        .join(canonical(fs))
+        .join("initstate");
+    let t0 = std::time::Instant::now();
+    while !listed() && t0.elapsed() < FS_MODULE_WAIT {
+        let coming = std::fs::read_to_string(&state).is_ok_and(|s| s.trim() == "coming");
+        if !coming {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
+
+/// Exists while PID 1 loads the store filesystems' modules in the background (boot step
+/// `fs-modules`): [`load_fs_module`] waits for it to go.
+pub const FS_MODULES_LOADING: &str = "/run/lifeboat/fs-modules-loading";
+
+/// How long [`load_fs_module`] waits for a module another process is loading.
+pub const FS_MODULE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Every `modalias` value under `root` (normally `/sys/devices`), sorted, without symlinks.
 pub fn scan_modaliases(root: &Path) -> BTreeSet<String> {

@@ -132,6 +132,11 @@ pub const STEPS: &[Step] = &[
         run: |_| start_entropy(),
     },
     Step {
+        name: "fs-modules",
+        what: "load the filesystem drivers of image stores in the background",
+        run: start_fs_modules,
+    },
+    Step {
         name: "settle",
         what: "wait until disks stop appearing",
         run: settle,
@@ -289,6 +294,70 @@ fn start_entropy() -> Result<String> {
         .map_err(|e| Error::os("start the entropy thread", e))
 }
 
+/// The filesystems an image store on a local partition can have, whose kernel modules are
+/// loaded in the background while the boot waits for the disks to settle (NTFS goes through
+/// FUSE, loaded by `image::store_ntfs` when it is needed).
+pub const STORE_FILESYSTEMS: &[&str] = &["ext4", "vfat", "exfat"];
+
+/// Whether the unattended command `run` (`lifeboat.run`; None: the console, where any job may
+/// be chosen) may mount an image store: the `image` commands.
+pub fn may_mount_a_store(run: Option<&str>) -> bool {
+    run.is_none_or(|r| r.split_whitespace().next() == Some("image"))
+}
+
+/// Loads the modules of [`STORE_FILESYSTEMS`] in a thread of their own, so that mounting an
+/// image store does not wait for them (under QEMU's TCG the ext4 module alone took ~1.1 s of
+/// an image create's start; the settle that follows waits at least a second for nothing).
+/// Skipped for a command that mounts no store (clone, list). A job that mounts while a module
+/// is still loading waits for it (`modules::load_fs_module`). Never waited for here.
+fn start_fs_modules(b: &mut Boot) -> Result<String> {
+    if !may_mount_a_store(b.params.run.as_deref()) {
+        return Ok("not needed by the command".into());
+    }
+    let l = b
+        .loader
+        .ok_or_else(|| Error::not_found("no module index; filesystem drivers not loaded"))?;
+    // Jobs wait while this marker exists instead of loading the same modules beside it.
+    let marker = Path::new(modules::FS_MODULES_LOADING);
+    if let Some(d) = marker.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    let _ = std::fs::write(marker, b"");
+    std::thread::Builder::new()
+        .name("fs-modules".into())
+        .spawn(move || {
+            struct Done;
+            impl Drop for Done {
+                // Also when a load panics: a job must never wait for a thread that is gone.
+                fn drop(&mut self) {
+                    let _ = std::fs::remove_file(modules::FS_MODULES_LOADING);
+                }
+            }
+            let _done = Done;
+            let t0 = Instant::now();
+            let mut done = Vec::new();
+            for fs in STORE_FILESYSTEMS {
+                match l.load_by_name(fs) {
+                    Ok(v) => done.extend(v),
+                    Err(e) => console::kmsg(4, &format!("filesystem module {fs}: {e}")),
+                }
+            }
+            console::kmsg(
+                6,
+                &format!(
+                    "filesystem modules loaded in the background in {} ms: {}",
+                    t0.elapsed().as_millis(),
+                    done.join(" ")
+                ),
+            );
+        })
+        .map(|_| STORE_FILESYSTEMS.join(" "))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(marker);
+            Error::os("start the filesystem module thread", e)
+        })
+}
+
 /// Each `module.param=` of the command line read back from `/sys/module` once the drivers are
 /// in, one console line each (a misspelt or unused one is seen, not silently ignored).
 fn module_params(_: &mut Boot) -> Result<String> {
@@ -400,6 +469,10 @@ mod tests {
             "the random generator starts while the boot waits, not after"
         );
         assert!(
+            pos("coldplug") < pos("fs-modules") && pos("fs-modules") < pos("settle"),
+            "the filesystem modules load while the boot waits, after the drivers"
+        );
+        assert!(
             pos("settle") < pos("module-params"),
             "read back once the drivers are in"
         );
@@ -407,6 +480,18 @@ mod tests {
             pos("proc") < pos("modprobe") && pos("modprobe") < pos("coldplug"),
             "the kernel's own module requests during coldplug find /sbin/modprobe"
         );
+    }
+
+    #[test]
+    fn store_modules_only_for_commands_that_may_mount_one() {
+        assert!(may_mount_a_store(None));
+        assert!(may_mount_a_store(Some(
+            "image create serial=A label=S:/b.lbi --json"
+        )));
+        assert!(may_mount_a_store(Some("  image restore x y")));
+        assert!(!may_mount_a_store(Some("clone serial=A serial=B --yes")));
+        assert!(!may_mount_a_store(Some("list --json")));
+        assert!(!may_mount_a_store(Some("imagex")));
     }
 
     #[test]

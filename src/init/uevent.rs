@@ -54,6 +54,13 @@ pub static BUSY: AtomicUsize = AtomicUsize::new(0);
 /// Set once the boot has settled: disks that come and go are then announced.
 pub static BOOTED: AtomicBool = AtomicBool::new(false);
 
+/// Whether an event says devices are still appearing (what the boot's settle waits out): every
+/// event but a kernel module's own (`SUBSYSTEM=module`: a module loaded or removed), so the
+/// filesystem modules loaded in the background during the settle do not prolong it.
+pub fn counts_for_settle(ev: &Uevent) -> bool {
+    ev.get("SUBSYSTEM") != Some("module")
+}
+
 /// Handles one event: loads drivers for `add` with a MODALIAS, logs whole disks.
 pub fn handle(loader: Option<&Loader>, ev: &Uevent) {
     if ev.action == "add" {
@@ -116,8 +123,11 @@ pub fn start(loader: Option<&'static Loader>) -> crate::Result<()> {
                         nix::sys::socket::MsgFlags::empty(),
                     ) {
                         Ok(n) => {
-                            EVENTS.fetch_add(1, Ordering::SeqCst);
-                            if let Some(ev) = parse(&buf[..n]) {
+                            let ev = parse(&buf[..n]);
+                            if ev.as_ref().is_none_or(counts_for_settle) {
+                                EVENTS.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if let Some(ev) = ev {
                                 BUSY.fetch_add(1, Ordering::SeqCst);
                                 handle(loader, &ev);
                                 BUSY.fetch_sub(1, Ordering::SeqCst);
@@ -171,5 +181,18 @@ mod tests {
         let bare = parse(b"remove@/devices/x").unwrap();
         assert_eq!(bare.action, "remove");
         assert_eq!(bare.devpath, "/devices/x");
+    }
+
+    #[test]
+    fn module_events_do_not_hold_up_the_settle() {
+        assert!(counts_for_settle(
+            &parse(b"add@/devices/pci0000:00/0000:00:03.0/nvme/nvme0/nvme0n1\0SUBSYSTEM=block\0")
+                .unwrap()
+        ));
+        assert!(!counts_for_settle(
+            &parse(b"add@/module/ext4\0ACTION=add\0DEVPATH=/module/ext4\0SUBSYSTEM=module\0")
+                .unwrap()
+        ));
+        assert!(counts_for_settle(&parse(b"add@/devices/x").unwrap()));
     }
 }

@@ -3,6 +3,7 @@
 //! unattended runner (`LIFEBOAT-PROGRESS {json}` lines) and the TUI (events over a channel).
 //! [`jobdir`] is the protocol of a job run detached from the console that started it.
 pub mod jobdir;
+pub mod threadcpu;
 
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};

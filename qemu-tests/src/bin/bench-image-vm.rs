@@ -57,9 +57,15 @@ fn run() -> Result<(), String> {
     let clone_params = run_param("clone serial=BENCH-SRC serial=BENCH-DST --yes --json");
     // `--compress` for image create (default: its own default).
     let compress = o.get("--compress").unwrap_or("zstd:2").to_string();
-    let image_params = run_param(&format!(
-        "image create serial=BENCH-SRC label=BSTORE:/b.lbi --compress {compress} --json"
-    ));
+    // `LIFEBOAT_THREAD_CPU=1` (passed by the kernel to PID 1 as an environment variable, and
+    // on to the job): the job prints each thread's CPU time and a timeline of it (see
+    // `lifeboat::jobs::threadcpu`), shown under the timelines below.
+    let image_params = format!(
+        "{} LIFEBOAT_THREAD_CPU=1",
+        run_param(&format!(
+            "image create serial=BENCH-SRC label=BSTORE:/b.lbi --compress {compress} --json"
+        ))
+    );
     let baseline = o.get("--baseline-initrd").map(PathBuf::from);
     if let Some(b) = &baseline {
         if !b.is_file() {
@@ -182,6 +188,12 @@ fn run() -> Result<(), String> {
         after("image"),
         o.runs
     );
+    println!(
+        "QEMU host CPU after /init, fastest runs: clone {:.1} s, image create {:.1} s: {:.2}x",
+        c.host_cpu - c.host_cpu_at_init,
+        i.host_cpu - i.host_cpu_at_init,
+        (i.host_cpu - i.host_cpu_at_init) / (c.host_cpu - c.host_cpu_at_init).max(0.01)
+    );
     println!("all runs: {}", bench::all_runs(&runs));
     println!(
         "engine counters: clone {}/{} failed/total, image create {}/{} (re-read {} bytes); image {} bytes",
@@ -226,6 +238,19 @@ fn print_timelines(runs: &[(&str, &bench::Run)]) {
             println!("  {at:7.2} {:+7.2}  {m}", at - prev);
             prev = at;
         }
+        // The job's own per-thread CPU figures (`LIFEBOAT_THREAD_CPU`), if it printed them.
+        let cpu: Vec<&str> = r
+            .console
+            .lines()
+            .filter_map(|l| l.find("lifeboat: image create ").map(|i| l[i..].trim_end()))
+            .filter(|l| l.contains(" cpu ") || l.contains("thread CPU seconds"))
+            .collect();
+        if !cpu.is_empty() {
+            println!("where the {t} run's CPU went (per thread: % of one CPU in each window):");
+            for l in cpu {
+                println!("  {l}");
+            }
+        }
     }
 }
 
@@ -260,6 +285,20 @@ fn compare_builds(runs: &[bench::Run], n: usize) -> Result<(), String> {
         "\nratio this / baseline: wall {:.2}x, from /init to power-off {:.2}x",
         new.secs / old.secs,
         after("image") / after("image-old")
+    );
+    // The work itself: QEMU's host CPU after /init, least of the runs (a loaded host stretches
+    // wall times, much less the CPU a run needs).
+    let cpu = |t: &str| {
+        runs.iter()
+            .filter(|r| r.tool == t && r.host_cpu > 0.0)
+            .map(|r| r.host_cpu - r.host_cpu_at_init)
+            .fold(f64::INFINITY, f64::min)
+    };
+    println!(
+        "QEMU host CPU after /init (least of the runs): this {:.1} s, baseline {:.1} s: {:.2}x",
+        cpu("image"),
+        cpu("image-old"),
+        cpu("image") / cpu("image-old")
     );
     println!("all runs: {}", bench::all_runs(runs));
     print_timelines(&[("image", new), ("image-old", old)]);
