@@ -845,7 +845,8 @@ fn zstd_groups_share_one_payload_and_read_back_at_random() {
     let t = TempDir::new("groups");
     let cs = 64usize << 10;
     let mut data = Vec::new();
-    for c in 0..23usize {
+    // Three batches of format::GROUP_CHUNKS chunks (the last one short by a 4 KiB tail).
+    for c in 0..3 * format::GROUP_CHUNKS - 1 {
         let chunk: Vec<u8> = match c {
             5 => vec![0; cs],
             // Incompressible: still in a group with its neighbours.
@@ -905,7 +906,7 @@ fn zstd_groups_share_one_payload_and_read_back_at_random() {
             _ => payload += e.len as u64,
         }
     }
-    // 24 chunks in batches of 8 (format::GROUP_CHUNKS): a group in each.
+    // Three batches of format::GROUP_CHUNKS chunks: a group in each.
     assert!(groups >= 3, "{groups} groups");
     assert_eq!(im.footer.payload_bytes, payload);
     assert!(
@@ -931,7 +932,7 @@ fn zstd_groups_share_one_payload_and_read_back_at_random() {
     // An entry whose group fields are wrong (a lone member; a member past the count), with a
     // valid segment CRC: verify reports the chunk.
     let r = im.segment_refs()[0];
-    for (field, value) in [("members", 1u8), ("member", 9)] {
+    for (field, value) in [("members", 1u8), ("member", format::GROUP_CHUNKS as u8)] {
         let bad = t.p("bad.lbi");
         fs::copy(&img, &bad).unwrap();
         let mut b = vec![0u8; r.len as usize];
@@ -968,11 +969,13 @@ fn zstd_groups_share_one_payload_and_read_back_at_random() {
 /// passes, and the source is unchanged.
 #[test]
 fn incrementals_group_the_changed_chunks_around_unchanged_ones() {
-    use lifeboat::image::format::Kind;
+    use lifeboat::image::format::{Kind, GROUP_CHUNKS};
     let t = TempDir::new("groups-inc");
     let mib = 1usize << 20;
-    // 16 MiB that zstd halves (each 4 KiB's second half repeats its first).
-    let mut data: Vec<u8> = (0..16 * mib)
+    // Two batches of chunks (GROUP_CHUNKS MiB each) that zstd halves (each 4 KiB's second half
+    // repeats its first).
+    let chunks = 2 * GROUP_CHUNKS;
+    let mut data: Vec<u8> = (0..chunks * mib)
         .map(|i| ((i as u64 / 3).wrapping_mul(0x9e37_79b9) >> 13) as u8)
         .collect();
     for b in data.chunks_mut(4096) {
@@ -1001,8 +1004,10 @@ fn incrementals_group_the_changed_chunks_around_unchanged_ones() {
         kinds(&full)
     );
     let p0 = sha(&disk);
-    // Change chunks 5 and 7 (one unchanged chunk between them, in one batch) and 12.
-    for c in [5usize, 7, 12] {
+    // Change chunks 5 and 7 (one unchanged chunk between them, in the first batch) and one of
+    // the second batch.
+    let lone = GROUP_CHUNKS + 4;
+    for c in [5usize, 7, lone] {
         for (k, b) in data[c * mib..(c + 1) * mib].iter_mut().enumerate() {
             *b = b.wrapping_add(1 + (k % 3) as u8);
         }
@@ -1025,12 +1030,12 @@ fn incrementals_group_the_changed_chunks_around_unchanged_ones() {
     assert_eq!(k[6].0, Kind::Parent, "{k:?}");
     assert_eq!(k[7], (Kind::Group, 1, 2), "{k:?}");
     // Alone among unchanged chunks of its batch: compressed on its own.
-    assert_eq!(k[12].0, Kind::Zstd, "{k:?}");
-    assert_eq!(k.iter().filter(|x| x.0 == Kind::Parent).count(), 13);
+    assert_eq!(k[lone].0, Kind::Zstd, "{k:?}");
+    assert_eq!(k.iter().filter(|x| x.0 == Kind::Parent).count(), chunks - 3);
     assert_exit(&lb(&["image", "verify", s(&inc)]), 0);
     for (img, want) in [(&full, &p0), (&inc, &p1)] {
         let out = t.p("out.raw");
-        fs::write(&out, vec![0x55u8; 16 * mib]).unwrap();
+        fs::write(&out, vec![0x55u8; chunks * mib]).unwrap();
         assert_exit(&lb(&["image", "restore", s(img), s(&out), "--yes"]), 0);
         assert_eq!(&sha(&out), want, "{}", img.display());
     }
