@@ -520,6 +520,15 @@ pub fn create(
     // Chunks per compressor batch (a zstd group at most; see `pack`), and the largest group
     // payload (a record never spans volumes: it must fit a volume after its header).
     let batch = group_chunks(opts.compress, cs);
+    let out_cap = max_payload_any(cs as usize);
+    // Each compressor holds its batch's chunk and output buffers and a group in and out
+    // (~64 MiB at 1 MiB chunks in groups of 16): on a many-core machine that boots into RAM,
+    // the threads are as many as half of the available memory holds, never fewer than one.
+    let threads = threads_for_memory(
+        threads,
+        batch as u64 * (3 * cs as u64 + out_cap as u64),
+        super::crypt::available_kib() as u64 * 1024,
+    );
     let max_group_payload = opts.split.map_or(usize::MAX, |s| {
         let seal = if header.is_encrypted() {
             super::crypt::OVERHEAD as u64
@@ -530,7 +539,6 @@ pub fn create(
     });
     // Every compressor holds a batch and one more batch is being read.
     let nslots = (threads + 1) * batch + 2;
-    let out_cap = max_payload_any(cs as usize);
 
     let (mut vw, idx, map, resume) = match &resumed {
         Some(j) => {
@@ -762,4 +770,29 @@ pub fn create(
         verify_elapsed_secs: None,
         written: Some(digest),
     })
+}
+
+/// How many compressor threads of `per_thread` bytes each fit in half of `available` bytes,
+/// counting one more batch being read: at most `wanted`, at least one. Memory stays bounded
+/// by the machine's, not by its core count.
+fn threads_for_memory(wanted: usize, per_thread: u64, available: u64) -> usize {
+    let fit = (available / 2) / per_thread.max(1);
+    (fit.saturating_sub(1).min(usize::MAX as u64) as usize).clamp(1, wanted.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threads_for_memory;
+
+    #[test]
+    fn compressor_threads_follow_the_memory_available() {
+        let mib = 1u64 << 20;
+        // 64 cores but 2 GiB available, 64 MiB a thread: 16 fit, one batch kept for reading.
+        assert_eq!(threads_for_memory(64, 64 * mib, 2048 * mib), 15);
+        // Plenty of memory: the cores decide.
+        assert_eq!(threads_for_memory(2, 64 * mib, 16384 * mib), 2);
+        // Almost none: still one thread.
+        assert_eq!(threads_for_memory(8, 64 * mib, 32 * mib), 1);
+        assert_eq!(threads_for_memory(0, 0, 0), 1);
+    }
 }

@@ -246,7 +246,7 @@ fn thread_cpu_secs() -> Option<f64> {
 }
 
 /// MemAvailable of /proc/meminfo in KiB (1 GiB when it cannot be read).
-fn available_kib() -> u32 {
+pub(crate) fn available_kib() -> u32 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix("MemAvailable:"))
