@@ -48,6 +48,30 @@ pub struct Extent {
     pub how: String,
 }
 
+impl Extent {
+    /// All the bytes, however many, of the regular file `md` (named `name` in messages),
+    /// reached through the filesystems `inside`.
+    pub fn whole_file(
+        md: &std::fs::Metadata,
+        name: String,
+        inside: Vec<u64>,
+        how: String,
+    ) -> Extent {
+        use std::os::unix::fs::MetadataExt;
+        Extent {
+            object: Object::File {
+                dev: md.dev(),
+                ino: md.ino(),
+            },
+            object_name: name,
+            start: 0,
+            end: u64::MAX,
+            inside,
+            how,
+        }
+    }
+}
+
 /// Everything one path touches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Storage {

@@ -111,17 +111,12 @@ impl Resolver {
                     fmt_dev(md.dev())
                 )
             };
-            st.extents.push(Extent {
-                object: Object::File {
-                    dev: md.dev(),
-                    ino: md.ino(),
-                },
-                object_name: canon.display().to_string(),
-                start: 0,
-                end: u64::MAX,
-                inside: vec![],
-                how: how.clone(),
-            });
+            st.extents.push(Extent::whole_file(
+                &md,
+                canon.display().to_string(),
+                vec![],
+                how.clone(),
+            ));
             // Character devices, FIFOs and sockets keep no bytes on a filesystem.
             if ft.is_file() || ft.is_dir() {
                 let how = format!("{how}, a file on the filesystem of");
@@ -270,17 +265,12 @@ impl Resolver {
                     m.fs_type,
                     canon.display()
                 );
-                out.push(Extent {
-                    object: Object::File {
-                        dev: md.dev(),
-                        ino: md.ino(),
-                    },
-                    object_name: canon.display().to_string(),
-                    start: 0,
-                    end: u64::MAX,
-                    inside: inside.clone(),
-                    how: how.clone(),
-                });
+                out.push(Extent::whole_file(
+                    &md,
+                    canon.display().to_string(),
+                    inside.clone(),
+                    how.clone(),
+                ));
                 let how = format!("{how}, a file on the filesystem of");
                 return self.fs_extents(md.dev(), Some(&canon), &inside, &how, out, depth + 1);
             }
@@ -395,21 +385,16 @@ impl Resolver {
                 if !md.is_file() {
                     continue; // directories and others keep no bytes of their own
                 }
-                out.push(Extent {
-                    object: Object::File {
-                        dev: md.dev(),
-                        ino: md.ino(),
-                    },
-                    object_name: p.display().to_string(),
-                    start: 0,
-                    end: u64::MAX,
-                    inside: inside.to_vec(),
-                    how: format!(
+                out.push(Extent::whole_file(
+                    &md,
+                    p.display().to_string(),
+                    inside.to_vec(),
+                    format!(
                         "{how} {} (an overlay): the file {}",
                         m.mount_point,
                         p.display()
                     ),
-                });
+                ));
             }
         }
         let dirs = layers.into_iter().chain(work);
