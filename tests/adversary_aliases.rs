@@ -192,13 +192,7 @@ fn an_output_on_a_fuse_filesystem_mounted_from_the_source_file() {
 fn an_output_named_by_a_symlink_is_refused_not_replaced() {
     use std::os::unix::fs::symlink;
     let dir = TempDir::new("adv-al-link");
-    let src = dir.p("src.raw");
-    data_file(&src, 4 * MIB, 9);
-    let img = dir.p("i.lbi");
-    assert_exit(
-        &lifeboat(&["image", "create", s(&src), s(&img), "--no-verify"]),
-        0,
-    );
+    let (src, img) = imaged_data_file(&dir, "src.raw", 4 * MIB, 9, "i.lbi");
     let (src_sha, img_sha) = (sha256(&src), sha256(&img));
     let real = dir.p("real");
     std::fs::write(&real, b"keep me").unwrap();

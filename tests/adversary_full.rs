@@ -15,13 +15,7 @@ fn a_restore_that_fills_the_filesystem_of_its_target_and_map() {
         return;
     }
     let dir = TempDir::new("adv-full-restore");
-    let src = dir.p("src.raw");
-    data_file(&src, 40 * MIB, 5);
-    let img = dir.p("i.lbi");
-    assert_exit(
-        &lifeboat(&["image", "create", s(&src), s(&img), "--no-verify"]),
-        0,
-    );
+    let (_, img) = imaged_data_file(&dir, "src.raw", 40 * MIB, 5, "i.lbi");
     let img_sha = sha256(&img);
     let Some(m) = Mounted::new_ext4(&dir, 24) else {
         return;

@@ -19,13 +19,7 @@ fn a_restore_map_on_a_partition_of_the_target() {
         return;
     }
     let dir = TempDir::new("adv-side-map");
-    let src = dir.p("src.img");
-    data_file(&src, 40 * MIB, 2);
-    let img = dir.p("a.lbi");
-    assert_exit(
-        &lifeboat(&["image", "create", s(&src), s(&img), "--no-verify"]),
-        0,
-    );
+    let (src, img) = imaged_data_file(&dir, "src.img", 40 * MIB, 2, "a.lbi");
     let img_sha = sha256(&img);
     let tf = dir.p("target");
     zero_file(&tf, 40 * MIB);
@@ -70,13 +64,7 @@ fn a_restore_map_on_a_partition_of_the_target() {
 #[test]
 fn extract_to_the_image_itself() {
     let dir = TempDir::new("adv-side-extract");
-    let src = dir.p("src.img");
-    data_file(&src, 4 * MIB, 3);
-    let img = dir.p("a.lbi");
-    assert_exit(
-        &lifeboat(&["image", "create", s(&src), s(&img), "--no-verify"]),
-        0,
-    );
+    let (src, img) = imaged_data_file(&dir, "src.img", 4 * MIB, 3, "a.lbi");
     let img_sha = sha256(&img);
     let link = dir.p("link");
     std::os::unix::fs::symlink(&img, &link).unwrap();

@@ -259,6 +259,24 @@ pub fn data_file(p: &Path, len: u64, seed: u8) {
     std::fs::write(p, v).unwrap();
 }
 
+/// A [`data_file`] `src` in `dir` of `len` bytes and its image `img` (`image create
+/// --no-verify`, which must succeed): the starting point of tests that attack a restore.
+pub fn imaged_data_file(
+    dir: &TempDir,
+    src: &str,
+    len: u64,
+    seed: u8,
+    img: &str,
+) -> (PathBuf, PathBuf) {
+    let (src, img) = (dir.p(src), dir.p(img));
+    data_file(&src, len, seed);
+    assert_exit(
+        &lifeboat(&["image", "create", s(&src), s(&img), "--no-verify"]),
+        0,
+    );
+    (src, img)
+}
+
 /// Whether `qemu-img` (the referee of the VM disk formats) runs; prints why a test skips when not.
 pub fn have_qemu_img() -> bool {
     let ok = Command::new("qemu-img").arg("--version").output().is_ok();
