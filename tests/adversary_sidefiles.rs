@@ -19,7 +19,7 @@ fn a_restore_map_on_a_partition_of_the_target() {
         return;
     }
     let dir = TempDir::new("adv-side-map");
-    let (src, img) = imaged_data_file(&dir, "src.img", 40 * MIB, 2, "a.lbi");
+    let (_, img) = imaged_data_file(&dir, "src.img", 40 * MIB, 2, "a.lbi");
     let img_sha = sha256(&img);
     let tf = dir.p("target");
     zero_file(&tf, 40 * MIB);
@@ -64,7 +64,7 @@ fn a_restore_map_on_a_partition_of_the_target() {
 #[test]
 fn extract_to_the_image_itself() {
     let dir = TempDir::new("adv-side-extract");
-    let (src, img) = imaged_data_file(&dir, "src.img", 4 * MIB, 3, "a.lbi");
+    let (_, img) = imaged_data_file(&dir, "src.img", 4 * MIB, 3, "a.lbi");
     let img_sha = sha256(&img);
     let link = dir.p("link");
     std::os::unix::fs::symlink(&img, &link).unwrap();
