@@ -156,6 +156,8 @@ fn check_image_equals_clone(p: &Pattern, chunk_size: u32, seed: u64) {
         p.name
     );
     assert_eq!(rep.reread_failed_bytes, 0, "{}", p.name);
+    // Every held-back chunk stays in memory (the cache holds 64 MiB worth): none is read again.
+    assert_eq!(rep.reread_bytes, 0, "{}", p.name);
     // Re-reads touched only good sectors: the device saw no more failed reads than clone's
     // (besides those of the partition-table probe before the job, which clone makes too).
     assert_eq!(
@@ -195,11 +197,15 @@ fn chunks_beyond_the_cache_are_read_again_from_good_sectors_only() {
     let p = &patterns()[1];
     let t = TempDir::new("imgresc-reread");
     let src = Arc::new(sim(p, 3));
+    let opts = CreateOptions {
+        held_back_chunks: Some(lifeboat::image::feed::CACHE_CHUNKS),
+        ..Default::default()
+    };
     let rep = create(
         src.clone(),
         &SourceIdentity::default(),
         &t.p("x.lbi"),
-        &CreateOptions::default(),
+        &opts,
         &NoProgress,
         &Cancel::new(),
     )
@@ -211,6 +217,19 @@ fn chunks_beyond_the_cache_are_read_again_from_good_sectors_only() {
     );
     assert_eq!(rep.reread_failed_bytes, 0);
     assert_eq!(src.failed_reads(), rep.reads_failed + probe_failures(p, 3));
+    // With every held-back chunk kept (none read again; subtrees hashed ahead as far as the
+    // hashing thread got), the same image.
+    let all = create(
+        Arc::new(sim(p, 3)),
+        &SourceIdentity::default(),
+        &t.p("y.lbi"),
+        &CreateOptions::default(),
+        &NoProgress,
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert_eq!(all.reread_bytes, 0);
+    assert!(normalized(&t.p("x.lbi")) == normalized(&t.p("y.lbi")));
 }
 
 /// The image's bytes with the image UUID, the creation and completion times and the CRCs

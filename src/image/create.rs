@@ -83,6 +83,10 @@ pub struct CreateOptions {
     /// `--no-verify`): also keep the CRC32 of each compressed chunk's disk bytes, which that
     /// verify checks the decoded bytes against (see `verify::WrittenDigest`).
     pub verify_after_write: bool,
+    /// Chunks whose good bytes are kept in memory while they wait for the engine's trim,
+    /// scrape and retry (`None`: [`feed::cache_chunks`] of the machine's memory); the others
+    /// are read again from their good sectors when they are stored.
+    pub held_back_chunks: Option<usize>,
 }
 
 impl Default for CreateOptions {
@@ -106,6 +110,7 @@ impl Default for CreateOptions {
             keys: super::crypt::Keys::global(),
             plan: None,
             verify_after_write: true,
+            held_back_chunks: None,
         }
     }
 }
@@ -150,6 +155,9 @@ pub struct CreateReport {
     /// (stored as zeros and counted as unreadable).
     pub reread_bytes: u64,
     pub reread_failed_bytes: u64,
+    /// Bytes of the chunks held back around unreadable sectors that were hashed ahead, while
+    /// the engine trimmed, scraped and retried (see `image::feed`).
+    pub prehashed_bytes: u64,
     /// Where this run resumed an interrupted create (null: it started the image).
     pub resumed_from: Option<ResumedFrom>,
     /// The verify after writing (`image::verify::verify_written`, run by the command): true
@@ -195,6 +203,8 @@ pub(super) struct Job {
     /// Unreadable `(start, len)` ranges inside the chunk (zeros in `slot.data`).
     pub(super) bad: Vec<(u64, u64)>,
     pub(super) parent_hash: Option<[u8; 32]>,
+    /// The chunk's subtrees hashed ahead (see `feed`), when any were.
+    pub(super) pre: Option<super::treehash::Partial>,
 }
 
 pub(super) fn push_bad(bad: &mut Vec<(u64, u64)>, s: u64, l: u64) {
@@ -617,6 +627,9 @@ pub fn create(
         parent,
         done_tx.clone(),
         batch,
+        opts.held_back_chunks.unwrap_or_else(|| {
+            feed::cache_chunks(cs as u64, super::crypt::available_kib() as u64 * 1024)
+        }),
     ));
     let ropts = crate::rescue::Options {
         retries: opts.retries,
@@ -675,6 +688,12 @@ pub fn create(
                 feed.close();
                 Error::os("start the image writer thread", e)
             })?;
+        // Hashes the held-back chunks ahead while the engine trims, scrapes and retries (see
+        // `feed`); ends when they are stored. Without it they are hashed when stored.
+        let prehash = feed.clone();
+        let _ = std::thread::Builder::new()
+            .name("image-prehash".into())
+            .spawn_scoped(s, move || prehash.prehash(hasher));
         // The engine reports progress (phase, pass, reads, time since the last good read) on
         // this thread; its writer thread hands the pieces to the feed.
         let open_batch = resumed.as_ref().map_or(&[][..], |j| &j.open_batch[..]);
@@ -762,6 +781,7 @@ pub fn create(
         reads_failed: rescued.as_ref().map_or(0, |o| o.reads_failed),
         reread_bytes: fs.reread_bytes,
         reread_failed_bytes: fs.reread_failed_bytes,
+        prehashed_bytes: fs.prehashed_bytes,
         resumed_from: resumed.as_ref().map(|j| ResumedFrom {
             phase: j
                 .resume

@@ -18,11 +18,21 @@
 //! - The index maps chunk → (volume, offset), so payloads may be stored in this emission
 //!   order; index segments are written when all their chunks are (`create::write_loop`).
 //! - Memory stays bounded: the good bytes of chunks delivered in several pieces are kept in a
-//!   small cache (at most [`CACHE_CHUNKS`] chunks). When a chunk leaves the cache before it is
-//!   emitted (or the run was resumed), its good bytes are read again from the source when it
-//!   is emitted: re-reading sectors that read well is cheap; sectors that failed are never read
-//!   again here (the engine's retries are the only ones). Should such a re-read fail all the
-//!   same, those sectors are stored as zeros and reported as unreadable (`reread_failed_bytes`).
+//!   cache of at most [`cache_chunks`] chunks (64 MiB, less on a machine with less than 512 MiB
+//!   available, never fewer than [`CACHE_CHUNKS`] chunks): on a disk with a few dozen scattered
+//!   bad areas every held-back chunk stays in memory until it is stored. When a chunk leaves
+//!   the cache before it is emitted (or the run was resumed), its good bytes are read again
+//!   from the source when it is emitted: re-reading sectors that read well is cheap; sectors
+//!   that failed are never read again here (the engine's retries are the only ones). Should
+//!   such a re-read fail all the same, those sectors are stored as zeros and reported as
+//!   unreadable (`reread_failed_bytes`).
+//! - The held-back chunks are hashed ahead, while the engine trims, scrapes and retries (the
+//!   compressors are idle then): one thread ([`Feed::prehash`]) hashes each aligned
+//!   [`treehash::SUBTREE`] of a cached chunk whose bytes are all final (delivered, or outside
+//!   the domain), and the chunk goes to the compressors with those subtrees' BLAKE3 chaining
+//!   values and CRC32s ([`treehash::Partial`]): only the subtrees around its unreadable
+//!   sectors are hashed when it is stored. The hash and CRC are those of the whole chunk's
+//!   bytes, so the image's bytes do not depend on how far that thread got.
 //!
 //! Whether a chunk is complete depends only on the sequence of pieces, never on the cache, so
 //! the order of emission (and the image's bytes) is the same for the same source and map.
@@ -30,17 +40,28 @@
 //! `writer`); a resumed create emits them again first ([`Feed::replay`]).
 use super::create::{Job, Slot};
 use super::reader::Image;
+use super::treehash::{self, Partial, SUBTREE};
 use super::writer::WMsg;
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::{AlignedBuf, BlockSource};
 use crate::rescue::engine::ResumePoint;
 use crate::rescue::{ExtentMap, RescueTarget, Status};
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
-/// Chunks whose good bytes are kept between pieces (memory: this many chunk buffers).
+/// The fewest chunks whose good bytes are kept between pieces (see [`cache_chunks`]).
 pub const CACHE_CHUNKS: usize = 16;
+/// The most memory the kept chunks take ([`cache_chunks`]).
+pub const CACHE_BYTES: u64 = 64 << 20;
+
+/// Chunks of `chunk` bytes whose good bytes are kept between pieces: [`CACHE_BYTES`] worth,
+/// at most an eighth of the `available` memory, never fewer than [`CACHE_CHUNKS`].
+pub fn cache_chunks(chunk: u64, available: u64) -> usize {
+    let bytes = CACHE_BYTES.min(available / 8);
+    ((bytes / chunk.max(1)).min(usize::MAX as u64) as usize).max(CACHE_CHUNKS)
+}
 /// Tries per sector when a re-read of good sectors fails.
 const REREAD_TRIES: u32 = 3;
 
@@ -166,6 +187,11 @@ struct Cached {
     /// Disk ranges held in `buf`.
     valid: Ranges,
     last_use: u64,
+    /// Which use of a buffer this is (the tick it was taken at): a subtree hashed from the
+    /// bytes of an earlier use is not kept.
+    gen: u64,
+    /// Its subtrees hashed ahead (a whole chunk of a power-of-two number of subtrees).
+    pre: Option<Partial>,
 }
 
 struct State {
@@ -188,6 +214,13 @@ struct State {
     reread_bytes: u64,
     /// Sectors that read well during the rescue but failed when read again.
     reread_failed: Ranges,
+    /// Subtrees `(chunk, k)` of cached chunks whose bytes are all final, not hashed yet.
+    todo: BTreeSet<(u64, usize)>,
+    /// The engine is past its copy passes: [`Feed::prehash`] works.
+    tail: bool,
+    /// The chunks are being stored (or the feed closed): [`Feed::prehash`] ends.
+    finishing: bool,
+    prehashed: u64,
 }
 
 /// Counters of a feed, for the report.
@@ -196,6 +229,8 @@ pub struct FeedStats {
     pub rereads: u64,
     pub reread_bytes: u64,
     pub reread_failed_bytes: u64,
+    /// Bytes of held-back chunks hashed ahead, while the engine trimmed, scraped and retried.
+    pub prehashed_bytes: u64,
 }
 
 /// See the module documentation.
@@ -210,7 +245,11 @@ pub struct Feed {
     start: ExtentMap,
     /// Chunks per compressor batch (see `pack`): checkpoints name the current batch's chunks.
     batch: u64,
+    /// Chunks kept at most ([`cache_chunks`]).
+    cache_max: usize,
     st: Mutex<State>,
+    /// Wakes [`Feed::prehash`].
+    wake: Condvar,
 }
 
 fn stopped() -> Error {
@@ -231,6 +270,7 @@ impl Feed {
         parent: Option<Image>,
         writer: Sender<WMsg>,
         batch: usize,
+        cache_max: usize,
     ) -> Feed {
         let size = src.size();
         let chunks = size.div_ceil(chunk as u64);
@@ -244,6 +284,8 @@ impl Feed {
             domain,
             start,
             batch: batch.max(1) as u64,
+            cache_max: cache_max.max(1),
+            wake: Condvar::new(),
             st: Mutex::new(State {
                 jobs: Some(jobs),
                 writer: Some(writer),
@@ -258,6 +300,10 @@ impl Feed {
                 rereads: 0,
                 reread_bytes: 0,
                 reread_failed: Vec::new(),
+                todo: BTreeSet::new(),
+                tail: false,
+                finishing: false,
+                prehashed: 0,
             }),
         }
     }
@@ -280,6 +326,7 @@ impl Feed {
     /// (after the engine has finished): good bytes, zeros and bad ranges at unreadable ones.
     pub fn finish(&self, map: &ExtentMap, cancel: &crate::jobs::Cancel) -> Result<()> {
         let mut st = self.lock();
+        self.stop_prehash(&mut st);
         for c in 0..self.chunks {
             if is_set(&st.emitted, c) {
                 continue;
@@ -341,6 +388,87 @@ impl Feed {
         let mut st = self.lock();
         st.jobs = None;
         st.writer = None;
+        self.stop_prehash(&mut st);
+    }
+
+    fn stop_prehash(&self, st: &mut State) {
+        st.finishing = true;
+        st.todo.clear();
+        self.wake.notify_all();
+    }
+
+    /// The engine's phase (see [`RescueTarget::phase`]): past the copy passes, the held-back
+    /// chunks are hashed ahead.
+    fn set_phase(&self, phase: char) {
+        if phase != '?' {
+            let mut st = self.lock();
+            if !st.tail {
+                st.tail = true;
+                self.wake.notify_all();
+            }
+        }
+    }
+
+    /// Hashes ahead, until the chunks are stored (see the module documentation): each
+    /// subtree's bytes copied out under the lock, hashed outside it. Run on its own thread.
+    pub(super) fn prehash(&self, hasher: super::crypt::ChunkHasher) {
+        let mut bytes = vec![0u8; SUBTREE];
+        let mut st = self.lock();
+        loop {
+            if st.finishing {
+                return;
+            }
+            let next = if st.tail { st.todo.pop_first() } else { None };
+            let Some((c, k)) = next else {
+                st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            let Some(gen) = self.subtree_bytes(&st, c, k, &mut bytes) else {
+                continue;
+            };
+            drop(st);
+            let part = treehash::subtree(&hasher, k, &bytes);
+            st = self.lock();
+            if let Some(p) = st
+                .cache
+                .get_mut(&c)
+                .filter(|e| e.gen == gen)
+                .and_then(|e| e.pre.as_mut())
+            {
+                p.set(k, part);
+                st.prehashed += SUBTREE as u64;
+            }
+        }
+    }
+
+    /// Whether subtree `k` of chunk `c` is final in the cache: every byte of the domain in
+    /// it delivered (or it holds none).
+    fn subtree_final(&self, e: &Cached, c: u64, k: usize) -> bool {
+        let s = c * self.chunk + (k * SUBTREE) as u64;
+        subtract(&clip(&self.domain.read, s, s + SUBTREE as u64), &e.valid).is_empty()
+    }
+
+    /// Copies the final bytes of subtree `k` of cached chunk `c` into `out` (what `emit`
+    /// makes of them: the used bytes as delivered, zeros elsewhere) and returns the cache
+    /// entry's use, or `None` when it is not cached, hashed already or not final.
+    fn subtree_bytes(&self, st: &State, c: u64, k: usize, out: &mut [u8]) -> Option<u64> {
+        let e = st.cache.get(&c)?;
+        if e.pre.as_ref().is_none_or(|p| p.has(k)) || !self.subtree_final(e, c, k) {
+            return None;
+        }
+        let a = c * self.chunk;
+        let s = a + (k * SUBTREE) as u64;
+        let t = s + SUBTREE as u64;
+        let keep = match &self.domain.used {
+            None => vec![(s, t)],
+            Some(u) => clip(u, s, t),
+        };
+        out.fill(0);
+        for (x, y) in keep {
+            let (i, j) = ((x - a) as usize, (y - a) as usize);
+            out[(x - s) as usize..(y - s) as usize].copy_from_slice(&e.buf[i..j]);
+        }
+        Some(e.gen)
     }
 
     pub fn stats(&self) -> FeedStats {
@@ -349,6 +477,7 @@ impl Feed {
             rereads: st.rereads,
             reread_bytes: st.reread_bytes,
             reread_failed_bytes: st.reread_failed.iter().map(|r| r.1 - r.0).sum(),
+            prehashed_bytes: st.prehashed,
         }
     }
 
@@ -380,7 +509,7 @@ impl Feed {
                 .is_some_and(|u| clip(u, a, b).is_empty())
         {
             slot.data.set_len(len);
-            return self.send(st, c, slot, true, Vec::new());
+            return self.send(st, c, slot, true, Vec::new(), None);
         }
         let lbs = self.lbs as usize;
         // Room for whole sectors: a source that ends mid-sector is read with a padded length.
@@ -428,7 +557,11 @@ impl Feed {
         slot.data.set_len(len);
         let unallocated = self.keep_used(&mut slot.data, a);
         let bad = bad.iter().map(|r| (r.0, r.1 - r.0)).collect();
-        self.send(st, c, slot, unallocated, bad)
+        // The subtrees hashed ahead were hashed from these same cached bytes.
+        let pre = cached
+            .and_then(|cch| cch.pre)
+            .filter(|p| p.known() > 0 && p.subtrees() * SUBTREE == len);
+        self.send(st, c, slot, unallocated, bad, pre)
     }
 
     /// Only the used blocks are kept: free blocks (and the rest of a sector read with them)
@@ -455,7 +588,7 @@ impl Feed {
         let mut slot = st.free.recv().map_err(|_| stopped())?;
         let old = std::mem::replace(&mut slot.data, buf);
         let unallocated = self.keep_used(&mut slot.data, c * self.chunk);
-        self.send(st, c, slot, unallocated, Vec::new())?;
+        self.send(st, c, slot, unallocated, Vec::new(), None)?;
         Ok(old)
     }
 
@@ -467,6 +600,7 @@ impl Feed {
         slot: Slot,
         unallocated: bool,
         bad: Vec<(u64, u64)>,
+        pre: Option<Partial>,
     ) -> Result<()> {
         let parent_hash = match st.parent.as_mut() {
             Some(p) => Some(p.entry(c)?.hash),
@@ -487,6 +621,7 @@ impl Feed {
             unallocated,
             bad,
             parent_hash,
+            pre,
         })
         .map_err(|_| stopped())
     }
@@ -529,12 +664,14 @@ impl Feed {
         Ok(failed)
     }
 
-    /// Keeps `piece` (disk offset `off`) of chunk `c` for when the chunk completes.
+    /// Keeps `piece` (disk offset `off`) of chunk `c` for when the chunk completes; the
+    /// subtrees it makes final are to be hashed ahead.
     fn keep(&self, st: &mut State, c: u64, off: u64, piece: &[u8]) {
         st.tick += 1;
         let tick = st.tick;
+        let full = Partial::new(self.span(c).1 as usize - (c * self.chunk) as usize);
         if !st.cache.contains_key(&c) {
-            if st.cache.len() >= CACHE_CHUNKS {
+            if st.cache.len() >= self.cache_max {
                 // The least recently used leaves (its bytes are read again when needed); its
                 // buffer is reused.
                 let Some((&old, _)) = st.cache.iter().min_by_key(|(_, v)| v.last_use) else {
@@ -545,6 +682,8 @@ impl Feed {
                 };
                 ev.valid.clear();
                 ev.last_use = tick;
+                ev.gen = tick;
+                ev.pre = full;
                 st.cache.insert(c, ev);
             } else {
                 st.cache.insert(
@@ -553,16 +692,36 @@ impl Feed {
                         buf: AlignedBuf::new(self.chunk as usize),
                         valid: Vec::new(),
                         last_use: tick,
+                        gen: tick,
+                        pre: full,
                     },
                 );
             }
         }
         let a = c * self.chunk;
-        if let Some(e) = st.cache.get_mut(&c) {
-            let o = (off - a) as usize;
-            e.buf[o..o + piece.len()].copy_from_slice(piece);
-            add_range(&mut e.valid, off, off + piece.len() as u64);
-            e.last_use = tick;
+        let Some(e) = st.cache.get_mut(&c) else {
+            return;
+        };
+        let o = (off - a) as usize;
+        e.buf[o..o + piece.len()].copy_from_slice(piece);
+        add_range(&mut e.valid, off, off + piece.len() as u64);
+        e.last_use = tick;
+        if st.finishing || e.pre.is_none() {
+            return;
+        }
+        let first = o / SUBTREE;
+        let last = (o + piece.len()).div_ceil(SUBTREE);
+        let Some(e) = st.cache.get(&c) else {
+            return;
+        };
+        let ready: Vec<usize> = (first..last)
+            .filter(|&k| self.subtree_final(e, c, k))
+            .collect();
+        if !ready.is_empty() {
+            st.todo.extend(ready.into_iter().map(|k| (c, k)));
+            if st.tail {
+                self.wake.notify_one();
+            }
         }
     }
 }
@@ -688,6 +847,9 @@ impl RescueTarget for Feed {
     fn sync(&self) -> Result<()> {
         Ok(())
     }
+    fn phase(&self, phase: char, _pass: u32) {
+        self.set_phase(phase);
+    }
     fn write_bad(&self, _off: u64, _len: u64, _zeros: &[u8]) -> Result<()> {
         // The image records unreadable sectors in its index (the final map's bad ranges).
         Ok(())
@@ -718,6 +880,94 @@ impl RescueTarget for Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::crypt::ChunkHasher;
+    use crate::rescue::SimDevice;
+    use std::sync::mpsc;
+
+    /// A held-back chunk (64 KiB: four subtrees; used bytes `0..40_000`, a bad sector in
+    /// subtree 1): the subtrees its pieces make final are hashed ahead once the engine is past
+    /// copying, none before; the chunk goes out with them and they finish into the hash and
+    /// CRC of exactly the bytes stored (zeros at the bad sector and after the used bytes).
+    #[test]
+    fn held_back_chunks_are_hashed_ahead_from_their_final_bytes() {
+        const CS: usize = 64 << 10;
+        let size = 2 * CS as u64;
+        let data = SimDevice::pattern(size as usize, 9);
+        let src: Arc<dyn BlockSource> = Arc::new(SimDevice::new(data.clone(), 512));
+        let domain = Arc::new(Domain::new(Some(vec![(0, 40_000)]), size, 512));
+        assert_eq!(domain.read, vec![(0, 40_448)]);
+        let (jtx, jrx) = mpsc::sync_channel::<Job>(4);
+        let (ftx, frx) = mpsc::sync_channel::<Slot>(4);
+        for _ in 0..4 {
+            ftx.send(Slot {
+                data: AlignedBuf::new(CS),
+                out: Vec::new(),
+            })
+            .unwrap();
+        }
+        let (wtx, _wrx) = mpsc::channel();
+        let start = domain.fresh_map(size);
+        let feed = Arc::new(Feed::new(
+            src,
+            CS as u32,
+            domain.clone(),
+            start.clone(),
+            Feed::no_chunks_emitted(2),
+            0,
+            jtx,
+            frx,
+            None,
+            wtx,
+            1,
+            16,
+        ));
+        let hasher = ChunkHasher::Keyed([5; 32]);
+        let worker = {
+            let f = feed.clone();
+            std::thread::spawn(move || f.prehash(hasher))
+        };
+        let bad = (20_480u64, 512u64);
+        let mut map = start;
+        for (s, e) in [(0u64, bad.0), (bad.0 + bad.1, 40_448)] {
+            feed.write_at(&data[s as usize..e as usize], s).unwrap();
+            map.set(s, e - s, Status::Finished);
+        }
+        map.set(bad.0, bad.1, Status::Bad);
+        // Subtrees 0 and 2 are final (3 holds no byte to read but no piece touched it; 1 has
+        // the bad sector); still copying: nothing hashed yet.
+        assert_eq!(feed.lock().todo.len(), 2);
+        assert_eq!(feed.stats().prehashed_bytes, 0);
+        feed.phase('*', 1);
+        let mut waited = 0;
+        while feed.stats().prehashed_bytes < 2 * SUBTREE as u64 {
+            assert!(waited < 6000, "the subtrees were not hashed ahead");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            waited += 1;
+        }
+        feed.finish(&map, &crate::jobs::Cancel::new()).unwrap();
+        feed.close();
+        worker.join().unwrap();
+        let job = jrx.recv().unwrap();
+        assert_eq!((job.i, job.unallocated), (0, false));
+        assert_eq!(job.bad, vec![bad]);
+        let mut want = data[..CS].to_vec();
+        want[bad.0 as usize..(bad.0 + bad.1) as usize].fill(0);
+        want[40_000..].fill(0);
+        assert!(job.slot.data[..] == want[..]);
+        let pre = job
+            .pre
+            .expect("the subtrees hashed ahead go with the chunk");
+        assert_eq!(pre.known(), 2);
+        assert!(pre.has(0) && pre.has(2));
+        assert_eq!(
+            pre.finish(&hasher, &job.slot.data),
+            (hasher.hash(&want), crc32fast::hash(&want))
+        );
+        // The second chunk holds no used block: nothing hashed ahead.
+        let j2 = jrx.recv().unwrap();
+        assert!(j2.unallocated && j2.pre.is_none());
+        assert_eq!(feed.stats().reread_bytes, 0);
+    }
 
     #[test]
     fn range_helpers() {

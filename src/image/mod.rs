@@ -18,6 +18,7 @@ pub mod resume;
 pub mod space;
 pub mod store;
 pub mod store_ntfs;
+mod treehash;
 pub mod verify;
 pub mod vmdisk;
 mod volumes;

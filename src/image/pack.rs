@@ -51,6 +51,16 @@ pub(super) struct Done {
     /// Kind 6: how many of the group's payload bytes this chunk's `slot.out` holds (the payload
     /// is the members' pieces in member order).
     pub part: usize,
+    /// CRC32 of the chunk's disk bytes when it was known with its hash (see `treehash`).
+    pub data_crc: Option<u32>,
+}
+
+impl Done {
+    /// CRC32 of the chunk's disk bytes.
+    fn data_crc(&self) -> u32 {
+        self.data_crc
+            .unwrap_or_else(|| crc32fast::hash(&self.slot.data))
+    }
 }
 
 /// A zstd compressor for units of `unit` bytes at `level` whose window is the whole unit, so a
@@ -232,7 +242,7 @@ fn all_look_random(done: &[Done]) -> bool {
 
 /// Stores a chunk as it is (kind `Raw`; its CRC32 is its payload's and its disk bytes').
 fn store_raw(d: &mut Done) {
-    let crc = crc32fast::hash(&d.slot.data);
+    let crc = d.data_crc();
     (d.kind, d.stored, d.crc, d.plain_crc) = (Kind::Raw, d.slot.data.len(), crc, Some(crc));
 }
 
@@ -251,12 +261,21 @@ fn classify(job: Job, p: &PackParams) -> Done {
         }
     };
     let (kind, stored, crc, hash);
+    let mut data_crc = None;
     if job.unallocated {
         (kind, stored, crc, hash) = (Kind::Unallocated, 0, 0, zero_hash());
     } else if is_zero(data) {
         (kind, stored, crc, hash) = (Kind::Zero, 0, 0, zero_hash());
     } else {
-        hash = p.hasher.hash(data);
+        hash = match job.pre {
+            // Subtrees hashed ahead: the rest now, the same hash (and the CRC with it).
+            Some(pre) => {
+                let (h, c) = pre.finish(&p.hasher, data);
+                data_crc = Some(c);
+                h
+            }
+            None => p.hasher.hash(data),
+        };
         if job.parent_hash == Some(hash) {
             (kind, stored, crc) = (Kind::Parent, 0, 0);
         } else {
@@ -276,12 +295,14 @@ fn classify(job: Job, p: &PackParams) -> Done {
         member: 0,
         members: 0,
         part: 0,
+        data_crc,
     }
 }
 
 /// Compresses one chunk on its own (zstd or LZ4); raw when that does not make it smaller.
 /// `plain_crc`: see [`PackParams::plain_crc`].
 fn pack_one(d: &mut Done, zc: Option<&mut zstd::bulk::Compressor<'static>>, plain_crc: bool) {
+    let known_crc = d.data_crc;
     let data = &d.slot.data[..];
     let len = data.len();
     let out = &mut d.slot.out[..];
@@ -299,7 +320,7 @@ fn pack_one(d: &mut Done, zc: Option<&mut zstd::bulk::Compressor<'static>>, plai
             k,
             n,
             crc32fast::hash(&out[..n]),
-            plain_crc.then(|| crc32fast::hash(data)),
+            plain_crc.then(|| known_crc.unwrap_or_else(|| crc32fast::hash(data))),
         ),
         _ => {
             store_raw(d);
@@ -352,7 +373,8 @@ fn pack_group(
         d.slot.out[..part].copy_from_slice(&unit_out[at..at + part]);
         at += part;
         (d.kind, d.stored, d.crc, d.part) = (Kind::Group, n, crc, part);
-        d.plain_crc = plain_crc.then(|| crc32fast::hash(&d.slot.data));
+        let c = plain_crc.then(|| d.data_crc());
+        d.plain_crc = c;
         (d.member, d.members) = (m as u8, members.len() as u8);
     }
 }
@@ -383,7 +405,7 @@ mod tests {
 
     /// `run_over` at zstd level `level`.
     fn run_at(level: i32, seqs: std::ops::Range<u64>, max_group_payload: usize) -> Vec<Vec<Done>> {
-        run_with(level, seqs, max_group_payload, chunk)
+        run_with(level, seqs, max_group_payload, chunk, false)
     }
 
     /// Random bytes (xorshift64) for seed `seed`.
@@ -405,11 +427,26 @@ mod tests {
         seqs: std::ops::Range<u64>,
         max_group_payload: usize,
         data_of: impl Fn(u64) -> Vec<u8>,
+        prehash: bool,
     ) -> Vec<Vec<Done>> {
         let (jtx, jrx) = mpsc::sync_channel::<Job>(64);
         for s in seqs {
             let mut data = AlignedBuf::new(CS);
             data.copy_from_slice(&data_of(s));
+            // With `prehash`: subtrees 0 and 2 hashed ahead (as `feed` does), the others not.
+            let pre = prehash.then(|| {
+                let mut p = crate::image::treehash::Partial::new(CS).unwrap();
+                let st = crate::image::treehash::SUBTREE;
+                for k in [0, 2] {
+                    let part = crate::image::treehash::subtree(
+                        &Default::default(),
+                        k,
+                        &data[k * st..(k + 1) * st],
+                    );
+                    p.set(k, part);
+                }
+                p
+            });
             let slot = Slot {
                 data,
                 out: vec![0; max_payload_any(CS)],
@@ -421,6 +458,7 @@ mod tests {
                 unallocated: false,
                 bad: vec![],
                 parent_hash: None,
+                pre,
             };
             jtx.send(job).unwrap();
         }
@@ -553,7 +591,7 @@ mod tests {
             s if s == n + 4 => chunk(s),
             _ => random(CS, 100 + s),
         };
-        let b = run_with(2, 0..2 * n, usize::MAX, data);
+        let b = run_with(2, 0..2 * n, usize::MAX, data, false);
         use Kind::*;
         let kinds: Vec<Kind> = b.iter().flatten().map(|d| d.kind).collect();
         let mut want = vec![Raw; n as usize];
@@ -573,5 +611,40 @@ mod tests {
             .collect();
         let whole = zstd::bulk::decompress(&payload, MAX_GROUP_BYTES).unwrap();
         assert!(whole == (n..2 * n).flat_map(data).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn subtrees_hashed_ahead_give_the_same_hashes_crcs_and_payloads() {
+        // Random batches (stored raw), a mixed one (grouped) and a zero chunk, each chunk
+        // with or without subtrees hashed ahead: the same results.
+        let n = GROUP_CHUNKS as u64;
+        let data = |s: u64| match s {
+            3 => vec![0; CS],
+            s if s == n + 4 => chunk(s),
+            _ => random(CS, 200 + s),
+        };
+        let key = |d: &Done| {
+            (
+                d.kind,
+                d.hash,
+                d.crc,
+                d.plain_crc,
+                d.stored,
+                d.slot.out[..d.part].to_vec(),
+            )
+        };
+        let plain: Vec<_> = run_with(2, 0..2 * n, usize::MAX, data, false)
+            .iter()
+            .flatten()
+            .map(key)
+            .collect();
+        let ahead: Vec<_> = run_with(2, 0..2 * n, usize::MAX, data, true)
+            .iter()
+            .flatten()
+            .map(key)
+            .collect();
+        assert_eq!(plain.len(), 2 * n as usize);
+        assert!(plain == ahead);
+        assert!(plain.iter().any(|k| k.0 == Kind::Group) && plain.iter().any(|k| k.0 == Kind::Raw));
     }
 }

@@ -52,6 +52,9 @@ pub trait RescueTarget: Send + Sync {
     fn checkpoint(&self, _map: &ExtentMap, _at: ResumePoint) -> Result<()> {
         Ok(())
     }
+    /// The run enters `phase` (see [`phase_name`]), pass `pass`: everything read before it has
+    /// been handed to the target. Default: nothing.
+    fn phase(&self, _phase: char, _pass: u32) {}
 }
 
 impl RescueTarget for Device {
@@ -573,9 +576,12 @@ fn writer_main(
                 m.current_pos = off;
             }
             Msg::Phase(c, pass) => {
-                let mut m = shared.map.lock().unwrap_or_else(|e| e.into_inner());
-                m.current_phase = c;
-                m.current_pass = pass;
+                {
+                    let mut m = shared.map.lock().unwrap_or_else(|e| e.into_inner());
+                    m.current_phase = c;
+                    m.current_pass = pass;
+                }
+                dst.phase(c, pass);
             }
             Msg::Checkpoint(at) => {
                 let mut m = shared.map.lock().unwrap_or_else(|e| e.into_inner()).clone();

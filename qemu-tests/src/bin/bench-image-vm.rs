@@ -196,9 +196,9 @@ fn run() -> Result<(), String> {
     );
     println!("all runs: {}", bench::all_runs(&runs));
     println!(
-        "engine counters: clone {}/{} failed/total, image create {}/{} (re-read {} bytes); image {} bytes",
+        "engine counters: clone {}/{} failed/total, image create {}/{} (re-read {} bytes, hashed ahead {} bytes); image {} bytes",
         oc["reads_failed"], oc["reads_total"], oi["reads_failed"], oi["reads_total"],
-        oi["reread_bytes"], image_bytes
+        oi["reread_bytes"], oi["prehashed_bytes"], image_bytes
     );
     let same_bad = bc == want && bi == want;
     println!(
@@ -279,6 +279,14 @@ fn compare_builds(runs: &[bench::Run], n: usize) -> Result<(), String> {
             r.secs - r.to_init,
             j["output"]["elapsed_secs"].as_f64().unwrap_or(0.0)
                 + j["output"]["verify_elapsed_secs"].as_f64().unwrap_or(0.0)
+        );
+    }
+    // Where the held-back chunks' bytes came from (null: a build before the field).
+    for (name, r) in [("this", new), ("baseline", old)] {
+        let j = marker_json(&r.console, "LIFEBOAT-RESULT ").unwrap_or_default();
+        println!(
+            "{name}: held-back chunks: re-read {} bytes, hashed ahead {} bytes",
+            j["output"]["reread_bytes"], j["output"]["prehashed_bytes"]
         );
     }
     println!(
