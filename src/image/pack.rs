@@ -12,7 +12,7 @@ use super::create::{Job, Slot};
 use super::format::*;
 use super::writer::WMsg;
 use crate::io::is_zero;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Mutex;
 
 /// Chunks per batch (and so per group at most) for `compress` and chunk size `cs`: 1 with LZ4,
@@ -82,21 +82,37 @@ pub(super) fn zstd_compressor(level: i32, unit: usize) -> Option<zstd::bulk::Com
 /// sequence, and holding the lock keeps a batch consecutive). Waiting for them holds no more
 /// than `n - 1` slots: the reader side takes a free slot only to emit a complete chunk, and
 /// every earlier batch gets written and its slots freed. Empty when the reader side is done.
-fn take(rx: &Mutex<Receiver<Job>>, n: usize) -> Vec<Job> {
+/// Each job comes back hashed and sorted out ([`classify`]): while the queue is empty (the
+/// reader side is behind: a slow source, the engine's trim/scrape/retry, or the chunks held
+/// back around errors still to come), the jobs already taken are hashed as they wait, so a
+/// batch's hashing is done by the time its last chunk arrives. Holding the lock meanwhile
+/// keeps nothing from the other threads: whatever arrives next belongs to this batch.
+fn take(rx: &Mutex<Receiver<Job>>, n: usize, p: &PackParams) -> Vec<Done> {
     let Ok(rx) = rx.lock() else {
         return Vec::new();
     };
-    let mut v: Vec<Job> = Vec::with_capacity(n);
-    while v
-        .last()
-        .is_none_or(|j| !(j.seq + 1).is_multiple_of(n as u64))
-    {
-        match rx.recv() {
-            Ok(j) => v.push(j),
-            Err(_) => break,
+    let mut done: Vec<Done> = Vec::with_capacity(n);
+    let mut waiting: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    loop {
+        let last = waiting.back().map(|j| j.seq).or(done.last().map(|d| d.seq));
+        if last.is_some_and(|s| (s + 1).is_multiple_of(n as u64)) {
+            break;
+        }
+        match rx.try_recv() {
+            Ok(j) => waiting.push_back(j),
+            Err(TryRecvError::Empty) => match waiting.pop_front() {
+                Some(j) => done.push(classify(j, p)),
+                None => match rx.recv() {
+                    Ok(j) => waiting.push_back(j),
+                    Err(_) => break,
+                },
+            },
+            Err(TryRecvError::Disconnected) => break,
         }
     }
-    v
+    drop(rx);
+    done.extend(waiting.into_iter().map(|j| classify(j, p)));
+    done
 }
 
 /// What a compressor thread needs to know.
@@ -128,11 +144,10 @@ pub(super) fn run(rx: &Mutex<Receiver<Job>>, tx: Sender<WMsg>, p: PackParams) {
     let mut unit_in = Vec::new();
     let mut unit_out = Vec::new();
     loop {
-        let jobs = take(rx, batch);
-        if jobs.is_empty() {
+        let mut done = take(rx, batch, &p);
+        if done.is_empty() {
             return;
         }
-        let mut done: Vec<Done> = jobs.into_iter().map(|j| classify(j, &p)).collect();
         // A batch whose every chunk to store looks like random bytes (encrypted volumes, a
         // disk filled with random data) is stored raw without running zstd over it.
         if zc.is_some() && all_look_random(&done) {
@@ -506,6 +521,81 @@ mod tests {
                 (2 * n..2 * n + 5).collect::<Vec<u64>>()
             ]
         );
+    }
+
+    /// Jobs that trickle in (the reader side behind: each waits in the queue for the next)
+    /// are hashed while they wait; the batches, kinds, hashes and payloads are those of jobs
+    /// that were all queued at once, with two threads taking batches.
+    #[test]
+    fn jobs_that_trickle_in_give_the_same_batches() {
+        let n = GROUP_CHUNKS as u64;
+        let seqs = 3..2 * n + 7;
+        let job = |s: u64| {
+            let mut data = AlignedBuf::new(CS);
+            data.copy_from_slice(&chunk(s));
+            Job {
+                seq: s,
+                i: s,
+                slot: Slot {
+                    data,
+                    out: vec![0; max_payload_any(CS)],
+                },
+                unallocated: false,
+                bad: vec![],
+                parent_hash: None,
+                pre: None,
+            }
+        };
+        let p = PackParams {
+            compress: Compression::Zstd(3),
+            chunk_size: CS as u32,
+            zero_full: *blake3::hash(&[0; CS]).as_bytes(),
+            hasher: Default::default(),
+            batch: n as usize,
+            max_group_payload: usize::MAX,
+            plain_crc: true,
+        };
+        let (jtx, jrx) = mpsc::sync_channel::<Job>(64);
+        let jrx = Mutex::new(jrx);
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let (jrx, tx) = (&jrx, tx.clone());
+                s.spawn(move || run(jrx, tx, p));
+            }
+            for q in seqs.clone() {
+                jtx.send(job(q)).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            drop(jtx);
+        });
+        drop(tx);
+        let mut got: Vec<Vec<Done>> = rx
+            .try_iter()
+            .map(|m| match m {
+                WMsg::Batch(b) => b,
+                WMsg::Checkpoint { .. } => panic!("a checkpoint from a compressor"),
+            })
+            .collect();
+        got.sort_by_key(|b| b[0].seq);
+        let want = run_over(seqs, usize::MAX);
+        type Key = (u64, Kind, usize, u32, [u8; 32], Vec<u8>);
+        let key = |b: &Vec<Done>| -> Vec<Key> {
+            b.iter()
+                .map(|d| {
+                    let payload = match d.kind {
+                        Kind::Raw => d.slot.data.to_vec(),
+                        _ => d.slot.out[..d.part.max(d.stored.min(d.slot.out.len()))].to_vec(),
+                    };
+                    (d.seq, d.kind, d.stored, d.crc, d.hash, payload)
+                })
+                .collect()
+        };
+        assert_eq!(
+            got.iter().map(key).collect::<Vec<_>>(),
+            want.iter().map(key).collect::<Vec<_>>()
+        );
+        assert_eq!(got.len(), 3);
     }
 
     #[test]
