@@ -86,6 +86,7 @@ fn run_create(
         None => create::DEFAULT_COMPRESSION,
     };
     let sel = crate::devices::resolve(&source)?;
+    crate::jobs::threadcpu::mark("source resolved");
     if let Some(note) = failing_source_note(&sel) {
         eprintln!("lifeboat: note: {note}");
     }
@@ -174,6 +175,7 @@ fn run_create(
         }
     }
     check.run()?;
+    crate::jobs::threadcpu::mark("identity checks");
     // The source is never mounted, not even read-only to read a parent image stored on it.
     if let Some(pp) = parent_loc.as_ref().and_then(|l| l.partition.as_ref()) {
         let part = crate::storage::resolve(&pp.path)?;
@@ -198,6 +200,7 @@ fn run_create(
         crypt::Keys::global().new_secret(Path::new(&image))?;
     }
     let store = loc.mount(Mode::ReadWrite)?;
+    crate::jobs::threadcpu::mark("store mounted");
     // The parent: a path; or PARTITION:/path, inside the image's mount when on the same
     // partition, else mounted read-only on its own.
     let mut _parent_store = None;
@@ -241,13 +244,16 @@ fn run_create(
     let _ro = ReadOnlyGuard::new(std::slice::from_ref(&src_path))?;
     // The used-block plan, read once: for the free-space check (a full image; an incremental
     // stores what changed, unknown before it runs), then by the job.
+    crate::jobs::threadcpu::mark("source opened");
     let mut plan = crate::fs::UsageMap::analyze(&dev);
     if all_sectors {
         plan.force_all_sectors("--all-sectors was given");
     }
+    crate::jobs::threadcpu::mark("used blocks read");
     if parent.is_none() && !ignore_free_space {
         space::check_image_room(&store.path, &image, &plan)?;
     }
+    crate::jobs::threadcpu::mark("free space checked");
     let checkpoint_every = std::env::var("LIFEBOAT_CHECKPOINT_SECS")
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -337,6 +343,7 @@ fn run_create(
         })?;
     }
     finish_progress(&sink, "image-create", rep.disk_size_bytes, rep.bad_bytes);
+    crate::jobs::threadcpu::mark("verified");
     if let Some(c) = cpu {
         c.stop();
     }

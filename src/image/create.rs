@@ -260,6 +260,7 @@ pub fn create(
     cancel: &Cancel,
 ) -> Result<CreateReport> {
     let started = Instant::now();
+    crate::jobs::threadcpu::mark("create starts");
     let cs = opts.chunk_size;
     if !cs.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&cs) {
         return Err(Error::invalid(
@@ -603,6 +604,7 @@ pub fn create(
     if let Some(s) = &sealer {
         vw.set_sealer(s.clone());
     }
+    crate::jobs::threadcpu::mark("volume and journal started");
     let (free_tx, free_rx) = mpsc::sync_channel::<Slot>(nslots);
     for _ in 0..nslots {
         let _ = free_tx.send(Slot {
@@ -614,6 +616,7 @@ pub fn create(
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (done_tx, done_rx) = mpsc::channel::<WMsg>();
     let zero_full = hasher.hash(&vec![0u8; cs as usize]);
+    crate::jobs::threadcpu::mark("buffers allocated");
     // The reader side: the rescue engine over the domain, through the feed (see `feed`).
     let feed = Arc::new(feed::Feed::new(
         src.clone(),
@@ -704,6 +707,7 @@ pub fn create(
                 if out.cancelled {
                     return Err(Error::cancelled());
                 }
+                crate::jobs::threadcpu::mark("engine finished");
                 // The chunks held back around unreadable areas: their good bytes (kept, or
                 // read again) stored now.
                 tail_phase(
@@ -713,6 +717,7 @@ pub fn create(
                     out.map.ranges(crate::rescue::Status::Bad),
                 );
                 feed.finish(&out.map, cancel)?;
+                crate::jobs::threadcpu::mark("held-back chunks emitted");
                 rescued = Some(out);
                 Ok(())
             });
@@ -741,8 +746,10 @@ pub fn create(
             return Err(e);
         }
     };
+    crate::jobs::threadcpu::mark("image written");
     tail_phase(sink, "syncing", size, bad_ranges.clone());
     let volumes = vw.commit(|| journal::Journal::remove(image))?;
+    crate::jobs::threadcpu::mark("image committed");
     let fs = feed.stats();
     let image_bytes = volumes
         .iter()

@@ -6,9 +6,11 @@
 //! window (per thread name: CPU % of one CPU; the machine: busy % of all CPUs). A diagnostic
 //! for benchmarks (`scripts/bench-image-vm` asks for it): it says whether threads that should
 //! run side by side do, without a profiler in the rescue environment. Off, it costs nothing.
+//! The job may also name its steps as it reaches them ([`mark`]): printed with their times
+//! since the sampler started.
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The environment variable that turns the sampler on.
@@ -20,6 +22,44 @@ const WINDOW: usize = 5;
 /// The kernel's clock ticks per second in `/proc` (USER_HZ: 100 on every Linux ABI Lifeboat
 /// runs on).
 const TICKS: f64 = 100.0;
+
+/// Whether a sampler runs (only then [`mark`] records anything).
+static ON: AtomicBool = AtomicBool::new(false);
+/// The steps [`mark`] recorded.
+static MARKS: Mutex<Vec<(Instant, &'static str)>> = Mutex::new(Vec::new());
+
+/// Records that the job reached step `what` now (when a sampler runs; otherwise nothing).
+pub fn mark(what: &'static str) {
+    if ON.load(Ordering::Relaxed) {
+        MARKS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((Instant::now(), what));
+    }
+}
+
+/// The steps recorded since `t0`: `lifeboat: LABEL steps: 0.12 s what (+0.12), ...`.
+fn marks_line(label: &str, t0: Instant) -> String {
+    let m = MARKS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut prev = t0;
+    let parts: Vec<String> = m
+        .iter()
+        .filter(|(t, _)| *t >= t0)
+        .map(|&(t, what)| {
+            let s = format!(
+                "{:.2} {what} (+{:.2})",
+                (t - t0).as_secs_f64(),
+                (t - prev).as_secs_f64()
+            );
+            prev = t;
+            s
+        })
+        .collect();
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!("lifeboat: {label} steps (s): {}\n", parts.join(", "))
+}
 
 /// A running sampler; [`stop`](Self::stop) prints its findings on stderr.
 pub struct Sampler {
@@ -91,6 +131,7 @@ impl Sampler {
     }
 
     fn start(label: &str) -> Sampler {
+        ON.store(true, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let label = label.to_string();
@@ -105,6 +146,8 @@ impl Sampler {
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.handle.take() {
+            // Out of its sleep at once: the job ends now, not up to a step later.
+            h.thread().unpark();
             if let Ok(s) = h.join() {
                 eprint!("{s}");
             }
@@ -130,7 +173,8 @@ fn sample(label: &str, stop: &AtomicBool) -> String {
     loop {
         let done = stop.load(Ordering::SeqCst);
         if !done {
-            std::thread::sleep(STEP);
+            // Woken early by `stop` (a spurious wake-up only makes a shorter sample).
+            std::thread::park_timeout(STEP);
         }
         for (tid, (name, t)) in tasks() {
             let e = seen.entry(tid).or_insert((name.clone(), 0, 0));
@@ -196,6 +240,7 @@ fn sample(label: &str, stop: &AtomicBool) -> String {
     for l in lines {
         out.push_str(&l);
     }
+    out.push_str(&marks_line(label, t0));
     out
 }
 
@@ -210,6 +255,23 @@ mod tests {
         assert_eq!(parse_task_stat("garbage"), None);
         let s = "cpu  100 5 50 800 45 1 2 3 0 0\ncpu0 1 2 3\n";
         assert_eq!(parse_proc_stat(s), Some((161, 1006)));
+    }
+
+    #[test]
+    fn marks_are_kept_only_while_a_sampler_runs() {
+        mark("before");
+        let t0 = Instant::now();
+        assert_eq!(marks_line("x", t0), "");
+        ON.store(true, Ordering::Relaxed);
+        mark("step one");
+        mark("step two");
+        let l = marks_line("job", t0);
+        assert!(l.starts_with("lifeboat: job steps (s): 0.0"), "{l}");
+        assert!(
+            l.contains(" step one (+") && l.contains(" step two (+0.00)"),
+            "{l}"
+        );
+        assert!(!l.contains("before"), "{l}");
     }
 
     #[test]
