@@ -115,7 +115,7 @@ impl StderrSink {
     pub fn finish(&self, p: &Progress) {
         self.emit(p);
         if !self.json {
-            eprintln!();
+            crate::errln!();
         }
     }
     /// Whether snapshot `p` is printed at `now` (and, if so, notes it): the first one, one a
@@ -138,10 +138,12 @@ impl StderrSink {
                 q.map = None;
             }
             if let Ok(s) = serde_json::to_string(&q) {
-                eprintln!("LIFEBOAT-PROGRESS {s}");
+                crate::out::err_raw(&format!("LIFEBOAT-PROGRESS {s}\n"));
             }
         } else {
-            eprint!("\r\x1b[K{}", human_line(p));
+            // The line's own controls raw, its text (file names) through the escaping writer.
+            crate::out::err_raw("\r\x1b[K");
+            crate::err!("{}", human_line(p));
         }
     }
 }
@@ -240,14 +242,14 @@ pub fn cancel_on_signals(cancel: &Cancel, what_happens: &'static str) {
         .spawn(move || {
             while set.wait().is_ok() {
                 if AT_PROMPT.load(std::sync::atomic::Ordering::SeqCst) {
-                    eprintln!("\nlifeboat: cancelled; nothing was written");
+                    crate::errln!("\nlifeboat: cancelled; nothing was written");
                     exit_now(crate::error::exit::CANCELLED);
                 }
                 if c.is_cancelled() {
-                    eprintln!("\nlifeboat: stopped");
+                    crate::errln!("\nlifeboat: stopped");
                     exit_now(crate::error::exit::CANCELLED);
                 }
-                eprintln!(
+                crate::errln!(
                     "\nlifeboat: cancelling ({what_happens}; press Ctrl-C again to stop at once)"
                 );
                 c.cancel();
