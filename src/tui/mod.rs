@@ -17,6 +17,8 @@ mod tests_crypt;
 mod tests_files;
 #[cfg(test)]
 mod tests_net;
+#[cfg(test)]
+mod tests_names;
 
 use crate::error::{Error, Result};
 use crate::jobs::jobdir;
