@@ -28,8 +28,9 @@
 //!   can forget it.
 //! - A field that must stay on one line (a name in a list, a table cell) is wrapped in
 //!   [`Shown`] (or [`shown`]), which escapes line breaks and tabs too.
-//! - Machine output is written exactly: [`json_line`] (`--json` reports on stdout; serde_json
-//!   escapes C0 controls itself) and [`err_raw`] (the `LIFEBOAT-PROGRESS` lines, the progress
+//! - Machine output keeps every value exactly: [`json_line`] (`--json` reports on stdout;
+//!   serde_json escapes C0 controls, [`json_text`] the other unsafe characters as `\uXXXX`)
+//!   and [`err_raw`] (the `LIFEBOAT-PROGRESS` lines, which hold no names, and the progress
 //!   line's own `\r ESC[K`).
 use crate::error::exit;
 use std::borrow::Cow;
@@ -120,9 +121,32 @@ pub fn write(args: fmt::Arguments, newline: bool) {
     write_bytes(human(args).as_bytes(), newline);
 }
 
-/// Writes machine output (a `--json` report or value) to stdout exactly, with a newline.
+/// Writes machine output (a `--json` report or value) to stdout, with a newline: the same
+/// values exactly, through [`json_text`].
 pub fn json_line(v: impl fmt::Display) {
-    write_bytes(v.to_string().as_bytes(), true);
+    write_bytes(json_text(&v.to_string()).as_bytes(), true);
+}
+
+/// JSON text `j` (serde_json's) with the [`unsafe_char`]s it leaves raw inside strings — C1
+/// controls (U+009B is CSI on the Linux console, where the unattended runner copies these
+/// lines), DEL, bidi and zero-width controls — written as `\uXXXX` escapes. serde_json
+/// already escapes C0 controls; outside strings JSON holds only ASCII punctuation, digits,
+/// letters and white space, so every value parses back exactly the same.
+pub fn json_text(j: &str) -> Cow<'_, str> {
+    let escape = |c: char| c != '\n' && c != '\t' && c != '\r' && unsafe_char(c);
+    if !j.chars().any(escape) {
+        return Cow::Borrowed(j);
+    }
+    let mut o = String::with_capacity(j.len() + 12);
+    for c in j.chars() {
+        if escape(c) {
+            // Every unsafe character is in the Basic Multilingual Plane: one \uXXXX.
+            o.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            o.push(c);
+        }
+    }
+    Cow::Owned(o)
 }
 
 /// Writes text for a person (through [`text`]; a newline after it when `newline`) to stderr.
@@ -236,6 +260,25 @@ mod tests {
         );
         // Text keeps its line structure; the controls inside lines go.
         assert_eq!(text("a\tb\nc\x1b[Kd\r\n"), "a\tb\nc\\x1b[Kd\\x0d\n");
+    }
+
+    #[test]
+    fn json_text_escapes_what_serde_leaves_raw_and_keeps_the_values() {
+        let v = serde_json::json!({
+            "name": "a\x1b[2J\r\n\u{9b}31m\u{7f}\u{202e}txt.exe Grüße",
+            "list": ["\u{2066}x\u{2069}", "plain"],
+        });
+        for j in [v.to_string(), serde_json::to_string_pretty(&v).unwrap()] {
+            // serde_json escapes C0 controls itself, not C1, DEL or bidi controls.
+            assert!(!j.contains('\x1b') && !j.contains('\r'));
+            assert!(j.contains('\u{9b}') && j.contains('\u{202e}'));
+            let t = json_text(&j);
+            assert!(!t.chars().any(|c| c != '\n' && unsafe_char(c)), "{t}");
+            assert!(t.contains("\\u009b31m\\u007f\\u202etxt.exe Grüße"), "{t}");
+            let back: serde_json::Value = serde_json::from_str(&t).unwrap();
+            assert_eq!(back, v);
+        }
+        assert!(matches!(json_text("{\"a\":\"b\"}"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -16,9 +16,9 @@ mod tests_crypt;
 #[cfg(test)]
 mod tests_files;
 #[cfg(test)]
-mod tests_net;
-#[cfg(test)]
 mod tests_names;
+#[cfg(test)]
+mod tests_net;
 
 use crate::error::{Error, Result};
 use crate::jobs::jobdir;
