@@ -84,11 +84,11 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
 /// Prints an error for a person (stderr) and, with `--json`, as one JSON object on stdout.
 /// The unattended runner gets the JSON object either way ([`hand_report`]).
 pub fn report_error(e: &Error, json: bool) -> i32 {
-    crate::errln!("lifeboat: error: {e}");
+    eprintln!("lifeboat: error: {e}");
     let v = error_report(e);
     hand_report(&v);
     if json {
-        crate::out::json_line(&v);
+        crate::outln!("{v}");
     }
     e.exit_code()
 }
@@ -108,7 +108,7 @@ pub fn emit_report<T: serde::Serialize>(rep: &T, json: bool) {
     });
     hand_report(&v);
     if json {
-        crate::out::json_line(&v);
+        crate::outln!("{v}");
     }
 }
 
@@ -118,7 +118,7 @@ pub fn hand_report(v: &serde_json::Value) {
         return;
     };
     if let Err(e) = std::fs::write(&path, v.to_string()) {
-        crate::errln!(
+        eprintln!(
             "lifeboat: warning: cannot hand the report to the runner ({}): {e}",
             std::path::Path::new(&path).display()
         );

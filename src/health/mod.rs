@@ -243,7 +243,7 @@ pub fn run(a: HealthArgs) -> Result<i32> {
     let disk = match devices::resolve(&a.disk)? {
         Selected::Disk(d) => d,
         Selected::Partition { disk, part } => {
-            crate::errln!(
+            eprintln!(
                 "lifeboat: {} is a partition; showing the health of its disk {}",
                 part.name, disk.name
             );
@@ -272,7 +272,7 @@ pub fn run(a: HealthArgs) -> Result<i32> {
             "transport": disk.transport,
             "health": health,
         });
-        crate::out::json_line(&v);
+        crate::outln!("{v}");
     } else {
         crate::out!("{}", describe(&disk, &health));
     }
@@ -293,20 +293,19 @@ pub fn clone_first_advice(disk: &str, h: &Health) -> Option<String> {
 
 /// The text `lifeboat health` prints.
 pub fn describe(disk: &Disk, h: &Health) -> String {
-    use crate::out::Shown;
     let mut s = format!(
         "{}  {}  serial={}  ({})\n",
-        Shown(disk.path.display()),
-        Shown(disk.model.as_deref().unwrap_or("-")),
-        Shown(disk.serial.as_deref().unwrap_or("-")),
-        Shown(&disk.transport)
+        disk.path.display(),
+        disk.model.as_deref().unwrap_or("-"),
+        disk.serial.as_deref().unwrap_or("-"),
+        disk.transport
     );
     s.push_str(&format!("health: {}\n", h.status.as_str().to_uppercase()));
     for r in &h.reasons {
-        s.push_str(&format!("  - {}\n", Shown(r)));
+        s.push_str(&format!("  - {r}\n"));
     }
     for n in &h.notes {
-        s.push_str(&format!("  note: {}\n", Shown(n)));
+        s.push_str(&format!("  note: {n}\n"));
     }
     let c = serde_json::to_value(&h.counters).unwrap_or_default();
     if let Some(m) = c.as_object().filter(|m| !m.is_empty()) {
@@ -319,7 +318,7 @@ pub fn describe(disk: &Disk, h: &Health) -> String {
             s.push_str(&format!(
                 "  {:>3} {:<26} {:>5} {:>5} {:>6}  {}{}\n",
                 a.id,
-                Shown(&a.name),
+                a.name,
                 a.value,
                 a.worst,
                 a.threshold

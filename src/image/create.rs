@@ -168,6 +168,11 @@ pub struct CreateReport {
     pub verify_problems: Vec<String>,
     /// How long that verify took.
     pub verify_elapsed_secs: Option<f64>,
+    /// Stored chunks whose records that verify read back from the storage and checked while
+    /// the image was still being made (during the engine's trim, scrape and retry phases, on
+    /// idle CPU time), instead of after it was complete (see `docs/image-format.md`, "Verify
+    /// after writing"); 0 with `--no-verify`.
+    pub verified_ahead_chunks: u64,
     /// What this run wrote, which that verify checks the image read back against (not in the
     /// JSON report).
     #[serde(skip)]
@@ -605,6 +610,16 @@ pub fn create(
         vw.set_sealer(s.clone());
     }
     crate::jobs::threadcpu::mark("volume and journal started");
+    // The verify after writing's reads of the records stored so far, from the engine's first
+    // phase after copying on, on idle CPU time (see `ahead`).
+    let (feeder, checker) = match opts.verify_after_write {
+        true => {
+            let (f, c) = super::ahead::start(image, &header, sealer.clone());
+            (Some(f), Some(c))
+        }
+        false => (None, None),
+    };
+    let watch = super::ahead::PhaseWatch::new(sink, checker.as_ref());
     let (free_tx, free_rx) = mpsc::sync_channel::<Slot>(nslots);
     for _ in 0..nslots {
         let _ = free_tx.send(Slot {
@@ -685,7 +700,7 @@ pub fn create(
         let writer = std::thread::Builder::new()
             .name("image-writer".into())
             .spawn_scoped(s, move || {
-                write_loop(vw_r, header_r, usage_r, done_rx, free_tx, idx, jctx)
+                write_loop(vw_r, header_r, usage_r, done_rx, free_tx, idx, jctx, feeder)
             })
             .map_err(|e| {
                 feed.close();
@@ -702,7 +717,9 @@ pub fn create(
         let open_batch = resumed.as_ref().map_or(&[][..], |j| &j.open_batch[..]);
         let r = feed
             .replay(open_batch)
-            .and_then(|()| crate::rescue::run(src.clone(), feed.clone(), map, &ropts, sink, cancel))
+            .and_then(|()| {
+                crate::rescue::run(src.clone(), feed.clone(), map, &ropts, &watch, cancel)
+            })
             .and_then(|out| {
                 if out.cancelled {
                     return Err(Error::cancelled());
@@ -750,6 +767,11 @@ pub fn create(
     tail_phase(sink, "syncing", size, bad_ranges.clone());
     let volumes = vw.commit(|| journal::Journal::remove(image))?;
     crate::jobs::threadcpu::mark("image committed");
+    let mut digest = digest;
+    if let Some(c) = checker {
+        digest.set_ahead(c.finish());
+        crate::jobs::threadcpu::mark("reading ahead stopped");
+    }
     let fs = feed.stats();
     let image_bytes = volumes
         .iter()
@@ -801,6 +823,7 @@ pub fn create(
         verified: None,
         verify_problems: Vec::new(),
         verify_elapsed_secs: None,
+        verified_ahead_chunks: digest.ahead_chunks(),
         written: Some(digest),
     })
 }

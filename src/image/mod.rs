@@ -1,5 +1,6 @@
 //! Disk images: the `.lbi` format, create (full and incremental), verify, info, restore, export,
 //! and the `lifeboat image ...` commands (their runners are in `cmd`).
+mod ahead;
 pub(crate) mod cmd;
 mod cmd_copy;
 pub mod cmd_keys;

@@ -595,6 +595,37 @@ impl Image {
 }
 
 impl PayloadReader {
+    /// A reader of the records of an image still being written (`header`, its volumes so far
+    /// `vols`, opened by the caller: see [`super::ahead`]): no footer yet, so a record is only
+    /// checked to start after the header; where the data ends is the caller's to know.
+    pub(super) fn unfinished(
+        path: &Path,
+        header: Header,
+        vols: Vec<(VolFile, PathBuf)>,
+        seal: Option<Arc<Sealer>>,
+    ) -> PayloadReader {
+        let vols = vols
+            .into_iter()
+            .map(|(file, path)| Volume {
+                file,
+                path,
+                len: u64::MAX,
+                data_end: u64::MAX,
+            })
+            .collect();
+        PayloadReader {
+            vols: Arc::new(vols),
+            header,
+            path: path.to_path_buf(),
+            seal,
+        }
+    }
+
+    /// Whether every volume is read directly from its storage (O_DIRECT).
+    pub(super) fn reads_directly(&self) -> bool {
+        self.vols.iter().all(|v| v.file.is_direct())
+    }
+
     fn damaged(&self, i: u64, what: &str, vol: usize, off: u64) -> Error {
         let s = i * self.header.chunk_size as u64;
         let e = s + self.header.chunk_len(i) as u64;

@@ -26,6 +26,9 @@ const MAX_PROBLEMS: usize = 100;
 #[derive(Debug, Clone, Default)]
 pub struct WrittenDigest {
     segs: Vec<(u64, u32, bool)>,
+    /// The stored chunks whose records were read back and checked while the image was being
+    /// made (see `ahead`): the verify after writing does not read them again.
+    ahead: super::ahead::Ahead,
 }
 
 impl WrittenDigest {
@@ -40,6 +43,22 @@ impl WrittenDigest {
     /// Marks segment `seg` as not covered (verified in full).
     pub(super) fn poison(&mut self, seg: u64) {
         self.slot(seg).2 = true;
+    }
+
+    /// What was read ahead while the image was being made (see `ahead`).
+    pub(super) fn set_ahead(&mut self, ahead: super::ahead::Ahead) {
+        self.ahead = ahead;
+    }
+
+    /// Stored chunks read back and checked while the image was being made.
+    pub fn ahead_chunks(&self) -> u64 {
+        self.ahead.chunks()
+    }
+
+    /// What was read ahead (see `ahead`).
+    #[cfg(test)]
+    pub(super) fn ahead(&self) -> &super::ahead::Ahead {
+        &self.ahead
     }
 
     fn slot(&mut self, seg: u64) -> &mut (u64, u32, bool) {
@@ -61,15 +80,30 @@ impl WrittenDigest {
 
 /// One chunk's share of a [`WrittenDigest`]: a 64-bit mix of its number, the CRC32 of its disk
 /// bytes and its hash (summed, so the order chunks are written or checked in does not matter).
-fn fold(i: u64, crc: u32, hash: &[u8; 32]) -> u64 {
-    fn mix(mut z: u64) -> u64 {
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+pub(super) fn fold(i: u64, crc: u32, hash: &[u8; 32]) -> u64 {
     let mut x = mix(i ^ 0x6C62_6976_6572_6966);
     x = mix(x ^ crc as u64);
     for w in hash.chunks_exact(8) {
+        x = mix(x ^ u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    x
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Chunk `i`'s entry `e` as a 64-bit mix of the chunk number and every field of the entry
+/// (place, length, kind, flags, CRC32, group member, hash): summed per segment over the chunks
+/// read ahead (see `ahead`), so the verify after writing knows that the finished index holds
+/// exactly the entries whose records were checked then.
+pub(super) fn place(i: u64, e: &Entry) -> u64 {
+    let mut b = [0u8; ENTRY_SIZE];
+    e.encode_into(&mut b);
+    let mut x = mix(i ^ 0x6168_6561_6470_6c63);
+    for w in b.chunks_exact(8) {
         x = mix(x ^ u64::from_le_bytes(w.try_into().expect("8 bytes")));
     }
     x
@@ -396,7 +430,10 @@ fn verify_one(
     let image_path = chain.images[k].path.clone();
     let res = std::thread::scope(|s| -> Result<Walked> {
         let r = &reader;
-        s.spawn(move || {
+        // Named threads (`LIFEBOAT_THREAD_CPU`, `top -H`): where a verify's time goes is visible.
+        let named = |n: &str| std::thread::Builder::new().name(n.into());
+        // A thread that cannot start closes its channels: the walk then stops with an error.
+        let _ = named("verify-read").spawn_scoped(s, move || {
             // Reads in chunk order, one payload at a time, whenever a buffer is free.
             for f in fetch_rx {
                 if cancel.is_cancelled() {
@@ -414,7 +451,7 @@ fn verify_one(
         for _ in 0..workers {
             let (work_rx, free_tx, done_tx) = (&work_rx, free_tx.clone(), done_tx.clone());
             let path = &image_path;
-            s.spawn(move || {
+            let _ = named("verify-check").spawn_scoped(s, move || {
                 let mut out = AlignedBuf::new(cs);
                 let mut group = Vec::new();
                 let mut refetch = Vec::new();
@@ -658,9 +695,12 @@ fn walk_index(
             .filter(|e| PayloadReader::is_stored(e))
             .count() as u32;
         let fast = digest.and_then(|d| d.covering(segno, stored_n));
-        if let Some((sum, n)) = fast {
-            expected.push((segno, seg.first_chunk, seg.entries.len(), sum, n));
-        }
+        // The chunks of such a segment whose records were read back while the image was made.
+        let ahead = digest
+            .filter(|_| fast.is_some())
+            .and_then(|d| d.ahead.seg(segno));
+        // The places of the index's entries of those chunks, and how many.
+        let (mut places, mut seen) = (0u64, 0u32);
         for (j, e) in seg.entries.iter().enumerate() {
             if cancel.is_cancelled() {
                 return Err(Error::cancelled());
@@ -677,12 +717,19 @@ fn walk_index(
             }
             // Payloads an earlier run checked (`--state`) are not read again; the index checks are.
             let resumed = t.keep.as_ref().is_some_and(|s| s.st.checked(k, i));
+            // Nor are those read back while the image was made, if their entries are the ones
+            // checked then (compared per segment below).
+            let early = stored && !resumed && ahead.is_some_and(|a| a.has(j));
+            if early {
+                places = places.wrapping_add(place(i, e));
+                seen += 1;
+            }
             let mut rec = Rec {
                 chunk: Some((i, len, resumed)),
                 probs: Vec::new(),
                 waiting: None,
             };
-            if stored && !resumed {
+            if stored && !resumed && !early {
                 rec.waiting = Some(seq);
                 let key = (e.kind == Kind::Group).then_some((e.volume, e.offset, e.len, e.crc));
                 match &mut open {
@@ -707,7 +754,7 @@ fn walk_index(
                 seq += 1;
             } else {
                 // No payload to read (or read before): checked here, from the index.
-                let read = if resumed {
+                let read = if resumed || early {
                     Ok(())
                 } else {
                     reader.read(i, e, &mut out, &mut scratch)
@@ -753,6 +800,10 @@ fn walk_index(
                 q.apply(t)?;
             }
         }
+        if let Some((sum, n)) = fast {
+            let early = ahead.map(|a| (a.place, a.fold, a.n, places, seen));
+            expected.push((segno, seg.first_chunk, seg.entries.len(), sum, n, early));
+        }
     }
     // Everything is dispatched: the reader ends after the last fetch, the workers after the last check.
     if let Some(f) = open.take() {
@@ -775,14 +826,23 @@ fn walk_index(
     }
     // Every result is in: each segment checked against the digest sums to what was written,
     // unless one of its chunks already had a problem of its own (reported).
+    // Chunks read back while the image was made count with the shares checked then, when the
+    // index holds exactly the entries checked then (else the segment is read again in full).
     let differ = expected
         .into_iter()
-        .filter(|&(segno, _, _, sum, n)| match q.fast.get(&segno) {
-            Some(&(_, _, true)) => false,
-            Some(&(got, m, false)) => (got, m) != (sum, n),
-            None => true,
+        .filter(|&(segno, _, _, sum, n, early)| {
+            let (fold, m0) = match early {
+                None => (0, 0),
+                Some((place, fold, m, places, seen)) if place == places && m == seen => (fold, m),
+                Some(_) => return true,
+            };
+            match q.fast.get(&segno) {
+                Some(&(_, _, true)) => false,
+                Some(&(got, m, false)) => (got.wrapping_add(fold), m + m0) != (sum, n),
+                None => (fold, m0) != (sum, n),
+            }
         })
-        .map(|(_, first, len, _, _)| (first, len))
+        .map(|(_, first, len, _, _, _)| (first, len))
         .collect();
     Ok(Walked {
         media,

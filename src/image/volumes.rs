@@ -72,6 +72,9 @@ pub(crate) struct VolumeWriter {
     /// The current volume's bytes not yet written in whole blocks, when it is written with
     /// O_DIRECT (`None`: buffered writes).
     stage: Option<Stage>,
+    /// Per volume, the bytes from its start that are on the storage and that this run never
+    /// writes again (see [`settled`](Self::settled)).
+    settled: Vec<u64>,
 }
 
 /// The staging buffer of a volume written with O_DIRECT: `buf[..]` holds the volume's bytes
@@ -106,6 +109,7 @@ impl VolumeWriter {
             kicked: 0,
             pending_slot: None,
             stage: None,
+            settled: Vec::new(),
         };
         w.open_next()?;
         Ok(w)
@@ -132,6 +136,7 @@ impl VolumeWriter {
             kicked: 0,
             pending_slot: None,
             stage: None,
+            settled: Vec::new(),
         };
         if lens.is_empty() || lens.len() > 65535 {
             return Err(Error::corrupt("the journal lists no volumes"));
@@ -240,7 +245,53 @@ impl VolumeWriter {
         for (f, p) in &self.files {
             f.sync_data().map_err(|e| Error::io("fsync", p, e))?;
         }
+        // Fsynced: a volume before the current one is final; the current one's whole blocks
+        // are too when it is written through the page cache (its last, partial block is
+        // written again as it fills). Written with O_DIRECT, the stage says (see
+        // `write_stage_blocks`).
+        let n = self.files.len();
+        for k in 0..n {
+            let len = if k + 1 == n {
+                if self.stage.is_some() {
+                    continue;
+                }
+                self.len / IO_ALIGN as u64 * IO_ALIGN as u64
+            } else {
+                match self.files[k].0.metadata() {
+                    Ok(m) => m.len(),
+                    Err(_) => continue,
+                }
+            };
+            self.settle(k, len);
+        }
         Ok(())
+    }
+
+    /// Per volume (from the first), how many bytes from its start are on the storage (written
+    /// with O_DIRECT, or fsynced) and are never written again by this run — except the header,
+    /// whose block a key slot may be written into (`settle_slots`). A record that ends there
+    /// can be read back from the storage as it will stay: see `ahead`.
+    pub(crate) fn settled(&self) -> &[u64] {
+        &self.settled
+    }
+
+    /// Whether the volumes' headers are final: no key slot still to be written into them
+    /// ([`settle_slots`](Self::settle_slots)), so the first block of a volume (the header and
+    /// the start of the first record) is never written again either.
+    pub(crate) fn headers_final(&self) -> bool {
+        self.pending_slot.is_none()
+    }
+
+    /// The volumes opened so far (first to last) and their `.partial` paths.
+    pub(crate) fn files(&self) -> &[(File, PathBuf)] {
+        &self.files
+    }
+
+    fn settle(&mut self, k: usize, at: u64) {
+        if self.settled.len() <= k {
+            self.settled.resize(k + 1, 0);
+        }
+        self.settled[k] = self.settled[k].max(at);
     }
     fn open_next(&mut self) -> Result<()> {
         let n = self.files.len() as u32 + 1;
@@ -259,6 +310,14 @@ impl VolumeWriter {
                 crate::io::set_direct(f, false)
                     .map_err(|e| Error::io("turn off O_DIRECT on", p, e))?;
             }
+        }
+        // And durable: it is never written again (but for a key slot in its header), so its
+        // records can be read back from the storage from now on (see `settled`).
+        if let Some((f, p)) = self.files.last() {
+            f.sync_data().map_err(|e| Error::io("fsync", p, e))?;
+            let k = self.files.len() - 1;
+            let len = self.len;
+            self.settle(k, len);
         }
         let p = partial_name(&volume_path(&self.base, n));
         // Never through what had the `.partial` name (a link to the source or an image).
@@ -335,6 +394,11 @@ impl VolumeWriter {
         Ok(())
     }
 
+    /// Writes the whole blocks gathered so far (with O_DIRECT: see [`settled`](Self::settled)).
+    pub(crate) fn write_whole_blocks(&mut self) -> Result<()> {
+        self.write_stage_blocks()
+    }
+
     /// Writes the stage's whole blocks with O_DIRECT and keeps its unaligned tail.
     fn write_stage_blocks(&mut self) -> Result<()> {
         let Some(st) = self.stage.as_mut() else {
@@ -361,6 +425,9 @@ impl VolumeWriter {
         st.buf.copy_within(whole.., 0);
         st.buf.set_len(rest);
         st.at += whole as u64;
+        // Whole blocks written with O_DIRECT: nothing before `at` is written again.
+        let at = st.at;
+        self.settle(self.files.len() - 1, at);
         Ok(())
     }
 
@@ -635,7 +702,7 @@ mod tests {
             std::fs::write(&probe, b"").unwrap();
             let direct_here = crate::io::set_direct(&File::open(&probe).unwrap(), true).is_ok();
             if !direct_here {
-                crate::errln!(
+                eprintln!(
                     "{} does not do O_DIRECT: the buffered path only",
                     d.display()
                 );

@@ -18,7 +18,12 @@ use crate::error::{Error, Result};
 use crate::rescue::engine::ResumePoint;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::Duration;
+
+/// How long the writer waits for the next batch before it writes its staged whole blocks out
+/// when reading ahead (see `write_loop`).
+const IDLE: Duration = Duration::from_millis(100);
 
 /// Bad ranges kept for the report (all of them are in the index regardless).
 const REPORT_BAD_RANGES: usize = 10_000;
@@ -90,6 +95,7 @@ struct Pending {
 /// as all its chunks are written) and the journal at each checkpoint, then the tail; returns
 /// the footer and the bad ranges (capped for the report), or `None` when the reader side
 /// stopped before the end.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn write_loop(
     vw: &mut VolumeWriter,
     header: &Header,
@@ -98,10 +104,13 @@ pub(super) fn write_loop(
     free_tx: SyncSender<Slot>,
     mut idx: IndexState,
     jctx: &JournalCtx,
+    mut ahead: Option<super::ahead::Feeder>,
 ) -> Result<Option<Written>> {
     let chunks = header.chunk_count();
     let mut pending: BTreeMap<u64, Vec<Done>> = BTreeMap::new();
     let mut checkpoints: std::collections::VecDeque<Pending> = Default::default();
+    // Every whole block written is on the storage (see below).
+    let mut flushed = false;
     loop {
         // Checkpoints reached: every batch before theirs is written, nothing after. (A batch
         // reaches the writer only after the checkpoints sent before its last chunk was
@@ -119,6 +128,9 @@ pub(super) fn write_loop(
                 // A journal is what a resumed create opens the image with: its key slot first.
                 vw.settle_slots()?;
                 vw.sync()?;
+                if let Some(a) = ahead.as_mut() {
+                    a.publish(vw.settled(), vw.headers_final(), vw.files());
+                }
                 journal::Journal::new(
                     &jctx.settings,
                     vw.header(),
@@ -136,10 +148,29 @@ pub(super) fn write_loop(
             break;
         }
         if let Some(batch) = pending.remove(&idx.next_seq) {
-            write_batch(vw, header, &mut idx, batch, &free_tx)?;
+            write_batch(vw, header, &mut idx, batch, &free_tx, ahead.as_mut())?;
+            if let Some(a) = ahead.as_mut() {
+                a.publish(vw.settled(), vw.headers_final(), vw.files());
+                flushed = false;
+            }
             continue;
         }
-        match done_rx.recv() {
+        // Reading ahead (`ahead`): when nothing comes for a moment (the engine trims, scrapes,
+        // retries), the whole blocks written so far go to the storage, so that the records
+        // in them can be read back meanwhile.
+        let msg = match ahead.as_mut().filter(|_| !flushed) {
+            Some(a) => match done_rx.recv_timeout(IDLE) {
+                Err(RecvTimeoutError::Timeout) => {
+                    vw.write_whole_blocks()?;
+                    a.publish(vw.settled(), vw.headers_final(), vw.files());
+                    flushed = true;
+                    continue;
+                }
+                m => m.map_err(|_| ()),
+            },
+            None => done_rx.recv().map_err(|_| ()),
+        };
+        match msg {
             Ok(WMsg::Batch(b)) => {
                 if let Some(first) = b.first() {
                     pending.insert(first.seq, b);
@@ -173,6 +204,7 @@ fn write_batch(
     idx: &mut IndexState,
     batch: Vec<Done>,
     free_tx: &SyncSender<Slot>,
+    mut ahead: Option<&mut super::ahead::Feeder>,
 ) -> Result<()> {
     let chunks = header.chunk_count();
     let sc = header.segment_chunks as u64;
@@ -219,7 +251,13 @@ fn write_batch(
         }
         if matches!(d.kind, Kind::Raw | Kind::Lz4 | Kind::Zstd | Kind::Group) {
             match d.plain_crc.filter(|_| slot.is_none()) {
-                Some(crc) => idx.digest.add(k, d.i, crc, &d.hash),
+                Some(crc) => {
+                    idx.digest.add(k, d.i, crc, &d.hash);
+                    // Read back ahead of the verify after writing once settled (`ahead`).
+                    if let Some(a) = ahead.as_deref_mut() {
+                        a.add(d.i, &entry, crc);
+                    }
+                }
                 None => idx.digest.poison(k),
             }
         }

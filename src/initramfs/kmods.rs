@@ -489,7 +489,7 @@ mod tests {
     #[test]
     fn real_tree_selection_and_closure() {
         let Some(dir) = crate::initramfs::test_modules_dir() else {
-            crate::errln!("note: no kernel modules tree found (run scripts/setup); skipping");
+            eprintln!("note: no kernel modules tree found (run scripts/setup); skipping");
             return;
         };
         let tree = ModuleTree::scan(&dir).unwrap();

@@ -312,6 +312,23 @@ pub fn nvme_admin_read(
     Ok(rc as u32)
 }
 
+/// Puts the calling thread in the kernel's idle scheduling class (`SCHED_IDLE`): it runs only
+/// on CPU time no other thread wants, so background work beside a job never slows the job.
+pub fn idle_priority_this_thread() -> io::Result<()> {
+    // SAFETY: sched_param is plain integers (its fields differ between libcs), so all zeros is
+    // a valid value: priority 0, the one SCHED_IDLE takes; sched_setscheduler reads it through
+    // the pointer, which points to a live local; pid 0 is the calling thread.
+    let rc = unsafe {
+        let p: libc::sched_param = std::mem::zeroed();
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &p)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

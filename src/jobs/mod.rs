@@ -115,7 +115,7 @@ impl StderrSink {
     pub fn finish(&self, p: &Progress) {
         self.emit(p);
         if !self.json {
-            crate::errln!();
+            eprintln!();
         }
     }
     /// Whether snapshot `p` is printed at `now` (and, if so, notes it): the first one, one a
@@ -138,12 +138,10 @@ impl StderrSink {
                 q.map = None;
             }
             if let Ok(s) = serde_json::to_string(&q) {
-                crate::out::err_raw(&format!("LIFEBOAT-PROGRESS {s}\n"));
+                eprintln!("LIFEBOAT-PROGRESS {s}");
             }
         } else {
-            // The line's own controls raw, its text (file names) through the escaping writer.
-            crate::out::err_raw("\r\x1b[K");
-            crate::err!("{}", human_line(p));
+            eprint!("\r\x1b[K{}", human_line(p));
         }
     }
 }
@@ -242,14 +240,14 @@ pub fn cancel_on_signals(cancel: &Cancel, what_happens: &'static str) {
         .spawn(move || {
             while set.wait().is_ok() {
                 if AT_PROMPT.load(std::sync::atomic::Ordering::SeqCst) {
-                    crate::errln!("\nlifeboat: cancelled; nothing was written");
+                    eprintln!("\nlifeboat: cancelled; nothing was written");
                     exit_now(crate::error::exit::CANCELLED);
                 }
                 if c.is_cancelled() {
-                    crate::errln!("\nlifeboat: stopped");
+                    eprintln!("\nlifeboat: stopped");
                     exit_now(crate::error::exit::CANCELLED);
                 }
-                crate::errln!(
+                eprintln!(
                     "\nlifeboat: cancelling ({what_happens}; press Ctrl-C again to stop at once)"
                 );
                 c.cancel();

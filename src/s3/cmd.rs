@@ -53,7 +53,7 @@ pub fn run_store(cmd: StoreCmd) -> Result<i32> {
         StoreCmd::Gc { store, json } => {
             let r = s3img::gc(&store_loc(&store)?)?;
             if !json {
-                crate::errln!(
+                eprintln!(
                     "{}: {} images; {} chunk objects, {} in use, {} deleted ({}).",
                     r.store,
                     r.images,
@@ -70,11 +70,7 @@ pub fn run_store(cmd: StoreCmd) -> Result<i32> {
     if !json {
         if let Some(imgs) = v.get("images").and_then(|i| i.as_array()) {
             for i in imgs {
-                // Image names are S3 keys: anyone with write access to the bucket picks them.
-                crate::outln!(
-                    "{}",
-                    crate::out::Shown(i["name"].as_str().unwrap_or_default())
-                );
+                crate::outln!("{}", i["name"].as_str().unwrap_or_default());
             }
         }
     }
@@ -153,7 +149,7 @@ pub fn run_create(
     let rep = s3img::create(dev, &id, &loc, &opts, cancel)?;
     crate::cli::emit_report(&rep, json);
     if !json {
-        crate::errln!(
+        eprintln!(
             "Image {} written: {} of disk, {} chunks stored ({} new objects, {}; {} already in \
              the store), {} zero, {} unallocated, UUID {}.",
             rep.image,
@@ -179,7 +175,7 @@ pub fn run_verify(image: &str, json: bool) -> Result<i32> {
     let rep = img.read_all(None, false, workers(), &cancel)?;
     crate::cli::emit_report(&rep, json);
     if !json {
-        crate::errln!(
+        eprintln!(
             "{} is intact: {} chunks ({} stored, {} zero, {} unallocated), media hash {}.",
             rep.image,
             rep.chunks,
@@ -228,8 +224,8 @@ pub fn run_restore(
     // The result goes into the store too (`results/NAME/TIME.json`, NAME the serial or, for
     // an encrypted image, a keyed name: `s3image::result_name`), failed or not.
     let record = |v: &serde_json::Value| match img.put_result(&serial, v) {
-        Ok(k) => crate::errln!("lifeboat: result stored as s3://{}/{k}", img.bucket()),
-        Err(e) => crate::errln!("lifeboat: warning: the result could not be stored: {e}"),
+        Ok(k) => eprintln!("lifeboat: result stored as s3://{}/{k}", img.bucket()),
+        Err(e) => eprintln!("lifeboat: warning: the result could not be stored: {e}"),
     };
     let mut rep = img
         .read_all(Some(&t.device), zero_free, workers(), &cancel)
@@ -258,7 +254,7 @@ pub fn run_restore(
         })?;
     t.device.sync()?;
     if let Err(e) = crate::clone::gpt::fix_after_copy(&t.device) {
-        crate::errln!("lifeboat: note: the partition table was not adjusted to the target: {e}");
+        eprintln!("lifeboat: note: the partition table was not adjusted to the target: {e}");
     }
     t.device.sync()?;
     let _ = t.device.reread_partitions();
@@ -266,7 +262,7 @@ pub fn run_restore(
     record(&serde_json::to_value(&rep).unwrap_or_default());
     crate::cli::emit_report(&rep, json);
     if !json {
-        crate::errln!(
+        eprintln!(
             "Restored {} onto {} (every chunk and the media hash verified).",
             crate::jobs::fmt_bytes(rep.disk_size_bytes),
             t.selected.path().display()

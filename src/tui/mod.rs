@@ -16,8 +16,6 @@ mod tests_crypt;
 #[cfg(test)]
 mod tests_files;
 #[cfg(test)]
-mod tests_names;
-#[cfg(test)]
 mod tests_net;
 
 use crate::error::{Error, Result};
@@ -106,7 +104,7 @@ pub fn run(a: UiArgs) -> Result<i32> {
                 .ok()
                 .and_then(|m| m.clone())
                 .unwrap_or_default();
-            crate::errln!("lifeboat ui: internal error, the console restarts: {m}");
+            eprintln!("lifeboat ui: internal error, the console restarts: {m}");
             Ok(crate::error::exit::FAILED)
         }
     }
