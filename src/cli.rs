@@ -84,7 +84,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
 /// Prints an error for a person (stderr) and, with `--json`, as one JSON object on stdout.
 /// The unattended runner gets the JSON object either way ([`hand_report`]).
 pub fn report_error(e: &Error, json: bool) -> i32 {
-    eprintln!("lifeboat: error: {e}");
+    crate::errln!("lifeboat: error: {e}");
     let v = error_report(e);
     hand_report(&v);
     if json {
@@ -118,7 +118,7 @@ pub fn hand_report(v: &serde_json::Value) {
         return;
     };
     if let Err(e) = std::fs::write(&path, v.to_string()) {
-        eprintln!(
+        crate::errln!(
             "lifeboat: warning: cannot hand the report to the runner ({}): {e}",
             std::path::Path::new(&path).display()
         );

@@ -347,7 +347,7 @@ pub(crate) mod tests {
     #[test]
     fn real_kernel_names_resolve() {
         let Some(dir) = crate::initramfs::test_modules_dir() else {
-            eprintln!("note: no kernel modules tree found (run scripts/setup); skipping");
+            crate::errln!("note: no kernel modules tree found (run scripts/setup); skipping");
             return;
         };
         let tree = crate::initramfs::kmods::ModuleTree::scan(&dir).unwrap();

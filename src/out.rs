@@ -10,6 +10,11 @@
 //! its own exit code. SIGPIPE itself stays ignored (Rust's default): its default action would
 //! kill `image serve` whenever an NBD client hangs up. Any other write error (a full disk behind
 //! `>`) is said once on stderr and makes an otherwise successful command exit 1.
+//!
+//! Standard error (progress, warnings, error messages) goes through [`errln!`](crate::errln) /
+//! [`err!`](crate::err), never `eprintln!`, which panics when stderr is gone too
+//! (`lifeboat image create ... 2>&1 | head`, a closed `2>&-`): what cannot be said there is
+//! dropped, and the job goes on to its end and its exit code.
 use crate::error::exit;
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -45,6 +50,16 @@ pub fn write(args: std::fmt::Arguments, newline: bool) {
     }
 }
 
+/// Writes `args` (and a newline when `newline`) to stderr; a failed write is ignored (there is
+/// nowhere left to report it).
+pub fn ewrite(args: std::fmt::Arguments, newline: bool) {
+    let mut e = std::io::stderr().lock();
+    let _ = e
+        .write_fmt(args)
+        .and_then(|()| if newline { e.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| e.flush());
+}
+
 /// The process's exit code for a command that returned `code`: `code`, except that a
 /// successful command whose output was lost exits [`exit::STDOUT_CLOSED`] (stdout closed) or
 /// [`exit::FAILED`] (another write error).
@@ -72,5 +87,24 @@ macro_rules! outln {
 macro_rules! out {
     ($($t:tt)*) => {
         $crate::out::write(format_args!($($t)*), false)
+    };
+}
+
+/// `eprintln!` that never panics: a closed stderr drops the line (see [`crate::out`]).
+#[macro_export]
+macro_rules! errln {
+    () => {
+        $crate::out::ewrite(format_args!(""), true)
+    };
+    ($($t:tt)*) => {
+        $crate::out::ewrite(format_args!($($t)*), true)
+    };
+}
+
+/// `eprint!` that never panics: a closed stderr drops the text (see [`crate::out`]).
+#[macro_export]
+macro_rules! err {
+    ($($t:tt)*) => {
+        $crate::out::ewrite(format_args!($($t)*), false)
     };
 }

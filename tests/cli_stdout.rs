@@ -101,3 +101,68 @@ fn health_ends_quietly_on_a_closed_stdout() {
         quiet(&args, 141);
     }
 }
+
+/// `lifeboat ARGS` with stderr (and stdout, as with `2>&1 | head`) a pipe whose read end is
+/// closed: progress lines, warnings and error messages are dropped, never a panic (exit 101)
+/// nor a hang (`image create` hung there with `eprint!`: its progress thread panicked).
+fn closed_stderr(args: &[&str]) -> Output {
+    let (r, w) = std::io::pipe().expect("pipe");
+    drop(r);
+    let w2 = w.try_clone().expect("dup the pipe");
+    let mut child = lifeboat_cmd()
+        .args(args)
+        .stdout(Stdio::from(w))
+        .stderr(Stdio::from(w2))
+        .spawn()
+        .expect("run lifeboat");
+    // A thread that panicked on its progress line used to leave the job waiting forever:
+    // stopped after 5 minutes, that is a failure (killed by SIGKILL), not a hung test run.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while child.try_wait().expect("wait for lifeboat").is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("run lifeboat")
+}
+
+#[test]
+fn jobs_and_errors_end_quietly_on_a_closed_stderr() {
+    let t = TempDir::new("cli-stderr");
+    let src = t.p("src.raw");
+    data_file(&src, 8 << 20, 9);
+    let src_sum = sha256(&src);
+    // A job that prints its progress and summary on stderr runs to its end: the image is
+    // complete and verifies (without --json it prints nothing on stdout: exit 0).
+    let img = t.p("a.lbi");
+    let o = closed_stderr(&["image", "create", s(&src), s(&img)]);
+    assert_eq!(o.status.code(), Some(0), "image create: {}", o.status);
+    assert_exit(&lifeboat(&["image", "verify", s(&img)]), 0);
+    // An error message that cannot be said keeps the command's exit code.
+    let missing = t.p("missing.lbi");
+    let code = lifeboat(&["image", "info", s(&missing)])
+        .status
+        .code()
+        .expect("exit code");
+    assert_ne!(code, 0);
+    assert_eq!(
+        closed_stderr(&["image", "info", s(&missing)]).status.code(),
+        Some(code)
+    );
+    // A clone's plan and progress (stderr) onto a file target.
+    let dst = t.p("dst.raw");
+    zero_file(&dst, 8 << 20);
+    let o = closed_stderr(&["clone", s(&src), s(&dst), "--yes"]);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(141)),
+        "clone: {}",
+        o.status
+    );
+    assert_eq!(
+        sha256(&dst),
+        src_sum,
+        "the clone's target differs from its source"
+    );
+    assert_eq!(sha256(&src), src_sum, "the source changed");
+}

@@ -58,7 +58,7 @@ pub fn run(a: CloneArgs) -> Result<i32> {
     let cancel = Cancel::new();
     watch_signals(&cancel);
     let plan = plan(&job)?;
-    eprint!("{}", plan.describe());
+    crate::err!("{}", plan.describe());
     if !a.yes {
         crate::storage::prompt::confirm(&plan.target.selected.name(), "")?;
     }
@@ -69,7 +69,7 @@ pub fn run(a: CloneArgs) -> Result<i32> {
     last.bad_bytes = report.bad_bytes;
     last.rate_bytes_per_sec = report.rate_bytes_per_sec;
     sink.finish(&last);
-    eprintln!("{}", human_report(&report));
+    crate::errln!("{}", human_report(&report));
     crate::cli::emit_report(&report, a.json);
     Ok(report.exit_code)
 }

@@ -243,7 +243,7 @@ pub fn run(a: HealthArgs) -> Result<i32> {
     let disk = match devices::resolve(&a.disk)? {
         Selected::Disk(d) => d,
         Selected::Partition { disk, part } => {
-            eprintln!(
+            crate::errln!(
                 "lifeboat: {} is a partition; showing the health of its disk {}",
                 part.name, disk.name
             );

@@ -88,13 +88,13 @@ fn run_create(
     let sel = crate::devices::resolve(&source)?;
     crate::jobs::threadcpu::mark("source resolved");
     if let Some(note) = failing_source_note(&sel) {
-        eprintln!("lifeboat: note: {note}");
+        crate::errln!("lifeboat: note: {note}");
     }
     if let Some(note) = match &sel {
         Selected::Disk(d) => d.mmc_boot_note(),
         _ => None,
     } {
-        eprintln!("lifeboat: note: {note}");
+        crate::errln!("lifeboat: note: {note}");
     }
     let (src_path, id) = match &sel {
         Selected::Disk(d) => (
@@ -353,16 +353,16 @@ fn run_create(
     crate::cli::emit_report(&rep, json);
     if rep.verified == Some(false) {
         for p in &rep.verify_problems {
-            eprintln!("problem: {p}");
+            crate::errln!("problem: {p}");
         }
-        eprintln!(
+        crate::errln!(
             "lifeboat: the image {image} was written but FAILED its verification: read back from its storage, it is not what was written ({} problem(s) above). Do not rely on it: the storage (or its connection) is faulty; write the image to other storage",
             rep.verify_problems.len()
         );
         return Ok(exit::CORRUPT);
     }
     if !json {
-        eprintln!(
+        crate::errln!(
             "Image {} written: {} of disk in {} ({} stored, {} zero, {} unchanged chunks), UUID {}.",
             image,
             crate::jobs::fmt_bytes(rep.disk_size_bytes),
@@ -374,12 +374,12 @@ fn run_create(
         );
         print_partitions(&rep.partitions, "  ");
         if let Some(t) = rep.verify_elapsed_secs {
-            eprintln!(
+            crate::errln!(
                 "Verified: read back from its storage (not from memory), every CRC and hash checked in {t:.1} s."
             );
         }
         if rep.bad_bytes > 0 {
-            eprintln!(
+            crate::errln!(
                 "{} could not be read (saved as zeros; see `lifeboat image info`).",
                 crate::jobs::fmt_bytes(rep.bad_bytes)
             );
@@ -443,7 +443,7 @@ fn verify_after_write(
 /// One line per partition: number, filesystem, used bytes of size, mode and why.
 fn print_partitions(parts: &[crate::fs::PartitionUsage], indent: &str) {
     for p in parts {
-        eprintln!("{indent}{}", p.describe());
+        crate::errln!("{indent}{}", p.describe());
     }
 }
 
@@ -503,29 +503,29 @@ fn run_verify(
         })?;
     crate::cli::emit_report(&rep, json);
     if !json {
-        eprintln!();
+        crate::errln!();
         for n in &rep.notes {
-            eprintln!("note: {n}");
+            crate::errln!("note: {n}");
         }
         if rep.resumed_chunks > 0 {
-            eprintln!(
+            crate::errln!(
                 "resumed: the payloads of {} chunks were checked by the earlier run (its \
                  problems are included); the index, the media hash and the rest were checked now",
                 rep.resumed_chunks
             );
         }
         for p in &rep.problems {
-            eprintln!("problem: {p}");
+            crate::errln!("problem: {p}");
         }
         if rep.ok {
-            eprintln!(
+            crate::errln!(
                 "{image}: OK ({} chunks, {} images in the chain, media hash {})",
                 rep.chunks_checked,
                 rep.chain.len(),
                 rep.media_hash
             );
         } else {
-            eprintln!("{image}: DAMAGED ({} problems)", rep.problem_count);
+            crate::errln!("{image}: DAMAGED ({} problems)", rep.problem_count);
         }
     }
     Ok(if rep.ok { exit::OK } else { exit::CORRUPT })
@@ -554,7 +554,7 @@ fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Resul
             });
             crate::cli::emit_report(&v, json);
             if !json {
-                eprintln!("{image}: INCOMPLETE image: {e}");
+                crate::errln!("{image}: INCOMPLETE image: {e}");
             }
             return Ok(exit::CORRUPT);
         }
@@ -702,7 +702,7 @@ fn run_export(
     finish_progress(&sink, "image-export", rep.disk_size_bytes, 0);
     crate::cli::emit_report(&rep, json);
     if !json {
-        eprintln!(
+        crate::errln!(
             "Exported {} to {} ({}, sparse, media hash verified).",
             crate::jobs::fmt_bytes(rep.disk_size_bytes),
             raw,

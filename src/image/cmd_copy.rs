@@ -186,10 +186,10 @@ pub(super) fn run_copy(
     }
     crate::cli::emit_report(&rep, json);
     for p in &rep.verify_problems {
-        eprintln!("problem: {p}");
+        crate::errln!("problem: {p}");
     }
     if rep.verified == Some(false) {
-        eprintln!(
+        crate::errln!(
             "lifeboat: the copy of {image} to {dest} FAILED its verification: read back from \
              the destination's storage it is not the image ({} problem(s) above). The failed \
              copy was removed; do not trust that storage, copy to another",
@@ -200,8 +200,8 @@ pub(super) fn run_copy(
     if !json {
         for c in &rep.images {
             match &c.skipped {
-                Some(why) => eprintln!("Kept {}: {why}.", c.copy.display()),
-                None => eprintln!(
+                Some(why) => crate::errln!("Kept {}: {why}.", c.copy.display()),
+                None => crate::errln!(
                     "Copied {} to {} ({}, UUID {}){}.",
                     c.image.display(),
                     c.copy.display(),
@@ -250,7 +250,7 @@ fn room_for_copy(planned: &[copy::Planned], dest_path: &Path, dest: &str) -> Res
         ),
         Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
         Err(e) => {
-            eprintln!("lifeboat: note: {e}; the free space was not checked");
+            crate::errln!("lifeboat: note: {e}; the free space was not checked");
             Ok(())
         }
     }

@@ -459,14 +459,14 @@ pub(super) fn run_add_key(
             image.clone()
         };
         match &output {
-            Some(o) => eprintln!(
+            Some(o) => crate::errln!(
                 "Recovery key added to slot {} of {whom}; it is in {} — keep it apart from the image.",
                 slots[0],
                 o.display()
             ),
             None => {
                 crate::outln!("{}", text.as_str());
-                eprintln!(
+                crate::errln!(
                     "Recovery key above added to slot {} of {whom}: write it down and keep it \
                      apart from the image; it opens the image like the passphrase.",
                     slots[0]
@@ -528,12 +528,12 @@ pub(super) fn run_remove_key(
     crate::cli::emit_report(&rep, json);
     if !json {
         if chain && images.len() > 1 {
-            eprintln!(
+            crate::errln!(
                 "Key slot {slot} of {image} and its {} parent image(s) removed.",
                 images.len() - 1
             );
         } else {
-            eprintln!("Key slot {slot} of {image} removed.");
+            crate::errln!("Key slot {slot} of {image} removed.");
         }
     }
     Ok(exit::OK)

@@ -73,7 +73,7 @@ pub(super) fn run_restore(
             "write a raw file with `lifeboat image export {image} FILE` and take the files from it"
         ),
     )? {
-        eprintln!("note: {note}");
+        crate::errln!("note: {note}");
     }
     // The map: where it goes and that it is this restore's, before anything is written.
     let mut notes = Vec::new();
@@ -100,10 +100,10 @@ pub(super) fn run_restore(
         None => None,
     };
     for n in &notes {
-        eprintln!("lifeboat: note: {n}");
+        crate::errln!("lifeboat: note: {n}");
     }
     if let Some(r) = rmap.as_ref().filter(|r| r.resumed_bytes > 0) {
-        eprintln!(
+        crate::errln!(
             "Resuming: the map {} says {} are already written; the rest is restored now.",
             r.path().display(),
             crate::jobs::fmt_bytes(r.resumed_bytes)
@@ -144,7 +144,7 @@ pub(super) fn run_restore(
         rep.partition_table = Some(crate::clone::gpt::fix_after_copy(&t.device)?);
     }
     for n in &rep.notes {
-        eprintln!("lifeboat: note: {n}");
+        crate::errln!("lifeboat: note: {n}");
     }
     notes.append(&mut rep.notes);
     rep.notes = notes;
@@ -161,25 +161,25 @@ pub(super) fn run_restore(
     finish_progress(&sink, "image-restore", rep.disk_size_bytes, 0);
     crate::cli::emit_report(&rep, json);
     if !json {
-        eprintln!(
+        crate::errln!(
             "Restored {} onto {} (media hash verified).",
             crate::jobs::fmt_bytes(rep.disk_size_bytes),
             rep.target.display()
         );
         if rep.discarded_bytes > 0 {
-            eprintln!(
+            crate::errln!(
                 "{} held no used block and were discarded (TRIM) on the target.",
                 crate::jobs::fmt_bytes(rep.discarded_bytes)
             );
         }
         if rep.unallocated_bytes > rep.discarded_bytes {
-            eprintln!(
+            crate::errln!(
                 "{} held no used block and were left as they were on the target (--zero-free writes zeros there).",
                 crate::jobs::fmt_bytes(rep.unallocated_bytes - rep.discarded_bytes)
             );
         }
         if rep.bad_bytes > 0 {
-            eprintln!(
+            crate::errln!(
                 "{} were unreadable when the image was made and were written as zeros.",
                 crate::jobs::fmt_bytes(rep.bad_bytes)
             );
@@ -201,7 +201,7 @@ pub(crate) fn target_rules(t: &crate::storage::Target, serial: &str, yes: bool) 
     }
     // The health rule: a FAILING target only with --yes.
     if let Some(note) = crate::storage::target::check_health(&t.selected, yes)? {
-        eprintln!("lifeboat: note: {note}");
+        crate::errln!("lifeboat: note: {note}");
     }
     if let Some(d) = t.selected.disk() {
         let same_serial = !serial.is_empty() && d.serial.as_deref() == Some(serial);

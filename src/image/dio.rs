@@ -251,7 +251,7 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let f = VolFile::from_storage(File::open(&p).unwrap(), &p).unwrap();
         if !f.is_direct() {
-            eprintln!("skipped: {} does not do O_DIRECT here", d.display());
+            crate::errln!("skipped: {} does not do O_DIRECT here", d.display());
             return;
         }
         // What the kernel answers a direct read it cannot do (an unaligned buffer here).

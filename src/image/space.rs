@@ -149,7 +149,7 @@ pub fn check_image_room(path: &Path, named: &str, plan: &crate::fs::UsageMap) ->
         Ok(f) => f,
         Err(e) if e.kind == crate::error::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
-            eprintln!("lifeboat: note: {e}; the free space was not checked");
+            crate::errln!("lifeboat: note: {e}; the free space was not checked");
             return Ok(());
         }
     };
@@ -199,7 +199,7 @@ mod tests {
             .arg(&dir)
             .output();
         let Ok(out) = out else {
-            eprintln!("note: df is missing; skipping");
+            crate::errln!("note: df is missing; skipping");
             return;
         };
         let theirs: u64 = String::from_utf8_lossy(&out.stdout)
@@ -275,7 +275,7 @@ mod tests {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("note: mkfs.ext4 is missing; skipping");
+            crate::errln!("note: mkfs.ext4 is missing; skipping");
             return None;
         }
         let out = std::process::Command::new("dumpe2fs")

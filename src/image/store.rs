@@ -331,7 +331,7 @@ impl Store {
     fn close(&mut self) {
         if let Some(mut n) = self.ntfs.take() {
             if let Err(e) = n.unmount() {
-                eprintln!("lifeboat: {e}");
+                crate::errln!("lifeboat: {e}");
             }
         }
         if let Some(mp) = self.mounted_here.take() {

@@ -189,7 +189,7 @@ fn ensure_fuse() -> Result<()> {
         return Ok(());
     }
     if let Err(e) = crate::init::modules::load_by_name("fuse") {
-        eprintln!("lifeboat: could not load the fuse module: {e}");
+        crate::errln!("lifeboat: could not load the fuse module: {e}");
     }
     if Path::new("/dev/fuse").exists() {
         Ok(())
@@ -443,7 +443,7 @@ impl NtfsMount {
 impl Drop for NtfsMount {
     fn drop(&mut self) {
         if let Err(e) = self.unmount() {
-            eprintln!("lifeboat: {e}");
+            crate::errln!("lifeboat: {e}");
         }
     }
 }

@@ -1173,7 +1173,7 @@ mod tests {
             im.payload_reader().fetch_into(i, &e, &mut st).unwrap();
             if direct {
                 if !im.reads_directly() {
-                    eprintln!(
+                    crate::errln!(
                         "note: {} has no O_DIRECT: both runs read the cache",
                         d.display()
                     );

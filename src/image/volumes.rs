@@ -702,7 +702,7 @@ mod tests {
             std::fs::write(&probe, b"").unwrap();
             let direct_here = crate::io::set_direct(&File::open(&probe).unwrap(), true).is_ok();
             if !direct_here {
-                eprintln!(
+                crate::errln!(
                     "{} does not do O_DIRECT: the buffered path only",
                     d.display()
                 );

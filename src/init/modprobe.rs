@@ -406,7 +406,7 @@ mod tests {
     #[test]
     fn the_real_initramfs_answers_the_kernels_requests() {
         let Some(dir) = crate::initramfs::test_modules_dir() else {
-            eprintln!("note: no kernel modules tree found (run scripts/setup); skipping");
+            crate::errln!("note: no kernel modules tree found (run scripts/setup); skipping");
             return;
         };
         let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("initramfs/modules.list");

@@ -301,7 +301,7 @@ pub fn load_fs_module(fs: &str) {
         return;
     }
     if let Err(e) = load_by_name(fs) {
-        eprintln!("lifeboat: could not load the {fs} module: {e}");
+        crate::errln!("lifeboat: could not load the {fs} module: {e}");
     }
     let state = Path::new("/sys/module")
         .join(canonical(fs))

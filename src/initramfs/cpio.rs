@@ -444,7 +444,7 @@ mod tests {
     fn gnu_cpio_reads_it() {
         use std::process::{Command, Stdio};
         if Command::new("cpio").arg("--version").output().is_err() {
-            eprintln!("note: GNU cpio not installed; skipping (scripts/setup installs it)");
+            crate::errln!("note: GNU cpio not installed; skipping (scripts/setup installs it)");
             return;
         }
         let mut buf = Vec::new();

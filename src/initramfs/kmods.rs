@@ -489,7 +489,7 @@ mod tests {
     #[test]
     fn real_tree_selection_and_closure() {
         let Some(dir) = crate::initramfs::test_modules_dir() else {
-            eprintln!("note: no kernel modules tree found (run scripts/setup); skipping");
+            crate::errln!("note: no kernel modules tree found (run scripts/setup); skipping");
             return;
         };
         let tree = ModuleTree::scan(&dir).unwrap();

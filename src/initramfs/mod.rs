@@ -254,7 +254,7 @@ pub fn run(a: MkArgs) -> Result<i32> {
     };
     let s = build(&cfg, &a.out)?;
     for n in &s.notes {
-        eprintln!("mkinitramfs: note: {n}");
+        crate::errln!("mkinitramfs: note: {n}");
     }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     crate::outln!(
@@ -329,7 +329,7 @@ mod tests {
             .into_iter()
             .find(|p| Path::new(p).exists() && Path::new("/lib64/ld-linux-x86-64.so.2").exists())
         else {
-            eprintln!("note: no glibc program on this host; skipping");
+            crate::errln!("note: no glibc program on this host; skipping");
             return;
         };
         let cfg = Config {

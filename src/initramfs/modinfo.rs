@@ -223,7 +223,7 @@ mod tests {
     #[test]
     fn real_module_modinfo() {
         let Some(dir) = crate::initramfs::test_modules_dir() else {
-            eprintln!("note: no kernel modules tree found (run scripts/setup); skipping");
+            crate::errln!("note: no kernel modules tree found (run scripts/setup); skipping");
             return;
         };
         let ahci = dir.join("kernel/drivers/ata/ahci.ko");

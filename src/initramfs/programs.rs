@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn closure_of_a_host_program_matches_ldd() {
         if !cfg!(target_env = "gnu") || !Path::new("/lib64/ld-linux-x86-64.so.2").exists() {
-            eprintln!("note: not a glibc x86-64 host; skipping");
+            crate::errln!("note: not a glibc x86-64 host; skipping");
             return;
         }
         let prog = ["/bin/ntfs-3g", "/usr/bin/sha256sum", "/bin/ls"]

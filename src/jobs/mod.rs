@@ -115,7 +115,7 @@ impl StderrSink {
     pub fn finish(&self, p: &Progress) {
         self.emit(p);
         if !self.json {
-            eprintln!();
+            crate::errln!();
         }
     }
     /// Whether snapshot `p` is printed at `now` (and, if so, notes it): the first one, one a
@@ -138,10 +138,10 @@ impl StderrSink {
                 q.map = None;
             }
             if let Ok(s) = serde_json::to_string(&q) {
-                eprintln!("LIFEBOAT-PROGRESS {s}");
+                crate::errln!("LIFEBOAT-PROGRESS {s}");
             }
         } else {
-            eprint!("\r\x1b[K{}", human_line(p));
+            crate::err!("\r\x1b[K{}", human_line(p));
         }
     }
 }
@@ -240,14 +240,14 @@ pub fn cancel_on_signals(cancel: &Cancel, what_happens: &'static str) {
         .spawn(move || {
             while set.wait().is_ok() {
                 if AT_PROMPT.load(std::sync::atomic::Ordering::SeqCst) {
-                    eprintln!("\nlifeboat: cancelled; nothing was written");
+                    crate::errln!("\nlifeboat: cancelled; nothing was written");
                     exit_now(crate::error::exit::CANCELLED);
                 }
                 if c.is_cancelled() {
-                    eprintln!("\nlifeboat: stopped");
+                    crate::errln!("\nlifeboat: stopped");
                     exit_now(crate::error::exit::CANCELLED);
                 }
-                eprintln!(
+                crate::errln!(
                     "\nlifeboat: cancelling ({what_happens}; press Ctrl-C again to stop at once)"
                 );
                 c.cancel();

@@ -149,7 +149,7 @@ impl Sampler {
             // Out of its sleep at once: the job ends now, not up to a step later.
             h.thread().unpark();
             if let Ok(s) = h.join() {
-                eprint!("{s}");
+                crate::err!("{s}");
             }
         }
     }

@@ -310,7 +310,7 @@ pub fn ensure_up() -> Result<Option<Configured>> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let cfg = NetConfig::from_cmdline(&cmdline)?;
     let c = bring_up(Path::new(SYS_CLASS_NET), &cfg, None)?;
-    eprintln!("lifeboat: network: {c}");
+    crate::errln!("lifeboat: network: {c}");
     *up = Some(c.clone());
     Ok(Some(c))
 }
@@ -336,7 +336,7 @@ pub fn reconfigure(cfg: &NetConfig, only: Option<&str>) -> Result<Configured> {
     }
     *up = None;
     let c = bring_up(Path::new(SYS_CLASS_NET), cfg, only)?;
-    eprintln!("lifeboat: network: {c}");
+    crate::errln!("lifeboat: network: {c}");
     *up = Some(c.clone());
     Ok(c)
 }
@@ -377,7 +377,7 @@ fn bring_up(sys: &Path, cfg: &NetConfig, only: Option<&str>) -> Result<Configure
     }
     for i in &ifs {
         if let Err(e) = sys::set_up(i) {
-            eprintln!("lifeboat: network: cannot set {i} up: {e}");
+            crate::errln!("lifeboat: network: cannot set {i} up: {e}");
         }
     }
     let start = Instant::now();

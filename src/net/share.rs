@@ -518,7 +518,7 @@ fn mount_smb(
         )));
     }
     let dialects: &[&str] = if url.vers.as_deref() == Some("1.0") {
-        eprintln!(
+        crate::errln!(
             "lifeboat: warning: {} is used with SMB1 (?vers=1.0): an old, insecure protocol; \
              prefer SMB 2 or 3 if the device can be updated",
             url.server()

@@ -53,7 +53,7 @@ pub fn run_store(cmd: StoreCmd) -> Result<i32> {
         StoreCmd::Gc { store, json } => {
             let r = s3img::gc(&store_loc(&store)?)?;
             if !json {
-                eprintln!(
+                crate::errln!(
                     "{}: {} images; {} chunk objects, {} in use, {} deleted ({}).",
                     r.store,
                     r.images,
@@ -149,7 +149,7 @@ pub fn run_create(
     let rep = s3img::create(dev, &id, &loc, &opts, cancel)?;
     crate::cli::emit_report(&rep, json);
     if !json {
-        eprintln!(
+        crate::errln!(
             "Image {} written: {} of disk, {} chunks stored ({} new objects, {}; {} already in \
              the store), {} zero, {} unallocated, UUID {}.",
             rep.image,
@@ -175,7 +175,7 @@ pub fn run_verify(image: &str, json: bool) -> Result<i32> {
     let rep = img.read_all(None, false, workers(), &cancel)?;
     crate::cli::emit_report(&rep, json);
     if !json {
-        eprintln!(
+        crate::errln!(
             "{} is intact: {} chunks ({} stored, {} zero, {} unallocated), media hash {}.",
             rep.image,
             rep.chunks,
@@ -224,8 +224,8 @@ pub fn run_restore(
     // The result goes into the store too (`results/NAME/TIME.json`, NAME the serial or, for
     // an encrypted image, a keyed name: `s3image::result_name`), failed or not.
     let record = |v: &serde_json::Value| match img.put_result(&serial, v) {
-        Ok(k) => eprintln!("lifeboat: result stored as s3://{}/{k}", img.bucket()),
-        Err(e) => eprintln!("lifeboat: warning: the result could not be stored: {e}"),
+        Ok(k) => crate::errln!("lifeboat: result stored as s3://{}/{k}", img.bucket()),
+        Err(e) => crate::errln!("lifeboat: warning: the result could not be stored: {e}"),
     };
     let mut rep = img
         .read_all(Some(&t.device), zero_free, workers(), &cancel)
@@ -254,7 +254,7 @@ pub fn run_restore(
         })?;
     t.device.sync()?;
     if let Err(e) = crate::clone::gpt::fix_after_copy(&t.device) {
-        eprintln!("lifeboat: note: the partition table was not adjusted to the target: {e}");
+        crate::errln!("lifeboat: note: the partition table was not adjusted to the target: {e}");
     }
     t.device.sync()?;
     let _ = t.device.reread_partitions();
@@ -262,7 +262,7 @@ pub fn run_restore(
     record(&serde_json::to_value(&rep).unwrap_or_default());
     crate::cli::emit_report(&rep, json);
     if !json {
-        eprintln!(
+        crate::errln!(
             "Restored {} onto {} (every chunk and the media hash verified).",
             crate::jobs::fmt_bytes(rep.disk_size_bytes),
             t.selected.path().display()

@@ -407,7 +407,7 @@ pub fn create(
             std::thread::sleep(Duration::from_millis(200));
             if last_print.elapsed() >= Duration::from_secs(10) {
                 last_print = Instant::now();
-                eprintln!(
+                crate::errln!(
                     "s3: {} of {chunks} chunks ({} stored now, {} already in the store)",
                     counts.finished.load(Ordering::SeqCst),
                     counts.uploaded.load(Ordering::Relaxed),
@@ -573,7 +573,7 @@ fn save_record(c: &Client, loc: &Location, r: &mut UploadRecord, done: &Mutex<Ha
         &loc.upload_key(),
         &serde_json::to_vec(r).unwrap_or_default(),
     ) {
-        eprintln!("lifeboat: warning: cannot save the upload record: {e}");
+        crate::errln!("lifeboat: warning: cannot save the upload record: {e}");
     }
 }
 

@@ -100,7 +100,7 @@ pub fn run_mount(a: MountArgs) -> Result<i32> {
     att.keep();
     crate::cli::emit_report(&rep, a.json);
     if !a.json {
-        eprintln!(
+        crate::errln!(
             "Mounted partition {} ({}) of {} read-only on {} (through {}); `lifeboat image umount {}` detaches it.",
             rep.partition,
             rep.filesystem,
@@ -206,7 +206,7 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         if let Err(e) = self.close() {
-            eprintln!("lifeboat: {e}");
+            crate::errln!("lifeboat: {e}");
         }
     }
 }
@@ -502,9 +502,9 @@ fn run_helper(image: &str) -> Result<i32> {
         .spawn(move || {
             let Ok(mut r) = ours.try_clone() else { return };
             let mut w = std::io::BufWriter::with_capacity(128 << 10, ours);
-            let log = |l: &str| eprintln!("lifeboat: mount: {l}");
+            let log = |l: &str| crate::errln!("lifeboat: mount: {l}");
             if let Err(e) = super::session::run_transmission(&mut r, &mut w, &disk, &log) {
-                eprintln!("lifeboat: mount: the kernel's connection ended: {e}");
+                crate::errln!("lifeboat: mount: the kernel's connection ended: {e}");
             }
         })
         .map_err(|e| Error::os("start the server thread", e))?;
@@ -615,7 +615,7 @@ pub fn run_umount(a: UmountArgs) -> Result<i32> {
     };
     crate::cli::emit_report(&rep, a.json);
     if !a.json {
-        eprintln!("Unmounted {} and detached {disk}.", dir.display());
+        crate::errln!("Unmounted {} and detached {disk}.", dir.display());
     }
     Ok(exit::OK)
 }

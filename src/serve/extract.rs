@@ -399,7 +399,7 @@ pub fn run_extract(a: ExtractArgs) -> Result<i32> {
     rep.ok = rep.exit_code == exit::OK;
     crate::cli::emit_report(&rep, a.json);
     if !a.json {
-        eprintln!(
+        crate::errln!(
             "Copied {} files, {} folders, {} links ({}) from partition {} of {} into {}.",
             rep.copy.files,
             rep.copy.dirs,
@@ -410,16 +410,16 @@ pub fn run_extract(a: ExtractArgs) -> Result<i32> {
             a.to
         );
         for r in &rep.copy.renamed {
-            eprintln!("  {} is there as {} (the name was taken)", r.path, r.dest);
+            crate::errln!("  {} is there as {} (the name was taken)", r.path, r.dest);
         }
         for e in &rep.copy.errors {
-            eprintln!("  NOT COPIED: {} ({} error: {})", e.path, e.side, e.message);
+            crate::errln!("  NOT COPIED: {} ({} error: {})", e.path, e.side, e.message);
         }
         for s in &rep.copy.skipped {
-            eprintln!("  skipped {} ({})", s.path, s.what);
+            crate::errln!("  skipped {} ({})", s.path, s.what);
         }
         if let Some(s) = &rep.copy.stopped {
-            eprintln!("  STOPPED: {s}");
+            crate::errln!("  STOPPED: {s}");
         }
     }
     Ok(rep.exit_code)

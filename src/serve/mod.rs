@@ -141,12 +141,12 @@ pub fn export_of(path: &std::path::Path, img: &crate::image::Image) -> Export {
 /// Serves one connection to its end, logging how it ended.
 pub fn serve_connection(disk: &dyn Disk, ex: &Export, stream: Stream, who: &str) {
     let (Ok(mut r), Ok(w)) = (stream.try_clone(), stream.try_clone()) else {
-        eprintln!("lifeboat: serve: {who}: cannot use the connection");
+        crate::errln!("lifeboat: serve: {who}: cannot use the connection");
         return;
     };
     let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
     let mut w = std::io::BufWriter::with_capacity(128 << 10, w);
-    let log = |l: &str| eprintln!("lifeboat: serve: {who}: {l}");
+    let log = |l: &str| crate::errln!("lifeboat: serve: {who}: {l}");
     let end = session::run(
         &mut r,
         &mut w,
@@ -158,8 +158,8 @@ pub fn serve_connection(disk: &dyn Disk, ex: &Export, stream: Stream, who: &str)
         &log,
     );
     match end {
-        Ok(e) => eprintln!("lifeboat: serve: {who}: ended ({e:?})"),
-        Err(d) => eprintln!("lifeboat: serve: {who}: {d}"),
+        Ok(e) => crate::errln!("lifeboat: serve: {who}: ended ({e:?})"),
+        Err(d) => crate::errln!("lifeboat: serve: {who}: {d}"),
     }
     stream.shutdown();
 }
@@ -189,7 +189,7 @@ pub fn serve(
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                eprintln!("lifeboat: serve: accept failed: {e}");
+                crate::errln!("lifeboat: serve: accept failed: {e}");
                 std::thread::sleep(Duration::from_millis(200));
                 continue;
             }
@@ -197,14 +197,14 @@ pub fn serve(
         served += 1;
         let who = format!("client {served} ({peer})");
         if active.load(Ordering::SeqCst) >= max_clients {
-            eprintln!("lifeboat: serve: {who}: turned away ({max_clients} clients already)");
+            crate::errln!("lifeboat: serve: {who}: turned away ({max_clients} clients already)");
             stream.shutdown();
             continue;
         }
         let Ok(keep) = stream.try_clone() else {
             continue;
         };
-        eprintln!("lifeboat: serve: {who}: connected");
+        crate::errln!("lifeboat: serve: {who}: connected");
         active.fetch_add(1, Ordering::SeqCst);
         let (d, e, a) = (disk.clone(), ex.clone(), active.clone());
         let spawned = std::thread::Builder::new()
@@ -218,7 +218,7 @@ pub fn serve(
             Err(e) => {
                 active.fetch_sub(1, Ordering::SeqCst);
                 keep.shutdown();
-                eprintln!("lifeboat: serve: cannot start a thread for a client: {e}");
+                crate::errln!("lifeboat: serve: cannot start a thread for a client: {e}");
             }
         }
     }
@@ -281,7 +281,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         chain: links,
     };
     crate::cli::emit_report(&rep, a.json);
-    eprintln!(
+    crate::errln!(
         "lifeboat: serving {} ({}, image {uuid}) {} at {} — Ctrl-C stops",
         store.path.display(),
         crate::jobs::fmt_bytes(rep.size_bytes),
@@ -294,7 +294,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
     let disk = Arc::new(disk);
     let served = serve(&listener, disk.clone(), Arc::new(ex), max_clients, &cancel)?;
     let st = disk.cache.stats();
-    eprintln!(
+    crate::errln!(
         "lifeboat: serve: stopped after {served} connection(s); {} chunks decompressed, {} cache hits, {} zero chunks{}",
         st.loads,
         st.hits,

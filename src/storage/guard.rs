@@ -159,7 +159,7 @@ impl Drop for ReadOnlyGuard {
     fn drop(&mut self) {
         for (f, p) in self.held.drain(..).rev() {
             if let Err(e) = sys::set_ro(&f, false) {
-                eprintln!(
+                crate::errln!(
                     "lifeboat: warning: could not restore {} to read-write: {e}",
                     p.display()
                 );

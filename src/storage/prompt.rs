@@ -25,7 +25,7 @@ pub fn ask(what: &str, question: &str, input: &mut dyn BufRead) -> Result<()> {
     } else {
         format!("{question} ")
     };
-    eprint!("{q}Type 'yes' to overwrite {what}: ");
+    crate::err!("{q}Type 'yes' to overwrite {what}: ");
     let _ = std::io::stderr().flush();
     crate::jobs::AT_PROMPT.store(true, Ordering::SeqCst);
     let mut line = String::new();

@@ -104,7 +104,7 @@ pub fn run(a: UiArgs) -> Result<i32> {
                 .ok()
                 .and_then(|m| m.clone())
                 .unwrap_or_default();
-            eprintln!("lifeboat ui: internal error, the console restarts: {m}");
+            crate::errln!("lifeboat ui: internal error, the console restarts: {m}");
             Ok(crate::error::exit::FAILED)
         }
     }
