@@ -88,7 +88,7 @@ pub fn report_error(e: &Error, json: bool) -> i32 {
     let v = error_report(e);
     hand_report(&v);
     if json {
-        crate::outln!("{v}");
+        crate::out::json_line(&v);
     }
     e.exit_code()
 }
@@ -108,7 +108,7 @@ pub fn emit_report<T: serde::Serialize>(rep: &T, json: bool) {
     });
     hand_report(&v);
     if json {
-        crate::outln!("{v}");
+        crate::out::json_line(&v);
     }
 }
 

@@ -243,10 +243,11 @@ pub fn run_list(a: ListArgs) -> Result<i32> {
     }
     let c = controllers::scan(Path::new("/sys"));
     if a.json {
-        crate::outln!(
-            "{}",
-            list_json_string_with(&disks, &c.unsupported, &c.without_disks)
-        );
+        crate::out::json_line(list_json_string_with(
+            &disks,
+            &c.unsupported,
+            &c.without_disks,
+        ));
     } else {
         crate::out!("{}", table(&disks));
         crate::out!("{}", unsupported_text(&c.unsupported));
@@ -398,6 +399,12 @@ pub fn table(disks: &[Disk]) -> String {
             ]);
         }
     }
+    // Labels, models, serials and file names come from the devices: every cell on one line,
+    // its controls escaped (a hostile label must not rewrite the table or the terminal).
+    let rows: Vec<[String; 6]> = rows
+        .into_iter()
+        .map(|r| r.map(|c| crate::out::shown(&c).into_owned()))
+        .collect();
     let mut w = [0usize; 6];
     for r in &rows {
         for (i, c) in r.iter().enumerate() {

@@ -272,7 +272,7 @@ pub fn run(a: HealthArgs) -> Result<i32> {
             "transport": disk.transport,
             "health": health,
         });
-        crate::outln!("{v}");
+        crate::out::json_line(&v);
     } else {
         crate::out!("{}", describe(&disk, &health));
     }
@@ -293,19 +293,20 @@ pub fn clone_first_advice(disk: &str, h: &Health) -> Option<String> {
 
 /// The text `lifeboat health` prints.
 pub fn describe(disk: &Disk, h: &Health) -> String {
+    use crate::out::Shown;
     let mut s = format!(
         "{}  {}  serial={}  ({})\n",
-        disk.path.display(),
-        disk.model.as_deref().unwrap_or("-"),
-        disk.serial.as_deref().unwrap_or("-"),
-        disk.transport
+        Shown(disk.path.display()),
+        Shown(disk.model.as_deref().unwrap_or("-")),
+        Shown(disk.serial.as_deref().unwrap_or("-")),
+        Shown(&disk.transport)
     );
     s.push_str(&format!("health: {}\n", h.status.as_str().to_uppercase()));
     for r in &h.reasons {
-        s.push_str(&format!("  - {r}\n"));
+        s.push_str(&format!("  - {}\n", Shown(r)));
     }
     for n in &h.notes {
-        s.push_str(&format!("  note: {n}\n"));
+        s.push_str(&format!("  note: {}\n", Shown(n)));
     }
     let c = serde_json::to_value(&h.counters).unwrap_or_default();
     if let Some(m) = c.as_object().filter(|m| !m.is_empty()) {
@@ -318,7 +319,7 @@ pub fn describe(disk: &Disk, h: &Health) -> String {
             s.push_str(&format!(
                 "  {:>3} {:<26} {:>5} {:>5} {:>6}  {}{}\n",
                 a.id,
-                a.name,
+                Shown(&a.name),
                 a.value,
                 a.worst,
                 a.threshold

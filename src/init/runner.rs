@@ -97,9 +97,10 @@ pub fn result_json(command: &str, argv: &[String], o: &Outcome) -> serde_json::V
     })
 }
 
-/// The single result line (serde_json never emits a raw newline inside a value).
+/// The single result line (serde_json never emits a raw newline inside a value; names in it
+/// with C1 or bidi controls are written as `\uXXXX`, see [`crate::out::json_text`]).
 pub fn result_line(v: &serde_json::Value) -> String {
-    format!("LIFEBOAT-RESULT {v}")
+    format!("LIFEBOAT-RESULT {}", crate::out::json_text(&v.to_string()))
 }
 
 /// What [`pump`] keeps of what it copies.

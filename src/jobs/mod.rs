@@ -138,10 +138,12 @@ impl StderrSink {
                 q.map = None;
             }
             if let Ok(s) = serde_json::to_string(&q) {
-                crate::errln!("LIFEBOAT-PROGRESS {s}");
+                crate::out::err_raw(&format!("LIFEBOAT-PROGRESS {s}\n"));
             }
         } else {
-            crate::err!("\r\x1b[K{}", human_line(p));
+            // The line's own controls raw, its text (file names) through the escaping writer.
+            crate::out::err_raw("\r\x1b[K");
+            crate::err!("{}", human_line(p));
         }
     }
 }

@@ -70,7 +70,11 @@ pub fn run_store(cmd: StoreCmd) -> Result<i32> {
     if !json {
         if let Some(imgs) = v.get("images").and_then(|i| i.as_array()) {
             for i in imgs {
-                crate::outln!("{}", i["name"].as_str().unwrap_or_default());
+                // Image names are S3 keys: anyone with write access to the bucket picks them.
+                crate::outln!(
+                    "{}",
+                    crate::out::Shown(i["name"].as_str().unwrap_or_default())
+                );
             }
         }
     }

@@ -270,25 +270,38 @@ pub fn run_ls(a: LsArgs) -> Result<i32> {
     };
     crate::cli::emit_report(&rep, a.json);
     if !a.json {
-        for e in &rep.entries {
+        for l in ls_lines(&rep) {
+            crate::outln!("{l}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `image ls`'s lines for a person: size, date, name (`NAME/` for a folder, `NAME -> TARGET`
+/// for a link). Names and targets come from the imaged filesystem: each stays on its line,
+/// its controls escaped ([`crate::out::Shown`]).
+pub fn ls_lines(rep: &LsReport) -> Vec<String> {
+    use crate::out::Shown;
+    rep.entries
+        .iter()
+        .map(|e| {
             let size = if e.kind == "file" {
                 crate::jobs::fmt_bytes(e.size_bytes)
             } else {
                 String::new()
             };
             let name = match (&e.link_target, e.kind) {
-                (Some(t), _) => format!("{} -> {t}", e.name),
-                (None, "dir") => format!("{}/", e.name),
-                _ => e.name.clone(),
+                (Some(t), _) => format!("{} -> {}", Shown(&e.name), Shown(t)),
+                (None, "dir") => format!("{}/", Shown(&e.name)),
+                _ => Shown(&e.name).to_string(),
             };
-            crate::outln!(
+            format!(
                 "{:>10}  {}  {name}",
                 size,
                 crate::image::ops::iso8601(e.mtime.max(0) as u64)
-            );
-        }
-    }
-    Ok(exit::OK)
+            )
+        })
+        .collect()
 }
 
 /// The exit code of a finished copy: 1 when something could not be written (or the
@@ -399,30 +412,49 @@ pub fn run_extract(a: ExtractArgs) -> Result<i32> {
     rep.ok = rep.exit_code == exit::OK;
     crate::cli::emit_report(&rep, a.json);
     if !a.json {
-        crate::errln!(
-            "Copied {} files, {} folders, {} links ({}) from partition {} of {} into {}.",
-            rep.copy.files,
-            rep.copy.dirs,
-            rep.copy.symlinks,
-            crate::jobs::fmt_bytes(rep.copy.bytes),
-            rep.partition,
-            a.image,
-            a.to
-        );
-        for r in &rep.copy.renamed {
-            crate::errln!("  {} is there as {} (the name was taken)", r.path, r.dest);
-        }
-        for e in &rep.copy.errors {
-            crate::errln!("  NOT COPIED: {} ({} error: {})", e.path, e.side, e.message);
-        }
-        for s in &rep.copy.skipped {
-            crate::errln!("  skipped {} ({})", s.path, s.what);
-        }
-        if let Some(s) = &rep.copy.stopped {
-            crate::errln!("  STOPPED: {s}");
+        for l in extract_lines(&rep) {
+            crate::errln!("{l}");
         }
     }
     Ok(rep.exit_code)
+}
+
+/// `image extract`'s summary for a person. The paths come from the imaged filesystem (and
+/// the messages may quote them): each stays on its line, its controls escaped.
+pub fn extract_lines(rep: &ExtractReport) -> Vec<String> {
+    use crate::out::Shown;
+    let mut v = vec![format!(
+        "Copied {} files, {} folders, {} links ({}) from partition {} of {} into {}.",
+        rep.copy.files,
+        rep.copy.dirs,
+        rep.copy.symlinks,
+        crate::jobs::fmt_bytes(rep.copy.bytes),
+        rep.partition,
+        Shown(&rep.image),
+        Shown(&rep.destination)
+    )];
+    for r in &rep.copy.renamed {
+        v.push(format!(
+            "  {} is there as {} (the name was taken)",
+            Shown(&r.path),
+            Shown(&r.dest)
+        ));
+    }
+    for e in &rep.copy.errors {
+        v.push(format!(
+            "  NOT COPIED: {} ({} error: {})",
+            Shown(&e.path),
+            e.side,
+            Shown(&e.message)
+        ));
+    }
+    for s in &rep.copy.skipped {
+        v.push(format!("  skipped {} ({})", Shown(&s.path), Shown(&s.what)));
+    }
+    if let Some(s) = &rep.copy.stopped {
+        v.push(format!("  STOPPED: {}", Shown(s)));
+    }
+    v
 }
 
 /// A cancelled job's error carrying what was copied before.
@@ -478,6 +510,73 @@ mod tests {
             exit::FAILED
         );
         assert_eq!(exit_code(&report(&[], true)), exit::FAILED);
+    }
+
+    /// Names an imaged filesystem chose, holding terminal controls and line breaks: `ls` and
+    /// `extract` print each on its own line, escaped; the JSON report keeps them exactly.
+    #[test]
+    fn hostile_names_are_shown_escaped_one_per_line() {
+        let h = "\x1b[2J\x1b]0;t\x07\r\nFAKE\u{9b}1m\u{7f}\u{202e}";
+        let d = std::env::temp_dir().join(format!("lifeboat-ls-hostile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join(format!("d{h}"))).unwrap();
+        std::fs::write(d.join(format!("f{h}")), b"1").unwrap();
+        std::os::unix::fs::symlink(format!("t{h}"), d.join(format!("l{h}"))).unwrap();
+        let entries = list_dir(&d).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+        let rep = LsReport {
+            ok: true,
+            image: "a.lbi".into(),
+            partition: 1,
+            filesystem: "ext4".into(),
+            path: "/".into(),
+            entries,
+        };
+        let lines = ls_lines(&rep);
+        assert_eq!(lines.len(), 3);
+        let shown = "\\x1b[2J\\x1b]0;t\\x07\\x0d\\x0aFAKE\\u{9b}1m\\x7f\\u{202e}";
+        assert!(lines[0].ends_with(&format!("  d{shown}/")), "{lines:?}");
+        assert!(lines[1].ends_with(&format!("  f{shown}")), "{lines:?}");
+        assert!(
+            lines[2].ends_with(&format!("  l{shown} -> t{shown}")),
+            "{lines:?}"
+        );
+        for l in &lines {
+            assert!(!l.chars().any(crate::out::unsafe_char), "{l:?}");
+        }
+        let v = serde_json::to_value(&rep).unwrap();
+        assert_eq!(v["entries"][1]["name"], format!("f{h}"));
+        assert_eq!(v["entries"][2]["link_target"], format!("t{h}"));
+
+        let mut copy = report(&[("read", 5)], true);
+        copy.errors[0].path = format!("/f{h}");
+        copy.errors[0].message = format!("cannot read /f{h}");
+        copy.renamed.push(copytree::Renamed {
+            path: format!("/r{h}"),
+            dest: format!("r{h}.1"),
+        });
+        copy.stopped = Some(format!("no space for /g{h}"));
+        let rep = ExtractReport {
+            ok: false,
+            image: format!("i{h}.lbi"),
+            partition: 1,
+            filesystem: "ext4".into(),
+            destination: "/t".into(),
+            copy,
+            duration_ms: 1,
+            exit_code: 1,
+        };
+        let lines = extract_lines(&rep);
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        for l in &lines {
+            assert!(!l.chars().any(crate::out::unsafe_char), "{l:?}");
+        }
+        assert!(
+            lines[2].starts_with(&format!(
+                "  NOT COPIED: /f{shown} (read error: cannot read /f{shown})"
+            )),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ mod tests_crypt;
 #[cfg(test)]
 mod tests_files;
 #[cfg(test)]
+mod tests_names;
+#[cfg(test)]
 mod tests_net;
 
 use crate::error::{Error, Result};

@@ -16,6 +16,39 @@ mod location;
 mod menu;
 mod net;
 mod passphrase;
+
+/// `d` as the console shows it: the strings the device and its filesystems chose (model,
+/// vendor, serial, labels, the file behind a loop device, mount points) with their controls
+/// escaped ([`crate::out::shown`]), so a hostile USB stick can neither rewrite the terminal
+/// nor pass for another disk. Jobs are started by kernel name, never by these strings.
+fn shown_disk(mut d: crate::devices::Disk) -> crate::devices::Disk {
+    fn esc(s: &mut String) {
+        if let std::borrow::Cow::Owned(o) = crate::out::shown(s) {
+            *s = o;
+        }
+    }
+    for s in [&mut d.model, &mut d.vendor, &mut d.serial, &mut d.label]
+        .into_iter()
+        .flatten()
+    {
+        esc(s);
+    }
+    if let Some(b) = d.backing_file.as_mut() {
+        esc(b);
+    }
+    d.mounted.iter_mut().for_each(esc);
+    for p in d.partitions.iter_mut() {
+        for s in [&mut p.label, &mut p.part_label, &mut p.fs_type]
+            .into_iter()
+            .flatten()
+        {
+            esc(s);
+        }
+        p.mounted.iter_mut().for_each(esc);
+    }
+    d
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -255,7 +288,7 @@ impl App {
     pub fn update(&mut self, ev: Event) -> Vec<Command> {
         match ev {
             Event::Disks(Ok(d)) => {
-                self.disks = d;
+                self.disks = d.into_iter().map(shown_disk).collect();
                 self.scan_error = None;
                 self.scanned = true;
                 self.disk_sel = self.disk_sel.min(self.disks.len().saturating_sub(1));

@@ -2,6 +2,7 @@
 //! at a time, with the marked files and folders.
 use super::{cut, selected_style};
 use crate::jobs::fmt_bytes;
+use crate::out::Shown;
 use crate::tui::app::App;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
@@ -100,10 +101,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     } else {
                         "[ ] "
                     };
+                    // Names from the imaged filesystem: shown escaped, on one row.
                     let name = match (e.kind, &e.link_target) {
-                        ("dir", _) => format!("{}/", e.name),
-                        (_, Some(t)) => format!("{} -> {t}", e.name),
-                        _ => e.name.clone(),
+                        ("dir", _) => format!("{}/", Shown(&e.name)),
+                        (_, Some(t)) => format!("{} -> {}", Shown(&e.name), Shown(t)),
+                        _ => Shown(&e.name).to_string(),
                     };
                     let size = match e.kind {
                         "file" => fmt_bytes(e.size_bytes),

@@ -60,6 +60,19 @@ pub fn draw(f: &mut Frame, app: &App) {
         Overlay::CancelAsk => dialogs::cancel_ask(f),
         Overlay::QuitAsk => dialogs::quit_ask(f, app),
     }
+    no_controls(f.buffer_mut());
+}
+
+/// The last guard before the terminal: ratatui hands every cell's text to the terminal as it
+/// is, and names from disks and imaged filesystems may hold controls (`ESC [ 2 J`). The views
+/// show those names escaped ([`crate::out::shown`]); any control that still reached a cell
+/// (a message quoting a name) is shown as `?` there.
+fn no_controls(buf: &mut ratatui::buffer::Buffer) {
+    for c in buf.content.iter_mut() {
+        if c.symbol().chars().any(crate::out::unsafe_char) {
+            c.set_symbol("?");
+        }
+    }
 }
 
 fn title_bar(f: &mut Frame, area: Rect, app: &App) {
