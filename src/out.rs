@@ -224,8 +224,8 @@ macro_rules! out {
     };
 }
 
-/// `crate::errln!` for text a person reads on stderr: controls from hostile names are escaped
-/// (see [`crate::out`]).
+/// `eprintln!` that never panics (a closed stderr drops the line) and escapes the controls of
+/// hostile names (see [`crate::out`]).
 #[macro_export]
 macro_rules! errln {
     () => {
@@ -236,8 +236,8 @@ macro_rules! errln {
     };
 }
 
-/// `crate::err!` for text a person reads on stderr: controls from hostile names are escaped (see
-/// [`crate::out`]).
+/// `eprint!` that never panics (a closed stderr drops the text) and escapes the controls of
+/// hostile names (see [`crate::out`]).
 #[macro_export]
 macro_rules! err {
     ($($t:tt)*) => {

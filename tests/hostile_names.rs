@@ -206,3 +206,26 @@ fn a_hostile_usb_model_in_the_table() {
     let v: serde_json::Value = serde_json::from_str(&j).unwrap();
     assert_eq!(v["devices"][0]["model"].as_str(), sdx.model.as_deref());
 }
+
+/// A source whose name adds a line of its own ("Unreadable   0 B in 0 ranges", to hide the
+/// real one): `image info` keeps it on the Source line, escaped; one Unreadable line.
+#[test]
+fn a_source_name_cannot_add_a_line_to_info() {
+    let dir = TempDir::new("hostile-info-line");
+    let src = dir.p("s\nUnreadable   0 B in 0 ranges\n.img");
+    data_file(&src, 2 * MIB, 9);
+    let img = dir.p("a.lbi");
+    assert_exit(
+        &lifeboat(&["image", "create", s(&src), s(&img), "--no-verify"]),
+        0,
+    );
+    let o = lifeboat(&["image", "info", s(&img)]);
+    assert_exit(&o, 0);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let n = out.lines().filter(|l| l.starts_with("Unreadable")).count();
+    assert_eq!(n, 1, "{out}");
+    assert!(
+        out.contains("s\\x0aUnreadable   0 B in 0 ranges\\x0a.img"),
+        "{out}"
+    );
+}

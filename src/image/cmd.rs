@@ -562,16 +562,20 @@ fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Resul
     };
     crate::cli::emit_report(&rep, json);
     if !json {
+        // The source's name, model and serial and the parents' paths are read from the image
+        // (a crafted image chooses them): each on its line, its controls escaped, so none can
+        // add a line ("Unreadable   0 B") of its own.
+        use crate::out::Shown;
         let s = &rep.source;
-        crate::outln!("Image        {}", image);
+        crate::outln!("Image        {}", Shown(image));
         crate::outln!("UUID         {}", rep.uuid);
         crate::outln!("Created      {}", rep.created);
         crate::outln!(
             "Source \
             {} {} serial={} ({})",
-            s.name,
-            s.model,
-            s.serial,
+            Shown(&s.name),
+            Shown(&s.model),
+            Shown(&s.serial),
             crate::jobs::fmt_bytes(s.size_bytes)
         );
         crate::outln!(
@@ -593,7 +597,7 @@ fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Resul
             crate::outln!(
                 "Partition {:<2} {}, {} used of {}, {}",
                 p.number,
-                p.filesystem.as_deref().unwrap_or("unknown"),
+                Shown(p.filesystem.as_deref().unwrap_or("unknown")),
                 crate::jobs::fmt_bytes(p.used_bytes),
                 crate::jobs::fmt_bytes(p.size_bytes),
                 p.mode_text()
@@ -624,10 +628,10 @@ fn run_info(image: String, passphrase_file: Option<String>, json: bool) -> Resul
             crate::outln!("             bytes {a}..{}", a + l);
         }
         if let Some(p) = &rep.parent {
-            crate::outln!("Parent       {} (UUID {})", p.path, p.uuid);
+            crate::outln!("Parent       {} (UUID {})", Shown(&p.path), p.uuid);
         }
         for (k, l) in rep.chain.iter().enumerate() {
-            crate::outln!("Chain {k:<6} {} {}", l.path.display(), l.uuid);
+            crate::outln!("Chain {k:<6} {} {}", Shown(l.path.display()), l.uuid);
         }
         if let Some(e) = &rep.chain_error {
             crate::outln!("Chain        BROKEN: {e}");
