@@ -553,14 +553,8 @@ pub fn create(
         };
         (s - HEADER_SIZE as u64 - seal).min(usize::MAX as u64) as usize
     });
-    // Every compressor holds a batch and one more batch is being read; beyond those, room for
-    // the engine to read ahead of the compressors (see `read_ahead_slots`).
-    let nslots = (threads + 1) * batch
-        + 2
-        + read_ahead_slots(
-            cs as u64 + out_cap as u64,
-            super::crypt::available_kib() as u64 * 1024,
-        );
+    // Every compressor holds a batch and one more batch is being read.
+    let nslots = (threads + 1) * batch + 2;
 
     let (mut vw, idx, map, resume) = match &resumed {
         Some(j) => {
@@ -836,35 +830,9 @@ fn threads_for_memory(wanted: usize, per_thread: u64, available: u64) -> usize {
     (fit.saturating_sub(1).min(usize::MAX as u64) as usize).clamp(1, wanted.max(1))
 }
 
-/// The most chunk buffers the engine may read ahead of the compressors.
-const MAX_READ_AHEAD_BYTES: u64 = 256 << 20;
-
-/// Chunk buffers (`per_slot` bytes each: a chunk and its output) the engine may fill ahead of
-/// the compressors: a quarter of `available` bytes, at most [`MAX_READ_AHEAD_BYTES`]. Where
-/// hashing and compressing are slower than the source (a slow CPU, QEMU's TCG, a fast disk),
-/// the engine then reaches the end of its copy pass that much sooner and its trim, scrape and
-/// retry phases — reads of the failing areas that wait on the drive, not on a CPU — run while
-/// the compressors work through what it read ahead. The buffers are filled only as far as the
-/// engine gets ahead, so a source slower than the compressors never touches them.
-fn read_ahead_slots(per_slot: u64, available: u64) -> usize {
-    ((available / 4).min(MAX_READ_AHEAD_BYTES) / per_slot.max(1)).min(usize::MAX as u64) as usize
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{read_ahead_slots, threads_for_memory};
-
-    #[test]
-    fn read_ahead_is_a_quarter_of_the_memory_available_up_to_a_cap() {
-        let mib = 1u64 << 20;
-        // The rescue VM (1 GiB, ~850 MiB available), 1 MiB chunks with ~1 MiB of output room.
-        assert_eq!(read_ahead_slots(2 * mib, 850 * mib), 106);
-        // A big machine: the cap.
-        assert_eq!(read_ahead_slots(2 * mib, 64 << 30), 128);
-        // Almost nothing available: none.
-        assert_eq!(read_ahead_slots(2 * mib, 4 * mib), 0);
-        assert_eq!(read_ahead_slots(0, 0), 0);
-    }
+    use super::threads_for_memory;
 
     #[test]
     fn compressor_threads_follow_the_memory_available() {
