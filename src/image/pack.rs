@@ -150,9 +150,13 @@ pub(super) fn run(rx: &Mutex<Receiver<Job>>, tx: Sender<WMsg>, p: PackParams) {
         }
         // A batch whose every chunk to store looks like random bytes (encrypted volumes, a
         // disk filled with random data) is stored raw without running zstd over it.
-        if zc.is_some() && all_look_random(&done) {
+        if zc.is_some() && all_look_random(&done, cs as u64) {
             for d in done.iter_mut().filter(|d| d.kind == Kind::Raw) {
-                store_raw(d);
+                if stores_raw(d, cs as u64) {
+                    store_raw(d);
+                } else {
+                    pack_one(d, zc.as_mut(), p.plain_crc);
+                }
             }
             if tx.send(WMsg::Batch(done)).is_err() {
                 return;
@@ -192,6 +196,12 @@ pub(super) fn run(rx: &Mutex<Receiver<Job>>, tx: Sender<WMsg>, p: PackParams) {
 /// Sample bytes per probe of [`looks_random`]: four slices spread over the chunk.
 const PROBE_SLICE: usize = 16 << 10;
 
+/// [`looks_random_around`] of a chunk with no unreadable sectors.
+#[cfg(test)]
+pub(super) fn looks_random(data: &[u8]) -> bool {
+    looks_random_around(data, &[]) == Some(true)
+}
+
 /// Whether `data` looks like uniformly random bytes, judged on four [`PROBE_SLICE`]-byte
 /// slices spread over it (all of it when smaller): their byte histogram is as flat as random
 /// data's — Pearson's χ² against the uniform distribution (255 degrees of freedom: ~255 ± 23
@@ -200,14 +210,31 @@ const PROBE_SLICE: usize = 16 << 10;
 /// (it saves less than 1/64 of each slice; a flat histogram alone is also that of counters and
 /// other very compressible patterns). Integer arithmetic only: the same bytes always give the
 /// same answer (the image's bytes must not depend on the machine, for byte-identical resumes).
-pub(super) fn looks_random(data: &[u8]) -> bool {
+///
+/// Judged on the bytes outside `bad` (`[start, end)` offsets in `data`, ascending: unreadable
+/// sectors, which hold zeros the job put there, not data): each probe slice moves forwards
+/// past the bad ranges it meets. `None` when too little of `data` is readable to judge (no room
+/// for the four slices).
+fn looks_random_around(data: &[u8], bad: &[(usize, usize)]) -> Option<bool> {
     let slices: Vec<&[u8]> = if data.len() <= 4 * PROBE_SLICE {
+        if !bad.is_empty() {
+            return None;
+        }
         vec![data]
     } else {
         let step = data.len() / 4;
-        (0..4)
-            .map(|k| &data[k * step..k * step + PROBE_SLICE])
-            .collect()
+        let mut v = Vec::with_capacity(4);
+        for k in 0..4 {
+            let mut at = k * step;
+            while let Some(&(_, e)) = bad.iter().find(|&&(a, e)| a < at + PROBE_SLICE && e > at) {
+                at = e;
+            }
+            if at + PROBE_SLICE > data.len() {
+                return None;
+            }
+            v.push(&data[at..at + PROBE_SLICE]);
+        }
+        v
     };
     let mut h = [0u64; 256];
     let mut n = 0u64;
@@ -218,18 +245,18 @@ pub(super) fn looks_random(data: &[u8]) -> bool {
         n += s.len() as u64;
     }
     if n < 4096 {
-        return false;
+        return Some(false);
     }
     // χ² = Σ (c - n/256)² / (n/256) = 256 Σ c² / n - n.
     let sq: u64 = h.iter().map(|&c| c * c).sum();
     if 256 * sq > (RANDOM_CHI2 + n) * n {
-        return false;
+        return Some(false);
     }
     let mut out = vec![0u8; lz4_flex::block::get_maximum_output_size(PROBE_SLICE.max(4096))];
-    slices.iter().all(|s| {
+    Some(slices.iter().all(|s| {
         out.resize(lz4_flex::block::get_maximum_output_size(s.len()), 0);
         lz4_flex::block::compress_into(s, &mut out).is_ok_and(|k| k >= s.len() - s.len() / 64)
-    })
+    }))
 }
 
 /// The χ² bound of [`looks_random`]. Compressed files (deflate, JPEG…) pass it as well as
@@ -244,15 +271,48 @@ const RANDOM_CHI2: u64 = 900;
 /// raw they would add ~25 MiB), while a batch of nothing but random-looking chunks — an
 /// encrypted volume, a disk filled with random data — does not shrink (zstd on it costs ~1 s
 /// of CPU per GB natively, ~5 s per GB under QEMU's TCG, for nothing).
-fn all_look_random(done: &[Done]) -> bool {
+/// A chunk with unreadable sectors (held back around errors on a failing disk) is judged on
+/// its readable bytes ([`looks_random_around`]), and not at all when too few are readable: the
+/// zeros in its bad sectors would otherwise make a batch of random data look compressible and
+/// cost a zstd pass over all of it (see [`stores_raw`] for how such a chunk is stored).
+fn all_look_random(done: &[Done], chunk_size: u64) -> bool {
     let mut any = false;
     for d in done.iter().filter(|d| d.kind == Kind::Raw) {
-        if !looks_random(&d.slot.data) {
-            return false;
+        match looks_random_around(&d.slot.data, &bad_in_chunk(d, chunk_size)) {
+            Some(true) => any = true,
+            Some(false) => return false,
+            None => {}
         }
-        any = true;
     }
     any
+}
+
+/// The unreadable ranges of a chunk as `[start, end)` offsets in its bytes.
+fn bad_in_chunk(d: &Done, chunk_size: u64) -> Vec<(usize, usize)> {
+    let base = d.i * chunk_size;
+    let len = d.slot.data.len() as u64;
+    d.bad
+        .iter()
+        .map(|&(s, l)| {
+            (
+                s.saturating_sub(base).min(len),
+                (s + l).saturating_sub(base).min(len),
+            )
+        })
+        .filter(|&(a, e)| a < e)
+        .map(|(a, e)| (a as usize, e as usize))
+        .collect()
+}
+
+/// In a batch stored without zstd ([`all_look_random`]), whether a chunk is stored as it is:
+/// yes unless a sixteenth or more of it is unreadable (its zeros are then worth compressing,
+/// on its own: cheap, most of it is zeros).
+fn stores_raw(d: &Done, chunk_size: u64) -> bool {
+    let bad: usize = bad_in_chunk(d, chunk_size)
+        .iter()
+        .map(|&(a, e)| e - a)
+        .sum();
+    bad < d.slot.data.len() / 16
 }
 
 /// Stores a chunk as it is (kind `Raw`; its CRC32 is its payload's and its disk bytes').
@@ -521,6 +581,94 @@ mod tests {
                 (2 * n..2 * n + 5).collect::<Vec<u64>>()
             ]
         );
+    }
+
+    /// A batch of random chunks, some with unreadable sectors (zeros) inside the probe slices,
+    /// is stored without zstd: the chunks with a few bad sectors as they are, the one that is
+    /// mostly unreadable compressed on its own. Without the bad ranges known, the zeros make
+    /// the batch look compressible and it is grouped.
+    #[test]
+    fn unreadable_sectors_do_not_make_random_data_look_compressible() {
+        let n = GROUP_CHUNKS as u64;
+        let random = |c: u64| {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ c;
+            (0..CS)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect::<Vec<u8>>()
+        };
+        let run_batch = |with_bad: bool| {
+            let (jtx, jrx) = mpsc::sync_channel::<Job>(64);
+            for q in 0..n {
+                let mut bytes = random(q);
+                let mut bad = vec![];
+                // Chunk 3: one bad sector at the start of the second probe slice; chunk 7:
+                // all but its first 8 KiB unreadable.
+                let base = q * CS as u64;
+                if q == 3 {
+                    let at = CS / 4;
+                    bytes[at..at + 512].fill(0);
+                    bad.push((base + at as u64, 512));
+                }
+                if q == 7 {
+                    bytes[8192..].fill(0);
+                    bad.push((base + 8192, CS as u64 - 8192));
+                }
+                let mut data = AlignedBuf::new(CS);
+                data.copy_from_slice(&bytes);
+                jtx.send(Job {
+                    seq: q,
+                    i: q,
+                    slot: Slot {
+                        data,
+                        out: vec![0; max_payload_any(CS)],
+                    },
+                    unallocated: false,
+                    bad: if with_bad { bad } else { vec![] },
+                    parent_hash: None,
+                    pre: None,
+                })
+                .unwrap();
+            }
+            drop(jtx);
+            let (tx, rx) = mpsc::channel();
+            let p = PackParams {
+                compress: Compression::Zstd(2),
+                chunk_size: CS as u32,
+                zero_full: *blake3::hash(&[0; CS]).as_bytes(),
+                hasher: Default::default(),
+                batch: n as usize,
+                max_group_payload: usize::MAX,
+                plain_crc: true,
+            };
+            run(&Mutex::new(jrx), tx, p);
+            let b: Vec<Done> = rx
+                .try_iter()
+                .flat_map(|m| match m {
+                    WMsg::Batch(b) => b,
+                    WMsg::Checkpoint { .. } => panic!("a checkpoint from a compressor"),
+                })
+                .collect();
+            b
+        };
+        let known = run_batch(true);
+        for d in &known {
+            let want = if d.i == 7 { Kind::Zstd } else { Kind::Raw };
+            assert_eq!(d.kind, want, "chunk {}", d.i);
+            assert_eq!(d.plain_crc, Some(crc32fast::hash(&d.slot.data)));
+        }
+        assert!(
+            known[7].stored < 16 << 10,
+            "chunk 7 stored {} bytes",
+            known[7].stored
+        );
+        // The same bytes without their bad ranges: grouped, as before.
+        let unknown = run_batch(false);
+        assert!(unknown.iter().all(|d| d.kind == Kind::Group));
     }
 
     /// Jobs that trickle in (the reader side behind: each waits in the queue for the next)
