@@ -496,6 +496,42 @@ mod tests {
             .collect()
     }
 
+    /// A job for chunk `seq` (its number too) holding `bytes`, with unreadable `bad` ranges.
+    fn job_of(
+        seq: u64,
+        bytes: &[u8],
+        bad: Vec<(u64, u64)>,
+        pre: Option<crate::image::treehash::Partial>,
+    ) -> Job {
+        let mut data = AlignedBuf::new(CS);
+        data.copy_from_slice(bytes);
+        Job {
+            seq,
+            i: seq,
+            slot: Slot {
+                data,
+                out: vec![0; max_payload_any(CS)],
+            },
+            unallocated: false,
+            bad,
+            parent_hash: None,
+            pre,
+        }
+    }
+
+    /// A compressor's parameters for zstd `level` over `CS`-byte chunks.
+    fn params(level: i32, max_group_payload: usize) -> PackParams {
+        PackParams {
+            compress: Compression::Zstd(level),
+            chunk_size: CS as u32,
+            zero_full: *blake3::hash(&[0; CS]).as_bytes(),
+            hasher: Default::default(),
+            batch: group_chunks(Compression::Zstd(level), CS as u32),
+            max_group_payload,
+            plain_crc: true,
+        }
+    }
+
     /// `run_at` over the chunks `data(seq)`.
     fn run_with(
         level: i32,
@@ -506,8 +542,7 @@ mod tests {
     ) -> Vec<Vec<Done>> {
         let (jtx, jrx) = mpsc::sync_channel::<Job>(64);
         for s in seqs {
-            let mut data = AlignedBuf::new(CS);
-            data.copy_from_slice(&data_of(s));
+            let data = data_of(s);
             // With `prehash`: subtrees 0 and 2 hashed ahead (as `feed` does), the others not.
             let pre = prehash.then(|| {
                 let mut p = crate::image::treehash::Partial::new(CS).unwrap();
@@ -522,32 +557,11 @@ mod tests {
                 }
                 p
             });
-            let slot = Slot {
-                data,
-                out: vec![0; max_payload_any(CS)],
-            };
-            let job = Job {
-                seq: s,
-                i: s,
-                slot,
-                unallocated: false,
-                bad: vec![],
-                parent_hash: None,
-                pre,
-            };
-            jtx.send(job).unwrap();
+            jtx.send(job_of(s, &data, vec![], pre)).unwrap();
         }
         drop(jtx);
         let (tx, rx) = mpsc::channel();
-        let p = PackParams {
-            compress: Compression::Zstd(level),
-            chunk_size: CS as u32,
-            zero_full: *blake3::hash(&[0; CS]).as_bytes(),
-            hasher: Default::default(),
-            batch: group_chunks(Compression::Zstd(level), CS as u32),
-            max_group_payload,
-            plain_crc: true,
-        };
+        let p = params(level, max_group_payload);
         run(&Mutex::new(jrx), tx, p);
         rx.try_iter()
             .map(|m| match m {
@@ -590,21 +604,10 @@ mod tests {
     #[test]
     fn unreadable_sectors_do_not_make_random_data_look_compressible() {
         let n = GROUP_CHUNKS as u64;
-        let random = |c: u64| {
-            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ c;
-            (0..CS)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 24) as u8
-                })
-                .collect::<Vec<u8>>()
-        };
         let run_batch = |with_bad: bool| {
             let (jtx, jrx) = mpsc::sync_channel::<Job>(64);
             for q in 0..n {
-                let mut bytes = random(q);
+                let mut bytes = random(CS, 300 + q);
                 let mut bad = vec![];
                 // Chunk 3: one bad sector at the start of the second probe slice; chunk 7:
                 // all but its first 8 KiB unreadable.
@@ -618,33 +621,12 @@ mod tests {
                     bytes[8192..].fill(0);
                     bad.push((base + 8192, CS as u64 - 8192));
                 }
-                let mut data = AlignedBuf::new(CS);
-                data.copy_from_slice(&bytes);
-                jtx.send(Job {
-                    seq: q,
-                    i: q,
-                    slot: Slot {
-                        data,
-                        out: vec![0; max_payload_any(CS)],
-                    },
-                    unallocated: false,
-                    bad: if with_bad { bad } else { vec![] },
-                    parent_hash: None,
-                    pre: None,
-                })
-                .unwrap();
+                jtx.send(job_of(q, &bytes, if with_bad { bad } else { vec![] }, None))
+                    .unwrap();
             }
             drop(jtx);
             let (tx, rx) = mpsc::channel();
-            let p = PackParams {
-                compress: Compression::Zstd(2),
-                chunk_size: CS as u32,
-                zero_full: *blake3::hash(&[0; CS]).as_bytes(),
-                hasher: Default::default(),
-                batch: n as usize,
-                max_group_payload: usize::MAX,
-                plain_crc: true,
-            };
+            let p = params(2, usize::MAX);
             run(&Mutex::new(jrx), tx, p);
             let b: Vec<Done> = rx
                 .try_iter()
@@ -678,31 +660,7 @@ mod tests {
     fn jobs_that_trickle_in_give_the_same_batches() {
         let n = GROUP_CHUNKS as u64;
         let seqs = 3..2 * n + 7;
-        let job = |s: u64| {
-            let mut data = AlignedBuf::new(CS);
-            data.copy_from_slice(&chunk(s));
-            Job {
-                seq: s,
-                i: s,
-                slot: Slot {
-                    data,
-                    out: vec![0; max_payload_any(CS)],
-                },
-                unallocated: false,
-                bad: vec![],
-                parent_hash: None,
-                pre: None,
-            }
-        };
-        let p = PackParams {
-            compress: Compression::Zstd(3),
-            chunk_size: CS as u32,
-            zero_full: *blake3::hash(&[0; CS]).as_bytes(),
-            hasher: Default::default(),
-            batch: n as usize,
-            max_group_payload: usize::MAX,
-            plain_crc: true,
-        };
+        let p = params(3, usize::MAX);
         let (jtx, jrx) = mpsc::sync_channel::<Job>(64);
         let jrx = Mutex::new(jrx);
         let (tx, rx) = mpsc::channel();
@@ -712,7 +670,7 @@ mod tests {
                 s.spawn(move || run(jrx, tx, p));
             }
             for q in seqs.clone() {
-                jtx.send(job(q)).unwrap();
+                jtx.send(job_of(q, &chunk(q), vec![], None)).unwrap();
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             drop(jtx);
