@@ -282,10 +282,7 @@ mod tests {
     use super::*;
 
     fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("lifeboat-resume-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::io::scratch_dir(&format!("resume-{tag}"))
     }
 
     fn origin(src: &Path, tgt: &Path, size: u64) -> MapOrigin {

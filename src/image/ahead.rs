@@ -513,10 +513,7 @@ mod tests {
     const SIZE: u64 = 48 * MIB;
 
     fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("lifeboat-ahead-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::io::scratch_dir(&format!("ahead-{tag}"))
     }
 
     /// A failing disk: random MiBs (stored raw; one in `random`) and compressible ones, two bad

@@ -192,10 +192,7 @@ mod tests {
     use super::*;
 
     fn dir(tag: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("lifeboat-dio-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::io::scratch_dir(&format!("dio-{tag}"))
     }
 
     fn pattern(n: usize) -> Vec<u8> {

@@ -368,11 +368,7 @@ mod tests {
     use super::*;
 
     fn dir(tag: &str) -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("lifeboat-restore-map-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::io::scratch_dir(&format!("restore-map-{tag}"))
     }
 
     fn target(size: u64) -> StorageId {

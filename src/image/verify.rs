@@ -1075,10 +1075,7 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("lifeboat-verify-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::io::scratch_dir(&format!("verify-{tag}"))
     }
 
     /// A 40 MiB disk of compressible, incompressible and zero chunks, imaged (all sectors).

@@ -334,6 +334,15 @@ impl BlockSource for Device {
     }
 }
 
+/// A fresh scratch directory for a unit test: `$TMPDIR/lifeboat-NAME-PID`, emptied first.
+#[cfg(test)]
+pub(crate) fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("lifeboat-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create a scratch directory");
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -656,10 +656,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("lifeboat-tui-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
+        crate::io::scratch_dir(&format!("tui-{tag}"))
     }
 
     fn spec() -> JobSpec {
