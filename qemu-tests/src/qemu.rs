@@ -239,6 +239,9 @@ pub struct VmSpec {
     pub disks: Vec<DiskSpec>,
     /// Appended verbatim (firmware, extra devices for later tests).
     pub extra: Vec<String>,
+    /// A directly booted kernel silent this long before /init counts as hung and is booted
+    /// again (see `Vm::start`); `None` turns that watch off.
+    pub boot_stall: Option<std::time::Duration>,
 }
 
 impl VmSpec {
@@ -256,6 +259,7 @@ impl VmSpec {
             monitor: None,
             disks: Vec::new(),
             extra: Vec::new(),
+            boot_stall: Some(std::time::Duration::from_secs(60)),
         }
     }
 }
@@ -946,6 +950,7 @@ mod tests {
             monitor: None,
             disks: vec![],
             extra: vec![s("-bios"), s("/x.fd")],
+            boot_stall: None,
         };
         let v = argv(&spec).unwrap();
         assert_eq!(pair(&v, "-monitor"), ["none"]);

@@ -61,10 +61,145 @@ pub fn scaled(d: Duration) -> Duration {
     d.mul_f64(f)
 }
 
+/// How many times a guest whose kernel hung before /init is booted again.
+const BOOT_RETRIES: u32 = 2;
+/// Past this (scaled), the boot watch gives up and leaves the guest to the test's own timeouts.
+const BOOT_WATCH_MAX: Duration = Duration::from_secs(600);
+
+/// How the kernel's part of a boot ended, as the serial console shows it.
+#[derive(Debug, PartialEq, Eq)]
+enum KernelBoot {
+    /// /init runs (the kernel said so, or Lifeboat's PID 1 spoke).
+    InitRuns,
+    /// QEMU exited first: the test sees that itself.
+    Exited,
+    /// No byte on the console for the stall time, /init not reached.
+    Stalled,
+    /// Still printing, /init not reached after `BOOT_WATCH_MAX`: the test's timeouts decide.
+    GaveUp,
+}
+
+/// Whether the console text shows that /init is running: the kernel's own line, or the first
+/// words of Lifeboat's PID 1 (in case the kernel's line is filtered by a log level).
+fn init_runs(console: &[u8]) -> bool {
+    [
+        &b"Run /init as init process"[..],
+        b"lifeboat: ",
+        b"LIFEBOAT-",
+    ]
+    .iter()
+    .any(|m| console.windows(m.len()).any(|w| w == *m))
+}
+
+/// How long a silent kernel may take before /init runs, if the boot watch applies (a guest
+/// that boots a kernel directly, with `boot_stall` set).
+fn boot_watch(spec: &VmSpec) -> Option<Duration> {
+    spec.kernel.as_ref().and(spec.boot_stall).map(scaled)
+}
+
 impl Vm {
     /// Spawns QEMU for `spec` (its serial mode is replaced by a pipe logged to
     /// `target/qemu-logs/<name>.log`, and a monitor socket is added).
-    pub fn start(name: &str, mut spec: VmSpec) -> Result<Vm, String> {
+    ///
+    /// A directly booted kernel is watched until /init runs: QEMU's TCG on a loaded machine now
+    /// and then hangs a guest kernel in early boot (CI saw one stop printing at 1.17 s, in the
+    /// network hash-table setup, for 240 s). Such a guest is killed and booted again, at most
+    /// `BOOT_RETRIES` times (`spec.boot_stall` says how long a silence means hung), with the hung console kept as `<name>.hung-<n>.log`. Nothing of
+    /// Lifeboat has run at that point (the kernel only read partition tables), so a retry cannot
+    /// hide a Lifeboat fault; once /init runs, a hang is the test's to report.
+    pub fn start(name: &str, spec: VmSpec) -> Result<Vm, String> {
+        let watch = boot_watch(&spec);
+        let mut attempt = 0;
+        loop {
+            let mut vm = Vm::spawn(name, spec.clone())?;
+            let Some(stall) = watch else {
+                return Ok(vm);
+            };
+            match vm.watch_kernel_boot(stall, scaled(BOOT_WATCH_MAX)) {
+                KernelBoot::InitRuns | KernelBoot::Exited | KernelBoot::GaveUp => return Ok(vm),
+                KernelBoot::Stalled => {
+                    let secs = vm.elapsed().as_secs_f64();
+                    vm.kill();
+                    attempt += 1;
+                    let kept = vm.log.with_file_name(format!("{name}.hung-{attempt}.log"));
+                    let _ = std::fs::rename(&vm.log, &kept);
+                    let msg = format!(
+                        "{name}: the guest kernel printed nothing for {:.0} s before /init \
+                         (hung after {secs:.1} s; console kept in {}){}\n",
+                        stall.as_secs_f64(),
+                        kept.display(),
+                        if attempt <= BOOT_RETRIES {
+                            "; booting it again"
+                        } else {
+                            ""
+                        }
+                    );
+                    let _ = std::io::stderr().write_all(msg.as_bytes());
+                    if let Ok(mut f) = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(crate::logs_dir().join("timings.txt"))
+                    {
+                        let _ = f.write_all(msg.as_bytes());
+                    }
+                    if attempt > BOOT_RETRIES {
+                        vm.dumped.set(true);
+                        return Err(format!(
+                            "{}{}",
+                            msg.trim_end(),
+                            std::fs::read_to_string(&kept)
+                                .map(|t| {
+                                    let lines: Vec<&str> = t.lines().collect();
+                                    let from = lines.len().saturating_sub(40);
+                                    format!("\n---- last lines ----\n{}", lines[from..].join("\n"))
+                                })
+                                .unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the console shows /init running, QEMU exits, the console stays silent for
+    /// `stall`, or `max` has passed, whichever comes first. Consumes no lines.
+    fn watch_kernel_boot(&self, stall: Duration, max: Duration) -> KernelBoot {
+        let (lock, cv) = &*self.shared;
+        let end = Instant::now() + max;
+        let mut seen = 0usize;
+        let mut quiet_since = Instant::now();
+        let mut g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            // Search only the new bytes (plus a marker's length of overlap).
+            let total = g.base + g.data.len();
+            if total != seen {
+                let from = seen.saturating_sub(g.base).saturating_sub(32);
+                if init_runs(&g.data[from..]) {
+                    return KernelBoot::InitRuns;
+                }
+                seen = total;
+                quiet_since = Instant::now();
+            }
+            if g.eof {
+                return KernelBoot::Exited;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return KernelBoot::GaveUp;
+            }
+            if now >= quiet_since + stall {
+                return KernelBoot::Stalled;
+            }
+            let wake = (quiet_since + stall).min(end);
+            g = cv
+                .wait_timeout(g, wake - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Spawns QEMU for `spec` once (see [`Vm::start`]).
+    fn spawn(name: &str, mut spec: VmSpec) -> Result<Vm, String> {
         let logs = crate::logs_dir();
         std::fs::create_dir_all(&logs)
             .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
@@ -469,5 +604,33 @@ impl Drop for Vm {
             );
             let _ = std::io::stderr().write_all(msg.as_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_runs_on_the_kernels_line_or_lifeboats_first_words() {
+        assert!(init_runs(b"[    2.6] Run /init as init process\r\n"));
+        assert!(init_runs(b"lifeboat: up in 5090 ms\n"));
+        assert!(init_runs(b"LIFEBOAT-WAITING {}\n"));
+        assert!(!init_runs(
+            b"[    1.17] IP idents hash table entries: 16384\n"
+        ));
+        assert!(!init_runs(b"Run /init as init"));
+        assert!(!init_runs(b""));
+    }
+
+    #[test]
+    fn the_boot_watch_is_for_direct_kernel_boots_with_a_stall_time() {
+        let mut spec = VmSpec::new(Path::new("/k"), Path::new("/i"), SerialMode::Terminal);
+        assert!(boot_watch(&spec).is_some());
+        spec.boot_stall = None;
+        assert_eq!(boot_watch(&spec), None);
+        spec.boot_stall = Some(Duration::from_secs(3));
+        spec.kernel = None;
+        assert_eq!(boot_watch(&spec), None);
     }
 }

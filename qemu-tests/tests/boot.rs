@@ -192,3 +192,36 @@ fn power_button_powers_off_cleanly() {
         }
     }
 }
+
+/// A guest kernel that never gets to /init (held here with `-S`, as QEMU's TCG now and then hangs
+/// one in early boot) is booted again twice, its silent consoles kept, and then reported as such;
+/// a normal boot (every other test) passes the same watch.
+#[test]
+fn kernel_silent_before_init_is_booted_again_then_reported() {
+    let a = lifeboat_qemu_tests::artefacts().unwrap_or_else(|e| panic!("{e}"));
+    let name = "boot-hung-kernel";
+    let logs = lifeboat_qemu_tests::logs_dir();
+    for n in 1..=4 {
+        let _ = std::fs::remove_file(logs.join(format!("{name}.hung-{n}.log")));
+    }
+    let mut spec = VmSpec::new(&a.kernel, &a.initrd, SerialMode::Terminal);
+    spec.extra = vec!["-S".into()];
+    spec.boot_stall = Some(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let err = match Vm::start(name, spec) {
+        Ok(mut vm) => {
+            vm.kill();
+            panic!("a guest that never ran was taken for booted");
+        }
+        Err(e) => e,
+    };
+    assert!(err.contains("printed nothing"), "{err}");
+    for n in 1..=3 {
+        assert!(
+            logs.join(format!("{name}.hung-{n}.log")).exists(),
+            "console of boot {n} not kept: {err}"
+        );
+    }
+    assert!(!logs.join(format!("{name}.hung-4.log")).exists());
+    assert!(started.elapsed() >= Duration::from_secs(6), "{err}");
+}
