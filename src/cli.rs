@@ -438,6 +438,7 @@ mod tests {
             modules_dir: Some("/lib/modules/6".into()),
             list: Some("l".into()),
             out: "o".into(),
+            compression: crate::initramfs::Compression::Gzip,
             files: vec!["a:/a".into(), "-b:/b".into()],
             sysroot: Some("/s".into()),
             programs: vec!["/bin/ntfs-3g".into()],

@@ -411,9 +411,84 @@ fn usb_storage_pending() -> bool {
     false
 }
 
+/// How long the disks must stay the same before the boot goes on, when a bus that finds its
+/// disks late is there ([`late_disks_from`]).
+const QUIET_LATE_BUS: Duration = Duration::from_millis(1000);
+/// The same when every disk controller present finds its disks while its driver loads.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Storage drivers whose disks all exist when their module's init returns: the kernel waits for
+/// the async probes a module's init schedules (`async_synchronize_full` in `do_init_module`),
+/// and these find their disks there — AHCI and the PATA drivers probe their ports, virtio-blk
+/// adds its disk in its probe (a virtio PCI function's driver is `virtio-pci`, its disk driver
+/// then loads from the virtio device's own uevent). NVMe's namespace scan runs after the
+/// controller is live: [`nvme_not_live`] waits for that, the quiet time for the scan.
+const DISKS_AT_LOAD: &[&str] = &["ahci", "nvme", "virtio-pci", "ata_piix", "ata_generic"];
+
+/// Why disks may still appear after the device storm has calmed, under `sys` (`/sys`): a USB
+/// host (ports enumerate with debounce delays, usb-storage then waits `delay_use`), an SD/MMC
+/// host, or a PCI disk controller whose driver finds disks later (SAS HBAs report devices from
+/// firmware events). None when every controller present is in [`DISKS_AT_LOAD`].
+fn late_disks_from(sys: &Path) -> Option<String> {
+    let has_entries = |d: &str, prefix: &str| {
+        std::fs::read_dir(sys.join(d)).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        })
+    };
+    if has_entries("bus/usb/devices", "usb") {
+        return Some("a USB host controller".into());
+    }
+    if has_entries("class/mmc_host", "mmc") {
+        return Some("an SD/MMC host".into());
+    }
+    let rd = std::fs::read_dir(sys.join("bus/pci/devices")).ok()?;
+    for e in rd.flatten() {
+        let class = std::fs::read_to_string(e.path().join("class")).unwrap_or_default();
+        let class = u32::from_str_radix(class.trim().trim_start_matches("0x"), 16).unwrap_or(0);
+        if class >> 16 != 0x01 {
+            continue;
+        }
+        // Unbound: it gives no disk at all (the Disks screen says so), now or later.
+        let Ok(drv) = std::fs::read_link(e.path().join("driver")) else {
+            continue;
+        };
+        let drv = drv
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !DISKS_AT_LOAD.contains(&drv.as_str()) {
+            return Some(format!(
+                "{} (driver {drv})",
+                e.file_name().to_string_lossy()
+            ));
+        }
+    }
+    None
+}
+
+/// An NVMe controller under `sys` that is not live yet (resetting, connecting): its namespaces
+/// are scanned only once it is.
+fn nvme_not_live(sys: &Path) -> bool {
+    std::fs::read_dir(sys.join("class/nvme")).is_ok_and(|rd| {
+        rd.flatten().any(|e| {
+            std::fs::read_to_string(e.path().join("state")).is_ok_and(|s| {
+                let s = s.trim();
+                s != "live" && s != "dead" && s != "deleting"
+            })
+        })
+    })
+}
+
 fn settle(b: &mut Boot) -> Result<String> {
     let max = Duration::from_secs(b.params.settle.unwrap_or(15));
-    let quiet = Duration::from_millis(1000);
+    let sys = Path::new("/sys");
+    let late = late_disks_from(sys);
+    let quiet = if late.is_some() {
+        QUIET_LATE_BUS
+    } else {
+        QUIET
+    };
     let t0 = Instant::now();
     let snap = || {
         (
@@ -426,17 +501,22 @@ fn settle(b: &mut Boot) -> Result<String> {
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let now = snap();
-        let busy =
-            uevent::BUSY.load(std::sync::atomic::Ordering::SeqCst) > 0 || usb_storage_pending();
+        let busy = uevent::BUSY.load(std::sync::atomic::Ordering::SeqCst) > 0
+            || usb_storage_pending()
+            || nvme_not_live(sys);
         if now != last || busy {
             last = now;
             last_change = Instant::now();
         }
         if last_change.elapsed() >= quiet {
             return Ok(format!(
-                "{} block devices after {} ms",
+                "{} block devices after {} ms (quiet for {} ms{})",
                 now.1,
-                t0.elapsed().as_millis()
+                t0.elapsed().as_millis(),
+                quiet.as_millis(),
+                late.as_ref()
+                    .map(|w| format!(": disks may come late from {w}"))
+                    .unwrap_or_default()
             ));
         }
         if t0.elapsed() >= max {
@@ -452,6 +532,7 @@ fn settle(b: &mut Boot) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn steps_are_named_and_described() {
@@ -484,6 +565,74 @@ mod tests {
             pos("proc") < pos("modprobe") && pos("modprobe") < pos("coldplug"),
             "the kernel's own module requests during coldplug find /sbin/modprobe"
         );
+    }
+
+    /// A fake `/sys` with PCI functions (class, driver) and the given extra directories.
+    fn fake_sys(name: &str, pci: &[(&str, &str, Option<&str>)], dirs: &[&str]) -> PathBuf {
+        let t = std::env::temp_dir().join(format!("lb-settle-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        for (addr, class, drv) in pci {
+            let d = t.join("bus/pci/devices").join(addr);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("class"), format!("{class}\n")).unwrap();
+            if let Some(drv) = drv {
+                let target = t.join("bus/pci/drivers").join(drv);
+                std::fs::create_dir_all(&target).unwrap();
+                std::os::unix::fs::symlink(&target, d.join("driver")).unwrap();
+            }
+        }
+        for d in dirs {
+            std::fs::create_dir_all(t.join(d)).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn the_quiet_time_is_short_only_when_no_controller_finds_disks_late() {
+        // QEMU's q35 with virtio-blk and NVMe, as the CI pipelines boot it.
+        let vm = fake_sys(
+            "vm",
+            &[
+                ("0000:00:1f.2", "0x010601", Some("ahci")),
+                ("0000:00:02.0", "0x010000", Some("virtio-pci")),
+                ("0000:00:03.0", "0x010802", Some("nvme")),
+                ("0000:00:1f.3", "0x0c0500", Some("i801_smbus")),
+                // A RAID controller nothing drives gives no disk, now or later.
+                ("0000:00:05.0", "0x010400", None),
+            ],
+            &["class/nvme/nvme0"],
+        );
+        assert_eq!(late_disks_from(&vm), None);
+        // A PC: USB is there.
+        let pc = fake_sys(
+            "pc",
+            &[("0000:00:17.0", "0x010601", Some("ahci"))],
+            &["bus/usb/devices/usb1", "bus/usb/devices/1-0:1.0"],
+        );
+        assert!(late_disks_from(&pc).unwrap().contains("USB"));
+        // A SAS HBA reports its disks from firmware events.
+        let sas = fake_sys("sas", &[("0000:00:04.0", "0x010700", Some("mpt3sas"))], &[]);
+        assert!(late_disks_from(&sas).unwrap().contains("mpt3sas"));
+        let mmc = fake_sys("mmc", &[], &["class/mmc_host/mmc0"]);
+        assert!(late_disks_from(&mmc).unwrap().contains("SD/MMC"));
+        for t in [vm, pc, sas, mmc] {
+            std::fs::remove_dir_all(t).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_nvme_controller_not_yet_live_holds_the_settle() {
+        let t = fake_sys("nvme", &[], &["class/nvme/nvme0", "class/nvme/nvme1"]);
+        std::fs::write(t.join("class/nvme/nvme0/state"), "live\n").unwrap();
+        std::fs::write(t.join("class/nvme/nvme1/state"), "connecting\n").unwrap();
+        assert!(nvme_not_live(&t));
+        std::fs::write(t.join("class/nvme/nvme1/state"), "live\n").unwrap();
+        assert!(!nvme_not_live(&t));
+        // A controller that failed never gets namespaces: no reason to wait for it.
+        std::fs::write(t.join("class/nvme/nvme1/state"), "dead\n").unwrap();
+        assert!(!nvme_not_live(&t));
+        std::fs::remove_dir_all(t).unwrap();
+        assert!(!nvme_not_live(Path::new("/nonexistent-sys")));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Builds the initramfs: a reproducible newc cpio with the Lifeboat binary as /init, the kernel
 //! modules real PCs need (with their dependency closure) and an alias index, the helper
-//! programs Lifeboat starts (`ntfs-3g`, with its loader and libraries: [`programs`]), gzip-compressed.
+//! programs Lifeboat starts (`ntfs-3g`, with its loader and libraries: [`programs`]),
+//! compressed as [`Compression`] says (LZ4 by default: see there why).
 pub mod cpio;
 pub mod kmods;
 pub mod modinfo;
@@ -23,9 +24,12 @@ pub struct MkArgs {
     /// The module list (see initramfs/modules.list for the syntax).
     #[arg(long, value_name = "FILE", requires = "modules_dir")]
     pub list: Option<PathBuf>,
-    /// Where to write the gzip-compressed archive (written to a temporary name, then renamed).
+    /// Where to write the compressed archive (written to a temporary name, then renamed).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// How to compress it: lz4 (the default) unpacks fastest, gzip is smallest.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = Compression::Lz4)]
+    pub compression: Compression,
     /// Extra file to include, SRC:DEST (DEST is the path inside the image); repeatable.
     #[arg(long = "file", value_name = "SRC:DEST")]
     pub files: Vec<String>,
@@ -39,6 +43,94 @@ pub struct MkArgs {
     pub programs: Vec<String>,
 }
 
+/// How the archive is compressed; every Debian kernel unpacks both (`CONFIG_RD_LZ4`,
+/// `CONFIG_RD_GZIP`).
+///
+/// LZ4 is the default: under QEMU's TCG the kernel took 0.64 s to inflate and unpack the
+/// 13.5 MiB gzip archive and reached /init 0.5 s later than with the same archive in LZ4 (20.9
+/// MiB), as late as with no compression at all (kernel timestamps, 2 runs each). On a real PC
+/// either is a fraction of a second; the LZ4 archive is 7 MiB more to read from a stick.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// LZ4's legacy frame (`lz4 -l`), the only LZ4 format the kernel's initramfs unpacker reads.
+    Lz4,
+    /// gzip at its best compression, with a fixed header.
+    Gzip,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Lz4 => "lz4",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
+/// The LZ4 legacy frame as the kernel reads it (`lib/decompress_unlz4.c`): the magic number,
+/// then blocks of at most [`LZ4_LEGACY_BLOCK`] input bytes, each a little-endian u32 length and
+/// an LZ4 block; the input ends exactly after the last block.
+pub struct Lz4Legacy<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+    started: bool,
+}
+
+/// The kernel decompresses each legacy block into an 8 MiB buffer.
+pub const LZ4_LEGACY_BLOCK: usize = 8 << 20;
+const LZ4_LEGACY_MAGIC: u32 = 0x184C_2102;
+
+impl<W: Write> Lz4Legacy<W> {
+    pub fn new(out: W) -> Self {
+        Lz4Legacy {
+            out,
+            buf: Vec::with_capacity(LZ4_LEGACY_BLOCK),
+            started: false,
+        }
+    }
+
+    fn start(&mut self) -> std::io::Result<()> {
+        if !self.started {
+            self.out.write_all(&LZ4_LEGACY_MAGIC.to_le_bytes())?;
+            self.started = true;
+        }
+        Ok(())
+    }
+
+    fn block(&mut self) -> std::io::Result<()> {
+        self.start()?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let c = lz4_flex::block::compress(&self.buf);
+        self.out.write_all(&(c.len() as u32).to_le_bytes())?;
+        self.out.write_all(&c)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes the last block and returns the inner writer.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.block()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for Lz4Legacy<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(LZ4_LEGACY_BLOCK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == LZ4_LEGACY_BLOCK {
+            self.block()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// Everything that goes into one image.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -49,6 +141,7 @@ pub struct Config {
     pub programs: Option<(PathBuf, Vec<String>)>,
     /// Refuse an /init that is not a static x86-64 executable (always on from the CLI).
     pub require_static_init: bool,
+    pub compression: Compression,
 }
 
 /// What was built.
@@ -185,9 +278,9 @@ pub fn assemble(cfg: &Config) -> Result<(Archive, Summary)> {
     ))
 }
 
-/// Writes `archive` gzip-compressed (best compression, fixed header) to `out` via a temporary
-/// file and a rename, so a failed build never leaves a half image; returns (uncompressed, compressed) sizes.
-pub fn write_gz(archive: &Archive, out: &Path) -> Result<(u64, u64)> {
+/// Writes `archive` compressed as `how` to `out` via a temporary file and a rename, so a failed
+/// build never leaves a half image; returns (uncompressed, compressed) sizes.
+pub fn write_compressed(archive: &Archive, how: Compression, out: &Path) -> Result<(u64, u64)> {
     let tmp = {
         let mut s = out.as_os_str().to_owned();
         s.push(".tmp");
@@ -195,11 +288,21 @@ pub fn write_gz(archive: &Archive, out: &Path) -> Result<(u64, u64)> {
     };
     let res = (|| {
         let f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        let mut gz = flate2::GzBuilder::new()
-            .mtime(0)
-            .write(std::io::BufWriter::new(f), flate2::Compression::best());
-        let raw = archive.write(&mut gz)?;
-        let mut w = gz.finish().map_err(|e| Error::io("write", &tmp, e))?;
+        let f = std::io::BufWriter::new(f);
+        let (raw, mut w) = match how {
+            Compression::Gzip => {
+                let mut gz = flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(f, flate2::Compression::best());
+                let raw = archive.write(&mut gz)?;
+                (raw, gz.finish().map_err(|e| Error::io("write", &tmp, e))?)
+            }
+            Compression::Lz4 => {
+                let mut lz = Lz4Legacy::new(f);
+                let raw = archive.write(&mut lz)?;
+                (raw, lz.finish().map_err(|e| Error::io("write", &tmp, e))?)
+            }
+        };
         w.flush().map_err(|e| Error::io("write", &tmp, e))?;
         let f = w
             .into_inner()
@@ -218,7 +321,7 @@ pub fn write_gz(archive: &Archive, out: &Path) -> Result<(u64, u64)> {
 /// Builds the image described by `cfg` into `out`.
 pub fn build(cfg: &Config, out: &Path) -> Result<Summary> {
     let (a, mut s) = assemble(cfg)?;
-    let (raw, comp) = write_gz(&a, out)?;
+    let (raw, comp) = write_compressed(&a, cfg.compression, out)?;
     s.uncompressed = raw;
     s.compressed = comp;
     Ok(s)
@@ -251,6 +354,7 @@ pub fn run(a: MkArgs) -> Result<i32> {
         files,
         programs: a.sysroot.clone().map(|r| (r, a.programs.clone())),
         require_static_init: true,
+        compression: a.compression,
     };
     let s = build(&cfg, &a.out)?;
     for n in &s.notes {
@@ -258,7 +362,7 @@ pub fn run(a: MkArgs) -> Result<i32> {
     }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     crate::outln!(
-        "initramfs: {} ({} modules: {} listed + {} dependencies, kernel {}), {} entries, {:.2} MiB uncompressed, {:.2} MiB gzip ({} bytes)",
+        "initramfs: {} ({} modules: {} listed + {} dependencies, kernel {}), {} entries, {:.2} MiB uncompressed, {:.2} MiB {} ({} bytes)",
         a.out.display(),
         s.modules,
         s.listed,
@@ -267,6 +371,7 @@ pub fn run(a: MkArgs) -> Result<i32> {
         s.entries,
         mib(s.uncompressed),
         mib(s.compressed),
+        a.compression.name(),
         s.compressed
     );
     Ok(crate::error::exit::OK)
@@ -338,6 +443,7 @@ mod tests {
             files: vec![],
             programs: Some((PathBuf::from("/"), vec![prog.to_string()])),
             require_static_init: false,
+            compression: Compression::Lz4,
         };
         let (a, _) = assemble(&cfg).unwrap();
         let paths: Vec<&str> = a.paths().collect();
@@ -362,6 +468,55 @@ mod tests {
         );
     }
 
+    /// Reads a legacy LZ4 frame the way the kernel's `unlz4` does: magic, then length-prefixed
+    /// blocks of at most 8 MiB of output until the input ends exactly.
+    fn unlz4(mut b: &[u8]) -> Vec<u8> {
+        let word = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().unwrap());
+        assert_eq!(word(b), LZ4_LEGACY_MAGIC, "magic");
+        b = &b[4..];
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let n = word(b) as usize;
+            let block = &b[4..4 + n];
+            let d = lz4_flex::block::decompress(block, LZ4_LEGACY_BLOCK).unwrap();
+            assert!(d.len() <= LZ4_LEGACY_BLOCK);
+            out.extend_from_slice(&d);
+            b = &b[4 + n..];
+        }
+        out
+    }
+
+    #[test]
+    fn lz4_legacy_frames_read_back_like_the_kernel() {
+        // Across block edges, in odd-sized writes, compressible and not.
+        let mut data: Vec<u8> = (0..LZ4_LEGACY_BLOCK * 2 + 12345)
+            .map(|i| (i / 7) as u8)
+            .collect();
+        let mut x = 0x9E37_79B9u32;
+        for b in &mut data[LZ4_LEGACY_BLOCK - 1000..LZ4_LEGACY_BLOCK + 70_000] {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        let mut w = Lz4Legacy::new(Vec::new());
+        for piece in data.chunks(999_983) {
+            w.write_all(piece).unwrap();
+        }
+        let frame = w.finish().unwrap();
+        assert_eq!(unlz4(&frame), data);
+        // Nothing written: the magic alone (a cpio archive never is empty: it has its trailer).
+        let empty = Lz4Legacy::new(Vec::new()).finish().unwrap();
+        assert_eq!(empty, LZ4_LEGACY_MAGIC.to_le_bytes());
+        // Exactly one full block: no empty block after it.
+        let mut w = Lz4Legacy::new(Vec::new());
+        w.write_all(&data[..LZ4_LEGACY_BLOCK]).unwrap();
+        let one = w.finish().unwrap();
+        assert_eq!(unlz4(&one), &data[..LZ4_LEGACY_BLOCK]);
+        let n = u32::from_le_bytes(one[4..8].try_into().unwrap()) as usize;
+        assert_eq!(one.len(), 8 + n, "one block, ending the input");
+    }
+
     #[test]
     fn dynamic_init_refused() {
         let cfg = Config {
@@ -370,6 +525,7 @@ mod tests {
             files: vec![],
             programs: None,
             require_static_init: true,
+            compression: Compression::Lz4,
         };
         if cfg!(target_env = "gnu") {
             assert!(assemble(&cfg).is_err());
