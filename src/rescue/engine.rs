@@ -55,6 +55,12 @@ pub trait RescueTarget: Send + Sync {
     /// The run enters `phase` (see [`phase_name`]), pass `pass`: everything read before it has
     /// been handed to the target. Default: nothing.
     fn phase(&self, _phase: char, _pass: u32) {}
+    /// The copy phase is over and trimming, scraping or retrying begins (called once, with
+    /// verification hashes): everything read so far has been written, `map` is the map of that moment
+    /// and `hashes` the verification hashes; the chunks [`Hashes::settled`] names keep their
+    /// bytes and hashes to the end of the run, so they may be verified while it trims, scrapes
+    /// and retries. Default: nothing.
+    fn copy_done(&self, _map: &ExtentMap, _hashes: &Hashes) {}
 }
 
 impl RescueTarget for Device {
@@ -533,6 +539,7 @@ fn writer_main(
     save: Option<MapSave>,
 ) -> Result<Option<Hashes>> {
     let zeros = AlignedBuf::new(cluster);
+    let mut copy_done = false;
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -582,6 +589,15 @@ fn writer_main(
                     m.current_pass = pass;
                 }
                 dst.phase(c, pass);
+                // Only when trimming, scraping or retrying follow: on a healthy disk the run
+                // is over, and the verify after it reads everything anyway.
+                if matches!(c, '*' | '/' | '-') && !copy_done {
+                    copy_done = true;
+                    if let Some(h) = hashes.as_ref() {
+                        let m = shared.map.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        dst.copy_done(&m, h);
+                    }
+                }
             }
             Msg::Checkpoint(at) => {
                 let mut m = shared.map.lock().unwrap_or_else(|e| e.into_inner()).clone();

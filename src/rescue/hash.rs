@@ -14,6 +14,7 @@
 //! A rescue limited to a domain ([`Hashes::restrict`]) is verified over exactly that domain:
 //! a chunk counts as written when every domain sector in it was, and only those sectors are
 //! re-read and compared (the rest of the target keeps bytes the copy never wrote).
+use super::map::{ExtentMap, Status};
 use crate::error::{Error, Result};
 use crate::io::{AlignedBuf, BlockSource};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -233,6 +234,64 @@ impl Hashes {
         done: &AtomicU64,
         stop: &AtomicBool,
     ) -> Result<VerifyResult> {
+        self.verify_where(target, done, stop, |_| true)
+    }
+
+    /// Which chunks `map` (the run's map, of the same size) says are settled: no sector of them
+    /// is still to be read or retried (untried, non-trimmed, non-scraped, bad), so nothing
+    /// written to them, and none of their hashes, changes from now on.
+    pub fn settled(&self, map: &ExtentMap) -> Vec<bool> {
+        let mut v = vec![true; self.acc.len()];
+        for e in map.extents() {
+            if matches!(e.status, Status::Finished | Status::Free) || e.size == 0 {
+                continue;
+            }
+            let first = (e.pos / self.chunk) as usize;
+            let last = ((e.end() - 1) / self.chunk) as usize;
+            for c in first..=last.min(v.len().saturating_sub(1)) {
+                v[c] = false;
+            }
+        }
+        v
+    }
+
+    /// Chunk `c`'s accumulated hash and sector count: equal in two snapshots of one run, the
+    /// chunk was not written in between.
+    pub fn chunk_state(&self, c: usize) -> (u64, u32) {
+        (self.acc[c], self.count[c])
+    }
+
+    /// Number of chunks.
+    pub fn chunks(&self) -> usize {
+        self.acc.len()
+    }
+
+    /// Merges the result of a verify of some chunks (`a`) with that of the others (`b`).
+    pub fn merge(a: VerifyResult, b: VerifyResult) -> VerifyResult {
+        let mut all: Vec<(u64, u64)> = a.mismatches.into_iter().chain(b.mismatches).collect();
+        all.sort_unstable();
+        let mut mismatches: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+        for (o, l) in all {
+            match mismatches.last_mut() {
+                Some(m) if m.0 + m.1 == o => m.1 += l,
+                _ => mismatches.push((o, l)),
+            }
+        }
+        VerifyResult {
+            verified_bytes: a.verified_bytes + b.verified_bytes,
+            mismatches,
+        }
+    }
+
+    /// [`verify`](Self::verify) of the chunks `want` selects; the others count as done without
+    /// being read.
+    pub fn verify_where(
+        &self,
+        target: &dyn BlockSource,
+        done: &AtomicU64,
+        stop: &AtomicBool,
+        want: impl Fn(usize) -> bool,
+    ) -> Result<VerifyResult> {
         let mut buf = AlignedBuf::new(self.chunk as usize);
         let mut res = VerifyResult {
             verified_bytes: 0,
@@ -266,7 +325,7 @@ impl Hashes {
             };
             let plen: u64 = pieces.iter().map(|p| p.1 - p.0).sum();
             done.fetch_add(plen, Ordering::Relaxed);
-            if plen == 0 || self.count[c] != self.sectors_in_chunk(c) {
+            if plen == 0 || self.count[c] != self.sectors_in_chunk(c) || !want(c) {
                 continue;
             }
             let mut x = 0u64;
@@ -359,6 +418,36 @@ mod tests {
         bad[(2 << 20) + 7] ^= 1;
         let r = a.verify(&SimDevice::new(bad, 512), &done, &stop).unwrap();
         assert_eq!(r.mismatches, vec![(2 << 20, 1 << 20)]);
+    }
+
+    #[test]
+    fn settled_chunks_are_those_with_nothing_left_to_read() {
+        const M: u64 = 1 << 20;
+        let h = Hashes::new(5 * M + 4096, 512);
+        let mut map = ExtentMap::new(5 * M + 4096);
+        map.set(0, 5 * M + 4096, Status::Finished);
+        map.set(M + 512, 512, Status::Bad);
+        map.set(3 * M - 4096, 8192, Status::NonTrimmed);
+        map.set(5 * M, 4096, Status::Free);
+        assert_eq!(h.settled(&map), [true, false, false, false, true, true]);
+        let mut all = ExtentMap::new(5 * M + 4096);
+        all.set(0, 5 * M + 4096, Status::Untried);
+        assert!(h.settled(&all).iter().all(|s| !s));
+    }
+
+    #[test]
+    fn merged_results_add_up_and_join_neighbouring_mismatches() {
+        let a = VerifyResult {
+            verified_bytes: 3,
+            mismatches: vec![(0, 1), (4, 1)],
+        };
+        let b = VerifyResult {
+            verified_bytes: 5,
+            mismatches: vec![(1, 2), (9, 1)],
+        };
+        let m = Hashes::merge(a, b);
+        assert_eq!(m.verified_bytes, 8);
+        assert_eq!(m.mismatches, [(0, 3), (4, 1), (9, 1)]);
     }
 
     #[test]
