@@ -122,6 +122,11 @@ pub const STEPS: &[Step] = &[
         run: start_fs_modules,
     },
     Step {
+        name: "entropy",
+        what: "initialise the kernel's random generator in the background",
+        run: start_entropy,
+    },
+    Step {
         name: "uevents",
         what: "start the uevent listener (drivers for hot-plugged devices)",
         run: |b| uevent::start(b.loader).map(|_| String::new()),
@@ -130,11 +135,6 @@ pub const STEPS: &[Step] = &[
         name: "coldplug",
         what: "load drivers for the hardware present",
         run: coldplug,
-    },
-    Step {
-        name: "entropy",
-        what: "initialise the kernel's random generator in the background",
-        run: |_| start_entropy(),
     },
     Step {
         name: "settle",
@@ -271,12 +271,23 @@ fn coldplug(b: &mut Boot) -> Result<String> {
 /// CPU) the kernel then gathers timing jitter for a second or more (`try_to_generate_entropy`,
 /// run by whoever waits: a read of `/dev/urandom` before that runs it too); doing it here takes
 /// it off every job's clock. Never waited for: the boot goes on at once.
-fn start_entropy() -> Result<String> {
+///
+/// Started before the drivers' coldplug, in the idle scheduling class: the kernel's jitter loop
+/// keeps its thread runnable, and beside the coldplug at normal priority it would slow the
+/// drivers' loading down; idle, it uses the time the drivers wait (AHCI's port probes). A job
+/// that asks for random bytes before it is done runs the loop itself, at the job's priority.
+/// Skipped for a command that never asks ([`may_need_random`]): a clone on two emulated CPUs
+/// lost CPU to it while it copied, once the settle no longer waited a second.
+fn start_entropy(b: &mut Boot) -> Result<String> {
+    if !may_need_random(b.params.run.as_deref()) {
+        return Ok("not needed by the command".into());
+    }
     let t0 = Instant::now();
     std::thread::Builder::new()
         .name("entropy".into())
         .spawn(move || {
             use std::io::Read;
+            let _ = crate::io::sys::idle_priority_this_thread();
             let mut b = [0u8; 1];
             let r = std::fs::File::open("/dev/random").and_then(|mut f| f.read_exact(&mut b));
             let ms = t0.elapsed().as_millis();
@@ -303,6 +314,16 @@ pub const STORE_FILESYSTEMS: &[&str] = &["ext4", "vfat", "exfat"];
 /// be chosen) may mount an image store: the `image` commands.
 pub fn may_mount_a_store(run: Option<&str>) -> bool {
     run.is_none_or(|r| r.split_whitespace().next() == Some("image"))
+}
+
+/// Whether the unattended command `run` (None: the console, where any job may be chosen) may
+/// ask the kernel for random bytes: every command but a clone and the read-only listings (an
+/// image's identifier and keys, a DHCP transaction, an S3 request all do).
+pub fn may_need_random(run: Option<&str>) -> bool {
+    !matches!(
+        run.and_then(|r| r.split_whitespace().next()),
+        Some("clone" | "list" | "health")
+    )
 }
 
 /// Loads the modules of [`STORE_FILESYSTEMS`] in a thread of their own, so that mounting an
@@ -549,8 +570,8 @@ mod tests {
         );
         assert!(pos("coldplug") < pos("settle"));
         assert!(
-            pos("entropy") < pos("settle"),
-            "the random generator starts while the boot waits, not after"
+            pos("entropy") < pos("coldplug"),
+            "the random generator starts while the drivers load and the boot waits, not after"
         );
         assert!(
             pos("modprobe") < pos("fs-modules") && pos("fs-modules") < pos("coldplug"),
@@ -633,6 +654,20 @@ mod tests {
         assert!(!nvme_not_live(&t));
         std::fs::remove_dir_all(t).unwrap();
         assert!(!nvme_not_live(Path::new("/nonexistent-sys")));
+    }
+
+    #[test]
+    fn random_warmed_up_only_for_commands_that_may_ask() {
+        assert!(may_need_random(None));
+        assert!(may_need_random(Some(
+            "image create serial=A label=S:/b.lbi"
+        )));
+        assert!(may_need_random(Some("net up")));
+        assert!(!may_need_random(Some(
+            "clone serial=A serial=B --yes --json"
+        )));
+        assert!(!may_need_random(Some(" list --json")));
+        assert!(!may_need_random(Some("health serial=A")));
     }
 
     #[test]
