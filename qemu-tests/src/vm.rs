@@ -79,6 +79,20 @@ enum KernelBoot {
     GaveUp,
 }
 
+/// Says `msg` (one line, with its newline) straight to fd 2, so it shows even when the test
+/// harness captures output, and appends it to `target/qemu-logs/timings.txt`, which
+/// `scripts/test` prints at the end.
+fn say(msg: &str) {
+    let _ = std::io::stderr().write_all(msg.as_bytes());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(crate::logs_dir().join("timings.txt"))
+    {
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
 /// Whether the console text shows that /init is running: the kernel's own line, or the first
 /// words of Lifeboat's PID 1 (in case the kernel's line is filtered by a log level).
 fn init_runs(console: &[u8]) -> bool {
@@ -134,14 +148,7 @@ impl Vm {
                             ""
                         }
                     );
-                    let _ = std::io::stderr().write_all(msg.as_bytes());
-                    if let Ok(mut f) = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(crate::logs_dir().join("timings.txt"))
-                    {
-                        let _ = f.write_all(msg.as_bytes());
-                    }
+                    say(&msg);
                     if attempt > BOOT_RETRIES {
                         vm.dumped.set(true);
                         return Err(format!(
@@ -430,15 +437,7 @@ impl Vm {
             self.name,
             self.elapsed().as_secs_f64()
         );
-        // Straight to fd 2 so it shows even when the test harness captures output.
-        let _ = std::io::stderr().write_all(msg.as_bytes());
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(crate::logs_dir().join("timings.txt"))
-        {
-            let _ = f.write_all(msg.as_bytes());
-        }
+        say(&msg);
     }
 
     /// Sends bytes to the serial console (keys for the UI, lines for a shell).
