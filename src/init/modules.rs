@@ -60,7 +60,7 @@ pub fn cmdline_module_params(cmdline: &str) -> HashMap<String, String> {
 }
 
 /// Loads modules of one kernel; safe to share between threads (the kernel inserts a module
-/// loaded twice at once only once; see [`COLDPLUG_THREADS`]).
+/// loaded twice at once only once; see [`BESIDE_OTHERS`]).
 pub struct Loader {
     pub index: ModIndex,
     params: HashMap<String, String>,
@@ -381,22 +381,27 @@ pub fn scan_modaliases(root: &Path) -> BTreeSet<String> {
     out
 }
 
-/// How many modaliases coldplug loads drivers for at once.
+/// The drivers coldplug loads beside the others, each on a thread of its own; every other
+/// driver is loaded one at a time, as before.
 ///
 /// A driver's init often waits rather than computes: AHCI's took 382 ms under QEMU's TCG,
 /// probing six empty SATA ports, while NVMe's chain (its CRC modules, with the kernel's own
-/// module requests) took 420 ms and virtio's 110 ms, one after the other. Loaded side by side
-/// the slowest chain sets the time. The kernel copes with loads beside each other: a module
-/// loaded twice at once is inserted once (the second load waits, then gets `EEXIST`, taken as
-/// success), and a module needing symbols of one still initialising waits for it.
-pub const COLDPLUG_THREADS: usize = 4;
+/// module requests) took 420 ms and virtio's 110 ms, one after the other; side by side the
+/// slowest sets the time. Only these three: their devices interrupt by MSI/MSI-X, not on a
+/// shared line. Loading everything four at a time once made the kernel panic in CI: the
+/// am53c974 driver (`esp_scsi`) took an interrupt on its shared line before it was ready to
+/// (`esp_reset_cleanup`, a NULL pointer) while mptsas and xhci loaded beside it. The kernel
+/// copes with the loads themselves: a module loaded twice at once is inserted once (the second
+/// load waits, then gets `EEXIST`, taken as success), and a module needing symbols of one still
+/// initialising waits for it.
+pub const BESIDE_OTHERS: &[&str] = &["ahci", "nvme", "virtio_pci"];
 
 /// `f` of each of `items` on up to `threads` threads (this one among them); the results in the
 /// order of `items`.
-fn map_parallel<T: Default + Send>(
-    items: &[String],
+fn map_parallel<I: Sync, T: Default + Send>(
+    items: &[I],
     threads: usize,
-    f: impl Fn(&str) -> T + Sync,
+    f: impl Fn(&I) -> T + Sync,
 ) -> Vec<T> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
@@ -419,6 +424,18 @@ fn map_parallel<T: Default + Send>(
     out.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The modaliases of one coldplug pass in groups loaded beside each other: one per device whose
+/// drivers are all in [`BESIDE_OTHERS`], then one of all the rest (loaded one after another).
+fn coldplug_groups(index: &ModIndex, aliases: &[String]) -> Vec<Vec<String>> {
+    let (beside, rest): (Vec<String>, Vec<String>) = aliases.iter().cloned().partition(|a| {
+        let ms = index.match_alias(a);
+        !ms.is_empty() && ms.iter().all(|m| BESIDE_OTHERS.contains(&m.as_str()))
+    });
+    let mut groups = vec![rest];
+    groups.extend(beside.into_iter().map(|a| vec![a]));
+    groups
+}
+
 /// Coldplug: loads modules for every device present, repeating while loading made new devices
 /// appear (a host controller's driver reveals the disks behind it). Returns the modules loaded.
 pub fn coldplug(loader: &Loader, sys_devices: &Path, max_passes: usize) -> Vec<String> {
@@ -431,7 +448,13 @@ pub fn coldplug(loader: &Loader, sys_devices: &Path, max_passes: usize) -> Vec<S
             break;
         }
         let before = loaded.len();
-        for v in map_parallel(&new, COLDPLUG_THREADS, |a| loader.load_for_alias(a)) {
+        let groups = coldplug_groups(&loader.index, &new);
+        let n = groups.len();
+        for v in map_parallel(&groups, n, |g| {
+            g.iter()
+                .flat_map(|a| loader.load_for_alias(a))
+                .collect::<Vec<String>>()
+        }) {
             loaded.extend(v);
         }
         seen.extend(new);
@@ -516,7 +539,7 @@ mod tests {
         assert!(most > 1 && most <= 4, "{most} at once");
         // One thread, or nothing to do.
         assert_eq!(map_parallel(&items[..2], 1, |a| a.len()), [6, 6]);
-        assert!(map_parallel(&[], 4, |a| a.len()).is_empty());
+        assert!(map_parallel(&[], 4, |a: &String| a.len()).is_empty());
     }
 
     #[test]
@@ -546,6 +569,46 @@ mod tests {
         let l3 = Loader::new(l.index.clone(), HashMap::new());
         l3.cpu.set(String::new()).unwrap();
         assert!(l3.fits_cpu("crct10dif_pclmul"));
+    }
+
+    #[test]
+    fn only_msi_drivers_load_beside_the_others() {
+        let ix = ModIndex::parse(
+            Path::new("/m"),
+            "",
+            "alias pci:v00008086d00002922* ahci\n\
+             alias pci:v*d*sv*sd*bc01sc08i02* nvme\n\
+             alias pci:v00001AF4d* virtio_pci\n\
+             alias pci:v00001022d00002020* am53c974\n\
+             alias pci:v00001000d00000054* mptsas\n",
+            "",
+            "",
+        );
+        let a = |s: &str| s.to_string();
+        let g = coldplug_groups(
+            &ix,
+            &[
+                a("pci:v00001022d00002020sv0sd0bc01sc00i00"),
+                a("pci:v00008086d00002922sv0sd0bc01sc06i01"),
+                a("pci:v00001B36d00000010sv0sd0bc01sc08i02"),
+                a("pci:v00001000d00000054sv0sd0bc01sc00i00"),
+                a("pci:v00001AF4d00001001sv0sd0bc01sc00i00"),
+                a("acpi:PNP0C0C:"),
+            ],
+        );
+        assert_eq!(
+            g,
+            [
+                vec![
+                    a("pci:v00001022d00002020sv0sd0bc01sc00i00"),
+                    a("pci:v00001000d00000054sv0sd0bc01sc00i00"),
+                    a("acpi:PNP0C0C:"),
+                ],
+                vec![a("pci:v00008086d00002922sv0sd0bc01sc06i01")],
+                vec![a("pci:v00001B36d00000010sv0sd0bc01sc08i02")],
+                vec![a("pci:v00001AF4d00001001sv0sd0bc01sc00i00")],
+            ]
+        );
     }
 
     #[test]
