@@ -569,15 +569,11 @@ fn verify(
     }
     let (before, done_ahead) = match ahead {
         Some(a) => match a.worker.join() {
-            Ok(Ok(r)) => {
-                let keep: Vec<bool> = (0..h.chunks())
-                    .map(|c| a.want[c] && a.snapshot.chunk_state(c) == h.chunk_state(c))
-                    .collect();
-                if keep.iter().zip(a.want.iter()).all(|(k, w)| k == w) {
-                    (Some(r), keep)
-                } else {
-                    (None, vec![false; h.chunks()])
-                }
+            Ok(Ok(r))
+                if (0..h.chunks())
+                    .all(|c| !a.want[c] || a.snapshot.chunk_state(c) == h.chunk_state(c)) =>
+            {
+                (Some(r), a.want.to_vec())
             }
             _ => (None, vec![false; h.chunks()]),
         },
